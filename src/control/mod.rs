@@ -1,0 +1,66 @@
+//! The local control API: a running node (console or headless) serves a unix
+//! socket in its data dir; the CLI and an attached console send it requests.
+//! One JSON object per line each way.
+
+pub mod client;
+pub mod server;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Status, VmView};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "request", rename_all = "snake_case")]
+pub enum Request {
+    Status,
+    VmList,
+    VmCreate {
+        name: String,
+        vcpus: u32,
+        memory_mib: u64,
+        image: String,
+    },
+    VmStart {
+        name: String,
+    },
+    VmStop {
+        name: String,
+        force: bool,
+    },
+    VmRemove {
+        name: String,
+    },
+    Migrate {
+        vm: String,
+        to: String,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "reply", rename_all = "snake_case")]
+pub enum Reply {
+    Status(Status),
+    Vms { vms: Vec<VmView> },
+    Done { message: String },
+    Migrated(MigrationReport),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MigrationReport {
+    pub vm: String,
+    pub from: String,
+    pub to: String,
+    pub to_peer_id: String,
+    pub seconds: f64,
+}
+
+/// What travels back: a reply or a one-line error for the operator.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Ok(Reply),
+    Error(String),
+}
+
+/// Largest request or reply line accepted (a status with many VMs stays far below).
+pub const MAX_LINE: usize = 8 * 1024 * 1024;

@@ -1,0 +1,119 @@
+//! Serves the control socket: one task per connection, one request per line.
+
+use std::future::Future;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+use super::{MAX_LINE, Outcome, Reply, Request};
+
+/// Binds the socket (owner-only). A live socket means another node owns this data dir.
+pub async fn bind(path: &Path) -> Result<UnixListener> {
+    if path.exists() {
+        if UnixStream::connect(path).await.is_ok() {
+            bail!(
+                "another peervisor node is already running for this data dir ({})",
+                path.display()
+            );
+        }
+        std::fs::remove_file(path).with_context(|| format!("removing stale {}", path.display()))?;
+    }
+    let listener = UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Answers requests with `handle` until the listener fails.
+pub async fn serve<H, F>(listener: UnixListener, handle: Arc<H>)
+where
+    H: Fn(Request) -> F + Send + Sync + 'static,
+    F: Future<Output = Result<Reply>> + Send + 'static,
+{
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            return;
+        };
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            if let Err(e) = serve_connection(stream, handle).await {
+                tracing::debug!("control connection: {e:#}");
+            }
+        });
+    }
+}
+
+async fn serve_connection<H, F>(stream: UnixStream, handle: Arc<H>) -> Result<()>
+where
+    H: Fn(Request) -> F,
+    F: Future<Output = Result<Reply>>,
+{
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    while let Some(line) = lines.next_line().await? {
+        let outcome = if line.len() > MAX_LINE {
+            Outcome::Error("request too large".into())
+        } else {
+            match serde_json::from_str::<Request>(&line) {
+                Ok(request) => match handle(request).await {
+                    Ok(reply) => Outcome::Ok(reply),
+                    Err(e) => Outcome::Error(format!("{e:#}")),
+                },
+                Err(e) => Outcome::Error(format!("malformed request: {e}")),
+            }
+        };
+        let mut bytes = serde_json::to_vec(&outcome)?;
+        bytes.push(b'\n');
+        write.write_all(&bytes).await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::client::ControlClient;
+
+    #[tokio::test]
+    async fn requests_round_trip_and_errors_come_back_as_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control.sock");
+        let listener = bind(&path).await.unwrap();
+        let handler = Arc::new(|request: Request| async move {
+            match request {
+                Request::VmStart { name } => Ok(Reply::Done {
+                    message: format!("started {name}"),
+                }),
+                _ => anyhow::bail!("nope"),
+            }
+        });
+        tokio::spawn(serve(listener, handler));
+        let client = ControlClient::new(&path);
+        let reply = client
+            .call(&Request::VmStart { name: "web-1".into() })
+            .await
+            .unwrap();
+        assert_eq!(
+            reply,
+            Reply::Done {
+                message: "started web-1".into()
+            }
+        );
+        let err = client.call(&Request::Status).await.unwrap_err();
+        assert_eq!(err.to_string(), "nope");
+        // a second node on the same data dir is refused
+        let again = bind(&path).await.unwrap_err().to_string();
+        assert!(again.contains("already running"), "{again}");
+    }
+
+    #[tokio::test]
+    async fn no_node_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let client = ControlClient::new(&dir.path().join("control.sock"));
+        let err = client.call(&Request::Status).await.unwrap_err().to_string();
+        assert!(err.contains("no peervisor node is running"), "{err}");
+    }
+}

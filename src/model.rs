@@ -1,0 +1,133 @@
+//! The data every part of peervisor shows or exchanges: what the console draws,
+//! what `peervisor status --json` prints, what the control socket carries.
+//! Plain serde types, no behaviour beyond small helpers.
+
+use serde::{Deserialize, Serialize};
+
+/// One snapshot of a node as seen by its operator.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Status {
+    /// This peer.
+    pub local: LocalPeer,
+    /// Other peers of the overlay this node knows about.
+    pub peers: Vec<PeerView>,
+    /// VMs hosted on this peer.
+    pub vms: Vec<VmView>,
+    /// Running and recent migrations started or received by this peer.
+    pub operations: Vec<OperationView>,
+    /// Recent failures to connect to peers, explained (e.g. "network key mismatch?").
+    #[serde(default)]
+    pub dial_errors: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct LocalPeer {
+    pub peer_id: String,
+    pub nick: String,
+    pub listen_addrs: Vec<String>,
+    /// libvirt connection URI this peer hosts VMs on.
+    pub hypervisor: String,
+    /// "kvm" or "tcg".
+    pub accel: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct PeerView {
+    pub peer_id: String,
+    /// Nickname the peer announces (identify agent version), or empty if not yet known.
+    pub nick: String,
+    pub connected: bool,
+    /// Round-trip time of the last ping, if any.
+    pub latency_ms: Option<f64>,
+    /// VMs the peer announced it hosts (gossip), if heard.
+    pub vms: Option<Vec<String>>,
+    pub addrs: Vec<String>,
+}
+
+impl PeerView {
+    /// The name an operator sees: the nickname, or a short peer id.
+    pub fn display_name(&self) -> String {
+        if self.nick.is_empty() {
+            short_peer_id(&self.peer_id)
+        } else {
+            self.nick.clone()
+        }
+    }
+}
+
+/// `12D3KooWAbc...xyz` -> `12D3..xyz` (last 4 chars), for narrow columns.
+pub fn short_peer_id(id: &str) -> String {
+    if id.len() <= 10 {
+        id.to_string()
+    } else {
+        format!("{}..{}", &id[..4], &id[id.len() - 4..])
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum VmState {
+    Running,
+    Paused,
+    #[default]
+    Stopped,
+    Crashed,
+    Other,
+}
+
+impl VmState {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            VmState::Running => "running",
+            VmState::Paused => "paused",
+            VmState::Stopped => "stopped",
+            VmState::Crashed => "crashed",
+            VmState::Other => "other",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct VmView {
+    pub name: String,
+    pub uuid: String,
+    pub state: VmState,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    /// Guest address on the peer's guest network, if peervisor gave it one.
+    pub ip: Option<String>,
+    /// True when peervisor defined the VM (it carries our metadata).
+    pub managed: bool,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OperationKind {
+    /// This peer sends a VM away.
+    MigrateOut,
+    /// This peer receives a VM.
+    MigrateIn,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OperationPhase {
+    Requested,
+    Transferring,
+    Done,
+    Failed,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct OperationView {
+    pub id: u64,
+    pub kind: OperationKind,
+    pub vm: String,
+    /// The other side (display name).
+    pub peer: String,
+    pub phase: OperationPhase,
+    /// Seconds since the operation started (or its total time once ended).
+    pub elapsed_s: f64,
+    /// Error message when failed.
+    pub error: Option<String>,
+}

@@ -1,0 +1,587 @@
+//! The peer node: one task (`EventLoop`) owns the libp2p `Swarm`; the rest of the
+//! program talks to it through a cloneable [`Client`] (commands over mpsc, replies
+//! over oneshot), as in rust-libp2p's file-sharing example.
+
+pub mod identity;
+pub mod protocol;
+mod transport;
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use futures::StreamExt;
+use libp2p::identity::Keypair;
+use libp2p::pnet::PreSharedKey;
+use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent, behaviour::toggle::Toggle};
+use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, identify, kad, mdns, ping};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, interval};
+
+use crate::model::PeerView;
+use protocol::{
+    ANNOUNCE_TOPIC, Announcement, CONTROL_PROTOCOL, ControlRequest, ControlResponse,
+    agent_version, nick_from_agent,
+};
+
+pub use libp2p_stream::Control as StreamControl;
+
+/// How a node joins the overlay.
+pub struct NodeConfig {
+    pub keypair: Keypair,
+    pub network_key: PreSharedKey,
+    pub nick: String,
+    pub listen: Vec<Multiaddr>,
+    pub bootstrap: Vec<Multiaddr>,
+    /// LAN discovery by multicast DNS. Off by default: it sends multicast on every interface.
+    pub mdns: bool,
+}
+
+/// What the node reports to the rest of the program.
+#[derive(Debug)]
+pub enum Event {
+    /// Another peer asks something of this one; answer with [`Client::respond`].
+    InboundRequest {
+        peer: PeerId,
+        request: ControlRequest,
+        channel: ResponseChannel<ControlResponse>,
+    },
+}
+
+/// The overlay as this node sees it right now.
+#[derive(Debug, Clone, Default)]
+pub struct NetworkStatus {
+    pub peers: Vec<PeerView>,
+    pub listen_addrs: Vec<String>,
+    /// Recent dial failures, explained for the operator.
+    pub dial_errors: Vec<String>,
+}
+
+#[derive(Clone)]
+pub struct Client {
+    sender: mpsc::Sender<Command>,
+    local_peer_id: PeerId,
+    streams: StreamControl,
+}
+
+enum Command {
+    Status {
+        reply: oneshot::Sender<NetworkStatus>,
+    },
+    Request {
+        peer: PeerId,
+        request: ControlRequest,
+        reply: oneshot::Sender<Result<ControlResponse>>,
+    },
+    Respond {
+        channel: ResponseChannel<ControlResponse>,
+        response: ControlResponse,
+    },
+    Announce {
+        announcement: Announcement,
+    },
+}
+
+impl Client {
+    pub fn local_peer_id(&self) -> PeerId {
+        self.local_peer_id
+    }
+
+    /// Handle for opening and accepting raw byte streams (libp2p-stream).
+    pub fn streams(&self) -> StreamControl {
+        self.streams.clone()
+    }
+
+    pub async fn status(&self) -> Result<NetworkStatus> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Status { reply }).await?;
+        rx.await.map_err(|_| node_gone())
+    }
+
+    /// Sends a control request and waits for the answer (or a transport error).
+    pub async fn request(&self, peer: PeerId, request: ControlRequest) -> Result<ControlResponse> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Request {
+            peer,
+            request,
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| node_gone())?
+    }
+
+    pub async fn respond(
+        &self,
+        channel: ResponseChannel<ControlResponse>,
+        response: ControlResponse,
+    ) -> Result<()> {
+        self.send(Command::Respond { channel, response }).await
+    }
+
+    /// Sets what this peer announces on gossip (sent now and periodically).
+    pub async fn announce(&self, announcement: Announcement) -> Result<()> {
+        self.send(Command::Announce { announcement }).await
+    }
+
+    async fn send(&self, command: Command) -> Result<()> {
+        self.sender.send(command).await.map_err(|_| node_gone())
+    }
+}
+
+fn node_gone() -> anyhow::Error {
+    anyhow!("the peer node has stopped")
+}
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+    kad: kad::Behaviour<kad::store::MemoryStore>,
+    gossipsub: gossipsub::Behaviour,
+    mdns: Toggle<mdns::tokio::Behaviour>,
+    control: request_response::cbor::Behaviour<ControlRequest, ControlResponse>,
+    streams: libp2p_stream::Behaviour,
+}
+
+/// Starts the node on the current tokio runtime.
+pub fn start(config: NodeConfig) -> Result<(Client, mpsc::Receiver<Event>)> {
+    let local_peer_id = config.keypair.public().to_peer_id();
+    let mut swarm = build_swarm(&config)?;
+    for addr in &config.listen {
+        swarm
+            .listen_on(addr.clone())
+            .with_context(|| format!("cannot listen on {addr}"))?;
+    }
+    let topic = gossipsub::IdentTopic::new(ANNOUNCE_TOPIC);
+    swarm
+        .behaviour_mut()
+        .gossipsub
+        .subscribe(&topic)
+        .map_err(|e| anyhow!("gossipsub subscribe: {e:?}"))?;
+    let streams = swarm.behaviour().streams.new_control();
+    let (sender, commands) = mpsc::channel(64);
+    let (events, event_rx) = mpsc::channel(64);
+    let event_loop = EventLoop {
+        swarm,
+        commands,
+        events,
+        topic,
+        bootstrap: config.bootstrap,
+        peers: HashMap::new(),
+        pending_requests: HashMap::new(),
+        announcement: None,
+        dial_errors: VecDeque::new(),
+    };
+    tokio::spawn(event_loop.run());
+    Ok((
+        Client {
+            sender,
+            local_peer_id,
+            streams,
+        },
+        event_rx,
+    ))
+}
+
+fn build_swarm(config: &NodeConfig) -> Result<Swarm<Behaviour>> {
+    let psk = config.network_key;
+    let nick = config.nick.clone();
+    let mdns_on = config.mdns;
+    let swarm = libp2p::SwarmBuilder::with_existing_identity(config.keypair.clone())
+        .with_tokio()
+        .with_other_transport(|key| {
+            transport::build(key, psk).map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+        })?
+        .with_behaviour(|key| {
+            let peer_id = key.public().to_peer_id();
+            let identify = identify::Behaviour::new(
+                identify::Config::new("/peervisor/id/1".into(), key.public())
+                    .with_agent_version(agent_version(&nick)),
+            );
+            let mut kad = kad::Behaviour::with_config(
+                peer_id,
+                kad::store::MemoryStore::new(peer_id),
+                kad::Config::new(libp2p::StreamProtocol::new("/peervisor/kad/1")),
+            );
+            // Without a confirmed external address Kademlia stays a client and never
+            // answers queries; peers on loopback or a LAN never get one.
+            kad.set_mode(Some(kad::Mode::Server));
+            let gossipsub = gossipsub::Behaviour::new(
+                gossipsub::MessageAuthenticity::Signed(key.clone()),
+                gossipsub::ConfigBuilder::default()
+                    .heartbeat_interval(Duration::from_secs(1))
+                    .max_transmit_size(64 * 1024)
+                    .build()?,
+            )?;
+            let mdns = if mdns_on {
+                Some(mdns::tokio::Behaviour::new(
+                    mdns::Config::default(),
+                    peer_id,
+                )?)
+            } else {
+                None
+            };
+            let control = request_response::cbor::Behaviour::new(
+                [(CONTROL_PROTOCOL, ProtocolSupport::Full)],
+                request_response::Config::default().with_request_timeout(Duration::from_secs(30)),
+            );
+            Ok(Behaviour {
+                identify,
+                ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(2))),
+                kad,
+                gossipsub,
+                mdns: mdns.into(),
+                control,
+                streams: libp2p_stream::Behaviour::new(),
+            })
+        })
+        .map_err(|e| anyhow!("building the node: {e}"))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
+        .build();
+    Ok(swarm)
+}
+
+#[derive(Default)]
+struct PeerEntry {
+    nick: String,
+    connections: usize,
+    latency: Option<Duration>,
+    addrs: Vec<Multiaddr>,
+    vms: Option<Vec<String>>,
+}
+
+struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    commands: mpsc::Receiver<Command>,
+    events: mpsc::Sender<Event>,
+    topic: gossipsub::IdentTopic,
+    bootstrap: Vec<Multiaddr>,
+    peers: HashMap<PeerId, PeerEntry>,
+    pending_requests: HashMap<OutboundRequestId, oneshot::Sender<Result<ControlResponse>>>,
+    announcement: Option<Announcement>,
+    dial_errors: VecDeque<String>,
+}
+
+const MAX_DIAL_ERRORS: usize = 8;
+
+impl EventLoop {
+    async fn run(mut self) {
+        let mut announce_tick = interval(Duration::from_secs(5));
+        // Bootstrap peers may start after us: keep dialing the ones we are not connected to.
+        let mut redial_tick = interval(Duration::from_secs(3));
+        let started = Instant::now();
+        loop {
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.on_swarm_event(event).await,
+                command = self.commands.recv() => match command {
+                    Some(command) => self.on_command(command),
+                    None => return, // every Client is gone: shut down
+                },
+                _ = announce_tick.tick() => self.publish_announcement(),
+                _ = redial_tick.tick() => self.redial_bootstrap(started.elapsed()),
+            }
+        }
+    }
+
+    fn redial_bootstrap(&mut self, uptime: Duration) {
+        let connected = self.swarm.connected_peers().count();
+        // Back off once the node has company, so a dead bootstrap peer costs little.
+        if connected > 0 && uptime > Duration::from_secs(30) {
+            return;
+        }
+        for addr in self.bootstrap.clone() {
+            let known = self
+                .peers
+                .values()
+                .any(|p| p.connections > 0 && p.addrs.contains(&addr));
+            if !known && let Err(e) = self.swarm.dial(addr.clone()) {
+                tracing::debug!("dial {addr}: {e}");
+            }
+        }
+        if connected > 0 {
+            let _ = self.swarm.behaviour_mut().kad.bootstrap();
+        }
+    }
+
+    fn publish_announcement(&mut self) {
+        let Some(announcement) = &self.announcement else {
+            return;
+        };
+        let bytes = announcement.encode();
+        if let Err(e) = self
+            .swarm
+            .behaviour_mut()
+            .gossipsub
+            .publish(self.topic.clone(), bytes)
+        {
+            // No subscribed peer yet is normal while the overlay forms.
+            tracing::trace!("announce: {e}");
+        }
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Status { reply } => {
+                let _ = reply.send(self.network_status());
+            }
+            Command::Request {
+                peer,
+                request,
+                reply,
+            } => {
+                if !self.swarm.is_connected(&peer) {
+                    let name = self.display_name(&peer);
+                    let _ = reply.send(Err(anyhow!("peer {name} is not connected")));
+                    return;
+                }
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .control
+                    .send_request(&peer, request);
+                self.pending_requests.insert(id, reply);
+            }
+            Command::Respond { channel, response } => {
+                if self
+                    .swarm
+                    .behaviour_mut()
+                    .control
+                    .send_response(channel, response)
+                    .is_err()
+                {
+                    tracing::warn!("control response dropped: the requesting peer went away");
+                }
+            }
+            Command::Announce { announcement } => {
+                let changed = self.announcement.as_ref() != Some(&announcement);
+                self.announcement = Some(announcement);
+                if changed {
+                    self.publish_announcement();
+                }
+            }
+        }
+    }
+
+    fn display_name(&self, peer: &PeerId) -> String {
+        match self.peers.get(peer) {
+            Some(entry) if !entry.nick.is_empty() => entry.nick.clone(),
+            _ => peer.to_string(),
+        }
+    }
+
+    fn network_status(&self) -> NetworkStatus {
+        let mut peers: Vec<PeerView> = self
+            .peers
+            .iter()
+            .map(|(id, entry)| PeerView {
+                peer_id: id.to_string(),
+                nick: entry.nick.clone(),
+                connected: entry.connections > 0,
+                latency_ms: entry.latency.map(|d| d.as_secs_f64() * 1000.0),
+                vms: entry.vms.clone(),
+                addrs: entry.addrs.iter().map(|a| a.to_string()).collect(),
+            })
+            .collect();
+        peers.sort_by_key(|p| p.display_name());
+        NetworkStatus {
+            peers,
+            listen_addrs: self.swarm.listeners().map(|a| a.to_string()).collect(),
+            dial_errors: self.dial_errors.iter().cloned().collect(),
+        }
+    }
+
+    fn record_dial_error(&mut self, message: String) {
+        tracing::warn!("{message}");
+        if self.dial_errors.len() == MAX_DIAL_ERRORS {
+            self.dial_errors.pop_front();
+        }
+        self.dial_errors.push_back(message);
+    }
+
+    async fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                tracing::info!("listening on {address}");
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id, endpoint, ..
+            } => {
+                let entry = self.peers.entry(peer_id).or_default();
+                entry.connections += 1;
+                let addr = endpoint.get_remote_address().clone();
+                if endpoint.is_dialer() && !entry.addrs.contains(&addr) {
+                    entry.addrs.push(addr);
+                }
+                if entry.connections == 1 {
+                    tracing::info!("peer {} connected", self.display_name(&peer_id));
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established,
+                ..
+            } => {
+                if let Some(entry) = self.peers.get_mut(&peer_id) {
+                    entry.connections = num_established as usize;
+                    if num_established == 0 {
+                        entry.latency = None;
+                        tracing::info!("peer {} disconnected", self.display_name(&peer_id));
+                    }
+                }
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                let who = peer_id
+                    .map(|p| self.display_name(&p))
+                    .unwrap_or_else(|| "bootstrap peer".into());
+                self.record_dial_error(explain_dial_error(&who, &error.to_string()));
+            }
+            SwarmEvent::IncomingConnectionError {
+                send_back_addr,
+                error,
+                ..
+            } => {
+                let message = explain_dial_error(
+                    &format!("incoming connection from {send_back_addr}"),
+                    &error.to_string(),
+                );
+                self.record_dial_error(message);
+            }
+            SwarmEvent::Behaviour(event) => self.on_behaviour_event(event).await,
+            _ => {}
+        }
+    }
+
+    async fn on_behaviour_event(&mut self, event: BehaviourEvent) {
+        match event {
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                let entry = self.peers.entry(peer_id).or_default();
+                if let Some(nick) = nick_from_agent(&info.agent_version) {
+                    entry.nick = nick;
+                }
+                for addr in info.listen_addrs.into_iter().take(16) {
+                    self.swarm
+                        .behaviour_mut()
+                        .kad
+                        .add_address(&peer_id, addr.clone());
+                    let entry = self.peers.entry(peer_id).or_default();
+                    if !entry.addrs.contains(&addr) {
+                        entry.addrs.push(addr);
+                    }
+                }
+            }
+            BehaviourEvent::Ping(ping::Event {
+                peer,
+                result: Ok(rtt),
+                ..
+            }) => {
+                self.peers.entry(peer).or_default().latency = Some(rtt);
+            }
+            BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                message,
+                ..
+            }) => {
+                let Some(source) = message.source else {
+                    return;
+                };
+                match Announcement::decode(&message.data) {
+                    Ok(a) => {
+                        let entry = self.peers.entry(source).or_default();
+                        if entry.nick.is_empty() {
+                            entry.nick = a.nick;
+                        }
+                        entry.vms = Some(a.vms);
+                    }
+                    Err(e) => tracing::warn!(
+                        "dropped malformed announcement from {propagation_source}: {e}"
+                    ),
+                }
+            }
+            BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
+                for (peer, addr) in found {
+                    self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+                    let _ = self.swarm.dial(addr);
+                }
+            }
+            BehaviourEvent::Control(event) => self.on_control_event(event).await,
+            _ => {}
+        }
+    }
+
+    async fn on_control_event(
+        &mut self,
+        event: request_response::Event<ControlRequest, ControlResponse>,
+    ) {
+        use request_response::{Event as RR, Message};
+        match event {
+            RR::Message {
+                peer,
+                message: Message::Request {
+                    request, channel, ..
+                },
+                ..
+            } => {
+                let event = Event::InboundRequest {
+                    peer,
+                    request,
+                    channel,
+                };
+                if self.events.send(event).await.is_err() {
+                    tracing::warn!("control request from {peer} dropped: nobody is listening");
+                }
+            }
+            RR::Message {
+                message: Message::Response {
+                    request_id,
+                    response,
+                },
+                ..
+            } => {
+                if let Some(reply) = self.pending_requests.remove(&request_id) {
+                    let _ = reply.send(Ok(response));
+                }
+            }
+            RR::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                if let Some(reply) = self.pending_requests.remove(&request_id) {
+                    let name = self.display_name(&peer);
+                    let _ = reply.send(Err(anyhow!("request to peer {name} failed: {error}")));
+                }
+            }
+            RR::InboundFailure { peer, error, .. } => {
+                tracing::warn!("control request from {} failed: {error}", self.display_name(&peer));
+            }
+            RR::ResponseSent { .. } => {}
+        }
+    }
+}
+
+/// A wrong network key shows up only as a reset or a failed negotiation: say so.
+fn explain_dial_error(who: &str, error: &str) -> String {
+    let key_trouble = ["reset", "negotiat", "handshake", "unexpected eof", "broken pipe"]
+        .iter()
+        .any(|hint| error.to_lowercase().contains(hint));
+    if key_trouble {
+        format!("cannot connect to {who}: {error} (network key mismatch?)")
+    } else {
+        format!("cannot connect to {who}: {error}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dial_errors_hint_at_the_network_key() {
+        let msg = explain_dial_error("peer-b", "Transport error: connection reset by peer");
+        assert!(msg.ends_with("(network key mismatch?)"), "{msg}");
+        let msg = explain_dial_error("peer-b", "Connection refused (os error 111)");
+        assert!(!msg.contains("network key"), "{msg}");
+    }
+}

@@ -1,0 +1,28 @@
+//! The overlay transport: TCP, then the pnet handshake (the network key keeps
+//! strangers out), then noise (authenticated encryption), then yamux.
+//!
+//! QUIC is deliberately absent: pnet wraps raw byte streams and cannot protect
+//! QUIC, so a QUIC listener would let peers without the network key in.
+
+use std::time::Duration;
+
+use libp2p::core::muxing::StreamMuxerBox;
+use libp2p::core::transport::Boxed;
+use libp2p::core::upgrade::Version;
+use libp2p::identity::Keypair;
+use libp2p::pnet::{PnetConfig, PreSharedKey};
+use libp2p::{PeerId, Transport, noise, tcp, yamux};
+
+pub fn build(
+    keypair: &Keypair,
+    psk: PreSharedKey,
+) -> Result<Boxed<(PeerId, StreamMuxerBox)>, noise::Error> {
+    let noise = noise::Config::new(keypair)?;
+    Ok(tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+        .and_then(move |socket, _| PnetConfig::new(psk).handshake(socket))
+        .upgrade(Version::V1Lazy)
+        .authenticate(noise)
+        .multiplex(yamux::Config::default())
+        .timeout(Duration::from_secs(20))
+        .boxed())
+}
