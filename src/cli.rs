@@ -1,0 +1,155 @@
+//! Command-line arguments.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use libp2p::Multiaddr;
+
+use crate::hypervisor::accel::AccelChoice;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "peervisor",
+    version,
+    about = "Peer-to-peer hosting, discovery and delivery of services in virtual machines",
+    long_about = "Without a command, opens the operator console on an embedded peer node \
+                  (or, with --attach, on a running one)."
+)]
+pub struct Cli {
+    /// The node's data dir (identity, network key, control socket, libvirt daemon).
+    #[arg(long, global = true, env = "PEERVISOR_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Attach the console to the running node of this data dir instead of embedding one.
+    #[arg(long, value_name = "DATA_DIR")]
+    pub attach: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a headless peer node (serves the control socket; stop with Ctrl-C).
+    Node,
+    /// Show this node's peers (with latency) and VMs.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Manage the VMs hosted on this node.
+    #[command(subcommand)]
+    Vm(VmCommand),
+    /// Live-migrate a running VM to another peer over the overlay.
+    Migrate {
+        /// VM name on this peer.
+        vm: String,
+        /// Destination: peer id, unique prefix of one, or nickname.
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Build guest images.
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// Start a local overlay of peers with a guest and open the console on it.
+    Demo(DemoArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum VmCommand {
+    /// List VMs on this node.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create a VM from an image and start it.
+    Create {
+        name: String,
+        #[arg(long, default_value_t = 1)]
+        vcpus: u32,
+        #[arg(long = "memory", default_value_t = 128, value_name = "MIB")]
+        memory_mib: u64,
+        #[arg(long, default_value = crate::image::DEFAULT_IMAGE)]
+        image: String,
+    },
+    /// Start a stopped VM.
+    Start { name: String },
+    /// Stop a VM (ACPI request; --force powers it off).
+    Stop {
+        name: String,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Stop and undefine a VM.
+    Rm { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ImageCommand {
+    /// Build (or reuse the cached) guest image from Debian packages.
+    Build {
+        #[arg(long, default_value = crate::image::DEFAULT_IMAGE)]
+        name: String,
+        /// Where images are kept.
+        #[arg(long)]
+        image_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// How many peers to start.
+    #[arg(long, default_value_t = 3)]
+    pub peers: usize,
+    /// Start the overlay and the guest, print how to reach them, and exit without a console
+    /// (the peers keep running until `peervisor demo --stop`).
+    #[arg(long)]
+    pub no_console: bool,
+    /// Stop a demo started with --no-console.
+    #[arg(long)]
+    pub stop: bool,
+}
+
+/// How a node joins the overlay and hosts VMs (used by `node` and the console).
+#[derive(Args, Debug, Clone)]
+pub struct NodeArgs {
+    /// Name shown to other peers (default: the host name).
+    #[arg(long, global = true)]
+    pub nick: Option<String>,
+    /// Address to listen on (repeatable).
+    #[arg(long, global = true, default_value = "/ip4/0.0.0.0/tcp/7470")]
+    pub listen: Vec<Multiaddr>,
+    /// Address of a peer to join through (repeatable), e.g. /ip4/192.0.2.7/tcp/7470.
+    #[arg(long, global = true)]
+    pub bootstrap: Vec<Multiaddr>,
+    /// The overlay's network key: a swarm.key file, or 64 hex digits. Default: the
+    /// data dir's network.key, generated on first run (copy it to other peers).
+    #[arg(long, global = true, env = "PEERVISOR_NETWORK_KEY")]
+    pub network_key: Option<String>,
+    /// Find peers on the LAN with multicast DNS.
+    #[arg(long, global = true)]
+    pub mdns: bool,
+    /// Use this libvirt instead of a private daemon, e.g. qemu:///system.
+    #[arg(long, global = true)]
+    pub hypervisor: Option<String>,
+    /// Accelerator for guests: auto (probe), kvm or tcg.
+    #[arg(long, global = true, default_value = "auto")]
+    pub accel: AccelChoice,
+    /// Network namespace holding the guests' bridge.
+    #[arg(long, global = true, default_value = "peervisor")]
+    pub guest_netns: String,
+    /// Where guest images are kept.
+    #[arg(long, global = true)]
+    pub image_dir: Option<PathBuf>,
+    /// Refuse VMs migrated in by other peers.
+    #[arg(long, global = true)]
+    pub no_accept_migrations: bool,
+    /// Destroy this node's VMs when it stops (the demo and tests use it).
+    #[arg(long, global = true)]
+    pub destroy_vms_on_exit: bool,
+}

@@ -1,0 +1,255 @@
+//! The only module that touches libvirt. libvirt calls block, so every call runs
+//! on tokio's blocking pool; a libvirt connection is thread-safe and shared.
+
+pub mod accel;
+pub mod daemon;
+pub mod domain;
+pub mod netns;
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result, anyhow, bail};
+use virt::connect::Connect;
+use virt::domain::Domain;
+use virt::enumutil::Enum;
+use virt::error::ErrorNumber;
+use virt::sys;
+
+use crate::model::{VmState, VmView};
+use domain::{DomainSpec, METADATA_NS, parse_metadata};
+
+/// A libvirt connection this peer hosts VMs on.
+#[derive(Clone)]
+pub struct Host {
+    conn: Arc<Connect>,
+    uri: String,
+}
+
+impl Host {
+    pub async fn open(uri: &str) -> Result<Host> {
+        let owned = uri.to_string();
+        let conn = blocking(move || {
+            Connect::open(Some(&owned))
+                .map_err(|e| anyhow!("cannot connect to libvirt at {owned}: {}", e.message()))
+        })
+        .await?;
+        Ok(Host {
+            conn: Arc::new(conn),
+            uri: uri.to_string(),
+        })
+    }
+
+    pub fn uri(&self) -> &str {
+        &self.uri
+    }
+
+    /// Every domain of this hypervisor, ours and foreign, sorted by name.
+    pub async fn list(&self) -> Result<Vec<VmView>> {
+        let conn = self.conn.clone();
+        blocking(move || {
+            let domains = conn
+                .list_all_domains(0)
+                .map_err(|e| anyhow!("listing domains: {}", e.message()))?;
+            let mut vms: Vec<VmView> = domains.iter().filter_map(|d| vm_view(d).ok()).collect();
+            vms.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(vms)
+        })
+        .await
+    }
+
+    /// One VM by name; an unknown name is an error that lists the known ones.
+    pub async fn vm(&self, name: &str) -> Result<VmView> {
+        let owned = name.to_string();
+        let conn = self.conn.clone();
+        let found = blocking(move || {
+            lookup(&conn, &owned)?
+                .map(|d| vm_view(&d))
+                .transpose()
+        })
+        .await?;
+        match found {
+            Some(vm) => Ok(vm),
+            None => Err(self.unknown_vm(name).await),
+        }
+    }
+
+    async fn unknown_vm(&self, name: &str) -> anyhow::Error {
+        let known: Vec<String> = self
+            .list()
+            .await
+            .map(|vms| vms.into_iter().map(|v| v.name).collect())
+            .unwrap_or_default();
+        if known.is_empty() {
+            anyhow!("no VM named '{name}' on this peer (it hosts none)")
+        } else {
+            anyhow!(
+                "no VM named '{name}' on this peer (it hosts: {})",
+                known.join(", ")
+            )
+        }
+    }
+
+    /// Defines the domain persistently and starts it.
+    pub async fn create(&self, spec: &DomainSpec) -> Result<()> {
+        let name = spec.name.clone();
+        let xml = spec.to_xml();
+        let conn = self.conn.clone();
+        blocking(move || {
+            if lookup(&conn, &name)?.is_some() {
+                bail!("a VM named '{name}' exists already on this peer");
+            }
+            let domain = conn
+                .define_domain_xml(&xml)
+                .map_err(|e| anyhow!("defining VM '{name}': {}", e.message()))?;
+            if let Err(e) = domain.create() {
+                // Leave nothing half-made behind.
+                let _ = domain.undefine();
+                bail!("starting VM '{name}': {}", e.message());
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn start(&self, name: &str) -> Result<()> {
+        self.with_domain(name, |d, name| {
+            d.create()
+                .map(|_| ())
+                .map_err(|e| anyhow!("starting VM '{name}': {}", e.message()))
+        })
+        .await
+    }
+
+    /// Stops a VM: an ACPI shutdown request, or a hard power-off with `force`.
+    /// (Our initramfs guest has no ACPI daemon, so `force` is what stops it today.)
+    pub async fn stop(&self, name: &str, force: bool) -> Result<()> {
+        self.with_domain(name, move |d, name| {
+            let result = if force { d.destroy() } else { d.shutdown() };
+            result.map_err(|e| anyhow!("stopping VM '{name}': {}", e.message()))
+        })
+        .await
+    }
+
+    /// Stops (if running) and undefines a VM.
+    pub async fn remove(&self, name: &str) -> Result<()> {
+        self.with_domain(name, |d, name| {
+            if d.is_active().unwrap_or(false) {
+                let _ = d.destroy();
+            }
+            d.undefine()
+                .map_err(|e| anyhow!("removing VM '{name}': {}", e.message()))
+        })
+        .await
+    }
+
+    /// Live-migrates a running VM peer-to-peer: this hypervisor connects to
+    /// `dest_uri` itself and tunnels the memory stream over that connection, so the
+    /// only thing that must reach the destination is its libvirt RPC socket.
+    /// On failure libvirt resumes the VM here.
+    pub async fn migrate_p2p_tunnelled(&self, name: &str, dest_uri: &str) -> Result<()> {
+        let dest = dest_uri.to_string();
+        self.with_domain(name, move |d, name| {
+            let flags = sys::VIR_MIGRATE_LIVE
+                | sys::VIR_MIGRATE_PEER2PEER
+                | sys::VIR_MIGRATE_TUNNELLED
+                | sys::VIR_MIGRATE_PERSIST_DEST
+                | sys::VIR_MIGRATE_UNDEFINE_SOURCE;
+            d.migrate_to_uri(&dest, flags, None, 0)
+                .map_err(|e| anyhow!("migrating VM '{name}': {}", e.message()))
+        })
+        .await
+    }
+
+    async fn with_domain<T, F>(&self, name: &str, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Domain, &str) -> Result<T> + Send + 'static,
+    {
+        let owned = name.to_string();
+        let conn = self.conn.clone();
+        let outcome = blocking(move || match lookup(&conn, &owned)? {
+            Some(domain) => f(&domain, &owned).map(Some),
+            None => Ok(None),
+        })
+        .await?;
+        match outcome {
+            Some(value) => Ok(value),
+            None => Err(self.unknown_vm(name).await),
+        }
+    }
+}
+
+fn lookup(conn: &Connect, name: &str) -> Result<Option<Domain>> {
+    match conn.lookup_domain_by_name(name) {
+        Ok(d) => Ok(Some(d)),
+        Err(e) if e.code() == Enum::Known(ErrorNumber::NoDomain) => Ok(None),
+        Err(e) => Err(anyhow!("looking up VM '{name}': {}", e.message())),
+    }
+}
+
+fn vm_view(domain: &Domain) -> Result<VmView> {
+    let name = domain.name().context("domain name")?;
+    let info = domain.info().context("domain info")?;
+    let metadata = domain
+        .metadata(sys::VIR_DOMAIN_METADATA_ELEMENT as i32, Some(METADATA_NS), 0)
+        .ok()
+        .map(|xml| parse_metadata(&xml));
+    Ok(VmView {
+        name,
+        uuid: domain.uuid_string().unwrap_or_default(),
+        state: state_of(info.state.to_raw()),
+        vcpus: info.nr_virt_cpu,
+        memory_mib: info.memory / 1024,
+        ip: metadata.as_ref().and_then(|m| m.ip.clone()),
+        managed: metadata.is_some(),
+    })
+}
+
+fn state_of(state: sys::virDomainState) -> VmState {
+    match state {
+        sys::VIR_DOMAIN_RUNNING | sys::VIR_DOMAIN_BLOCKED => VmState::Running,
+        sys::VIR_DOMAIN_PAUSED | sys::VIR_DOMAIN_PMSUSPENDED => VmState::Paused,
+        sys::VIR_DOMAIN_SHUTOFF | sys::VIR_DOMAIN_SHUTDOWN => VmState::Stopped,
+        sys::VIR_DOMAIN_CRASHED => VmState::Crashed,
+        _ => VmState::Other,
+    }
+}
+
+/// Runs a blocking libvirt call off the async threads.
+async fn blocking<T, F>(f: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| anyhow!("libvirt worker failed: {e}"))?
+}
+
+/// The unix socket behind a local libvirt URI: `socket=` if given, else the
+/// system daemon's default.
+pub fn local_socket_for(uri: &str) -> std::path::PathBuf {
+    let query = uri.split_once('?').map(|(_, q)| q).unwrap_or("");
+    query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("socket="))
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/var/run/libvirt/libvirt-sock".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_path_comes_from_the_uri() {
+        assert_eq!(
+            local_socket_for("qemu+unix:///system?socket=/d/libvirt-sock"),
+            std::path::PathBuf::from("/d/libvirt-sock")
+        );
+        assert_eq!(
+            local_socket_for("qemu:///system"),
+            std::path::PathBuf::from("/var/run/libvirt/libvirt-sock")
+        );
+    }
+}

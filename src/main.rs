@@ -1,0 +1,220 @@
+//! peervisor: parses arguments and wires the parts together.
+
+mod cli;
+mod console;
+mod control;
+mod demo;
+mod hypervisor;
+mod image;
+mod model;
+mod node;
+mod paths;
+mod runtime;
+mod tui;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+
+use cli::{Cli, Command, ImageCommand, NodeArgs, VmCommand};
+use control::client::ControlClient;
+use control::{Reply, Request};
+use paths::DataDir;
+use runtime::{Peer, PeerConfig};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let data_dir = DataDir::new(cli.data_dir.clone().unwrap_or_else(DataDir::default_root));
+    let control = ControlClient::new(&data_dir.control_socket());
+    match cli.command {
+        None => match cli.attach {
+            Some(dir) => console::attach(&DataDir::new(dir)).await,
+            None => console::embedded(peer_config(data_dir, &cli.node)).await,
+        },
+        Some(Command::Node) => run_headless(peer_config(data_dir, &cli.node), &cli.node).await,
+        Some(Command::Status { json }) => {
+            let Reply::Status(status) = control.call(&Request::Status).await? else {
+                anyhow::bail!("unexpected reply to status");
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", console::status_text(&status));
+            }
+            Ok(())
+        }
+        Some(Command::Vm(command)) => vm_command(&control, command).await,
+        Some(Command::Migrate { vm, to, json }) => {
+            let Reply::Migrated(report) = control.call(&Request::Migrate { vm, to }).await? else {
+                anyhow::bail!("unexpected reply to migrate");
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!(
+                    "VM '{}' migrated from {} to {} in {:.2} s",
+                    report.vm, report.from, report.to, report.seconds
+                );
+            }
+            Ok(())
+        }
+        Some(Command::Image(ImageCommand::Build { name, image_dir })) => {
+            let dir = image_dir
+                .or(cli.node.image_dir)
+                .unwrap_or_else(image::default_image_dir);
+            build_image(dir, name).await
+        }
+        Some(Command::Demo(args)) => demo::run(args, &cli.node).await,
+    }
+}
+
+async fn vm_command(control: &ControlClient, command: VmCommand) -> Result<()> {
+    let request = match command {
+        VmCommand::List { json } => {
+            let Reply::Vms { vms } = control.call(&Request::VmList).await? else {
+                anyhow::bail!("unexpected reply to vm list");
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&vms)?);
+            } else {
+                print!("{}", console::vms_text(&vms));
+            }
+            return Ok(());
+        }
+        VmCommand::Create {
+            name,
+            vcpus,
+            memory_mib,
+            image,
+        } => Request::VmCreate {
+            name,
+            vcpus,
+            memory_mib,
+            image,
+        },
+        VmCommand::Start { name } => Request::VmStart { name },
+        VmCommand::Stop { name, force } => Request::VmStop { name, force },
+        VmCommand::Rm { name } => Request::VmRemove { name },
+    };
+    if let Reply::Done { message } = control.call(&request).await? {
+        println!("{message}");
+    }
+    Ok(())
+}
+
+async fn build_image(dir: PathBuf, name: String) -> Result<()> {
+    let report = tokio::task::spawn_blocking(move || {
+        image::build(&dir, &image::ImageSpec { name }, &mut |step| {
+            eprintln!("  {step}");
+        })
+    })
+    .await??;
+    let image = &report.image;
+    let verb = if report.built { "built" } else { "up to date" };
+    println!(
+        "image '{}' {verb}: kernel {} , {:.1} MiB in {} ({:.1} s)",
+        image.name,
+        image.kernel_version,
+        image.size_bytes as f64 / (1024.0 * 1024.0),
+        image.dir.display(),
+        report.seconds
+    );
+    Ok(())
+}
+
+fn peer_config(data_dir: DataDir, args: &NodeArgs) -> PeerConfig {
+    PeerConfig {
+        data_dir,
+        nick: args.nick.clone().unwrap_or_else(default_nick),
+        listen: args.listen.clone(),
+        bootstrap: args.bootstrap.clone(),
+        network_key: args.network_key.clone(),
+        mdns: args.mdns,
+        hypervisor: args.hypervisor.clone(),
+        accel: args.accel,
+        guest_netns: args.guest_netns.clone(),
+        image_dir: args
+            .image_dir
+            .clone()
+            .unwrap_or_else(image::default_image_dir),
+        accept_migrations: !args.no_accept_migrations,
+    }
+}
+
+fn default_nick() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "peer".into())
+}
+
+/// `peervisor node`: the peer without a console, until SIGINT/SIGTERM.
+async fn run_headless(config: PeerConfig, args: &NodeArgs) -> Result<()> {
+    init_stderr_logging();
+    let peer = start_serving(config).await?;
+    wait_for_termination().await;
+    tracing::info!("stopping");
+    peer.shutdown(args.destroy_vms_on_exit).await;
+    let _ = std::fs::remove_file(peer.data_dir().control_socket());
+    Ok(())
+}
+
+/// Starts a peer and serves its control socket.
+pub async fn start_serving(config: PeerConfig) -> Result<Arc<Peer>> {
+    config
+        .data_dir
+        .create()
+        .with_context(|| format!("creating {}", config.data_dir.root().display()))?;
+    // Bind first: a second node on the same data dir must fail before touching anything.
+    let listener = control::server::bind(&config.data_dir.control_socket()).await?;
+    let peer = Peer::start(config).await?;
+    let handler_peer = peer.clone();
+    let handler = Arc::new(move |request: Request| {
+        let peer = handler_peer.clone();
+        async move { peer.handle(request).await }
+    });
+    tokio::spawn(control::server::serve(listener, handler));
+    Ok(peer)
+}
+
+async fn wait_for_termination() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn init_stderr_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PEERVISOR_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,libp2p=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

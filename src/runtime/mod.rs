@@ -1,0 +1,388 @@
+//! A running peer: the node, the hypervisor and the control API wired together.
+//! Used by the headless `peervisor node` and by the console's embedded node.
+
+mod migrate;
+mod operations;
+mod peers;
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use libp2p::Multiaddr;
+
+use crate::control::{Reply, Request};
+use crate::hypervisor::accel::{Accel, AccelChoice};
+use crate::hypervisor::daemon::{DaemonConfig, PrivateDaemon};
+use crate::hypervisor::domain::{DomainSpec, GuestNic, mac_for};
+use crate::hypervisor::netns::GuestNetwork;
+use crate::hypervisor::{Host, local_socket_for};
+use crate::model::{LocalPeer, Status, VmState};
+use crate::node::protocol::{Announcement, ControlRequest};
+use crate::node::{self, Client, Event, NodeConfig};
+use crate::paths::{DataDir, console_log_dir};
+use migrate::TunnelGrants;
+use operations::Operations;
+
+/// Everything needed to start a peer.
+pub struct PeerConfig {
+    pub data_dir: DataDir,
+    pub nick: String,
+    pub listen: Vec<Multiaddr>,
+    pub bootstrap: Vec<Multiaddr>,
+    pub network_key: Option<String>,
+    pub mdns: bool,
+    /// `None`: start a private libvirt daemon for this peer.
+    pub hypervisor: Option<String>,
+    pub accel: AccelChoice,
+    /// Network namespace holding the guests' bridge.
+    pub guest_netns: String,
+    pub image_dir: PathBuf,
+    /// Whether other peers may live-migrate VMs into this host.
+    pub accept_migrations: bool,
+}
+
+pub struct Peer {
+    config: PeerConfig,
+    node: Client,
+    host: Host,
+    accel: Accel,
+    /// Path of the unix socket of the local libvirt, where migration tunnels end.
+    libvirt_socket: PathBuf,
+    network: GuestNetwork,
+    operations: Operations,
+    grants: TunnelGrants,
+    daemon: std::sync::Mutex<Option<PrivateDaemon>>,
+}
+
+impl Peer {
+    /// Starts the hypervisor (a private libvirtd unless one was given), the node,
+    /// and the background tasks. Returns once the peer can serve requests.
+    pub async fn start(config: PeerConfig) -> Result<Arc<Peer>> {
+        config
+            .data_dir
+            .create()
+            .with_context(|| format!("creating data dir {}", config.data_dir.root().display()))?;
+        let (accel, why) = config.accel.resolve();
+        tracing::info!("accelerator {why}");
+
+        let network = GuestNetwork::named(&config.guest_netns);
+        let (daemon, uri) = match &config.hypervisor {
+            Some(uri) => (None, uri.clone()),
+            None => {
+                let net = network.clone();
+                tokio::task::spawn_blocking(move || net.ensure())
+                    .await?
+                    .context("setting up the guest network namespace")?;
+                let daemon_config = DaemonConfig {
+                    dir: config.data_dir.libvirt_dir(),
+                    netns: network.netns.clone(),
+                    bridge_ip: network.gateway,
+                    migration_ports: migration_ports_for(&config.data_dir),
+                };
+                let daemon =
+                    tokio::task::spawn_blocking(move || PrivateDaemon::start(&daemon_config))
+                        .await??;
+                let uri = daemon.uri();
+                (Some(daemon), uri)
+            }
+        };
+        let host = Host::open(&uri).await?;
+        let libvirt_socket = local_socket_for(&uri);
+        tracing::info!("hypervisor {uri}");
+
+        let dir = config.data_dir.root();
+        let keypair = node::identity::load_or_create_identity(dir)?;
+        let network_key =
+            node::identity::load_or_create_network_key(dir, config.network_key.as_deref())?;
+        let (client, events) = node::start(NodeConfig {
+            keypair,
+            network_key,
+            nick: config.nick.clone(),
+            listen: config.listen.clone(),
+            bootstrap: config.bootstrap.clone(),
+            mdns: config.mdns,
+        })?;
+        tracing::info!(
+            "peer {} ({}) started",
+            config.nick,
+            client.local_peer_id()
+        );
+
+        let peer = Arc::new(Peer {
+            config,
+            node: client,
+            host,
+            accel,
+            libvirt_socket,
+            network,
+            operations: Operations::default(),
+            grants: TunnelGrants::default(),
+            daemon: std::sync::Mutex::new(daemon),
+        });
+        tokio::spawn(peer.clone().handle_node_events(events));
+        tokio::spawn(migrate::accept_tunnels(peer.clone()));
+        tokio::spawn(peer.clone().announce_loop());
+        Ok(peer)
+    }
+
+    pub fn data_dir(&self) -> &DataDir {
+        &self.config.data_dir
+    }
+
+    /// Answers one control API request.
+    pub async fn handle(self: &Arc<Self>, request: Request) -> Result<Reply> {
+        match request {
+            Request::Status => Ok(Reply::Status(self.status().await?)),
+            Request::VmList => Ok(Reply::Vms {
+                vms: self.host.list().await?,
+            }),
+            Request::VmCreate {
+                name,
+                vcpus,
+                memory_mib,
+                image,
+            } => {
+                self.create_vm(&name, vcpus, memory_mib, &image).await?;
+                Ok(done(format!("VM '{name}' created and started")))
+            }
+            Request::VmStart { name } => {
+                self.host.start(&name).await?;
+                Ok(done(format!("VM '{name}' started")))
+            }
+            Request::VmStop { name, force } => {
+                self.host.stop(&name, force).await?;
+                Ok(done(format!("VM '{name}' stopping")))
+            }
+            Request::VmRemove { name } => {
+                self.host.remove(&name).await?;
+                Ok(done(format!("VM '{name}' removed")))
+            }
+            Request::Migrate { vm, to } => Ok(Reply::Migrated(self.migrate(&vm, &to).await?)),
+        }
+    }
+
+    pub async fn status(&self) -> Result<Status> {
+        let net = self.node.status().await?;
+        let vms = self.host.list().await?;
+        Ok(Status {
+            local: LocalPeer {
+                peer_id: self.node.local_peer_id().to_string(),
+                nick: self.config.nick.clone(),
+                listen_addrs: net.listen_addrs,
+                hypervisor: self.host.uri().to_string(),
+                accel: self.accel.to_string(),
+            },
+            peers: net.peers,
+            vms,
+            operations: self.operations.list(),
+            dial_errors: net.dial_errors,
+        })
+    }
+
+    async fn create_vm(&self, name: &str, vcpus: u32, memory_mib: u64, image: &str) -> Result<()> {
+        validate_vm_name(name)?;
+        if !(1..=64).contains(&vcpus) {
+            bail!("vcpus must be between 1 and 64, got {vcpus}");
+        }
+        if !(64..=1024 * 1024).contains(&memory_mib) {
+            bail!("memory must be between 64 and 1048576 MiB, got {memory_mib}");
+        }
+        let image_dir = self.config.image_dir.clone();
+        let image_name = image.to_string();
+        let image = tokio::task::spawn_blocking(move || crate::image::find(&image_dir, &image_name))
+            .await??;
+        let uuid = new_uuid();
+        let ip = self.network.guest_ip_for(&uuid);
+        self.ensure_ip_free(ip).await?;
+        let console_dir = console_log_dir();
+        std::fs::create_dir_all(&console_dir)
+            .with_context(|| format!("creating {}", console_dir.display()))?;
+        let spec = DomainSpec {
+            name: name.to_string(),
+            network: GuestNic {
+                bridge: self.network.bridge.clone(),
+                mac: mac_for(&uuid),
+                ip,
+                prefix: self.network.prefix,
+                gateway: self.network.gateway,
+            },
+            uuid,
+            vcpus,
+            memory_mib,
+            accel: self.accel,
+            kernel: image.kernel,
+            initrd: image.initrd,
+            console_log: console_dir.join(format!("{name}.log")),
+            image: image.name,
+        };
+        self.host.create(&spec).await?;
+        tracing::info!("VM '{name}' started at {ip}");
+        Ok(())
+    }
+
+    async fn ensure_ip_free(&self, ip: Ipv4Addr) -> Result<()> {
+        let ip = ip.to_string();
+        let vms = self.host.list().await?;
+        if let Some(vm) = vms.iter().find(|v| v.ip.as_deref() == Some(ip.as_str())) {
+            bail!(
+                "guest address {ip} is taken by VM '{}'; try again (addresses come from the new UUID)",
+                vm.name
+            );
+        }
+        Ok(())
+    }
+
+    async fn handle_node_events(self: Arc<Self>, mut events: tokio::sync::mpsc::Receiver<Event>) {
+        while let Some(event) = events.recv().await {
+            match event {
+                Event::InboundRequest {
+                    peer,
+                    request,
+                    channel,
+                } => {
+                    let this = self.clone();
+                    tokio::spawn(async move {
+                        let response = this.answer_peer(peer, request).await;
+                        if let Err(e) = this.node.respond(channel, response).await {
+                            tracing::warn!("answering {peer}: {e:#}");
+                        }
+                    });
+                }
+            }
+        }
+    }
+
+    async fn answer_peer(
+        &self,
+        peer: libp2p::PeerId,
+        request: ControlRequest,
+    ) -> crate::node::protocol::ControlResponse {
+        match request {
+            ControlRequest::PrepareMigration {
+                vm,
+                uuid,
+                vcpus,
+                memory_mib,
+            } => {
+                self.prepare_incoming(peer, &vm, &uuid, vcpus, memory_mib)
+                    .await
+            }
+            ControlRequest::MigrationEnded { token, ok } => self.incoming_ended(peer, token, ok),
+        }
+    }
+
+    /// Tells the overlay which VMs run here, so other consoles can show it.
+    async fn announce_loop(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(3));
+        loop {
+            tick.tick().await;
+            let Ok(vms) = self.host.list().await else {
+                continue;
+            };
+            let running = vms
+                .into_iter()
+                .filter(|v| v.state == VmState::Running)
+                .map(|v| v.name)
+                .collect();
+            let announcement = Announcement {
+                nick: self.config.nick.clone(),
+                vms: running,
+            };
+            if self.node.announce(announcement).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Stops what this peer started: optionally its managed VMs, then its libvirt daemon.
+    pub async fn shutdown(&self, destroy_vms: bool) {
+        if destroy_vms {
+            if let Ok(vms) = self.host.list().await {
+                for vm in vms.into_iter().filter(|v| v.managed) {
+                    match self.host.remove(&vm.name).await {
+                        Ok(()) => tracing::info!("VM '{}' destroyed", vm.name),
+                        Err(e) => tracing::warn!("{e:#}"),
+                    }
+                }
+            }
+        }
+        let daemon = self.daemon.lock().ok().and_then(|mut d| d.take());
+        if let Some(mut daemon) = daemon {
+            let _ = tokio::task::spawn_blocking(move || daemon.stop()).await;
+        }
+    }
+}
+
+fn done(message: String) -> Reply {
+    Reply::Done { message }
+}
+
+/// Names become file names and kernel arguments: keep them plain.
+pub fn validate_vm_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 48
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        && !name.starts_with('.')
+        && !name.starts_with('-');
+    if !ok {
+        bail!(
+            "invalid VM name '{name}': use 1-48 letters, digits, '-', '_' or '.', not starting with '.' or '-'"
+        );
+    }
+    Ok(())
+}
+
+fn new_uuid() -> String {
+    let b: [u8; 16] = rand::random();
+    format!(
+        "{:02x}{:02x}{:02x}{:02x}-{:02x}{:02x}-4{:01x}{:02x}-{:01x}{:01x}{:02x}-{}",
+        b[0],
+        b[1],
+        b[2],
+        b[3],
+        b[4],
+        b[5],
+        b[6] & 0x0f,
+        b[7],
+        8 | (b[8] & 0x03),
+        b[8] >> 4,
+        b[9],
+        hex::encode(&b[10..16])
+    )
+}
+
+/// Each private daemon gets its own QEMU migration port range (unused by tunnelled
+/// migration, but libvirt insists on one and two daemons must not share it).
+fn migration_ports_for(dir: &DataDir) -> (u16, u16) {
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(dir.root().to_string_lossy().as_bytes());
+    let slot = u16::from_be_bytes([digest[0], digest[1]]) % 1000;
+    let low = 50000 + slot * 10;
+    (low, low + 9)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vm_names_are_checked() {
+        assert!(validate_vm_name("web-1").is_ok());
+        for bad in ["", "a b", "../x", "-x", "x;y", &"a".repeat(49)] {
+            let err = validate_vm_name(bad).unwrap_err().to_string();
+            assert!(err.contains("invalid VM name"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn uuids_are_well_formed_v4() {
+        let u = new_uuid();
+        assert_eq!(u.len(), 36);
+        assert_eq!(u.as_bytes()[14], b'4');
+        assert_ne!(u, new_uuid());
+    }
+}

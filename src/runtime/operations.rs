@@ -1,0 +1,119 @@
+//! Running and recent migrations, for the console and `status`.
+
+use std::sync::Mutex;
+use std::time::Instant;
+
+use crate::model::{OperationKind, OperationPhase, OperationView};
+
+const KEEP_FINISHED: usize = 20;
+
+#[derive(Default)]
+pub struct Operations {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    next_id: u64,
+    ops: Vec<Entry>,
+}
+
+struct Entry {
+    view: OperationView,
+    started: Instant,
+}
+
+impl Operations {
+    pub fn begin(&self, kind: OperationKind, vm: &str, peer: &str) -> u64 {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.next_id += 1;
+        let id = inner.next_id;
+        inner.ops.push(Entry {
+            view: OperationView {
+                id,
+                kind,
+                vm: vm.to_string(),
+                peer: peer.to_string(),
+                phase: OperationPhase::Requested,
+                elapsed_s: 0.0,
+                error: None,
+            },
+            started: Instant::now(),
+        });
+        id
+    }
+
+    /// True if a migration of this VM is under way (one at a time per VM).
+    pub fn is_active(&self, vm: &str) -> bool {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.ops.iter().any(|e| e.view.vm == vm && !is_final(e.view.phase))
+    }
+
+    pub fn set_phase(&self, id: u64, phase: OperationPhase) {
+        self.update(id, |e| e.view.phase = phase);
+    }
+
+    pub fn finish(&self, id: u64, error: Option<String>) {
+        self.update(id, |e| {
+            e.view.phase = if error.is_some() {
+                OperationPhase::Failed
+            } else {
+                OperationPhase::Done
+            };
+            e.view.error = error;
+            e.view.elapsed_s = e.started.elapsed().as_secs_f64();
+        });
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let finished = inner.ops.iter().filter(|e| is_final(e.view.phase)).count();
+        if finished > KEEP_FINISHED
+            && let Some(pos) = inner.ops.iter().position(|e| is_final(e.view.phase))
+        {
+            inner.ops.remove(pos);
+        }
+    }
+
+    pub fn list(&self) -> Vec<OperationView> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner
+            .ops
+            .iter()
+            .map(|e| {
+                let mut view = e.view.clone();
+                if !is_final(view.phase) {
+                    view.elapsed_s = e.started.elapsed().as_secs_f64();
+                }
+                view
+            })
+            .collect()
+    }
+
+    fn update(&self, id: u64, f: impl FnOnce(&mut Entry)) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = inner.ops.iter_mut().find(|e| e.view.id == id) {
+            f(entry);
+        }
+    }
+}
+
+fn is_final(phase: OperationPhase) -> bool {
+    matches!(phase, OperationPhase::Done | OperationPhase::Failed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_migration_per_vm_and_history_is_kept() {
+        let ops = Operations::default();
+        let id = ops.begin(OperationKind::MigrateOut, "web-1", "peer-b");
+        assert!(ops.is_active("web-1"));
+        assert!(!ops.is_active("web-2"));
+        ops.finish(id, Some("boom".into()));
+        assert!(!ops.is_active("web-1"));
+        let list = ops.list();
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].phase, OperationPhase::Failed);
+        assert_eq!(list[0].error.as_deref(), Some("boom"));
+    }
+}
