@@ -1,0 +1,240 @@
+//! Test harness: real `peervisor node` processes on loopback, driven through the
+//! real CLI, cleaned up on drop (VMs destroyed, daemons stopped, namespaces removed).
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_peervisor");
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A network key in hex, different each call.
+pub fn fresh_key() -> String {
+    hex::encode(rand::random::<[u8; 32]>())
+}
+
+pub struct NodeOptions<'a> {
+    pub nick: &'a str,
+    pub key: &'a str,
+    pub bootstrap: Option<u16>,
+    /// `Some(uri)`: use that libvirt (e.g. test:///default); None: a private daemon.
+    pub hypervisor: Option<&'a str>,
+    pub guest_netns: &'a str,
+    pub extra: &'a [&'a str],
+}
+
+pub struct TestNode {
+    pub nick: String,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl TestNode {
+    pub fn start(opts: NodeOptions) -> TestNode {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("pv-{}-", opts.nick))
+            .tempdir()
+            .unwrap();
+        let port = free_port();
+        let log = std::fs::File::create(dir.path().join("node.log")).unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.arg("node")
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["--nick", opts.nick])
+            .args(["--listen", &format!("/ip4/127.0.0.1/tcp/{port}")])
+            .args(["--network-key", opts.key])
+            .args(["--guest-netns", opts.guest_netns])
+            .arg("--destroy-vms-on-exit")
+            .args(opts.extra)
+            .env("PEERVISOR_LOG", "info,libp2p=warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log));
+        if let Some(b) = opts.bootstrap {
+            cmd.args(["--bootstrap", &format!("/ip4/127.0.0.1/tcp/{b}")]);
+        }
+        if let Some(uri) = opts.hypervisor {
+            cmd.args(["--hypervisor", uri]);
+        }
+        let child = cmd.spawn().expect("spawn peervisor node");
+        let node = TestNode {
+            nick: opts.nick.to_string(),
+            port,
+            dir,
+            child: Some(child),
+        };
+        node.wait_ready(Duration::from_secs(60));
+        node
+    }
+
+    fn wait_ready(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if self.cli(&["status", "--json"]).status.success() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("node {} not ready:\n{}", self.nick, self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("node.log")).unwrap_or_default()
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Runs `peervisor --data-dir <this node> ARGS`.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .arg("--data-dir")
+            .arg(self.dir.path())
+            .args(args)
+            .output()
+            .expect("run peervisor")
+    }
+
+    pub fn status(&self) -> Value {
+        let out = self.cli(&["status", "--json"]);
+        assert!(out.status.success(), "status failed: {}", stderr(&out));
+        serde_json::from_slice(&out.stdout).expect("status --json is JSON")
+    }
+
+    pub fn peer_id(&self) -> String {
+        self.status()["local"]["peer_id"].as_str().unwrap().to_string()
+    }
+
+    pub fn hypervisor_uri(&self) -> String {
+        self.status()["local"]["hypervisor"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// Nicknames of the peers this node is connected to.
+    pub fn connected_peers(&self) -> Vec<String> {
+        self.status()["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["connected"].as_bool() == Some(true))
+            .map(|p| p["nick"].as_str().unwrap_or("").to_string())
+            .collect()
+    }
+
+    pub fn vm(&self, name: &str) -> Option<Value> {
+        self.status()["vms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == name)
+            .cloned()
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: kill(2) on our own child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Polls `check` every 250 ms until it returns true or `limit` passes.
+pub fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// A guest network namespace of the test's own, removed on drop.
+pub struct TestNetns {
+    pub name: String,
+}
+
+impl TestNetns {
+    pub fn new(tag: &str) -> TestNetns {
+        TestNetns {
+            name: format!("pvt-{tag}-{}", std::process::id()),
+        }
+    }
+
+    /// Runs a command inside the namespace (e.g. curl to a guest).
+    pub fn exec(&self, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(args)
+            .output()
+            .expect("ip netns exec")
+    }
+}
+
+impl Drop for TestNetns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.name])
+            .output();
+    }
+}
+
+/// Shared image dir (cached across test runs); built once.
+pub fn image_dir() -> PathBuf {
+    let dir = PathBuf::from("/var/lib/peervisor/images");
+    let out = Command::new(BIN)
+        .args(["image", "build", "--image-dir"])
+        .arg(&dir)
+        .output()
+        .expect("peervisor image build");
+    assert!(out.status.success(), "image build failed: {}", stderr(&out));
+    dir
+}
+
+pub fn virsh(uri: &str, args: &[&str]) -> String {
+    let out = Command::new("virsh")
+        .args(["-c", uri])
+        .args(args)
+        .output()
+        .expect("virsh");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

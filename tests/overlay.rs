@@ -1,0 +1,86 @@
+//! The overlay admits only peers with the network key. Nodes here use libvirt's
+//! test driver: these tests are about the overlay, not VMs.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{NodeOptions, TestNode, eventually, fresh_key};
+
+fn node(nick: &str, key: &str, bootstrap: Option<u16>) -> TestNode {
+    TestNode::start(NodeOptions {
+        nick,
+        key,
+        bootstrap,
+        hypervisor: Some("test:///default"),
+        guest_netns: "unused",
+        extra: &[],
+    })
+}
+
+#[test]
+fn peers_with_the_key_join_and_a_peer_without_it_cannot() {
+    let key = fresh_key();
+    let a = node("peer-a", &key, None);
+    let b = node("peer-b", &key, Some(a.port));
+    let stranger = node("stranger", &fresh_key(), Some(a.port));
+
+    assert!(
+        eventually(Duration::from_secs(20), || a.connected_peers() == ["peer-b"]),
+        "peer-b (same key) should join peer-a; a sees {:?}\n{}",
+        a.connected_peers(),
+        a.log()
+    );
+    // latency is measured by ping
+    assert!(eventually(Duration::from_secs(10), || {
+        a.status()["peers"][0]["latency_ms"].as_f64().is_some()
+    }));
+    // Give the stranger time to try (it redials every 3 s).
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(a.connected_peers(), ["peer-b"], "the stranger must not get in");
+    assert!(stranger.connected_peers().is_empty());
+    let errors = stranger.status()["dial_errors"].to_string();
+    assert!(
+        errors.contains("network key mismatch?"),
+        "the stranger is told why: {errors}"
+    );
+    drop(b);
+}
+
+#[test]
+fn status_text_lists_peers_with_latency_and_unknown_peer_is_a_clear_error() {
+    let key = fresh_key();
+    let a = node("alpha", &key, None);
+    let b = node("beta", &key, Some(a.port));
+    assert!(eventually(Duration::from_secs(20), || {
+        a.status()["peers"][0]["latency_ms"].as_f64().is_some()
+    }));
+    let out = a.cli(&["status"]);
+    let text = common::stdout(&out);
+    assert!(out.status.success());
+    assert!(text.contains("beta") && text.contains(" ms"), "{text}");
+
+    let out = a.cli(&["migrate", "nope", "--to", "beta"]);
+    assert!(!out.status.success());
+    let err = common::stderr(&out);
+    assert!(err.starts_with("error: no VM named 'nope'"), "{err}");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    drop(b);
+}
+
+#[test]
+fn cli_without_a_node_says_how_to_start_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(common::BIN)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["vm", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = common::stderr(&out);
+    assert!(
+        err.contains("no peervisor node is running") && err.contains("peervisor node"),
+        "{err}"
+    );
+}
