@@ -49,11 +49,7 @@ pub async fn attach(dir: &DataDir) -> Result<()> {
     // Fail before taking over the terminal if nothing answers.
     client.call(&Request::Status).await?;
     tui::init_logging()?;
-    run_console(
-        Backend::Attached(client),
-        dir.root().display().to_string(),
-    )
-    .await
+    run_console(Backend::Attached(client), dir.root().display().to_string()).await
 }
 
 async fn run_console(backend: Backend, attached_to: String) -> Result<()> {
@@ -137,7 +133,11 @@ pub fn status_text(status: &Status) -> String {
     let _ = writeln!(out, "listen   {}", local.listen_addrs.join(" "));
     let _ = writeln!(out, "libvirt  {} (accel {})", local.hypervisor, local.accel);
     let _ = writeln!(out);
-    let _ = writeln!(out, "{:<16} {:<10} {:>10}  {:<6} VMS", "PEER", "ID", "LATENCY", "LINK");
+    let _ = writeln!(
+        out,
+        "{:<16} {:<10} {:>10}  {:<6} VMS",
+        "PEER", "ID", "LATENCY", "LINK"
+    );
     for p in &status.peers {
         let latency = p
             .latency_ms

@@ -92,9 +92,7 @@ impl Demo {
             .map(|i| DataDir::new(root.join(nick(i))))
             .collect();
         for dir in &dirs {
-            if ControlClient::new(&dir.control_socket())
-                .blocking_alive()
-            {
+            if ControlClient::new(&dir.control_socket()).blocking_alive() {
                 bail!(
                     "a demo is already running ({}); stop it with `peervisor demo --stop`",
                     dir.root().display()

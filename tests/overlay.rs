@@ -26,7 +26,8 @@ fn peers_with_the_key_join_and_a_peer_without_it_cannot() {
     let stranger = node("stranger", &fresh_key(), Some(a.port));
 
     assert!(
-        eventually(Duration::from_secs(20), || a.connected_peers() == ["peer-b"]),
+        eventually(Duration::from_secs(20), || a.connected_peers()
+            == ["peer-b"]),
         "peer-b (same key) should join peer-a; a sees {:?}\n{}",
         a.connected_peers(),
         a.log()
@@ -37,7 +38,11 @@ fn peers_with_the_key_join_and_a_peer_without_it_cannot() {
     }));
     // Give the stranger time to try (it redials every 3 s).
     std::thread::sleep(Duration::from_secs(6));
-    assert_eq!(a.connected_peers(), ["peer-b"], "the stranger must not get in");
+    assert_eq!(
+        a.connected_peers(),
+        ["peer-b"],
+        "the stranger must not get in"
+    );
     assert!(stranger.connected_peers().is_empty());
     let errors = stranger.status()["dial_errors"].to_string();
     assert!(

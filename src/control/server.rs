@@ -22,7 +22,8 @@ pub async fn bind(path: &Path) -> Result<UnixListener> {
         }
         std::fs::remove_file(path).with_context(|| format!("removing stale {}", path.display()))?;
     }
-    let listener = UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     Ok(listener)
 }
@@ -93,7 +94,9 @@ mod tests {
         tokio::spawn(serve(listener, handler));
         let client = ControlClient::new(&path);
         let reply = client
-            .call(&Request::VmStart { name: "web-1".into() })
+            .call(&Request::VmStart {
+                name: "web-1".into(),
+            })
             .await
             .unwrap();
         assert_eq!(

@@ -61,12 +61,8 @@ impl Host {
     pub async fn vm(&self, name: &str) -> Result<VmView> {
         let owned = name.to_string();
         let conn = self.conn.clone();
-        let found = blocking(move || {
-            lookup(&conn, &owned)?
-                .map(|d| vm_view(&d))
-                .transpose()
-        })
-        .await?;
+        let found =
+            blocking(move || lookup(&conn, &owned)?.map(|d| vm_view(&d)).transpose()).await?;
         match found {
             Some(vm) => Ok(vm),
             None => Err(self.unknown_vm(name).await),
@@ -191,7 +187,11 @@ fn vm_view(domain: &Domain) -> Result<VmView> {
     let name = domain.name().context("domain name")?;
     let info = domain.info().context("domain info")?;
     let metadata = domain
-        .metadata(sys::VIR_DOMAIN_METADATA_ELEMENT as i32, Some(METADATA_NS), 0)
+        .metadata(
+            sys::VIR_DOMAIN_METADATA_ELEMENT as i32,
+            Some(METADATA_NS),
+            0,
+        )
         .ok()
         .map(|xml| parse_metadata(&xml));
     Ok(VmView {

@@ -21,8 +21,8 @@ use tokio::time::{Instant, interval};
 
 use crate::model::PeerView;
 use protocol::{
-    ANNOUNCE_TOPIC, Announcement, CONTROL_PROTOCOL, ControlRequest, ControlResponse,
-    agent_version, nick_from_agent,
+    ANNOUNCE_TOPIC, Announcement, CONTROL_PROTOCOL, ControlRequest, ControlResponse, agent_version,
+    nick_from_agent,
 };
 
 pub use libp2p_stream::Control as StreamControl;
@@ -191,7 +191,8 @@ fn build_swarm(config: &NodeConfig) -> Result<Swarm<Behaviour>> {
     let swarm = libp2p::SwarmBuilder::with_existing_identity(config.keypair.clone())
         .with_tokio()
         .with_other_transport(|key| {
-            transport::build(key, psk).map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+            transport::build(key, psk)
+                .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
         })?
         .with_behaviour(|key| {
             let peer_id = key.public().to_peer_id();
@@ -228,7 +229,9 @@ fn build_swarm(config: &NodeConfig) -> Result<Swarm<Behaviour>> {
             );
             Ok(Behaviour {
                 identify,
-                ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(2))),
+                ping: ping::Behaviour::new(
+                    ping::Config::new().with_interval(Duration::from_secs(2)),
+                ),
                 kad,
                 gossipsub,
                 mdns: mdns.into(),
@@ -500,7 +503,10 @@ impl EventLoop {
             }
             BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
                 for (peer, addr) in found {
-                    self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+                    self.swarm
+                        .behaviour_mut()
+                        .kad
+                        .add_address(&peer, addr.clone());
                     let _ = self.swarm.dial(addr);
                 }
             }
@@ -517,9 +523,10 @@ impl EventLoop {
         match event {
             RR::Message {
                 peer,
-                message: Message::Request {
-                    request, channel, ..
-                },
+                message:
+                    Message::Request {
+                        request, channel, ..
+                    },
                 ..
             } => {
                 let event = Event::InboundRequest {
@@ -532,10 +539,11 @@ impl EventLoop {
                 }
             }
             RR::Message {
-                message: Message::Response {
-                    request_id,
-                    response,
-                },
+                message:
+                    Message::Response {
+                        request_id,
+                        response,
+                    },
                 ..
             } => {
                 if let Some(reply) = self.pending_requests.remove(&request_id) {
@@ -554,7 +562,10 @@ impl EventLoop {
                 }
             }
             RR::InboundFailure { peer, error, .. } => {
-                tracing::warn!("control request from {} failed: {error}", self.display_name(&peer));
+                tracing::warn!(
+                    "control request from {} failed: {error}",
+                    self.display_name(&peer)
+                );
             }
             RR::ResponseSent { .. } => {}
         }
@@ -563,9 +574,15 @@ impl EventLoop {
 
 /// A wrong network key shows up only as a reset or a failed negotiation: say so.
 fn explain_dial_error(who: &str, error: &str) -> String {
-    let key_trouble = ["reset", "negotiat", "handshake", "unexpected eof", "broken pipe"]
-        .iter()
-        .any(|hint| error.to_lowercase().contains(hint));
+    let key_trouble = [
+        "reset",
+        "negotiat",
+        "handshake",
+        "unexpected eof",
+        "broken pipe",
+    ]
+    .iter()
+    .any(|hint| error.to_lowercase().contains(hint));
     if key_trouble {
         format!("cannot connect to {who}: {error} (network key mismatch?)")
     } else {

@@ -28,8 +28,12 @@ pub enum ControlRequest {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub enum ControlResponse {
     /// Migration authorized: open tunnel streams that start with this token.
-    MigrationAccepted { token: u64 },
-    Refused { reason: String },
+    MigrationAccepted {
+        token: u64,
+    },
+    Refused {
+        reason: String,
+    },
     Ack,
 }
 

@@ -105,11 +105,7 @@ impl Peer {
             bootstrap: config.bootstrap.clone(),
             mdns: config.mdns,
         })?;
-        tracing::info!(
-            "peer {} ({}) started",
-            config.nick,
-            client.local_peer_id()
-        );
+        tracing::info!("peer {} ({}) started", config.nick, client.local_peer_id());
 
         let peer = Arc::new(Peer {
             config,
@@ -192,8 +188,9 @@ impl Peer {
         }
         let image_dir = self.config.image_dir.clone();
         let image_name = image.to_string();
-        let image = tokio::task::spawn_blocking(move || crate::image::find(&image_dir, &image_name))
-            .await??;
+        let image =
+            tokio::task::spawn_blocking(move || crate::image::find(&image_dir, &image_name))
+                .await??;
         let uuid = new_uuid();
         let ip = self.network.guest_ip_for(&uuid);
         self.ensure_ip_free(ip).await?;

@@ -46,7 +46,10 @@ impl Operations {
     /// True if a migration of this VM is under way (one at a time per VM).
     pub fn is_active(&self, vm: &str) -> bool {
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        inner.ops.iter().any(|e| e.view.vm == vm && !is_final(e.view.phase))
+        inner
+            .ops
+            .iter()
+            .any(|e| e.view.vm == vm && !is_final(e.view.phase))
     }
 
     pub fn set_phase(&self, id: u64, phase: OperationPhase) {

@@ -68,6 +68,9 @@ mod tests {
         let err = resolve("12D3Koo", &peers).unwrap_err().to_string();
         assert!(err.contains("several"), "{err}");
         let err = resolve("peer-z", &peers).unwrap_err().to_string();
-        assert!(err.contains("no peer 'peer-z'") && err.contains("peer-a, peer-b"), "{err}");
+        assert!(
+            err.contains("no peer 'peer-z'") && err.contains("peer-a, peer-b"),
+            "{err}"
+        );
     }
 }

@@ -117,7 +117,10 @@ impl TestNode {
     }
 
     pub fn peer_id(&self) -> String {
-        self.status()["local"]["peer_id"].as_str().unwrap().to_string()
+        self.status()["local"]["peer_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
     }
 
     pub fn hypervisor_uri(&self) -> String {
