@@ -1,0 +1,446 @@
+//! Keymaps: TOML files binding action names to key lists.
+//!
+//! ```toml
+//! [keys]
+//! quit = ["q", "C-c"]
+//! up = ["Up", "k"]
+//! ```
+//!
+//! Key specs: a single character (`q`, `?`, `G`), a named key (`Enter`, `Esc`,
+//! `Tab`, `BackTab`, `Up`, `Down`, `Left`, `Right`, `Home`, `End`, `PageUp`,
+//! `PageDown`, `Backspace`, `Delete`, `Insert`, `Space`, `F1`..`F12`), each
+//! optionally prefixed by modifiers `C-` (control), `A-` (alt), `S-` (shift).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use serde::Deserialize;
+
+use super::action::Action;
+
+/// The keymap compiled into the binary.
+pub const DEFAULT_KEYMAP: &str = include_str!("../../keymaps/default.toml");
+pub const DEFAULT_KEYMAP_PATH: &str = "keymaps/default.toml";
+
+/// A key as the keymap sees it: a code and modifiers, normalised so that a key
+/// written in a file and the event a terminal reports for it compare equal
+/// (shift is folded into characters, Shift-Tab is always `BackTab`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeyBinding {
+    code: KeyCode,
+    modifiers: KeyModifiers,
+}
+
+impl KeyBinding {
+    pub fn new(code: KeyCode, modifiers: KeyModifiers) -> Self {
+        let mut modifiers =
+            modifiers & (KeyModifiers::CONTROL | KeyModifiers::ALT | KeyModifiers::SHIFT);
+        let code = match code {
+            KeyCode::Char(c) => {
+                modifiers.remove(KeyModifiers::SHIFT);
+                KeyCode::Char(c)
+            }
+            KeyCode::Tab if modifiers.contains(KeyModifiers::SHIFT) => {
+                modifiers.remove(KeyModifiers::SHIFT);
+                KeyCode::BackTab
+            }
+            KeyCode::BackTab => {
+                modifiers.remove(KeyModifiers::SHIFT);
+                KeyCode::BackTab
+            }
+            other => other,
+        };
+        KeyBinding { code, modifiers }
+    }
+
+    /// Parse a key spec such as `q`, `C-c`, `S-Tab`, `Enter`.
+    pub fn parse(spec: &str) -> Result<KeyBinding, String> {
+        if spec.is_empty() {
+            return Err("empty key".into());
+        }
+        let mut modifiers = KeyModifiers::NONE;
+        let mut rest = spec;
+        // A prefix is a modifier only if something follows it: "C-" alone is odd
+        // but "-" is the minus key.
+        while rest.len() > 2 {
+            let m = match rest.get(..2) {
+                Some("C-") => KeyModifiers::CONTROL,
+                Some("A-" | "M-") => KeyModifiers::ALT,
+                Some("S-") => KeyModifiers::SHIFT,
+                _ => break,
+            };
+            modifiers |= m;
+            rest = &rest[2..];
+        }
+        let mut chars = rest.chars();
+        let code = match (chars.next(), chars.next()) {
+            (Some(c), None) => {
+                if modifiers.contains(KeyModifiers::SHIFT) && c.is_ascii_lowercase() {
+                    KeyCode::Char(c.to_ascii_uppercase())
+                } else {
+                    KeyCode::Char(c)
+                }
+            }
+            _ => named_key(rest).ok_or_else(|| format!("unknown key name `{rest}`"))?,
+        };
+        Ok(KeyBinding::new(code, modifiers))
+    }
+
+    /// Text the operator reads in hints: `q`, `C-c`, `↑`, `Enter`.
+    pub fn label(&self) -> String {
+        self.to_string()
+    }
+
+    /// True for a plain printable character without modifiers (`y`, `?`).
+    pub fn is_plain_char(&self) -> bool {
+        matches!(self.code, KeyCode::Char(c) if c != ' ') && self.modifiers.is_empty()
+    }
+}
+
+impl From<KeyEvent> for KeyBinding {
+    fn from(ev: KeyEvent) -> Self {
+        KeyBinding::new(ev.code, ev.modifiers)
+    }
+}
+
+fn named_key(name: &str) -> Option<KeyCode> {
+    let code = match name.to_ascii_lowercase().as_str() {
+        "enter" | "return" | "cr" => KeyCode::Enter,
+        "esc" | "escape" => KeyCode::Esc,
+        "tab" => KeyCode::Tab,
+        "backtab" => KeyCode::BackTab,
+        "up" => KeyCode::Up,
+        "down" => KeyCode::Down,
+        "left" => KeyCode::Left,
+        "right" => KeyCode::Right,
+        "home" => KeyCode::Home,
+        "end" => KeyCode::End,
+        "pageup" | "pgup" => KeyCode::PageUp,
+        "pagedown" | "pgdn" => KeyCode::PageDown,
+        "backspace" | "bs" => KeyCode::Backspace,
+        "delete" | "del" => KeyCode::Delete,
+        "insert" | "ins" => KeyCode::Insert,
+        "space" => KeyCode::Char(' '),
+        "minus" => KeyCode::Char('-'),
+        other => {
+            let n: u8 = other.strip_prefix('f')?.parse().ok()?;
+            if (1..=24).contains(&n) {
+                KeyCode::F(n)
+            } else {
+                return None;
+            }
+        }
+    };
+    Some(code)
+}
+
+impl fmt::Display for KeyBinding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.modifiers.contains(KeyModifiers::CONTROL) {
+            f.write_str("C-")?;
+        }
+        if self.modifiers.contains(KeyModifiers::ALT) {
+            f.write_str("A-")?;
+        }
+        if self.modifiers.contains(KeyModifiers::SHIFT) {
+            f.write_str("S-")?;
+        }
+        match self.code {
+            KeyCode::Char(' ') => f.write_str("Space"),
+            KeyCode::Char(c) => write!(f, "{c}"),
+            KeyCode::Enter => f.write_str("Enter"),
+            KeyCode::Esc => f.write_str("Esc"),
+            KeyCode::Tab => f.write_str("Tab"),
+            KeyCode::BackTab => f.write_str("S-Tab"),
+            KeyCode::Up => f.write_str("↑"),
+            KeyCode::Down => f.write_str("↓"),
+            KeyCode::Left => f.write_str("←"),
+            KeyCode::Right => f.write_str("→"),
+            KeyCode::Home => f.write_str("Home"),
+            KeyCode::End => f.write_str("End"),
+            KeyCode::PageUp => f.write_str("PgUp"),
+            KeyCode::PageDown => f.write_str("PgDn"),
+            KeyCode::Backspace => f.write_str("Backspace"),
+            KeyCode::Delete => f.write_str("Del"),
+            KeyCode::Insert => f.write_str("Ins"),
+            KeyCode::F(n) => write!(f, "F{n}"),
+            other => write!(f, "{other:?}"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeymapError {
+    #[error("{path}: {source}")]
+    Toml {
+        path: String,
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    #[error("{path}:{line}: unknown action `{action}` (known actions: {known})")]
+    UnknownAction {
+        path: String,
+        line: usize,
+        action: String,
+        known: String,
+    },
+    #[error("{path}:{line}: action `{action}`: bad key `{key}`: {reason}")]
+    BadKey {
+        path: String,
+        line: usize,
+        action: String,
+        key: String,
+        reason: String,
+    },
+    #[error("{path}:{line}: key `{key}` is bound to both `{first}` and `{second}`")]
+    Conflict {
+        path: String,
+        line: usize,
+        key: String,
+        first: Action,
+        second: Action,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeymapFile {
+    #[serde(default)]
+    keys: BTreeMap<String, toml::Spanned<Vec<toml::Spanned<String>>>>,
+}
+
+/// Key bindings in force: key -> action for dispatch, action -> keys for hints.
+#[derive(Debug, Clone)]
+pub struct Keymap {
+    bindings: HashMap<KeyBinding, Action>,
+    keys: BTreeMap<Action, Vec<KeyBinding>>,
+}
+
+impl Default for Keymap {
+    /// The embedded default keymap. It is checked by a test, so it always parses.
+    fn default() -> Self {
+        Keymap::load(DEFAULT_KEYMAP_PATH, DEFAULT_KEYMAP).unwrap_or_else(|_| Keymap::empty())
+    }
+}
+
+impl Keymap {
+    fn empty() -> Self {
+        Keymap {
+            bindings: HashMap::new(),
+            keys: BTreeMap::new(),
+        }
+    }
+
+    /// Parse a keymap file; `path` only names it in errors.
+    pub fn load(path: &str, text: &str) -> Result<Keymap, KeymapError> {
+        let file: KeymapFile = toml::from_str(text).map_err(|e| KeymapError::Toml {
+            path: path.to_string(),
+            source: Box::new(e),
+        })?;
+        let mut map = Keymap::empty();
+        // Iterate in file order so that errors point at the first offending line.
+        let mut entries: Vec<_> = file.keys.into_iter().collect();
+        entries.sort_by_key(|(_, v)| v.span().start);
+        for (name, specs) in entries {
+            let line = line_of(text, specs.span().start);
+            let action = Action::from_name(&name).ok_or_else(|| KeymapError::UnknownAction {
+                path: path.to_string(),
+                line,
+                action: name.clone(),
+                known: Action::ALL.map(Action::name).join(", "),
+            })?;
+            for spec in specs.into_inner() {
+                let line = line_of(text, spec.span().start);
+                let key =
+                    KeyBinding::parse(spec.get_ref()).map_err(|reason| KeymapError::BadKey {
+                        path: path.to_string(),
+                        line,
+                        action: name.clone(),
+                        key: spec.get_ref().clone(),
+                        reason,
+                    })?;
+                if let Some(&first) = map.bindings.get(&key)
+                    && first != action
+                {
+                    return Err(KeymapError::Conflict {
+                        path: path.to_string(),
+                        line,
+                        key: spec.into_inner(),
+                        first,
+                        second: action,
+                    });
+                }
+                map.bindings.insert(key, action);
+                let keys = map.keys.entry(action).or_default();
+                if !keys.contains(&key) {
+                    keys.push(key);
+                }
+            }
+        }
+        Ok(map)
+    }
+
+    /// The action a key press triggers, if any.
+    pub fn action_for(&self, key: KeyEvent) -> Option<Action> {
+        self.bindings.get(&KeyBinding::from(key)).copied()
+    }
+
+    /// All keys bound to an action, in file order.
+    pub fn keys(&self, action: Action) -> &[KeyBinding] {
+        self.keys.get(&action).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// The key to show in a hint: the first one bound.
+    pub fn primary(&self, action: Action) -> Option<KeyBinding> {
+        self.keys(action).first().copied()
+    }
+
+    /// The key to show in a one-letter prompt like `(y/n)`: the first plain
+    /// character bound, else the first key.
+    pub fn prompt_key(&self, action: Action) -> Option<KeyBinding> {
+        let keys = self.keys(action);
+        keys.iter()
+            .find(|k| k.is_plain_char())
+            .or(keys.first())
+            .copied()
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.get(..offset).map_or(0, |s| s.matches('\n').count()) + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn press(code: KeyCode, modifiers: KeyModifiers) -> KeyEvent {
+        KeyEvent::new(code, modifiers)
+    }
+
+    #[test]
+    fn default_keymap_parses_and_binds_every_action() {
+        let km = Keymap::load(DEFAULT_KEYMAP_PATH, DEFAULT_KEYMAP).expect("default keymap parses");
+        for action in Action::ALL {
+            assert!(
+                !km.keys(action).is_empty(),
+                "{action} has no key in the default keymap"
+            );
+        }
+        assert_eq!(
+            km.action_for(press(KeyCode::Char('q'), KeyModifiers::NONE)),
+            Some(Action::Quit)
+        );
+        assert_eq!(
+            km.action_for(press(KeyCode::Char('c'), KeyModifiers::CONTROL)),
+            Some(Action::Quit)
+        );
+        assert_eq!(
+            km.action_for(press(KeyCode::Char('j'), KeyModifiers::NONE)),
+            Some(Action::Down)
+        );
+        assert_eq!(
+            km.action_for(press(KeyCode::Down, KeyModifiers::NONE)),
+            Some(Action::Down)
+        );
+        assert_eq!(
+            km.action_for(press(KeyCode::Char('x'), KeyModifiers::NONE)),
+            None
+        );
+        // A plain `c` is not Ctrl-C.
+        assert_eq!(
+            km.action_for(press(KeyCode::Char('c'), KeyModifiers::NONE)),
+            None
+        );
+    }
+
+    #[test]
+    fn terminal_variants_of_a_key_match() {
+        let km = Keymap::default();
+        // Terminals report `?` with or without SHIFT, Shift-Tab as BackTab+SHIFT.
+        assert_eq!(
+            km.action_for(press(KeyCode::Char('?'), KeyModifiers::SHIFT)),
+            Some(Action::Help)
+        );
+        assert_eq!(
+            km.action_for(press(KeyCode::BackTab, KeyModifiers::SHIFT)),
+            Some(Action::FocusPrev)
+        );
+        assert_eq!(
+            km.action_for(press(KeyCode::Tab, KeyModifiers::SHIFT)),
+            Some(Action::FocusPrev)
+        );
+        assert_eq!(
+            km.action_for(press(KeyCode::Tab, KeyModifiers::NONE)),
+            Some(Action::FocusNext)
+        );
+    }
+
+    #[test]
+    fn key_specs_parse_and_print() {
+        for (spec, shown) in [
+            ("q", "q"),
+            ("C-c", "C-c"),
+            ("S-Tab", "S-Tab"),
+            ("BackTab", "S-Tab"),
+            ("Up", "↑"),
+            ("?", "?"),
+            ("-", "-"),
+            ("A-x", "A-x"),
+            ("F5", "F5"),
+            ("S-g", "G"),
+        ] {
+            assert_eq!(
+                KeyBinding::parse(spec).unwrap().label(),
+                shown,
+                "spec {spec}"
+            );
+        }
+        assert!(KeyBinding::parse("Hyper").is_err());
+        assert!(KeyBinding::parse("").is_err());
+        assert!(KeyBinding::parse("F99").is_err());
+    }
+
+    #[test]
+    fn bad_key_spec_names_file_action_key_and_line() {
+        let text = "[keys]\nquit = [\"q\"]\nmigrate = [\"m\", \"Ctrl+m\"]\n";
+        let err = Keymap::load("my.toml", text).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            matches!(err, KeymapError::BadKey { line: 3, .. }),
+            "{err:?}"
+        );
+        for part in ["my.toml:3", "`migrate`", "`Ctrl+m`"] {
+            assert!(msg.contains(part), "{msg:?} lacks {part:?}");
+        }
+    }
+
+    #[test]
+    fn unknown_action_names_file_and_action() {
+        let text = "[keys]\nquit = [\"q\"]\n\nteleport = [\"t\"]\n";
+        let err = Keymap::load("user.toml", text).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            matches!(err, KeymapError::UnknownAction { line: 4, .. }),
+            "{err:?}"
+        );
+        assert!(
+            msg.contains("user.toml:4") && msg.contains("`teleport`"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn conflicting_binding_and_bad_toml_are_errors() {
+        let err = Keymap::load("k.toml", "[keys]\nquit = [\"q\"]\nhelp = [\"q\"]\n").unwrap_err();
+        assert!(err.to_string().contains("bound to both"), "{err}");
+        let err = Keymap::load("k.toml", "[keys]\nquit = \"q\"\n").unwrap_err();
+        assert!(
+            matches!(err, KeymapError::Toml { .. }) && err.to_string().starts_with("k.toml"),
+            "{err}"
+        );
+        let err = Keymap::load("k.toml", "[kyes]\nquit = [\"q\"]\n").unwrap_err();
+        assert!(err.to_string().contains("kyes"), "{err}");
+    }
+}
