@@ -98,6 +98,10 @@ pub struct VmView {
     pub ip: Option<String>,
     /// True when peervisor defined the VM (it carries our metadata).
     pub managed: bool,
+    /// Whether the guest's HTTP service (port 80) accepted a connection from this
+    /// peer at the last probe; None when not probed (stopped, foreign, no address).
+    #[serde(default)]
+    pub service_up: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]

@@ -126,11 +126,6 @@ impl PrivateDaemon {
         &self.socket
     }
 
-    /// The daemon's process id, while it runs.
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(|c| c.id())
-    }
-
     /// SIGTERM, then SIGKILL after 10 s. Guests keep running. Idempotent.
     pub fn stop(&mut self) {
         let Some(mut child) = self.child.take() else {

@@ -202,6 +202,7 @@ fn vm_view(domain: &Domain) -> Result<VmView> {
         memory_mib: info.memory / 1024,
         ip: metadata.as_ref().and_then(|m| m.ip.clone()),
         managed: metadata.is_some(),
+        service_up: None,
     })
 }
 

@@ -104,12 +104,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let first = load_or_create_network_key(dir.path(), None).unwrap();
         let again = load_or_create_network_key(dir.path(), None).unwrap();
-        assert_eq!(first.fingerprint(), again.fingerprint());
+        assert_eq!(
+            first.fingerprint().to_string(),
+            again.fingerprint().to_string()
+        );
         let hex_key = "11".repeat(32);
         let given = load_or_create_network_key(dir.path(), Some(&hex_key)).unwrap();
-        assert_ne!(given.fingerprint(), first.fingerprint());
+        assert_ne!(
+            given.fingerprint().to_string(),
+            first.fingerprint().to_string()
+        );
         let saved = load_or_create_network_key(dir.path(), None).unwrap();
-        assert_eq!(saved.fingerprint(), given.fingerprint());
+        assert_eq!(
+            saved.fingerprint().to_string(),
+            given.fingerprint().to_string()
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! A running peer: the node, the hypervisor and the control API wired together.
 //! Used by the headless `peervisor node` and by the console's embedded node.
 
+mod health;
 mod migrate;
 mod operations;
 mod peers;
@@ -53,6 +54,7 @@ pub struct Peer {
     libvirt_socket: PathBuf,
     network: GuestNetwork,
     operations: Operations,
+    health: health::Health,
     grants: TunnelGrants,
     daemon: std::sync::Mutex<Option<PrivateDaemon>>,
 }
@@ -69,8 +71,8 @@ impl Peer {
         tracing::info!("accelerator {why}");
 
         let network = GuestNetwork::named(&config.guest_netns);
-        let (daemon, uri) = match &config.hypervisor {
-            Some(uri) => (None, uri.clone()),
+        let (daemon, uri, libvirt_socket) = match &config.hypervisor {
+            Some(uri) => (None, uri.clone(), local_socket_for(uri)),
             None => {
                 let net = network.clone();
                 tokio::task::spawn_blocking(move || net.ensure())
@@ -85,12 +87,11 @@ impl Peer {
                 let daemon =
                     tokio::task::spawn_blocking(move || PrivateDaemon::start(&daemon_config))
                         .await??;
-                let uri = daemon.uri();
-                (Some(daemon), uri)
+                let (uri, socket) = (daemon.uri(), daemon.socket_path().to_path_buf());
+                (Some(daemon), uri, socket)
             }
         };
         let host = Host::open(&uri).await?;
-        let libvirt_socket = local_socket_for(&uri);
         tracing::info!("hypervisor {uri}");
 
         let dir = config.data_dir.root();
@@ -115,12 +116,17 @@ impl Peer {
             libvirt_socket,
             network,
             operations: Operations::default(),
+            health: health::Health::default(),
             grants: TunnelGrants::default(),
             daemon: std::sync::Mutex::new(daemon),
         });
         tokio::spawn(peer.clone().handle_node_events(events));
         tokio::spawn(migrate::accept_tunnels(peer.clone()));
         tokio::spawn(peer.clone().announce_loop());
+        if peer.config.hypervisor.is_none() {
+            // Guests on an external hypervisor are not on our namespace's bridge.
+            tokio::spawn(health::probe_loop(peer.clone()));
+        }
         Ok(peer)
     }
 
@@ -162,7 +168,8 @@ impl Peer {
 
     pub async fn status(&self) -> Result<Status> {
         let net = self.node.status().await?;
-        let vms = self.host.list().await?;
+        let mut vms = self.host.list().await?;
+        self.health.annotate(&mut vms);
         Ok(Status {
             local: LocalPeer {
                 peer_id: self.node.local_peer_id().to_string(),
@@ -296,13 +303,11 @@ impl Peer {
 
     /// Stops what this peer started: optionally its managed VMs, then its libvirt daemon.
     pub async fn shutdown(&self, destroy_vms: bool) {
-        if destroy_vms {
-            if let Ok(vms) = self.host.list().await {
-                for vm in vms.into_iter().filter(|v| v.managed) {
-                    match self.host.remove(&vm.name).await {
-                        Ok(()) => tracing::info!("VM '{}' destroyed", vm.name),
-                        Err(e) => tracing::warn!("{e:#}"),
-                    }
+        if destroy_vms && let Ok(vms) = self.host.list().await {
+            for vm in vms.into_iter().filter(|v| v.managed) {
+                match self.host.remove(&vm.name).await {
+                    Ok(()) => tracing::info!("VM '{}' destroyed", vm.name),
+                    Err(e) => tracing::warn!("{e:#}"),
                 }
             }
         }

@@ -59,6 +59,7 @@ pub fn sample_status() -> Status {
                 memory_mib: 1024,
                 ip: Some("10.42.0.11".into()),
                 managed: true,
+                service_up: Some(true),
             },
             VmView {
                 name: "db-1".into(),
@@ -68,6 +69,7 @@ pub fn sample_status() -> Status {
                 memory_mib: 2048,
                 ip: None,
                 managed: true,
+                service_up: None,
             },
         ],
         operations: vec![OperationView {

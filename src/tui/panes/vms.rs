@@ -60,6 +60,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
             Cell::from(Line::from(vm.vcpus.to_string()).right_aligned()),
             Cell::from(Line::from(vm.memory_mib.to_string()).right_aligned()),
             Cell::from(vm.ip.clone().unwrap_or_else(|| "-".into())),
+            Cell::from(service_cell(vm.service_up, theme)),
         ])
     });
     let header = Row::new([
@@ -68,6 +69,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
         Cell::from(Line::from("cpu").right_aligned()),
         Cell::from(Line::from("MiB").right_aligned()),
         Cell::from("ip"),
+        Cell::from("http"),
     ])
     .style(theme.table_header);
     let table = Table::new(
@@ -78,6 +80,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
             Constraint::Length(3),
             Constraint::Length(6),
             Constraint::Max(15),
+            Constraint::Length(4),
         ],
     )
     .header(header)
@@ -92,4 +95,13 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
     });
     let mut state = TableState::default().with_selected(app.vms.selection.index());
     frame.render_stateful_widget(table, area, &mut state);
+}
+
+/// Whether the guest's service answered the hosting peer's last probe.
+fn service_cell(up: Option<bool>, theme: &crate::tui::Theme) -> Line<'static> {
+    match up {
+        Some(true) => Line::styled("up", theme.vm_state(crate::model::VmState::Running)),
+        Some(false) => Line::styled("down", theme.vm_state(crate::model::VmState::Crashed)),
+        None => Line::styled("-", theme.dim),
+    }
 }

@@ -1,0 +1,171 @@
+//! The walking skeleton end to end: two peers as separate processes, each with its
+//! own libvirt daemon; a real guest boots on A and live-migrates to B through the
+//! overlay. Slow (real guests under TCG): nextest runs these in the `vm` group.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{NodeOptions, TestNetns, TestNode, eventually, fresh_key, stderr, virsh};
+
+fn vm_node(
+    nick: &str,
+    key: &str,
+    bootstrap: Option<u16>,
+    netns: &TestNetns,
+    image_dir: &str,
+    extra: &[&str],
+) -> TestNode {
+    let mut args = vec!["--image-dir", image_dir];
+    args.extend_from_slice(extra);
+    TestNode::start(NodeOptions {
+        nick,
+        key,
+        bootstrap,
+        hypervisor: None,
+        guest_netns: &netns.name,
+        extra: &args,
+    })
+}
+
+/// The guest's state page (`name=`, `boot_id=`, `hits=` ...), fetched from inside
+/// the guest network namespace.
+fn guest_state(netns: &TestNetns, ip: &str) -> Option<String> {
+    let out = netns.exec(&[
+        "curl",
+        "-sf",
+        "--max-time",
+        "2",
+        &format!("http://{ip}/cgi-bin/state"),
+    ]);
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn field(state: &str, key: &str) -> String {
+    state
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn running_names(uri: &str) -> Vec<String> {
+    virsh(uri, &["list", "--name"])
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn vm_live_migrates_between_two_peers_over_the_overlay() {
+    let image_dir = common::image_dir();
+    let image_dir = image_dir.to_str().unwrap();
+    let netns = TestNetns::new("mig");
+    let key = fresh_key();
+    let a = vm_node("peer-a", &key, None, &netns, image_dir, &[]);
+    let b = vm_node("peer-b", &key, Some(a.port), &netns, image_dir, &[]);
+    assert!(
+        eventually(Duration::from_secs(20), || a.connected_peers()
+            == ["peer-b"]),
+        "overlay did not form:\n{}",
+        a.log()
+    );
+
+    let out = a.cli(&["vm", "create", "web-1"]);
+    assert!(out.status.success(), "vm create: {}", stderr(&out));
+    let vm = a.vm("web-1").expect("web-1 listed on A");
+    assert_eq!(vm["state"], "running");
+    let ip = vm["ip"].as_str().expect("guest ip").to_string();
+
+    let mut before = None;
+    assert!(
+        eventually(Duration::from_secs(60), || {
+            before = guest_state(&netns, &ip);
+            before.is_some()
+        }),
+        "guest HTTP never answered at {ip}"
+    );
+    let before = before.unwrap();
+    assert_eq!(field(&before, "name"), "web-1");
+
+    let out = a.cli(&["migrate", "web-1", "--to", "peer-b", "--json"]);
+    assert!(
+        out.status.success(),
+        "migrate: {}\n{}",
+        stderr(&out),
+        a.log()
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["to"], "peer-b");
+
+    // B runs it, A does not, and each peer's libvirt agrees.
+    assert_eq!(b.vm("web-1").expect("web-1 on B")["state"], "running");
+    assert!(a.vm("web-1").is_none(), "web-1 still listed on A");
+    assert_eq!(running_names(&b.hypervisor_uri()), ["web-1"]);
+    assert!(running_names(&a.hypervisor_uri()).is_empty());
+    assert!(
+        virsh(&a.hypervisor_uri(), &["list", "--all", "--name"])
+            .trim()
+            .is_empty(),
+        "A keeps no definition"
+    );
+
+    // Same guest, same memory: the boot id survived, the service answers.
+    let after = guest_state(&netns, &ip).expect("guest answers after migration");
+    assert_eq!(field(&after, "boot_id"), field(&before, "boot_id"));
+    let hits = |s: &str| field(s, "hits").parse::<u64>().unwrap_or(0);
+    assert!(
+        hits(&after) > hits(&before),
+        "the counter in guest RAM kept counting"
+    );
+}
+
+#[test]
+fn vm_migration_refused_by_destination_leaves_vm_running_on_source() {
+    let image_dir = common::image_dir();
+    let image_dir = image_dir.to_str().unwrap();
+    let netns = TestNetns::new("refuse");
+    let key = fresh_key();
+    let a = vm_node("peer-a", &key, None, &netns, image_dir, &[]);
+    let b = vm_node(
+        "peer-b",
+        &key,
+        Some(a.port),
+        &netns,
+        image_dir,
+        &["--no-accept-migrations"],
+    );
+    assert!(eventually(Duration::from_secs(20), || a.connected_peers()
+        == ["peer-b"]));
+    let out = a.cli(&["vm", "create", "web-2"]);
+    assert!(out.status.success(), "vm create: {}", stderr(&out));
+
+    let out = a.cli(&["migrate", "web-2", "--to", "peer-b"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("peer-b refused") && err.contains("does not accept"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+
+    let out = a.cli(&["migrate", "web-2", "--to", "peer-z"]);
+    let err = stderr(&out);
+    assert!(
+        !out.status.success() && err.contains("no peer 'peer-z'") && err.contains("peer-b"),
+        "{err}"
+    );
+
+    assert_eq!(running_names(&a.hypervisor_uri()), ["web-2"]);
+    assert!(running_names(&b.hypervisor_uri()).is_empty());
+    assert!(
+        virsh(&b.hypervisor_uri(), &["list", "--all", "--name"])
+            .trim()
+            .is_empty(),
+        "nothing half-made on B"
+    );
+}
