@@ -18,6 +18,12 @@ pub struct Status {
     /// Recent failures to connect to peers, explained (e.g. "network key mismatch?").
     #[serde(default)]
     pub dial_errors: Vec<String>,
+    /// Services discovered across the overlay (this peer's included).
+    #[serde(default)]
+    pub services: Vec<ServiceView>,
+    /// Local listeners forwarding to remote services (`peervisor consume`).
+    #[serde(default)]
+    pub consumptions: Vec<ConsumptionView>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -29,6 +35,19 @@ pub struct LocalPeer {
     pub hypervisor: String,
     /// "kvm" or "tcg".
     pub accel: String,
+    /// Host figures (sysinfo), once sampled.
+    #[serde(default)]
+    pub host: Option<HostStats>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct HostStats {
+    pub cpus: u32,
+    /// All CPUs, 0..100.
+    pub cpu_pct: f64,
+    pub mem_used_mib: u64,
+    pub mem_total_mib: u64,
+    pub load1: f64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -42,6 +61,22 @@ pub struct PeerView {
     /// VMs the peer announced it hosts (gossip), if heard.
     pub vms: Option<Vec<String>>,
     pub addrs: Vec<String>,
+    /// The load the peer announced (gossip), if heard.
+    #[serde(default)]
+    pub load: Option<PeerLoad>,
+    /// Peer ids this peer announced it is connected to (topology edges).
+    #[serde(default)]
+    pub links: Vec<String>,
+}
+
+/// What a peer announces about its load.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct PeerLoad {
+    /// Host CPU use, 0..100.
+    pub cpu_pct: f64,
+    pub running_vms: u32,
+    /// Consume connections its providers currently serve.
+    pub connections: u32,
 }
 
 impl PeerView {
@@ -102,6 +137,79 @@ pub struct VmView {
     /// peer at the last probe; None when not probed (stopped, foreign, no address).
     #[serde(default)]
     pub service_up: Option<bool>,
+    /// Latest rates, once two samples exist.
+    #[serde(default)]
+    pub stats: Option<VmStats>,
+    /// Recent samples, oldest first, for sparklines and charts.
+    #[serde(default)]
+    pub history: Option<VmHistory>,
+    /// Service names from the VM's manifest.
+    #[serde(default)]
+    pub services: Vec<String>,
+}
+
+/// Rates computed from libvirt counter deltas.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct VmStats {
+    /// Share of all host CPUs, 0..100.
+    pub cpu_pct_host: f64,
+    /// Share of the guest's vCPUs, 0..100.
+    pub cpu_pct_guest: f64,
+    pub mem_used_mib: u64,
+    pub disk_read_bps: f64,
+    pub disk_write_bps: f64,
+    pub disk_read_iops: f64,
+    pub disk_write_iops: f64,
+    pub net_rx_bps: f64,
+    pub net_tx_bps: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct VmHistory {
+    /// Seconds between samples.
+    pub interval_s: f64,
+    pub cpu_pct_guest: Vec<f64>,
+    pub disk_read_bps: Vec<f64>,
+    pub disk_write_bps: Vec<f64>,
+    pub net_rx_bps: Vec<f64>,
+    pub net_tx_bps: Vec<f64>,
+}
+
+/// One service as the overlay knows it, with every provider found.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ServiceView {
+    pub name: String,
+    /// Service type, e.g. "http", "kv".
+    pub kind: String,
+    pub tags: Vec<(String, String)>,
+    pub providers: Vec<ProviderView>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ProviderView {
+    pub peer_id: String,
+    pub peer_nick: String,
+    /// VM serving it, or None for a legacy host service (`peervisor expose`).
+    pub vm: Option<String>,
+    pub latency_ms: Option<f64>,
+    pub load: Option<PeerLoad>,
+    /// True when this peer provides it.
+    pub local: bool,
+}
+
+/// A local listener forwarding connections to a service through the overlay.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ConsumptionView {
+    pub service: String,
+    /// e.g. "127.0.0.1:8080"
+    pub listen: String,
+    pub connections_total: u64,
+    pub connections_active: u64,
+    pub bytes_to_service: u64,
+    pub bytes_from_service: u64,
+    pub errors: u64,
+    /// Provider the last connection went to (display name).
+    pub last_provider: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]

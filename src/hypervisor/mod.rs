@@ -203,6 +203,7 @@ fn vm_view(domain: &Domain) -> Result<VmView> {
         ip: metadata.as_ref().and_then(|m| m.ip.clone()),
         managed: metadata.is_some(),
         service_up: None,
+        ..VmView::default()
     })
 }
 

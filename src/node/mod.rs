@@ -384,6 +384,7 @@ impl EventLoop {
                 latency_ms: entry.latency.map(|d| d.as_secs_f64() * 1000.0),
                 vms: entry.vms.clone(),
                 addrs: entry.addrs.iter().map(|a| a.to_string()).collect(),
+                ..PeerView::default()
             })
             .collect();
         peers.sort_by_key(|p| p.display_name());

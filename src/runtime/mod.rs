@@ -177,11 +177,13 @@ impl Peer {
                 listen_addrs: net.listen_addrs,
                 hypervisor: self.host.uri().to_string(),
                 accel: self.accel.to_string(),
+                host: None,
             },
             peers: net.peers,
             vms,
             operations: self.operations.list(),
             dial_errors: net.dial_errors,
+            ..Status::default()
         })
     }
 

@@ -17,6 +17,7 @@ pub fn sample_status() -> Status {
         latency_ms: latency,
         vms: vms.map(|v| v.iter().map(|s| s.to_string()).collect()),
         addrs: vec![],
+        ..PeerView::default()
     };
     Status {
         local: LocalPeer {
@@ -25,6 +26,7 @@ pub fn sample_status() -> Status {
             listen_addrs: vec!["/ip4/0.0.0.0/tcp/4001".into()],
             hypervisor: "qemu:///system".into(),
             accel: "kvm".into(),
+            host: None,
         },
         peers: vec![
             // Out of order on purpose: the table sorts.
@@ -60,6 +62,7 @@ pub fn sample_status() -> Status {
                 ip: Some("10.42.0.11".into()),
                 managed: true,
                 service_up: Some(true),
+                ..VmView::default()
             },
             VmView {
                 name: "db-1".into(),
@@ -70,6 +73,7 @@ pub fn sample_status() -> Status {
                 ip: None,
                 managed: true,
                 service_up: None,
+                ..VmView::default()
             },
         ],
         operations: vec![OperationView {
