@@ -79,7 +79,7 @@ async fn poll_status(backend: Backend, tx: watch::Sender<Option<Status>>) {
                     tracing::info!("node reachable again");
                     was_failing = false;
                 }
-                if tx.send(Some(status)).is_err() {
+                if tx.send(Some(*status)).is_err() {
                     return;
                 }
             }

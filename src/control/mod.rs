@@ -39,7 +39,7 @@ pub enum Request {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "reply", rename_all = "snake_case")]
 pub enum Reply {
-    Status(Status),
+    Status(Box<Status>),
     Vms { vms: Vec<VmView> },
     Done { message: String },
     Migrated(MigrationReport),

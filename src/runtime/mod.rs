@@ -137,7 +137,7 @@ impl Peer {
     /// Answers one control API request.
     pub async fn handle(self: &Arc<Self>, request: Request) -> Result<Reply> {
         match request {
-            Request::Status => Ok(Reply::Status(self.status().await?)),
+            Request::Status => Ok(Reply::Status(Box::new(self.status().await?))),
             Request::VmList => Ok(Reply::Vms {
                 vms: self.host.list().await?,
             }),
