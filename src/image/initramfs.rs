@@ -1,8 +1,8 @@
 //! The initramfs: busybox-static, our /init and the kernel modules it loads,
 //! packed with `busybox cpio -o -H newc | gzip`.
 
-use super::GUEST_INIT;
 use super::kernel::Extracted;
+use super::{GUEST_INIT, GUEST_ROOTFS};
 use anyhow::{Context, Result, anyhow, bail};
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
@@ -98,6 +98,13 @@ pub fn build(kernel: &Extracted, busybox: &Path, tree: &Path, out: &Path) -> Res
         fs::create_dir_all(&p).with_context(|| format!("creating {}", p.display()))?;
     }
     write_file(&tree.join("init"), GUEST_INIT.as_bytes(), 0o755)?;
+    for (path, bytes, mode) in GUEST_ROOTFS {
+        let dest = tree.join(path);
+        if let Some(parent) = dest.parent() {
+            fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        }
+        write_file(&dest, bytes, *mode)?;
+    }
     let bb = tree.join("bin/busybox");
     fs::copy(busybox, &bb).with_context(|| format!("copying {}", busybox.display()))?;
     set_mode(&bb, 0o755)?;

@@ -19,6 +19,9 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 /// The guest's `/init`, baked into the binary so the image needs no source tree.
 pub const GUEST_INIT: &str = include_str!("../../assets/guest/init");
 
+// Files laid into the guest as they are (assets/guest/rootfs/), embedded by build.rs.
+include!(concat!(env!("OUT_DIR"), "/guest_rootfs.rs"));
+
 /// Bumped when the build recipe changes in a way the other inputs do not show.
 const RECIPE_VERSION: u32 = 1;
 
@@ -230,6 +233,11 @@ fn input_hash(pkg: &kernel::Package, busybox: &Path) -> Result<String> {
     ));
     h.update(Sha256::digest(&bb));
     h.update(GUEST_INIT.as_bytes());
+    for (path, bytes, mode) in GUEST_ROOTFS {
+        h.update(path.as_bytes());
+        h.update(bytes);
+        h.update(mode.to_le_bytes());
+    }
     Ok(hex::encode(h.finalize()))
 }
 
