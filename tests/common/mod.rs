@@ -221,9 +221,12 @@ impl Drop for TestNetns {
     }
 }
 
-/// Shared image dir (cached across test runs); built once.
+/// Shared image dir (cached across test runs; `PEERVISOR_TEST_IMAGE_DIR` overrides);
+/// built once.
 pub fn image_dir() -> PathBuf {
-    let dir = PathBuf::from("/var/lib/peervisor/images");
+    let dir = std::env::var_os("PEERVISOR_TEST_IMAGE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/lib/peervisor/images"));
     let out = Command::new(BIN)
         .args(["image", "build", "--image-dir"])
         .arg(&dir)
