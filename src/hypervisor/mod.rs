@@ -28,6 +28,8 @@ pub struct Host {
 impl Host {
     pub async fn open(uri: &str) -> Result<Host> {
         let owned = uri.to_string();
+        // libvirt prints every error to stderr by default; ours carry them instead.
+        virt::error::clear_error_callback();
         let conn = blocking(move || {
             Connect::open(Some(&owned))
                 .map_err(|e| anyhow!("cannot connect to libvirt at {owned}: {}", e.message()))
@@ -37,6 +39,20 @@ impl Host {
             conn: Arc::new(conn),
             uri: uri.to_string(),
         })
+    }
+
+    /// Makes libvirt probe QEMU now (seconds on a fresh daemon) rather than during
+    /// the first VM creation or incoming migration.
+    pub async fn warm_up(&self) {
+        let conn = self.conn.clone();
+        let probe = blocking(move || {
+            conn.capabilities()
+                .map(|_| ())
+                .map_err(|e| anyhow!("{}", e.message()))
+        });
+        if let Err(e) = probe.await {
+            tracing::warn!("libvirt capabilities probe: {e:#}");
+        }
     }
 
     pub fn uri(&self) -> &str {

@@ -41,14 +41,12 @@ impl GuestNetwork {
         self.path().exists()
     }
 
-    /// Creates the namespace and the bridge if missing; safe to call again.
+    /// Creates the namespace and the bridge if missing; safe to call again, and
+    /// from several peers starting at once (they take turns on a lock file).
     pub fn ensure(&self) -> Result<()> {
-        // Another process may win the race to add it: only the end state matters.
-        if !self.exists()
-            && let Err(e) = ip(&["netns", "add", &self.netns])
-            && !self.exists()
-        {
-            return Err(e);
+        let _turn = SetupLock::take()?;
+        if !self.exists() {
+            ip(&["netns", "add", &self.netns])?;
         }
         let ns = self.netns.as_str();
         ip(&["-n", ns, "link", "set", "lo", "up"])?;
@@ -117,6 +115,22 @@ impl GuestNetwork {
         })
         .join()
         .map_err(|_| std::io::Error::other("netns connect thread panicked"))?
+    }
+}
+
+/// An exclusive flock held while a namespace is set up; released on drop.
+struct SetupLock(File);
+
+impl SetupLock {
+    fn take() -> Result<SetupLock> {
+        let path = std::env::temp_dir().join("peervisor-netns.lock");
+        let file = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+        // SAFETY: flock on a file descriptor we own.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            let e = std::io::Error::last_os_error();
+            bail!("locking {}: {e}", path.display());
+        }
+        Ok(SetupLock(file))
     }
 }
 

@@ -93,6 +93,8 @@ impl Peer {
         };
         let host = Host::open(&uri).await?;
         tracing::info!("hypervisor {uri}");
+        let warm = host.clone();
+        tokio::spawn(async move { warm.warm_up().await });
 
         let dir = config.data_dir.root();
         let keypair = node::identity::load_or_create_identity(dir)?;
