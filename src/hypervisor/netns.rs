@@ -119,7 +119,9 @@ impl GuestNetwork {
 }
 
 /// An exclusive flock held while a namespace is set up; released on drop.
-struct SetupLock(File);
+struct SetupLock {
+    _held: File,
+}
 
 impl SetupLock {
     fn take() -> Result<SetupLock> {
@@ -130,7 +132,7 @@ impl SetupLock {
             let e = std::io::Error::last_os_error();
             bail!("locking {}: {e}", path.display());
         }
-        Ok(SetupLock(file))
+        Ok(SetupLock { _held: file })
     }
 }
 
