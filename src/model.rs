@@ -143,9 +143,21 @@ pub struct VmView {
     /// Recent samples, oldest first, for sparklines and charts.
     #[serde(default)]
     pub history: Option<VmHistory>,
-    /// Service names from the VM's manifest.
+    /// Services the VM provides (from its manifest).
     #[serde(default)]
-    pub services: Vec<String>,
+    pub services: Vec<ServiceSpec>,
+}
+
+/// A service as a manifest declares it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq, Hash)]
+pub struct ServiceSpec {
+    pub name: String,
+    /// Service type, e.g. "http", "kv", "echo".
+    pub kind: String,
+    /// TCP port inside the guest (or on the legacy target).
+    pub port: u16,
+    #[serde(default)]
+    pub tags: Vec<(String, String)>,
 }
 
 /// Rates computed from libvirt counter deltas.
