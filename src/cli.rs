@@ -53,6 +53,48 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Services of the whole overlay, with their providers, latency and load.
+    Services {
+        /// Only services of this type (e.g. http).
+        #[arg(long = "type", value_name = "TYPE")]
+        kind: Option<String>,
+        /// Only services with this tag (KEY=VALUE; repeatable).
+        #[arg(long, value_name = "KEY=VALUE")]
+        tag: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Resolve a service through the DHT, even where gossip has not reached.
+    Find {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forward a local port to a service through the overlay (kept by the node).
+    Consume {
+        service: String,
+        /// Local port (default: any free port).
+        #[arg(long)]
+        local_port: Option<u16>,
+        /// Address to listen on (default 127.0.0.1; others expose the service).
+        #[arg(long)]
+        bind: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop forwarding a consumed service.
+    Unconsume { service: String },
+    /// Publish a TCP service of this host (no VM) in the overlay.
+    Expose {
+        name: String,
+        /// HOST:PORT the service listens on.
+        #[arg(long)]
+        target: String,
+        #[arg(long = "type", value_name = "TYPE")]
+        kind: Option<String>,
+    },
+    /// Withdraw a service published with `expose`.
+    Unexpose { name: String },
     /// Build guest images.
     #[command(subcommand)]
     Image(ImageCommand),

@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::control::client::ControlClient;
 use crate::control::{Reply, Request};
-use crate::model::{Status, VmView, short_peer_id};
+use crate::model::{ServiceView, Status, VmView, short_peer_id};
 use crate::paths::DataDir;
 use crate::runtime::{Peer, PeerConfig};
 use crate::tui::{self, ConsoleOptions, UiCommand};
@@ -161,8 +161,94 @@ pub fn status_text(status: &Status) -> String {
     }
     let _ = writeln!(out);
     out.push_str(&vms_text(&status.vms));
+    if !status.consumptions.is_empty() {
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "{:<16} {:<21} {:>6} {:>6} {:>10} {:>10} {:>6}  PROVIDER",
+            "CONSUMING", "LISTEN", "CONNS", "ACTIVE", "SENT", "RECEIVED", "ERRORS"
+        );
+        for c in &status.consumptions {
+            let _ = writeln!(
+                out,
+                "{:<16} {:<21} {:>6} {:>6} {:>10} {:>10} {:>6}  {}",
+                c.service,
+                c.listen,
+                c.connections_total,
+                c.connections_active,
+                c.bytes_to_service,
+                c.bytes_from_service,
+                c.errors,
+                c.last_provider.as_deref().unwrap_or("-")
+            );
+        }
+    }
     for e in &status.dial_errors {
         let _ = writeln!(out, "warning: {e}");
+    }
+    out
+}
+
+/// `peervisor services` filters: `--type`, and `--tag KEY=VALUE` (all must match).
+pub fn filter_services(
+    services: Vec<ServiceView>,
+    kind: Option<&str>,
+    tags: &[String],
+) -> Result<Vec<ServiceView>> {
+    let mut wanted = Vec::new();
+    for tag in tags {
+        let Some((k, v)) = tag.split_once('=') else {
+            anyhow::bail!("--tag {tag}: expected KEY=VALUE");
+        };
+        wanted.push((k.to_string(), v.to_string()));
+    }
+    Ok(services
+        .into_iter()
+        .filter(|s| kind.is_none_or(|k| s.kind == k))
+        .filter(|s| wanted.iter().all(|t| s.tags.contains(t)))
+        .collect())
+}
+
+pub fn services_text(services: &[ServiceView]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<16} {:<6} {:<16} {:<12} {:>10}  {:>5} {:>5}",
+        "SERVICE", "TYPE", "PROVIDER", "VM", "LATENCY", "CPU%", "CONNS"
+    );
+    for s in services {
+        for (i, p) in s.providers.iter().enumerate() {
+            let (name, kind) = if i == 0 {
+                (s.name.as_str(), s.kind.as_str())
+            } else {
+                ("", "")
+            };
+            let latency = p
+                .latency_ms
+                .map(|ms| format!("{ms:.2} ms"))
+                .unwrap_or_else(|| "-".into());
+            let (cpu, conns) = p
+                .load
+                .as_ref()
+                .map(|l| (format!("{:.0}", l.cpu_pct), l.connections.to_string()))
+                .unwrap_or_else(|| ("-".into(), "-".into()));
+            let who = if p.local {
+                format!("{} (here)", p.peer_nick)
+            } else {
+                p.peer_nick.clone()
+            };
+            let _ = writeln!(
+                out,
+                "{:<16} {:<6} {:<16} {:<12} {:>10}  {:>5} {:>5}",
+                name,
+                kind,
+                who,
+                p.vm.as_deref().unwrap_or("(host)"),
+                latency,
+                cpu,
+                conns
+            );
+        }
     }
     out
 }

@@ -10,6 +10,7 @@ mod model;
 mod node;
 mod paths;
 mod runtime;
+mod services;
 mod tui;
 
 use std::path::PathBuf;
@@ -78,6 +79,50 @@ async fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Some(Command::Services { kind, tag, json }) => {
+            let Reply::Services { services } = control.call(&Request::Services).await? else {
+                anyhow::bail!("unexpected reply to services");
+            };
+            let services = console::filter_services(services, kind.as_deref(), &tag)?;
+            print_services(&services, json)
+        }
+        Some(Command::Find { name, json }) => {
+            let Reply::Services { services } = control.call(&Request::Find { name }).await? else {
+                anyhow::bail!("unexpected reply to find");
+            };
+            print_services(&services, json)
+        }
+        Some(Command::Consume {
+            service,
+            local_port,
+            bind,
+            json,
+        }) => {
+            let request = Request::Consume {
+                service,
+                local_port,
+                bind,
+            };
+            let Reply::Consuming(c) = control.call(&request).await? else {
+                anyhow::bail!("unexpected reply to consume");
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&c)?);
+            } else {
+                println!(
+                    "consuming '{}' on {} (stop with `peervisor unconsume {}`)",
+                    c.service, c.listen, c.service
+                );
+            }
+            Ok(())
+        }
+        Some(Command::Unconsume { service }) => {
+            done(&control, Request::Unconsume { service }).await
+        }
+        Some(Command::Expose { name, target, kind }) => {
+            done(&control, Request::Expose { name, target, kind }).await
+        }
+        Some(Command::Unexpose { name }) => done(&control, Request::Unexpose { name }).await,
         Some(Command::Image(ImageCommand::Build { name, image_dir })) => {
             let dir = image_dir
                 .or(cli.node.image_dir)
@@ -86,6 +131,23 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Some(Command::Demo(args)) => demo::run(args, &cli.node).await,
     }
+}
+
+/// Sends a request whose reply is a message, and prints it.
+async fn done(control: &ControlClient, request: Request) -> Result<()> {
+    if let Reply::Done { message } = control.call(&request).await? {
+        println!("{message}");
+    }
+    Ok(())
+}
+
+fn print_services(services: &[model::ServiceView], json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(services)?);
+    } else {
+        print!("{}", console::services_text(services));
+    }
+    Ok(())
 }
 
 async fn vm_command(control: &ControlClient, command: VmCommand) -> Result<()> {
@@ -116,10 +178,7 @@ async fn vm_command(control: &ControlClient, command: VmCommand) -> Result<()> {
         VmCommand::Stop { name, force } => Request::VmStop { name, force },
         VmCommand::Rm { name } => Request::VmRemove { name },
     };
-    if let Reply::Done { message } = control.call(&request).await? {
-        println!("{message}");
-    }
-    Ok(())
+    done(control, request).await
 }
 
 async fn build_image(dir: PathBuf, name: String) -> Result<()> {

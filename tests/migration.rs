@@ -169,3 +169,102 @@ fn vm_migration_refused_by_destination_leaves_vm_running_on_source() {
         "nothing half-made on B"
     );
 }
+
+fn http_get(port: u16, path: &str) -> Option<String> {
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sf",
+            "--max-time",
+            "3",
+            &format!("http://127.0.0.1:{port}{path}"),
+        ])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn service_listed(node: &TestNode, name: &str) -> bool {
+    let out = node.cli(&["services", "--json"]);
+    serde_json::from_slice::<serde_json::Value>(&out.stdout)
+        .ok()
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .any(|s| s["name"] == name)
+}
+
+#[test]
+fn vm_service_is_consumed_across_the_overlay_and_follows_its_vm() {
+    let image_dir = common::image_dir();
+    let image_dir = image_dir.to_str().unwrap();
+    let netns = TestNetns::new("svc");
+    let key = fresh_key();
+    let a = vm_node("peer-a", &key, None, &netns, image_dir, &[]);
+    let b = vm_node("peer-b", &key, Some(a.port), &netns, image_dir, &[]);
+    let c = vm_node("peer-c", &key, Some(b.port), &netns, image_dir, &[]);
+    let out = a.cli(&["vm", "create", "web-1"]);
+    assert!(out.status.success(), "vm create: {}", stderr(&out));
+
+    // Found from C, which was only told about B.
+    assert!(
+        eventually(Duration::from_secs(30), || service_listed(&c, "web-1")),
+        "peer-c never saw web-1:\n{}",
+        c.log()
+    );
+    let out = c.cli(&["consume", "web-1", "--json"]);
+    assert!(out.status.success(), "consume: {}", stderr(&out));
+    let listen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let port: u16 = listen["listen"]
+        .as_str()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut page = None;
+    assert!(
+        eventually(Duration::from_secs(60), || {
+            page = http_get(port, "/");
+            page.is_some()
+        }),
+        "guest page never came through the overlay"
+    );
+    assert!(page.unwrap().contains("peervisor guest web-1"));
+
+    let out = a.cli(&["migrate", "web-1", "--to", "peer-b"]);
+    assert!(out.status.success(), "migrate: {}", stderr(&out));
+    // A new request through the same local port reaches the VM on B.
+    let mut state = None;
+    assert!(
+        eventually(Duration::from_secs(15), || {
+            state = http_get(port, "/cgi-bin/state");
+            state.is_some()
+        }),
+        "no answer through the same port after the move"
+    );
+    assert!(state.unwrap().contains("name=web-1"));
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            c.status()["services"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s["name"] == "web-1" && s["providers"][0]["peer_nick"] == "peer-b")
+        }),
+        "the record follows the VM"
+    );
+
+    // A stopped VM's service disappears from every peer.
+    let out = b.cli(&["vm", "stop", "web-1", "--force"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for node in [&a, &b, &c] {
+        assert!(
+            eventually(Duration::from_secs(12), || !service_listed(node, "web-1")),
+            "{} still lists web-1",
+            node.nick
+        );
+    }
+}

@@ -7,7 +7,7 @@ pub mod server;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Status, VmView};
+use crate::model::{ConsumptionView, ServiceView, Status, VmView};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "request", rename_all = "snake_case")]
@@ -34,6 +34,28 @@ pub enum Request {
         vm: String,
         to: String,
     },
+    /// Services of the whole overlay.
+    Services,
+    /// Resolve a service through the DHT (even if gossip missed it).
+    Find {
+        name: String,
+    },
+    Consume {
+        service: String,
+        local_port: Option<u16>,
+        bind: Option<String>,
+    },
+    Unconsume {
+        service: String,
+    },
+    Expose {
+        name: String,
+        target: String,
+        kind: Option<String>,
+    },
+    Unexpose {
+        name: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -43,6 +65,8 @@ pub enum Reply {
     Vms { vms: Vec<VmView> },
     Done { message: String },
     Migrated(MigrationReport),
+    Services { services: Vec<ServiceView> },
+    Consuming(ConsumptionView),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

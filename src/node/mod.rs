@@ -47,6 +47,11 @@ pub enum Event {
         request: ControlRequest,
         channel: ResponseChannel<ControlResponse>,
     },
+    /// A peer told the overlay what it hosts and provides (gossip).
+    Announcement {
+        peer: PeerId,
+        announcement: Announcement,
+    },
 }
 
 /// The overlay as this node sees it right now.
@@ -80,6 +85,14 @@ enum Command {
     },
     Announce {
         announcement: Announcement,
+    },
+    Provide {
+        key: String,
+        provide: bool,
+    },
+    FindProviders {
+        key: String,
+        reply: oneshot::Sender<Vec<PeerId>>,
     },
 }
 
@@ -122,6 +135,26 @@ impl Client {
     /// Sets what this peer announces on gossip (sent now and periodically).
     pub async fn announce(&self, announcement: Announcement) -> Result<()> {
         self.send(Command::Announce { announcement }).await
+    }
+
+    /// Starts or stops advertising this peer as a provider of `key` in the DHT.
+    pub async fn provide(&self, key: &str, provide: bool) -> Result<()> {
+        self.send(Command::Provide {
+            key: key.to_string(),
+            provide,
+        })
+        .await
+    }
+
+    /// Peers the DHT knows as providers of `key` (waits for the query to finish).
+    pub async fn find_providers(&self, key: &str) -> Result<Vec<PeerId>> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::FindProviders {
+            key: key.to_string(),
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| node_gone())
     }
 
     async fn send(&self, command: Command) -> Result<()> {
@@ -170,6 +203,7 @@ pub fn start(config: NodeConfig) -> Result<(Client, mpsc::Receiver<Event>)> {
         bootstrap: config.bootstrap,
         peers: HashMap::new(),
         pending_requests: HashMap::new(),
+        pending_lookups: HashMap::new(),
         announcement: None,
         dial_errors: VecDeque::new(),
     };
@@ -200,10 +234,16 @@ fn build_swarm(config: &NodeConfig) -> Result<Swarm<Behaviour>> {
                 identify::Config::new("/peervisor/id/1".into(), key.public())
                     .with_agent_version(agent_version(&nick)),
             );
+            let mut kad_config = kad::Config::new(libp2p::StreamProtocol::new("/peervisor/kad/1"));
+            // Provider records of a vanished peer must expire in minutes, not days.
+            kad_config
+                .set_provider_record_ttl(Some(PROVIDER_TTL))
+                .set_provider_publication_interval(Some(PROVIDER_TTL / 3))
+                .set_query_timeout(Duration::from_secs(10));
             let mut kad = kad::Behaviour::with_config(
                 peer_id,
                 kad::store::MemoryStore::new(peer_id),
-                kad::Config::new(libp2p::StreamProtocol::new("/peervisor/kad/1")),
+                kad_config,
             );
             // Without a confirmed external address Kademlia stays a client and never
             // answers queries; peers on loopback or a LAN never get one.
@@ -252,6 +292,8 @@ struct PeerEntry {
     latency: Option<Duration>,
     addrs: Vec<Multiaddr>,
     vms: Option<Vec<String>>,
+    load: Option<crate::model::PeerLoad>,
+    links: Vec<String>,
 }
 
 struct EventLoop {
@@ -262,11 +304,19 @@ struct EventLoop {
     bootstrap: Vec<Multiaddr>,
     peers: HashMap<PeerId, PeerEntry>,
     pending_requests: HashMap<OutboundRequestId, oneshot::Sender<Result<ControlResponse>>>,
+    pending_lookups: HashMap<kad::QueryId, Lookup>,
     announcement: Option<Announcement>,
     dial_errors: VecDeque<String>,
 }
 
 const MAX_DIAL_ERRORS: usize = 8;
+/// How long a DHT provider record lives without being republished.
+pub const PROVIDER_TTL: Duration = Duration::from_secs(90);
+
+struct Lookup {
+    found: Vec<PeerId>,
+    reply: oneshot::Sender<Vec<PeerId>>,
+}
 
 impl EventLoop {
     async fn run(mut self) {
@@ -308,9 +358,14 @@ impl EventLoop {
     }
 
     fn publish_announcement(&mut self) {
-        let Some(announcement) = &self.announcement else {
+        let Some(announcement) = &mut self.announcement else {
             return;
         };
+        announcement.links = self
+            .swarm
+            .connected_peers()
+            .map(|p| p.to_string())
+            .collect();
         let bytes = announcement.encode();
         if let Err(e) = self
             .swarm
@@ -333,11 +388,6 @@ impl EventLoop {
                 request,
                 reply,
             } => {
-                if !self.swarm.is_connected(&peer) {
-                    let name = self.display_name(&peer);
-                    let _ = reply.send(Err(anyhow!("peer {name} is not connected")));
-                    return;
-                }
                 let id = self
                     .swarm
                     .behaviour_mut()
@@ -357,11 +407,37 @@ impl EventLoop {
                 }
             }
             Command::Announce { announcement } => {
-                let changed = self.announcement.as_ref() != Some(&announcement);
+                let changed = self.announcement.as_ref().is_none_or(|old| {
+                    old.services != announcement.services || old.vms != announcement.vms
+                });
                 self.announcement = Some(announcement);
                 if changed {
                     self.publish_announcement();
                 }
+            }
+            Command::Provide { key, provide } => {
+                let key = kad::RecordKey::new(&key);
+                if provide {
+                    if let Err(e) = self.swarm.behaviour_mut().kad.start_providing(key) {
+                        tracing::warn!("DHT: cannot provide: {e}");
+                    }
+                } else {
+                    self.swarm.behaviour_mut().kad.stop_providing(&key);
+                }
+            }
+            Command::FindProviders { key, reply } => {
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .get_providers(kad::RecordKey::new(&key));
+                self.pending_lookups.insert(
+                    id,
+                    Lookup {
+                        found: Vec::new(),
+                        reply,
+                    },
+                );
             }
         }
     }
@@ -384,7 +460,8 @@ impl EventLoop {
                 latency_ms: entry.latency.map(|d| d.as_secs_f64() * 1000.0),
                 vms: entry.vms.clone(),
                 addrs: entry.addrs.iter().map(|a| a.to_string()).collect(),
-                ..PeerView::default()
+                load: entry.load.clone(),
+                links: entry.links.clone(),
             })
             .collect();
         peers.sort_by_key(|p| p.display_name());
@@ -493,9 +570,18 @@ impl EventLoop {
                     Ok(a) => {
                         let entry = self.peers.entry(source).or_default();
                         if entry.nick.is_empty() {
-                            entry.nick = a.nick;
+                            entry.nick = a.nick.clone();
                         }
-                        entry.vms = Some(a.vms);
+                        entry.vms = Some(a.vms.clone());
+                        entry.load = Some(a.load.clone());
+                        entry.links = a.links.clone();
+                        let event = Event::Announcement {
+                            peer: source,
+                            announcement: a,
+                        };
+                        if self.events.send(event).await.is_err() {
+                            tracing::debug!("announcement dropped: nobody is listening");
+                        }
                     }
                     Err(e) => tracing::warn!(
                         "dropped malformed announcement from {propagation_source}: {e}"
@@ -512,7 +598,33 @@ impl EventLoop {
                 }
             }
             BehaviourEvent::Control(event) => self.on_control_event(event).await,
+            BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                id,
+                result: kad::QueryResult::GetProviders(result),
+                step,
+                ..
+            }) => self.on_providers(id, result, step.last),
             _ => {}
+        }
+    }
+
+    fn on_providers(
+        &mut self,
+        id: kad::QueryId,
+        result: Result<kad::GetProvidersOk, kad::GetProvidersError>,
+        last: bool,
+    ) {
+        let Some(lookup) = self.pending_lookups.get_mut(&id) else {
+            return;
+        };
+        if let Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) = result {
+            lookup.found.extend(providers);
+        }
+        if last && let Some(lookup) = self.pending_lookups.remove(&id) {
+            let mut found = lookup.found;
+            found.sort();
+            found.dedup();
+            let _ = lookup.reply.send(found);
         }
     }
 

@@ -4,8 +4,12 @@
 use libp2p::StreamProtocol;
 use serde::{Deserialize, Serialize};
 
+use crate::model::PeerLoad;
+
 pub const CONTROL_PROTOCOL: StreamProtocol = StreamProtocol::new("/peervisor/control/1");
 pub const TUNNEL_PROTOCOL: StreamProtocol = StreamProtocol::new("/peervisor/libvirt-tunnel/1");
+/// Byte streams of consumed services: a header naming the service, then raw bytes.
+pub const SERVICE_PROTOCOL: StreamProtocol = StreamProtocol::new("/peervisor/service/1");
 pub const ANNOUNCE_TOPIC: &str = "peervisor/announce/1";
 /// Identify agent version prefix; the nickname follows it.
 pub const AGENT_PREFIX: &str = "peervisor/";
@@ -23,6 +27,8 @@ pub enum ControlRequest {
     /// The source reports how the migration ended, so the destination can drop the
     /// tunnel authorization and record the outcome.
     MigrationEnded { token: u64, ok: bool },
+    /// "Which services do you provide?" (after a DHT lookup found this peer).
+    ListServices,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -35,13 +41,73 @@ pub enum ControlResponse {
         reason: String,
     },
     Ack,
+    Services {
+        services: Vec<ServiceRecord>,
+        load: PeerLoad,
+    },
 }
 
 /// What every peer periodically tells the overlay about itself (gossipsub).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Announcement {
     pub nick: String,
     pub vms: Vec<String>,
+    /// Everything this peer provides right now; a service missing from the next
+    /// announcement is withdrawn.
+    #[serde(default)]
+    pub services: Vec<ServiceRecord>,
+    #[serde(default)]
+    pub load: PeerLoad,
+    /// Peer ids this peer is connected to (filled in by the node).
+    #[serde(default)]
+    pub links: Vec<String>,
+}
+
+/// One service a peer provides, as it travels in announcements and answers.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq, Hash)]
+pub struct ServiceRecord {
+    pub name: String,
+    pub kind: String,
+    #[serde(default)]
+    pub tags: Vec<(String, String)>,
+    /// The VM serving it; None for a legacy host service.
+    pub vm: Option<String>,
+    /// Grows each time the provider's view of the service changes (e.g. it moved).
+    pub version: u64,
+}
+
+const MAX_SERVICES: usize = 1024;
+const MAX_TAGS: usize = 32;
+const MAX_TEXT: usize = 128;
+
+impl ServiceRecord {
+    /// Records come from other peers: bound every field.
+    pub fn validate(&self) -> Result<(), String> {
+        let text_ok =
+            |s: &str| !s.is_empty() && s.len() <= MAX_TEXT && !s.chars().any(char::is_control);
+        if !text_ok(&self.name) {
+            return Err(format!("bad service name {:?}", truncate(&self.name)));
+        }
+        if !text_ok(&self.kind) {
+            return Err(format!("service {}: bad type", self.name));
+        }
+        if self.tags.len() > MAX_TAGS
+            || self
+                .tags
+                .iter()
+                .any(|(k, v)| !text_ok(k) || v.len() > MAX_TEXT)
+        {
+            return Err(format!("service {}: bad tags", self.name));
+        }
+        if self.vm.as_deref().is_some_and(|vm| !text_ok(vm)) {
+            return Err(format!("service {}: bad VM name", self.name));
+        }
+        Ok(())
+    }
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(40).collect()
 }
 
 impl Announcement {
@@ -52,9 +118,13 @@ impl Announcement {
     /// Data from the network: malformed input is an error, never a panic.
     pub fn decode(bytes: &[u8]) -> Result<Self, serde_json::Error> {
         const MAX_VMS: usize = 4096;
+        const MAX_LINKS: usize = 4096;
         let a: Announcement = serde_json::from_slice(bytes)?;
-        if a.vms.len() > MAX_VMS {
-            return Err(serde::de::Error::custom("too many VMs in announcement"));
+        if a.vms.len() > MAX_VMS || a.links.len() > MAX_LINKS || a.services.len() > MAX_SERVICES {
+            return Err(serde::de::Error::custom("announcement too large"));
+        }
+        if let Some(bad) = a.services.iter().find_map(|s| s.validate().err()) {
+            return Err(serde::de::Error::custom(bad));
         }
         Ok(a)
     }
@@ -93,7 +163,18 @@ mod tests {
         let ok = Announcement {
             nick: "a".into(),
             vms: vec!["web-1".into()],
+            ..Default::default()
         };
         assert_eq!(Announcement::decode(&ok.encode()).unwrap(), ok);
+        let mut hostile = ok.clone();
+        hostile.services.push(ServiceRecord {
+            name: "x\u{1b}[2J".into(),
+            kind: "http".into(),
+            ..Default::default()
+        });
+        let err = Announcement::decode(&hostile.encode())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bad service name"), "{err}");
     }
 }

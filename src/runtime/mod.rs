@@ -1,15 +1,16 @@
 //! A running peer: the node, the hypervisor and the control API wired together.
 //! Used by the headless `peervisor node` and by the console's embedded node.
 
+mod cpu;
 mod health;
 mod migrate;
 mod operations;
 mod peers;
+mod services;
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use libp2p::Multiaddr;
@@ -20,8 +21,8 @@ use crate::hypervisor::daemon::{DaemonConfig, PrivateDaemon};
 use crate::hypervisor::domain::{DomainSpec, GuestNic, mac_for};
 use crate::hypervisor::netns::GuestNetwork;
 use crate::hypervisor::{Host, local_socket_for};
-use crate::model::{LocalPeer, Status, VmState};
-use crate::node::protocol::{Announcement, ControlRequest};
+use crate::model::{LocalPeer, Status};
+use crate::node::protocol::{ControlRequest, ControlResponse};
 use crate::node::{self, Client, Event, NodeConfig};
 use crate::paths::{DataDir, console_log_dir};
 use migrate::TunnelGrants;
@@ -55,6 +56,7 @@ pub struct Peer {
     network: GuestNetwork,
     operations: Operations,
     health: health::Health,
+    services: services::ServiceState,
     grants: TunnelGrants,
     daemon: std::sync::Mutex<Option<PrivateDaemon>>,
 }
@@ -119,12 +121,15 @@ impl Peer {
             network,
             operations: Operations::default(),
             health: health::Health::default(),
+            services: services::ServiceState::default(),
             grants: TunnelGrants::default(),
             daemon: std::sync::Mutex::new(daemon),
         });
         tokio::spawn(peer.clone().handle_node_events(events));
         tokio::spawn(migrate::accept_tunnels(peer.clone()));
-        tokio::spawn(peer.clone().announce_loop());
+        peer.load_exposures();
+        tokio::spawn(peer.clone().publish_loop());
+        tokio::spawn(services::accept_service_streams(peer.clone()));
         if peer.config.hypervisor.is_none() {
             // Guests on an external hypervisor are not on our namespace's bridge.
             tokio::spawn(health::probe_loop(peer.clone()));
@@ -150,21 +155,57 @@ impl Peer {
                 image,
             } => {
                 self.create_vm(&name, vcpus, memory_mib, &image).await?;
+                self.services.republish.notify_one();
                 Ok(done(format!("VM '{name}' created and started")))
             }
             Request::VmStart { name } => {
                 self.host.start(&name).await?;
+                self.services.republish.notify_one();
                 Ok(done(format!("VM '{name}' started")))
             }
             Request::VmStop { name, force } => {
                 self.host.stop(&name, force).await?;
+                self.services.republish.notify_one();
                 Ok(done(format!("VM '{name}' stopping")))
             }
             Request::VmRemove { name } => {
                 self.host.remove(&name).await?;
+                self.services.republish.notify_one();
                 Ok(done(format!("VM '{name}' removed")))
             }
-            Request::Migrate { vm, to } => Ok(Reply::Migrated(self.migrate(&vm, &to).await?)),
+            Request::Migrate { vm, to } => {
+                let report = self.migrate(&vm, &to).await?;
+                self.services.republish.notify_one();
+                Ok(Reply::Migrated(report))
+            }
+            Request::Services => {
+                let peers = self.node.status().await?.peers;
+                Ok(Reply::Services {
+                    services: self.services_view(&peers).await,
+                })
+            }
+            Request::Find { name } => Ok(Reply::Services {
+                services: vec![self.find_service(&name).await?],
+            }),
+            Request::Consume {
+                service,
+                local_port,
+                bind,
+            } => Ok(Reply::Consuming(
+                self.consume(&service, local_port, bind.as_deref()).await?,
+            )),
+            Request::Unconsume { service } => {
+                self.unconsume(&service)?;
+                Ok(done(format!("stopped consuming '{service}'")))
+            }
+            Request::Expose { name, target, kind } => {
+                self.expose(&name, &target, kind.as_deref()).await?;
+                Ok(done(format!("exposing {target} as service '{name}'")))
+            }
+            Request::Unexpose { name } => {
+                self.unexpose(&name)?;
+                Ok(done(format!("service '{name}' withdrawn")))
+            }
         }
     }
 
@@ -172,6 +213,7 @@ impl Peer {
         let net = self.node.status().await?;
         let mut vms = self.host.list().await?;
         self.health.annotate(&mut vms);
+        let services = self.services_view(&net.peers).await;
         Ok(Status {
             local: LocalPeer {
                 peer_id: self.node.local_peer_id().to_string(),
@@ -185,7 +227,8 @@ impl Peer {
             vms,
             operations: self.operations.list(),
             dial_errors: net.dial_errors,
-            ..Status::default()
+            services,
+            consumptions: self.consumption_views(),
         })
     }
 
@@ -259,15 +302,14 @@ impl Peer {
                         }
                     });
                 }
+                Event::Announcement { peer, announcement } => {
+                    self.on_announcement(peer, announcement);
+                }
             }
         }
     }
 
-    async fn answer_peer(
-        &self,
-        peer: libp2p::PeerId,
-        request: ControlRequest,
-    ) -> crate::node::protocol::ControlResponse {
+    async fn answer_peer(&self, peer: libp2p::PeerId, request: ControlRequest) -> ControlResponse {
         match request {
             ControlRequest::PrepareMigration {
                 vm,
@@ -279,28 +321,9 @@ impl Peer {
                     .await
             }
             ControlRequest::MigrationEnded { token, ok } => self.incoming_ended(peer, token, ok),
-        }
-    }
-
-    /// Tells the overlay which VMs run here, so other consoles can show it.
-    async fn announce_loop(self: Arc<Self>) {
-        let mut tick = tokio::time::interval(Duration::from_secs(3));
-        loop {
-            tick.tick().await;
-            let Ok(vms) = self.host.list().await else {
-                continue;
-            };
-            let running = vms
-                .into_iter()
-                .filter(|v| v.state == VmState::Running)
-                .map(|v| v.name)
-                .collect();
-            let announcement = Announcement {
-                nick: self.config.nick.clone(),
-                vms: running,
-            };
-            if self.node.announce(announcement).await.is_err() {
-                return;
+            ControlRequest::ListServices => {
+                let (services, load) = self.service_records().await;
+                ControlResponse::Services { services, load }
             }
         }
     }

@@ -1,0 +1,607 @@
+//! This peer's part in services: publishing what it provides (DHT + gossip),
+//! consuming what others provide (local listeners), serving consumers' streams,
+//! and exposing legacy host services.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use futures::StreamExt;
+use libp2p::PeerId;
+use serde::{Deserialize, Serialize};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+
+use super::Peer;
+use super::cpu::CpuMeter;
+use crate::model::{ConsumptionView, PeerLoad, ServiceSpec, ServiceView};
+use crate::node::protocol::{Announcement, SERVICE_PROTOCOL, ServiceRecord};
+use crate::services::proxy::{self, Answer, Counters, Hello};
+use crate::services::{
+    Catalogue, LocalService, Provider, Target, name_key, near_matches, overlay_view, rank,
+    services_of_vms, type_key,
+};
+
+const PUBLISH_EVERY: Duration = Duration::from_secs(3);
+/// Providers tried for one consumer connection before giving up.
+const MAX_ATTEMPTS: usize = 3;
+
+/// A legacy host service published with `peervisor expose`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Exposure {
+    pub name: String,
+    pub kind: String,
+    pub target: String,
+}
+
+struct Consumption {
+    service: String,
+    listen: SocketAddr,
+    counters: Arc<Counters>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Default)]
+pub struct ServiceState {
+    pub catalogue: Catalogue,
+    consumptions: Mutex<Vec<Consumption>>,
+    exposures: Mutex<Vec<Exposure>>,
+    /// DHT keys this peer currently provides.
+    published: Mutex<HashSet<String>>,
+    /// When each (service, vm) first appeared here: its record version.
+    versions: Mutex<HashMap<(String, Option<String>), u64>>,
+    /// Consumer connections this peer serves right now (its load).
+    served: AtomicU64,
+    /// Rotates the choice among equally good providers.
+    spread: AtomicUsize,
+    cpu: CpuMeter,
+    /// Wakes the publisher at once (a VM started, stopped or moved).
+    pub republish: Notify,
+}
+
+enum Candidate {
+    Local(Target),
+    Remote(PeerId),
+}
+
+impl Peer {
+    fn exposures_file(&self) -> PathBuf {
+        self.data_dir().root().join("exposed.json")
+    }
+
+    /// Reloads exposures saved by an earlier run.
+    pub(super) fn load_exposures(&self) {
+        let path = self.exposures_file();
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            return;
+        };
+        match serde_json::from_str::<Vec<Exposure>>(&text) {
+            Ok(list) => *lock(&self.services.exposures) = list,
+            Err(e) => tracing::warn!("{}: ignored ({e})", path.display()),
+        }
+    }
+
+    fn save_exposures(&self, list: &[Exposure]) -> Result<()> {
+        let path = self.exposures_file();
+        std::fs::write(&path, serde_json::to_vec_pretty(list)?)
+            .with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// Everything this peer provides now: its running VMs' services and its exposures.
+    pub(super) async fn local_services(&self) -> Result<Vec<LocalService>> {
+        let vms = self.host.list().await?;
+        let mut services = services_of_vms(&vms);
+        for e in lock(&self.services.exposures).iter() {
+            services.push(LocalService {
+                spec: ServiceSpec {
+                    name: e.name.clone(),
+                    kind: e.kind.clone(),
+                    port: 0,
+                    tags: Vec::new(),
+                },
+                vm: None,
+                target: Target::Legacy {
+                    addr: e.target.clone(),
+                },
+            });
+        }
+        Ok(services)
+    }
+
+    pub(super) fn load(&self, running_vms: u32) -> PeerLoad {
+        PeerLoad {
+            cpu_pct: self.services.cpu.percent(),
+            running_vms,
+            connections: self.services.served.load(Ordering::Relaxed) as u32,
+        }
+    }
+
+    fn records(&self, local: &[LocalService]) -> Vec<ServiceRecord> {
+        let mut versions = lock(&self.services.versions);
+        let now = unix_millis();
+        let current: HashSet<(String, Option<String>)> = local
+            .iter()
+            .map(|s| (s.spec.name.clone(), s.vm.clone()))
+            .collect();
+        versions.retain(|k, _| current.contains(k));
+        local
+            .iter()
+            .map(|s| {
+                let version = *versions
+                    .entry((s.spec.name.clone(), s.vm.clone()))
+                    .or_insert(now);
+                s.record(version)
+            })
+            .collect()
+    }
+
+    /// Publishes what this peer hosts and provides: gossip every few seconds (and at
+    /// once on change), DHT provider records by service name and type.
+    pub(super) async fn publish_loop(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(PUBLISH_EVERY);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = self.services.republish.notified() => {}
+            }
+            if let Err(e) = self.publish_once().await {
+                tracing::debug!("publish: {e:#}");
+            }
+        }
+    }
+
+    async fn publish_once(&self) -> Result<()> {
+        let vms = self.host.list().await?;
+        let local = self.local_services().await?;
+        let running: Vec<String> = vms
+            .iter()
+            .filter(|v| v.state == crate::model::VmState::Running)
+            .map(|v| v.name.clone())
+            .collect();
+        let records = self.records(&local);
+        let keys: HashSet<String> = records
+            .iter()
+            .flat_map(|r| [name_key(&r.name), type_key(&r.kind)])
+            .collect();
+        let (added, removed) = {
+            let mut published = lock(&self.services.published);
+            let added: Vec<String> = keys.difference(&published).cloned().collect();
+            let removed: Vec<String> = published.difference(&keys).cloned().collect();
+            *published = keys;
+            (added, removed)
+        };
+        for key in &added {
+            self.node.provide(key, true).await?;
+        }
+        for key in &removed {
+            self.node.provide(key, false).await?;
+        }
+        let announcement = Announcement {
+            nick: self.config.nick.clone(),
+            load: self.load(running.len() as u32),
+            vms: running,
+            services: records,
+            links: Vec::new(),
+        };
+        self.node.announce(announcement).await
+    }
+
+    pub(super) fn on_announcement(&self, peer: PeerId, announcement: Announcement) {
+        self.services
+            .catalogue
+            .update(peer, announcement.services, announcement.load);
+    }
+
+    /// Answer to a peer's `ListServices` (it found us in the DHT).
+    pub(super) async fn service_records(&self) -> (Vec<ServiceRecord>, PeerLoad) {
+        let local = self.local_services().await.unwrap_or_default();
+        let running = local
+            .iter()
+            .filter_map(|s| s.vm.as_ref())
+            .collect::<HashSet<_>>()
+            .len();
+        (self.records(&local), self.load(running as u32))
+    }
+
+    /// The overlay's services as this peer sees them.
+    pub(super) async fn services_view(&self, peers: &[crate::model::PeerView]) -> Vec<ServiceView> {
+        let local = self.local_services().await.unwrap_or_default();
+        let running = local
+            .iter()
+            .filter_map(|s| s.vm.as_ref())
+            .collect::<HashSet<_>>()
+            .len();
+        let remote = self.services.catalogue.fresh();
+        let info = |id: &PeerId| {
+            let id = id.to_string();
+            peers
+                .iter()
+                .find(|p| p.peer_id == id)
+                .map(|p| (p.display_name(), p.latency_ms))
+                .unwrap_or((crate::model::short_peer_id(&id), None))
+        };
+        overlay_view(
+            &self.node.local_peer_id().to_string(),
+            &self.config.nick,
+            &local,
+            &self.load(running as u32),
+            &remote,
+            info,
+        )
+    }
+
+    /// Looks a service up in the DHT and asks each provider found for details, so a
+    /// service is found even when gossip has not reached this peer.
+    pub async fn find_service(&self, name: &str) -> Result<ServiceView> {
+        let found = self.node.find_providers(&name_key(name)).await?;
+        let me = self.node.local_peer_id();
+        for peer in found.into_iter().filter(|p| *p != me) {
+            match self
+                .node
+                .request(peer, crate::node::protocol::ControlRequest::ListServices)
+                .await
+            {
+                Ok(crate::node::protocol::ControlResponse::Services { services, load }) => {
+                    let valid: Vec<ServiceRecord> = services
+                        .into_iter()
+                        .filter(|s| match s.validate() {
+                            Ok(()) => true,
+                            Err(e) => {
+                                tracing::warn!("dropped a malformed record from {peer}: {e}");
+                                false
+                            }
+                        })
+                        .collect();
+                    self.services.catalogue.update(peer, valid, load);
+                }
+                Ok(other) => tracing::warn!("{peer} answered ListServices with {other:?}"),
+                Err(e) => tracing::debug!("asking {peer} for its services: {e:#}"),
+            }
+        }
+        let peers = self.node.status().await?.peers;
+        let view = self
+            .services_view(&peers)
+            .await
+            .into_iter()
+            .find(|s| s.name == name);
+        match view {
+            Some(view) => Ok(view),
+            None => Err(self.unknown_service(name).await),
+        }
+    }
+
+    async fn unknown_service(&self, name: &str) -> anyhow::Error {
+        let local = self.local_services().await.unwrap_or_default();
+        let remote = self.services.catalogue.fresh();
+        let known: Vec<&str> = local
+            .iter()
+            .map(|s| s.spec.name.as_str())
+            .chain(remote.iter().map(|p| p.record.name.as_str()))
+            .collect();
+        let near = near_matches(name, known.into_iter());
+        if near.is_empty() {
+            anyhow!("no service '{name}' in the overlay")
+        } else {
+            anyhow!(
+                "no service '{name}' in the overlay (did you mean: {}?)",
+                near.join(", ")
+            )
+        }
+    }
+
+    /// Where the next connection to `service` should go, best first.
+    async fn candidates(&self, service: &str) -> Vec<Candidate> {
+        let mut out = Vec::new();
+        if let Ok(local) = self.local_services().await
+            && let Some(s) = local.into_iter().find(|s| s.spec.name == service)
+        {
+            out.push(Candidate::Local(s.target));
+        }
+        let mut remote: Vec<Provider> = self.services.catalogue.providers(service);
+        if remote.is_empty() && out.is_empty() && self.find_service(service).await.is_ok() {
+            remote = self.services.catalogue.providers(service);
+        }
+        let latencies: HashMap<String, Option<f64>> = self
+            .node
+            .status()
+            .await
+            .map(|s| {
+                s.peers
+                    .into_iter()
+                    .map(|p| (p.peer_id, p.latency_ms))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let spread = self.services.spread.fetch_add(1, Ordering::Relaxed);
+        let ranked = rank(
+            remote,
+            |p| latencies.get(&p.to_string()).copied().flatten(),
+            spread,
+        );
+        let mut seen = HashSet::new();
+        for p in ranked {
+            if seen.insert(p.peer) {
+                out.push(Candidate::Remote(p.peer));
+            }
+        }
+        out
+    }
+
+    /// `peervisor consume`: a local listener whose connections reach `service`
+    /// through the overlay.
+    pub async fn consume(
+        self: &Arc<Self>,
+        service: &str,
+        port: Option<u16>,
+        bind: Option<&str>,
+    ) -> Result<ConsumptionView> {
+        if lock(&self.services.consumptions)
+            .iter()
+            .any(|c| c.service == service)
+        {
+            bail!("service '{service}' is already consumed here (see `peervisor status`)");
+        }
+        if self.candidates(service).await.is_empty() {
+            return Err(self.unknown_service(service).await);
+        }
+        let ip: std::net::IpAddr = bind
+            .unwrap_or("127.0.0.1")
+            .parse()
+            .map_err(|_| anyhow!("--bind {}: not an IP address", bind.unwrap_or_default()))?;
+        let addr = SocketAddr::new(ip, port.unwrap_or(0));
+        let listener = TcpListener::bind(addr).await.map_err(|e| match e.kind() {
+            std::io::ErrorKind::AddrInUse => anyhow!("{addr} is in use: pick another --local-port"),
+            _ => anyhow!("cannot listen on {addr}: {e}"),
+        })?;
+        let listen = listener.local_addr()?;
+        let counters = Arc::new(Counters::default());
+        let task = tokio::spawn(self.clone().serve_consumers(
+            listener,
+            service.to_string(),
+            counters.clone(),
+        ));
+        let consumption = Consumption {
+            service: service.to_string(),
+            listen,
+            counters,
+            task,
+        };
+        let view = view_of(&consumption);
+        lock(&self.services.consumptions).push(consumption);
+        tracing::info!("consuming '{service}' on {listen}");
+        Ok(view)
+    }
+
+    pub fn unconsume(&self, service: &str) -> Result<()> {
+        let mut list = lock(&self.services.consumptions);
+        let Some(pos) = list.iter().position(|c| c.service == service) else {
+            bail!("service '{service}' is not consumed here");
+        };
+        list.remove(pos).task.abort();
+        Ok(())
+    }
+
+    pub(super) fn consumption_views(&self) -> Vec<ConsumptionView> {
+        lock(&self.services.consumptions)
+            .iter()
+            .map(view_of)
+            .collect()
+    }
+
+    async fn serve_consumers(
+        self: Arc<Self>,
+        listener: TcpListener,
+        service: String,
+        counters: Arc<Counters>,
+    ) {
+        loop {
+            let Ok((client, _)) = listener.accept().await else {
+                continue;
+            };
+            let peer = self.clone();
+            let service = service.clone();
+            let counters = counters.clone();
+            tokio::spawn(async move {
+                Counters::add(&counters.total, 1);
+                Counters::add(&counters.active, 1);
+                if let Err(e) = peer.forward(client, &service, &counters).await {
+                    Counters::add(&counters.errors, 1);
+                    tracing::warn!("consume '{service}': {e:#}");
+                }
+                counters.active.fetch_sub(1, Ordering::Relaxed);
+            });
+        }
+    }
+
+    /// One consumer connection: try providers best first until one takes it.
+    async fn forward(
+        &self,
+        mut client: TcpStream,
+        service: &str,
+        counters: &Counters,
+    ) -> Result<()> {
+        let _ = client.set_nodelay(true);
+        let mut last_error = anyhow!("no provider of '{service}' is reachable");
+        for candidate in self
+            .candidates(service)
+            .await
+            .into_iter()
+            .take(MAX_ATTEMPTS)
+        {
+            let (result, provider) = match candidate {
+                Candidate::Local(target) => {
+                    let result = match proxy::connect_target(&target, &self.network).await {
+                        Ok(mut upstream) => {
+                            let _ = upstream.set_nodelay(true);
+                            Ok(proxy::pipe(&mut client, &mut upstream).await)
+                        }
+                        Err(e) => Err(e),
+                    };
+                    (result, self.config.nick.clone())
+                }
+                Candidate::Remote(peer) => {
+                    let mut streams = self.node.streams();
+                    let result = match proxy::open(&mut streams, peer, service).await {
+                        Ok(mut upstream) => Ok(proxy::pipe(&mut client, &mut upstream).await),
+                        Err(e) => Err(e),
+                    };
+                    (result, self.peer_name(peer).await)
+                }
+            };
+            match result {
+                Ok(copied) => {
+                    *lock(&counters.last_provider) = Some(provider);
+                    // A connection reset midway still moved bytes; either way it is over.
+                    if let Ok((up, down)) = copied {
+                        Counters::add(&counters.to_service, up);
+                        Counters::add(&counters.from_service, down);
+                    }
+                    return Ok(());
+                }
+                Err(e) => {
+                    tracing::debug!("provider {provider} of '{service}' refused: {e:#}");
+                    last_error = e.context(format!("provider {provider}"));
+                }
+            }
+        }
+        Err(last_error)
+    }
+
+    async fn peer_name(&self, peer: PeerId) -> String {
+        let id = peer.to_string();
+        self.node
+            .status()
+            .await
+            .ok()
+            .and_then(|s| s.peers.into_iter().find(|p| p.peer_id == id))
+            .map(|p| p.display_name())
+            .unwrap_or_else(|| crate::model::short_peer_id(&id))
+    }
+
+    /// `peervisor expose`: publishes a TCP service of this host.
+    pub async fn expose(&self, name: &str, target: &str, kind: Option<&str>) -> Result<()> {
+        crate::runtime::validate_vm_name(name).map_err(|_| {
+            anyhow!("invalid service name '{name}': use letters, digits, '-', '_' or '.'")
+        })?;
+        let record = ServiceRecord {
+            name: name.to_string(),
+            kind: kind.unwrap_or("tcp").to_string(),
+            ..Default::default()
+        };
+        record.validate().map_err(|e| anyhow!(e))?;
+        if tokio::net::lookup_host(target).await.is_err() {
+            bail!("--target {target}: expected HOST:PORT that resolves");
+        }
+        if self
+            .local_services()
+            .await?
+            .iter()
+            .any(|s| s.spec.name == name)
+        {
+            bail!("this peer already provides a service named '{name}'");
+        }
+        let list = {
+            let mut list = lock(&self.services.exposures);
+            list.push(Exposure {
+                name: name.to_string(),
+                kind: record.kind,
+                target: target.to_string(),
+            });
+            list.clone()
+        };
+        self.save_exposures(&list)?;
+        self.services.republish.notify_one();
+        Ok(())
+    }
+
+    pub fn unexpose(&self, name: &str) -> Result<()> {
+        let list = {
+            let mut list = lock(&self.services.exposures);
+            let Some(pos) = list.iter().position(|e| e.name == name) else {
+                bail!("no exposed service named '{name}' on this peer");
+            };
+            list.remove(pos);
+            list.clone()
+        };
+        self.save_exposures(&list)?;
+        self.services.republish.notify_one();
+        Ok(())
+    }
+}
+
+/// Provider side: serves consumers' streams for the services this peer provides.
+pub async fn accept_service_streams(peer: Arc<Peer>) {
+    let mut incoming = match peer.node.streams().accept(SERVICE_PROTOCOL) {
+        Ok(incoming) => incoming,
+        Err(e) => {
+            tracing::error!("cannot serve service streams: {e}");
+            return;
+        }
+    };
+    while let Some((from, stream)) = incoming.next().await {
+        let peer = peer.clone();
+        tokio::spawn(async move {
+            peer.services.served.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = serve_stream(&peer, stream).await {
+                tracing::debug!("service stream from {from}: {e:#}");
+            }
+            peer.services.served.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}
+
+async fn serve_stream(peer: &Peer, stream: libp2p::Stream) -> Result<()> {
+    use tokio_util::compat::FuturesAsyncReadCompatExt;
+    let mut stream = stream.compat();
+    let hello: Hello = proxy::read_frame(&mut stream).await?;
+    let local = peer.local_services().await?;
+    let Some(service) = local.into_iter().find(|s| s.spec.name == hello.service) else {
+        let error = Some(format!(
+            "'{}' is not provided here (any more)",
+            hello.service
+        ));
+        proxy::write_frame(&mut stream, &Answer { error }).await?;
+        bail!("asked for '{}', which is not provided here", hello.service);
+    };
+    let mut upstream = match proxy::connect_target(&service.target, &peer.network).await {
+        Ok(upstream) => upstream,
+        Err(e) => {
+            let error = Some(format!("{e:#}"));
+            proxy::write_frame(&mut stream, &Answer { error }).await?;
+            return Err(e);
+        }
+    };
+    let _ = upstream.set_nodelay(true);
+    proxy::write_frame(&mut stream, &Answer { error: None }).await?;
+    proxy::pipe(&mut stream, &mut upstream).await?;
+    Ok(())
+}
+
+fn view_of(c: &Consumption) -> ConsumptionView {
+    let k = &c.counters;
+    ConsumptionView {
+        service: c.service.clone(),
+        listen: c.listen.to_string(),
+        connections_total: Counters::get(&k.total),
+        connections_active: Counters::get(&k.active),
+        bytes_to_service: Counters::get(&k.to_service),
+        bytes_from_service: Counters::get(&k.from_service),
+        errors: Counters::get(&k.errors),
+        last_provider: lock(&k.last_provider).clone(),
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

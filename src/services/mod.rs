@@ -1,0 +1,366 @@
+//! Services: what this peer provides, what the overlay provides (the discovered
+//! catalogue), and which provider a new connection goes to.
+
+pub mod proxy;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use libp2p::PeerId;
+
+use crate::model::{PeerLoad, ProviderView, ServiceSpec, ServiceView, VmState, VmView};
+use crate::node::protocol::ServiceRecord;
+
+/// A provider not heard from for this long is dropped (it announces every 3 s).
+pub const RECORD_TTL: Duration = Duration::from_secs(10);
+
+/// DHT keys under which providers are published.
+pub fn name_key(name: &str) -> String {
+    format!("svc/name/{name}")
+}
+
+pub fn type_key(kind: &str) -> String {
+    format!("svc/type/{kind}")
+}
+
+/// Where a service this peer provides is actually served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A port of a guest on the peer's guest network.
+    Guest { ip: std::net::Ipv4Addr, port: u16 },
+    /// A legacy TCP service of the host (`peervisor expose`), as HOST:PORT.
+    Legacy { addr: String },
+}
+
+/// A service this peer provides, with where to connect for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LocalService {
+    pub spec: ServiceSpec,
+    pub vm: Option<String>,
+    pub target: Target,
+}
+
+impl LocalService {
+    pub fn record(&self, version: u64) -> ServiceRecord {
+        ServiceRecord {
+            name: self.spec.name.clone(),
+            kind: self.spec.kind.clone(),
+            tags: self.spec.tags.clone(),
+            vm: self.vm.clone(),
+            version,
+        }
+    }
+}
+
+/// The services of the running VMs: their manifest's, or, without a manifest, the
+/// HTTP server every peervisor guest runs, named after the VM.
+pub fn services_of_vms(vms: &[VmView]) -> Vec<LocalService> {
+    let mut out = Vec::new();
+    for vm in vms
+        .iter()
+        .filter(|v| v.managed && v.state == VmState::Running)
+    {
+        let Some(ip) = vm.ip.as_deref().and_then(|ip| ip.parse().ok()) else {
+            continue;
+        };
+        let specs = if vm.services.is_empty() {
+            vec![ServiceSpec {
+                name: vm.name.clone(),
+                kind: "http".into(),
+                port: 80,
+                tags: Vec::new(),
+            }]
+        } else {
+            vm.services.clone()
+        };
+        for spec in specs {
+            out.push(LocalService {
+                target: Target::Guest {
+                    ip,
+                    port: spec.port,
+                },
+                vm: Some(vm.name.clone()),
+                spec,
+            });
+        }
+    }
+    out
+}
+
+struct Heard {
+    services: Vec<ServiceRecord>,
+    load: PeerLoad,
+    seen: Instant,
+}
+
+/// What other peers provide, as last heard (gossip or a DHT lookup).
+#[derive(Default)]
+pub struct Catalogue {
+    peers: Mutex<HashMap<PeerId, Heard>>,
+}
+
+/// One remote provider of a service.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Provider {
+    pub peer: PeerId,
+    pub record: ServiceRecord,
+    pub load: PeerLoad,
+}
+
+impl Catalogue {
+    /// Replaces everything known of `peer`: a service it no longer lists is gone.
+    pub fn update(&self, peer: PeerId, services: Vec<ServiceRecord>, load: PeerLoad) {
+        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        peers.insert(
+            peer,
+            Heard {
+                services,
+                load,
+                seen: Instant::now(),
+            },
+        );
+    }
+
+    /// Providers of `name` heard within the TTL.
+    pub fn providers(&self, name: &str) -> Vec<Provider> {
+        self.fresh()
+            .into_iter()
+            .filter(|p| p.record.name == name)
+            .collect()
+    }
+
+    /// Every provider of every service heard within the TTL.
+    pub fn fresh(&self) -> Vec<Provider> {
+        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        peers.retain(|_, heard| heard.seen.elapsed() < RECORD_TTL);
+        peers
+            .iter()
+            .flat_map(|(peer, heard)| {
+                heard.services.iter().map(|record| Provider {
+                    peer: *peer,
+                    record: record.clone(),
+                    load: heard.load.clone(),
+                })
+            })
+            .collect()
+    }
+}
+
+/// Orders providers for a new connection: the least loaded first, then the lowest
+/// latency; `spread` rotates among equally good ones so replicas share the work.
+pub fn rank(
+    mut providers: Vec<Provider>,
+    latency_ms: impl Fn(&PeerId) -> Option<f64>,
+    spread: usize,
+) -> Vec<Provider> {
+    // Coarse load buckets: a few % of CPU is noise, not a reason to pile onto one peer.
+    let bucket =
+        |p: &Provider| (p.load.cpu_pct / 25.0).floor() as u64 + u64::from(p.load.connections) / 8;
+    let latency = |p: &Provider| latency_ms(&p.peer).unwrap_or(f64::MAX);
+    providers.sort_by(|a, b| {
+        bucket(a)
+            .cmp(&bucket(b))
+            .then(latency(a).total_cmp(&latency(b)))
+    });
+    let Some(best) = providers.first() else {
+        return providers;
+    };
+    let (best_bucket, best_latency) = (bucket(best), latency(best));
+    let equally_good = providers
+        .iter()
+        .take_while(|p| bucket(p) == best_bucket && latency(p) <= best_latency * 2.0 + 1.0)
+        .count();
+    if equally_good > 1 {
+        providers[..equally_good].rotate_left(spread % equally_good);
+    }
+    providers
+}
+
+/// The services view for the console and `peervisor services`: local and remote
+/// providers grouped by service name.
+pub fn overlay_view(
+    local_peer: &str,
+    local_nick: &str,
+    local: &[LocalService],
+    local_load: &PeerLoad,
+    remote: &[Provider],
+    peer_info: impl Fn(&PeerId) -> (String, Option<f64>),
+) -> Vec<ServiceView> {
+    let mut by_name: HashMap<String, ServiceView> = HashMap::new();
+    for service in local {
+        let view = by_name
+            .entry(service.spec.name.clone())
+            .or_insert_with(|| ServiceView {
+                name: service.spec.name.clone(),
+                kind: service.spec.kind.clone(),
+                tags: service.spec.tags.clone(),
+                providers: Vec::new(),
+            });
+        view.providers.push(ProviderView {
+            peer_id: local_peer.to_string(),
+            peer_nick: local_nick.to_string(),
+            vm: service.vm.clone(),
+            latency_ms: Some(0.0),
+            load: Some(local_load.clone()),
+            local: true,
+        });
+    }
+    for provider in remote {
+        let view = by_name
+            .entry(provider.record.name.clone())
+            .or_insert_with(|| ServiceView {
+                name: provider.record.name.clone(),
+                kind: provider.record.kind.clone(),
+                tags: provider.record.tags.clone(),
+                providers: Vec::new(),
+            });
+        let (nick, latency_ms) = peer_info(&provider.peer);
+        view.providers.push(ProviderView {
+            peer_id: provider.peer.to_string(),
+            peer_nick: nick,
+            vm: provider.record.vm.clone(),
+            latency_ms,
+            load: Some(provider.load.clone()),
+            local: false,
+        });
+    }
+    let mut services: Vec<ServiceView> = by_name.into_values().collect();
+    services.sort_by(|a, b| a.name.cmp(&b.name));
+    services
+}
+
+/// Names close to `wanted`, for "did you mean" in errors.
+pub fn near_matches<'a>(wanted: &str, known: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let mut scored: Vec<(usize, String)> = known
+        .map(|k| (edit_distance(wanted, k), k.to_string()))
+        .filter(|(d, k)| {
+            *d <= 2.max(wanted.len() / 3) || k.contains(wanted) || wanted.contains(k.as_str())
+        })
+        .collect();
+    scored.sort();
+    scored.dedup();
+    scored.into_iter().take(3).map(|(_, k)| k).collect()
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut row = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != cb);
+            row.push((prev[j] + cost).min(prev[j + 1] + 1).min(row[j] + 1));
+        }
+        prev = row;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn provider(peer: PeerId, name: &str, cpu: f64) -> Provider {
+        Provider {
+            peer,
+            record: ServiceRecord {
+                name: name.into(),
+                kind: "http".into(),
+                ..Default::default()
+            },
+            load: PeerLoad {
+                cpu_pct: cpu,
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn least_loaded_then_nearest_and_replicas_share() {
+        let (a, b, c) = (PeerId::random(), PeerId::random(), PeerId::random());
+        let latency = |p: &PeerId| {
+            Some(if *p == a {
+                5.0
+            } else if *p == b {
+                1.0
+            } else {
+                1.2
+            })
+        };
+        // c is near but busy: it goes last whatever its latency
+        let ranked = rank(
+            vec![
+                provider(a, "web", 10.0),
+                provider(b, "web", 5.0),
+                provider(c, "web", 90.0),
+            ],
+            latency,
+            0,
+        );
+        assert_eq!(ranked.iter().map(|p| p.peer).collect::<Vec<_>>(), [b, a, c]);
+        // a and b equally loaded and both near enough: successive connections alternate
+        let near = |p: &PeerId| Some(if *p == a { 1.5 } else { 1.0 });
+        let first = rank(
+            vec![provider(a, "web", 0.0), provider(b, "web", 0.0)],
+            near,
+            0,
+        );
+        let second = rank(
+            vec![provider(a, "web", 0.0), provider(b, "web", 0.0)],
+            near,
+            1,
+        );
+        assert_ne!(first[0].peer, second[0].peer);
+    }
+
+    #[test]
+    fn catalogue_replaces_a_peers_list() {
+        let cat = Catalogue::default();
+        let p = PeerId::random();
+        cat.update(p, vec![provider(p, "web", 0.0).record], PeerLoad::default());
+        assert_eq!(cat.providers("web").len(), 1);
+        cat.update(p, vec![], PeerLoad::default());
+        assert!(cat.providers("web").is_empty(), "withdrawn at once");
+        cat.update(p, vec![provider(p, "kv", 0.0).record], PeerLoad::default());
+        assert_eq!(cat.fresh().len(), 1);
+    }
+
+    #[test]
+    fn vms_without_a_manifest_offer_their_http_server() {
+        let vm = VmView {
+            name: "web-1".into(),
+            state: VmState::Running,
+            ip: Some("10.77.0.9".into()),
+            managed: true,
+            ..Default::default()
+        };
+        let stopped = VmView {
+            name: "off".into(),
+            state: VmState::Stopped,
+            ..vm.clone()
+        };
+        let services = services_of_vms(&[vm, stopped]);
+        assert_eq!(services.len(), 1);
+        assert_eq!(services[0].spec.name, "web-1");
+        assert_eq!(
+            services[0].target,
+            Target::Guest {
+                ip: "10.77.0.9".parse().unwrap(),
+                port: 80
+            }
+        );
+    }
+
+    #[test]
+    fn near_matches_suggest_similar_names() {
+        let known = ["web-1", "web-2", "kv-store", "db"];
+        assert_eq!(
+            near_matches("web1", known.iter().copied()),
+            ["web-1", "web-2"]
+        );
+        assert_eq!(near_matches("kv", known.iter().copied()), ["kv-store"]);
+        assert!(near_matches("zzzzzz", known.iter().copied()).is_empty());
+    }
+}
