@@ -98,6 +98,9 @@ pub enum Command {
     /// Build guest images.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Benchmarks, each printing its baseline measured in the same run.
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// Start a local overlay of peers with a guest and open the console on it.
     Demo(DemoArgs),
 }
@@ -129,6 +132,28 @@ pub enum VmCommand {
     },
     /// Stop and undefine a VM.
     Rm { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Consume proxy vs direct loopback and ssh -L: throughput, latency, concurrency.
+    Proxy {
+        /// MiB sent per throughput run.
+        #[arg(long, default_value_t = 256)]
+        megabytes: u64,
+        /// Small request/response round trips for the latency figures.
+        #[arg(long, default_value_t = 2000)]
+        requests: usize,
+        #[arg(long, default_value_t = 100)]
+        connections: usize,
+    },
+    /// Publish -> visible on every peer, in a local overlay.
+    Discovery {
+        #[arg(long, default_value_t = 50)]
+        peers: usize,
+        #[arg(long, default_value_t = 20)]
+        rounds: usize,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::Parser;
 
-use cli::{Cli, Command, ImageCommand, NodeArgs, VmCommand};
+use cli::{BenchCommand, Cli, Command, ImageCommand, NodeArgs, VmCommand};
 use control::client::ControlClient;
 use control::{Reply, Request};
 use paths::DataDir;
@@ -130,6 +130,14 @@ async fn run(cli: Cli) -> Result<()> {
             build_image(dir, name).await
         }
         Some(Command::Demo(args)) => demo::run(args, &cli.node).await,
+        Some(Command::Bench(BenchCommand::Proxy {
+            megabytes,
+            requests,
+            connections,
+        })) => services::bench::proxy(megabytes, requests, connections).await,
+        Some(Command::Bench(BenchCommand::Discovery { peers, rounds })) => {
+            services::bench::discovery(peers, rounds).await
+        }
     }
 }
 

@@ -8,7 +8,6 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use libp2p::identity::Keypair;
-use libp2p::pnet::PreSharedKey;
 
 pub const IDENTITY_FILE: &str = "identity.key";
 pub const NETWORK_KEY_FILE: &str = "network.key";
@@ -31,7 +30,7 @@ pub fn load_or_create_identity(dir: &Path) -> Result<Keypair> {
 
 /// Resolves the overlay's pre-shared key: an explicit `--network-key` (a key file's
 /// path or its text) wins and is saved; otherwise `dir/network.key`, created on first run.
-pub fn load_or_create_network_key(dir: &Path, explicit: Option<&str>) -> Result<PreSharedKey> {
+pub fn load_or_create_network_key(dir: &Path, explicit: Option<&str>) -> Result<NetworkKey> {
     let path = dir.join(NETWORK_KEY_FILE);
     if let Some(given) = explicit {
         let text = if Path::new(given).exists() {
@@ -48,18 +47,50 @@ pub fn load_or_create_network_key(dir: &Path, explicit: Option<&str>) -> Result<
             fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
         return parse_network_key(&text).with_context(|| format!("{}", path.display()));
     }
-    let key = PreSharedKey::new(rand::random());
+    let key = NetworkKey::new(rand::random());
     write_secret(&path, key.to_key_file().as_bytes())?;
     Ok(key)
 }
 
+/// The overlay's pre-shared key (32 bytes), kept in libp2p's swarm.key format.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct NetworkKey([u8; 32]);
+
+impl NetworkKey {
+    pub fn new(bytes: [u8; 32]) -> Self {
+        NetworkKey(bytes)
+    }
+
+    pub fn bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// Safe to show: identifies the key without revealing it.
+    pub fn fingerprint(&self) -> String {
+        let digest = <sha2::Sha256 as sha2::Digest>::digest(self.0);
+        hex::encode(&digest[..8])
+    }
+
+    pub fn to_key_file(self) -> String {
+        format!("/key/swarm/psk/1.0.0/\n/base16/\n{}\n", hex::encode(self.0))
+    }
+}
+
+impl std::fmt::Debug for NetworkKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "NetworkKey({})", self.fingerprint())
+    }
+}
+
 /// Accepts the usual swarm.key format, or just the 64 hex digits.
-pub fn parse_network_key(text: &str) -> Result<PreSharedKey> {
-    let text = text.trim();
-    if text.starts_with("/key/swarm/psk/") {
-        return text
-            .parse::<PreSharedKey>()
-            .map_err(|e| anyhow::anyhow!("invalid network key file: {e}"));
+pub fn parse_network_key(text: &str) -> Result<NetworkKey> {
+    let mut text = text.trim();
+    if let Some(rest) = text.strip_prefix("/key/swarm/psk/1.0.0/") {
+        let rest = rest.trim_start();
+        let Some(hex_part) = rest.strip_prefix("/base16/") else {
+            bail!("invalid network key file: only the /base16/ encoding is supported");
+        };
+        text = hex_part.trim();
     }
     let bytes = hex::decode(text).map_err(|_| {
         anyhow::anyhow!("invalid network key: expected a swarm.key file or 64 hex digits")
@@ -70,7 +101,7 @@ pub fn parse_network_key(text: &str) -> Result<PreSharedKey> {
             bytes.len()
         );
     };
-    Ok(PreSharedKey::new(array))
+    Ok(NetworkKey::new(array))
 }
 
 fn write_secret(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -104,21 +135,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let first = load_or_create_network_key(dir.path(), None).unwrap();
         let again = load_or_create_network_key(dir.path(), None).unwrap();
-        assert_eq!(
-            first.fingerprint().to_string(),
-            again.fingerprint().to_string()
-        );
+        assert_eq!(first.fingerprint(), again.fingerprint());
         let hex_key = "11".repeat(32);
         let given = load_or_create_network_key(dir.path(), Some(&hex_key)).unwrap();
-        assert_ne!(
-            given.fingerprint().to_string(),
-            first.fingerprint().to_string()
-        );
+        assert_ne!(given.fingerprint(), first.fingerprint());
         let saved = load_or_create_network_key(dir.path(), None).unwrap();
-        assert_eq!(
-            saved.fingerprint().to_string(),
-            given.fingerprint().to_string()
-        );
+        assert_eq!(saved.fingerprint(), given.fingerprint());
+    }
+
+    #[test]
+    fn swarm_key_files_round_trip() {
+        let key = NetworkKey::new([0xab; 32]);
+        let text = key.to_key_file();
+        assert!(text.starts_with("/key/swarm/psk/1.0.0/\n/base16/\n"));
+        assert_eq!(parse_network_key(&text).unwrap(), key);
+        let err = parse_network_key("/key/swarm/psk/1.0.0/\n/base64/\nAAAA").unwrap_err();
+        assert!(err.to_string().contains("base16"), "{err}");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! over oneshot), as in rust-libp2p's file-sharing example.
 
 pub mod identity;
+mod membership;
 pub mod protocol;
 mod transport;
 
@@ -12,7 +13,6 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow};
 use futures::StreamExt;
 use libp2p::identity::Keypair;
-use libp2p::pnet::PreSharedKey;
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent, behaviour::toggle::Toggle};
 use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, identify, kad, mdns, ping};
@@ -30,7 +30,7 @@ pub use libp2p_stream::Control as StreamControl;
 /// How a node joins the overlay.
 pub struct NodeConfig {
     pub keypair: Keypair,
-    pub network_key: PreSharedKey,
+    pub network_key: identity::NetworkKey,
     pub nick: String,
     pub listen: Vec<Multiaddr>,
     pub bootstrap: Vec<Multiaddr>,
@@ -219,13 +219,13 @@ pub fn start(config: NodeConfig) -> Result<(Client, mpsc::Receiver<Event>)> {
 }
 
 fn build_swarm(config: &NodeConfig) -> Result<Swarm<Behaviour>> {
-    let psk = config.network_key;
+    let network_key = config.network_key;
     let nick = config.nick.clone();
     let mdns_on = config.mdns;
     let swarm = libp2p::SwarmBuilder::with_existing_identity(config.keypair.clone())
         .with_tokio()
         .with_other_transport(|key| {
-            transport::build(key, psk)
+            transport::build(key, network_key)
                 .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
         })?
         .with_behaviour(|key| {
@@ -685,8 +685,12 @@ impl EventLoop {
     }
 }
 
-/// A wrong network key shows up only as a reset or a failed negotiation: say so.
+/// A wrong network key is named by the membership proof; a peer that resets the
+/// connection early may also be one with another key: say so.
 fn explain_dial_error(who: &str, error: &str) -> String {
+    if error.contains("network key mismatch") {
+        return format!("cannot connect to {who}: network key mismatch");
+    }
     let key_trouble = [
         "reset",
         "negotiat",
@@ -709,6 +713,8 @@ mod tests {
 
     #[test]
     fn dial_errors_hint_at_the_network_key() {
+        let msg = explain_dial_error("peer-b", "Transport error: network key mismatch");
+        assert_eq!(msg, "cannot connect to peer-b: network key mismatch");
         let msg = explain_dial_error("peer-b", "Transport error: connection reset by peer");
         assert!(msg.ends_with("(network key mismatch?)"), "{msg}");
         let msg = explain_dial_error("peer-b", "Connection refused (os error 111)");

@@ -1,8 +1,9 @@
-//! The overlay transport: TCP, then the pnet handshake (the network key keeps
+//! The overlay transport: TCP, then the membership proof (the network key keeps
 //! strangers out), then noise (authenticated encryption), then yamux.
 //!
-//! QUIC is deliberately absent: pnet wraps raw byte streams and cannot protect
-//! QUIC, so a QUIC listener would let peers without the network key in.
+//! QUIC is deliberately absent: the membership proof runs on raw byte streams
+//! before noise, which QUIC does not expose, so a QUIC listener would let peers
+//! without the network key in.
 
 use std::time::Duration;
 
@@ -10,17 +11,19 @@ use libp2p::core::muxing::StreamMuxerBox;
 use libp2p::core::transport::Boxed;
 use libp2p::core::upgrade::Version;
 use libp2p::identity::Keypair;
-use libp2p::pnet::{PnetConfig, PreSharedKey};
 use libp2p::{PeerId, Transport, noise, tcp, yamux};
+
+use super::identity::NetworkKey;
+use super::membership;
 
 pub fn build(
     keypair: &Keypair,
-    psk: PreSharedKey,
+    key: NetworkKey,
 ) -> Result<Boxed<(PeerId, StreamMuxerBox)>, noise::Error> {
     let noise = noise::Config::new(keypair)?;
     Ok(
         tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
-            .and_then(move |socket, _| PnetConfig::new(psk).handshake(socket))
+            .and_then(move |socket, _| membership::prove(socket, key))
             .upgrade(Version::V1Lazy)
             .authenticate(noise)
             .multiplex(yamux::Config::default())

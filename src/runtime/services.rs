@@ -376,6 +376,19 @@ impl Peer {
         Ok(view)
     }
 
+    /// True once this peer has heard of a provider of `name` elsewhere.
+    pub fn knows_service(&self, name: &str) -> bool {
+        !self.services.catalogue.providers(name).is_empty()
+    }
+
+    pub async fn connected_peers(&self) -> usize {
+        self.node
+            .status()
+            .await
+            .map(|s| s.peers.iter().filter(|p| p.connected).count())
+            .unwrap_or(0)
+    }
+
     pub fn unconsume(&self, service: &str) -> Result<()> {
         let mut list = lock(&self.services.consumptions);
         let Some(pos) = list.iter().position(|c| c.service == service) else {

@@ -1,6 +1,7 @@
 //! Services: what this peer provides, what the overlay provides (the discovered
 //! catalogue), and which provider a new connection goes to.
 
+pub mod bench;
 pub mod proxy;
 
 use std::collections::HashMap;
@@ -235,7 +236,9 @@ pub fn near_matches<'a>(wanted: &str, known: impl Iterator<Item = &'a str>) -> V
     let mut scored: Vec<(usize, String)> = known
         .map(|k| (edit_distance(wanted, k), k.to_string()))
         .filter(|(d, k)| {
-            *d <= 2.max(wanted.len() / 3) || k.contains(wanted) || wanted.contains(k.as_str())
+            *d <= if wanted.len() <= 3 { 1 } else { 2 }
+                || k.contains(wanted)
+                || wanted.contains(k.as_str())
         })
         .collect();
     scored.sort();

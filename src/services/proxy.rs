@@ -126,13 +126,17 @@ pub async fn connect_target(target: &Target, network: &GuestNetwork) -> Result<T
     }
 }
 
+/// Copy buffer per direction: large writes make large yamux/noise frames, which
+/// is most of the difference between a crawl and line rate through the overlay.
+const PIPE_BUFFER: usize = 256 * 1024;
+
 /// Pipes both ways until both sides are done; returns (a→b, b→a) byte counts.
 pub async fn pipe<A, B>(a: &mut A, b: &mut B) -> std::io::Result<(u64, u64)>
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
-    tokio::io::copy_bidirectional(a, b).await
+    tokio::io::copy_bidirectional_with_sizes(a, b, PIPE_BUFFER, PIPE_BUFFER).await
 }
 
 #[cfg(test)]

@@ -1,0 +1,476 @@
+//! `peervisor bench proxy` and `peervisor bench discovery`: the consume proxy and
+//! discovery measured against their baselines in the same run, on loopback, with
+//! real peers (in this process, on libvirt's test driver: no VMs are involved).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::hypervisor::accel::{Accel, AccelChoice};
+use crate::paths::DataDir;
+use crate::runtime::{Peer, PeerConfig};
+
+const CHUNK: usize = 64 * 1024;
+
+/// One peer of a benchmark overlay.
+async fn bench_peer(
+    root: &Path,
+    nick: &str,
+    key: &str,
+    bootstrap: Option<u16>,
+) -> Result<(Arc<Peer>, u16)> {
+    let port = free_port()?;
+    let config = PeerConfig {
+        data_dir: DataDir::new(root.join(nick)),
+        nick: nick.to_string(),
+        listen: vec![format!("/ip4/127.0.0.1/tcp/{port}").parse()?],
+        bootstrap: bootstrap
+            .map(|p| format!("/ip4/127.0.0.1/tcp/{p}").parse())
+            .transpose()?
+            .into_iter()
+            .collect(),
+        network_key: Some(key.to_string()),
+        mdns: false,
+        hypervisor: Some("test:///default".into()),
+        accel: AccelChoice::Force(Accel::Tcg),
+        guest_netns: "unused".into(),
+        image_dir: root.join("images"),
+        accept_migrations: false,
+    };
+    Ok((Peer::start(config).await?, port))
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Counts what it receives until EOF, then answers with the count (8 bytes).
+async fn sink_server() -> Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; CHUNK];
+                let mut total = 0u64;
+                while let Ok(n) = conn.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    total += n as u64;
+                }
+                let _ = conn.write_all(&total.to_be_bytes()).await;
+            });
+        }
+    });
+    Ok(port)
+}
+
+async fn echo_server() -> Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let _ = conn.set_nodelay(true);
+            tokio::spawn(async move {
+                let (mut r, mut w) = conn.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    Ok(port)
+}
+
+/// Sends `bytes` and waits for the sink's count: one stream's throughput in B/s.
+async fn throughput(port: u16, bytes: u64) -> Result<f64> {
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).await?;
+    let chunk = vec![0x5au8; CHUNK];
+    let started = Instant::now();
+    let mut sent = 0u64;
+    while sent < bytes {
+        let n = (bytes - sent).min(CHUNK as u64) as usize;
+        conn.write_all(&chunk[..n]).await?;
+        sent += n as u64;
+    }
+    conn.shutdown().await?;
+    let mut count = [0u8; 8];
+    conn.read_exact(&mut count).await?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let received = u64::from_be_bytes(count);
+    if received != bytes {
+        bail!("sink received {received} of {bytes} bytes");
+    }
+    Ok(bytes as f64 / elapsed)
+}
+
+/// Best of three runs (the least disturbed by the rest of the machine).
+async fn best_throughput(port: u16, bytes: u64) -> Result<f64> {
+    let mut best: f64 = 0.0;
+    for _ in 0..3 {
+        best = best.max(throughput(port, bytes).await?);
+    }
+    Ok(best)
+}
+
+/// Round-trip times of small messages on one established connection.
+async fn round_trips(port: u16, count: usize) -> Result<Vec<Duration>> {
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).await?;
+    conn.set_nodelay(true)?;
+    let message = [7u8; 64];
+    let mut reply = [0u8; 64];
+    let mut times = Vec::with_capacity(count);
+    for _ in 0..count {
+        let started = Instant::now();
+        conn.write_all(&message).await?;
+        conn.read_exact(&mut reply).await?;
+        times.push(started.elapsed());
+    }
+    Ok(times)
+}
+
+/// Many connections at once, each checking its echoed bytes; returns failures.
+async fn concurrent(port: u16, connections: usize, exchanges: usize) -> usize {
+    let tasks: Vec<_> = (0..connections)
+        .map(|i| {
+            tokio::spawn(async move {
+                let run = async {
+                    let mut conn = TcpStream::connect(("127.0.0.1", port)).await?;
+                    let message: Vec<u8> = (0..1024).map(|j| ((i + j) % 251) as u8).collect();
+                    let mut reply = vec![0u8; message.len()];
+                    for _ in 0..exchanges {
+                        conn.write_all(&message).await?;
+                        conn.read_exact(&mut reply).await?;
+                        if reply != message {
+                            bail!("corrupted reply");
+                        }
+                    }
+                    Ok::<_, anyhow::Error>(())
+                };
+                tokio::time::timeout(Duration::from_secs(60), run)
+                    .await
+                    .is_ok_and(|r| r.is_ok())
+            })
+        })
+        .collect();
+    let mut failed = 0;
+    for task in tasks {
+        if !task.await.unwrap_or(false) {
+            failed += 1;
+        }
+    }
+    failed
+}
+
+fn percentile(times: &mut [Duration], p: f64) -> Duration {
+    times.sort();
+    let index = ((times.len() as f64 - 1.0) * p).round() as usize;
+    times.get(index).copied().unwrap_or_default()
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn rate(bps: f64) -> String {
+    format!("{:.1} MB/s", bps / 1e6)
+}
+
+/// A consumer and a provider peer; returns the consume listener's port for a
+/// legacy service exposed on the provider at `target_port`.
+async fn consume_through_overlay(
+    root: &Path,
+    key: &str,
+    service: &str,
+    target_port: u16,
+) -> Result<(u16, Vec<Arc<Peer>>)> {
+    let (provider, provider_port) =
+        bench_peer(root, &format!("provider-{service}"), key, None).await?;
+    let (consumer, _) = bench_peer(
+        root,
+        &format!("consumer-{service}"),
+        key,
+        Some(provider_port),
+    )
+    .await?;
+    provider
+        .expose(service, &format!("127.0.0.1:{target_port}"), Some("tcp"))
+        .await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !consumer.knows_service(service) {
+        if Instant::now() > deadline {
+            bail!("the consumer never heard of '{service}'");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let view = consumer.consume(service, None, None).await?;
+    let port = view
+        .listen
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| anyhow!("bad listen address {}", view.listen))?;
+    Ok((port, vec![provider, consumer]))
+}
+
+pub async fn proxy(megabytes: u64, requests: usize, connections: usize) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let key = hex::encode(rand::random::<[u8; 32]>());
+    let bytes = megabytes * 1024 * 1024;
+    eprintln!("starting two peers on loopback…");
+    let sink = sink_server().await?;
+    let echo = echo_server().await?;
+    let (sink_via, _p1) = consume_through_overlay(dir.path(), &key, "sink", sink).await?;
+    let (echo_via, _p2) = consume_through_overlay(dir.path(), &key, "echo", echo).await?;
+
+    eprintln!("throughput: {megabytes} MiB per run, best of 3…");
+    let direct = best_throughput(sink, bytes).await?;
+    let overlay = best_throughput(sink_via, bytes).await?;
+    let ssh = match SshTunnel::start(dir.path(), sink).await {
+        Ok(tunnel) => {
+            let result = best_throughput(tunnel.port, bytes).await;
+            drop(tunnel);
+            Some(result?)
+        }
+        Err(e) => {
+            eprintln!("ssh -L baseline skipped: {e:#}");
+            None
+        }
+    };
+    println!("\nconsume proxy throughput, one stream, {megabytes} MiB, loopback");
+    println!("{:<28} {:>12} {:>10}", "path", "throughput", "vs direct");
+    println!(
+        "{:<28} {:>12} {:>9.2}x",
+        "direct loopback (baseline)",
+        rate(direct),
+        1.0
+    );
+    println!(
+        "{:<28} {:>12} {:>9.2}x",
+        "peervisor consume",
+        rate(overlay),
+        overlay / direct
+    );
+    if let Some(ssh) = ssh {
+        println!(
+            "{:<28} {:>12} {:>9.2}x",
+            "ssh -L (OpenSSH)",
+            rate(ssh),
+            ssh / direct
+        );
+    }
+
+    eprintln!("latency: {requests} round trips of 64 bytes…");
+    let mut direct_rtt = round_trips(echo, requests).await?;
+    let mut overlay_rtt = round_trips(echo_via, requests).await?;
+    let (d50, o50) = (
+        percentile(&mut direct_rtt, 0.5),
+        percentile(&mut overlay_rtt, 0.5),
+    );
+    let (d99, o99) = (
+        percentile(&mut direct_rtt, 0.99),
+        percentile(&mut overlay_rtt, 0.99),
+    );
+    println!("\nsmall request/response on an open connection, {requests} round trips");
+    println!("{:<28} {:>12} {:>12}", "path", "p50", "p99");
+    println!(
+        "{:<28} {:>12} {:>12}",
+        "direct loopback (baseline)",
+        ms(d50),
+        ms(d99)
+    );
+    println!(
+        "{:<28} {:>12} {:>12}",
+        "peervisor consume",
+        ms(o50),
+        ms(o99)
+    );
+    println!(
+        "{:<28} {:>12}",
+        "added by the overlay (p50)",
+        ms(o50.saturating_sub(d50))
+    );
+
+    eprintln!("{connections} concurrent connections…");
+    let started = Instant::now();
+    let failed = concurrent(echo_via, connections, 10).await;
+    println!(
+        "\n{connections} concurrent connections x 10 exchanges of 1 KiB through the proxy: {} ok, {failed} failed ({:.2} s)",
+        connections - failed,
+        started.elapsed().as_secs_f64()
+    );
+    if failed > 0 {
+        bail!("{failed} of {connections} concurrent connections failed");
+    }
+    Ok(())
+}
+
+/// `ssh -L` through a private sshd on loopback: the baseline an operator would
+/// otherwise use to reach a remote service.
+struct SshTunnel {
+    port: u16,
+    sshd: tokio::process::Child,
+    ssh: tokio::process::Child,
+}
+
+impl SshTunnel {
+    async fn start(dir: &Path, target: u16) -> Result<SshTunnel> {
+        if !crate::paths::is_root() {
+            bail!("needs root to run a private sshd");
+        }
+        let sshd_bin = Path::new("/usr/sbin/sshd");
+        if !sshd_bin.exists() {
+            bail!("/usr/sbin/sshd not installed (openssh-server)");
+        }
+        let dir = dir.join("ssh");
+        std::fs::create_dir_all(&dir)?;
+        std::fs::create_dir_all("/run/sshd")?;
+        for name in ["host_key", "client_key"] {
+            let out = std::process::Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                .arg(dir.join(name))
+                .output()
+                .context("running ssh-keygen")?;
+            if !out.status.success() {
+                bail!(
+                    "ssh-keygen failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+        std::fs::copy(dir.join("client_key.pub"), dir.join("authorized_keys"))?;
+        let sshd_port = free_port()?;
+        let config = format!(
+            "Port {sshd_port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nAuthorizedKeysFile {d}/authorized_keys\nPidFile {d}/sshd.pid\nStrictModes no\nUsePAM no\nPermitRootLogin prohibit-password\nAllowTcpForwarding yes\n",
+            d = dir.display()
+        );
+        std::fs::write(dir.join("sshd_config"), config)?;
+        let sshd = tokio::process::Command::new(sshd_bin)
+            .args(["-D", "-e", "-f"])
+            .arg(dir.join("sshd_config"))
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting sshd")?;
+        let port = free_port()?;
+        wait_for_port(sshd_port)
+            .await
+            .context("sshd did not start")?;
+        let ssh = tokio::process::Command::new("ssh")
+            .args([
+                "-N",
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "BatchMode=yes",
+                "-i",
+            ])
+            .arg(dir.join("client_key"))
+            .args([
+                "-p",
+                &sshd_port.to_string(),
+                "-L",
+                &format!("{port}:127.0.0.1:{target}"),
+                "root@127.0.0.1",
+            ])
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting ssh")?;
+        wait_for_port(port)
+            .await
+            .context("ssh -L did not open its port")?;
+        Ok(SshTunnel { port, sshd, ssh })
+    }
+}
+
+impl Drop for SshTunnel {
+    fn drop(&mut self) {
+        let _ = self.ssh.start_kill();
+        let _ = self.sshd.start_kill();
+    }
+}
+
+async fn wait_for_port(port: u16) -> Result<()> {
+    for _ in 0..100 {
+        if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("port {port} never opened")
+}
+
+/// Publish -> visible on every peer, in an overlay of `peers` in-process peers.
+pub async fn discovery(peers: usize, rounds: usize) -> Result<()> {
+    if peers < 2 {
+        bail!("--peers must be at least 2");
+    }
+    let dir = tempfile::tempdir()?;
+    let key = hex::encode(rand::random::<[u8; 32]>());
+    let target = sink_server().await?;
+    eprintln!("starting {peers} peers on loopback…");
+    let (hub, hub_port) = bench_peer(dir.path(), "peer-0", &key, None).await?;
+    let mut overlay = vec![hub];
+    for i in 1..peers {
+        let (peer, _) = bench_peer(dir.path(), &format!("peer-{i}"), &key, Some(hub_port)).await?;
+        overlay.push(peer);
+    }
+    // Let connections, identify and gossip meshes settle.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while overlay[0].connected_peers().await < peers - 1 {
+        if Instant::now() > deadline {
+            bail!("the overlay did not form within 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    eprintln!("{rounds} publications…");
+    let mut times = Vec::with_capacity(rounds);
+    for round in 0..rounds {
+        let publisher = &overlay[(round * 7 + 1) % peers];
+        let name = format!("bench-{round}");
+        let started = Instant::now();
+        publisher
+            .expose(&name, &format!("127.0.0.1:{target}"), Some("tcp"))
+            .await?;
+        let deadline = started + Duration::from_secs(30);
+        loop {
+            let missing = overlay
+                .iter()
+                .filter(|p| !Arc::ptr_eq(p, publisher) && !p.knows_service(&name))
+                .count();
+            if missing == 0 {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("'{name}' still unknown to {missing} peers after 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        times.push(started.elapsed());
+        publisher.unexpose(&name)?;
+    }
+    let (p50, p95, max) = (
+        percentile(&mut times, 0.5),
+        percentile(&mut times, 0.95),
+        percentile(&mut times, 1.0),
+    );
+    println!(
+        "\ndiscovery: publish -> known to every other peer, {peers} peers, {rounds} publications"
+    );
+    println!("{:>12} {:>12} {:>12}", "p50", "p95", "max");
+    println!("{:>12} {:>12} {:>12}", ms(p50), ms(p95), ms(max));
+    for peer in &overlay {
+        peer.shutdown(false).await;
+    }
+    Ok(())
+}
