@@ -251,7 +251,7 @@ fn build_swarm(config: &NodeConfig) -> Result<Swarm<Behaviour>> {
             let gossipsub = gossipsub::Behaviour::new(
                 gossipsub::MessageAuthenticity::Signed(key.clone()),
                 gossipsub::ConfigBuilder::default()
-                    .heartbeat_interval(Duration::from_secs(1))
+                    .heartbeat_interval(Duration::from_millis(200))
                     .max_transmit_size(64 * 1024)
                     .build()?,
             )?;
@@ -294,6 +294,7 @@ struct PeerEntry {
     vms: Option<Vec<String>>,
     load: Option<crate::model::PeerLoad>,
     links: Vec<String>,
+    announced_seq: u64,
 }
 
 struct EventLoop {
@@ -310,6 +311,8 @@ struct EventLoop {
 }
 
 const MAX_DIAL_ERRORS: usize = 8;
+/// Direct connections a node keeps when the DHT knows enough peers.
+const TARGET_CONNECTIONS: usize = 8;
 /// How long a DHT provider record lives without being republished.
 pub const PROVIDER_TTL: Duration = Duration::from_secs(90);
 
@@ -320,7 +323,6 @@ struct Lookup {
 
 impl EventLoop {
     async fn run(mut self) {
-        let mut announce_tick = interval(Duration::from_secs(5));
         // Bootstrap peers may start after us: keep dialing the ones we are not connected to.
         let mut redial_tick = interval(Duration::from_secs(3));
         let started = Instant::now();
@@ -331,8 +333,10 @@ impl EventLoop {
                     Some(command) => self.on_command(command),
                     None => return, // every Client is gone: shut down
                 },
-                _ = announce_tick.tick() => self.publish_announcement(),
-                _ = redial_tick.tick() => self.redial_bootstrap(started.elapsed()),
+                _ = redial_tick.tick() => {
+                    self.redial_bootstrap(started.elapsed());
+                    self.top_up_connections();
+                }
             }
         }
     }
@@ -357,16 +361,57 @@ impl EventLoop {
         }
     }
 
+    /// Keeps a handful of direct connections to peers the DHT knows, so gossip
+    /// meshes form and an announcement reaches everyone in a few hops, not via
+    /// one bootstrap peer's lazy gossip.
+    fn top_up_connections(&mut self) {
+        let connected: std::collections::HashSet<PeerId> =
+            self.swarm.connected_peers().copied().collect();
+        if connected.is_empty() || connected.len() >= TARGET_CONNECTIONS {
+            return;
+        }
+        let mut candidates: Vec<PeerId> = Vec::new();
+        for bucket in self.swarm.behaviour_mut().kad.kbuckets() {
+            for entry in bucket.iter() {
+                let peer = *entry.node.key.preimage();
+                if !connected.contains(&peer) {
+                    candidates.push(peer);
+                }
+            }
+        }
+        use rand::seq::SliceRandom;
+        candidates.shuffle(&mut rand::thread_rng());
+        for peer in candidates
+            .into_iter()
+            .take(TARGET_CONNECTIONS - connected.len())
+        {
+            if let Err(e) = self.swarm.dial(peer) {
+                tracing::debug!("dial {peer}: {e}");
+            }
+        }
+    }
+
     fn publish_announcement(&mut self) {
         let Some(announcement) = &mut self.announcement else {
             return;
         };
+        // Unix millis, kept strictly increasing: survives restarts without a counter file.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        announcement.seq = now.max(announcement.seq + 1);
         announcement.links = self
             .swarm
             .connected_peers()
             .map(|p| p.to_string())
             .collect();
         let bytes = announcement.encode();
+        tracing::debug!(
+            seq = announcement.seq,
+            services = announcement.services.len(),
+            "announce"
+        );
         if let Err(e) = self
             .swarm
             .behaviour_mut()
@@ -406,14 +451,12 @@ impl EventLoop {
                     tracing::warn!("control response dropped: the requesting peer went away");
                 }
             }
-            Command::Announce { announcement } => {
-                let changed = self.announcement.as_ref().is_none_or(|old| {
-                    old.services != announcement.services || old.vms != announcement.vms
-                });
+            // The runtime announces every few seconds (that is what keeps its records
+            // alive elsewhere) and at once when something changed.
+            Command::Announce { mut announcement } => {
+                announcement.seq = self.announcement.as_ref().map_or(0, |old| old.seq);
                 self.announcement = Some(announcement);
-                if changed {
-                    self.publish_announcement();
-                }
+                self.publish_announcement();
             }
             Command::Provide { key, provide } => {
                 let key = kad::RecordKey::new(&key);
@@ -572,6 +615,12 @@ impl EventLoop {
                         if entry.nick.is_empty() {
                             entry.nick = a.nick.clone();
                         }
+                        if a.seq < entry.announced_seq {
+                            tracing::trace!("stale announcement from {source} ignored");
+                            return;
+                        }
+                        entry.announced_seq = a.seq;
+                        tracing::debug!(seq = a.seq, services = a.services.len(), from = %source, "heard");
                         entry.vms = Some(a.vms.clone());
                         entry.load = Some(a.load.clone());
                         entry.links = a.links.clone();

@@ -61,6 +61,10 @@ pub struct Announcement {
     /// Peer ids this peer is connected to (filled in by the node).
     #[serde(default)]
     pub links: Vec<String>,
+    /// Grows with every announcement of a peer (filled in by the node): gossip may
+    /// deliver an older one after a newer one, which must not undo it.
+    #[serde(default)]
+    pub seq: u64,
 }
 
 /// One service a peer provides, as it travels in announcements and answers.

@@ -186,6 +186,7 @@ impl Peer {
             vms: running,
             services: records,
             links: Vec::new(),
+            seq: 0,
         };
         self.node.announce(announcement).await
     }
