@@ -98,6 +98,9 @@ pub enum Command {
     /// Build guest images.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Which peers may consume from or control this host.
+    #[command(subcommand)]
+    Peers(PeersCommand),
     /// Benchmarks, each printing its baseline measured in the same run.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -132,6 +135,26 @@ pub enum VmCommand {
     },
     /// Stop and undefine a VM.
     Rm { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PeersCommand {
+    /// Grant a peer a role on this host (control lets it migrate VMs here).
+    Allow {
+        /// Peer id, or nickname of a connected peer.
+        peer: String,
+        #[arg(long, default_value = "control")]
+        role: crate::runtime::access::Role,
+    },
+    /// Reduce a peer to observing: it may neither consume nor control.
+    Deny { peer: String },
+    /// Drop a peer's grant: it gets the default role again.
+    Forget { peer: String },
+    /// List grants.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -165,6 +165,7 @@ impl Demo {
             }
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
+        self.grant_control_to_each_other().await?;
         eprintln!("demo: overlay formed; booting VM '{DEMO_VM}' on peer-a…");
         first
             .call(&Request::VmCreate {
@@ -174,6 +175,29 @@ impl Demo {
                 image: crate::image::DEFAULT_IMAGE.into(),
             })
             .await?;
+        Ok(())
+    }
+
+    /// Demo peers are one operator's hosts: each lets the others migrate VMs in.
+    async fn grant_control_to_each_other(&self) -> Result<()> {
+        let mut ids = Vec::new();
+        for dir in &self.dirs {
+            let client = ControlClient::new(&dir.control_socket());
+            if let Reply::Status(s) = client.call(&Request::Status).await? {
+                ids.push(s.local.peer_id);
+            }
+        }
+        for dir in &self.dirs {
+            let client = ControlClient::new(&dir.control_socket());
+            for id in &ids {
+                client
+                    .call(&Request::PeersAllow {
+                        peer: id.clone(),
+                        role: crate::runtime::access::Role::Control,
+                    })
+                    .await?;
+            }
+        }
         Ok(())
     }
 

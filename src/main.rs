@@ -20,7 +20,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::Parser;
 
-use cli::{BenchCommand, Cli, Command, ImageCommand, NodeArgs, VmCommand};
+use cli::{BenchCommand, Cli, Command, ImageCommand, NodeArgs, PeersCommand, VmCommand};
 use control::client::ControlClient;
 use control::{Reply, Request};
 use paths::DataDir;
@@ -130,6 +130,7 @@ async fn run(cli: Cli) -> Result<()> {
             build_image(dir, name).await
         }
         Some(Command::Demo(args)) => demo::run(args, &cli.node).await,
+        Some(Command::Peers(command)) => peers_command(&control, command).await,
         Some(Command::Bench(BenchCommand::Proxy {
             megabytes,
             requests,
@@ -139,6 +140,38 @@ async fn run(cli: Cli) -> Result<()> {
             services::bench::discovery(peers, rounds).await
         }
     }
+}
+
+async fn peers_command(control: &ControlClient, command: PeersCommand) -> Result<()> {
+    use runtime::access::Role;
+    let request = match command {
+        PeersCommand::Allow { peer, role } => Request::PeersAllow { peer, role },
+        PeersCommand::Deny { peer } => Request::PeersAllow {
+            peer,
+            role: Role::Observe,
+        },
+        PeersCommand::Forget { peer } => Request::PeersForget { peer },
+        PeersCommand::List { json } => {
+            let Reply::Grants {
+                grants,
+                default_role,
+            } = control.call(&Request::PeersList).await?
+            else {
+                anyhow::bail!("unexpected reply to peers list");
+            };
+            if json {
+                let value = serde_json::json!({ "grants": grants, "default_role": default_role });
+                println!("{}", serde_json::to_string_pretty(&value)?);
+            } else {
+                println!("this peer: control; other members of the overlay: {default_role}");
+                for (peer, role) in grants {
+                    println!("{peer}  {role}");
+                }
+            }
+            return Ok(());
+        }
+    };
+    done(control, request).await
 }
 
 /// Sends a request whose reply is a message, and prints it.

@@ -74,6 +74,7 @@ fn vm_live_migrates_between_two_peers_over_the_overlay() {
         "overlay did not form:\n{}",
         a.log()
     );
+    b.allow_control(&a);
 
     let out = a.cli(&["vm", "create", "web-1"]);
     assert!(out.status.success(), "vm create: {}", stderr(&out));
@@ -139,6 +140,7 @@ fn vm_migration_refused_by_destination_leaves_vm_running_on_source() {
         image_dir,
         &["--no-accept-migrations"],
     );
+    b.allow_control(&a);
     assert!(eventually(Duration::from_secs(20), || a.connected_peers()
         == ["peer-b"]));
     let out = a.cli(&["vm", "create", "web-2"]);
@@ -204,6 +206,7 @@ fn vm_service_is_consumed_across_the_overlay_and_follows_its_vm() {
     let a = vm_node("peer-a", &key, None, &netns, image_dir, &[]);
     let b = vm_node("peer-b", &key, Some(a.port), &netns, image_dir, &[]);
     let c = vm_node("peer-c", &key, Some(b.port), &netns, image_dir, &[]);
+    b.allow_control(&a);
     let out = a.cli(&["vm", "create", "web-1"]);
     assert!(out.status.success(), "vm create: {}", stderr(&out));
 

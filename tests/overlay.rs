@@ -89,3 +89,35 @@ fn cli_without_a_node_says_how_to_start_one() {
         "{err}"
     );
 }
+
+#[test]
+fn a_member_without_the_control_role_cannot_push_a_vm_in() {
+    let key = fresh_key();
+    let a = node("peer-a", &key, None);
+    let b = node("peer-b", &key, Some(a.port));
+    assert!(eventually(Duration::from_secs(20), || a.connected_peers()
+        == ["peer-b"]));
+    // libvirt's test driver runs a domain named "test" on peer-a.
+    let out = a.cli(&["migrate", "test", "--to", "peer-b"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = common::stderr(&out);
+    assert!(
+        err.contains("peer-b refused") && err.contains("not allowed to control this host"),
+        "{err}"
+    );
+    assert!(
+        b.log().contains("not allowed to control this host"),
+        "the destination says so too:\n{}",
+        b.log()
+    );
+    // granting the role is what changes the answer (test:///default cannot migrate,
+    // so the refusal moves on to libvirt's own error)
+    b.allow_control(&a);
+    let out = a.cli(&["migrate", "test", "--to", "peer-b"]);
+    let err = common::stderr(&out);
+    assert!(!err.contains("not allowed"), "{err}");
+    let out = b.cli(&["peers", "list", "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list["grants"][0][1], "control");
+    assert_eq!(list["default_role"], "consume");
+}

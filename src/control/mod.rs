@@ -56,17 +56,37 @@ pub enum Request {
     Unexpose {
         name: String,
     },
+    /// Grant a role to a peer (by id, or nickname of a known peer).
+    PeersAllow {
+        peer: String,
+        role: crate::runtime::access::Role,
+    },
+    /// Drop a peer's grant (back to the default role).
+    PeersForget {
+        peer: String,
+    },
+    PeersList,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "reply", rename_all = "snake_case")]
 pub enum Reply {
     Status(Box<Status>),
-    Vms { vms: Vec<VmView> },
-    Done { message: String },
+    Vms {
+        vms: Vec<VmView>,
+    },
+    Done {
+        message: String,
+    },
     Migrated(MigrationReport),
-    Services { services: Vec<ServiceView> },
+    Services {
+        services: Vec<ServiceView>,
+    },
     Consuming(ConsumptionView),
+    Grants {
+        grants: Vec<(String, String)>,
+        default_role: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

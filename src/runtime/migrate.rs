@@ -19,6 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio_util::compat::FuturesAsyncReadCompatExt;
 
+use super::access::Role;
 use super::peers::{peer_id_of, resolve};
 use super::{Peer, validate_vm_name};
 use crate::control::MigrationReport;
@@ -174,6 +175,11 @@ impl Peer {
             tracing::warn!("refused migration of VM '{vm}' from {from}: {reason}");
             ControlResponse::Refused { reason }
         };
+        if !self.access.allows(&from, Role::Control) {
+            return refuse(format!(
+                "peer {from} is not allowed to control this host (its operator can run `peervisor peers allow {from} --role control`)"
+            ));
+        }
         if !self.config.accept_migrations {
             return refuse("this peer does not accept incoming migrations".into());
         }

@@ -1,6 +1,7 @@
 //! A running peer: the node, the hypervisor and the control API wired together.
 //! Used by the headless `peervisor node` and by the console's embedded node.
 
+pub mod access;
 mod cpu;
 mod health;
 mod migrate;
@@ -58,6 +59,7 @@ pub struct Peer {
     health: health::Health,
     services: services::ServiceState,
     grants: TunnelGrants,
+    access: access::AccessList,
     daemon: std::sync::Mutex<Option<PrivateDaemon>>,
 }
 
@@ -112,6 +114,7 @@ impl Peer {
         })?;
         tracing::info!("peer {} ({}) started", config.nick, client.local_peer_id());
 
+        let access = access::AccessList::load(dir.join("access.json"), client.local_peer_id())?;
         let peer = Arc::new(Peer {
             config,
             node: client,
@@ -123,6 +126,7 @@ impl Peer {
             health: health::Health::default(),
             services: services::ServiceState::default(),
             grants: TunnelGrants::default(),
+            access,
             daemon: std::sync::Mutex::new(daemon),
         });
         tokio::spawn(peer.clone().handle_node_events(events));
@@ -202,6 +206,31 @@ impl Peer {
                 self.expose(&name, &target, kind.as_deref()).await?;
                 Ok(done(format!("exposing {target} as service '{name}'")))
             }
+            Request::PeersAllow { peer, role } => {
+                let id = self.peer_id_for(&peer).await?;
+                self.access.set(id, role)?;
+                Ok(done(format!("peer {peer} may now {role} on this host")))
+            }
+            Request::PeersForget { peer } => {
+                let id = self.peer_id_for(&peer).await?;
+                if self.access.remove(&id)? {
+                    Ok(done(format!(
+                        "grant of {peer} removed: it has the default role ({})",
+                        access::DEFAULT_ROLE
+                    )))
+                } else {
+                    Ok(done(format!("{peer} had no grant")))
+                }
+            }
+            Request::PeersList => Ok(Reply::Grants {
+                grants: self
+                    .access
+                    .list()
+                    .into_iter()
+                    .map(|(peer, role)| (peer, role.to_string()))
+                    .collect(),
+                default_role: access::DEFAULT_ROLE.to_string(),
+            }),
             Request::Unexpose { name } => {
                 self.unexpose(&name)?;
                 Ok(done(format!("service '{name}' withdrawn")))
@@ -230,6 +259,15 @@ impl Peer {
             services,
             consumptions: self.consumption_views(),
         })
+    }
+
+    /// A peer id as typed, or the id of a known peer by nickname or id prefix.
+    async fn peer_id_for(&self, query: &str) -> Result<libp2p::PeerId> {
+        if let Ok(id) = query.parse() {
+            return Ok(id);
+        }
+        let peers = self.node.status().await?.peers;
+        peers::peer_id_of(&peers::resolve(query, &peers)?)
     }
 
     async fn create_vm(&self, name: &str, vcpus: u32, memory_mib: u64, image: &str) -> Result<()> {

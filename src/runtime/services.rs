@@ -17,6 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 
 use super::Peer;
+use super::access::Role;
 use super::cpu::CpuMeter;
 use crate::model::{ConsumptionView, PeerLoad, ServiceSpec, ServiceView};
 use crate::node::protocol::{Announcement, SERVICE_PROTOCOL, ServiceRecord};
@@ -560,7 +561,8 @@ pub async fn accept_service_streams(peer: Arc<Peer>) {
         let peer = peer.clone();
         tokio::spawn(async move {
             peer.services.served.fetch_add(1, Ordering::Relaxed);
-            if let Err(e) = serve_stream(&peer, stream).await {
+            let allowed = peer.access.allows(&from, Role::Consume);
+            if let Err(e) = serve_stream(&peer, stream, allowed).await {
                 tracing::debug!("service stream from {from}: {e:#}");
             }
             peer.services.served.fetch_sub(1, Ordering::Relaxed);
@@ -568,10 +570,19 @@ pub async fn accept_service_streams(peer: Arc<Peer>) {
     }
 }
 
-async fn serve_stream(peer: &Peer, stream: libp2p::Stream) -> Result<()> {
+async fn serve_stream(peer: &Peer, stream: libp2p::Stream, allowed: bool) -> Result<()> {
     use tokio_util::compat::FuturesAsyncReadCompatExt;
     let mut stream = stream.compat();
     let hello: Hello = proxy::read_frame(&mut stream).await?;
+    if !allowed {
+        let error = Some("this peer may not consume services here".to_string());
+        proxy::write_frame(&mut stream, &Answer { error }).await?;
+        tracing::warn!(
+            "refused a stream for '{}': the peer may not consume here",
+            hello.service
+        );
+        return Ok(());
+    }
     let local = peer.local_services().await?;
     let Some(service) = local.into_iter().find(|s| s.spec.name == hello.service) else {
         let error = Some(format!(

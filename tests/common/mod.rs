@@ -141,6 +141,12 @@ impl TestNode {
             .collect()
     }
 
+    /// Lets `other` migrate VMs into this node (`peervisor peers allow`).
+    pub fn allow_control(&self, other: &TestNode) {
+        let out = self.cli(&["peers", "allow", &other.peer_id(), "--role", "control"]);
+        assert!(out.status.success(), "peers allow: {}", stderr(&out));
+    }
+
     pub fn vm(&self, name: &str) -> Option<Value> {
         self.status()["vms"]
             .as_array()
