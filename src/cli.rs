@@ -27,6 +27,16 @@ pub struct Cli {
     #[arg(long, value_name = "DATA_DIR")]
     pub attach: Option<PathBuf>,
 
+    /// Console theme: default (dark), light, 16color, monochrome, or a user theme
+    /// in ~/.config/peervisor/themes/. NO_COLOR wins over it.
+    #[arg(long, global = true, env = "PEERVISOR_THEME")]
+    pub theme: Option<String>,
+
+    /// Console keymap: default, vim, or a keymap file (default: the user's
+    /// ~/.config/peervisor/keymap.toml over the default keymap).
+    #[arg(long, global = true, env = "PEERVISOR_KEYMAP")]
+    pub keymap: Option<String>,
+
     #[command(flatten)]
     pub node: NodeArgs,
 }
@@ -106,6 +116,8 @@ pub enum Command {
     Bench(BenchCommand),
     /// Start a local overlay of peers with a guest and open the console on it.
     Demo(DemoArgs),
+    /// Print the console's effective keymap (shipped defaults plus your keymap.toml).
+    Keys,
 }
 
 #[derive(Subcommand, Debug)]

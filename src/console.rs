@@ -14,7 +14,15 @@ use crate::control::{Reply, Request};
 use crate::model::{ServiceView, Status, VmView, short_peer_id};
 use crate::paths::DataDir;
 use crate::runtime::{Peer, PeerConfig};
-use crate::tui::{self, ConsoleOptions, UiCommand};
+use crate::tui::keymap;
+use crate::tui::{self, ConsoleOptions, Notice, UiCommand};
+
+/// How the console looks: `--theme` and `--keymap`.
+#[derive(Debug, Clone, Default)]
+pub struct Look {
+    pub theme: Option<String>,
+    pub keymap: Option<String>,
+}
 
 /// Where the console's requests go.
 #[derive(Clone)]
@@ -33,35 +41,40 @@ impl Backend {
 }
 
 /// `peervisor`: starts a peer in this process and opens the console on it.
-pub async fn embedded(config: PeerConfig) -> Result<()> {
+pub async fn embedded(config: PeerConfig, look: &Look) -> Result<()> {
     tui::init_logging()?;
     let peer = crate::start_serving(config).await?;
     let title = format!("embedded node, {}", peer.data_dir().root().display());
-    let result = run_console(Backend::Embedded(peer.clone()), title).await;
+    let result = run_console(Backend::Embedded(peer.clone()), title, look).await;
     peer.shutdown(false).await;
     let _ = std::fs::remove_file(peer.data_dir().control_socket());
     result
 }
 
 /// `peervisor --attach DIR`: the console on a node that runs elsewhere.
-pub async fn attach(dir: &DataDir) -> Result<()> {
+pub async fn attach(dir: &DataDir, look: &Look) -> Result<()> {
     let client = ControlClient::new(&dir.control_socket());
     // Fail before taking over the terminal if nothing answers.
     client.call(&Request::Status).await?;
     tui::init_logging()?;
-    run_console(Backend::Attached(client), dir.root().display().to_string()).await
+    run_console(
+        Backend::Attached(client),
+        dir.root().display().to_string(),
+        look,
+    )
+    .await
 }
 
-async fn run_console(backend: Backend, attached_to: String) -> Result<()> {
+async fn run_console(backend: Backend, attached_to: String, look: &Look) -> Result<()> {
     let (status_tx, status_rx) = watch::channel(None);
     let (command_tx, command_rx) = mpsc::channel(16);
+    let (notice_tx, notice_rx) = mpsc::channel(64);
     let poller = tokio::spawn(poll_status(backend.clone(), status_tx));
-    let executor = tokio::spawn(execute_commands(backend, command_rx));
-    let options = ConsoleOptions {
-        title: "peervisor".into(),
-        attached_to,
-    };
-    let result = tui::run(status_rx, command_tx, options).await;
+    let executor = tokio::spawn(execute_commands(backend, command_rx, notice_tx));
+    let mut options = ConsoleOptions::new("peervisor", attached_to);
+    options.theme = look.theme.clone();
+    options.keymap = look.keymap.clone();
+    let result = tui::run(status_rx, command_tx, notice_rx, options).await;
     poller.abort();
     executor.abort();
     result
@@ -94,34 +107,78 @@ async fn poll_status(backend: Backend, tx: watch::Sender<Option<Status>>) {
     }
 }
 
-/// Runs the operator's requests one after another; results go to the log pane.
-async fn execute_commands(backend: Backend, mut commands: mpsc::Receiver<UiCommand>) {
+/// Runs the operator's requests, each in its own task (a migration takes
+/// seconds; a stop must not wait for it). Outcomes go to the status line and
+/// the log pane.
+async fn execute_commands(
+    backend: Backend,
+    mut commands: mpsc::Receiver<UiCommand>,
+    notices: mpsc::Sender<Notice>,
+) {
     while let Some(command) = commands.recv().await {
-        match command {
-            UiCommand::Migrate { vm, to_peer_id } => {
-                let backend = backend.clone();
-                // Migrations take seconds: do not hold up other commands.
-                tokio::spawn(async move {
-                    tracing::info!("migrate {vm} -> {}", short_peer_id(&to_peer_id));
-                    match backend
-                        .call(Request::Migrate {
-                            vm: vm.clone(),
-                            to: to_peer_id,
-                        })
-                        .await
-                    {
-                        Ok(Reply::Migrated(r)) => tracing::info!(
-                            "VM '{}' now runs on {} ({:.1} s)",
-                            r.vm,
-                            r.to,
-                            r.seconds
-                        ),
-                        Ok(_) => {}
-                        Err(e) => tracing::error!("migrating '{vm}': {e:#}"),
-                    }
-                });
-            }
-        }
+        let Some(request) = to_request(&command) else {
+            let text = format!(
+                "{}: the node cannot do this yet (no control request for it)",
+                command.describe()
+            );
+            tracing::warn!("{text}");
+            let _ = notices.try_send(Notice { text, error: true });
+            continue;
+        };
+        let backend = backend.clone();
+        let notices = notices.clone();
+        tokio::spawn(async move {
+            tracing::info!("{} requested", command.describe());
+            let notice = match backend.call(request).await {
+                Ok(reply) => {
+                    let text = outcome_text(&command, &reply);
+                    tracing::info!("{text}");
+                    Notice { text, error: false }
+                }
+                Err(e) => {
+                    let text = format!("{} failed: {e:#}", command.describe());
+                    tracing::error!("{text}");
+                    Notice { text, error: true }
+                }
+            };
+            let _ = notices.try_send(notice);
+        });
+    }
+}
+
+/// The control request that carries out an operator's command, where the node
+/// has one.
+fn to_request(command: &UiCommand) -> Option<Request> {
+    Some(match command.clone() {
+        UiCommand::Migrate { vm, to } => Request::Migrate { vm, to },
+        UiCommand::Start { vm } => Request::VmStart { name: vm },
+        UiCommand::Stop { vm } => Request::VmStop {
+            name: vm,
+            force: false,
+        },
+        UiCommand::Delete { vm } => Request::VmRemove { name: vm },
+        // Not in the control API yet: the executor says so.
+        UiCommand::Pause { .. }
+        | UiCommand::Resume { .. }
+        | UiCommand::Consume { .. }
+        | UiCommand::Expose { .. } => return None,
+    })
+}
+
+fn outcome_text(command: &UiCommand, reply: &Reply) -> String {
+    match reply {
+        Reply::Migrated(r) => format!(
+            "VM '{}' now runs on {} ({:.1} s)",
+            r.vm,
+            if r.to.is_empty() {
+                short_peer_id(&r.to_peer_id)
+            } else {
+                r.to.clone()
+            },
+            r.seconds
+        ),
+        Reply::Done { message } => message.clone(),
+        _ => format!("{} done", command.describe()),
     }
 }
 
@@ -272,5 +329,26 @@ pub fn vms_text(vms: &[VmView]) -> String {
             if vm.managed { "" } else { "  (foreign)" }
         );
     }
+    out
+}
+
+/// `peervisor keys`: the effective keymap as a keymap file, with where it came from.
+pub fn keys_text(look: &Look) -> String {
+    let config_dir = tui::ConsoleOptions::new("peervisor", String::new()).config_dir;
+    let effective = keymap::effective(look.keymap.as_deref(), config_dir.as_deref());
+    let mut out = String::new();
+    let _ = writeln!(out, "# effective peervisor console keymap");
+    let _ = writeln!(out, "# from: {}", effective.sources.join(" + "));
+    if let Some(dir) = &config_dir {
+        let _ = writeln!(
+            out,
+            "# user file: {} (names only the actions it changes)",
+            keymap::user_keymap_path(dir).display()
+        );
+    }
+    if let Some(e) = &effective.error {
+        let _ = writeln!(out, "# error: {e} (defaults shown)");
+    }
+    out.push_str(&effective.keymap.to_toml());
     out
 }

@@ -20,7 +20,7 @@ const DEMO_NETNS: &str = "peervisor-demo";
 const DEMO_VM: &str = "web-1";
 const PIDS_FILE: &str = "pids";
 
-pub async fn run(args: DemoArgs, node: &NodeArgs) -> Result<()> {
+pub async fn run(args: DemoArgs, node: &NodeArgs, look: &crate::console::Look) -> Result<()> {
     let root = DataDir::default_root().join("demo");
     if args.stop {
         return stop_detached(&root);
@@ -51,7 +51,7 @@ pub async fn run(args: DemoArgs, node: &NodeArgs) -> Result<()> {
         return Ok(());
     }
     let first = demo.dirs[0].clone();
-    let console = crate::console::attach(&first).await;
+    let console = crate::console::attach(&first, look).await;
     eprintln!("demo: stopping peers and VMs…");
     demo.stop();
     console

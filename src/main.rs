@@ -47,11 +47,19 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<()> {
     let data_dir = DataDir::new(cli.data_dir.clone().unwrap_or_else(DataDir::default_root));
     let control = ControlClient::new(&data_dir.control_socket());
+    let look = console::Look {
+        theme: cli.theme.clone(),
+        keymap: cli.keymap.clone(),
+    };
     match cli.command {
         None => match cli.attach {
-            Some(dir) => console::attach(&DataDir::new(dir)).await,
-            None => console::embedded(peer_config(data_dir, &cli.node)).await,
+            Some(dir) => console::attach(&DataDir::new(dir), &look).await,
+            None => console::embedded(peer_config(data_dir, &cli.node), &look).await,
         },
+        Some(Command::Keys) => {
+            print!("{}", console::keys_text(&look));
+            Ok(())
+        }
         Some(Command::Node) => run_headless(peer_config(data_dir, &cli.node), &cli.node).await,
         Some(Command::Status { json }) => {
             let Reply::Status(status) = control.call(&Request::Status).await? else {
@@ -129,7 +137,7 @@ async fn run(cli: Cli) -> Result<()> {
                 .unwrap_or_else(image::default_image_dir);
             build_image(dir, name).await
         }
-        Some(Command::Demo(args)) => demo::run(args, &cli.node).await,
+        Some(Command::Demo(args)) => demo::run(args, &cli.node, &look).await,
         Some(Command::Peers(command)) => peers_command(&control, command).await,
         Some(Command::Bench(BenchCommand::Proxy {
             megabytes,

@@ -4,24 +4,31 @@
 //! - `action`: the `Action` vocabulary keys map to;
 //! - `keymap`, `theme`: TOML-loaded key bindings and styles;
 //! - `app`: all console state and the reducer (`App::update`), no I/O;
+//! - `rows`: what each list shows (order, filter, sort), shared by drawing and the reducer;
+//! - `cmdline`: the `:` command line (parse, complete, edit);
 //! - `panes/*`: one module per pane, each drawing itself from `&App`;
-//! - `ui`: the frame layout; `terminal`: raw mode, panic-safe restore, input thread.
+//! - `ui`: the frame layout; `terminal`: raw mode, restore, suspend, input thread.
 
 mod action;
 mod app;
-mod keymap;
+mod cmdline;
+pub mod keymap;
 mod panes;
+mod rows;
 mod terminal;
-mod theme;
+pub mod theme;
 mod ui;
 
 #[cfg(test)]
+mod snapshots;
+#[cfg(test)]
 mod testutil;
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
-use ratatui::crossterm::event::{Event, KeyEventKind};
+use ratatui::crossterm::event::{Event, KeyCode, KeyEventKind, KeyModifiers};
 use tokio::sync::{mpsc, watch};
 
 pub use app::App;
@@ -32,38 +39,137 @@ pub use ui::draw;
 use crate::model::Status;
 
 /// How often the screen refreshes without input (log lines, message expiry).
-const RENDER_TICK: Duration = Duration::from_millis(250);
+const RENDER_TICK: Duration = Duration::from_millis(500);
 
 /// A request from the operator. The node executes it and reports the outcome
-/// through tracing, which the log pane shows.
+/// back as a `Notice` (status line) and through tracing (log pane).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UiCommand {
-    Migrate { vm: String, to_peer_id: String },
+    /// `to`: a peer id, or what the operator typed (nick or id prefix).
+    Migrate {
+        vm: String,
+        to: String,
+    },
+    Start {
+        vm: String,
+    },
+    Stop {
+        vm: String,
+    },
+    Pause {
+        vm: String,
+    },
+    Resume {
+        vm: String,
+    },
+    Delete {
+        vm: String,
+    },
+    Consume {
+        service: String,
+        local_port: Option<u16>,
+    },
+    Expose {
+        name: String,
+        target: String,
+    },
 }
 
+impl UiCommand {
+    /// "Migration of web-1", for the status line.
+    pub fn describe(&self) -> String {
+        match self {
+            UiCommand::Migrate { vm, .. } => format!("Migration of {vm}"),
+            UiCommand::Start { vm } => format!("Start of {vm}"),
+            UiCommand::Stop { vm } => format!("Stop of {vm}"),
+            UiCommand::Pause { vm } => format!("Pause of {vm}"),
+            UiCommand::Resume { vm } => format!("Resume of {vm}"),
+            UiCommand::Delete { vm } => format!("Deletion of {vm}"),
+            UiCommand::Consume { service, .. } => format!("Consume {service}"),
+            UiCommand::Expose { name, .. } => format!("Expose {name}"),
+        }
+    }
+
+    /// The VM it acts on, if any.
+    pub fn vm(&self) -> Option<&str> {
+        match self {
+            UiCommand::Migrate { vm, .. }
+            | UiCommand::Start { vm }
+            | UiCommand::Stop { vm }
+            | UiCommand::Pause { vm }
+            | UiCommand::Resume { vm }
+            | UiCommand::Delete { vm } => Some(vm),
+            UiCommand::Consume { .. } | UiCommand::Expose { .. } => None,
+        }
+    }
+}
+
+/// A command's outcome for the status line.
 #[derive(Debug, Clone)]
+pub struct Notice {
+    pub text: String,
+    pub error: bool,
+}
+
+#[derive(Debug, Clone, Default)]
 pub struct ConsoleOptions {
     /// Shown first in the header, e.g. "peervisor".
     pub title: String,
     /// What the console is attached to: a data dir, or "embedded".
     pub attached_to: String,
+    /// `--theme`: a theme name (built-in or user).
+    pub theme: Option<String>,
+    /// `--keymap`: a shipped keymap name or a file.
+    pub keymap: Option<String>,
+    /// User themes (`~/.config/peervisor/themes`).
+    pub theme_dir: Option<PathBuf>,
+    /// The user's config dir (`~/.config/peervisor`), for keymap.toml.
+    pub config_dir: Option<PathBuf>,
 }
 
-/// Run the console until the operator quits.
+impl ConsoleOptions {
+    /// Options with the user's config dir filled in.
+    pub fn new(title: &str, attached_to: String) -> ConsoleOptions {
+        let config_dir = app::config_dir();
+        ConsoleOptions {
+            title: title.to_string(),
+            attached_to,
+            theme_dir: config_dir.as_deref().map(theme::user_theme_dir),
+            config_dir,
+            ..ConsoleOptions::default()
+        }
+    }
+}
+
+/// The keymap and theme the options ask for, with any file errors for the
+/// status line (the console then uses the defaults).
+pub fn load_look(opts: &ConsoleOptions) -> (Keymap, Theme, Vec<String>) {
+    let keys = keymap::effective(opts.keymap.as_deref(), opts.config_dir.as_deref());
+    let (theme, theme_error) = Theme::detect(opts.theme.as_deref(), opts.theme_dir.as_deref());
+    let errors = keys.error.into_iter().chain(theme_error).collect();
+    (keys.keymap, theme, errors)
+}
+
+/// Run the console until the operator quits (or SIGTERM/SIGHUP arrive).
 ///
 /// `status` carries node snapshots (`None` until the first arrives; the
 /// console draws anyway, showing "connecting…"); `commands` carries the
-/// operator's requests out. The terminal is restored on quit, on error and on
-/// panic. The theme follows `NO_COLOR`, `PEERVISOR_THEME` (default, 16color,
-/// monochrome) and the terminal's colour support.
+/// operator's requests out and `notices` their outcomes back. The terminal is
+/// restored on quit, on error, on panic and on the signals; Ctrl-Z suspends.
 pub async fn run(
     mut status: watch::Receiver<Option<Status>>,
     commands: mpsc::Sender<UiCommand>,
+    mut notices: mpsc::Receiver<Notice>,
     opts: ConsoleOptions,
 ) -> anyhow::Result<()> {
-    let keymap = Keymap::load(keymap::DEFAULT_KEYMAP_PATH, keymap::DEFAULT_KEYMAP)?;
-    let theme = Theme::detect()?;
+    let (keymap, theme, errors) = load_look(&opts);
     let mut app = App::new(opts, keymap, theme);
+    if !errors.is_empty() {
+        for e in &errors {
+            tracing::warn!("{e}");
+        }
+        app.say_error(format!("{} (using defaults)", errors.join("; ")));
+    }
     app.set_status(status.borrow_and_update().clone());
 
     let mut guard =
@@ -77,7 +183,8 @@ pub async fn run(
         &mut app,
         &mut status,
         &commands,
-        &mut input.events,
+        &mut notices,
+        &mut input,
     )
     .await;
     drop(guard);
@@ -90,39 +197,103 @@ async fn event_loop(
     app: &mut App,
     status: &mut watch::Receiver<Option<Status>>,
     commands: &mpsc::Sender<UiCommand>,
-    events: &mut mpsc::Receiver<std::io::Result<Event>>,
+    notices: &mut mpsc::Receiver<Notice>,
+    input: &mut terminal::InputThread,
 ) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut hup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
     let mut tick = tokio::time::interval(RENDER_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut status_open = true;
+    let mut notices_open = true;
+    let mut dirty = true;
     while !app.should_quit {
-        tui_logger::move_events();
-        guard
-            .terminal
-            .draw(|frame| draw(frame, app))
-            .context("cannot draw the console")?;
+        let news = tui_logger_has_news();
+        if dirty || news {
+            tui_logger::move_events();
+            guard
+                .terminal
+                .draw(|frame| draw(frame, app))
+                .context("cannot draw the console")?;
+            dirty = false;
+        }
         tokio::select! {
-            event = events.recv() => match event {
-                Some(Ok(Event::Key(key))) if key.kind == KeyEventKind::Press => {
-                    if let Some(cmd) = app.handle_key(key) {
-                        send(app, commands, cmd);
+            event = input.events.recv() => {
+                dirty = true;
+                match event {
+                    Some(Ok(Event::Key(key))) if key.kind == KeyEventKind::Press => {
+                        if key.code == KeyCode::Char('z')
+                            && key.modifiers.contains(KeyModifiers::CONTROL)
+                        {
+                            guard.suspend(input).context("cannot suspend the console")?;
+                            continue;
+                        }
+                        if let Some(cmd) = app.handle_key(key) {
+                            send(app, commands, cmd);
+                        }
+                    }
+                    Some(Ok(Event::Mouse(mouse))) => app.handle_mouse(mouse),
+                    Some(Ok(_)) => {} // resize and the rest: redraw
+                    Some(Err(e)) => return Err(e).context("cannot read terminal input"),
+                    None => return Err(anyhow!("the console's input thread stopped")),
+                }
+            }
+            changed = status.changed(), if status_open => {
+                dirty = true;
+                match changed {
+                    Ok(()) => app.set_status(status.borrow_and_update().clone()),
+                    Err(_) => {
+                        status_open = false;
+                        app.set_closed();
                     }
                 }
-                Some(Ok(_)) => {} // resize and the rest: redraw
-                Some(Err(e)) => return Err(e).context("cannot read terminal input"),
-                None => return Err(anyhow!("the console's input thread stopped")),
-            },
-            changed = status.changed(), if status_open => match changed {
-                Ok(()) => app.set_status(status.borrow_and_update().clone()),
-                Err(_) => {
-                    status_open = false;
-                    app.set_closed();
+            }
+            notice = notices.recv(), if notices_open => {
+                dirty = true;
+                match notice {
+                    Some(n) => app.notice(n.text, n.error),
+                    None => notices_open = false,
                 }
-            },
-            _ = tick.tick() => app.tick(Instant::now()),
+            }
+            _ = tick.tick() => {
+                let had_message = app.message.is_some();
+                app.tick(Instant::now());
+                dirty |= had_message != app.message.is_some();
+            }
+            _ = term.recv() => app.should_quit = true,
+            _ = hup.recv() => app.should_quit = true,
         }
     }
     Ok(())
+}
+
+/// True when log lines arrived since the last frame (the tick then redraws).
+fn tui_logger_has_news() -> bool {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEEN: AtomicU64 = AtomicU64::new(u64::MAX);
+    let now = log_events_total();
+    SEEN.swap(now, Ordering::Relaxed) != now
+}
+
+/// Log events recorded so far (a cheap counter kept by our tracing layer).
+fn log_events_total() -> u64 {
+    LOG_EVENTS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+static LOG_EVENTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Counts events so the console redraws only when there is something new.
+struct CountEvents;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for CountEvents {
+    fn on_event(
+        &self,
+        _event: &tracing::Event<'_>,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        LOG_EVENTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Hand a request to the node without waiting: a full or closed channel is
@@ -152,6 +323,7 @@ pub fn init_logging() -> anyhow::Result<()> {
     tracing_subscriber::registry()
         .with(filter)
         .with(tui_logger::TuiTracingSubscriberLayer)
+        .with(CountEvents)
         .try_init()
         .context("a tracing subscriber is already installed")?;
     Ok(())

@@ -1,6 +1,7 @@
-//! The real terminal: raw mode + alternate screen while the console runs,
-//! restored on drop (normal exit and errors) and by ratatui's panic hook; and
-//! a thread that reads terminal events so the async loop never blocks on input.
+//! The real terminal: raw mode + alternate screen + mouse capture while the
+//! console runs, restored on drop (normal exit, errors, signals) and by a panic
+//! hook; Ctrl-Z suspends (restore, SIGTSTP, re-enter on SIGCONT); and a thread
+//! that reads terminal events so the async loop never blocks on input.
 //!
 //! ratatui 0.30 does not expose crossterm's `event-stream` feature, so input is
 //! read on a plain thread and forwarded over a channel.
@@ -12,7 +13,9 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use ratatui::DefaultTerminal;
-use ratatui::crossterm::event::{self, Event};
+use ratatui::crossterm::event::{self, DisableMouseCapture, EnableMouseCapture, Event};
+use ratatui::crossterm::execute;
+use ratatui::crossterm::terminal::EnterAlternateScreen;
 use tokio::sync::mpsc;
 
 /// How often the input thread checks whether it should stop.
@@ -23,24 +26,51 @@ pub struct TerminalGuard {
 }
 
 impl TerminalGuard {
-    /// Enter raw mode and the alternate screen; installs a panic hook that
-    /// restores the terminal before the panic message prints.
+    /// Enter raw mode, the alternate screen and mouse capture; installs a panic
+    /// hook that restores the terminal before the panic message prints.
     pub fn enter() -> io::Result<TerminalGuard> {
-        Ok(TerminalGuard {
-            terminal: ratatui::try_init()?,
-        })
+        let terminal = ratatui::try_init()?;
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let _ = execute!(io::stdout(), DisableMouseCapture);
+            previous(info);
+        }));
+        execute!(io::stdout(), EnableMouseCapture)?;
+        Ok(TerminalGuard { terminal })
     }
+
+    /// Ctrl-Z: give the terminal back, stop like any job, and take it again
+    /// when the shell continues us.
+    pub fn suspend(&mut self, input: &mut InputThread) -> io::Result<()> {
+        input.pause(true);
+        restore();
+        // SAFETY: raise() only sends a signal to this process; SIGTSTP's default
+        // action stops it until SIGCONT.
+        unsafe {
+            libc::raise(libc::SIGTSTP);
+        }
+        ratatui::crossterm::terminal::enable_raw_mode()?;
+        execute!(io::stdout(), EnterAlternateScreen, EnableMouseCapture)?;
+        input.pause(false);
+        self.terminal.clear()
+    }
+}
+
+fn restore() {
+    let _ = execute!(io::stdout(), DisableMouseCapture);
+    ratatui::restore();
 }
 
 impl Drop for TerminalGuard {
     fn drop(&mut self) {
-        ratatui::restore();
+        restore();
     }
 }
 
 pub struct InputThread {
     pub events: mpsc::Receiver<io::Result<Event>>,
     stop: Arc<AtomicBool>,
+    paused: Arc<AtomicBool>,
     handle: Option<JoinHandle<()>>,
 }
 
@@ -48,15 +78,22 @@ impl InputThread {
     pub fn spawn() -> io::Result<InputThread> {
         let (tx, events) = mpsc::channel(64);
         let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
+        let paused = Arc::new(AtomicBool::new(false));
+        let (flag, pause) = (stop.clone(), paused.clone());
         let handle = std::thread::Builder::new()
             .name("peervisor-console-input".into())
-            .spawn(move || read_events(tx, flag))?;
+            .spawn(move || read_events(tx, flag, pause))?;
         Ok(InputThread {
             events,
             stop,
+            paused,
             handle: Some(handle),
         })
+    }
+
+    /// While paused (suspended), the thread leaves the terminal alone.
+    pub fn pause(&self, paused: bool) {
+        self.paused.store(paused, Ordering::Relaxed);
     }
 
     /// Stop reading and wait for the thread (at most one poll interval).
@@ -69,8 +106,16 @@ impl InputThread {
     }
 }
 
-fn read_events(tx: mpsc::Sender<io::Result<Event>>, stop: Arc<AtomicBool>) {
+fn read_events(
+    tx: mpsc::Sender<io::Result<Event>>,
+    stop: Arc<AtomicBool>,
+    paused: Arc<AtomicBool>,
+) {
     while !stop.load(Ordering::Relaxed) {
+        if paused.load(Ordering::Relaxed) {
+            std::thread::sleep(INPUT_POLL);
+            continue;
+        }
         let next = match event::poll(INPUT_POLL) {
             Ok(false) => continue,
             Ok(true) => event::read(),

@@ -5,8 +5,134 @@ use super::app::App;
 use super::keymap::Keymap;
 use super::theme::Theme;
 use crate::model::{
-    LocalPeer, OperationKind, OperationPhase, OperationView, PeerView, Status, VmState, VmView,
+    ConsumptionView, HostStats, LocalPeer, OperationKind, OperationPhase, OperationView, PeerLoad,
+    PeerView, ProviderView, ServiceSpec, ServiceView, Status, VmHistory, VmState, VmStats, VmView,
 };
+
+pub const PEER_B: &str = "12D3KooWPeerBbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+pub const PEER_C: &str = "12D3KooWPeerCccccccccccccccccccccccccccccccccccccc";
+
+/// `sample_status` plus everything the other engineers' fields carry: stats and
+/// history, services with providers, consumptions, loads and links, host stats.
+pub fn rich_status() -> Status {
+    let mut s = sample_status();
+    s.local.host = Some(HostStats {
+        cpus: 2,
+        cpu_pct: 23.0,
+        mem_used_mib: 3100,
+        mem_total_mib: 24000,
+        load1: 0.62,
+    });
+    for p in &mut s.peers {
+        if p.nick == "peer-b" {
+            p.load = Some(PeerLoad {
+                cpu_pct: 41.0,
+                running_vms: 1,
+                connections: 3,
+            });
+            p.links = vec![PEER_C.into()];
+            p.addrs = vec!["/ip4/127.0.0.1/tcp/7471".into()];
+        }
+    }
+    let ramp = |k: f64| (0..30).map(|i| (i as f64 * k) % 97.0).collect::<Vec<_>>();
+    let web = &mut s.vms[0];
+    web.stats = Some(VmStats {
+        cpu_pct_host: 6.5,
+        cpu_pct_guest: 13.0,
+        mem_used_mib: 87,
+        disk_read_bps: 12_000.0,
+        disk_write_bps: 3_400_000.0,
+        disk_read_iops: 3.0,
+        disk_write_iops: 40.0,
+        net_rx_bps: 9_100.0,
+        net_tx_bps: 420_000.0,
+    });
+    web.history = Some(VmHistory {
+        interval_s: 1.0,
+        cpu_pct_guest: ramp(7.0),
+        disk_read_bps: ramp(500.0),
+        disk_write_bps: ramp(90_000.0),
+        net_rx_bps: ramp(300.0),
+        net_tx_bps: ramp(11_000.0),
+    });
+    web.services = vec![ServiceSpec {
+        name: "web".into(),
+        kind: "http".into(),
+        port: 80,
+        tags: vec![],
+    }];
+    let provider =
+        |peer_id: &str, nick: &str, vm: Option<&str>, ms: Option<f64>, local| ProviderView {
+            peer_id: peer_id.into(),
+            peer_nick: nick.into(),
+            vm: vm.map(str::to_string),
+            latency_ms: ms,
+            load: Some(PeerLoad {
+                cpu_pct: 41.0,
+                running_vms: 1,
+                connections: 3,
+            }),
+            local,
+        };
+    s.services = vec![
+        ServiceView {
+            name: "web".into(),
+            kind: "http".into(),
+            tags: vec![],
+            providers: vec![
+                provider(PEER_B, "peer-b", Some("web-2"), Some(12.3), false),
+                provider(&s.local.peer_id, "node-a", Some("web-1"), None, true),
+            ],
+        },
+        ServiceView {
+            name: "cache".into(),
+            kind: "kv".into(),
+            tags: vec![],
+            providers: vec![provider(
+                PEER_B,
+                "peer-b",
+                Some("cache-3"),
+                Some(12.3),
+                false,
+            )],
+        },
+        ServiceView {
+            name: "legacy-db".into(),
+            kind: "postgres".into(),
+            tags: vec![],
+            providers: vec![provider(PEER_C, "peer-c", None, Some(0.42), false)],
+        },
+    ];
+    s.consumptions = vec![ConsumptionView {
+        service: "cache".into(),
+        listen: "127.0.0.1:6380".into(),
+        connections_total: 5,
+        connections_active: 2,
+        bytes_to_service: 2048,
+        bytes_from_service: 3_500_000,
+        errors: 0,
+        last_provider: Some("peer-b".into()),
+    }];
+    s.operations.push(OperationView {
+        id: 2,
+        kind: OperationKind::MigrateOut,
+        vm: "web-3".into(),
+        peer: "peer-c".into(),
+        phase: OperationPhase::Transferring,
+        elapsed_s: 1.5,
+        error: None,
+    });
+    s.operations.push(OperationView {
+        id: 3,
+        kind: OperationKind::MigrateOut,
+        vm: "db-2".into(),
+        peer: "peer-b".into(),
+        phase: OperationPhase::Failed,
+        elapsed_s: 0.3,
+        error: Some("destination refuses migrations".into()),
+    });
+    s
+}
 
 /// This peer (node-a) with 2 VMs, and 3 other peers: two connected, one not.
 pub fn sample_status() -> Status {
@@ -93,6 +219,7 @@ pub fn app_with(status: Option<Status>) -> App {
     let opts = ConsoleOptions {
         title: "peervisor".into(),
         attached_to: "/var/lib/peervisor".into(),
+        ..ConsoleOptions::default()
     };
     let mut app = App::new(
         opts,

@@ -7,10 +7,16 @@
 //! ```
 //!
 //! Colours are ratatui colour names (`red`, `light_blue`, `dark_gray`), a
-//! 256-colour index (`"238"`) or `#rrggbb`. A theme never fills the terminal
-//! background: only short spans (the selected row, say) may set `bg`.
+//! 256-colour index (`"238"`) or `#rrggbb`. `inherits = "NAME"` starts from
+//! another theme instead of plain text. The terminal's own background shows
+//! unless the theme sets the `background` style (then the whole screen is
+//! filled with it); otherwise only short spans (the selected row) set `bg`.
+//!
+//! Built-in themes: default (dark), light, 16color, monochrome. User themes live
+//! in the config dir (`~/.config/peervisor/themes/NAME.toml`).
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use ratatui::style::{Color, Modifier, Style};
@@ -18,10 +24,23 @@ use serde::Deserialize;
 
 pub const DEFAULT_THEME: &str = include_str!("../../themes/default.toml");
 pub const SIXTEEN_COLOR_THEME: &str = include_str!("../../themes/16color.toml");
+pub const LIGHT_THEME: &str = include_str!("../../themes/light.toml");
+pub const MONOCHROME_THEME: &str = include_str!("../../themes/monochrome.toml");
+
+/// Built-in themes: name, file (for errors), text.
+pub const BUILTIN: [(&str, &str, &str); 4] = [
+    ("default", "themes/default.toml", DEFAULT_THEME),
+    ("light", "themes/light.toml", LIGHT_THEME),
+    ("16color", "themes/16color.toml", SIXTEEN_COLOR_THEME),
+    ("monochrome", "themes/monochrome.toml", MONOCHROME_THEME),
+];
 
 /// Resolved styles for everything the console paints.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Theme {
+    /// The name it was loaded under (shown by `:theme`).
+    pub name: String,
+    pub background: Style,
     pub header: Style,
     pub header_dim: Style,
     pub border: Style,
@@ -52,6 +71,18 @@ pub struct Theme {
     pub log_info: Style,
     pub log_debug: Style,
     pub log_trace: Style,
+    pub tab: Style,
+    pub tab_active: Style,
+    pub filter: Style,
+    pub topo_node: Style,
+    pub topo_edge: Style,
+    pub topo_edge_active: Style,
+    pub chart_cpu: Style,
+    pub chart_disk_read: Style,
+    pub chart_disk_write: Style,
+    pub chart_net_rx: Style,
+    pub chart_net_tx: Style,
+    pub gauge: Style,
 }
 
 /// The style names a theme file may set, with the field each one sets.
@@ -69,6 +100,7 @@ macro_rules! slots {
     };
 }
 slots!(
+    background,
     header,
     header_dim,
     border,
@@ -99,6 +131,18 @@ slots!(
     log_info,
     log_debug,
     log_trace,
+    tab,
+    tab_active,
+    filter,
+    topo_node,
+    topo_edge,
+    topo_edge_active,
+    chart_cpu,
+    chart_disk_read,
+    chart_disk_write,
+    chart_net_rx,
+    chart_net_tx,
+    gauge,
 );
 
 impl Theme {
@@ -110,6 +154,8 @@ impl Theme {
         let dim = Style::new().add_modifier(Modifier::DIM);
         let reversed = Style::new().add_modifier(Modifier::REVERSED);
         Theme {
+            name: "monochrome".into(),
+            background: plain,
             header: bold,
             header_dim: plain,
             border: plain,
@@ -140,16 +186,57 @@ impl Theme {
             log_info: plain,
             log_debug: dim,
             log_trace: dim,
+            tab: plain,
+            tab_active: reversed,
+            filter: Style::new().add_modifier(Modifier::UNDERLINED),
+            topo_node: plain,
+            topo_edge: plain,
+            topo_edge_active: bold,
+            chart_cpu: plain,
+            chart_disk_read: plain,
+            chart_disk_write: dim,
+            chart_net_rx: bold,
+            chart_net_tx: dim,
+            gauge: plain,
         }
     }
 
-    /// Parse a theme file; `path` only names it in errors.
-    pub fn load(path: &str, text: &str) -> Result<Theme, ThemeError> {
+    /// Parse a theme file; `path` only names it in errors. `user_dir` is where
+    /// `inherits` looks for user themes (built-ins are always found).
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub fn load(path: &str, text: &str, user_dir: Option<&Path>) -> Result<Theme, ThemeError> {
+        Theme::load_depth(path, text, user_dir, 0)
+    }
+
+    fn load_depth(
+        path: &str,
+        text: &str,
+        user_dir: Option<&Path>,
+        depth: usize,
+    ) -> Result<Theme, ThemeError> {
         let file: ThemeFile = toml::from_str(text).map_err(|e| ThemeError::Toml {
             path: path.to_string(),
             source: Box::new(e),
         })?;
-        let mut theme = Theme::monochrome();
+        let mut theme = match &file.inherits {
+            None => Theme::monochrome(),
+            Some(parent) if depth < 4 => Theme::find_depth(parent.get_ref(), user_dir, depth + 1)
+                .map_err(|e| ThemeError::Inherits {
+                path: path.to_string(),
+                line: line_of(text, parent.span().start),
+                source: Box::new(e),
+            })?,
+            Some(parent) => {
+                return Err(ThemeError::Inherits {
+                    path: path.to_string(),
+                    line: line_of(text, parent.span().start),
+                    source: Box::new(ThemeError::UnknownTheme(format!(
+                        "{} (inherits nested too deep)",
+                        parent.get_ref()
+                    ))),
+                });
+            }
+        };
         for (name, spec) in file.styles {
             let line = line_of(text, spec.span().start);
             let spec = spec.into_inner();
@@ -173,28 +260,82 @@ impl Theme {
         Ok(theme)
     }
 
-    /// A theme compiled into the binary, by name: `default` or `16color`.
+    /// A theme compiled into the binary, by name.
     pub fn builtin(name: &str) -> Result<Theme, ThemeError> {
-        match name {
-            "default" => Theme::load("themes/default.toml", DEFAULT_THEME),
-            "16color" => Theme::load("themes/16color.toml", SIXTEEN_COLOR_THEME),
-            "none" | "mono" | "monochrome" => Ok(Theme::monochrome()),
-            other => Err(ThemeError::UnknownTheme(other.to_string())),
-        }
+        Theme::find(name, None)
     }
 
-    /// Pick a theme for the terminal we run in: `NO_COLOR` (non-empty) gives
-    /// monochrome; `PEERVISOR_THEME` names a built-in theme; otherwise the
-    /// 256-colour default where the terminal says it has 256 colours or more,
-    /// and the 16-colour theme elsewhere.
-    pub fn detect() -> Result<Theme, ThemeError> {
+    /// A theme by name: a user theme (`user_dir/NAME.toml`) first, else a
+    /// built-in one (`dark` and `mono` are aliases).
+    pub fn find(name: &str, user_dir: Option<&Path>) -> Result<Theme, ThemeError> {
+        Theme::find_depth(name, user_dir, 0)
+    }
+
+    fn find_depth(name: &str, user_dir: Option<&Path>, depth: usize) -> Result<Theme, ThemeError> {
+        let name = match name {
+            "dark" => "default",
+            "mono" | "none" => "monochrome",
+            other => other,
+        };
+        if let Some(file) = user_dir.map(|d| d.join(format!("{name}.toml")))
+            && file.is_file()
+        {
+            let shown = file.display().to_string();
+            let text = std::fs::read_to_string(&file).map_err(|source| ThemeError::Io {
+                path: shown.clone(),
+                source,
+            })?;
+            let mut theme = Theme::load_depth(&shown, &text, user_dir, depth)?;
+            theme.name = name.to_string();
+            return Ok(theme);
+        }
+        let (_, path, text) = BUILTIN
+            .iter()
+            .find(|(n, _, _)| *n == name)
+            .ok_or_else(|| ThemeError::UnknownTheme(name.to_string()))?;
+        let mut theme = Theme::load_depth(path, text, user_dir, depth)?;
+        theme.name = name.to_string();
+        Ok(theme)
+    }
+
+    /// Names `:theme` offers: built-ins and the user's theme files.
+    pub fn available(user_dir: Option<&Path>) -> Vec<String> {
+        let mut names: Vec<String> = BUILTIN.iter().map(|(n, _, _)| n.to_string()).collect();
+        if let Some(Ok(entries)) = user_dir.map(std::fs::read_dir) {
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.extension().is_some_and(|e| e == "toml")
+                    && let Some(stem) = path.file_stem().and_then(|s| s.to_str())
+                    && !names.iter().any(|n| n == stem)
+                {
+                    names.push(stem.to_string());
+                }
+            }
+        }
+        names
+    }
+
+    /// Pick the theme for this terminal: `NO_COLOR` (non-empty) gives
+    /// monochrome; else `requested` (`--theme` or `PEERVISOR_THEME`); else the
+    /// dark default where the terminal has 256 colours or more, and the
+    /// 16-colour theme elsewhere. A theme that cannot be loaded gives the
+    /// automatic choice and the error, for the status line.
+    pub fn detect(requested: Option<&str>, user_dir: Option<&Path>) -> (Theme, Option<String>) {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        Theme::builtin(&choose_theme(
-            var("NO_COLOR").is_some(),
-            var("PEERVISOR_THEME").as_deref(),
-            var("TERM").as_deref(),
-            var("COLORTERM").as_deref(),
-        ))
+        let env_request = var("PEERVISOR_THEME");
+        let requested = requested.or(env_request.as_deref());
+        let no_color = var("NO_COLOR").is_some();
+        let term = var("TERM");
+        let colorterm = var("COLORTERM");
+        let name = choose_theme(no_color, requested, term.as_deref(), colorterm.as_deref());
+        match Theme::find(&name, user_dir) {
+            Ok(theme) => (theme, None),
+            Err(e) => {
+                let auto = choose_theme(no_color, None, term.as_deref(), colorterm.as_deref());
+                let theme = Theme::builtin(&auto).unwrap_or_else(|_| Theme::monochrome());
+                (theme, Some(format!("{e}; using the {auto} theme")))
+            }
+        }
     }
 
     /// Style for a VM state.
@@ -231,8 +372,26 @@ fn choose_theme(
     }
 }
 
+/// Where user themes live.
+pub fn user_theme_dir(config_dir: &Path) -> PathBuf {
+    config_dir.join("themes")
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ThemeError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: inherits: {source}")]
+    Inherits {
+        path: String,
+        line: usize,
+        #[source]
+        source: Box<ThemeError>,
+    },
     #[error("{path}: {source}")]
     Toml {
         path: String,
@@ -254,13 +413,15 @@ pub enum ThemeError {
         field: &'static str,
         value: String,
     },
-    #[error("unknown theme `{0}` (built-in themes: default, 16color, monochrome)")]
+    #[error("unknown theme `{0}` (built-in themes: default, light, 16color, monochrome)")]
     UnknownTheme(String),
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ThemeFile {
+    #[serde(default)]
+    inherits: Option<toml::Spanned<String>>,
     #[serde(default)]
     styles: BTreeMap<String, toml::Spanned<StyleSpec>>,
 }
@@ -335,20 +496,16 @@ mod tests {
 
     #[test]
     fn builtin_themes_parse_and_set_every_style() {
-        for name in ["default", "16color"] {
-            let text = if name == "default" {
-                DEFAULT_THEME
-            } else {
-                SIXTEEN_COLOR_THEME
-            };
+        for (name, _, text) in BUILTIN {
             let file: ThemeFile = toml::from_str(text).unwrap();
             for slot in SLOT_NAMES {
+                // `background` is optional: unset keeps the terminal's own.
                 assert!(
-                    file.styles.contains_key(*slot),
+                    *slot == "background" || file.styles.contains_key(*slot),
                     "{name} theme lacks `{slot}`"
                 );
             }
-            Theme::builtin(name).unwrap();
+            assert_eq!(Theme::builtin(name).unwrap().name, name);
         }
     }
 
@@ -373,8 +530,9 @@ mod tests {
 
     #[test]
     fn theme_never_fills_background_of_panes() {
-        for name in ["default", "16color"] {
+        for (name, _, _) in BUILTIN {
             let theme = Theme::builtin(name).unwrap();
+            assert_eq!(theme.background, Style::new(), "{name}");
             for s in [
                 theme.border,
                 theme.title,
@@ -414,6 +572,7 @@ mod tests {
         let err = Theme::load(
             "t.toml",
             "[styles]\nborder = { fg = \"cyan\" }\nselected = { bg = \"chartreuse-ish\" }\n",
+            None,
         )
         .unwrap_err();
         let msg = err.to_string();
@@ -423,8 +582,54 @@ mod tests {
                 && msg.contains("chartreuse-ish"),
             "{msg}"
         );
-        let err = Theme::load("t.toml", "[styles]\nborderz = { fg = \"cyan\" }\n").unwrap_err();
+        let err =
+            Theme::load("t.toml", "[styles]\nborderz = { fg = \"cyan\" }\n", None).unwrap_err();
         assert!(err.to_string().contains("`borderz`"), "{err}");
         assert!(Theme::builtin("solarized").is_err());
+        // A misspelt field inside a style names the file, line and field.
+        let err = Theme::load("t.toml", "[styles]\n\nborder = { fgg = \"cyan\" }\n", None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("t.toml") && err.contains("line 3") && err.contains("fgg"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn user_themes_inherit_and_override_builtins() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("mine.toml"),
+            "inherits = \"light\"\n[styles]\nbackground = { bg = \"#101010\" }\n",
+        )
+        .unwrap();
+        let mine = Theme::find("mine", Some(dir.path())).unwrap();
+        let light = Theme::builtin("light").unwrap();
+        assert_eq!(mine.header, light.header);
+        assert_eq!(mine.background.bg, Some(Color::Rgb(16, 16, 16)));
+        assert!(Theme::available(Some(dir.path())).contains(&"mine".to_string()));
+        std::fs::write(dir.path().join("bad.toml"), "inherits = \"nope\"\n").unwrap();
+        let err = Theme::find("bad", Some(dir.path()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bad.toml:1") && err.contains("nope"), "{err}");
+    }
+
+    #[test]
+    fn detect_falls_back_with_a_message_on_a_broken_theme() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("broken.toml"),
+            "[styles]\nheader = { fg = 7 }\n",
+        )
+        .unwrap();
+        let (theme, error) = Theme::detect(Some("broken"), Some(dir.path()));
+        let error = error.expect("an error");
+        assert!(
+            error.contains("broken.toml") && error.contains("line 2"),
+            "{error}"
+        );
+        assert_ne!(theme.name, "broken");
     }
 }

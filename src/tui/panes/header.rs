@@ -47,6 +47,14 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
             left.push(gap());
             left.push(Span::styled("vms: ", theme.header_dim));
             left.push(Span::raw(status.vms.len().to_string()));
+            left.push(gap());
+            left.push(Span::styled("services: ", theme.header_dim));
+            left.push(Span::raw(status.services.len().to_string()));
+            if let Some(h) = &status.local.host {
+                left.push(gap());
+                left.push(Span::styled("cpu ", theme.header_dim));
+                left.push(Span::raw(format!("{:.0}%", h.cpu_pct)));
+            }
         }
     }
     if app.link == Link::Closed {
@@ -61,7 +69,11 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
     let right: Vec<Span> = hint_spans(
         &app.keymap,
         theme,
-        &[(&[Action::Help], "help"), (&[Action::Quit], "quit")],
+        &[
+            (&[Action::Help], "help"),
+            (&[Action::Command], "command"),
+            (&[Action::Quit], "quit"),
+        ],
     );
     let width = |spans: &[Span]| spans.iter().map(Span::width).sum::<usize>();
     let avail = area.width as usize;

@@ -1,5 +1,5 @@
-//! The two bottom lines: the status line (messages, confirm prompts) and the
-//! key bar. Every key shown comes from the active keymap.
+//! The two bottom lines: the status line (command line, filter, prompts,
+//! messages) and the key bar. Every key shown comes from the active keymap.
 
 use ratatui::Frame;
 use ratatui::layout::Rect;
@@ -7,7 +7,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
 use crate::tui::action::Action;
-use crate::tui::app::{App, MessageKind, Mode};
+use crate::tui::app::{App, MessageKind, Mode, Pane};
 use crate::tui::keymap::Keymap;
 use crate::tui::theme::Theme;
 
@@ -44,66 +44,122 @@ fn hint_spans_with<'a>(
     spans
 }
 
-/// The hints for what the keys do right now.
+/// The hints for what the keys do right now, most useful first (the line is
+/// cut at the terminal's width).
 fn current_hints(app: &App) -> Vec<Span<'static>> {
+    use Action::*;
     let (keymap, theme) = (&app.keymap, &app.theme);
     if app.show_help {
         return hint_spans(
             keymap,
             theme,
-            &[(&[Action::Help], "close help"), (&[Action::Quit], "quit")],
+            &[
+                (&[Up, Down], "scroll"),
+                (&[Help], "close help"),
+                (&[Quit], "quit"),
+            ],
         );
     }
+    let text = |s: &'static str| vec![Span::styled(s, theme.key_label)];
     match app.mode {
-        Mode::Normal => hint_spans(
-            keymap,
-            theme,
-            &[
-                (&[Action::Migrate], "migrate"),
-                (&[Action::FocusNext], "focus"),
-                (&[Action::Up, Action::Down], "select"),
-                (&[Action::Help], "help"),
-                (&[Action::Quit], "quit"),
-            ],
-        ),
+        Mode::Command(_) => text("Enter run  Tab complete  ↑↓ history  C-w word  Esc cancel"),
+        Mode::Filter(_) => text("type to filter  Enter keep  Esc clear"),
+        Mode::Detail { .. } => hint_spans(keymap, theme, &[(&[Cancel], "close")]),
         Mode::PickPeer { .. } => hint_spans(
             keymap,
             theme,
             &[
-                (&[Action::Up, Action::Down], "select"),
-                (&[Action::Confirm], "pick"),
-                (&[Action::Cancel], "cancel"),
+                (&[Up, Down], "select"),
+                (&[Confirm], "pick"),
+                (&[Cancel], "cancel"),
             ],
         ),
-        Mode::Confirm { .. } => hint_spans_with(
-            theme,
-            &[
-                (&[Action::Confirm], "migrate"),
-                (&[Action::Cancel], "cancel"),
-            ],
-            |a| keymap.prompt_key(a),
-        ),
+        Mode::Confirm { .. } => {
+            hint_spans_with(theme, &[(&[Confirm], "yes"), (&[Cancel], "no")], |a| {
+                keymap.prompt_key(a)
+            })
+        }
+        Mode::Normal => {
+            let pane: &[Hint] = match app.focus {
+                Pane::Topology => &[(&[Confirm], "details"), (&[Filter], "filter")],
+                Pane::Vms | Pane::Throughput => &[
+                    (&[Migrate], "migrate"),
+                    (&[StartStop], "start/stop"),
+                    (&[PauseResume], "pause"),
+                    (&[Delete], "delete"),
+                    (&[Sort], "sort"),
+                    (&[ToggleOverlay], "all"),
+                    (&[Filter], "filter"),
+                ],
+                Pane::Services => &[(&[Consume], "consume"), (&[Filter], "filter")],
+                Pane::Operations => &[(&[Filter], "filter")],
+                Pane::Log => &[
+                    (&[LogMore, LogLess], "level"),
+                    (&[LogTargets], "targets"),
+                    (&[PageUp, PageDown], "scroll"),
+                ],
+            };
+            let common: &[Hint] = &[
+                (&[FocusNext], "pane"),
+                (&[Up, Down], "select"),
+                (&[Zoom], "zoom"),
+                (&[Command], "command"),
+                (&[Help], "help"),
+                (&[Quit], "quit"),
+            ];
+            let mut hints = pane.to_vec();
+            hints.extend_from_slice(common);
+            hint_spans(keymap, theme, &hints)
+        }
     }
 }
 
-/// What the status line says: a pending confirmation, else the latest
-/// message, else the node's most recent dial failure.
+/// What the status line says: the line being typed, a pending confirmation,
+/// else the latest message, else the node's most recent dial failure.
 fn status_line(app: &App) -> Line<'static> {
     let theme = &app.theme;
-    if let Mode::Confirm { vm, peer } = &app.mode {
-        let key = |a| {
-            app.keymap
-                .prompt_key(a)
-                .map(|k| k.label())
-                .unwrap_or_else(|| a.to_string())
-        };
-        let text = format!(
-            " Migrate {vm} to {}? ({}/{}) ",
-            peer.name,
-            key(Action::Confirm),
-            key(Action::Cancel)
-        );
-        return Line::from(Span::styled(text, theme.prompt));
+    match &app.mode {
+        Mode::Command(editor) => {
+            let mut spans = vec![
+                Span::styled(":", theme.key),
+                Span::raw(editor.text.clone()),
+                Span::styled("█", theme.dim),
+            ];
+            if !editor.candidates.is_empty() {
+                spans.push(Span::styled(
+                    format!("   {}", editor.candidates.join(" ")),
+                    theme.dim,
+                ));
+            } else if editor.text.trim().is_empty() {
+                spans.push(Span::styled(
+                    "  migrate VM PEER · consume SERVICE [PORT] · expose NAME HOST:PORT · theme NAME",
+                    theme.dim,
+                ));
+            }
+            return Line::from(spans);
+        }
+        Mode::Filter(editor) => {
+            return Line::from(vec![
+                Span::styled(format!("/{}: ", app.focus.title()), theme.key),
+                Span::styled(editor.text.clone(), theme.filter),
+                Span::styled("█", theme.dim),
+            ]);
+        }
+        Mode::Confirm { question, .. } => {
+            let key = |a| {
+                app.keymap
+                    .prompt_key(a)
+                    .map(|k| k.label())
+                    .unwrap_or_else(|| a.to_string())
+            };
+            let text = format!(
+                " {question} ({}/{}) ",
+                key(Action::Confirm),
+                key(Action::Cancel)
+            );
+            return Line::from(Span::styled(text, theme.prompt));
+        }
+        _ => {}
     }
     match &app.message {
         Some(m) => {

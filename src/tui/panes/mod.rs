@@ -7,18 +7,70 @@ pub mod help;
 pub mod keybar;
 pub mod log;
 pub mod operations;
-pub mod peers;
+pub mod services;
+pub mod throughput;
+pub mod topology;
 pub mod vms;
 
+use ratatui::Frame;
 use ratatui::layout::{Constraint, Flex, Layout, Rect};
 use ratatui::style::Style;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, BorderType, Padding, Paragraph};
+use ratatui::widgets::{
+    Block, BorderType, HighlightSpacing, Padding, Paragraph, Row, Table, TableState,
+};
 
+use super::app::{App, Pane};
 use super::theme::Theme;
 
+/// Draw a list as a table, building only the rows that fit (lists may hold
+/// thousands), and remember where its rows are for the mouse.
+#[allow(clippy::too_many_arguments)]
+pub fn draw_list<'a>(
+    frame: &mut Frame,
+    area: Rect,
+    app: &App,
+    pane: Pane,
+    block: Block<'a>,
+    header: Row<'a>,
+    widths: &[Constraint],
+    len: usize,
+    make_row: impl Fn(usize) -> Row<'a>,
+) {
+    let Some(list) = app.list(pane) else { return };
+    let inner = block.inner(area);
+    let rows_area = Rect {
+        y: inner.y.saturating_add(1),
+        height: inner.height.saturating_sub(1),
+        ..inner
+    };
+    let offset = list.window(len, rows_area.height as usize);
+    let end = len.min(offset + rows_area.height as usize);
+    let rows: Vec<Row> = (offset..end).map(make_row).collect();
+    let focused = app.focus == pane;
+    let table = Table::new(rows, widths.to_vec())
+        .header(header.style(app.theme.table_header))
+        .column_spacing(1)
+        .block(block)
+        .highlight_symbol("▸")
+        .highlight_spacing(HighlightSpacing::Always)
+        .row_highlight_style(if focused {
+            app.theme.selected
+        } else {
+            Style::new()
+        });
+    let selected = list
+        .selection
+        .index()
+        .filter(|i| (offset..end).contains(i))
+        .map(|i| i - offset);
+    let mut state = TableState::default().with_selected(selected);
+    frame.render_stateful_widget(table, area, &mut state);
+    app.hits.borrow_mut().rows.push((pane, rows_area, offset));
+}
+
 /// The bordered block every pane sits in; the focused one stands out.
-pub fn pane_block<'a>(title: &'a str, focused: bool, theme: &Theme) -> Block<'a> {
+pub fn pane_block<'a>(title: &str, focused: bool, theme: &Theme) -> Block<'a> {
     let (border, title_style) = if focused {
         (theme.border_focused, theme.title_focused)
     } else {
@@ -32,6 +84,74 @@ pub fn pane_block<'a>(title: &'a str, focused: bool, theme: &Theme) -> Block<'a>
         })
         .border_style(border)
         .title(Line::from(Span::styled(format!(" {title} "), title_style)))
+}
+
+/// A list pane's block: title, the `/` filter when one is set, and a row count
+/// on the right.
+pub fn list_block<'a>(
+    title: &str,
+    focused: bool,
+    filter: &str,
+    shown: usize,
+    total: usize,
+    theme: &Theme,
+) -> Block<'a> {
+    let mut block = pane_block(title, focused, theme);
+    if !filter.is_empty() {
+        block = block.title(Line::from(Span::styled(
+            format!(" /{filter} "),
+            theme.filter,
+        )));
+    }
+    let count = if shown == total {
+        format!(" {total} ")
+    } else {
+        format!(" {shown}/{total} ")
+    };
+    block.title(Line::from(Span::styled(count, theme.dim)).right_aligned())
+}
+
+/// `▁▂▄█` from the last `width` values, scaled to `max` (or the values' own max).
+pub fn spark(values: &[f64], width: usize, max: Option<f64>) -> String {
+    const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    let tail = &values[values.len().saturating_sub(width)..];
+    let top = max
+        .unwrap_or_else(|| tail.iter().copied().fold(0.0, f64::max))
+        .max(f64::EPSILON);
+    tail.iter()
+        .map(|v| {
+            let i = ((v.max(0.0) / top) * 7.0).round() as usize;
+            BARS[i.min(7)]
+        })
+        .collect()
+}
+
+/// Bytes per second, compactly: `0`, `12K`, `3.4M`, `1.2G`.
+pub fn fmt_rate(bps: f64) -> String {
+    let b = bps.max(0.0);
+    if b < 1000.0 {
+        format!("{b:.0}")
+    } else if b < 1e6 {
+        format!("{:.0}K", b / 1e3)
+    } else if b < 1e9 {
+        format!("{:.1}M", b / 1e6)
+    } else {
+        format!("{:.1}G", b / 1e9)
+    }
+}
+
+/// Bytes: `512B`, `12K`, `3.4M`, `1.2G`.
+pub fn fmt_bytes(b: u64) -> String {
+    let f = b as f64;
+    if f < 1024.0 {
+        format!("{b}B")
+    } else if f < 1024.0 * 1024.0 {
+        format!("{:.0}K", f / 1024.0)
+    } else if f < 1024.0 * 1024.0 * 1024.0 {
+        format!("{:.1}M", f / 1024.0 / 1024.0)
+    } else {
+        format!("{:.1}G", f / 1024.0 / 1024.0 / 1024.0)
+    }
 }
 
 /// A pane showing only a short dim note ("connecting…", "no VMs").
@@ -150,5 +270,17 @@ mod tests {
         assert_eq!(fmt_elapsed(4.23), "4.2s");
         assert_eq!(fmt_elapsed(65.0), "1m05s");
         assert_eq!(fmt_elapsed(7380.0), "2h03m");
+        assert_eq!(fmt_rate(0.0), "0");
+        assert_eq!(fmt_rate(12_345.0), "12K");
+        assert_eq!(fmt_rate(3_400_000.0), "3.4M");
+        assert_eq!(fmt_bytes(3 * 1024 * 1024 + 400 * 1024), "3.4M");
+    }
+
+    #[test]
+    fn sparkline_scales_to_the_max() {
+        assert_eq!(spark(&[0.0, 50.0, 100.0], 10, Some(100.0)), "▁▅█");
+        assert_eq!(spark(&[1.0, 2.0, 3.0, 4.0], 2, None), "▆█");
+        assert_eq!(spark(&[], 5, None), "");
+        assert_eq!(spark(&[0.0, 0.0], 5, None), "▁▁");
     }
 }

@@ -1,75 +1,118 @@
-//! Running and recent migrations.
+//! Operations: running and recent migrations with a progress bar, phase,
+//! elapsed time and errors; totals in the title.
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Rect};
-use ratatui::text::Line;
-use ratatui::widgets::{Cell, Padding, Paragraph, Row, Table};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Cell, Row};
 
-use super::{fmt_elapsed, pane_block};
+use super::{draw_list, fmt_elapsed, list_block, pane_block, placeholder};
 use crate::model::{OperationKind, OperationPhase, OperationView};
-use crate::tui::app::App;
+use crate::tui::app::{App, Pane};
+use crate::tui::rows::{is_active, operation_rows};
 
-/// Rows worth showing: running ones first, then the most recent.
-pub fn ordered(ops: &[OperationView]) -> Vec<&OperationView> {
-    let mut v: Vec<&OperationView> = ops.iter().collect();
-    let active = |o: &OperationView| {
-        matches!(
-            o.phase,
-            OperationPhase::Requested | OperationPhase::Transferring
-        )
-    };
-    v.sort_by_key(|o| (!active(o), std::cmp::Reverse(o.id)));
-    v
-}
+/// Cells of the progress bar.
+const BAR: usize = 10;
 
 pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
     let theme = &app.theme;
-    let block = pane_block("Operations", false, theme).padding(Padding::horizontal(1));
-    let ops = app
-        .status
-        .as_ref()
-        .map(|s| ordered(&s.operations))
-        .unwrap_or_default();
-    if ops.is_empty() {
-        frame.render_widget(
-            Paragraph::new(Line::styled("no migrations yet", theme.dim)).block(block),
-            area,
-        );
+    let focused = app.focus == Pane::Operations;
+    let Some(status) = &app.status else {
+        let block = pane_block("Operations", focused, theme);
+        frame.render_widget(placeholder(block, "connecting…", theme.dim), area);
+        return;
+    };
+    let ops = &status.operations;
+    let count = |p: OperationPhase| ops.iter().filter(|o| o.phase == p).count();
+    let running = ops.iter().filter(|o| is_active(o)).count();
+    let title = format!(
+        "Operations: {running} running, {} done, {} failed",
+        count(OperationPhase::Done),
+        count(OperationPhase::Failed)
+    );
+    let rows = operation_rows(status, &app.operations.filter);
+    let block = list_block(
+        &title,
+        focused,
+        &app.operations.filter,
+        rows.len(),
+        ops.len(),
+        theme,
+    );
+    if rows.is_empty() {
+        let text = if ops.is_empty() {
+            "no migrations yet (m on a running VM)"
+        } else {
+            "no operation matches the filter"
+        };
+        frame.render_widget(placeholder(block, text, theme.dim), area);
         return;
     }
-    let rows = ops.into_iter().map(|op| {
-        let (arrow, word) = match op.kind {
-            OperationKind::MigrateOut => ("→", "to"),
-            OperationKind::MigrateIn => ("←", "from"),
-        };
-        let (phase, style) = match op.phase {
-            OperationPhase::Requested => ("requested", theme.op_active),
-            OperationPhase::Transferring => ("transferring", theme.op_active),
-            OperationPhase::Done => ("done", theme.op_done),
-            OperationPhase::Failed => ("failed", theme.op_failed),
-        };
-        Row::new([
-            Cell::from(op.vm.clone()),
-            Cell::from(format!("{arrow} {word} {}", op.peer)),
-            Cell::from(Line::styled(phase, style)),
-            Cell::from(Line::from(fmt_elapsed(op.elapsed_s)).right_aligned()),
-            Cell::from(Line::styled(
-                op.error.clone().unwrap_or_default(),
-                theme.op_failed,
-            )),
-        ])
-    });
-    let table = Table::new(
-        rows,
-        [
-            Constraint::Max(16),
-            Constraint::Max(22),
-            Constraint::Length(12),
-            Constraint::Length(6),
-            Constraint::Fill(1),
-        ],
-    )
-    .column_spacing(2)
-    .block(block);
-    frame.render_widget(table, area);
+    let header = Row::new(["vm", "peer", "progress", "phase", "time", "error"].map(Cell::from));
+    let widths = [
+        Constraint::Max(16),
+        Constraint::Max(18),
+        Constraint::Length(BAR as u16),
+        Constraint::Length(12),
+        Constraint::Length(6),
+        Constraint::Fill(1),
+    ];
+    draw_list(
+        frame,
+        area,
+        app,
+        Pane::Operations,
+        block,
+        header,
+        &widths,
+        rows.len(),
+        |i| {
+            let op = rows[i];
+            let (arrow, word) = match op.kind {
+                OperationKind::MigrateOut => ("→", "to"),
+                OperationKind::MigrateIn => ("←", "from"),
+            };
+            let (phase, style) = match op.phase {
+                OperationPhase::Requested => ("requested", theme.op_active),
+                OperationPhase::Transferring => ("transferring", theme.op_active),
+                OperationPhase::Done => ("done", theme.op_done),
+                OperationPhase::Failed => ("failed", theme.op_failed),
+            };
+            Row::new([
+                Cell::from(op.vm.clone()),
+                Cell::from(format!("{arrow} {word} {}", op.peer)),
+                Cell::from(bar(op, app)),
+                Cell::from(Line::styled(phase, style)),
+                Cell::from(Line::from(fmt_elapsed(op.elapsed_s)).right_aligned()),
+                Cell::from(Line::styled(
+                    op.error.clone().unwrap_or_default(),
+                    theme.op_failed,
+                )),
+            ])
+        },
+    );
+}
+
+/// Finished operations show a full bar. The node reports no transferred
+/// fraction, so a running one shows an activity sweep driven by its elapsed
+/// time instead of an invented percentage.
+fn bar(op: &OperationView, app: &App) -> Line<'static> {
+    let theme = &app.theme;
+    match op.phase {
+        OperationPhase::Done => Line::styled("█".repeat(BAR), theme.op_done),
+        OperationPhase::Failed => Line::styled("╳".repeat(BAR), theme.op_failed),
+        OperationPhase::Requested | OperationPhase::Transferring => {
+            let pos = (op.elapsed_s * 4.0) as usize % (BAR + 2);
+            let cells: String = (0..BAR)
+                .map(|i| {
+                    if i + 2 >= pos && i <= pos {
+                        '█'
+                    } else {
+                        '░'
+                    }
+                })
+                .collect();
+            Line::from(Span::styled(cells, theme.gauge))
+        }
+    }
 }

@@ -1,107 +1,188 @@
-//! VMs hosted on this peer.
+//! VMs: this peer's (or, toggled, the whole overlay's) in a sortable table with
+//! live figures and a CPU sparkline. Figures show "-" until the node has them.
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Rect};
 use ratatui::style::Style;
-use ratatui::text::Line;
-use ratatui::widgets::{Cell, HighlightSpacing, Row, Table, TableState};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Cell, Row};
 
-use super::{Selection, pane_block, placeholder};
+use super::{draw_list, fmt_rate, list_block, pane_block, placeholder, spark};
 use crate::model::VmView;
-use crate::tui::app::{App, Focus};
+use crate::tui::app::{App, Pane};
+use crate::tui::rows::{VmRow, VmSort};
 
-/// The VM table's own state: which VM is selected (by name).
-#[derive(Debug, Default)]
-pub struct VmsPane {
-    selection: Selection,
-}
-
-impl VmsPane {
-    pub fn sync(&mut self, vms: &[VmView]) {
-        self.selection.sync(vms.iter().map(|v| v.name.as_str()));
-    }
-
-    pub fn move_by(&mut self, vms: &[VmView], delta: isize) {
-        self.selection
-            .move_by(vms.iter().map(|v| v.name.as_str()), delta);
-    }
-
-    #[cfg(test)]
-    pub fn selected_name(&self) -> Option<&str> {
-        self.selection.key()
-    }
-
-    pub fn selected_vm<'a>(&self, vms: &'a [VmView]) -> Option<&'a VmView> {
-        let name = self.selection.key()?;
-        vms.iter().find(|v| v.name == name)
-    }
-}
+/// Width of the CPU sparkline column (samples shown).
+const SPARK: usize = 10;
 
 pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
     let theme = &app.theme;
-    let focused = app.focus == Focus::Vms;
-    let block = pane_block("VMs (this peer)", focused, theme);
-    let status = match &app.status {
-        Some(s) if !s.vms.is_empty() => s,
-        other => {
-            let text = if other.is_none() {
-                "connecting…"
-            } else {
-                "no VMs on this peer"
-            };
-            frame.render_widget(placeholder(block, text, theme.dim), area);
-            return;
-        }
+    let focused = app.focus == Pane::Vms;
+    let scope = if app.vms_all { "overlay" } else { "this peer" };
+    let title = format!("VMs ({scope}, by {})", app.vm_sort.label());
+    let Some(status) = &app.status else {
+        let block = pane_block(&title, focused, theme);
+        frame.render_widget(placeholder(block, "connecting…", theme.dim), area);
+        return;
     };
-    let rows = status.vms.iter().map(|vm| {
-        Row::new([
-            Cell::from(vm.name.clone()),
-            Cell::from(Line::styled(vm.state.as_str(), theme.vm_state(vm.state))),
-            Cell::from(Line::from(vm.vcpus.to_string()).right_aligned()),
-            Cell::from(Line::from(vm.memory_mib.to_string()).right_aligned()),
-            Cell::from(vm.ip.clone().unwrap_or_else(|| "-".into())),
-            Cell::from(service_cell(vm.service_up, theme)),
-        ])
-    });
-    let header = Row::new([
-        Cell::from("name"),
-        Cell::from("state"),
-        Cell::from(Line::from("cpu").right_aligned()),
-        Cell::from(Line::from("MiB").right_aligned()),
-        Cell::from("ip"),
-        Cell::from("http"),
-    ])
-    .style(theme.table_header);
-    let table = Table::new(
-        rows,
-        [
-            Constraint::Fill(1),
-            Constraint::Length(7),
-            Constraint::Length(3),
-            Constraint::Length(6),
-            Constraint::Max(15),
-            Constraint::Length(4),
-        ],
-    )
-    .header(header)
-    .column_spacing(1)
-    .block(block)
-    .highlight_symbol("▸")
-    .highlight_spacing(HighlightSpacing::Always)
-    .row_highlight_style(if focused {
-        theme.selected
+    let rows = app.vm_rows(status);
+    let total = if app.vms_all {
+        status.vms.len()
+            + status
+                .peers
+                .iter()
+                .filter(|p| p.peer_id != status.local.peer_id)
+                .filter_map(|p| p.vms.as_ref().map(Vec::len))
+                .sum::<usize>()
     } else {
-        Style::new()
-    });
-    let mut state = TableState::default().with_selected(app.vms.selection.index());
-    frame.render_stateful_widget(table, area, &mut state);
+        status.vms.len()
+    };
+    let block = list_block(&title, focused, &app.vms.filter, rows.len(), total, theme);
+    if rows.is_empty() {
+        let text = if total == 0 {
+            "no VMs on this peer (create one: peervisor vm create NAME)"
+        } else {
+            "no VM matches the filter (Esc clears it)"
+        };
+        frame.render_widget(placeholder(block, text, theme.dim), area);
+        return;
+    }
+    // Columns by importance: narrow terminals keep the first ones.
+    let wide = area.width >= 110;
+    let show_host = app.vms_all || wide;
+    let mut headers: Vec<(&str, Constraint, VmSort)> = vec![
+        ("name", Constraint::Fill(1), VmSort::Name),
+        ("state", Constraint::Length(7), VmSort::State),
+        ("cpu%", Constraint::Length(5), VmSort::Cpu),
+        ("mem", Constraint::Length(9), VmSort::Memory),
+        ("disk r/w", Constraint::Length(11), VmSort::Disk),
+        ("net rx/tx", Constraint::Length(11), VmSort::Net),
+    ];
+    if wide {
+        headers.push(("cpu", Constraint::Length(SPARK as u16), VmSort::Cpu));
+        headers.push(("services", Constraint::Max(18), VmSort::Name));
+    }
+    if show_host {
+        headers.push(("host", Constraint::Max(12), VmSort::Host));
+    }
+    let sort = app.vm_sort;
+    let header = Row::new(headers.iter().map(|(h, _, s)| {
+        let marked = *s == sort && !matches!(*h, "cpu" | "services");
+        let text = if marked {
+            format!("{h}▼")
+        } else {
+            h.to_string()
+        };
+        let line = if matches!(*h, "cpu%" | "mem" | "disk r/w" | "net rx/tx") {
+            Line::from(text).right_aligned()
+        } else {
+            Line::from(text)
+        };
+        Cell::from(line)
+    }));
+    let widths: Vec<Constraint> = headers.iter().map(|(_, c, _)| *c).collect();
+    draw_list(
+        frame,
+        area,
+        app,
+        Pane::Vms,
+        block,
+        header,
+        &widths,
+        rows.len(),
+        |i| vm_row(&rows[i], app, wide, show_host),
+    );
 }
 
-/// Whether the guest's service answered the hosting peer's last probe.
-fn service_cell(up: Option<bool>, theme: &crate::tui::Theme) -> Line<'static> {
-    match up {
-        Some(true) => Line::styled("up", theme.vm_state(crate::model::VmState::Running)),
-        Some(false) => Line::styled("down", theme.vm_state(crate::model::VmState::Crashed)),
-        None => Line::styled("-", theme.dim),
+fn vm_row<'a>(row: &VmRow, app: &App, wide: bool, show_host: bool) -> Row<'a> {
+    let theme = &app.theme;
+    let dash = || Cell::from(Line::styled("-", theme.dim).right_aligned());
+    let right = |s: String| Cell::from(Line::from(s).right_aligned());
+    let mut cells = vec![Cell::from(Line::from(name_spans(row, app)))];
+    match row.view {
+        None => {
+            cells.push(Cell::from(Line::styled("?", theme.dim)));
+            cells.extend([dash(), dash(), dash(), dash()]);
+            if wide {
+                cells.push(Cell::from(""));
+                cells.push(Cell::from(Line::styled("-", theme.dim)));
+            }
+        }
+        Some(vm) => {
+            cells.push(Cell::from(Line::styled(
+                vm.state.as_str(),
+                theme.vm_state(vm.state),
+            )));
+            match &vm.stats {
+                Some(s) => {
+                    cells.push(right(format!("{:.1}", s.cpu_pct_guest)));
+                    cells.push(right(mem(vm)));
+                    cells.push(right(format!(
+                        "{}/{}",
+                        fmt_rate(s.disk_read_bps),
+                        fmt_rate(s.disk_write_bps)
+                    )));
+                    cells.push(right(format!(
+                        "{}/{}",
+                        fmt_rate(s.net_rx_bps),
+                        fmt_rate(s.net_tx_bps)
+                    )));
+                }
+                None => {
+                    cells.push(dash());
+                    cells.push(right(mem(vm)));
+                    cells.extend([dash(), dash()]);
+                }
+            }
+            if wide {
+                let line = match &vm.history {
+                    Some(h) if !h.cpu_pct_guest.is_empty() => {
+                        Line::styled(spark(&h.cpu_pct_guest, SPARK, Some(100.0)), theme.chart_cpu)
+                    }
+                    _ => Line::styled("-", theme.dim),
+                };
+                cells.push(Cell::from(line));
+                cells.push(Cell::from(services(vm, theme)));
+            }
+        }
     }
+    if show_host {
+        let style = if row.local {
+            theme.local_peer
+        } else {
+            Style::new()
+        };
+        cells.push(Cell::from(Line::styled(row.host.clone(), style)));
+    }
+    Row::new(cells)
+}
+
+fn name_spans(row: &VmRow, app: &App) -> Vec<Span<'static>> {
+    let mut spans = vec![Span::raw(row.name.to_string())];
+    // The guest's own HTTP probe, where the node ran one.
+    if let Some(up) = row.view.and_then(|v| v.service_up) {
+        let (mark, style) = if up {
+            (" ✓", app.theme.vm_running)
+        } else {
+            (" ✗", app.theme.vm_crashed)
+        };
+        spans.push(Span::styled(mark, style));
+    }
+    spans
+}
+
+/// `used/total` MiB when the guest reports use, else the configured size.
+fn mem(vm: &VmView) -> String {
+    match &vm.stats {
+        Some(s) if s.mem_used_mib > 0 => format!("{}/{}M", s.mem_used_mib, vm.memory_mib),
+        _ => format!("{}M", vm.memory_mib),
+    }
+}
+
+fn services(vm: &VmView, theme: &crate::tui::Theme) -> Line<'static> {
+    if vm.services.is_empty() {
+        return Line::styled("-", theme.dim);
+    }
+    let names: Vec<&str> = vm.services.iter().map(|s| s.name.as_str()).collect();
+    Line::from(names.join(","))
 }
