@@ -31,7 +31,9 @@ use anyhow::{Context, anyhow};
 use ratatui::crossterm::event::{Event, KeyCode, KeyEventKind, KeyModifiers};
 use tokio::sync::{mpsc, watch};
 
-pub use app::App;
+// `Pane` is for the render bench, which compiles this module on its own.
+#[allow(unused_imports)]
+pub use app::{App, Pane};
 pub use keymap::Keymap;
 pub use theme::Theme;
 pub use ui::draw;

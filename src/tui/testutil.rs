@@ -34,7 +34,11 @@ pub fn rich_status() -> Status {
             p.addrs = vec!["/ip4/127.0.0.1/tcp/7471".into()];
         }
     }
-    let ramp = |k: f64| (0..30).map(|i| (i as f64 * k) % 97.0).collect::<Vec<_>>();
+    let ramp = |k: f64| {
+        (0..30)
+            .map(|i| ((i as f64 * 7.0) % 97.0) * k)
+            .collect::<Vec<_>>()
+    };
     let web = &mut s.vms[0];
     web.stats = Some(VmStats {
         cpu_pct_host: 6.5,
@@ -49,11 +53,11 @@ pub fn rich_status() -> Status {
     });
     web.history = Some(VmHistory {
         interval_s: 1.0,
-        cpu_pct_guest: ramp(7.0),
-        disk_read_bps: ramp(500.0),
-        disk_write_bps: ramp(90_000.0),
-        net_rx_bps: ramp(300.0),
-        net_tx_bps: ramp(11_000.0),
+        cpu_pct_guest: ramp(1.0),
+        disk_read_bps: ramp(120.0),
+        disk_write_bps: ramp(35_000.0),
+        net_rx_bps: ramp(95.0),
+        net_tx_bps: ramp(4_300.0),
     });
     web.services = vec![ServiceSpec {
         name: "web".into(),

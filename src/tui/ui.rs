@@ -62,7 +62,7 @@ fn draw_full(frame: &mut Frame, body: Rect, app: &App) {
     let split = |r: Rect, left: u16| {
         Layout::horizontal([Constraint::Percentage(left), Constraint::Fill(1)]).areas::<2>(r)
     };
-    let [topo, vms_a] = split(top, 42);
+    let [topo, vms_a] = split(top, 45);
     let [svc, thr] = split(middle, 50);
     let [ops, log_a] = split(bottom, 45);
     for (pane, rect) in [

@@ -1,5 +1,6 @@
 //! Operations: running and recent migrations with a progress bar, phase,
-//! elapsed time and errors; totals in the title.
+//! elapsed time and errors; totals in the title. `→ peer` is a VM sent to a
+//! peer, `← peer` one received from it.
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Rect};
@@ -48,15 +49,22 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
         frame.render_widget(placeholder(block, text, theme.dim), area);
         return;
     }
-    let header = Row::new(["vm", "peer", "progress", "phase", "time", "error"].map(Cell::from));
-    let widths = [
+    // Narrow panes drop the bar: the phase says the same in words.
+    let with_bar = area.width >= 70;
+    let mut header = vec!["vm", "peer", "progress", "phase", "time", "error"];
+    let mut widths = vec![
         Constraint::Max(16),
-        Constraint::Max(18),
+        Constraint::Max(16),
         Constraint::Length(BAR as u16),
         Constraint::Length(12),
         Constraint::Length(6),
         Constraint::Fill(1),
     ];
+    if !with_bar {
+        header.remove(2);
+        widths.remove(2);
+    }
+    let header = Row::new(header.into_iter().map(Cell::from));
     draw_list(
         frame,
         area,
@@ -68,9 +76,9 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
         rows.len(),
         |i| {
             let op = rows[i];
-            let (arrow, word) = match op.kind {
-                OperationKind::MigrateOut => ("→", "to"),
-                OperationKind::MigrateIn => ("←", "from"),
+            let arrow = match op.kind {
+                OperationKind::MigrateOut => "→",
+                OperationKind::MigrateIn => "←",
             };
             let (phase, style) = match op.phase {
                 OperationPhase::Requested => ("requested", theme.op_active),
@@ -78,9 +86,9 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
                 OperationPhase::Done => ("done", theme.op_done),
                 OperationPhase::Failed => ("failed", theme.op_failed),
             };
-            Row::new([
+            let mut cells = vec![
                 Cell::from(op.vm.clone()),
-                Cell::from(format!("{arrow} {word} {}", op.peer)),
+                Cell::from(format!("{arrow} {}", op.peer)),
                 Cell::from(bar(op, app)),
                 Cell::from(Line::styled(phase, style)),
                 Cell::from(Line::from(fmt_elapsed(op.elapsed_s)).right_aligned()),
@@ -88,7 +96,11 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
                     op.error.clone().unwrap_or_default(),
                     theme.op_failed,
                 )),
-            ])
+            ];
+            if !with_bar {
+                cells.remove(2);
+            }
+            Row::new(cells)
         },
     );
 }

@@ -21,7 +21,7 @@ use crate::tui::rows::{PeerRow, filtered_peer_rows, peer_rows};
 /// Above this many peers only this peer's and the selected peer's labels show.
 const MAX_LABELS: usize = 24;
 /// The list needs this much width to sit beside the graph.
-const LIST_WIDTH: u16 = 36;
+const LIST_WIDTH: u16 = 27;
 
 pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
     let theme = &app.theme;
@@ -45,7 +45,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
     frame.render_widget(block, area);
     // Graph beside the list when there is room, else the list alone (a graph in
     // a few cells says nothing).
-    let (graph_a, list_a) = if inner.width >= LIST_WIDTH + 24 && inner.height >= 6 {
+    let (graph_a, list_a) = if inner.width >= LIST_WIDTH + 20 && inner.height >= 6 {
         let [g, l] =
             Layout::horizontal([Constraint::Fill(1), Constraint::Length(LIST_WIDTH)]).areas(inner);
         (Some(g), l)

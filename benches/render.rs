@@ -1,0 +1,265 @@
+//! Console frame rendering: one full frame of a big overlay (200 peers, 1000
+//! VMs with history, 2000 services) must take <= 2 ms. Baselines from the same
+//! run: the same frame with an empty snapshot, and the demo-sized overlay.
+//!
+//! `cargo bench --bench render` prints a table.
+
+// Under `cargo clippy --all-targets` the bench builds with cfg(test) but no test
+// harness, so the console's test-only imports look unused here.
+#![allow(dead_code, unused_imports)]
+
+// The console is part of the binary crate; the bench compiles the same source.
+#[path = "../src/model.rs"]
+mod model;
+#[path = "../src/tui/mod.rs"]
+mod tui;
+
+use std::time::{Duration, Instant};
+
+use model::*;
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+
+const TARGET_MS: f64 = 2.0;
+
+fn big_status(peers: usize, vms: usize, services: usize) -> Status {
+    let id = |i: usize| format!("12D3KooWPeer{i:0>40}");
+    let local = LocalPeer {
+        peer_id: id(0),
+        nick: "peer-0".into(),
+        listen_addrs: vec!["/ip4/127.0.0.1/tcp/7470".into()],
+        hypervisor: "qemu+unix:///system".into(),
+        accel: "tcg".into(),
+        host: Some(HostStats {
+            cpus: 2,
+            cpu_pct: 12.0,
+            mem_used_mib: 3000,
+            mem_total_mib: 24000,
+            load1: 0.5,
+        }),
+    };
+    let peers: Vec<PeerView> = (1..peers)
+        .map(|i| PeerView {
+            peer_id: id(i),
+            nick: format!("peer-{i}"),
+            connected: i % 7 != 0,
+            latency_ms: Some((i % 50) as f64 * 0.7),
+            vms: Some((0..3).map(|v| format!("vm-{i}-{v}")).collect()),
+            addrs: vec![format!("/ip4/10.0.{}.{}/tcp/7470", i / 250, i % 250)],
+            load: Some(PeerLoad {
+                cpu_pct: (i % 100) as f64,
+                running_vms: 3,
+                connections: (i % 9) as u32,
+            }),
+            links: (1..4).map(|k| id((i + k * 13) % peers)).collect(),
+        })
+        .collect();
+    let series = |k: f64| {
+        (0..60)
+            .map(|i| ((i as f64) * k) % 100.0)
+            .collect::<Vec<_>>()
+    };
+    let vms: Vec<VmView> = (0..vms)
+        .map(|i| VmView {
+            name: format!("vm-{i:04}"),
+            uuid: format!("uuid-{i}"),
+            state: if i % 5 == 0 {
+                VmState::Stopped
+            } else {
+                VmState::Running
+            },
+            vcpus: 1,
+            memory_mib: 128,
+            ip: Some(format!("10.77.{}.{}", i / 250, i % 250 + 2)),
+            managed: true,
+            service_up: Some(i % 3 != 0),
+            stats: Some(VmStats {
+                cpu_pct_host: (i % 50) as f64,
+                cpu_pct_guest: (i % 100) as f64,
+                mem_used_mib: 90,
+                disk_read_bps: i as f64 * 100.0,
+                disk_write_bps: i as f64 * 1000.0,
+                disk_read_iops: 1.0,
+                disk_write_iops: 2.0,
+                net_rx_bps: i as f64 * 10.0,
+                net_tx_bps: i as f64 * 20.0,
+            }),
+            history: Some(VmHistory {
+                interval_s: 1.0,
+                cpu_pct_guest: series(3.0),
+                disk_read_bps: series(1000.0),
+                disk_write_bps: series(7000.0),
+                net_rx_bps: series(300.0),
+                net_tx_bps: series(900.0),
+            }),
+            services: vec![ServiceSpec {
+                name: format!("svc-{i}"),
+                kind: "http".into(),
+                port: 80,
+                tags: vec![],
+            }],
+        })
+        .collect();
+    let services: Vec<ServiceView> = (0..services)
+        .map(|i| ServiceView {
+            name: format!("svc-{i:04}"),
+            kind: ["http", "kv", "echo"][i % 3].into(),
+            tags: vec![],
+            providers: (0..(1 + i % 3))
+                .map(|p| ProviderView {
+                    peer_id: id((i + p) % peers.len().max(1)),
+                    peer_nick: format!("peer-{}", (i + p) % peers.len().max(1)),
+                    vm: Some(format!("vm-{i}")),
+                    latency_ms: Some(p as f64 * 3.0),
+                    load: None,
+                    local: p == 0 && i % 10 == 0,
+                })
+                .collect(),
+        })
+        .collect();
+    let consumptions = (0..50)
+        .map(|i| ConsumptionView {
+            service: format!("svc-{:04}", i * 7),
+            listen: format!("127.0.0.1:{}", 20000 + i),
+            connections_active: 1,
+            ..ConsumptionView::default()
+        })
+        .collect();
+    let operations = (0..20)
+        .map(|i| OperationView {
+            id: i,
+            kind: OperationKind::MigrateOut,
+            vm: format!("vm-{i:04}"),
+            peer: format!("peer-{i}"),
+            phase: if i < 2 {
+                OperationPhase::Transferring
+            } else {
+                OperationPhase::Done
+            },
+            elapsed_s: i as f64,
+            error: None,
+        })
+        .collect();
+    Status {
+        local,
+        peers,
+        vms,
+        operations,
+        dial_errors: vec![],
+        services,
+        consumptions,
+    }
+}
+
+fn app(status: Option<Status>) -> tui::App {
+    let opts = tui::ConsoleOptions {
+        title: "peervisor".into(),
+        attached_to: "bench".into(),
+        ..Default::default()
+    };
+    let mut app = tui::App::new(
+        opts,
+        tui::Keymap::default(),
+        tui::Theme::builtin("default").unwrap(),
+    );
+    app.set_status(status);
+    app
+}
+
+/// Median and p95 of `f`, in milliseconds.
+fn measure(mut f: impl FnMut()) -> (f64, f64) {
+    for _ in 0..20 {
+        f();
+    }
+    let mut times = Vec::new();
+    let start = Instant::now();
+    while times.len() < 300 || (start.elapsed() < Duration::from_secs(2) && times.len() < 2000) {
+        let t = Instant::now();
+        f();
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    times.sort_by(f64::total_cmp);
+    (times[times.len() / 2], times[times.len() * 95 / 100])
+}
+
+fn main() {
+    println!("console frame render (ratatui TestBackend, default theme, release build)\n");
+    println!(
+        "{:<44} {:>9} {:>10} {:>10}  target",
+        "scenario", "size", "median ms", "p95 ms"
+    );
+    let big = big_status(200, 1000, 2000);
+    let demo = big_status(3, 1, 2);
+    let row = |name: &str, w: u16, h: u16, (med, p95): (f64, f64), target: bool| {
+        let verdict = if !target {
+            "baseline".to_string()
+        } else if p95 <= TARGET_MS {
+            format!("<= {TARGET_MS} ms: ok")
+        } else {
+            format!("<= {TARGET_MS} ms: MISSED")
+        };
+        println!(
+            "{name:<44} {:>9} {med:>10.3} {p95:>10.3}  {verdict}",
+            format!("{w}x{h}")
+        );
+    };
+    for (w, h) in [(200u16, 60u16), (80, 24)] {
+        let mut term = Terminal::new(TestBackend::new(w, h)).unwrap();
+        let empty = app(Some(Status::default()));
+        row(
+            "empty snapshot (baseline)",
+            w,
+            h,
+            measure(|| {
+                term.draw(|f| tui::draw(f, &empty)).unwrap();
+            }),
+            false,
+        );
+        let small = app(Some(demo.clone()));
+        row(
+            "demo-sized overlay: 3 peers, 1 VM (baseline)",
+            w,
+            h,
+            measure(|| {
+                term.draw(|f| tui::draw(f, &small)).unwrap();
+            }),
+            false,
+        );
+        let mut full = app(Some(big.clone()));
+        row(
+            "200 peers, 1000 VMs, 2000 services",
+            w,
+            h,
+            measure(|| {
+                term.draw(|f| tui::draw(f, &full)).unwrap();
+            }),
+            true,
+        );
+        // Every pane zoomed in turn (the topology canvas, the charts).
+        for pane in [
+            tui::Pane::Topology,
+            tui::Pane::Services,
+            tui::Pane::Throughput,
+        ] {
+            full.focus = pane;
+            full.zoom = true;
+            row(
+                &format!("  same, {} zoomed", pane.title()),
+                w,
+                h,
+                measure(|| {
+                    term.draw(|f| tui::draw(f, &full)).unwrap();
+                }),
+                true,
+            );
+            full.zoom = false;
+        }
+    }
+    // Applying a snapshot (once a second) re-sorts and re-selects every list.
+    let mut a = app(Some(big.clone()));
+    let (med, p95) = measure(|| a.set_status(Some(big.clone())));
+    println!(
+        "{:<44} {:>9} {med:>10.3} {p95:>10.3}  once a second",
+        "apply snapshot (big, incl. clone)", "-"
+    );
+}

@@ -1,0 +1,243 @@
+//! The console end to end: the real binary runs `peervisor demo` (real peers,
+//! libvirt daemons and a guest) inside a private tmux server; the test types
+//! keys with `send-keys` and reads the screen with `capture-pane`, as an
+//! operator would see it.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use common::{BIN, image_dir};
+
+const SESSION: &str = "console";
+const WIDTH: u16 = 120;
+const HEIGHT: u16 = 36;
+
+/// A tmux server of our own (its own socket), killed on drop. Killing it
+/// hangs up the console, which then quits and stops every demo peer and VM.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn start(command: &str) -> Tmux {
+        let tmux = Tmux {
+            socket: format!("pvtest-console-{}", std::process::id()),
+        };
+        let out = tmux.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            SESSION,
+            "-x",
+            &WIDTH.to_string(),
+            "-y",
+            &HEIGHT.to_string(),
+            command,
+        ]);
+        assert!(
+            out.status.success(),
+            "tmux: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        tmux
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new("tmux")
+            .args(["-L", &self.socket])
+            .args(args)
+            .output()
+            .expect("tmux")
+    }
+
+    /// Keys as tmux names them: "m", "Enter", "Escape", "BTab", "Tab".
+    fn keys(&self, keys: &[&str]) {
+        for k in keys {
+            let out = self.run(&["send-keys", "-t", SESSION, k]);
+            assert!(out.status.success(), "send-keys {k}");
+            // The console handles one key per event; give each a moment.
+            std::thread::sleep(Duration::from_millis(150));
+        }
+    }
+
+    fn type_text(&self, text: &str) {
+        let out = self.run(&["send-keys", "-t", SESSION, "-l", text]);
+        assert!(out.status.success());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    fn screen(&self) -> String {
+        String::from_utf8_lossy(&self.run(&["capture-pane", "-p", "-t", SESSION]).stdout)
+            .into_owned()
+    }
+
+    fn alive(&self) -> bool {
+        self.run(&["has-session", "-t", SESSION]).status.success()
+    }
+
+    /// Wait until the screen satisfies `check`; panic with the screen if not.
+    fn wait_for(&self, what: &str, limit: Duration, check: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let screen = self.screen();
+            if check(&screen) {
+                return screen;
+            }
+            if Instant::now() > deadline {
+                panic!("timed out waiting for {what}; screen:\n{screen}");
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        if self.alive() {
+            // Quit politely first, so the demo stops its peers and VMs.
+            let _ = self.run(&["send-keys", "-t", SESSION, "q"]);
+            let deadline = Instant::now() + Duration::from_secs(40);
+            while self.alive() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+        let _ = self.run(&["kill-server"]);
+        // tmux leaves its socket file behind.
+        // SAFETY: getuid(2) cannot fail.
+        let uid = unsafe { libc::getuid() };
+        let dir = std::env::var("TMUX_TMPDIR").unwrap_or_else(|_| "/tmp".into());
+        let _ = std::fs::remove_file(format!("{dir}/tmux-{uid}/{}", self.socket));
+    }
+}
+
+fn demo_command(home: &Path, images: &Path) -> String {
+    // XDG dirs in a temp dir: the demo's data and any user keymap/theme stay
+    // out of the operator's. The shell keeps the pane (and stderr) visible if
+    // the demo fails early.
+    format!(
+        "env XDG_DATA_HOME={h}/data XDG_CONFIG_HOME={h}/config TERM=xterm-256color \
+         PEERVISOR_LOG=info,libp2p=warn {bin} demo --peers 2 --image-dir {img} \
+         2>{h}/demo.err; echo DEMO-EXITED $?; sleep 30",
+        h = home.display(),
+        bin = BIN,
+        img = images.display()
+    )
+}
+
+#[test]
+fn vm_console_in_tmux_navigates_filters_helps_and_migrates_with_m() {
+    let images = image_dir();
+    let home = tempfile::tempdir().unwrap();
+    let tmux = Tmux::start(&demo_command(home.path(), &images));
+    let err_log = || std::fs::read_to_string(home.path().join("demo.err")).unwrap_or_default();
+
+    // The demo starts two peers and boots web-1 on peer-a; the console attaches.
+    let screen = tmux.wait_for("web-1 running on peer-a", Duration::from_secs(180), |s| {
+        s.contains("DEMO-EXITED")
+            || (s.contains("peer-a") && s.contains("web-1") && s.contains("running"))
+    });
+    assert!(
+        !screen.contains("DEMO-EXITED"),
+        "demo failed:\n{screen}\n{}",
+        err_log()
+    );
+    // 120x36 shows every pane at once.
+    for title in [
+        "Topology",
+        "VMs (this peer",
+        "Services (overlay)",
+        "Throughput: web-1",
+        "Operations",
+        "Log",
+    ] {
+        assert!(screen.contains(title), "no {title:?}:\n{screen}");
+    }
+    assert!(screen.contains("overlay: 1 peer"), "{screen}");
+    tmux.wait_for("peer-b in the topology", Duration::from_secs(20), |s| {
+        s.contains("peer-b")
+    });
+
+    // Help, generated from the keymap.
+    tmux.keys(&["?"]);
+    let screen = tmux.wait_for("help", Duration::from_secs(5), |s| s.contains(" Help "));
+    assert!(screen.contains("migrate the selected VM"), "{screen}");
+    assert!(screen.contains(":consume SERVICE [PORT]"), "{screen}");
+    tmux.keys(&["Escape"]);
+    tmux.wait_for("help closed", Duration::from_secs(5), |s| {
+        !s.contains(" Help ")
+    });
+
+    // Focus moves with Tab / Shift-Tab; the key bar follows the pane.
+    tmux.keys(&["Tab"]);
+    tmux.wait_for("services focused", Duration::from_secs(5), |s| {
+        s.contains("c consume")
+    });
+    tmux.keys(&["BTab"]);
+    tmux.wait_for("VMs focused", Duration::from_secs(5), |s| {
+        s.contains("m migrate")
+    });
+
+    // Filter: nothing matches, then Esc clears it.
+    tmux.keys(&["/"]);
+    tmux.type_text("zzz");
+    let screen = tmux.wait_for("empty filter", Duration::from_secs(5), |s| {
+        s.contains("no VM matches the filter")
+    });
+    assert!(screen.contains("/zzz"), "{screen}");
+    tmux.keys(&["Escape"]);
+    tmux.wait_for("filter cleared", Duration::from_secs(5), |s| {
+        !s.contains("/zzz") && s.contains("web-1")
+    });
+
+    // Migrate with m: pick peer-b, confirm.
+    tmux.keys(&["m"]);
+    let screen = tmux.wait_for("peer picker", Duration::from_secs(5), |s| {
+        s.contains("Migrate web-1 to…")
+    });
+    assert!(screen.contains("peer-b"), "{screen}");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("confirm prompt", Duration::from_secs(5), |s| {
+        s.contains("Migrate web-1 to peer-b? (y/n)")
+    });
+    tmux.keys(&["y"]);
+    let screen = tmux.wait_for("migration done", Duration::from_secs(120), |s| {
+        s.contains("now runs on peer-b") || s.contains("Migration of web-1 failed")
+    });
+    assert!(
+        screen.contains("now runs on peer-b"),
+        "migration failed:\n{screen}\n{}",
+        err_log()
+    );
+    // The panes follow: web-1 is gone from this peer, the operation is done,
+    // and the overlay view finds it on peer-b.
+    tmux.wait_for(
+        "VM list and operation updated",
+        Duration::from_secs(10),
+        |s| {
+            s.contains("no VMs on this peer")
+                && s.lines()
+                    .any(|l| l.contains("web-1") && l.contains("→ peer-b") && l.contains("done"))
+        },
+    );
+    tmux.keys(&["a"]);
+    tmux.wait_for("overlay VMs", Duration::from_secs(15), |s| {
+        s.contains("VMs (overlay")
+            && s.lines()
+                .any(|l| l.contains("web-1") && l.contains("peer-b"))
+    });
+
+    // q quits; the demo stops its peers and VMs, and the shell says so.
+    tmux.keys(&["q"]);
+    let screen = tmux.wait_for("demo exit", Duration::from_secs(60), |s| {
+        s.contains("DEMO-EXITED")
+    });
+    assert!(screen.contains("DEMO-EXITED 0"), "{screen}\n{}", err_log());
+    let netns = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    assert!(
+        !String::from_utf8_lossy(&netns.stdout).contains("peervisor-demo"),
+        "demo netns left behind"
+    );
+}
