@@ -119,7 +119,8 @@ fn positions(rows: &[PeerRow]) -> HashMap<&str, (f64, f64)> {
             let pos = if r.is_local {
                 (0.0, 0.0)
             } else {
-                let angle = TAU * (i - 1) as f64 / others + TAU / 4.0;
+                // From the upper left, so two peers do not sit on one line with us.
+                let angle = TAU * (i - 1) as f64 / others + TAU * 3.0 / 8.0;
                 (angle.cos(), angle.sin())
             };
             (r.peer_id.as_str(), pos)
