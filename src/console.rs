@@ -157,11 +157,22 @@ fn to_request(command: &UiCommand) -> Option<Request> {
             force: false,
         },
         UiCommand::Delete { vm } => Request::VmRemove { name: vm },
+        UiCommand::Consume {
+            service,
+            local_port,
+        } => Request::Consume {
+            service,
+            local_port,
+            bind: None,
+        },
+        UiCommand::Unconsume { service } => Request::Unconsume { service },
+        UiCommand::Expose { name, target } => Request::Expose {
+            name,
+            target,
+            kind: None,
+        },
         // Not in the control API yet: the executor says so.
-        UiCommand::Pause { .. }
-        | UiCommand::Resume { .. }
-        | UiCommand::Consume { .. }
-        | UiCommand::Expose { .. } => return None,
+        UiCommand::Pause { .. } | UiCommand::Resume { .. } => return None,
     })
 }
 
@@ -178,6 +189,10 @@ fn outcome_text(command: &UiCommand, reply: &Reply) -> String {
             r.seconds
         ),
         Reply::Done { message } => message.clone(),
+        Reply::Consuming(c) => format!(
+            "Consuming {} at {} (through the overlay)",
+            c.service, c.listen
+        ),
         _ => format!("{} done", command.describe()),
     }
 }
@@ -351,4 +366,54 @@ pub fn keys_text(look: &Look) -> String {
     }
     out.push_str(&effective.keymap.to_toml());
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operator_commands_map_to_control_requests_or_are_refused() {
+        assert_eq!(
+            to_request(&UiCommand::Migrate {
+                vm: "web-1".into(),
+                to: "peer-b".into()
+            }),
+            Some(Request::Migrate {
+                vm: "web-1".into(),
+                to: "peer-b".into()
+            })
+        );
+        assert_eq!(
+            to_request(&UiCommand::Stop { vm: "a".into() }),
+            Some(Request::VmStop {
+                name: "a".into(),
+                force: false
+            })
+        );
+        assert_eq!(
+            to_request(&UiCommand::Consume {
+                service: "web".into(),
+                local_port: Some(8080)
+            }),
+            Some(Request::Consume {
+                service: "web".into(),
+                local_port: Some(8080),
+                bind: None
+            })
+        );
+        assert_eq!(
+            to_request(&UiCommand::Expose {
+                name: "pg".into(),
+                target: "127.0.0.1:5432".into()
+            }),
+            Some(Request::Expose {
+                name: "pg".into(),
+                target: "127.0.0.1:5432".into(),
+                kind: None
+            })
+        );
+        // No pause request in the control API yet.
+        assert_eq!(to_request(&UiCommand::Pause { vm: "a".into() }), None);
+    }
 }

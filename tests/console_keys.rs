@@ -13,7 +13,10 @@ fn keys(config_home: &std::path::Path, args: &[&str]) -> (bool, String) {
         .env_remove("PEERVISOR_KEYMAP")
         .output()
         .expect("run peervisor keys");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
 }
 
 fn line<'a>(text: &'a str, action: &str) -> &'a str {
@@ -33,12 +36,22 @@ fn keys_prints_defaults_then_the_users_overrides() {
 
     let dir = home.path().join("peervisor");
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("keymap.toml"), "base = \"vim\"\n[keys]\nmigrate = [\"F2\"]\n").unwrap();
+    std::fs::write(
+        dir.join("keymap.toml"),
+        "base = \"vim\"\n[keys]\nmigrate = [\"F2\"]\n",
+    )
+    .unwrap();
     let (ok, text) = keys(home.path(), &[]);
     assert!(ok);
-    assert!(text.contains("keymaps/vim.toml + ") && text.contains("keymap.toml"), "{text}");
+    assert!(
+        text.contains("keymaps/vim.toml + ") && text.contains("keymap.toml"),
+        "{text}"
+    );
     assert!(line(&text, "migrate").contains(r#"["F2"]"#), "{text}");
-    assert!(line(&text, "delete").contains(r#""x""#), "vim base kept: {text}");
+    assert!(
+        line(&text, "delete").contains(r#""x""#),
+        "vim base kept: {text}"
+    );
 
     // A broken file: the error names file and line; the defaults are printed.
     std::fs::write(dir.join("keymap.toml"), "[keys]\nmigrate = [\"Ctrl+m\"]\n").unwrap();
@@ -52,5 +65,8 @@ fn keys_prints_defaults_then_the_users_overrides() {
 
     // --keymap picks a shipped map regardless of the user file.
     let (_, text) = keys(home.path(), &["--keymap", "vim"]);
-    assert!(text.contains("# from: keymaps/vim.toml") && !text.contains("# error"), "{text}");
+    assert!(
+        text.contains("# from: keymaps/vim.toml") && !text.contains("# error"),
+        "{text}"
+    );
 }

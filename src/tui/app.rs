@@ -499,6 +499,7 @@ impl App {
                     local_port: port,
                 })
             }
+            Parsed::Unconsume { service } => Some(UiCommand::Unconsume { service }),
             Parsed::Expose { name, target } => {
                 self.say(format!("Expose {name} ({target}) requested"));
                 Some(UiCommand::Expose { name, target })

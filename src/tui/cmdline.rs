@@ -38,6 +38,7 @@ pub const COMMANDS: &[(&str, &[Arg], &str)] = &[
         &[Arg::Service, Arg::Port],
         "listen locally for a service",
     ),
+    ("unconsume", &[Arg::Service], "close a local listener"),
     (
         "expose",
         &[Arg::Service, Arg::Target],
@@ -70,6 +71,7 @@ pub enum Parsed {
     Migrate { vm: String, peer: String },
     Replicate { vm: String, peer: String },
     Consume { service: String, port: Option<u16> },
+    Unconsume { service: String },
     Expose { name: String, target: String },
     Start { vm: String },
     Stop { vm: String },
@@ -124,6 +126,7 @@ pub fn parse(line: &str) -> Result<Parsed, String> {
                 ),
             },
         },
+        "unconsume" => Parsed::Unconsume { service: arg(0) },
         "expose" => {
             let target = arg(1);
             let port_ok = target

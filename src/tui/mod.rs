@@ -71,6 +71,9 @@ pub enum UiCommand {
         service: String,
         local_port: Option<u16>,
     },
+    Unconsume {
+        service: String,
+    },
     Expose {
         name: String,
         target: String,
@@ -88,6 +91,7 @@ impl UiCommand {
             UiCommand::Resume { vm } => format!("Resume of {vm}"),
             UiCommand::Delete { vm } => format!("Deletion of {vm}"),
             UiCommand::Consume { service, .. } => format!("Consume {service}"),
+            UiCommand::Unconsume { service } => format!("Unconsume {service}"),
             UiCommand::Expose { name, .. } => format!("Expose {name}"),
         }
     }
@@ -101,7 +105,9 @@ impl UiCommand {
             | UiCommand::Pause { vm }
             | UiCommand::Resume { vm }
             | UiCommand::Delete { vm } => Some(vm),
-            UiCommand::Consume { .. } | UiCommand::Expose { .. } => None,
+            UiCommand::Consume { .. } | UiCommand::Unconsume { .. } | UiCommand::Expose { .. } => {
+                None
+            }
         }
     }
 }
