@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """Render a terminal capture with ANSI colours (`tmux capture-pane -e -p`) to a PNG.
 
     tmux capture-pane -e -p -t SESSION | scripts/ansi-to-png.py out.png [--bg '#1c1c1c']
