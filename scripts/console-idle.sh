@@ -16,6 +16,7 @@ sock="pv-idle-$$"
 export XDG_DATA_HOME="$work/data" XDG_CONFIG_HOME="$work/config"
 cleanup() {
     tmux -L "$sock" kill-server 2>/dev/null || true
+    rm -f "${TMUX_TMPDIR:-/tmp}/tmux-$(id -u)/$sock"
     "$bin" demo --stop >/dev/null 2>&1 || true
     rm -rf "$work"
 }

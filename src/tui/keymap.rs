@@ -463,15 +463,16 @@ pub fn effective(requested: Option<&str>, config_dir: Option<&Path>) -> Effectiv
         error: Some(error),
     };
     let file: PathBuf = match requested {
-        Some(name) if builtin_text(name).is_some() => {
-            let (path, _) = builtin_text(name).unwrap_or((DEFAULT_KEYMAP_PATH, ""));
-            return Effective {
-                keymap: Keymap::builtin(name).unwrap_or_default(),
-                sources: vec![path.to_string()],
-                error: None,
-            };
-        }
-        Some(path) => PathBuf::from(path),
+        Some(name) => match builtin_text(name) {
+            Some((path, _)) => {
+                return Effective {
+                    keymap: Keymap::builtin(name).unwrap_or_default(),
+                    sources: vec![path.to_string()],
+                    error: None,
+                };
+            }
+            None => PathBuf::from(name),
+        },
         None => match config_dir.map(user_keymap_path) {
             Some(p) if p.exists() => p,
             _ => {
