@@ -564,6 +564,17 @@ mod tests {
     }
 
     #[test]
+    fn printed_keymaps_load_back_unchanged() {
+        for name in ["default", "vim"] {
+            let km = Keymap::builtin(name).unwrap();
+            let again = Keymap::load("printed", &km.to_toml()).expect("printed map parses");
+            for action in Action::ALL {
+                assert_eq!(km.keys(action), again.keys(action), "{name}: {action}");
+            }
+        }
+    }
+
+    #[test]
     fn vim_keymap_binds_every_action() {
         let km = Keymap::builtin("vim").expect("vim keymap parses");
         for action in Action::ALL {
