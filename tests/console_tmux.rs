@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::{BIN, image_dir};
+use common::{BIN, NodeOptions, TestNode, fresh_key, image_dir};
 
 const SESSION: &str = "console";
 const WIDTH: u16 = 120;
@@ -96,7 +96,8 @@ impl Tmux {
 
 impl Drop for Tmux {
     fn drop(&mut self) {
-        if self.alive() {
+        // Once the program has exited, the pane only sleeps: no need to wait.
+        if self.alive() && !self.screen().contains("EXITED") {
             // Quit politely first, so the demo stops its peers and VMs.
             let _ = self.run(&["send-keys", "-t", SESSION, "q"]);
             let deadline = Instant::now() + Duration::from_secs(40);
@@ -240,4 +241,60 @@ fn vm_console_in_tmux_navigates_filters_helps_and_migrates_with_m() {
         !String::from_utf8_lossy(&netns.stdout).contains("peervisor-demo"),
         "demo netns left behind"
     );
+}
+
+/// Broken user files do not keep the console from starting: it uses the
+/// defaults and says which file and line are wrong.
+#[test]
+fn console_with_a_broken_keymap_and_theme_starts_with_defaults_and_says_why() {
+    let key = fresh_key();
+    let node = TestNode::start(NodeOptions {
+        nick: "solo",
+        key: &key,
+        bootstrap: None,
+        hypervisor: Some("test:///default"),
+        guest_netns: "unused",
+        extra: &[],
+    });
+    let home = tempfile::tempdir().unwrap();
+    let config = home.path().join("peervisor");
+    std::fs::create_dir_all(config.join("themes")).unwrap();
+    std::fs::write(
+        config.join("keymap.toml"),
+        "[keys]\nmigrate = [\"m\"]\nteleport = [\"t\"]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        config.join("themes/broken.toml"),
+        "[styles]\nheader = { fg = \"cyan\" }\nborder = { fg = \"no-such-colour\" }\n",
+    )
+    .unwrap();
+    let tmux = Tmux::start(&format!(
+        "env XDG_CONFIG_HOME={} TERM=xterm-256color {BIN} --attach {} --theme broken; \
+         echo CONSOLE-EXITED $?; sleep 30",
+        home.path().display(),
+        node.data_dir().display()
+    ));
+    let screen = tmux.wait_for(
+        "the error on the status line",
+        Duration::from_secs(20),
+        |s| s.contains("using defaults") || s.contains("CONSOLE-EXITED"),
+    );
+    for part in [
+        "keymap.toml:3: unknown action `teleport`",
+        "broken.toml:3: style `border`: bad colour fg = `no-such-colour`",
+        "using the default theme",
+        "peer solo",
+    ] {
+        assert!(screen.contains(part), "no {part:?}:\n{screen}");
+    }
+    // The default keys work.
+    tmux.keys(&["?"]);
+    let screen = tmux.wait_for("help", Duration::from_secs(5), |s| s.contains(" Help "));
+    assert!(screen.contains("migrate the selected VM"), "{screen}");
+    tmux.keys(&["Escape", "q"]);
+    let screen = tmux.wait_for("exit", Duration::from_secs(10), |s| {
+        s.contains("CONSOLE-EXITED")
+    });
+    assert!(screen.contains("CONSOLE-EXITED 0"), "{screen}");
 }

@@ -193,12 +193,11 @@ pub enum KeymapError {
         #[source]
         source: Box<toml::de::Error>,
     },
-    #[error("{path}:{line}: unknown action `{action}` (known actions: {known})")]
+    #[error("{path}:{line}: unknown action `{action}` (`peervisor keys` lists them)")]
     UnknownAction {
         path: String,
         line: usize,
         action: String,
-        known: String,
     },
     #[error("{path}:{line}: action `{action}`: bad key `{key}`: {reason}")]
     BadKey {
@@ -272,7 +271,6 @@ fn parse_file(path: &str, text: &str) -> Result<ParsedFile, KeymapError> {
             path: path.to_string(),
             line,
             action: name.clone(),
-            known: Action::ALL.map(Action::name).join(", "),
         })?;
         let mut keys = Vec::new();
         for spec in specs.into_inner() {

@@ -176,7 +176,7 @@ pub async fn run(
         for e in &errors {
             tracing::warn!("{e}");
         }
-        app.say_error(format!("{} (using defaults)", errors.join("; ")));
+        app.say_error(format!("using defaults: {}", errors.join("; ")));
     }
     app.set_status(status.borrow_and_update().clone());
 

@@ -253,7 +253,6 @@ impl Theme {
                 path: path.to_string(),
                 line,
                 name: name.clone(),
-                known: SLOT_NAMES.join(", "),
             })?;
             *slot = style;
         }
@@ -398,12 +397,11 @@ pub enum ThemeError {
         #[source]
         source: Box<toml::de::Error>,
     },
-    #[error("{path}:{line}: unknown style `{name}` (known styles: {known})")]
+    #[error("{path}:{line}: unknown style `{name}` (themes/default.toml lists them)")]
     UnknownStyle {
         path: String,
         line: usize,
         name: String,
-        known: String,
     },
     #[error("{path}:{line}: style `{name}`: bad colour {field} = `{value}`")]
     BadColor {

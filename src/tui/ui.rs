@@ -30,7 +30,7 @@ pub fn draw(frame: &mut Frame, app: &App) {
     let [header_a, body_a, status_a, keys_a] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Fill(1),
-        Constraint::Length(1),
+        Constraint::Length(keybar::status_height(app, area.width)),
         Constraint::Length(1),
     ])
     .areas(area);

@@ -192,7 +192,17 @@ fn status_line(app: &App) -> Line<'static> {
 }
 
 pub fn draw_status(frame: &mut Frame, area: Rect, app: &App) {
-    frame.render_widget(Paragraph::new(status_line(app)), area);
+    frame.render_widget(
+        Paragraph::new(status_line(app)).wrap(ratatui::widgets::Wrap { trim: false }),
+        area,
+    );
+}
+
+/// Lines the status line needs at `width`: long messages (a file error, say)
+/// wrap onto up to three lines instead of being cut.
+pub fn status_height(app: &App, width: u16) -> u16 {
+    let w = status_line(app).width() as u16;
+    w.div_ceil(width.max(1)).clamp(1, 3)
 }
 
 pub fn draw_keys(frame: &mut Frame, area: Rect, app: &App) {
