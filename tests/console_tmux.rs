@@ -283,7 +283,7 @@ fn console_with_a_broken_keymap_and_theme_starts_with_defaults_and_says_why() {
     for part in [
         "keymap.toml:3: unknown action `teleport`",
         "broken.toml:3: style `border`: bad colour fg = `no-such-colour`",
-        "using the default theme",
+        "; using the default",
         "peer solo",
     ] {
         assert!(screen.contains(part), "no {part:?}:\n{screen}");

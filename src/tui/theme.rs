@@ -88,6 +88,7 @@ pub struct Theme {
 /// The style names a theme file may set, with the field each one sets.
 macro_rules! slots {
     ($($name:ident),* $(,)?) => {
+        #[cfg_attr(not(test), allow(dead_code))]
         const SLOT_NAMES: &[&str] = &[$(stringify!($name)),*];
         impl Theme {
             fn slot(&mut self, name: &str) -> Option<&mut Style> {

@@ -201,8 +201,9 @@ pub fn draw_status(frame: &mut Frame, area: Rect, app: &App) {
 /// Lines the status line needs at `width`: long messages (a file error, say)
 /// wrap onto up to three lines instead of being cut.
 pub fn status_height(app: &App, width: u16) -> u16 {
-    let w = status_line(app).width() as u16;
-    w.div_ceil(width.max(1)).clamp(1, 3)
+    let (w, width) = (status_line(app).width() as u16, width.max(1));
+    // One spare line: wrapping at word boundaries needs more than width alone says.
+    (w.div_ceil(width) + u16::from(w > width)).clamp(1, 3)
 }
 
 pub fn draw_keys(frame: &mut Frame, area: Rect, app: &App) {
