@@ -4,7 +4,10 @@
 pub mod accel;
 pub mod daemon;
 pub mod domain;
+mod ffi;
 pub mod netns;
+pub mod sampler;
+pub mod stats;
 
 use std::sync::Arc;
 
@@ -15,30 +18,83 @@ use virt::enumutil::Enum;
 use virt::error::ErrorNumber;
 use virt::sys;
 
-use crate::model::{VmState, VmView};
+use crate::model::{HostStats, VmState, VmView};
 use domain::{DomainSpec, METADATA_NS, parse_metadata};
+use sampler::{SamplerConfig, StatsBoard};
 
 /// A libvirt connection this peer hosts VMs on.
 #[derive(Clone)]
 pub struct Host {
     conn: Arc<Connect>,
     uri: String,
+    stats: Arc<StatsBoard>,
 }
 
 impl Host {
     pub async fn open(uri: &str) -> Result<Host> {
+        Host::open_with(uri, SamplerConfig::default()).await
+    }
+
+    /// Opens the connection and starts the stats sampler and the event watch.
+    pub async fn open_with(uri: &str, sampling: SamplerConfig) -> Result<Host> {
         let owned = uri.to_string();
         // libvirt prints every error to stderr by default; ours carry them instead.
         virt::error::clear_error_callback();
+        // Events and keepalive need libvirt's event loop before the connection opens.
+        if let Err(e) = ffi::ensure_event_loop() {
+            tracing::warn!("libvirt event loop unavailable ({e}); state is polled only");
+        }
         let conn = blocking(move || {
             Connect::open(Some(&owned))
                 .map_err(|e| anyhow!("cannot connect to libvirt at {owned}: {}", e.message()))
         })
         .await?;
-        Ok(Host {
-            conn: Arc::new(conn),
+        let conn = Arc::new(conn);
+        let stats = Arc::new(StatsBoard::new(sampling));
+        sampler::spawn(conn.clone(), &stats, sampling);
+        let host = Host {
+            conn,
             uri: uri.to_string(),
-        })
+            stats,
+        };
+        host.watch_events();
+        Ok(host)
+    }
+
+    /// Host CPU, memory and load, as last sampled.
+    pub fn host_stats(&self) -> Option<HostStats> {
+        self.stats.host()
+    }
+
+    /// Logs libvirt lifecycle events as they happen, so the operator hears of a
+    /// crash or a stop at once (the sampler and status polls are the fallback).
+    fn watch_events(&self) {
+        if !self.uri.starts_with("test:") {
+            // A dead daemon is noticed within ~15 s instead of at the next call.
+            ffi::set_keepalive(&self.conn, 5, 3);
+        }
+        let sink: ffi::EventSink = Box::new(|event: ffi::DomainEvent| {
+            use ffi::Lifecycle::*;
+            let what = match event.what {
+                Started => "started",
+                Suspended => "paused",
+                Resumed => "resumed",
+                Stopped => "stopped",
+                Shutdown => "shutting down",
+                MigratedAway => "migrated away",
+                MigratedIn => "arrived by migration",
+                Crashed => "crashed",
+                Defined | Undefined | Other => return,
+            };
+            if event.what == Crashed {
+                tracing::warn!("VM '{}' {what}", event.name);
+            } else {
+                tracing::info!("VM '{}' {what}", event.name);
+            }
+        });
+        if let Err(e) = ffi::watch_lifecycle(&self.conn, sink) {
+            tracing::warn!("libvirt lifecycle events unavailable: {}", e.message());
+        }
     }
 
     /// Makes libvirt probe QEMU now (seconds on a fresh daemon) rather than during
@@ -71,6 +127,10 @@ impl Host {
             Ok(vms)
         })
         .await
+        .map(|mut vms| {
+            self.stats.annotate(&mut vms);
+            vms
+        })
     }
 
     /// One VM by name; an unknown name is an error that lists the known ones.

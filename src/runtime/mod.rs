@@ -250,7 +250,7 @@ impl Peer {
                 listen_addrs: net.listen_addrs,
                 hypervisor: self.host.uri().to_string(),
                 accel: self.accel.to_string(),
-                host: None,
+                host: self.host.host_stats(),
             },
             peers: net.peers,
             vms,
