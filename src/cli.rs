@@ -111,6 +111,15 @@ pub enum Command {
     /// Which peers may consume from or control this host.
     #[command(subcommand)]
     Peers(PeersCommand),
+    /// VMs with live figures, as a plain table every interval (like virt-top -b).
+    Top {
+        /// Seconds between tables.
+        #[arg(long, short = 'd', default_value_t = 1.0)]
+        delay: f64,
+        /// Stop after this many tables (default: until interrupted).
+        #[arg(long, short = 'n')]
+        iterations: Option<u64>,
+    },
     /// Benchmarks, each printing its baseline measured in the same run.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -127,26 +136,74 @@ pub enum VmCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Create a VM from an image and start it.
+    /// Create a VM from an image and start it (from a TOML manifest, or flags).
     Create {
-        name: String,
-        #[arg(long, default_value_t = 1)]
-        vcpus: u32,
-        #[arg(long = "memory", default_value_t = 128, value_name = "MIB")]
-        memory_mib: u64,
-        #[arg(long, default_value = crate::image::DEFAULT_IMAGE)]
-        image: String,
+        /// VM name (default: the manifest's).
+        name: Option<String>,
+        /// Manifest file: name, vcpus, memory_mib, data_disk_mib, image, [[services]].
+        #[arg(long, short = 'f', value_name = "FILE")]
+        manifest: Option<PathBuf>,
+        #[arg(long)]
+        vcpus: Option<u32>,
+        #[arg(long = "memory", value_name = "MIB")]
+        memory_mib: Option<u64>,
+        #[arg(long)]
+        image: Option<String>,
+        /// Attach a new qcow2 data disk of this size (the guest mounts it on /data).
+        #[arg(long = "data-disk", value_name = "MIB")]
+        data_disk_mib: Option<u64>,
     },
     /// Start a stopped VM.
-    Start { name: String },
-    /// Stop a VM (ACPI request; --force powers it off).
+    Start {
+        name: String,
+        /// Act on a VM peervisor did not create.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Shut a VM down (ACPI power button; powered off after --timeout).
     Stop {
+        name: String,
+        /// Power off at once instead.
+        #[arg(long)]
+        hard: bool,
+        /// Seconds to wait for the guest before powering it off.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+        /// Act on a VM peervisor did not create.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Pause a running VM (it keeps its memory).
+    Pause {
         name: String,
         #[arg(long)]
         force: bool,
     },
-    /// Stop and undefine a VM.
-    Rm { name: String },
+    /// Resume a paused VM.
+    Resume {
+        name: String,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Power off and delete a VM with its disks.
+    Rm {
+        name: String,
+        /// Do not ask for confirmation.
+        #[arg(long, short = 'y')]
+        yes: bool,
+        /// Act on a VM peervisor did not create.
+        #[arg(long)]
+        force: bool,
+    },
+    /// A VM's live figures: CPU, memory, disk and network rates.
+    Stats {
+        name: String,
+        #[arg(long)]
+        json: bool,
+        /// Print a new line every second until interrupted.
+        #[arg(long)]
+        watch: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -186,6 +243,14 @@ pub enum BenchCommand {
     Discovery {
         #[arg(long, default_value_t = 50)]
         peers: usize,
+        #[arg(long, default_value_t = 20)]
+        rounds: usize,
+    },
+    /// Cost of one stats tick (one bulk libvirt call + rates) against libvirt's
+    /// test driver with many domains, against per-domain calls as the baseline.
+    Stats {
+        #[arg(long, default_value_t = 1000)]
+        domains: usize,
         #[arg(long, default_value_t = 20)]
         rounds: usize,
     },

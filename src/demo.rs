@@ -173,6 +173,8 @@ impl Demo {
                 vcpus: 1,
                 memory_mib: 128,
                 image: crate::image::DEFAULT_IMAGE.into(),
+                services: Vec::new(),
+                data_disk_mib: None,
             })
             .await?;
         Ok(())

@@ -11,6 +11,7 @@ mod node;
 mod paths;
 mod runtime;
 mod services;
+mod top;
 mod tui;
 
 use std::path::PathBuf;
@@ -147,6 +148,14 @@ async fn run(cli: Cli) -> Result<()> {
         Some(Command::Bench(BenchCommand::Discovery { peers, rounds })) => {
             services::bench::discovery(peers, rounds).await
         }
+        Some(Command::Top { delay, iterations }) => top(&control, delay, iterations).await,
+        Some(Command::Bench(BenchCommand::Stats { domains, rounds })) => {
+            let table =
+                tokio::task::spawn_blocking(move || hypervisor::bench::stats_tick(domains, rounds))
+                    .await??;
+            print!("{table}");
+            Ok(())
+        }
     }
 }
 
@@ -214,20 +223,155 @@ async fn vm_command(control: &ControlClient, command: VmCommand) -> Result<()> {
         }
         VmCommand::Create {
             name,
+            manifest,
             vcpus,
             memory_mib,
             image,
-        } => Request::VmCreate {
+            data_disk_mib,
+        } => create_request(name, manifest, vcpus, memory_mib, image, data_disk_mib)?,
+        VmCommand::Start { name, force } => Request::VmStart {
             name,
-            vcpus,
-            memory_mib,
-            image,
+            foreign: force,
         },
-        VmCommand::Start { name } => Request::VmStart { name },
-        VmCommand::Stop { name, force } => Request::VmStop { name, force },
-        VmCommand::Rm { name } => Request::VmRemove { name },
+        VmCommand::Stop {
+            name,
+            hard,
+            timeout,
+            force,
+        } => Request::VmStop {
+            name,
+            force: hard,
+            timeout_s: Some(timeout),
+            foreign: force,
+        },
+        VmCommand::Pause { name, force } => Request::VmPause {
+            name,
+            foreign: force,
+        },
+        VmCommand::Resume { name, force } => Request::VmResume {
+            name,
+            foreign: force,
+        },
+        VmCommand::Rm { name, yes, force } => {
+            if !yes && !confirm(&format!("Delete VM '{name}' and its disks?"))? {
+                anyhow::bail!("not removed");
+            }
+            Request::VmRemove {
+                name,
+                foreign: force,
+            }
+        }
+        VmCommand::Stats { name, json, watch } => {
+            return vm_stats(control, &name, json, watch).await;
+        }
     };
     done(control, request).await
+}
+
+/// The create request from a manifest file and/or flags (flags win).
+fn create_request(
+    name: Option<String>,
+    manifest: Option<PathBuf>,
+    vcpus: Option<u32>,
+    memory_mib: Option<u64>,
+    image: Option<String>,
+    data_disk_mib: Option<u64>,
+) -> Result<Request> {
+    use hypervisor::manifest::VmManifest;
+    let base = match &manifest {
+        Some(path) => VmManifest::load(path)?,
+        None => VmManifest::parse(&format!(
+            "name = {:?}",
+            name.clone()
+                .ok_or_else(|| anyhow::anyhow!("give a VM name or --manifest FILE"))?
+        ))?,
+    };
+    let m = VmManifest {
+        name: name.unwrap_or(base.name.clone()),
+        vcpus: vcpus.unwrap_or(base.vcpus),
+        memory_mib: memory_mib.unwrap_or(base.memory_mib),
+        data_disk_mib: data_disk_mib.or(base.data_disk_mib),
+        image: image.or(base.image.clone()),
+        services: base.services.clone(),
+    };
+    m.validate().map_err(|e| match &manifest {
+        Some(path) => anyhow::anyhow!("{}: {e}", path.display()),
+        None => e,
+    })?;
+    Ok(Request::VmCreate {
+        services: m.service_specs(),
+        name: m.name,
+        vcpus: m.vcpus,
+        memory_mib: m.memory_mib,
+        image: m.image.unwrap_or_else(|| image::DEFAULT_IMAGE.into()),
+        data_disk_mib: m.data_disk_mib,
+    })
+}
+
+/// Asks on the terminal; without one, the operator must pass --yes.
+fn confirm(question: &str) -> Result<bool> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        anyhow::bail!("{question} Not a terminal: pass --yes to confirm");
+    }
+    eprint!("{question} [y/N] ");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+}
+
+async fn vm_stats(control: &ControlClient, name: &str, json: bool, watch: bool) -> Result<()> {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let request = Request::VmStats {
+            name: name.to_string(),
+        };
+        let Reply::Vms { vms } = control.call(&request).await? else {
+            anyhow::bail!("unexpected reply to vm stats");
+        };
+        let vm = vms
+            .into_iter()
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("no VM named '{name}'"))?;
+        if json {
+            // One JSON object per line when watching, so scripts can stream it.
+            if watch {
+                println!("{}", serde_json::to_string(&vm)?);
+            } else {
+                println!("{}", serde_json::to_string_pretty(&vm)?);
+            }
+        } else {
+            println!("{}", top::stats_line(&vm));
+        }
+        if !watch {
+            return Ok(());
+        }
+    }
+}
+
+async fn top(control: &ControlClient, delay: f64, iterations: Option<u64>) -> Result<()> {
+    if !(0.1..=3600.0).contains(&delay) {
+        anyhow::bail!("--delay must be between 0.1 and 3600 seconds, got {delay}");
+    }
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs_f64(delay));
+    let mut shown = 0;
+    loop {
+        tick.tick().await;
+        let Reply::Status(status) = control.call(&Request::Status).await? else {
+            anyhow::bail!("unexpected reply to status");
+        };
+        if shown > 0 {
+            println!();
+        }
+        print!("{}", top::host_line(status.local.host.as_ref()));
+        print!("{}", top::table(&status.vms));
+        shown += 1;
+        if iterations.is_some_and(|n| shown >= n) {
+            return Ok(());
+        }
+    }
 }
 
 async fn build_image(dir: PathBuf, name: String) -> Result<()> {

@@ -59,6 +59,15 @@ pub fn console_log_dir() -> PathBuf {
     }
 }
 
+/// Data disks of guests: like the console logs, the path is in the domain XML and
+/// must be the same on every peer of a machine for live migration (shared storage).
+pub fn disk_dir() -> PathBuf {
+    match console_log_dir().parent() {
+        Some(parent) => parent.join("disks"),
+        None => std::env::temp_dir().join("peervisor-disks"),
+    }
+}
+
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }

@@ -7,7 +7,7 @@ pub mod server;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{ConsumptionView, ServiceView, Status, VmView};
+use crate::model::{ConsumptionView, ServiceSpec, ServiceView, Status, VmView};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "request", rename_all = "snake_case")]
@@ -19,15 +19,46 @@ pub enum Request {
         vcpus: u32,
         memory_mib: u64,
         image: String,
+        /// From the VM's manifest; stored in its domain XML, started by the guest.
+        #[serde(default)]
+        services: Vec<ServiceSpec>,
+        /// Size of a qcow2 data disk to create, MiB.
+        #[serde(default)]
+        data_disk_mib: Option<u64>,
     },
     VmStart {
         name: String,
+        /// Act on a VM peervisor did not create.
+        #[serde(default)]
+        foreign: bool,
     },
+    /// Graceful (ACPI) shutdown, powered off after `timeout_s`; `force`: power off now.
     VmStop {
         name: String,
         force: bool,
+        #[serde(default)]
+        timeout_s: Option<u64>,
+        #[serde(default)]
+        foreign: bool,
     },
+    VmPause {
+        name: String,
+        #[serde(default)]
+        foreign: bool,
+    },
+    VmResume {
+        name: String,
+        #[serde(default)]
+        foreign: bool,
+    },
+    /// Powers off, undefines and removes the disks peervisor made for the VM.
     VmRemove {
+        name: String,
+        #[serde(default)]
+        foreign: bool,
+    },
+    /// One VM with its latest rates and history (answered with `Vms`).
+    VmStats {
         name: String,
     },
     Migrate {

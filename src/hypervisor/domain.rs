@@ -6,6 +6,8 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use super::accel::Accel;
+use super::manifest::services_arg;
+use crate::model::ServiceSpec;
 
 /// XML namespace of the metadata peervisor keeps inside the domain, so it travels
 /// with the VM on migration.
@@ -26,6 +28,10 @@ pub struct DomainSpec {
     /// Where QEMU writes the guest's serial console (boot log).
     pub console_log: PathBuf,
     pub image: String,
+    /// Services from the VM's manifest: kept in the metadata, started by the guest.
+    pub services: Vec<ServiceSpec>,
+    /// An optional qcow2 data disk (virtio, `vda` in the guest).
+    pub data_disk: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -42,15 +48,50 @@ pub struct GuestNic {
 pub struct VmMetadata {
     pub ip: Option<String>,
     pub image: Option<String>,
+    pub services: Vec<ServiceSpec>,
+    /// Disk files peervisor created for the VM (removed with it).
+    pub disks: Vec<String>,
 }
 
 impl DomainSpec {
     /// The guest's kernel command line: its init reads `pv.*` from here.
     pub fn cmdline(&self) -> String {
-        format!(
+        let mut line = format!(
             "console=ttyS0 quiet panic=-1 pv.name={} pv.ip={}/{} pv.gw={}",
             self.name, self.network.ip, self.network.prefix, self.network.gateway
-        )
+        );
+        if !self.services.is_empty() {
+            let _ = write!(line, " pv.services={}", services_arg(&self.services));
+        }
+        line
+    }
+
+    /// Our `<metadata>` child: the manifest travels with the domain.
+    fn metadata_xml(&self) -> String {
+        let p = METADATA_PREFIX;
+        let mut x = format!(
+            "<{p}:vm xmlns:{p}='{METADATA_NS}'><{p}:ip>{}</{p}:ip><{p}:image>{}</{p}:image>",
+            self.network.ip,
+            esc(&self.image)
+        );
+        for s in &self.services {
+            let _ = write!(
+                x,
+                "<{p}:service name='{}' type='{}' port='{}'>",
+                esc(&s.name),
+                esc(&s.kind),
+                s.port
+            );
+            for (k, v) in &s.tags {
+                let _ = write!(x, "<{p}:tag name='{}' value='{}'/>", esc(k), esc(v));
+            }
+            let _ = write!(x, "</{p}:service>");
+        }
+        if let Some(disk) = &self.data_disk {
+            let _ = write!(x, "<{p}:disk>{}</{p}:disk>", esc_path(disk));
+        }
+        let _ = write!(x, "</{p}:vm>");
+        x
     }
 
     pub fn to_xml(&self) -> String {
@@ -68,13 +109,7 @@ impl DomainSpec {
         let _ = writeln!(x, "  <name>{}</name>", esc(&self.name));
         let _ = writeln!(x, "  <uuid>{}</uuid>", esc(&self.uuid));
         let _ = writeln!(x, "  <metadata>");
-        let _ = writeln!(
-            x,
-            "    <{p}:vm xmlns:{p}='{METADATA_NS}'><{p}:ip>{ip}</{p}:ip><{p}:image>{image}</{p}:image></{p}:vm>",
-            p = METADATA_PREFIX,
-            ip = self.network.ip,
-            image = esc(&self.image),
-        );
+        let _ = writeln!(x, "    {}", self.metadata_xml());
         let _ = writeln!(x, "  </metadata>");
         let _ = writeln!(x, "  <memory unit='MiB'>{}</memory>", self.memory_mib);
         let _ = writeln!(x, "  <vcpu>{}</vcpu>", self.vcpus);
@@ -84,11 +119,21 @@ impl DomainSpec {
         let _ = writeln!(x, "    <initrd>{}</initrd>", esc_path(&self.initrd));
         let _ = writeln!(x, "    <cmdline>{}</cmdline>", esc(&self.cmdline()));
         let _ = writeln!(x, "  </os>");
+        // ACPI: the guest powers off on the power button (graceful shutdown).
+        let _ = writeln!(x, "  <features><acpi/></features>");
         let _ = writeln!(x, "  {cpu}");
         let _ = writeln!(x, "  <on_poweroff>destroy</on_poweroff>");
         let _ = writeln!(x, "  <on_reboot>restart</on_reboot>");
         let _ = writeln!(x, "  <on_crash>destroy</on_crash>");
         let _ = writeln!(x, "  <devices>");
+        if let Some(disk) = &self.data_disk {
+            // cache='none': libvirt allows live migration of a disk both hosts see.
+            let _ = writeln!(x, "    <disk type='file' device='disk'>");
+            let _ = writeln!(x, "      <driver name='qemu' type='qcow2' cache='none'/>");
+            let _ = writeln!(x, "      <source file='{}'/>", esc_path(disk));
+            let _ = writeln!(x, "      <target dev='vda' bus='virtio'/>");
+            let _ = writeln!(x, "    </disk>");
+        }
         let _ = writeln!(x, "    <interface type='bridge'>");
         let _ = writeln!(x, "      <source bridge='{}'/>", esc(&self.network.bridge));
         let _ = writeln!(x, "      <mac address='{}'/>", esc(&self.network.mac));
@@ -120,10 +165,89 @@ pub fn mac_for(uuid: &str) -> String {
 
 /// Reads our `<metadata>` element (as returned by virDomainGetMetadata).
 pub fn parse_metadata(xml: &str) -> VmMetadata {
+    let (services, disks) = services_and_disks(xml);
     VmMetadata {
         ip: element_text(xml, "ip"),
         image: element_text(xml, "image"),
+        services,
+        disks,
     }
+}
+
+/// `<service name type port><tag name value/></service>` and `<disk>path</disk>`
+/// elements, whatever their prefix; malformed ones are skipped.
+fn services_and_disks(xml: &str) -> (Vec<ServiceSpec>, Vec<String>) {
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::Reader::from_str(xml);
+    let (mut services, mut disks) = (Vec::new(), Vec::new());
+    let mut current: Option<ServiceSpec> = None;
+    let mut in_disk = false;
+    loop {
+        match reader.read_event() {
+            Ok(event @ (Event::Start(_) | Event::Empty(_))) => {
+                let empty = matches!(event, Event::Empty(_));
+                let (Event::Start(e) | Event::Empty(e)) = event else {
+                    continue;
+                };
+                let attrs = attributes(&e);
+                let get = |k: &str| attrs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+                match e.local_name().as_ref() {
+                    b"service" => {
+                        let port = get("port").and_then(|p| p.parse().ok());
+                        current = match (get("name"), get("type"), port) {
+                            (Some(name), Some(kind), Some(port)) => Some(ServiceSpec {
+                                name,
+                                kind,
+                                port,
+                                tags: Vec::new(),
+                            }),
+                            _ => None,
+                        };
+                        if empty {
+                            services.extend(current.take());
+                        }
+                    }
+                    b"tag" => {
+                        if let (Some(s), Some(k), Some(v)) =
+                            (current.as_mut(), get("name"), get("value"))
+                        {
+                            s.tags.push((k, v));
+                        }
+                    }
+                    b"disk" => in_disk = !empty,
+                    _ => {}
+                }
+            }
+            Ok(Event::Text(t)) if in_disk => {
+                if let Ok(text) = t.decode() {
+                    disks.push(
+                        quick_xml::escape::unescape(&text)
+                            .map(|s| s.trim().to_string())
+                            .unwrap_or_default(),
+                    );
+                }
+            }
+            Ok(Event::End(e)) => match e.local_name().as_ref() {
+                b"service" => services.extend(current.take()),
+                b"disk" => in_disk = false,
+                _ => {}
+            },
+            Ok(Event::Eof) | Err(_) => break,
+            _ => {}
+        }
+    }
+    (services, disks)
+}
+
+fn attributes(e: &quick_xml::events::BytesStart) -> Vec<(String, String)> {
+    e.attributes()
+        .flatten()
+        .filter_map(|a| {
+            let key = String::from_utf8_lossy(a.key.local_name().as_ref()).into_owned();
+            let value = a.unescape_value().ok()?.into_owned();
+            Some((key, value))
+        })
+        .collect()
 }
 
 /// Text of the first element with this local name, whatever its prefix.

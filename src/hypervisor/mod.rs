@@ -2,14 +2,17 @@
 //! on tokio's blocking pool; a libvirt connection is thread-safe and shared.
 
 pub mod accel;
+pub mod bench;
 pub mod daemon;
 pub mod domain;
 mod ffi;
+pub mod manifest;
 pub mod netns;
 pub mod sampler;
 pub mod stats;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use virt::connect::Connect;
@@ -192,24 +195,69 @@ impl Host {
         .await
     }
 
-    /// Stops a VM: an ACPI shutdown request, or a hard power-off with `force`.
-    /// (Our initramfs guest has no ACPI daemon, so `force` is what stops it today.)
-    pub async fn stop(&self, name: &str, force: bool) -> Result<()> {
-        self.with_domain(name, move |d, name| {
-            let result = if force { d.destroy() } else { d.shutdown() };
-            result.map_err(|e| anyhow!("stopping VM '{name}': {}", e.message()))
+    /// Powers a VM off at once (like pulling the plug).
+    pub async fn power_off(&self, name: &str) -> Result<()> {
+        self.with_domain(name, |d, name| {
+            d.destroy()
+                .map(|_| ())
+                .map_err(|e| anyhow!("powering off VM '{name}': {}", e.message()))
         })
         .await
     }
 
-    /// Stops (if running) and undefines a VM.
-    pub async fn remove(&self, name: &str) -> Result<()> {
+    /// Asks the guest to shut down (ACPI power button) and waits up to `timeout`;
+    /// powers it off if it is still running then. Returns true if it stopped by itself.
+    pub async fn shutdown(&self, name: &str, timeout: Duration) -> Result<bool> {
         self.with_domain(name, |d, name| {
+            d.shutdown()
+                .map(|_| ())
+                .map_err(|e| anyhow!("shutting down VM '{name}': {}", e.message()))
+        })
+        .await?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        while tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if self.vm(name).await?.state == VmState::Stopped {
+                return Ok(true);
+            }
+        }
+        match self.power_off(name).await {
+            Ok(()) => Ok(false),
+            // It stopped between the last check and the power-off.
+            Err(_) if self.vm(name).await?.state == VmState::Stopped => Ok(true),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn pause(&self, name: &str) -> Result<()> {
+        self.with_domain(name, |d, name| {
+            d.suspend()
+                .map(|_| ())
+                .map_err(|e| anyhow!("pausing VM '{name}': {}", e.message()))
+        })
+        .await
+    }
+
+    pub async fn resume(&self, name: &str) -> Result<()> {
+        self.with_domain(name, |d, name| {
+            d.resume()
+                .map(|_| ())
+                .map_err(|e| anyhow!("resuming VM '{name}': {}", e.message()))
+        })
+        .await
+    }
+
+    /// Stops (if running) and undefines a VM. Returns the disk files peervisor
+    /// recorded for it in its metadata (the caller decides what to delete).
+    pub async fn remove(&self, name: &str) -> Result<Vec<String>> {
+        self.with_domain(name, |d, name| {
+            let disks = read_metadata(d).map(|m| m.disks).unwrap_or_default();
             if d.is_active().unwrap_or(false) {
                 let _ = d.destroy();
             }
             d.undefine()
-                .map_err(|e| anyhow!("removing VM '{name}': {}", e.message()))
+                .map_err(|e| anyhow!("removing VM '{name}': {}", e.message()))?;
+            Ok(disks)
         })
         .await
     }
@@ -262,14 +310,7 @@ fn lookup(conn: &Connect, name: &str) -> Result<Option<Domain>> {
 fn vm_view(domain: &Domain) -> Result<VmView> {
     let name = domain.name().context("domain name")?;
     let info = domain.info().context("domain info")?;
-    let metadata = domain
-        .metadata(
-            sys::VIR_DOMAIN_METADATA_ELEMENT as i32,
-            Some(METADATA_NS),
-            0,
-        )
-        .ok()
-        .map(|xml| parse_metadata(&xml));
+    let metadata = read_metadata(domain);
     Ok(VmView {
         name,
         uuid: domain.uuid_string().unwrap_or_default(),
@@ -278,9 +319,22 @@ fn vm_view(domain: &Domain) -> Result<VmView> {
         memory_mib: info.memory / 1024,
         ip: metadata.as_ref().and_then(|m| m.ip.clone()),
         managed: metadata.is_some(),
+        services: metadata.map(|m| m.services).unwrap_or_default(),
         service_up: None,
         ..VmView::default()
     })
+}
+
+/// peervisor's metadata of a domain; None for a foreign domain.
+fn read_metadata(domain: &Domain) -> Option<domain::VmMetadata> {
+    domain
+        .metadata(
+            sys::VIR_DOMAIN_METADATA_ELEMENT as i32,
+            Some(METADATA_NS),
+            0,
+        )
+        .ok()
+        .map(|xml| parse_metadata(&xml))
 }
 
 fn state_of(state: sys::virDomainState) -> VmState {

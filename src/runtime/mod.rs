@@ -12,6 +12,7 @@ mod services;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use libp2p::Multiaddr;
@@ -20,12 +21,13 @@ use crate::control::{Reply, Request};
 use crate::hypervisor::accel::{Accel, AccelChoice};
 use crate::hypervisor::daemon::{DaemonConfig, PrivateDaemon};
 use crate::hypervisor::domain::{DomainSpec, GuestNic, mac_for};
+use crate::hypervisor::manifest::{ManifestService, VmManifest};
 use crate::hypervisor::netns::GuestNetwork;
 use crate::hypervisor::{Host, local_socket_for};
 use crate::model::{LocalPeer, Status};
 use crate::node::protocol::{ControlRequest, ControlResponse};
 use crate::node::{self, Client, Event, NodeConfig};
-use crate::paths::{DataDir, console_log_dir};
+use crate::paths::{DataDir, console_log_dir, disk_dir};
 use migrate::TunnelGrants;
 use operations::Operations;
 
@@ -157,26 +159,81 @@ impl Peer {
                 vcpus,
                 memory_mib,
                 image,
+                services,
+                data_disk_mib,
             } => {
-                self.create_vm(&name, vcpus, memory_mib, &image).await?;
+                let manifest = VmManifest {
+                    name: name.clone(),
+                    vcpus,
+                    memory_mib,
+                    data_disk_mib,
+                    image: Some(image),
+                    services: services
+                        .into_iter()
+                        .map(|s| ManifestService {
+                            name: s.name,
+                            kind: s.kind,
+                            port: u32::from(s.port),
+                            tags: s.tags.into_iter().collect(),
+                        })
+                        .collect(),
+                };
+                self.create_vm(&manifest).await?;
                 self.services.republish.notify_one();
                 Ok(done(format!("VM '{name}' created and started")))
             }
-            Request::VmStart { name } => {
+            Request::VmStart { name, foreign } => {
+                self.check_ours(&name, foreign).await?;
                 self.host.start(&name).await?;
                 self.services.republish.notify_one();
                 Ok(done(format!("VM '{name}' started")))
             }
-            Request::VmStop { name, force } => {
-                self.host.stop(&name, force).await?;
+            Request::VmStop {
+                name,
+                force,
+                timeout_s,
+                foreign,
+            } => {
+                self.check_ours(&name, foreign).await?;
+                if force {
+                    self.host.power_off(&name).await?;
+                    self.services.republish.notify_one();
+                    return Ok(done(format!("VM '{name}' powered off")));
+                }
+                let timeout = Duration::from_secs(timeout_s.unwrap_or(DEFAULT_STOP_TIMEOUT_S));
+                let message = if self.host.shutdown(&name, timeout).await? {
+                    format!("VM '{name}' shut down")
+                } else {
+                    format!(
+                        "VM '{name}' did not shut down within {} s: powered off",
+                        timeout.as_secs()
+                    )
+                };
                 self.services.republish.notify_one();
-                Ok(done(format!("VM '{name}' stopping")))
+                Ok(done(message))
             }
-            Request::VmRemove { name } => {
-                self.host.remove(&name).await?;
+            Request::VmPause { name, foreign } => {
+                self.check_ours(&name, foreign).await?;
+                self.host.pause(&name).await?;
+                self.services.republish.notify_one();
+                Ok(done(format!("VM '{name}' paused")))
+            }
+            Request::VmResume { name, foreign } => {
+                self.check_ours(&name, foreign).await?;
+                self.host.resume(&name).await?;
+                self.services.republish.notify_one();
+                Ok(done(format!("VM '{name}' resumed")))
+            }
+            Request::VmRemove { name, foreign } => {
+                self.check_ours(&name, foreign).await?;
+                let disks = self.host.remove(&name).await?;
+                remove_vm_files(&name, &disks);
                 self.services.republish.notify_one();
                 Ok(done(format!("VM '{name}' removed")))
             }
+            Request::VmStats { name } => Ok(Reply::Vms {
+                vms: vec![self.host.vm(&name).await?],
+            }),
             Request::Migrate { vm, to } => {
                 let report = self.migrate(&vm, &to).await?;
                 self.services.republish.notify_one();
@@ -270,25 +327,31 @@ impl Peer {
         peers::peer_id_of(&peers::resolve(query, &peers)?)
     }
 
-    async fn create_vm(&self, name: &str, vcpus: u32, memory_mib: u64, image: &str) -> Result<()> {
+    async fn create_vm(&self, manifest: &VmManifest) -> Result<()> {
+        let name = manifest.name.as_str();
         validate_vm_name(name)?;
-        if !(1..=64).contains(&vcpus) {
-            bail!("vcpus must be between 1 and 64, got {vcpus}");
-        }
-        if !(64..=1024 * 1024).contains(&memory_mib) {
-            bail!("memory must be between 64 and 1048576 MiB, got {memory_mib}");
-        }
+        manifest.validate()?;
         let image_dir = self.config.image_dir.clone();
-        let image_name = image.to_string();
+        let image_name = manifest
+            .image
+            .clone()
+            .unwrap_or_else(|| crate::image::DEFAULT_IMAGE.to_string());
         let image =
             tokio::task::spawn_blocking(move || crate::image::find(&image_dir, &image_name))
                 .await??;
+        if self.host.vm(name).await.is_ok() {
+            bail!("a VM named '{name}' exists already on this peer");
+        }
         let uuid = new_uuid();
         let ip = self.network.guest_ip_for(&uuid);
         self.ensure_ip_free(ip).await?;
         let console_dir = console_log_dir();
         std::fs::create_dir_all(&console_dir)
             .with_context(|| format!("creating {}", console_dir.display()))?;
+        let data_disk = match manifest.data_disk_mib {
+            Some(mib) => Some(create_data_disk(name, &uuid, mib).await?),
+            None => None,
+        };
         let spec = DomainSpec {
             name: name.to_string(),
             network: GuestNic {
@@ -299,16 +362,38 @@ impl Peer {
                 gateway: self.network.gateway,
             },
             uuid,
-            vcpus,
-            memory_mib,
+            vcpus: manifest.vcpus,
+            memory_mib: manifest.memory_mib,
             accel: self.accel,
             kernel: image.kernel,
             initrd: image.initrd,
             console_log: console_dir.join(format!("{name}.log")),
             image: image.name,
+            services: if manifest.services.is_empty() {
+                default_services()
+            } else {
+                manifest.service_specs()
+            },
+            data_disk: data_disk.clone(),
         };
-        self.host.create(&spec).await?;
+        if let Err(e) = self.host.create(&spec).await {
+            if let Some(disk) = data_disk {
+                let _ = std::fs::remove_file(disk);
+            }
+            return Err(e);
+        }
         tracing::info!("VM '{name}' started at {ip}");
+        Ok(())
+    }
+
+    /// Refuses lifecycle changes on VMs peervisor did not create, unless asked.
+    async fn check_ours(&self, name: &str, foreign: bool) -> Result<()> {
+        let vm = self.host.vm(name).await?;
+        if !vm.managed && !foreign {
+            bail!(
+                "VM '{name}' was not created by peervisor: it is shown read-only (use --force to act on it anyway)"
+            );
+        }
         Ok(())
     }
 
@@ -371,7 +456,10 @@ impl Peer {
         if destroy_vms && let Ok(vms) = self.host.list().await {
             for vm in vms.into_iter().filter(|v| v.managed) {
                 match self.host.remove(&vm.name).await {
-                    Ok(()) => tracing::info!("VM '{}' destroyed", vm.name),
+                    Ok(disks) => {
+                        remove_vm_files(&vm.name, &disks);
+                        tracing::info!("VM '{}' destroyed", vm.name)
+                    }
                     Err(e) => tracing::warn!("{e:#}"),
                 }
             }
@@ -381,6 +469,65 @@ impl Peer {
             let _ = tokio::task::spawn_blocking(move || daemon.stop()).await;
         }
     }
+}
+
+/// What a VM created without a manifest serves (the guest's defaults).
+fn default_services() -> Vec<crate::model::ServiceSpec> {
+    let spec = |name: &str, kind: &str, port| crate::model::ServiceSpec {
+        name: name.into(),
+        kind: kind.into(),
+        port,
+        tags: Vec::new(),
+    };
+    vec![spec("web", "http", 80), spec("echo", "echo", 7)]
+}
+
+/// How long a graceful stop waits before powering the VM off.
+const DEFAULT_STOP_TIMEOUT_S: u64 = 30;
+
+/// `qemu-img create -f qcow2 <disk dir>/<name>-<uuid8>.qcow2 <mib>M`. The guest
+/// formats it on first boot.
+async fn create_data_disk(name: &str, uuid: &str, mib: u64) -> Result<PathBuf> {
+    let dir = disk_dir();
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(format!("{name}-{}.qcow2", &uuid[..8]));
+    let out = tokio::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&path)
+        .arg(format!("{mib}M"))
+        .output()
+        .await
+        .context("running qemu-img (install qemu-utils)")?;
+    if !out.status.success() {
+        bail!(
+            "qemu-img create {}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(path)
+}
+
+/// Deletes what peervisor made for a removed VM: its data disks (only inside
+/// our disk dir, whatever the metadata says) and its console log.
+fn remove_vm_files(name: &str, disks: &[String]) {
+    let dir = disk_dir();
+    for disk in disks {
+        let path = PathBuf::from(disk);
+        if path.parent() == Some(dir.as_path()) {
+            if let Err(e) = std::fs::remove_file(&path)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!("removing {}: {e}", path.display());
+            }
+        } else {
+            tracing::warn!(
+                "VM '{name}': disk {disk} is outside {}: left alone",
+                dir.display()
+            );
+        }
+    }
+    let _ = std::fs::remove_file(console_log_dir().join(format!("{name}.log")));
 }
 
 fn done(message: String) -> Reply {

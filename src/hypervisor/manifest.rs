@@ -1,0 +1,241 @@
+//! The VM manifest: what an operator writes (TOML) to describe a VM and the
+//! services it provides. It is checked here, stored in the domain XML's metadata
+//! (so it travels with the VM) and handed to the guest on its kernel command line.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+
+use anyhow::{Result, anyhow, bail};
+use serde::Deserialize;
+
+use crate::model::ServiceSpec;
+
+/// Service types the guest image knows how to start.
+pub const SERVICE_TYPES: &[&str] = &["http", "echo", "kv"];
+
+/// A VM as a manifest file describes it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmManifest {
+    pub name: String,
+    #[serde(default = "default_vcpus")]
+    pub vcpus: u32,
+    #[serde(default = "default_memory", alias = "memory")]
+    pub memory_mib: u64,
+    /// Size of an optional qcow2 data disk, MiB.
+    #[serde(default)]
+    pub data_disk_mib: Option<u64>,
+    #[serde(default)]
+    pub image: Option<String>,
+    #[serde(default)]
+    pub services: Vec<ManifestService>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestService {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub port: u32,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+}
+
+fn default_vcpus() -> u32 {
+    1
+}
+
+fn default_memory() -> u64 {
+    128
+}
+
+impl VmManifest {
+    /// Reads and checks a manifest file; errors name the file and the field.
+    pub fn load(path: &Path) -> Result<VmManifest> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow!("cannot read manifest {}: {e}", path.display()))?;
+        VmManifest::parse(&text).map_err(|e| anyhow!("{}: {e}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> Result<VmManifest> {
+        let manifest: VmManifest = toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+            match line {
+                Some(l) => anyhow!("line {l}: {}", e.message().trim()),
+                None => anyhow!("{}", e.message().trim()),
+            }
+        })?;
+        manifest.validate()?;
+        Ok(manifest)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if !(1..=64).contains(&self.vcpus) {
+            bail!("vcpus: must be between 1 and 64, got {}", self.vcpus);
+        }
+        if !(64..=1024 * 1024).contains(&self.memory_mib) {
+            bail!(
+                "memory_mib: must be between 64 and 1048576, got {}",
+                self.memory_mib
+            );
+        }
+        if let Some(size) = self.data_disk_mib
+            && !(1..=1024 * 1024).contains(&size)
+        {
+            bail!("data_disk_mib: must be between 1 and 1048576, got {size}");
+        }
+        let mut names = HashSet::new();
+        let mut ports = HashSet::new();
+        for (i, s) in self.services.iter().enumerate() {
+            let at = format!("services[{i}]");
+            if !valid_service_name(&s.name) {
+                bail!(
+                    "{at}.name: '{}' is not a service name (1-32 lowercase letters, digits, '-')",
+                    s.name
+                );
+            }
+            if !names.insert(s.name.as_str()) {
+                bail!("{at}.name: duplicate service '{}'", s.name);
+            }
+            if !SERVICE_TYPES.contains(&s.kind.as_str()) {
+                bail!(
+                    "{at}.type: unknown service type '{}' (known: {})",
+                    s.kind,
+                    SERVICE_TYPES.join(", ")
+                );
+            }
+            if !(1..=65535).contains(&s.port) {
+                bail!("{at}.port: {} is out of range 1-65535", s.port);
+            }
+            if !ports.insert(s.port) {
+                bail!("{at}.port: port {} is used twice", s.port);
+            }
+            for key in s.tags.keys() {
+                if key.is_empty() {
+                    bail!("{at}.tags: empty tag name");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn service_specs(&self) -> Vec<ServiceSpec> {
+        self.services
+            .iter()
+            .map(|s| ServiceSpec {
+                name: s.name.clone(),
+                kind: s.kind.clone(),
+                port: s.port as u16,
+                tags: s.tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            })
+            .collect()
+    }
+}
+
+/// Lowercase letters, digits and '-': safe in a kernel argument and a file name.
+pub fn valid_service_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 32
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+/// `web:http:80,kv:kv:7000`: what the guest's /init reads from `pv.services=`.
+pub fn services_arg(services: &[ServiceSpec]) -> String {
+    services
+        .iter()
+        .map(|s| format!("{}:{}:{}", s.name, s.kind, s.port))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+name = "web-1"
+vcpus = 2
+memory_mib = 256
+data_disk_mib = 64
+
+[[services]]
+name = "web"
+type = "http"
+port = 80
+tags = { tier = "front" }
+
+[[services]]
+name = "store"
+type = "kv"
+port = 7000
+"#;
+
+    #[test]
+    fn a_manifest_reads_into_services() {
+        let m = VmManifest::parse(GOOD).unwrap();
+        assert_eq!(m.vcpus, 2);
+        assert_eq!(m.data_disk_mib, Some(64));
+        let specs = m.service_specs();
+        assert_eq!(specs[0].port, 80);
+        assert_eq!(specs[0].tags, vec![("tier".into(), "front".into())]);
+        assert_eq!(services_arg(&specs), "web:http:80,store:kv:7000");
+    }
+
+    fn error_of(text: &str) -> String {
+        VmManifest::parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn bad_manifests_name_the_field() {
+        let unknown = error_of("name = \"a\"\ncolour = \"red\"\n");
+        assert!(
+            unknown.contains("colour") && unknown.contains("line 2"),
+            "{unknown}"
+        );
+        let port =
+            error_of("name = \"a\"\n[[services]]\nname = \"w\"\ntype = \"http\"\nport = 70000\n");
+        assert!(
+            port.contains("services[0].port") && port.contains("70000"),
+            "{port}"
+        );
+        let zero =
+            error_of("name = \"a\"\n[[services]]\nname = \"w\"\ntype = \"http\"\nport = 0\n");
+        assert!(zero.contains("services[0].port"), "{zero}");
+        let dup = error_of(
+            "name = \"a\"\n[[services]]\nname = \"w\"\ntype = \"http\"\nport = 80\n\
+             [[services]]\nname = \"w\"\ntype = \"kv\"\nport = 81\n",
+        );
+        assert!(
+            dup.contains("services[1].name") && dup.contains("duplicate"),
+            "{dup}"
+        );
+        let kind =
+            error_of("name = \"a\"\n[[services]]\nname = \"w\"\ntype = \"ftp\"\nport = 21\n");
+        assert!(
+            kind.contains("services[0].type") && kind.contains("ftp"),
+            "{kind}"
+        );
+        let svc_field = error_of(
+            "name = \"a\"\n[[services]]\nname = \"w\"\ntype = \"kv\"\nport = 1\nproto = \"udp\"\n",
+        );
+        assert!(svc_field.contains("proto"), "{svc_field}");
+        assert!(error_of("vcpus = 1\n").contains("name"));
+        assert!(error_of("name = \"a\"\nvcpus = 0\n").contains("vcpus"));
+    }
+
+    #[test]
+    fn load_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vm.toml");
+        std::fs::write(&path, "name = \"a\"\nbogus = 1\n").unwrap();
+        let e = VmManifest::load(&path).unwrap_err().to_string();
+        assert!(e.contains("vm.toml") && e.contains("bogus"), "{e}");
+        let missing = VmManifest::load(&dir.path().join("nope.toml")).unwrap_err();
+        assert!(missing.to_string().contains("nope.toml"));
+    }
+}
