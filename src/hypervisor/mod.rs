@@ -143,7 +143,12 @@ impl Host {
         let found =
             blocking(move || lookup(&conn, &owned)?.map(|d| vm_view(&d)).transpose()).await?;
         match found {
-            Some(vm) => Ok(vm),
+            Some(vm) => {
+                let mut one = [vm];
+                self.stats.annotate(&mut one);
+                let [vm] = one;
+                Ok(vm)
+            }
             None => Err(self.unknown_vm(name).await),
         }
     }

@@ -34,6 +34,10 @@ pub const DISK_MODULES: &[&str] = &[
     "virtio_blk",
 ];
 
+/// The ACPI power button as an input device, so the guest hears a graceful
+/// shutdown request; optional (without them, stopping means powering off).
+pub const ACPI_MODULES: &[&str] = &["button", "evdev"];
+
 /// Where busybox-static puts its binary (before and after usrmerge).
 const BUSYBOX_PATHS: &[&str] = &["/bin/busybox", "/usr/bin/busybox"];
 
@@ -123,7 +127,8 @@ fn copy_modules(kernel: &Extracted, busybox: &Path, dest: &Path) -> Result<Vec<S
     let wanted = NET_MODULES
         .iter()
         .map(|m| (m, true))
-        .chain(DISK_MODULES.iter().map(|m| (m, false)));
+        .chain(DISK_MODULES.iter().map(|m| (m, false)))
+        .chain(ACPI_MODULES.iter().map(|m| (m, false)));
     for (&name, required) in wanted {
         match index.get(name) {
             Some(src) => {

@@ -227,9 +227,10 @@ fn input_hash(pkg: &kernel::Package, busybox: &Path) -> Result<String> {
         pkg.name, pkg.version
     ));
     h.update(format!(
-        "modules={} {}\n",
+        "modules={} {} {}\n",
         initramfs::NET_MODULES.join(","),
-        initramfs::DISK_MODULES.join(",")
+        initramfs::DISK_MODULES.join(","),
+        initramfs::ACPI_MODULES.join(",")
     ));
     h.update(Sha256::digest(&bb));
     h.update(GUEST_INIT.as_bytes());
