@@ -316,6 +316,12 @@ pub struct NodeArgs {
     /// Refuse VMs migrated in by other peers.
     #[arg(long, global = true)]
     pub no_accept_migrations: bool,
+    /// Seconds between two libvirt stats samples.
+    #[arg(long, global = true, default_value_t = 1.0)]
+    pub stats_interval: f64,
+    /// Stats samples kept per VM (history for charts and `vm stats --json`).
+    #[arg(long, global = true, default_value_t = 120)]
+    pub stats_history: usize,
     /// Destroy this node's VMs when it stops (the demo and tests use it).
     #[arg(long, global = true)]
     pub destroy_vms_on_exit: bool,

@@ -395,7 +395,16 @@ async fn build_image(dir: PathBuf, name: String) -> Result<()> {
 }
 
 fn peer_config(data_dir: DataDir, args: &NodeArgs) -> PeerConfig {
+    let interval = if args.stats_interval.is_finite() {
+        args.stats_interval.clamp(0.1, 3600.0)
+    } else {
+        1.0
+    };
     PeerConfig {
+        sampling: hypervisor::sampler::SamplerConfig {
+            interval: std::time::Duration::from_secs_f64(interval),
+            history: args.stats_history.clamp(2, 100_000),
+        },
         data_dir,
         nick: args.nick.clone().unwrap_or_else(default_nick),
         listen: args.listen.clone(),

@@ -85,7 +85,7 @@ mod tests {
         let listener = bind(&path).await.unwrap();
         let handler = Arc::new(|request: Request| async move {
             match request {
-                Request::VmStart { name } => Ok(Reply::Done {
+                Request::VmStart { name, .. } => Ok(Reply::Done {
                     message: format!("started {name}"),
                 }),
                 _ => anyhow::bail!("nope"),
@@ -96,6 +96,7 @@ mod tests {
         let reply = client
             .call(&Request::VmStart {
                 name: "web-1".into(),
+                foreign: false,
             })
             .await
             .unwrap();

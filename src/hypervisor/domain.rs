@@ -302,7 +302,58 @@ mod tests {
             },
             console_log: "/data/console/web-1.log".into(),
             image: "peervisor-guest".into(),
+            services: vec![
+                ServiceSpec {
+                    name: "web".into(),
+                    kind: "http".into(),
+                    port: 80,
+                    tags: vec![("tier".into(), "front & <back>".into())],
+                },
+                ServiceSpec {
+                    name: "store".into(),
+                    kind: "kv".into(),
+                    port: 7000,
+                    tags: Vec::new(),
+                },
+            ],
+            data_disk: Some("/disks/web-1-abcd.qcow2".into()),
         }
+    }
+
+    /// libvirt's own parser accepts the XML and hands our metadata back intact.
+    #[test]
+    fn xml_round_trips_through_libvirt() {
+        use virt::connect::Connect;
+        virt::error::clear_error_callback();
+        let conn = Connect::open(Some("test:///default")).unwrap();
+        // The test driver only runs domains of type 'test'; the rest is ours as is.
+        let xml = spec()
+            .to_xml()
+            .replace("<domain type='qemu'>", "<domain type='test'>");
+        let domain = conn
+            .define_domain_xml(&xml)
+            .expect("libvirt accepts our XML");
+        let back = domain.xml_desc(0).unwrap();
+        assert!(back.contains("<name>web-1</name>"), "{back}");
+        assert!(
+            back.contains("pv.services=web:http:80,store:kv:7000"),
+            "{back}"
+        );
+        assert!(back.contains("<acpi/>"), "{back}");
+        assert!(back.contains("/disks/web-1-abcd.qcow2"), "{back}");
+        assert!(back.contains("<source bridge='pvbr0'/>"), "{back}");
+        let meta = domain
+            .metadata(
+                virt::sys::VIR_DOMAIN_METADATA_ELEMENT as i32,
+                Some(METADATA_NS),
+                0,
+            )
+            .unwrap();
+        let parsed = parse_metadata(&meta);
+        assert_eq!(parsed.ip.as_deref(), Some("10.77.3.4"));
+        assert_eq!(parsed.services, spec().services);
+        assert_eq!(parsed.disks, vec!["/disks/web-1-abcd.qcow2".to_string()]);
+        domain.undefine().unwrap();
     }
 
     #[test]

@@ -60,9 +60,13 @@ impl VmManifest {
 
     pub fn parse(text: &str) -> Result<VmManifest> {
         let manifest: VmManifest = toml::from_str(text).map_err(|e| {
-            let line = e
-                .span()
-                .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+            let line = e.span().map(|s| {
+                text.as_bytes()[..s.start.min(text.len())]
+                    .iter()
+                    .filter(|&&b| b == b'\n')
+                    .count()
+                    + 1
+            });
             match line {
                 Some(l) => anyhow!("line {l}: {}", e.message().trim()),
                 None => anyhow!("{}", e.message().trim()),

@@ -47,6 +47,8 @@ pub struct PeerConfig {
     pub image_dir: PathBuf,
     /// Whether other peers may live-migrate VMs into this host.
     pub accept_migrations: bool,
+    /// Stats sampling interval and history length.
+    pub sampling: crate::hypervisor::sampler::SamplerConfig,
 }
 
 pub struct Peer {
@@ -97,7 +99,7 @@ impl Peer {
                 (Some(daemon), uri, socket)
             }
         };
-        let host = Host::open(&uri).await?;
+        let host = Host::open_with(&uri, config.sampling).await?;
         tracing::info!("hypervisor {uri}");
         let warm = host.clone();
         tokio::spawn(async move { warm.warm_up().await });

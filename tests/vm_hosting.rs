@@ -1,0 +1,283 @@
+//! Hosting for real: a guest created from a manifest on a peer's private libvirt,
+//! its services, live stats checked against what the guest itself measures, the
+//! lifecycle (pause, graceful stop, start, delete) and foreign domains.
+//! Slow (real guests under TCG): nextest runs these in the `vm` group.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{NodeOptions, TestNetns, TestNode, eventually, fresh_key, stderr, stdout, virsh};
+use serde_json::Value;
+
+fn node(netns: &TestNetns) -> TestNode {
+    let image_dir = common::image_dir();
+    TestNode::start(NodeOptions {
+        nick: "host",
+        key: &fresh_key(),
+        bootstrap: None,
+        hypervisor: None,
+        guest_netns: &netns.name,
+        extra: &[
+            "--image-dir",
+            image_dir.to_str().unwrap(),
+            "--stats-history",
+            "1000",
+        ],
+    })
+}
+
+fn http(netns: &TestNetns, url: &str) -> Option<String> {
+    let out = netns.exec(&["curl", "-sf", "--max-time", "3", url]);
+    out.status.success().then(|| stdout(&out))
+}
+
+/// Sends `input` to a TCP service in the guest namespace and returns its answer.
+fn tcp(netns: &TestNetns, ip: &str, port: u16, input: &str) -> String {
+    let out = netns.exec(&[
+        "sh",
+        "-c",
+        &format!("printf '{input}' | busybox nc -w 2 {ip} {port}"),
+    ]);
+    stdout(&out)
+}
+
+fn vm_json(node: &TestNode, name: &str) -> Value {
+    let out = node.cli(&["vm", "stats", name, "--json"]);
+    assert!(out.status.success(), "vm stats: {}", stderr(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn series(vm: &Value, key: &str) -> Vec<f64> {
+    vm["history"][key]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_f64).collect())
+        .unwrap_or_default()
+}
+
+/// Bytes a rate series adds up to from sample `from` on (rates x interval).
+fn integral(vm: &Value, key: &str, from: usize) -> f64 {
+    let dt = vm["history"]["interval_s"].as_f64().unwrap();
+    series(vm, key).iter().skip(from).sum::<f64>() * dt
+}
+
+#[test]
+fn vm_hosting_from_a_manifest_with_stats_and_lifecycle() {
+    let netns = TestNetns::new("hyp");
+    let node = node(&netns);
+    let name = format!("hyp-{}", std::process::id());
+    let manifest = node.data_dir().join("vm.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "name = \"{name}\"\nvcpus = 1\nmemory_mib = 128\ndata_disk_mib = 128\n\
+             [[services]]\nname = \"web\"\ntype = \"http\"\nport = 80\n\
+             [[services]]\nname = \"store\"\ntype = \"kv\"\nport = 7000\ntags = {{ tier = \"back\" }}\n\
+             [[services]]\nname = \"echo\"\ntype = \"echo\"\nport = 7\n"
+        ),
+    )
+    .unwrap();
+    let out = node.cli(&["vm", "create", "-f", manifest.to_str().unwrap()]);
+    assert!(out.status.success(), "create: {}", stderr(&out));
+
+    // The manifest is in the VM's metadata and the guest serves it.
+    let vm = node.vm(&name).expect("VM listed");
+    let ip = vm["ip"].as_str().unwrap().to_string();
+    let services = vm["services"].as_array().unwrap();
+    assert_eq!(services.len(), 3, "{vm}");
+    assert!(services.iter().any(|s| s["name"] == "store"
+        && s["kind"] == "kv"
+        && s["port"] == 7000
+        && s["tags"][0][0] == "tier"));
+    let disk = std::fs::read_dir("/var/lib/peervisor/disks")
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(&format!("{name}-"))
+        })
+        .expect("data disk created");
+    assert!(
+        eventually(Duration::from_secs(90), || http(
+            &netns,
+            &format!("http://{ip}/")
+        )
+        .is_some()),
+        "guest HTTP never answered:\n{}",
+        node.log()
+    );
+    assert_eq!(
+        tcp(&netns, &ip, 7000, "SET colour blue\\nGET colour\\n"),
+        "OK\nblue\n"
+    );
+
+    // CPU: a busy loop on the one vCPU shows as (nearly) all of it.
+    assert!(http(&netns, &format!("http://{ip}/cgi-bin/burn?8")).is_some());
+    let mut peak: f64 = 0.0;
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(700));
+        let v = vm_json(&node, &name);
+        peak = peak.max(v["stats"]["cpu_pct_guest"].as_f64().unwrap_or(0.0));
+    }
+    eprintln!("cpu % of vCPU during the burn, peak {peak:.1}");
+    assert!(
+        peak >= 75.0,
+        "CPU stress showed only {peak:.1}% of the vCPU"
+    );
+    std::thread::sleep(Duration::from_secs(2)); // let the burn end
+
+    // Disk: what the host saw written matches what the guest's dd wrote.
+    let before = series(&vm_json(&node, &name), "disk_write_bps").len();
+    let report = http(&netns, &format!("http://{ip}/cgi-bin/write?48")).expect("write workload");
+    assert!(
+        report.contains("dir=/data"),
+        "no data disk in the guest: {report}"
+    );
+    let guest_bytes: f64 = report
+        .lines()
+        .find_map(|l| l.strip_prefix("bytes="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let host_bytes = integral(&vm_json(&node, &name), "disk_write_bps", before);
+    eprintln!("disk write: guest {guest_bytes} B, host stats {host_bytes:.0} B ({report:?})");
+    assert!(
+        (host_bytes - guest_bytes).abs() <= 0.2 * guest_bytes,
+        "host saw {host_bytes:.0} B written, guest wrote {guest_bytes} B"
+    );
+
+    // Network: 2 MiB through the echo service show in both directions.
+    let before = series(&vm_json(&node, &name), "net_rx_bps").len();
+    let echoed = netns.exec(&[
+        "sh",
+        "-c",
+        &format!("head -c 2097152 /dev/zero | busybox nc -w 3 {ip} 7 | wc -c"),
+    ]);
+    let echoed: f64 = stdout(&echoed).trim().parse().unwrap_or(0.0);
+    std::thread::sleep(Duration::from_secs(2));
+    let v = vm_json(&node, &name);
+    let (rx, tx) = (
+        integral(&v, "net_rx_bps", before),
+        integral(&v, "net_tx_bps", before),
+    );
+    eprintln!("net: echoed {echoed} B; host stats rx {rx:.0} B, tx {tx:.0} B");
+    assert!(echoed >= 2_000_000.0, "echo returned {echoed} B");
+    assert!(
+        rx >= 0.9 * 2_097_152.0 && tx >= 0.9 * echoed,
+        "rx {rx:.0} tx {tx:.0}"
+    );
+
+    // Pause: the guest stops answering; resume: it answers again.
+    let out = node.cli(&["vm", "pause", &name]);
+    assert!(out.status.success(), "pause: {}", stderr(&out));
+    assert_eq!(node.vm(&name).unwrap()["state"], "paused");
+    assert!(
+        http(&netns, &format!("http://{ip}/")).is_none(),
+        "paused guest answered"
+    );
+    let out = node.cli(&["vm", "resume", &name]);
+    assert!(out.status.success(), "resume: {}", stderr(&out));
+    assert!(eventually(Duration::from_secs(10), || http(
+        &netns,
+        &format!("http://{ip}/")
+    )
+    .is_some()));
+
+    // Graceful stop through the ACPI power button, not a power-off.
+    let out = node.cli(&["vm", "stop", &name, "--timeout", "60"]);
+    assert!(out.status.success(), "stop: {}", stderr(&out));
+    assert!(stdout(&out).contains("shut down"), "{}", stdout(&out));
+    assert_eq!(node.vm(&name).unwrap()["state"], "stopped");
+
+    // Start again: the kv data lives on the data disk.
+    let out = node.cli(&["vm", "start", &name]);
+    assert!(out.status.success(), "start: {}", stderr(&out));
+    assert!(eventually(Duration::from_secs(90), || http(
+        &netns,
+        &format!("http://{ip}/")
+    )
+    .is_some()));
+    assert_eq!(tcp(&netns, &ip, 7000, "GET colour\\n"), "blue\n");
+
+    // Delete: confirmation required, then nothing is left.
+    let out = node.cli(&["vm", "rm", &name]);
+    assert!(
+        !out.status.success() && stderr(&out).contains("--yes"),
+        "{}",
+        stderr(&out)
+    );
+    let out = node.cli(&["vm", "rm", &name, "--yes"]);
+    assert!(out.status.success(), "rm: {}", stderr(&out));
+    assert!(node.vm(&name).is_none());
+    assert!(!disk.exists(), "{} left behind", disk.display());
+    assert!(!std::path::Path::new(&format!("/var/lib/peervisor/console/{name}.log")).exists());
+    let uri = node.hypervisor_uri();
+    assert!(!virsh(&uri, &["list", "--all", "--name"]).contains(&name));
+}
+
+#[test]
+fn vm_foreign_domains_are_read_only_unless_forced() {
+    let netns = TestNetns::new("hypf");
+    let node = node(&netns);
+    let uri = node.hypervisor_uri();
+    let xml = node.data_dir().join("foreign.xml");
+    std::fs::write(
+        &xml,
+        "<domain type='qemu'><name>legacy</name><memory unit='MiB'>64</memory>\
+         <vcpu>1</vcpu><os><type arch='x86_64'>hvm</type></os></domain>",
+    )
+    .unwrap();
+    virsh(&uri, &["define", xml.to_str().unwrap()]);
+    let vm = node.vm("legacy").expect("foreign domain listed");
+    assert_eq!(vm["managed"], false);
+    for args in [
+        vec!["vm", "start", "legacy"],
+        vec!["vm", "rm", "legacy", "--yes"],
+    ] {
+        let out = node.cli(&args);
+        assert!(!out.status.success(), "{args:?} succeeded on a foreign VM");
+        assert!(
+            stderr(&out).contains("not created by peervisor"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    let out = node.cli(&["vm", "rm", "legacy", "--yes", "--force"]);
+    assert!(out.status.success(), "forced rm: {}", stderr(&out));
+    assert!(node.vm("legacy").is_none());
+}
+
+#[test]
+fn vm_create_refuses_a_bad_manifest_naming_the_field() {
+    // Checked by the CLI before any node is involved.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "name = \"x\"\n[[services]]\nname = \"a\"\ntype = \"http\"\nport = 80\n\
+         [[services]]\nname = \"a\"\ntype = \"kv\"\nport = 81\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(common::BIN)
+        .args([
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "vm",
+            "create",
+            "-f",
+        ])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("bad.toml") && err.contains("services[1].name"),
+        "{err}"
+    );
+}
