@@ -61,6 +61,28 @@ fn integral(vm: &Value, key: &str, from: usize) -> f64 {
     series(vm, key).iter().skip(from).sum::<f64>() * dt
 }
 
+/// The QEMU process running guest `name`.
+fn qemu_pid(name: &str) -> u32 {
+    let out = std::process::Command::new("pgrep")
+        .args(["-f", &format!("guest={name},")])
+        .output()
+        .unwrap();
+    stdout(&out)
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no QEMU process for {name}"))
+}
+
+/// utime + stime of a process, in clock ticks.
+fn process_cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name, which ends with the last ')'.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
 #[test]
 fn vm_hosting_from_a_manifest_with_stats_and_lifecycle() {
     let netns = TestNetns::new("hyp");
@@ -114,21 +136,43 @@ fn vm_hosting_from_a_manifest_with_stats_and_lifecycle() {
         "OK\nblue\n"
     );
 
-    // CPU: a busy loop on the one vCPU shows as (nearly) all of it.
-    assert!(http(&netns, &format!("http://{ip}/cgi-bin/burn?8")).is_some());
-    let mut peak: f64 = 0.0;
-    let deadline = Instant::now() + Duration::from_secs(8);
-    while Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(700));
-        let v = vm_json(&node, &name);
-        peak = peak.max(v["stats"]["cpu_pct_guest"].as_f64().unwrap_or(0.0));
-    }
-    eprintln!("cpu % of vCPU during the burn, peak {peak:.1}");
-    assert!(
-        peak >= 75.0,
-        "CPU stress showed only {peak:.1}% of the vCPU"
+    // CPU: a busy loop on the one vCPU shows as all the CPU the guest gets. On a
+    // busy machine that is less than a whole core, so compare with QEMU's own CPU
+    // time from /proc over the same window, and require a clear rise.
+    let qemu = qemu_pid(&name);
+    let idle_from = series(&vm_json(&node, &name), "cpu_pct_guest").len();
+    std::thread::sleep(Duration::from_secs(3));
+    let idle: Vec<f64> = series(&vm_json(&node, &name), "cpu_pct_guest")
+        .into_iter()
+        .skip(idle_from)
+        .collect();
+    let idle = idle.iter().sum::<f64>() / idle.len().max(1) as f64;
+    assert!(http(&netns, &format!("http://{ip}/cgi-bin/burn?10")).is_some());
+    std::thread::sleep(Duration::from_secs(2));
+    let (from, proc_start, t0) = (
+        series(&vm_json(&node, &name), "cpu_pct_guest").len(),
+        process_cpu_ticks(qemu),
+        Instant::now(),
     );
-    std::thread::sleep(Duration::from_secs(2)); // let the burn end
+    std::thread::sleep(Duration::from_secs(6));
+    let (v, proc_end, elapsed) = (vm_json(&node, &name), process_cpu_ticks(qemu), t0.elapsed());
+    let samples: Vec<f64> = series(&v, "cpu_pct_guest").into_iter().skip(from).collect();
+    let ours = samples.iter().sum::<f64>() / samples.len().max(1) as f64;
+    let clk_tck = 100.0; // USER_HZ on Linux
+    let by_proc = (proc_end - proc_start) as f64 / clk_tck / elapsed.as_secs_f64() * 100.0;
+    eprintln!(
+        "cpu: idle {idle:.1}%, during the burn {ours:.1}% of the vCPU ({samples:?}); QEMU process {by_proc:.1}% of a CPU"
+    );
+    // Near 100 on a quiet machine; here other work shares the two cores.
+    assert!(
+        ours >= idle + 25.0,
+        "CPU stress showed {ours:.1}% of the vCPU, idle {idle:.1}%"
+    );
+    assert!(
+        (ours - by_proc).abs() <= 15.0,
+        "stats say {ours:.1}%, QEMU's CPU time says {by_proc:.1}%"
+    );
+    std::thread::sleep(Duration::from_secs(3)); // let the burn end
 
     // Disk: what the host saw written matches what the guest's dd wrote.
     let before = series(&vm_json(&node, &name), "disk_write_bps").len();
