@@ -32,6 +32,17 @@ pub struct DomainSpec {
     pub services: Vec<ServiceSpec>,
     /// An optional qcow2 data disk (virtio, `vda` in the guest).
     pub data_disk: Option<PathBuf>,
+    /// A firmware ROM in place of SeaBIOS (qboot: boots a direct kernel faster).
+    pub firmware: Option<PathBuf>,
+}
+
+/// QEMU's minimal firmware for direct kernel boot (Debian: qemu-system-data).
+pub const QBOOT: &str = "/usr/share/qemu/qboot.rom";
+
+/// qboot when installed: halves boot time under TCG together with a PVH kernel.
+pub fn fast_firmware() -> Option<PathBuf> {
+    let path = PathBuf::from(QBOOT);
+    path.is_file().then_some(path)
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -115,6 +126,13 @@ impl DomainSpec {
         let _ = writeln!(x, "  <vcpu>{}</vcpu>", self.vcpus);
         let _ = writeln!(x, "  <os>");
         let _ = writeln!(x, "    <type arch='x86_64' machine='pc'>hvm</type>");
+        if let Some(rom) = &self.firmware {
+            let _ = writeln!(
+                x,
+                "    <loader readonly='yes' type='rom'>{}</loader>",
+                esc_path(rom)
+            );
+        }
         let _ = writeln!(x, "    <kernel>{}</kernel>", esc_path(&self.kernel));
         let _ = writeln!(x, "    <initrd>{}</initrd>", esc_path(&self.initrd));
         let _ = writeln!(x, "    <cmdline>{}</cmdline>", esc(&self.cmdline()));
@@ -317,6 +335,7 @@ mod tests {
                 },
             ],
             data_disk: Some("/disks/web-1-abcd.qcow2".into()),
+            firmware: Some(QBOOT.into()),
         }
     }
 

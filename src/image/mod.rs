@@ -2,11 +2,13 @@
 //! (busybox-static + our `/init` + virtio modules). Built locally from Debian
 //! packages, cached per name under an image dir, rebuilt when an input changes.
 //!
-//! Layout: `<image_dir>/<name>/{vmlinuz, initrd.img, image.json}`;
+//! Layout: `<image_dir>/<name>/{vmlinuz, [vmlinux], initrd.img, image.json}`;
+//! `vmlinux` (the uncompressed kernel, for PVH direct boot) is booted when present.
 //! `<image_dir>/.lock` serialises builds across processes.
 
 mod initramfs;
 mod kernel;
+mod pvh;
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
@@ -23,7 +25,7 @@ pub const GUEST_INIT: &str = include_str!("../../assets/guest/init");
 include!(concat!(env!("OUT_DIR"), "/guest_rootfs.rs"));
 
 /// Bumped when the build recipe changes in a way the other inputs do not show.
-const RECIPE_VERSION: u32 = 1;
+const RECIPE_VERSION: u32 = 3;
 
 /// What to build.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,8 +46,11 @@ impl Default for ImageSpec {
 pub struct Image {
     pub name: String,
     pub dir: PathBuf,
+    /// What the VM boots: `vmlinux` (PVH) if the image has one, else `vmlinuz`.
     pub kernel: PathBuf,
     pub initrd: PathBuf,
+    /// True when `kernel` is the uncompressed PVH ELF.
+    pub pvh: bool,
     pub kernel_version: String,
     /// vmlinuz + initrd.img.
     pub size_bytes: u64,
@@ -136,6 +141,10 @@ pub fn build(
     let extracted = kernel::fetch_and_extract(&pkg, &work.path, progress)?;
     fs::copy(&extracted.vmlinuz, out.join("vmlinuz"))
         .with_context(|| format!("copying {}", extracted.vmlinuz.display()))?;
+    progress("extracting the uncompressed kernel (PVH boot)");
+    if let Err(e) = pvh::extract(&out.join("vmlinuz"), &out.join("vmlinux")) {
+        progress(&format!("no PVH kernel ({e:#}); guests boot the bzImage"));
+    }
     progress("assembling the initramfs");
     let modules = initramfs::build(
         &extracted,
@@ -204,7 +213,9 @@ fn load(image_dir: &Path, name: &str) -> Result<(Image, Manifest)> {
     let text = fs::read(&json_path).with_context(|| format!("reading {}", json_path.display()))?;
     let manifest: Manifest = serde_json::from_slice(&text)
         .with_context(|| format!("reading {}", json_path.display()))?;
-    let kernel = dir.join("vmlinuz");
+    let vmlinux = dir.join("vmlinux");
+    let pvh = vmlinux.is_file();
+    let kernel = if pvh { vmlinux } else { dir.join("vmlinuz") };
     let initrd = dir.join("initrd.img");
     let size_bytes =
         file_size(&kernel).with_context(not_found)? + file_size(&initrd).with_context(not_found)?;
@@ -213,6 +224,7 @@ fn load(image_dir: &Path, name: &str) -> Result<(Image, Manifest)> {
         dir,
         kernel,
         initrd,
+        pvh,
         kernel_version: manifest.kernel_version.clone(),
         size_bytes,
     };

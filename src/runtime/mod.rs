@@ -377,6 +377,7 @@ impl Peer {
                 manifest.service_specs()
             },
             data_disk: data_disk.clone(),
+            firmware: crate::hypervisor::domain::fast_firmware(),
         };
         if let Err(e) = self.host.create(&spec).await {
             if let Some(disk) = data_disk {
