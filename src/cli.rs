@@ -254,6 +254,13 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 20)]
         rounds: usize,
     },
+    /// Boot time (create -> guest HTTP answers) on this node's libvirt: the
+    /// default boot (PVH kernel + qboot) against bzImage + SeaBIOS, plus image
+    /// build times.
+    Boot {
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -156,6 +156,9 @@ async fn run(cli: Cli) -> Result<()> {
             print!("{table}");
             Ok(())
         }
+        Some(Command::Bench(BenchCommand::Boot { rounds })) => {
+            bench_boot(&control, &cli.node, rounds).await
+        }
     }
 }
 
@@ -349,6 +352,48 @@ async fn vm_stats(control: &ControlClient, name: &str, json: bool, watch: bool) 
             return Ok(());
         }
     }
+}
+
+/// `peervisor bench boot`: image build times, then boots on the node's libvirt.
+async fn bench_boot(control: &ControlClient, args: &NodeArgs, rounds: usize) -> Result<()> {
+    let Reply::Status(status) = control.call(&Request::Status).await? else {
+        anyhow::bail!("unexpected reply to status");
+    };
+    let dir = args
+        .image_dir
+        .clone()
+        .unwrap_or_else(image::default_image_dir);
+    let build_dir = dir.clone();
+    let report = tokio::task::spawn_blocking(move || {
+        image::build(
+            &build_dir,
+            &image::ImageSpec {
+                name: image::DEFAULT_IMAGE.into(),
+            },
+            &mut |_| {},
+        )
+    })
+    .await??;
+    println!(
+        "image: {} in {:.1} s ({}); {:.1} MiB booted (kernel + initrd)",
+        if report.built {
+            "built"
+        } else {
+            "cache checked"
+        },
+        report.seconds,
+        report.image.dir.display(),
+        report.image.size_bytes as f64 / (1024.0 * 1024.0),
+    );
+    let accel = match status.local.accel.as_str() {
+        "kvm" => hypervisor::accel::Accel::Kvm,
+        _ => hypervisor::accel::Accel::Tcg,
+    };
+    let host = hypervisor::Host::open(&status.local.hypervisor).await?;
+    let network = hypervisor::netns::GuestNetwork::named(&args.guest_netns);
+    let table = hypervisor::bench::boot(&host, &report.image, &network, accel, rounds).await?;
+    print!("{table}");
+    Ok(())
 }
 
 async fn top(control: &ControlClient, delay: f64, iterations: Option<u64>) -> Result<()> {

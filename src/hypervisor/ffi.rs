@@ -263,12 +263,6 @@ pub fn watch_lifecycle(conn: &Connect, sink: EventSink) -> Result<c_int, Error> 
     Ok(id)
 }
 
-/// Stops a callback registered with [`watch_lifecycle`].
-pub fn unwatch(conn: &Connect, id: c_int) {
-    // SAFETY: valid connection; an unknown id makes libvirt return an error only.
-    unsafe { sys::virConnectDomainEventDeregisterAny(conn.as_ptr(), id) };
-}
-
 unsafe extern "C" fn on_lifecycle(
     _conn: sys::virConnectPtr,
     dom: sys::virDomainPtr,
@@ -301,10 +295,4 @@ unsafe extern "C" fn free_sink(opaque: *mut c_void) {
 pub fn set_keepalive(conn: &Connect, interval: i32, count: u32) -> bool {
     // SAFETY: valid connection.
     unsafe { sys::virConnectSetKeepAlive(conn.as_ptr(), interval, count) == 0 }
-}
-
-/// Whether the connection is still alive (false once keepalive or I/O failed).
-pub fn is_alive(conn: &Connect) -> bool {
-    // SAFETY: valid connection.
-    unsafe { sys::virConnectIsAlive(conn.as_ptr()) == 1 }
 }

@@ -88,10 +88,6 @@ impl StatsBoard {
         self.board().host.clone()
     }
 
-    pub fn last_error(&self) -> Option<String> {
-        self.board().error.clone()
-    }
-
     /// Takes one round of records: rates against the previous round, history
     /// pushed, VMs that disappeared forgotten.
     pub fn update(&self, records: &[ffi::StatsRecord], at: Duration, host_cpus: u32) {

@@ -224,6 +224,7 @@ impl History {
         put(&mut self.net_tx_bps, s.net_tx_bps);
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.cpu_pct_guest.len()
     }
