@@ -148,7 +148,7 @@ pub fn rates(prev: &Sample, cur: &Sample, host_cpus: u32) -> Option<VmStats> {
     let secs = dt.as_secs_f64();
     let per_sec = |d: u64| d as f64 / secs;
     let cpu_ns = match (prev.cpu_time_ns, cur.cpu_time_ns) {
-        (Some(p), Some(c)) => c.checked_sub(p).unwrap_or(0),
+        (Some(p), Some(c)) => c.saturating_sub(p),
         _ => 0,
     };
     // virt-manager: delta cpu.time ns / (dt * 1e9) / CPUs, as a percentage, clamped.
@@ -182,7 +182,7 @@ pub fn rates(prev: &Sample, cur: &Sample, host_cpus: u32) -> Option<VmStats> {
 
 /// Increase of a counter; a reset (smaller value) counts as none.
 fn delta(prev: u64, cur: u64) -> u64 {
-    cur.checked_sub(prev).unwrap_or(0)
+    cur.saturating_sub(prev)
 }
 
 /// Recent rates of one VM, oldest first, at most `capacity` of each.

@@ -40,6 +40,7 @@ async fn bench_peer(
         guest_netns: "unused".into(),
         image_dir: root.join("images"),
         accept_migrations: false,
+        sampling: Default::default(),
     };
     Ok((Peer::start(config).await?, port))
 }
