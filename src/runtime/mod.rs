@@ -371,11 +371,9 @@ impl Peer {
             initrd: image.initrd,
             console_log: console_dir.join(format!("{name}.log")),
             image: image.name,
-            services: if manifest.services.is_empty() {
-                default_services()
-            } else {
-                manifest.service_specs()
-            },
+            // None given: the guest runs its defaults (HTTP on 80, echo on 7) and
+            // the services module names the HTTP one after the VM.
+            services: manifest.service_specs(),
             data_disk: data_disk.clone(),
             firmware: crate::hypervisor::domain::fast_firmware(),
         };
@@ -472,17 +470,6 @@ impl Peer {
             let _ = tokio::task::spawn_blocking(move || daemon.stop()).await;
         }
     }
-}
-
-/// What a VM created without a manifest serves (the guest's defaults).
-fn default_services() -> Vec<crate::model::ServiceSpec> {
-    let spec = |name: &str, kind: &str, port| crate::model::ServiceSpec {
-        name: name.into(),
-        kind: kind.into(),
-        port,
-        tags: Vec::new(),
-    };
-    vec![spec("web", "http", 80), spec("echo", "echo", 7)]
 }
 
 /// How long a graceful stop waits before powering the VM off.
