@@ -11,11 +11,15 @@ use common::{NodeOptions, TestNetns, TestNode, eventually, fresh_key, stderr, st
 use serde_json::Value;
 
 fn node(netns: &TestNetns) -> TestNode {
+    node_in(netns, "host", &fresh_key(), None)
+}
+
+fn node_in(netns: &TestNetns, nick: &str, key: &str, bootstrap: Option<u16>) -> TestNode {
     let image_dir = common::image_dir();
     TestNode::start(NodeOptions {
-        nick: "host",
-        key: &fresh_key(),
-        bootstrap: None,
+        nick,
+        key,
+        bootstrap,
         hypervisor: None,
         guest_netns: &netns.name,
         extra: &[
@@ -324,4 +328,53 @@ fn vm_create_refuses_a_bad_manifest_naming_the_field() {
         err.contains("bad.toml") && err.contains("services[1].name"),
         "{err}"
     );
+}
+
+#[test]
+fn vm_with_a_data_disk_live_migrates_on_one_machine() {
+    // The disk lives in the machine-wide disk dir, so both peers' libvirt see the
+    // same path: tunnelled live migration needs no storage copy.
+    let netns = TestNetns::new("hypm");
+    let key = fresh_key();
+    let a = node_in(&netns, "host-a", &key, None);
+    let b = node_in(&netns, "host-b", &key, Some(a.port));
+    let name = format!("hypm-{}", std::process::id());
+    let manifest = a.data_dir().join("vm.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "name = \"{name}\"\ndata_disk_mib = 64\n\
+             [[services]]\nname = \"web\"\ntype = \"http\"\nport = 80\n\
+             [[services]]\nname = \"store\"\ntype = \"kv\"\nport = 7000\n"
+        ),
+    )
+    .unwrap();
+    let out = a.cli(&["vm", "create", "-f", manifest.to_str().unwrap()]);
+    assert!(out.status.success(), "create: {}", stderr(&out));
+    let ip = a.vm(&name).unwrap()["ip"].as_str().unwrap().to_string();
+    assert!(eventually(Duration::from_secs(90), || http(
+        &netns,
+        &format!("http://{ip}/")
+    )
+    .is_some()));
+    assert_eq!(tcp(&netns, &ip, 7000, "SET k moved\\n"), "OK\n");
+    assert!(eventually(Duration::from_secs(30), || a
+        .connected_peers()
+        .contains(&"host-b".to_string())));
+    let out = a.cli(&["migrate", &name, "--to", "host-b"]);
+    assert!(
+        out.status.success(),
+        "migrate: {}\n{}",
+        stderr(&out),
+        a.log()
+    );
+    let moved = b.vm(&name).expect("VM on host-b");
+    assert_eq!(
+        moved["services"].as_array().unwrap().len(),
+        2,
+        "manifest travelled: {moved}"
+    );
+    assert_eq!(tcp(&netns, &ip, 7000, "GET k\\n"), "moved\n");
+    let out = b.cli(&["vm", "rm", &name, "--yes"]);
+    assert!(out.status.success(), "rm: {}", stderr(&out));
 }

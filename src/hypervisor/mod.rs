@@ -274,11 +274,18 @@ impl Host {
     pub async fn migrate_p2p_tunnelled(&self, name: &str, dest_uri: &str) -> Result<()> {
         let dest = dest_uri.to_string();
         self.with_domain(name, move |d, name| {
-            let flags = sys::VIR_MIGRATE_LIVE
+            let mut flags = sys::VIR_MIGRATE_LIVE
                 | sys::VIR_MIGRATE_PEER2PEER
                 | sys::VIR_MIGRATE_TUNNELLED
                 | sys::VIR_MIGRATE_PERSIST_DEST
                 | sys::VIR_MIGRATE_UNDEFINE_SOURCE;
+            // Our data disks sit in the machine-wide disk dir (cache=none), which
+            // every peer of this machine sees at the same path: shared storage
+            // libvirt cannot recognise as such. Elsewhere the destination QEMU
+            // cannot open the disk and the VM stays here.
+            if read_metadata(d).is_some_and(|m| !m.disks.is_empty()) {
+                flags |= sys::VIR_MIGRATE_UNSAFE;
+            }
             d.migrate_to_uri(&dest, flags, None, 0)
                 .map_err(|e| anyhow!("migrating VM '{name}': {}", e.message()))
         })
