@@ -361,6 +361,7 @@ fn vm_with_a_data_disk_live_migrates_on_one_machine() {
     assert!(eventually(Duration::from_secs(30), || a
         .connected_peers()
         .contains(&"host-b".to_string())));
+    b.allow_control(&a);
     let out = a.cli(&["migrate", &name, "--to", "host-b"]);
     assert!(
         out.status.success(),
