@@ -151,12 +151,29 @@ async fn execute_commands(
 fn to_request(command: &UiCommand) -> Option<Request> {
     Some(match command.clone() {
         UiCommand::Migrate { vm, to } => Request::Migrate { vm, to },
-        UiCommand::Start { vm } => Request::VmStart { name: vm },
+        UiCommand::Start { vm } => Request::VmStart {
+            name: vm,
+            foreign: false,
+        },
+        // Graceful (ACPI), powered off after the node's default timeout.
         UiCommand::Stop { vm } => Request::VmStop {
             name: vm,
             force: false,
+            timeout_s: None,
+            foreign: false,
         },
-        UiCommand::Delete { vm } => Request::VmRemove { name: vm },
+        UiCommand::Delete { vm } => Request::VmRemove {
+            name: vm,
+            foreign: false,
+        },
+        UiCommand::Pause { vm } => Request::VmPause {
+            name: vm,
+            foreign: false,
+        },
+        UiCommand::Resume { vm } => Request::VmResume {
+            name: vm,
+            foreign: false,
+        },
         UiCommand::Consume {
             service,
             local_port,
@@ -171,8 +188,6 @@ fn to_request(command: &UiCommand) -> Option<Request> {
             target,
             kind: None,
         },
-        // Not in the control API yet: the executor says so.
-        UiCommand::Pause { .. } | UiCommand::Resume { .. } => return None,
     })
 }
 
@@ -388,7 +403,9 @@ mod tests {
             to_request(&UiCommand::Stop { vm: "a".into() }),
             Some(Request::VmStop {
                 name: "a".into(),
-                force: false
+                force: false,
+                timeout_s: None,
+                foreign: false
             })
         );
         assert_eq!(
@@ -413,7 +430,12 @@ mod tests {
                 kind: None
             })
         );
-        // No pause request in the control API yet.
-        assert_eq!(to_request(&UiCommand::Pause { vm: "a".into() }), None);
+        assert_eq!(
+            to_request(&UiCommand::Pause { vm: "a".into() }),
+            Some(Request::VmPause {
+                name: "a".into(),
+                foreign: false
+            })
+        );
     }
 }
