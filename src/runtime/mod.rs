@@ -2,7 +2,6 @@
 //! Used by the headless `peervisor node` and by the console's embedded node.
 
 pub mod access;
-mod cpu;
 mod health;
 mod migrate;
 mod operations;

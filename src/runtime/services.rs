@@ -18,7 +18,6 @@ use tokio::sync::Notify;
 
 use super::Peer;
 use super::access::Role;
-use super::cpu::CpuMeter;
 use crate::model::{ConsumptionView, PeerLoad, ServiceSpec, ServiceView};
 use crate::node::protocol::{Announcement, SERVICE_PROTOCOL, ServiceRecord};
 use crate::services::proxy::{self, Answer, Counters, Hello};
@@ -59,7 +58,6 @@ pub struct ServiceState {
     served: AtomicU64,
     /// Rotates the choice among equally good providers.
     spread: AtomicUsize,
-    cpu: CpuMeter,
     /// Wakes the publisher at once (a VM started, stopped or moved).
     pub republish: Notify,
 }
@@ -115,7 +113,7 @@ impl Peer {
 
     pub(super) fn load(&self, running_vms: u32) -> PeerLoad {
         PeerLoad {
-            cpu_pct: self.services.cpu.percent(),
+            cpu_pct: self.host.host_stats().map_or(0.0, |h| h.cpu_pct),
             running_vms,
             connections: self.services.served.load(Ordering::Relaxed) as u32,
         }
