@@ -148,6 +148,7 @@ fn big_status(peers: usize, vms: usize, services: usize) -> Status {
         dial_errors: vec![],
         services,
         consumptions,
+        ..Status::default()
     }
 }
 

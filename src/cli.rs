@@ -261,6 +261,22 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// Virtualization penalty: the same CPU- and I/O-bound workloads natively and
+    /// in a guest VM on this host; prints throughputs and the penalty.
+    Penalty {
+        /// Repetitions of every workload on each side (default 3, or 2 with --short).
+        #[arg(long)]
+        runs: Option<u32>,
+        /// Print the results as JSON.
+        #[arg(long, conflicts_with = "csv")]
+        json: bool,
+        /// Print the results as CSV.
+        #[arg(long)]
+        csv: bool,
+        /// CI-sized amounts (seconds, not minutes).
+        #[arg(long)]
+        short: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -332,4 +348,12 @@ pub struct NodeArgs {
     /// Destroy this node's VMs when it stops (the demo and tests use it).
     #[arg(long, global = true)]
     pub destroy_vms_on_exit: bool,
+    /// Poll this YARN ResourceManager (e.g. http://rm:8088) for MapReduce jobs
+    /// (repeatable; `URL,history=URL` adds a JobHistory server for finished jobs).
+    #[arg(long, global = true, value_name = "URL")]
+    pub yarn: Vec<String>,
+    /// Poll this Spark application UI / history server (e.g. http://driver:4040)
+    /// (repeatable).
+    #[arg(long, global = true, value_name = "URL")]
+    pub spark: Vec<String>,
 }

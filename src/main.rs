@@ -1,5 +1,6 @@
 //! peervisor: parses arguments and wires the parts together.
 
+mod bench;
 mod cli;
 mod console;
 mod control;
@@ -159,6 +160,12 @@ async fn run(cli: Cli) -> Result<()> {
         Some(Command::Bench(BenchCommand::Boot { rounds })) => {
             bench_boot(&control, &cli.node, rounds).await
         }
+        Some(Command::Bench(BenchCommand::Penalty {
+            runs,
+            json,
+            csv,
+            short,
+        })) => penalty_command(&data_dir, &cli.node, runs, json, csv, short).await,
     }
 }
 
@@ -417,6 +424,35 @@ async fn top(control: &ControlClient, delay: f64, iterations: Option<u64>) -> Re
             return Ok(());
         }
     }
+}
+
+async fn penalty_command(
+    data_dir: &DataDir,
+    node: &NodeArgs,
+    runs: Option<u32>,
+    json: bool,
+    csv: bool,
+    short: bool,
+) -> Result<()> {
+    let opts = bench::penalty::PenaltyOptions {
+        runs: runs.unwrap_or(if short { 2 } else { 3 }),
+        short,
+        accel: node.accel,
+        image_dir: node
+            .image_dir
+            .clone()
+            .unwrap_or_else(image::default_image_dir),
+        bench_dir: data_dir.root().join("bench"),
+    };
+    let view = bench::penalty::run_and_save(&opts).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&view)?);
+    } else if csv {
+        print!("{}", bench::penalty::table::csv(&view));
+    } else {
+        print!("{}", bench::penalty::table::text(&view));
+    }
+    Ok(())
 }
 
 async fn build_image(dir: PathBuf, name: String) -> Result<()> {

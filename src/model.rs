@@ -24,6 +24,15 @@ pub struct Status {
     /// Local listeners forwarding to remote services (`peervisor consume`).
     #[serde(default)]
     pub consumptions: Vec<ConsumptionView>,
+    /// Hadoop/Spark jobs seen by the configured benchmark sources (`--yarn`, `--spark`).
+    #[serde(default)]
+    pub jobs: Vec<JobView>,
+    /// How each configured job source answered at its last poll.
+    #[serde(default)]
+    pub job_sources: Vec<JobSourceView>,
+    /// The running or latest penalty benchmark (`peervisor bench penalty`).
+    #[serde(default)]
+    pub penalty: Option<PenaltyView>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -254,4 +263,136 @@ pub struct OperationView {
     pub elapsed_s: f64,
     /// Error message when failed.
     pub error: Option<String>,
+}
+
+/// Whether a workload is limited by the CPU or by I/O (disk, network).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkloadKind {
+    Cpu,
+    Io,
+}
+
+/// A Hadoop MapReduce job or Spark job seen through its REST API.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct JobView {
+    /// "yarn" or "spark".
+    pub source: String,
+    /// e.g. "job_1326381300833_0002", or "app-2026...:3" for Spark.
+    pub id: String,
+    pub name: String,
+    pub user: String,
+    /// As the source says it: RUNNING, SUCCEEDED, FAILED, KILLED, ...
+    pub state: String,
+    /// Classic benchmark recognised by name (TestDFSIO, TeraSort, pi, ...).
+    pub benchmark: Option<String>,
+    /// What that benchmark is bound by.
+    pub kind: Option<WorkloadKind>,
+    /// 0..100.
+    pub progress_pct: f64,
+    pub maps_completed: u64,
+    pub maps_total: u64,
+    pub reduces_completed: u64,
+    pub reduces_total: u64,
+    /// Bytes read / written per second (HDFS + local file, or Spark input/output +
+    /// shuffle), from counter deltas between polls; None until two polls.
+    pub read_bps: Option<f64>,
+    pub write_bps: Option<f64>,
+    /// CPU milliseconds spent per wall second (1000 = one busy core).
+    pub cpu_ms_per_s: Option<f64>,
+    /// Cumulative counters at the last poll.
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    pub elapsed_s: f64,
+    /// Node host names or addresses the job ran on.
+    pub hosts: Vec<String>,
+    /// VMs of this peer whose name or address matches one of `hosts`.
+    pub vms: Vec<String>,
+    /// Recent read+write throughput samples (bytes/s), oldest first.
+    pub history_bps: Vec<f64>,
+    /// Diagnostics of a failed job.
+    pub error: Option<String>,
+}
+
+/// A configured job source and how it answered.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct JobSourceView {
+    /// "yarn" or "spark".
+    pub kind: String,
+    pub url: String,
+    /// True when the last poll succeeded.
+    pub ok: bool,
+    /// What went wrong (timeout, bad JSON, restart detected, ...), or a summary.
+    pub message: String,
+}
+
+/// The virtualization-penalty benchmark: a run in progress or its results.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct PenaltyView {
+    /// "running", "done" or "failed".
+    pub state: String,
+    /// The current step, e.g. "run 2/3: seq-read in the VM".
+    pub progress: String,
+    pub steps_done: u32,
+    pub steps_total: u32,
+    /// Host name and CPU model.
+    pub host: String,
+    /// "kvm" or "tcg", with the probe's reason.
+    pub accel: String,
+    pub runs: u32,
+    pub short: bool,
+    /// Unix seconds.
+    pub started_at: u64,
+    pub rows: Vec<PenaltyRow>,
+    pub error: Option<String>,
+}
+
+/// One workload measured natively and in the VM (throughputs, higher is better).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct PenaltyRow {
+    pub workload: String,
+    pub kind: Option<WorkloadKind>,
+    /// e.g. "MiB/s", "IOPS", "Mloop/s".
+    pub unit: String,
+    pub native: Vec<f64>,
+    pub vm: Vec<f64>,
+}
+
+impl PenaltyRow {
+    pub fn native_median(&self) -> Option<f64> {
+        median(&self.native)
+    }
+
+    pub fn vm_median(&self) -> Option<f64> {
+        median(&self.vm)
+    }
+
+    /// Throughput lost in the VM, in % of native (medians); negative if faster.
+    pub fn penalty_pct(&self) -> Option<f64> {
+        let (n, v) = (self.native_median()?, self.vm_median()?);
+        (n > 0.0).then(|| (1.0 - v / n) * 100.0)
+    }
+}
+
+/// Median of the samples; None when empty.
+pub fn median(samples: &[f64]) -> Option<f64> {
+    let mut s: Vec<f64> = samples.iter().copied().filter(|x| x.is_finite()).collect();
+    if s.is_empty() {
+        return None;
+    }
+    s.sort_by(f64::total_cmp);
+    let mid = s.len() / 2;
+    Some(if s.len() % 2 == 0 {
+        (s[mid - 1] + s[mid]) / 2.0
+    } else {
+        s[mid]
+    })
+}
+
+/// Half the range as % of the median: "±x%" spread of repeated runs.
+pub fn spread_pct(samples: &[f64]) -> Option<f64> {
+    let m = median(samples)?;
+    let lo = samples.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = samples.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    (m > 0.0).then(|| (hi - lo) / 2.0 / m * 100.0)
 }

@@ -172,6 +172,21 @@ impl DomainSpec {
     }
 }
 
+/// A raw disk image as a virtio disk `target` (e.g. "vda"), host page cache
+/// bypassed (cache=none: QEMU opens it O_DIRECT), as the penalty benchmark needs.
+pub fn raw_disk_xml(path: &std::path::Path, target: &str) -> String {
+    format!(
+        "    <disk type='file' device='disk'>\n      <driver name='qemu' type='raw' cache='none' io='native'/>\n      <source file='{}'/>\n      <target dev='{}' bus='virtio'/>\n    </disk>\n",
+        esc_path(path),
+        esc(target)
+    )
+}
+
+/// Domain XML with extra device elements appended inside `<devices>`.
+pub fn with_devices(xml: &str, devices: &str) -> String {
+    xml.replacen("  </devices>", &format!("{devices}  </devices>"), 1)
+}
+
 /// A locally administered unicast MAC derived from the VM's UUID (stable, no registry).
 pub fn mac_for(uuid: &str) -> String {
     let digest = <sha2::Sha256 as sha2::Digest>::digest(uuid.as_bytes());

@@ -191,6 +191,24 @@ impl Host {
         .await
     }
 
+    /// Defines and starts a domain from ready-made XML (for throwaway guests such
+    /// as the penalty benchmark's, whose XML adds a disk); `remove` undoes it.
+    pub async fn create_from_xml(&self, name: &str, xml: String) -> Result<()> {
+        let name = name.to_string();
+        let conn = self.conn.clone();
+        blocking(move || {
+            let domain = conn
+                .define_domain_xml(&xml)
+                .map_err(|e| anyhow!("defining VM '{name}': {}", e.message()))?;
+            if let Err(e) = domain.create() {
+                let _ = domain.undefine();
+                bail!("starting VM '{name}': {}", e.message());
+            }
+            Ok(())
+        })
+        .await
+    }
+
     pub async fn start(&self, name: &str) -> Result<()> {
         self.with_domain(name, |d, name| {
             d.create()

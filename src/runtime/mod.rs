@@ -316,6 +316,7 @@ impl Peer {
             dial_errors: net.dial_errors,
             services,
             consumptions: self.consumption_views(),
+            ..Status::default()
         })
     }
 

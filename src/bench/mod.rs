@@ -1,0 +1,6 @@
+//! Benchmark sources: the virtualization-penalty benchmark, and pollers of
+//! Hadoop YARN/MapReduce and Spark REST APIs that turn job counters into
+//! throughput time series.
+
+pub mod http;
+pub mod penalty;
