@@ -4,3 +4,7 @@
 
 pub mod http;
 pub mod penalty;
+pub mod source;
+#[cfg(test)]
+mod testserver;
+pub mod yarn;
