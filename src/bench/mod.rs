@@ -5,6 +5,7 @@
 pub mod http;
 pub mod penalty;
 pub mod source;
+pub mod spark;
 #[cfg(test)]
 mod testserver;
 pub mod yarn;
