@@ -500,6 +500,8 @@ fn peer_config(data_dir: DataDir, args: &NodeArgs) -> PeerConfig {
             .clone()
             .unwrap_or_else(image::default_image_dir),
         accept_migrations: !args.no_accept_migrations,
+        yarn: args.yarn.clone(),
+        spark: args.spark.clone(),
     }
 }
 

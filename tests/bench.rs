@@ -5,7 +5,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{BIN, image_dir, stderr};
+use common::{BIN, NodeOptions, TestNode, fresh_key, image_dir, stderr};
 use serde_json::Value;
 
 #[test]
@@ -103,5 +103,95 @@ fn penalty_rejects_zero_runs_with_a_clear_error() {
         stderr(&out).contains("--runs must be at least 1"),
         "{}",
         stderr(&out)
+    );
+}
+
+/// A one-route HTTP server on loopback answering every GET with `body`.
+fn serve_json(body: &'static str) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    url
+}
+
+#[test]
+fn node_status_shows_jobs_from_its_sources_and_why_a_source_fails() {
+    // Every path answers the same body (an application list); the lenient
+    // parsers read the per-application calls as empty jobs and stages.
+    let spark = serve_json(
+        r#"[{"id":"app-1","name":"TeraSort","attempts":[{"duration":1000,"sparkUser":"u","completed":false}]}]"#,
+    );
+    let key = fresh_key();
+    let node = TestNode::start(NodeOptions {
+        nick: "jobs",
+        key: &key,
+        bootstrap: None,
+        hypervisor: Some("test:///default"),
+        guest_netns: "unused",
+        extra: &["--spark", &spark, "--yarn", "http://127.0.0.1:1"],
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let sources = loop {
+        let status = node.status();
+        let sources = status["job_sources"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if sources.len() == 2 || std::time::Instant::now() > deadline {
+            break sources;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    };
+    assert_eq!(sources.len(), 2, "both sources reported: {sources:?}");
+    let yarn = sources.iter().find(|s| s["kind"] == "yarn").unwrap();
+    assert_eq!(yarn["ok"], false);
+    assert!(
+        yarn["message"].as_str().unwrap().contains("127.0.0.1:1"),
+        "{yarn}"
+    );
+    let spark = sources.iter().find(|s| s["kind"] == "spark").unwrap();
+    assert_eq!(spark["ok"], true, "{spark}");
+    assert!(
+        spark["message"]
+            .as_str()
+            .unwrap()
+            .contains("1 application(s)"),
+        "{spark}"
+    );
+    let status = node.status();
+    let job = status["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["id"] == "app-1")
+        .cloned();
+    let job = job.expect("the Spark application is listed as a job");
+    assert_eq!(
+        (job["benchmark"].as_str(), job["kind"].as_str()),
+        (Some("TeraSort"), Some("io"))
+    );
+    assert_eq!(job["state"], "RUNNING");
+    let bad = Command::new(BIN)
+        .args(["node", "--data-dir"])
+        .arg(node.data_dir().join("other"))
+        .args(["--hypervisor", "test:///default", "--yarn", "ftp://rm"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(
+        stderr(&bad).contains("--yarn") && stderr(&bad).contains("only http://"),
+        "{}",
+        stderr(&bad)
     );
 }

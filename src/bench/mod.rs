@@ -2,6 +2,7 @@
 //! Hadoop YARN/MapReduce and Spark REST APIs that turn job counters into
 //! throughput time series.
 
+pub mod collector;
 pub mod http;
 pub mod penalty;
 pub mod source;

@@ -48,6 +48,9 @@ pub struct PeerConfig {
     pub accept_migrations: bool,
     /// Stats sampling interval and history length.
     pub sampling: crate::hypervisor::sampler::SamplerConfig,
+    /// Job sources to poll (`--yarn`, `--spark`).
+    pub yarn: Vec<String>,
+    pub spark: Vec<String>,
 }
 
 pub struct Peer {
@@ -64,6 +67,8 @@ pub struct Peer {
     grants: TunnelGrants,
     access: access::AccessList,
     daemon: std::sync::Mutex<Option<PrivateDaemon>>,
+    /// YARN/Spark jobs and the penalty benchmark, polled off the status path.
+    bench: crate::bench::collector::Collector,
 }
 
 impl Peer {
@@ -74,6 +79,12 @@ impl Peer {
             .data_dir
             .create()
             .with_context(|| format!("creating data dir {}", config.data_dir.root().display()))?;
+        // Bad source URLs fail here, before anything is started.
+        let bench = crate::bench::collector::Collector::start(
+            &config.yarn,
+            &config.spark,
+            config.data_dir.root().join("bench"),
+        )?;
         let (accel, why) = config.accel.resolve();
         tracing::info!("accelerator {why}");
 
@@ -131,6 +142,7 @@ impl Peer {
             grants: TunnelGrants::default(),
             access,
             daemon: std::sync::Mutex::new(daemon),
+            bench,
         });
         tokio::spawn(peer.clone().handle_node_events(events));
         tokio::spawn(migrate::accept_tunnels(peer.clone()));
@@ -301,7 +313,7 @@ impl Peer {
         let mut vms = self.host.list().await?;
         self.health.annotate(&mut vms);
         let services = self.services_view(&net.peers).await;
-        Ok(Status {
+        let mut status = Status {
             local: LocalPeer {
                 peer_id: self.node.local_peer_id().to_string(),
                 nick: self.config.nick.clone(),
@@ -317,7 +329,9 @@ impl Peer {
             services,
             consumptions: self.consumption_views(),
             ..Status::default()
-        })
+        };
+        self.bench.fill(&mut status);
+        Ok(status)
     }
 
     /// A peer id as typed, or the id of a known peer by nickname or id prefix.

@@ -41,6 +41,8 @@ async fn bench_peer(
         image_dir: root.join("images"),
         accept_migrations: false,
         sampling: Default::default(),
+        yarn: Vec::new(),
+        spark: Vec::new(),
     };
     Ok((Peer::start(config).await?, port))
 }
