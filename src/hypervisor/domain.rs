@@ -174,11 +174,13 @@ impl DomainSpec {
 
 /// A raw disk image as a virtio disk `target` (e.g. "vda"), host page cache
 /// bypassed (cache=none: QEMU opens it O_DIRECT), as the penalty benchmark needs.
-pub fn raw_disk_xml(path: &std::path::Path, target: &str) -> String {
+/// The guest sees `serial` in /sys/block/<dev>/serial.
+pub fn raw_disk_xml(path: &std::path::Path, target: &str, serial: &str) -> String {
     format!(
-        "    <disk type='file' device='disk'>\n      <driver name='qemu' type='raw' cache='none' io='native'/>\n      <source file='{}'/>\n      <target dev='{}' bus='virtio'/>\n    </disk>\n",
+        "    <disk type='file' device='disk'>\n      <driver name='qemu' type='raw' cache='none' io='native'/>\n      <source file='{}'/>\n      <target dev='{}' bus='virtio'/>\n      <serial>{}</serial>\n    </disk>\n",
         esc_path(path),
-        esc(target)
+        esc(target),
+        esc(serial)
     )
 }
 

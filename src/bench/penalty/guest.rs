@@ -17,6 +17,10 @@ use crate::hypervisor::domain::{DomainSpec, GuestNic, mac_for, raw_disk_xml, wit
 use crate::hypervisor::netns::GuestNetwork;
 use crate::image::Image;
 
+/// The guest's CGI writes only to a disk carrying this serial: a VM's real data
+/// disk can never be overwritten through it.
+const SCRATCH_SERIAL: &str = "pvbench-scratch";
+
 const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
 /// One workload run in the guest; generous because TCG is slow.
 const RUN_TIMEOUT: Duration = Duration::from_secs(900);
@@ -112,7 +116,7 @@ impl BenchGuest {
             data_disk: None,
             firmware: crate::hypervisor::domain::fast_firmware(),
         };
-        let xml = with_devices(&spec.to_xml(), &raw_disk_xml(disk, "vda"));
+        let xml = with_devices(&spec.to_xml(), &raw_disk_xml(disk, "vda", SCRATCH_SERIAL));
         host.create_from_xml(&self.name, xml).await?;
         let deadline = Instant::now() + BOOT_TIMEOUT;
         loop {
