@@ -2,7 +2,6 @@
 //! own (so it never disturbs a node's guests), one VM from the standard image
 //! with a raw virtio data disk, driven over its HTTP CGI from inside the namespace.
 
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -145,25 +144,35 @@ impl BenchGuest {
         parse_result(&body, w).with_context(|| format!("VM {}", w.name))
     }
 
-    /// A plain HTTP/1.0 GET from inside the namespace; returns the body.
+    /// A plain HTTP/1.0 GET from inside the namespace; returns the body. The
+    /// connection is made in the namespace, then driven asynchronously, so an
+    /// interrupted run never waits on a guest that is gone.
     async fn get(&self, path: &str, timeout: Duration) -> Result<String> {
-        let (network, addr, path) = (self.network.clone(), self.addr, path.to_string());
-        tokio::task::spawn_blocking(move || {
-            let mut s: TcpStream = network.connect(addr, Duration::from_secs(3))?;
-            s.set_read_timeout(Some(timeout))?;
-            write!(s, "GET {path} HTTP/1.0\r\nHost: guest\r\n\r\n")?;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (network, addr) = (self.network.clone(), self.addr);
+        let std_stream: TcpStream =
+            tokio::task::spawn_blocking(move || network.connect(addr, Duration::from_secs(3)))
+                .await??;
+        std_stream.set_nonblocking(true)?;
+        let mut s = tokio::net::TcpStream::from_std(std_stream)?;
+        let exchange = async {
+            s.write_all(format!("GET {path} HTTP/1.0\r\nHost: guest\r\n\r\n").as_bytes())
+                .await?;
             let mut raw = Vec::new();
-            s.read_to_end(&mut raw)?;
-            let text = String::from_utf8_lossy(&raw).into_owned();
-            // CGI headers may end lines with a bare \n: split at the first blank line.
-            let (head, body) = split_head(&text)
-                .ok_or_else(|| anyhow!("malformed HTTP reply from the guest: {text:?}"))?;
-            if !head.starts_with("HTTP/1.") || head.split_whitespace().nth(1) != Some("200") {
-                bail!("guest answered {:?}", head.lines().next().unwrap_or(""));
-            }
-            Ok(body.to_string())
-        })
-        .await?
+            s.read_to_end(&mut raw).await?;
+            anyhow::Ok(raw)
+        };
+        let raw = tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| anyhow!("guest gave no answer within {timeout:?}"))??;
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        // CGI headers may end lines with a bare \n: split at the first blank line.
+        let (head, body) = split_head(&text)
+            .ok_or_else(|| anyhow!("malformed HTTP reply from the guest: {text:?}"))?;
+        if !head.starts_with("HTTP/1.") || head.split_whitespace().nth(1) != Some("200") {
+            bail!("guest answered {:?}", head.lines().next().unwrap_or(""));
+        }
+        Ok(body.to_string())
     }
 
     /// Destroys the VM, stops the daemon, removes the namespace. Never fails.

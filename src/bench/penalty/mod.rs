@@ -222,7 +222,7 @@ async fn measure(
     view.progress = format!("booting the benchmark guest ({accel})");
     progress(view);
     let vm = guest::BenchGuest::boot(&opts.bench_dir, accel, &image, &guest_disk).await?;
-    let result = async {
+    let measurements = async {
         for run in 1..=opts.runs {
             for (i, w) in workloads.iter().enumerate() {
                 view.progress = format!("run {run}/{}: {} natively", opts.runs, w.name);
@@ -240,8 +240,12 @@ async fn measure(
             }
         }
         Ok(())
-    }
-    .await;
+    };
+    // Ctrl-C stops the runs but still tears the guest, daemon and namespace down.
+    let result = tokio::select! {
+        r = measurements => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+    };
     vm.shutdown().await;
     result
 }
