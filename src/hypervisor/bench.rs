@@ -100,7 +100,7 @@ pub async fn boot(
     accel: super::accel::Accel,
     rounds: usize,
 ) -> Result<String> {
-    use super::domain::{DomainSpec, GuestNic, fast_firmware, mac_for};
+    use super::domain::{DomainSpec, fast_firmware};
     let bzimage = image.dir.join("vmlinuz");
     let variants: [(&str, std::path::PathBuf, Option<std::path::PathBuf>); 2] = [
         ("baseline: bzImage via SeaBIOS", bzimage, None),
@@ -114,19 +114,13 @@ pub async fn boot(
     let name = format!("pvbench-boot-{}", std::process::id());
     for _ in 0..rounds.max(1) {
         for (i, (_, kernel, firmware)) in variants.iter().enumerate() {
-            let uuid = bench_uuid();
+            let uuid = super::domain::new_uuid();
             let ip = network.guest_ip_for(&uuid);
             let console_log = crate::paths::console_log_dir().join(format!("{name}.log"));
             let _ = std::fs::create_dir_all(crate::paths::console_log_dir());
             let spec = DomainSpec {
                 name: name.clone(),
-                network: GuestNic {
-                    bridge: network.bridge.clone(),
-                    mac: mac_for(&uuid),
-                    ip,
-                    prefix: network.prefix,
-                    gateway: network.gateway,
-                },
+                network: network.nic(&uuid, ip),
                 uuid,
                 vcpus: 1,
                 memory_mib: 128,
@@ -205,17 +199,4 @@ fn wait_for_http(
         std::thread::sleep(Duration::from_millis(50));
     }
     false
-}
-
-fn bench_uuid() -> String {
-    let b: [u8; 16] = rand::random();
-    let h = hex::encode(b);
-    format!(
-        "{}-{}-4{}-8{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[13..16],
-        &h[17..20],
-        &h[20..32]
-    )
 }

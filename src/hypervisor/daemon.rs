@@ -21,7 +21,6 @@
 
 use anyhow::{Context, Result, anyhow, bail};
 use std::fs;
-use std::io::Read;
 use std::net::Ipv4Addr;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
@@ -255,7 +254,7 @@ fn host_uuid(dir: &Path) -> Result<String> {
             return Ok(uuid.to_string());
         }
     }
-    let uuid = random_uuid()?;
+    let uuid = super::domain::new_uuid();
     write(&path, &format!("{uuid}\n"))?;
     Ok(uuid)
 }
@@ -269,25 +268,6 @@ fn is_uuid(s: &str) -> bool {
                 c.is_ascii_hexdigit()
             }
         })
-}
-
-/// Version 4 UUID from /dev/urandom.
-fn random_uuid() -> Result<String> {
-    let mut b = [0u8; 16];
-    fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .context("reading /dev/urandom")?;
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h = hex::encode(b);
-    Ok(format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    ))
 }
 
 /// Stops a libvirtd an earlier run started for this dir, if it still runs.
@@ -378,8 +358,8 @@ mod tests {
 
     #[test]
     fn random_uuids_are_valid_and_distinct() {
-        let a = random_uuid().unwrap();
-        let b = random_uuid().unwrap();
+        let a = super::super::domain::new_uuid();
+        let b = super::super::domain::new_uuid();
         assert!(is_uuid(&a) && is_uuid(&b) && a != b, "{a} {b}");
         assert!(!is_uuid("not-a-uuid"));
     }

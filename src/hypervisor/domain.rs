@@ -189,6 +189,22 @@ pub fn with_devices(xml: &str, devices: &str) -> String {
     xml.replacen("  </devices>", &format!("{devices}  </devices>"), 1)
 }
 
+/// A random (version 4) UUID for a new VM.
+pub fn new_uuid() -> String {
+    let mut b: [u8; 16] = rand::random();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex::encode(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
 /// A locally administered unicast MAC derived from the VM's UUID (stable, no registry).
 pub fn mac_for(uuid: &str) -> String {
     let digest = <sha2::Sha256 as sha2::Digest>::digest(uuid.as_bytes());

@@ -210,20 +210,21 @@ impl Host {
     }
 
     pub async fn start(&self, name: &str) -> Result<()> {
-        self.with_domain(name, |d, name| {
-            d.create()
-                .map(|_| ())
-                .map_err(|e| anyhow!("starting VM '{name}': {}", e.message()))
-        })
-        .await
+        self.act(name, "starting", |d| d.create().map(|_| ())).await
     }
 
     /// Powers a VM off at once (like pulling the plug).
     pub async fn power_off(&self, name: &str) -> Result<()> {
-        self.with_domain(name, |d, name| {
-            d.destroy()
-                .map(|_| ())
-                .map_err(|e| anyhow!("powering off VM '{name}': {}", e.message()))
+        self.act(name, "powering off", |d| d.destroy()).await
+    }
+
+    /// One libvirt call on a VM, its error told as "<doing> VM '<name>': <why>".
+    async fn act<F>(&self, name: &str, doing: &'static str, call: F) -> Result<()>
+    where
+        F: FnOnce(&Domain) -> Result<(), virt::error::Error> + Send + 'static,
+    {
+        self.with_domain(name, move |d, name| {
+            call(d).map_err(|e| anyhow!("{doing} VM '{name}': {}", e.message()))
         })
         .await
     }
@@ -231,12 +232,7 @@ impl Host {
     /// Asks the guest to shut down (ACPI power button) and waits up to `timeout`;
     /// powers it off if it is still running then. Returns true if it stopped by itself.
     pub async fn shutdown(&self, name: &str, timeout: Duration) -> Result<bool> {
-        self.with_domain(name, |d, name| {
-            d.shutdown()
-                .map(|_| ())
-                .map_err(|e| anyhow!("shutting down VM '{name}': {}", e.message()))
-        })
-        .await?;
+        self.act(name, "shutting down", |d| d.shutdown()).await?;
         let deadline = tokio::time::Instant::now() + timeout;
         while tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -253,21 +249,11 @@ impl Host {
     }
 
     pub async fn pause(&self, name: &str) -> Result<()> {
-        self.with_domain(name, |d, name| {
-            d.suspend()
-                .map(|_| ())
-                .map_err(|e| anyhow!("pausing VM '{name}': {}", e.message()))
-        })
-        .await
+        self.act(name, "pausing", |d| d.suspend()).await
     }
 
     pub async fn resume(&self, name: &str) -> Result<()> {
-        self.with_domain(name, |d, name| {
-            d.resume()
-                .map(|_| ())
-                .map_err(|e| anyhow!("resuming VM '{name}': {}", e.message()))
-        })
-        .await
+        self.act(name, "resuming", |d| d.resume()).await
     }
 
     /// Stops (if running) and undefines a VM. Returns the disk files peervisor

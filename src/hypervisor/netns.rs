@@ -22,6 +22,17 @@ pub struct GuestNetwork {
 }
 
 impl GuestNetwork {
+    /// The NIC of a guest on this network's bridge.
+    pub fn nic(&self, uuid: &str, ip: Ipv4Addr) -> super::domain::GuestNic {
+        super::domain::GuestNic {
+            bridge: self.bridge.clone(),
+            mac: super::domain::mac_for(uuid),
+            ip,
+            prefix: self.prefix,
+            gateway: self.gateway,
+        }
+    }
+
     /// `netns` with the default bridge pvbr0 and 10.77.0.1/16.
     pub fn named(netns: &str) -> Self {
         GuestNetwork {

@@ -19,7 +19,7 @@ use libp2p::Multiaddr;
 use crate::control::{Reply, Request};
 use crate::hypervisor::accel::{Accel, AccelChoice};
 use crate::hypervisor::daemon::{DaemonConfig, PrivateDaemon};
-use crate::hypervisor::domain::{DomainSpec, GuestNic, mac_for};
+use crate::hypervisor::domain::{DomainSpec, new_uuid};
 use crate::hypervisor::manifest::{ManifestService, VmManifest};
 use crate::hypervisor::netns::GuestNetwork;
 use crate::hypervisor::{Host, local_socket_for};
@@ -370,13 +370,7 @@ impl Peer {
         };
         let spec = DomainSpec {
             name: name.to_string(),
-            network: GuestNic {
-                bridge: self.network.bridge.clone(),
-                mac: mac_for(&uuid),
-                ip,
-                prefix: self.network.prefix,
-                gateway: self.network.gateway,
-            },
+            network: self.network.nic(&uuid, ip),
             uuid,
             vcpus: manifest.vcpus,
             memory_mib: manifest.memory_mib,
@@ -553,25 +547,6 @@ pub fn validate_vm_name(name: &str) -> Result<()> {
         );
     }
     Ok(())
-}
-
-fn new_uuid() -> String {
-    let b: [u8; 16] = rand::random();
-    format!(
-        "{:02x}{:02x}{:02x}{:02x}-{:02x}{:02x}-4{:01x}{:02x}-{:01x}{:01x}{:02x}-{}",
-        b[0],
-        b[1],
-        b[2],
-        b[3],
-        b[4],
-        b[5],
-        b[6] & 0x0f,
-        b[7],
-        8 | (b[8] & 0x03),
-        b[8] >> 4,
-        b[9],
-        hex::encode(&b[10..16])
-    )
 }
 
 /// Each private daemon gets its own QEMU migration port range (unused by tunnelled

@@ -199,22 +199,12 @@ impl Peer {
     /// Answer to a peer's `ListServices` (it found us in the DHT).
     pub(super) async fn service_records(&self) -> (Vec<ServiceRecord>, PeerLoad) {
         let local = self.local_services().await.unwrap_or_default();
-        let running = local
-            .iter()
-            .filter_map(|s| s.vm.as_ref())
-            .collect::<HashSet<_>>()
-            .len();
-        (self.records(&local), self.load(running as u32))
+        (self.records(&local), self.load(serving_vms(&local)))
     }
 
     /// The overlay's services as this peer sees them.
     pub(super) async fn services_view(&self, peers: &[crate::model::PeerView]) -> Vec<ServiceView> {
         let local = self.local_services().await.unwrap_or_default();
-        let running = local
-            .iter()
-            .filter_map(|s| s.vm.as_ref())
-            .collect::<HashSet<_>>()
-            .len();
         let remote = self.services.catalogue.fresh();
         let info = |id: &PeerId| {
             let id = id.to_string();
@@ -228,7 +218,7 @@ impl Peer {
             &self.node.local_peer_id().to_string(),
             &self.config.nick,
             &local,
-            &self.load(running as u32),
+            &self.load(serving_vms(&local)),
             &remote,
             info,
         )
@@ -602,6 +592,15 @@ async fn serve_stream(peer: &Peer, stream: libp2p::Stream, allowed: bool) -> Res
     proxy::write_frame(&mut stream, &Answer { error: None }).await?;
     proxy::pipe(&mut stream, &mut upstream).await?;
     Ok(())
+}
+
+/// How many VMs serve the given local services.
+fn serving_vms(local: &[LocalService]) -> u32 {
+    local
+        .iter()
+        .filter_map(|s| s.vm.as_ref())
+        .collect::<HashSet<_>>()
+        .len() as u32
 }
 
 fn view_of(c: &Consumption) -> ConsumptionView {

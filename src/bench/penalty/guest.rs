@@ -12,7 +12,7 @@ use super::{Workload, parse_result};
 use crate::hypervisor::Host;
 use crate::hypervisor::accel::Accel;
 use crate::hypervisor::daemon::{DaemonConfig, PrivateDaemon};
-use crate::hypervisor::domain::{DomainSpec, GuestNic, mac_for, raw_disk_xml, with_devices};
+use crate::hypervisor::domain::{DomainSpec, raw_disk_xml, with_devices};
 use crate::hypervisor::netns::GuestNetwork;
 use crate::image::Image;
 
@@ -86,7 +86,7 @@ impl BenchGuest {
     ) -> Result<()> {
         let host = Host::open(uri).await?;
         self.host = Some(host.clone());
-        let uuid = random_uuid();
+        let uuid = crate::hypervisor::domain::new_uuid();
         let ip = self.network.guest_ip_for(&uuid);
         self.addr = SocketAddr::from((ip, 80));
         let console_dir = crate::paths::console_log_dir();
@@ -94,13 +94,7 @@ impl BenchGuest {
             .with_context(|| format!("creating {}", console_dir.display()))?;
         let spec = DomainSpec {
             name: self.name.clone(),
-            network: GuestNic {
-                bridge: self.network.bridge.clone(),
-                mac: mac_for(&uuid),
-                ip,
-                prefix: self.network.prefix,
-                gateway: self.network.gateway,
-            },
+            network: self.network.nic(&uuid, ip),
             uuid,
             vcpus: 1,
             memory_mib: 256,
@@ -207,19 +201,6 @@ fn split_head(text: &str) -> Option<(&str, &str)> {
         }
     }
     None
-}
-
-fn random_uuid() -> String {
-    let b: [u8; 16] = rand::random();
-    let h = hex::encode(b);
-    format!(
-        "{}-{}-4{}-a{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[13..16],
-        &h[17..20],
-        &h[20..32]
-    )
 }
 
 #[cfg(test)]
