@@ -273,6 +273,9 @@ pub enum WorkloadKind {
     Io,
 }
 
+/// Seconds between polls of the job sources (one `JobView::history_bps` sample each).
+pub const JOB_POLL_EVERY_S: u64 = 2;
+
 /// A Hadoop MapReduce job or Spark job seen through its REST API.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct JobView {

@@ -14,7 +14,7 @@ use super::spark::SparkSource;
 use super::yarn::YarnSource;
 use crate::model::{JobView, PenaltyView, Status, VmView};
 
-const POLL_EVERY: Duration = Duration::from_secs(2);
+const POLL_EVERY: Duration = Duration::from_secs(crate::model::JOB_POLL_EVERY_S);
 
 #[derive(Default)]
 struct Latest {

@@ -28,6 +28,7 @@ pub enum Action {
     Delete,
     Sort,
     ToggleOverlay,
+    ToggleJobs,
     Zoom,
     LogMore,
     LogLess,
@@ -58,7 +59,7 @@ impl Group {
 
 impl Action {
     /// Every action, in the order help lists them.
-    pub const ALL: [Action; 28] = [
+    pub const ALL: [Action; 29] = [
         Action::Migrate,
         Action::Replicate,
         Action::Consume,
@@ -78,6 +79,7 @@ impl Action {
         Action::Filter,
         Action::Sort,
         Action::ToggleOverlay,
+        Action::ToggleJobs,
         Action::Zoom,
         Action::LogMore,
         Action::LogLess,
@@ -114,6 +116,7 @@ impl Action {
             Action::Delete => "delete",
             Action::Sort => "sort",
             Action::ToggleOverlay => "toggle_overlay",
+            Action::ToggleJobs => "toggle_jobs",
             Action::Zoom => "zoom",
             Action::LogMore => "log_more",
             Action::LogLess => "log_less",
@@ -148,6 +151,7 @@ impl Action {
             Action::Delete => "delete the selected VM (asks first)",
             Action::Sort => "VMs: sort by the next column",
             Action::ToggleOverlay => "VMs: this peer or the overlay",
+            Action::ToggleJobs => "Throughput: the selected VM or jobs and benchmarks",
             Action::Zoom => "zoom the focused pane",
             Action::LogMore => "log: show more levels",
             Action::LogLess => "log: show fewer levels",
@@ -164,7 +168,9 @@ impl Action {
             Up | Down | Left | Right | PageUp | PageDown | Top | Bottom | FocusNext | FocusPrev => {
                 Group::Navigate
             }
-            Filter | Sort | ToggleOverlay | Zoom | LogMore | LogLess | LogTargets => Group::View,
+            Filter | Sort | ToggleOverlay | ToggleJobs | Zoom | LogMore | LogLess | LogTargets => {
+                Group::View
+            }
             Command | Confirm | Cancel | Help | Quit => Group::Console,
         }
     }

@@ -19,7 +19,7 @@ use super::panes::Selection;
 use super::rows::{self, VmRow, VmSort};
 use super::theme::Theme;
 use super::{ConsoleOptions, UiCommand};
-use crate::model::{Status, VmState, VmView};
+use crate::model::{JobView, Status, VmState, VmView};
 
 /// How long a status-line message stays up.
 const MESSAGE_TTL: Duration = Duration::from_secs(6);
@@ -182,6 +182,9 @@ pub struct App {
     pub vm_sort: VmSort,
     /// VMs of the whole overlay instead of this peer's.
     pub vms_all: bool,
+    /// The Throughput pane shows jobs and benchmarks instead of the selected VM.
+    pub show_jobs: bool,
+    pub jobs: ListView,
     pub log: TuiWidgetState,
     pub log_level: LevelFilter,
     pub log_targets: bool,
@@ -211,6 +214,8 @@ impl App {
             operations: ListView::default(),
             vm_sort: VmSort::Name,
             vms_all: false,
+            show_jobs: false,
+            jobs: ListView::default(),
             log: TuiWidgetState::new().set_default_display_level(LevelFilter::Info),
             log_level: LevelFilter::Info,
             log_targets: false,
@@ -254,6 +259,7 @@ impl App {
     pub fn list(&self, pane: Pane) -> Option<&ListView> {
         match pane {
             Pane::Topology => Some(&self.topology),
+            Pane::Throughput if self.show_jobs => Some(&self.jobs),
             Pane::Vms | Pane::Throughput => Some(&self.vms),
             Pane::Services => Some(&self.services),
             Pane::Operations => Some(&self.operations),
@@ -264,6 +270,7 @@ impl App {
     fn list_mut(&mut self, pane: Pane) -> Option<&mut ListView> {
         match pane {
             Pane::Topology => Some(&mut self.topology),
+            Pane::Throughput if self.show_jobs => Some(&mut self.jobs),
             Pane::Vms | Pane::Throughput => Some(&mut self.vms),
             Pane::Services => Some(&mut self.services),
             Pane::Operations => Some(&mut self.operations),
@@ -281,6 +288,7 @@ impl App {
                 .into_iter()
                 .map(|r| r.peer_id)
                 .collect(),
+            Pane::Throughput if self.show_jobs => status.jobs.iter().map(job_key).collect(),
             Pane::Vms | Pane::Throughput => self.vm_rows(status).iter().map(VmRow::key).collect(),
             Pane::Services => rows::service_rows(status, &self.services.filter)
                 .iter()
@@ -306,6 +314,12 @@ impl App {
                 list.selection.sync(keys.iter().map(String::as_str));
             }
         }
+        let jobs: Vec<String> = self
+            .status
+            .as_ref()
+            .map(|s| s.jobs.iter().map(job_key).collect())
+            .unwrap_or_default();
+        self.jobs.selection.sync(jobs.iter().map(String::as_str));
     }
 
     fn move_selection(&mut self, pane: Pane, delta: isize) {
@@ -338,6 +352,13 @@ impl App {
     }
 
     /// The VM selected in the VM table, if it runs on this peer.
+    /// The job selected in the Throughput pane's job list.
+    pub fn selected_job(&self) -> Option<&JobView> {
+        let status = self.status.as_ref()?;
+        let key = self.jobs.selection.key()?;
+        status.jobs.iter().find(|j| job_key(j) == key)
+    }
+
     pub fn selected_vm(&self) -> Option<&VmView> {
         let status = self.status.as_ref()?;
         let key = self.vms.selection.key()?;
@@ -675,10 +696,14 @@ impl App {
             Action::Command => self.mode = Mode::Command(LineEditor::default()),
             Action::Filter => {
                 if focus.has_list() || focus == Pane::Throughput {
-                    let current = self
-                        .list(focus)
-                        .map(|l| l.filter.clone())
-                        .unwrap_or_default();
+                    // Throughput filters the VM table it follows.
+                    let current = if focus == Pane::Throughput {
+                        self.vms.filter.clone()
+                    } else {
+                        self.list(focus)
+                            .map(|l| l.filter.clone())
+                            .unwrap_or_default()
+                    };
                     if focus == Pane::Throughput {
                         self.focus = Pane::Vms;
                     }
@@ -739,6 +764,16 @@ impl App {
                     "VMs of the whole overlay".into()
                 } else {
                     "VMs of this peer".into()
+                });
+            }
+            Action::ToggleJobs => {
+                self.show_jobs = !self.show_jobs;
+                self.focus = Pane::Throughput;
+                self.resync();
+                self.say(if self.show_jobs {
+                    "Throughput: jobs and benchmarks".into()
+                } else {
+                    "Throughput: the selected VM".into()
                 });
             }
             Action::Zoom => self.zoom = !self.zoom,
@@ -965,6 +1000,11 @@ fn candidates(status: &Status) -> Vec<Candidate> {
 /// Where the user's console files live (`~/.config/peervisor`).
 pub fn config_dir() -> Option<PathBuf> {
     directories::ProjectDirs::from("", "", "peervisor").map(|d| d.config_dir().to_path_buf())
+}
+
+/// A job's row key: source and id (ids are unique per source).
+pub fn job_key(job: &JobView) -> String {
+    format!("{}:{}", job.source, job.id)
 }
 
 #[cfg(test)]

@@ -402,3 +402,139 @@ fn print_screens() {
     println!("{}\n", screen(&render(&app, 80, 24)));
     println!("{}\n", screen(&render(&app, 200, 60)));
 }
+
+/// The Throughput pane switched to jobs and benchmarks (`b`).
+fn jobs_app(theme: &str) -> App {
+    let mut app = app_for(theme, Pane::Vms);
+    app.handle_key(key('b'));
+    app
+}
+
+#[test]
+#[ignore = "prints screens for eyeballing"]
+fn print_jobs_screens() {
+    let app = jobs_app("default");
+    println!("{}\n", screen(&render(&app, 80, 24)));
+    println!("{}\n", screen(&render(&app, 200, 60)));
+    let mut zoomed = jobs_app("default");
+    zoomed.zoom = true;
+    println!("{}\n", screen(&render(&zoomed, 200, 60)));
+}
+
+#[test]
+fn snapshot_jobs_view_at_80x24_and_200x60() {
+    for theme in ["default", "16color"] {
+        let app = jobs_app(theme);
+        assert_snapshot(&format!("jobs_80x24_{theme}"), &render_buffer(&app, 80, 24));
+        assert_snapshot(
+            &format!("jobs_200x60_{theme}"),
+            &render_buffer(&app, 200, 60),
+        );
+    }
+}
+
+#[test]
+fn jobs_view_shows_jobs_penalty_and_failing_sources() {
+    let mut app = jobs_app("default");
+    assert_eq!(app.focus, Pane::Throughput);
+    for (w, h) in [(80, 24), (200, 60)] {
+        let lines = render(&app, w, h);
+        let s = screen(&lines);
+        assert!(s.contains("Throughput: jobs and benchmarks"), "{s}");
+        let tera = line_with(&lines, "▸TeraSort");
+        for part in [
+            "TeraSort io",
+            "RUNNING",
+            "45%",
+            "12/16",
+            "1/4",
+            "42.0M/s",
+            "8.3M/s",
+        ] {
+            assert!(tera.contains(part), "TeraSort row lacks {part:?}: {tera}");
+        }
+        let pi = line_with(&lines, "QuasiMonteCarlo");
+        for part in ["pi cpu", "SUCCEEDED", "100%", "8/8", "1/1"] {
+            assert!(pi.contains(part), "pi row lacks {part:?}: {pi}");
+        }
+        // The selected job's throughput: latest sample, CPU and the VM it ran on.
+        let chart = line_with(&lines, "read+write 45.0M/s");
+        assert!(
+            chart.contains("cpu 1450 ms/s") && chart.contains("on web-1"),
+            "{chart}"
+        );
+        let title = line_with(&lines, "Penalty done");
+        assert!(
+            title.contains("accel tcg") && title.contains("node-a (Intel Xeon)"),
+            "{title}"
+        );
+        let read = line_with(&lines, "seq-read");
+        for part in ["410.0 MiB/s", "100.0 MiB/s", "75.6%", "±2% / ±10%"] {
+            assert!(read.contains(part), "seq-read row lacks {part:?}: {read}");
+        }
+        assert!(line_with(&lines, "cpu-loop").contains("90.0%"));
+        assert!(
+            s.contains("spark http://10.42.0.12:18080: connection refused"),
+            "{s}"
+        );
+        assert!(
+            !s.contains("http://10.42.0.11:8088"),
+            "a healthy source is not an error: {s}"
+        );
+        assert!(
+            lines.last().unwrap().starts_with("b vm charts"),
+            "{:?}",
+            lines.last()
+        );
+    }
+    // At 200x60 (zoomed) the selected job's history is a chart with a time axis.
+    app.zoom = true;
+    let s = screen(&render(&app, 200, 60));
+    assert!(s.contains("-38s") && s.contains("59.4M/s"), "{s}");
+    app.zoom = false;
+    // Down selects the next job; its chart follows.
+    app.handle_key(key('j'));
+    let lines = render(&app, 80, 24);
+    assert!(line_with(&lines, "▸QuasiMonteCarlo").contains("SUCCEEDED"));
+    assert!(
+        screen(&lines).contains("no throughput yet"),
+        "{}",
+        screen(&lines)
+    );
+    // The same key switches back to the selected VM's charts.
+    app.handle_key(key('b'));
+    let s = screen(&render(&app, 80, 24));
+    assert!(
+        s.contains("Throughput: web-1") && !s.contains("TeraSort"),
+        "{s}"
+    );
+}
+
+#[test]
+fn a_running_penalty_benchmark_shows_its_progress() {
+    let mut status = rich_status();
+    let p = status.penalty.as_mut().unwrap();
+    p.state = "running".into();
+    p.progress = "run 2/3: seq-read in the VM".into();
+    p.steps_done = 5;
+    p.rows[1].vm.clear();
+    let mut app = app_with(Some(status));
+    app.handle_key(key('b'));
+    let lines = render(&app, 80, 24);
+    let title = line_with(&lines, "Penalty");
+    assert!(
+        title.contains("running: run 2/3: seq-read in the VM (5/12)"),
+        "{title}"
+    );
+    // A workload not yet measured in the VM has no penalty yet.
+    let cpu = line_with(&lines, "cpu-loop");
+    assert!(cpu.contains("50.0 Mloop/s") && cpu.contains(" - "), "{cpu}");
+}
+
+#[test]
+fn jobs_view_without_jobs_says_so() {
+    let mut app = app_with(Some(sample_status()));
+    app.handle_key(key('b'));
+    let s = screen(&render(&app, 80, 24));
+    assert!(s.contains("no jobs (no job sources configured)"), "{s}");
+}

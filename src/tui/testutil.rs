@@ -5,8 +5,9 @@ use super::app::App;
 use super::keymap::Keymap;
 use super::theme::Theme;
 use crate::model::{
-    ConsumptionView, HostStats, LocalPeer, OperationKind, OperationPhase, OperationView, PeerLoad,
-    PeerView, ProviderView, ServiceSpec, ServiceView, Status, VmHistory, VmState, VmStats, VmView,
+    ConsumptionView, HostStats, JobSourceView, JobView, LocalPeer, OperationKind, OperationPhase,
+    OperationView, PeerLoad, PeerView, PenaltyRow, PenaltyView, ProviderView, ServiceSpec,
+    ServiceView, Status, VmHistory, VmState, VmStats, VmView, WorkloadKind,
 };
 
 pub const PEER_B: &str = "12D3KooWPeerBbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
@@ -135,7 +136,99 @@ pub fn rich_status() -> Status {
         elapsed_s: 0.3,
         error: Some("destination refuses migrations".into()),
     });
+    s.jobs = sample_jobs();
+    s.job_sources = vec![
+        JobSourceView {
+            kind: "yarn".into(),
+            url: "http://10.42.0.11:8088".into(),
+            ok: true,
+            message: "2 jobs".into(),
+        },
+        JobSourceView {
+            kind: "spark".into(),
+            url: "http://10.42.0.12:18080".into(),
+            ok: false,
+            message: "connection refused".into(),
+        },
+    ];
+    s.penalty = Some(sample_penalty());
     s
+}
+
+/// A running TeraSort (I/O) on web-1 with throughput history, and a finished pi (CPU).
+pub fn sample_jobs() -> Vec<JobView> {
+    vec![
+        JobView {
+            source: "yarn".into(),
+            id: "job_1764100000000_0002".into(),
+            name: "TeraSort".into(),
+            user: "hadoop".into(),
+            state: "RUNNING".into(),
+            benchmark: Some("TeraSort".into()),
+            kind: Some(WorkloadKind::Io),
+            progress_pct: 45.0,
+            maps_completed: 12,
+            maps_total: 16,
+            reduces_completed: 1,
+            reduces_total: 4,
+            read_bps: Some(42_000_000.0),
+            write_bps: Some(8_300_000.0),
+            cpu_ms_per_s: Some(1450.0),
+            elapsed_s: 95.0,
+            hosts: vec!["10.42.0.11".into()],
+            vms: vec!["web-1".into()],
+            history_bps: (0..20).map(|i| (i % 7) as f64 * 9_000_000.0).collect(),
+            ..JobView::default()
+        },
+        JobView {
+            source: "yarn".into(),
+            id: "job_1764100000000_0001".into(),
+            name: "QuasiMonteCarlo".into(),
+            user: "hadoop".into(),
+            state: "SUCCEEDED".into(),
+            benchmark: Some("pi".into()),
+            kind: Some(WorkloadKind::Cpu),
+            progress_pct: 100.0,
+            maps_completed: 8,
+            maps_total: 8,
+            reduces_completed: 1,
+            reduces_total: 1,
+            elapsed_s: 61.0,
+            ..JobView::default()
+        },
+    ]
+}
+
+/// A finished penalty run under TCG: sequential reads and a CPU loop.
+pub fn sample_penalty() -> PenaltyView {
+    PenaltyView {
+        state: "done".into(),
+        progress: "done".into(),
+        steps_done: 12,
+        steps_total: 12,
+        host: "node-a (Intel Xeon)".into(),
+        accel: "tcg".into(),
+        runs: 3,
+        short: false,
+        started_at: 1_764_100_000,
+        rows: vec![
+            PenaltyRow {
+                workload: "seq-read".into(),
+                kind: Some(WorkloadKind::Io),
+                unit: "MiB/s".into(),
+                native: vec![400.0, 420.0, 410.0],
+                vm: vec![100.0, 90.0, 110.0],
+            },
+            PenaltyRow {
+                workload: "cpu-loop".into(),
+                kind: Some(WorkloadKind::Cpu),
+                unit: "Mloop/s".into(),
+                native: vec![50.0, 50.0, 50.0],
+                vm: vec![5.0, 5.0, 5.0],
+            },
+        ],
+        error: None,
+    }
 }
 
 /// This peer (node-a) with 2 VMs, and 3 other peers: two connected, one not.

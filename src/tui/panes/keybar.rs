@@ -82,6 +82,7 @@ fn current_hints(app: &App) -> Vec<Span<'static>> {
         Mode::Normal => {
             let pane: &[Hint] = match app.focus {
                 Pane::Topology => &[(&[Confirm], "details"), (&[Filter], "filter")],
+                Pane::Throughput if app.show_jobs => &[(&[ToggleJobs], "vm charts")],
                 Pane::Vms | Pane::Throughput => &[
                     (&[Migrate], "migrate"),
                     (&[StartStop], "start/stop"),
@@ -89,6 +90,7 @@ fn current_hints(app: &App) -> Vec<Span<'static>> {
                     (&[Delete], "delete"),
                     (&[Sort], "sort"),
                     (&[ToggleOverlay], "all"),
+                    (&[ToggleJobs], "jobs"),
                     (&[Filter], "filter"),
                 ],
                 Pane::Services => &[(&[Consume], "consume"), (&[Filter], "filter")],

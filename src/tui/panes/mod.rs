@@ -4,6 +4,7 @@
 pub mod dialog;
 pub mod header;
 pub mod help;
+pub mod jobs;
 pub mod keybar;
 pub mod log;
 pub mod operations;

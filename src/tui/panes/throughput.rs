@@ -19,10 +19,14 @@ type Series<'a> = (&'a str, Vec<(f64, f64)>, Style);
 type SeriesRef<'a> = (&'a str, &'a [(f64, f64)], Style);
 
 /// Below this many rows the charts become sparklines.
-const MIN_CHART_HEIGHT: u16 = 8;
+pub(super) const MIN_CHART_HEIGHT: u16 = 8;
 
 pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
     let theme = &app.theme;
+    if app.show_jobs {
+        super::jobs::draw(frame, area, app);
+        return;
+    }
     let focused = app.focus == Pane::Throughput;
     let Some(key) = app.selected_vm_key() else {
         let block = pane_block("Throughput", focused, theme);
@@ -123,6 +127,32 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
             .map(|(n, v, s)| (*n, v.as_slice(), *s))
             .collect(),
         span_s,
+        max * 1.1,
+        |v| format!("{}/s", fmt_rate(v)),
+    );
+}
+
+/// One rate series (bytes/s, oldest first, one sample every `interval_s`).
+pub(super) fn rate_chart(
+    frame: &mut Frame,
+    area: Rect,
+    app: &App,
+    (name, values, style): (&str, &[f64], Style),
+    interval_s: f64,
+) {
+    let n = values.len();
+    let points: Vec<(f64, f64)> = values
+        .iter()
+        .enumerate()
+        .map(|(i, y)| (-((n - 1 - i) as f64) * interval_s, *y))
+        .collect();
+    let max = values.iter().copied().fold(0.0, f64::max).max(1024.0);
+    chart(
+        frame,
+        area,
+        app,
+        vec![(name, points.as_slice(), style)],
+        n.saturating_sub(1) as f64 * interval_s,
         max * 1.1,
         |v| format!("{}/s", fmt_rate(v)),
     );
