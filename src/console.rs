@@ -9,12 +9,15 @@ use std::time::Duration;
 use anyhow::Result;
 use tokio::sync::{mpsc, watch};
 
+use crate::bench::penalty::table as penalty_table;
 use crate::control::client::ControlClient;
 use crate::control::{Reply, Request};
 use crate::model::{ServiceView, Status, VmView, short_peer_id};
 use crate::paths::DataDir;
 use crate::runtime::{Peer, PeerConfig};
 use crate::tui::keymap;
+use crate::tui::panes::fmt_rate;
+use crate::tui::panes::jobs::{bench_label, source_errors};
 use crate::tui::{self, ConsoleOptions, Notice, UiCommand};
 
 /// How the console looks: `--theme` and `--keymap`.
@@ -270,8 +273,68 @@ pub fn status_text(status: &Status) -> String {
             );
         }
     }
+    out.push_str(&jobs_text(status));
     for e in &status.dial_errors {
         let _ = writeln!(out, "warning: {e}");
+    }
+    out
+}
+
+/// Jobs seen through the job sources, failing sources, and the latest penalty
+/// benchmark; empty when there is none of these.
+fn jobs_text(status: &Status) -> String {
+    let mut out = String::new();
+    if !status.jobs.is_empty() {
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "{:<24} {:<16} {:<10} {:>5} {:>9} {:>9} {:>9} {:>9}  VMS",
+            "JOB", "BENCHMARK", "STATE", "DONE", "MAPS", "REDUCES", "READ/S", "WRITE/S"
+        );
+        let rate = |b: Option<f64>| b.map(fmt_rate).unwrap_or_else(|| "-".into());
+        for j in &status.jobs {
+            let _ = writeln!(
+                out,
+                "{:<24} {:<16} {:<10} {:>4.0}% {:>9} {:>9} {:>9} {:>9}  {}",
+                j.name,
+                bench_label(j),
+                j.state,
+                j.progress_pct,
+                format!("{}/{}", j.maps_completed, j.maps_total),
+                format!("{}/{}", j.reduces_completed, j.reduces_total),
+                rate(j.read_bps),
+                rate(j.write_bps),
+                if j.vms.is_empty() {
+                    "-".to_string()
+                } else {
+                    j.vms.join(",")
+                }
+            );
+        }
+    }
+    for e in source_errors(status) {
+        let _ = writeln!(out, "warning: job source {e}");
+    }
+    if let Some(p) = &status.penalty {
+        let _ = writeln!(out);
+        match p.state.as_str() {
+            "running" => {
+                let _ = writeln!(
+                    out,
+                    "penalty benchmark running: {} ({}/{})",
+                    p.progress, p.steps_done, p.steps_total
+                );
+            }
+            state => {
+                let _ = writeln!(out, "penalty benchmark {state}");
+            }
+        }
+        if let Some(e) = &p.error {
+            let _ = writeln!(out, "error: {e}");
+        }
+        if !p.rows.is_empty() {
+            out.push_str(&penalty_table::text(p));
+        }
     }
     out
 }
@@ -436,6 +499,55 @@ mod tests {
                 name: "a".into(),
                 foreign: false
             })
+        );
+    }
+
+    #[test]
+    fn status_text_lists_jobs_failing_sources_and_the_penalty_table() {
+        let text = status_text(&crate::tui::testutil::rich_status());
+        let line = |needle: &str| {
+            text.lines()
+                .find(|l| l.contains(needle))
+                .unwrap_or_else(|| panic!("no line with {needle:?}:\n{text}"))
+        };
+        let tera = line("TeraSort ");
+        for part in [
+            "TeraSort io",
+            "RUNNING",
+            "45%",
+            "12/16",
+            "1/4",
+            "42.0M",
+            "8.3M",
+            "web-1",
+        ] {
+            assert!(tera.contains(part), "TeraSort line lacks {part:?}: {tera}");
+        }
+        assert!(line("QuasiMonteCarlo").contains("pi cpu"));
+        assert!(
+            line("warning: job source")
+                .contains("spark http://10.42.0.12:18080: connection refused")
+        );
+        assert!(!text.contains("10.42.0.11:8088"), "{text}");
+        assert!(text.contains("penalty benchmark done"), "{text}");
+        assert!(line("accelerator:").contains("tcg"));
+        let read = line("seq-read");
+        assert!(read.contains(" 410 ") && read.contains("75.6%"), "{read}");
+
+        let mut running = crate::tui::testutil::rich_status();
+        let p = running.penalty.as_mut().unwrap();
+        p.state = "running".into();
+        p.progress = "run 2/3: seq-read in the VM".into();
+        p.steps_done = 5;
+        let text = status_text(&running);
+        assert!(
+            text.contains("penalty benchmark running: run 2/3: seq-read in the VM (5/12)"),
+            "{text}"
+        );
+        let plain = status_text(&crate::tui::testutil::sample_status());
+        assert!(
+            !plain.contains("JOB") && !plain.contains("penalty"),
+            "{plain}"
         );
     }
 }

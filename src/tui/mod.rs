@@ -13,7 +13,7 @@ mod action;
 mod app;
 mod cmdline;
 pub mod keymap;
-mod panes;
+pub(crate) mod panes;
 mod rows;
 mod terminal;
 pub mod theme;
@@ -22,7 +22,7 @@ mod ui;
 #[cfg(test)]
 mod snapshots;
 #[cfg(test)]
-mod testutil;
+pub(crate) mod testutil;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
