@@ -151,7 +151,7 @@ impl Action {
             Action::Delete => "delete the selected VM (asks first)",
             Action::Sort => "VMs: sort by the next column",
             Action::ToggleOverlay => "VMs: this peer or the overlay",
-            Action::ToggleJobs => "Throughput: the selected VM or jobs and benchmarks",
+            Action::ToggleJobs => "Throughput: VM charts or jobs",
             Action::Zoom => "zoom the focused pane",
             Action::LogMore => "log: show more levels",
             Action::LogLess => "log: show fewer levels",

@@ -469,7 +469,7 @@ fn jobs_view_shows_jobs_penalty_and_failing_sources() {
             "{title}"
         );
         let read = line_with(&lines, "seq-read");
-        for part in ["410.0 MiB/s", "100.0 MiB/s", "75.6%", "±2% / ±10%"] {
+        for part in ["410.0 MiB/s", "100.0 MiB/s", "75.6%", "±2.4% / ±10.0%"] {
             assert!(read.contains(part), "seq-read row lacks {part:?}: {read}");
         }
         assert!(line_with(&lines, "cpu-loop").contains("90.0%"));
@@ -537,4 +537,28 @@ fn jobs_view_without_jobs_says_so() {
     app.handle_key(key('b'));
     let s = screen(&render(&app, 80, 24));
     assert!(s.contains("no jobs (no job sources configured)"), "{s}");
+}
+
+#[test]
+fn clicking_a_job_selects_it_and_its_chart_follows() {
+    let mut app = jobs_app("default");
+    let lines = render(&app, 80, 24);
+    let y = lines
+        .iter()
+        .position(|l| l.contains("QuasiMonteCarlo"))
+        .unwrap();
+    app.handle_mouse(MouseEvent {
+        kind: MouseEventKind::Down(MouseButton::Left),
+        column: 5,
+        row: y as u16,
+        modifiers: KeyModifiers::NONE,
+    });
+    assert_eq!(
+        app.selected_job().map(|j| j.name.as_str()),
+        Some("QuasiMonteCarlo")
+    );
+    let lines = render(&app, 80, 24);
+    assert!(line_with(&lines, "QuasiMonteCarlo read+write").contains("-"));
+    // The VM selection is left alone.
+    assert_eq!(app.selected_vm_key(), Some("web-1"));
 }

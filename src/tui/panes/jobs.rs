@@ -253,7 +253,7 @@ fn draw_penalty(frame: &mut Frame, area: Rect, app: &App, p: &PenaltyView) {
         .iter()
         .map(|r| {
             let spread = match (spread_pct(&r.native), spread_pct(&r.vm)) {
-                (Some(n), Some(v)) => format!("±{n:.0}% / ±{v:.0}%"),
+                (Some(n), Some(v)) => format!("±{n:.1}% / ±{v:.1}%"),
                 _ => "-".into(),
             };
             Row::new(vec![
