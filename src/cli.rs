@@ -58,8 +58,17 @@ pub enum Command {
         /// VM name on this peer.
         vm: String,
         /// Destination: peer id, unique prefix of one, or nickname.
-        #[arg(long)]
-        to: String,
+        #[arg(long, required_unless_present = "abort")]
+        to: Option<String>,
+        /// Longest pause of the guest at switch-over, in milliseconds.
+        #[arg(long, value_name = "MS", conflicts_with = "abort")]
+        max_downtime: Option<u64>,
+        /// Cap on the transfer rate, in MiB/s.
+        #[arg(long, value_name = "MIB_S", conflicts_with = "abort")]
+        bandwidth: Option<u64>,
+        /// Cancel the running migration of VM instead; it keeps running here.
+        #[arg(long, conflicts_with = "to")]
+        abort: bool,
         #[arg(long)]
         json: bool,
     },

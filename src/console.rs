@@ -153,7 +153,12 @@ async fn execute_commands(
 /// has one.
 fn to_request(command: &UiCommand) -> Option<Request> {
     Some(match command.clone() {
-        UiCommand::Migrate { vm, to } => Request::Migrate { vm, to },
+        UiCommand::Migrate { vm, to } => Request::Migrate {
+            vm,
+            to,
+            max_downtime_ms: None,
+            bandwidth_mib_s: None,
+        },
         UiCommand::Start { vm } => Request::VmStart {
             name: vm,
             foreign: false,
@@ -459,7 +464,9 @@ mod tests {
             }),
             Some(Request::Migrate {
                 vm: "web-1".into(),
-                to: "peer-b".into()
+                to: "peer-b".into(),
+                max_downtime_ms: None,
+                bandwidth_mib_s: None,
             })
         );
         assert_eq!(

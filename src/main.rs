@@ -75,17 +75,30 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Some(Command::Vm(command)) => vm_command(&control, command).await,
-        Some(Command::Migrate { vm, to, json }) => {
-            let Reply::Migrated(report) = control.call(&Request::Migrate { vm, to }).await? else {
-                anyhow::bail!("unexpected reply to migrate");
+        Some(Command::Migrate {
+            vm,
+            to,
+            max_downtime,
+            bandwidth,
+            abort,
+            json,
+        }) => {
+            let request = match to {
+                Some(to) if !abort => Request::Migrate {
+                    vm,
+                    to,
+                    max_downtime_ms: max_downtime,
+                    bandwidth_mib_s: bandwidth,
+                },
+                _ => Request::MigrateAbort { vm },
             };
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                println!(
-                    "VM '{}' migrated from {} to {} in {:.2} s",
-                    report.vm, report.from, report.to, report.seconds
-                );
+            match control.call(&request).await? {
+                Reply::Migrated(report) if json => {
+                    println!("{}", serde_json::to_string_pretty(&report)?)
+                }
+                Reply::Migrated(report) => println!("{}", describe_migration(&report)),
+                Reply::Done { message } => println!("{message}"),
+                _ => anyhow::bail!("unexpected reply to migrate"),
             }
             Ok(())
         }
@@ -562,4 +575,22 @@ fn init_stderr_logging() {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
+}
+
+/// One line for a finished migration: total time, downtime, bytes.
+fn describe_migration(report: &control::MigrationReport) -> String {
+    let mut line = format!(
+        "VM '{}' migrated from {} to {} in {:.2} s",
+        report.vm, report.from, report.to, report.seconds
+    );
+    if let Some(ms) = report.downtime_ms {
+        line.push_str(&format!(", downtime {ms} ms"));
+    }
+    if let Some(bytes) = report.transferred_bytes {
+        line.push_str(&format!(
+            ", {:.1} MiB sent",
+            bytes as f64 / (1024.0 * 1024.0)
+        ));
+    }
+    line
 }

@@ -233,25 +233,27 @@ pub struct ConsumptionView {
     pub last_provider: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum OperationKind {
     /// This peer sends a VM away.
+    #[default]
     MigrateOut,
     /// This peer receives a VM.
     MigrateIn,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum OperationPhase {
+    #[default]
     Requested,
     Transferring,
     Done,
     Failed,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct OperationView {
     pub id: u64,
     pub kind: OperationKind,
@@ -263,6 +265,22 @@ pub struct OperationView {
     pub elapsed_s: f64,
     /// Error message when failed.
     pub error: Option<String>,
+    /// Share of the data sent, 0..=1 (libvirt job stats, source side).
+    #[serde(default)]
+    pub progress: Option<f64>,
+    #[serde(default)]
+    pub transferred_bytes: Option<u64>,
+    #[serde(default)]
+    pub remaining_bytes: Option<u64>,
+    /// Guest memory pages dirtied per second.
+    #[serde(default)]
+    pub dirty_pages_per_s: Option<u64>,
+    /// Pre-copy pass over memory (1 = first).
+    #[serde(default)]
+    pub iteration: Option<u64>,
+    /// While running: libvirt's expected downtime; once done: the measured one.
+    #[serde(default)]
+    pub downtime_ms: Option<u64>,
 }
 
 /// Whether a workload is limited by the CPU or by I/O (disk, network).

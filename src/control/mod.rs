@@ -64,6 +64,16 @@ pub enum Request {
     Migrate {
         vm: String,
         to: String,
+        /// Longest pause libvirt may impose at switch-over.
+        #[serde(default)]
+        max_downtime_ms: Option<u64>,
+        /// Cap on the transfer rate, MiB/s.
+        #[serde(default)]
+        bandwidth_mib_s: Option<u64>,
+    },
+    /// Cancel the running outgoing migration of a VM; it stays here.
+    MigrateAbort {
+        vm: String,
     },
     /// Services of the whole overlay.
     Services,
@@ -126,7 +136,14 @@ pub struct MigrationReport {
     pub from: String,
     pub to: String,
     pub to_peer_id: String,
+    /// Total time, request to switch-over done.
     pub seconds: f64,
+    /// The guest's pause at switch-over, as libvirt measured it.
+    #[serde(default)]
+    pub downtime_ms: Option<u64>,
+    /// Bytes libvirt sent (memory, and disks when not shared).
+    #[serde(default)]
+    pub transferred_bytes: Option<u64>,
 }
 
 /// What travels back: a reply or a one-line error for the operator.

@@ -296,3 +296,47 @@ pub fn set_keepalive(conn: &Connect, interval: i32, count: u32) -> bool {
     // SAFETY: valid connection.
     unsafe { sys::virConnectSetKeepAlive(conn.as_ptr(), interval, count) == 0 }
 }
+
+// ---------------------------------------------------------------------------
+// Jobs (migration progress and abort)
+
+/// `virDomainGetJobStats`: the job type (`VIR_DOMAIN_JOB_*`) and its typed
+/// parameters. `virt`'s own wrapper hands libvirt's array to Rust's allocator.
+pub fn job_stats(
+    domain: &virt::domain::Domain,
+    flags: u32,
+) -> Result<(i32, Vec<(String, ParamValue)>), Error> {
+    let mut kind: c_int = 0;
+    let mut params: sys::virTypedParameterPtr = ptr::null_mut();
+    let mut nparams: c_int = 0;
+    // SAFETY: the domain pointer is valid while `domain` lives; libvirt allocates
+    // `params` (nparams entries), which we copy and free with virTypedParamsFree.
+    let rc = unsafe {
+        sys::virDomainGetJobStats(domain.as_ptr(), &mut kind, &mut params, &mut nparams, flags)
+    };
+    if rc < 0 {
+        return Err(Error::last_error());
+    }
+    let count = usize::try_from(nparams).unwrap_or(0);
+    let copied = if params.is_null() || count == 0 {
+        Vec::new()
+    } else {
+        // SAFETY: libvirt wrote `nparams` consecutive parameters at `params`.
+        let slice = unsafe { std::slice::from_raw_parts(params, count) };
+        slice.iter().filter_map(copy_param).collect()
+    };
+    if !params.is_null() {
+        // SAFETY: frees the array and its strings, allocated by libvirt above.
+        unsafe { sys::virTypedParamsFree(params, nparams) };
+    }
+    Ok((kind, copied))
+}
+
+/// `virDomainAbortJob`: cancels the domain's running job (an outgoing migration).
+pub fn abort_job(domain: &virt::domain::Domain) -> Result<(), Error> {
+    // SAFETY: the domain pointer is valid while `domain` lives.
+    if unsafe { sys::virDomainAbortJob(domain.as_ptr()) } < 0 {
+        return Err(Error::last_error());
+    }
+    Ok(())
+}

@@ -6,6 +6,7 @@ pub mod bench;
 pub mod daemon;
 pub mod domain;
 mod ffi;
+pub mod job;
 pub mod manifest;
 pub mod netns;
 pub mod sampler;
@@ -275,9 +276,24 @@ impl Host {
     /// `dest_uri` itself and tunnels the memory stream over that connection, so the
     /// only thing that must reach the destination is its libvirt RPC socket.
     /// On failure libvirt resumes the VM here.
-    pub async fn migrate_p2p_tunnelled(&self, name: &str, dest_uri: &str) -> Result<()> {
+    /// `max_downtime_ms` bounds the final pause; `bandwidth_mib_s` caps the transfer.
+    pub async fn migrate_p2p_tunnelled(
+        &self,
+        name: &str,
+        dest_uri: &str,
+        max_downtime_ms: Option<u64>,
+        bandwidth_mib_s: Option<u64>,
+    ) -> Result<()> {
         let dest = dest_uri.to_string();
         self.with_domain(name, move |d, name| {
+            if let Some(ms) = max_downtime_ms {
+                d.migrate_set_max_downtime(ms, 0).map_err(|e| {
+                    anyhow!(
+                        "setting max downtime {ms} ms for VM '{name}': {}",
+                        e.message()
+                    )
+                })?;
+            }
             let mut flags = sys::VIR_MIGRATE_LIVE
                 | sys::VIR_MIGRATE_PEER2PEER
                 | sys::VIR_MIGRATE_TUNNELLED
@@ -290,8 +306,41 @@ impl Host {
             if read_metadata(d).is_some_and(|m| !m.disks.is_empty()) {
                 flags |= sys::VIR_MIGRATE_UNSAFE;
             }
-            d.migrate_to_uri(&dest, flags, None, 0)
+            d.migrate_to_uri(&dest, flags, None, bandwidth_mib_s.unwrap_or(0))
                 .map_err(|e| anyhow!("migrating VM '{name}': {}", e.message()))
+        })
+        .await
+    }
+
+    /// The running job of a VM (an outgoing migration), or None when it has none.
+    pub async fn job_progress(&self, name: &str) -> Result<Option<job::JobSample>> {
+        self.with_domain(name, |d, name| {
+            let (kind, params) = ffi::job_stats(d, 0)
+                .map_err(|e| anyhow!("job stats of VM '{name}': {}", e.message()))?;
+            Ok((kind != sys::VIR_DOMAIN_JOB_NONE as i32)
+                .then(|| job::JobSample::from_params(&params)))
+        })
+        .await
+    }
+
+    /// Stats of the VM's last completed job; on a migration's destination they
+    /// carry what the source measured (downtime, bytes, time).
+    pub async fn completed_job(&self, name: &str) -> Result<Option<job::JobSample>> {
+        self.with_domain(name, |d, name| {
+            let (kind, params) = ffi::job_stats(d, sys::VIR_DOMAIN_JOB_STATS_COMPLETED)
+                .map_err(|e| anyhow!("completed job of VM '{name}': {}", e.message()))?;
+            Ok((kind != sys::VIR_DOMAIN_JOB_NONE as i32)
+                .then(|| job::JobSample::from_params(&params)))
+        })
+        .await
+    }
+
+    /// Cancels the VM's running job; an outgoing migration stops and the VM keeps
+    /// running here.
+    pub async fn abort_job(&self, name: &str) -> Result<()> {
+        self.with_domain(name, |d, name| {
+            ffi::abort_job(d)
+                .map_err(|e| anyhow!("aborting the job of VM '{name}': {}", e.message()))
         })
         .await
     }

@@ -41,6 +41,11 @@ pub enum ControlResponse {
         reason: String,
     },
     Ack,
+    /// A migration arrived: what libvirt measured (destination's completed job).
+    MigrationStats {
+        downtime_ms: Option<u64>,
+        transferred_bytes: Option<u64>,
+    },
     Services {
         services: Vec<ServiceRecord>,
         load: PeerLoad,

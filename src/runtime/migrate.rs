@@ -23,8 +23,26 @@ use super::access::Role;
 use super::peers::{peer_id_of, resolve};
 use super::{Peer, validate_vm_name};
 use crate::control::MigrationReport;
+use crate::hypervisor::job::JobSample;
 use crate::model::{OperationKind, OperationPhase, VmState};
 use crate::node::protocol::{ControlRequest, ControlResponse, TUNNEL_PROTOCOL};
+
+/// How often the source samples libvirt's job stats while a migration runs.
+const PROGRESS_EVERY: Duration = Duration::from_millis(500);
+
+/// Operator limits for one migration, handed to libvirt.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Limits {
+    pub max_downtime_ms: Option<u64>,
+    pub bandwidth_mib_s: Option<u64>,
+}
+
+/// What the destination reports once the VM has arrived.
+#[derive(Debug, Clone, Copy, Default)]
+struct Arrival {
+    downtime_ms: Option<u64>,
+    transferred_bytes: Option<u64>,
+}
 
 /// How long an authorization to open tunnel streams stays valid.
 const GRANT_TTL: Duration = Duration::from_secs(600);
@@ -70,7 +88,15 @@ impl TunnelGrants {
 
 impl Peer {
     /// Source side: live-migrates `vm` to the peer named `to`.
-    pub async fn migrate(self: &Arc<Self>, vm: &str, to: &str) -> Result<MigrationReport> {
+    pub async fn migrate(
+        self: &Arc<Self>,
+        vm: &str,
+        to: &str,
+        limits: Limits,
+    ) -> Result<MigrationReport> {
+        if limits.max_downtime_ms == Some(0) || limits.bandwidth_mib_s == Some(0) {
+            bail!("--max-downtime and --bandwidth must be greater than 0");
+        }
         let local = self.host.vm(vm).await?;
         if local.state != VmState::Running {
             bail!(
@@ -93,9 +119,19 @@ impl Peer {
             .begin(OperationKind::MigrateOut, vm, &dest_name);
         tracing::info!("migrating VM '{vm}' to {dest_name}");
         let started = Instant::now();
-        let result = self.migrate_to(&local, dest_id, &dest_name, op).await;
+        let result = self
+            .migrate_to(&local, dest_id, &dest_name, op, limits)
+            .await;
         match &result {
-            Ok(()) => {
+            Ok(arrival) => {
+                let sample = JobSample {
+                    downtime_ms: arrival.downtime_ms,
+                    processed_bytes: arrival.transferred_bytes,
+                    remaining_bytes: Some(0),
+                    total_bytes: arrival.transferred_bytes,
+                    ..JobSample::default()
+                };
+                self.operations.set_progress(op, &sample);
                 self.operations.finish(op, None);
                 tracing::info!(
                     "VM '{vm}' migrated to {dest_name} in {:.1} s",
@@ -107,13 +143,24 @@ impl Peer {
                 tracing::error!("migration of VM '{vm}' to {dest_name} failed: {e:#}");
             }
         }
-        result.map(|()| MigrationReport {
+        result.map(|arrival| MigrationReport {
             vm: vm.to_string(),
             from: self.config.nick.clone(),
             to: dest_name,
             to_peer_id: dest_id.to_string(),
             seconds: started.elapsed().as_secs_f64(),
+            downtime_ms: arrival.downtime_ms,
+            transferred_bytes: arrival.transferred_bytes,
         })
+    }
+
+    /// Source side: cancels the running outgoing migration of `vm`. libvirt stops
+    /// the transfer and the VM keeps running here; `migrate` then reports failure.
+    pub async fn abort_migration(&self, vm: &str) -> Result<()> {
+        if !self.operations.is_outgoing(vm) {
+            bail!("VM '{vm}' is not being migrated from this peer");
+        }
+        self.host.abort_job(vm).await
     }
 
     async fn migrate_to(
@@ -122,7 +169,8 @@ impl Peer {
         dest: PeerId,
         dest_name: &str,
         op: u64,
-    ) -> Result<()> {
+        limits: Limits,
+    ) -> Result<Arrival> {
         let request = ControlRequest::PrepareMigration {
             vm: vm.name.clone(),
             uuid: vm.uuid.clone(),
@@ -141,14 +189,35 @@ impl Peer {
             .join(format!("migrate-{token:016x}.sock"));
         let bridge = TunnelBridge::bind(self, socket, dest, token)?;
         let dest_uri = format!("qemu+unix:///system?socket={}", bridge.path.display());
-        let outcome = self.host.migrate_p2p_tunnelled(&vm.name, &dest_uri).await;
+        let watcher = tokio::spawn(watch_progress(self.clone(), vm.name.clone(), op));
+        let outcome = self
+            .host
+            .migrate_p2p_tunnelled(
+                &vm.name,
+                &dest_uri,
+                limits.max_downtime_ms,
+                limits.bandwidth_mib_s,
+            )
+            .await;
+        watcher.abort();
         drop(bridge);
         let ended = ControlRequest::MigrationEnded {
             token,
             ok: outcome.is_ok(),
         };
-        if let Err(e) = self.node.request(dest, ended).await {
-            tracing::warn!("telling {dest_name} how the migration ended: {e:#}");
+        let mut arrival = Arrival::default();
+        match self.node.request(dest, ended).await {
+            Ok(ControlResponse::MigrationStats {
+                downtime_ms,
+                transferred_bytes,
+            }) => {
+                arrival = Arrival {
+                    downtime_ms,
+                    transferred_bytes,
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("telling {dest_name} how the migration ended: {e:#}"),
         }
         outcome?;
         // libvirt undefines the source on success; make sure nothing is left here.
@@ -159,7 +228,7 @@ impl Peer {
                 still.state.as_str()
             );
         }
-        Ok(())
+        Ok(arrival)
     }
 
     /// Destination side: decides whether to accept a VM, before anything moves.
@@ -223,21 +292,56 @@ impl Peer {
     }
 
     /// Destination side: the source says the migration is over.
-    pub(super) fn incoming_ended(&self, from: PeerId, token: u64, ok: bool) -> ControlResponse {
+    pub(super) async fn incoming_ended(
+        &self,
+        from: PeerId,
+        token: u64,
+        ok: bool,
+    ) -> ControlResponse {
         let Some(grant) = self.grants.take(token, from) else {
             return ControlResponse::Refused {
                 reason: "unknown migration token".into(),
             };
         };
         if ok {
+            // The source's libvirt sent its measurements along with the VM.
+            let completed = match self.host.completed_job(&grant.vm).await {
+                Ok(sample) => sample.unwrap_or_default(),
+                Err(e) => {
+                    tracing::warn!("no completed job stats for VM '{}': {e:#}", grant.vm);
+                    JobSample::default()
+                }
+            };
+            self.operations.set_progress(grant.operation, &completed);
             self.operations.finish(grant.operation, None);
-            tracing::info!("VM '{}' arrived from {from}", grant.vm);
+            tracing::info!(
+                "VM '{}' arrived from {from} (downtime {:?} ms, {:?} bytes)",
+                grant.vm,
+                completed.downtime_ms,
+                completed.processed_bytes
+            );
+            return ControlResponse::MigrationStats {
+                downtime_ms: completed.downtime_ms,
+                transferred_bytes: completed.processed_bytes,
+            };
         } else {
             self.operations
                 .finish(grant.operation, Some("the source reported failure".into()));
             tracing::warn!("incoming migration of VM '{}' failed", grant.vm);
         }
         ControlResponse::Ack
+    }
+}
+
+/// Source side: samples the VM's migration job into its operation until aborted.
+async fn watch_progress(peer: Arc<Peer>, vm: String, op: u64) {
+    loop {
+        tokio::time::sleep(PROGRESS_EVERY).await;
+        match peer.host.job_progress(&vm).await {
+            Ok(Some(sample)) => peer.operations.set_progress(op, &sample),
+            Ok(None) => {}
+            Err(e) => tracing::debug!("migration progress of VM '{vm}': {e:#}"),
+        }
     }
 }
 

@@ -247,10 +247,25 @@ impl Peer {
             Request::VmStats { name } => Ok(Reply::Vms {
                 vms: vec![self.host.vm(&name).await?],
             }),
-            Request::Migrate { vm, to } => {
-                let report = self.migrate(&vm, &to).await?;
+            Request::Migrate {
+                vm,
+                to,
+                max_downtime_ms,
+                bandwidth_mib_s,
+            } => {
+                let limits = migrate::Limits {
+                    max_downtime_ms,
+                    bandwidth_mib_s,
+                };
+                let report = self.migrate(&vm, &to, limits).await?;
                 self.services.republish.notify_one();
                 Ok(Reply::Migrated(report))
+            }
+            Request::MigrateAbort { vm } => {
+                self.abort_migration(&vm).await?;
+                Ok(done(format!(
+                    "migration of VM '{vm}' aborted: it keeps running on this peer"
+                )))
             }
             Request::Services => {
                 let peers = self.node.status().await?.peers;
@@ -452,7 +467,9 @@ impl Peer {
                 self.prepare_incoming(peer, &vm, &uuid, vcpus, memory_mib)
                     .await
             }
-            ControlRequest::MigrationEnded { token, ok } => self.incoming_ended(peer, token, ok),
+            ControlRequest::MigrationEnded { token, ok } => {
+                self.incoming_ended(peer, token, ok).await
+            }
             ControlRequest::ListServices => {
                 let (services, load) = self.service_records().await;
                 ControlResponse::Services { services, load }

@@ -3,6 +3,7 @@
 use std::sync::Mutex;
 use std::time::Instant;
 
+use crate::hypervisor::job::JobSample;
 use crate::model::{OperationKind, OperationPhase, OperationView};
 
 const KEEP_FINISHED: usize = 20;
@@ -37,6 +38,7 @@ impl Operations {
                 phase: OperationPhase::Requested,
                 elapsed_s: 0.0,
                 error: None,
+                ..OperationView::default()
             },
             started: Instant::now(),
         });
@@ -52,8 +54,29 @@ impl Operations {
             .any(|e| e.view.vm == vm && !is_final(e.view.phase))
     }
 
+    /// True if this peer is sending this VM away right now.
+    pub fn is_outgoing(&self, vm: &str) -> bool {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.ops.iter().any(|e| {
+            e.view.vm == vm && e.view.kind == OperationKind::MigrateOut && !is_final(e.view.phase)
+        })
+    }
+
     pub fn set_phase(&self, id: u64, phase: OperationPhase) {
         self.update(id, |e| e.view.phase = phase);
+    }
+
+    /// Records a job stats sample of a running migration.
+    pub fn set_progress(&self, id: u64, sample: &JobSample) {
+        self.update(id, |e| {
+            let v = &mut e.view;
+            v.progress = sample.progress().or(v.progress);
+            v.transferred_bytes = sample.processed_bytes.or(v.transferred_bytes);
+            v.remaining_bytes = sample.remaining_bytes.or(v.remaining_bytes);
+            v.dirty_pages_per_s = sample.dirty_rate.or(v.dirty_pages_per_s);
+            v.iteration = sample.iteration.or(v.iteration);
+            v.downtime_ms = sample.downtime_ms.or(v.downtime_ms);
+        });
     }
 
     pub fn finish(&self, id: u64, error: Option<String>) {

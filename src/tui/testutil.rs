@@ -126,6 +126,8 @@ pub fn rich_status() -> Status {
         phase: OperationPhase::Transferring,
         elapsed_s: 1.5,
         error: None,
+        progress: Some(0.4),
+        ..OperationView::default()
     });
     s.operations.push(OperationView {
         id: 3,
@@ -135,6 +137,7 @@ pub fn rich_status() -> Status {
         phase: OperationPhase::Failed,
         elapsed_s: 0.3,
         error: Some("destination refuses migrations".into()),
+        ..OperationView::default()
     });
     s.jobs = sample_jobs();
     s.job_sources = vec![
@@ -307,6 +310,7 @@ pub fn sample_status() -> Status {
             phase: OperationPhase::Done,
             elapsed_s: 3.2,
             error: None,
+            ..OperationView::default()
         }],
         ..Status::default()
     }

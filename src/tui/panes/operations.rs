@@ -105,14 +105,19 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
     );
 }
 
-/// Finished operations show a full bar. The node reports no transferred
-/// fraction, so a running one shows an activity sweep driven by its elapsed
-/// time instead of an invented percentage.
+/// Finished operations show a full bar. A running one shows libvirt's
+/// transferred fraction when the node reports it (source side), otherwise an
+/// activity sweep driven by its elapsed time instead of an invented percentage.
 fn bar(op: &OperationView, app: &App) -> Line<'static> {
     let theme = &app.theme;
     match op.phase {
         OperationPhase::Done => Line::styled("█".repeat(BAR), theme.op_done),
         OperationPhase::Failed => Line::styled("╳".repeat(BAR), theme.op_failed),
+        OperationPhase::Requested | OperationPhase::Transferring if op.progress.is_some() => {
+            let filled = (op.progress.unwrap_or(0.0).clamp(0.0, 1.0) * BAR as f64).round() as usize;
+            let cells = format!("{}{}", "█".repeat(filled), "░".repeat(BAR - filled));
+            Line::from(Span::styled(cells, theme.gauge))
+        }
         OperationPhase::Requested | OperationPhase::Transferring => {
             let pos = (op.elapsed_s * 4.0) as usize % (BAR + 2);
             let cells: String = (0..BAR)
