@@ -138,6 +138,7 @@ fn big_status(peers: usize, vms: usize, services: usize) -> Status {
             },
             elapsed_s: i as f64,
             error: None,
+            ..OperationView::default()
         })
         .collect();
     Status {

@@ -93,7 +93,15 @@ fn vm_live_migrates_between_two_peers_over_the_overlay() {
     let before = before.unwrap();
     assert_eq!(field(&before, "name"), "web-1");
 
-    let out = a.cli(&["migrate", "web-1", "--to", "peer-b", "--json"]);
+    let out = a.cli(&[
+        "migrate",
+        "web-1",
+        "--to",
+        "peer-b",
+        "--max-downtime",
+        "500",
+        "--json",
+    ]);
     assert!(
         out.status.success(),
         "migrate: {}\n{}",
@@ -102,6 +110,17 @@ fn vm_live_migrates_between_two_peers_over_the_overlay() {
     );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["to"], "peer-b");
+    // libvirt's own measurements, carried from the destination's completed job.
+    let downtime = report["downtime_ms"].as_u64().expect("downtime_ms reported");
+    let sent = report["transferred_bytes"].as_u64().expect("bytes reported");
+    assert!(downtime > 0, "{report}");
+    assert!(sent > 1 << 20, "a guest's RAM is more than 1 MiB: {report}");
+    eprintln!("migration figures: {report}");
+    // Both peers keep the finished operation with its figures.
+    let ops = a.status()["operations"].clone();
+    assert_eq!(ops[0]["phase"], "done", "{ops}");
+    assert_eq!(ops[0]["progress"], 1.0, "{ops}");
+    assert_eq!(ops[0]["transferred_bytes"].as_u64(), Some(sent), "{ops}");
 
     // B runs it, A does not, and each peer's libvirt agrees.
     assert_eq!(b.vm("web-1").expect("web-1 on B")["state"], "running");
