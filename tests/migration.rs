@@ -111,8 +111,12 @@ fn vm_live_migrates_between_two_peers_over_the_overlay() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["to"], "peer-b");
     // libvirt's own measurements, carried from the destination's completed job.
-    let downtime = report["downtime_ms"].as_u64().expect("downtime_ms reported");
-    let sent = report["transferred_bytes"].as_u64().expect("bytes reported");
+    let downtime = report["downtime_ms"]
+        .as_u64()
+        .expect("downtime_ms reported");
+    let sent = report["transferred_bytes"]
+        .as_u64()
+        .expect("bytes reported");
     assert!(downtime > 0, "{report}");
     assert!(sent > 1 << 20, "a guest's RAM is more than 1 MiB: {report}");
     eprintln!("migration figures: {report}");
@@ -188,6 +192,79 @@ fn vm_migration_refused_by_destination_leaves_vm_running_on_source() {
             .trim()
             .is_empty(),
         "nothing half-made on B"
+    );
+}
+
+#[test]
+fn vm_migration_aborted_mid_transfer_leaves_vm_running_on_source() {
+    let image_dir = common::image_dir();
+    let image_dir = image_dir.to_str().unwrap();
+    let netns = TestNetns::new("abort");
+    let key = fresh_key();
+    let a = vm_node("peer-a", &key, None, &netns, image_dir, &[]);
+    let b = vm_node("peer-b", &key, Some(a.port), &netns, image_dir, &[]);
+    assert!(eventually(Duration::from_secs(20), || a.connected_peers()
+        == ["peer-b"]));
+    b.allow_control(&a);
+    let out = a.cli(&["vm", "create", "web-3", "--memory", "512"]);
+    assert!(out.status.success(), "vm create: {}", stderr(&out));
+    let ip = a.vm("web-3").expect("web-3 on A")["ip"]
+        .as_str()
+        .expect("guest ip")
+        .to_string();
+    assert!(
+        eventually(Duration::from_secs(60), || guest_state(&netns, &ip)
+            .is_some()),
+        "guest HTTP never answered at {ip}"
+    );
+
+    std::thread::scope(|scope| {
+        // 1 MiB/s: the transfer takes far longer than the test waits for it.
+        let migration =
+            scope.spawn(|| a.cli(&["migrate", "web-3", "--to", "peer-b", "--bandwidth", "1"]));
+        let mut progress = None;
+        assert!(
+            eventually(Duration::from_secs(60), || {
+                let ops = a.status()["operations"].clone();
+                progress = ops[0]["progress"].as_f64();
+                ops[0]["transferred_bytes"].as_u64().unwrap_or(0) > 0
+            }),
+            "no progress from libvirt's job stats:\n{}",
+            a.log()
+        );
+        let progress = progress.expect("progress while transferring");
+        assert!(progress > 0.0 && progress < 1.0, "{progress}");
+
+        let out = a.cli(&["migrate", "--abort", "web-3"]);
+        assert!(out.status.success(), "abort: {}", stderr(&out));
+        let out = migration.join().unwrap();
+        assert!(
+            !out.status.success(),
+            "the aborted migration reports failure"
+        );
+        assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+    });
+
+    assert_eq!(running_names(&a.hypervisor_uri()), ["web-3"]);
+    assert!(
+        eventually(Duration::from_secs(20), || virsh(
+            &b.hypervisor_uri(),
+            &["list", "--all", "--name"]
+        )
+        .trim()
+        .is_empty()),
+        "nothing left on B"
+    );
+    assert!(
+        guest_state(&netns, &ip).is_some(),
+        "service answers on A after the abort"
+    );
+    assert_eq!(a.status()["operations"][0]["phase"], "failed");
+    let out = a.cli(&["migrate", "--abort", "web-3"]);
+    assert!(
+        stderr(&out).contains("not being migrated"),
+        "{}",
+        stderr(&out)
     );
 }
 
