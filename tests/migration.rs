@@ -268,6 +268,67 @@ fn vm_migration_aborted_mid_transfer_leaves_vm_running_on_source() {
     );
 }
 
+#[test]
+fn vm_migration_survives_destination_killed_mid_transfer() {
+    let image_dir = common::image_dir();
+    let image_dir = image_dir.to_str().unwrap();
+    let netns = TestNetns::new("kill");
+    let key = fresh_key();
+    let a = vm_node("peer-a", &key, None, &netns, image_dir, &[]);
+    let mut b = vm_node("peer-b", &key, Some(a.port), &netns, image_dir, &[]);
+    assert!(eventually(Duration::from_secs(20), || a.connected_peers()
+        == ["peer-b"]));
+    b.allow_control(&a);
+    let b_uri = b.hypervisor_uri();
+    let out = a.cli(&["vm", "create", "web-4", "--memory", "512"]);
+    assert!(out.status.success(), "vm create: {}", stderr(&out));
+    let ip = a.vm("web-4").expect("web-4 on A")["ip"]
+        .as_str()
+        .expect("guest ip")
+        .to_string();
+    assert!(
+        eventually(Duration::from_secs(60), || guest_state(&netns, &ip)
+            .is_some()),
+        "guest HTTP never answered at {ip}"
+    );
+
+    let out = std::thread::scope(|scope| {
+        let migration =
+            scope.spawn(|| a.cli(&["migrate", "web-4", "--to", "peer-b", "--bandwidth", "1"]));
+        assert!(
+            eventually(Duration::from_secs(60), || {
+                a.status()["operations"][0]["transferred_bytes"]
+                    .as_u64()
+                    .unwrap_or(0)
+                    > 0
+            }),
+            "the transfer never started:\n{}",
+            a.log()
+        );
+        // The node dies; its libvirtd (and the half-received QEMU) live on.
+        b.kill_hard();
+        migration.join().unwrap()
+    });
+    assert!(
+        !out.status.success(),
+        "migration to a dead peer cannot succeed"
+    );
+    assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+
+    assert_eq!(running_names(&a.hypervisor_uri()), ["web-4"]);
+    assert!(
+        guest_state(&netns, &ip).is_some(),
+        "service answers on A after the failed migration"
+    );
+    assert_eq!(a.status()["operations"][0]["phase"], "failed");
+    // With the tunnel gone, B's libvirt drops the incoming VM on its own.
+    let left_on_b = || virsh(&b_uri, &["list", "--all", "--name"]);
+    let clean = eventually(Duration::from_secs(30), || left_on_b().trim().is_empty());
+    let left = left_on_b();
+    b.stop_orphan_libvirtd();
+    assert!(clean, "B's libvirt keeps a half-made VM: {left}");
+}
+
 fn http_get(port: u16, path: &str) -> Option<String> {
     let out = std::process::Command::new("curl")
         .args([

@@ -157,6 +157,54 @@ impl TestNode {
     }
 }
 
+impl TestNode {
+    /// kill -9 of the node process, as a crash would. Its private libvirtd
+    /// survives: stop it with `stop_orphan_libvirtd`.
+    pub fn kill_hard(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops the libvirtd a hard-killed node left behind (found by its pid file).
+    pub fn stop_orphan_libvirtd(&self) {
+        for pid_file in find_files(self.dir.path(), "libvirtd.pid") {
+            let Ok(text) = std::fs::read_to_string(&pid_file) else {
+                continue;
+            };
+            let Ok(pid) = text.trim().parse::<i32>() else {
+                continue;
+            };
+            // SAFETY: kill(2) on the daemon our node started.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            let gone = eventually(Duration::from_secs(20), || {
+                // SAFETY: signal 0 only checks that the process exists.
+                (unsafe { libc::kill(pid, 0) }) != 0
+            });
+            if !gone {
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+}
+
+fn find_files(dir: &Path, name: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(find_files(&path, name));
+        } else if path.file_name().is_some_and(|n| n == name) {
+            found.push(path);
+        }
+    }
+    found
+}
+
 impl Drop for TestNode {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
