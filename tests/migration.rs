@@ -8,24 +8,50 @@ use std::time::Duration;
 
 use common::{NodeOptions, TestNetns, TestNode, eventually, fresh_key, stderr, virsh};
 
-fn vm_node(
-    nick: &str,
-    key: &str,
-    bootstrap: Option<u16>,
-    netns: &TestNetns,
-    image_dir: &str,
-    extra: &[&str],
-) -> TestNode {
-    let mut args = vec!["--image-dir", image_dir];
-    args.extend_from_slice(extra);
-    TestNode::start(NodeOptions {
-        nick,
-        key,
-        bootstrap,
-        hypervisor: None,
-        guest_netns: &netns.name,
-        extra: &args,
-    })
+/// What the peers of one test share: a guest namespace of its own (removed after
+/// the nodes, which are declared later and so dropped first), a network key and
+/// the image dir.
+struct Rig {
+    netns: TestNetns,
+    key: String,
+    image_dir: String,
+}
+
+impl Rig {
+    fn new(tag: &str) -> Rig {
+        Rig {
+            image_dir: common::image_dir().to_string_lossy().into_owned(),
+            netns: TestNetns::new(tag),
+            key: fresh_key(),
+        }
+    }
+
+    fn node(&self, nick: &str, bootstrap: Option<&TestNode>, extra: &[&str]) -> TestNode {
+        let mut args = vec!["--image-dir", self.image_dir.as_str()];
+        args.extend_from_slice(extra);
+        TestNode::start(NodeOptions {
+            nick,
+            key: &self.key,
+            bootstrap: bootstrap.map(|n| n.port),
+            hypervisor: None,
+            guest_netns: &self.netns.name,
+            extra: &args,
+        })
+    }
+
+    /// peer-a and peer-b joined, peer-b letting peer-a migrate VMs in.
+    fn pair(&self, extra_b: &[&str]) -> (TestNode, TestNode) {
+        let a = self.node("peer-a", None, &[]);
+        let b = self.node("peer-b", Some(&a), extra_b);
+        assert!(
+            eventually(Duration::from_secs(20), || a.connected_peers()
+                == ["peer-b"]),
+            "overlay did not form:\n{}",
+            a.log()
+        );
+        b.allow_control(&a);
+        (a, b)
+    }
 }
 
 /// The guest's state page (`name=`, `boot_id=`, `hits=` ...), fetched from inside
@@ -62,19 +88,9 @@ fn running_names(uri: &str) -> Vec<String> {
 
 #[test]
 fn vm_live_migrates_between_two_peers_over_the_overlay() {
-    let image_dir = common::image_dir();
-    let image_dir = image_dir.to_str().unwrap();
-    let netns = TestNetns::new("mig");
-    let key = fresh_key();
-    let a = vm_node("peer-a", &key, None, &netns, image_dir, &[]);
-    let b = vm_node("peer-b", &key, Some(a.port), &netns, image_dir, &[]);
-    assert!(
-        eventually(Duration::from_secs(20), || a.connected_peers()
-            == ["peer-b"]),
-        "overlay did not form:\n{}",
-        a.log()
-    );
-    b.allow_control(&a);
+    let rig = Rig::new("mig");
+    let netns = &rig.netns;
+    let (a, b) = rig.pair(&[]);
 
     let out = a.cli(&["vm", "create", "web-1"]);
     assert!(out.status.success(), "vm create: {}", stderr(&out));
@@ -85,7 +101,7 @@ fn vm_live_migrates_between_two_peers_over_the_overlay() {
     let mut before = None;
     assert!(
         eventually(Duration::from_secs(60), || {
-            before = guest_state(&netns, &ip);
+            before = guest_state(netns, &ip);
             before.is_some()
         }),
         "guest HTTP never answered at {ip}"
@@ -139,7 +155,7 @@ fn vm_live_migrates_between_two_peers_over_the_overlay() {
     );
 
     // Same guest, same memory: the boot id survived, the service answers.
-    let after = guest_state(&netns, &ip).expect("guest answers after migration");
+    let after = guest_state(netns, &ip).expect("guest answers after migration");
     assert_eq!(field(&after, "boot_id"), field(&before, "boot_id"));
     let hits = |s: &str| field(s, "hits").parse::<u64>().unwrap_or(0);
     assert!(
@@ -150,22 +166,8 @@ fn vm_live_migrates_between_two_peers_over_the_overlay() {
 
 #[test]
 fn vm_migration_refused_by_destination_leaves_vm_running_on_source() {
-    let image_dir = common::image_dir();
-    let image_dir = image_dir.to_str().unwrap();
-    let netns = TestNetns::new("refuse");
-    let key = fresh_key();
-    let a = vm_node("peer-a", &key, None, &netns, image_dir, &[]);
-    let b = vm_node(
-        "peer-b",
-        &key,
-        Some(a.port),
-        &netns,
-        image_dir,
-        &["--no-accept-migrations"],
-    );
-    b.allow_control(&a);
-    assert!(eventually(Duration::from_secs(20), || a.connected_peers()
-        == ["peer-b"]));
+    let rig = Rig::new("refuse");
+    let (a, b) = rig.pair(&["--no-accept-migrations"]);
     let out = a.cli(&["vm", "create", "web-2"]);
     assert!(out.status.success(), "vm create: {}", stderr(&out));
 
@@ -197,15 +199,9 @@ fn vm_migration_refused_by_destination_leaves_vm_running_on_source() {
 
 #[test]
 fn vm_migration_aborted_mid_transfer_leaves_vm_running_on_source() {
-    let image_dir = common::image_dir();
-    let image_dir = image_dir.to_str().unwrap();
-    let netns = TestNetns::new("abort");
-    let key = fresh_key();
-    let a = vm_node("peer-a", &key, None, &netns, image_dir, &[]);
-    let b = vm_node("peer-b", &key, Some(a.port), &netns, image_dir, &[]);
-    assert!(eventually(Duration::from_secs(20), || a.connected_peers()
-        == ["peer-b"]));
-    b.allow_control(&a);
+    let rig = Rig::new("abort");
+    let netns = &rig.netns;
+    let (a, b) = rig.pair(&[]);
     let out = a.cli(&["vm", "create", "web-3", "--memory", "512"]);
     assert!(out.status.success(), "vm create: {}", stderr(&out));
     let ip = a.vm("web-3").expect("web-3 on A")["ip"]
@@ -213,7 +209,7 @@ fn vm_migration_aborted_mid_transfer_leaves_vm_running_on_source() {
         .expect("guest ip")
         .to_string();
     assert!(
-        eventually(Duration::from_secs(60), || guest_state(&netns, &ip)
+        eventually(Duration::from_secs(60), || guest_state(netns, &ip)
             .is_some()),
         "guest HTTP never answered at {ip}"
     );
@@ -256,7 +252,7 @@ fn vm_migration_aborted_mid_transfer_leaves_vm_running_on_source() {
         "nothing left on B"
     );
     assert!(
-        guest_state(&netns, &ip).is_some(),
+        guest_state(netns, &ip).is_some(),
         "service answers on A after the abort"
     );
     assert_eq!(a.status()["operations"][0]["phase"], "failed");
@@ -270,15 +266,9 @@ fn vm_migration_aborted_mid_transfer_leaves_vm_running_on_source() {
 
 #[test]
 fn vm_migration_survives_destination_killed_mid_transfer() {
-    let image_dir = common::image_dir();
-    let image_dir = image_dir.to_str().unwrap();
-    let netns = TestNetns::new("kill");
-    let key = fresh_key();
-    let a = vm_node("peer-a", &key, None, &netns, image_dir, &[]);
-    let mut b = vm_node("peer-b", &key, Some(a.port), &netns, image_dir, &[]);
-    assert!(eventually(Duration::from_secs(20), || a.connected_peers()
-        == ["peer-b"]));
-    b.allow_control(&a);
+    let rig = Rig::new("kill");
+    let netns = &rig.netns;
+    let (a, mut b) = rig.pair(&[]);
     let b_uri = b.hypervisor_uri();
     let out = a.cli(&["vm", "create", "web-4", "--memory", "512"]);
     assert!(out.status.success(), "vm create: {}", stderr(&out));
@@ -287,7 +277,7 @@ fn vm_migration_survives_destination_killed_mid_transfer() {
         .expect("guest ip")
         .to_string();
     assert!(
-        eventually(Duration::from_secs(60), || guest_state(&netns, &ip)
+        eventually(Duration::from_secs(60), || guest_state(netns, &ip)
             .is_some()),
         "guest HTTP never answered at {ip}"
     );
@@ -317,7 +307,7 @@ fn vm_migration_survives_destination_killed_mid_transfer() {
 
     assert_eq!(running_names(&a.hypervisor_uri()), ["web-4"]);
     assert!(
-        guest_state(&netns, &ip).is_some(),
+        guest_state(netns, &ip).is_some(),
         "service answers on A after the failed migration"
     );
     assert_eq!(a.status()["operations"][0]["phase"], "failed");
@@ -356,14 +346,9 @@ fn service_listed(node: &TestNode, name: &str) -> bool {
 
 #[test]
 fn vm_service_is_consumed_across_the_overlay_and_follows_its_vm() {
-    let image_dir = common::image_dir();
-    let image_dir = image_dir.to_str().unwrap();
-    let netns = TestNetns::new("svc");
-    let key = fresh_key();
-    let a = vm_node("peer-a", &key, None, &netns, image_dir, &[]);
-    let b = vm_node("peer-b", &key, Some(a.port), &netns, image_dir, &[]);
-    let c = vm_node("peer-c", &key, Some(b.port), &netns, image_dir, &[]);
-    b.allow_control(&a);
+    let rig = Rig::new("svc");
+    let (a, b) = rig.pair(&[]);
+    let c = rig.node("peer-c", Some(&b), &[]); // told only about peer-b
     let out = a.cli(&["vm", "create", "web-1"]);
     assert!(out.status.success(), "vm create: {}", stderr(&out));
 

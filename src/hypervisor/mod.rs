@@ -172,8 +172,13 @@ impl Host {
 
     /// Defines the domain persistently and starts it.
     pub async fn create(&self, spec: &DomainSpec) -> Result<()> {
-        let name = spec.name.clone();
-        let xml = spec.to_xml();
+        self.create_from_xml(&spec.name, spec.to_xml()).await
+    }
+
+    /// Defines and starts a domain from ready-made XML (also for throwaway guests
+    /// such as the penalty benchmark's, whose XML adds a disk); `remove` undoes it.
+    pub async fn create_from_xml(&self, name: &str, xml: String) -> Result<()> {
+        let name = name.to_string();
         let conn = self.conn.clone();
         blocking(move || {
             if lookup(&conn, &name)?.is_some() {
@@ -184,24 +189,6 @@ impl Host {
                 .map_err(|e| anyhow!("defining VM '{name}': {}", e.message()))?;
             if let Err(e) = domain.create() {
                 // Leave nothing half-made behind.
-                let _ = domain.undefine();
-                bail!("starting VM '{name}': {}", e.message());
-            }
-            Ok(())
-        })
-        .await
-    }
-
-    /// Defines and starts a domain from ready-made XML (for throwaway guests such
-    /// as the penalty benchmark's, whose XML adds a disk); `remove` undoes it.
-    pub async fn create_from_xml(&self, name: &str, xml: String) -> Result<()> {
-        let name = name.to_string();
-        let conn = self.conn.clone();
-        blocking(move || {
-            let domain = conn
-                .define_domain_xml(&xml)
-                .map_err(|e| anyhow!("defining VM '{name}': {}", e.message()))?;
-            if let Err(e) = domain.create() {
                 let _ = domain.undefine();
                 bail!("starting VM '{name}': {}", e.message());
             }
