@@ -24,6 +24,39 @@ pub struct SourceReport {
     pub jobs: Vec<JobView>,
 }
 
+impl SourceReport {
+    /// The report of one poll. On failure the error leads the notes and the jobs
+    /// last known stay listed, marked by the failed status; on success they are
+    /// remembered for that.
+    pub fn from_poll(
+        kind: &str,
+        url: &str,
+        outcome: anyhow::Result<Vec<JobView>>,
+        mut notes: Vec<String>,
+        last_jobs: &mut Vec<JobView>,
+    ) -> SourceReport {
+        let (ok, jobs) = match outcome {
+            Ok(jobs) => {
+                *last_jobs = jobs.clone();
+                (true, jobs)
+            }
+            Err(e) => {
+                notes.insert(0, format!("{e:#}"));
+                (false, last_jobs.clone())
+            }
+        };
+        SourceReport {
+            status: JobSourceView {
+                kind: kind.into(),
+                url: url.to_string(),
+                ok,
+                message: notes.join("; "),
+            },
+            jobs,
+        }
+    }
+}
+
 /// Cumulative counters of one job at one poll.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Counters {

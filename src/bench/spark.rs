@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::http::{BaseUrl, get_json};
 use super::source::{Counters, JobSource, RateTracker, SourceReport, classify, host_of};
-use crate::model::{JobSourceView, JobView};
+use crate::model::JobView;
 
 const TIMEOUT: Duration = Duration::from_secs(3);
 /// Applications followed per poll (the newest first, as Spark lists them).
@@ -133,25 +133,8 @@ impl JobSource for SparkSource {
     fn poll(&mut self) -> BoxFuture<'_, SourceReport> {
         Box::pin(async move {
             let mut notes = Vec::new();
-            let (ok, jobs) = match self.poll_once(&mut notes).await {
-                Ok(jobs) => {
-                    self.last_jobs = jobs.clone();
-                    (true, jobs)
-                }
-                Err(e) => {
-                    notes.insert(0, format!("{e:#}"));
-                    (false, self.last_jobs.clone())
-                }
-            };
-            SourceReport {
-                status: JobSourceView {
-                    kind: "spark".into(),
-                    url: self.url.clone(),
-                    ok,
-                    message: notes.join("; "),
-                },
-                jobs,
-            }
+            let outcome = self.poll_once(&mut notes).await;
+            SourceReport::from_poll("spark", &self.url, outcome, notes, &mut self.last_jobs)
         })
     }
 }

@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use super::http::{BaseUrl, get_json};
 use super::source::{Counters, JobSource, RateTracker, SourceReport, classify, host_of};
-use crate::model::{JobSourceView, JobView};
+use crate::model::JobView;
 
 const TIMEOUT: Duration = Duration::from_secs(3);
 /// Running tasks whose attempts are asked for their node (the VM link), per job.
@@ -238,26 +238,7 @@ impl JobSource for YarnSource {
         Box::pin(async move {
             let mut notes = Vec::new();
             let outcome = self.poll_once(&mut notes).await;
-            let (ok, jobs) = match outcome {
-                Ok(jobs) => {
-                    self.last_jobs = jobs.clone();
-                    (true, jobs)
-                }
-                Err(e) => {
-                    notes.insert(0, format!("{e:#}"));
-                    // Keep showing what we last knew, marked by the failed status.
-                    (false, self.last_jobs.clone())
-                }
-            };
-            SourceReport {
-                status: JobSourceView {
-                    kind: "yarn".into(),
-                    url: self.url.clone(),
-                    ok,
-                    message: notes.join("; "),
-                },
-                jobs,
-            }
+            SourceReport::from_poll("yarn", &self.url, outcome, notes, &mut self.last_jobs)
         })
     }
 }
