@@ -69,6 +69,24 @@ fn guest_state(netns: &TestNetns, ip: &str) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Creates a VM on `node` and waits until its HTTP service answers; returns its IP.
+fn boot(node: &TestNode, netns: &TestNetns, name: &str, extra: &[&str]) -> String {
+    let mut args = vec!["vm", "create", name];
+    args.extend_from_slice(extra);
+    let out = node.cli(&args);
+    assert!(out.status.success(), "vm create: {}", stderr(&out));
+    let ip = node.vm(name).unwrap_or_else(|| panic!("{name} listed"))["ip"]
+        .as_str()
+        .expect("guest ip")
+        .to_string();
+    assert!(
+        eventually(Duration::from_secs(60), || guest_state(netns, &ip)
+            .is_some()),
+        "guest HTTP never answered at {ip}"
+    );
+    ip
+}
+
 fn field(state: &str, key: &str) -> String {
     state
         .lines()
@@ -92,21 +110,12 @@ fn vm_live_migrates_between_two_peers_over_the_overlay() {
     let netns = &rig.netns;
     let (a, b) = rig.pair(&[]);
 
-    let out = a.cli(&["vm", "create", "web-1"]);
-    assert!(out.status.success(), "vm create: {}", stderr(&out));
-    let vm = a.vm("web-1").expect("web-1 listed on A");
-    assert_eq!(vm["state"], "running");
-    let ip = vm["ip"].as_str().expect("guest ip").to_string();
-
-    let mut before = None;
-    assert!(
-        eventually(Duration::from_secs(60), || {
-            before = guest_state(netns, &ip);
-            before.is_some()
-        }),
-        "guest HTTP never answered at {ip}"
+    let ip = boot(&a, netns, "web-1", &[]);
+    assert_eq!(
+        a.vm("web-1").expect("web-1 listed on A")["state"],
+        "running"
     );
-    let before = before.unwrap();
+    let before = guest_state(netns, &ip).expect("guest answers before migration");
     assert_eq!(field(&before, "name"), "web-1");
 
     let out = a.cli(&[
@@ -202,17 +211,7 @@ fn vm_migration_aborted_mid_transfer_leaves_vm_running_on_source() {
     let rig = Rig::new("abort");
     let netns = &rig.netns;
     let (a, b) = rig.pair(&[]);
-    let out = a.cli(&["vm", "create", "web-3", "--memory", "512"]);
-    assert!(out.status.success(), "vm create: {}", stderr(&out));
-    let ip = a.vm("web-3").expect("web-3 on A")["ip"]
-        .as_str()
-        .expect("guest ip")
-        .to_string();
-    assert!(
-        eventually(Duration::from_secs(60), || guest_state(netns, &ip)
-            .is_some()),
-        "guest HTTP never answered at {ip}"
-    );
+    let ip = boot(&a, netns, "web-3", &["--memory", "512"]);
 
     std::thread::scope(|scope| {
         // 1 MiB/s: the transfer takes far longer than the test waits for it.
@@ -270,17 +269,7 @@ fn vm_migration_survives_destination_killed_mid_transfer() {
     let netns = &rig.netns;
     let (a, mut b) = rig.pair(&[]);
     let b_uri = b.hypervisor_uri();
-    let out = a.cli(&["vm", "create", "web-4", "--memory", "512"]);
-    assert!(out.status.success(), "vm create: {}", stderr(&out));
-    let ip = a.vm("web-4").expect("web-4 on A")["ip"]
-        .as_str()
-        .expect("guest ip")
-        .to_string();
-    assert!(
-        eventually(Duration::from_secs(60), || guest_state(netns, &ip)
-            .is_some()),
-        "guest HTTP never answered at {ip}"
-    );
+    let ip = boot(&a, netns, "web-4", &["--memory", "512"]);
 
     let out = std::thread::scope(|scope| {
         let migration =

@@ -188,43 +188,41 @@ pub fn overlay_view(
     remote: &[Provider],
     peer_info: impl Fn(&PeerId) -> (String, Option<f64>),
 ) -> Vec<ServiceView> {
-    let mut by_name: HashMap<String, ServiceView> = HashMap::new();
-    for service in local {
-        let view = by_name
-            .entry(service.spec.name.clone())
-            .or_insert_with(|| ServiceView {
-                name: service.spec.name.clone(),
-                kind: service.spec.kind.clone(),
-                tags: service.spec.tags.clone(),
-                providers: Vec::new(),
-            });
-        view.providers.push(ProviderView {
+    let local_rows = local.iter().map(|s| {
+        let provider = ProviderView {
             peer_id: local_peer.to_string(),
             peer_nick: local_nick.to_string(),
-            vm: service.vm.clone(),
+            vm: s.vm.clone(),
             latency_ms: Some(0.0),
             load: Some(local_load.clone()),
             local: true,
-        });
-    }
-    for provider in remote {
-        let view = by_name
-            .entry(provider.record.name.clone())
-            .or_insert_with(|| ServiceView {
-                name: provider.record.name.clone(),
-                kind: provider.record.kind.clone(),
-                tags: provider.record.tags.clone(),
-                providers: Vec::new(),
-            });
-        let (nick, latency_ms) = peer_info(&provider.peer);
-        view.providers.push(ProviderView {
-            peer_id: provider.peer.to_string(),
+        };
+        (&s.spec.name, &s.spec.kind, &s.spec.tags, provider)
+    });
+    let remote_rows = remote.iter().map(|p| {
+        let (nick, latency_ms) = peer_info(&p.peer);
+        let provider = ProviderView {
+            peer_id: p.peer.to_string(),
             peer_nick: nick,
-            vm: provider.record.vm.clone(),
+            vm: p.record.vm.clone(),
             latency_ms,
-            load: Some(provider.load.clone()),
+            load: Some(p.load.clone()),
             local: false,
-        });
+        };
+        (&p.record.name, &p.record.kind, &p.record.tags, provider)
+    });
+    let mut by_name: HashMap<String, ServiceView> = HashMap::new();
+    for (name, kind, tags, provider) in local_rows.chain(remote_rows) {
+        by_name
+            .entry(name.clone())
+            .or_insert_with(|| ServiceView {
+                name: name.clone(),
+                kind: kind.clone(),
+                tags: tags.clone(),
+                providers: Vec::new(),
+            })
+            .providers
+            .push(provider);
     }
     let mut services: Vec<ServiceView> = by_name.into_values().collect();
     services.sort_by(|a, b| a.name.cmp(&b.name));
