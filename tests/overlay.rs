@@ -5,18 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{NodeOptions, TestNode, eventually, fresh_key};
-
-fn node(nick: &str, key: &str, bootstrap: Option<u16>) -> TestNode {
-    TestNode::start(NodeOptions {
-        nick,
-        key,
-        bootstrap,
-        hypervisor: Some("test:///default"),
-        guest_netns: "unused",
-        extra: &[],
-    })
-}
+use common::{eventually, fresh_key, node};
 
 #[test]
 fn peers_with_the_key_join_and_a_peer_without_it_cannot() {

@@ -8,19 +8,8 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
-use common::{NodeOptions, TestNode, eventually, fresh_key, stderr};
+use common::{TestNode, eventually, fresh_key, node, stderr};
 use serde_json::Value;
-
-fn node(nick: &str, key: &str, bootstrap: Option<u16>) -> TestNode {
-    TestNode::start(NodeOptions {
-        nick,
-        key,
-        bootstrap,
-        hypervisor: Some("test:///default"),
-        guest_netns: "unused",
-        extra: &[],
-    })
-}
 
 /// A line-echo server on loopback, for a bounded number of connections.
 fn echo_server(connections: usize) -> u16 {

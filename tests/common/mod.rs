@@ -35,6 +35,18 @@ pub struct NodeOptions<'a> {
     pub extra: &'a [&'a str],
 }
 
+/// A node on libvirt's test driver: for tests of the overlay and services, not VMs.
+pub fn node(nick: &str, key: &str, bootstrap: Option<u16>) -> TestNode {
+    TestNode::start(NodeOptions {
+        nick,
+        key,
+        bootstrap,
+        hypervisor: Some("test:///default"),
+        guest_netns: "unused",
+        extra: &[],
+    })
+}
+
 pub struct TestNode {
     pub nick: String,
     pub port: u16,
