@@ -333,6 +333,14 @@ pub struct NodeArgs {
     /// Find peers on the LAN with multicast DNS.
     #[arg(long, global = true)]
     pub mdns: bool,
+    /// Relay circuits between other members (for a peer every other peer can
+    /// reach, e.g. one with a public address); see docs/nat.md.
+    #[arg(long, global = true)]
+    pub relay_server: bool,
+    /// Do not reserve a slot on relay peers (this node is then reachable only at
+    /// its own addresses).
+    #[arg(long, global = true)]
+    pub no_relay_client: bool,
     /// Use this libvirt instead of a private daemon, e.g. qemu:///system.
     #[arg(long, global = true)]
     pub hypervisor: Option<String>,

@@ -243,7 +243,11 @@ pub fn status_text(status: &Status) -> String {
             .as_ref()
             .map(|v| v.join(","))
             .unwrap_or_else(|| "?".into());
-        let link = if p.connected { "up" } else { "down" };
+        let link = match (p.connected, &p.relayed_via) {
+            (false, _) => "down",
+            (true, None) => "up",
+            (true, Some(_)) => "relay",
+        };
         let _ = writeln!(
             out,
             "{:<16} {:<10} {:>10}  {:<6} {}",

@@ -505,6 +505,10 @@ fn peer_config(data_dir: DataDir, args: &NodeArgs) -> PeerConfig {
         bootstrap: args.bootstrap.clone(),
         network_key: args.network_key.clone(),
         mdns: args.mdns,
+        relay: crate::node::RelayConfig {
+            serve: args.relay_server,
+            reserve: !args.no_relay_client,
+        },
         hypervisor: args.hypervisor.clone(),
         accel: args.accel,
         guest_netns: args.guest_netns.clone(),

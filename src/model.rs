@@ -76,6 +76,10 @@ pub struct PeerView {
     /// Peer ids this peer announced it is connected to (topology edges).
     #[serde(default)]
     pub links: Vec<String>,
+    /// Peer id of the relay this peer is reached through, when no connection to
+    /// it is direct (NAT); `None` when direct or not connected.
+    #[serde(default)]
+    pub relayed_via: Option<String>,
 }
 
 /// What a peer announces about its load.

@@ -3,8 +3,10 @@
 //! over oneshot), as in rust-libp2p's file-sharing example.
 
 pub mod identity;
+mod links;
 mod membership;
 pub mod protocol;
+mod relay;
 mod transport;
 
 use std::collections::{HashMap, VecDeque};
@@ -15,7 +17,7 @@ use futures::StreamExt;
 use libp2p::identity::Keypair;
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent, behaviour::toggle::Toggle};
-use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, identify, kad, mdns, ping};
+use libp2p::{Multiaddr, PeerId, Swarm, dcutr, gossipsub, identify, kad, mdns, ping};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, interval};
 
@@ -26,6 +28,7 @@ use protocol::{
 };
 
 pub use libp2p_stream::Control as StreamControl;
+pub use relay::RelayConfig;
 
 /// How a node joins the overlay.
 pub struct NodeConfig {
@@ -36,6 +39,8 @@ pub struct NodeConfig {
     pub bootstrap: Vec<Multiaddr>,
     /// LAN discovery by multicast DNS. Off by default: it sends multicast on every interface.
     pub mdns: bool,
+    /// Relaying for others and through others (NAT).
+    pub relay: RelayConfig,
 }
 
 /// What the node reports to the rest of the program.
@@ -175,6 +180,9 @@ struct Behaviour {
     mdns: Toggle<mdns::tokio::Behaviour>,
     control: request_response::cbor::Behaviour<ControlRequest, ControlResponse>,
     streams: libp2p_stream::Behaviour,
+    relay_server: Toggle<libp2p::relay::Behaviour>,
+    relay_client: libp2p::relay::client::Behaviour,
+    dcutr: dcutr::Behaviour,
 }
 
 /// Starts the node on the current tokio runtime.
@@ -206,6 +214,9 @@ pub fn start(config: NodeConfig) -> Result<(Client, mpsc::Receiver<Event>)> {
         pending_lookups: HashMap::new(),
         announcement: None,
         dial_errors: VecDeque::new(),
+        links: links::Links::default(),
+        relay_config: config.relay,
+        reservations: relay::Reservations::default(),
     };
     tokio::spawn(event_loop.run());
     Ok((
@@ -222,17 +233,22 @@ fn build_swarm(config: &NodeConfig) -> Result<Swarm<Behaviour>> {
     let network_key = config.network_key;
     let nick = config.nick.clone();
     let mdns_on = config.mdns;
+    let relay_config = config.relay;
+    let (relay_transport, relay_client) =
+        libp2p::relay::client::new(config.keypair.public().to_peer_id());
     let swarm = libp2p::SwarmBuilder::with_existing_identity(config.keypair.clone())
         .with_tokio()
         .with_other_transport(|key| {
-            transport::build(key, network_key)
+            transport::build(key, network_key, relay_transport)
                 .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
         })?
         .with_behaviour(|key| {
             let peer_id = key.public().to_peer_id();
             let identify = identify::Behaviour::new(
                 identify::Config::new("/peervisor/id/1".into(), key.public())
-                    .with_agent_version(agent_version(&nick)),
+                    .with_agent_version(agent_version(&nick))
+                    // a new relay (circuit) address must reach peers already connected
+                    .with_push_listen_addr_updates(true),
             );
             let mut kad_config = kad::Config::new(libp2p::StreamProtocol::new("/peervisor/kad/1"));
             // Provider records of a vanished peer must expire in minutes, not days.
@@ -270,13 +286,18 @@ fn build_swarm(config: &NodeConfig) -> Result<Swarm<Behaviour>> {
             Ok(Behaviour {
                 identify,
                 ping: ping::Behaviour::new(
-                    ping::Config::new().with_interval(Duration::from_secs(2)),
+                    ping::Config::new()
+                        .with_interval(links::PING_INTERVAL)
+                        .with_timeout(links::PING_TIMEOUT),
                 ),
                 kad,
                 gossipsub,
                 mdns: mdns.into(),
                 control,
                 streams: libp2p_stream::Behaviour::new(),
+                relay_server: relay_config.serve.then(|| relay::server(peer_id)).into(),
+                relay_client,
+                dcutr: dcutr::Behaviour::new(peer_id),
             })
         })
         .map_err(|e| anyhow!("building the node: {e}"))?
@@ -308,6 +329,9 @@ struct EventLoop {
     pending_lookups: HashMap<kad::QueryId, Lookup>,
     announcement: Option<Announcement>,
     dial_errors: VecDeque<String>,
+    links: links::Links,
+    relay_config: RelayConfig,
+    reservations: relay::Reservations,
 }
 
 const MAX_DIAL_ERRORS: usize = 8;
@@ -336,6 +360,7 @@ impl EventLoop {
                 _ = redial_tick.tick() => {
                     self.redial_bootstrap(started.elapsed());
                     self.top_up_connections();
+                    self.close_silent_connections();
                 }
             }
         }
@@ -505,6 +530,7 @@ impl EventLoop {
                 addrs: entry.addrs.iter().map(|a| a.to_string()).collect(),
                 load: entry.load.clone(),
                 links: entry.links.clone(),
+                relayed_via: self.links.relayed_via(id).map(|r| r.to_string()),
             })
             .collect();
         peers.sort_by_key(|p| p.display_name());
@@ -527,10 +553,15 @@ impl EventLoop {
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
                 tracing::info!("listening on {address}");
+                self.on_new_listen_addr(address);
             }
             SwarmEvent::ConnectionEstablished {
-                peer_id, endpoint, ..
+                peer_id,
+                connection_id,
+                endpoint,
+                ..
             } => {
+                self.note_connection(peer_id, connection_id, &endpoint);
                 let entry = self.peers.entry(peer_id).or_default();
                 entry.connections += 1;
                 let addr = endpoint.get_remote_address().clone();
@@ -543,9 +574,11 @@ impl EventLoop {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
+                connection_id,
                 num_established,
                 ..
             } => {
+                self.links.closed(peer_id, connection_id);
                 if let Some(entry) = self.peers.get_mut(&peer_id) {
                     entry.connections = num_established as usize;
                     if num_established == 0 {
@@ -571,6 +604,14 @@ impl EventLoop {
                 );
                 self.record_dial_error(message);
             }
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                reason,
+                ..
+            } => {
+                let reason = reason.err().map(|e| format!(": {e}")).unwrap_or_default();
+                self.on_listener_closed(listener_id, &reason);
+            }
             SwarmEvent::Behaviour(event) => self.on_behaviour_event(event).await,
             _ => {}
         }
@@ -579,6 +620,7 @@ impl EventLoop {
     async fn on_behaviour_event(&mut self, event: BehaviourEvent) {
         match event {
             BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                self.consider_relay(peer_id, &info);
                 let entry = self.peers.entry(peer_id).or_default();
                 if let Some(nick) = nick_from_agent(&info.agent_version) {
                     entry.nick = nick;
@@ -596,11 +638,20 @@ impl EventLoop {
             }
             BehaviourEvent::Ping(ping::Event {
                 peer,
+                connection,
                 result: Ok(rtt),
-                ..
             }) => {
                 self.peers.entry(peer).or_default().latency = Some(rtt);
+                self.links.answered(peer, connection);
             }
+            BehaviourEvent::Ping(ping::Event {
+                peer,
+                connection,
+                result: Err(error),
+            }) => self.on_ping_failure(peer, connection, error),
+            BehaviourEvent::RelayClient(event) => self.on_relay_client_event(event),
+            BehaviourEvent::RelayServer(event) => self.on_relay_server_event(event),
+            BehaviourEvent::Dcutr(event) => self.on_dcutr_event(event),
             BehaviourEvent::Gossipsub(gossipsub::Event::Message {
                 propagation_source,
                 message,
@@ -749,7 +800,11 @@ fn explain_dial_error(who: &str, error: &str) -> String {
     ]
     .iter()
     .any(|hint| error.to_lowercase().contains(hint));
-    if key_trouble {
+    // "Failed to negotiate transport" also wraps plain routing failures.
+    let no_path = ["unreachable", "refused", "no route", "no reservation"]
+        .iter()
+        .any(|hint| error.to_lowercase().contains(hint));
+    if key_trouble && !no_path {
         format!("cannot connect to {who}: {error} (network key mismatch?)")
     } else {
         format!("cannot connect to {who}: {error}")
@@ -767,6 +822,11 @@ mod tests {
         let msg = explain_dial_error("peer-b", "Transport error: connection reset by peer");
         assert!(msg.ends_with("(network key mismatch?)"), "{msg}");
         let msg = explain_dial_error("peer-b", "Connection refused (os error 111)");
+        assert!(!msg.contains("network key"), "{msg}");
+        let msg = explain_dial_error(
+            "peer-b",
+            "Failed to negotiate transport protocol(s): [(/ip4/10.0.0.2/tcp/1: Network is unreachable (os error 101))]",
+        );
         assert!(!msg.contains("network key"), "{msg}");
     }
 }

@@ -1,5 +1,7 @@
 //! The overlay transport: TCP, then the membership proof (the network key keeps
-//! strangers out), then noise (authenticated encryption), then yamux.
+//! strangers out), then noise (authenticated encryption), then yamux. A relayed
+//! circuit (circuit relay v2) gets the very same upgrade end to end: the relay only
+//! forwards the membership proof and noise ciphertext between the two peers.
 //!
 //! QUIC is deliberately absent: the membership proof runs on raw byte streams
 //! before noise, which QUIC does not expose, so a QUIC listener would let peers
@@ -7,27 +9,48 @@
 
 use std::time::Duration;
 
+use futures::{AsyncRead, AsyncWrite};
 use libp2p::core::muxing::StreamMuxerBox;
 use libp2p::core::transport::Boxed;
 use libp2p::core::upgrade::Version;
 use libp2p::identity::Keypair;
-use libp2p::{PeerId, Transport, noise, tcp, yamux};
+use libp2p::{PeerId, Transport, noise, relay, tcp, yamux};
 
 use super::identity::NetworkKey;
 use super::membership;
 
+/// Direct TCP connections, and circuits through relay peers.
 pub fn build(
     keypair: &Keypair,
     key: NetworkKey,
+    relayed: relay::client::Transport,
 ) -> Result<Boxed<(PeerId, StreamMuxerBox)>, noise::Error> {
+    let direct = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true));
+    Ok(secure(direct, keypair, key)?
+        .or_transport(secure(relayed, keypair, key)?)
+        .map(|either, _| either.into_inner())
+        .boxed())
+}
+
+/// The overlay's upgrade on top of any byte-stream transport.
+fn secure<T>(
+    transport: T,
+    keypair: &Keypair,
+    key: NetworkKey,
+) -> Result<Boxed<(PeerId, StreamMuxerBox)>, noise::Error>
+where
+    T: Transport + Send + Unpin + 'static,
+    T::Output: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    T::Error: Send + Sync + 'static,
+    T::Dial: Send + 'static,
+    T::ListenerUpgrade: Send + 'static,
+{
     let noise = noise::Config::new(keypair)?;
-    Ok(
-        tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
-            .and_then(move |socket, _| membership::prove(socket, key))
-            .upgrade(Version::V1Lazy)
-            .authenticate(noise)
-            .multiplex(yamux::Config::default())
-            .timeout(Duration::from_secs(20))
-            .boxed(),
-    )
+    Ok(transport
+        .and_then(move |socket, _| membership::prove(socket, key))
+        .upgrade(Version::V1Lazy)
+        .authenticate(noise)
+        .multiplex(yamux::Config::default())
+        .timeout(Duration::from_secs(20))
+        .boxed())
 }

@@ -38,6 +38,8 @@ pub struct PeerConfig {
     pub bootstrap: Vec<Multiaddr>,
     pub network_key: Option<String>,
     pub mdns: bool,
+    /// Relaying for others and through others (NAT).
+    pub relay: node::RelayConfig,
     /// `None`: start a private libvirt daemon for this peer.
     pub hypervisor: Option<String>,
     pub accel: AccelChoice,
@@ -125,6 +127,7 @@ impl Peer {
             listen: config.listen.clone(),
             bootstrap: config.bootstrap.clone(),
             mdns: config.mdns,
+            relay: config.relay,
         })?;
         tracing::info!("peer {} ({}) started", config.nick, client.local_peer_id());
 

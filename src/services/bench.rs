@@ -35,6 +35,7 @@ async fn bench_peer(
             .collect(),
         network_key: Some(key.to_string()),
         mdns: false,
+        relay: Default::default(),
         hypervisor: Some("test:///default".into()),
         accel: AccelChoice::Force(Accel::Tcg),
         guest_netns: "unused".into(),

@@ -26,6 +26,8 @@ pub struct PeerRow {
     pub latency_ms: Option<f64>,
     pub vm_count: Option<usize>,
     pub load: Option<PeerLoad>,
+    /// Reached only through a relay (NAT).
+    pub relayed: bool,
 }
 
 /// This peer first, then connected peers, then the rest, each group by name.
@@ -51,6 +53,7 @@ pub fn peer_rows(status: &Status) -> Vec<PeerRow> {
                 .count() as u32,
             connections: 0,
         }),
+        relayed: false,
     }];
     let mut others: Vec<&PeerView> = status
         .peers
@@ -66,6 +69,7 @@ pub fn peer_rows(status: &Status) -> Vec<PeerRow> {
         latency_ms: p.latency_ms,
         vm_count: p.vms.as_ref().map(Vec::len),
         load: p.load.clone(),
+        relayed: p.connected && p.relayed_via.is_some(),
     }));
     rows
 }

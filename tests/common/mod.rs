@@ -56,18 +56,41 @@ pub struct TestNode {
 
 impl TestNode {
     pub fn start(opts: NodeOptions) -> TestNode {
+        let bootstrap: Vec<String> = opts
+            .bootstrap
+            .map(|b| format!("/ip4/127.0.0.1/tcp/{b}"))
+            .into_iter()
+            .collect();
+        TestNode::start_in(opts, None, &["127.0.0.1"], &bootstrap)
+    }
+
+    /// A node inside network namespace `netns` (None: this one), listening on one
+    /// free port at each of `ips`, joining through `bootstrap` (multiaddrs;
+    /// `opts.bootstrap` is not used).
+    pub fn start_in(
+        opts: NodeOptions,
+        netns: Option<&str>,
+        ips: &[&str],
+        bootstrap: &[String],
+    ) -> TestNode {
         let dir = tempfile::Builder::new()
             .prefix(&format!("pv-{}-", opts.nick))
             .tempdir()
             .unwrap();
         let port = free_port();
         let log = std::fs::File::create(dir.path().join("node.log")).unwrap();
-        let mut cmd = Command::new(BIN);
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", ns, BIN]);
+                cmd
+            }
+            None => Command::new(BIN),
+        };
         cmd.arg("node")
             .arg("--data-dir")
             .arg(dir.path())
             .args(["--nick", opts.nick])
-            .args(["--listen", &format!("/ip4/127.0.0.1/tcp/{port}")])
             .args(["--network-key", opts.key])
             .args(["--guest-netns", opts.guest_netns])
             .arg("--destroy-vms-on-exit")
@@ -76,8 +99,11 @@ impl TestNode {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log));
-        if let Some(b) = opts.bootstrap {
-            cmd.args(["--bootstrap", &format!("/ip4/127.0.0.1/tcp/{b}")]);
+        for ip in ips {
+            cmd.args(["--listen", &format!("/ip4/{ip}/tcp/{port}")]);
+        }
+        for b in bootstrap {
+            cmd.args(["--bootstrap", b]);
         }
         if let Some(uri) = opts.hypervisor {
             cmd.args(["--hypervisor", uri]);
@@ -285,6 +311,127 @@ impl Drop for TestNetns {
             .args(["netns", "delete", &self.name])
             .output();
     }
+}
+
+/// Network namespaces of the test's own, each joined to this namespace by a veth
+/// pair and to nothing else: island `i` is `inside(i)` (10.B.i+1.2/24) within its
+/// namespace and `outside(i)` (10.B.i+1.1) on this side, and has no route to the
+/// other islands. Removed on drop.
+pub struct Islands {
+    pub netns: Vec<TestNetns>,
+    links: Vec<String>,
+    base: u32,
+}
+
+impl Islands {
+    pub fn new(tags: &[&str]) -> Islands {
+        let pid = std::process::id();
+        let mut islands = Islands {
+            netns: Vec::new(),
+            links: Vec::new(),
+            base: 100 + pid % 100,
+        };
+        for (i, tag) in tags.iter().enumerate() {
+            let ns = TestNetns::new(tag);
+            run(&["ip", "netns", "add", &ns.name]);
+            islands.netns.push(ns);
+            let outside = format!("pvi{}{i}", pid % 100_000);
+            run(&[
+                "ip",
+                "link",
+                "add",
+                &outside,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "pvin",
+                "netns",
+                &islands.netns[i].name,
+            ]);
+            islands.links.push(outside.clone());
+            let ns = &islands.netns[i].name;
+            run(&[
+                "ip",
+                "addr",
+                "add",
+                &format!("{}/24", islands.outside(i)),
+                "dev",
+                &outside,
+            ]);
+            run(&["ip", "link", "set", &outside, "up"]);
+            run(&[
+                "ip",
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{}/24", islands.inside(i)),
+                "dev",
+                "pvin",
+            ]);
+            run(&["ip", "-n", ns, "link", "set", "pvin", "up"]);
+            run(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        }
+        islands
+    }
+
+    pub fn name(&self, i: usize) -> &str {
+        &self.netns[i].name
+    }
+
+    pub fn inside(&self, i: usize) -> String {
+        format!("10.{}.{}.2", self.base, i + 1)
+    }
+
+    pub fn outside(&self, i: usize) -> String {
+        format!("10.{}.{}.1", self.base, i + 1)
+    }
+
+    /// Cuts island `i` off (its link goes down): packets are dropped silently,
+    /// as in a network partition; nothing resets the connections.
+    pub fn cut(&self, i: usize) {
+        run(&["ip", "link", "set", &self.links[i], "down"]);
+    }
+
+    pub fn heal(&self, i: usize) {
+        run(&["ip", "link", "set", &self.links[i], "up"]);
+    }
+
+    /// Whether a TCP connection from island `from` to `addr:port` succeeds.
+    pub fn can_connect(&self, from: usize, addr: &str, port: u16) -> bool {
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                self.name(from),
+                "timeout",
+                "3",
+                "bash",
+                "-c",
+            ])
+            .arg(format!("exec 3<>/dev/tcp/{addr}/{port}"))
+            .output()
+            .expect("ip netns exec")
+            .status
+            .success()
+    }
+}
+
+impl Drop for Islands {
+    fn drop(&mut self) {
+        for link in &self.links {
+            let _ = Command::new("ip").args(["link", "delete", link]).output();
+        }
+    }
+}
+
+fn run(args: &[&str]) {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .expect(args[0]);
+    assert!(out.status.success(), "{args:?}: {}", stderr(&out));
 }
 
 /// Shared image dir (cached across test runs; `PEERVISOR_TEST_IMAGE_DIR` overrides);

@@ -100,8 +100,12 @@ fn draw_peer_list(frame: &mut Frame, area: Rect, app: &App, rows: &[PeerRow], bo
                 .as_ref()
                 .map_or_else(|| "-".into(), |l| format!("{:.0}", l.cpu_pct));
             let vms = r.vm_count.map_or_else(|| "?".into(), |n| n.to_string());
+            let mut name = vec![Span::styled(r.name.clone(), name_style)];
+            if r.relayed {
+                name.push(Span::styled(" (relayed)", theme.dim));
+            }
             Row::new([
-                Cell::from(Line::styled(r.name.clone(), name_style)),
+                Cell::from(Line::from(name)),
                 Cell::from(Line::from(latency).right_aligned()),
                 Cell::from(Line::from(cpu).right_aligned()),
                 Cell::from(Line::from(vms).right_aligned()),
@@ -209,6 +213,9 @@ fn draw_graph(frame: &mut Frame, area: Rect, app: &App, status: &Status, rows: &
                 };
                 if !detail.is_empty() {
                     spans.push(Span::styled(detail, theme.dim));
+                }
+                if r.relayed {
+                    spans.push(Span::styled(" relayed", theme.dim));
                 }
                 // Labels start at the node and run right; nodes on the right
                 // half are labelled to the left so they stay inside.

@@ -1,0 +1,198 @@
+//! How this node reaches each peer (per connection: directly, or through which
+//! relay), and liveness: a connection that has not answered a ping for
+//! [`SILENCE_LIMIT`] is closed, so a peer that crashed or was cut off is shown as
+//! gone within seconds instead of when TCP finally gives up (many minutes on a
+//! silent partition).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use libp2p::core::ConnectedPoint;
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::ConnectionId;
+use libp2p::{Multiaddr, PeerId, ping};
+
+use super::EventLoop;
+
+/// Ping every connection this often...
+pub(super) const PING_INTERVAL: Duration = Duration::from_secs(2);
+/// ...and count one ping as failed after this long.
+pub(super) const PING_TIMEOUT: Duration = Duration::from_secs(3);
+/// A connection with no answered ping for this long is closed: four ping
+/// intervals, so one slow answer on a loaded host does not drop a peer. libp2p's
+/// own failure report comes later (two failures in a row, the second one waiting
+/// for a 10 s stream negotiation timeout: about 17 s, measured). Checked every
+/// 3 s, so a silent peer is gone after 8 to 11 s.
+pub(super) const SILENCE_LIMIT: Duration = Duration::from_secs(8);
+
+#[derive(Default)]
+pub(super) struct Links {
+    connections: HashMap<PeerId, HashMap<ConnectionId, Link>>,
+}
+
+struct Link {
+    /// When the peer last answered a ping here (or the connection opened).
+    answered: Instant,
+    /// The peer's address, when this node dialed it (not a relayed one).
+    dialed: Option<Multiaddr>,
+    /// The relay in between, for a circuit.
+    relay: Option<PeerId>,
+}
+
+impl Links {
+    /// `relay_at` names the relay behind one of this node's reservation addresses:
+    /// an inbound circuit only shows the relay's address, not its peer id.
+    pub(super) fn opened(
+        &mut self,
+        peer: PeerId,
+        id: ConnectionId,
+        endpoint: &ConnectedPoint,
+        relay_at: impl Fn(&Multiaddr) -> Option<PeerId>,
+    ) {
+        let remote = endpoint.get_remote_address();
+        let relay = match endpoint {
+            _ if !endpoint.is_relayed() => None,
+            ConnectedPoint::Dialer { address, .. } => relay_of(address),
+            ConnectedPoint::Listener { local_addr, .. } => {
+                relay_of(local_addr).or_else(|| relay_at(&without_circuit(local_addr)))
+            }
+        };
+        let dialed = (endpoint.is_dialer() && relay.is_none()).then(|| remote.clone());
+        self.connections.entry(peer).or_default().insert(
+            id,
+            Link {
+                answered: Instant::now(),
+                dialed,
+                relay,
+            },
+        );
+    }
+
+    pub(super) fn answered(&mut self, peer: PeerId, id: ConnectionId) {
+        if let Some(link) = self.connections.get_mut(&peer).and_then(|l| l.get_mut(&id)) {
+            link.answered = Instant::now();
+        }
+    }
+
+    /// Connections silent for longer than [`SILENCE_LIMIT`].
+    fn silent(&self) -> Vec<(PeerId, ConnectionId, Duration)> {
+        let mut silent = Vec::new();
+        for (peer, links) in &self.connections {
+            for (id, link) in links {
+                let quiet = link.answered.elapsed();
+                if quiet > SILENCE_LIMIT {
+                    silent.push((*peer, *id, quiet));
+                }
+            }
+        }
+        silent
+    }
+
+    pub(super) fn closed(&mut self, peer: PeerId, id: ConnectionId) {
+        if let Some(links) = self.connections.get_mut(&peer) {
+            links.remove(&id);
+            if links.is_empty() {
+                self.connections.remove(&peer);
+            }
+        }
+    }
+
+    /// The relay a peer is reached through, when no connection to it is direct.
+    pub(super) fn relayed_via(&self, peer: &PeerId) -> Option<PeerId> {
+        let links = self.connections.get(peer)?;
+        if links.values().any(|l| l.relay.is_none()) {
+            return None;
+        }
+        links.values().find_map(|l| l.relay)
+    }
+
+    /// Whether at least one connection to the peer is direct.
+    pub(super) fn is_direct(&self, peer: &PeerId) -> bool {
+        self.connections
+            .get(peer)
+            .is_some_and(|links| links.values().any(|l| l.relay.is_none()))
+    }
+
+    /// An address this node reached the peer at directly.
+    pub(super) fn dialed_address(&self, peer: &PeerId) -> Option<Multiaddr> {
+        self.connections
+            .get(peer)?
+            .values()
+            .find_map(|l| l.dialed.clone())
+    }
+}
+
+/// `/ip4/…/tcp/…/p2p-circuit` → `/ip4/…/tcp/…`.
+fn without_circuit(addr: &Multiaddr) -> Multiaddr {
+    addr.iter()
+        .take_while(|p| !matches!(p, Protocol::P2pCircuit))
+        .collect()
+}
+
+/// The relay's peer id in a circuit address (`…/p2p/RELAY/p2p-circuit/…`).
+pub(super) fn relay_of(addr: &Multiaddr) -> Option<PeerId> {
+    let mut last_peer = None;
+    for protocol in addr.iter() {
+        match protocol {
+            Protocol::P2p(peer) => last_peer = Some(peer),
+            Protocol::P2pCircuit => return last_peer,
+            _ => {}
+        }
+    }
+    None
+}
+
+impl EventLoop {
+    /// Closes connections whose peer stopped answering pings.
+    pub(super) fn close_silent_connections(&mut self) {
+        for (peer, id, quiet) in self.links.silent() {
+            tracing::info!(
+                "peer {} silent for {:.1} s: closing that connection",
+                self.display_name(&peer),
+                quiet.as_secs_f64()
+            );
+            self.swarm.close_connection(id);
+            // Counted once: the close completes asynchronously.
+            self.links.answered(peer, id);
+        }
+    }
+
+    /// Two pings in a row failed on this connection: the peer is gone (or the path
+    /// to it is). Closing the connection makes it "disconnected" everywhere at
+    /// once, and lets the redial logic find another path.
+    pub(super) fn on_ping_failure(
+        &mut self,
+        peer: PeerId,
+        connection: ConnectionId,
+        error: ping::Failure,
+    ) {
+        if matches!(error, ping::Failure::Unsupported) {
+            return;
+        }
+        tracing::info!(
+            "peer {} stopped answering pings ({error}): closing that connection",
+            self.display_name(&peer)
+        );
+        self.swarm.close_connection(connection);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_relay_of_a_circuit_address_is_the_peer_before_p2p_circuit() {
+        let relay = PeerId::random();
+        let target = PeerId::random();
+        let addr: Multiaddr =
+            format!("/ip4/10.0.0.1/tcp/7470/p2p/{relay}/p2p-circuit/p2p/{target}")
+                .parse()
+                .unwrap();
+        assert_eq!(relay_of(&addr), Some(relay));
+        let direct: Multiaddr = format!("/ip4/10.0.0.1/tcp/7470/p2p/{target}")
+            .parse()
+            .unwrap();
+        assert_eq!(relay_of(&direct), None);
+    }
+}
