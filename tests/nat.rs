@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::{Islands, NodeOptions, TestNode, eventually, fresh_key, stderr};
+use common::{Islands, NodeOptions, TestNetns, TestNode, eventually, fresh_key, stderr};
 use serde_json::Value;
 
 /// A relay on this side of both islands, peer-a on island 0, peer-c on island 1.
@@ -22,18 +22,25 @@ struct Overlay {
 }
 
 fn overlay() -> Overlay {
+    overlay_with(Some("test:///default"), "unused", &[])
+}
+
+/// The overlay with `hypervisor` (None: private libvirtds in `guest_netns`) and
+/// `extra` arguments on peer-a and peer-c.
+fn overlay_with(hypervisor: Option<&str>, guest_netns: &str, extra: &[&str]) -> Overlay {
     let islands = Islands::new(&["a", "c"]);
     let key = fresh_key();
     let opts = |nick| NodeOptions {
         nick,
         key: &key,
         bootstrap: None,
-        hypervisor: Some("test:///default"),
-        guest_netns: "unused",
-        extra: &[],
+        hypervisor,
+        guest_netns,
+        extra,
     };
     let relay = TestNode::start_in(
         NodeOptions {
+            hypervisor: Some("test:///default"),
             extra: &["--relay-server"],
             ..opts("relay")
         },
@@ -298,4 +305,85 @@ fn a_partitioned_peer_is_shown_gone_and_converges_after_the_partition_heals() {
          at peer-c after {:.1} s, its service after {:.1} s, consume works after {:.1} s",
         gone[0], gone[1], gone[2], gone[3], back[0], back[1], back[2]
     );
+}
+
+/// The guest's state page (`name=`, `boot_id=`, ...), from inside the guests'
+/// network namespace.
+fn guest_state(netns: &TestNetns, ip: &str) -> Option<String> {
+    let url = format!("http://{ip}/cgi-bin/state");
+    let out = netns.exec(&["curl", "-sf", "--max-time", "2", &url]);
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn boot_id(state: &str) -> String {
+    state
+        .lines()
+        .find_map(|l| l.strip_prefix("boot_id="))
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn vm_migrates_between_peers_that_reach_each_other_only_through_a_relay() {
+    let image_dir = common::image_dir().to_string_lossy().into_owned();
+    let guests = TestNetns::new("relaymig");
+    // Created here, in this mount namespace: one made by a node inside its
+    // island (`ip netns exec` gives it a mount namespace of its own) would not
+    // be visible to the other node.
+    let out = std::process::Command::new("ip")
+        .args(["netns", "add", &guests.name])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ip netns add: {}", stderr(&out));
+    let o = overlay_with(None, &guests.name, &["--image-dir", &image_dir]);
+    assert!(!o.islands.can_connect(0, &o.islands.inside(1), o.c.port));
+    let relay_id = o.relay.peer_id();
+    assert!(
+        eventually(
+            Duration::from_secs(40),
+            || peer(&o.a, "peer-c")["relayed_via"] == relay_id.as_str()
+        ),
+        "peer-a should reach peer-c through the relay: {}",
+        peer(&o.a, "peer-c")
+    );
+    o.c.allow_control(&o.a);
+
+    let out = o.a.cli(&["vm", "create", "web-r"]);
+    assert!(out.status.success(), "vm create: {}", stderr(&out));
+    let ip = o.a.vm("web-r").expect("web-r listed")["ip"]
+        .as_str()
+        .expect("guest ip")
+        .to_string();
+    assert!(
+        eventually(Duration::from_secs(90), || guest_state(&guests, &ip)
+            .is_some()),
+        "guest HTTP never answered at {ip}"
+    );
+    let before = guest_state(&guests, &ip).unwrap();
+
+    let out = o.a.cli(&["migrate", "web-r", "--to", "peer-c", "--json"]);
+    assert!(
+        out.status.success(),
+        "migrate over the relay: {}\n{}\n{}",
+        stderr(&out),
+        o.a.log(),
+        o.relay.log()
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    eprintln!("migration through the relay: {report}");
+    assert_eq!(
+        o.c.vm("web-r").expect("web-r on peer-c")["state"],
+        "running"
+    );
+    assert!(o.a.vm("web-r").is_none(), "web-r still on peer-a");
+    let after = guest_state(&guests, &ip).expect("guest answers after migration");
+    assert_eq!(
+        boot_id(&after),
+        boot_id(&before),
+        "same guest, not a reboot"
+    );
+    // Still relayed: the bytes went through the relay, not a direct path.
+    assert_eq!(peer(&o.a, "peer-c")["relayed_via"], relay_id.as_str());
 }
