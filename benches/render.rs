@@ -52,6 +52,7 @@ fn big_status(peers: usize, vms: usize, services: usize) -> Status {
                 connections: (i % 9) as u32,
             }),
             links: (1..4).map(|k| id((i + k * 13) % peers)).collect(),
+            ..PeerView::default()
         })
         .collect();
     let series = |k: f64| {

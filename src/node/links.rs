@@ -195,4 +195,72 @@ mod tests {
             .unwrap();
         assert_eq!(relay_of(&direct), None);
     }
+
+    fn dialed(addr: &str) -> ConnectedPoint {
+        ConnectedPoint::Dialer {
+            address: addr.parse().unwrap(),
+            role_override: libp2p::core::Endpoint::Dialer,
+            port_use: libp2p::core::transport::PortUse::Reuse,
+        }
+    }
+
+    #[test]
+    fn a_peer_is_relayed_only_while_no_connection_to_it_is_direct() {
+        let (relay, peer) = (PeerId::random(), PeerId::random());
+        let mut links = Links::default();
+        let circuit = format!("/ip4/10.0.0.1/tcp/7470/p2p/{relay}/p2p-circuit/p2p/{peer}");
+        let (c1, c2) = (
+            ConnectionId::new_unchecked(1),
+            ConnectionId::new_unchecked(2),
+        );
+        links.opened(peer, c1, &dialed(&circuit), |_| None);
+        assert_eq!(links.relayed_via(&peer), Some(relay));
+        assert!(!links.is_direct(&peer));
+
+        // Hole punching succeeded: a direct connection joins the relayed one.
+        links.opened(peer, c2, &dialed("/ip4/10.0.0.2/tcp/7470"), |_| None);
+        assert_eq!(links.relayed_via(&peer), None);
+        assert_eq!(
+            links.dialed_address(&peer),
+            Some("/ip4/10.0.0.2/tcp/7470".parse().unwrap())
+        );
+        links.closed(peer, c1);
+        links.closed(peer, c2);
+        assert_eq!(links.relayed_via(&peer), None);
+        assert!(!links.is_direct(&peer));
+    }
+
+    #[test]
+    fn an_inbound_circuit_names_its_relay_by_the_reservation_address() {
+        let (relay, peer) = (PeerId::random(), PeerId::random());
+        let mut links = Links::default();
+        let inbound = ConnectedPoint::Listener {
+            local_addr: "/ip4/10.0.0.1/tcp/7470/p2p-circuit".parse().unwrap(),
+            send_back_addr: format!("/p2p/{peer}").parse().unwrap(),
+        };
+        let reserved_at: Multiaddr = "/ip4/10.0.0.1/tcp/7470".parse().unwrap();
+        links.opened(peer, ConnectionId::new_unchecked(1), &inbound, |a| {
+            (a == &reserved_at).then_some(relay)
+        });
+        assert_eq!(links.relayed_via(&peer), Some(relay));
+    }
+
+    #[test]
+    fn only_connections_silent_past_the_limit_are_reported() {
+        let peer = PeerId::random();
+        let mut links = Links::default();
+        let id = ConnectionId::new_unchecked(1);
+        links.opened(peer, id, &dialed("/ip4/10.0.0.2/tcp/7470"), |_| None);
+        assert!(links.silent().is_empty());
+        let link = links
+            .connections
+            .get_mut(&peer)
+            .unwrap()
+            .get_mut(&id)
+            .unwrap();
+        link.answered = Instant::now() - SILENCE_LIMIT - Duration::from_secs(1);
+        assert_eq!(links.silent().len(), 1);
+        links.answered(peer, id);
+        assert!(links.silent().is_empty());
+    }
 }
