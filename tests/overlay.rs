@@ -110,3 +110,28 @@ fn a_member_without_the_control_role_cannot_push_a_vm_in() {
     assert_eq!(list["grants"][0][1], "control");
     assert_eq!(list["default_role"], "consume");
 }
+
+#[test]
+fn a_crashed_peer_is_shown_gone_within_seconds() {
+    let key = fresh_key();
+    let a = node("peer-a", &key, None);
+    let mut b = node("peer-b", &key, Some(a.port));
+    assert!(eventually(Duration::from_secs(20), || a.connected_peers()
+        == ["peer-b"]));
+    b.kill_hard();
+    let killed = std::time::Instant::now();
+    // Its kernel closes the sockets of a killed process: no need to wait for
+    // liveness (8-11 s, which covers a vanished host; see tests/nat.rs).
+    assert!(
+        eventually(Duration::from_secs(5), || a.connected_peers().is_empty()),
+        "peer-b still shown connected:\n{}",
+        a.log()
+    );
+    eprintln!(
+        "peer-b (kill -9) shown gone after {:.2} s",
+        killed.elapsed().as_secs_f64()
+    );
+    let peers = a.status()["peers"].clone();
+    assert_eq!(peers[0]["nick"], "peer-b", "still listed, as gone: {peers}");
+    assert_eq!(peers[0]["connected"], false);
+}

@@ -107,14 +107,24 @@ fn draw_detail(frame: &mut Frame, area: Rect, app: &App, status: &Status, peer_i
         }
     }
     if let Some(p) = peer {
-        lines.push(field(
-            "link",
+        lines.push(field("link", {
+            let via = match (&p.relayed_via, p.connected) {
+                (Some(relay), true) => {
+                    let name = status
+                        .peers
+                        .iter()
+                        .find(|q| &q.peer_id == relay)
+                        .map_or_else(|| short_peer_id(relay), |q| q.display_name());
+                    format!(" through relay {name}")
+                }
+                _ => String::new(),
+            };
             match (p.connected, p.latency_ms) {
-                (true, Some(ms)) => format!("connected, {} ms", fmt_ms(ms)),
-                (true, None) => "connected".into(),
+                (true, Some(ms)) => format!("connected{via}, {} ms", fmt_ms(ms)),
+                (true, None) => format!("connected{via}"),
                 (false, _) => "not connected".into(),
-            },
-        ));
+            }
+        }));
         lines.push(field(
             "load",
             p.load.as_ref().map_or_else(dash, |l| {

@@ -58,6 +58,9 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
     draw_peer_list(frame, list_a, app, &rows, graph_a.is_some());
 }
 
+/// Marks a peer reached only through a relay.
+const RELAYED: &str = "⇄";
+
 fn draw_peer_list(frame: &mut Frame, area: Rect, app: &App, rows: &[PeerRow], bordered: bool) {
     let theme = &app.theme;
     let block = if bordered {
@@ -100,12 +103,14 @@ fn draw_peer_list(frame: &mut Frame, area: Rect, app: &App, rows: &[PeerRow], bo
                 .as_ref()
                 .map_or_else(|| "-".into(), |l| format!("{:.0}", l.cpu_pct));
             let vms = r.vm_count.map_or_else(|| "?".into(), |n| n.to_string());
-            let mut name = vec![Span::styled(r.name.clone(), name_style)];
-            if r.relayed {
-                name.push(Span::styled(" (relayed)", theme.dim));
-            }
+            // ⇄: reached only through a relay (the peer detail names it).
+            let latency = if r.relayed {
+                format!("{RELAYED}{latency}")
+            } else {
+                latency
+            };
             Row::new([
-                Cell::from(Line::from(name)),
+                Cell::from(Line::styled(r.name.clone(), name_style)),
                 Cell::from(Line::from(latency).right_aligned()),
                 Cell::from(Line::from(cpu).right_aligned()),
                 Cell::from(Line::from(vms).right_aligned()),
@@ -215,7 +220,7 @@ fn draw_graph(frame: &mut Frame, area: Rect, app: &App, status: &Status, rows: &
                     spans.push(Span::styled(detail, theme.dim));
                 }
                 if r.relayed {
-                    spans.push(Span::styled(" relayed", theme.dim));
+                    spans.push(Span::styled(format!(" {RELAYED}"), theme.dim));
                 }
                 // Labels start at the node and run right; nodes on the right
                 // half are labelled to the left so they stay inside.
@@ -251,5 +256,22 @@ mod tests {
         assert!(has(local, &b) && has(local, &c) && has(&b, &c));
         assert!(!has(local, &d), "peer-d is not connected");
         assert_eq!(e.len(), 3, "links to unknown peers are left out: {e:?}");
+    }
+
+    #[test]
+    fn a_peer_reached_only_through_a_relay_is_marked_relayed() {
+        let mut status = sample_status();
+        let relay = status.peers[1].peer_id.clone();
+        status.peers[2].relayed_via = Some(relay);
+        let name = status.peers[2].display_name();
+        let app = crate::tui::testutil::app_with(Some(status));
+        let screen = crate::tui::snapshots::render(&app, 120, 40).join("\n");
+        let line = screen
+            .lines()
+            .find(|l| l.contains(&name))
+            .unwrap_or_default();
+        assert!(line.contains(&format!("{RELAYED}12")), "{screen}");
+        // the list and the graph's label, nothing else
+        assert_eq!(screen.matches(RELAYED).count(), 2, "{screen}");
     }
 }
