@@ -14,6 +14,7 @@ use serde_json::Value;
 
 /// A relay on this side of both islands, peer-a on island 0, peer-c on island 1.
 struct Overlay {
+    key: String,
     // Field order = drop order: nodes first, then the namespaces.
     relay: TestNode,
     a: TestNode,
@@ -62,6 +63,7 @@ fn overlay_with(hypervisor: Option<&str>, guest_netns: &str, extra: &[&str]) -> 
         &join(1),
     );
     Overlay {
+        key: key.clone(),
         relay,
         a,
         c,
@@ -386,4 +388,38 @@ fn vm_migrates_between_peers_that_reach_each_other_only_through_a_relay() {
     );
     // Still relayed: the bytes went through the relay, not a direct path.
     assert_eq!(peer(&o.a, "peer-c")["relayed_via"], relay_id.as_str());
+
+    // Baseline in the same run: the same guest onward from peer-c to peer-b,
+    // which both reach directly (peer-b sits on the relay's side of both islands).
+    let b = TestNode::start_in(
+        NodeOptions {
+            nick: "peer-b",
+            key: &o.key,
+            bootstrap: None,
+            hypervisor: None,
+            guest_netns: &guests.name,
+            extra: &["--image-dir", &image_dir],
+        },
+        None,
+        &[&o.islands.outside(0), &o.islands.outside(1)],
+        &[format!(
+            "/ip4/{}/tcp/{}",
+            o.islands.outside(1),
+            o.relay.port
+        )],
+    );
+    assert!(
+        eventually(Duration::from_secs(40), || connected(&o.c, "peer-b")
+            && peer(&o.c, "peer-b")["relayed_via"].is_null()),
+        "peer-c should reach peer-b directly: {}",
+        peer(&o.c, "peer-b")
+    );
+    b.allow_control(&o.c);
+    let out = o.c.cli(&["migrate", "web-r", "--to", "peer-b", "--json"]);
+    assert!(out.status.success(), "direct migrate: {}", stderr(&out));
+    let direct: Value = serde_json::from_slice(&out.stdout).unwrap();
+    eprintln!("direct migration (baseline, same run): {direct}");
+    let after = guest_state(&guests, &ip).expect("guest answers after migration");
+    assert_eq!(boot_id(&after), boot_id(&before));
+    drop(b);
 }
