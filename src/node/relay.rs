@@ -1,8 +1,8 @@
 //! NAT traversal: circuit relay v2 and hole punching (DCUtR).
 //!
-//! A peer started with `--relay-server` forwards circuits between other members
-//! (it only ever sees the membership proof and noise ciphertext: the circuit
-//! carries the same TCP-less upgrade as a direct connection, see transport.rs).
+//! A peer started with `--relay-server` forwards circuits between other members.
+//! It only ever sees the membership proof and noise ciphertext: the two ends run
+//! the same upgrade over the circuit as over a direct TCP connection (transport.rs).
 //! Every peer (unless `--no-relay-client`) keeps a reservation on up to
 //! [`MAX_RELAYS`] directly connected relay peers and advertises the resulting
 //! `/p2p-circuit` address through identify, so peers that cannot dial it directly
