@@ -175,7 +175,14 @@ fn peers_without_a_route_between_them_consume_a_service_through_a_relay() {
         o.a.log(),
         o.c.log()
     );
-    assert!(peer(&o.a, "peer-c")["relayed_via"] == relay_id.as_str());
+    assert!(
+        eventually(
+            Duration::from_secs(10),
+            || peer(&o.a, "peer-c")["relayed_via"] == relay_id.as_str()
+        ),
+        "peer-a sees the same relayed link: {}",
+        peer(&o.a, "peer-c")
+    );
     // The relay itself is a direct link, and `status` says which is which.
     assert!(peer(&o.c, "relay")["relayed_via"].is_null());
     let text = common::stdout(&o.c.cli(&["status"]));
