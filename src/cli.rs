@@ -54,6 +54,11 @@ pub enum Command {
     #[command(subcommand)]
     Vm(VmCommand),
     /// Live-migrate a running VM to another peer over the overlay.
+    ///
+    /// Without --wait, returns once the destination has accepted the VM (its checks
+    /// passed: access, name, image files, lent capacity) and the transfer runs on;
+    /// a refusal is an error here, before anything moves. Follow the transfer in
+    /// `peervisor status` or the console. With --wait, returns when it has ended.
     Migrate {
         /// VM name on this peer.
         vm: String,
@@ -69,6 +74,13 @@ pub enum Command {
         /// Cancel the running migration of VM instead; it keeps running here.
         #[arg(long, conflicts_with = "to")]
         abort: bool,
+        /// Wait until the migration has ended: print its figures, or fail (exit
+        /// status 1) if it did not complete, in which case the VM keeps running here.
+        #[arg(long, conflicts_with = "abort")]
+        wait: bool,
+        /// Migrate a VM peervisor did not create (otherwise refused: it is shown read-only).
+        #[arg(long, conflicts_with = "abort")]
+        force: bool,
         #[arg(long)]
         json: bool,
     },
@@ -356,6 +368,22 @@ pub struct NodeArgs {
     /// Refuse VMs migrated in by other peers.
     #[arg(long, global = true)]
     pub no_accept_migrations: bool,
+    /// vCPUs this host lends to VMs other peers push in (all VMs here count
+    /// against it). Default: lend_vcpus in DATA_DIR/capacity.toml, else 4 per host CPU.
+    #[arg(long, global = true, value_name = "N")]
+    pub lend_vcpus: Option<u32>,
+    /// Memory lent to VMs, e.g. 4GiB. Default: lend_memory in capacity.toml, else
+    /// the host's memory minus 10% (at least 1 GiB).
+    #[arg(long, global = true, value_name = "SIZE", value_parser = parse_size)]
+    pub lend_memory: Option<u64>,
+    /// Disk lent to VMs' data disks (virtual sizes), e.g. 20GiB. Default: lend_disk
+    /// in capacity.toml, else 90% of the free space under the disk dir at start.
+    #[arg(long, global = true, value_name = "SIZE", value_parser = parse_size)]
+    pub lend_disk: Option<u64>,
+    /// Migrations this peer sends, and receives, at once (default 2, or
+    /// max_migrations in capacity.toml).
+    #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_migrations: Option<u32>,
     /// Seconds between two libvirt stats samples.
     #[arg(long, global = true, default_value_t = 1.0)]
     pub stats_interval: f64,
@@ -373,4 +401,9 @@ pub struct NodeArgs {
     /// (repeatable).
     #[arg(long, global = true, value_name = "URL")]
     pub spark: Vec<String>,
+}
+
+/// A size with a binary unit, in MiB.
+fn parse_size(text: &str) -> Result<u64, String> {
+    crate::runtime::capacity::parse_size_mib(text)
 }

@@ -158,6 +158,8 @@ fn to_request(command: &UiCommand) -> Option<Request> {
             to,
             max_downtime_ms: None,
             bandwidth_mib_s: None,
+            foreign: false,
+            detach: false,
         },
         UiCommand::Start { vm } => Request::VmStart {
             name: vm,
@@ -471,6 +473,8 @@ mod tests {
                 to: "peer-b".into(),
                 max_downtime_ms: None,
                 bandwidth_mib_s: None,
+                foreign: false,
+                detach: false,
             })
         );
         assert_eq!(

@@ -81,6 +81,8 @@ async fn run(cli: Cli) -> Result<()> {
             max_downtime,
             bandwidth,
             abort,
+            wait,
+            force,
             json,
         }) => {
             let request = match to {
@@ -89,18 +91,12 @@ async fn run(cli: Cli) -> Result<()> {
                     to,
                     max_downtime_ms: max_downtime,
                     bandwidth_mib_s: bandwidth,
+                    foreign: force,
+                    detach: !wait,
                 },
                 _ => Request::MigrateAbort { vm },
             };
-            match control.call(&request).await? {
-                Reply::Migrated(report) if json => {
-                    println!("{}", serde_json::to_string_pretty(&report)?)
-                }
-                Reply::Migrated(report) => println!("{}", describe_migration(&report)),
-                Reply::Done { message } => println!("{message}"),
-                _ => anyhow::bail!("unexpected reply to migrate"),
-            }
-            Ok(())
+            migrate_command(&control, &request, json).await
         }
         Some(Command::Services { kind, tag, json }) => {
             let Reply::Services { services } = control.call(&Request::Services).await? else {
@@ -519,6 +515,72 @@ fn peer_config(data_dir: DataDir, args: &NodeArgs) -> PeerConfig {
         accept_migrations: !args.no_accept_migrations,
         yarn: args.yarn.clone(),
         spark: args.spark.clone(),
+        capacity: runtime::capacity::CapacityFlags {
+            lend_vcpus: args.lend_vcpus,
+            lend_memory_mib: args.lend_memory,
+            lend_disk_mib: args.lend_disk,
+            max_migrations: args.max_migrations,
+        },
+    }
+}
+
+/// `peervisor migrate`: sends the request; while a `--wait` runs, shows the
+/// transfer's progress on a terminal.
+async fn migrate_command(control: &ControlClient, request: &Request, json: bool) -> Result<()> {
+    let follow = match request {
+        Request::Migrate {
+            vm, detach: false, ..
+        } if std::io::IsTerminal::is_terminal(&std::io::stderr()) => {
+            Some(tokio::spawn(show_progress(control.clone(), vm.clone())))
+        }
+        _ => None,
+    };
+    let reply = control.call(request).await;
+    if let Some(task) = follow {
+        task.abort();
+        eprint!("\r\x1b[2K");
+    }
+    match reply? {
+        Reply::Migrated(report) if json => {
+            println!("{}", serde_json::to_string_pretty(&report)?)
+        }
+        Reply::Migrated(report) => println!("{}", describe_migration(&report)),
+        Reply::MigrationStarted { vm, to, operation } if json => println!(
+            "{}",
+            serde_json::json!({ "vm": vm, "to": to, "operation": operation, "state": "transferring" })
+        ),
+        Reply::MigrationStarted { vm, to, .. } => println!(
+            "VM '{vm}' accepted by {to}: migrating (follow it with `peervisor status`; --wait waits for the end)"
+        ),
+        Reply::Done { message } => println!("{message}"),
+        _ => anyhow::bail!("unexpected reply to migrate"),
+    }
+    Ok(())
+}
+
+/// One progress line, redrawn each second, from the node's operation list.
+async fn show_progress(control: ControlClient, vm: String) {
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let Ok(Reply::Status(status)) = control.call(&Request::Status).await else {
+            continue;
+        };
+        let Some(op) = status
+            .operations
+            .iter()
+            .rev()
+            .find(|o| o.vm == vm && o.kind == model::OperationKind::MigrateOut)
+        else {
+            continue;
+        };
+        let pct = op
+            .progress
+            .map_or(String::from("?"), |p| format!("{:.0}", p * 100.0));
+        let sent = op.transferred_bytes.unwrap_or(0) >> 20;
+        eprint!(
+            "\r\x1b[2K{vm} -> {}: {pct}% ({sent} MiB sent, {:.0} s)",
+            op.peer, op.elapsed_s
+        );
     }
 }
 

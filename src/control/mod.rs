@@ -70,6 +70,13 @@ pub enum Request {
         /// Cap on the transfer rate, MiB/s.
         #[serde(default)]
         bandwidth_mib_s: Option<u64>,
+        /// Migrate a VM peervisor did not create.
+        #[serde(default)]
+        foreign: bool,
+        /// Answer once the destination has accepted (`MigrationStarted`) instead
+        /// of at the end (`Migrated`).
+        #[serde(default)]
+        detach: bool,
     },
     /// Cancel the running outgoing migration of a VM; it stays here.
     MigrateAbort {
@@ -120,6 +127,12 @@ pub enum Reply {
         message: String,
     },
     Migrated(MigrationReport),
+    /// A detached migration was accepted by its destination and is transferring.
+    MigrationStarted {
+        vm: String,
+        to: String,
+        operation: u64,
+    },
     Services {
         services: Vec<ServiceView>,
     },

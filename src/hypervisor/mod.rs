@@ -6,6 +6,7 @@ pub mod bench;
 pub mod daemon;
 pub mod domain;
 mod ffi;
+pub mod footprint;
 pub mod job;
 pub mod manifest;
 pub mod netns;

@@ -23,6 +23,13 @@ pub enum ControlRequest {
         uuid: String,
         vcpus: u32,
         memory_mib: u64,
+        /// Virtual size of the VM's disks, MiB (checked against what the host lends).
+        #[serde(default)]
+        disk_mib: u64,
+        /// Files the VM boots from (kernel, initramfs, firmware), which must exist
+        /// on the destination at the same paths.
+        #[serde(default)]
+        boot_files: Vec<String>,
     },
     /// The source reports how the migration ended, so the destination can drop the
     /// tunnel authorization and record the outcome.

@@ -19,12 +19,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio_util::compat::FuturesAsyncReadCompatExt;
 
+use super::Peer;
 use super::access::Role;
+use super::capacity::{Refusal, Reservation, VmRequirements};
+use super::operations::Busy;
 use super::peers::{peer_id_of, resolve};
-use super::{Peer, validate_vm_name};
-use crate::control::MigrationReport;
+use crate::control::{MigrationReport, Reply};
 use crate::hypervisor::job::JobSample;
-use crate::model::{OperationKind, OperationPhase, VmState};
+use crate::model::{OperationKind, OperationPhase, VmState, VmView};
 use crate::node::protocol::{ControlRequest, ControlResponse, TUNNEL_PROTOCOL};
 
 /// How often the source samples libvirt's job stats while a migration runs.
@@ -49,11 +51,22 @@ const GRANT_TTL: Duration = Duration::from_secs(600);
 /// A tunnel stream must present its token this fast.
 const TOKEN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a destination waits, once the last tunnel stream of a migration has
+/// closed, for the source to say how it ended before finding out itself.
+const SETTLE_AFTER_TUNNEL: Duration = Duration::from_secs(5);
+/// Bounds on what a source may send about the files its VM boots from.
+const MAX_BOOT_FILES: usize = 8;
+const MAX_PATH_LEN: usize = 4096;
+
 struct Grant {
     peer: PeerId,
     vm: String,
     operation: u64,
     expires: Instant,
+    /// The VM's share of the lent capacity, held until it arrived or failed.
+    _reservation: Option<Reservation>,
+    /// Tunnel streams of this migration open right now.
+    streams: u32,
 }
 
 /// Tunnel authorizations this peer (as a destination) has handed out.
@@ -65,11 +78,51 @@ pub struct TunnelGrants {
 impl TunnelGrants {
     fn insert(&self, token: u64, grant: Grant) {
         let mut grants = self.grants.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        grants.retain(|_, g| g.expires > now);
         grants.insert(token, grant);
     }
 
+    /// Removes and returns the grants whose time is up.
+    fn take_expired(&self) -> Vec<Grant> {
+        let mut grants = self.grants.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let expired: Vec<u64> = grants
+            .iter()
+            .filter(|(_, g)| g.expires <= now)
+            .map(|(t, _)| *t)
+            .collect();
+        expired
+            .into_iter()
+            .filter_map(|t| grants.remove(&t))
+            .collect()
+    }
+
+    /// Counts a tunnel stream of this grant; false if the token is not good.
+    fn stream_opened(&self, token: u64, peer: PeerId) -> bool {
+        let mut grants = self.grants.lock().unwrap_or_else(|e| e.into_inner());
+        match grants.get_mut(&token) {
+            Some(g) if g.peer == peer && g.expires > Instant::now() => {
+                g.streams += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Uncounts a tunnel stream; true if it was the grant's last one.
+    fn stream_closed(&self, token: u64) -> bool {
+        let mut grants = self.grants.lock().unwrap_or_else(|e| e.into_inner());
+        grants.get_mut(&token).is_some_and(|g| {
+            g.streams = g.streams.saturating_sub(1);
+            g.streams == 0
+        })
+    }
+
+    fn contains(&self, token: u64) -> bool {
+        let grants = self.grants.lock().unwrap_or_else(|e| e.into_inner());
+        grants.contains_key(&token)
+    }
+
+    #[cfg(test)]
     fn allows(&self, token: u64, peer: PeerId) -> bool {
         let grants = self.grants.lock().unwrap_or_else(|e| e.into_inner());
         grants
@@ -87,23 +140,71 @@ impl TunnelGrants {
 }
 
 impl Peer {
-    /// Source side: live-migrates `vm` to the peer named `to`.
+    /// Source side: live-migrates `vm` to the peer named `to` and waits for the end.
     pub async fn migrate(
         self: &Arc<Self>,
         vm: &str,
         to: &str,
         limits: Limits,
     ) -> Result<MigrationReport> {
+        self.migrate_with(vm, to, limits, false, None).await
+    }
+
+    /// The control request: with `detach`, answers once the destination has
+    /// accepted the VM (its checks passed, nothing moved yet) and lets the
+    /// transfer run on; otherwise answers at the end with the report.
+    pub(super) async fn migrate_request(
+        self: &Arc<Self>,
+        vm: String,
+        to: String,
+        limits: Limits,
+        foreign: bool,
+        detach: bool,
+    ) -> Result<Reply> {
+        if !detach {
+            let report = self.migrate_with(&vm, &to, limits, foreign, None).await;
+            self.services.republish.notify_one();
+            return report.map(Reply::Migrated);
+        }
+        let (accepted, on_accept) = tokio::sync::oneshot::channel();
+        let this = self.clone();
+        let (name, dest) = (vm.clone(), to.clone());
+        let task = tokio::spawn(async move {
+            let result = this
+                .migrate_with(&name, &dest, limits, foreign, Some(accepted))
+                .await;
+            this.services.republish.notify_one();
+            result
+        });
+        match on_accept.await {
+            Ok(started) => Ok(Reply::MigrationStarted {
+                vm,
+                to: started.to,
+                operation: started.operation,
+            }),
+            // Ended before the destination accepted: refused, or bad input.
+            Err(_) => match task.await {
+                Ok(result) => result.map(Reply::Migrated),
+                Err(e) => Err(anyhow!("migration task failed: {e}")),
+            },
+        }
+    }
+
+    /// Source side: the checks, then the migration. `accepted` hears once the
+    /// destination has said yes and the transfer begins.
+    async fn migrate_with(
+        self: &Arc<Self>,
+        vm: &str,
+        to: &str,
+        limits: Limits,
+        foreign: bool,
+        accepted: Option<tokio::sync::oneshot::Sender<Started>>,
+    ) -> Result<MigrationReport> {
         if limits.max_downtime_ms == Some(0) || limits.bandwidth_mib_s == Some(0) {
             bail!("--max-downtime and --bandwidth must be greater than 0");
         }
         let local = self.host.vm(vm).await?;
-        if local.state != VmState::Running {
-            bail!(
-                "VM '{vm}' is {}: only a running VM can live-migrate (start it first)",
-                local.state.as_str()
-            );
-        }
+        check_migratable(&local, foreign)?;
         let net = self.node.status().await?;
         let dest = resolve(to, &net.peers)?;
         let dest_name = dest.display_name();
@@ -111,16 +212,17 @@ impl Peer {
             bail!("peer {dest_name} is known but not connected: cannot migrate to it now");
         }
         let dest_id = peer_id_of(&dest)?;
-        if self.operations.is_active(vm) {
-            bail!("VM '{vm}' is already being migrated");
-        }
+        let requirements = self.requirements_of(&local).await?;
+        let limit = self.capacity.max_migrations;
         let op = self
             .operations
-            .begin(OperationKind::MigrateOut, vm, &dest_name);
+            .begin_limited(OperationKind::MigrateOut, vm, &dest_name, limit)
+            .map_err(|busy| outgoing_busy(vm, &busy, limit))?;
         tracing::info!("migrating VM '{vm}' to {dest_name}");
         let started = Instant::now();
+        let accepted = accepted.map(|tx| (tx, dest_name.clone(), op));
         let result = self
-            .migrate_to(&local, dest_id, &dest_name, op, limits)
+            .migrate_to(&requirements, dest_id, &dest_name, op, limits, accepted)
             .await;
         match &result {
             Ok(arrival) => {
@@ -165,24 +267,36 @@ impl Peer {
 
     async fn migrate_to(
         self: &Arc<Self>,
-        vm: &crate::model::VmView,
+        vm: &VmRequirements,
         dest: PeerId,
         dest_name: &str,
         op: u64,
         limits: Limits,
+        accepted: Option<(tokio::sync::oneshot::Sender<Started>, String, u64)>,
     ) -> Result<Arrival> {
         let request = ControlRequest::PrepareMigration {
             vm: vm.name.clone(),
             uuid: vm.uuid.clone(),
             vcpus: vm.vcpus,
             memory_mib: vm.memory_mib,
+            disk_mib: vm.disk_mib,
+            boot_files: vm
+                .boot_files
+                .iter()
+                .map(|f| f.to_string_lossy().into_owned())
+                .collect(),
         };
         let token = match self.node.request(dest, request).await? {
             ControlResponse::MigrationAccepted { token } => token,
-            ControlResponse::Refused { reason } => bail!("{dest_name} refused: {reason}"),
+            ControlResponse::Refused { reason } => {
+                bail!("{dest_name} refuses {}: {reason}", vm.name)
+            }
             other => bail!("{dest_name} answered unexpectedly: {other:?}"),
         };
         self.operations.set_phase(op, OperationPhase::Transferring);
+        if let Some((tx, to, operation)) = accepted {
+            let _ = tx.send(Started { to, operation });
+        }
         let socket = self
             .data_dir()
             .run_dir()
@@ -235,13 +349,11 @@ impl Peer {
     pub(super) async fn prepare_incoming(
         &self,
         from: PeerId,
-        vm: &str,
-        uuid: &str,
-        vcpus: u32,
-        memory_mib: u64,
+        vm: VmRequirements,
     ) -> ControlResponse {
+        let from_name = self.peer_label(from).await;
         let refuse = |reason: String| {
-            tracing::warn!("refused migration of VM '{vm}' from {from}: {reason}");
+            tracing::warn!("refusing VM '{}' from {from_name}: {reason}", vm.name);
             ControlResponse::Refused { reason }
         };
         if !self.access.allows(&from, Role::Control) {
@@ -252,43 +364,128 @@ impl Peer {
         if !self.config.accept_migrations {
             return refuse("this peer does not accept incoming migrations".into());
         }
-        if let Err(e) = validate_vm_name(vm) {
-            return refuse(format!("{e}"));
+        if vm.boot_files.len() > MAX_BOOT_FILES
+            || vm
+                .boot_files
+                .iter()
+                .any(|f| f.as_os_str().len() > MAX_PATH_LEN)
+        {
+            return refuse("malformed request: too many or too long boot file paths".into());
         }
-        if vcpus == 0 || memory_mib == 0 {
-            return refuse("VM has no vCPU or no memory".into());
-        }
-        match self.host.list().await {
-            Ok(vms) => {
-                if vms.iter().any(|v| v.name == vm) {
-                    return refuse(format!("a VM named '{vm}' exists already here"));
-                }
-                if vms.iter().any(|v| v.uuid == uuid) {
-                    return refuse(format!("a VM with UUID {uuid} exists already here"));
-                }
-            }
-            Err(e) => return refuse(format!("hypervisor unavailable: {e:#}")),
-        }
+        self.settle_expired_grants();
+        let reservation = match self.check_incoming(&vm).await {
+            Ok(reservation) => reservation,
+            Err(refusal) => return refuse(refusal.to_string()),
+        };
         if let Err(e) = std::fs::create_dir_all(crate::paths::console_log_dir()) {
             return refuse(format!("cannot create the console log directory: {e}"));
         }
-        let token: u64 = rand::random();
-        let operation = self
-            .operations
-            .begin(OperationKind::MigrateIn, vm, &from.to_string());
+        let limit = self.capacity.max_migrations;
+        let operation = match self.operations.begin_limited(
+            OperationKind::MigrateIn,
+            &vm.name,
+            &from_name,
+            limit,
+        ) {
+            Ok(id) => id,
+            Err(Busy::Limit { running }) => {
+                return refuse(Refusal::Busy { running, limit }.to_string());
+            }
+            Err(Busy::Vm { .. }) => {
+                return refuse(format!("VM '{}' is being migrated here already", vm.name));
+            }
+        };
         self.operations
             .set_phase(operation, OperationPhase::Transferring);
+        let token: u64 = rand::random();
         self.grants.insert(
             token,
             Grant {
                 peer: from,
-                vm: vm.to_string(),
+                vm: vm.name.clone(),
                 operation,
                 expires: Instant::now() + GRANT_TTL,
+                _reservation: Some(reservation),
+                streams: 0,
             },
         );
-        tracing::info!("accepted migration of VM '{vm}' from {from}");
+        tracing::info!("accepted migration of VM '{}' from {from_name}", vm.name);
         ControlResponse::MigrationAccepted { token }
+    }
+
+    /// A peer's nickname if known, else its id.
+    async fn peer_label(&self, id: PeerId) -> String {
+        let id_text = id.to_string();
+        self.node
+            .status()
+            .await
+            .ok()
+            .and_then(|net| net.peers.into_iter().find(|p| p.peer_id == id_text))
+            .map(|p| p.display_name())
+            .unwrap_or(id_text)
+    }
+
+    /// Destination side: incoming migrations whose grant ran out without word
+    /// from the source are over.
+    fn settle_expired_grants(&self) {
+        for grant in self.grants.take_expired() {
+            self.operations.finish(
+                grant.operation,
+                Some("no word from the source before the authorization expired".into()),
+            );
+            tracing::warn!("incoming migration of VM '{}' expired", grant.vm);
+        }
+    }
+
+    /// Destination side: the last tunnel stream of a migration closed. If the
+    /// source does not report the end soon (it died, or the overlay was cut),
+    /// find out from libvirt whether the VM arrived, and close the books.
+    async fn settle_after_tunnel(self: Arc<Self>, from: PeerId, token: u64) {
+        tokio::time::sleep(SETTLE_AFTER_TUNNEL).await;
+        if !self.grants.contains(token) {
+            return; // the source reported the end
+        }
+        let Some(grant) = self.grants.take(token, from) else {
+            return;
+        };
+        let arrived = self
+            .host
+            .vm(&grant.vm)
+            .await
+            .is_ok_and(|v| v.state == VmState::Running);
+        if arrived {
+            self.record_arrival(&grant, from).await;
+        } else {
+            self.operations.finish(
+                grant.operation,
+                Some("the migration tunnel closed before the VM arrived".into()),
+            );
+            tracing::warn!(
+                "incoming migration of VM '{}' from {from}: the tunnel closed before it arrived",
+                grant.vm
+            );
+        }
+    }
+
+    /// Destination side: the VM is here; records what libvirt measured.
+    async fn record_arrival(&self, grant: &Grant, from: PeerId) -> JobSample {
+        // The source's libvirt sent its measurements along with the VM.
+        let completed = match self.host.completed_job(&grant.vm).await {
+            Ok(sample) => sample.unwrap_or_default(),
+            Err(e) => {
+                tracing::warn!("no completed job stats for VM '{}': {e:#}", grant.vm);
+                JobSample::default()
+            }
+        };
+        self.operations.set_progress(grant.operation, &completed);
+        self.operations.finish(grant.operation, None);
+        tracing::info!(
+            "VM '{}' arrived from {from} (downtime {:?} ms, {:?} bytes)",
+            grant.vm,
+            completed.downtime_ms,
+            completed.processed_bytes
+        );
+        completed
     }
 
     /// Destination side: the source says the migration is over.
@@ -304,31 +501,15 @@ impl Peer {
             };
         };
         if ok {
-            // The source's libvirt sent its measurements along with the VM.
-            let completed = match self.host.completed_job(&grant.vm).await {
-                Ok(sample) => sample.unwrap_or_default(),
-                Err(e) => {
-                    tracing::warn!("no completed job stats for VM '{}': {e:#}", grant.vm);
-                    JobSample::default()
-                }
-            };
-            self.operations.set_progress(grant.operation, &completed);
-            self.operations.finish(grant.operation, None);
-            tracing::info!(
-                "VM '{}' arrived from {from} (downtime {:?} ms, {:?} bytes)",
-                grant.vm,
-                completed.downtime_ms,
-                completed.processed_bytes
-            );
+            let completed = self.record_arrival(&grant, from).await;
             return ControlResponse::MigrationStats {
                 downtime_ms: completed.downtime_ms,
                 transferred_bytes: completed.processed_bytes,
             };
-        } else {
-            self.operations
-                .finish(grant.operation, Some("the source reported failure".into()));
-            tracing::warn!("incoming migration of VM '{}' failed", grant.vm);
         }
+        self.operations
+            .finish(grant.operation, Some("the source reported failure".into()));
+        tracing::warn!("incoming migration of VM '{}' failed", grant.vm);
         ControlResponse::Ack
     }
 }
@@ -408,28 +589,78 @@ pub async fn accept_tunnels(peer: Arc<Peer>) {
     while let Some((from, stream)) = incoming.next().await {
         let peer = peer.clone();
         tokio::spawn(async move {
-            if let Err(e) = serve_tunnel(&peer, from, stream).await {
+            if let Err(e) = serve_tunnel(peer, from, stream).await {
                 tracing::warn!("migration tunnel from {from}: {e:#}");
             }
         });
     }
 }
 
-async fn serve_tunnel(peer: &Peer, from: PeerId, stream: libp2p::Stream) -> Result<()> {
+async fn serve_tunnel(peer: Arc<Peer>, from: PeerId, stream: libp2p::Stream) -> Result<()> {
     let mut remote = stream.compat();
     let mut token = [0u8; 8];
     tokio::time::timeout(TOKEN_TIMEOUT, remote.read_exact(&mut token))
         .await
         .map_err(|_| anyhow!("no token within {TOKEN_TIMEOUT:?}"))??;
     let token = u64::from_be_bytes(token);
-    if !peer.grants.allows(token, from) {
+    if !peer.grants.stream_opened(token, from) {
         bail!("stream with an unknown or expired token: dropped");
     }
-    let mut local = UnixStream::connect(&peer.libvirt_socket)
-        .await
-        .with_context(|| format!("connecting to {}", peer.libvirt_socket.display()))?;
-    tokio::io::copy_bidirectional(&mut remote, &mut local).await?;
+    let carried = async {
+        let mut local = UnixStream::connect(&peer.libvirt_socket)
+            .await
+            .with_context(|| format!("connecting to {}", peer.libvirt_socket.display()))?;
+        tokio::io::copy_bidirectional(&mut remote, &mut local).await?;
+        anyhow::Ok(())
+    }
+    .await;
+    if peer.grants.stream_closed(token) {
+        tokio::spawn(peer.clone().settle_after_tunnel(from, token));
+    }
+    carried
+}
+
+/// What a detached migration request answers once the destination accepted.
+struct Started {
+    to: String,
+    operation: u64,
+}
+
+/// Only a running VM peervisor made (or one the operator insists on) migrates.
+fn check_migratable(vm: &VmView, foreign: bool) -> Result<()> {
+    let name = &vm.name;
+    match vm.state {
+        VmState::Running => {}
+        VmState::Paused => {
+            bail!("VM '{name}' is paused: only a running VM can live-migrate (resume it first)")
+        }
+        other => bail!(
+            "VM '{name}' is {}: only a running VM can live-migrate (start it first)",
+            other.as_str()
+        ),
+    }
+    if !vm.managed && !foreign {
+        bail!(
+            "VM '{name}' was not created by peervisor: it is shown read-only (use --force to migrate it anyway)"
+        );
+    }
     Ok(())
+}
+
+/// The source's answer when it may not start one more migration.
+fn outgoing_busy(vm: &str, busy: &Busy, limit: u32) -> anyhow::Error {
+    match busy {
+        Busy::Vm {
+            kind: OperationKind::MigrateIn,
+            peer,
+        } => anyhow!("VM '{vm}' is still arriving from {peer}: wait for it to land"),
+        Busy::Vm { peer, .. } => anyhow!(
+            "VM '{vm}' is already being migrated to {peer}: wait for it to end (or `peervisor migrate --abort {vm}`)"
+        ),
+        Busy::Limit { running } => anyhow!(
+            "this peer is already sending {running} migration(s), its limit of {limit} (--max-migrations): try again when one ends"
+        ),
+    }
 }
 
 #[cfg(test)]
@@ -448,6 +679,8 @@ mod tests {
                 vm: "web-1".into(),
                 operation: 1,
                 expires: Instant::now() + Duration::from_secs(60),
+                _reservation: None,
+                streams: 0,
             },
         );
         assert!(grants.allows(7, a));
@@ -463,8 +696,30 @@ mod tests {
                 vm: "x".into(),
                 operation: 2,
                 expires: Instant::now() - Duration::from_secs(1),
+                _reservation: None,
+                streams: 0,
             },
         );
         assert!(!grants.allows(9, a), "expired");
+        assert!(!grants.stream_opened(9, a), "expired");
+        assert_eq!(grants.take_expired().len(), 1);
+        assert!(!grants.contains(9));
+
+        grants.insert(
+            10,
+            Grant {
+                peer: a,
+                vm: "y".into(),
+                operation: 3,
+                expires: Instant::now() + Duration::from_secs(60),
+                _reservation: None,
+                streams: 0,
+            },
+        );
+        assert!(!grants.stream_opened(10, b), "bound to its peer");
+        assert!(grants.stream_opened(10, a) && grants.stream_opened(10, a));
+        assert!(!grants.stream_closed(10), "one stream still open");
+        assert!(grants.stream_closed(10), "the last one closed");
+        assert!(grants.take_expired().is_empty());
     }
 }

@@ -2,6 +2,7 @@
 //! Used by the headless `peervisor node` and by the console's embedded node.
 
 pub mod access;
+pub mod capacity;
 mod health;
 mod migrate;
 mod operations;
@@ -53,6 +54,9 @@ pub struct PeerConfig {
     /// Job sources to poll (`--yarn`, `--spark`).
     pub yarn: Vec<String>,
     pub spark: Vec<String>,
+    /// What this host lends to incoming VMs, parallel migrations (`--lend-*`,
+    /// `--max-migrations`; unset ones from capacity.toml or the host).
+    pub capacity: capacity::CapacityFlags,
 }
 
 pub struct Peer {
@@ -68,6 +72,10 @@ pub struct Peer {
     services: services::ServiceState,
     grants: TunnelGrants,
     access: access::AccessList,
+    /// What this host lends to incoming VMs, and the parallel migration limit.
+    capacity: capacity::CapacityConfig,
+    /// Incoming VMs accepted but not yet here.
+    capacity_reservations: capacity::Reservations,
     daemon: std::sync::Mutex<Option<PrivateDaemon>>,
     /// YARN/Spark jobs and the penalty benchmark, polled off the status path.
     bench: crate::bench::collector::Collector,
@@ -87,6 +95,19 @@ impl Peer {
             &config.spark,
             config.data_dir.root().join("bench"),
         )?;
+        let capacity = capacity::CapacityConfig::resolve(
+            config.capacity,
+            &config.data_dir.root().join("capacity.toml"),
+            capacity::Lending::host_defaults(&disk_dir()),
+        )?;
+        let lent = capacity.lending;
+        tracing::info!(
+            "lending incoming VMs {} vCPUs, {} memory, {} disk; at most {} migration(s) each way at once",
+            lent.vcpus,
+            capacity::fmt_mib(lent.memory_mib),
+            capacity::fmt_mib(lent.disk_mib),
+            capacity.max_migrations
+        );
         let (accel, why) = config.accel.resolve();
         tracing::info!("accelerator {why}");
 
@@ -144,6 +165,8 @@ impl Peer {
             services: services::ServiceState::default(),
             grants: TunnelGrants::default(),
             access,
+            capacity,
+            capacity_reservations: capacity::Reservations::default(),
             daemon: std::sync::Mutex::new(daemon),
             bench,
         });
@@ -255,14 +278,14 @@ impl Peer {
                 to,
                 max_downtime_ms,
                 bandwidth_mib_s,
+                foreign,
+                detach,
             } => {
                 let limits = migrate::Limits {
                     max_downtime_ms,
                     bandwidth_mib_s,
                 };
-                let report = self.migrate(&vm, &to, limits).await?;
-                self.services.republish.notify_one();
-                Ok(Reply::Migrated(report))
+                self.migrate_request(vm, to, limits, foreign, detach).await
             }
             Request::MigrateAbort { vm } => {
                 self.abort_migration(&vm).await?;
@@ -466,9 +489,18 @@ impl Peer {
                 uuid,
                 vcpus,
                 memory_mib,
+                disk_mib,
+                boot_files,
             } => {
-                self.prepare_incoming(peer, &vm, &uuid, vcpus, memory_mib)
-                    .await
+                let requirements = capacity::VmRequirements {
+                    name: vm,
+                    uuid,
+                    vcpus,
+                    memory_mib,
+                    disk_mib,
+                    boot_files: boot_files.into_iter().map(PathBuf::from).collect(),
+                };
+                self.prepare_incoming(peer, requirements).await
             }
             ControlRequest::MigrationEnded { token, ok } => {
                 self.incoming_ended(peer, token, ok).await

@@ -24,28 +24,43 @@ struct Entry {
     started: Instant,
 }
 
+/// Why an operation could not begin.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Busy {
+    /// The VM is already being migrated (this way or the other).
+    Vm { kind: OperationKind, peer: String },
+    /// `running` operations of this kind are under way, the limit.
+    Limit { running: u32 },
+}
+
 impl Operations {
-    pub fn begin(&self, kind: OperationKind, vm: &str, peer: &str) -> u64 {
+    /// Begins an operation unless the VM has one under way already or `limit`
+    /// operations of this kind are running: checked and recorded at once, so two
+    /// concurrent requests cannot both pass.
+    pub fn begin_limited(
+        &self,
+        kind: OperationKind,
+        vm: &str,
+        peer: &str,
+        limit: u32,
+    ) -> Result<u64, Busy> {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        inner.next_id += 1;
-        let id = inner.next_id;
-        inner.ops.push(Entry {
-            view: OperationView {
-                id,
-                kind,
-                vm: vm.to_string(),
-                peer: peer.to_string(),
-                phase: OperationPhase::Requested,
-                elapsed_s: 0.0,
-                error: None,
-                ..OperationView::default()
-            },
-            started: Instant::now(),
-        });
-        id
+        let active = || inner.ops.iter().filter(|e| !is_final(e.view.phase));
+        if let Some(e) = active().find(|e| e.view.vm == vm) {
+            return Err(Busy::Vm {
+                kind: e.view.kind,
+                peer: e.view.peer.clone(),
+            });
+        }
+        let running = active().filter(|e| e.view.kind == kind).count() as u32;
+        if running >= limit {
+            return Err(Busy::Limit { running });
+        }
+        Ok(begin_locked(&mut inner, kind, vm, peer))
     }
 
     /// True if a migration of this VM is under way (one at a time per VM).
+    #[cfg(test)]
     pub fn is_active(&self, vm: &str) -> bool {
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         inner
@@ -121,6 +136,25 @@ impl Operations {
     }
 }
 
+fn begin_locked(inner: &mut Inner, kind: OperationKind, vm: &str, peer: &str) -> u64 {
+    inner.next_id += 1;
+    let id = inner.next_id;
+    inner.ops.push(Entry {
+        view: OperationView {
+            id,
+            kind,
+            vm: vm.to_string(),
+            peer: peer.to_string(),
+            phase: OperationPhase::Requested,
+            elapsed_s: 0.0,
+            error: None,
+            ..OperationView::default()
+        },
+        started: Instant::now(),
+    });
+    id
+}
+
 fn is_final(phase: OperationPhase) -> bool {
     matches!(phase, OperationPhase::Done | OperationPhase::Failed)
 }
@@ -132,7 +166,9 @@ mod tests {
     #[test]
     fn one_migration_per_vm_and_history_is_kept() {
         let ops = Operations::default();
-        let id = ops.begin(OperationKind::MigrateOut, "web-1", "peer-b");
+        let id = ops
+            .begin_limited(OperationKind::MigrateOut, "web-1", "peer-b", 1)
+            .unwrap();
         assert!(ops.is_active("web-1"));
         assert!(!ops.is_active("web-2"));
         ops.finish(id, Some("boom".into()));
@@ -141,5 +177,34 @@ mod tests {
         assert_eq!(list.len(), 1);
         assert_eq!(list[0].phase, OperationPhase::Failed);
         assert_eq!(list[0].error.as_deref(), Some("boom"));
+    }
+
+    #[test]
+    fn a_busy_vm_or_a_full_quota_refuses_a_new_operation() {
+        let ops = Operations::default();
+        let out = OperationKind::MigrateOut;
+        let first = ops.begin_limited(out, "web-1", "peer-b", 2).unwrap();
+        assert_eq!(
+            ops.begin_limited(out, "web-1", "peer-c", 2),
+            Err(Busy::Vm {
+                kind: out,
+                peer: "peer-b".into()
+            }),
+            "one migration per VM"
+        );
+        ops.begin_limited(out, "web-2", "peer-b", 2).unwrap();
+        assert_eq!(
+            ops.begin_limited(out, "web-3", "peer-b", 2),
+            Err(Busy::Limit { running: 2 })
+        );
+        // The quota is per direction: receiving is counted apart.
+        ops.begin_limited(OperationKind::MigrateIn, "db-1", "peer-c", 2)
+            .unwrap();
+        ops.finish(first, None);
+        assert!(ops.begin_limited(out, "web-3", "peer-b", 2).is_ok());
+        assert!(
+            ops.begin_limited(out, "web-1", "peer-b", 3).is_ok(),
+            "done: free again"
+        );
     }
 }

@@ -44,6 +44,7 @@ async fn bench_peer(
         sampling: Default::default(),
         yarn: Vec::new(),
         spark: Vec::new(),
+        capacity: Default::default(),
     };
     Ok((Peer::start(config).await?, port))
 }
