@@ -125,6 +125,7 @@ fn vm_live_migrates_between_two_peers_over_the_overlay() {
         "peer-b",
         "--max-downtime",
         "500",
+        "--wait",
         "--json",
     ]);
     assert!(
@@ -184,7 +185,7 @@ fn vm_migration_refused_by_destination_leaves_vm_running_on_source() {
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(
-        err.contains("peer-b refused") && err.contains("does not accept"),
+        err.contains("peer-b refuses web-2") && err.contains("does not accept"),
         "{err}"
     );
     assert_eq!(err.lines().count(), 1, "{err}");
@@ -215,8 +216,17 @@ fn vm_migration_aborted_mid_transfer_leaves_vm_running_on_source() {
 
     std::thread::scope(|scope| {
         // 1 MiB/s: the transfer takes far longer than the test waits for it.
-        let migration =
-            scope.spawn(|| a.cli(&["migrate", "web-3", "--to", "peer-b", "--bandwidth", "1"]));
+        let migration = scope.spawn(|| {
+            a.cli(&[
+                "migrate",
+                "web-3",
+                "--to",
+                "peer-b",
+                "--bandwidth",
+                "1",
+                "--wait",
+            ])
+        });
         let mut progress = None;
         assert!(
             eventually(Duration::from_secs(60), || {
@@ -272,8 +282,17 @@ fn vm_migration_survives_destination_killed_mid_transfer() {
     let ip = boot(&a, netns, "web-4", &["--memory", "512"]);
 
     let out = std::thread::scope(|scope| {
-        let migration =
-            scope.spawn(|| a.cli(&["migrate", "web-4", "--to", "peer-b", "--bandwidth", "1"]));
+        let migration = scope.spawn(|| {
+            a.cli(&[
+                "migrate",
+                "web-4",
+                "--to",
+                "peer-b",
+                "--bandwidth",
+                "1",
+                "--wait",
+            ])
+        });
         assert!(
             eventually(Duration::from_secs(60), || {
                 a.status()["operations"][0]["transferred_bytes"]
@@ -368,7 +387,7 @@ fn vm_service_is_consumed_across_the_overlay_and_follows_its_vm() {
     );
     assert!(page.unwrap().contains("peervisor guest web-1"));
 
-    let out = a.cli(&["migrate", "web-1", "--to", "peer-b"]);
+    let out = a.cli(&["migrate", "web-1", "--to", "peer-b", "--wait"]);
     assert!(out.status.success(), "migrate: {}", stderr(&out));
     // A new request through the same local port reaches the VM on B.
     let mut state = None;
@@ -401,4 +420,239 @@ fn vm_service_is_consumed_across_the_overlay_and_follows_its_vm() {
             node.nick
         );
     }
+}
+
+// ---- Guarantees: checks before anything moves, parallel migrations, faults ----
+
+/// Two peers on libvirt's test driver (nothing boots): the checks that refuse a
+/// migration before anything moves. peer-b lends 4 vCPUs and 3 GiB, and already
+/// runs the test driver's own VM "test" (2 vCPUs, 2 GiB), which counts against it.
+#[test]
+fn bad_migrations_are_refused_before_anything_moves_with_a_clear_error() {
+    let key = fresh_key();
+    let image_dir = common::image_dir().to_string_lossy().into_owned();
+    let start = |nick, bootstrap, extra: &[&str]| {
+        TestNode::start(NodeOptions {
+            nick,
+            key: &key,
+            bootstrap,
+            hypervisor: Some("test:///default"),
+            guest_netns: "unused",
+            extra,
+        })
+    };
+    let a = start("peer-a", None, &["--image-dir", &image_dir]);
+    let b = start(
+        "peer-b",
+        Some(a.port),
+        &["--lend-vcpus", "4", "--lend-memory", "3GiB"],
+    );
+    assert!(
+        eventually(Duration::from_secs(20), || a.connected_peers()
+            == ["peer-b"]),
+        "overlay did not form:\n{}",
+        a.log()
+    );
+    b.allow_control(&a);
+    let refused = |args: &[&str]| {
+        let out = a.cli(args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+        err
+    };
+
+    // A VM peervisor did not create stays put unless the operator insists...
+    let err = refused(&["migrate", "test", "--to", "peer-b"]);
+    assert!(
+        err.contains("'test' was not created by peervisor") && err.contains("--force"),
+        "{err}"
+    );
+    // ...and then the destination checks that the name is free.
+    let err = refused(&["migrate", "test", "--to", "peer-b", "--force"]);
+    assert!(
+        err.contains("peer-b refuses test: a VM named 'test' exists already here"),
+        "{err}"
+    );
+
+    // Beyond what peer-b lends: refused by the destination, naming the resource.
+    for (name, vcpus, memory) in [("big-mem", "1", "2048"), ("big-cpu", "3", "64")] {
+        let out = a.cli(&["vm", "create", name, "--vcpus", vcpus, "--memory", memory]);
+        assert!(out.status.success(), "vm create: {}", stderr(&out));
+    }
+    let err = refused(&["migrate", "big-mem", "--to", "peer-b"]);
+    assert!(
+        err.contains("peer-b refuses big-mem: needs 2 GiB memory, 1 GiB left of 3 GiB lent"),
+        "{err}"
+    );
+    let err = refused(&["migrate", "big-cpu", "--to", "peer-b", "--wait"]);
+    assert!(
+        err.contains("peer-b refuses big-cpu: needs 3 vCPUs, 2 left of 4 lent"),
+        "{err}"
+    );
+    let log = b.log();
+    assert!(
+        log.contains("refusing VM 'big-mem' from peer-a: needs 2 GiB memory")
+            && log.contains("refusing VM 'big-cpu' from peer-a: needs 3 vCPUs"),
+        "the destination says why too:\n{log}"
+    );
+
+    // A VM that is not running cannot live-migrate.
+    let out = a.cli(&["vm", "pause", "big-mem"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = refused(&["migrate", "big-mem", "--to", "peer-b"]);
+    assert!(
+        err.contains("'big-mem' is paused") && err.contains("resume it first"),
+        "{err}"
+    );
+
+    // Nothing changed: every VM where it was, nothing defined on peer-b, no
+    // operation under way anywhere.
+    let names = |node: &TestNode| -> Vec<String> {
+        node.status()["vms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(names(&a), ["big-cpu", "big-mem", "test"]);
+    assert_eq!(names(&b), ["test"]);
+    for node in [&a, &b] {
+        let ops = node.status()["operations"].clone();
+        assert!(
+            ops.as_array()
+                .unwrap()
+                .iter()
+                .all(|o| o["phase"] != "transferring"),
+            "{ops}"
+        );
+    }
+}
+
+/// The overlay connection between the peers is cut mid-transfer (every TCP
+/// connection between their ports destroyed, as a network fault would): the VM
+/// keeps running on the source only, its service answers, the destination keeps
+/// nothing and records the failure, and the service record still points at the
+/// source. While the transfer runs, a second migration of the same VM and one
+/// beyond the destination's parallel limit are refused.
+#[test]
+fn vm_migration_cut_mid_transfer_leaves_vm_on_source_and_parallel_ones_are_refused() {
+    let rig = Rig::new("cut");
+    let netns = &rig.netns;
+    let (a, b) = rig.pair(&["--max-migrations", "1"]);
+    let ip = boot(&a, netns, "web-6", &["--memory", "512"]);
+    let out = a.cli(&["vm", "create", "web-7"]);
+    assert!(out.status.success(), "vm create: {}", stderr(&out));
+    let before = guest_state(netns, &ip).expect("guest answers before migration");
+
+    let out = std::thread::scope(|scope| {
+        // 1 MiB/s: the transfer takes far longer than the test waits for it.
+        let migration = scope.spawn(|| {
+            a.cli(&[
+                "migrate",
+                "web-6",
+                "--to",
+                "peer-b",
+                "--bandwidth",
+                "1",
+                "--wait",
+            ])
+        });
+        assert!(
+            eventually(Duration::from_secs(60), || {
+                a.status()["operations"][0]["transferred_bytes"]
+                    .as_u64()
+                    .unwrap_or(0)
+                    > 0
+            }),
+            "the transfer never started:\n{}",
+            a.log()
+        );
+
+        let out = a.cli(&["migrate", "web-6", "--to", "peer-b"]);
+        let err = stderr(&out);
+        assert!(
+            !out.status.success() && err.contains("'web-6' is already being migrated to peer-b"),
+            "{err}"
+        );
+        let out = a.cli(&["migrate", "web-7", "--to", "peer-b"]);
+        let err = stderr(&out);
+        assert!(
+            !out.status.success()
+                && err.contains("peer-b refuses web-7: already receiving 1 migration(s) (limit 1)"),
+            "{err}"
+        );
+
+        cut_connections(&[a.port, b.port]);
+        migration.join().unwrap()
+    });
+    let err = stderr(&out);
+    assert!(!out.status.success(), "a cut migration cannot succeed");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    eprintln!("the cut migration: {err}");
+
+    assert_eq!(running_names(&a.hypervisor_uri()), ["web-6", "web-7"]);
+    let after = guest_state(netns, &ip).expect("service answers on A after the cut");
+    assert_eq!(field(&after, "boot_id"), field(&before, "boot_id"));
+    assert_eq!(a.status()["operations"][0]["phase"], "failed");
+    assert!(
+        eventually(Duration::from_secs(30), || virsh(
+            &b.hypervisor_uri(),
+            &["list", "--all", "--name"]
+        )
+        .trim()
+        .is_empty()),
+        "B's libvirt keeps a half-made VM"
+    );
+    // B closes its books on the incoming VM (its operation fails, the lent
+    // capacity and the parallel slot are free again).
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            b.status()["operations"][0]["phase"] == "failed"
+        }),
+        "B still shows the incoming migration: {}",
+        b.status()["operations"]
+    );
+    eprintln!("on B: {}", b.status()["operations"][0]["error"]);
+    // The overlay heals and the service record points at A, where the VM runs.
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            b.status()["services"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s["name"] == "web-6" && s["providers"][0]["peer_nick"] == "peer-a")
+        }),
+        "B does not see web-6 served by peer-a:\n{}",
+        b.status()["services"]
+    );
+}
+
+/// Destroys every TCP connection from or to these loopback ports (`ss -K`, the
+/// kernel's SOCK_DESTROY): both ends see the connection abort at once, as with a
+/// network fault. The peers redial on their own.
+fn cut_connections(ports: &[u16]) {
+    let filter = ports
+        .iter()
+        .map(|p| format!("sport = :{p} or dport = :{p}"))
+        .collect::<Vec<_>>()
+        .join(" or ");
+    let out = std::process::Command::new("ss")
+        .args([
+            "-K",
+            "-tn",
+            "dst",
+            "127.0.0.1",
+            "and",
+            &format!("( {filter} )"),
+        ])
+        .output()
+        .expect("ss");
+    assert!(out.status.success(), "ss -K: {}", stderr(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("127.0.0.1"),
+        "no connection to cut (kernel without SOCK_DESTROY?): {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }

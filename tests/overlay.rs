@@ -87,11 +87,11 @@ fn a_member_without_the_control_role_cannot_push_a_vm_in() {
     assert!(eventually(Duration::from_secs(20), || a.connected_peers()
         == ["peer-b"]));
     // libvirt's test driver runs a domain named "test" on peer-a.
-    let out = a.cli(&["migrate", "test", "--to", "peer-b"]);
+    let out = a.cli(&["migrate", "test", "--to", "peer-b", "--force"]);
     assert_eq!(out.status.code(), Some(1));
     let err = common::stderr(&out);
     assert!(
-        err.contains("peer-b refused") && err.contains("not allowed to control this host"),
+        err.contains("peer-b refuses test") && err.contains("not allowed to control this host"),
         "{err}"
     );
     assert!(
@@ -99,12 +99,15 @@ fn a_member_without_the_control_role_cannot_push_a_vm_in() {
         "the destination says so too:\n{}",
         b.log()
     );
-    // granting the role is what changes the answer (test:///default cannot migrate,
-    // so the refusal moves on to libvirt's own error)
+    // granting the role is what changes the answer (the refusal moves on to the
+    // next check: peer-b's test driver has a VM named "test" too)
     b.allow_control(&a);
-    let out = a.cli(&["migrate", "test", "--to", "peer-b"]);
+    let out = a.cli(&["migrate", "test", "--to", "peer-b", "--force"]);
     let err = common::stderr(&out);
-    assert!(!err.contains("not allowed"), "{err}");
+    assert!(
+        !err.contains("not allowed") && err.contains("exists already here"),
+        "{err}"
+    );
     let out = b.cli(&["peers", "list", "--json"]);
     let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(list["grants"][0][1], "control");
