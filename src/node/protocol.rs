@@ -33,7 +33,13 @@ pub enum ControlRequest {
     },
     /// The source reports how the migration ended, so the destination can drop the
     /// tunnel authorization and record the outcome.
-    MigrationEnded { token: u64, ok: bool },
+    MigrationEnded {
+        token: u64,
+        ok: bool,
+        /// Why it failed, as the source's operator sees it.
+        #[serde(default)]
+        error: Option<String>,
+    },
     /// "Which services do you provide?" (after a DHT lookup found this peer).
     ListServices,
 }

@@ -314,10 +314,18 @@ impl Peer {
             )
             .await;
         watcher.abort();
+        let tunnel_error = bridge.first_error();
         drop(bridge);
+        let outcome = match outcome {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self
+                .explain_failure(&vm.name, dest_name, e, tunnel_error)
+                .await),
+        };
         let ended = ControlRequest::MigrationEnded {
             token,
             ok: outcome.is_ok(),
+            error: outcome.as_ref().err().map(|e| format!("{e:#}")),
         };
         let mut arrival = Arrival::default();
         match self.node.request(dest, ended).await {
@@ -343,6 +351,29 @@ impl Peer {
             );
         }
         Ok(arrival)
+    }
+
+    /// Source side: what the operator needs to know about a failed transfer:
+    /// libvirt's reason, whether the overlay tunnel broke, and where the VM is now.
+    async fn explain_failure(
+        &self,
+        vm: &str,
+        dest_name: &str,
+        error: anyhow::Error,
+        tunnel_error: Option<String>,
+    ) -> anyhow::Error {
+        let tunnel = tunnel_error
+            .map(|t| format!(" (the overlay tunnel to {dest_name} broke: {t})"))
+            .unwrap_or_default();
+        let here = match self.host.vm(vm).await {
+            Ok(v) if v.state == VmState::Running => "it keeps running on this peer".to_string(),
+            Ok(v) => format!(
+                "it is {} on this peer: check {dest_name} before resuming it",
+                v.state.as_str()
+            ),
+            Err(_) => format!("it is no longer defined on this peer: look for it on {dest_name}"),
+        };
+        anyhow!("VM '{vm}' did not move: {error:#}{tunnel}; {here}")
     }
 
     /// Destination side: decides whether to accept a VM, before anything moves.
@@ -494,6 +525,7 @@ impl Peer {
         from: PeerId,
         token: u64,
         ok: bool,
+        error: Option<String>,
     ) -> ControlResponse {
         let Some(grant) = self.grants.take(token, from) else {
             return ControlResponse::Refused {
@@ -507,9 +539,15 @@ impl Peer {
                 transferred_bytes: completed.processed_bytes,
             };
         }
-        self.operations
-            .finish(grant.operation, Some("the source reported failure".into()));
-        tracing::warn!("incoming migration of VM '{}' failed", grant.vm);
+        let why = match error {
+            Some(e) => format!(
+                "the source reported: {}",
+                e.chars().take(500).collect::<String>()
+            ),
+            None => "the source reported failure".into(),
+        };
+        tracing::warn!("incoming migration of VM '{}' failed: {why}", grant.vm);
+        self.operations.finish(grant.operation, Some(why));
         ControlResponse::Ack
     }
 }
@@ -531,6 +569,8 @@ async fn watch_progress(peer: Arc<Peer>, vm: String, op: u64) {
 struct TunnelBridge {
     path: PathBuf,
     task: tokio::task::JoinHandle<()>,
+    /// The first error a tunnel stream ended with (the overlay broke).
+    broken: Arc<Mutex<Option<String>>>,
 }
 
 impl TunnelBridge {
@@ -539,17 +579,29 @@ impl TunnelBridge {
         let listener =
             UnixListener::bind(&path).with_context(|| format!("binding {}", path.display()))?;
         let streams = peer.node.streams();
+        let broken = Arc::new(Mutex::new(None));
+        let first_error = broken.clone();
         let task = tokio::spawn(async move {
             while let Ok((local, _)) = listener.accept().await {
                 let mut streams = streams.clone();
+                let first_error = first_error.clone();
                 tokio::spawn(async move {
                     if let Err(e) = carry(&mut streams, local, dest, token).await {
                         tracing::warn!("migration tunnel: {e:#}");
+                        let mut first = first_error.lock().unwrap_or_else(|e| e.into_inner());
+                        first.get_or_insert(format!("{e:#}"));
                     }
                 });
             }
         });
-        Ok(TunnelBridge { path, task })
+        Ok(TunnelBridge { path, task, broken })
+    }
+
+    fn first_error(&self) -> Option<String> {
+        self.broken
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 

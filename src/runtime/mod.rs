@@ -502,8 +502,8 @@ impl Peer {
                 };
                 self.prepare_incoming(peer, requirements).await
             }
-            ControlRequest::MigrationEnded { token, ok } => {
-                self.incoming_ended(peer, token, ok).await
+            ControlRequest::MigrationEnded { token, ok, error } => {
+                self.incoming_ended(peer, token, ok, error).await
             }
             ControlRequest::ListServices => {
                 let (services, load) = self.service_records().await;
