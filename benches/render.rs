@@ -37,6 +37,7 @@ fn big_status(peers: usize, vms: usize, services: usize) -> Status {
             mem_total_mib: 24000,
             load1: 0.5,
         }),
+        lending: None,
     };
     let peers: Vec<PeerView> = (1..peers)
         .map(|i| PeerView {

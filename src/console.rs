@@ -222,6 +222,20 @@ fn outcome_text(command: &UiCommand, reply: &Reply) -> String {
     }
 }
 
+/// "8 vCPUs (1 in use), 21.2 GiB memory (128 MiB in use), 35.3 GiB disk; 2 migrations each way".
+fn lending_text(l: &crate::model::LendingView) -> String {
+    use crate::runtime::capacity::fmt_mib;
+    format!(
+        "{} vCPUs ({} in use), {} memory ({} in use), {} disk; {} migration(s) each way at once",
+        l.vcpus,
+        l.vcpus_used,
+        fmt_mib(l.memory_mib),
+        fmt_mib(l.memory_used_mib),
+        fmt_mib(l.disk_mib),
+        l.max_migrations
+    )
+}
+
 /// `peervisor status` as plain text.
 pub fn status_text(status: &Status) -> String {
     let mut out = String::new();
@@ -229,6 +243,9 @@ pub fn status_text(status: &Status) -> String {
     let _ = writeln!(out, "peer     {} ({})", local.nick, local.peer_id);
     let _ = writeln!(out, "listen   {}", local.listen_addrs.join(" "));
     let _ = writeln!(out, "libvirt  {} (accel {})", local.hypervisor, local.accel);
+    if let Some(l) = &local.lending {
+        let _ = writeln!(out, "lends    {}", lending_text(l));
+    }
     let _ = writeln!(out);
     let _ = writeln!(
         out,

@@ -47,6 +47,22 @@ pub struct LocalPeer {
     /// Host figures (sysinfo), once sampled.
     #[serde(default)]
     pub host: Option<HostStats>,
+    /// What this peer lends to VMs other peers push in, and what its VMs use of it.
+    #[serde(default)]
+    pub lending: Option<LendingView>,
+}
+
+/// Capacity a peer lends to incoming VMs (`--lend-*`), and its running and paused
+/// VMs' share of it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct LendingView {
+    pub vcpus: u32,
+    pub vcpus_used: u32,
+    pub memory_mib: u64,
+    pub memory_used_mib: u64,
+    pub disk_mib: u64,
+    /// Parallel migrations each way.
+    pub max_migrations: u32,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

@@ -454,6 +454,17 @@ fn bad_migrations_are_refused_before_anything_moves_with_a_clear_error() {
         a.log()
     );
     b.allow_control(&a);
+    let lending = b.status()["local"]["lending"].clone();
+    assert_eq!(lending["memory_mib"], 3072, "{lending}");
+    assert_eq!(
+        lending["vcpus_used"], 2,
+        "the test driver's VM counts: {lending}"
+    );
+    let text = common::stdout(&b.cli(&["status"]));
+    assert!(
+        text.contains("lends    4 vCPUs (2 in use), 3 GiB memory (2 GiB in use)"),
+        "{text}"
+    );
     let refused = |args: &[&str]| {
         let out = a.cli(args);
         let err = stderr(&out);
@@ -528,6 +539,36 @@ fn bad_migrations_are_refused_before_anything_moves_with_a_clear_error() {
             "{ops}"
         );
     }
+}
+
+#[test]
+fn bad_lending_settings_are_refused_at_start_naming_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = |extra: &[&str]| {
+        std::process::Command::new(common::BIN)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["node", "--hypervisor", "test:///default", "--listen"])
+            .arg(format!("/ip4/127.0.0.1/tcp/{}", common::free_port()))
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = node(&["--lend-memory", "4GB"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("'--lend-memory <SIZE>'") && err.contains("unknown unit 'GB'"),
+        "{err}"
+    );
+    std::fs::write(dir.path().join("capacity.toml"), "lend_disk = \"lots\"\n").unwrap();
+    let out = node(&[]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("capacity.toml: lend_disk: 'lots' is not a size"),
+        "{err}"
+    );
 }
 
 /// The overlay connection between the peers is cut mid-transfer (every TCP

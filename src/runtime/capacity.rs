@@ -319,6 +319,32 @@ impl Drop for Reservation {
     }
 }
 
+/// vCPUs and memory of the VMs that hold them (running or paused).
+fn active_usage(vms: &[crate::model::VmView]) -> Usage {
+    vms.iter()
+        .filter(|v| matches!(v.state, VmState::Running | VmState::Paused | VmState::Other))
+        .fold(Usage::default(), |u, v| Usage {
+            vcpus: u.vcpus + v.vcpus,
+            memory_mib: u.memory_mib + v.memory_mib,
+            disk_mib: u.disk_mib,
+        })
+}
+
+impl CapacityConfig {
+    /// For `status`: what is lent, and what the VMs here use of it.
+    pub fn view(&self, vms: &[crate::model::VmView]) -> crate::model::LendingView {
+        let used = active_usage(vms);
+        crate::model::LendingView {
+            vcpus: self.lending.vcpus,
+            vcpus_used: used.vcpus,
+            memory_mib: self.lending.memory_mib,
+            memory_used_mib: used.memory_mib,
+            disk_mib: self.lending.disk_mib,
+            max_migrations: self.max_migrations,
+        }
+    }
+}
+
 impl Peer {
     /// The destination's checks for an incoming VM (migration or replica), before
     /// anything moves: a valid, free name and UUID, its boot files present here,
@@ -348,15 +374,10 @@ impl Peer {
             .disk_mib_in_use()
             .await
             .map_err(|e| Refusal::Hypervisor(format!("{e:#}")))?;
-        let mut used = vms
-            .iter()
-            .filter(|v| matches!(v.state, VmState::Running | VmState::Paused | VmState::Other))
-            .fold(Usage::default(), |u, v| Usage {
-                vcpus: u.vcpus + v.vcpus,
-                memory_mib: u.memory_mib + v.memory_mib,
-                disk_mib: u.disk_mib,
-            });
-        used.disk_mib = disk_mib;
+        let mut used = Usage {
+            disk_mib,
+            ..active_usage(&vms)
+        };
 
         let reservations = &self.capacity_reservations;
         let mut held = reservations.held.lock().unwrap_or_else(|e| e.into_inner());

@@ -362,6 +362,7 @@ impl Peer {
                 hypervisor: self.host.uri().to_string(),
                 accel: self.accel.to_string(),
                 host: self.host.host_stats(),
+                lending: Some(self.capacity.view(&vms)),
             },
             peers: net.peers,
             vms,

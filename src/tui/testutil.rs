@@ -253,6 +253,7 @@ pub fn sample_status() -> Status {
             hypervisor: "qemu:///system".into(),
             accel: "kvm".into(),
             host: None,
+            lending: None,
         },
         peers: vec![
             // Out of order on purpose: the table sorts.
