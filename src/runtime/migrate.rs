@@ -316,16 +316,18 @@ impl Peer {
         watcher.abort();
         let tunnel_error = bridge.first_error();
         drop(bridge);
-        let outcome = match outcome {
-            Ok(()) => Ok(()),
-            Err(e) => Err(self
-                .explain_failure(&vm.name, dest_name, e, tunnel_error)
-                .await),
-        };
+        // What went wrong, for both sides: libvirt's reason, and whether the
+        // overlay tunnel broke under it.
+        let cause = outcome.as_ref().err().map(|e| {
+            let tunnel = tunnel_error
+                .map(|t| format!(" (the overlay tunnel to {dest_name} broke: {t})"))
+                .unwrap_or_default();
+            format!("{e:#}{tunnel}")
+        });
         let ended = ControlRequest::MigrationEnded {
             token,
             ok: outcome.is_ok(),
-            error: outcome.as_ref().err().map(|e| format!("{e:#}")),
+            error: cause.clone(),
         };
         let mut arrival = Arrival::default();
         match self.node.request(dest, ended).await {
@@ -341,7 +343,9 @@ impl Peer {
             Ok(_) => {}
             Err(e) => tracing::warn!("telling {dest_name} how the migration ended: {e:#}"),
         }
-        outcome?;
+        if let Some(cause) = cause {
+            return Err(self.explain_failure(&vm.name, dest_name, cause).await);
+        }
         // libvirt undefines the source on success; make sure nothing is left here.
         if let Ok(still) = self.host.vm(&vm.name).await {
             bail!(
@@ -354,17 +358,8 @@ impl Peer {
     }
 
     /// Source side: what the operator needs to know about a failed transfer:
-    /// libvirt's reason, whether the overlay tunnel broke, and where the VM is now.
-    async fn explain_failure(
-        &self,
-        vm: &str,
-        dest_name: &str,
-        error: anyhow::Error,
-        tunnel_error: Option<String>,
-    ) -> anyhow::Error {
-        let tunnel = tunnel_error
-            .map(|t| format!(" (the overlay tunnel to {dest_name} broke: {t})"))
-            .unwrap_or_default();
+    /// its cause, and where the VM is now.
+    async fn explain_failure(&self, vm: &str, dest_name: &str, cause: String) -> anyhow::Error {
         let here = match self.host.vm(vm).await {
             Ok(v) if v.state == VmState::Running => "it keeps running on this peer".to_string(),
             Ok(v) => format!(
@@ -373,7 +368,7 @@ impl Peer {
             ),
             Err(_) => format!("it is no longer defined on this peer: look for it on {dest_name}"),
         };
-        anyhow!("VM '{vm}' did not move: {error:#}{tunnel}; {here}")
+        anyhow!("VM '{vm}' did not move: {cause}; {here}")
     }
 
     /// Destination side: decides whether to accept a VM, before anything moves.
