@@ -632,7 +632,9 @@ fn vm_migration_cut_mid_transfer_leaves_vm_on_source_and_parallel_ones_are_refus
     assert!(!out.status.success(), "a cut migration cannot succeed");
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(
-        err.contains("VM 'web-6' did not move") && err.contains("it keeps running on this peer"),
+        err.contains("VM 'web-6' did not move")
+            && err.contains("the overlay tunnel to peer-b broke mid-transfer")
+            && err.contains("it keeps running on this peer"),
         "{err}"
     );
 

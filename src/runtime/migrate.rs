@@ -320,7 +320,7 @@ impl Peer {
         // overlay tunnel broke under it.
         let cause = outcome.as_ref().err().map(|e| {
             let tunnel = tunnel_error
-                .map(|t| format!(" (the overlay tunnel to {dest_name} broke: {t})"))
+                .map(|t| format!(" (the overlay tunnel to {dest_name} broke mid-transfer: {t})"))
                 .unwrap_or_default();
             format!("{e:#}{tunnel}")
         });
@@ -581,11 +581,14 @@ impl TunnelBridge {
                 let mut streams = streams.clone();
                 let first_error = first_error.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = carry(&mut streams, local, dest, token).await {
-                        tracing::warn!("migration tunnel: {e:#}");
-                        let mut first = first_error.lock().unwrap_or_else(|e| e.into_inner());
-                        first.get_or_insert(format!("{e:#}"));
-                    }
+                    let broke = match carry(&mut streams, local, dest, token).await {
+                        Ok(None) => return,
+                        Ok(Some(why)) => why,
+                        Err(e) => format!("{e:#}"),
+                    };
+                    tracing::warn!("migration tunnel: {broke}");
+                    let mut first = first_error.lock().unwrap_or_else(|e| e.into_inner());
+                    first.get_or_insert(broke);
                 });
             }
         });
@@ -607,20 +610,45 @@ impl Drop for TunnelBridge {
     }
 }
 
+/// Carries one libvirt connection to the destination. The local libvirt ends a
+/// connection it is done with; if the overlay side ends first, the tunnel broke
+/// under a running transfer (destination gone, overlay cut): returns why.
 async fn carry(
     streams: &mut crate::node::StreamControl,
-    mut local: UnixStream,
+    local: UnixStream,
     dest: PeerId,
     token: u64,
-) -> Result<()> {
+) -> Result<Option<String>> {
     let stream = streams
         .open_stream(dest, TUNNEL_PROTOCOL)
         .await
         .map_err(|e| anyhow!("opening a tunnel stream: {e}"))?;
     let mut remote = stream.compat();
     remote.write_all(&token.to_be_bytes()).await?;
-    tokio::io::copy_bidirectional(&mut local, &mut remote).await?;
-    Ok(())
+    let (mut local_read, mut local_write) = local.into_split();
+    let (mut remote_read, mut remote_write) = tokio::io::split(remote);
+    let up = async {
+        let copied = tokio::io::copy(&mut local_read, &mut remote_write).await;
+        let _ = remote_write.shutdown().await;
+        copied
+    };
+    let down = async {
+        let copied = tokio::io::copy(&mut remote_read, &mut local_write).await;
+        let _ = local_write.shutdown().await;
+        copied
+    };
+    tokio::pin!(up, down);
+    tokio::select! {
+        _ = &mut up => {
+            // libvirt hung up first: the far end follows once it has seen that.
+            let _ = down.await;
+            Ok(None)
+        }
+        far_end = &mut down => Ok(Some(match far_end {
+            Ok(_) => "the stream was closed from the far end".to_string(),
+            Err(e) => e.to_string(),
+        })),
+    }
 }
 
 /// Destination side: accepts tunnel streams and connects each authorized one to
