@@ -362,7 +362,7 @@ fn vm_with_a_data_disk_live_migrates_on_one_machine() {
         .connected_peers()
         .contains(&"host-b".to_string())));
     b.allow_control(&a);
-    let out = a.cli(&["migrate", &name, "--to", "host-b"]);
+    let out = a.cli(&["migrate", &name, "--to", "host-b", "--wait"]);
     assert!(
         out.status.success(),
         "migrate: {}\n{}",
