@@ -233,7 +233,11 @@ impl std::fmt::Display for Refusal {
                 need,
                 left,
                 lent,
-            } => write!(f, "needs {need} vCPUs, {left} left of {lent} lent"),
+            } => write!(
+                f,
+                "needs {need} vCPU{}, {left} left of {lent} lent",
+                if *need == 1 { "" } else { "s" }
+            ),
             Refusal::Short {
                 resource,
                 need,
@@ -463,7 +467,24 @@ mod tests {
         // Over-committed already (limits lowered after VMs arrived): nothing left.
         let over = Usage { vcpus: 9, ..used };
         let err = fits(&lent, &over, &req(1, 64, 0)).unwrap_err();
-        assert_eq!(err.to_string(), "needs 1 vCPUs, 0 left of 4 lent");
+        assert_eq!(err.to_string(), "needs 1 vCPU, 0 left of 4 lent");
+    }
+
+    #[test]
+    fn refusals_say_what_to_do() {
+        let missing = Refusal::MissingFile(PathBuf::from("/img/vmlinux")).to_string();
+        assert!(
+            missing.starts_with("/img/vmlinux is missing here") && missing.contains("image build"),
+            "{missing}"
+        );
+        let busy = Refusal::Busy {
+            running: 2,
+            limit: 2,
+        };
+        assert_eq!(
+            busy.to_string(),
+            "already receiving 2 migration(s) (limit 2); try again when one ends"
+        );
     }
 
     #[test]

@@ -48,6 +48,9 @@ struct Arrival {
 
 /// How long an authorization to open tunnel streams stays valid.
 const GRANT_TTL: Duration = Duration::from_secs(600);
+/// An accepted migration whose source opens no tunnel stream this fast is over
+/// (the source's libvirt connects at once; the source may have died).
+const UNUSED_GRANT_TTL: Duration = Duration::from_secs(60);
 /// A tunnel stream must present its token this fast.
 const TOKEN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -67,6 +70,8 @@ struct Grant {
     _reservation: Option<Reservation>,
     /// Tunnel streams of this migration open right now.
     streams: u32,
+    /// Whether any tunnel stream was opened yet.
+    opened: bool,
 }
 
 /// Tunnel authorizations this peer (as a destination) has handed out.
@@ -81,13 +86,13 @@ impl TunnelGrants {
         grants.insert(token, grant);
     }
 
-    /// Removes and returns the grants whose time is up.
+    /// Removes and returns the grants whose time is up (and carry no transfer).
     fn take_expired(&self) -> Vec<Grant> {
         let mut grants = self.grants.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         let expired: Vec<u64> = grants
             .iter()
-            .filter(|(_, g)| g.expires <= now)
+            .filter(|(_, g)| g.expires <= now && g.streams == 0)
             .map(|(t, _)| *t)
             .collect();
         expired
@@ -102,6 +107,7 @@ impl TunnelGrants {
         match grants.get_mut(&token) {
             Some(g) if g.peer == peer && g.expires > Instant::now() => {
                 g.streams += 1;
+                g.opened = true;
                 true
             }
             _ => false,
@@ -115,6 +121,15 @@ impl TunnelGrants {
             g.streams = g.streams.saturating_sub(1);
             g.streams == 0
         })
+    }
+
+    /// Removes the grant if no tunnel stream was ever opened with it.
+    fn take_unused(&self, token: u64) -> Option<Grant> {
+        let mut grants = self.grants.lock().unwrap_or_else(|e| e.into_inner());
+        match grants.get(&token) {
+            Some(g) if !g.opened => grants.remove(&token),
+            _ => None,
+        }
     }
 
     fn contains(&self, token: u64) -> bool {
@@ -373,7 +388,7 @@ impl Peer {
 
     /// Destination side: decides whether to accept a VM, before anything moves.
     pub(super) async fn prepare_incoming(
-        &self,
+        self: &Arc<Self>,
         from: PeerId,
         vm: VmRequirements,
     ) -> ControlResponse {
@@ -433,8 +448,10 @@ impl Peer {
                 expires: Instant::now() + GRANT_TTL,
                 _reservation: Some(reservation),
                 streams: 0,
+                opened: false,
             },
         );
+        tokio::spawn(self.clone().expire_unused_grant(token));
         tracing::info!("accepted migration of VM '{}' from {from_name}", vm.name);
         ControlResponse::MigrationAccepted { token }
     }
@@ -449,6 +466,25 @@ impl Peer {
             .and_then(|net| net.peers.into_iter().find(|p| p.peer_id == id_text))
             .map(|p| p.display_name())
             .unwrap_or(id_text)
+    }
+
+    /// Destination side: an accepted migration whose source opened no tunnel in
+    /// time frees its reservation and its parallel slot.
+    async fn expire_unused_grant(self: Arc<Self>, token: u64) {
+        tokio::time::sleep(UNUSED_GRANT_TTL).await;
+        if let Some(grant) = self.grants.take_unused(token) {
+            self.operations.finish(
+                grant.operation,
+                Some(format!(
+                    "the source opened no migration tunnel within {} s",
+                    UNUSED_GRANT_TTL.as_secs()
+                )),
+            );
+            tracing::warn!(
+                "incoming migration of VM '{}': the source never opened the tunnel",
+                grant.vm
+            );
+        }
     }
 
     /// Destination side: incoming migrations whose grant ran out without word
@@ -756,6 +792,7 @@ mod tests {
                 expires: Instant::now() + Duration::from_secs(60),
                 _reservation: None,
                 streams: 0,
+                opened: false,
             },
         );
         assert!(grants.allows(7, a));
@@ -773,6 +810,7 @@ mod tests {
                 expires: Instant::now() - Duration::from_secs(1),
                 _reservation: None,
                 streams: 0,
+                opened: false,
             },
         );
         assert!(!grants.allows(9, a), "expired");
@@ -789,6 +827,7 @@ mod tests {
                 expires: Instant::now() + Duration::from_secs(60),
                 _reservation: None,
                 streams: 0,
+                opened: false,
             },
         );
         assert!(!grants.stream_opened(10, b), "bound to its peer");
@@ -796,5 +835,19 @@ mod tests {
         assert!(!grants.stream_closed(10), "one stream still open");
         assert!(grants.stream_closed(10), "the last one closed");
         assert!(grants.take_expired().is_empty());
+        assert!(grants.take_unused(10).is_none(), "it was used");
+        grants.insert(
+            11,
+            Grant {
+                peer: a,
+                vm: "z".into(),
+                operation: 4,
+                expires: Instant::now() + Duration::from_secs(60),
+                _reservation: None,
+                streams: 0,
+                opened: false,
+            },
+        );
+        assert!(grants.take_unused(11).is_some());
     }
 }

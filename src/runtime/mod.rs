@@ -483,7 +483,11 @@ impl Peer {
         }
     }
 
-    async fn answer_peer(&self, peer: libp2p::PeerId, request: ControlRequest) -> ControlResponse {
+    async fn answer_peer(
+        self: &Arc<Self>,
+        peer: libp2p::PeerId,
+        request: ControlRequest,
+    ) -> ControlResponse {
         match request {
             ControlRequest::PrepareMigration {
                 vm,
