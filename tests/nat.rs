@@ -372,7 +372,8 @@ fn vm_migrates_between_peers_that_reach_each_other_only_through_a_relay() {
     );
     let before = guest_state(&guests, &ip).unwrap();
 
-    let out = o.a.cli(&["migrate", "web-r", "--to", "peer-c", "--json"]);
+    let out =
+        o.a.cli(&["migrate", "web-r", "--to", "peer-c", "--wait", "--json"]);
     assert!(
         out.status.success(),
         "migrate over the relay: {}\n{}\n{}",
@@ -422,7 +423,8 @@ fn vm_migrates_between_peers_that_reach_each_other_only_through_a_relay() {
         peer(&o.c, "peer-b")
     );
     b.allow_control(&o.c);
-    let out = o.c.cli(&["migrate", "web-r", "--to", "peer-b", "--json"]);
+    let out =
+        o.c.cli(&["migrate", "web-r", "--to", "peer-b", "--wait", "--json"]);
     assert!(out.status.success(), "direct migrate: {}", stderr(&out));
     let direct: Value = serde_json::from_slice(&out.stdout).unwrap();
     eprintln!("direct migration (baseline, same run): {direct}");
