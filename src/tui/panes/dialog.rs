@@ -136,7 +136,10 @@ fn draw_detail(frame: &mut Frame, area: Rect, app: &App, status: &Status, peer_i
         ));
         lines.push(field("links", p.links.len().to_string()));
     }
-    lines.push(field("protocols", "tcp + membership proof + noise + yamux".into()));
+    lines.push(field(
+        "protocols",
+        "tcp + membership proof + noise + yamux".into(),
+    ));
     lines.push(field(
         "addresses",
         if addrs.is_empty() {
