@@ -38,6 +38,7 @@ fn big_status(peers: usize, vms: usize, services: usize) -> Status {
             load1: 0.5,
         }),
         lending: None,
+        ..LocalPeer::default()
     };
     let peers: Vec<PeerView> = (1..peers)
         .map(|i| PeerView {

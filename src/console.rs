@@ -242,7 +242,13 @@ pub fn status_text(status: &Status) -> String {
     let local = &status.local;
     let _ = writeln!(out, "peer     {} ({})", local.nick, local.peer_id);
     let _ = writeln!(out, "listen   {}", local.listen_addrs.join(" "));
-    let _ = writeln!(out, "libvirt  {} (accel {})", local.hypervisor, local.accel);
+    let _ = writeln!(
+        out,
+        "libvirt  {} (accel {}): {}",
+        local.hypervisor,
+        local.accel,
+        local.libvirt.describe()
+    );
     if let Some(l) = &local.lending {
         let _ = writeln!(out, "lends    {}", lending_text(l));
     }

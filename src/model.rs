@@ -50,6 +50,58 @@ pub struct LocalPeer {
     /// What this peer lends to VMs other peers push in, and what its VMs use of it.
     #[serde(default)]
     pub lending: Option<LendingView>,
+    /// Whether the libvirt connection is up or being reopened.
+    #[serde(default)]
+    pub libvirt: LibvirtLink,
+}
+
+/// The node's libvirt connection. Default: connected, never lost.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct LibvirtLink {
+    /// Set while the connection is lost and the node reconnects.
+    #[serde(default)]
+    pub lost: Option<LinkLost>,
+    /// Seconds the daemon has not answered (connection kept, calls refused).
+    #[serde(default)]
+    pub not_answering_s: Option<f64>,
+    /// Times the node reconnected since it started.
+    #[serde(default)]
+    pub reconnects: u32,
+    /// How long the last outage lasted, in seconds.
+    #[serde(default)]
+    pub last_outage_s: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct LinkLost {
+    pub since_unix_ms: u64,
+    /// Seconds since it was lost, when the status was taken.
+    pub for_s: f64,
+    pub why: String,
+}
+
+impl LibvirtLink {
+    /// Lost or not answering.
+    pub fn is_down(&self) -> bool {
+        self.lost.is_some() || self.not_answering_s.is_some()
+    }
+
+    /// "connected", "connected (reconnected 2×, last outage 3.1 s)",
+    /// "reconnecting for 4 s (the daemon closed the connection)" or
+    /// "libvirtd not answering for 12 s".
+    pub fn describe(&self) -> String {
+        if let Some(s) = self.not_answering_s {
+            return format!("libvirtd not answering for {s:.0} s");
+        }
+        match (&self.lost, self.last_outage_s) {
+            (Some(lost), _) => format!("reconnecting for {:.0} s ({})", lost.for_s, lost.why),
+            (None, Some(outage)) => format!(
+                "connected (reconnected {}×, last outage {outage:.1} s)",
+                self.reconnects
+            ),
+            (None, None) => "connected".to_string(),
+        }
+    }
 }
 
 /// Capacity a peer lends to incoming VMs (`--lend-*`), and its running and paused

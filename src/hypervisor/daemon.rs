@@ -70,6 +70,8 @@ pub struct DaemonConfig {
 
 #[derive(Debug)]
 pub struct PrivateDaemon {
+    /// What it was started with (`dir` made absolute), for a restart.
+    config: DaemonConfig,
     dir: PathBuf,
     socket: PathBuf,
     child: Option<Child>,
@@ -109,6 +111,10 @@ impl PrivateDaemon {
         let _ = fs::remove_file(&socket); // so a connect means *this* daemon is up
         let child = spawn(&libvirtd, &dir, &cfg.netns)?;
         let mut daemon = PrivateDaemon {
+            config: DaemonConfig {
+                dir: dir.clone(),
+                ..cfg.clone()
+            },
             dir,
             socket,
             child: Some(child),
@@ -123,6 +129,29 @@ impl PrivateDaemon {
 
     pub fn socket_path(&self) -> &Path {
         &self.socket
+    }
+
+    /// None while the daemon runs; else how it ended (it is reaped here).
+    pub fn exit_status(&mut self) -> Option<String> {
+        let Some(child) = self.child.as_mut() else {
+            return Some("stopped".into());
+        };
+        match child.try_wait() {
+            Ok(None) => None,
+            Ok(Some(status)) => {
+                self.child = None;
+                Some(status.to_string())
+            }
+            Err(e) => Some(format!("cannot tell ({e})")),
+        }
+    }
+
+    /// Starts the daemon again with the same directories and config (after it
+    /// died). Running guests survive: the new daemon reattaches to their QEMUs.
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop();
+        *self = PrivateDaemon::start(&self.config)?;
+        Ok(())
     }
 
     /// SIGTERM, then SIGKILL after 10 s. Guests keep running. Idempotent.

@@ -290,11 +290,54 @@ unsafe extern "C" fn free_sink(opaque: *mut c_void) {
     }
 }
 
-/// Asks libvirt to ping the daemon, so a dead connection is noticed (needs the
-/// event loop). `interval` seconds between pings, `count` unanswered ones = dead.
-pub fn set_keepalive(conn: &Connect, interval: i32, count: u32) -> bool {
-    // SAFETY: valid connection.
-    unsafe { sys::virConnectSetKeepAlive(conn.as_ptr(), interval, count) == 0 }
+/// Why libvirt closed a connection (virConnectCloseReason), in words.
+pub fn close_reason(reason: c_int) -> &'static str {
+    match reason as u32 {
+        sys::VIR_CONNECT_CLOSE_REASON_EOF => "the daemon closed the connection",
+        sys::VIR_CONNECT_CLOSE_REASON_KEEPALIVE => "the daemon stopped answering keepalives",
+        sys::VIR_CONNECT_CLOSE_REASON_CLIENT => "closed by this process",
+        _ => "connection error",
+    }
+}
+
+/// Where a close callback sends libvirt's reason (see `close_reason`).
+pub type CloseSink = Box<dyn Fn(c_int) + Send + Sync>;
+
+/// Calls `sink` (from the event loop's thread) when libvirt notices that `conn`
+/// died: the daemon exited, closed the socket or missed its keepalives.
+pub fn on_close(conn: &Connect, sink: CloseSink) -> Result<(), Error> {
+    let opaque = Box::into_raw(Box::new(sink)) as *mut c_void;
+    // SAFETY: libvirt calls `closed` with `opaque` until unregistration, then
+    // `free_close_sink`, which reclaims the box.
+    let rc = unsafe {
+        sys::virConnectRegisterCloseCallback(
+            conn.as_ptr(),
+            Some(closed),
+            opaque,
+            Some(free_close_sink),
+        )
+    };
+    if rc < 0 {
+        // SAFETY: libvirt did not take the box: reclaim it.
+        drop(unsafe { Box::from_raw(opaque as *mut CloseSink) });
+        return Err(Error::last_error());
+    }
+    Ok(())
+}
+
+unsafe extern "C" fn closed(_conn: sys::virConnectPtr, reason: c_int, opaque: *mut c_void) {
+    let _ = std::panic::catch_unwind(|| {
+        // SAFETY: `opaque` is the box registered in on_close, alive until freed.
+        let sink = unsafe { &*(opaque as *const CloseSink) };
+        sink(reason);
+    });
+}
+
+unsafe extern "C" fn free_close_sink(opaque: *mut c_void) {
+    if !opaque.is_null() {
+        // SAFETY: the pointer came from Box::into_raw in on_close.
+        drop(unsafe { Box::from_raw(opaque as *mut CloseSink) });
+    }
 }
 
 // ---------------------------------------------------------------------------

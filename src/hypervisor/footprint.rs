@@ -24,8 +24,8 @@ impl Host {
     /// The footprint of one VM.
     pub async fn footprint(&self, name: &str) -> Result<Footprint> {
         let owned = name.to_string();
-        let conn = self.conn.clone();
-        let xml = blocking(move || match lookup(&conn, &owned)? {
+        let link = self.link.clone();
+        let xml = blocking(move || match lookup(&*link.conn()?, &owned)? {
             Some(d) => d
                 .xml_desc(sys::VIR_DOMAIN_XML_INACTIVE)
                 .map(Some)
@@ -41,9 +41,10 @@ impl Host {
 
     /// Virtual size of the disks of every VM defined here, MiB.
     pub async fn disk_mib_in_use(&self) -> Result<u64> {
-        let conn = self.conn.clone();
+        let link = self.link.clone();
         blocking(move || {
-            let domains = conn
+            let domains = link
+                .conn()?
                 .list_all_domains(0)
                 .map_err(|e| anyhow!("listing domains: {}", e.message()))?;
             Ok(domains

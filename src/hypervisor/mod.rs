@@ -8,12 +8,13 @@ pub mod domain;
 mod ffi;
 pub mod footprint;
 pub mod job;
+pub mod link;
 pub mod manifest;
 pub mod netns;
 pub mod sampler;
 pub mod stats;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -23,16 +24,19 @@ use virt::enumutil::Enum;
 use virt::error::ErrorNumber;
 use virt::sys;
 
-use crate::model::{HostStats, VmState, VmView};
+use crate::model::{HostStats, LibvirtLink, VmState, VmView};
+use daemon::PrivateDaemon;
 use domain::{DomainSpec, METADATA_NS, parse_metadata};
+use link::Link;
 use sampler::{SamplerConfig, StatsBoard};
 
-/// A libvirt connection this peer hosts VMs on.
+/// A libvirt connection this peer hosts VMs on, reopened when it is lost.
 #[derive(Clone)]
 pub struct Host {
-    conn: Arc<Connect>,
-    uri: String,
+    link: Arc<Link>,
     stats: Arc<StatsBoard>,
+    /// The domains as last listed, shown while libvirt is unreachable.
+    known: Arc<Mutex<Vec<VmView>>>,
 }
 
 impl Host {
@@ -42,28 +46,33 @@ impl Host {
 
     /// Opens the connection and starts the stats sampler and the event watch.
     pub async fn open_with(uri: &str, sampling: SamplerConfig) -> Result<Host> {
-        let owned = uri.to_string();
+        Host::connect(uri.to_string(), None, sampling).await
+    }
+
+    /// Hosts on our own private libvirtd, which is restarted if it dies.
+    pub async fn open_private(daemon: PrivateDaemon, sampling: SamplerConfig) -> Result<Host> {
+        Host::connect(daemon.uri(), Some(daemon), sampling).await
+    }
+
+    async fn connect(
+        uri: String,
+        daemon: Option<PrivateDaemon>,
+        sampling: SamplerConfig,
+    ) -> Result<Host> {
         // libvirt prints every error to stderr by default; ours carry them instead.
         virt::error::clear_error_callback();
         // Events and keepalive need libvirt's event loop before the connection opens.
         if let Err(e) = ffi::ensure_event_loop() {
             tracing::warn!("libvirt event loop unavailable ({e}); state is polled only");
         }
-        let conn = blocking(move || {
-            Connect::open(Some(&owned))
-                .map_err(|e| anyhow!("cannot connect to libvirt at {owned}: {}", e.message()))
-        })
-        .await?;
-        let conn = Arc::new(conn);
+        let link = blocking(move || Link::open(&uri, daemon, Arc::new(log_event))).await?;
         let stats = Arc::new(StatsBoard::new(sampling));
-        sampler::spawn(conn.clone(), &stats, sampling);
-        let host = Host {
-            conn,
-            uri: uri.to_string(),
+        sampler::spawn(link.clone(), &stats, sampling);
+        Ok(Host {
+            link,
             stats,
-        };
-        host.watch_events();
-        Ok(host)
+            known: Arc::default(),
+        })
     }
 
     /// Host CPU, memory and load, as last sampled.
@@ -71,42 +80,24 @@ impl Host {
         self.stats.host()
     }
 
-    /// Logs libvirt lifecycle events as they happen, so the operator hears of a
-    /// crash or a stop at once (the sampler and status polls are the fallback).
-    fn watch_events(&self) {
-        if !self.uri.starts_with("test:") {
-            // A dead daemon is noticed within ~15 s instead of at the next call.
-            ffi::set_keepalive(&self.conn, 5, 3);
-        }
-        let sink: ffi::EventSink = Box::new(|event: ffi::DomainEvent| {
-            use ffi::Lifecycle::*;
-            let what = match event.what {
-                Started => "started",
-                Suspended => "paused",
-                Resumed => "resumed",
-                Stopped => "stopped",
-                Shutdown => "shutting down",
-                MigratedAway => "migrated away",
-                MigratedIn => "arrived by migration",
-                Crashed => "crashed",
-                Defined | Undefined | Other => return,
-            };
-            if event.what == Crashed {
-                tracing::warn!("VM '{}' {what}", event.name);
-            } else {
-                tracing::info!("VM '{}' {what}", event.name);
-            }
-        });
-        if let Err(e) = ffi::watch_lifecycle(&self.conn, sink) {
-            tracing::warn!("libvirt lifecycle events unavailable: {}", e.message());
-        }
+    /// Whether the libvirt connection is up, or since when it is being reopened.
+    pub fn link(&self) -> LibvirtLink {
+        self.link.view()
+    }
+
+    /// Stops the private libvirtd (if this host has one) for good. Guests keep
+    /// running; the next daemon on the same directory reattaches to them.
+    pub async fn stop_daemon(&self) {
+        let link = self.link.clone();
+        let _ = tokio::task::spawn_blocking(move || link.stop_daemon()).await;
     }
 
     /// Makes libvirt probe QEMU now (seconds on a fresh daemon) rather than during
     /// the first VM creation or incoming migration.
     pub async fn warm_up(&self) {
-        let conn = self.conn.clone();
+        let link = self.link.clone();
         let probe = blocking(move || {
+            let conn = link.conn()?;
             conn.capabilities()
                 .map(|_| ())
                 .map_err(|e| anyhow!("{}", e.message()))
@@ -117,33 +108,62 @@ impl Host {
     }
 
     pub fn uri(&self) -> &str {
-        &self.uri
+        self.link.uri()
     }
 
     /// Every domain of this hypervisor, ours and foreign, sorted by name.
     pub async fn list(&self) -> Result<Vec<VmView>> {
-        let conn = self.conn.clone();
-        blocking(move || {
-            let domains = conn
-                .list_all_domains(0)
-                .map_err(|e| anyhow!("listing domains: {}", e.message()))?;
-            let mut vms: Vec<VmView> = domains.iter().filter_map(|d| vm_view(d).ok()).collect();
-            vms.sort_by(|a, b| a.name.cmp(&b.name));
-            Ok(vms)
-        })
-        .await
-        .map(|mut vms| {
-            self.stats.annotate(&mut vms);
-            vms
-        })
+        let link = self.link.clone();
+        let vms = query(
+            &self.link,
+            blocking(move || {
+                let conn = link.conn()?;
+                let domains = conn
+                    .list_all_domains(0)
+                    .map_err(|e| anyhow!("listing domains: {}", e.message()))?;
+                let mut vms: Vec<VmView> = domains.iter().filter_map(|d| vm_view(d).ok()).collect();
+                vms.sort_by(|a, b| a.name.cmp(&b.name));
+                Ok(vms)
+            }),
+        )
+        .await?;
+        *self.known.lock().unwrap_or_else(|e| e.into_inner()) = vms.clone();
+        Ok(self.annotated(vms))
+    }
+
+    /// The domains now, or as last listed while libvirt cannot be asked (the
+    /// guests run on without it): for status and service publication, which
+    /// must not stop because libvirtd restarts.
+    pub async fn list_or_known(&self) -> Vec<VmView> {
+        // While the link is stalled or lost, list() fails at once.
+        match self.list().await {
+            Ok(vms) => vms,
+            Err(e) => {
+                tracing::debug!("listing VMs: {e:#}; showing the last known list");
+                let known = self.known.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                self.annotated(known)
+            }
+        }
+    }
+
+    fn annotated(&self, mut vms: Vec<VmView>) -> Vec<VmView> {
+        self.stats.annotate(&mut vms);
+        vms
     }
 
     /// One VM by name; an unknown name is an error that lists the known ones.
     pub async fn vm(&self, name: &str) -> Result<VmView> {
         let owned = name.to_string();
-        let conn = self.conn.clone();
-        let found =
-            blocking(move || lookup(&conn, &owned)?.map(|d| vm_view(&d)).transpose()).await?;
+        let link = self.link.clone();
+        let found = query(
+            &self.link,
+            blocking(move || {
+                lookup(&*link.conn()?, &owned)?
+                    .map(|d| vm_view(&d))
+                    .transpose()
+            }),
+        )
+        .await?;
         match found {
             Some(vm) => {
                 let mut one = [vm];
@@ -180,8 +200,9 @@ impl Host {
     /// such as the penalty benchmark's, whose XML adds a disk); `remove` undoes it.
     pub async fn create_from_xml(&self, name: &str, xml: String) -> Result<()> {
         let name = name.to_string();
-        let conn = self.conn.clone();
+        let link = self.link.clone();
         blocking(move || {
+            let conn = link.conn()?;
             if lookup(&conn, &name)?.is_some() {
                 bail!("a VM named '{name}' exists already on this peer");
             }
@@ -339,8 +360,8 @@ impl Host {
         F: FnOnce(&Domain, &str) -> Result<T> + Send + 'static,
     {
         let owned = name.to_string();
-        let conn = self.conn.clone();
-        let outcome = blocking(move || match lookup(&conn, &owned)? {
+        let link = self.link.clone();
+        let outcome = blocking(move || match lookup(&*link.conn()?, &owned)? {
             Some(domain) => f(&domain, &owned).map(Some),
             None => Ok(None),
         })
@@ -349,6 +370,28 @@ impl Host {
             Some(value) => Ok(value),
             None => Err(self.unknown_vm(name).await),
         }
+    }
+}
+
+/// Logs libvirt lifecycle events as they happen, so the operator hears of a crash
+/// or a stop at once (the sampler and status polls are the fallback).
+fn log_event(event: ffi::DomainEvent) {
+    use ffi::Lifecycle::*;
+    let what = match event.what {
+        Started => "started",
+        Suspended => "paused",
+        Resumed => "resumed",
+        Stopped => "stopped",
+        Shutdown => "shutting down",
+        MigratedAway => "migrated away",
+        MigratedIn => "arrived by migration",
+        Crashed => "crashed",
+        Defined | Undefined | Other => return,
+    };
+    if event.what == Crashed {
+        tracing::warn!("VM '{}' {what}", event.name);
+    } else {
+        tracing::info!("VM '{}' {what}", event.name);
     }
 }
 
@@ -397,6 +440,26 @@ fn state_of(state: sys::virDomainState) -> VmState {
         sys::VIR_DOMAIN_SHUTOFF | sys::VIR_DOMAIN_SHUTDOWN => VmState::Stopped,
         sys::VIR_DOMAIN_CRASHED => VmState::Crashed,
         _ => VmState::Other,
+    }
+}
+
+/// Longest a read-only query waits for libvirt. A hung daemon is noticed by
+/// keepalive within ~12 s, and calls fail then; but a call caught in that moment
+/// may wait until the daemon answers again (libvirt 9.0).
+const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A timeout marks the link stalled, so later calls fail at once instead of
+/// piling up threads that wait on the daemon.
+async fn query<T>(link: &Link, call: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    match tokio::time::timeout(QUERY_TIMEOUT, call).await {
+        Ok(outcome) => outcome,
+        Err(_) => {
+            link.note_stalled();
+            bail!(
+                "libvirtd did not answer within {} s",
+                QUERY_TIMEOUT.as_secs()
+            )
+        }
     }
 }
 

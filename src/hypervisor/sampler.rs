@@ -11,6 +11,7 @@ use virt::connect::Connect;
 use virt::sys as vsys;
 
 use super::ffi;
+use super::link::Link;
 use super::stats::{History, Sample, rates};
 use crate::model::{HostStats, VmStats, VmView};
 
@@ -128,17 +129,19 @@ pub fn collect(conn: &Connect) -> Result<Vec<ffi::StatsRecord>, virt::error::Err
 }
 
 /// Starts the sampler thread. It stops once `board` is dropped elsewhere.
-pub fn spawn(conn: Arc<Connect>, board: &Arc<StatsBoard>, config: SamplerConfig) {
+/// Each tick uses the link's current connection; while it is being reopened the
+/// tick is skipped (the board keeps the last figures).
+pub fn spawn(link: Arc<Link>, board: &Arc<StatsBoard>, config: SamplerConfig) {
     let weak = Arc::downgrade(board);
     let spawned = std::thread::Builder::new()
         .name("stats-sampler".into())
-        .spawn(move || run(conn, weak, config));
+        .spawn(move || run(link, weak, config));
     if let Err(e) = spawned {
         tracing::error!("cannot start the stats sampler: {e}");
     }
 }
 
-fn run(conn: Arc<Connect>, board: Weak<StatsBoard>, config: SamplerConfig) {
+fn run(link: Arc<Link>, board: Weak<StatsBoard>, config: SamplerConfig) {
     let origin = Instant::now();
     let mut host = HostSampler::new();
     let mut failing = false;
@@ -148,15 +151,21 @@ fn run(conn: Arc<Connect>, board: Weak<StatsBoard>, config: SamplerConfig) {
             return;
         };
         board.set_host(host.sample());
-        match collect(&conn) {
-            Ok(records) => {
+        match link.current().map(|conn| (collect(&conn), conn)) {
+            Some((Ok(records), _)) => {
+                link.note_answered();
                 if failing {
                     tracing::info!("libvirt stats readable again");
                     failing = false;
                 }
                 board.update(&records, origin.elapsed(), host.cpus());
             }
-            Err(e) => {
+            // The link says the connection is lost (once) and reopens it.
+            None => board.set_error("libvirt connection lost".into()),
+            Some((Err(e), conn)) if !conn.is_alive().unwrap_or(false) => {
+                board.set_error(e.message().to_string())
+            }
+            Some((Err(e), _)) => {
                 if !failing {
                     tracing::warn!("libvirt stats: {}", e.message());
                     failing = true;

@@ -76,7 +76,6 @@ pub struct Peer {
     capacity: capacity::CapacityConfig,
     /// Incoming VMs accepted but not yet here.
     capacity_reservations: capacity::Reservations,
-    daemon: std::sync::Mutex<Option<PrivateDaemon>>,
     /// YARN/Spark jobs and the penalty benchmark, polled off the status path.
     bench: crate::bench::collector::Collector,
 }
@@ -132,7 +131,10 @@ impl Peer {
                 (Some(daemon), uri, socket)
             }
         };
-        let host = Host::open_with(&uri, config.sampling).await?;
+        let host = match daemon {
+            Some(daemon) => Host::open_private(daemon, config.sampling).await?,
+            None => Host::open_with(&uri, config.sampling).await?,
+        };
         tracing::info!("hypervisor {uri}");
         let warm = host.clone();
         tokio::spawn(async move { warm.warm_up().await });
@@ -167,7 +169,6 @@ impl Peer {
             access,
             capacity,
             capacity_reservations: capacity::Reservations::default(),
-            daemon: std::sync::Mutex::new(daemon),
             bench,
         });
         tokio::spawn(peer.clone().handle_node_events(events));
@@ -351,7 +352,7 @@ impl Peer {
 
     pub async fn status(&self) -> Result<Status> {
         let net = self.node.status().await?;
-        let mut vms = self.host.list().await?;
+        let mut vms = self.host.list_or_known().await;
         self.health.annotate(&mut vms);
         let services = self.services_view(&net.peers).await;
         let mut status = Status {
@@ -363,6 +364,7 @@ impl Peer {
                 accel: self.accel.to_string(),
                 host: self.host.host_stats(),
                 lending: Some(self.capacity.view(&vms)),
+                libvirt: self.host.link(),
             },
             peers: net.peers,
             vms,
@@ -530,10 +532,7 @@ impl Peer {
                 }
             }
         }
-        let daemon = self.daemon.lock().ok().and_then(|mut d| d.take());
-        if let Some(mut daemon) = daemon {
-            let _ = tokio::task::spawn_blocking(move || daemon.stop()).await;
-        }
+        self.host.stop_daemon().await;
     }
 }
 

@@ -254,6 +254,7 @@ pub fn sample_status() -> Status {
             accel: "kvm".into(),
             host: None,
             lending: None,
+            ..LocalPeer::default()
         },
         peers: vec![
             // Out of order on purpose: the table sorts.

@@ -52,6 +52,8 @@ pub struct TestNode {
     pub port: u16,
     pub dir: tempfile::TempDir,
     child: Option<Child>,
+    /// The command line it runs with, program first (for `restart`).
+    args: Vec<String>,
 }
 
 impl TestNode {
@@ -78,45 +80,73 @@ impl TestNode {
             .tempdir()
             .unwrap();
         let port = free_port();
-        let log = std::fs::File::create(dir.path().join("node.log")).unwrap();
-        let mut cmd = match netns {
-            Some(ns) => {
-                let mut cmd = Command::new("ip");
-                cmd.args(["netns", "exec", ns, BIN]);
-                cmd
-            }
-            None => Command::new(BIN),
+        // The program and its arguments, kept for `restart`.
+        let mut args: Vec<String> = match netns {
+            Some(ns) => ["ip", "netns", "exec", ns, BIN].map(String::from).to_vec(),
+            None => vec![BIN.to_string()],
         };
-        cmd.arg("node")
-            .arg("--data-dir")
-            .arg(dir.path())
-            .args(["--nick", opts.nick])
-            .args(["--network-key", opts.key])
-            .args(["--guest-netns", opts.guest_netns])
-            .arg("--destroy-vms-on-exit")
-            .args(opts.extra)
-            .env("PEERVISOR_LOG", "info,libp2p=warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log));
+        args.extend(["node".to_string(), "--data-dir".to_string()]);
+        args.push(dir.path().to_str().unwrap().into());
+        for a in [
+            "--nick",
+            opts.nick,
+            "--network-key",
+            opts.key,
+            "--guest-netns",
+            opts.guest_netns,
+            "--destroy-vms-on-exit",
+        ] {
+            args.push(a.into());
+        }
+        args.extend(opts.extra.iter().map(|a| a.to_string()));
         for ip in ips {
-            cmd.args(["--listen", &format!("/ip4/{ip}/tcp/{port}")]);
+            args.push("--listen".into());
+            args.push(format!("/ip4/{ip}/tcp/{port}"));
         }
         for b in bootstrap {
-            cmd.args(["--bootstrap", b]);
+            args.push("--bootstrap".into());
+            args.push(b.clone());
         }
         if let Some(uri) = opts.hypervisor {
-            cmd.args(["--hypervisor", uri]);
+            args.push("--hypervisor".into());
+            args.push(uri.into());
         }
-        let child = cmd.spawn().expect("spawn peervisor node");
-        let node = TestNode {
+        let mut node = TestNode {
             nick: opts.nick.to_string(),
             port,
             dir,
-            child: Some(child),
+            child: None,
+            args,
         };
+        node.spawn();
         node.wait_ready(Duration::from_secs(60));
         node
+    }
+
+    /// Starts the node process (its log appended to `node.log`).
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("node.log"))
+            .unwrap();
+        let child = Command::new(&self.args[0])
+            .args(&self.args[1..])
+            .env("PEERVISOR_LOG", "info,libp2p=warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn peervisor node");
+        self.child = Some(child);
+    }
+
+    /// Starts the node again on the same data dir, port and arguments (after
+    /// `kill_hard`, as a crashed node is restarted).
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "restart: the node still runs");
+        self.spawn();
+        self.wait_ready(Duration::from_secs(60));
     }
 
     fn wait_ready(&self, limit: Duration) {

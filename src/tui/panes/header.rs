@@ -40,6 +40,13 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
                     theme.header_dim,
                 ));
             }
+            if local.libvirt.lost.is_some() {
+                left.push(gap());
+                left.push(Span::styled("libvirt: reconnecting", theme.op_failed));
+            } else if local.libvirt.not_answering_s.is_some() {
+                left.push(gap());
+                left.push(Span::styled("libvirt: not answering", theme.op_failed));
+            }
             left.push(gap());
             left.push(Span::styled("overlay: ", theme.header_dim));
             let plural = if connected == 1 { "peer" } else { "peers" };
