@@ -562,3 +562,20 @@ fn clicking_a_job_selects_it_and_its_chart_follows() {
     // The VM selection is left alone.
     assert_eq!(app.selected_vm_key(), Some("web-1"));
 }
+
+#[test]
+fn header_says_when_libvirt_is_reconnecting_or_not_answering() {
+    let mut status = sample_status();
+    assert!(!render(&app_with(Some(status.clone())), 80, 24)[0].contains("libvirt"));
+    status.local.libvirt.lost = Some(crate::model::LinkLost {
+        since_unix_ms: 1,
+        for_s: 3.0,
+        why: "the daemon closed the connection".into(),
+    });
+    let top = render(&app_with(Some(status.clone())), 80, 24)[0].clone();
+    assert!(top.contains("libvirt: reconnecting"), "{top}");
+    status.local.libvirt.lost = None;
+    status.local.libvirt.not_answering_s = Some(12.0);
+    let top = render(&app_with(Some(status)), 80, 24)[0].clone();
+    assert!(top.contains("libvirt: not answering"), "{top}");
+}
