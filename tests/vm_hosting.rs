@@ -281,7 +281,12 @@ fn vm_foreign_domains_are_read_only_unless_forced() {
     )
     .unwrap();
     virsh(&uri, &["define", xml.to_str().unwrap()]);
-    let vm = node.vm("legacy").expect("foreign domain listed");
+    // The node hears of it by libvirt's event (or its 2 s poll).
+    assert!(
+        eventually(Duration::from_secs(5), || node.vm("legacy").is_some()),
+        "foreign domain not listed"
+    );
+    let vm = node.vm("legacy").unwrap();
     assert_eq!(vm["managed"], false);
     for args in [
         vec!["vm", "start", "legacy"],

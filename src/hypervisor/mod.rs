@@ -35,8 +35,11 @@ use sampler::{SamplerConfig, StatsBoard};
 pub struct Host {
     link: Arc<Link>,
     stats: Arc<StatsBoard>,
-    /// The domains as last listed, shown while libvirt is unreachable.
+    /// The domains as last listed: what `status` and the services show, kept
+    /// fresh by lifecycle events, our own actions and a 2 s poll.
     known: Arc<Mutex<Vec<VmView>>>,
+    /// A lifecycle event came: list again.
+    changed: Arc<tokio::sync::Notify>,
 }
 
 impl Host {
@@ -65,14 +68,40 @@ impl Host {
         if let Err(e) = ffi::ensure_event_loop() {
             tracing::warn!("libvirt event loop unavailable ({e}); state is polled only");
         }
-        let link = blocking(move || Link::open(&uri, daemon, Arc::new(log_event))).await?;
+        let changed = Arc::new(tokio::sync::Notify::new());
+        let notify = changed.clone();
+        let events: link::EventHandler = Arc::new(move |event| {
+            log_event(&event);
+            notify.notify_one();
+        });
+        let link = blocking(move || Link::open(&uri, daemon, events)).await?;
         let stats = Arc::new(StatsBoard::new(sampling));
         sampler::spawn(link.clone(), &stats, sampling);
         Ok(Host {
             link,
             stats,
             known: Arc::default(),
+            changed,
         })
+    }
+
+    /// Lists the domains now, then keeps `vms()` fresh: again at each lifecycle
+    /// event, and every 2 s as the fallback (changes libvirt sends no event for,
+    /// e.g. metadata).
+    pub async fn keep_list_fresh(&self) {
+        if let Err(e) = self.list().await {
+            tracing::warn!("{e:#}");
+        }
+        let host = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = host.changed.notified() => {}
+                    _ = tokio::time::sleep(LIST_EVERY) => {}
+                }
+                let _ = host.list().await;
+            }
+        });
     }
 
     /// Host CPU, memory and load, as last sampled.
@@ -131,19 +160,17 @@ impl Host {
         Ok(self.annotated(vms))
     }
 
-    /// The domains now, or as last listed while libvirt cannot be asked (the
-    /// guests run on without it): for status and service publication, which
-    /// must not stop because libvirtd restarts.
-    pub async fn list_or_known(&self) -> Vec<VmView> {
-        // While the link is stalled or lost, list() fails at once.
-        match self.list().await {
-            Ok(vms) => vms,
-            Err(e) => {
-                tracing::debug!("listing VMs: {e:#}; showing the last known list");
-                let known = self.known.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                self.annotated(known)
-            }
-        }
+    /// The domains as last listed (see `keep_list_fresh`), with their latest
+    /// stats; no libvirt call, so status and the services never wait on libvirt,
+    /// and go on while it is lost or restarts (the guests run on without it).
+    pub fn vms(&self) -> Vec<VmView> {
+        let known = self.known.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        self.annotated(known)
+    }
+
+    /// Lists again after an action, so the next `vms()` shows its effect.
+    pub async fn refresh(&self) {
+        let _ = self.list().await;
     }
 
     fn annotated(&self, mut vms: Vec<VmView>) -> Vec<VmView> {
@@ -216,7 +243,9 @@ impl Host {
             }
             Ok(())
         })
-        .await
+        .await?;
+        self.refresh().await;
+        Ok(())
     }
 
     pub async fn start(&self, name: &str) -> Result<()> {
@@ -233,10 +262,13 @@ impl Host {
     where
         F: FnOnce(&Domain) -> Result<(), virt::error::Error> + Send + 'static,
     {
-        self.with_domain(name, move |d, name| {
-            call(d).map_err(|e| anyhow!("{doing} VM '{name}': {}", e.message()))
-        })
-        .await
+        let done = self
+            .with_domain(name, move |d, name| {
+                call(d).map_err(|e| anyhow!("{doing} VM '{name}': {}", e.message()))
+            })
+            .await;
+        self.refresh().await;
+        done
     }
 
     /// Asks the guest to shut down (ACPI power button) and waits up to `timeout`;
@@ -247,6 +279,7 @@ impl Host {
         while tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(200)).await;
             if self.vm(name).await?.state == VmState::Stopped {
+                self.refresh().await;
                 return Ok(true);
             }
         }
@@ -269,16 +302,19 @@ impl Host {
     /// Stops (if running) and undefines a VM. Returns the disk files peervisor
     /// recorded for it in its metadata (the caller decides what to delete).
     pub async fn remove(&self, name: &str) -> Result<Vec<String>> {
-        self.with_domain(name, |d, name| {
-            let disks = read_metadata(d).map(|m| m.disks).unwrap_or_default();
-            if d.is_active().unwrap_or(false) {
-                let _ = d.destroy();
-            }
-            d.undefine()
-                .map_err(|e| anyhow!("removing VM '{name}': {}", e.message()))?;
-            Ok(disks)
-        })
-        .await
+        let disks = self
+            .with_domain(name, |d, name| {
+                let disks = read_metadata(d).map(|m| m.disks).unwrap_or_default();
+                if d.is_active().unwrap_or(false) {
+                    let _ = d.destroy();
+                }
+                d.undefine()
+                    .map_err(|e| anyhow!("removing VM '{name}': {}", e.message()))?;
+                Ok(disks)
+            })
+            .await;
+        self.refresh().await;
+        disks
     }
 
     /// Live-migrates a running VM peer-to-peer: this hypervisor connects to
@@ -294,31 +330,34 @@ impl Host {
         bandwidth_mib_s: Option<u64>,
     ) -> Result<()> {
         let dest = dest_uri.to_string();
-        self.with_domain(name, move |d, name| {
-            if let Some(ms) = max_downtime_ms {
-                d.migrate_set_max_downtime(ms, 0).map_err(|e| {
-                    anyhow!(
-                        "setting max downtime {ms} ms for VM '{name}': {}",
-                        e.message()
-                    )
-                })?;
-            }
-            let mut flags = sys::VIR_MIGRATE_LIVE
-                | sys::VIR_MIGRATE_PEER2PEER
-                | sys::VIR_MIGRATE_TUNNELLED
-                | sys::VIR_MIGRATE_PERSIST_DEST
-                | sys::VIR_MIGRATE_UNDEFINE_SOURCE;
-            // Our data disks sit in the machine-wide disk dir (cache=none), which
-            // every peer of this machine sees at the same path: shared storage
-            // libvirt cannot recognise as such. Elsewhere the destination QEMU
-            // cannot open the disk and the VM stays here.
-            if read_metadata(d).is_some_and(|m| !m.disks.is_empty()) {
-                flags |= sys::VIR_MIGRATE_UNSAFE;
-            }
-            d.migrate_to_uri(&dest, flags, None, bandwidth_mib_s.unwrap_or(0))
-                .map_err(|e| anyhow!("migrating VM '{name}': {}", e.message()))
-        })
-        .await
+        let done = self
+            .with_domain(name, move |d, name| {
+                if let Some(ms) = max_downtime_ms {
+                    d.migrate_set_max_downtime(ms, 0).map_err(|e| {
+                        anyhow!(
+                            "setting max downtime {ms} ms for VM '{name}': {}",
+                            e.message()
+                        )
+                    })?;
+                }
+                let mut flags = sys::VIR_MIGRATE_LIVE
+                    | sys::VIR_MIGRATE_PEER2PEER
+                    | sys::VIR_MIGRATE_TUNNELLED
+                    | sys::VIR_MIGRATE_PERSIST_DEST
+                    | sys::VIR_MIGRATE_UNDEFINE_SOURCE;
+                // Our data disks sit in the machine-wide disk dir (cache=none), which
+                // every peer of this machine sees at the same path: shared storage
+                // libvirt cannot recognise as such. Elsewhere the destination QEMU
+                // cannot open the disk and the VM stays here.
+                if read_metadata(d).is_some_and(|m| !m.disks.is_empty()) {
+                    flags |= sys::VIR_MIGRATE_UNSAFE;
+                }
+                d.migrate_to_uri(&dest, flags, None, bandwidth_mib_s.unwrap_or(0))
+                    .map_err(|e| anyhow!("migrating VM '{name}': {}", e.message()))
+            })
+            .await;
+        self.refresh().await;
+        done
     }
 
     /// The running job of a VM (an outgoing migration), or None when it has none.
@@ -375,7 +414,7 @@ impl Host {
 
 /// Logs libvirt lifecycle events as they happen, so the operator hears of a crash
 /// or a stop at once (the sampler and status polls are the fallback).
-fn log_event(event: ffi::DomainEvent) {
+fn log_event(event: &ffi::DomainEvent) {
     use ffi::Lifecycle::*;
     let what = match event.what {
         Started => "started",
@@ -447,6 +486,9 @@ fn state_of(state: sys::virDomainState) -> VmState {
 /// keepalive within ~12 s, and calls fail then; but a call caught in that moment
 /// may wait until the daemon answers again (libvirt 9.0).
 const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often `keep_list_fresh` lists the domains without an event.
+const LIST_EVERY: Duration = Duration::from_secs(2);
 
 /// A timeout marks the link stalled, so later calls fail at once instead of
 /// piling up threads that wait on the daemon.

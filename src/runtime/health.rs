@@ -41,7 +41,7 @@ pub async fn probe_loop(peer: Arc<Peer>) {
     let mut tick = tokio::time::interval(PROBE_EVERY);
     loop {
         tick.tick().await;
-        let vms = peer.host.list_or_known().await;
+        let vms = peer.host.vms();
         let targets: Vec<(String, IpAddr)> = vms
             .into_iter()
             .filter(|v| v.state == VmState::Running && v.managed)

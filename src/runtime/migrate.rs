@@ -563,6 +563,8 @@ impl Peer {
                 reason: "unknown migration token".into(),
             };
         };
+        // The VM arrived or did not: status shows it before the source hears back.
+        self.host.refresh().await;
         if ok {
             let completed = self.record_arrival(&grant, from).await;
             return ControlResponse::MigrationStats {

@@ -136,6 +136,7 @@ impl Peer {
             None => Host::open_with(&uri, config.sampling).await?,
         };
         tracing::info!("hypervisor {uri}");
+        host.keep_list_fresh().await;
         let warm = host.clone();
         tokio::spawn(async move { warm.warm_up().await });
 
@@ -352,7 +353,7 @@ impl Peer {
 
     pub async fn status(&self) -> Result<Status> {
         let net = self.node.status().await?;
-        let mut vms = self.host.list_or_known().await;
+        let mut vms = self.host.vms();
         self.health.annotate(&mut vms);
         let services = self.services_view(&net.peers).await;
         let mut status = Status {

@@ -92,7 +92,7 @@ impl Peer {
 
     /// Everything this peer provides now: its running VMs' services and its exposures.
     pub(super) async fn local_services(&self) -> Result<Vec<LocalService>> {
-        let vms = self.host.list_or_known().await;
+        let vms = self.host.vms();
         let mut services = services_of_vms(&vms);
         for e in lock(&self.services.exposures).iter() {
             services.push(LocalService {
@@ -154,7 +154,7 @@ impl Peer {
     }
 
     async fn publish_once(&self) -> Result<()> {
-        let vms = self.host.list_or_known().await;
+        let vms = self.host.vms();
         let local = self.local_services().await?;
         let running: Vec<String> = vms
             .iter()
