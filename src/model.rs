@@ -81,11 +81,6 @@ pub struct LinkLost {
 }
 
 impl LibvirtLink {
-    /// Lost or not answering.
-    pub fn is_down(&self) -> bool {
-        self.lost.is_some() || self.not_answering_s.is_some()
-    }
-
     /// "connected", "connected (reconnected 2×, last outage 3.1 s)",
     /// "reconnecting for 4 s (the daemon closed the connection)" or
     /// "libvirtd not answering for 12 s".
@@ -488,4 +483,37 @@ pub fn spread_pct(samples: &[f64]) -> Option<f64> {
     let lo = samples.iter().copied().fold(f64::INFINITY, f64::min);
     let hi = samples.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     (m > 0.0).then(|| (hi - lo) / 2.0 / m * 100.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn libvirt_link_says_what_state_it_is_in() {
+        let mut link = LibvirtLink::default();
+        assert_eq!(link.describe(), "connected");
+        link.lost = Some(LinkLost {
+            since_unix_ms: 1,
+            for_s: 2.4,
+            why: "the daemon closed the connection".into(),
+        });
+        assert_eq!(
+            link.describe(),
+            "reconnecting for 2 s (the daemon closed the connection)"
+        );
+        link.lost = None;
+        link.reconnects = 1;
+        link.last_outage_s = Some(0.42);
+        assert_eq!(
+            link.describe(),
+            "connected (reconnected 1×, last outage 0.4 s)"
+        );
+        // A status from a node without the field reads as connected.
+        let old: LocalPeer = serde_json::from_str(
+            r#"{"peer_id":"p","nick":"n","listen_addrs":[],"hypervisor":"h","accel":"tcg"}"#,
+        )
+        .unwrap();
+        assert_eq!(old.libvirt, LibvirtLink::default());
+    }
 }

@@ -178,7 +178,7 @@ impl Link {
         lock(&self.state)
     }
 
-    /// Takes a fresh connection into use: keepalive, close callback, events.
+    /// Takes a fresh connection into use: close callback, events.
     fn install(&self, conn: Connect) {
         let generation = self.state().generation + 1;
         let closed = self.closed.clone();

@@ -64,7 +64,8 @@ impl Host {
     ) -> Result<Host> {
         // libvirt prints every error to stderr by default; ours carry them instead.
         virt::error::clear_error_callback();
-        // Events and keepalive need libvirt's event loop before the connection opens.
+        // Events and close callbacks need libvirt's event loop before the
+        // connection opens.
         if let Err(e) = ffi::ensure_event_loop() {
             tracing::warn!("libvirt event loop unavailable ({e}); state is polled only");
         }
@@ -76,7 +77,7 @@ impl Host {
         });
         let link = blocking(move || Link::open(&uri, daemon, events)).await?;
         let stats = Arc::new(StatsBoard::new(sampling));
-        sampler::spawn(link.clone(), &stats, sampling);
+        sampler::spawn(&link, &stats, sampling);
         Ok(Host {
             link,
             stats,
@@ -482,9 +483,8 @@ fn state_of(state: sys::virDomainState) -> VmState {
     }
 }
 
-/// Longest a read-only query waits for libvirt. A hung daemon is noticed by
-/// keepalive within ~12 s, and calls fail then; but a call caught in that moment
-/// may wait until the daemon answers again (libvirt 9.0).
+/// Longest a read-only query waits for libvirt. Past it the link is marked
+/// stalled (see link.rs): the daemon is alive but not answering.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How often `keep_list_fresh` lists the domains without an event.

@@ -131,8 +131,9 @@ pub fn collect(conn: &Connect) -> Result<Vec<ffi::StatsRecord>, virt::error::Err
 /// Starts the sampler thread. It stops once `board` is dropped elsewhere.
 /// Each tick uses the link's current connection; while it is being reopened the
 /// tick is skipped (the board keeps the last figures).
-pub fn spawn(link: Arc<Link>, board: &Arc<StatsBoard>, config: SamplerConfig) {
+pub fn spawn(link: &Arc<Link>, board: &Arc<StatsBoard>, config: SamplerConfig) {
     let weak = Arc::downgrade(board);
+    let link = Arc::downgrade(link);
     let spawned = std::thread::Builder::new()
         .name("stats-sampler".into())
         .spawn(move || run(link, weak, config));
@@ -141,13 +142,15 @@ pub fn spawn(link: Arc<Link>, board: &Arc<StatsBoard>, config: SamplerConfig) {
     }
 }
 
-fn run(link: Arc<Link>, board: Weak<StatsBoard>, config: SamplerConfig) {
+/// Holds neither the board nor the link between ticks: when the `Host` goes, so
+/// does the sampler (and a daemon stopped after that is not reconnected to).
+fn run(link: Weak<Link>, board: Weak<StatsBoard>, config: SamplerConfig) {
     let origin = Instant::now();
     let mut host = HostSampler::new();
     let mut failing = false;
     let mut next = Instant::now();
     loop {
-        let Some(board) = board.upgrade() else {
+        let (Some(board), Some(link)) = (board.upgrade(), link.upgrade()) else {
             return;
         };
         board.set_host(host.sample());
@@ -173,7 +176,7 @@ fn run(link: Arc<Link>, board: Weak<StatsBoard>, config: SamplerConfig) {
                 board.set_error(e.message().to_string());
             }
         }
-        drop(board);
+        drop((board, link));
         next += config.interval;
         let now = Instant::now();
         if next > now {
