@@ -14,6 +14,7 @@ pub mod netns;
 pub mod sampler;
 pub mod stats;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -36,8 +37,11 @@ pub struct Host {
     link: Arc<Link>,
     stats: Arc<StatsBoard>,
     /// The domains as last listed: what `status` and the services show, kept
-    /// fresh by lifecycle events, our own actions and a 2 s poll.
-    known: Arc<Mutex<Vec<VmView>>>,
+    /// fresh by lifecycle events, our own actions and a 2 s poll. With the
+    /// number of the listing that produced it: a listing that started earlier
+    /// but finished later does not overwrite a newer one.
+    known: Arc<Mutex<(u64, Vec<VmView>)>>,
+    listings: Arc<AtomicU64>,
     /// A lifecycle event came: list again.
     changed: Arc<tokio::sync::Notify>,
 }
@@ -82,6 +86,7 @@ impl Host {
             link,
             stats,
             known: Arc::default(),
+            listings: Arc::default(),
             changed,
         })
     }
@@ -144,6 +149,7 @@ impl Host {
     /// Every domain of this hypervisor, ours and foreign, sorted by name.
     pub async fn list(&self) -> Result<Vec<VmView>> {
         let link = self.link.clone();
+        let listing = self.listings.fetch_add(1, Ordering::SeqCst) + 1;
         let vms = query(
             &self.link,
             blocking(move || {
@@ -157,7 +163,11 @@ impl Host {
             }),
         )
         .await?;
-        *self.known.lock().unwrap_or_else(|e| e.into_inner()) = vms.clone();
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        if listing > known.0 {
+            *known = (listing, vms.clone());
+        }
+        drop(known);
         Ok(self.annotated(vms))
     }
 
@@ -165,7 +175,12 @@ impl Host {
     /// stats; no libvirt call, so status and the services never wait on libvirt,
     /// and go on while it is lost or restarts (the guests run on without it).
     pub fn vms(&self) -> Vec<VmView> {
-        let known = self.known.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let known = self
+            .known
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .1
+            .clone();
         self.annotated(known)
     }
 
