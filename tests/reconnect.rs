@@ -57,6 +57,28 @@ fn chrono_secs(stamp: &str) -> Option<f64> {
     Some(h * 3600.0 + m * 60.0 + s)
 }
 
+/// QEMU capability probes (`-machine none`) running in the mount namespace of a
+/// libvirtd of this node (found by the bind mount of its `libvirt/lib`).
+fn qemu_probes_of(node: &TestNode) -> Vec<i32> {
+    let lib = node.data_dir().join("libvirt/lib");
+    let lib = lib.to_str().unwrap();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if !String::from_utf8_lossy(&cmdline).contains("-machine\0none") {
+            continue;
+        }
+        let mounts = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default();
+        if mounts.contains(lib) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
 /// `status.local.libvirt`; every status call must answer, whatever libvirt does.
 fn link(node: &TestNode) -> Value {
     node.status()["local"]["libvirt"].clone()
@@ -114,6 +136,17 @@ fn killed_libvirtd_is_restarted_and_the_node_reconnects() {
     );
     let new = libvirtd_pid(&node);
     assert!(new != old && alive(new), "libvirtd {old} -> {new}");
+    // A QEMU probe the killed daemon was running (it probes right after start)
+    // is stopped, not left waiting forever; the new daemon's own probe ends.
+    assert!(
+        eventually(Duration::from_secs(30), || qemu_probes_of(&node).is_empty()),
+        "QEMU probes left: {:?}",
+        qemu_probes_of(&node)
+    );
+    eprintln!(
+        "a probe of the killed daemon was stopped: {}",
+        node.log().contains("stopping a QEMU probe left by a killed libvirtd")
+    );
     let out = node.cli(&["vm", "list"]);
     assert!(out.status.success(), "vm list: {}", stderr(&out));
     let text = stdout(&node.cli(&["status"]));

@@ -106,6 +106,7 @@ impl PrivateDaemon {
             fs::create_dir_all(&p).with_context(|| format!("creating {}", p.display()))?;
         }
         stop_stale(&dir)?;
+        stop_orphan_probes(&dir);
         write_config(&dir, cfg)?;
         let socket = dir.join("sock/libvirt-sock");
         let _ = fs::remove_file(&socket); // so a connect means *this* daemon is up
@@ -335,6 +336,36 @@ fn stop_stale(dir: &Path) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Stops QEMU capability probes (`-machine none`, started by libvirtd to learn
+/// what QEMU can do) that a killed daemon left behind: they would wait for it
+/// forever. Each has its pid file in `<dir>/lib/qemu/qmp-*/qmp.pid`, a directory
+/// libvirtd removes when a probe ends normally.
+fn stop_orphan_probes(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir.join("lib/qemu")) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("qmp-") {
+            continue;
+        }
+        let pid = fs::read_to_string(entry.path().join("qmp.pid"))
+            .ok()
+            .and_then(|t| t.trim().parse::<libc::pid_t>().ok());
+        if let Some(pid) = pid {
+            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            // Only the probe that pid file names (the pid may have been reused).
+            if pid > 1 && cmdline.contains(&name) && cmdline.contains("-machine\0none") {
+                tracing::info!(pid, "stopping a QEMU probe left by a killed libvirtd");
+                // SAFETY: a signal to the probe process identified above.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+        let _ = fs::remove_dir_all(entry.path());
+    }
 }
 
 /// Running and not a zombie (a non-child we cannot reap).
