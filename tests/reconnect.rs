@@ -145,7 +145,8 @@ fn killed_libvirtd_is_restarted_and_the_node_reconnects() {
     );
     eprintln!(
         "a probe of the killed daemon was stopped: {}",
-        node.log().contains("stopping a QEMU probe left by a killed libvirtd")
+        node.log()
+            .contains("stopping a QEMU probe left by a killed libvirtd")
     );
     let out = node.cli(&["vm", "list"]);
     assert!(out.status.success(), "vm list: {}", stderr(&out));
