@@ -123,6 +123,12 @@ pub enum Command {
         target: String,
         #[arg(long = "type", value_name = "TYPE")]
         kind: Option<String>,
+        /// Only this peer (id or nickname) may consume it; repeat for several.
+        #[arg(long, value_name = "PEER")]
+        allow: Vec<String>,
+        /// Serve at most N connections at once (from all peers together).
+        #[arg(long, value_name = "N")]
+        max_conns: Option<u32>,
     },
     /// Withdraw a service published with `expose`.
     Unexpose { name: String },
@@ -259,6 +265,17 @@ pub enum BenchCommand {
         requests: usize,
         #[arg(long, default_value_t = 100)]
         connections: usize,
+    },
+    /// Many concurrent consumer connections through one peer, every reply checked:
+    /// lost and corrupted replies, throughput, node memory; direct as the baseline.
+    Load {
+        #[arg(long, default_value_t = 1000)]
+        connections: usize,
+        /// Requests in all, spread over the connections.
+        #[arg(long, default_value_t = 10000)]
+        requests: usize,
+        #[arg(long)]
+        json: bool,
     },
     /// Publish -> visible on every peer, in a local overlay.
     Discovery {
@@ -401,6 +418,18 @@ pub struct NodeArgs {
     /// (repeatable).
     #[arg(long, global = true, value_name = "URL")]
     pub spark: Vec<String>,
+    /// Control requests per second another peer may make of this one (bursts of 2x).
+    #[arg(long, global = true, value_name = "N", default_value_t = 20,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub peer_control_rate: u32,
+    /// Service streams per second another peer may open here (bursts of 2x).
+    #[arg(long, global = true, value_name = "N", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub peer_stream_rate: u32,
+    /// Service streams another peer may have open here at once.
+    #[arg(long, global = true, value_name = "N", default_value_t = 4096,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub peer_max_streams: u32,
 }
 
 /// A size with a binary unit, in MiB.

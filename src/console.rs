@@ -197,6 +197,8 @@ fn to_request(command: &UiCommand) -> Option<Request> {
             name,
             target,
             kind: None,
+            allow: Vec::new(),
+            max_conns: None,
         },
     })
 }
@@ -305,6 +307,9 @@ pub fn status_text(status: &Status) -> String {
                 c.errors,
                 c.last_provider.as_deref().unwrap_or("-")
             );
+            if let Some(error) = &c.last_error {
+                let _ = writeln!(out, "  last error: {error}");
+            }
         }
     }
     out.push_str(&jobs_text(status));
@@ -528,7 +533,9 @@ mod tests {
             Some(Request::Expose {
                 name: "pg".into(),
                 target: "127.0.0.1:5432".into(),
-                kind: None
+                kind: None,
+                allow: Vec::new(),
+                max_conns: None,
             })
         );
         assert_eq!(

@@ -138,8 +138,21 @@ async fn run(cli: Cli) -> Result<()> {
         Some(Command::Unconsume { service }) => {
             done(&control, Request::Unconsume { service }).await
         }
-        Some(Command::Expose { name, target, kind }) => {
-            done(&control, Request::Expose { name, target, kind }).await
+        Some(Command::Expose {
+            name,
+            target,
+            kind,
+            allow,
+            max_conns,
+        }) => {
+            let request = Request::Expose {
+                name,
+                target,
+                kind,
+                allow,
+                max_conns,
+            };
+            done(&control, request).await
         }
         Some(Command::Unexpose { name }) => done(&control, Request::Unexpose { name }).await,
         Some(Command::Image(ImageCommand::Build { name, image_dir })) => {
@@ -155,6 +168,11 @@ async fn run(cli: Cli) -> Result<()> {
             requests,
             connections,
         })) => services::bench::proxy(megabytes, requests, connections).await,
+        Some(Command::Bench(BenchCommand::Load {
+            connections,
+            requests,
+            json,
+        })) => services::load::run(connections, requests, json).await,
         Some(Command::Bench(BenchCommand::Discovery { peers, rounds })) => {
             services::bench::discovery(peers, rounds).await
         }
@@ -515,6 +533,11 @@ fn peer_config(data_dir: DataDir, args: &NodeArgs) -> PeerConfig {
         accept_migrations: !args.no_accept_migrations,
         yarn: args.yarn.clone(),
         spark: args.spark.clone(),
+        limits: runtime::limits::LimitsConfig {
+            control_per_s: args.peer_control_rate,
+            streams_per_s: args.peer_stream_rate,
+            streams_per_peer: args.peer_max_streams,
+        },
         capacity: runtime::capacity::CapacityFlags {
             lend_vcpus: args.lend_vcpus,
             lend_memory_mib: args.lend_memory,

@@ -298,6 +298,9 @@ pub struct ConsumptionView {
     pub errors: u64,
     /// Provider the last connection went to (display name).
     pub last_provider: Option<String>,
+    /// Why the latest failed connection failed (e.g. the provider's refusal).
+    #[serde(default)]
+    pub last_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]

@@ -3,10 +3,10 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
-use super::{MAX_LINE, Outcome, Reply, Request};
+use super::{Line, Outcome, Reply, Request, read_line};
 
 #[derive(Debug, Clone)]
 pub struct ControlClient {
@@ -34,18 +34,15 @@ impl ControlClient {
         line.push(b'\n');
         write.write_all(&line).await.context("sending request")?;
         let mut reader = BufReader::new(read);
-        let mut answer = String::new();
-        reader
-            .read_line(&mut answer)
+        let answer = match read_line(&mut reader)
             .await
-            .context("reading the node's reply")?;
-        if answer.is_empty() {
-            bail!("the node closed the control connection without answering");
-        }
-        if answer.len() > MAX_LINE {
-            bail!("the node's reply is too large");
-        }
-        match serde_json::from_str::<Outcome>(&answer).context("malformed reply from the node")? {
+            .context("reading the node's reply")?
+        {
+            Line::Text(answer) => answer,
+            Line::Eof => bail!("the node closed the control connection without answering"),
+            Line::TooLong => bail!("the node's reply is too large"),
+        };
+        match serde_json::from_slice::<Outcome>(&answer).context("malformed reply from the node")? {
             Outcome::Ok(reply) => Ok(reply),
             Outcome::Error(message) => Err(anyhow!(message)),
         }

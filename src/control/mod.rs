@@ -100,6 +100,12 @@ pub enum Request {
         name: String,
         target: String,
         kind: Option<String>,
+        /// Peers (ids or nicknames) that may consume it; empty: every consumer.
+        #[serde(default)]
+        allow: Vec<String>,
+        /// Connections it serves at once.
+        #[serde(default)]
+        max_conns: Option<u32>,
     },
     Unexpose {
         name: String,
@@ -169,3 +175,34 @@ pub enum Outcome {
 
 /// Largest request or reply line accepted (a status with many VMs stays far below).
 pub const MAX_LINE: usize = 8 * 1024 * 1024;
+
+/// One line read from a control connection.
+#[derive(Debug, PartialEq)]
+pub enum Line {
+    Text(Vec<u8>),
+    /// Longer than [`MAX_LINE`]: the rest is not read (the connection is done).
+    TooLong,
+    Eof,
+}
+
+/// Reads one line, never buffering more than [`MAX_LINE`] bytes of it.
+pub async fn read_line<R>(reader: &mut R) -> std::io::Result<Line>
+where
+    R: tokio::io::AsyncBufRead + Unpin,
+{
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+    let mut buf = Vec::new();
+    let n = reader
+        .take(MAX_LINE as u64 + 1)
+        .read_until(b'\n', &mut buf)
+        .await?;
+    if n == 0 {
+        return Ok(Line::Eof);
+    }
+    if buf.last() == Some(&b'\n') {
+        buf.pop();
+    } else if buf.len() > MAX_LINE {
+        return Ok(Line::TooLong);
+    }
+    Ok(Line::Text(buf))
+}

@@ -6,10 +6,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
-use super::{MAX_LINE, Outcome, Reply, Request};
+use super::{Line, MAX_LINE, Outcome, Reply, Request, read_line};
 
 /// Binds the socket (owner-only). A live socket means another node owns this data dir.
 pub async fn bind(path: &Path) -> Result<UnixListener> {
@@ -53,24 +53,29 @@ where
     F: Future<Output = Result<Reply>>,
 {
     let (read, mut write) = stream.into_split();
-    let mut lines = BufReader::new(read).lines();
-    while let Some(line) = lines.next_line().await? {
-        let outcome = if line.len() > MAX_LINE {
-            Outcome::Error("request too large".into())
-        } else {
-            match serde_json::from_str::<Request>(&line) {
+    let mut reader = BufReader::new(read);
+    loop {
+        let (outcome, last) = match read_line(&mut reader).await? {
+            Line::Eof => return Ok(()),
+            Line::TooLong => (
+                Outcome::Error(format!("request too large (over {MAX_LINE} bytes)")),
+                true,
+            ),
+            Line::Text(line) => match serde_json::from_slice::<Request>(&line) {
                 Ok(request) => match handle(request).await {
-                    Ok(reply) => Outcome::Ok(reply),
-                    Err(e) => Outcome::Error(format!("{e:#}")),
+                    Ok(reply) => (Outcome::Ok(reply), false),
+                    Err(e) => (Outcome::Error(format!("{e:#}")), false),
                 },
-                Err(e) => Outcome::Error(format!("malformed request: {e}")),
-            }
+                Err(e) => (Outcome::Error(format!("malformed request: {e}")), false),
+            },
         };
         let mut bytes = serde_json::to_vec(&outcome)?;
         bytes.push(b'\n');
         write.write_all(&bytes).await?;
+        if last {
+            return Ok(());
+        }
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -111,6 +116,39 @@ mod tests {
         // a second node on the same data dir is refused
         let again = bind(&path).await.unwrap_err().to_string();
         assert!(again.contains("already running"), "{again}");
+    }
+
+    #[tokio::test]
+    async fn oversized_request_is_refused_without_buffering_it() {
+        use tokio::io::AsyncReadExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control.sock");
+        let listener = bind(&path).await.unwrap();
+        let handler = Arc::new(|_: Request| async {
+            Ok(Reply::Done {
+                message: "x".into(),
+            })
+        });
+        tokio::spawn(serve(listener, handler));
+        let mut stream = UnixStream::connect(&path).await.unwrap();
+        let (mut read, mut write) = stream.split();
+        let flood = async {
+            // More than MAX_LINE without a newline; the server stops reading.
+            let chunk = vec![b'a'; 1024 * 1024];
+            for _ in 0..(MAX_LINE / chunk.len() + 2) {
+                if write.write_all(&chunk).await.is_err() {
+                    break;
+                }
+            }
+        };
+        let mut answer = String::new();
+        let (_, read_result) = tokio::join!(flood, read.read_to_string(&mut answer));
+        read_result.unwrap();
+        let outcome: Outcome = serde_json::from_str(answer.trim()).unwrap();
+        match outcome {
+            Outcome::Error(e) => assert!(e.contains("request too large"), "{e}"),
+            other => panic!("expected an error, got {other:?}"),
+        }
     }
 
     #[tokio::test]

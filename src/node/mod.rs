@@ -279,7 +279,8 @@ fn build_swarm(config: &NodeConfig) -> Result<Swarm<Behaviour>> {
             } else {
                 None
             };
-            let control = request_response::cbor::Behaviour::new(
+            let control = request_response::Behaviour::with_codec(
+                control_codec(),
                 [(CONTROL_PROTOCOL, ProtocolSupport::Full)],
                 request_response::Config::default().with_request_timeout(Duration::from_secs(30)),
             );
@@ -304,6 +305,21 @@ fn build_swarm(config: &NodeConfig) -> Result<Swarm<Behaviour>> {
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
         .build();
     Ok(swarm)
+}
+
+/// Control requests are a few hundred bytes; a bigger one is hostile.
+pub const MAX_CONTROL_REQUEST: u64 = 64 * 1024;
+/// The largest answer: a service list (at most 1024 bounded records).
+pub const MAX_CONTROL_RESPONSE: u64 = 1024 * 1024;
+
+type ControlCodec = request_response::cbor::codec::Codec<ControlRequest, ControlResponse>;
+
+/// CBOR with our size limits: an oversized message fails to decode and is
+/// dropped (logged as an inbound or outbound failure naming the peer).
+fn control_codec() -> ControlCodec {
+    ControlCodec::default()
+        .set_request_size_maximum(MAX_CONTROL_REQUEST)
+        .set_response_size_maximum(MAX_CONTROL_RESPONSE)
 }
 
 #[derive(Default)]

@@ -50,7 +50,18 @@ where
         .and_then(move |socket, _| membership::prove(socket, key))
         .upgrade(Version::V1Lazy)
         .authenticate(noise)
-        .multiplex(yamux::Config::default())
+        .multiplex(yamux_config())
         .timeout(Duration::from_secs(20))
         .boxed())
+}
+
+/// Streams one connection may carry at once. Every consumer connection is a
+/// stream, so yamux's default of 512 would refuse the 513th concurrent one; 4096
+/// is the most yamux allows with its 1 GiB connection window (256 KiB each).
+pub const MAX_STREAMS_PER_CONNECTION: usize = 4096;
+
+fn yamux_config() -> yamux::Config {
+    let mut config = yamux::Config::default();
+    config.set_max_num_streams(MAX_STREAMS_PER_CONNECTION);
+    config
 }

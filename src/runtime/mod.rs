@@ -4,6 +4,7 @@
 pub mod access;
 pub mod capacity;
 mod health;
+pub mod limits;
 mod migrate;
 mod operations;
 mod peers;
@@ -57,6 +58,8 @@ pub struct PeerConfig {
     /// What this host lends to incoming VMs, parallel migrations (`--lend-*`,
     /// `--max-migrations`; unset ones from capacity.toml or the host).
     pub capacity: capacity::CapacityFlags,
+    /// Per-peer rate limits on control requests and service streams.
+    pub limits: limits::LimitsConfig,
 }
 
 pub struct Peer {
@@ -76,6 +79,7 @@ pub struct Peer {
     capacity: capacity::CapacityConfig,
     /// Incoming VMs accepted but not yet here.
     capacity_reservations: capacity::Reservations,
+    limits: limits::PeerLimits,
     /// YARN/Spark jobs and the penalty benchmark, polled off the status path.
     bench: crate::bench::collector::Collector,
 }
@@ -107,6 +111,10 @@ impl Peer {
             capacity::fmt_mib(lent.disk_mib),
             capacity.max_migrations
         );
+        match limits::raise_fd_limit() {
+            Ok(n) => tracing::debug!("open file limit {n}"),
+            Err(e) => tracing::warn!("cannot raise the open file limit: {e}"),
+        }
         let (accel, why) = config.accel.resolve();
         tracing::info!("accelerator {why}");
 
@@ -156,6 +164,7 @@ impl Peer {
         tracing::info!("peer {} ({}) started", config.nick, client.local_peer_id());
 
         let access = access::AccessList::load(dir.join("access.json"), client.local_peer_id())?;
+        let config_limits = config.limits;
         let peer = Arc::new(Peer {
             config,
             node: client,
@@ -170,6 +179,7 @@ impl Peer {
             access,
             capacity,
             capacity_reservations: capacity::Reservations::default(),
+            limits: limits::PeerLimits::new(config_limits),
             bench,
         });
         tokio::spawn(peer.clone().handle_node_events(events));
@@ -315,8 +325,23 @@ impl Peer {
                 self.unconsume(&service)?;
                 Ok(done(format!("stopped consuming '{service}'")))
             }
-            Request::Expose { name, target, kind } => {
-                self.expose(&name, &target, kind.as_deref()).await?;
+            Request::Expose {
+                name,
+                target,
+                kind,
+                allow,
+                max_conns,
+            } => {
+                let mut peers = Vec::new();
+                for query in &allow {
+                    let id = self
+                        .peer_id_for(query)
+                        .await
+                        .with_context(|| format!("--allow {query}"))?;
+                    peers.push(id);
+                }
+                self.expose(&name, &target, kind.as_deref(), peers, max_conns)
+                    .await?;
                 Ok(done(format!("exposing {target} as service '{name}'")))
             }
             Request::PeersAllow { peer, role } => {
@@ -471,6 +496,19 @@ impl Peer {
                     request,
                     channel,
                 } => {
+                    if let Err(retry) = self.limits.control.check(&peer) {
+                        let reason = limits::rate_limited(
+                            "control requests",
+                            self.limits.control.per_s(),
+                            retry,
+                        );
+                        tracing::warn!("control request from {peer} refused: {reason}");
+                        let refused = ControlResponse::Refused { reason };
+                        if let Err(e) = self.node.respond(channel, refused).await {
+                            tracing::warn!("answering {peer}: {e:#}");
+                        }
+                        continue;
+                    }
                     let this = self.clone();
                     tokio::spawn(async move {
                         let response = this.answer_peer(peer, request).await;

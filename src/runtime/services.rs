@@ -18,6 +18,7 @@ use tokio::sync::Notify;
 
 use super::Peer;
 use super::access::Role;
+use super::limits::{self, OpenGuard};
 use crate::model::{ConsumptionView, PeerLoad, ServiceSpec, ServiceView};
 use crate::node::protocol::{Announcement, SERVICE_PROTOCOL, ServiceRecord};
 use crate::services::proxy::{self, Answer, Counters, Hello};
@@ -36,6 +37,12 @@ pub struct Exposure {
     pub name: String,
     pub kind: String,
     pub target: String,
+    /// Peer ids that may consume it; empty: every peer with the consume role.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<String>,
+    /// Connections it serves at once, from all peers together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_conns: Option<u32>,
 }
 
 struct Consumption {
@@ -248,6 +255,9 @@ impl Peer {
                         .collect();
                     self.services.catalogue.update(peer, valid, load);
                 }
+                Ok(crate::node::protocol::ControlResponse::Refused { reason }) => {
+                    tracing::warn!("{peer} refused to list its services: {reason}")
+                }
                 Ok(other) => tracing::warn!("{peer} answered ListServices with {other:?}"),
                 Err(e) => tracing::debug!("asking {peer} for its services: {e:#}"),
             }
@@ -414,6 +424,7 @@ impl Peer {
                 if let Err(e) = peer.forward(client, &service, &counters).await {
                     Counters::add(&counters.errors, 1);
                     tracing::warn!("consume '{service}': {e:#}");
+                    *lock(&counters.last_error) = Some(format!("{e:#}"));
                 }
                 counters.active.fetch_sub(1, Ordering::Relaxed);
             });
@@ -447,8 +458,7 @@ impl Peer {
                     (result, self.config.nick.clone())
                 }
                 Candidate::Remote(peer) => {
-                    let mut streams = self.node.streams();
-                    let result = match proxy::open(&mut streams, peer, service).await {
+                    let result = match open_with_retry(&self.node, peer, service).await {
                         Ok(mut upstream) => Ok(proxy::pipe(&mut client, &mut upstream).await),
                         Err(e) => Err(e),
                     };
@@ -486,7 +496,17 @@ impl Peer {
     }
 
     /// `peervisor expose`: publishes a TCP service of this host.
-    pub async fn expose(&self, name: &str, target: &str, kind: Option<&str>) -> Result<()> {
+    pub async fn expose(
+        &self,
+        name: &str,
+        target: &str,
+        kind: Option<&str>,
+        allow: Vec<PeerId>,
+        max_conns: Option<u32>,
+    ) -> Result<()> {
+        if max_conns == Some(0) {
+            bail!("--max-conns 0 would refuse every consumer: give 1 or more");
+        }
         crate::runtime::validate_vm_name(name).map_err(|_| {
             anyhow!("invalid service name '{name}': use letters, digits, '-', '_' or '.'")
         })?;
@@ -513,6 +533,8 @@ impl Peer {
                 name: name.to_string(),
                 kind: record.kind,
                 target: target.to_string(),
+                allow: allow.iter().map(PeerId::to_string).collect(),
+                max_conns,
             });
             list.clone()
         };
@@ -549,8 +571,7 @@ pub async fn accept_service_streams(peer: Arc<Peer>) {
         let peer = peer.clone();
         tokio::spawn(async move {
             peer.services.served.fetch_add(1, Ordering::Relaxed);
-            let allowed = peer.access.allows(&from, Role::Consume);
-            if let Err(e) = serve_stream(&peer, stream, allowed).await {
+            if let Err(e) = serve_stream(&peer, from, stream).await {
                 tracing::debug!("service stream from {from}: {e:#}");
             }
             peer.services.served.fetch_sub(1, Ordering::Relaxed);
@@ -558,19 +579,45 @@ pub async fn accept_service_streams(peer: Arc<Peer>) {
     }
 }
 
-async fn serve_stream(peer: &Peer, stream: libp2p::Stream, allowed: bool) -> Result<()> {
+async fn serve_stream(peer: &Peer, from: PeerId, stream: libp2p::Stream) -> Result<()> {
     use tokio_util::compat::FuturesAsyncReadCompatExt;
     let mut stream = stream.compat();
-    let hello: Hello = proxy::read_frame(&mut stream).await?;
-    if !allowed {
-        let error = Some("this peer may not consume services here".to_string());
-        proxy::write_frame(&mut stream, &Answer { error }).await?;
-        tracing::warn!(
-            "refused a stream for '{}': the peer may not consume here",
-            hello.service
-        );
-        return Ok(());
-    }
+    // Counted before the header, so streams that never send one count too.
+    let open = peer
+        .limits
+        .open_streams
+        .try_open(&from, peer.limits.config.streams_per_peer);
+    let hello: Hello = match proxy::read_frame(&mut stream).await {
+        Ok(hello) => hello,
+        Err(e) => {
+            tracing::warn!("dropped a service stream from {from}: {e:#}");
+            return Ok(());
+        }
+    };
+    let admitted = match open {
+        Some(open) => peer.admit_stream(from, &hello.service).map(|g| (open, g)),
+        None => Err(format!(
+            "too many open streams from you (at most {})",
+            peer.limits.config.streams_per_peer
+        )),
+    };
+    let _open = match admitted {
+        Ok(guards) => guards,
+        Err(reason) => {
+            tracing::warn!(
+                "refused a stream for '{}' from {from}: {reason}",
+                hello.service
+            );
+            proxy::write_frame(
+                &mut stream,
+                &Answer {
+                    error: Some(reason),
+                },
+            )
+            .await?;
+            return Ok(());
+        }
+    };
     let local = peer.local_services().await?;
     let Some(service) = local.into_iter().find(|s| s.spec.name == hello.service) else {
         let error = Some(format!(
@@ -594,6 +641,71 @@ async fn serve_stream(peer: &Peer, stream: libp2p::Stream, allowed: bool) -> Res
     Ok(())
 }
 
+type ServiceGuard<'a> = Option<OpenGuard<'a, String>>;
+
+impl Peer {
+    /// May `from` open a stream to `service` now? The reason if not, for the
+    /// consumer to show. The guard holds the service's connection slot.
+    fn admit_stream(&self, from: PeerId, service: &str) -> Result<ServiceGuard<'_>, String> {
+        if !self.access.allows(&from, Role::Consume) {
+            return Err("this peer may not consume services here".into());
+        }
+        if let Err(retry) = self.limits.streams.check(&from) {
+            let per_s = self.limits.streams.per_s();
+            return Err(limits::rate_limited("service streams", per_s, retry));
+        }
+        let exposure = lock(&self.services.exposures)
+            .iter()
+            .find(|e| e.name == service)
+            .cloned();
+        let Some(exposure) = exposure else {
+            return Ok(None);
+        };
+        if !exposure.allow.is_empty() && !exposure.allow.contains(&from.to_string()) {
+            return Err(format!(
+                "service '{service}' admits only the peers its operator listed (--allow)"
+            ));
+        }
+        match exposure.max_conns {
+            None => Ok(None),
+            Some(max) => match self.limits.service_streams.try_open(&exposure.name, max) {
+                Some(guard) => Ok(Some(guard)),
+                None => Err(format!(
+                    "service '{service}' is at its limit of {max} connection(s); try again later"
+                )),
+            },
+        }
+    }
+}
+
+/// Times a stream the provider dropped before answering is opened again.
+const OPEN_RETRIES: u32 = 3;
+
+/// Opens a service stream; a stream reset before the provider's answer is opened
+/// again. libp2p-stream drops inbound streams its accept loop is not ready for
+/// (a burst of hundreds at once), and nothing of the client's has been sent yet,
+/// so a retry is safe. A refusal (an answer with a reason) is not retried.
+async fn open_with_retry(
+    node: &crate::node::Client,
+    peer: PeerId,
+    service: &str,
+) -> Result<tokio_util::compat::Compat<libp2p::Stream>> {
+    let mut streams = node.streams();
+    let mut attempt = 0;
+    loop {
+        match proxy::open(&mut streams, peer, service).await {
+            Err(e) if attempt < OPEN_RETRIES && e.downcast_ref::<std::io::Error>().is_some() => {
+                attempt += 1;
+                tracing::debug!(
+                    "stream to {peer} for '{service}' dropped ({e:#}); retry {attempt}"
+                );
+                tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
+            }
+            result => return result,
+        }
+    }
+}
+
 /// How many VMs serve the given local services.
 fn serving_vms(local: &[LocalService]) -> u32 {
     local
@@ -614,6 +726,7 @@ fn view_of(c: &Consumption) -> ConsumptionView {
         bytes_from_service: Counters::get(&k.from_service),
         errors: Counters::get(&k.errors),
         last_provider: lock(&k.last_provider).clone(),
+        last_error: lock(&k.last_error).clone(),
     }
 }
 

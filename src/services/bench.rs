@@ -45,6 +45,7 @@ async fn bench_peer(
         yarn: Vec::new(),
         spark: Vec::new(),
         capacity: Default::default(),
+        limits: Default::default(),
     };
     Ok((Peer::start(config).await?, port))
 }
@@ -204,7 +205,13 @@ async fn consume_through_overlay(
     )
     .await?;
     provider
-        .expose(service, &format!("127.0.0.1:{target_port}"), Some("tcp"))
+        .expose(
+            service,
+            &format!("127.0.0.1:{target_port}"),
+            Some("tcp"),
+            Vec::new(),
+            None,
+        )
         .await?;
     let deadline = Instant::now() + Duration::from_secs(30);
     while !consumer.knows_service(service) {
@@ -455,7 +462,13 @@ pub async fn discovery(peers: usize, rounds: usize) -> Result<()> {
         let name = format!("bench-{round}");
         let started = Instant::now();
         publisher
-            .expose(&name, &format!("127.0.0.1:{target}"), Some("tcp"))
+            .expose(
+                &name,
+                &format!("127.0.0.1:{target}"),
+                Some("tcp"),
+                Vec::new(),
+                None,
+            )
             .await?;
         let deadline = started + Duration::from_secs(30);
         loop {

@@ -43,6 +43,7 @@ pub struct Counters {
     pub from_service: AtomicU64,
     pub errors: AtomicU64,
     pub last_provider: Mutex<Option<String>>,
+    pub last_error: Mutex<Option<String>>,
 }
 
 impl Counters {

@@ -117,6 +117,7 @@ pub fn rich_status() -> Status {
         bytes_from_service: 3_500_000,
         errors: 0,
         last_provider: Some("peer-b".into()),
+        last_error: None,
     }];
     s.operations.push(OperationView {
         id: 2,
