@@ -5,6 +5,8 @@ mod cli;
 mod console;
 mod control;
 mod demo;
+#[cfg(test)]
+mod fuzzing;
 mod hypervisor;
 mod image;
 mod model;

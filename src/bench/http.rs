@@ -182,6 +182,9 @@ fn dechunk(mut data: &[u8]) -> Result<Option<Vec<u8>>> {
         let size_text = size_text.split(';').next().unwrap_or("").trim();
         let size = usize::from_str_radix(size_text, 16)
             .map_err(|_| anyhow!("bad chunk size {size_text:?}"))?;
+        if size > MAX_BODY {
+            bail!("chunk of {size} bytes is larger than a reply may be");
+        }
         data = &data[line_end + 2..];
         if size == 0 {
             return Ok(Some(out));
@@ -242,5 +245,38 @@ mod tests {
             .unwrap();
         assert_eq!((r.status, r.body.as_slice()), (404, &b"gone"[..]));
         assert!(parse(b"garbage\r\n\r\n", true).is_err());
+    }
+
+    #[test]
+    fn huge_chunk_size_is_an_error_not_an_overflow() {
+        let raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\nx";
+        let err = parse(raw, false).unwrap_err().to_string();
+        assert!(err.contains("chunk"), "{err}");
+    }
+
+    mod fuzz {
+        use super::*;
+        use crate::fuzzing::{CASES, bytes_like, config};
+        use proptest::prelude::*;
+
+        fn valid() -> Vec<Vec<u8>> {
+            vec![
+                b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n{\"apps\":{}}".to_vec(),
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n[1,2]\r\n0\r\n\r\n"
+                    .to_vec(),
+                b"HTTP/1.0 404 Not Found\r\n\r\nnope".to_vec(),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(config(CASES))]
+            /// Replies of YARN and Spark REST servers (any HTTP server on the network).
+            #[test]
+            fn fuzz_http_reply(raw in bytes_like(valid()), closed in any::<bool>()) {
+                if let Ok(Some(r)) = parse(&raw, closed) {
+                    prop_assert!(r.body.len() <= raw.len());
+                }
+            }
+        }
     }
 }

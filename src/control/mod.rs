@@ -206,3 +206,116 @@ where
     }
     Ok(Line::Text(buf))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_all_lines(bytes: &[u8]) -> Vec<Line> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut reader = tokio::io::BufReader::new(bytes);
+            let mut out = Vec::new();
+            loop {
+                match read_line(&mut reader).await.unwrap() {
+                    Line::Eof => return out,
+                    Line::TooLong => {
+                        out.push(Line::TooLong);
+                        return out;
+                    }
+                    line => out.push(line),
+                }
+            }
+        })
+    }
+
+    #[test]
+    fn lines_are_split_and_bounded() {
+        let lines = read_all_lines(b"a\nbc\n\nlast");
+        let texts: Vec<Line> = ["a", "bc", "", "last"]
+            .iter()
+            .map(|t| Line::Text(t.as_bytes().to_vec()))
+            .collect();
+        assert_eq!(lines, texts);
+        let long = vec![b'x'; MAX_LINE + 10];
+        assert_eq!(read_all_lines(&long), vec![Line::TooLong]);
+        let mut exact = vec![b'x'; MAX_LINE];
+        exact.push(b'\n');
+        assert_eq!(read_all_lines(&exact).len(), 1);
+    }
+
+    mod fuzz {
+        use super::*;
+        use crate::fuzzing::{CASES, bytes_like, config};
+        use proptest::prelude::*;
+
+        fn valid_requests() -> Vec<Vec<u8>> {
+            [
+                Request::Status,
+                Request::Migrate {
+                    vm: "web-1".into(),
+                    to: "peer-b".into(),
+                    max_downtime_ms: Some(300),
+                    bandwidth_mib_s: None,
+                    foreign: false,
+                    detach: true,
+                },
+                Request::Expose {
+                    name: "db".into(),
+                    target: "127.0.0.1:5432".into(),
+                    kind: Some("postgres".into()),
+                    allow: vec!["peer-b".into()],
+                    max_conns: Some(4),
+                },
+                Request::VmCreate {
+                    name: "web-2".into(),
+                    vcpus: 1,
+                    memory_mib: 128,
+                    image: "default".into(),
+                    services: Vec::new(),
+                    data_disk_mib: Some(64),
+                },
+            ]
+            .iter()
+            .map(|r| serde_json::to_vec(r).unwrap())
+            .collect()
+        }
+
+        fn valid_outcomes() -> Vec<Vec<u8>> {
+            [
+                Outcome::Ok(Reply::Done {
+                    message: "ok".into(),
+                }),
+                Outcome::Error("no such VM".into()),
+                Outcome::Ok(Reply::Status(Box::default())),
+                Outcome::Ok(Reply::Grants {
+                    grants: vec![("12D3Koo".into(), "control".into())],
+                    default_role: "consume".into(),
+                }),
+            ]
+            .iter()
+            .map(|o| serde_json::to_vec(o).unwrap())
+            .collect()
+        }
+
+        proptest! {
+            #![proptest_config(config(CASES))]
+            /// Request lines on the control socket (the server side).
+            #[test]
+            fn fuzz_control_socket_request(bytes in bytes_like(valid_requests())) {
+                let _ = read_all_lines(&bytes);
+                if let Err(e) = server::decode_request(&bytes) {
+                    prop_assert!(e.starts_with("malformed request"), "{e}");
+                }
+            }
+
+            /// Reply lines read by the CLI and an attached console.
+            #[test]
+            fn fuzz_control_socket_reply(bytes in bytes_like(valid_outcomes())) {
+                let _ = serde_json::from_slice::<Outcome>(&bytes);
+            }
+        }
+    }
+}

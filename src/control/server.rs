@@ -61,21 +61,31 @@ where
                 Outcome::Error(format!("request too large (over {MAX_LINE} bytes)")),
                 true,
             ),
-            Line::Text(line) => match serde_json::from_slice::<Request>(&line) {
+            Line::Text(line) => match decode_request(&line) {
                 Ok(request) => match handle(request).await {
                     Ok(reply) => (Outcome::Ok(reply), false),
                     Err(e) => (Outcome::Error(format!("{e:#}")), false),
                 },
-                Err(e) => (Outcome::Error(format!("malformed request: {e}")), false),
+                Err(e) => (Outcome::Error(e), false),
             },
         };
         let mut bytes = serde_json::to_vec(&outcome)?;
         bytes.push(b'\n');
         write.write_all(&bytes).await?;
         if last {
+            // Closing with unread input would reset the connection and lose the
+            // reply: discard (not keep) what the client still sends, briefly.
+            let mut sink = tokio::io::sink();
+            let discard = tokio::io::copy(&mut reader, &mut sink);
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), discard).await;
             return Ok(());
         }
     }
+}
+
+/// One request line; the error is what the client is told.
+pub fn decode_request(line: &[u8]) -> Result<Request, String> {
+    serde_json::from_slice(line).map_err(|e| format!("malformed request: {e}"))
 }
 
 #[cfg(test)]

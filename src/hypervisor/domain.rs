@@ -452,4 +452,21 @@ mod tests {
         assert_ne!(mac_for("u"), mac_for("v"));
         assert!(mac_for("u").starts_with("52:54:00:"));
     }
+
+    mod fuzz {
+        use super::*;
+        use crate::fuzzing::{CASES, config, text_like};
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(config(CASES))]
+            /// Our `<metadata>` in domain XML: it travels with a VM migrated in
+            /// from another peer.
+            #[test]
+            fn fuzz_domain_metadata(xml in text_like(vec![spec().to_xml()])) {
+                let meta = parse_metadata(&xml);
+                prop_assert!(meta.services.len() <= xml.len());
+            }
+        }
+    }
 }

@@ -242,4 +242,47 @@ port = 7000
         let missing = VmManifest::load(&dir.path().join("nope.toml")).unwrap_err();
         assert!(missing.to_string().contains("nope.toml"));
     }
+
+    mod fuzz {
+        use super::*;
+        use crate::fuzzing::{CASES, config, names, text_like};
+        use proptest::prelude::*;
+
+        const VALID: &str = r#"
+name = "web-1"
+vcpus = 2
+memory_mib = 256
+data_disk_mib = 64
+
+[[services]]
+name = "web"
+type = "http"
+port = 80
+tags = { tier = "front" }
+
+[[services]]
+name = "kv"
+type = "kv"
+port = 7000
+"#;
+
+        proptest! {
+            #![proptest_config(config(CASES / 10))]
+            /// VM manifests (`vm create -f`): errors name the file and the line or field.
+            #[test]
+            fn fuzz_vm_manifest(text in text_like(vec![VALID.to_string()])) {
+                let dir = tempfile::tempdir().unwrap();
+                let path = dir.path().join("web.toml");
+                std::fs::write(&path, &text).unwrap();
+                match VmManifest::load(&path) {
+                    Ok(m) => prop_assert!(m.validate().is_ok()),
+                    Err(e) => {
+                        let e = e.to_string();
+                        prop_assert!(names(&e, "web.toml"), "{e}");
+                        prop_assert!(!e.trim_end().contains('\n') || e.contains("line "), "{e}");
+                    }
+                }
+            }
+        }
+    }
 }

@@ -160,4 +160,33 @@ mod tests {
         let err = parse_network_key("not hex at all").unwrap_err().to_string();
         assert!(err.contains("invalid network key"), "{err}");
     }
+
+    mod fuzz {
+        use super::*;
+        use crate::fuzzing::{CASES, bytes_like, config, text_like};
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(config(CASES))]
+            /// network.key files and --network-key values.
+            #[test]
+            fn fuzz_network_key_file(text in text_like(vec![
+                NetworkKey::new([0xab; 32]).to_key_file(),
+                "11".repeat(32),
+            ])) {
+                match parse_network_key(&text) {
+                    Ok(key) => prop_assert_eq!(parse_network_key(&key.to_key_file()).ok(), Some(key)),
+                    Err(e) => prop_assert!(e.to_string().contains("network key"), "{e}"),
+                }
+            }
+
+            /// identity.key files (libp2p's protobuf encoding).
+            #[test]
+            fn fuzz_identity_key_file(bytes in bytes_like(vec![
+                Keypair::generate_ed25519().to_protobuf_encoding().unwrap(),
+            ])) {
+                let _ = Keypair::from_protobuf_encoding(&bytes);
+            }
+        }
+    }
 }

@@ -125,4 +125,72 @@ mod tests {
         assert_eq!(a.unwrap_err().to_string(), "network key mismatch");
         assert_eq!(b.unwrap_err().to_string(), "network key mismatch");
     }
+
+    /// The other side of a connection that sends `input` and then closes.
+    struct Scripted {
+        input: futures::io::Cursor<Vec<u8>>,
+    }
+
+    impl AsyncRead for Scripted {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &mut [u8],
+        ) -> std::task::Poll<io::Result<usize>> {
+            std::pin::Pin::new(&mut self.input).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for Scripted {
+        fn poll_write(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<io::Result<usize>> {
+            std::task::Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn poll_close(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    mod fuzz {
+        use super::*;
+        use crate::fuzzing::{CASES, bytes_like, config};
+        use proptest::prelude::*;
+
+        fn valid_hello() -> Vec<u8> {
+            let mut hello = MAGIC.to_vec();
+            hello.extend_from_slice(&[9u8; 32]);
+            hello.extend_from_slice(&[3u8; 32]); // a proof (wrong: nonces differ)
+            hello
+        }
+
+        proptest! {
+            #![proptest_config(config(CASES))]
+            /// The first bytes of every incoming connection, before any other check.
+            #[test]
+            fn fuzz_membership_proof(bytes in bytes_like(vec![valid_hello()])) {
+                let peer = Scripted { input: futures::io::Cursor::new(bytes) };
+                let result = futures::executor::block_on(prove(peer, NetworkKey::new([7; 32])));
+                let err = result.err().expect("random bytes cannot prove the key");
+                let text = err.to_string();
+                prop_assert!(
+                    text == "network key mismatch"
+                        || text.starts_with("not a peervisor peer")
+                        || err.kind() == io::ErrorKind::UnexpectedEof,
+                    "{text}"
+                );
+            }
+        }
+    }
 }

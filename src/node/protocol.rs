@@ -101,6 +101,7 @@ pub struct ServiceRecord {
 const MAX_SERVICES: usize = 1024;
 const MAX_TAGS: usize = 32;
 const MAX_TEXT: usize = 128;
+const MAX_NICK: usize = 64;
 
 impl ServiceRecord {
     /// Records come from other peers: bound every field.
@@ -148,6 +149,18 @@ impl Announcement {
         if let Some(bad) = a.services.iter().find_map(|s| s.validate().err()) {
             return Err(serde::de::Error::custom(bad));
         }
+        // Everything here ends up on an operator's terminal: no control characters.
+        if a.nick.len() > MAX_NICK || a.nick.chars().any(char::is_control) {
+            return Err(serde::de::Error::custom("bad nick"));
+        }
+        let bad_text =
+            |s: &String| s.is_empty() || s.len() > MAX_TEXT || s.chars().any(char::is_control);
+        if a.vms.iter().any(bad_text) {
+            return Err(serde::de::Error::custom("bad VM name"));
+        }
+        if a.links.iter().any(bad_text) {
+            return Err(serde::de::Error::custom("bad link"));
+        }
         Ok(a)
     }
 }
@@ -161,7 +174,8 @@ pub fn nick_from_agent(agent: &str) -> Option<String> {
     let rest = agent.strip_prefix(AGENT_PREFIX)?;
     let (_, nick) = rest.split_once(' ')?;
     let nick = nick.trim();
-    (!nick.is_empty() && nick.len() <= 64).then(|| nick.to_string())
+    let ok = !nick.is_empty() && nick.len() <= MAX_NICK && !nick.chars().any(char::is_control);
+    ok.then(|| nick.to_string())
 }
 
 #[cfg(test)]
@@ -176,6 +190,7 @@ mod tests {
         );
         assert_eq!(nick_from_agent("rust-libp2p/0.1"), None);
         assert_eq!(nick_from_agent("peervisor/0.1.0 "), None);
+        assert_eq!(nick_from_agent("peervisor/0.1.0 a\u{1b}[2Jb"), None);
     }
 
     #[test]
@@ -198,5 +213,79 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("bad service name"), "{err}");
+    }
+
+    fn sample_announcement() -> Announcement {
+        Announcement {
+            nick: "peer-a".into(),
+            vms: vec!["web-1".into(), "kv-2".into()],
+            services: vec![ServiceRecord {
+                name: "web-1".into(),
+                kind: "http".into(),
+                tags: vec![("tier".into(), "front".into())],
+                vm: Some("web-1".into()),
+                version: 7,
+            }],
+            load: PeerLoad {
+                cpu_pct: 12.5,
+                running_vms: 2,
+                connections: 3,
+            },
+            links: vec!["12D3KooWAbc".into()],
+            seq: 1_764_000_000_000,
+        }
+    }
+
+    #[test]
+    fn oversized_announcement_is_dropped() {
+        let mut a = sample_announcement();
+        a.vms = vec!["vm".into(); 5000];
+        let err = Announcement::decode(&a.encode()).unwrap_err().to_string();
+        assert!(err.contains("too large"), "{err}");
+    }
+
+    mod fuzz {
+        use super::*;
+        use crate::fuzzing::{CASES, bytes_like, config, text_like};
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(config(CASES))]
+            /// Gossip announcements, straight from any member of the overlay.
+            #[test]
+            fn fuzz_announcement_decode(bytes in bytes_like(vec![
+                sample_announcement().encode(),
+                Announcement::default().encode(),
+            ])) {
+                if let Ok(a) = Announcement::decode(&bytes) {
+                    prop_assert!(a.services.len() <= MAX_SERVICES);
+                    prop_assert!(!a.nick.chars().any(char::is_control));
+                    for s in &a.services {
+                        prop_assert!(s.validate().is_ok());
+                    }
+                }
+            }
+
+            /// Service records as they come in `ListServices` answers.
+            #[test]
+            fn fuzz_service_record_validate(bytes in bytes_like(vec![
+                serde_json::to_vec(&sample_announcement().services[0]).unwrap(),
+            ])) {
+                if let Ok(record) = serde_json::from_slice::<ServiceRecord>(&bytes)
+                    && let Err(e) = record.validate()
+                {
+                    prop_assert!(!e.contains('\n') && !e.contains('\u{1b}'), "{e:?}");
+                }
+            }
+
+            /// Identify's agent version (the nickname rides in it).
+            #[test]
+            fn fuzz_nick_from_agent(agent in text_like(vec![agent_version("peer-a")])) {
+                if let Some(nick) = nick_from_agent(&agent) {
+                    prop_assert!(!nick.is_empty() && nick.len() <= MAX_NICK);
+                    prop_assert!(!nick.chars().any(char::is_control));
+                }
+            }
+        }
     }
 }

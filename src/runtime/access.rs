@@ -144,4 +144,27 @@ mod tests {
         assert_eq!("control".parse::<Role>(), Ok(Role::Control));
         assert!("admin".parse::<Role>().unwrap_err().contains("admin"));
     }
+
+    mod fuzz {
+        use super::*;
+        use crate::fuzzing::{CASES, config, names, text_like};
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(config(CASES / 10))]
+            /// access.json: errors name the file.
+            #[test]
+            fn fuzz_access_file(text in text_like(vec![
+                format!("{{\n  \"{}\": \"control\",\n  \"{}\": \"observe\"\n}}", PeerId::random(), PeerId::random()),
+            ])) {
+                let dir = tempfile::tempdir().unwrap();
+                let path = dir.path().join("access.json");
+                std::fs::write(&path, &text).unwrap();
+                match AccessList::load(path, PeerId::random()) {
+                    Ok(list) => { let _ = list.list(); }
+                    Err(e) => prop_assert!(names(&e.to_string(), "access.json"), "{e}"),
+                }
+            }
+        }
+    }
 }

@@ -85,7 +85,7 @@ impl Peer {
         let Ok(text) = std::fs::read_to_string(&path) else {
             return;
         };
-        match serde_json::from_str::<Vec<Exposure>>(&text) {
+        match parse_exposures(&text) {
             Ok(list) => *lock(&self.services.exposures) = list,
             Err(e) => tracing::warn!("{}: ignored ({e})", path.display()),
         }
@@ -678,6 +678,29 @@ impl Peer {
     }
 }
 
+/// exposed.json as saved by an earlier run; entries an operator broke by hand
+/// are refused with the entry's name.
+fn parse_exposures(text: &str) -> Result<Vec<Exposure>> {
+    let list: Vec<Exposure> = serde_json::from_str(text)?;
+    for e in &list {
+        let record = ServiceRecord {
+            name: e.name.clone(),
+            kind: e.kind.clone(),
+            ..Default::default()
+        };
+        record
+            .validate()
+            .map_err(|why| anyhow!("exposure {:?}: {why}", e.name))?;
+        if e.max_conns == Some(0) {
+            bail!("exposure {:?}: max_conns 0", e.name);
+        }
+        if let Some(bad) = e.allow.iter().find(|p| p.parse::<PeerId>().is_err()) {
+            bail!("exposure {:?}: allow: {bad:?} is not a peer id", e.name);
+        }
+    }
+    Ok(list)
+}
+
 /// Times a stream the provider dropped before answering is opened again.
 const OPEN_RETRIES: u32 = 3;
 
@@ -739,4 +762,46 @@ fn unix_millis() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposures_file_round_trips_and_bad_entries_are_named() {
+        let list = vec![Exposure {
+            name: "db".into(),
+            kind: "postgres".into(),
+            target: "127.0.0.1:5432".into(),
+            allow: vec![PeerId::random().to_string()],
+            max_conns: Some(2),
+        }];
+        let text = serde_json::to_string(&list).unwrap();
+        assert_eq!(parse_exposures(&text).unwrap(), list);
+        let old = r#"[{"name":"db","kind":"tcp","target":"127.0.0.1:1"}]"#;
+        assert_eq!(parse_exposures(old).unwrap()[0].max_conns, None);
+        let bad = r#"[{"name":"db","kind":"tcp","target":"x","allow":["nope"]}]"#;
+        let err = parse_exposures(bad).unwrap_err().to_string();
+        assert!(err.contains("\"db\"") && err.contains("nope"), "{err}");
+    }
+
+    mod fuzz {
+        use super::*;
+        use crate::fuzzing::{CASES, config, text_like};
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(config(CASES))]
+            /// exposed.json in the data dir.
+            #[test]
+            fn fuzz_exposures_file(text in text_like(vec![
+                format!(r#"[{{"name":"db","kind":"tcp","target":"127.0.0.1:5432","allow":["{}"],"max_conns":3}}]"#, PeerId::random()),
+            ])) {
+                if let Ok(list) = parse_exposures(&text) {
+                    prop_assert!(list.iter().all(|e| e.max_conns != Some(0)));
+                }
+            }
+        }
+    }
 }

@@ -4,6 +4,8 @@
 pub mod bench;
 pub mod load;
 pub mod proxy;
+#[cfg(test)]
+mod proxy_fuzz;
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -735,4 +735,42 @@ mod tests {
         let err = Keymap::load("k.toml", "[kyes]\nquit = [\"q\"]\n").unwrap_err();
         assert!(err.to_string().contains("kyes"), "{err}");
     }
+
+    mod fuzz {
+        use super::*;
+        use crate::fuzzing::{CASES, config, names, text_like};
+        use proptest::prelude::*;
+
+        fn valid() -> Vec<String> {
+            vec![
+                DEFAULT_KEYMAP.to_string(),
+                VIM_KEYMAP.to_string(),
+                "base = \"vim\"\n[keys]\nquit = [\"C-q\", \"A-x\"]\n".to_string(),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(config(CASES / 4))]
+            /// Keymap files: shipped ones and the user's patch; errors name the file.
+            #[test]
+            fn fuzz_keymap_file(text in text_like(valid())) {
+                const PATH: &str = "/home/op/.config/peervisor/keymap.toml";
+                if let Err(e) = Keymap::load(PATH, &text) {
+                    prop_assert!(names(&e.to_string(), PATH), "{e}");
+                }
+                if let Err(e) = Keymap::load_user(PATH, &text) {
+                    prop_assert!(names(&e.to_string(), PATH), "{e}");
+                }
+            }
+
+            /// One key spec (`C-x`, `A-Enter`, `F5`): from files and the command line.
+            #[test]
+            fn fuzz_key_spec(spec in text_like(vec!["C-x".into(), "A-Enter".into(), "F12".into(), "S-Tab".into()])) {
+                if let Ok(binding) = KeyBinding::parse(&spec) {
+                    let _ = binding.label();
+                    prop_assert_eq!(KeyBinding::parse(&binding.spec()).ok(), Some(binding));
+                }
+            }
+        }
+    }
 }

@@ -631,4 +631,31 @@ mod tests {
         );
         assert_ne!(theme.name, "broken");
     }
+
+    mod fuzz {
+        use super::*;
+        use crate::fuzzing::{CASES, config, names, text_like};
+        use proptest::prelude::*;
+
+        fn valid() -> Vec<String> {
+            let shipped = ["default", "light", "16color", "monochrome"]
+                .iter()
+                .map(|n| std::fs::read_to_string(format!("themes/{n}.toml")).unwrap());
+            shipped
+                .chain(["inherits = \"light\"\n[styles.title]\nfg = \"#ff8800\"\nmodifiers = [\"bold\"]\n".to_string()])
+                .collect()
+        }
+
+        proptest! {
+            #![proptest_config(config(CASES / 4))]
+            /// Theme files; errors name the file.
+            #[test]
+            fn fuzz_theme_file(text in text_like(valid())) {
+                const PATH: &str = "/home/op/.config/peervisor/themes/mine.toml";
+                if let Err(e) = Theme::load(PATH, &text, None) {
+                    prop_assert!(names(&e.to_string(), PATH), "{e}");
+                }
+            }
+        }
+    }
 }

@@ -1,0 +1,173 @@
+//! Shared pieces of the fuzz targets (proptest): every decoder of data from the
+//! network or from files gets arbitrary bytes and structure-aware mutations of
+//! valid encodings, and must answer with a value or an error, never a panic.
+//! Targets are the tests named `fuzz_*`; each runs a fixed number of cases
+//! (`PROPTEST_CASES` overrides it), so the suite stays bounded in time.
+
+use proptest::prelude::*;
+use proptest::test_runner::Config;
+
+/// Cases per target unless `PROPTEST_CASES` says otherwise: a few seconds each
+/// on a debug build.
+pub const CASES: u32 = 10_000;
+
+pub fn config(cases: u32) -> Config {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(cases);
+    Config {
+        cases,
+        // CI must not write regression files into the source tree.
+        failure_persistence: None,
+        max_shrink_iters: 4096,
+        ..Config::default()
+    }
+}
+
+/// Tokens that make parsers take unusual paths: delimiters of JSON, TOML and
+/// XML, huge and negative numbers, escapes, control characters.
+const TOKENS: &[&str] = &[
+    "\"",
+    "{",
+    "}",
+    "[",
+    "]",
+    ",",
+    ":",
+    "=",
+    "\n",
+    "\r\n",
+    "\\",
+    "\\u0000",
+    "\\ud800",
+    "0",
+    "-1",
+    "1e309",
+    "18446744073709551616",
+    "99999999999999999999999",
+    "null",
+    "true",
+    "[[",
+    "]]",
+    "<",
+    ">",
+    "</",
+    "/>",
+    "&amp;",
+    "&#0;",
+    "<!--",
+    "\u{0}",
+    "\u{1b}[2J",
+    "\u{feff}",
+    "é",
+    "𝕏",
+    "ffffffffffffffff",
+    "\r\n\r\n",
+    "0\r\n\r\n",
+];
+
+#[derive(Debug, Clone)]
+pub enum Mutation {
+    Flip(usize, u8),
+    Insert(usize, u8),
+    Delete(usize),
+    Truncate(usize),
+    /// Copy a slice of the input somewhere else in it (repeats fields, nests).
+    Duplicate(usize, usize, usize),
+    Token(usize, &'static str),
+    /// Put a token in place of a few bytes (a number, a delimiter).
+    Replace(usize, usize, &'static str),
+}
+
+fn mutation() -> impl Strategy<Value = Mutation> {
+    prop_oneof![
+        (any::<usize>(), any::<u8>()).prop_map(|(i, b)| Mutation::Flip(i, b)),
+        (any::<usize>(), any::<u8>()).prop_map(|(i, b)| Mutation::Insert(i, b)),
+        any::<usize>().prop_map(Mutation::Delete),
+        any::<usize>().prop_map(Mutation::Truncate),
+        (any::<usize>(), any::<usize>(), any::<usize>())
+            .prop_map(|(a, n, at)| Mutation::Duplicate(a, n, at)),
+        (any::<usize>(), proptest::sample::select(TOKENS)).prop_map(|(i, t)| Mutation::Token(i, t)),
+        (any::<usize>(), 1..4usize, proptest::sample::select(TOKENS))
+            .prop_map(|(i, n, t)| Mutation::Replace(i, n, t)),
+    ]
+}
+
+pub fn apply(mut data: Vec<u8>, mutations: &[Mutation]) -> Vec<u8> {
+    for m in mutations {
+        let len = data.len();
+        let at = |i: usize| if len == 0 { 0 } else { i % (len + 1) };
+        match *m {
+            Mutation::Flip(i, b) if len > 0 => data[i % len] ^= b.max(1),
+            Mutation::Insert(i, b) => data.insert(at(i), b),
+            Mutation::Delete(i) if len > 0 => {
+                data.remove(i % len);
+            }
+            Mutation::Truncate(i) => data.truncate(at(i)),
+            Mutation::Duplicate(start, n, to) if len > 0 => {
+                let start = start % len;
+                let end = start + n % (len - start).min(64) + 1;
+                let piece = data[start..end.min(len)].to_vec();
+                let to = at(to);
+                data.splice(to..to, piece);
+            }
+            Mutation::Token(i, t) => {
+                let i = at(i);
+                data.splice(i..i, t.bytes());
+            }
+            Mutation::Replace(i, n, t) => {
+                let i = at(i);
+                let end = (i + n).min(len);
+                data.splice(i..end, t.bytes());
+            }
+            _ => {}
+        }
+    }
+    data
+}
+
+/// Arbitrary bytes, or one of `valid` with a few mutations.
+pub fn bytes_like(valid: Vec<Vec<u8>>) -> impl Strategy<Value = Vec<u8>> {
+    let n = valid.len();
+    prop_oneof![
+        1 => proptest::collection::vec(any::<u8>(), 0..512),
+        3 => (0..n, proptest::collection::vec(mutation(), 1..8))
+            .prop_map(move |(i, m)| apply(valid[i].clone(), &m)),
+    ]
+}
+
+/// Like [`bytes_like`], as text (decoders of files take UTF-8).
+pub fn text_like(valid: Vec<String>) -> impl Strategy<Value = String> {
+    bytes_like(valid.into_iter().map(String::into_bytes).collect())
+        .prop_map(|b| String::from_utf8_lossy(&b).into_owned())
+}
+
+/// An error message fit for the operator: one line, and naming `what` (a file,
+/// a field, a peer).
+pub fn names(error: &str, what: &str) -> bool {
+    error.contains(what)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mutations_stay_in_bounds() {
+        let all = [
+            Mutation::Flip(99, 1),
+            Mutation::Insert(99, 1),
+            Mutation::Delete(99),
+            Mutation::Truncate(99),
+            Mutation::Duplicate(99, 99, 99),
+            Mutation::Token(99, "{"),
+            Mutation::Replace(99, 3, "}"),
+        ];
+        for m in &all {
+            apply(Vec::new(), std::slice::from_ref(m));
+            apply(b"abc".to_vec(), std::slice::from_ref(m));
+        }
+        assert_eq!(apply(b"abc".to_vec(), &[Mutation::Truncate(1)]), b"a");
+    }
+}
