@@ -9,6 +9,9 @@
 #![allow(dead_code, unused_imports)]
 
 // The console is part of the binary crate; the bench compiles the same source.
+#[cfg(test)]
+#[path = "../src/fuzzing.rs"]
+mod fuzzing;
 #[path = "../src/model.rs"]
 mod model;
 #[path = "../src/tui/mod.rs"]

@@ -196,7 +196,7 @@ pub fn raise_fd_limit() -> std::io::Result<u64> {
             }
         }
     }
-    Ok(limit.rlim_cur as u64)
+    Ok(limit.rlim_cur)
 }
 
 #[cfg(test)]
@@ -268,7 +268,7 @@ mod tests {
             0
         );
         assert_eq!(limit.rlim_cur, limit.rlim_max);
-        assert_eq!(soft, limit.rlim_cur as u64);
+        assert_eq!(soft, limit.rlim_cur);
     }
 
     #[test]

@@ -710,6 +710,13 @@ pub async fn accept_tunnels(peer: Arc<Peer>) {
 }
 
 async fn serve_tunnel(peer: Arc<Peer>, from: PeerId, stream: libp2p::Stream) -> Result<()> {
+    if let Err(retry) = peer.limits.streams.check(&from) {
+        let per_s = peer.limits.streams.per_s();
+        bail!(
+            "dropped: {}",
+            super::limits::rate_limited("streams", per_s, retry)
+        );
+    }
     let mut remote = stream.compat();
     let mut token = [0u8; 8];
     tokio::time::timeout(TOKEN_TIMEOUT, remote.read_exact(&mut token))
