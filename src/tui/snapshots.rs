@@ -579,3 +579,15 @@ fn header_says_when_libvirt_is_reconnecting_or_not_answering() {
     let top = render(&app_with(Some(status)), 80, 24)[0].clone();
     assert!(top.contains("libvirt: not answering"), "{top}");
 }
+
+#[test]
+fn failed_consumer_connections_show_in_the_services_pane() {
+    let mut status = rich_status();
+    status.consumptions[0].errors = 3;
+    status.consumptions[0].last_error = Some("provider peer-b: rate limit".into());
+    let mut app = app_with(Some(status));
+    app.theme = Theme::builtin("default").unwrap();
+    let lines = render(&app, 200, 60);
+    let cache = line_with(&lines, "peer-b/cache-3");
+    assert!(cache.contains("127.0.0.1:6380 2c 3err ↑2K"), "{cache}");
+}

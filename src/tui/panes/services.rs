@@ -93,14 +93,25 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
                 let listens: Vec<&str> = uses.iter().map(|c| c.listen.as_str()).collect();
                 let sent: u64 = uses.iter().map(|c| c.bytes_to_service).sum();
                 let got: u64 = uses.iter().map(|c| c.bytes_from_service).sum();
+                let errors: u64 = uses.iter().map(|c| c.errors).sum();
+                // Refused or failed connections: the reason is in the log and `status`.
+                let failed = if errors > 0 {
+                    format!(" {errors}err")
+                } else {
+                    String::new()
+                };
                 Line::styled(
                     format!(
-                        "{} {active}c ↑{} ↓{}",
+                        "{} {active}c{failed} ↑{} ↓{}",
                         listens.join(","),
                         fmt_bytes(sent),
                         fmt_bytes(got)
                     ),
-                    theme.connected,
+                    if errors > 0 {
+                        theme.log_warn
+                    } else {
+                        theme.connected
+                    },
                 )
             } else {
                 Line::styled(format!("{active}"), theme.connected)
