@@ -154,6 +154,9 @@ pub struct PeerLimits {
     pub open_streams: OpenCounts<PeerId>,
     /// Open streams per service, for services with `--max-conns`.
     pub service_streams: OpenCounts<String>,
+    /// Refusals are logged a few times a second per peer, not once per request:
+    /// a flood must not become a flood of log lines.
+    log_lines: RateLimiter,
 }
 
 impl PeerLimits {
@@ -164,7 +167,13 @@ impl PeerLimits {
             streams: RateLimiter::new(config.streams_per_s),
             open_streams: OpenCounts::default(),
             service_streams: OpenCounts::default(),
+            log_lines: RateLimiter::new(2),
         }
+    }
+
+    /// Whether a refusal of `peer` should be logged now.
+    pub fn log_refusal(&self, peer: &PeerId) -> bool {
+        self.log_lines.check(peer).is_ok()
     }
 }
 

@@ -702,7 +702,9 @@ pub async fn accept_tunnels(peer: Arc<Peer>) {
     while let Some((from, stream)) = incoming.next().await {
         let peer = peer.clone();
         tokio::spawn(async move {
-            if let Err(e) = serve_tunnel(peer, from, stream).await {
+            if let Err(e) = serve_tunnel(peer.clone(), from, stream).await
+                && peer.limits.log_refusal(&from)
+            {
                 tracing::warn!("migration tunnel from {from}: {e:#}");
             }
         });

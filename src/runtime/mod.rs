@@ -502,7 +502,9 @@ impl Peer {
                             self.limits.control.per_s(),
                             retry,
                         );
-                        tracing::warn!("control request from {peer} refused: {reason}");
+                        if self.limits.log_refusal(&peer) {
+                            tracing::warn!("control request from {peer} refused: {reason}");
+                        }
                         let refused = ControlResponse::Refused { reason };
                         if let Err(e) = self.node.respond(channel, refused).await {
                             tracing::warn!("answering {peer}: {e:#}");

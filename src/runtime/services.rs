@@ -590,7 +590,9 @@ async fn serve_stream(peer: &Peer, from: PeerId, stream: libp2p::Stream) -> Resu
     let hello: Hello = match proxy::read_frame(&mut stream).await {
         Ok(hello) => hello,
         Err(e) => {
-            tracing::warn!("dropped a service stream from {from}: {e:#}");
+            if peer.limits.log_refusal(&from) {
+                tracing::warn!("dropped a service stream from {from}: {e:#}");
+            }
             return Ok(());
         }
     };
@@ -604,10 +606,12 @@ async fn serve_stream(peer: &Peer, from: PeerId, stream: libp2p::Stream) -> Resu
     let _open = match admitted {
         Ok(guards) => guards,
         Err(reason) => {
-            tracing::warn!(
-                "refused a stream for '{}' from {from}: {reason}",
-                hello.service
-            );
+            if peer.limits.log_refusal(&from) {
+                tracing::warn!(
+                    "refused a stream for '{}' from {from}: {reason}",
+                    hello.service
+                );
+            }
             proxy::write_frame(
                 &mut stream,
                 &Answer {
