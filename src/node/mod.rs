@@ -700,7 +700,7 @@ impl EventLoop {
                         }
                     }
                     Err(e) => tracing::warn!(
-                        "dropped malformed announcement from {propagation_source}: {e}"
+                        "dropped malformed announcement from {source} (via {propagation_source}): {e}"
                     ),
                 }
             }
