@@ -102,7 +102,7 @@ fn big_status(peers: usize, vms: usize, services: usize) -> Status {
                 name: format!("svc-{i}"),
                 kind: "http".into(),
                 port: 80,
-                tags: vec![],
+                ..Default::default()
             }],
         })
         .collect();

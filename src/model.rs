@@ -234,6 +234,12 @@ pub struct ServiceSpec {
     pub port: u16,
     #[serde(default)]
     pub tags: Vec<(String, String)>,
+    /// Connections served at once, all consumers together; None: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_conns: Option<u32>,
+    /// Peer ids that may consume it; empty: every peer with the consume role.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<String>,
 }
 
 /// Rates computed from libvirt counter deltas.

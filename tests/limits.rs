@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
-use common::{NodeOptions, TestNode, eventually, fresh_key, node, stderr};
+use common::{NodeOptions, TestNetns, TestNode, eventually, fresh_key, node, stderr};
 use serde_json::Value;
 
 /// A line-echo server on loopback, for any number of connections.
@@ -226,5 +226,60 @@ fn per_peer_rate_limits_refuse_with_a_reason_the_caller_sees() {
             .contains(&format!("control request from {b_id} refused: rate limit")),
         "{}",
         a.log()
+    );
+}
+
+#[test]
+fn vm_service_limits_from_the_manifest_refuse_the_extra_consumer() {
+    let netns = TestNetns::new("lim");
+    let key = fresh_key();
+    let image_dir = common::image_dir().to_string_lossy().into_owned();
+    let a = TestNode::start(NodeOptions {
+        nick: "peer-a",
+        key: &key,
+        bootstrap: None,
+        hypervisor: None,
+        guest_netns: &netns.name,
+        extra: &["--image-dir", &image_dir],
+    });
+    let b = node("peer-b", &key, Some(a.port));
+    let name = format!("lim-{}", std::process::id());
+    let manifest = a.data_dir().join("vm.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "name = \"{name}\"\n[[services]]\nname = \"lim-echo\"\ntype = \"echo\"\nport = 7\nmax_conns = 1\n"
+        ),
+    )
+    .unwrap();
+    let out = a.cli(&["vm", "create", "-f", manifest.to_str().unwrap()]);
+    assert!(out.status.success(), "create: {}", stderr(&out));
+
+    let port = consume(&b, "lim-echo");
+    // The guest's echo service answers once it has booted.
+    let mut held = None;
+    assert!(
+        eventually(Duration::from_secs(90), || {
+            let mut conn = connect(port);
+            let ok = exchange(&mut conn, b"first\n").is_ok();
+            if ok {
+                held = Some(conn);
+            }
+            ok
+        }),
+        "the guest's echo never answered:\n{}",
+        a.log()
+    );
+    assert!(round_trip(port).is_err(), "a second connection got through");
+    assert!(
+        eventually(Duration::from_secs(5), || last_error(&b, "lim-echo")
+            .contains("service 'lim-echo' is at its limit of 1 connection")),
+        "consumer's last error: {:?}",
+        last_error(&b, "lim-echo")
+    );
+    drop(held);
+    assert!(
+        eventually(Duration::from_secs(15), || round_trip(port).is_ok()),
+        "the slot never came back"
     );
 }

@@ -88,13 +88,20 @@ impl DomainSpec {
         for s in &self.services {
             let _ = write!(
                 x,
-                "<{p}:service name='{}' type='{}' port='{}'>",
+                "<{p}:service name='{}' type='{}' port='{}'",
                 esc(&s.name),
                 esc(&s.kind),
                 s.port
             );
+            if let Some(max) = s.max_conns {
+                let _ = write!(x, " max-conns='{max}'");
+            }
+            let _ = write!(x, ">");
             for (k, v) in &s.tags {
                 let _ = write!(x, "<{p}:tag name='{}' value='{}'/>", esc(k), esc(v));
+            }
+            for peer in &s.allow {
+                let _ = write!(x, "<{p}:allow peer='{}'/>", esc(peer));
             }
             let _ = write!(x, "</{p}:service>");
         }
@@ -251,6 +258,8 @@ fn services_and_disks(xml: &str) -> (Vec<ServiceSpec>, Vec<String>) {
                                 kind,
                                 port,
                                 tags: Vec::new(),
+                                max_conns: get("max-conns").and_then(|n| n.parse().ok()),
+                                allow: Vec::new(),
                             }),
                             _ => None,
                         };
@@ -263,6 +272,11 @@ fn services_and_disks(xml: &str) -> (Vec<ServiceSpec>, Vec<String>) {
                             (current.as_mut(), get("name"), get("value"))
                         {
                             s.tags.push((k, v));
+                        }
+                    }
+                    b"allow" => {
+                        if let (Some(s), Some(peer)) = (current.as_mut(), get("peer")) {
+                            s.allow.push(peer);
                         }
                     }
                     b"disk" => in_disk = !empty,
@@ -359,12 +373,14 @@ mod tests {
                     kind: "http".into(),
                     port: 80,
                     tags: vec![("tier".into(), "front & <back>".into())],
+                    max_conns: Some(20),
+                    allow: vec!["12D3KooWPeerA".into(), "12D3KooWPeerB".into()],
                 },
                 ServiceSpec {
                     name: "store".into(),
                     kind: "kv".into(),
                     port: 7000,
-                    tags: Vec::new(),
+                    ..Default::default()
                 },
             ],
             data_disk: Some("/disks/web-1-abcd.qcow2".into()),

@@ -40,6 +40,12 @@ pub struct ManifestService {
     pub port: u32,
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
+    /// Connections it serves at once, all consumers together.
+    #[serde(default)]
+    pub max_conns: Option<u32>,
+    /// Peer ids that may consume it; empty: every peer with the consume role.
+    #[serde(default)]
+    pub allow: Vec<String>,
 }
 
 fn default_vcpus() -> u32 {
@@ -122,6 +128,16 @@ impl VmManifest {
                     bail!("{at}.tags: empty tag name");
                 }
             }
+            if s.max_conns == Some(0) {
+                bail!("{at}.max_conns: must be 1 or more");
+            }
+            if let Some(bad) = s
+                .allow
+                .iter()
+                .find(|p| p.parse::<libp2p::PeerId>().is_err())
+            {
+                bail!("{at}.allow: '{bad}' is not a peer id");
+            }
         }
         Ok(())
     }
@@ -134,6 +150,8 @@ impl VmManifest {
                 kind: s.kind.clone(),
                 port: s.port as u16,
                 tags: s.tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                max_conns: s.max_conns,
+                allow: s.allow.clone(),
             })
             .collect()
     }
@@ -188,6 +206,18 @@ port = 7000
         assert_eq!(specs[0].port, 80);
         assert_eq!(specs[0].tags, vec![("tier".into(), "front".into())]);
         assert_eq!(services_arg(&specs), "web:http:80,store:kv:7000");
+        assert_eq!(specs[0].max_conns, None);
+        let limited = GOOD.replacen(
+            "port = 80\n",
+            &format!(
+                "port = 80\nmax_conns = 5\nallow = [\"{}\"]\n",
+                libp2p::PeerId::random()
+            ),
+            1,
+        );
+        let specs = VmManifest::parse(&limited).unwrap().service_specs();
+        assert_eq!(specs[0].max_conns, Some(5));
+        assert_eq!(specs[0].allow.len(), 1);
     }
 
     fn error_of(text: &str) -> String {
@@ -217,6 +247,17 @@ port = 7000
         assert!(
             dup.contains("services[1].name") && dup.contains("duplicate"),
             "{dup}"
+        );
+        let max = error_of(
+            "name = \"a\"\n[[services]]\nname = \"w\"\ntype = \"http\"\nport = 80\nmax_conns = 0\n",
+        );
+        assert!(max.contains("services[0].max_conns"), "{max}");
+        let allow = error_of(
+            "name = \"a\"\n[[services]]\nname = \"w\"\ntype = \"http\"\nport = 80\nallow = [\"bob\"]\n",
+        );
+        assert!(
+            allow.contains("services[0].allow") && allow.contains("'bob'"),
+            "{allow}"
         );
         let kind =
             error_of("name = \"a\"\n[[services]]\nname = \"w\"\ntype = \"ftp\"\nport = 21\n");
@@ -259,12 +300,19 @@ name = "web"
 type = "http"
 port = 80
 tags = { tier = "front" }
+max_conns = 5
+allow = ["12D3KooWKmGEsA55CAE5ZJHxTY25tTYHu23s3KwiQG5xUKjXPVth"]
 
 [[services]]
 name = "kv"
 type = "kv"
 port = 7000
 "#;
+
+        #[test]
+        fn the_seed_is_a_valid_manifest() {
+            VmManifest::parse(VALID).unwrap();
+        }
 
         proptest! {
             #![proptest_config(config(CASES / 10))]

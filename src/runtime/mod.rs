@@ -226,6 +226,8 @@ impl Peer {
                             kind: s.kind,
                             port: u32::from(s.port),
                             tags: s.tags.into_iter().collect(),
+                            max_conns: s.max_conns,
+                            allow: s.allow,
                         })
                         .collect(),
                 };

@@ -108,6 +108,8 @@ impl Peer {
                     kind: e.kind.clone(),
                     port: 0,
                     tags: Vec::new(),
+                    max_conns: e.max_conns,
+                    allow: e.allow.clone(),
                 },
                 vm: None,
                 target: Target::Legacy {
@@ -597,14 +599,17 @@ async fn serve_stream(peer: &Peer, from: PeerId, stream: libp2p::Stream) -> Resu
         }
     };
     let admitted = match open {
-        Some(open) => peer.admit_stream(from, &hello.service).map(|g| (open, g)),
+        Some(open) => peer
+            .admit_stream(from, &hello.service)
+            .await
+            .map(|(service, guard)| (service, open, guard)),
         None => Err(format!(
             "too many open streams from you (at most {})",
             peer.limits.config.streams_per_peer
         )),
     };
-    let _open = match admitted {
-        Ok(guards) => guards,
+    let (service, _open, _slot) = match admitted {
+        Ok(admitted) => admitted,
         Err(reason) => {
             if peer.limits.log_refusal(&from) {
                 tracing::warn!(
@@ -621,15 +626,6 @@ async fn serve_stream(peer: &Peer, from: PeerId, stream: libp2p::Stream) -> Resu
             .await?;
             return Ok(());
         }
-    };
-    let local = peer.local_services().await?;
-    let Some(service) = local.into_iter().find(|s| s.spec.name == hello.service) else {
-        let error = Some(format!(
-            "'{}' is not provided here (any more)",
-            hello.service
-        ));
-        proxy::write_frame(&mut stream, &Answer { error }).await?;
-        bail!("asked for '{}', which is not provided here", hello.service);
     };
     let mut upstream = match proxy::connect_target(&service.target, &peer.network).await {
         Ok(upstream) => upstream,
@@ -648,9 +644,13 @@ async fn serve_stream(peer: &Peer, from: PeerId, stream: libp2p::Stream) -> Resu
 type ServiceGuard<'a> = Option<OpenGuard<'a, String>>;
 
 impl Peer {
-    /// May `from` open a stream to `service` now? The reason if not, for the
-    /// consumer to show. The guard holds the service's connection slot.
-    fn admit_stream(&self, from: PeerId, service: &str) -> Result<ServiceGuard<'_>, String> {
+    /// May `from` open a stream to `service` now? The service if so, with the
+    /// guard of its connection slot; the reason if not, for the consumer to show.
+    async fn admit_stream(
+        &self,
+        from: PeerId,
+        service: &str,
+    ) -> Result<(LocalService, ServiceGuard<'_>), String> {
         if !self.access.allows(&from, Role::Consume) {
             return Err("this peer may not consume services here".into());
         }
@@ -658,27 +658,31 @@ impl Peer {
             let per_s = self.limits.streams.per_s();
             return Err(limits::rate_limited("service streams", per_s, retry));
         }
-        let exposure = lock(&self.services.exposures)
-            .iter()
-            .find(|e| e.name == service)
-            .cloned();
-        let Some(exposure) = exposure else {
-            return Ok(None);
+        let local = self
+            .local_services()
+            .await
+            .map_err(|e| format!("cannot list services here: {e:#}"))?;
+        let Some(found) = local.into_iter().find(|s| s.spec.name == service) else {
+            return Err(format!("'{service}' is not provided here (any more)"));
         };
-        if !exposure.allow.is_empty() && !exposure.allow.contains(&from.to_string()) {
+        let spec = &found.spec;
+        if !spec.allow.is_empty() && !spec.allow.contains(&from.to_string()) {
             return Err(format!(
                 "service '{service}' admits only the peers its operator listed (--allow)"
             ));
         }
-        match exposure.max_conns {
-            None => Ok(None),
-            Some(max) => match self.limits.service_streams.try_open(&exposure.name, max) {
-                Some(guard) => Ok(Some(guard)),
-                None => Err(format!(
-                    "service '{service}' is at its limit of {max} connection(s); try again later"
-                )),
+        let slot = match spec.max_conns {
+            None => None,
+            Some(max) => match self.limits.service_streams.try_open(&spec.name, max) {
+                Some(guard) => Some(guard),
+                None => {
+                    return Err(format!(
+                        "service '{service}' is at its limit of {max} connection(s); try again later"
+                    ));
+                }
             },
-        }
+        };
+        Ok((found, slot))
     }
 }
 

@@ -73,7 +73,7 @@ pub fn services_of_vms(vms: &[VmView]) -> Vec<LocalService> {
                 name: vm.name.clone(),
                 kind: "http".into(),
                 port: 80,
-                tags: Vec::new(),
+                ..Default::default()
             }]
         } else {
             vm.services.clone()

@@ -64,7 +64,7 @@ pub fn rich_status() -> Status {
         name: "web".into(),
         kind: "http".into(),
         port: 80,
-        tags: vec![],
+        ..Default::default()
     }];
     let provider =
         |peer_id: &str, nick: &str, vm: Option<&str>, ms: Option<f64>, local| ProviderView {
