@@ -29,6 +29,7 @@ use protocol::{
 
 pub use libp2p_stream::Control as StreamControl;
 pub use relay::RelayConfig;
+pub use transport::MAX_STREAMS_PER_CONNECTION;
 
 /// How a node joins the overlay.
 pub struct NodeConfig {

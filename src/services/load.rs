@@ -79,6 +79,11 @@ pub async fn measure(connections: usize, requests: usize) -> Result<LoadReport> 
     if connections == 0 || requests < connections {
         bail!("need at least one connection and one request per connection");
     }
+    // All consumer connections ride one overlay connection between the two nodes.
+    let most = crate::node::MAX_STREAMS_PER_CONNECTION;
+    if connections > most {
+        bail!("at most {most} connections: the streams one overlay connection carries");
+    }
     let fd_limit = crate::runtime::limits::raise_fd_limit()?;
     // Per connection: client and accepted socket here, two sockets in the nodes.
     if (connections as u64) * 2 + 64 > fd_limit {
@@ -87,8 +92,18 @@ pub async fn measure(connections: usize, requests: usize) -> Result<LoadReport> 
     let echo = echo_server().await?;
     let dir = tempfile::Builder::new().prefix("pv-load-").tempdir()?;
     let key = hex::encode(rand::random::<[u8; 32]>());
-    let provider = NodeProcess::start(dir.path(), "load-provider", &key, None)?;
-    let consumer = NodeProcess::start(dir.path(), "load-consumer", &key, Some(provider.port))?;
+    // The nodes run with the default per-peer limits, which admit 1,000 streams at
+    // once; a bigger load raises them so it measures the path, not the limit.
+    let rate = (connections as u32).max(1000).to_string();
+    let limits = ["--peer-stream-rate", rate.as_str()];
+    let provider = NodeProcess::start(dir.path(), "load-provider", &key, None, &limits)?;
+    let consumer = NodeProcess::start(
+        dir.path(),
+        "load-consumer",
+        &key,
+        Some(provider.port),
+        &limits,
+    )?;
     provider.wait_ready().await?;
     consumer.wait_ready().await?;
     provider
@@ -224,7 +239,13 @@ struct NodeProcess {
 }
 
 impl NodeProcess {
-    fn start(root: &Path, nick: &str, key: &str, bootstrap: Option<u16>) -> Result<NodeProcess> {
+    fn start(
+        root: &Path,
+        nick: &str,
+        key: &str,
+        bootstrap: Option<u16>,
+        extra: &[&str],
+    ) -> Result<NodeProcess> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
@@ -241,6 +262,7 @@ impl NodeProcess {
             .args(["--network-key", key])
             .args(["--hypervisor", "test:///default"])
             .args(["--guest-netns", "unused"])
+            .args(extra)
             .env("PEERVISOR_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
