@@ -4,9 +4,9 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{TestNode, eventually, fresh_key, node, stderr};
 use serde_json::Value;
@@ -159,5 +159,253 @@ fn unknown_services_and_busy_ports_are_clear_errors() {
         !out.status.success() && stderr(&out).contains("HOST:PORT"),
         "{}",
         stderr(&out)
+    );
+}
+
+/// Consumes `service` on `node`; returns the local listener's port.
+fn consume_port(node: &TestNode, service: &str) -> u16 {
+    let out = node.cli(&["consume", service, "--json"]);
+    assert!(out.status.success(), "consume: {}", stderr(&out));
+    let consumption: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let listen = consumption["listen"].as_str().unwrap();
+    listen.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+/// Waits until `consumer` lists both providers of `service` and is directly
+/// connected to both, so killing one leaves the other reachable.
+fn wait_for_two_providers(consumer: &TestNode, service: &str) {
+    let ready = eventually(Duration::from_secs(30), || {
+        let mut providers = providers_of(consumer, service);
+        providers.sort();
+        let connected = consumer.connected_peers();
+        providers == ["peer-a", "peer-b"]
+            && connected.iter().any(|p| p == "peer-a")
+            && connected.iter().any(|p| p == "peer-b")
+    });
+    assert!(
+        ready,
+        "peer-c never saw both providers:\n{}",
+        consumer.log()
+    );
+}
+
+fn expose(node: &TestNode, service: &str, port: u16) {
+    let out = node.cli(&["expose", service, "--target", &format!("127.0.0.1:{port}")]);
+    assert!(out.status.success(), "expose: {}", stderr(&out));
+}
+
+/// A service that names the provider it runs beside, then streams bytes until
+/// the client goes away.
+fn feed_server(provider: &'static str) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let chunk = [b'x'; 16 * 1024];
+                if stream.write_all(format!("{provider}\n").as_bytes()).is_ok() {
+                    while stream.write_all(&chunk).is_ok() {}
+                }
+            });
+        }
+    });
+    port
+}
+
+/// Answers each connection's first line with "PROVIDER LINE".
+fn whoami_server(provider: &'static str) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut line = String::new();
+                let mut reader = std::io::BufReader::new(&stream);
+                if std::io::BufRead::read_line(&mut reader, &mut line).is_ok() {
+                    let _ = (&stream).write_all(format!("{provider} {line}").as_bytes());
+                }
+            });
+        }
+    });
+    port
+}
+
+fn read_line(conn: &mut TcpStream) -> std::io::Result<String> {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while line.len() < 256 {
+        if conn.read(&mut byte)? == 0 {
+            break;
+        }
+        if byte[0] == b'\n' {
+            break;
+        }
+        line.push(byte[0]);
+    }
+    Ok(String::from_utf8_lossy(&line).into_owned())
+}
+
+/// Acceptance (issue 5, bad input): the provider vanishes mid-stream. The
+/// consumer's connection must end rather than hang, and the listener must go on
+/// serving new connections from the other provider.
+#[test]
+fn a_provider_vanishing_mid_stream_ends_the_connection_and_the_listener_serves_on() {
+    let key = fresh_key();
+    let mut a = node("peer-a", &key, None);
+    let mut b = node("peer-b", &key, Some(a.port));
+    let c = node("peer-c", &key, Some(a.port));
+    expose(&a, "feed", feed_server("peer-a"));
+    expose(&b, "feed", feed_server("peer-b"));
+    wait_for_two_providers(&c, "feed");
+    let port = consume_port(&c, "feed");
+
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let provider = read_line(&mut conn).unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut streamed = 0;
+    while streamed < 1 << 20 {
+        streamed += conn.read(&mut buf).unwrap();
+    }
+    let survivor = match provider.as_str() {
+        "peer-a" => {
+            a.kill_hard();
+            "peer-b"
+        }
+        "peer-b" => {
+            b.kill_hard();
+            "peer-a"
+        }
+        other => panic!("unexpected first line {other:?}"),
+    };
+
+    // Bytes in flight may still arrive; then the connection ends (EOF or reset).
+    conn.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    let killed = Instant::now();
+    loop {
+        assert!(
+            killed.elapsed() < Duration::from_secs(20),
+            "the consumer's connection was still open 20 s after {provider} died"
+        );
+        match conn.read(&mut buf) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => break,
+        }
+    }
+    println!(
+        "connection ended {:?} after its provider died",
+        killed.elapsed()
+    );
+
+    // The same listener serves the next connection, from the provider left.
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    assert_eq!(read_line(&mut conn).unwrap(), survivor, "{}", c.log());
+    let n = conn.read(&mut buf).unwrap();
+    assert!(n > 0, "the survivor's feed streams");
+    drop(conn);
+
+    let broken = eventually(Duration::from_secs(5), || {
+        c.status()["consumptions"][0]["errors"].as_u64() >= Some(1)
+    });
+    assert!(broken, "the broken stream is counted as an error");
+    assert!(
+        c.log().contains("mid-stream"),
+        "the consumer's log names the broken stream:\n{}",
+        c.log()
+    );
+}
+
+/// Issue 9's fault test: two peers provide one service; a consume loop runs
+/// through a third; one provider's node is killed mid-loop. The loop goes on
+/// through the replica.
+#[test]
+fn a_consume_loop_fails_over_to_a_replica_when_a_providers_node_is_killed() {
+    let key = fresh_key();
+    let mut a = node("peer-a", &key, None);
+    let mut b = node("peer-b", &key, Some(a.port));
+    let c = node("peer-c", &key, Some(a.port));
+    expose(&a, "whoami", whoami_server("peer-a"));
+    expose(&b, "whoami", whoami_server("peer-b"));
+    wait_for_two_providers(&c, "whoami");
+    let port = consume_port(&c, "whoami");
+
+    let request = |i: usize| -> std::io::Result<String> {
+        let mut conn = TcpStream::connect(("127.0.0.1", port))?;
+        conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+        conn.write_all(format!("ping {i}\n").as_bytes())?;
+        let reply = read_line(&mut conn)?;
+        match reply.strip_suffix(&format!(" ping {i}")) {
+            Some(provider) => Ok(provider.to_string()),
+            None => Err(std::io::Error::other(format!("bad reply {reply:?}"))),
+        }
+    };
+    let started = Instant::now();
+    let mut killed = None;
+    let mut answers: Vec<(Instant, Result<String, String>)> = Vec::new();
+    for i in 0.. {
+        if killed.is_none() && started.elapsed() > Duration::from_secs(2) {
+            // Kill the provider that answered last: the one the loop is using.
+            let last = answers.iter().rev().find_map(|(_, r)| r.as_ref().ok());
+            let survivor = match last.map(String::as_str) {
+                Some("peer-a") => {
+                    a.kill_hard();
+                    "peer-b"
+                }
+                Some("peer-b") => {
+                    b.kill_hard();
+                    "peer-a"
+                }
+                other => panic!("no answer in the first 2 s: {other:?}"),
+            };
+            killed = Some((Instant::now(), survivor));
+        }
+        if started.elapsed() > Duration::from_secs(8) {
+            break;
+        }
+        let answer = request(i).map_err(|e| e.to_string());
+        answers.push((Instant::now(), answer));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (killed_at, survivor) = killed.unwrap();
+    let after: Vec<&(Instant, Result<String, String>)> =
+        answers.iter().filter(|(t, _)| *t >= killed_at).collect();
+    let failed: Vec<&String> = after.iter().filter_map(|(_, r)| r.as_ref().err()).collect();
+    // The one request in flight when the node died may fail; no other may.
+    assert!(
+        failed.len() <= 1,
+        "requests failed after the kill: {failed:?}"
+    );
+    assert!(
+        after
+            .iter()
+            .filter_map(|(_, r)| r.as_ref().ok())
+            .all(|p| p == survivor),
+        "only the replica answers after the kill"
+    );
+    // Answers are timed when they arrive; the kill happens between two requests.
+    let last_before = answers
+        .iter()
+        .rev()
+        .find(|(t, r)| *t < killed_at && r.is_ok())
+        .map(|(t, _)| *t);
+    let first_after = after.iter().find(|(_, r)| r.is_ok()).map(|(t, _)| *t);
+    println!(
+        "failover: {} request(s) after the kill, {} failed; first answer {:?} after the kill; \
+         gap between answers across the kill {:?} (loop: a new connection every 50 ms)",
+        after.len(),
+        failed.len(),
+        first_after.map(|t| t - killed_at),
+        first_after.zip(last_before).map(|(a, b)| a - b),
+    );
+    assert!(
+        after.len() >= 20 && after.iter().rev().take(20).all(|(_, r)| r.is_ok()),
+        "the loop goes on through the replica"
     );
 }

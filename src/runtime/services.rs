@@ -325,11 +325,19 @@ impl Peer {
             spread,
         );
         let mut seen = HashSet::new();
+        let mut unreachable = Vec::new();
         for p in ranked {
-            if seen.insert(p.peer) {
+            if !seen.insert(p.peer) {
+                continue;
+            }
+            if self.services.catalogue.unreachable(&p.peer) {
+                unreachable.push(Candidate::Remote(p.peer));
+            } else {
                 out.push(Candidate::Remote(p.peer));
             }
         }
+        // Still tried, as a last resort: it may be back.
+        out.extend(unreachable);
         out
     }
 
@@ -414,8 +422,14 @@ impl Peer {
         counters: Arc<Counters>,
     ) {
         loop {
-            let Ok((client, _)) = listener.accept().await else {
-                continue;
+            let client = match listener.accept().await {
+                Ok((client, _)) => client,
+                Err(e) => {
+                    // E.g. out of file descriptors: keep the listener, retry shortly.
+                    tracing::warn!("consume '{service}': accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
             };
             let peer = self.clone();
             let service = service.clone();
@@ -462,20 +476,29 @@ impl Peer {
                 Candidate::Remote(peer) => {
                     let result = match open_with_retry(&self.node, peer, service).await {
                         Ok(mut upstream) => Ok(proxy::pipe(&mut client, &mut upstream).await),
-                        Err(e) => Err(e),
+                        Err(e) => {
+                            self.services.catalogue.mark_unreachable(peer);
+                            Err(e)
+                        }
                     };
                     (result, self.peer_name(peer).await)
                 }
             };
             match result {
                 Ok(copied) => {
-                    *lock(&counters.last_provider) = Some(provider);
-                    // A connection reset midway still moved bytes; either way it is over.
-                    if let Ok((up, down)) = copied {
-                        Counters::add(&counters.to_service, up);
-                        Counters::add(&counters.from_service, down);
-                    }
-                    return Ok(());
+                    *lock(&counters.last_provider) = Some(provider.clone());
+                    return match copied {
+                        Ok((up, down)) => {
+                            Counters::add(&counters.to_service, up);
+                            Counters::add(&counters.from_service, down);
+                            Ok(())
+                        }
+                        // Bytes have flowed: not retried elsewhere; the client's
+                        // connection is closed, which is all it can be told.
+                        Err(e) => Err(anyhow!(
+                            "the connection through provider {provider} broke mid-stream: {e}"
+                        )),
+                    };
                 }
                 Err(e) => {
                     tracing::debug!("provider {provider} of '{service}' refused: {e:#}");

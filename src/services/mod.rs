@@ -102,6 +102,10 @@ struct Heard {
 #[derive(Default)]
 pub struct Catalogue {
     peers: Mutex<HashMap<PeerId, Heard>>,
+    /// Providers a consumer connection could not reach, and when: tried last
+    /// until they are heard from again (a dead peer's records live on elsewhere
+    /// until their TTL, and every connection would otherwise try it first).
+    failed: Mutex<HashMap<PeerId, Instant>>,
 }
 
 /// One remote provider of a service.
@@ -115,7 +119,8 @@ pub struct Provider {
 impl Catalogue {
     /// Replaces everything known of `peer`: a service it no longer lists is gone.
     pub fn update(&self, peer: PeerId, services: Vec<ServiceRecord>, load: PeerLoad) {
-        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        lock(&self.failed).remove(&peer);
+        let mut peers = lock(&self.peers);
         peers.insert(
             peer,
             Heard {
@@ -136,7 +141,7 @@ impl Catalogue {
 
     /// Every provider of every service heard within the TTL.
     pub fn fresh(&self) -> Vec<Provider> {
-        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut peers = lock(&self.peers);
         peers.retain(|_, heard| heard.seen.elapsed() < RECORD_TTL);
         peers
             .iter()
@@ -149,6 +154,24 @@ impl Catalogue {
             })
             .collect()
     }
+}
+
+impl Catalogue {
+    /// A connection to `peer` failed: try it after the others until it is heard
+    /// from again.
+    pub fn mark_unreachable(&self, peer: PeerId) {
+        lock(&self.failed).insert(peer, Instant::now());
+    }
+
+    pub fn unreachable(&self, peer: &PeerId) -> bool {
+        let mut failed = lock(&self.failed);
+        failed.retain(|_, at| at.elapsed() < RECORD_TTL);
+        failed.contains_key(peer)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Orders providers for a new connection: the least loaded first, then the lowest
@@ -329,6 +352,23 @@ mod tests {
         assert!(cat.providers("web").is_empty(), "withdrawn at once");
         cat.update(p, vec![provider(p, "kv", 0.0).record], PeerLoad::default());
         assert_eq!(cat.fresh().len(), 1);
+    }
+
+    #[test]
+    fn an_unreachable_provider_is_marked_until_it_is_heard_from_again() {
+        let cat = Catalogue::default();
+        let p = PeerId::random();
+        cat.update(p, vec![provider(p, "web", 0.0).record], PeerLoad::default());
+        assert!(!cat.unreachable(&p));
+        cat.mark_unreachable(p);
+        assert!(cat.unreachable(&p));
+        assert_eq!(
+            cat.providers("web").len(),
+            1,
+            "still listed: it may come back"
+        );
+        cat.update(p, vec![provider(p, "web", 0.0).record], PeerLoad::default());
+        assert!(!cat.unreachable(&p), "heard from again");
     }
 
     #[test]

@@ -23,6 +23,11 @@ use crate::node::protocol::SERVICE_PROTOCOL;
 const MAX_HEADER: usize = 4096;
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Opening a stream to a provider and hearing its answer. A provider that died
+/// without closing its connections (a crashed host) would otherwise hold the
+/// consumer's connection until the transport gives up; after this the next
+/// provider is tried.
+pub const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Hello {
@@ -88,23 +93,28 @@ pub async fn open(
     peer: PeerId,
     service: &str,
 ) -> Result<Compat<libp2p::Stream>> {
-    let stream = streams
-        .open_stream(peer, SERVICE_PROTOCOL)
+    let open = async {
+        let stream = streams
+            .open_stream(peer, SERVICE_PROTOCOL)
+            .await
+            .map_err(|e| anyhow!("opening a stream: {e}"))?;
+        let mut stream = stream.compat();
+        write_frame(
+            &mut stream,
+            &Hello {
+                service: service.to_string(),
+            },
+        )
+        .await?;
+        let answer: Answer = read_frame(&mut stream).await?;
+        match answer.error {
+            None => Ok(stream),
+            Some(reason) => Err(anyhow!(reason)),
+        }
+    };
+    tokio::time::timeout(OPEN_TIMEOUT, open)
         .await
-        .map_err(|e| anyhow!("opening a stream: {e}"))?;
-    let mut stream = stream.compat();
-    write_frame(
-        &mut stream,
-        &Hello {
-            service: service.to_string(),
-        },
-    )
-    .await?;
-    let answer: Answer = read_frame(&mut stream).await?;
-    match answer.error {
-        None => Ok(stream),
-        Some(reason) => Err(anyhow!(reason)),
-    }
+        .map_err(|_| anyhow!("no answer within {OPEN_TIMEOUT:?}"))?
 }
 
 /// Provider side: connects to where a service is served.
