@@ -100,6 +100,11 @@ enum Command {
         key: String,
         reply: oneshot::Sender<Vec<PeerId>>,
     },
+    /// Tests play a hostile peer: arbitrary bytes on the announcement topic.
+    #[cfg(test)]
+    PublishRaw {
+        bytes: Vec<u8>,
+    },
 }
 
 impl Client {
@@ -161,6 +166,11 @@ impl Client {
         })
         .await?;
         rx.await.map_err(|_| node_gone())
+    }
+
+    #[cfg(test)]
+    async fn publish_raw(&self, bytes: Vec<u8>) -> Result<()> {
+        self.send(Command::PublishRaw { bytes }).await
     }
 
     async fn send(&self, command: Command) -> Result<()> {
@@ -510,6 +520,11 @@ impl EventLoop {
                     self.swarm.behaviour_mut().kad.stop_providing(&key);
                 }
             }
+            #[cfg(test)]
+            Command::PublishRaw { bytes } => {
+                let topic = self.topic.clone();
+                let _ = self.swarm.behaviour_mut().gossipsub.publish(topic, bytes);
+            }
             Command::FindProviders { key, reply } => {
                 let id = self
                     .swarm
@@ -827,6 +842,9 @@ fn explain_dial_error(who: &str, error: &str) -> String {
         format!("cannot connect to {who}: {error}")
     }
 }
+
+#[cfg(test)]
+mod gossip_tests;
 
 #[cfg(test)]
 mod tests {
