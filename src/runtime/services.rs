@@ -99,8 +99,12 @@ impl Peer {
 
     /// Everything this peer provides now: its running VMs' services and its exposures.
     pub(super) async fn local_services(&self) -> Result<Vec<LocalService>> {
-        let vms = self.host.vms();
-        let mut services = services_of_vms(&vms);
+        Ok(self.services_of(&self.host.vms()))
+    }
+
+    /// The services of these VMs (this peer's, as just listed) and the exposures.
+    fn services_of(&self, vms: &[crate::model::VmView]) -> Vec<LocalService> {
+        let mut services = services_of_vms(vms);
         for e in lock(&self.services.exposures).iter() {
             services.push(LocalService {
                 spec: ServiceSpec {
@@ -117,7 +121,7 @@ impl Peer {
                 },
             });
         }
-        Ok(services)
+        services
     }
 
     pub(super) fn load(&self, running_vms: u32) -> PeerLoad {
@@ -164,7 +168,7 @@ impl Peer {
 
     async fn publish_once(&self) -> Result<()> {
         let vms = self.host.vms();
-        let local = self.local_services().await?;
+        let local = self.services_of(&vms);
         let running: Vec<String> = vms
             .iter()
             .filter(|v| v.state == crate::model::VmState::Running)
@@ -175,6 +179,17 @@ impl Peer {
             .iter()
             .flat_map(|r| [name_key(&r.name), type_key(&r.kind)])
             .collect();
+        let announcement = Announcement {
+            nick: self.config.nick.clone(),
+            load: self.load(running.len() as u32),
+            vms: running,
+            services: records,
+            links: Vec::new(),
+            seq: 0,
+        };
+        // Gossip first: it is what other peers see within a second; the DHT
+        // records are the slow path for peers gossip missed.
+        self.node.announce(announcement).await?;
         let (added, removed) = {
             let mut published = lock(&self.services.published);
             let added: Vec<String> = keys.difference(&published).cloned().collect();
@@ -188,15 +203,7 @@ impl Peer {
         for key in &removed {
             self.node.provide(key, false).await?;
         }
-        let announcement = Announcement {
-            nick: self.config.nick.clone(),
-            load: self.load(running.len() as u32),
-            vms: running,
-            services: records,
-            links: Vec::new(),
-            seq: 0,
-        };
-        self.node.announce(announcement).await
+        Ok(())
     }
 
     pub(super) fn on_announcement(&self, peer: PeerId, announcement: Announcement) {
