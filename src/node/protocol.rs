@@ -83,6 +83,10 @@ pub struct Announcement {
     /// deliver an older one after a newer one, which must not undo it.
     #[serde(default)]
     pub seq: u64,
+    /// How often this peer re-announces (ms): receivers keep its records for a few
+    /// intervals. 0 (an older peer): the default TTL.
+    #[serde(default)]
+    pub every_ms: u64,
 }
 
 /// One service a peer provides, as it travels in announcements and answers.
@@ -233,6 +237,7 @@ mod tests {
             },
             links: vec!["12D3KooWAbc".into()],
             seq: 1_764_000_000_000,
+            every_ms: 3000,
         }
     }
 

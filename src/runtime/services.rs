@@ -23,11 +23,10 @@ use crate::model::{ConsumptionView, PeerLoad, ServiceSpec, ServiceView};
 use crate::node::protocol::{Announcement, SERVICE_PROTOCOL, ServiceRecord};
 use crate::services::proxy::{self, Answer, Counters, Hello};
 use crate::services::{
-    Catalogue, LocalService, Provider, Target, name_key, near_matches, overlay_view, rank,
-    services_of_vms, type_key,
+    Catalogue, LocalService, Provider, Target, announce_every, name_key, near_matches,
+    overlay_view, rank, services_of_vms, type_key,
 };
 
-const PUBLISH_EVERY: Duration = Duration::from_secs(3);
 /// Providers tried for one consumer connection before giving up.
 const MAX_ATTEMPTS: usize = 3;
 
@@ -151,22 +150,23 @@ impl Peer {
             .collect()
     }
 
-    /// Publishes what this peer hosts and provides: gossip every few seconds (and at
-    /// once on change), DHT provider records by service name and type.
+    /// Publishes what this peer hosts and provides: gossip at once on change and
+    /// every few seconds (slower in a big overlay), DHT provider records by service
+    /// name and type.
     pub(super) async fn publish_loop(self: Arc<Self>) {
-        let mut tick = tokio::time::interval(PUBLISH_EVERY);
         loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = self.services.republish.notified() => {}
-            }
-            if let Err(e) = self.publish_once().await {
+            let every = announce_every(self.services.catalogue.peer_count() + 1);
+            if let Err(e) = self.publish_once(every).await {
                 tracing::debug!("publish: {e:#}");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = self.services.republish.notified() => {}
             }
         }
     }
 
-    async fn publish_once(&self) -> Result<()> {
+    async fn publish_once(&self, every: Duration) -> Result<()> {
         let vms = self.host.vms();
         let local = self.services_of(&vms);
         let running: Vec<String> = vms
@@ -186,6 +186,7 @@ impl Peer {
             services: records,
             links: Vec::new(),
             seq: 0,
+            every_ms: every.as_millis() as u64,
         };
         // Gossip first: it is what other peers see within a second; the DHT
         // records are the slow path for peers gossip missed.
@@ -207,9 +208,12 @@ impl Peer {
     }
 
     pub(super) fn on_announcement(&self, peer: PeerId, announcement: Announcement) {
-        self.services
-            .catalogue
-            .update(peer, announcement.services, announcement.load);
+        self.services.catalogue.update(
+            peer,
+            announcement.services,
+            announcement.load,
+            Duration::from_millis(announcement.every_ms),
+        );
     }
 
     /// Answer to a peer's `ListServices` (it found us in the DHT).
@@ -262,7 +266,9 @@ impl Peer {
                             }
                         })
                         .collect();
-                    self.services.catalogue.update(peer, valid, load);
+                    self.services
+                        .catalogue
+                        .update(peer, valid, load, Duration::ZERO);
                 }
                 Ok(crate::node::protocol::ControlResponse::Refused { reason }) => {
                     tracing::warn!("{peer} refused to list its services: {reason}")

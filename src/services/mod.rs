@@ -16,8 +16,30 @@ use libp2p::PeerId;
 use crate::model::{PeerLoad, ProviderView, ServiceSpec, ServiceView, VmState, VmView};
 use crate::node::protocol::ServiceRecord;
 
-/// A provider not heard from for this long is dropped (it announces every 3 s).
+/// A provider not heard from for this long is dropped (it announces every 3 s in a
+/// small overlay; see `announce_every`).
 pub const RECORD_TTL: Duration = Duration::from_secs(10);
+
+/// Re-announcement interval per peer in the overlay, between these bounds.
+const ANNOUNCE_PER_PEER: Duration = Duration::from_millis(300);
+const ANNOUNCE_MIN: Duration = Duration::from_secs(3);
+const ANNOUNCE_MAX: Duration = Duration::from_secs(30);
+
+/// How often a peer re-announces unchanged state (changes go out at once). Every
+/// peer hears every other peer's announcements, several times over its mesh links:
+/// with a fixed interval the overlay's idle work grows with the square of its size
+/// (50 peers on one 2-core host spent a whole core on it). Stretching the interval
+/// with the number of peers heard keeps each peer's share constant.
+pub fn announce_every(peers: usize) -> Duration {
+    (ANNOUNCE_PER_PEER * peers.min(1000) as u32).clamp(ANNOUNCE_MIN, ANNOUNCE_MAX)
+}
+
+/// How long the records of a peer announcing every `every` stay fresh: three
+/// missed announcements, never less than `RECORD_TTL`, never more than a bound
+/// (`every` comes from the network).
+pub fn record_ttl(every: Duration) -> Duration {
+    (every.min(ANNOUNCE_MAX) * 3).max(RECORD_TTL)
+}
 
 /// DHT keys under which providers are published.
 pub fn name_key(name: &str) -> String {
@@ -96,6 +118,7 @@ struct Heard {
     services: Vec<ServiceRecord>,
     load: PeerLoad,
     seen: Instant,
+    ttl: Duration,
 }
 
 /// What other peers provide, as last heard (gossip or a DHT lookup).
@@ -118,7 +141,14 @@ pub struct Provider {
 
 impl Catalogue {
     /// Replaces everything known of `peer`: a service it no longer lists is gone.
-    pub fn update(&self, peer: PeerId, services: Vec<ServiceRecord>, load: PeerLoad) {
+    /// `every`: how often the peer says it re-announces (zero: unknown).
+    pub fn update(
+        &self,
+        peer: PeerId,
+        services: Vec<ServiceRecord>,
+        load: PeerLoad,
+        every: Duration,
+    ) {
         lock(&self.failed).remove(&peer);
         let mut peers = lock(&self.peers);
         peers.insert(
@@ -127,8 +157,16 @@ impl Catalogue {
                 services,
                 load,
                 seen: Instant::now(),
+                ttl: record_ttl(every),
             },
         );
+    }
+
+    /// Other peers heard from within their TTL.
+    pub fn peer_count(&self) -> usize {
+        let mut peers = lock(&self.peers);
+        peers.retain(|_, heard| heard.seen.elapsed() < heard.ttl);
+        peers.len()
     }
 
     /// Providers of `name` heard within the TTL.
@@ -142,7 +180,7 @@ impl Catalogue {
     /// Every provider of every service heard within the TTL.
     pub fn fresh(&self) -> Vec<Provider> {
         let mut peers = lock(&self.peers);
-        peers.retain(|_, heard| heard.seen.elapsed() < RECORD_TTL);
+        peers.retain(|_, heard| heard.seen.elapsed() < heard.ttl);
         peers
             .iter()
             .flat_map(|(peer, heard)| {
@@ -346,19 +384,52 @@ mod tests {
     fn catalogue_replaces_a_peers_list() {
         let cat = Catalogue::default();
         let p = PeerId::random();
-        cat.update(p, vec![provider(p, "web", 0.0).record], PeerLoad::default());
+        cat.update(
+            p,
+            vec![provider(p, "web", 0.0).record],
+            PeerLoad::default(),
+            Duration::ZERO,
+        );
         assert_eq!(cat.providers("web").len(), 1);
-        cat.update(p, vec![], PeerLoad::default());
+        cat.update(p, vec![], PeerLoad::default(), Duration::ZERO);
         assert!(cat.providers("web").is_empty(), "withdrawn at once");
-        cat.update(p, vec![provider(p, "kv", 0.0).record], PeerLoad::default());
+        cat.update(
+            p,
+            vec![provider(p, "kv", 0.0).record],
+            PeerLoad::default(),
+            Duration::ZERO,
+        );
         assert_eq!(cat.fresh().len(), 1);
+    }
+
+    #[test]
+    fn big_overlays_announce_less_often_and_keep_records_longer() {
+        assert_eq!(announce_every(3), Duration::from_secs(3));
+        assert_eq!(announce_every(50), Duration::from_secs(15));
+        assert_eq!(announce_every(100_000), Duration::from_secs(30));
+        assert_eq!(record_ttl(Duration::ZERO), RECORD_TTL, "older peers");
+        assert_eq!(record_ttl(Duration::from_secs(15)), Duration::from_secs(45));
+        assert_eq!(
+            record_ttl(Duration::from_secs(u32::MAX as u64)),
+            Duration::from_secs(90),
+            "a hostile interval is bounded"
+        );
+        let cat = Catalogue::default();
+        let p = PeerId::random();
+        cat.update(p, vec![], PeerLoad::default(), Duration::from_secs(15));
+        assert_eq!(cat.peer_count(), 1);
     }
 
     #[test]
     fn an_unreachable_provider_is_marked_until_it_is_heard_from_again() {
         let cat = Catalogue::default();
         let p = PeerId::random();
-        cat.update(p, vec![provider(p, "web", 0.0).record], PeerLoad::default());
+        cat.update(
+            p,
+            vec![provider(p, "web", 0.0).record],
+            PeerLoad::default(),
+            Duration::ZERO,
+        );
         assert!(!cat.unreachable(&p));
         cat.mark_unreachable(p);
         assert!(cat.unreachable(&p));
@@ -367,7 +438,12 @@ mod tests {
             1,
             "still listed: it may come back"
         );
-        cat.update(p, vec![provider(p, "web", 0.0).record], PeerLoad::default());
+        cat.update(
+            p,
+            vec![provider(p, "web", 0.0).record],
+            PeerLoad::default(),
+            Duration::ZERO,
+        );
         assert!(!cat.unreachable(&p), "heard from again");
     }
 
