@@ -312,9 +312,52 @@ pub fn status_text(status: &Status) -> String {
             }
         }
     }
+    out.push_str(&operations_text(status));
     out.push_str(&jobs_text(status));
     for e in &status.dial_errors {
         let _ = writeln!(out, "warning: {e}");
+    }
+    out
+}
+
+/// Running and recent migrations with their figures; empty when there is none.
+fn operations_text(status: &Status) -> String {
+    use crate::model::{OperationKind, OperationPhase};
+    let mut out = String::new();
+    if status.operations.is_empty() {
+        return out;
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "{:<16} {:<18} {:<12} {:>8} {:>9} {:>9} {:>8}  ERROR",
+        "MIGRATION", "PEER", "PHASE", "TIME", "SVC GAP", "DOWNTIME", "SENT"
+    );
+    let ms = |v: Option<u64>| v.map_or_else(|| "-".into(), |ms| format!("{ms} ms"));
+    for op in &status.operations {
+        let peer = match op.kind {
+            OperationKind::MigrateOut => format!("to {}", op.peer),
+            OperationKind::MigrateIn => format!("from {}", short_peer_id(&op.peer)),
+        };
+        let phase = match op.phase {
+            OperationPhase::Requested => "requested",
+            OperationPhase::Transferring => "transferring",
+            OperationPhase::Done => "done",
+            OperationPhase::Failed => "failed",
+        };
+        let _ = writeln!(
+            out,
+            "{:<16} {:<18} {:<12} {:>7.2}s {:>9} {:>9} {:>8}  {}",
+            op.vm,
+            peer,
+            phase,
+            op.elapsed_s,
+            ms(op.probe_downtime_ms),
+            ms(op.downtime_ms),
+            op.transferred_bytes
+                .map_or_else(|| "-".into(), crate::tui::panes::fmt_bytes),
+            op.error.as_deref().unwrap_or("")
+        );
     }
     out
 }

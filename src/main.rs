@@ -674,8 +674,11 @@ fn describe_migration(report: &control::MigrationReport) -> String {
         "VM '{}' migrated from {} to {} in {:.2} s",
         report.vm, report.from, report.to, report.seconds
     );
+    if let Some(ms) = report.probe_downtime_ms {
+        line.push_str(&format!(", service gap {ms} ms"));
+    }
     if let Some(ms) = report.downtime_ms {
-        line.push_str(&format!(", downtime {ms} ms"));
+        line.push_str(&format!(", downtime {ms} ms (libvirt)"));
     }
     if let Some(bytes) = report.transferred_bytes {
         line.push_str(&format!(

@@ -357,6 +357,10 @@ pub struct OperationView {
     /// While running: libvirt's expected downtime; once done: the measured one.
     #[serde(default)]
     pub downtime_ms: Option<u64>,
+    /// Longest time the VM's service did not answer the source's probe (sent
+    /// migrations).
+    #[serde(default)]
+    pub probe_downtime_ms: Option<u64>,
 }
 
 /// Whether a workload is limited by the CPU or by I/O (disk, network).

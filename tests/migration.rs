@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{NodeOptions, TestNetns, TestNode, eventually, fresh_key, stderr, virsh};
+use common::{NodeOptions, TestNetns, TestNode, eventually, fresh_key, stderr, stdout, virsh};
 
 /// What the peers of one test share: a guest namespace of its own (removed after
 /// the nodes, which are declared later and so dropped first), a network key and
@@ -708,4 +708,157 @@ fn cut_connections(ports: &[u16]) {
         "no connection to cut (kernel without SOCK_DESTROY?): {}",
         String::from_utf8_lossy(&out.stdout)
     );
+
+/// One request through the consume listener on `port`: the guest's static page
+/// (a CGI page costs a fork and exec, slow under TCG).
+fn state_through(port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).ok()?;
+    (reply.starts_with("HTTP/1.") && reply.contains(" 200 ") && reply.contains("peervisor guest"))
+        .then_some(reply)
+}
+
+/// What a consumer looping requests saw: each request retried until it succeeds.
+#[derive(Default)]
+struct ConsumerLog {
+    /// When each request finally succeeded.
+    answered: Vec<std::time::Instant>,
+    retries: u32,
+    /// Requests that did not succeed within the retry budget.
+    failed: u32,
+    /// Failed attempts: (started, how long it took).
+    failures: Vec<(std::time::Instant, Duration)>,
+    /// Successful requests slower than 500 ms: (started, how long it took).
+    slow: Vec<(std::time::Instant, Duration)>,
+}
+
+impl ConsumerLog {
+    fn longest_gap(&self) -> Duration {
+        self.answered
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .max()
+            .unwrap_or_default()
+    }
+}
+
+/// Loops requests every 20 ms until `stop`; a failed attempt is retried every
+/// 20 ms for up to 10 s before the request counts as failed.
+fn consume_loop(port: u16, stop: &std::sync::atomic::AtomicBool) -> ConsumerLog {
+    let mut log = ConsumerLog::default();
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let attempt = std::time::Instant::now();
+            if state_through(port).is_some() {
+                log.answered.push(std::time::Instant::now());
+                if attempt.elapsed() > Duration::from_millis(500) {
+                    log.slow.push((attempt, attempt.elapsed()));
+                }
+                break;
+            }
+            log.failures.push((attempt, attempt.elapsed()));
+            if std::time::Instant::now() > deadline {
+                log.failed += 1;
+                break;
+            }
+            log.retries += 1;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    log
+}
+
+#[test]
+fn vm_consumer_sees_no_failed_request_during_migration() {
+    let rig = Rig::new("gap");
+    let (a, b) = rig.pair(&[]);
+    let c = rig.node("peer-c", Some(&b), &[]);
+    boot(&a, &rig.netns, "web-1", &[]);
+    assert!(
+        eventually(Duration::from_secs(30), || service_listed(&c, "web-1")),
+        "peer-c never saw web-1:\n{}",
+        c.log()
+    );
+    let out = c.cli(&["consume", "web-1", "--json"]);
+    assert!(out.status.success(), "consume: {}", stderr(&out));
+    let listen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let port: u16 = listen["listen"]
+        .as_str()
+        .and_then(|l| l.rsplit(':').next())
+        .and_then(|p| p.parse().ok())
+        .expect("listen address");
+    assert!(
+        eventually(Duration::from_secs(30), || state_through(port).is_some()),
+        "no answer through the consume listener"
+    );
+
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let t0 = std::time::Instant::now();
+    let (consumer, out) = std::thread::scope(|scope| {
+        let consumer = scope.spawn(|| consume_loop(port, &stop));
+        std::thread::sleep(Duration::from_secs(2));
+        eprintln!("migration starts at {} ms", t0.elapsed().as_millis());
+        let out = a.cli(&["migrate", "web-1", "--to", "peer-b", "--json"]);
+        eprintln!("migration returns at {} ms", t0.elapsed().as_millis());
+        // Keep consuming until the answers come from B through the overlay.
+        std::thread::sleep(Duration::from_secs(3));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        (consumer.join().unwrap(), out)
+    });
+    assert!(
+        out.status.success(),
+        "migrate: {}\n{}",
+        stderr(&out),
+        a.log()
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    eprintln!(
+        "consumer through peer-c: longest gap {} ms, {} requests, {} retries, {} failed; migration report {report}",
+        consumer.longest_gap().as_millis(),
+        consumer.answered.len(),
+        consumer.retries,
+        consumer.failed
+    );
+    for (at, took) in &consumer.slow {
+        eprintln!(
+            "  slow request at {} ms, took {} ms",
+            at.duration_since(t0).as_millis(),
+            took.as_millis()
+        );
+    }
+    for (at, took) in &consumer.failures {
+        eprintln!(
+            "  failed attempt at {} ms, took {} ms",
+            at.duration_since(t0).as_millis(),
+            took.as_millis()
+        );
+    }
+    assert_eq!(consumer.failed, 0, "a request failed even after retries");
+    assert!(consumer.answered.len() > 20, "the consumer kept asking");
+
+    // The source's own probe of the service, next to libvirt's figures.
+    let probe = report["probe_downtime_ms"]
+        .as_u64()
+        .expect("probe_downtime_ms reported");
+    assert!(probe > 0, "the guest pauses at switch-over: {report}");
+    assert!(report["seconds"].as_f64().unwrap() * 1000.0 > probe as f64);
+    let op = a.status()["operations"][0].clone();
+    assert_eq!(op["probe_downtime_ms"].as_u64(), Some(probe), "{op}");
+    let text = stdout(&a.cli(&["status"]));
+    assert!(
+        text.contains("MIGRATION") && text.contains("web-1") && text.contains("peer-b"),
+        "{text}"
+    );
+
+    // The last requests went through peer-b.
+    let consumption = c.status()["consumptions"][0].clone();
+    assert_eq!(consumption["last_provider"], "peer-b", "{consumption}");
+    assert_eq!(running_names(&b.hypervisor_uri()), ["web-1"]);
 }

@@ -163,6 +163,10 @@ pub struct MigrationReport {
     /// Bytes libvirt sent (memory, and disks when not shared).
     #[serde(default)]
     pub transferred_bytes: Option<u64>,
+    /// Longest time the VM's service did not answer a probe every 25 ms during
+    /// the migration (None: the VM has no service on the guest network).
+    #[serde(default)]
+    pub probe_downtime_ms: Option<u64>,
 }
 
 /// What travels back: a reply or a one-line error for the operator.

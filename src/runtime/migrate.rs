@@ -28,6 +28,7 @@ use crate::control::{MigrationReport, Reply};
 use crate::hypervisor::job::JobSample;
 use crate::model::{OperationKind, OperationPhase, VmState, VmView};
 use crate::node::protocol::{ControlRequest, ControlResponse, TUNNEL_PROTOCOL};
+use crate::services::probe::GapProbe;
 
 /// How often the source samples libvirt's job stats while a migration runs.
 const PROGRESS_EVERY: Duration = Duration::from_millis(500);
@@ -39,11 +40,16 @@ pub struct Limits {
     pub bandwidth_mib_s: Option<u64>,
 }
 
-/// What the destination reports once the VM has arrived.
-#[derive(Debug, Clone, Copy, Default)]
+/// What the destination reports once the VM has arrived, and what the source's
+/// probe of the VM's service saw.
+#[derive(Debug, Clone, Default)]
 struct Arrival {
     downtime_ms: Option<u64>,
     transferred_bytes: Option<u64>,
+    /// Longest time the VM's service did not answer (see downtime.rs).
+    probe_downtime_ms: Option<u64>,
+    /// When libvirt reported the switch-over done.
+    switched: Option<Instant>,
 }
 
 /// How long an authorization to open tunnel streams stays valid.
@@ -236,9 +242,11 @@ impl Peer {
         tracing::info!("migrating VM '{vm}' to {dest_name}");
         let started = Instant::now();
         let accepted = accepted.map(|tx| (tx, dest_name.clone(), op));
+        self.handover_begin(vm, dest_id).await;
         let result = self
             .migrate_to(&requirements, dest_id, &dest_name, op, limits, accepted)
             .await;
+        self.handovers.end(vm, result.is_ok());
         match &result {
             Ok(arrival) => {
                 let sample = JobSample {
@@ -249,6 +257,8 @@ impl Peer {
                     ..JobSample::default()
                 };
                 self.operations.set_progress(op, &sample);
+                self.operations
+                    .set_probe_downtime(op, arrival.probe_downtime_ms);
                 self.operations.finish(op, None);
                 tracing::info!(
                     "VM '{vm}' migrated to {dest_name} in {:.1} s",
@@ -265,9 +275,14 @@ impl Peer {
             from: self.config.nick.clone(),
             to: dest_name,
             to_peer_id: dest_id.to_string(),
-            seconds: started.elapsed().as_secs_f64(),
+            seconds: arrival
+                .switched
+                .unwrap_or_else(Instant::now)
+                .duration_since(started)
+                .as_secs_f64(),
             downtime_ms: arrival.downtime_ms,
             transferred_bytes: arrival.transferred_bytes,
+            probe_downtime_ms: arrival.probe_downtime_ms,
         })
     }
 
@@ -319,6 +334,7 @@ impl Peer {
         let bridge = TunnelBridge::bind(self, socket, dest, token)?;
         let dest_uri = format!("qemu+unix:///system?socket={}", bridge.path.display());
         let watcher = tokio::spawn(watch_progress(self.clone(), vm.name.clone(), op));
+        let probe = self.probe_migrating_service(&vm.name, dest).await;
         let outcome = self
             .host
             .migrate_p2p_tunnelled(
@@ -328,6 +344,11 @@ impl Peer {
                 limits.bandwidth_mib_s,
             )
             .await;
+        let switched = Instant::now();
+        if outcome.is_ok() {
+            // The VM runs at the destination now: held consumer streams go there.
+            self.handovers.end(&vm.name, true);
+        }
         watcher.abort();
         let tunnel_error = bridge.first_error();
         drop(bridge);
@@ -353,6 +374,7 @@ impl Peer {
                 arrival = Arrival {
                     downtime_ms,
                     transferred_bytes,
+                    ..Arrival::default()
                 }
             }
             Ok(_) => {}
@@ -361,6 +383,8 @@ impl Peer {
         if let Some(cause) = cause {
             return Err(self.explain_failure(&vm.name, dest_name, cause).await);
         }
+        arrival.switched = Some(switched);
+        arrival.probe_downtime_ms = finish_probe(probe).await;
         // libvirt undefines the source on success; make sure nothing is left here.
         if let Ok(still) = self.host.vm(&vm.name).await {
             bail!(
@@ -567,6 +591,8 @@ impl Peer {
         self.host.refresh().await;
         if ok {
             let completed = self.record_arrival(&grant, from).await;
+            // Consumers learn the new provider now, not at the next periodic announcement.
+            self.services.republish.notify_one();
             return ControlResponse::MigrationStats {
                 downtime_ms: completed.downtime_ms,
                 transferred_bytes: completed.processed_bytes,
@@ -583,6 +609,24 @@ impl Peer {
         self.operations.finish(grant.operation, Some(why));
         ControlResponse::Ack
     }
+}
+
+/// Waits for the probed service to answer again and returns the longest gap.
+async fn finish_probe(probe: Option<(GapProbe, String)>) -> Option<u64> {
+    let (probe, service) = probe?;
+    let report = probe.finish().await?;
+    tracing::info!(
+        "service {service}: longest gap {} ms during the migration ({} of {} probes answered{})",
+        report.longest_gap_ms(),
+        report.answered,
+        report.probes,
+        if report.recovered {
+            ""
+        } else {
+            "; it did not answer again"
+        }
+    );
+    Some(report.longest_gap_ms())
 }
 
 /// Source side: samples the VM's migration job into its operation until aborted.

@@ -3,6 +3,8 @@
 
 pub mod access;
 pub mod capacity;
+mod downtime;
+mod handover;
 mod health;
 pub mod limits;
 mod migrate;
@@ -74,6 +76,8 @@ pub struct Peer {
     health: health::Health,
     services: services::ServiceState,
     grants: TunnelGrants,
+    /// Consumer streams for VMs migrating away: held, then forwarded.
+    handovers: handover::Handovers,
     access: access::AccessList,
     /// What this host lends to incoming VMs, and the parallel migration limit.
     capacity: capacity::CapacityConfig,
@@ -176,6 +180,7 @@ impl Peer {
             health: health::Health::default(),
             services: services::ServiceState::default(),
             grants: TunnelGrants::default(),
+            handovers: handover::Handovers::default(),
             access,
             capacity,
             capacity_reservations: capacity::Reservations::default(),

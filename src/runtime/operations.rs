@@ -94,6 +94,13 @@ impl Operations {
         });
     }
 
+    /// Records the longest gap the service probe saw during the migration.
+    pub fn set_probe_downtime(&self, id: u64, ms: Option<u64>) {
+        self.update(id, |e| {
+            e.view.probe_downtime_ms = ms.or(e.view.probe_downtime_ms)
+        });
+    }
+
     pub fn finish(&self, id: u64, error: Option<String>) {
         self.update(id, |e| {
             e.view.phase = if error.is_some() {

@@ -634,6 +634,17 @@ async fn serve_stream(peer: &Peer, from: PeerId, stream: libp2p::Stream) -> Resu
             return Ok(());
         }
     };
+    // Its VM may be migrating away: held until it moved, then forwarded there
+    // (a failed migration leaves it here, admitted below).
+    if peer.access.allows(&from, Role::Consume)
+        && !peer
+            .local_services()
+            .await
+            .is_ok_and(|l| l.iter().any(|s| s.spec.name == hello.service))
+        && let Some(dest) = peer.handovers.destination(&hello.service).await
+    {
+        return super::handover::forward(peer, &mut stream, dest, &hello.service).await;
+    }
     let admitted = match open {
         Some(open) => peer
             .admit_stream(from, &hello.service)

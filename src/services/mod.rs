@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod load;
+pub mod probe;
 pub mod proxy;
 #[cfg(test)]
 mod proxy_fuzz;

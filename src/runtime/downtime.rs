@@ -1,0 +1,78 @@
+//! The migrating VM's service as a client sees it: while a migration runs, the
+//! source probes the VM's first service every few tens of milliseconds, both
+//! directly (the guest on this peer's guest network) and through the overlay at
+//! the destination peer (which serves it once the VM runs there), and keeps the
+//! longest time without an answer. Between machines only the second path reaches
+//! the moved VM; on one machine both do.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::select_ok;
+use libp2p::PeerId;
+
+use super::Peer;
+use crate::services::probe::GapProbe;
+use crate::services::proxy;
+use crate::services::{LocalService, Target};
+
+/// A direct probe of a paused guest gives up after this (the next probe has
+/// started long before).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+impl Peer {
+    /// Starts probing the service of `vm` (here, and at `dest` once it runs there).
+    /// None when the VM has no service on the guest network to probe.
+    pub(super) async fn probe_migrating_service(
+        self: &Arc<Self>,
+        vm: &str,
+        dest: PeerId,
+    ) -> Option<(GapProbe, String)> {
+        let local = self.local_services().await.ok()?;
+        let service = local
+            .into_iter()
+            .find(|s| s.vm.as_deref() == Some(vm) && matches!(s.target, Target::Guest { .. }))?;
+        let Target::Guest { ip, port } = service.target else {
+            return None;
+        };
+        let described = format!("{} ({ip}:{port})", service.spec.name);
+        let peer = self.clone();
+        let service = Arc::new(service);
+        let probe = GapProbe::start(move || {
+            let (peer, service) = (peer.clone(), service.clone());
+            async move { peer.service_answers(&service, dest).await }
+        });
+        Some((probe, described))
+    }
+
+    /// True when the service accepts a connection here or through `dest`.
+    async fn service_answers(&self, service: &LocalService, dest: PeerId) -> bool {
+        let Target::Guest { ip, port } = service.target else {
+            return false;
+        };
+        let network = self.network.clone();
+        let direct = Box::pin(async move {
+            let addr = SocketAddr::from((ip, port));
+            match tokio::task::spawn_blocking(move || network.connect(addr, CONNECT_TIMEOUT)).await
+            {
+                Ok(Ok(_)) => Ok(()),
+                _ => Err(()),
+            }
+        });
+        let mut streams = self.node.streams();
+        let name = service.spec.name.clone();
+        let overlay = Box::pin(async move {
+            proxy::open(&mut streams, dest, &name)
+                .await
+                .map(|_| ())
+                .map_err(|_| ())
+        });
+        select_ok([
+            direct as std::pin::Pin<Box<dyn Future<Output = Result<(), ()>> + Send>>,
+            overlay,
+        ])
+        .await
+        .is_ok()
+    }
+}
