@@ -176,6 +176,7 @@ fn to_request(command: &UiCommand) -> Option<Request> {
             name: vm,
             foreign: false,
         },
+        UiCommand::AbortMigration { vm } => Request::MigrateAbort { vm },
         UiCommand::Pause { vm } => Request::VmPause {
             name: vm,
             foreign: false,

@@ -148,7 +148,7 @@ impl Action {
             Action::Consume => "consume the selected service locally",
             Action::StartStop => "start or stop the selected VM",
             Action::PauseResume => "pause or resume the selected VM",
-            Action::Delete => "delete the selected VM (asks first)",
+            Action::Delete => "delete VM, abort migration (asks)",
             Action::Sort => "VMs: sort by the next column",
             Action::ToggleOverlay => "VMs: this peer or the overlay",
             Action::ToggleJobs => "Throughput: VM charts or jobs",

@@ -19,7 +19,7 @@ use super::panes::Selection;
 use super::rows::{self, VmRow, VmSort};
 use super::theme::Theme;
 use super::{ConsoleOptions, UiCommand};
-use crate::model::{JobView, Status, VmState, VmView};
+use crate::model::{JobView, OperationKind, OperationView, Status, VmState, VmView};
 
 /// How long a status-line message stays up.
 const MESSAGE_TTL: Duration = Duration::from_secs(6);
@@ -748,6 +748,7 @@ impl App {
                     }
                 };
             }
+            Action::Delete if self.focus == Pane::Operations => self.confirm_abort(),
             Action::Delete => {
                 let name = self.local_vm_for_action()?.name.clone();
                 self.confirm_delete(name);
@@ -800,6 +801,35 @@ impl App {
         self.say_error(
             "Replication is not available yet: the node has no replicate request".into(),
         );
+    }
+
+    /// Delete on the Operations pane: abort the selected outgoing migration.
+    fn confirm_abort(&mut self) {
+        let Some(op) = self.selected_operation() else {
+            self.say_error("No operation selected".into());
+            return;
+        };
+        if op.kind != OperationKind::MigrateOut || !rows::is_active(op) {
+            let text = if rows::is_active(op) {
+                format!("{} is coming in: abort it on the sending peer", op.vm)
+            } else {
+                format!("The migration of {} is over: nothing to abort", op.vm)
+            };
+            self.say_error(text);
+            return;
+        }
+        let (vm, peer) = (op.vm.clone(), op.peer.clone());
+        self.mode = Mode::Confirm {
+            question: format!("Abort the migration of {vm} to {peer}? It keeps running here."),
+            command: UiCommand::AbortMigration { vm },
+        };
+    }
+
+    /// The operation selected in the Operations pane.
+    pub fn selected_operation(&self) -> Option<&OperationView> {
+        let status = self.status.as_ref()?;
+        let key = self.operations.selection.key()?;
+        status.operations.iter().find(|o| o.id.to_string() == key)
     }
 
     fn confirm_delete(&mut self, vm: String) {
@@ -1086,6 +1116,29 @@ mod tests {
             assert_eq!(app.mode, Mode::Normal);
         }
         assert!(!app.should_quit);
+    }
+
+    #[test]
+    fn d_on_the_operations_pane_aborts_the_selected_migration_after_asking() {
+        let mut app = app_with(Some(crate::tui::testutil::rich_status()));
+        app.focus = Pane::Operations;
+        press(&mut app, &[code(KeyCode::Home)]);
+        assert!(press(&mut app, &[key('d')]).is_empty(), "asks first");
+        assert!(
+            matches!(&app.mode, Mode::Confirm { question, .. }
+                if question.starts_with("Abort the migration of web-3 to peer-c?")),
+            "{:?}",
+            app.mode
+        );
+        assert_eq!(
+            press(&mut app, &[key('y')]),
+            vec![UiCommand::AbortMigration { vm: "web-3".into() }]
+        );
+        // A finished operation has nothing to abort.
+        press(&mut app, &[code(KeyCode::Down)]);
+        assert!(press(&mut app, &[key('d')]).is_empty());
+        assert_eq!(app.mode, Mode::Normal);
+        assert!(message(&app).contains("is over"), "{}", message(&app));
     }
 
     #[test]

@@ -67,6 +67,10 @@ pub enum UiCommand {
     Delete {
         vm: String,
     },
+    /// Cancel the outgoing migration of a VM; it keeps running here.
+    AbortMigration {
+        vm: String,
+    },
     Consume {
         service: String,
         local_port: Option<u16>,
@@ -90,6 +94,7 @@ impl UiCommand {
             UiCommand::Pause { vm } => format!("Pause of {vm}"),
             UiCommand::Resume { vm } => format!("Resume of {vm}"),
             UiCommand::Delete { vm } => format!("Deletion of {vm}"),
+            UiCommand::AbortMigration { vm } => format!("Abort of {vm}'s migration"),
             UiCommand::Consume { service, .. } => format!("Consume {service}"),
             UiCommand::Unconsume { service } => format!("Unconsume {service}"),
             UiCommand::Expose { name, .. } => format!("Expose {name}"),
@@ -104,7 +109,8 @@ impl UiCommand {
             | UiCommand::Stop { vm }
             | UiCommand::Pause { vm }
             | UiCommand::Resume { vm }
-            | UiCommand::Delete { vm } => Some(vm),
+            | UiCommand::Delete { vm }
+            | UiCommand::AbortMigration { vm } => Some(vm),
             UiCommand::Consume { .. } | UiCommand::Unconsume { .. } | UiCommand::Expose { .. } => {
                 None
             }

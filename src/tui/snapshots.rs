@@ -252,7 +252,7 @@ fn help_lists_every_key_from_the_keymap_and_scrolls() {
     let s = screen(&render(&app, 200, 60));
     for (keys, what) in [
         (" m ", "migrate the selected VM"),
-        (" d Del ", "delete the selected VM"),
+        (" d Del ", "delete VM, abort migration (asks)"),
         (" q C-c ", "quit the console"),
         (" / ", "filter the focused list"),
         (" : ", "command line"),

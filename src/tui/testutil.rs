@@ -128,6 +128,8 @@ pub fn rich_status() -> Status {
         elapsed_s: 1.5,
         error: None,
         progress: Some(0.4),
+        transferred_bytes: Some(30 << 20),
+        downtime_ms: Some(40),
         ..OperationView::default()
     });
     s.operations.push(OperationView {
@@ -313,6 +315,8 @@ pub fn sample_status() -> Status {
             phase: OperationPhase::Done,
             elapsed_s: 3.2,
             error: None,
+            downtime_ms: Some(234),
+            transferred_bytes: Some(72_999_721),
             ..OperationView::default()
         }],
         ..Status::default()

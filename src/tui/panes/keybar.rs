@@ -94,7 +94,7 @@ fn current_hints(app: &App) -> Vec<Span<'static>> {
                     (&[Filter], "filter"),
                 ],
                 Pane::Services => &[(&[Consume], "consume"), (&[Filter], "filter")],
-                Pane::Operations => &[(&[Filter], "filter")],
+                Pane::Operations => &[(&[Delete], "abort"), (&[Filter], "filter")],
                 Pane::Log => &[
                     (&[LogMore, LogLess], "level"),
                     (&[LogTargets], "targets"),

@@ -49,17 +49,28 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
         frame.render_widget(placeholder(block, text, theme.dim), area);
         return;
     }
-    // Narrow panes drop the bar: the phase says the same in words.
+    // Narrow panes drop the bar (the phase says the same in words) and the
+    // figures (`status` and `migrate --json` have them).
     let with_bar = area.width >= 70;
-    let mut header = vec!["vm", "peer", "progress", "phase", "time", "error"];
+    let with_figures = area.width >= 100;
+    let mut header = vec!["vm", "peer", "progress", "phase", "time"];
     let mut widths = vec![
         Constraint::Max(16),
         Constraint::Max(16),
         Constraint::Length(BAR as u16),
         Constraint::Length(12),
         Constraint::Length(6),
-        Constraint::Fill(1),
     ];
+    if with_figures {
+        header.extend(["svc gap", "downtime", "sent"]);
+        widths.extend([
+            Constraint::Length(8),
+            Constraint::Length(8),
+            Constraint::Length(6),
+        ]);
+    }
+    header.push("error");
+    widths.push(Constraint::Fill(1));
     if !with_bar {
         header.remove(2);
         widths.remove(2);
@@ -92,17 +103,32 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
                 Cell::from(bar(op, app)),
                 Cell::from(Line::styled(phase, style)),
                 Cell::from(Line::from(fmt_elapsed(op.elapsed_s)).right_aligned()),
-                Cell::from(Line::styled(
-                    op.error.clone().unwrap_or_default(),
-                    theme.op_failed,
-                )),
             ];
+            if with_figures {
+                cells.extend(figures(op).map(|f| Cell::from(Line::from(f).right_aligned())));
+            }
+            cells.push(Cell::from(Line::styled(
+                op.error.clone().unwrap_or_default(),
+                theme.op_failed,
+            )));
             if !with_bar {
                 cells.remove(2);
             }
             Row::new(cells)
         },
     );
+}
+
+/// Service gap seen by the probe, libvirt's downtime (expected, while running),
+/// bytes sent.
+fn figures(op: &OperationView) -> [String; 3] {
+    let ms = |v: Option<u64>| v.map_or_else(|| "-".into(), |ms| format!("{ms}ms"));
+    [
+        ms(op.probe_downtime_ms),
+        ms(op.downtime_ms),
+        op.transferred_bytes
+            .map_or_else(|| "-".into(), super::fmt_bytes),
+    ]
 }
 
 /// Finished operations show a full bar. A running one shows libvirt's
