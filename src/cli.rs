@@ -299,6 +299,20 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// Live migration over the overlay against libvirt's direct migration between
+    /// the same two hypervisor instances (two local nodes, one guest, same run):
+    /// total time, libvirt's downtime, the service gap seen by a probe, bytes.
+    Migrate {
+        /// Rounds of four migrations (each method once each way).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Guest memory, MiB.
+        #[arg(long = "memory", value_name = "MIB", default_value_t = 128)]
+        memory_mib: u64,
+        /// Print every migration as JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Virtualization penalty: the same CPU- and I/O-bound workloads natively and
     /// in a guest VM on this host; prints throughputs and the penalty.
     Penalty {

@@ -57,7 +57,7 @@ pub async fn run(args: DemoArgs, node: &NodeArgs, look: &crate::console::Look) -
     console
 }
 
-async fn ensure_image(image_dir: &Path) -> Result<()> {
+pub(crate) async fn ensure_image(image_dir: &Path) -> Result<()> {
     let dir = image_dir.to_path_buf();
     if crate::image::find(&dir, crate::image::DEFAULT_IMAGE).is_ok() {
         return Ok(());
@@ -269,7 +269,7 @@ fn stop_detached(root: &Path) -> Result<()> {
 
 /// SIGTERM (peers then destroy their VMs and stop their daemons), then wait up
 /// to 30 s before SIGKILL.
-fn terminate_and_wait(pids: &[u32]) {
+pub(crate) fn terminate_and_wait(pids: &[u32]) {
     for &pid in pids {
         // SAFETY: plain kill(2) on a pid we started.
         unsafe { libc::kill(pid as i32, libc::SIGTERM) };
@@ -298,7 +298,7 @@ fn process_alive(pid: u32) -> bool {
     unsafe { libc::kill(pid as i32, 0) == 0 }
 }
 
-fn free_ports(n: usize) -> Result<Vec<u16>> {
+pub(crate) fn free_ports(n: usize) -> Result<Vec<u16>> {
     let listeners: Vec<TcpListener> = (0..n)
         .map(|_| TcpListener::bind("127.0.0.1:0"))
         .collect::<std::io::Result<_>>()
@@ -309,7 +309,7 @@ fn free_ports(n: usize) -> Result<Vec<u16>> {
         .collect()
 }
 
-fn log_tail(path: &PathBuf) -> String {
+pub(crate) fn log_tail(path: &PathBuf) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(15)..].join("\n")

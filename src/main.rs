@@ -189,6 +189,11 @@ async fn run(cli: Cli) -> Result<()> {
         Some(Command::Bench(BenchCommand::Boot { rounds })) => {
             bench_boot(&control, &cli.node, rounds).await
         }
+        Some(Command::Bench(BenchCommand::Migrate {
+            rounds,
+            memory_mib,
+            json,
+        })) => bench_migrate(&data_dir, &cli.node, rounds, memory_mib, json).await,
         Some(Command::Bench(BenchCommand::Penalty {
             runs,
             json,
@@ -429,6 +434,37 @@ async fn bench_boot(control: &ControlClient, args: &NodeArgs, rounds: usize) -> 
     let network = hypervisor::netns::GuestNetwork::named(&args.guest_netns);
     let table = hypervisor::bench::boot(&host, &report.image, &network, accel, rounds).await?;
     print!("{table}");
+    Ok(())
+}
+
+/// `peervisor bench migrate`: two local nodes, one guest, both methods.
+async fn bench_migrate(
+    data_dir: &DataDir,
+    node: &NodeArgs,
+    rounds: usize,
+    memory_mib: u64,
+    json: bool,
+) -> Result<()> {
+    use hypervisor::accel::AccelChoice;
+    let opts = bench::migrate::Options {
+        rounds,
+        memory_mib,
+        accel: match node.accel {
+            AccelChoice::Auto => "auto".into(),
+            AccelChoice::Force(a) => a.to_string(),
+        },
+        image_dir: node
+            .image_dir
+            .clone()
+            .unwrap_or_else(image::default_image_dir),
+        root: data_dir.root().join("bench").join("migrate-nodes"),
+    };
+    let results = bench::migrate::run(&opts).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+    } else {
+        print!("{}", bench::migrate::table(&results));
+    }
     Ok(())
 }
 

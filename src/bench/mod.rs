@@ -4,6 +4,7 @@
 
 pub mod collector;
 pub mod http;
+pub mod migrate;
 pub mod penalty;
 pub mod source;
 pub mod spark;

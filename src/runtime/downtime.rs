@@ -7,6 +7,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::future::select_ok;
@@ -20,6 +21,11 @@ use crate::services::{LocalService, Target};
 /// A direct probe of a paused guest gives up after this (the next probe has
 /// started long before).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// A direct probe slower than this means the guest is pausing or gone: from then
+/// on every probe also asks the destination. Until then only the direct probe
+/// runs, so the destination's libvirtd, busy receiving the VM, is not asked to
+/// list its domains 40 times a second.
+const DIRECT_SLOW: Duration = Duration::from_millis(100);
 
 impl Peer {
     /// Starts probing the service of `vm` (here, and at `dest` once it runs there).
@@ -39,20 +45,27 @@ impl Peer {
         let described = format!("{} ({ip}:{port})", service.spec.name);
         let peer = self.clone();
         let service = Arc::new(service);
+        let switching = Arc::new(AtomicBool::new(false));
         let probe = GapProbe::start(move || {
-            let (peer, service) = (peer.clone(), service.clone());
-            async move { peer.service_answers(&service, dest).await }
+            let (peer, service, switching) = (peer.clone(), service.clone(), switching.clone());
+            async move { peer.service_answers(&service, dest, &switching).await }
         });
         Some((probe, described))
     }
 
-    /// True when the service accepts a connection here or through `dest`.
-    async fn service_answers(&self, service: &LocalService, dest: PeerId) -> bool {
+    /// True when the service accepts a connection here or through `dest` (asked
+    /// once `switching`, see DIRECT_SLOW).
+    async fn service_answers(
+        &self,
+        service: &LocalService,
+        dest: PeerId,
+        switching: &AtomicBool,
+    ) -> bool {
         let Target::Guest { ip, port } = service.target else {
             return false;
         };
         let network = self.network.clone();
-        let direct = Box::pin(async move {
+        let mut direct: Probe = Box::pin(async move {
             let addr = SocketAddr::from((ip, port));
             match tokio::task::spawn_blocking(move || network.connect(addr, CONNECT_TIMEOUT)).await
             {
@@ -60,19 +73,22 @@ impl Peer {
                 _ => Err(()),
             }
         });
+        if !switching.load(Ordering::Relaxed) {
+            match tokio::time::timeout(DIRECT_SLOW, &mut direct).await {
+                Ok(answer) => return answer.is_ok(),
+                Err(_) => switching.store(true, Ordering::Relaxed),
+            }
+        }
         let mut streams = self.node.streams();
         let name = service.spec.name.clone();
-        let overlay = Box::pin(async move {
+        let overlay: Probe = Box::pin(async move {
             proxy::open(&mut streams, dest, &name)
                 .await
                 .map(|_| ())
                 .map_err(|_| ())
         });
-        select_ok([
-            direct as std::pin::Pin<Box<dyn Future<Output = Result<(), ()>> + Send>>,
-            overlay,
-        ])
-        .await
-        .is_ok()
+        select_ok([direct, overlay]).await.is_ok()
     }
 }
+
+type Probe = std::pin::Pin<Box<dyn Future<Output = Result<(), ()>> + Send>>;

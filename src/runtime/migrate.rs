@@ -52,6 +52,9 @@ struct Arrival {
     switched: Option<Instant>,
 }
 
+/// Read size of the tunnel's copies: large noise/yamux frames.
+const TUNNEL_BUFFER: usize = 256 * 1024;
+
 /// How long an authorization to open tunnel streams stays valid.
 const GRANT_TTL: Duration = Duration::from_secs(600);
 /// An accepted migration whose source opens no tunnel stream this fast is over
@@ -707,15 +710,18 @@ async fn carry(
         .map_err(|e| anyhow!("opening a tunnel stream: {e}"))?;
     let mut remote = stream.compat();
     remote.write_all(&token.to_be_bytes()).await?;
-    let (mut local_read, mut local_write) = local.into_split();
-    let (mut remote_read, mut remote_write) = tokio::io::split(remote);
+    let (local_read, mut local_write) = local.into_split();
+    let (remote_read, mut remote_write) = tokio::io::split(remote);
+    // Large reads make large noise/yamux frames (the memory stream is most of it).
+    let mut local_read = tokio::io::BufReader::with_capacity(TUNNEL_BUFFER, local_read);
+    let mut remote_read = tokio::io::BufReader::with_capacity(TUNNEL_BUFFER, remote_read);
     let up = async {
-        let copied = tokio::io::copy(&mut local_read, &mut remote_write).await;
+        let copied = tokio::io::copy_buf(&mut local_read, &mut remote_write).await;
         let _ = remote_write.shutdown().await;
         copied
     };
     let down = async {
-        let copied = tokio::io::copy(&mut remote_read, &mut local_write).await;
+        let copied = tokio::io::copy_buf(&mut remote_read, &mut local_write).await;
         let _ = local_write.shutdown().await;
         copied
     };
@@ -776,7 +782,7 @@ async fn serve_tunnel(peer: Arc<Peer>, from: PeerId, stream: libp2p::Stream) -> 
         let mut local = UnixStream::connect(&peer.libvirt_socket)
             .await
             .with_context(|| format!("connecting to {}", peer.libvirt_socket.display()))?;
-        tokio::io::copy_bidirectional(&mut remote, &mut local).await?;
+        crate::services::proxy::pipe(&mut remote, &mut local).await?;
         anyhow::Ok(())
     }
     .await;

@@ -1,0 +1,542 @@
+//! `peervisor bench migrate`: live migration over the overlay against libvirt's
+//! direct migration between the same two hypervisor instances, with the same
+//! guest, in the same run.
+//!
+//! Two `peervisor node` processes (each with its private libvirtd, in a guest
+//! network namespace of the benchmark's own) and one guest. Each round migrates
+//! the guest four times, so both methods go both ways (overlay A→B, direct B→A,
+//! direct A→B, overlay B→A; the next round in the opposite order), after one
+//! uncounted warm-up migration each way. "Direct" is the same libvirt call peervisor makes
+//! (peer-to-peer, tunnelled, live) with the destination libvirtd's own socket as
+//! the URI instead of the overlay bridge. Every migration is watched by the same
+//! probe of the guest's HTTP port (every 25 ms, from the benchmark process); the
+//! probe over an equally long window without a migration is the gap baseline.
+
+use std::fmt::Write;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde::Serialize;
+
+use crate::control::client::ControlClient;
+use crate::control::{Reply, Request};
+use crate::hypervisor::Host;
+use crate::hypervisor::netns::GuestNetwork;
+use crate::paths::DataDir;
+use crate::services::probe::GapProbe;
+
+const NETNS: &str = "pvbench-migrate";
+const VM: &str = "bench-mig";
+const NICKS: [&str; 2] = ["bench-a", "bench-b"];
+/// Quiet time before and after each migration (probe warm-up, guest settles).
+const SETTLE: Duration = Duration::from_secs(2);
+/// Length of the no-migration probe window (about one migration here).
+const IDLE_WINDOW: Duration = Duration::from_secs(3);
+
+pub struct Options {
+    pub rounds: usize,
+    pub memory_mib: u64,
+    /// `--accel` for the nodes: auto, kvm or tcg.
+    pub accel: String,
+    pub image_dir: PathBuf,
+    /// Where the two nodes keep their data dirs (removed afterwards).
+    pub root: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    Overlay,
+    Direct,
+}
+
+/// One migration.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sample {
+    pub method: Method,
+    pub from: String,
+    pub to: String,
+    /// Wall time of the whole call, seen by the benchmark.
+    pub seconds: f64,
+    /// libvirt's downtime (completed job on the destination).
+    pub libvirt_downtime_ms: Option<u64>,
+    /// Longest gap the benchmark's probe saw.
+    pub service_gap_ms: Option<u64>,
+    pub transferred_bytes: Option<u64>,
+    /// Overlay only: the source node's own probe (what `migrate --json` reports).
+    pub node_probe_ms: Option<u64>,
+    /// Overlay only: the node's total time (request to switch-over done).
+    pub node_seconds: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Results {
+    pub memory_mib: u64,
+    pub rounds: usize,
+    pub accel: String,
+    pub samples: Vec<Sample>,
+    /// The same probe over a window without a migration, once per round.
+    pub idle_gap_ms: Vec<u64>,
+}
+
+pub async fn run(opts: &Options) -> Result<Results> {
+    if opts.rounds == 0 || opts.rounds > 50 {
+        bail!("--rounds must be between 1 and 50, got {}", opts.rounds);
+    }
+    if !(64..=4096).contains(&opts.memory_mib) {
+        bail!(
+            "--memory must be between 64 and 4096 MiB, got {}",
+            opts.memory_mib
+        );
+    }
+    crate::demo::ensure_image(&opts.image_dir).await?;
+    let mut nodes = Nodes::start(opts)?;
+    let outcome = tokio::select! {
+        r = measure(&mut nodes, opts) => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
+    };
+    eprintln!("bench: stopping the nodes and the guest…");
+    nodes.stop();
+    outcome
+}
+
+async fn measure(nodes: &mut Nodes, opts: &Options) -> Result<Results> {
+    let clients = nodes.wait_ready().await?;
+    let mut uris = Vec::new();
+    for client in &clients {
+        let Reply::Status(s) = client.call(&Request::Status).await? else {
+            bail!("unexpected reply to status");
+        };
+        uris.push(s.local.hypervisor.clone());
+    }
+    eprintln!(
+        "bench: booting '{VM}' ({} MiB) on {}…",
+        opts.memory_mib, NICKS[0]
+    );
+    clients[0]
+        .call(&Request::VmCreate {
+            name: VM.into(),
+            vcpus: 1,
+            memory_mib: opts.memory_mib,
+            image: crate::image::DEFAULT_IMAGE.into(),
+            services: Vec::new(),
+            data_disk_mib: None,
+        })
+        .await?;
+    let Reply::Vms { vms } = clients[0]
+        .call(&Request::VmStats { name: VM.into() })
+        .await?
+    else {
+        bail!("unexpected reply to vm stats");
+    };
+    let ip: std::net::Ipv4Addr = vms
+        .first()
+        .and_then(|v| v.ip.as_deref())
+        .and_then(|ip| ip.parse().ok())
+        .ok_or_else(|| anyhow!("the guest has no address"))?;
+    let target = std::net::SocketAddr::from((ip, 80));
+    wait_answering(target, Duration::from_secs(120)).await?;
+    let hosts = [Host::open(&uris[0]).await?, Host::open(&uris[1]).await?];
+
+    let mut results = Results {
+        memory_mib: opts.memory_mib,
+        rounds: opts.rounds,
+        accel: opts.accel.clone(),
+        samples: Vec::new(),
+        idle_gap_ms: Vec::new(),
+    };
+    // Both methods both ways each round, the guest ending where it started; the
+    // order flips every round so neither method always goes first.
+    let plans = [
+        [
+            (Method::Overlay, 0, 1),
+            (Method::Direct, 1, 0),
+            (Method::Direct, 0, 1),
+            (Method::Overlay, 1, 0),
+        ],
+        [
+            (Method::Direct, 0, 1),
+            (Method::Overlay, 1, 0),
+            (Method::Overlay, 0, 1),
+            (Method::Direct, 1, 0),
+        ],
+    ];
+    // Not counted: the first migration into each daemon pays one-time costs.
+    eprintln!("bench: warm-up migrations (not counted)…");
+    for (method, from, to) in [(Method::Direct, 0, 1), (Method::Overlay, 1, 0)] {
+        migrate_once(method, from, to, &clients, &hosts, &uris).await?;
+        wait_answering(target, Duration::from_secs(60)).await?;
+        tokio::time::sleep(SETTLE).await;
+    }
+    for round in 1..=opts.rounds {
+        let plan = plans[(round - 1) % 2];
+        let idle = GapProbe::start(move || answers(target));
+        tokio::time::sleep(IDLE_WINDOW).await;
+        if let Some(gap) = idle.finish().await {
+            results.idle_gap_ms.push(gap.longest_gap_ms());
+        }
+        for (method, from, to) in plan {
+            let probe = GapProbe::start(move || answers(target));
+            tokio::time::sleep(SETTLE).await;
+            let mut sample = migrate_once(method, from, to, &clients, &hosts, &uris).await?;
+            sample.service_gap_ms = probe.finish().await.map(|g| g.longest_gap_ms());
+            eprintln!(
+                "bench: round {round}/{}: {:?} {}→{} {:.2} s{}, libvirt downtime {} ms, service gap {} ms",
+                opts.rounds,
+                method,
+                sample.from,
+                sample.to,
+                sample.seconds,
+                sample
+                    .node_seconds
+                    .map(|s| format!(" (node {s:.2} s)"))
+                    .unwrap_or_default(),
+                opt(sample.libvirt_downtime_ms),
+                opt(sample.service_gap_ms)
+            );
+            results.samples.push(sample);
+            tokio::time::sleep(SETTLE).await;
+        }
+    }
+    Ok(results)
+}
+
+/// One migration of the guest from node `from` to node `to`, timed.
+async fn migrate_once(
+    method: Method,
+    from: usize,
+    to: usize,
+    clients: &[ControlClient],
+    hosts: &[Host; 2],
+    uris: &[String],
+) -> Result<Sample> {
+    let started = Instant::now();
+    let mut sample = Sample {
+        method,
+        from: NICKS[from].into(),
+        to: NICKS[to].into(),
+        seconds: 0.0,
+        libvirt_downtime_ms: None,
+        service_gap_ms: None,
+        transferred_bytes: None,
+        node_probe_ms: None,
+        node_seconds: None,
+    };
+    match method {
+        Method::Overlay => {
+            let request = Request::Migrate {
+                vm: VM.into(),
+                to: NICKS[to].into(),
+                max_downtime_ms: None,
+                bandwidth_mib_s: None,
+            };
+            let Reply::Migrated(report) = clients[from].call(&request).await? else {
+                bail!("unexpected reply to migrate");
+            };
+            sample.seconds = started.elapsed().as_secs_f64();
+            sample.libvirt_downtime_ms = report.downtime_ms;
+            sample.transferred_bytes = report.transferred_bytes;
+            sample.node_probe_ms = report.probe_downtime_ms;
+            sample.node_seconds = Some(report.seconds);
+        }
+        Method::Direct => {
+            hosts[from]
+                .migrate_p2p_tunnelled(VM, &uris[to], None, None)
+                .await?;
+            sample.seconds = started.elapsed().as_secs_f64();
+            if let Some(job) = hosts[to].completed_job(VM).await? {
+                sample.libvirt_downtime_ms = job.downtime_ms;
+                sample.transferred_bytes = job.processed_bytes;
+            }
+        }
+    }
+    Ok(sample)
+}
+
+fn opt(v: Option<u64>) -> String {
+    v.map_or_else(|| "-".into(), |v| v.to_string())
+}
+
+/// True when the guest's HTTP port accepts a connection (inside the namespace).
+async fn answers(target: std::net::SocketAddr) -> bool {
+    let network = GuestNetwork::named(NETNS);
+    tokio::task::spawn_blocking(move || network.connect(target, Duration::from_secs(1)).is_ok())
+        .await
+        .unwrap_or(false)
+}
+
+async fn wait_answering(target: std::net::SocketAddr, limit: Duration) -> Result<()> {
+    let deadline = Instant::now() + limit;
+    while !answers(target).await {
+        if Instant::now() > deadline {
+            bail!("the guest's HTTP service at {target} did not answer within {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
+
+/// The table: medians per method, the ratios against the direct baseline, and
+/// the probe's gap without a migration.
+pub fn table(r: &Results) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "live migration, {} MiB guest, {} round(s) (each method {} times, both directions), accel {}",
+        r.memory_mib,
+        r.rounds,
+        2 * r.rounds,
+        r.accel
+    );
+    let _ = writeln!(
+        out,
+        "{:<34} {:>9} {:>9} {:>13} {:>13} {:>9}",
+        "method", "total s", "(range)", "downtime ms", "svc gap ms", "MiB"
+    );
+    let row = |out: &mut String, label: &str, m: Method| {
+        let s: Vec<&Sample> = r.samples.iter().filter(|s| s.method == m).collect();
+        let total = median(s.iter().map(|s| s.seconds).collect());
+        let range = spread(s.iter().map(|s| s.seconds).collect());
+        let down = median_of(s.iter().map(|s| s.libvirt_downtime_ms));
+        let gap = median_of(s.iter().map(|s| s.service_gap_ms));
+        let mib = median_of(s.iter().map(|s| s.transferred_bytes)).map(|b| b / (1024.0 * 1024.0));
+        let _ = writeln!(
+            out,
+            "{:<34} {:>9} {:>9} {:>13} {:>13} {:>9}",
+            label,
+            fmt(total, 2),
+            range,
+            fmt(down, 0),
+            fmt(gap, 0),
+            fmt(mib, 1)
+        );
+        (total, down, gap)
+    };
+    let (ot, od, og) = row(&mut out, "ours: over the overlay", Method::Overlay);
+    let (dt, dd, dg) = row(&mut out, "baseline: libvirt direct", Method::Direct);
+    let idle = median(r.idle_gap_ms.iter().map(|&g| g as f64).collect());
+    let _ = writeln!(
+        out,
+        "{:<34} {:>9} {:>9} {:>13} {:>13} {:>9}",
+        "baseline: probe, no migration",
+        "",
+        "",
+        "",
+        fmt(idle, 0),
+        ""
+    );
+    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
+        _ => "-".into(),
+    };
+    let _ = writeln!(
+        out,
+        "overlay / direct: total {} (target <= 1.2x), downtime {} (target <= 1.2x), service gap {}",
+        ratio(ot, dt),
+        ratio(od, dd),
+        ratio(og, dg)
+    );
+    let _ = writeln!(
+        out,
+        "medians; downtime = libvirt's (pause to resume), svc gap = longest time the guest's port did not accept a connection (probe every 25 ms)"
+    );
+    out
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
+fn median_of(values: impl Iterator<Item = Option<u64>>) -> Option<f64> {
+    median(values.flatten().map(|v| v as f64).collect())
+}
+
+fn spread(v: Vec<f64>) -> String {
+    let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if v.is_empty() {
+        "-".into()
+    } else {
+        format!("{min:.1}-{max:.1}")
+    }
+}
+
+fn fmt(v: Option<f64>, decimals: usize) -> String {
+    v.map_or_else(|| "-".into(), |v| format!("{v:.decimals$}"))
+}
+
+/// The two node processes of the benchmark.
+struct Nodes {
+    root: PathBuf,
+    dirs: Vec<DataDir>,
+    children: Vec<Child>,
+}
+
+impl Nodes {
+    fn start(opts: &Options) -> Result<Nodes> {
+        let _ = std::fs::remove_dir_all(&opts.root);
+        std::fs::create_dir_all(&opts.root)
+            .with_context(|| format!("creating {}", opts.root.display()))?;
+        crate::node::identity::load_or_create_network_key(&opts.root, None)?;
+        let key_file = opts.root.join("network.key");
+        let ports = crate::demo::free_ports(2)?;
+        let exe = std::env::current_exe().context("locating the peervisor binary")?;
+        let mut nodes = Nodes {
+            root: opts.root.clone(),
+            dirs: Vec::new(),
+            children: Vec::new(),
+        };
+        for (i, nick) in NICKS.iter().enumerate() {
+            let dir = DataDir::new(opts.root.join(nick));
+            std::fs::create_dir_all(dir.root())?;
+            let log = std::fs::File::create(dir.root().join("node.log"))?;
+            let mut cmd = Command::new(&exe);
+            cmd.arg("node")
+                .arg("--data-dir")
+                .arg(dir.root())
+                .args(["--nick", nick])
+                .args(["--listen", &format!("/ip4/127.0.0.1/tcp/{}", ports[i])])
+                .arg("--network-key")
+                .arg(&key_file)
+                .args(["--guest-netns", NETNS])
+                .arg("--image-dir")
+                .arg(&opts.image_dir)
+                .args(["--accel", &opts.accel])
+                .arg("--destroy-vms-on-exit");
+            if i > 0 {
+                cmd.args(["--bootstrap", &format!("/ip4/127.0.0.1/tcp/{}", ports[0])]);
+            }
+            cmd.stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::from(log));
+            // Own process group: Ctrl-C reaches the benchmark, which stops them.
+            std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+            nodes.dirs.push(dir);
+            match cmd.spawn() {
+                Ok(child) => nodes.children.push(child),
+                Err(e) => {
+                    nodes.stop();
+                    bail!("starting {}: {e}", exe.display());
+                }
+            }
+        }
+        Ok(nodes)
+    }
+
+    /// Waits for both control sockets and the overlay, then lets each node
+    /// migrate VMs into the other.
+    async fn wait_ready(&mut self) -> Result<Vec<ControlClient>> {
+        eprintln!("bench: starting two nodes…");
+        let clients: Vec<ControlClient> = self
+            .dirs
+            .iter()
+            .map(|d| ControlClient::new(&d.control_socket()))
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut ids = Vec::new();
+        for (i, client) in clients.iter().enumerate() {
+            loop {
+                if let Ok(Reply::Status(s)) = client.call(&Request::Status).await {
+                    ids.push(s.local.peer_id);
+                    break;
+                }
+                if let Ok(Some(status)) = self.children[i].try_wait() {
+                    bail!(
+                        "{} exited ({status}):\n{}",
+                        NICKS[i],
+                        crate::demo::log_tail(&self.dirs[i].root().join("node.log"))
+                    );
+                }
+                if Instant::now() > deadline {
+                    bail!("{} did not start within 60 s", NICKS[i]);
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        loop {
+            if let Reply::Status(s) = clients[0].call(&Request::Status).await?
+                && s.peers.iter().any(|p| p.connected)
+            {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("the two nodes did not connect within 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        for (i, client) in clients.iter().enumerate() {
+            client
+                .call(&Request::PeersAllow {
+                    peer: ids[1 - i].clone(),
+                    role: crate::runtime::access::Role::Control,
+                })
+                .await?;
+        }
+        Ok(clients)
+    }
+
+    /// SIGTERM: each node destroys its VMs and stops its libvirtd.
+    fn stop(&mut self) {
+        let pids: Vec<u32> = self.children.iter().map(|c| c.id()).collect();
+        crate::demo::terminate_and_wait(&pids);
+        for child in &mut self.children {
+            let _ = child.wait();
+        }
+        self.children.clear();
+        let _ = GuestNetwork::named(NETNS).remove();
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(method: Method, seconds: f64, down: u64, gap: u64) -> Sample {
+        Sample {
+            method,
+            from: "a".into(),
+            to: "b".into(),
+            seconds,
+            libvirt_downtime_ms: Some(down),
+            service_gap_ms: Some(gap),
+            transferred_bytes: Some(70 << 20),
+            node_probe_ms: None,
+            node_seconds: None,
+        }
+    }
+
+    #[test]
+    fn table_shows_medians_and_ratios_against_the_direct_baseline() {
+        let r = Results {
+            memory_mib: 128,
+            rounds: 1,
+            accel: "tcg".into(),
+            samples: vec![
+                sample(Method::Overlay, 2.0, 200, 300),
+                sample(Method::Overlay, 3.0, 220, 320),
+                sample(Method::Direct, 2.0, 100, 200),
+                sample(Method::Direct, 2.0, 300, 200),
+            ],
+            idle_gap_ms: vec![30],
+        };
+        let t = table(&r);
+        assert!(t.contains("ours: over the overlay"), "{t}");
+        assert!(t.contains("2.50"), "overlay median total: {t}");
+        assert!(t.contains("total 1.25x"), "{t}");
+        assert!(t.contains("downtime 1.05x"), "{t}");
+        assert!(t.contains("service gap 1.55x"), "{t}");
+        assert!(t.contains("70.0"), "MiB: {t}");
+    }
+}
