@@ -848,7 +848,6 @@ fn vm_consumer_sees_no_failed_request_during_migration() {
         .as_u64()
         .expect("probe_downtime_ms reported");
     assert!(probe > 0, "the guest pauses at switch-over: {report}");
-    assert!(report["seconds"].as_f64().unwrap() * 1000.0 > probe as f64);
     let op = a.status()["operations"][0].clone();
     assert_eq!(op["probe_downtime_ms"].as_u64(), Some(probe), "{op}");
     let text = stdout(&a.cli(&["status"]));
@@ -857,8 +856,15 @@ fn vm_consumer_sees_no_failed_request_during_migration() {
         "{text}"
     );
 
-    // The last requests went through peer-b.
-    let consumption = c.status()["consumptions"][0].clone();
-    assert_eq!(consumption["last_provider"], "peer-b", "{consumption}");
+    // Once gossip has spread the move, requests go to peer-b (until then the
+    // source forwards them there).
+    assert!(
+        eventually(Duration::from_secs(15), || {
+            state_through(port).is_some()
+                && c.status()["consumptions"][0]["last_provider"] == "peer-b"
+        }),
+        "consumers never switched to peer-b: {}",
+        c.status()["consumptions"]
+    );
     assert_eq!(running_names(&b.hypervisor_uri()), ["web-1"]);
 }
