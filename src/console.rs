@@ -592,6 +592,33 @@ mod tests {
     }
 
     #[test]
+    fn status_text_lists_migrations_with_their_figures() {
+        let mut status = crate::tui::testutil::rich_status();
+        if let Some(op) = status.operations.iter_mut().find(|o| o.vm == "web-3") {
+            op.probe_downtime_ms = Some(212);
+        }
+        let text = status_text(&status);
+        let line = |needle: &str| {
+            text.lines()
+                .find(|l| l.contains(needle))
+                .unwrap_or_else(|| panic!("no line with {needle:?}:\n{text}"))
+                .to_string()
+        };
+        assert!(line("MIGRATION").contains("SVC GAP"), "{text}");
+        let web = line("web-3");
+        for part in ["to peer-c", "transferring", "212 ms", "40 ms", "30.0M"] {
+            assert!(web.contains(part), "web-3 line lacks {part:?}: {web}");
+        }
+        let db = line("db-2 ");
+        assert!(
+            db.contains("failed") && db.contains("destination refuses"),
+            "{db}"
+        );
+        let empty = Status::default();
+        assert!(!status_text(&empty).contains("MIGRATION"));
+    }
+
+    #[test]
     fn status_text_lists_jobs_failing_sources_and_the_penalty_table() {
         let text = status_text(&crate::tui::testutil::rich_status());
         let line = |needle: &str| {
