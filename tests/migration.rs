@@ -708,6 +708,7 @@ fn cut_connections(ports: &[u16]) {
         "no connection to cut (kernel without SOCK_DESTROY?): {}",
         String::from_utf8_lossy(&out.stdout)
     );
+}
 
 /// One request through the consume listener on `port`: the guest's static page
 /// (a CGI page costs a fork and exec, slow under TCG).
@@ -805,7 +806,7 @@ fn vm_consumer_sees_no_failed_request_during_migration() {
         let consumer = scope.spawn(|| consume_loop(port, &stop));
         std::thread::sleep(Duration::from_secs(2));
         eprintln!("migration starts at {} ms", t0.elapsed().as_millis());
-        let out = a.cli(&["migrate", "web-1", "--to", "peer-b", "--json"]);
+        let out = a.cli(&["migrate", "web-1", "--to", "peer-b", "--wait", "--json"]);
         eprintln!("migration returns at {} ms", t0.elapsed().as_millis());
         // Keep consuming until the answers come from B through the overlay.
         std::thread::sleep(Duration::from_secs(3));

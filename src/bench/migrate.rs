@@ -231,6 +231,9 @@ async fn migrate_once(
                 to: NICKS[to].into(),
                 max_downtime_ms: None,
                 bandwidth_mib_s: None,
+                foreign: false,
+                // The report comes at the end, with the figures.
+                detach: false,
             };
             let Reply::Migrated(report) = clients[from].call(&request).await? else {
                 bail!("unexpected reply to migrate");
