@@ -27,7 +27,7 @@ use crate::hypervisor::netns::GuestNetwork;
 use crate::paths::DataDir;
 use crate::services::probe::GapProbe;
 
-const NETNS: &str = "pvbench-migrate";
+const NETNS: &str = "pvmigbench";
 const VM: &str = "bench-mig";
 const NICKS: [&str; 2] = ["bench-a", "bench-b"];
 /// Quiet time before and after each migration (probe warm-up, guest settles).
