@@ -84,6 +84,20 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Copy a VM (definition and data disk, sparse) to another peer and start it
+    /// there under a new name, as one more provider of the same services.
+    Replicate {
+        /// VM name on this peer (it keeps running).
+        vm: String,
+        /// Destination: peer id, unique prefix of one, or nickname.
+        #[arg(long)]
+        to: String,
+        /// Name of the replica (default: VM-r1, VM-r2, ... whichever is free).
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Services of the whole overlay, with their providers, latency and load.
     Services {
         /// Only services of this type (e.g. http).

@@ -161,6 +161,7 @@ fn to_request(command: &UiCommand) -> Option<Request> {
             foreign: false,
             detach: false,
         },
+        UiCommand::Replicate { vm, to } => Request::Replicate { vm, to, name: None },
         UiCommand::Start { vm } => Request::VmStart {
             name: vm,
             foreign: false,
@@ -214,6 +215,17 @@ fn outcome_text(command: &UiCommand, reply: &Reply) -> String {
             } else {
                 r.to.clone()
             },
+            r.seconds
+        ),
+        Reply::Replicated(r) => format!(
+            "VM '{}' replicated to {} as '{}' ({:.1} s)",
+            r.vm,
+            if r.to.is_empty() {
+                short_peer_id(&r.to_peer_id)
+            } else {
+                r.to.clone()
+            },
+            r.replica,
             r.seconds
         ),
         Reply::Done { message } => message.clone(),

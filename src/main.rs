@@ -12,6 +12,7 @@ mod image;
 mod model;
 mod node;
 mod paths;
+mod replica;
 mod runtime;
 mod services;
 mod top;
@@ -99,6 +100,17 @@ async fn run(cli: Cli) -> Result<()> {
                 _ => Request::MigrateAbort { vm },
             };
             migrate_command(&control, &request, json).await
+        }
+        Some(Command::Replicate { vm, to, name, json }) => {
+            let request = Request::Replicate { vm, to, name };
+            match control.call(&request).await? {
+                Reply::Replicated(report) if json => {
+                    println!("{}", serde_json::to_string_pretty(&report)?)
+                }
+                Reply::Replicated(report) => println!("{}", describe_replication(&report)),
+                _ => anyhow::bail!("unexpected reply to replicate"),
+            }
+            Ok(())
         }
         Some(Command::Services { kind, tag, json }) => {
             let Reply::Services { services } = control.call(&Request::Services).await? else {
@@ -721,6 +733,33 @@ fn describe_migration(report: &control::MigrationReport) -> String {
             ", {:.1} MiB sent",
             bytes as f64 / (1024.0 * 1024.0)
         ));
+    }
+    line
+}
+
+/// One line for a finished replication: name, time, pause, disk sizes and bytes.
+fn describe_replication(r: &control::ReplicationReport) -> String {
+    let mut line = format!(
+        "VM '{}' replicated from {} to {} as '{}' ({}) in {:.2} s",
+        r.vm, r.from, r.to, r.replica, r.replica_ip, r.seconds
+    );
+    if let Some(ms) = r.paused_ms {
+        line.push_str(&format!(", source paused {ms} ms"));
+    }
+    if let Some(d) = &r.disk {
+        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+        line.push_str(&format!(
+            "\ndisk: virtual {:.1} MiB, allocated {:.1} MiB, data {:.1} MiB; sent {}/{} chunks, {:.2} MiB on the stream",
+            mib(d.virtual_bytes),
+            mib(d.allocated_bytes),
+            mib(d.data_bytes),
+            d.chunks_sent,
+            d.chunks_total,
+            mib(d.wire_bytes)
+        ));
+        if d.chunks_sent < d.chunks_total {
+            line.push_str(" (resumed: the rest was there already)");
+        }
     }
     line
 }

@@ -317,6 +317,10 @@ pub enum OperationKind {
     MigrateOut,
     /// This peer receives a VM.
     MigrateIn,
+    /// This peer copies a VM to another as a replica (the VM stays here).
+    ReplicateOut,
+    /// This peer receives a replica.
+    ReplicateIn,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]

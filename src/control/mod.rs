@@ -82,6 +82,15 @@ pub enum Request {
     MigrateAbort {
         vm: String,
     },
+    /// Copy a VM (definition and data disk) to another peer and start it there
+    /// under a new name, as one more provider of its services.
+    Replicate {
+        vm: String,
+        to: String,
+        /// Name of the replica (default: VM-rN).
+        #[serde(default)]
+        name: Option<String>,
+    },
     /// Services of the whole overlay.
     Services,
     /// Resolve a service through the DHT (even if gossip missed it).
@@ -139,6 +148,7 @@ pub enum Reply {
         to: String,
         operation: u64,
     },
+    Replicated(ReplicationReport),
     Services {
         services: Vec<ServiceView>,
     },
@@ -167,6 +177,48 @@ pub struct MigrationReport {
     /// the migration (None: the VM has no service on the guest network).
     #[serde(default)]
     pub probe_downtime_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ReplicationReport {
+    pub vm: String,
+    pub replica: String,
+    pub from: String,
+    pub to: String,
+    pub to_peer_id: String,
+    /// The replica's guest address on the destination.
+    pub replica_ip: String,
+    /// Total time, request to replica started.
+    pub seconds: f64,
+    /// How long the source VM was paused for a consistent copy of its disk.
+    #[serde(default)]
+    pub paused_ms: Option<u64>,
+    /// The data disk's transfer; None for a VM without one.
+    #[serde(default)]
+    pub disk: Option<DiskTransfer>,
+}
+
+/// Sizes and checksums of a replicated disk file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct DiskTransfer {
+    /// Size of the disk the guest sees.
+    pub virtual_bytes: u64,
+    /// Length of the disk file (qcow2), holes included.
+    pub file_bytes: u64,
+    /// What the file occupies on the source's filesystem.
+    pub allocated_bytes: u64,
+    /// Non-zero data in the file's allocated extents.
+    pub data_bytes: u64,
+    pub chunks_total: usize,
+    /// Chunks this attempt sent (fewer when it resumed a cut one).
+    pub chunks_sent: usize,
+    pub sent_data_bytes: u64,
+    /// Everything written to the stream: definition, plan, chunk headers, data.
+    pub wire_bytes: u64,
+    /// Whole-file SHA-256 of the source's consistent copy and of the replica's
+    /// file as the destination read it back before booting it.
+    pub source_sha256: Option<String>,
+    pub replica_sha256: Option<String>,
 }
 
 /// What travels back: a reply or a one-line error for the operator.

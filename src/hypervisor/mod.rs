@@ -333,6 +333,11 @@ impl Host {
         disks
     }
 
+    /// peervisor's metadata of a VM (image, services, disks); None for a foreign VM.
+    pub async fn metadata(&self, name: &str) -> Result<Option<domain::VmMetadata>> {
+        self.with_domain(name, |d, _| Ok(read_metadata(d))).await
+    }
+
     /// Live-migrates a running VM peer-to-peer: this hypervisor connects to
     /// `dest_uri` itself and tunnels the memory stream over that connection, so the
     /// only thing that must reach the destination is its libvirt RPC socket.

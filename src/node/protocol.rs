@@ -10,6 +10,8 @@ pub const CONTROL_PROTOCOL: StreamProtocol = StreamProtocol::new("/peervisor/con
 pub const TUNNEL_PROTOCOL: StreamProtocol = StreamProtocol::new("/peervisor/libvirt-tunnel/1");
 /// Byte streams of consumed services: a header naming the service, then raw bytes.
 pub const SERVICE_PROTOCOL: StreamProtocol = StreamProtocol::new("/peervisor/service/1");
+/// Replication of a VM: its definition and its disk's data chunks (replica/wire.rs).
+pub const REPLICA_PROTOCOL: StreamProtocol = StreamProtocol::new("/peervisor/replicate/1");
 pub const ANNOUNCE_TOPIC: &str = "peervisor/announce/1";
 /// Identify agent version prefix; the nickname follows it.
 pub const AGENT_PREFIX: &str = "peervisor/";

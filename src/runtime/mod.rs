@@ -10,6 +10,7 @@ pub mod limits;
 mod migrate;
 mod operations;
 mod peers;
+mod replicate;
 mod services;
 
 use std::net::Ipv4Addr;
@@ -189,6 +190,7 @@ impl Peer {
         });
         tokio::spawn(peer.clone().handle_node_events(events));
         tokio::spawn(migrate::accept_tunnels(peer.clone()));
+        tokio::spawn(replicate::accept_replicas(peer.clone()));
         peer.load_exposures();
         tokio::spawn(peer.clone().publish_loop());
         tokio::spawn(services::accept_service_streams(peer.clone()));
@@ -306,6 +308,9 @@ impl Peer {
                 };
                 self.migrate_request(vm, to, limits, foreign, detach).await
             }
+            Request::Replicate { vm, to, name } => {
+                Ok(Reply::Replicated(self.replicate(&vm, &to, name).await?))
+            }
             Request::MigrateAbort { vm } => {
                 self.abort_migration(&vm).await?;
                 Ok(done(format!(
@@ -421,6 +426,19 @@ impl Peer {
     }
 
     async fn create_vm(&self, manifest: &VmManifest) -> Result<()> {
+        self.create_vm_with(manifest, new_uuid(), None)
+            .await
+            .map(|_| ())
+    }
+
+    /// Creates and starts a VM with this UUID. `ready_disk`: a data disk file to
+    /// attach as it is (a replica's); otherwise one is made if the manifest asks.
+    async fn create_vm_with(
+        &self,
+        manifest: &VmManifest,
+        uuid: String,
+        ready_disk: Option<PathBuf>,
+    ) -> Result<Ipv4Addr> {
         let name = manifest.name.as_str();
         validate_vm_name(name)?;
         manifest.validate()?;
@@ -435,15 +453,16 @@ impl Peer {
         if self.host.vm(name).await.is_ok() {
             bail!("a VM named '{name}' exists already on this peer");
         }
-        let uuid = new_uuid();
         let ip = self.network.guest_ip_for(&uuid);
         self.ensure_ip_free(ip).await?;
         let console_dir = console_log_dir();
         std::fs::create_dir_all(&console_dir)
             .with_context(|| format!("creating {}", console_dir.display()))?;
-        let data_disk = match manifest.data_disk_mib {
-            Some(mib) => Some(create_data_disk(name, &uuid, mib).await?),
-            None => None,
+        let made_disk = ready_disk.is_none();
+        let data_disk = match (ready_disk, manifest.data_disk_mib) {
+            (Some(disk), _) => Some(disk),
+            (None, Some(mib)) => Some(create_data_disk(name, &uuid, mib).await?),
+            (None, None) => None,
         };
         let spec = DomainSpec {
             name: name.to_string(),
@@ -463,13 +482,13 @@ impl Peer {
             firmware: crate::hypervisor::domain::fast_firmware(),
         };
         if let Err(e) = self.host.create(&spec).await {
-            if let Some(disk) = data_disk {
+            if made_disk && let Some(disk) = data_disk {
                 let _ = std::fs::remove_file(disk);
             }
             return Err(e);
         }
         tracing::info!("VM '{name}' started at {ip}");
-        Ok(())
+        Ok(ip)
     }
 
     /// Refuses lifecycle changes on VMs peervisor did not create, unless asked.

@@ -114,9 +114,10 @@ pub struct Candidate {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Mode {
     Normal,
-    /// Choosing where to migrate `vm`.
+    /// Choosing where to migrate `vm` (or to replicate it, with `replicate`).
     PickPeer {
         vm: String,
+        replicate: bool,
         candidates: Vec<Candidate>,
         selected: usize,
     },
@@ -509,9 +510,18 @@ impl App {
                 self.say(format!("Migration of {vm} to {peer} requested"));
                 Some(UiCommand::Migrate { vm, to })
             }
-            Parsed::Replicate { .. } => {
-                self.say_replicate_unavailable();
-                None
+            Parsed::Replicate { vm, peer } => {
+                let to = self
+                    .status
+                    .as_ref()
+                    .and_then(|s| {
+                        candidates(s)
+                            .into_iter()
+                            .find(|c| c.name == peer || c.peer_id == peer)
+                    })
+                    .map_or(peer.clone(), |c| c.peer_id);
+                self.say(format!("Replication of {vm} to {peer} requested"));
+                Some(UiCommand::Replicate { vm, to })
             }
             Parsed::Consume { service, port } => {
                 self.say(format!("Consume {service} requested"));
@@ -584,6 +594,7 @@ impl App {
             Mode::Normal => self.update_normal(action),
             Mode::PickPeer {
                 vm,
+                replicate,
                 candidates,
                 mut selected,
             } => {
@@ -595,12 +606,20 @@ impl App {
                     Action::Cancel => return None,
                     Action::Confirm => {
                         if let Some(peer) = candidates.get(selected) {
-                            self.mode = Mode::Confirm {
-                                question: format!("Migrate {vm} to {}?", peer.name),
-                                command: UiCommand::Migrate {
-                                    vm,
-                                    to: peer.peer_id.clone(),
-                                },
+                            let to = peer.peer_id.clone();
+                            self.mode = if replicate {
+                                Mode::Confirm {
+                                    question: format!(
+                                        "Replicate {vm} to {}? It keeps running here.",
+                                        peer.name
+                                    ),
+                                    command: UiCommand::Replicate { vm, to },
+                                }
+                            } else {
+                                Mode::Confirm {
+                                    question: format!("Migrate {vm} to {}?", peer.name),
+                                    command: UiCommand::Migrate { vm, to },
+                                }
                             };
                         }
                         return None;
@@ -609,6 +628,7 @@ impl App {
                 }
                 self.mode = Mode::PickPeer {
                     vm,
+                    replicate,
                     candidates,
                     selected,
                 };
@@ -715,8 +735,8 @@ impl App {
                     ));
                 }
             }
-            Action::Migrate => self.start_migrate(),
-            Action::Replicate => self.say_replicate_unavailable(),
+            Action::Migrate => self.start_pick_peer(false),
+            Action::Replicate => self.start_pick_peer(true),
             Action::Consume => match self.selected_service().map(str::to_string) {
                 Some(name) => {
                     self.mode = Mode::Command(LineEditor::new(&format!("consume {name} ")));
@@ -797,12 +817,6 @@ impl App {
         None
     }
 
-    fn say_replicate_unavailable(&mut self) {
-        self.say_error(
-            "Replication is not available yet: the node has no replicate request".into(),
-        );
-    }
-
     /// Delete on the Operations pane: abort the selected outgoing migration.
     fn confirm_abort(&mut self) {
         let Some(op) = self.selected_operation() else {
@@ -856,11 +870,12 @@ impl App {
         self.selected_vm()
     }
 
-    fn start_migrate(&mut self) {
+    /// Opens the peer picker for migrating (or replicating) the selected VM.
+    fn start_pick_peer(&mut self, replicate: bool) {
         let Some(vm) = self.local_vm_for_action() else {
             return;
         };
-        if vm.state != VmState::Running {
+        if !replicate && vm.state != VmState::Running {
             let text = format!(
                 "{} is {}: only running VMs can be migrated",
                 vm.name,
@@ -871,11 +886,13 @@ impl App {
         let name = vm.name.clone();
         let candidates = self.status.as_ref().map(candidates).unwrap_or_default();
         if candidates.is_empty() {
-            return self.say_error("No other connected peer to migrate to".into());
+            let what = if replicate { "replicate" } else { "migrate" };
+            return self.say_error(format!("No other connected peer to {what} to"));
         }
         self.message = None;
         self.mode = Mode::PickPeer {
             vm: name,
+            replicate,
             candidates,
             selected: 0,
         };
@@ -947,6 +964,7 @@ impl App {
         match std::mem::replace(&mut self.mode, Mode::Normal) {
             Mode::PickPeer {
                 vm,
+                replicate,
                 candidates: old,
                 selected,
             } => {
@@ -964,6 +982,7 @@ impl App {
                     .unwrap_or_else(|| selected.min(new.len() - 1));
                 self.mode = Mode::PickPeer {
                     vm,
+                    replicate,
                     candidates: new,
                     selected,
                 };
@@ -1070,12 +1089,38 @@ mod tests {
     }
 
     #[test]
+    fn r_enter_y_replicates_to_the_picked_peer_and_works_on_stopped_vms() {
+        let mut app = app_with(Some(sample_status()));
+        on_web_1(&mut app);
+        assert!(press(&mut app, &[key('r')]).is_empty());
+        assert!(matches!(&app.mode, Mode::PickPeer { replicate: true, .. }));
+        press(&mut app, &[code(KeyCode::Enter)]);
+        assert!(
+            matches!(&app.mode, Mode::Confirm { question, .. } if question == "Replicate web-1 to peer-b? It keeps running here.")
+        );
+        let cmds = press(&mut app, &[key('y')]);
+        assert_eq!(
+            cmds,
+            vec![UiCommand::Replicate {
+                vm: "web-1".into(),
+                to: PEER_B.into()
+            }]
+        );
+        assert_eq!(message(&app), "Replication of web-1 requested");
+        // db-1 is stopped: it cannot migrate, but its disk can be replicated.
+        press(&mut app, &[key('k')]);
+        assert_eq!(app.selected_vm_key(), Some("db-1"));
+        press(&mut app, &[key('r')]);
+        assert!(matches!(&app.mode, Mode::PickPeer { vm, replicate: true, .. } if vm == "db-1"));
+    }
+
+    #[test]
     fn m_down_enter_y_migrates_to_the_second_connected_peer() {
         let mut app = app_with(Some(sample_status()));
         on_web_1(&mut app);
         assert!(press(&mut app, &[key('m')]).is_empty());
         assert!(
-            matches!(&app.mode, Mode::PickPeer { vm, candidates, selected: 0 }
+            matches!(&app.mode, Mode::PickPeer { vm, candidates, selected: 0, replicate: false }
             if vm == "web-1" && candidates.iter().map(|c| c.name.as_str()).collect::<Vec<_>>() == ["peer-b", "peer-c"])
         );
         press(&mut app, &[code(KeyCode::Down), code(KeyCode::Enter)]);
@@ -1245,8 +1290,11 @@ mod tests {
         );
         press(&mut app, &[key(':')]);
         press(&mut app, &typed("replicate web-1 peer-b"));
-        assert!(press(&mut app, &[code(KeyCode::Enter)]).is_empty());
-        assert!(message(&app).contains("not available yet"));
+        let sent = press(&mut app, &[code(KeyCode::Enter)]);
+        assert!(
+            matches!(&sent[..], [UiCommand::Replicate { vm, .. }] if vm == "web-1"),
+            "{sent:?}"
+        );
         press(&mut app, &[key(':')]);
         press(&mut app, &typed("theme light"));
         press(&mut app, &[code(KeyCode::Enter)]);

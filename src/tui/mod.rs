@@ -52,6 +52,11 @@ pub enum UiCommand {
         vm: String,
         to: String,
     },
+    /// A copy of `vm` started on `to` (default replica name).
+    Replicate {
+        vm: String,
+        to: String,
+    },
     Start {
         vm: String,
     },
@@ -89,6 +94,7 @@ impl UiCommand {
     pub fn describe(&self) -> String {
         match self {
             UiCommand::Migrate { vm, .. } => format!("Migration of {vm}"),
+            UiCommand::Replicate { vm, .. } => format!("Replication of {vm}"),
             UiCommand::Start { vm } => format!("Start of {vm}"),
             UiCommand::Stop { vm } => format!("Stop of {vm}"),
             UiCommand::Pause { vm } => format!("Pause of {vm}"),
@@ -105,6 +111,7 @@ impl UiCommand {
     pub fn vm(&self) -> Option<&str> {
         match self {
             UiCommand::Migrate { vm, .. }
+            | UiCommand::Replicate { vm, .. }
             | UiCommand::Start { vm }
             | UiCommand::Stop { vm }
             | UiCommand::Pause { vm }

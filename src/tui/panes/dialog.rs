@@ -20,6 +20,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
     }
     let Mode::PickPeer {
         vm,
+        replicate,
         candidates,
         selected,
     } = &app.mode
@@ -27,7 +28,8 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
         return;
     };
     let theme = &app.theme;
-    let title = format!(" Migrate {vm} to… ");
+    let verb = if *replicate { "Replicate" } else { "Migrate" };
+    let title = format!(" {verb} {vm} to… ");
     let name_w = candidates
         .iter()
         .map(|c| c.name.chars().count())

@@ -90,6 +90,9 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
             let arrow = match op.kind {
                 OperationKind::MigrateOut => "→",
                 OperationKind::MigrateIn => "←",
+                // A replica: a copy goes out or comes in, the VM stays.
+                OperationKind::ReplicateOut => "⇉",
+                OperationKind::ReplicateIn => "⇇",
             };
             let (phase, style) = match op.phase {
                 OperationPhase::Requested => ("requested", theme.op_active),

@@ -1,0 +1,1 @@
+//! `peervisor bench replicate` (in progress).

@@ -1,0 +1,545 @@
+//! Replication: a copy of a VM started on another peer under a new name, UUID,
+//! MAC and address, providing the same services.
+//!
+//! The source takes a consistent copy of the VM's data disk (the VM is paused for
+//! the local sparse copy only, then runs on), plans it as checksummed chunks of its
+//! data extents, and offers the definition and the plan on a
+//! `/peervisor/replicate/1` stream. The destination checks the request (role
+//! `control`, name free, image present, capacity), hashes what it already holds
+//! from an earlier, cut attempt, and asks only for the chunks it lacks; then it
+//! defines and starts the replica, which its publisher announces as one more
+//! provider of the same services. A guest without a data disk carries no state
+//! (it boots from the image's initramfs): only its definition crosses.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use futures::StreamExt;
+use libp2p::PeerId;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio_util::compat::FuturesAsyncReadCompatExt;
+
+use super::access::Role;
+use super::peers::{peer_id_of, resolve};
+use super::{Peer, validate_vm_name};
+use crate::control::{DiskTransfer, ReplicationReport};
+use crate::hypervisor::domain::new_uuid;
+use crate::hypervisor::job::JobSample;
+use crate::hypervisor::manifest::{ManifestService, VmManifest};
+use crate::model::{OperationKind, OperationPhase, PeerView, ServiceSpec, VmState};
+use crate::node::protocol::REPLICA_PROTOCOL;
+use crate::paths::disk_dir;
+use crate::replica::sparse::{self, Partial};
+use crate::replica::transfer::{READ_TIMEOUT, Sent, receive_chunks, send_chunks};
+use crate::replica::wire::{self, Answer, Offer, Outcome};
+
+/// The destination must answer an offer this fast (it hashes its partial file).
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
+/// Defining and starting the replica.
+const START_TIMEOUT: Duration = Duration::from_secs(180);
+/// Largest disk file accepted.
+const MAX_DISK_FILE: u64 = 4 << 40;
+
+impl Peer {
+    /// Source side: replicates `vm` to the peer named `to` as `name` (default
+    /// `VM-rN`, the first such name no known peer uses).
+    pub async fn replicate(
+        self: &Arc<Self>,
+        vm: &str,
+        to: &str,
+        name: Option<String>,
+    ) -> Result<ReplicationReport> {
+        let local = self.host.vm(vm).await?;
+        let Some(meta) = self.host.metadata(vm).await? else {
+            bail!("VM '{vm}' was not created by peervisor: it has no manifest to replicate");
+        };
+        let net = self.node.status().await?;
+        let dest = resolve(to, &net.peers)?;
+        let dest_name = dest.display_name();
+        if !dest.connected {
+            bail!("peer {dest_name} is known but not connected: cannot replicate to it now");
+        }
+        let dest_id = peer_id_of(&dest)?;
+        let name = match name {
+            Some(n) => {
+                validate_vm_name(&n)?;
+                n
+            }
+            None => {
+                let local_names: Vec<String> =
+                    self.host.list().await?.into_iter().map(|v| v.name).collect();
+                default_replica_name(vm, &local_names, &net.peers)?
+            }
+        };
+        if self.operations.is_active(vm) {
+            bail!("VM '{vm}' is busy: a migration or replication of it is under way");
+        }
+        let op = self
+            .operations
+            .begin(OperationKind::ReplicateOut, vm, &dest_name);
+        tracing::info!("replicating VM '{vm}' to {dest_name} as '{name}'");
+        let started = Instant::now();
+        let services = if local.services.is_empty() {
+            // The guest's default HTTP service is named after the VM: keep that name.
+            vec![ServiceSpec {
+                name: vm.to_string(),
+                kind: "http".into(),
+                port: 80,
+                tags: Vec::new(),
+            }]
+        } else {
+            local.services.clone()
+        };
+        let offer = Offer {
+            name: name.clone(),
+            source_vm: vm.to_string(),
+            source_uuid: local.uuid.clone(),
+            vcpus: local.vcpus,
+            memory_mib: local.memory_mib,
+            image: meta
+                .image
+                .unwrap_or_else(|| crate::image::DEFAULT_IMAGE.to_string()),
+            services,
+            disk: None,
+        };
+        let disk = meta.disks.first().map(PathBuf::from);
+        let result = self
+            .replicate_to(offer, local.state, disk, dest_id, &dest_name, op)
+            .await;
+        match &result {
+            Ok(_) => {
+                self.operations.finish(op, None);
+                tracing::info!(
+                    "VM '{vm}' replicated to {dest_name} as '{name}' in {:.1} s",
+                    started.elapsed().as_secs_f64()
+                );
+            }
+            Err(e) => {
+                self.operations.finish(op, Some(format!("{e:#}")));
+                tracing::error!("replication of VM '{vm}' to {dest_name} failed: {e:#}");
+            }
+        }
+        let (ip, paused_ms, disk) = result?;
+        Ok(ReplicationReport {
+            vm: vm.to_string(),
+            replica: name,
+            from: self.config.nick.clone(),
+            to: dest_name,
+            to_peer_id: dest_id.to_string(),
+            replica_ip: ip,
+            seconds: started.elapsed().as_secs_f64(),
+            paused_ms,
+            disk,
+        })
+    }
+
+    async fn replicate_to(
+        &self,
+        mut offer: Offer,
+        state: VmState,
+        disk: Option<PathBuf>,
+        dest: PeerId,
+        dest_name: &str,
+        op: u64,
+    ) -> Result<(String, Option<u64>, Option<DiskTransfer>)> {
+        let snapshot = match &disk {
+            Some(disk) => Some(self.snapshot_disk(&offer.source_vm, state, disk).await?),
+            None => None,
+        };
+        if let Some(snap) = &snapshot {
+            let path = snap.path.clone();
+            let plan = tokio::task::spawn_blocking(move || sparse::plan(&path))
+                .await?
+                .context("reading the disk copy")?;
+            offer.disk = Some(plan);
+        }
+        let stream = self
+            .node
+            .streams()
+            .open_stream(dest, REPLICA_PROTOCOL)
+            .await
+            .map_err(|e| anyhow!("opening a replication stream to {dest_name}: {e}"))?;
+        let mut stream = stream.compat();
+        let mut wire_bytes = wire::send(&mut stream, &offer).await?;
+        let answer = tokio::time::timeout(ANSWER_TIMEOUT, wire::receive(&mut stream, "answer"))
+            .await
+            .map_err(|_| anyhow!("{dest_name} did not answer within {ANSWER_TIMEOUT:?}"))??;
+        let need = match answer {
+            Answer::Accept { need } => need,
+            Answer::Refuse { reason } => bail!("{dest_name} refused: {reason}"),
+        };
+        self.operations.set_phase(op, OperationPhase::Transferring);
+        let mut sent = Sent::default();
+        if let (Some(plan), Some(snap)) = (&offer.disk, &snapshot) {
+            let file = Arc::new(File::open(&snap.path)?);
+            sent = send_chunks(&mut stream, plan, &need, file, |done, total| {
+                self.operations
+                    .set_progress(op, &transfer_sample(done, total))
+            })
+            .await?;
+            wire_bytes += sent.stream_bytes;
+        }
+        let outcome = tokio::time::timeout(START_TIMEOUT, wire::receive(&mut stream, "outcome"))
+            .await
+            .map_err(|_| anyhow!("{dest_name} did not start the replica within {START_TIMEOUT:?}"))??;
+        let (ip, replica_sha256) = match outcome {
+            Outcome::Started { ip, disk_sha256 } => (ip, disk_sha256),
+            Outcome::Failed { reason } => bail!("{dest_name}: {reason}"),
+        };
+        let transfer = offer.disk.as_ref().map(|plan| DiskTransfer {
+            virtual_bytes: plan.virtual_size,
+            file_bytes: plan.file_size,
+            allocated_bytes: plan.allocated,
+            data_bytes: plan.data_bytes(),
+            chunks_total: plan.chunks.len(),
+            chunks_sent: sent.chunks,
+            sent_data_bytes: sent.data_bytes,
+            wire_bytes,
+            source_sha256: plan.file_sha256.clone(),
+            replica_sha256,
+        });
+        Ok((ip, snapshot.map(|s| s.paused_ms), transfer))
+    }
+
+    /// A consistent copy of a VM's disk: a running VM is paused (QEMU flushes its
+    /// writes when it stops) for a local sparse copy, then resumed.
+    async fn snapshot_disk(&self, vm: &str, state: VmState, disk: &Path) -> Result<Snapshot> {
+        let dir = disk_dir();
+        let mut snap = Snapshot {
+            path: dir.join(format!(".{vm}-{:08x}.snapshot", rand::random::<u32>())),
+            paused_ms: 0,
+        };
+        let pause = state == VmState::Running;
+        let started = Instant::now();
+        if pause {
+            self.host.pause(vm).await?;
+        }
+        let (src, dst) = (disk.to_path_buf(), snap.path.clone());
+        let copied = tokio::task::spawn_blocking(move || sparse::sparse_copy(&src, &dst)).await;
+        if pause && let Err(e) = self.host.resume(vm).await {
+            tracing::error!("VM '{vm}' stays paused after its disk copy: {e:#}");
+        }
+        snap.paused_ms = started.elapsed().as_millis() as u64;
+        let paused_ms = snap.paused_ms;
+        let bytes = copied?.with_context(|| format!("copying {}", disk.display()))?;
+        tracing::info!(
+            "VM '{vm}': consistent disk copy of {bytes} bytes, {} for {paused_ms} ms",
+            if pause { "paused" } else { "not running" }
+        );
+        Ok(snap)
+    }
+
+    /// Destination side: whether to host the offered replica; the manifest it
+    /// will be created from, or why not.
+    async fn check_offer(&self, from: PeerId, offer: &Offer) -> Result<VmManifest, String> {
+        if !self.access.allows(&from, Role::Control) {
+            return Err(format!(
+                "peer {from} is not allowed to control this host (its operator can run `peervisor peers allow {from} --role control`)"
+            ));
+        }
+        if !self.config.accept_migrations {
+            return Err("this peer does not accept VMs from other peers".into());
+        }
+        validate_vm_name(&offer.name).map_err(|e| e.to_string())?;
+        let uuid_ok = offer.source_uuid.len() == 36
+            && offer
+                .source_uuid
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() || c == '-');
+        if !uuid_ok {
+            return Err("malformed source UUID".into());
+        }
+        let manifest = VmManifest {
+            name: offer.name.clone(),
+            vcpus: offer.vcpus,
+            memory_mib: offer.memory_mib,
+            data_disk_mib: None,
+            image: Some(offer.image.clone()),
+            services: offer
+                .services
+                .iter()
+                .map(|s| ManifestService {
+                    name: s.name.clone(),
+                    kind: s.kind.clone(),
+                    port: u32::from(s.port),
+                    tags: s.tags.iter().cloned().collect(),
+                })
+                .collect(),
+        };
+        manifest
+            .validate()
+            .map_err(|e| format!("replica definition: {e}"))?;
+        if self.host.vm(&offer.name).await.is_ok() {
+            return Err(format!("a VM named '{}' exists already here", offer.name));
+        }
+        if self.operations.is_active(&offer.name) {
+            return Err(format!("a VM named '{}' is arriving already", offer.name));
+        }
+        let (dir, image) = (self.config.image_dir.clone(), offer.image.clone());
+        let found = tokio::task::spawn_blocking(move || crate::image::find(&dir, &image)).await;
+        if !matches!(found, Ok(Ok(_))) {
+            return Err(format!(
+                "image '{}' is not on this peer (build it with `peervisor image build`)",
+                offer.image
+            ));
+        }
+        if let Some(plan) = &offer.disk {
+            plan.validate(MAX_DISK_FILE)?;
+            if plan.format != "qcow2" {
+                return Err(format!(
+                    "data disk format {} (only qcow2 is attached)",
+                    plan.format
+                ));
+            }
+        }
+        let disk_bytes = offer.disk.as_ref().map_or(0, |p| p.allocated);
+        self.check_replica_capacity(offer.memory_mib, disk_bytes)?;
+        Ok(manifest)
+    }
+
+    /// CAPACITY HOOK: the shared check (src/runtime/capacity.rs, from the
+    /// migrate-guard work) belongs here once it is on main. Until then: the
+    /// host's free memory and the disk dir's free space.
+    fn check_replica_capacity(&self, memory_mib: u64, disk_bytes: u64) -> Result<(), String> {
+        if let Some(h) = self.host.host_stats() {
+            let free = h.mem_total_mib.saturating_sub(h.mem_used_mib);
+            if memory_mib > free {
+                return Err(format!(
+                    "not enough memory: the replica needs {memory_mib} MiB, {free} MiB free"
+                ));
+            }
+        }
+        let dir = disk_dir();
+        std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        let fs = rustix::fs::statvfs(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let free = fs.f_bavail.saturating_mul(fs.f_frsize);
+        if disk_bytes > free {
+            return Err(format!(
+                "not enough disk space in {}: {disk_bytes} bytes needed, {free} free",
+                dir.display()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Destination side: receives the disk, then defines and starts the replica.
+    async fn receive_replica<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        stream: &mut S,
+        offer: &Offer,
+        manifest: &VmManifest,
+        op: u64,
+    ) -> Result<Outcome> {
+        let mut ready_disk = None;
+        let mut disk_sha256 = None;
+        match &offer.disk {
+            None => {
+                wire::send(stream, &Answer::Accept { need: Vec::new() }).await?;
+            }
+            Some(plan) => {
+                let dir = disk_dir();
+                std::fs::create_dir_all(&dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+                let partial_path = dir.join(format!(
+                    ".{}-{}.partial",
+                    offer.name,
+                    &offer.source_uuid[..8]
+                ));
+                let (path, p) = (partial_path.clone(), plan.clone());
+                let (partial, need) =
+                    tokio::task::spawn_blocking(move || Partial::open(&path, &p))
+                        .await?
+                        .with_context(|| format!("opening {}", partial_path.display()))?;
+                if need.len() < plan.chunks.len() {
+                    tracing::info!(
+                        "replica '{}': resuming, {} of {} chunks already here",
+                        offer.name,
+                        plan.chunks.len() - need.len(),
+                        plan.chunks.len()
+                    );
+                }
+                wire::send(stream, &Answer::Accept { need: need.clone() }).await?;
+                self.operations.set_phase(op, OperationPhase::Transferring);
+                let partial = receive_chunks(stream, plan, &need, partial, |done, total| {
+                    self.operations
+                        .set_progress(op, &transfer_sample(done, total))
+                })
+                .await?;
+                let p = plan.clone();
+                let digest = tokio::task::spawn_blocking(move || partial.finish(&p))
+                    .await?
+                    .context("finishing the disk file")?;
+                if digest != plan.file_sha256 {
+                    let _ = std::fs::remove_file(&partial_path);
+                    bail!("the received disk does not match the source's checksum");
+                }
+                disk_sha256 = digest;
+                ready_disk = Some(partial_path);
+            }
+        }
+        let uuid = new_uuid();
+        let disk = match ready_disk {
+            Some(partial) => {
+                let disk = disk_dir().join(format!("{}-{}.qcow2", offer.name, &uuid[..8]));
+                std::fs::rename(&partial, &disk)
+                    .with_context(|| format!("renaming {}", partial.display()))?;
+                Some(disk)
+            }
+            None => None,
+        };
+        match self.create_vm_with(manifest, uuid, disk.clone()).await {
+            Ok(ip) => {
+                self.services.republish.notify_one();
+                Ok(Outcome::Started {
+                    ip: ip.to_string(),
+                    disk_sha256,
+                })
+            }
+            Err(e) => {
+                // Nothing half-made is left behind.
+                if let Some(disk) = disk {
+                    let _ = std::fs::remove_file(disk);
+                }
+                Err(e)
+            }
+        }
+    }
+
+}
+
+/// Progress of a byte transfer in the shape operations keep.
+fn transfer_sample(done: u64, total: u64) -> JobSample {
+    JobSample {
+        processed_bytes: Some(done),
+        remaining_bytes: Some(total.saturating_sub(done)),
+        total_bytes: Some(total.max(1)),
+        ..JobSample::default()
+    }
+}
+
+/// The source's consistent disk copy, removed when dropped.
+struct Snapshot {
+    path: PathBuf,
+    paused_ms: u64,
+}
+
+impl Drop for Snapshot {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// `VM-r1`, `VM-r2`, ...: the first no VM here or on a known peer uses.
+fn default_replica_name(vm: &str, local: &[String], peers: &[PeerView]) -> Result<String> {
+    let taken = |name: &str| {
+        local.iter().any(|n| n == name)
+            || peers
+                .iter()
+                .any(|p| p.vms.iter().flatten().any(|n| n == name))
+    };
+    let base = vm.rsplit_once("-r").map_or(vm, |(b, n)| {
+        if !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()) {
+            b
+        } else {
+            vm
+        }
+    });
+    (1..1000)
+        .map(|n| format!("{base}-r{n}"))
+        .find(|n| !taken(n))
+        .ok_or_else(|| anyhow!("no free replica name for '{vm}': give one with --name"))
+        .and_then(|n| validate_vm_name(&n).map(|_| n))
+}
+
+/// Destination side: serves replication streams.
+pub async fn accept_replicas(peer: Arc<Peer>) {
+    let mut incoming = match peer.node.streams().accept(REPLICA_PROTOCOL) {
+        Ok(incoming) => incoming,
+        Err(e) => {
+            tracing::error!("cannot accept replicas: {e}");
+            return;
+        }
+    };
+    while let Some((from, stream)) = incoming.next().await {
+        let peer = peer.clone();
+        tokio::spawn(async move {
+            if let Err(e) = serve_replica(&peer, from, stream).await {
+                tracing::warn!("replication from {from}: {e:#}");
+            }
+        });
+    }
+}
+
+async fn serve_replica(peer: &Peer, from: PeerId, stream: libp2p::Stream) -> Result<()> {
+    let mut stream = stream.compat();
+    let offer: Offer = tokio::time::timeout(READ_TIMEOUT, wire::receive(&mut stream, "offer"))
+        .await
+        .map_err(|_| anyhow!("no offer within {READ_TIMEOUT:?}"))??;
+    let manifest = match peer.check_offer(from, &offer).await {
+        Ok(m) => m,
+        Err(reason) => {
+            tracing::warn!(
+                "refused replica '{}' of VM '{}' from {from}: {reason}",
+                offer.name,
+                offer.source_vm
+            );
+            wire::send(&mut stream, &Answer::Refuse { reason }).await?;
+            return Ok(());
+        }
+    };
+    let op = peer
+        .operations
+        .begin(OperationKind::ReplicateIn, &offer.name, &from.to_string());
+    tracing::info!(
+        "accepted replica '{}' of VM '{}' from {from}",
+        offer.name,
+        offer.source_vm
+    );
+    match peer
+        .receive_replica(&mut stream, &offer, &manifest, op)
+        .await
+    {
+        Ok(outcome) => {
+            peer.operations.finish(op, None);
+            tracing::info!("replica '{}' started", offer.name);
+            wire::send(&mut stream, &outcome).await?;
+        }
+        Err(e) => {
+            peer.operations.finish(op, Some(format!("{e:#}")));
+            let reason = format!("{e:#}");
+            let _ = wire::send(&mut stream, &Outcome::Failed { reason }).await;
+            return Err(e.context(format!("replica '{}'", offer.name)));
+        }
+    }
+    let _ = stream.shutdown().await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer_with(vms: &[&str]) -> PeerView {
+        PeerView {
+            vms: Some(vms.iter().map(|s| s.to_string()).collect()),
+            ..PeerView::default()
+        }
+    }
+
+    #[test]
+    fn default_names_skip_those_in_use_anywhere() {
+        let none: [PeerView; 0] = [];
+        assert_eq!(default_replica_name("web-1", &[], &none).unwrap(), "web-1-r1");
+        let peers = [peer_with(&["web-1-r1"]), peer_with(&["web-1-r2"])];
+        assert_eq!(
+            default_replica_name("web-1", &["web-1-r3".into()], &peers).unwrap(),
+            "web-1-r4"
+        );
+        // A replica of a replica counts from the original's name.
+        assert_eq!(default_replica_name("web-1-r1", &[], &peers).unwrap(), "web-1-r3");
+        assert!(default_replica_name(&"a".repeat(48), &[], &none).is_err());
+    }
+}
