@@ -306,6 +306,19 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 20)]
         rounds: usize,
     },
+    /// Replication's disk transfer over the overlay against rsync --sparse over
+    /// loopback, on a raw sparse disk and its qcow2 conversion; then a cut
+    /// transfer resumed.
+    Replicate {
+        /// Size of the disk the guest would see, MiB.
+        #[arg(long, default_value_t = 1024)]
+        virtual_mib: u64,
+        /// Random data scattered over it, MiB.
+        #[arg(long, default_value_t = 128)]
+        data_mib: u64,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
     /// Boot time (create -> guest HTTP answers) on this node's libvirt: the
     /// default boot (PVH kernel + qboot) against bzImage + SeaBIOS, plus image
     /// build times.

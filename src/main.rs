@@ -198,6 +198,11 @@ async fn run(cli: Cli) -> Result<()> {
             print!("{table}");
             Ok(())
         }
+        Some(Command::Bench(BenchCommand::Replicate {
+            virtual_mib,
+            data_mib,
+            rounds,
+        })) => replica::bench::run(virtual_mib, data_mib, rounds).await,
         Some(Command::Bench(BenchCommand::Boot { rounds })) => {
             bench_boot(&control, &cli.node, rounds).await
         }

@@ -179,12 +179,14 @@ impl Peer {
                 self.operations
                     .set_progress(op, &transfer_sample(done, total))
             })
-            .await?;
+            .await
+            .with_context(|| format!("sending the disk to {dest_name}"))?;
             wire_bytes += sent.stream_bytes;
         }
         let outcome = tokio::time::timeout(START_TIMEOUT, wire::receive(&mut stream, "outcome"))
             .await
-            .map_err(|_| anyhow!("{dest_name} did not start the replica within {START_TIMEOUT:?}"))??;
+            .map_err(|_| anyhow!("{dest_name} did not start the replica within {START_TIMEOUT:?}"))?
+            .with_context(|| format!("waiting for {dest_name} to start the replica"))?;
         let (ip, replica_sha256) = match outcome {
             Outcome::Started { ip, disk_sha256 } => (ip, disk_sha256),
             Outcome::Failed { reason } => bail!("{dest_name}: {reason}"),

@@ -1,0 +1,307 @@
+//! Replication end to end: two peers as separate processes, each with its own
+//! libvirt daemon; a guest with a data disk on A is replicated to B, where the
+//! replica boots with the same data and provides the same services. Slow (real
+//! guests under TCG): nextest runs these in the `vm` group.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{NodeOptions, TestNetns, TestNode, eventually, fresh_key, stderr, virsh};
+use serde_json::Value;
+
+struct Rig {
+    netns: TestNetns,
+    key: String,
+    image_dir: String,
+}
+
+impl Rig {
+    fn new(tag: &str) -> Rig {
+        Rig {
+            image_dir: common::image_dir().to_string_lossy().into_owned(),
+            netns: TestNetns::new(tag),
+            key: fresh_key(),
+        }
+    }
+
+    fn node(&self, nick: &str, bootstrap: Option<&TestNode>) -> TestNode {
+        TestNode::start(NodeOptions {
+            nick,
+            key: &self.key,
+            bootstrap: bootstrap.map(|n| n.port),
+            hypervisor: None,
+            guest_netns: &self.netns.name,
+            extra: &["--image-dir", self.image_dir.as_str()],
+        })
+    }
+
+    /// peer-a and peer-b joined, peer-b letting peer-a push VMs in.
+    fn pair(&self) -> (TestNode, TestNode) {
+        let a = self.node("peer-a", None);
+        let b = self.node("peer-b", Some(&a));
+        assert!(
+            eventually(Duration::from_secs(20), || a.connected_peers()
+                == ["peer-b"]),
+            "overlay did not form:\n{}",
+            a.log()
+        );
+        b.allow_control(&a);
+        (a, b)
+    }
+}
+
+/// The guest's state page, fetched from inside the guest network namespace.
+fn guest_state(netns: &TestNetns, ip: &str) -> Option<String> {
+    let out = netns.exec(&[
+        "curl",
+        "-sf",
+        "--max-time",
+        "2",
+        &format!("http://{ip}/cgi-bin/state"),
+    ]);
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn wait_http(netns: &TestNetns, ip: &str) {
+    assert!(
+        eventually(Duration::from_secs(90), || guest_state(netns, ip)
+            .is_some()),
+        "guest HTTP never answered at {ip}"
+    );
+}
+
+/// One line-protocol exchange with the guest's kv service.
+fn kv(netns: &TestNetns, ip: &str, line: &str) -> String {
+    let script = format!(
+        "exec 3<>/dev/tcp/{ip}/7000 && printf '%s\\nQUIT\\n' \"$LINE\" >&3 && head -n1 <&3"
+    );
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &netns.name, "timeout", "5", "bash", "-c", &script])
+        .env("LINE", line)
+        .output()
+        .expect("ip netns exec");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn ip_of(node: &TestNode, vm: &str) -> String {
+    node.vm(vm).unwrap_or_else(|| panic!("{vm} listed"))["ip"]
+        .as_str()
+        .expect("guest ip")
+        .to_string()
+}
+
+/// The data disk file of a VM, as libvirt has it.
+fn disk_of(node: &TestNode, vm: &str) -> String {
+    virsh(&node.hypervisor_uri(), &["domblklist", vm])
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("vda").map(|p| p.trim().to_string()))
+        .unwrap_or_else(|| panic!("{vm} has no vda"))
+}
+
+fn sha256_of(path: &str) -> String {
+    let out = std::process::Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("sha256sum");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn replicate(a: &TestNode, vm: &str) -> Result<Value, String> {
+    let out = a.cli(&["replicate", vm, "--to", "peer-b", "--json"]);
+    if out.status.success() {
+        Ok(serde_json::from_slice(&out.stdout).expect("report is JSON"))
+    } else {
+        Err(stderr(&out))
+    }
+}
+
+fn providers_of(node: &TestNode, service: &str) -> Vec<String> {
+    let out = node.cli(&["services", "--json"]);
+    let services: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    services
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["name"] == service)
+        .flat_map(|s| s["providers"].as_array().cloned().unwrap_or_default())
+        .filter_map(|p| p["vm"].as_str().map(String::from))
+        .collect()
+}
+
+#[test]
+fn vm_replica_serves_the_same_data_and_only_allocated_bytes_cross() {
+    let rig = Rig::new("rep");
+    let netns = &rig.netns;
+    let (a, b) = rig.pair();
+
+    let manifest = a.data_dir().join("rep-web.toml");
+    std::fs::write(
+        &manifest,
+        "name = \"rep-web\"\ndata_disk_mib = 256\n\
+         [[services]]\nname = \"rep-site\"\ntype = \"http\"\nport = 80\n\
+         [[services]]\nname = \"rep-store\"\ntype = \"kv\"\nport = 7000\n",
+    )
+    .unwrap();
+    let out = a.cli(&["vm", "create", "-f", &manifest.to_string_lossy()]);
+    assert!(out.status.success(), "vm create: {}", stderr(&out));
+    let ip = ip_of(&a, "rep-web");
+    wait_http(netns, &ip);
+
+    // Data on the disk, flushed (the write CGI ends with a sync).
+    let values: Vec<(String, String)> = (0..20)
+        .map(|i| (format!("key{i}"), format!("value-{i}-{}", fresh_key())))
+        .collect();
+    for (k, v) in &values {
+        assert_eq!(kv(netns, &ip, &format!("SET {k} {v}")), "OK");
+    }
+    let synced = netns.exec(&["curl", "-sf", &format!("http://{ip}/cgi-bin/write?1")]);
+    assert!(synced.status.success(), "sync in the guest");
+
+    // Paused, the disk file stays as it is: the test can checksum it itself.
+    let out = a.cli(&["vm", "pause", "rep-web"]);
+    assert!(out.status.success(), "pause: {}", stderr(&out));
+    let source_disk = disk_of(&a, "rep-web");
+    let source_sha = sha256_of(&source_disk);
+
+    let report = replicate(&a, "rep-web").unwrap_or_else(|e| panic!("{e}\n{}", b.log()));
+    assert_eq!(report["replica"], "rep-web-r1");
+    let disk = &report["disk"];
+    let allocated = disk["allocated_bytes"].as_u64().unwrap();
+    let wire = disk["wire_bytes"].as_u64().unwrap();
+    eprintln!(
+        "disk: virtual {} B, file {} B, allocated {allocated} B, data {} B, on the stream {wire} B ({:.3}x allocated)",
+        disk["virtual_bytes"],
+        disk["file_bytes"],
+        disk["data_bytes"],
+        wire as f64 / allocated as f64
+    );
+    assert_eq!(disk["virtual_bytes"].as_u64(), Some(256 << 20));
+    assert!(allocated < 128 << 20, "sparse disk: {allocated} allocated");
+    assert!(
+        (wire as f64) <= 1.1 * allocated as f64,
+        "{wire} bytes crossed for {allocated} allocated"
+    );
+    assert_eq!(disk["chunks_sent"], disk["chunks_total"]);
+    assert_eq!(disk["source_sha256"].as_str(), Some(source_sha.as_str()));
+    assert_eq!(
+        disk["replica_sha256"].as_str(),
+        Some(source_sha.as_str()),
+        "the replica's disk, read back before it booted, equals the source's"
+    );
+    let out = a.cli(&["vm", "resume", "rep-web"]);
+    assert!(out.status.success(), "resume: {}", stderr(&out));
+
+    // The replica: its own name and address, the same data and services.
+    let replica_ip = report["replica_ip"].as_str().unwrap().to_string();
+    assert_ne!(replica_ip, ip);
+    assert_eq!(ip_of(&b, "rep-web-r1"), replica_ip);
+    wait_http(netns, &replica_ip);
+    let state = guest_state(netns, &replica_ip).unwrap();
+    assert!(state.contains("name=rep-web-r1"), "{state}");
+    for (k, v) in &values {
+        assert_eq!(&kv(netns, &replica_ip, &format!("GET {k}")), v);
+    }
+    let source_uuid = a.vm("rep-web").unwrap()["uuid"].clone();
+    assert_ne!(b.vm("rep-web-r1").unwrap()["uuid"], source_uuid);
+    let mac = |node: &TestNode, vm: &str| virsh(&node.hypervisor_uri(), &["domiflist", vm]);
+    assert_ne!(
+        mac(&a, "rep-web").split_whitespace().last(),
+        mac(&b, "rep-web-r1").split_whitespace().last()
+    );
+    // The source keeps running and answering.
+    assert!(guest_state(netns, &ip).is_some(), "source still answers");
+    assert_eq!(a.vm("rep-web").unwrap()["state"], "running");
+
+    // Both are providers of both services, seen from A.
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            let mut p = providers_of(&a, "rep-store");
+            p.sort();
+            p == ["rep-web", "rep-web-r1"]
+        }),
+        "providers of rep-store: {:?}",
+        providers_of(&a, "rep-store")
+    );
+    assert_eq!(providers_of(&a, "rep-site").len(), 2);
+
+    // Nothing left of the transfer; the replica is removed like any VM.
+    let leftovers: Vec<_> = std::fs::read_dir(std::path::Path::new(&source_disk).parent().unwrap())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".rep-web"))
+        .collect();
+    assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
+    let replica_disk = disk_of(&b, "rep-web-r1");
+    let out = b.cli(&["vm", "rm", "rep-web-r1", "--yes"]);
+    assert!(out.status.success(), "vm rm: {}", stderr(&out));
+    assert!(b.vm("rep-web-r1").is_none());
+    assert!(!std::path::Path::new(&replica_disk).exists(), "disk removed");
+}
+
+#[test]
+fn vm_cut_replication_resumes_and_sends_only_the_rest() {
+    // SAFETY: nextest runs each test in its own process; set before any node
+    // starts, so only the children read it. The destination drops the first
+    // replication stream after 3 chunks (the source does not receive chunks).
+    unsafe { std::env::set_var("PEERVISOR_TEST_CUT_REPLICA_AFTER_CHUNKS", "3") };
+    let rig = Rig::new("cut");
+    let netns = &rig.netns;
+    let (a, b) = rig.pair();
+
+    let out = a.cli(&["vm", "create", "cut-web", "--data-disk", "64"]);
+    assert!(out.status.success(), "vm create: {}", stderr(&out));
+    let ip = ip_of(&a, "cut-web");
+    wait_http(netns, &ip);
+    // Paused for both attempts, so both plan the same disk.
+    let out = a.cli(&["vm", "pause", "cut-web"]);
+    assert!(out.status.success(), "pause: {}", stderr(&out));
+
+    let err = replicate(&a, "cut-web").expect_err("the first attempt is cut");
+    assert!(err.contains("peer-b"), "{err}");
+    assert!(b.vm("cut-web-r1").is_none(), "nothing started on a cut");
+    let status = a.status();
+    let failed = status["operations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|o| o["kind"] == "replicateout" && o["phase"] == "failed");
+    assert!(failed, "the cut shows as a failed operation: {status}");
+
+    let report = replicate(&a, "cut-web").unwrap_or_else(|e| panic!("{e}\n{}", b.log()));
+    let disk = &report["disk"];
+    let total = disk["chunks_total"].as_u64().unwrap();
+    let sent = disk["chunks_sent"].as_u64().unwrap();
+    eprintln!(
+        "resumed: {sent} of {total} chunks sent, {} of {} data bytes",
+        disk["sent_data_bytes"], disk["data_bytes"]
+    );
+    assert!(total > 3, "the disk has more than 3 chunks ({total})");
+    assert_eq!(sent, total - 3, "only the rest crossed");
+    assert!(disk["sent_data_bytes"].as_u64() < disk["data_bytes"].as_u64());
+    assert_eq!(disk["replica_sha256"], disk["source_sha256"]);
+    assert!(b.log().contains("resuming, 3 of"), "{}", b.log());
+
+    let replica_ip = report["replica_ip"].as_str().unwrap().to_string();
+    wait_http(netns, &replica_ip);
+    assert!(
+        guest_state(netns, &replica_ip)
+            .unwrap()
+            .contains("name=cut-web-r1")
+    );
+    let out = a.cli(&["vm", "resume", "cut-web"]);
+    assert!(out.status.success(), "resume: {}", stderr(&out));
+    // The guest's default HTTP service keeps the source's name on the replica.
+    assert!(
+        eventually(Duration::from_secs(20), || providers_of(&a, "cut-web").len() == 2),
+        "providers of cut-web: {:?}",
+        providers_of(&a, "cut-web")
+    );
+}
