@@ -67,8 +67,7 @@ fn guest_state(netns: &TestNetns, ip: &str) -> Option<String> {
 
 fn wait_http(netns: &TestNetns, ip: &str) {
     assert!(
-        eventually(Duration::from_secs(90), || guest_state(netns, ip)
-            .is_some()),
+        eventually(Duration::from_secs(90), || guest_state(netns, ip).is_some()),
         "guest HTTP never answered at {ip}"
     );
 }
@@ -79,7 +78,16 @@ fn kv(netns: &TestNetns, ip: &str, line: &str) -> String {
         "exec 3<>/dev/tcp/{ip}/7000 && printf '%s\\nQUIT\\n' \"$LINE\" >&3 && head -n1 <&3"
     );
     let out = std::process::Command::new("ip")
-        .args(["netns", "exec", &netns.name, "timeout", "5", "bash", "-c", &script])
+        .args([
+            "netns",
+            "exec",
+            &netns.name,
+            "timeout",
+            "5",
+            "bash",
+            "-c",
+            &script,
+        ])
         .env("LINE", line)
         .output()
         .expect("ip netns exec");
@@ -243,7 +251,10 @@ fn vm_replica_serves_the_same_data_and_only_allocated_bytes_cross() {
     let out = b.cli(&["vm", "rm", "rep-web-r1", "--yes"]);
     assert!(out.status.success(), "vm rm: {}", stderr(&out));
     assert!(b.vm("rep-web-r1").is_none());
-    assert!(!std::path::Path::new(&replica_disk).exists(), "disk removed");
+    assert!(
+        !std::path::Path::new(&replica_disk).exists(),
+        "disk removed"
+    );
 }
 
 #[test]
@@ -263,6 +274,16 @@ fn vm_cut_replication_resumes_and_sends_only_the_rest() {
     // Paused for both attempts, so both plan the same disk.
     let out = a.cli(&["vm", "pause", "cut-web"]);
     assert!(out.status.success(), "pause: {}", stderr(&out));
+
+    // Bad input first: nothing moves.
+    let out = a.cli(&["replicate", "cut-web", "--to", "nobody"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("nobody"), "{}", stderr(&out));
+    let out = b.cli(&["peers", "forget", &a.peer_id()]);
+    assert!(out.status.success(), "forget: {}", stderr(&out));
+    let err = replicate(&a, "cut-web").expect_err("peer-a may not control peer-b");
+    assert!(err.contains("not allowed to control"), "{err}");
+    b.allow_control(&a);
 
     let err = replicate(&a, "cut-web").expect_err("the first attempt is cut");
     assert!(err.contains("peer-b"), "{err}");
@@ -300,7 +321,9 @@ fn vm_cut_replication_resumes_and_sends_only_the_rest() {
     assert!(out.status.success(), "resume: {}", stderr(&out));
     // The guest's default HTTP service keeps the source's name on the replica.
     assert!(
-        eventually(Duration::from_secs(20), || providers_of(&a, "cut-web").len() == 2),
+        eventually(Duration::from_secs(20), || providers_of(&a, "cut-web")
+            .len()
+            == 2),
         "providers of cut-web: {:?}",
         providers_of(&a, "cut-web")
     );

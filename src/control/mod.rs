@@ -148,7 +148,7 @@ pub enum Reply {
         to: String,
         operation: u64,
     },
-    Replicated(ReplicationReport),
+    Replicated(Box<ReplicationReport>),
     Services {
         services: Vec<ServiceView>,
     },

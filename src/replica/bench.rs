@@ -43,7 +43,9 @@ pub async fn run(virtual_mib: u64, data_mib: u64, rounds: usize) -> Result<()> {
         bail!("--data-mib must be between 1 and half of --virtual-mib");
     }
     let rounds = rounds.max(1);
-    let dir = tempfile::Builder::new().prefix("pv-bench-replicate-").tempdir()?;
+    let dir = tempfile::Builder::new()
+        .prefix("pv-bench-replicate-")
+        .tempdir()?;
     eprintln!("making a {virtual_mib} MiB disk with {data_mib} MiB of data…");
     let raw = dir.path().join("disk.raw");
     make_sparse_disk(&raw, virtual_mib << 20, data_mib << 20)?;
@@ -56,7 +58,10 @@ pub async fn run(virtual_mib: u64, data_mib: u64, rounds: usize) -> Result<()> {
         .await
         .context("running qemu-img (install qemu-utils)")?;
     if !out.status.success() {
-        bail!("qemu-img convert: {}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "qemu-img convert: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
 
     let target = Target::default();
@@ -66,13 +71,21 @@ pub async fn run(virtual_mib: u64, data_mib: u64, rounds: usize) -> Result<()> {
 
     println!("replication disk transfer vs rsync --sparse, loopback, median of {rounds} run(s)");
     println!(
-        "{:<8} {:>10} {:>10} {:<22} {:>9} {:>12} {:>9} {:>7}",
-        "disk", "virtual", "allocated", "method", "time", "on the wire", "wire/alloc", "equal"
+        "{:<6} {:>10} {:>10} {:>10} {:<21} {:>7} {:>11} {:>10} {:>5}",
+        "disk",
+        "virtual",
+        "file",
+        "allocated",
+        "method",
+        "time",
+        "on the wire",
+        "wire/alloc",
+        "equal"
     );
     let mut qcow2_full_wire = 0;
     for (label, path) in [("qcow2", &qcow2), ("raw", &raw)] {
-        let meta = std::fs::metadata(path)?;
-        let allocated = std::os::unix::fs::MetadataExt::blocks(&meta) * 512;
+        let shape = plan_of(path).await?;
+        let allocated = shape.allocated;
         let (mut ours, mut theirs) = (Vec::new(), Vec::new());
         for _ in 0..rounds {
             // Interleaved, each to a fresh destination.
@@ -85,18 +98,26 @@ pub async fn run(virtual_mib: u64, data_mib: u64, rounds: usize) -> Result<()> {
         if label == "qcow2" {
             qcow2_full_wire = median_run(&ours).wire_bytes;
         }
-        for (method, runs) in [("peervisor (overlay)", &ours), ("rsync --sparse (tcp)", &theirs)] {
+        for (method, runs) in [
+            ("peervisor (overlay)", &ours),
+            ("rsync --sparse (tcp)", &theirs),
+        ] {
             let r = median_run(runs);
             println!(
-                "{:<8} {:>10} {:>10} {:<22} {:>8.2}s {:>12} {:>8.2}x {:>7}",
+                "{:<6} {:>10} {:>10} {:>10} {:<21} {:>6.2}s {:>11} {:>9.2}x {:>5}",
                 label,
-                mib(meta.len()),
+                mib(shape.virtual_size),
+                mib(shape.file_size),
                 mib(allocated),
                 method,
                 r.seconds,
                 mib(r.wire_bytes),
                 r.wire_bytes as f64 / allocated.max(1) as f64,
-                if runs.iter().all(|r| r.equal) { "yes" } else { "NO" }
+                if runs.iter().all(|r| r.equal) {
+                    "yes"
+                } else {
+                    "NO"
+                }
             );
         }
     }
@@ -194,11 +215,12 @@ async fn overlay_pair(target: Target) -> Result<(Client, Client)> {
     let start = |nick: &str, listen: Multiaddr, bootstrap: Vec<Multiaddr>| {
         let (client, mut events) = node::start(NodeConfig {
             keypair: libp2p::identity::Keypair::generate_ed25519(),
-            network_key: key.clone(),
+            network_key: key,
             nick: nick.into(),
             listen: vec![listen],
             bootstrap,
             mdns: false,
+            relay: Default::default(),
         })?;
         tokio::spawn(async move { while events.recv().await.is_some() {} });
         anyhow::Ok(client)
@@ -349,7 +371,10 @@ impl RsyncDaemon {
             .spawn()
             .context("starting rsync --daemon (install rsync: scripts/setup.sh)")?;
         let deadline = Instant::now() + Duration::from_secs(10);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
             if Instant::now() > deadline {
                 bail!("rsync daemon did not listen on 127.0.0.1:{port}");
             }

@@ -64,7 +64,10 @@ impl DiskPlan {
     /// Checks a plan from the network before acting on it.
     pub fn validate(&self, max_file: u64) -> Result<(), String> {
         if self.file_size > max_file {
-            return Err(format!("disk file of {} bytes is too large", self.file_size));
+            return Err(format!(
+                "disk file of {} bytes is too large",
+                self.file_size
+            ));
         }
         let mut end = 0;
         for (i, c) in self.chunks.iter().enumerate() {
@@ -327,7 +330,8 @@ mod tests {
         f.set_len(8 * CHUNK).unwrap();
         f.write_all_at(&[7u8; 4096], 0).unwrap();
         f.write_all_at(&[0u8; 8192], 2 * CHUNK).unwrap();
-        f.write_all_at(&vec![9u8; 300_000], 3 * CHUNK + 100).unwrap();
+        f.write_all_at(&vec![9u8; 300_000], 3 * CHUNK + 100)
+            .unwrap();
         path
     }
 
@@ -341,8 +345,11 @@ mod tests {
         // Data: 4 KiB at 0 and ~300 KB near 3 MiB; the zero block is left out.
         assert!(plan.data_bytes() >= 4096 + 300_000, "{plan:?}");
         assert!(plan.data_bytes() <= 4096 + 300_000 + 2 * 4096, "{plan:?}");
-        assert!(plan.chunks.iter().all(|c| c.offset / CHUNK
-            == (c.offset + u64::from(c.len) - 1) / CHUNK));
+        assert!(
+            plan.chunks
+                .iter()
+                .all(|c| c.offset / CHUNK == (c.offset + u64::from(c.len) - 1) / CHUNK)
+        );
         assert!(plan.validate(u64::MAX).is_ok());
         assert!(plan.allocated < plan.file_size / 4);
     }

@@ -37,7 +37,12 @@ pub fn needed_bytes(plan: &DiskPlan, need: &[u32]) -> Result<u64> {
             plan.chunks
                 .get(i as usize)
                 .map(|c| u64::from(c.len))
-                .ok_or_else(|| anyhow!("the receiver asked for chunk {i}, the plan has {}", plan.chunks.len()))
+                .ok_or_else(|| {
+                    anyhow!(
+                        "the receiver asked for chunk {i}, the plan has {}",
+                        plan.chunks.len()
+                    )
+                })
         })
         .sum()
 }

@@ -40,8 +40,12 @@ pub struct Offer {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub enum Answer {
     /// Send these chunks (indexes into the plan), in this order.
-    Accept { need: Vec<u32> },
-    Refuse { reason: String },
+    Accept {
+        need: Vec<u32>,
+    },
+    Refuse {
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -308,9 +308,9 @@ impl Peer {
                 };
                 self.migrate_request(vm, to, limits, foreign, detach).await
             }
-            Request::Replicate { vm, to, name } => {
-                Ok(Reply::Replicated(self.replicate(&vm, &to, name).await?))
-            }
+            Request::Replicate { vm, to, name } => Ok(Reply::Replicated(Box::new(
+                self.replicate(&vm, &to, name).await?,
+            ))),
             Request::MigrateAbort { vm } => {
                 self.abort_migration(&vm).await?;
                 Ok(done(format!(

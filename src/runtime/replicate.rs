@@ -69,8 +69,13 @@ impl Peer {
                 n
             }
             None => {
-                let local_names: Vec<String> =
-                    self.host.list().await?.into_iter().map(|v| v.name).collect();
+                let local_names: Vec<String> = self
+                    .host
+                    .list()
+                    .await?
+                    .into_iter()
+                    .map(|v| v.name)
+                    .collect();
                 default_replica_name(vm, &local_names, &net.peers)?
             }
         };
@@ -351,10 +356,9 @@ impl Peer {
                     &offer.source_uuid[..8]
                 ));
                 let (path, p) = (partial_path.clone(), plan.clone());
-                let (partial, need) =
-                    tokio::task::spawn_blocking(move || Partial::open(&path, &p))
-                        .await?
-                        .with_context(|| format!("opening {}", partial_path.display()))?;
+                let (partial, need) = tokio::task::spawn_blocking(move || Partial::open(&path, &p))
+                    .await?
+                    .with_context(|| format!("opening {}", partial_path.display()))?;
                 if need.len() < plan.chunks.len() {
                     tracing::info!(
                         "replica '{}': resuming, {} of {} chunks already here",
@@ -409,7 +413,6 @@ impl Peer {
             }
         }
     }
-
 }
 
 /// Progress of a byte transfer in the shape operations keep.
@@ -534,14 +537,20 @@ mod tests {
     #[test]
     fn default_names_skip_those_in_use_anywhere() {
         let none: [PeerView; 0] = [];
-        assert_eq!(default_replica_name("web-1", &[], &none).unwrap(), "web-1-r1");
+        assert_eq!(
+            default_replica_name("web-1", &[], &none).unwrap(),
+            "web-1-r1"
+        );
         let peers = [peer_with(&["web-1-r1"]), peer_with(&["web-1-r2"])];
         assert_eq!(
             default_replica_name("web-1", &["web-1-r3".into()], &peers).unwrap(),
             "web-1-r4"
         );
         // A replica of a replica counts from the original's name.
-        assert_eq!(default_replica_name("web-1-r1", &[], &peers).unwrap(), "web-1-r3");
+        assert_eq!(
+            default_replica_name("web-1-r1", &[], &peers).unwrap(),
+            "web-1-r3"
+        );
         assert!(default_replica_name(&"a".repeat(48), &[], &none).is_err());
     }
 }

@@ -1093,7 +1093,13 @@ mod tests {
         let mut app = app_with(Some(sample_status()));
         on_web_1(&mut app);
         assert!(press(&mut app, &[key('r')]).is_empty());
-        assert!(matches!(&app.mode, Mode::PickPeer { replicate: true, .. }));
+        assert!(matches!(
+            &app.mode,
+            Mode::PickPeer {
+                replicate: true,
+                ..
+            }
+        ));
         press(&mut app, &[code(KeyCode::Enter)]);
         assert!(
             matches!(&app.mode, Mode::Confirm { question, .. } if question == "Replicate web-1 to peer-b? It keeps running here.")
