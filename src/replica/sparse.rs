@@ -150,10 +150,18 @@ pub fn plan(path: &Path) -> io::Result<DiskPlan> {
     let extents = data_extents(&file)?;
     let mut chunks = Vec::new();
     let mut buf = vec![0u8; CHUNK as usize];
+    // The whole-file checksum is taken in the same pass (holes as zeros).
+    let mut whole = (file_size <= FULL_DIGEST_LIMIT).then(Sha256::new);
+    let mut pos = 0;
     for piece in grid_pieces(&extents) {
         let data = &mut buf[..piece.len as usize];
         file.read_exact_at(data, piece.offset)?;
-        if data.iter().all(|&b| b == 0) {
+        if let Some(h) = whole.as_mut() {
+            hash_zeros(h, piece.offset - pos);
+            h.update(&*data);
+        }
+        pos = piece.offset + piece.len;
+        if is_zero(data) {
             continue;
         }
         chunks.push(Chunk {
@@ -162,9 +170,10 @@ pub fn plan(path: &Path) -> io::Result<DiskPlan> {
             sha256: hex::encode(Sha256::digest(&*data)),
         });
     }
-    let file_sha256 = (file_size <= FULL_DIGEST_LIMIT)
-        .then(|| file_digest(&file, &extents, file_size))
-        .transpose()?;
+    let file_sha256 = whole.map(|mut h| {
+        hash_zeros(&mut h, file_size.saturating_sub(pos));
+        hex::encode(h.finalize())
+    });
     Ok(DiskPlan {
         format: format.into(),
         file_size,
@@ -183,21 +192,28 @@ fn qcow2_virtual_size(header: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(header[24..32].try_into().ok()?))
 }
 
+static ZEROS: [u8; CHUNK as usize] = [0; CHUNK as usize];
+
+/// memcmp against zeros: fast even in a debug build.
+fn is_zero(data: &[u8]) -> bool {
+    data == &ZEROS[..data.len()]
+}
+
+fn hash_zeros(hasher: &mut Sha256, mut n: u64) {
+    while n > 0 {
+        let step = n.min(CHUNK);
+        hasher.update(&ZEROS[..step as usize]);
+        n -= step;
+    }
+}
+
 /// SHA-256 of the whole file, holes hashed as the zeros they read as.
 fn file_digest(file: &File, extents: &[Extent], size: u64) -> io::Result<String> {
     let mut hasher = Sha256::new();
-    let zeros = vec![0u8; CHUNK as usize];
     let mut buf = vec![0u8; CHUNK as usize];
     let mut pos = 0;
-    let feed_zeros = |hasher: &mut Sha256, mut n: u64| {
-        while n > 0 {
-            let step = n.min(CHUNK);
-            hasher.update(&zeros[..step as usize]);
-            n -= step;
-        }
-    };
     for e in extents {
-        feed_zeros(&mut hasher, e.offset - pos);
+        hash_zeros(&mut hasher, e.offset - pos);
         for piece in grid_pieces(std::slice::from_ref(e)) {
             let data = &mut buf[..piece.len as usize];
             file.read_exact_at(data, piece.offset)?;
@@ -205,7 +221,7 @@ fn file_digest(file: &File, extents: &[Extent], size: u64) -> io::Result<String>
         }
         pos = e.offset + e.len;
     }
-    feed_zeros(&mut hasher, size.saturating_sub(pos));
+    hash_zeros(&mut hasher, size.saturating_sub(pos));
     Ok(hex::encode(hasher.finalize()))
 }
 
@@ -244,11 +260,25 @@ impl Partial {
             .truncate(false)
             .open(path)?;
         file.set_len(plan.file_size)?;
+        // Only chunks overlapping data this file already holds can be there
+        // (both lists are in offset order).
+        let held = data_extents(&file)?;
+        let mut next_held = 0;
         let mut need = Vec::new();
         let mut buf = vec![0u8; CHUNK as usize];
         for (i, chunk) in plan.chunks.iter().enumerate() {
+            while held
+                .get(next_held)
+                .is_some_and(|e| e.offset + e.len <= chunk.offset)
+            {
+                next_held += 1;
+            }
+            let overlaps = held
+                .get(next_held)
+                .is_some_and(|e| e.offset < chunk.offset + u64::from(chunk.len));
             let data = &mut buf[..chunk.len as usize];
-            let have = file.read_exact_at(data, chunk.offset).is_ok()
+            let have = overlaps
+                && file.read_exact_at(data, chunk.offset).is_ok()
                 && hex::encode(Sha256::digest(&*data)) == chunk.sha256;
             if !have {
                 need.push(i as u32);
