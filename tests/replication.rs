@@ -227,6 +227,22 @@ fn vm_replica_serves_the_same_data_and_only_allocated_bytes_cross() {
     assert!(guest_state(netns, &ip).is_some(), "source still answers");
     assert_eq!(a.vm("rep-web").unwrap()["state"], "running");
 
+    // A running source: paused by the node only for its local disk copy.
+    let live = replicate(&a, "rep-web").unwrap_or_else(|e| panic!("{e}\n{}", b.log()));
+    assert_eq!(live["replica"], "rep-web-r2", "the next free default name");
+    let paused = live["paused_ms"].as_u64().expect("paused for the copy");
+    eprintln!(
+        "running source: replicated in {:.2} s, paused {paused} ms, {} B on the stream",
+        live["seconds"].as_f64().unwrap(),
+        live["disk"]["wire_bytes"]
+    );
+    assert_eq!(a.vm("rep-web").unwrap()["state"], "running", "resumed");
+    let live_ip = live["replica_ip"].as_str().unwrap().to_string();
+    wait_http(netns, &live_ip);
+    assert_eq!(&kv(netns, &live_ip, "GET key0"), &values[0].1);
+    let out = b.cli(&["vm", "rm", "rep-web-r2", "--yes"]);
+    assert!(out.status.success(), "vm rm: {}", stderr(&out));
+
     // Both are providers of both services, seen from A.
     assert!(
         eventually(Duration::from_secs(20), || {
