@@ -471,6 +471,20 @@ pub struct NodeArgs {
     #[arg(long, global = true, value_name = "N", default_value_t = 4096,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub peer_max_streams: u32,
+    /// On-demand provision: replicate this host's busiest serving VM to the
+    /// least-loaded peer while host CPU stays high; give back replicas placed
+    /// here while it stays low. Off by default; actions are logged with reasons.
+    #[arg(long, global = true)]
+    pub provision: bool,
+    /// Host CPU % above which --provision replicates.
+    #[arg(long, global = true, value_name = "PCT", default_value_t = 80.0)]
+    pub provision_high: f64,
+    /// Host CPU % below which --provision removes the replicas it was given.
+    #[arg(long, global = true, value_name = "PCT", default_value_t = 20.0)]
+    pub provision_low: f64,
+    /// Seconds a condition must hold before --provision acts (and between actions).
+    #[arg(long, global = true, value_name = "SECONDS", default_value_t = 60)]
+    pub provision_after: u64,
 }
 
 /// A size with a binary unit, in MiB.

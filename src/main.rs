@@ -586,6 +586,12 @@ fn peer_config(data_dir: DataDir, args: &NodeArgs) -> PeerConfig {
             .clone()
             .unwrap_or_else(image::default_image_dir),
         accept_migrations: !args.no_accept_migrations,
+        provision: runtime::ProvisionPolicy {
+            enabled: args.provision,
+            high_pct: args.provision_high,
+            low_pct: args.provision_low,
+            sustain: std::time::Duration::from_secs(args.provision_after),
+        },
         yarn: args.yarn.clone(),
         spark: args.spark.clone(),
         limits: runtime::limits::LimitsConfig {

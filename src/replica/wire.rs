@@ -35,6 +35,9 @@ pub struct Offer {
     /// Services the replica provides (the source's, under the same names).
     pub services: Vec<ServiceSpec>,
     pub disk: Option<DiskPlan>,
+    /// Placed by the source's on-demand provision policy (not by an operator).
+    #[serde(default)]
+    pub auto: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

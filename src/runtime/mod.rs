@@ -10,6 +10,7 @@ pub mod limits;
 mod migrate;
 mod operations;
 mod peers;
+mod provision;
 mod replicate;
 mod services;
 
@@ -34,6 +35,7 @@ use crate::node::{self, Client, Event, NodeConfig};
 use crate::paths::{DataDir, console_log_dir, disk_dir};
 use migrate::TunnelGrants;
 use operations::Operations;
+pub use provision::ProvisionPolicy;
 
 /// Everything needed to start a peer.
 pub struct PeerConfig {
@@ -53,6 +55,8 @@ pub struct PeerConfig {
     pub image_dir: PathBuf,
     /// Whether other peers may live-migrate VMs into this host.
     pub accept_migrations: bool,
+    /// On-demand provision (`--provision`), off by default.
+    pub provision: ProvisionPolicy,
     /// Stats sampling interval and history length.
     pub sampling: crate::hypervisor::sampler::SamplerConfig,
     /// Job sources to poll (`--yarn`, `--spark`).
@@ -97,6 +101,12 @@ impl Peer {
             .data_dir
             .create()
             .with_context(|| format!("creating data dir {}", config.data_dir.root().display()))?;
+        if config.provision.enabled {
+            config
+                .provision
+                .validate()
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
         // Bad source URLs fail here, before anything is started.
         let bench = crate::bench::collector::Collector::start(
             &config.yarn,
@@ -191,6 +201,9 @@ impl Peer {
         tokio::spawn(peer.clone().handle_node_events(events));
         tokio::spawn(migrate::accept_tunnels(peer.clone()));
         tokio::spawn(replicate::accept_replicas(peer.clone()));
+        if peer.config.provision.enabled {
+            tokio::spawn(provision::run(peer.clone()));
+        }
         peer.load_exposures();
         tokio::spawn(peer.clone().publish_loop());
         tokio::spawn(services::accept_service_streams(peer.clone()));

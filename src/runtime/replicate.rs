@@ -52,6 +52,18 @@ impl Peer {
         to: &str,
         name: Option<String>,
     ) -> Result<ReplicationReport> {
+        self.replicate_as(vm, to, name, false).await
+    }
+
+    /// `auto`: asked by the provision policy; the destination remembers it and
+    /// its policy may remove the replica when idle.
+    pub(super) async fn replicate_as(
+        self: &Arc<Self>,
+        vm: &str,
+        to: &str,
+        name: Option<String>,
+        auto: bool,
+    ) -> Result<ReplicationReport> {
         let local = self.host.vm(vm).await?;
         let Some(meta) = self.host.metadata(vm).await? else {
             bail!("VM '{vm}' was not created by peervisor: it has no manifest to replicate");
@@ -109,6 +121,7 @@ impl Peer {
                 .unwrap_or_else(|| crate::image::DEFAULT_IMAGE.to_string()),
             services,
             disk: None,
+            auto,
         };
         let disk = meta.disks.first().map(PathBuf::from);
         let result = self
@@ -509,6 +522,11 @@ async fn serve_replica(peer: &Peer, from: PeerId, stream: libp2p::Stream) -> Res
     {
         Ok(outcome) => {
             peer.operations.finish(op, None);
+            if offer.auto
+                && let Err(e) = peer.mark_auto_replica(&offer.name, true)
+            {
+                tracing::warn!("{e:#}");
+            }
             tracing::info!("replica '{}' started", offer.name);
             wire::send(&mut stream, &outcome).await?;
         }

@@ -41,6 +41,7 @@ async fn bench_peer(
         guest_netns: "unused".into(),
         image_dir: root.join("images"),
         accept_migrations: false,
+        provision: Default::default(),
         sampling: Default::default(),
         yarn: Vec::new(),
         spark: Vec::new(),
