@@ -316,6 +316,22 @@ fn migrate_flow_shows_picker_then_prompt() {
 }
 
 #[test]
+fn replicate_flow_shows_its_own_picker_and_prompt() {
+    let mut app = app_with(Some(sample_status()));
+    app.handle_key(key('j'));
+    app.handle_key(key('r'));
+    let lines = render(&app, 80, 24);
+    assert!(screen(&lines).contains("Replicate web-1 to…"));
+    app.handle_key(code(KeyCode::Enter));
+    let lines = render(&app, 80, 24);
+    assert!(
+        lines[22].contains("Replicate web-1 to peer-b?"),
+        "{:?}",
+        lines[22]
+    );
+}
+
+#[test]
 fn peer_detail_opens_on_enter_in_the_topology() {
     let mut app = app_for("default", Pane::Topology);
     app.handle_key(key('j'));
