@@ -12,7 +12,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::sparse::{DiskPlan, Partial};
 
-/// Longest silence inside a transfer.
+/// Longest silence inside a transfer (either way).
 pub const READ_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Test hook: a receiver in a process started with this variable set to N drops
@@ -65,8 +65,13 @@ pub async fn send_chunks<W: AsyncWrite + Unpin>(
             f.read_exact_at(&mut data, chunk.offset).map(|_| data)
         })
         .await??;
-        w.write_all(&index.to_be_bytes()).await?;
-        w.write_all(&data).await?;
+        let write = async {
+            w.write_all(&index.to_be_bytes()).await?;
+            w.write_all(&data).await
+        };
+        tokio::time::timeout(READ_TIMEOUT, write)
+            .await
+            .map_err(|_| anyhow!("the receiver took no data for {READ_TIMEOUT:?}"))??;
         sent.chunks += 1;
         sent.data_bytes += data.len() as u64;
         sent.stream_bytes += 4 + data.len() as u64;
