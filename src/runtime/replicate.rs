@@ -363,6 +363,7 @@ impl Peer {
                 let dir = disk_dir();
                 std::fs::create_dir_all(&dir)
                     .with_context(|| format!("creating {}", dir.display()))?;
+                remove_stale_partials(&dir);
                 let partial_path = dir.join(format!(
                     ".{}-{}.partial",
                     offer.name,
@@ -423,6 +424,28 @@ impl Peer {
                     let _ = std::fs::remove_file(disk);
                 }
                 Err(e)
+            }
+        }
+    }
+}
+
+/// Partial files of replications nobody resumed for a week are abandoned.
+const PARTIAL_KEPT: Duration = Duration::from_secs(7 * 24 * 3600);
+
+fn remove_stale_partials(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let stale = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > PARTIAL_KEPT));
+        if name.starts_with('.') && name.ends_with(".partial") && stale {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => tracing::info!("removed {name}: a replication abandoned a week ago"),
+                Err(e) => tracing::warn!("removing {name}: {e}"),
             }
         }
     }
