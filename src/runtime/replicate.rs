@@ -576,6 +576,26 @@ mod tests {
     }
 
     #[test]
+    fn only_week_old_partials_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join(".web-1-r1-abcd1234.partial");
+        let fresh = dir.path().join(".web-2-r1-abcd1234.partial");
+        let disk = dir.path().join("web-1-abcd1234.qcow2");
+        for p in [&old, &fresh, &disk] {
+            std::fs::write(p, b"x").unwrap();
+        }
+        let long_ago = std::time::SystemTime::now() - Duration::from_secs(8 * 24 * 3600);
+        for p in [&old, &disk] {
+            let f = std::fs::File::options().write(true).open(p).unwrap();
+            f.set_modified(long_ago).unwrap();
+        }
+        remove_stale_partials(dir.path());
+        assert!(!old.exists());
+        assert!(fresh.exists(), "a partial of a recent attempt stays");
+        assert!(disk.exists(), "disks are never touched");
+    }
+
+    #[test]
     fn default_names_skip_those_in_use_anywhere() {
         let none: [PeerView; 0] = [];
         assert_eq!(
