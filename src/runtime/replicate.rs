@@ -23,6 +23,8 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::compat::FuturesAsyncReadCompatExt;
 
 use super::access::Role;
+use super::capacity::{Reservation, VmRequirements};
+use super::operations::Busy;
 use super::peers::{peer_id_of, resolve};
 use super::{Peer, validate_vm_name};
 use crate::control::{DiskTransfer, ReplicationReport};
@@ -91,12 +93,18 @@ impl Peer {
                 default_replica_name(vm, &local_names, &net.peers)?
             }
         };
-        if self.operations.is_active(vm) {
-            bail!("VM '{vm}' is busy: a migration or replication of it is under way");
-        }
+        let limit = self.capacity.max_migrations;
         let op = self
             .operations
-            .begin(OperationKind::ReplicateOut, vm, &dest_name);
+            .begin_limited(OperationKind::ReplicateOut, vm, &dest_name, limit)
+            .map_err(|busy| match busy {
+                Busy::Vm { peer, .. } => anyhow!(
+                    "VM '{vm}' is busy: a migration or replication with {peer} is under way"
+                ),
+                Busy::Limit { running } => anyhow!(
+                    "this peer is already sending {running} replica(s), its limit of {limit} (--max-migrations)"
+                ),
+            })?;
         tracing::info!("replicating VM '{vm}' to {dest_name} as '{name}'");
         let started = Instant::now();
         let services = if local.services.is_empty() {
@@ -252,9 +260,9 @@ impl Peer {
         Ok(snap)
     }
 
-    /// Destination side: whether to host the offered replica; the manifest it
-    /// will be created from, or why not.
-    async fn check_offer(&self, from: PeerId, offer: &Offer) -> Result<VmManifest, String> {
+    /// Destination side: whether to host the offered replica; what it will be
+    /// created from (its capacity reserved), or why not.
+    async fn check_offer(&self, from: PeerId, offer: &Offer) -> Result<Accepted, String> {
         if !self.access.allows(&from, Role::Control) {
             return Err(format!(
                 "peer {from} is not allowed to control this host (its operator can run `peervisor peers allow {from} --role control`)"
@@ -292,20 +300,14 @@ impl Peer {
         manifest
             .validate()
             .map_err(|e| format!("replica definition: {e}"))?;
-        if self.host.vm(&offer.name).await.is_ok() {
-            return Err(format!("a VM named '{}' exists already here", offer.name));
-        }
-        if self.operations.is_active(&offer.name) {
-            return Err(format!("a VM named '{}' is arriving already", offer.name));
-        }
         let (dir, image) = (self.config.image_dir.clone(), offer.image.clone());
         let found = tokio::task::spawn_blocking(move || crate::image::find(&dir, &image)).await;
-        if !matches!(found, Ok(Ok(_))) {
+        let Ok(Ok(image)) = found else {
             return Err(format!(
                 "image '{}' is not on this peer (build it with `peervisor image build`)",
                 offer.image
             ));
-        }
+        };
         if let Some(plan) = &offer.disk {
             plan.validate(MAX_DISK_FILE)?;
             if plan.format != "qcow2" {
@@ -315,34 +317,31 @@ impl Peer {
                 ));
             }
         }
-        let disk_bytes = offer.disk.as_ref().map_or(0, |p| p.allocated);
-        self.check_replica_capacity(offer.memory_mib, disk_bytes)?;
-        Ok(manifest)
-    }
-
-    /// CAPACITY HOOK: the shared check (src/runtime/capacity.rs, from the
-    /// migrate-guard work) belongs here once it is on main. Until then: the
-    /// host's free memory and the disk dir's free space.
-    fn check_replica_capacity(&self, memory_mib: u64, disk_bytes: u64) -> Result<(), String> {
-        if let Some(h) = self.host.host_stats() {
-            let free = h.mem_total_mib.saturating_sub(h.mem_used_mib);
-            if memory_mib > free {
-                return Err(format!(
-                    "not enough memory: the replica needs {memory_mib} MiB, {free} MiB free"
-                ));
-            }
-        }
-        let dir = disk_dir();
-        std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-        let fs = rustix::fs::statvfs(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let free = fs.f_bavail.saturating_mul(fs.f_frsize);
-        if disk_bytes > free {
-            return Err(format!(
-                "not enough disk space in {}: {disk_bytes} bytes needed, {free} free",
-                dir.display()
-            ));
-        }
-        Ok(())
+        // The same checks and lent capacity as an incoming migration (name and
+        // UUID free, boot files here, vCPUs, memory and disk within what this
+        // host lends), reserved until the replica runs or fails.
+        let mut boot_files = vec![image.kernel, image.initrd];
+        boot_files.extend(crate::hypervisor::domain::fast_firmware());
+        let requirements = VmRequirements {
+            name: offer.name.clone(),
+            uuid: new_uuid(),
+            vcpus: offer.vcpus,
+            memory_mib: offer.memory_mib,
+            disk_mib: offer
+                .disk
+                .as_ref()
+                .map_or(0, |p| p.virtual_size.div_ceil(1 << 20)),
+            boot_files,
+        };
+        let reservation = self
+            .check_incoming(&requirements)
+            .await
+            .map_err(|refusal| refusal.to_string())?;
+        Ok(Accepted {
+            manifest,
+            uuid: requirements.uuid,
+            _reservation: reservation,
+        })
     }
 
     /// Destination side: receives the disk, then defines and starts the replica.
@@ -350,7 +349,7 @@ impl Peer {
         &self,
         stream: &mut S,
         offer: &Offer,
-        manifest: &VmManifest,
+        accepted: &Accepted,
         op: u64,
     ) -> Result<Outcome> {
         let mut ready_disk = None;
@@ -400,7 +399,7 @@ impl Peer {
                 ready_disk = Some(partial_path);
             }
         }
-        let uuid = new_uuid();
+        let uuid = accepted.uuid.clone();
         let disk = match ready_disk {
             Some(partial) => {
                 let disk = disk_dir().join(format!("{}-{}.qcow2", offer.name, &uuid[..8]));
@@ -410,7 +409,10 @@ impl Peer {
             }
             None => None,
         };
-        match self.create_vm_with(manifest, uuid, disk.clone()).await {
+        match self
+            .create_vm_with(&accepted.manifest, uuid, disk.clone())
+            .await
+        {
             Ok(ip) => {
                 self.services.republish.notify_one();
                 Ok(Outcome::Started {
@@ -427,6 +429,14 @@ impl Peer {
             }
         }
     }
+}
+
+/// A replica the destination agreed to host.
+struct Accepted {
+    manifest: VmManifest,
+    uuid: String,
+    /// Its share of the capacity this host lends, held until it runs or fails.
+    _reservation: Reservation,
 }
 
 /// Partial files of replications nobody resumed for a week are abandoned.
@@ -519,8 +529,27 @@ async fn serve_replica(peer: &Peer, from: PeerId, stream: libp2p::Stream) -> Res
     let offer: Offer = tokio::time::timeout(READ_TIMEOUT, wire::receive(&mut stream, "offer"))
         .await
         .map_err(|_| anyhow!("no offer within {READ_TIMEOUT:?}"))??;
-    let manifest = match peer.check_offer(from, &offer).await {
-        Ok(m) => m,
+    let limit = peer.capacity.max_migrations;
+    let checked = match peer.check_offer(from, &offer).await {
+        Ok(accepted) => peer
+            .operations
+            .begin_limited(
+                OperationKind::ReplicateIn,
+                &offer.name,
+                &from.to_string(),
+                limit,
+            )
+            .map(|op| (accepted, op))
+            .map_err(|busy| match busy {
+                Busy::Vm { .. } => format!("a VM named '{}' is arriving here already", offer.name),
+                Busy::Limit { running } => {
+                    format!("{running} replica(s) are arriving here already, the limit")
+                }
+            }),
+        Err(reason) => Err(reason),
+    };
+    let (accepted, op) = match checked {
+        Ok(pair) => pair,
         Err(reason) => {
             tracing::warn!(
                 "refused replica '{}' of VM '{}' from {from}: {reason}",
@@ -531,16 +560,13 @@ async fn serve_replica(peer: &Peer, from: PeerId, stream: libp2p::Stream) -> Res
             return Ok(());
         }
     };
-    let op = peer
-        .operations
-        .begin(OperationKind::ReplicateIn, &offer.name, &from.to_string());
     tracing::info!(
         "accepted replica '{}' of VM '{}' from {from}",
         offer.name,
         offer.source_vm
     );
     match peer
-        .receive_replica(&mut stream, &offer, &manifest, op)
+        .receive_replica(&mut stream, &offer, &accepted, op)
         .await
     {
         Ok(outcome) => {
