@@ -287,6 +287,7 @@ mod tests {
                 kind: "http".into(),
                 port: 80,
                 tags: Vec::new(),
+                ..ServiceSpec::default()
             }],
             ..VmView::default()
         }

@@ -114,6 +114,7 @@ impl Peer {
                 kind: "http".into(),
                 port: 80,
                 tags: Vec::new(),
+                ..ServiceSpec::default()
             }]
         } else {
             local.services.clone()
@@ -294,6 +295,9 @@ impl Peer {
                     kind: s.kind.clone(),
                     port: u32::from(s.port),
                     tags: s.tags.iter().cloned().collect(),
+                    // Its limits travel with it (each replica counts its own).
+                    max_conns: s.max_conns,
+                    allow: s.allow.clone(),
                 })
                 .collect(),
         };
