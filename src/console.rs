@@ -333,7 +333,8 @@ pub fn status_text(status: &Status) -> String {
     out
 }
 
-/// Running and recent migrations with their figures; empty when there is none.
+/// Running and recent migrations and replications with their figures; empty when
+/// there is none.
 fn operations_text(status: &Status) -> String {
     use crate::model::{OperationKind, OperationPhase};
     let mut out = String::new();
@@ -351,6 +352,8 @@ fn operations_text(status: &Status) -> String {
         let peer = match op.kind {
             OperationKind::MigrateOut => format!("to {}", op.peer),
             OperationKind::MigrateIn => format!("from {}", short_peer_id(&op.peer)),
+            OperationKind::ReplicateOut => format!("replica to {}", op.peer),
+            OperationKind::ReplicateIn => format!("replica from {}", short_peer_id(&op.peer)),
         };
         let phase = match op.phase {
             OperationPhase::Requested => "requested",
