@@ -6,31 +6,11 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::time::Duration;
 
-use common::{NodeOptions, TestNetns, TestNode, eventually, fresh_key, node, stderr};
+use common::{NodeOptions, TestNetns, TestNode, echo_server, eventually, fresh_key, node, stderr};
 use serde_json::Value;
-
-/// A line-echo server on loopback, for any number of connections.
-fn echo_server() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = stream.read(&mut buf) {
-                    if n == 0 || stream.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    port
-}
 
 fn expose(node: &TestNode, name: &str, target: u16, extra: &[&str]) {
     let target = format!("127.0.0.1:{target}");
@@ -101,7 +81,7 @@ fn per_service_limits_refuse_consumers_with_a_clear_error() {
     let key = fresh_key();
     let a = node("peer-a", &key, None);
     let b = node("peer-b", &key, Some(a.port));
-    let echo = echo_server();
+    let echo = echo_server("127.0.0.1");
     expose(&a, "single", echo, &["--max-conns", "1"]);
     // Only peer-a itself may consume "private": peer-b is not listed.
     let only_a = a.peer_id();
@@ -189,7 +169,7 @@ fn per_peer_rate_limits_refuse_with_a_reason_the_caller_sees() {
         extra: &["--peer-stream-rate", "1", "--peer-control-rate", "1"],
     });
     let b = node("peer-b", &key, Some(a.port));
-    expose(&a, "echo", echo_server(), &[]);
+    expose(&a, "echo", echo_server("127.0.0.1"), &[]);
     let port = consume(&b, "echo");
 
     // A burst of twice the rate passes, then streams are refused.

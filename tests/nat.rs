@@ -6,10 +6,12 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{Islands, NodeOptions, TestNetns, TestNode, eventually, fresh_key, stderr};
+use common::{
+    Islands, NodeOptions, TestNetns, TestNode, echo_server, eventually, fresh_key, stderr,
+};
 use serde_json::Value;
 
 /// A relay on this side of both islands, peer-a on island 0, peer-c on island 1.
@@ -97,26 +99,6 @@ fn providers_of(node: &TestNode, service: &str) -> Vec<String> {
         .flat_map(|s| s["providers"].as_array().cloned().unwrap_or_default())
         .map(|p| p["peer_nick"].as_str().unwrap_or("").to_string())
         .collect()
-}
-
-/// An echo server on `ip` (this namespace), for any number of connections.
-fn echo_server(ip: &str) -> u16 {
-    let listener = TcpListener::bind((ip, 0)).unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = stream.read(&mut buf) {
-                    if n == 0 || stream.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    port
 }
 
 fn round_trip(addr: &str, port: u16, message: &[u8]) -> std::io::Result<Vec<u8>> {

@@ -8,29 +8,10 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::{TestNode, eventually, fresh_key, node, stderr};
+use common::{TestNode, echo_server, eventually, fresh_key, node, stderr};
 use serde_json::Value;
 
 /// A line-echo server on loopback, for a bounded number of connections.
-fn echo_server(connections: usize) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().take(connections) {
-            let Ok(mut stream) = stream else { continue };
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = stream.read(&mut buf) {
-                    if n == 0 || stream.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    port
-}
-
 fn providers_of(node: &TestNode, service: &str) -> Vec<String> {
     let out = node.cli(&["services", "--json"]);
     let services: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
@@ -59,7 +40,7 @@ fn legacy_service_exposed_on_one_peer_is_found_and_consumed_from_another() {
     let a = node("peer-a", &key, None);
     let b = node("peer-b", &key, Some(a.port));
     let c = node("peer-c", &key, Some(b.port)); // knows only peer-b
-    let echo_port = echo_server(8);
+    let echo_port = echo_server("127.0.0.1");
 
     let out = a.cli(&[
         "expose",
@@ -127,7 +108,7 @@ fn unknown_services_and_busy_ports_are_clear_errors() {
     let key = fresh_key();
     let a = node("peer-a", &key, None);
     let b = node("peer-b", &key, Some(a.port));
-    let echo_port = echo_server(1);
+    let echo_port = echo_server("127.0.0.1");
     let out = a.cli(&[
         "expose",
         "web-store",
