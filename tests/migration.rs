@@ -6,86 +6,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{NodeOptions, TestNetns, TestNode, eventually, fresh_key, stderr, stdout, virsh};
-
-/// What the peers of one test share: a guest namespace of its own (removed after
-/// the nodes, which are declared later and so dropped first), a network key and
-/// the image dir.
-struct Rig {
-    netns: TestNetns,
-    key: String,
-    image_dir: String,
-}
-
-impl Rig {
-    fn new(tag: &str) -> Rig {
-        Rig {
-            image_dir: common::image_dir().to_string_lossy().into_owned(),
-            netns: TestNetns::new(tag),
-            key: fresh_key(),
-        }
-    }
-
-    fn node(&self, nick: &str, bootstrap: Option<&TestNode>, extra: &[&str]) -> TestNode {
-        let mut args = vec!["--image-dir", self.image_dir.as_str()];
-        args.extend_from_slice(extra);
-        TestNode::start(NodeOptions {
-            nick,
-            key: &self.key,
-            bootstrap: bootstrap.map(|n| n.port),
-            hypervisor: None,
-            guest_netns: &self.netns.name,
-            extra: &args,
-        })
-    }
-
-    /// peer-a and peer-b joined, peer-b letting peer-a migrate VMs in.
-    fn pair(&self, extra_b: &[&str]) -> (TestNode, TestNode) {
-        let a = self.node("peer-a", None, &[]);
-        let b = self.node("peer-b", Some(&a), extra_b);
-        assert!(
-            eventually(Duration::from_secs(20), || a.connected_peers()
-                == ["peer-b"]),
-            "overlay did not form:\n{}",
-            a.log()
-        );
-        b.allow_control(&a);
-        (a, b)
-    }
-}
-
-/// The guest's state page (`name=`, `boot_id=`, `hits=` ...), fetched from inside
-/// the guest network namespace.
-fn guest_state(netns: &TestNetns, ip: &str) -> Option<String> {
-    let out = netns.exec(&[
-        "curl",
-        "-sf",
-        "--max-time",
-        "2",
-        &format!("http://{ip}/cgi-bin/state"),
-    ]);
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// Creates a VM on `node` and waits until its HTTP service answers; returns its IP.
-fn boot(node: &TestNode, netns: &TestNetns, name: &str, extra: &[&str]) -> String {
-    let mut args = vec!["vm", "create", name];
-    args.extend_from_slice(extra);
-    let out = node.cli(&args);
-    assert!(out.status.success(), "vm create: {}", stderr(&out));
-    let ip = node.vm(name).unwrap_or_else(|| panic!("{name} listed"))["ip"]
-        .as_str()
-        .expect("guest ip")
-        .to_string();
-    assert!(
-        eventually(Duration::from_secs(60), || guest_state(netns, &ip)
-            .is_some()),
-        "guest HTTP never answered at {ip}"
-    );
-    ip
-}
+use common::guests::{Rig, boot, guest_state};
+use common::{NodeOptions, TestNode, eventually, fresh_key, stderr, stdout, virsh};
 
 fn field(state: &str, key: &str) -> String {
     state

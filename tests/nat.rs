@@ -9,6 +9,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use common::guests::guest_state;
 use common::{
     Islands, NodeOptions, TestNetns, TestNode, echo_server, eventually, fresh_key, stderr,
 };
@@ -296,16 +297,6 @@ fn a_partitioned_peer_is_shown_gone_and_converges_after_the_partition_heals() {
          at peer-c after {:.1} s, its service after {:.1} s, consume works after {:.1} s",
         gone[0], gone[1], gone[2], gone[3], back[0], back[1], back[2]
     );
-}
-
-/// The guest's state page (`name=`, `boot_id=`, ...), from inside the guests'
-/// network namespace.
-fn guest_state(netns: &TestNetns, ip: &str) -> Option<String> {
-    let url = format!("http://{ip}/cgi-bin/state");
-    let out = netns.exec(&["curl", "-sf", "--max-time", "2", &url]);
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn boot_id(state: &str) -> String {

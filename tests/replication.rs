@@ -7,63 +7,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{NodeOptions, TestNetns, TestNode, eventually, fresh_key, stderr, virsh};
+use common::guests::{Rig, guest_state};
+use common::{TestNetns, TestNode, eventually, fresh_key, stderr, virsh};
 use serde_json::Value;
-
-struct Rig {
-    netns: TestNetns,
-    key: String,
-    image_dir: String,
-}
-
-impl Rig {
-    fn new(tag: &str) -> Rig {
-        Rig {
-            image_dir: common::image_dir().to_string_lossy().into_owned(),
-            netns: TestNetns::new(tag),
-            key: fresh_key(),
-        }
-    }
-
-    fn node(&self, nick: &str, bootstrap: Option<&TestNode>) -> TestNode {
-        TestNode::start(NodeOptions {
-            nick,
-            key: &self.key,
-            bootstrap: bootstrap.map(|n| n.port),
-            hypervisor: None,
-            guest_netns: &self.netns.name,
-            extra: &["--image-dir", self.image_dir.as_str()],
-        })
-    }
-
-    /// peer-a and peer-b joined, peer-b letting peer-a push VMs in.
-    fn pair(&self) -> (TestNode, TestNode) {
-        let a = self.node("peer-a", None);
-        let b = self.node("peer-b", Some(&a));
-        assert!(
-            eventually(Duration::from_secs(20), || a.connected_peers()
-                == ["peer-b"]),
-            "overlay did not form:\n{}",
-            a.log()
-        );
-        b.allow_control(&a);
-        (a, b)
-    }
-}
-
-/// The guest's state page, fetched from inside the guest network namespace.
-fn guest_state(netns: &TestNetns, ip: &str) -> Option<String> {
-    let out = netns.exec(&[
-        "curl",
-        "-sf",
-        "--max-time",
-        "2",
-        &format!("http://{ip}/cgi-bin/state"),
-    ]);
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-}
 
 fn wait_http(netns: &TestNetns, ip: &str) {
     assert!(
@@ -147,7 +93,7 @@ fn providers_of(node: &TestNode, service: &str) -> Vec<String> {
 fn vm_replica_serves_the_same_data_and_only_allocated_bytes_cross() {
     let rig = Rig::new("rep");
     let netns = &rig.netns;
-    let (a, b) = rig.pair();
+    let (a, b) = rig.pair(&[]);
 
     let manifest = a.data_dir().join("rep-web.toml");
     std::fs::write(
@@ -281,7 +227,7 @@ fn vm_cut_replication_resumes_and_sends_only_the_rest() {
     unsafe { std::env::set_var("PEERVISOR_TEST_CUT_REPLICA_AFTER_CHUNKS", "3") };
     let rig = Rig::new("cut");
     let netns = &rig.netns;
-    let (a, b) = rig.pair();
+    let (a, b) = rig.pair(&[]);
 
     let out = a.cli(&["vm", "create", "cut-web", "--data-disk", "64"]);
     assert!(out.status.success(), "vm create: {}", stderr(&out));

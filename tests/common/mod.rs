@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod guests;
+
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
