@@ -213,6 +213,21 @@ fn load(image_dir: &Path, name: &str) -> Result<(Image, Manifest)> {
     let text = fs::read(&json_path).with_context(|| format!("reading {}", json_path.display()))?;
     let manifest: Manifest = serde_json::from_slice(&text)
         .with_context(|| format!("reading {}", json_path.display()))?;
+    // A truncated or replaced file would boot a guest that never answers: say so
+    // now (`image build` rebuilds an image that fails this check).
+    for (file, recorded) in [
+        ("vmlinuz", manifest.kernel_bytes),
+        ("initrd.img", manifest.initrd_bytes),
+    ] {
+        let actual = file_size(&dir.join(file)).with_context(not_found)?;
+        if actual != recorded {
+            bail!(
+                "image '{name}' in {} is damaged: {file} is {actual} bytes, image.json says \
+                 {recorded}: run `peervisor image build` to rebuild it",
+                image_dir.display()
+            );
+        }
+    }
     let vmlinux = dir.join("vmlinux");
     let pvh = vmlinux.is_file();
     let kernel = if pvh { vmlinux } else { dir.join("vmlinuz") };
@@ -320,3 +335,64 @@ impl Drop for WorkDir {
 
 /// The image VMs are created from unless told otherwise.
 pub const DEFAULT_IMAGE: &str = "peervisor-guest";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An installed image with files of the sizes its image.json records.
+    fn fake_image(dir: &Path) {
+        let image = dir.join("guest");
+        fs::create_dir_all(&image).unwrap();
+        fs::write(image.join("vmlinuz"), vec![1u8; 100]).unwrap();
+        fs::write(image.join("initrd.img"), vec![2u8; 50]).unwrap();
+        let manifest = Manifest {
+            name: "guest".into(),
+            kernel_version: "6.1.0-test".into(),
+            kernel_package: "linux-image-test".into(),
+            kernel_package_version: "1".into(),
+            input_hash: "h".into(),
+            modules: vec![],
+            kernel_bytes: 100,
+            initrd_bytes: 50,
+            built_at: 0,
+            build_seconds: 1.0,
+        };
+        fs::write(
+            image.join("image.json"),
+            serde_json::to_vec(&manifest).unwrap(),
+        )
+        .unwrap();
+    }
+
+    fn error(dir: &Path) -> String {
+        format!("{:#}", find(dir, "guest").unwrap_err())
+    }
+
+    #[test]
+    fn missing_damaged_and_unreadable_images_are_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = error(dir.path());
+        assert!(
+            err.contains("image 'guest' not found") && err.contains("peervisor image build"),
+            "{err}"
+        );
+
+        fake_image(dir.path());
+        assert_eq!(find(dir.path(), "guest").unwrap().size_bytes, 150);
+
+        fs::write(dir.path().join("guest/initrd.img"), [2u8; 10]).unwrap();
+        let err = error(dir.path());
+        assert!(
+            err.contains("is damaged: initrd.img is 10 bytes, image.json says 50"),
+            "{err}"
+        );
+
+        fs::remove_file(dir.path().join("guest/vmlinuz")).unwrap();
+        assert!(error(dir.path()).contains("not found"));
+
+        fs::write(dir.path().join("guest/image.json"), b"{ not json").unwrap();
+        let err = error(dir.path());
+        assert!(err.contains("image.json"), "names the file: {err}");
+    }
+}
