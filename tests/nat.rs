@@ -89,15 +89,10 @@ fn connected(node: &TestNode, nick: &str) -> bool {
     peer(node, nick)["connected"] == true
 }
 
+/// The nicks of the peers providing `service`, as `node` sees them.
 fn providers_of(node: &TestNode, service: &str) -> Vec<String> {
-    let out = node.cli(&["services", "--json"]);
-    let services: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    services
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|s| s["name"] == service)
-        .flat_map(|s| s["providers"].as_array().cloned().unwrap_or_default())
+    node.providers(service)
+        .iter()
         .map(|p| p["peer_nick"].as_str().unwrap_or("").to_string())
         .collect()
 }

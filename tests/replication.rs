@@ -76,15 +76,10 @@ fn replicate(a: &TestNode, vm: &str) -> Result<Value, String> {
     }
 }
 
+/// The VMs providing `service`, as `node` sees them.
 fn providers_of(node: &TestNode, service: &str) -> Vec<String> {
-    let out = node.cli(&["services", "--json"]);
-    let services: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    services
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|s| s["name"] == service)
-        .flat_map(|s| s["providers"].as_array().cloned().unwrap_or_default())
+    node.providers(service)
+        .iter()
         .filter_map(|p| p["vm"].as_str().map(String::from))
         .collect()
 }

@@ -79,7 +79,8 @@ async fn sink_server() -> Result<u16> {
     Ok(port)
 }
 
-async fn echo_server() -> Result<u16> {
+/// An echo server on loopback for the proxy and load benchmarks.
+pub(super) async fn echo_server() -> Result<u16> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let port = listener.local_addr()?.port();
     tokio::spawn(async move {

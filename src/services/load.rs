@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::Barrier;
 
 use crate::control::client::ControlClient;
@@ -89,7 +89,7 @@ pub async fn measure(connections: usize, requests: usize) -> Result<LoadReport> 
     if (connections as u64) * 2 + 64 > fd_limit {
         bail!("{connections} connections need more open files than the limit of {fd_limit}");
     }
-    let echo = echo_server().await?;
+    let echo = super::bench::echo_server().await?;
     let dir = tempfile::Builder::new().prefix("pv-load-").tempdir()?;
     let key = hex::encode(rand::random::<[u8; 32]>());
     // The nodes run with the default per-peer limits, which admit 1,000 streams at
@@ -213,21 +213,6 @@ fn request_bytes(connection: usize, n: usize) -> [u8; REQUEST_BYTES] {
         *b = ((connection * 31 + n * 7 + i) % 251) as u8;
     }
     out
-}
-
-async fn echo_server() -> Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let port = listener.local_addr()?.port();
-    tokio::spawn(async move {
-        while let Ok((mut conn, _)) = listener.accept().await {
-            let _ = conn.set_nodelay(true);
-            tokio::spawn(async move {
-                let (mut r, mut w) = conn.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-            });
-        }
-    });
-    Ok(port)
 }
 
 /// A `peervisor node` child process on libvirt's test driver; killed on drop.

@@ -247,6 +247,19 @@ impl TestNode {
             .find(|v| v["name"] == name)
             .cloned()
     }
+
+    /// The providers of `service` in this node's `services --json`.
+    pub fn providers(&self, service: &str) -> Vec<Value> {
+        let out = self.cli(&["services", "--json"]);
+        let services: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        services
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|s| s["name"] == service)
+            .flat_map(|s| s["providers"].as_array().cloned().unwrap_or_default())
+            .collect()
+    }
 }
 
 impl TestNode {
