@@ -257,6 +257,12 @@ pub fn status_text(status: &Status) -> String {
     let local = &status.local;
     let _ = writeln!(out, "peer     {} ({})", local.nick, local.peer_id);
     let _ = writeln!(out, "listen   {}", local.listen_addrs.join(" "));
+    let _ = match &local.reachability {
+        crate::model::Reachability::Public { address } => {
+            writeln!(out, "reach    public at {address}")
+        }
+        other => writeln!(out, "reach    {}", other.word()),
+    };
     let _ = writeln!(
         out,
         "libvirt  {} (accel {}): {}",
@@ -285,7 +291,7 @@ pub fn status_text(status: &Status) -> String {
             .unwrap_or_else(|| "?".into());
         let link = match (p.connected, &p.relayed_via) {
             (false, _) => "down",
-            (true, None) => "up",
+            (true, None) => "direct",
             (true, Some(_)) => "relay",
         };
         let _ = writeln!(

@@ -53,6 +53,33 @@ pub struct LocalPeer {
     /// Whether the libvirt connection is up or being reopened.
     #[serde(default)]
     pub libvirt: LibvirtLink,
+    /// Whether other peers can dial this one directly (AutoNAT).
+    #[serde(default)]
+    pub reachability: Reachability,
+}
+
+/// What AutoNAT found out about this peer: other peers were asked to dial it back.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "lowercase", tag = "state")]
+pub enum Reachability {
+    /// Not probed yet, or no peer to ask.
+    #[default]
+    Unknown,
+    /// A peer dialed this one back at `address`.
+    Public { address: String },
+    /// Dial-backs failed: behind NAT or a firewall; reached through relays.
+    Private,
+}
+
+impl Reachability {
+    /// One word for the console header and `status`.
+    pub fn word(&self) -> &'static str {
+        match self {
+            Reachability::Unknown => "unknown",
+            Reachability::Public { .. } => "public",
+            Reachability::Private => "behind NAT",
+        }
+    }
 }
 
 /// The node's libvirt connection. Default: connected, never lost.

@@ -171,7 +171,7 @@ fn peers_without_a_route_between_them_consume_a_service_through_a_relay() {
             .to_string()
     };
     assert!(line("peer-a").contains(" relay "), "{text}");
-    assert!(line("relay").contains(" up "), "{text}");
+    assert!(line("relay").contains(" direct "), "{text}");
 
     let port = expose_on_a_and_consume_on_c(&o);
     let c_addr = o.islands.inside(1);

@@ -106,6 +106,17 @@ impl Links {
         links.values().find_map(|l| l.relay)
     }
 
+    /// The connections to a peer that go through a relay.
+    pub(super) fn relayed_connections(&self, peer: &PeerId) -> Vec<ConnectionId> {
+        self.connections
+            .get(peer)
+            .into_iter()
+            .flatten()
+            .filter(|(_, link)| link.relay.is_some())
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
     /// Whether at least one connection to the peer is direct.
     pub(super) fn is_direct(&self, peer: &PeerId) -> bool {
         self.connections

@@ -6,6 +6,7 @@ pub mod identity;
 mod links;
 mod membership;
 pub mod protocol;
+mod reachability;
 mod relay;
 mod transport;
 
@@ -17,11 +18,11 @@ use futures::StreamExt;
 use libp2p::identity::Keypair;
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent, behaviour::toggle::Toggle};
-use libp2p::{Multiaddr, PeerId, Swarm, dcutr, gossipsub, identify, kad, mdns, ping};
+use libp2p::{Multiaddr, PeerId, Swarm, autonat, dcutr, gossipsub, identify, kad, mdns, ping};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, interval};
 
-use crate::model::PeerView;
+use crate::model::{PeerView, Reachability};
 use protocol::{
     ANNOUNCE_TOPIC, Announcement, CONTROL_PROTOCOL, ControlRequest, ControlResponse, agent_version,
     nick_from_agent,
@@ -67,6 +68,8 @@ pub struct NetworkStatus {
     pub listen_addrs: Vec<String>,
     /// Recent dial failures, explained for the operator.
     pub dial_errors: Vec<String>,
+    /// Whether peers can dial this node directly (AutoNAT).
+    pub reachability: Reachability,
 }
 
 #[derive(Clone)]
@@ -194,6 +197,7 @@ struct Behaviour {
     relay_server: Toggle<libp2p::relay::Behaviour>,
     relay_client: libp2p::relay::client::Behaviour,
     dcutr: dcutr::Behaviour,
+    autonat: autonat::Behaviour,
 }
 
 /// Starts the node on the current tokio runtime.
@@ -310,6 +314,7 @@ fn build_swarm(config: &NodeConfig) -> Result<Swarm<Behaviour>> {
                 relay_server: relay_config.serve.then(|| relay::server(peer_id)).into(),
                 relay_client,
                 dcutr: dcutr::Behaviour::new(peer_id),
+                autonat: reachability::behaviour(peer_id),
             })
         })
         .map_err(|e| anyhow!("building the node: {e}"))?
@@ -570,6 +575,9 @@ impl EventLoop {
             peers,
             listen_addrs: self.swarm.listeners().map(|a| a.to_string()).collect(),
             dial_errors: self.dial_errors.iter().cloned().collect(),
+            reachability: reachability::from_nat_status(
+                &self.swarm.behaviour().autonat.nat_status(),
+            ),
         }
     }
 
@@ -585,7 +593,6 @@ impl EventLoop {
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
                 tracing::info!("listening on {address}");
-                self.on_new_listen_addr(address);
             }
             SwarmEvent::ConnectionEstablished {
                 peer_id,
@@ -684,6 +691,7 @@ impl EventLoop {
             BehaviourEvent::RelayClient(event) => self.on_relay_client_event(event),
             BehaviourEvent::RelayServer(event) => self.on_relay_server_event(event),
             BehaviourEvent::Dcutr(event) => self.on_dcutr_event(event),
+            BehaviourEvent::Autonat(event) => self.on_autonat_event(event),
             BehaviourEvent::Gossipsub(gossipsub::Event::Message {
                 propagation_source,
                 message,
@@ -832,10 +840,17 @@ fn explain_dial_error(who: &str, error: &str) -> String {
     ]
     .iter()
     .any(|hint| error.to_lowercase().contains(hint));
-    // "Failed to negotiate transport" also wraps plain routing failures.
-    let no_path = ["unreachable", "refused", "no route", "no reservation"]
-        .iter()
-        .any(|hint| error.to_lowercase().contains(hint));
+    // "Failed to negotiate transport" also wraps plain routing failures, and a
+    // timeout is a NAT or firewall dropping packets (a wrong key is refused at once).
+    let no_path = [
+        "unreachable",
+        "refused",
+        "no route",
+        "no reservation",
+        "timeout",
+    ]
+    .iter()
+    .any(|hint| error.to_lowercase().contains(hint));
     if key_trouble && !no_path {
         format!("cannot connect to {who}: {error} (network key mismatch?)")
     } else {
@@ -861,6 +876,12 @@ mod tests {
         let msg = explain_dial_error(
             "peer-b",
             "Failed to negotiate transport protocol(s): [(/ip4/10.0.0.2/tcp/1: Network is unreachable (os error 101))]",
+        );
+        assert!(!msg.contains("network key"), "{msg}");
+        // A NAT dropping an AutoNAT dial-back or a punch attempt: no answer at all.
+        let msg = explain_dial_error(
+            "peer-a",
+            "Failed to negotiate transport protocol(s): [(/ip4/198.51.100.2/tcp/4001/p2p/x: : Timeout has been reached)]",
         );
         assert!(!msg.contains("network key"), "{msg}");
     }

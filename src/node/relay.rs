@@ -9,7 +9,10 @@
 //! reach it through a relay. Reachability is per pair of peers (a relay may dial a
 //! peer that others cannot), so the reservation is kept whether or not this peer
 //! looks reachable; direct addresses are dialed alongside it, and DCUtR then tries
-//! to replace a relayed connection by a direct one.
+//! to replace a relayed connection by a direct one (TCP simultaneous open through
+//! both NATs; the transport reuses the listen port for outgoing connections, so a
+//! port-preserving NAT maps both to the same public port). A relay server offers
+//! relaying only once AutoNAT confirmed an external address (reachability.rs).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -127,15 +130,6 @@ impl EventLoop {
         }
     }
 
-    /// A relay server is declared reachable by its operator: its listen addresses
-    /// are its external addresses (libp2p's relay only offers reservations, and
-    /// hands out addresses in them, once it has some).
-    pub(super) fn on_new_listen_addr(&mut self, address: Multiaddr) {
-        if self.relay_config.serve && super::links::relay_of(&address).is_none() {
-            self.swarm.add_external_address(address);
-        }
-    }
-
     /// A listener ended; when it was a relay reservation, the slot is gone (the
     /// relay left or refused) and the next identified relay may take its place.
     pub(super) fn on_listener_closed(&mut self, id: ListenerId, reason: &str) {
@@ -219,10 +213,24 @@ impl EventLoop {
         }
     }
 
+    /// A punched connection replaces the relayed one: the relayed connections to
+    /// that peer are closed, so every stream (service, migration, control) takes
+    /// the direct path and the relay stops carrying the pair's bytes. DCUtR runs
+    /// as soon as the circuit is up, so at most the first seconds' streams break.
     pub(super) fn on_dcutr_event(&mut self, event: dcutr::Event) {
-        let who = self.display_name(&event.remote_peer_id);
+        let peer = event.remote_peer_id;
+        let who = self.display_name(&peer);
         match event.result {
-            Ok(_) => tracing::info!("hole punched: direct connection to {who}"),
+            Ok(_) => {
+                let relayed = self.links.relayed_connections(&peer);
+                tracing::info!(
+                    "hole punched: direct connection to {who}; closing {} relayed connection(s)",
+                    relayed.len()
+                );
+                for id in relayed {
+                    self.swarm.close_connection(id);
+                }
+            }
             Err(e) => tracing::info!("hole punching to {who} failed ({e}): staying relayed"),
         }
     }

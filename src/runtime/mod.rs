@@ -416,6 +416,7 @@ impl Peer {
                 host: self.host.host_stats(),
                 lending: Some(self.capacity.view(&vms)),
                 libvirt: self.host.link(),
+                reachability: net.reachability,
             },
             peers: net.peers,
             vms,

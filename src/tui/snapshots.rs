@@ -597,6 +597,21 @@ fn header_says_when_libvirt_is_reconnecting_or_not_answering() {
 }
 
 #[test]
+fn header_says_whether_this_peer_is_reachable_once_autonat_knows() {
+    let mut status = sample_status();
+    let top = render(&app_with(Some(status.clone())), 200, 24)[0].clone();
+    assert!(!top.contains("public") && !top.contains("NAT"), "{top}");
+    status.local.reachability = crate::model::Reachability::Private;
+    let top = render(&app_with(Some(status.clone())), 200, 24)[0].clone();
+    assert!(top.contains("(behind NAT)"), "{top}");
+    status.local.reachability = crate::model::Reachability::Public {
+        address: "/ip4/198.51.100.1/tcp/7470".into(),
+    };
+    let top = render(&app_with(Some(status)), 200, 24)[0].clone();
+    assert!(top.contains("(public)"), "{top}");
+}
+
+#[test]
 fn failed_consumer_connections_show_in_the_services_pane() {
     let mut status = rich_status();
     status.consumptions[0].errors = 3;

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod guests;
+pub mod natlab;
 
 use std::io::{Read, Write};
 use std::net::TcpListener;

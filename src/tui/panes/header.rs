@@ -6,7 +6,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
 use super::keybar::hint_spans;
-use crate::model::short_peer_id;
+use crate::model::{Reachability, short_peer_id};
 use crate::tui::action::Action;
 use crate::tui::app::{App, Link};
 
@@ -51,6 +51,14 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
             left.push(Span::styled("overlay: ", theme.header_dim));
             let plural = if connected == 1 { "peer" } else { "peers" };
             left.push(Span::raw(format!("{connected} {plural}")));
+            // Only worth a word once AutoNAT has an answer.
+            let reach = &local.reachability;
+            if *reach != Reachability::Unknown {
+                left.push(Span::styled(
+                    format!(" ({})", reach.word()),
+                    theme.header_dim,
+                ));
+            }
             left.push(gap());
             left.push(Span::styled("vms: ", theme.header_dim));
             left.push(Span::raw(status.vms.len().to_string()));

@@ -1,0 +1,71 @@
+//! AutoNAT: does anyone reach this node directly? Every node asks a connected peer
+//! now and then to dial it back at its addresses (and answers such requests for
+//! others). A successful dial-back confirms that address as external: identify then
+//! advertises it, and a `--relay-server` starts offering relaying only then (libp2p's
+//! relay hands out reservations only with a confirmed external address). Failed
+//! dial-backs mean "behind NAT": the node stays reachable through relay slots and
+//! DCUtR tries to punch a direct path.
+//!
+//! Dial-backs are real overlay connections, so only members (network key) can ask
+//! or answer, and a dial-back goes only to the asking peer's observed IP.
+
+use std::time::Duration;
+
+use libp2p::{PeerId, autonat};
+
+use super::EventLoop;
+use crate::model::Reachability;
+
+/// Probes come often while the answer is unknown, so a relay server becomes usable
+/// seconds after its first peer connects; once sure (two answers alike), every ten
+/// minutes (each dial-back leaves one idle connection behind until it times out).
+pub(super) fn behaviour(peer_id: PeerId) -> autonat::Behaviour {
+    autonat::Behaviour::new(
+        peer_id,
+        autonat::Config {
+            boot_delay: Duration::from_secs(1),
+            retry_interval: Duration::from_secs(5),
+            refresh_interval: Duration::from_secs(600),
+            // The same peer may be asked again soon: an overlay may have only one
+            // peer able to dial back (the relay, for peers behind NAT).
+            throttle_server_period: Duration::from_secs(5),
+            confidence_max: 2,
+            // Overlays live on LANs and private address ranges too: a dial-back to
+            // 10.x or 192.168.x proves reachability from that peer as well.
+            only_global_ips: false,
+            ..Default::default()
+        },
+    )
+}
+
+pub(super) fn from_nat_status(status: &autonat::NatStatus) -> Reachability {
+    match status {
+        autonat::NatStatus::Public(address) => Reachability::Public {
+            address: address.to_string(),
+        },
+        autonat::NatStatus::Private => Reachability::Private,
+        autonat::NatStatus::Unknown => Reachability::Unknown,
+    }
+}
+
+impl EventLoop {
+    pub(super) fn on_autonat_event(&mut self, event: autonat::Event) {
+        match event {
+            autonat::Event::StatusChanged { new, .. } => match &new {
+                autonat::NatStatus::Public(address) => {
+                    tracing::info!("reachability: public at {address} (a peer dialed back)")
+                }
+                autonat::NatStatus::Private => tracing::info!(
+                    "reachability: behind NAT (dial-backs failed); reached through relays"
+                ),
+                autonat::NatStatus::Unknown => tracing::info!("reachability: unknown"),
+            },
+            autonat::Event::OutboundProbe(event) => {
+                tracing::debug!("autonat probe: {event:?}")
+            }
+            autonat::Event::InboundProbe(event) => {
+                tracing::debug!("autonat dial-back for a peer: {event:?}")
+            }
+        }
+    }
+}

@@ -1,0 +1,301 @@
+//! Hole punching through real NAT: two peers in home namespaces behind nft
+//! masquerading routers, a relay on the public segment between them (tests/common/
+//! natlab.rs). They first reach each other through the relay; DCUtR then punches a
+//! direct TCP connection (simultaneous open through both NATs) and the relayed one
+//! is dropped. Behind a symmetric NAT the link stays relayed and still works.
+//! AutoNAT tells the relay it is public and the homes that they are behind NAT.
+//! (Nodes use libvirt's test driver: these tests are about the overlay.)
+//!
+//! `cargo nextest run --no-capture --test holepunch` prints the figures.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::natlab::{Nat, NatLab, in_netns};
+use common::{NodeOptions, TestNode, echo_server, eventually, fresh_key, stderr};
+use serde_json::Value;
+
+/// Punch rounds for the median time to a direct link.
+const ROUNDS: usize = 3;
+
+fn options<'a>(nick: &'a str, key: &'a str, extra: &'a [&'a str]) -> NodeOptions<'a> {
+    NodeOptions {
+        nick,
+        key,
+        bootstrap: None,
+        hypervisor: Some("test:///default"),
+        guest_netns: "unused",
+        extra,
+    }
+}
+
+fn start_relay(lab: &NatLab, key: &str) -> TestNode {
+    TestNode::start_in(
+        options("relay", key, &["--relay-server"]),
+        Some(&lab.public.name),
+        &[&lab.public_ip(0), &lab.public_ip(1)],
+        &[],
+    )
+}
+
+/// Peer-a in home 0 or peer-c in home 1, joining through the relay.
+fn start_home(lab: &NatLab, key: &str, relay: &TestNode, i: usize) -> TestNode {
+    TestNode::start_in(
+        options(["peer-a", "peer-c"][i], key, &[]),
+        Some(lab.home(i)),
+        &[&lab.home_ip(i)],
+        &[format!("/ip4/{}/tcp/{}", lab.public_ip(i), relay.port)],
+    )
+}
+
+/// Established TCP connections from home `i` to router `j`'s public address: a
+/// direct link between the homes crosses both NATs.
+fn tcp_to_router(lab: &NatLab, i: usize, j: usize) -> usize {
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            lab.home(i),
+            "ss",
+            "-Htn",
+            "state",
+            "established",
+        ])
+        .arg(format!("dst {}", lab.router_wan(j)))
+        .output()
+        .expect("ss");
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+fn peer(node: &TestNode, nick: &str) -> Value {
+    node.status()["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["nick"] == nick)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+fn direct(node: &TestNode, nick: &str) -> bool {
+    let p = peer(node, nick);
+    p["connected"] == true && p["relayed_via"].is_null()
+}
+
+fn relayed(node: &TestNode, nick: &str, relay_id: &str) -> bool {
+    let p = peer(node, nick);
+    p["connected"] == true && p["relayed_via"] == relay_id
+}
+
+fn reachability(node: &TestNode) -> String {
+    node.status()["local"]["reachability"]["state"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+/// The LINK column of `peervisor status` for `nick`.
+fn link_column(node: &TestNode, nick: &str) -> String {
+    let text = common::stdout(&node.cli(&["status"]));
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(nick))
+        .unwrap_or_default();
+    line.split_whitespace().nth(4).unwrap_or("").to_string()
+}
+
+fn logs(nodes: &[&TestNode]) -> String {
+    nodes
+        .iter()
+        .map(|n| format!("--- {} ---\n{}", n.nick, n.log()))
+        .collect()
+}
+
+/// Peer-a exposes an echo server of its home; peer-c consumes it. Returns the
+/// consume port (on 127.0.0.1 in peer-c's home).
+fn consume_echo(lab: &NatLab, a: &TestNode, c: &TestNode) -> u16 {
+    let echo_port = in_netns(lab.home(0), || echo_server("127.0.0.1"));
+    let target = format!("127.0.0.1:{echo_port}");
+    let out = a.cli(&["expose", "echo", "--target", &target]);
+    assert!(out.status.success(), "expose: {}", stderr(&out));
+    let a_id = a.peer_id();
+    assert!(
+        eventually(Duration::from_secs(30), || c
+            .providers("echo")
+            .iter()
+            .any(|p| p["peer_id"] == a_id.as_str())),
+        "peer-c never saw peer-a's service:\n{}",
+        logs(&[a, c])
+    );
+    let out = c.cli(&["consume", "echo", "--bind", "127.0.0.1", "--json"]);
+    assert!(out.status.success(), "consume: {}", stderr(&out));
+    let consumption: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let listen = consumption["listen"].as_str().unwrap();
+    listen.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+/// What a consumer sees on one path.
+struct PathFigures {
+    /// MB/s of an 8 MiB echo (every byte crosses the path both ways).
+    echo_mb_s: f64,
+    /// Median round trip of a 64-byte request, ms.
+    rtt_p50_ms: f64,
+}
+
+/// Measures the consumption at 127.0.0.1:`port` in peer-c's home; checks every
+/// byte that comes back.
+fn measure(lab: &NatLab, port: u16) -> PathFigures {
+    in_netns(lab.home(1), move || {
+        let mut conn = TcpStream::connect(("127.0.0.1", port)).expect("consume listener");
+        conn.set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        conn.set_nodelay(true).unwrap();
+        let mut rtts = Vec::new();
+        let mut reply = [0u8; 64];
+        for i in 0..200u32 {
+            let request = [(i % 251) as u8; 64];
+            let t = Instant::now();
+            conn.write_all(&request).unwrap();
+            conn.read_exact(&mut reply).expect("echo reply");
+            rtts.push(t.elapsed().as_secs_f64() * 1000.0);
+            assert_eq!(reply, request, "echo corrupted");
+        }
+        let big: Vec<u8> = (0..8 << 20).map(|i: u32| (i % 251) as u8).collect();
+        let mut writer = conn.try_clone().unwrap();
+        let payload = big.clone();
+        let t = Instant::now();
+        let sender = std::thread::spawn(move || writer.write_all(&payload));
+        let mut got = vec![0u8; big.len()];
+        conn.read_exact(&mut got).expect("8 MiB echo");
+        let seconds = t.elapsed().as_secs_f64();
+        sender.join().unwrap().unwrap();
+        assert!(got == big, "8 MiB came back changed");
+        PathFigures {
+            echo_mb_s: big.len() as f64 / 1e6 / seconds,
+            rtt_p50_ms: median(&mut rtts),
+        }
+    })
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+#[test]
+fn peers_behind_nat_punch_a_direct_link_and_stay_relayed_behind_a_symmetric_nat() {
+    let lab = NatLab::new([Nat::PortPreserving, Nat::PortPreserving]);
+    let key = fresh_key();
+    let relay = start_relay(&lab, &key);
+    let relay_id = relay.peer_id();
+
+    // The premise: no home can dial the other (the router drops what it did not ask
+    // for), but both reach the public segment.
+    assert!(!lab.can_connect(0, &lab.router_wan(1), 22));
+    assert!(!lab.can_connect(0, &lab.home_ip(1), 22));
+    assert!(lab.can_connect(0, &lab.public_ip(0), relay.port));
+
+    let mut punch_seconds = Vec::new();
+    let mut direct_figures = None;
+    for round in 0..ROUNDS {
+        let circuits_before = relay.log().matches("relaying ").count();
+        let a = start_home(&lab, &key, &relay, 0);
+        // From starting the second peer to a direct link, as `status` shows it.
+        let up = Instant::now();
+        let c = start_home(&lab, &key, &relay, 1);
+        assert!(
+            eventually(Duration::from_secs(90), || direct(&c, "peer-a")
+                && direct(&a, "peer-c")),
+            "round {round}: no direct link between peer-a and peer-c: {} / {}\n{}",
+            peer(&c, "peer-a"),
+            peer(&a, "peer-c"),
+            logs(&[&relay, &a, &c])
+        );
+        punch_seconds.push(up.elapsed().as_secs_f64());
+        // It went through the relay first, and the direct link is a punched one:
+        // a TCP connection from one home to the other's router.
+        let all = logs(&[&relay, &a, &c]);
+        assert!(
+            relay.log().matches("relaying ").count() > circuits_before,
+            "the first link was not relayed:\n{all}"
+        );
+        assert!(all.contains("hole punched: direct connection to"), "{all}");
+        assert_eq!(link_column(&c, "peer-a"), "direct");
+        assert!(tcp_to_router(&lab, 0, 1) >= 1 && tcp_to_router(&lab, 1, 0) >= 1);
+        if std::env::var_os("PEERVISOR_TEST_LOGS").is_some() {
+            eprintln!("{all}");
+        }
+
+        if round == 0 {
+            // AutoNAT: the relay learned it is public, the homes that they are not.
+            assert_eq!(reachability(&relay), "public", "{}", relay.log());
+            assert!(
+                eventually(Duration::from_secs(60), || reachability(&a) == "private"
+                    && reachability(&c) == "private"),
+                "homes should learn they are behind NAT: {} / {}\n{}",
+                reachability(&a),
+                reachability(&c),
+                logs(&[&a, &c])
+            );
+            let text = common::stdout(&a.cli(&["status"]));
+            assert!(text.contains("reach    behind NAT"), "{text}");
+
+            // A consumption over the punched link; the relay carries none of it.
+            let port = consume_echo(&lab, &a, &c);
+            let relayed_before = relay.log().matches("relaying ").count();
+            direct_figures = Some(measure(&lab, port));
+            assert!(direct(&c, "peer-a"), "{}", peer(&c, "peer-a"));
+            assert_eq!(
+                relay.log().matches("relaying ").count(),
+                relayed_before,
+                "no new circuit for the consumption"
+            );
+        }
+        drop((a, c));
+    }
+
+    // A symmetric NAT in front of peer-a: a new port per destination, so the port
+    // the relay saw is useless to peer-c. The link stays relayed and works.
+    lab.set_nat(0, Nat::Symmetric);
+    let a = start_home(&lab, &key, &relay, 0);
+    let c = start_home(&lab, &key, &relay, 1);
+    assert!(
+        eventually(Duration::from_secs(60), || relayed(&c, "peer-a", &relay_id)),
+        "peer-c should reach peer-a through the relay: {}\n{}",
+        peer(&c, "peer-a"),
+        logs(&[&relay, &a, &c])
+    );
+    assert!(
+        eventually(Duration::from_secs(120), || {
+            let l = a.log() + &c.log();
+            l.contains("hole punching to") && l.contains("staying relayed")
+        }),
+        "DCUtR should have tried and failed:\n{}",
+        logs(&[&a, &c])
+    );
+    assert!(relayed(&c, "peer-a", &relay_id), "{}", peer(&c, "peer-a"));
+    assert_eq!(link_column(&c, "peer-a"), "relay");
+    assert_eq!(tcp_to_router(&lab, 1, 0), 0, "no direct TCP connection");
+    let port = consume_echo(&lab, &a, &c);
+    let relayed_figures = measure(&lab, port);
+    assert!(relayed(&c, "peer-a", &relay_id), "{}", peer(&c, "peer-a"));
+
+    let direct_figures = direct_figures.expect("measured in round 0");
+    let runs: Vec<String> = punch_seconds.iter().map(|s| format!("{s:.1}")).collect();
+    eprintln!(
+        "hole punching (debug build, this run):\n\
+         second peer started -> direct link in `status`: {} s (median of {ROUNDS}: {:.1} s)\n\
+         | path                                | 8 MiB echo | 64 B round trip p50 |\n\
+         | direct (punched, port-preserving NAT) | {:>6.1} MB/s | {:>8.2} ms |\n\
+         | relayed (symmetric NAT at peer-a)     | {:>6.1} MB/s | {:>8.2} ms |",
+        runs.join(", "),
+        median(&mut punch_seconds.clone()),
+        direct_figures.echo_mb_s,
+        direct_figures.rtt_p50_ms,
+        relayed_figures.echo_mb_s,
+        relayed_figures.rtt_p50_ms,
+    );
+}
