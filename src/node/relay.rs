@@ -84,8 +84,13 @@ impl EventLoop {
     /// relay, reserve a slot on it.
     pub(super) fn consider_relay(&mut self, peer: PeerId, info: &identify::Info) {
         let config = self.relay_config;
-        if !config.reserve || config.serve {
-            return; // a relay server is meant to be reachable itself
+        if !config.reserve {
+            return;
+        }
+        // A relay server that AutoNAT found public needs no slot elsewhere; one
+        // behind NAT (or not probed yet) is reached like any other peer.
+        if config.serve && self.swarm.behaviour().autonat.public_address().is_some() {
+            return;
         }
         if !info.protocols.contains(&relay::HOP_PROTOCOL_NAME) {
             return;
