@@ -404,7 +404,8 @@ pub struct NodeArgs {
     #[arg(long, global = true)]
     pub mdns: bool,
     /// Relay circuits between other members (for a peer every other peer can
-    /// reach, e.g. one with a public address); see docs/nat.md.
+    /// reach, e.g. one with a public address); it relays once AutoNAT confirmed
+    /// that a member can dial it. See docs/nat.md.
     #[arg(long, global = true)]
     pub relay_server: bool,
     /// Do not reserve a slot on relay peers (this node is then reachable only at

@@ -14,6 +14,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use common::guests::{Rig, boot, guest_state};
 use common::natlab::{Nat, NatLab, in_netns};
 use common::{NodeOptions, TestNode, echo_server, eventually, fresh_key, stderr};
 use serde_json::Value;
@@ -43,8 +44,12 @@ fn start_relay(lab: &NatLab, key: &str) -> TestNode {
 
 /// Peer-a in home 0 or peer-c in home 1, joining through the relay.
 fn start_home(lab: &NatLab, key: &str, relay: &TestNode, i: usize) -> TestNode {
+    start_home_with(lab, options(["peer-a", "peer-c"][i], key, &[]), relay, i)
+}
+
+fn start_home_with(lab: &NatLab, opts: NodeOptions, relay: &TestNode, i: usize) -> TestNode {
     TestNode::start_in(
-        options(["peer-a", "peer-c"][i], key, &[]),
+        opts,
         Some(lab.home(i)),
         &[&lab.home_ip(i)],
         &[format!("/ip4/{}/tcp/{}", lab.public_ip(i), relay.port)],
@@ -298,4 +303,70 @@ fn peers_behind_nat_punch_a_direct_link_and_stay_relayed_behind_a_symmetric_nat(
         relayed_figures.echo_mb_s,
         relayed_figures.rtt_p50_ms,
     );
+}
+
+fn boot_id(state: &str) -> String {
+    state
+        .lines()
+        .find_map(|l| l.strip_prefix("boot_id="))
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn vm_migrates_between_peers_behind_nat_over_the_punched_link() {
+    let rig = Rig::new("punchmig");
+    // Created here, in this mount namespace: one made by a node inside its home
+    // (`ip netns exec` gives it a mount namespace of its own) would not be
+    // visible to the other node.
+    let out = std::process::Command::new("ip")
+        .args(["netns", "add", &rig.netns.name])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ip netns add: {}", stderr(&out));
+    let lab = NatLab::new([Nat::PortPreserving, Nat::PortPreserving]);
+    let relay = start_relay(&lab, &rig.key);
+    let extra = ["--image-dir", rig.image_dir.as_str()];
+    let guests = |nick| NodeOptions {
+        nick,
+        key: &rig.key,
+        bootstrap: None,
+        hypervisor: None,
+        guest_netns: &rig.netns.name,
+        extra: &extra,
+    };
+    let a = start_home_with(&lab, guests("peer-a"), &relay, 0);
+    let c = start_home_with(&lab, guests("peer-c"), &relay, 1);
+    assert!(
+        eventually(Duration::from_secs(90), || direct(&a, "peer-c")
+            && direct(&c, "peer-a")),
+        "no punched link: {}\n{}",
+        peer(&a, "peer-c"),
+        logs(&[&relay, &a, &c])
+    );
+    c.allow_control(&a);
+    let ip = boot(&a, &rig.netns, "web-p", &[]);
+    let before = guest_state(&rig.netns, &ip).unwrap();
+    let circuits = relay.log().matches("relaying ").count();
+
+    let out = a.cli(&["migrate", "web-p", "--to", "peer-c", "--wait", "--json"]);
+    assert!(
+        out.status.success(),
+        "migrate over the punched link: {}\n{}",
+        stderr(&out),
+        logs(&[&a, &c])
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    eprintln!("migration over the punched link: {report}");
+    assert_eq!(c.vm("web-p").expect("web-p on peer-c")["state"], "running");
+    assert!(a.vm("web-p").is_none(), "web-p still on peer-a");
+    let after = guest_state(&rig.netns, &ip).expect("guest answers after migration");
+    assert_eq!(
+        boot_id(&after),
+        boot_id(&before),
+        "same guest, not a reboot"
+    );
+    // The bytes took the direct path: still direct, no circuit opened meanwhile.
+    assert!(direct(&a, "peer-c"), "{}", peer(&a, "peer-c"));
+    assert_eq!(relay.log().matches("relaying ").count(), circuits);
 }
