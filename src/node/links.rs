@@ -140,6 +140,14 @@ fn without_circuit(addr: &Multiaddr) -> Multiaddr {
         .collect()
 }
 
+/// Whether an incoming connection's remote address is that of a circuit: libp2p
+/// gives only the source's peer id (`/p2p/…`), no IP.
+pub(super) fn is_circuit_source(addr: &Multiaddr) -> bool {
+    !addr
+        .iter()
+        .any(|p| matches!(p, Protocol::Ip4(_) | Protocol::Ip6(_)))
+}
+
 /// The relay's peer id in a circuit address (`…/p2p/RELAY/p2p-circuit/…`).
 pub(super) fn relay_of(addr: &Multiaddr) -> Option<PeerId> {
     let mut last_peer = None;
@@ -231,6 +239,8 @@ mod tests {
         // Hole punching succeeded: a direct connection joins the relayed one.
         links.opened(peer, c2, &dialed("/ip4/10.0.0.2/tcp/7470"), |_| None);
         assert_eq!(links.relayed_via(&peer), None);
+        // ...and the relayed one is the one to close.
+        assert_eq!(links.relayed_connections(&peer), vec![c1]);
         assert_eq!(
             links.dialed_address(&peer),
             Some("/ip4/10.0.0.2/tcp/7470".parse().unwrap())
@@ -254,6 +264,10 @@ mod tests {
             (a == &reserved_at).then_some(relay)
         });
         assert_eq!(links.relayed_via(&peer), Some(relay));
+        assert!(is_circuit_source(&format!("/p2p/{peer}").parse().unwrap()));
+        assert!(!is_circuit_source(
+            &"/ip4/10.0.0.2/tcp/51000".parse().unwrap()
+        ));
     }
 
     #[test]

@@ -630,6 +630,15 @@ impl EventLoop {
                 let who = peer_id
                     .map(|p| self.display_name(&p))
                     .unwrap_or_else(|| "bootstrap peer".into());
+                let connected = peer_id
+                    .and_then(|p| self.peers.get(&p))
+                    .is_some_and(|e| e.connections > 0);
+                if connected {
+                    // An extra connection to a peer already reached: an AutoNAT
+                    // dial-back or a hole punch, which fail behind NAT by nature.
+                    tracing::debug!("extra connection to {who} failed: {error}");
+                    return;
+                }
                 self.record_dial_error(explain_dial_error(&who, &error.to_string()));
             }
             SwarmEvent::IncomingConnectionError {
@@ -637,6 +646,12 @@ impl EventLoop {
                 error,
                 ..
             } => {
+                if links::is_circuit_source(&send_back_addr) {
+                    // Only members reach a relay, so no key trouble: the other end
+                    // dialed several circuit addresses at once and kept another.
+                    tracing::debug!("relayed connection from {send_back_addr} abandoned: {error}");
+                    return;
+                }
                 let message = explain_dial_error(
                     &format!("incoming connection from {send_back_addr}"),
                     &error.to_string(),
