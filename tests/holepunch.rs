@@ -220,6 +220,10 @@ fn peers_behind_nat_punch_a_direct_link_and_stay_relayed_behind_a_symmetric_nat(
             logs(&[&relay, &a, &c])
         );
         punch_seconds.push(up.elapsed().as_secs_f64());
+        if up.elapsed() > Duration::from_secs(10) {
+            // Not a failure, but worth seeing why (e.g. a punch attempt timed out).
+            eprintln!("round {round} was slow:\n{}", logs(&[&relay, &a, &c]));
+        }
         // It went through the relay first, and the direct link is a punched one:
         // a TCP connection from one home to the other's router.
         let all = logs(&[&relay, &a, &c]);

@@ -609,6 +609,10 @@ impl EventLoop {
                 }
                 if entry.connections == 1 {
                     tracing::info!("peer {} connected", self.display_name(&peer_id));
+                } else if reachability::is_dial_back(&endpoint) {
+                    // AutoNAT has its answer (it saw the connection open); a spare
+                    // connection would only take streams away from the main one.
+                    self.swarm.close_connection(connection_id);
                 }
             }
             SwarmEvent::ConnectionClosed {
@@ -636,7 +640,7 @@ impl EventLoop {
                 if connected {
                     // An extra connection to a peer already reached: an AutoNAT
                     // dial-back or a hole punch, which fail behind NAT by nature.
-                    tracing::debug!("extra connection to {who} failed: {error}");
+                    tracing::info!("extra connection to {who} failed: {error}");
                     return;
                 }
                 self.record_dial_error(explain_dial_error(&who, &error.to_string()));

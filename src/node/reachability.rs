@@ -11,6 +11,8 @@
 
 use std::time::Duration;
 
+use libp2p::core::ConnectedPoint;
+use libp2p::core::transport::PortUse;
 use libp2p::{PeerId, autonat};
 
 use super::EventLoop;
@@ -18,7 +20,7 @@ use crate::model::Reachability;
 
 /// Probes come often while the answer is unknown, so a relay server becomes usable
 /// seconds after its first peer connects; once sure (two answers alike), every ten
-/// minutes (each dial-back leaves one idle connection behind until it times out).
+/// minutes.
 pub(super) fn behaviour(peer_id: PeerId) -> autonat::Behaviour {
     autonat::Behaviour::new(
         peer_id,
@@ -35,6 +37,22 @@ pub(super) fn behaviour(peer_id: PeerId) -> autonat::Behaviour {
             only_global_ips: false,
             ..Default::default()
         },
+    )
+}
+
+/// Whether a connection is an AutoNAT dial-back this node made for a peer: the
+/// only dial here that asks for a new local port (every other dial reuses the
+/// listen port, for hole punching). The dial-back proved what it had to as soon as
+/// it opened: it is closed then, or it would stay as a second connection to the
+/// peer for an hour, and libp2p-stream spreads streams over all connections, whose
+/// bursts its single inbound queue then drops more often.
+pub(super) fn is_dial_back(endpoint: &ConnectedPoint) -> bool {
+    matches!(
+        endpoint,
+        ConnectedPoint::Dialer {
+            port_use: PortUse::New,
+            ..
+        }
     )
 }
 
