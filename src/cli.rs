@@ -319,6 +319,19 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// What a replication costs the running source VM: its pause and the service
+    /// gap a client sees while the disk image is taken, paused local copy (the
+    /// former way) against an overlay + block commit, for a small and a large disk.
+    ReplicaPause {
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Data on the small disk, MiB.
+        #[arg(long, default_value_t = 64)]
+        small_mib: u64,
+        /// Data on the large disk, MiB.
+        #[arg(long, default_value_t = 1024)]
+        large_mib: u64,
+    },
     /// Boot time (create -> guest HTTP answers) on this node's libvirt: the
     /// default boot (PVH kernel + qboot) against bzImage + SeaBIOS, plus image
     /// build times.

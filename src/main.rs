@@ -211,6 +211,26 @@ async fn run(cli: Cli) -> Result<()> {
             memory_mib,
             json,
         })) => bench_migrate(&data_dir, &cli.node, rounds, memory_mib, json).await,
+        Some(Command::Bench(BenchCommand::ReplicaPause {
+            rounds,
+            small_mib,
+            large_mib,
+        })) => {
+            let opts = bench::replica_pause::Options {
+                rounds,
+                small_mib,
+                large_mib,
+                accel: cli.node.accel.resolve().0,
+                image_dir: cli
+                    .node
+                    .image_dir
+                    .clone()
+                    .unwrap_or_else(image::default_image_dir),
+                bench_dir: data_dir.root().join("bench"),
+            };
+            print!("{}", bench::replica_pause::run(&opts).await?);
+            Ok(())
+        }
         Some(Command::Bench(BenchCommand::Penalty {
             runs,
             json,
@@ -756,6 +776,11 @@ fn describe_replication(r: &control::ReplicationReport) -> String {
     );
     if let Some(ms) = r.paused_ms {
         line.push_str(&format!(", source paused {ms} ms"));
+    }
+    if let (Some(snap), Some(commit)) = (r.overlay_ms, r.commit_ms) {
+        line.push_str(&format!(
+            ", source not paused (disk frozen under an overlay in {snap} ms, merged back in {commit} ms)"
+        ));
     }
     if let Some(d) = &r.disk {
         let mib = |b: u64| b as f64 / (1024.0 * 1024.0);

@@ -168,16 +168,25 @@ fn vm_replica_serves_the_same_data_and_only_allocated_bytes_cross() {
     assert!(guest_state(netns, &ip).is_some(), "source still answers");
     assert_eq!(a.vm("rep-web").unwrap()["state"], "running");
 
-    // A running source: paused by the node only for its local disk copy.
+    // A running source is not paused: its disk is frozen under an overlay while
+    // the replica is made from it, then the overlay is merged back.
     let live = replicate(&a, "rep-web").unwrap_or_else(|e| panic!("{e}\n{}", b.log()));
     assert_eq!(live["replica"], "rep-web-r2", "the next free default name");
-    let paused = live["paused_ms"].as_u64().expect("paused for the copy");
+    assert_eq!(live["consistent_copy"], "overlay", "{live}");
+    assert!(live["paused_ms"].is_null(), "the source was paused: {live}");
     eprintln!(
-        "running source: replicated in {:.2} s, paused {paused} ms, {} B on the stream",
+        "running source: replicated in {:.2} s, overlay made in {} ms, merged back in {} ms, {} B on the stream",
         live["seconds"].as_f64().unwrap(),
+        live["overlay_ms"],
+        live["commit_ms"],
         live["disk"]["wire_bytes"]
     );
-    assert_eq!(a.vm("rep-web").unwrap()["state"], "running", "resumed");
+    assert_eq!(a.vm("rep-web").unwrap()["state"], "running");
+    assert_eq!(
+        disk_of(&a, "rep-web"),
+        source_disk,
+        "the source writes to its own disk file again"
+    );
     let live_ip = live["replica_ip"].as_str().unwrap().to_string();
     wait_http(netns, &live_ip);
     assert_eq!(&kv(netns, &live_ip, "GET key0"), &values[0].1);
@@ -245,6 +254,17 @@ fn vm_cut_replication_resumes_and_sends_only_the_rest() {
     let err = replicate(&a, "cut-web").expect_err("the first attempt is cut");
     assert!(err.contains("peer-b"), "{err}");
     assert!(b.vm("cut-web-r1").is_none(), "nothing started on a cut");
+    // Both failed attempts froze the source's disk under an overlay first: it is
+    // back on its own disk file and no overlay is left.
+    let disk = disk_of(&a, "cut-web");
+    assert!(disk.ends_with(".qcow2") && !disk.contains("/."), "{disk}");
+    let overlays: Vec<_> = std::fs::read_dir(std::path::Path::new(&disk).parent().unwrap())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".cut-web") && n.ends_with(".overlay"))
+        .collect();
+    assert!(overlays.is_empty(), "left behind: {overlays:?}");
     let status = a.status();
     let failed = status["operations"]
         .as_array()

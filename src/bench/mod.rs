@@ -6,6 +6,7 @@ pub mod collector;
 pub mod http;
 pub mod migrate;
 pub mod penalty;
+pub mod replica_pause;
 pub mod source;
 pub mod spark;
 #[cfg(test)]

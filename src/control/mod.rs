@@ -190,9 +190,19 @@ pub struct ReplicationReport {
     pub replica_ip: String,
     /// Total time, request to replica started.
     pub seconds: f64,
-    /// How long the source VM was paused for a consistent copy of its disk.
+    /// How long the source VM was paused for a consistent copy of its disk
+    /// (only when it could not be frozen under an overlay).
     #[serde(default)]
     pub paused_ms: Option<u64>,
+    /// How the disk image was taken: "overlay" (no pause), "paused copy" or
+    /// "copy" (the VM was not running).
+    #[serde(default)]
+    pub consistent_copy: Option<String>,
+    /// Overlay: the snapshot call, and merging the overlay back afterwards.
+    #[serde(default)]
+    pub overlay_ms: Option<u64>,
+    #[serde(default)]
+    pub commit_ms: Option<u64>,
     /// The data disk's transfer; None for a VM without one.
     #[serde(default)]
     pub disk: Option<DiskTransfer>,

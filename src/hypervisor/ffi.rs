@@ -383,3 +383,66 @@ pub fn abort_job(domain: &virt::domain::Domain) -> Result<(), Error> {
     }
     Ok(())
 }
+
+// ---------------------------------------------------------------------------
+// Block jobs (merging a disk overlay back: see snapshot.rs)
+
+/// `virDomainBlockCommit` of the active layer of `disk` (a target or a source
+/// path) into its backing file; the job then mirrors writes until pivoted.
+pub fn block_commit_active(domain: &virt::domain::Domain, disk: &str) -> Result<(), Error> {
+    let disk = std::ffi::CString::new(disk)?;
+    // SAFETY: the domain pointer is valid while `domain` lives; `disk` outlives
+    // the call; NULL base and top mean "the backing file" and "the active layer".
+    let rc = unsafe {
+        sys::virDomainBlockCommit(
+            domain.as_ptr(),
+            disk.as_ptr(),
+            ptr::null(),
+            ptr::null(),
+            0,
+            sys::VIR_DOMAIN_BLOCK_COMMIT_ACTIVE,
+        )
+    };
+    if rc < 0 {
+        return Err(Error::last_error());
+    }
+    Ok(())
+}
+
+/// `virDomainGetBlockJobInfo`: (cur, end) of the disk's block job, None if it has none.
+pub fn block_job_cursor(
+    domain: &virt::domain::Domain,
+    disk: &str,
+) -> Result<Option<(u64, u64)>, Error> {
+    let disk = std::ffi::CString::new(disk)?;
+    let mut info = sys::virDomainBlockJobInfo {
+        type_: 0,
+        bandwidth: 0,
+        cur: 0,
+        end: 0,
+    };
+    // SAFETY: valid domain pointer, C string and a struct libvirt fills in.
+    let rc = unsafe { sys::virDomainGetBlockJobInfo(domain.as_ptr(), disk.as_ptr(), &mut info, 0) };
+    match rc {
+        rc if rc < 0 => Err(Error::last_error()),
+        0 => Ok(None),
+        _ => Ok(Some((info.cur, info.end))),
+    }
+}
+
+/// `virDomainBlockJobAbort`: with `pivot`, switches the disk to the job's
+/// target (a finished active commit: the backing file) and waits for it;
+/// without, cancels the job and the disk stays where it was.
+pub fn block_job_end(domain: &virt::domain::Domain, disk: &str, pivot: bool) -> Result<(), Error> {
+    let disk = std::ffi::CString::new(disk)?;
+    let flags = if pivot {
+        sys::VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT
+    } else {
+        0
+    };
+    // SAFETY: valid domain pointer and C string; synchronous (no ASYNC flag).
+    if unsafe { sys::virDomainBlockJobAbort(domain.as_ptr(), disk.as_ptr(), flags) } < 0 {
+        return Err(Error::last_error());
+    }
+    Ok(())
+}

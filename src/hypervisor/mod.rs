@@ -12,6 +12,7 @@ pub mod link;
 pub mod manifest;
 pub mod netns;
 pub mod sampler;
+pub mod snapshot;
 pub mod stats;
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -982,6 +982,10 @@ mod tests {
                     error: Some("tunnel broke".into()),
                 },
                 ControlRequest::ListServices,
+                ControlRequest::VmState {
+                    vm: "web-1".into(),
+                    uuid: "6f1c0d1e-0000-4000-8000-000000000001".into(),
+                },
             ]
             .into_iter()
             .map(encode_request)

@@ -44,6 +44,9 @@ pub enum ControlRequest {
     },
     /// "Which services do you provide?" (after a DHT lookup found this peer).
     ListServices,
+    /// "Is this VM (name and UUID) on your host, and in which state?" The source
+    /// of a failed migration asks before it resumes a VM libvirt left paused.
+    VmState { vm: String, uuid: String },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -64,6 +67,10 @@ pub enum ControlResponse {
     Services {
         services: Vec<ServiceRecord>,
         load: PeerLoad,
+    },
+    /// The answer to `VmState`: None when no VM of that name and UUID is here.
+    VmState {
+        state: Option<crate::model::VmState>,
     },
 }
 

@@ -1,9 +1,11 @@
 //! Replication's byte path: sparse disk files cut into checksummed chunks
 //! (`sparse`), the stream protocol that carries them with the VM's definition
-//! (`wire`) and both ends of the chunk transfer (`transfer`). The runtime (`runtime/replicate.rs`) drives both ends; `bench`
+//! (`wire`), both ends of the chunk transfer (`transfer`) and the consistent
+//! image of a running VM's disk it reads (`point_in_time`). The runtime (`runtime/replicate.rs`) drives both ends; `bench`
 //! compares it with rsync.
 
 pub mod bench;
+pub mod point_in_time;
 pub mod sparse;
 pub mod transfer;
 pub mod wire;

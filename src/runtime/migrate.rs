@@ -384,7 +384,9 @@ impl Peer {
             Err(e) => tracing::warn!("telling {dest_name} how the migration ended: {e:#}"),
         }
         if let Some(cause) = cause {
-            return Err(self.explain_failure(&vm.name, dest_name, cause).await);
+            return Err(self
+                .explain_failure(&vm.name, &vm.uuid, dest, dest_name, cause)
+                .await);
         }
         arrival.switched = Some(switched);
         arrival.probe_downtime_ms = finish_probe(probe).await;
@@ -401,9 +403,21 @@ impl Peer {
 
     /// Source side: what the operator needs to know about a failed transfer:
     /// its cause, and where the VM is now.
-    async fn explain_failure(&self, vm: &str, dest_name: &str, cause: String) -> anyhow::Error {
+    async fn explain_failure(
+        &self,
+        vm: &str,
+        uuid: &str,
+        dest: PeerId,
+        dest_name: &str,
+        cause: String,
+    ) -> anyhow::Error {
         let here = match self.host.vm(vm).await {
             Ok(v) if v.state == VmState::Running => "it keeps running on this peer".to_string(),
+            // Left paused by libvirt: resumed only if the destination surely
+            // does not run it (paused_source.rs).
+            Ok(v) if v.state == VmState::Paused => {
+                self.settle_paused_source(vm, uuid, dest, dest_name).await
+            }
             Ok(v) => format!(
                 "it is {} on this peer: check {dest_name} before resuming it",
                 v.state.as_str()

@@ -9,6 +9,7 @@ mod health;
 pub mod limits;
 mod migrate;
 mod operations;
+mod paused_source;
 mod peers;
 mod provision;
 mod replicate;
@@ -162,6 +163,9 @@ impl Peer {
         host.keep_list_fresh().await;
         let warm = host.clone();
         tokio::spawn(async move { warm.warm_up().await });
+        // A node that died mid-replication left its VM writing to an overlay.
+        let thaw = host.clone();
+        tokio::spawn(async move { thaw.thaw_leftover_overlays().await });
 
         let dir = config.data_dir.root();
         let keypair = node::identity::load_or_create_identity(dir)?;
@@ -597,6 +601,7 @@ impl Peer {
                 let (services, load) = self.service_records().await;
                 ControlResponse::Services { services, load }
             }
+            ControlRequest::VmState { vm, uuid } => self.vm_state_for(peer, &vm, &uuid).await,
         }
     }
 

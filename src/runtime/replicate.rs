@@ -1,9 +1,9 @@
 //! Replication: a copy of a VM started on another peer under a new name, UUID,
 //! MAC and address, providing the same services.
 //!
-//! The source takes a consistent copy of the VM's data disk (the VM is paused for
-//! the local sparse copy only, then runs on), plans it as checksummed chunks of its
-//! data extents, and offers the definition and the plan on a
+//! The source takes a point-in-time image of the VM's data disk (frozen under an
+//! overlay while the VM runs on, see replica/point_in_time.rs), plans it as
+//! checksummed chunks of its data extents, and offers the definition and the plan on a
 //! `/peervisor/replicate/1` stream. The destination checks the request (role
 //! `control`, name free, image present, capacity), hashes what it already holds
 //! from an earlier, cut attempt, and asks only for the chunks it lacks; then it
@@ -35,7 +35,8 @@ use crate::model::{OperationKind, OperationPhase, PeerView, ServiceSpec, VmState
 use crate::node::protocol::REPLICA_PROTOCOL;
 use crate::paths::disk_dir;
 use crate::replica::sparse::{self, Partial};
-use crate::replica::transfer::{READ_TIMEOUT, Sent, receive_chunks, send_chunks};
+use crate::replica::point_in_time::{DiskImage, ImageReport, Method};
+use crate::replica::transfer::{READ_TIMEOUT, Sent as ChunksSent, receive_chunks, send_chunks};
 use crate::replica::wire::{self, Answer, Offer, Outcome};
 
 /// The destination must answer an offer this fast (it hashes its partial file).
@@ -149,7 +150,12 @@ impl Peer {
                 tracing::error!("replication of VM '{vm}' to {dest_name} failed: {e:#}");
             }
         }
-        let (ip, paused_ms, disk) = result?;
+        let Sent {
+            ip,
+            image,
+            transfer: disk,
+        } = result?;
+        let image = image.unwrap_or_default();
         Ok(ReplicationReport {
             vm: vm.to_string(),
             replica: name,
@@ -158,29 +164,69 @@ impl Peer {
             to_peer_id: dest_id.to_string(),
             replica_ip: ip,
             seconds: started.elapsed().as_secs_f64(),
-            paused_ms,
+            paused_ms: image.paused_ms,
+            consistent_copy: (!image.method.is_empty()).then(|| image.method.to_string()),
+            overlay_ms: image.overlay_ms,
+            commit_ms: image.commit_ms,
             disk,
         })
     }
 
     async fn replicate_to(
         &self,
-        mut offer: Offer,
+        offer: Offer,
         state: VmState,
         disk: Option<PathBuf>,
         dest: PeerId,
         dest_name: &str,
         op: u64,
-    ) -> Result<(String, Option<u64>, Option<DiskTransfer>)> {
-        let snapshot = match &disk {
-            Some(disk) => Some(self.snapshot_disk(&offer.source_vm, state, disk).await?),
+    ) -> Result<Sent> {
+        let image = match &disk {
+            Some(disk) => Some(
+                DiskImage::take(&self.host, &offer.source_vm, state, disk, Method::Overlay)
+                    .await?,
+            ),
             None => None,
         };
-        if let Some(snap) = &snapshot {
-            let path = snap.path.clone();
+        let path = image.as_ref().map(|i| i.path().to_path_buf());
+        let vm = offer.source_vm.clone();
+        let sent = self.send_replica(offer, path, dest, dest_name, op).await;
+        // However the transfer ended, the VM runs on its own disk file again.
+        let released = match image {
+            Some(image) => Some(image.release().await),
+            None => None,
+        };
+        let (ip, transfer) = sent?;
+        let image = match released {
+            Some(Ok(report)) => Some(report),
+            Some(Err(e)) => {
+                return Err(e.context(format!(
+                    "the replica runs on {dest_name} ({ip}), but VM '{vm}' could not be moved back onto its disk file"
+                )));
+            }
+            None => None,
+        };
+        Ok(Sent {
+            ip,
+            image,
+            transfer,
+        })
+    }
+
+    /// Plans `image` (the disk file to read), offers the replica and sends what
+    /// the destination lacks; the replica's address and the disk's figures.
+    async fn send_replica(
+        &self,
+        mut offer: Offer,
+        image: Option<PathBuf>,
+        dest: PeerId,
+        dest_name: &str,
+        op: u64,
+    ) -> Result<(String, Option<DiskTransfer>)> {
+        if let Some(path) = image.clone() {
             let plan = tokio::task::spawn_blocking(move || sparse::plan(&path))
                 .await?
-                .context("reading the disk copy")?;
+                .context("reading the disk image")?;
             offer.disk = Some(plan);
         }
         let stream = self
@@ -199,9 +245,9 @@ impl Peer {
             Answer::Refuse { reason } => bail!("{dest_name} refused: {reason}"),
         };
         self.operations.set_phase(op, OperationPhase::Transferring);
-        let mut sent = Sent::default();
-        if let (Some(plan), Some(snap)) = (&offer.disk, &snapshot) {
-            let file = Arc::new(File::open(&snap.path)?);
+        let mut sent = ChunksSent::default();
+        if let (Some(plan), Some(path)) = (&offer.disk, &image) {
+            let file = Arc::new(File::open(path)?);
             sent = send_chunks(&mut stream, plan, &need, file, |done, total| {
                 self.operations
                     .set_progress(op, &transfer_sample(done, total))
@@ -230,35 +276,7 @@ impl Peer {
             source_sha256: plan.file_sha256.clone(),
             replica_sha256,
         });
-        Ok((ip, snapshot.map(|s| s.paused_ms), transfer))
-    }
-
-    /// A consistent copy of a VM's disk: a running VM is paused (QEMU flushes its
-    /// writes when it stops) for a local sparse copy, then resumed.
-    async fn snapshot_disk(&self, vm: &str, state: VmState, disk: &Path) -> Result<Snapshot> {
-        let dir = disk_dir();
-        let mut snap = Snapshot {
-            path: dir.join(format!(".{vm}-{:08x}.snapshot", rand::random::<u32>())),
-            paused_ms: 0,
-        };
-        let pause = state == VmState::Running;
-        let started = Instant::now();
-        if pause {
-            self.host.pause(vm).await?;
-        }
-        let (src, dst) = (disk.to_path_buf(), snap.path.clone());
-        let copied = tokio::task::spawn_blocking(move || sparse::sparse_copy(&src, &dst)).await;
-        if pause && let Err(e) = self.host.resume(vm).await {
-            tracing::error!("VM '{vm}' stays paused after its disk copy: {e:#}");
-        }
-        snap.paused_ms = started.elapsed().as_millis() as u64;
-        let paused_ms = snap.paused_ms;
-        let bytes = copied?.with_context(|| format!("copying {}", disk.display()))?;
-        tracing::info!(
-            "VM '{vm}': consistent disk copy of {bytes} bytes, {} for {paused_ms} ms",
-            if pause { "paused" } else { "not running" }
-        );
-        Ok(snap)
+        Ok((ip, transfer))
     }
 
     /// Destination side: whether to host the offered replica; what it will be
@@ -475,16 +493,11 @@ fn transfer_sample(done: u64, total: u64) -> JobSample {
     }
 }
 
-/// The source's consistent disk copy, removed when dropped.
-struct Snapshot {
-    path: PathBuf,
-    paused_ms: u64,
-}
-
-impl Drop for Snapshot {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
+/// What the source side of a replication produced.
+struct Sent {
+    ip: String,
+    image: Option<ImageReport>,
+    transfer: Option<DiskTransfer>,
 }
 
 /// `VM-r1`, `VM-r2`, ...: the first no VM here or on a known peer uses.

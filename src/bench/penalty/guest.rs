@@ -3,7 +3,9 @@
 //! with a raw virtio data disk, driven over its HTTP CGI from inside the namespace.
 
 use std::net::{SocketAddr, TcpStream};
+use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -18,7 +20,7 @@ use crate::image::Image;
 
 /// The guest's CGI writes only to a disk carrying this serial: a VM's real data
 /// disk can never be overwritten through it.
-const SCRATCH_SERIAL: &str = "pvbench-scratch";
+pub const SCRATCH_SERIAL: &str = "pvbench-scratch";
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
 /// One workload run in the guest; generous because TCG is slow.
@@ -38,6 +40,18 @@ impl BenchGuest {
         accel: Accel,
         image: &Image,
         disk: &Path,
+    ) -> Result<BenchGuest> {
+        let devices = raw_disk_xml(disk, "vda", SCRATCH_SERIAL);
+        BenchGuest::boot_with(bench_dir, accel, image, devices).await
+    }
+
+    /// The same guest with other devices (`<disk>` elements ...). A disk the
+    /// guest must leave alone carries the serial [`SCRATCH_SERIAL`].
+    pub async fn boot_with(
+        bench_dir: &Path,
+        accel: Accel,
+        image: &Image,
+        devices: String,
     ) -> Result<BenchGuest> {
         let pid = std::process::id();
         let network = GuestNetwork::named(&format!("pvbench-{pid}"));
@@ -70,7 +84,7 @@ impl BenchGuest {
         };
         let uri = daemon.uri();
         guest.daemon = Some(daemon);
-        if let Err(e) = guest.define_and_wait(&uri, accel, image, disk).await {
+        if let Err(e) = guest.define_and_wait(&uri, accel, image, devices).await {
             guest.shutdown().await;
             return Err(e);
         }
@@ -82,7 +96,7 @@ impl BenchGuest {
         uri: &str,
         accel: Accel,
         image: &Image,
-        disk: &Path,
+        devices: String,
     ) -> Result<()> {
         let host = Host::open(uri).await?;
         self.host = Some(host.clone());
@@ -109,7 +123,7 @@ impl BenchGuest {
             data_disk: None,
             firmware: crate::hypervisor::domain::fast_firmware(),
         };
-        let xml = with_devices(&spec.to_xml(), &raw_disk_xml(disk, "vda", SCRATCH_SERIAL));
+        let xml = with_devices(&spec.to_xml(), &devices);
         host.create_from_xml(&self.name, xml).await?;
         let deadline = Instant::now() + BOOT_TIMEOUT;
         loop {
@@ -123,6 +137,24 @@ impl BenchGuest {
                 ),
                 _ => tokio::time::sleep(Duration::from_millis(500)).await,
             }
+        }
+    }
+
+    /// The guest's libvirt connection and domain name.
+    pub fn host(&self) -> Option<(&Host, &str)> {
+        self.host.as_ref().map(|h| (h, self.name.as_str()))
+    }
+
+    /// A probe for `GapProbe`: whether the guest's HTTP server answers `GET /`
+    /// within `timeout`.
+    pub fn prober(
+        &self,
+        timeout: Duration,
+    ) -> impl Fn() -> Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync + 'static {
+        let (network, addr) = (self.network.clone(), self.addr);
+        move || {
+            let network = network.clone();
+            Box::pin(async move { http_get(&network, addr, "/", timeout).await.is_ok() })
         }
     }
 
@@ -142,31 +174,7 @@ impl BenchGuest {
     /// connection is made in the namespace, then driven asynchronously, so an
     /// interrupted run never waits on a guest that is gone.
     async fn get(&self, path: &str, timeout: Duration) -> Result<String> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let (network, addr) = (self.network.clone(), self.addr);
-        let std_stream: TcpStream =
-            tokio::task::spawn_blocking(move || network.connect(addr, Duration::from_secs(3)))
-                .await??;
-        std_stream.set_nonblocking(true)?;
-        let mut s = tokio::net::TcpStream::from_std(std_stream)?;
-        let exchange = async {
-            s.write_all(format!("GET {path} HTTP/1.0\r\nHost: guest\r\n\r\n").as_bytes())
-                .await?;
-            let mut raw = Vec::new();
-            s.read_to_end(&mut raw).await?;
-            anyhow::Ok(raw)
-        };
-        let raw = tokio::time::timeout(timeout, exchange)
-            .await
-            .map_err(|_| anyhow!("guest gave no answer within {timeout:?}"))??;
-        let text = String::from_utf8_lossy(&raw).into_owned();
-        // CGI headers may end lines with a bare \n: split at the first blank line.
-        let (head, body) = split_head(&text)
-            .ok_or_else(|| anyhow!("malformed HTTP reply from the guest: {text:?}"))?;
-        if !head.starts_with("HTTP/1.") || head.split_whitespace().nth(1) != Some("200") {
-            bail!("guest answered {:?}", head.lines().next().unwrap_or(""));
-        }
-        Ok(body.to_string())
+        http_get(&self.network, self.addr, path, timeout).await
     }
 
     /// Destroys the VM, stops the daemon, removes the namespace. Never fails.
@@ -189,6 +197,39 @@ impl BenchGuest {
             crate::paths::console_log_dir().join(format!("{}.log", self.name)),
         );
     }
+}
+
+async fn http_get(
+network: &GuestNetwork,
+addr: SocketAddr,
+path: &str,
+timeout: Duration,
+) -> Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let network = network.clone();
+    let std_stream: TcpStream =
+        tokio::task::spawn_blocking(move || network.connect(addr, Duration::from_secs(3)))
+            .await??;
+    std_stream.set_nonblocking(true)?;
+    let mut s = tokio::net::TcpStream::from_std(std_stream)?;
+    let exchange = async {
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: guest\r\n\r\n").as_bytes())
+            .await?;
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).await?;
+        anyhow::Ok(raw)
+    };
+    let raw = tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| anyhow!("guest gave no answer within {timeout:?}"))??;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    // CGI headers may end lines with a bare \n: split at the first blank line.
+    let (head, body) = split_head(&text)
+        .ok_or_else(|| anyhow!("malformed HTTP reply from the guest: {text:?}"))?;
+    if !head.starts_with("HTTP/1.") || head.split_whitespace().nth(1) != Some("200") {
+        bail!("guest answered {:?}", head.lines().next().unwrap_or(""));
+    }
+    Ok(body.to_string())
 }
 
 /// (head, body) of an HTTP reply, at the first empty line (CRLF or LF).

@@ -10,7 +10,7 @@
 //! guest on a virtio disk backed by a file in the same directory that QEMU opens
 //! with cache=none, so neither side's page cache hides the disk.
 
-mod guest;
+pub(crate) mod guest;
 pub mod table;
 
 use std::path::{Path, PathBuf};
