@@ -53,6 +53,7 @@ fn big_status(peers: usize, vms: usize, services: usize) -> Status {
             addrs: vec![format!("/ip4/10.0.{}.{}/tcp/7470", i / 250, i % 250)],
             load: Some(PeerLoad {
                 cpu_pct: (i % 100) as f64,
+                vm_cpu_pct: (i % 50) as f64,
                 running_vms: 3,
                 connections: (i % 9) as u32,
             }),

@@ -486,14 +486,15 @@ pub struct NodeArgs {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub peer_max_streams: u32,
     /// On-demand provision: replicate this host's busiest serving VM to the
-    /// least-loaded peer while host CPU stays high; give back replicas placed
-    /// here while it stays low. Off by default; actions are logged with reasons.
+    /// least-loaded peer while this peer's VMs keep the host's CPU busy; give
+    /// back replicas placed here once they and the other providers are quiet.
+    /// Off by default; actions are logged with reasons.
     #[arg(long, global = true)]
     pub provision: bool,
-    /// Host CPU % above which --provision replicates.
+    /// CPU this peer's VMs use, % of the host's CPUs, above which --provision replicates.
     #[arg(long, global = true, value_name = "PCT", default_value_t = 80.0)]
     pub provision_high: f64,
-    /// Host CPU % below which --provision removes the replicas it was given.
+    /// VM CPU % below which --provision removes the replicas it was given.
     #[arg(long, global = true, value_name = "PCT", default_value_t = 20.0)]
     pub provision_low: f64,
     /// Seconds a condition must hold before --provision acts (and between actions).

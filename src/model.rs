@@ -177,6 +177,11 @@ pub struct PeerView {
 pub struct PeerLoad {
     /// Host CPU use, 0..100.
     pub cpu_pct: f64,
+    /// CPU this peer's running VMs use, % of its host's CPUs (the on-demand
+    /// provision policy's signal: on a machine several peers share, each
+    /// peer's own).
+    #[serde(default)]
+    pub vm_cpu_pct: f64,
     pub running_vms: u32,
     /// Consume connections its providers currently serve.
     pub connections: u32,

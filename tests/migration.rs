@@ -249,6 +249,106 @@ fn vm_migration_survives_destination_killed_mid_transfer() {
     assert!(clean, "B's libvirt keeps a half-made VM: {left}");
 }
 
+#[test]
+fn vm_migration_survives_source_killed_mid_transfer() {
+    let rig = Rig::new("srckill");
+    let netns = &rig.netns;
+    let (mut a, b) = rig.pair(&[]);
+    let (a_uri, b_uri) = (a.hypervisor_uri(), b.hypervisor_uri());
+    let ip = boot(&a, netns, "web-9", &["--memory", "512"]);
+    let before = guest_state(netns, &ip).expect("guest answers before migration");
+
+    let a_dir = a.data_dir().to_path_buf();
+    let out = std::thread::scope(|scope| {
+        // The CLI on its own (the test kills A's node meanwhile).
+        let migration = scope.spawn(|| {
+            std::process::Command::new(common::BIN)
+                .arg("--data-dir")
+                .arg(&a_dir)
+                .args([
+                    "migrate",
+                    "web-9",
+                    "--to",
+                    "peer-b",
+                    "--bandwidth",
+                    "1",
+                    "--wait",
+                ])
+                .output()
+                .expect("run peervisor")
+        });
+        assert!(
+            eventually(Duration::from_secs(60), || {
+                a.status()["operations"][0]["transferred_bytes"]
+                    .as_u64()
+                    .unwrap_or(0)
+                    > 0
+            }),
+            "the transfer never started:\n{}",
+            a.log()
+        );
+        // The source node dies; its libvirtd, which drives the migration, lives on.
+        a.kill_hard();
+        migration.join().unwrap()
+    });
+    assert!(!out.status.success(), "the CLI lost its node");
+
+    // The tunnel died with the node: the source's libvirt gives up and keeps the
+    // VM running; the destination's drops what it had received.
+    assert!(
+        eventually(Duration::from_secs(60), || running_names(&a_uri)
+            == ["web-9"]),
+        "the VM is not running on A's libvirt: {:?}",
+        virsh(&a_uri, &["list", "--all"])
+    );
+    let left_on_b = || virsh(&b_uri, &["list", "--all", "--name"]);
+    assert!(
+        eventually(Duration::from_secs(30), || left_on_b().trim().is_empty()),
+        "B's libvirt keeps a half-made VM: {}",
+        left_on_b()
+    );
+    // B closed the operation by itself (no word came from the dead source).
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            b.status()["operations"][0]["phase"] == "failed"
+        }),
+        "B's operation: {}",
+        b.status()["operations"]
+    );
+    let state = guest_state(netns, &ip).expect("service answers on A's libvirt");
+    assert_eq!(
+        field(&state, "boot_id"),
+        field(&before, "boot_id"),
+        "the same guest"
+    );
+
+    // With A silent, B forgets its services; the restarted source finds the VM
+    // and publishes it again.
+    assert!(
+        eventually(Duration::from_secs(40), || b.providers("web-9").is_empty()),
+        "B still lists web-9: {:?}",
+        b.providers("web-9")
+    );
+    a.restart();
+    assert_eq!(a.vm("web-9").expect("found again")["state"], "running");
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            b.providers("web-9")
+                .iter()
+                .any(|p| p["peer_nick"] == "peer-a" && p["vm"] == "web-9")
+        }),
+        "B does not see A providing web-9 again: {:?}",
+        b.providers("web-9")
+    );
+    // Nothing is held for it on B (name, UUID, reservation): it can move now.
+    let out = a.cli(&["migrate", "web-9", "--to", "peer-b", "--wait"]);
+    assert!(out.status.success(), "{}\n{}", stderr(&out), b.log());
+    assert!(running_names(&a_uri).is_empty());
+    assert_eq!(running_names(&b_uri), ["web-9"]);
+    let state = guest_state(netns, &ip).expect("service answers on B");
+    assert_eq!(field(&state, "boot_id"), field(&before, "boot_id"));
+}
+
 fn http_get(port: u16, path: &str) -> Option<String> {
     let out = std::process::Command::new("curl")
         .args([

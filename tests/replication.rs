@@ -305,3 +305,179 @@ fn vm_cut_replication_resumes_and_sends_only_the_rest() {
         providers_of(&a, "cut-web")
     );
 }
+
+/// The on-demand provision policy with real guests. Thresholds: the signal is
+/// the CPU a peer's own VMs use (% of the host's CPUs), so peers sharing this
+/// machine differ. A guest burning one vCPU under TCG takes about one core (50%
+/// of a 2-core host; a quarter core even on a crowded machine, still over 12%);
+/// an idle guest a few %, under 10%. Each condition must hold 15 s.
+#[test]
+fn vm_provision_policy_replicates_a_busy_vm_and_removes_its_replica_when_quiet() {
+    let rig = Rig::new("prov");
+    let netns = &rig.netns;
+    let policy = |high: &'static str| {
+        [
+            "--provision",
+            "--provision-high",
+            high,
+            "--provision-low",
+            "10",
+            "--provision-after",
+            "15",
+        ]
+    };
+    let a = rig.node("peer-a", None, &policy("12"));
+    // B only gives back; it never asks for help in this test.
+    let b = rig.node("peer-b", Some(&a), &policy("95"));
+    assert!(
+        eventually(Duration::from_secs(20), || a.connected_peers()
+            == ["peer-b"]),
+        "overlay did not form:\n{}",
+        a.log()
+    );
+    b.allow_control(&a);
+    let ip = common::guests::boot(&a, netns, "prov-web", &[]);
+    assert_eq!(providers_of(&b, "prov-web"), ["prov-web"]);
+
+    // Load: a CPU-bound loop in the guest for 60 s. (Its boot, as busy, is not
+    // load: a VM counts once it has run for --provision-after.)
+    let burn = netns.exec(&["curl", "-sf", &format!("http://{ip}/cgi-bin/burn?60")]);
+    assert!(burn.status.success(), "burn");
+    let started = std::time::Instant::now();
+    assert!(
+        eventually(Duration::from_secs(60), || b.vm("prov-web-r1").is_some()),
+        "no replica on peer-b:\n{}",
+        a.log()
+    );
+    eprintln!(
+        "replica placed {:.1} s after the load began",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        a.log().contains("replicating VM 'prov-web': its VMs use")
+            && a.log().contains("peer-b is the least loaded peer"),
+        "the reason is logged:\n{}",
+        a.log()
+    );
+    let mut both = providers_of(&a, "prov-web");
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            both = providers_of(&a, "prov-web");
+            both.len() == 2
+        }),
+        "providers: {both:?}"
+    );
+    let replica_ip = ip_of(&b, "prov-web-r1");
+    wait_http(netns, &replica_ip);
+    // While the source stays busy the replica stays, and no second one is made
+    // (peer-b provides the service already; there is no third peer).
+    std::thread::sleep(Duration::from_secs(10));
+    assert!(
+        b.vm("prov-web-r1").is_some(),
+        "removed under load:\n{}",
+        b.log()
+    );
+    assert!(b.vm("prov-web-r2").is_none());
+
+    // The load stops: peer-b gives the replica back.
+    assert!(
+        eventually(Duration::from_secs(120), || b.vm("prov-web-r1").is_none()),
+        "the replica stays:\n{}",
+        b.log()
+    );
+    eprintln!(
+        "replica removed {:.1} s after the load began (it lasted 60 s)",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        started.elapsed() > Duration::from_secs(60),
+        "removed before the load ended"
+    );
+    assert!(
+        b.log().contains("removing replica 'prov-web-r1'") && b.log().contains("all quiet too"),
+        "{}",
+        b.log()
+    );
+    assert!(
+        eventually(Duration::from_secs(30), || providers_of(&a, "prov-web")
+            == ["prov-web"]),
+        "providers: {:?}",
+        providers_of(&a, "prov-web")
+    );
+    assert_eq!(
+        a.vm("prov-web").unwrap()["state"],
+        "running",
+        "the source stays"
+    );
+}
+
+/// A node that dies mid-replication leaves its VM writing to an overlay; made
+/// here by hand as the node makes it, then the node is killed and restarted.
+#[test]
+fn vm_leftover_overlay_is_merged_back_when_the_node_restarts() {
+    let rig = Rig::new("thaw");
+    let netns = &rig.netns;
+    let mut a = rig.node("peer-a", None, &[]);
+    let manifest = a.data_dir().join("thaw-web.toml");
+    std::fs::write(
+        &manifest,
+        "name = \"thaw-web\"\ndata_disk_mib = 64\n\
+         [[services]]\nname = \"thaw-site\"\ntype = \"http\"\nport = 80\n\
+         [[services]]\nname = \"thaw-store\"\ntype = \"kv\"\nport = 7000\n",
+    )
+    .unwrap();
+    let out = a.cli(&["vm", "create", "-f", &manifest.to_string_lossy()]);
+    assert!(out.status.success(), "vm create: {}", stderr(&out));
+    let ip = ip_of(&a, "thaw-web");
+    wait_http(netns, &ip);
+    let uri = a.hypervisor_uri();
+    let disk = disk_of(&a, "thaw-web");
+    let overlay = std::path::Path::new(&disk)
+        .with_file_name(format!(".thaw-web-{:08x}.overlay", rand::random::<u32>()))
+        .to_string_lossy()
+        .into_owned();
+    let made = std::process::Command::new("virsh")
+        .args(["-c", &uri])
+        .args([
+            "snapshot-create-as",
+            "thaw-web",
+            "--disk-only",
+            "--no-metadata",
+            "--atomic",
+            "--diskspec",
+            &format!("vda,snapshot=external,file={overlay}"),
+        ])
+        .output()
+        .expect("virsh");
+    assert!(made.status.success(), "virsh: {}", stderr(&made));
+    assert_eq!(
+        disk_of(&a, "thaw-web"),
+        overlay,
+        "the VM writes to the overlay"
+    );
+    // Written while on the overlay: must survive the merge.
+    assert_eq!(kv(netns, &ip, "SET late written-on-the-overlay"), "OK");
+    let synced = netns.exec(&["curl", "-sf", &format!("http://{ip}/cgi-bin/write?1")]);
+    assert!(synced.status.success(), "sync in the guest");
+
+    a.kill_hard();
+    a.restart();
+    assert!(
+        eventually(Duration::from_secs(60), || disk_of(&a, "thaw-web") == disk),
+        "still on {}:\n{}",
+        disk_of(&a, "thaw-web"),
+        a.log()
+    );
+    assert!(
+        a.log().contains("still writes to a replication overlay"),
+        "{}",
+        a.log()
+    );
+    assert!(!std::path::Path::new(&overlay).exists(), "overlay deleted");
+    assert_eq!(kv(netns, &ip, "GET late"), "written-on-the-overlay");
+    let inactive = virsh(&uri, &["dumpxml", "--inactive", "thaw-web"]);
+    assert!(
+        inactive.contains(&disk) && !inactive.contains(".overlay"),
+        "the definition is back on the disk file: {inactive}"
+    );
+}

@@ -60,9 +60,8 @@ impl Host {
                 let live = d
                     .xml_desc(0)
                     .map_err(|e| anyhow!("XML of VM '{name}': {}", e.message()))?;
-                let xml = snapshot_xml(&active_disks(&live), &base, &layer).ok_or_else(|| {
-                    anyhow!("VM '{name}' does not write to {base} (now)")
-                })?;
+                let xml = snapshot_xml(&active_disks(&live), &base, &layer)
+                    .ok_or_else(|| anyhow!("VM '{name}' does not write to {base} (now)"))?;
                 let flags = sys::VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY
                     | sys::VIR_DOMAIN_SNAPSHOT_CREATE_NO_METADATA
                     | sys::VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC;
@@ -90,6 +89,15 @@ impl Host {
     /// under it, switches the guest back to that file and deletes the overlay.
     async fn commit_overlay(&self, vm: &str, overlay: &Path) -> Result<()> {
         let layer = overlay.to_string_lossy().into_owned();
+        let (link, name) = (self.link.clone(), vm.to_string());
+        let gone = super::blocking(move || Ok(super::lookup(&*link.conn()?, &name)?.is_none()))
+            .await
+            .unwrap_or(false);
+        if gone {
+            // Removed meanwhile (libvirt says so): nothing writes to the overlay.
+            let _ = std::fs::remove_file(overlay);
+            bail!("VM '{vm}' was removed while its disk was frozen");
+        }
         self.with_domain(vm, move |d, name| {
             let fail = |what: &str, e: virt::error::Error| {
                 anyhow!("{what} of VM '{name}''s disk overlay: {}", e.message())

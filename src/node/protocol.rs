@@ -241,6 +241,7 @@ mod tests {
             }],
             load: PeerLoad {
                 cpu_pct: 12.5,
+                vm_cpu_pct: 10.0,
                 running_vms: 2,
                 connections: 3,
             },

@@ -86,8 +86,7 @@ impl DiskImage {
         }
         let pause = state == VmState::Running;
         let mut copy = LocalCopy {
-            path: disk
-                .with_file_name(format!(".{vm}-{:08x}.snapshot", rand::random::<u32>())),
+            path: disk.with_file_name(format!(".{vm}-{:08x}.snapshot", rand::random::<u32>())),
             paused: None,
         };
         let started = Instant::now();

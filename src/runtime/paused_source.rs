@@ -82,7 +82,9 @@ impl Peer {
                         Ok(()) => format!(
                             "it was left paused and, {dest_name} not running it, resumed: it keeps running on this peer"
                         ),
-                        Err(e) => format!("it is paused on this peer and resuming it failed: {e:#}"),
+                        Err(e) => {
+                            format!("it is paused on this peer and resuming it failed: {e:#}")
+                        }
                     };
                 }
                 Verdict::Wait => tokio::time::sleep(ASK_EVERY).await,
@@ -155,6 +157,9 @@ mod tests {
         let Verdict::Leave(why) = decide(&Elsewhere::Unknown("gone".into()), "b", false) else {
             panic!("never resumed without an answer");
         };
-        assert!(why.contains("cannot be asked") && why.contains("gone"), "{why}");
+        assert!(
+            why.contains("cannot be asked") && why.contains("gone"),
+            "{why}"
+        );
     }
 }

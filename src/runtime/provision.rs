@@ -4,10 +4,18 @@
 //! service keeps another provider. Every action is logged with its reason
 //! (tracing target `provision`).
 //!
-//! The signal is the host's CPU use (what peers announce as their load): a host
-//! over `high` % for `sustain` replicates, a host under `low` % for `sustain`
-//! removes what the policy put there. One action per `sustain` at most.
+//! The signal is the CPU this peer's running VMs use, as a share of the host's
+//! CPUs (peers announce it as `vm_cpu_pct`): it is the load a replica can take
+//! over, and it is each peer's own even when several peers share a machine (the
+//! host's total CPU use would be the same figure for all of them). A peer over
+//! `high` % for `sustain` replicates its busiest VM to the least-loaded peer that
+//! does not provide its services yet; a peer under `low` % for `sustain` removes
+//! a replica the policy put there once every other provider of its services is
+//! under `low` % too (the service as a whole went quiet). One action per
+//! `sustain` at most; a VM counts once it has run for `sustain` (a boot is not
+//! demand).
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,9 +31,9 @@ const LOOK_EVERY: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ProvisionPolicy {
     pub enabled: bool,
-    /// Host CPU % above which this host asks for help.
+    /// VM CPU % (of the host) above which this host asks for help.
     pub high_pct: f64,
-    /// Host CPU % below which this host gives back the replicas it was given.
+    /// VM CPU % below which this host gives back the replicas it was given.
     pub low_pct: f64,
     /// How long a condition must hold before acting (also the pause between actions).
     pub sustain: Duration,
@@ -78,11 +86,35 @@ pub struct Tracker {
     over_since: Option<Instant>,
     under_since: Option<Instant>,
     last_action: Option<Instant>,
+    /// When each VM was first seen running (by name).
+    running_since: HashMap<String, Instant>,
+}
+
+impl Tracker {
+    /// The signal at `now`: the CPU of the VMs that have run for `settle` at
+    /// least. A booting VM keeps a vCPU busy for seconds: that is not demand.
+    pub fn settled_cpu_pct(&mut self, vms: &[VmView], now: Instant, settle: Duration) -> f64 {
+        self.running_since.retain(|name, _| {
+            vms.iter()
+                .any(|v| &v.name == name && v.state == VmState::Running)
+        });
+        let settled: Vec<VmView> = vms
+            .iter()
+            .filter(|v| v.state == VmState::Running)
+            .filter(|v| {
+                let since = *self.running_since.entry(v.name.clone()).or_insert(now);
+                now - since >= settle
+            })
+            .cloned()
+            .collect();
+        vms_cpu_pct(&settled)
+    }
 }
 
 /// What the policy sees at one look.
 pub struct View<'a> {
     pub now: Instant,
+    /// This peer's signal: its running VMs' CPU, % of the host.
     pub cpu_pct: f64,
     pub vms: &'a [VmView],
     /// Replicas the policy placed on this host.
@@ -114,20 +146,35 @@ pub fn decide(policy: &ProvisionPolicy, t: &mut Tracker, v: &View) -> Decision {
             .iter()
             .filter(|vm| vm.managed && vm.state == VmState::Running)
             .max_by(|a, b| cpu_of(a).total_cmp(&cpu_of(b)));
-        let target = v
-            .peers
-            .iter()
-            .filter(|p| p.connected)
-            .filter_map(|p| Some((p, p.load.as_ref()?.cpu_pct)))
-            .filter(|(_, load)| *load < policy.high_pct)
-            .min_by(|a, b| a.1.total_cmp(&b.1));
+        // A peer that provides the VM's services already would add little.
+        let provides = |peer: &PeerView, vm: &VmView| {
+            // A VM without manifest services provides its guest's HTTP server
+            // under its own name.
+            let serves = |name: &str| {
+                vm.services.iter().any(|own| own.name == name)
+                    || (vm.services.is_empty() && vm.name == name)
+            };
+            v.services
+                .iter()
+                .filter(|s| serves(&s.name))
+                .flat_map(|s| &s.providers)
+                .any(|p| p.peer_id == peer.peer_id)
+        };
+        let target = busiest.and_then(|vm| {
+            v.peers
+                .iter()
+                .filter(|p| p.connected && !provides(p, vm))
+                .filter_map(|p| Some((p, p.load.as_ref()?.vm_cpu_pct)))
+                .filter(|(_, load)| *load < policy.high_pct)
+                .min_by(|a, b| a.1.total_cmp(&b.1))
+        });
         if let (Some(vm), Some((peer, load))) = (busiest, target) {
             t.last_action = Some(now);
             return Decision::Replicate {
                 vm: vm.name.clone(),
                 to: peer.peer_id.clone(),
                 reason: format!(
-                    "host CPU {:.0}% above {:.0}% for {secs} s; {} is the least loaded peer ({load:.0}%)",
+                    "its VMs use {:.0}% of the host's CPU, above {:.0}% for {secs} s; {} is the least loaded peer ({load:.0}%) and does not provide its services yet",
                     v.cpu_pct,
                     policy.high_pct,
                     peer.display_name()
@@ -140,21 +187,36 @@ pub fn decide(policy: &ProvisionPolicy, t: &mut Tracker, v: &View) -> Decision {
             let Some(vm) = v.vms.iter().find(|vm| &vm.name == name) else {
                 continue;
             };
+            // The other providers of a service, and whether all of them are
+            // quiet too (a provider whose load is unknown is not).
             let others = |svc: &str| {
-                v.services
+                let providers: Vec<_> = v
+                    .services
                     .iter()
                     .filter(|s| s.name == svc)
                     .flat_map(|s| &s.providers)
                     .filter(|p| p.vm.as_deref() != Some(name.as_str()))
-                    .count()
+                    .collect();
+                let quiet = providers.iter().all(|p| {
+                    let load = if p.local {
+                        Some(v.cpu_pct)
+                    } else {
+                        p.load.as_ref().map(|l| l.vm_cpu_pct)
+                    };
+                    load.is_some_and(|l| l < policy.low_pct)
+                });
+                (providers.len(), quiet)
             };
             let served: Vec<String> = vm.services.iter().map(|s| s.name.clone()).collect();
-            if served.iter().all(|s| others(s) > 0) {
+            if served
+                .iter()
+                .all(|s| matches!(others(s), (n, true) if n > 0))
+            {
                 t.last_action = Some(now);
                 return Decision::Remove {
                     vm: name.clone(),
                     reason: format!(
-                        "host CPU {:.0}% below {:.0}% for {secs} s and its services ({}) have other providers",
+                        "its VMs use {:.0}% of the host's CPU, below {:.0}% for {secs} s, and its services ({}) have other providers, all quiet too",
                         v.cpu_pct,
                         policy.low_pct,
                         served.join(", ")
@@ -168,6 +230,15 @@ pub fn decide(policy: &ProvisionPolicy, t: &mut Tracker, v: &View) -> Decision {
 
 fn cpu_of(vm: &VmView) -> f64 {
     vm.stats.as_ref().map_or(0.0, |s| s.cpu_pct_host)
+}
+
+/// The policy's signal: CPU the running VMs use, % of the host's CPUs.
+pub fn vms_cpu_pct(vms: &[VmView]) -> f64 {
+    vms.iter()
+        .filter(|vm| vm.state == VmState::Running)
+        .map(cpu_of)
+        .fold(0.0, |sum, pct| sum + pct) // (an empty f64 sum is -0.0)
+        .clamp(0.0, 100.0)
 }
 
 impl Peer {
@@ -201,7 +272,7 @@ pub async fn run(peer: Arc<Peer>) {
     let policy = peer.config.provision;
     tracing::info!(
         target: "provision",
-        "on-demand provision on: replicate above {:.0}% host CPU, give back below {:.0}%, after {} s",
+        "on-demand provision on: replicate when this peer's VMs use over {:.0}% of the host's CPU, give back below {:.0}%, after {} s",
         policy.high_pct,
         policy.low_pct,
         policy.sustain.as_secs()
@@ -209,12 +280,11 @@ pub async fn run(peer: Arc<Peer>) {
     let mut tracker = Tracker::default();
     loop {
         tokio::time::sleep(LOOK_EVERY).await;
-        let Some(cpu_pct) = peer.host.host_stats().map(|h| h.cpu_pct) else {
-            continue;
-        };
         let (Ok(vms), Ok(net)) = (peer.host.list().await, peer.node.status().await) else {
             continue;
         };
+        let now = Instant::now();
+        let cpu_pct = tracker.settled_cpu_pct(&vms, now, policy.sustain);
         let services = peer.services_view(&net.peers).await;
         let auto: Vec<String> = peer
             .auto_replicas()
@@ -222,7 +292,7 @@ pub async fn run(peer: Arc<Peer>) {
             .filter(|n| vms.iter().any(|v| &v.name == n))
             .collect();
         let view = View {
-            now: Instant::now(),
+            now,
             cpu_pct,
             vms: &vms,
             auto_replicas: &auto,
@@ -299,7 +369,7 @@ mod tests {
             nick: id.into(),
             connected: true,
             load: Some(PeerLoad {
-                cpu_pct: cpu,
+                vm_cpu_pct: cpu,
                 ..PeerLoad::default()
             }),
             ..PeerView::default()
@@ -344,7 +414,8 @@ mod tests {
         };
         assert_eq!((vm.as_str(), to.as_str()), ("web-2", "c"));
         assert!(
-            reason.contains("90% above 80%") && reason.contains("c is the least loaded"),
+            reason.contains("90% of the host's CPU, above 80%")
+                && reason.contains("c is the least loaded"),
             "{reason}"
         );
         assert_eq!(
@@ -355,12 +426,62 @@ mod tests {
     }
 
     #[test]
+    fn a_peer_that_provides_the_service_already_is_not_a_target() {
+        let p = policy();
+        let vms = [vm("web-1", 60.0)];
+        let peers = [peer("b", 5.0), peer("c", 10.0)];
+        let on_b = [ServiceView {
+            name: "web".into(),
+            providers: vec![ProviderView {
+                peer_id: "b".into(),
+                vm: Some("web-1-r1".into()),
+                ..ProviderView::default()
+            }],
+            ..ServiceView::default()
+        }];
+        let start = Instant::now();
+        let mut t = Tracker::default();
+        let look = |t: &mut Tracker, secs: u64, peers: &[PeerView]| {
+            decide(
+                &p,
+                t,
+                &View {
+                    now: start + Duration::from_secs(secs),
+                    cpu_pct: 90.0,
+                    vms: &vms,
+                    auto_replicas: &[],
+                    peers,
+                    services: &on_b,
+                },
+            )
+        };
+        look(&mut t, 0, &peers);
+        let Decision::Replicate { to, .. } = look(&mut t, 31, &peers) else {
+            panic!("expected a replication");
+        };
+        assert_eq!(to, "c", "b, less loaded, provides web already");
+        let mut t = Tracker::default();
+        look(&mut t, 0, &peers[..1]);
+        assert_eq!(look(&mut t, 31, &peers[..1]), Decision::Nothing);
+    }
+
+    #[test]
     fn idle_host_removes_only_its_auto_replicas_that_have_other_providers() {
         let p = policy();
         let vms = [vm("web-1-r1", 1.0), vm("mine", 1.0)];
         let auto = ["web-1-r1".to_string()];
+        // Providers on this host (their load is ours), or on a peer with `load`.
         let provider = |vm: &str| ProviderView {
             vm: Some(vm.into()),
+            local: true,
+            ..ProviderView::default()
+        };
+        let remote = |vm: &str, load: Option<f64>| ProviderView {
+            vm: Some(vm.into()),
+            load: load.map(|l| PeerLoad {
+                vm_cpu_pct: l,
+                ..PeerLoad::default()
+            }),
             ..ProviderView::default()
         };
         let web = |providers: Vec<ProviderView>| ServiceView {
@@ -396,6 +517,32 @@ mod tests {
         let mut t = Tracker::default();
         idle(&mut t, 0, &one);
         assert_eq!(idle(&mut t, 40, &one), Decision::Nothing);
+        // The source is quiet too: the replica goes.
+        let quiet = [web(vec![provider("web-1-r1"), remote("web-1", Some(3.0))])];
+        let mut t = Tracker::default();
+        idle(&mut t, 0, &quiet);
+        assert!(matches!(idle(&mut t, 31, &quiet), Decision::Remove { .. }));
+        // The source is still busy, or its load unknown: the replica stays.
+        for busy in [Some(60.0), None] {
+            let busy = [web(vec![provider("web-1-r1"), remote("web-1", busy)])];
+            let mut t = Tracker::default();
+            idle(&mut t, 0, &busy);
+            assert_eq!(idle(&mut t, 40, &busy), Decision::Nothing);
+        }
+    }
+
+    #[test]
+    fn a_booting_vm_is_not_load() {
+        let mut t = Tracker::default();
+        let start = Instant::now();
+        let settle = Duration::from_secs(30);
+        let vms = [vm("web-1", 50.0)];
+        assert_eq!(t.settled_cpu_pct(&vms, start, settle), 0.0);
+        let later = start + Duration::from_secs(31);
+        assert_eq!(t.settled_cpu_pct(&vms, later, settle), 50.0);
+        // Stopped and started again: it settles again.
+        assert_eq!(t.settled_cpu_pct(&[], later, settle), 0.0);
+        assert_eq!(t.settled_cpu_pct(&vms, later, settle), 0.0);
     }
 
     #[test]

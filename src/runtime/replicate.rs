@@ -34,8 +34,8 @@ use crate::hypervisor::manifest::{ManifestService, VmManifest};
 use crate::model::{OperationKind, OperationPhase, PeerView, ServiceSpec, VmState};
 use crate::node::protocol::REPLICA_PROTOCOL;
 use crate::paths::disk_dir;
-use crate::replica::sparse::{self, Partial};
 use crate::replica::point_in_time::{DiskImage, ImageReport, Method};
+use crate::replica::sparse::{self, Partial};
 use crate::replica::transfer::{READ_TIMEOUT, Sent as ChunksSent, receive_chunks, send_chunks};
 use crate::replica::wire::{self, Answer, Offer, Outcome};
 
@@ -183,8 +183,7 @@ impl Peer {
     ) -> Result<Sent> {
         let image = match &disk {
             Some(disk) => Some(
-                DiskImage::take(&self.host, &offer.source_vm, state, disk, Method::Overlay)
-                    .await?,
+                DiskImage::take(&self.host, &offer.source_vm, state, disk, Method::Overlay).await?,
             ),
             None => None,
         };

@@ -126,6 +126,7 @@ impl Peer {
     pub(super) fn load(&self, running_vms: u32) -> PeerLoad {
         PeerLoad {
             cpu_pct: self.host.host_stats().map_or(0.0, |h| h.cpu_pct),
+            vm_cpu_pct: super::provision::vms_cpu_pct(&self.host.vms()),
             running_vms,
             connections: self.services.served.load(Ordering::Relaxed) as u32,
         }

@@ -46,6 +46,12 @@ pub fn peer_rows(status: &Status) -> Vec<PeerRow> {
         vm_count: Some(status.vms.len()),
         load: local.host.as_ref().map(|h| PeerLoad {
             cpu_pct: h.cpu_pct,
+            vm_cpu_pct: status
+                .vms
+                .iter()
+                .filter(|v| v.state == crate::model::VmState::Running)
+                .filter_map(|v| v.stats.as_ref().map(|s| s.cpu_pct_host))
+                .sum(),
             running_vms: status
                 .vms
                 .iter()

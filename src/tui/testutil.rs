@@ -28,6 +28,7 @@ pub fn rich_status() -> Status {
         if p.nick == "peer-b" {
             p.load = Some(PeerLoad {
                 cpu_pct: 41.0,
+                vm_cpu_pct: 30.0,
                 running_vms: 1,
                 connections: 3,
             });
@@ -74,6 +75,7 @@ pub fn rich_status() -> Status {
             latency_ms: ms,
             load: Some(PeerLoad {
                 cpu_pct: 41.0,
+                vm_cpu_pct: 30.0,
                 running_vms: 1,
                 connections: 3,
             }),

@@ -2,8 +2,8 @@
 //! own (so it never disturbs a node's guests), one VM from the standard image
 //! with a raw virtio data disk, driven over its HTTP CGI from inside the namespace.
 
-use std::net::{SocketAddr, TcpStream};
 use std::future::Future;
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
@@ -200,10 +200,10 @@ impl BenchGuest {
 }
 
 async fn http_get(
-network: &GuestNetwork,
-addr: SocketAddr,
-path: &str,
-timeout: Duration,
+    network: &GuestNetwork,
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
 ) -> Result<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let network = network.clone();
