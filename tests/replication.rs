@@ -308,9 +308,10 @@ fn vm_cut_replication_resumes_and_sends_only_the_rest() {
 
 /// The on-demand provision policy with real guests. Thresholds: the signal is
 /// the CPU a peer's own VMs use (% of the host's CPUs), so peers sharing this
-/// machine differ. A guest burning one vCPU under TCG takes about one core (50%
-/// of a 2-core host; a quarter core even on a crowded machine, still over 12%);
-/// an idle guest a few %, under 10%. Each condition must hold 15 s.
+/// machine differ. A guest burning one vCPU under TCG takes up to one core (50%
+/// of a 2-core host; measured 12-20% here with the machine at load 6-10 from
+/// other work): over 8%. An idle guest takes 0.5-1%: under 5%. Each condition
+/// must hold 15 s.
 #[test]
 fn vm_provision_policy_replicates_a_busy_vm_and_removes_its_replica_when_quiet() {
     let rig = Rig::new("prov");
@@ -321,12 +322,12 @@ fn vm_provision_policy_replicates_a_busy_vm_and_removes_its_replica_when_quiet()
             "--provision-high",
             high,
             "--provision-low",
-            "10",
+            "5",
             "--provision-after",
             "15",
         ]
     };
-    let a = rig.node("peer-a", None, &policy("12"));
+    let a = rig.node("peer-a", None, &policy("8"));
     // B only gives back; it never asks for help in this test.
     let b = rig.node("peer-b", Some(&a), &policy("95"));
     assert!(
@@ -394,7 +395,7 @@ fn vm_provision_policy_replicates_a_busy_vm_and_removes_its_replica_when_quiet()
         "removed before the load ended"
     );
     assert!(
-        b.log().contains("removing replica 'prov-web-r1'") && b.log().contains("all quiet too"),
+        b.log().contains("removing replica 'prov-web-r1'") && b.log().contains("all quiet as long"),
         "{}",
         b.log()
     );

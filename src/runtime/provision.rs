@@ -10,8 +10,8 @@
 //! host's total CPU use would be the same figure for all of them). A peer over
 //! `high` % for `sustain` replicates its busiest VM to the least-loaded peer that
 //! does not provide its services yet; a peer under `low` % for `sustain` removes
-//! a replica the policy put there once every other provider of its services is
-//! under `low` % too (the service as a whole went quiet). One action per
+//! a replica the policy put there once every other provider of its services has
+//! been under `low` % as long too (the service as a whole went quiet). One action per
 //! `sustain` at most; a VM counts once it has run for `sustain` (a boot is not
 //! demand).
 
@@ -88,6 +88,8 @@ pub struct Tracker {
     last_action: Option<Instant>,
     /// When each VM was first seen running (by name).
     running_since: HashMap<String, Instant>,
+    /// Since when each replica placed here has had other providers, all quiet.
+    quiet_since: HashMap<String, Instant>,
 }
 
 impl Tracker {
@@ -134,6 +136,16 @@ pub fn decide(policy: &ProvisionPolicy, t: &mut Tracker, v: &View) -> Decision {
         t.under_since.get_or_insert(now);
     } else {
         t.under_since = None;
+    }
+    // Since when each replica placed here has had other providers, all quiet.
+    let quiet: Vec<&String> = v
+        .auto_replicas
+        .iter()
+        .filter(|name| others_quiet(policy, v, name))
+        .collect();
+    t.quiet_since.retain(|name, _| quiet.contains(&name));
+    for name in quiet {
+        t.quiet_since.entry(name.clone()).or_insert(now);
     }
     let held = |since: Option<Instant>| since.is_some_and(|s| now - s >= policy.sustain);
     if t.last_action.is_some_and(|a| now - a < policy.sustain) {
@@ -184,48 +196,53 @@ pub fn decide(policy: &ProvisionPolicy, t: &mut Tracker, v: &View) -> Decision {
     }
     if held(t.under_since) {
         for name in v.auto_replicas {
+            if !held(t.quiet_since.get(name).copied()) {
+                continue;
+            }
             let Some(vm) = v.vms.iter().find(|vm| &vm.name == name) else {
                 continue;
             };
-            // The other providers of a service, and whether all of them are
-            // quiet too (a provider whose load is unknown is not).
-            let others = |svc: &str| {
-                let providers: Vec<_> = v
-                    .services
-                    .iter()
-                    .filter(|s| s.name == svc)
-                    .flat_map(|s| &s.providers)
-                    .filter(|p| p.vm.as_deref() != Some(name.as_str()))
-                    .collect();
-                let quiet = providers.iter().all(|p| {
+            let served: Vec<String> = vm.services.iter().map(|s| s.name.clone()).collect();
+            t.last_action = Some(now);
+            return Decision::Remove {
+                vm: name.clone(),
+                reason: format!(
+                    "its VMs use {:.0}% of the host's CPU, below {:.0}% for {secs} s, and its services ({}) have other providers, all quiet as long",
+                    v.cpu_pct,
+                    policy.low_pct,
+                    served.join(", ")
+                ),
+            };
+        }
+    }
+    Decision::Nothing
+}
+
+/// Whether every service of the replica `name` (a VM here) has another
+/// provider and all of them are quiet (a provider whose load is unknown is not).
+fn others_quiet(policy: &ProvisionPolicy, v: &View, name: &str) -> bool {
+    let Some(vm) = v.vms.iter().find(|vm| vm.name == name) else {
+        return false;
+    };
+    !vm.services.is_empty()
+        && vm.services.iter().all(|svc| {
+            let others: Vec<_> = v
+                .services
+                .iter()
+                .filter(|s| s.name == svc.name)
+                .flat_map(|s| &s.providers)
+                .filter(|p| p.vm.as_deref() != Some(name))
+                .collect();
+            !others.is_empty()
+                && others.iter().all(|p| {
                     let load = if p.local {
                         Some(v.cpu_pct)
                     } else {
                         p.load.as_ref().map(|l| l.vm_cpu_pct)
                     };
                     load.is_some_and(|l| l < policy.low_pct)
-                });
-                (providers.len(), quiet)
-            };
-            let served: Vec<String> = vm.services.iter().map(|s| s.name.clone()).collect();
-            if served
-                .iter()
-                .all(|s| matches!(others(s), (n, true) if n > 0))
-            {
-                t.last_action = Some(now);
-                return Decision::Remove {
-                    vm: name.clone(),
-                    reason: format!(
-                        "its VMs use {:.0}% of the host's CPU, below {:.0}% for {secs} s, and its services ({}) have other providers, all quiet too",
-                        v.cpu_pct,
-                        policy.low_pct,
-                        served.join(", ")
-                    ),
-                };
-            }
-        }
-    }
-    Decision::Nothing
+                })
+        })
 }
 
 fn cpu_of(vm: &VmView) -> f64 {
@@ -529,6 +546,17 @@ mod tests {
             idle(&mut t, 0, &busy);
             assert_eq!(idle(&mut t, 40, &busy), Decision::Nothing);
         }
+        // The source was busy until a moment ago: it must stay quiet as long.
+        let busy = [web(vec![provider("web-1-r1"), remote("web-1", Some(60.0))])];
+        let mut t = Tracker::default();
+        idle(&mut t, 0, &busy);
+        idle(&mut t, 35, &quiet);
+        assert_eq!(
+            idle(&mut t, 40, &quiet),
+            Decision::Nothing,
+            "quiet 5 s only"
+        );
+        assert!(matches!(idle(&mut t, 66, &quiet), Decision::Remove { .. }));
     }
 
     #[test]
