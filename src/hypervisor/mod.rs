@@ -316,6 +316,24 @@ impl Host {
         self.act(name, "resuming", |d| d.resume()).await
     }
 
+    /// Whether the VM is paused because someone asked for it (not libvirt on
+    /// its own, e.g. for a migration).
+    pub async fn paused_by_request(&self, name: &str) -> Result<bool> {
+        use virt::domain::{DomainPausedReason, DomainStateReason, DomainStateReasonEnum};
+        self.with_domain(name, |d, name| {
+            let (_, reason) = d
+                .state()
+                .map_err(|e| anyhow!("state of VM '{name}': {}", e.message()))?;
+            Ok(matches!(
+                reason,
+                DomainStateReasonEnum::Known(DomainStateReason::Paused(Enum::Known(
+                    DomainPausedReason::User
+                )))
+            ))
+        })
+        .await
+    }
+
     /// Stops (if running) and undefines a VM. Returns the disk files peervisor
     /// recorded for it in its metadata (the caller decides what to delete).
     pub async fn remove(&self, name: &str) -> Result<Vec<String>> {

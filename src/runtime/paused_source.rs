@@ -4,7 +4,8 @@
 //! it paused stops its service. So the source asks the destination: once the
 //! destination says it has no such VM (name and UUID) or holds it stopped, the VM
 //! is resumed here; if the destination runs it, or cannot be asked, the VM stays
-//! paused and the operator is told exactly that.
+//! paused and the operator is told exactly that. A VM someone paused on purpose
+//! (libvirt's reason "user") is never resumed.
 
 use std::time::{Duration, Instant};
 
@@ -70,6 +71,9 @@ impl Peer {
         dest: PeerId,
         dest_name: &str,
     ) -> String {
+        if self.host.paused_by_request(vm).await.unwrap_or(true) {
+            return "it is paused on this peer, as someone asked (not by libvirt for the migration): it stays paused".into();
+        }
         let deadline = Instant::now() + SETTLE;
         loop {
             let elsewhere = self.ask_vm_state(dest, vm, uuid).await;
