@@ -71,9 +71,23 @@ impl Host {
             })
             .await;
         if let Err(e) = made {
-            // Atomic: the guest stays on its disk; an overlay file may exist.
-            let _ = std::fs::remove_file(&overlay);
-            return Err(e);
+            // Atomic: the guest stays on its disk, unless only the answer got
+            // lost. Delete the overlay file only once libvirt says it is unused.
+            let layer = overlay.to_string_lossy().into_owned();
+            let used = self
+                .with_domain(vm, move |d, _| {
+                    let live = d.xml_desc(0).map_err(|e| anyhow!("{}", e.message()))?;
+                    Ok(active_disks(&live).iter().any(|a| a.source == layer))
+                })
+                .await;
+            match used {
+                Ok(false) => {
+                    let _ = std::fs::remove_file(&overlay);
+                    return Err(e);
+                }
+                Ok(true) => tracing::warn!("VM '{vm}': the snapshot was made after all ({e:#})"),
+                Err(_) => return Err(e),
+            }
         }
         Ok(FrozenDisk {
             host: self.clone(),
