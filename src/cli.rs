@@ -485,6 +485,19 @@ pub struct NodeArgs {
     #[arg(long, global = true, value_name = "N", default_value_t = 4096,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub peer_max_streams: u32,
+    /// Overlay connections this node keeps at once (an eighth is kept for its own
+    /// dials; more are refused with a log line).
+    #[arg(long, global = true, value_name = "N", default_value_t = 512,
+          value_parser = clap::value_parser!(u32).range(8..))]
+    pub max_connections: u32,
+    /// Overlay connections one peer may have with this node at once.
+    #[arg(long, global = true, value_name = "N", default_value_t = 4,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections_per_peer: u32,
+    /// Incoming connections still in their handshake at once.
+    #[arg(long, global = true, value_name = "N", default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_pending_connections: u32,
     /// On-demand provision: replicate this host's busiest serving VM to the
     /// least-loaded peer while this peer's VMs keep the host's CPU busy; give
     /// back replicas placed here once they and the other providers are quiet.

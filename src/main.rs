@@ -619,6 +619,11 @@ fn peer_config(data_dir: DataDir, args: &NodeArgs) -> PeerConfig {
             streams_per_s: args.peer_stream_rate,
             streams_per_peer: args.peer_max_streams,
         },
+        connections: crate::node::ConnectionCaps {
+            per_peer: args.max_connections_per_peer,
+            total: args.max_connections,
+            pending_incoming: args.max_pending_connections,
+        },
         capacity: runtime::capacity::CapacityFlags {
             lend_vcpus: args.lend_vcpus,
             lend_memory_mib: args.lend_memory,

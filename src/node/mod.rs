@@ -2,6 +2,7 @@
 //! program talks to it through a cloneable [`Client`] (commands over mpsc, replies
 //! over oneshot), as in rust-libp2p's file-sharing example.
 
+mod guard;
 pub mod identity;
 mod links;
 mod membership;
@@ -29,6 +30,7 @@ use protocol::{
 };
 
 pub use libp2p_stream::Control as StreamControl;
+pub use guard::ConnectionCaps;
 pub use relay::RelayConfig;
 pub use transport::MAX_STREAMS_PER_CONNECTION;
 
@@ -43,6 +45,8 @@ pub struct NodeConfig {
     pub mdns: bool,
     /// Relaying for others and through others (NAT).
     pub relay: RelayConfig,
+    /// Caps on connections from and to other peers.
+    pub connections: ConnectionCaps,
 }
 
 /// What the node reports to the rest of the program.
@@ -187,6 +191,8 @@ fn node_gone() -> anyhow::Error {
 
 #[derive(NetworkBehaviour)]
 struct Behaviour {
+    // First, so a connection over a cap is refused before the others see it.
+    limits: libp2p::connection_limits::Behaviour,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     kad: kad::Behaviour<kad::store::MemoryStore>,
@@ -232,6 +238,8 @@ pub fn start(config: NodeConfig) -> Result<(Client, mpsc::Receiver<Event>)> {
         links: links::Links::default(),
         relay_config: config.relay,
         reservations: relay::Reservations::default(),
+        refusals: guard::RefusalLog::default(),
+        graylist: guard::Graylist::default(),
     };
     tokio::spawn(event_loop.run());
     Ok((
@@ -249,6 +257,7 @@ fn build_swarm(config: &NodeConfig) -> Result<Swarm<Behaviour>> {
     let nick = config.nick.clone();
     let mdns_on = config.mdns;
     let relay_config = config.relay;
+    let connection_caps = config.connections;
     let (relay_transport, relay_client) =
         libp2p::relay::client::new(config.keypair.public().to_peer_id());
     let swarm = libp2p::SwarmBuilder::with_existing_identity(config.keypair.clone())
@@ -279,13 +288,17 @@ fn build_swarm(config: &NodeConfig) -> Result<Swarm<Behaviour>> {
             // Without a confirmed external address Kademlia stays a client and never
             // answers queries; peers on loopback or a LAN never get one.
             kad.set_mode(Some(kad::Mode::Server));
-            let gossipsub = gossipsub::Behaviour::new(
+            let mut gossipsub = gossipsub::Behaviour::new(
                 gossipsub::MessageAuthenticity::Signed(key.clone()),
                 gossipsub::ConfigBuilder::default()
                     .heartbeat_interval(Duration::from_millis(200))
                     .max_transmit_size(64 * 1024)
+                    // Forward a message only once we decoded and checked it.
+                    .validate_messages()
                     .build()?,
             )?;
+            let topic = gossipsub::IdentTopic::new(ANNOUNCE_TOPIC);
+            gossipsub.with_peer_score(guard::score_params(&topic), guard::score_thresholds())?;
             let mdns = if mdns_on {
                 Some(mdns::tokio::Behaviour::new(
                     mdns::Config::default(),
@@ -300,6 +313,7 @@ fn build_swarm(config: &NodeConfig) -> Result<Swarm<Behaviour>> {
                 request_response::Config::default().with_request_timeout(Duration::from_secs(30)),
             );
             Ok(Behaviour {
+                limits: connection_caps.behaviour(),
                 identify,
                 ping: ping::Behaviour::new(
                     ping::Config::new()
@@ -364,6 +378,8 @@ struct EventLoop {
     links: links::Links,
     relay_config: RelayConfig,
     reservations: relay::Reservations,
+    refusals: guard::RefusalLog,
+    graylist: guard::Graylist,
 }
 
 const MAX_DIAL_ERRORS: usize = 8;
@@ -393,6 +409,7 @@ impl EventLoop {
                     self.redial_bootstrap(started.elapsed());
                     self.top_up_connections();
                     self.close_silent_connections();
+                    self.review_graylist();
                 }
             }
         }
@@ -630,6 +647,16 @@ impl EventLoop {
                     }
                 }
             }
+            SwarmEvent::OutgoingConnectionError {
+                peer_id,
+                error: libp2p::swarm::DialError::Denied { cause },
+                ..
+            } => self.on_refused(peer_id, &cause, "to"),
+            SwarmEvent::IncomingConnectionError {
+                peer_id,
+                error: libp2p::swarm::ListenError::Denied { cause },
+                ..
+            } => self.on_refused(peer_id, &cause, "from"),
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 let who = peer_id
                     .map(|p| self.display_name(&p))
@@ -713,10 +740,13 @@ impl EventLoop {
             BehaviourEvent::Autonat(event) => self.on_autonat_event(event),
             BehaviourEvent::Gossipsub(gossipsub::Event::Message {
                 propagation_source,
+                message_id,
                 message,
-                ..
             }) => {
+                use gossipsub::MessageAcceptance::{Accept, Ignore, Reject};
+                // Strict signing means every message has its author; be sure anyway.
                 let Some(source) = message.source else {
+                    self.judge_gossip(&message_id, propagation_source, Reject);
                     return;
                 };
                 match Announcement::decode(&message.data) {
@@ -727,6 +757,7 @@ impl EventLoop {
                         }
                         if a.seq < entry.announced_seq {
                             tracing::trace!("stale announcement from {source} ignored");
+                            self.judge_gossip(&message_id, propagation_source, Ignore);
                             return;
                         }
                         entry.announced_seq = a.seq;
@@ -734,6 +765,7 @@ impl EventLoop {
                         entry.vms = Some(a.vms.clone());
                         entry.load = Some(a.load.clone());
                         entry.links = a.links.clone();
+                        self.judge_gossip(&message_id, propagation_source, Accept);
                         let event = Event::Announcement {
                             peer: source,
                             announcement: a,
@@ -742,9 +774,12 @@ impl EventLoop {
                             tracing::debug!("announcement dropped: nobody is listening");
                         }
                     }
-                    Err(e) => tracing::warn!(
-                        "dropped malformed announcement from {source} (via {propagation_source}): {e}"
-                    ),
+                    Err(e) => {
+                        tracing::warn!(
+                            "dropped malformed announcement from {source} (via {propagation_source}): {e}"
+                        );
+                        self.judge_gossip(&message_id, propagation_source, Reject);
+                    }
                 }
             }
             BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {

@@ -221,6 +221,7 @@ async fn overlay_pair(target: Target) -> Result<(Client, Client)> {
             bootstrap,
             mdns: false,
             relay: Default::default(),
+            connections: Default::default(),
         })?;
         tokio::spawn(async move { while events.recv().await.is_some() {} });
         anyhow::Ok(client)

@@ -68,6 +68,8 @@ pub struct PeerConfig {
     pub capacity: capacity::CapacityFlags,
     /// Per-peer rate limits on control requests and service streams.
     pub limits: limits::LimitsConfig,
+    /// Caps on overlay connections (`--max-connections*`).
+    pub connections: node::ConnectionCaps,
 }
 
 pub struct Peer {
@@ -179,6 +181,7 @@ impl Peer {
             bootstrap: config.bootstrap.clone(),
             mdns: config.mdns,
             relay: config.relay,
+            connections: config.connections,
         })?;
         tracing::info!("peer {} ({}) started", config.nick, client.local_peer_id());
 

@@ -47,6 +47,7 @@ async fn bench_peer(
         spark: Vec::new(),
         capacity: Default::default(),
         limits: Default::default(),
+        connections: Default::default(),
     };
     Ok((Peer::start(config).await?, port))
 }
