@@ -8,6 +8,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
+use common::failover::{consume_loop_across_a_kill, read_line, whoami_server};
 use common::{TestNode, echo_server, eventually, fresh_key, node, stderr};
 use serde_json::Value;
 
@@ -189,40 +190,6 @@ fn feed_server(provider: &'static str) -> u16 {
     port
 }
 
-/// Answers each connection's first line with "PROVIDER LINE".
-fn whoami_server(provider: &'static str) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { continue };
-            std::thread::spawn(move || {
-                let mut line = String::new();
-                let mut reader = std::io::BufReader::new(&stream);
-                if std::io::BufRead::read_line(&mut reader, &mut line).is_ok() {
-                    let _ = (&stream).write_all(format!("{provider} {line}").as_bytes());
-                }
-            });
-        }
-    });
-    port
-}
-
-fn read_line(conn: &mut TcpStream) -> std::io::Result<String> {
-    let mut line = Vec::new();
-    let mut byte = [0u8; 1];
-    while line.len() < 256 {
-        if conn.read(&mut byte)? == 0 {
-            break;
-        }
-        if byte[0] == b'\n' {
-            break;
-        }
-        line.push(byte[0]);
-    }
-    Ok(String::from_utf8_lossy(&line).into_owned())
-}
-
 /// Acceptance (issue 5, bad input): the provider vanishes mid-stream. The
 /// consumer's connection must end rather than hang, and the listener must go on
 /// serving new connections from the other provider.
@@ -307,81 +274,30 @@ fn a_consume_loop_fails_over_to_a_replica_when_a_providers_node_is_killed() {
     let mut a = node("peer-a", &key, None);
     let mut b = node("peer-b", &key, Some(a.port));
     let c = node("peer-c", &key, Some(a.port));
-    expose(&a, "whoami", whoami_server("peer-a"));
-    expose(&b, "whoami", whoami_server("peer-b"));
+    expose(&a, "whoami", whoami_server("127.0.0.1", "peer-a"));
+    expose(&b, "whoami", whoami_server("127.0.0.1", "peer-b"));
     wait_for_two_providers(&c, "whoami");
     let port = consume_port(&c, "whoami");
-
-    let request = |i: usize| -> std::io::Result<String> {
-        let mut conn = TcpStream::connect(("127.0.0.1", port))?;
-        conn.set_read_timeout(Some(Duration::from_secs(10)))?;
-        conn.write_all(format!("ping {i}\n").as_bytes())?;
-        let reply = read_line(&mut conn)?;
-        match reply.strip_suffix(&format!(" ping {i}")) {
-            Some(provider) => Ok(provider.to_string()),
-            None => Err(std::io::Error::other(format!("bad reply {reply:?}"))),
+    let report = consume_loop_across_a_kill("127.0.0.1", port, Duration::from_secs(8), |last| {
+        match last {
+            "peer-a" => {
+                a.kill_hard();
+                "peer-b"
+            }
+            "peer-b" => {
+                b.kill_hard();
+                "peer-a"
+            }
+            other => panic!("unexpected provider {other:?}"),
         }
-    };
-    let started = Instant::now();
-    let mut killed = None;
-    let mut answers: Vec<(Instant, Result<String, String>)> = Vec::new();
-    for i in 0.. {
-        if killed.is_none() && started.elapsed() > Duration::from_secs(2) {
-            // Kill the provider that answered last: the one the loop is using.
-            let last = answers.iter().rev().find_map(|(_, r)| r.as_ref().ok());
-            let survivor = match last.map(String::as_str) {
-                Some("peer-a") => {
-                    a.kill_hard();
-                    "peer-b"
-                }
-                Some("peer-b") => {
-                    b.kill_hard();
-                    "peer-a"
-                }
-                other => panic!("no answer in the first 2 s: {other:?}"),
-            };
-            killed = Some((Instant::now(), survivor));
-        }
-        if started.elapsed() > Duration::from_secs(8) {
-            break;
-        }
-        let answer = request(i).map_err(|e| e.to_string());
-        answers.push((Instant::now(), answer));
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let (killed_at, survivor) = killed.unwrap();
-    let after: Vec<&(Instant, Result<String, String>)> =
-        answers.iter().filter(|(t, _)| *t >= killed_at).collect();
-    let failed: Vec<&String> = after.iter().filter_map(|(_, r)| r.as_ref().err()).collect();
+    });
+    println!("{report}");
     // The one request in flight when the node died may fail; no other may.
     assert!(
-        failed.len() <= 1,
-        "requests failed after the kill: {failed:?}"
+        report.failed.len() <= 1,
+        "requests failed after the kill: {:?}",
+        report.failed
     );
-    assert!(
-        after
-            .iter()
-            .filter_map(|(_, r)| r.as_ref().ok())
-            .all(|p| p == survivor),
-        "only the replica answers after the kill"
-    );
-    // Answers are timed when they arrive; the kill happens between two requests.
-    let last_before = answers
-        .iter()
-        .rev()
-        .find(|(t, r)| *t < killed_at && r.is_ok())
-        .map(|(t, _)| *t);
-    let first_after = after.iter().find(|(_, r)| r.is_ok()).map(|(t, _)| *t);
-    println!(
-        "failover: {} request(s) after the kill, {} failed; first answer {:?} after the kill; \
-         gap between answers across the kill {:?} (loop: a new connection every 50 ms)",
-        after.len(),
-        failed.len(),
-        first_after.map(|t| t - killed_at),
-        first_after.zip(last_before).map(|(a, b)| a - b),
-    );
-    assert!(
-        after.len() >= 20 && after.iter().rev().take(20).all(|(_, r)| r.is_ok()),
-        "the loop goes on through the replica"
-    );
+    assert!(report.only_survivor, "only the replica answers after the kill");
+    assert!(report.goes_on, "the loop goes on through the replica");
 }

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod failover;
 pub mod guests;
 pub mod natlab;
 
