@@ -124,8 +124,8 @@ fn a_consume_loop_across_namespaces_fails_over_to_a_replica_when_a_providers_nod
     let mut o = overlay();
     let (c_addr, port) = consume_on_c_from_two_providers(&o);
     let (a, b) = (&mut o.a, &mut o.b);
-    let report = consume_loop_across_a_kill(&c_addr, port, Duration::from_secs(10), |last| {
-        match last {
+    let report =
+        consume_loop_across_a_kill(&c_addr, port, Duration::from_secs(10), |last| match last {
             "peer-a" => {
                 a.kill_hard();
                 "peer-b"
@@ -135,8 +135,7 @@ fn a_consume_loop_across_namespaces_fails_over_to_a_replica_when_a_providers_nod
                 "peer-a"
             }
             other => panic!("unexpected provider {other:?}"),
-        }
-    });
+        });
     println!("node killed: {report}");
     assert!(
         report.failed.len() <= 1,
@@ -144,8 +143,15 @@ fn a_consume_loop_across_namespaces_fails_over_to_a_replica_when_a_providers_nod
         report.failed,
         o.c.log()
     );
-    assert!(report.only_survivor, "only the replica answers after the kill");
-    assert!(report.goes_on, "the loop goes on through the replica:\n{}", o.c.log());
+    assert!(
+        report.only_survivor,
+        "only the replica answers after the kill"
+    );
+    assert!(
+        report.goes_on,
+        "the loop goes on through the replica:\n{}",
+        o.c.log()
+    );
 }
 
 /// The same loop when the provider's host vanishes without a word (its link
@@ -156,8 +162,8 @@ fn a_consume_loop_across_namespaces_fails_over_to_a_replica_when_a_providers_nod
 fn a_consume_loop_across_namespaces_fails_over_when_a_providers_host_vanishes() {
     let o = overlay();
     let (c_addr, port) = consume_on_c_from_two_providers(&o);
-    let report = consume_loop_across_a_kill(&c_addr, port, Duration::from_secs(20), |last| {
-        match last {
+    let report =
+        consume_loop_across_a_kill(&c_addr, port, Duration::from_secs(20), |last| match last {
             "peer-a" => {
                 o.islands.cut(0);
                 "peer-b"
@@ -167,8 +173,7 @@ fn a_consume_loop_across_namespaces_fails_over_when_a_providers_host_vanishes() 
                 "peer-a"
             }
             other => panic!("unexpected provider {other:?}"),
-        }
-    });
+        });
     println!("host vanished: {report}");
     assert!(
         report.failed.is_empty(),
@@ -176,8 +181,15 @@ fn a_consume_loop_across_namespaces_fails_over_when_a_providers_host_vanishes() 
         report.failed,
         o.c.log()
     );
-    assert!(report.only_survivor, "only the replica answers after the cut");
-    assert!(report.goes_on, "the loop goes on through the replica:\n{}", o.c.log());
+    assert!(
+        report.only_survivor,
+        "only the replica answers after the cut"
+    );
+    assert!(
+        report.goes_on,
+        "the loop goes on through the replica:\n{}",
+        o.c.log()
+    );
     let gone = eventually(Duration::from_secs(30), || {
         o.relay.connected_peers().len() == 2
     });

@@ -278,19 +278,23 @@ fn a_consume_loop_fails_over_to_a_replica_when_a_providers_node_is_killed() {
     expose(&b, "whoami", whoami_server("127.0.0.1", "peer-b"));
     wait_for_two_providers(&c, "whoami");
     let port = consume_port(&c, "whoami");
-    let report = consume_loop_across_a_kill("127.0.0.1", port, Duration::from_secs(8), |last| {
-        match last {
-            "peer-a" => {
-                a.kill_hard();
-                "peer-b"
-            }
-            "peer-b" => {
-                b.kill_hard();
-                "peer-a"
-            }
-            other => panic!("unexpected provider {other:?}"),
-        }
-    });
+    let report =
+        consume_loop_across_a_kill(
+            "127.0.0.1",
+            port,
+            Duration::from_secs(8),
+            |last| match last {
+                "peer-a" => {
+                    a.kill_hard();
+                    "peer-b"
+                }
+                "peer-b" => {
+                    b.kill_hard();
+                    "peer-a"
+                }
+                other => panic!("unexpected provider {other:?}"),
+            },
+        );
     println!("{report}");
     // The one request in flight when the node died may fail; no other may.
     assert!(
@@ -298,6 +302,9 @@ fn a_consume_loop_fails_over_to_a_replica_when_a_providers_node_is_killed() {
         "requests failed after the kill: {:?}",
         report.failed
     );
-    assert!(report.only_survivor, "only the replica answers after the kill");
+    assert!(
+        report.only_survivor,
+        "only the replica answers after the kill"
+    );
     assert!(report.goes_on, "the loop goes on through the replica");
 }

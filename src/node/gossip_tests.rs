@@ -86,7 +86,10 @@ async fn a_malformed_announcement_is_dropped_and_logged_and_the_node_goes_on() {
         text.contains("bad service name") && text.contains("key must be a string"),
         "the log says why:\n{text}"
     );
-    assert!(!heard.has(hostile_id, "web-2"), "the bad record is not heard");
+    assert!(
+        !heard.has(hostile_id, "web-2"),
+        "the bad record is not heard"
+    );
     // Still serving its operator.
     assert!(
         honest
@@ -124,7 +127,10 @@ async fn listen_addr(client: &Client) -> Multiaddr {
 /// Announcements a node heard: (author, its VMs), collected so the node's
 /// event channel never fills.
 #[derive(Clone, Default)]
-struct Heard(Arc<Mutex<Vec<(PeerId, Vec<String>)>>>);
+struct Heard(Arc<Mutex<Vec<Authored>>>);
+
+/// An announcement's author and its VMs.
+type Authored = (PeerId, Vec<String>);
 
 impl Heard {
     fn collect(mut events: mpsc::Receiver<Event>) -> Heard {
@@ -240,7 +246,10 @@ async fn invalid_announcements_stop_at_the_first_hop_and_graylist_their_sender()
     };
     let garbage = [b"{not json".to_vec(), vec![0xff; 300], bad_service.encode()];
     for bytes in garbage.iter().cycle().take(12) {
-        assert!(hostile.publish(bytes.clone()), "the first peer is subscribed");
+        assert!(
+            hostile.publish(bytes.clone()),
+            "the first peer is subscribed"
+        );
         hostile.run_for(Duration::from_millis(50), |_| {}).await;
     }
     let first_id = first.local_peer_id();
@@ -258,7 +267,8 @@ async fn invalid_announcements_stop_at_the_first_hop_and_graylist_their_sender()
     // Graylisted: even its valid gossip is ignored. Meanwhile the honest peers'
     // announcements converge.
     let started = tokio::time::Instant::now();
-    while !(third_heard.has(first_id, "first-1") && first_heard.has(third.local_peer_id(), "third-1"))
+    while !(third_heard.has(first_id, "first-1")
+        && first_heard.has(third.local_peer_id(), "third-1"))
         || started.elapsed() < Duration::from_secs(3)
     {
         assert!(
@@ -267,18 +277,38 @@ async fn invalid_announcements_stop_at_the_first_hop_and_graylist_their_sender()
             log.text()
         );
         hostile.publish(announcing("h-2").encode());
-        first.announce(Announcement { nick: "first".into(), ..announcing("first-1") }).await.unwrap();
-        third.announce(Announcement { nick: "third".into(), ..announcing("third-1") }).await.unwrap();
+        first
+            .announce(Announcement {
+                nick: "first".into(),
+                ..announcing("first-1")
+            })
+            .await
+            .unwrap();
+        third
+            .announce(Announcement {
+                nick: "third".into(),
+                ..announcing("third-1")
+            })
+            .await
+            .unwrap();
         hostile.run_for(Duration::from_millis(300), |_| {}).await;
     }
-    assert!(!first_heard.has(hostile_id, "h-2"), "a graylisted peer is not heard");
+    assert!(
+        !first_heard.has(hostile_id, "h-2"),
+        "a graylisted peer is not heard"
+    );
     assert!(!third_heard.has(hostile_id, "h-2"), "nor forwarded");
 
     let text = log.text();
     let at_first_hop = text
-        .matches(&format!("dropped malformed announcement from {hostile_id} (via {hostile_id})"))
+        .matches(&format!(
+            "dropped malformed announcement from {hostile_id} (via {hostile_id})"
+        ))
         .count();
-    assert!(at_first_hop >= 3, "the first peer logs each bad message until it graylists:\n{text}");
+    assert!(
+        at_first_hop >= 3,
+        "the first peer logs each bad message until it graylists:\n{text}"
+    );
     assert!(
         !text.contains(&format!("from {hostile_id} (via {first_id})")),
         "the first peer forwarded a malformed announcement to the third:\n{text}"
@@ -346,7 +376,10 @@ async fn a_peer_opening_too_many_connections_is_capped_and_others_are_served() {
          node, {failed} failed, {open} left open (cap {})",
         caps.per_peer
     );
-    assert_eq!(open, caps.per_peer as usize, "the hostile peer keeps its cap, no more");
+    assert_eq!(
+        open, caps.per_peer as usize,
+        "the hostile peer keeps its cap, no more"
+    );
     let text = log.text();
     assert!(
         text.contains("refused a connection from")
@@ -369,7 +402,10 @@ async fn a_peer_opening_too_many_connections_is_capped_and_others_are_served() {
             log.text()
         );
         honest
-            .announce(Announcement { nick: "honest".into(), ..announcing("honest-1") })
+            .announce(Announcement {
+                nick: "honest".into(),
+                ..announcing("honest-1")
+            })
             .await
             .unwrap();
         hostile.run_for(Duration::from_millis(300), |_| {}).await;

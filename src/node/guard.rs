@@ -56,19 +56,12 @@ pub fn exceeded(cause: &ConnectionDenied) -> Option<&connection_limits::Exceeded
 
 /// A peer hammering the node must not flood the log: one line per peer per
 /// interval, with the count of refusals not logged.
+#[derive(Default)]
 pub struct RefusalLog {
     last: HashMap<Option<PeerId>, (Instant, u64)>,
 }
 
 const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
-
-impl Default for RefusalLog {
-    fn default() -> Self {
-        RefusalLog {
-            last: HashMap::new(),
-        }
-    }
-}
 
 impl RefusalLog {
     /// Whether to log this refusal now, and how many were not logged before it.
@@ -184,17 +177,22 @@ impl super::EventLoop {
     ) {
         let rejected = matches!(verdict, gossipsub::MessageAcceptance::Reject);
         let gossip = &mut self.swarm.behaviour_mut().gossipsub;
-        gossip.report_message_validation_result(id, &from, verdict);
+        if !gossip.report_message_validation_result(id, &from, verdict) {
+            tracing::debug!("announcement {id} judged after it left gossipsub's cache");
+        }
         if rejected {
             let score = gossip.peer_score(&from);
             self.note_score(from, score);
         }
     }
 
-    /// Scores recover as penalties decay: say when a graylisted peer is heard again.
+    /// Scores also fall for what gossipsub rejects itself (a bad signature, broken
+    /// gossip promises) and recover as penalties decay: look at every peer now and
+    /// then.
     pub(super) fn review_graylist(&mut self) {
-        let listed: Vec<PeerId> = self.graylist.listed().copied().collect();
-        for peer in listed {
+        let mut peers: HashSet<PeerId> = self.graylist.listed().copied().collect();
+        peers.extend(self.swarm.connected_peers().copied());
+        for peer in peers {
             let score = self.swarm.behaviour().gossipsub.peer_score(&peer);
             self.note_score(peer, score);
         }
@@ -203,8 +201,8 @@ impl super::EventLoop {
     fn note_score(&mut self, peer: PeerId, score: Option<f64>) {
         match self.graylist.update(peer, score) {
             Some(GraylistChange::Listed(score)) => tracing::warn!(
-                "peer {} graylisted on gossip (score {score:.0}, invalid announcements): \
-                 its gossip is ignored until the penalty decays",
+                "peer {} graylisted on gossip (score {score:.0}: invalid messages or broken \
+                 gossip promises): its gossip is ignored until the penalty decays",
                 self.display_name(&peer)
             ),
             Some(GraylistChange::Recovered(score)) => tracing::info!(
@@ -252,10 +250,7 @@ mod tests {
     fn caps_keep_room_for_our_own_dials() {
         let caps = ConnectionCaps::default();
         assert_eq!(caps.incoming(), 448);
-        let tiny = ConnectionCaps {
-            total: 1,
-            ..caps
-        };
+        let tiny = ConnectionCaps { total: 1, ..caps };
         assert_eq!(tiny.incoming(), 1);
     }
 
@@ -264,7 +259,10 @@ mod tests {
         let peer = PeerId::random();
         let mut list = Graylist::default();
         assert_eq!(list.update(peer, Some(-10.0)), None);
-        assert_eq!(list.update(peer, Some(-90.0)), Some(GraylistChange::Listed(-90.0)));
+        assert_eq!(
+            list.update(peer, Some(-90.0)),
+            Some(GraylistChange::Listed(-90.0))
+        );
         assert_eq!(list.update(peer, Some(-200.0)), None);
         assert_eq!(
             list.update(peer, Some(-5.0)),
@@ -283,6 +281,10 @@ mod tests {
         assert_eq!(log.should_log(peer, t0 + Duration::from_secs(1)), None);
         assert_eq!(log.should_log(None, t0), Some(0), "another peer is logged");
         let later = t0 + REFUSAL_LOG_INTERVAL;
-        assert_eq!(log.should_log(peer, later), Some(2), "with the count not logged");
+        assert_eq!(
+            log.should_log(peer, later),
+            Some(2),
+            "with the count not logged"
+        );
     }
 }

@@ -29,8 +29,8 @@ use protocol::{
     nick_from_agent,
 };
 
-pub use libp2p_stream::Control as StreamControl;
 pub use guard::ConnectionCaps;
+pub use libp2p_stream::Control as StreamControl;
 pub use relay::RelayConfig;
 pub use transport::MAX_STREAMS_PER_CONNECTION;
 
@@ -293,8 +293,11 @@ fn build_swarm(config: &NodeConfig) -> Result<Swarm<Behaviour>> {
                 gossipsub::ConfigBuilder::default()
                     .heartbeat_interval(Duration::from_millis(200))
                     .max_transmit_size(64 * 1024)
-                    // Forward a message only once we decoded and checked it.
+                    // Forward a message only once we decoded and checked it. It waits
+                    // in the cache meanwhile: keep 5 s of heartbeats there (default 5
+                    // heartbeats, 1 s at ours), so a busy event loop still forwards it.
                     .validate_messages()
+                    .history_length(25)
                     .build()?,
             )?;
             let topic = gossipsub::IdentTopic::new(ANNOUNCE_TOPIC);
