@@ -773,7 +773,15 @@ impl EventLoop {
                             peer: source,
                             announcement: a,
                         };
-                        if self.events.send(event).await.is_err() {
+                        // The forward just queued leaves at the next swarm poll: do
+                        // not yield before it unless the runtime is behind.
+                        let sent = match self.events.try_send(event) {
+                            Err(mpsc::error::TrySendError::Full(event)) => {
+                                self.events.send(event).await.is_ok()
+                            }
+                            other => other.is_ok(),
+                        };
+                        if !sent {
                             tracing::debug!("announcement dropped: nobody is listening");
                         }
                     }
