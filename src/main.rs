@@ -32,6 +32,10 @@ use paths::DataDir;
 use runtime::{Peer, PeerConfig};
 
 fn main() -> ExitCode {
+    // The subreaper a private libvirtd runs under (hypervisor/reaper.rs).
+    if let Some(code) = hypervisor::reaper::run_if_asked() {
+        return ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX));
+    }
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

@@ -25,7 +25,7 @@ use std::net::Ipv4Addr;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 /// (subdir of the peer dir, libvirt path it replaces in the daemon's mount ns)
@@ -41,7 +41,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(15);
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs in the netns (via `ip netns exec`, which also unshares the mount ns),
-/// bind-mounts the peer dirs, then becomes libvirtd (same pid as our child).
+/// bind-mounts the peer dirs, then becomes libvirtd (the child of our reaper,
+/// reaper.rs, which is our child).
 /// Args: libvirtd conf pidfile [src target]...
 const LAUNCH_SCRIPT: &str = r#"set -e
 libvirtd=$1 conf=$2 pid=$3
@@ -161,7 +162,8 @@ impl PrivateDaemon {
             return;
         };
         let pid = child.id() as libc::pid_t;
-        // SAFETY: signalling our own child, which we have not reaped yet.
+        // SAFETY: signalling our own child (the reaper, which passes it on to
+        // libvirtd), which we have not reaped yet.
         unsafe { libc::kill(pid, libc::SIGTERM) };
         let deadline = Instant::now() + STOP_TIMEOUT;
         while Instant::now() < deadline {
@@ -171,6 +173,10 @@ impl PrivateDaemon {
             std::thread::sleep(Duration::from_millis(50));
         }
         tracing::warn!(dir = %self.dir.display(), "libvirtd ignored SIGTERM for 10 s; killing it");
+        if let Some(daemon) = daemon_pid(&self.dir) {
+            // SAFETY: a signal to the libvirtd that pid file and cmdline name.
+            unsafe { libc::kill(daemon, libc::SIGKILL) };
+        }
         let _ = child.kill();
         let _ = child.wait();
     }
@@ -215,7 +221,9 @@ fn spawn(libvirtd: &Path, dir: &Path, netns: &str) -> Result<Child> {
     let stderr_path = dir.join("log/libvirtd.stderr");
     let stderr = fs::File::create(&stderr_path)
         .with_context(|| format!("creating {}", stderr_path.display()))?;
-    let mut cmd = Command::new(super::netns::ip_binary());
+    // Under the reaper, so the QEMUs libvirtd daemonizes are reaped at once.
+    let mut cmd = super::reaper::command(super::netns::ip_binary().as_os_str())
+        .context("locating the peervisor binary (the reaper libvirtd runs under)")?;
     cmd.args(["netns", "exec", netns, "sh", "-c", LAUNCH_SCRIPT, "sh"])
         .arg(libvirtd)
         .arg(dir.join("etc/libvirtd.conf"))
@@ -300,22 +308,24 @@ fn is_uuid(s: &str) -> bool {
         })
 }
 
-/// Stops a libvirtd an earlier run started for this dir, if it still runs.
-fn stop_stale(dir: &Path) -> Result<()> {
-    let pid_file = dir.join("libvirtd.pid");
-    let Ok(text) = fs::read_to_string(&pid_file) else {
-        return Ok(());
-    };
-    let Ok(pid) = text.trim().parse::<libc::pid_t>() else {
-        return Ok(());
-    };
-    // The pid may have been reused: only touch a libvirtd using our config.
+/// The pid of the libvirtd running for this dir, from its pid file; None if
+/// there is none (the pid may have been reused: only a libvirtd using our config).
+fn daemon_pid(dir: &Path) -> Option<libc::pid_t> {
+    let text = fs::read_to_string(dir.join("libvirtd.pid")).ok()?;
+    let pid = text.trim().parse::<libc::pid_t>().ok()?;
     let conf = dir.join("etc/libvirtd.conf");
     let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     let cmdline = String::from_utf8_lossy(&cmdline);
-    if pid <= 1 || !cmdline.contains("libvirtd") || !cmdline.contains(&*conf.to_string_lossy()) {
+    (pid > 1 && cmdline.contains("libvirtd") && cmdline.contains(&*conf.to_string_lossy()))
+        .then_some(pid)
+}
+
+/// Stops a libvirtd an earlier run started for this dir, if it still runs.
+fn stop_stale(dir: &Path) -> Result<()> {
+    let pid_file = dir.join("libvirtd.pid");
+    let Some(pid) = daemon_pid(dir) else {
         return Ok(());
-    }
+    };
     tracing::info!(pid, dir = %dir.display(), "stopping libvirtd left by an earlier run");
     // SAFETY: plain signals to a pid we just identified as our libvirtd.
     unsafe { libc::kill(pid, libc::SIGTERM) };

@@ -11,6 +11,7 @@ pub mod job;
 pub mod link;
 pub mod manifest;
 pub mod netns;
+pub mod reaper;
 pub mod sampler;
 pub mod snapshot;
 pub mod stats;
@@ -412,10 +413,13 @@ impl Host {
     }
 
     /// Stats of the VM's last completed job; on a migration's destination they
-    /// carry what the source measured (downtime, bytes, time).
+    /// carry what the source measured (downtime, bytes, time). Kept for the next
+    /// reader (libvirt drops them once read otherwise).
     pub async fn completed_job(&self, name: &str) -> Result<Option<job::JobSample>> {
         self.with_domain(name, |d, name| {
-            let (kind, params) = ffi::job_stats(d, sys::VIR_DOMAIN_JOB_STATS_COMPLETED)
+            let flags =
+                sys::VIR_DOMAIN_JOB_STATS_COMPLETED | sys::VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED;
+            let (kind, params) = ffi::job_stats(d, flags)
                 .map_err(|e| anyhow!("completed job of VM '{name}': {}", e.message()))?;
             Ok((kind != sys::VIR_DOMAIN_JOB_NONE as i32)
                 .then(|| job::JobSample::from_params(&params)))
