@@ -56,7 +56,7 @@ impl Peer {
     /// True when the service accepts a connection here or through `dest` (asked
     /// once `switching`, see DIRECT_SLOW).
     async fn service_answers(
-        &self,
+        self: &Arc<Self>,
         service: &LocalService,
         dest: PeerId,
         switching: &AtomicBool,
@@ -81,11 +81,17 @@ impl Peer {
         }
         let mut streams = self.node.streams();
         let name = service.spec.name.clone();
+        let peer = self.clone();
+        let vm = service.vm.clone().unwrap_or_default();
         let overlay: Probe = Box::pin(async move {
-            proxy::open(&mut streams, dest, &name)
+            proxy::open_served_there(&mut streams, dest, &name)
                 .await
-                .map(|_| ())
-                .map_err(|_| ())
+                .map_err(|_| ())?;
+            // The destination serves it: the VM runs there. Consumer streams
+            // held here go there now, not when libvirt returns (after it has
+            // stopped the QEMU here, a few hundred ms later).
+            peer.handovers.end(&vm, true);
+            Ok(())
         });
         select_ok([direct, overlay]).await.is_ok()
     }

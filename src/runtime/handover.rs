@@ -63,6 +63,13 @@ impl Handovers {
         self.changed.notify_waiters();
     }
 
+    /// `vm` is arriving here: forwarding it elsewhere (it left once, within
+    /// FORWARD_FOR, and comes back) is over.
+    pub fn arriving(&self, vm: &str) {
+        self.lock().retain(|d| d.vm != vm);
+        self.changed.notify_waiters();
+    }
+
     /// Where a stream for `service` should go instead of here: waits while its VM
     /// is migrating away, then the destination. None when the service is not
     /// leaving (or did not leave) this peer.
@@ -116,7 +123,7 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let mut streams = peer.node.streams();
-    let mut upstream = match proxy::open(&mut streams, dest, service).await {
+    let mut upstream = match proxy::open_served_there(&mut streams, dest, service).await {
         Ok(upstream) => upstream,
         Err(e) => {
             let error = Some(format!("'{service}' moved to {dest}, which refused: {e:#}"));
@@ -149,6 +156,19 @@ mod tests {
         assert_eq!(waiting.await.unwrap(), Some(dest));
         assert_eq!(h.destination("web").await, Some(dest));
         assert_eq!(h.destination("other").await, None);
+    }
+
+    /// A VM that left and comes back: the peer it came back to forwards its
+    /// streams no more (else the two peers would forward to each other).
+    #[tokio::test]
+    async fn a_vm_arriving_again_is_no_longer_forwarded_away() {
+        let h = Handovers::default();
+        let other = PeerId::random();
+        h.begin("web-1", vec!["web".into()], other);
+        h.end("web-1", true);
+        assert_eq!(h.destination("web").await, Some(other));
+        h.arriving("web-1");
+        assert_eq!(h.destination("web").await, None);
     }
 
     #[tokio::test]

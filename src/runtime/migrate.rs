@@ -24,6 +24,7 @@ use super::access::Role;
 use super::capacity::{Refusal, Reservation, VmRequirements};
 use super::operations::Busy;
 use super::peers::{peer_id_of, resolve};
+use super::phases::Phases;
 use crate::control::{MigrationReport, Reply};
 use crate::hypervisor::job::JobSample;
 use crate::model::{OperationKind, OperationPhase, VmState, VmView};
@@ -244,12 +245,23 @@ impl Peer {
             .map_err(|busy| outgoing_busy(vm, &busy, limit))?;
         tracing::info!("migrating VM '{vm}' to {dest_name}");
         let started = Instant::now();
+        let phases = Phases::start();
         let accepted = accepted.map(|tx| (tx, dest_name.clone(), op));
         self.handover_begin(vm, dest_id).await;
         let result = self
-            .migrate_to(&requirements, dest_id, &dest_name, op, limits, accepted)
+            .migrate_to(
+                &requirements,
+                dest_id,
+                &dest_name,
+                op,
+                limits,
+                accepted,
+                &phases,
+            )
             .await;
         self.handovers.end(vm, result.is_ok());
+        phases.mark("reported");
+        tracing::info!("migration of VM '{vm}' to {dest_name}: {}", phases.line());
         match &result {
             Ok(arrival) => {
                 let sample = JobSample {
@@ -298,6 +310,7 @@ impl Peer {
         self.host.abort_job(vm).await
     }
 
+    #[allow(clippy::too_many_arguments)] // what one migration needs, no more
     async fn migrate_to(
         self: &Arc<Self>,
         vm: &VmRequirements,
@@ -306,6 +319,7 @@ impl Peer {
         op: u64,
         limits: Limits,
         accepted: Option<(tokio::sync::oneshot::Sender<Started>, String, u64)>,
+        phases: &Phases,
     ) -> Result<Arrival> {
         let request = ControlRequest::PrepareMigration {
             vm: vm.name.clone(),
@@ -326,6 +340,7 @@ impl Peer {
             }
             other => bail!("{dest_name} answered unexpectedly: {other:?}"),
         };
+        phases.mark("accepted");
         self.operations.set_phase(op, OperationPhase::Transferring);
         if let Some((tx, to, operation)) = accepted {
             let _ = tx.send(Started { to, operation });
@@ -334,10 +349,11 @@ impl Peer {
             .data_dir()
             .run_dir()
             .join(format!("migrate-{token:016x}.sock"));
-        let bridge = TunnelBridge::bind(self, socket, dest, token)?;
+        let bridge = TunnelBridge::bind(self, socket, dest, token, phases.clone())?;
         let dest_uri = format!("qemu+unix:///system?socket={}", bridge.path.display());
         let watcher = tokio::spawn(watch_progress(self.clone(), vm.name.clone(), op));
         let probe = self.probe_migrating_service(&vm.name, dest).await;
+        phases.mark("libvirt called");
         let outcome = self
             .host
             .migrate_p2p_tunnelled(
@@ -348,6 +364,7 @@ impl Peer {
             )
             .await;
         let switched = Instant::now();
+        phases.mark_at("libvirt returned", switched);
         if outcome.is_ok() {
             // The VM runs at the destination now: held consumer streams go there.
             self.handovers.end(&vm.name, true);
@@ -383,6 +400,7 @@ impl Peer {
             Ok(_) => {}
             Err(e) => tracing::warn!("telling {dest_name} how the migration ended: {e:#}"),
         }
+        phases.mark("destination confirmed");
         if let Some(cause) = cause {
             return Err(self
                 .explain_failure(&vm.name, &vm.uuid, dest, dest_name, cause)
@@ -390,6 +408,7 @@ impl Peer {
         }
         arrival.switched = Some(switched);
         arrival.probe_downtime_ms = finish_probe(probe).await;
+        phases.mark("service answered");
         // libvirt undefines the source on success; make sure nothing is left here.
         if let Ok(still) = self.host.vm(&vm.name).await {
             bail!(
@@ -493,6 +512,7 @@ impl Peer {
             },
         );
         tokio::spawn(self.clone().expire_unused_grant(token));
+        self.handovers.arriving(&vm.name);
         tracing::info!("accepted migration of VM '{}' from {from_name}", vm.name);
         ControlResponse::MigrationAccepted { token }
     }
@@ -583,8 +603,9 @@ impl Peer {
         self.operations.set_progress(grant.operation, &completed);
         self.operations.finish(grant.operation, None);
         tracing::info!(
-            "VM '{}' arrived from {from} (downtime {:?} ms, {:?} bytes)",
+            "VM '{}' arrived from {from} (libvirt: job {:?} ms, downtime {:?} ms, {:?} bytes)",
             grant.vm,
+            completed.elapsed_ms,
             completed.downtime_ms,
             completed.processed_bytes
         );
@@ -668,7 +689,7 @@ struct TunnelBridge {
 }
 
 impl TunnelBridge {
-    fn bind(peer: &Peer, path: PathBuf, dest: PeerId, token: u64) -> Result<Self> {
+    fn bind(peer: &Peer, path: PathBuf, dest: PeerId, token: u64, phases: Phases) -> Result<Self> {
         let _ = std::fs::remove_file(&path);
         let listener =
             UnixListener::bind(&path).with_context(|| format!("binding {}", path.display()))?;
@@ -679,8 +700,11 @@ impl TunnelBridge {
             while let Ok((local, _)) = listener.accept().await {
                 let mut streams = streams.clone();
                 let first_error = first_error.clone();
+                let phases = phases.clone();
                 tokio::spawn(async move {
-                    let broke = match carry(&mut streams, local, dest, token).await {
+                    let carried = carry(&mut streams, local, dest, token, &phases).await;
+                    phases.mark("tunnel stream closed");
+                    let broke = match carried {
                         Ok(None) => return,
                         Ok(Some(why)) => why,
                         Err(e) => format!("{e:#}"),
@@ -717,11 +741,13 @@ async fn carry(
     local: UnixStream,
     dest: PeerId,
     token: u64,
+    phases: &Phases,
 ) -> Result<Option<String>> {
     let stream = streams
         .open_stream(dest, TUNNEL_PROTOCOL)
         .await
         .map_err(|e| anyhow!("opening a tunnel stream: {e}"))?;
+    phases.mark_once("tunnel open");
     let mut remote = stream.compat();
     remote.write_all(&token.to_be_bytes()).await?;
     let (local_read, mut local_write) = local.into_split();
@@ -741,9 +767,14 @@ async fn carry(
     };
     tokio::pin!(up, down);
     tokio::select! {
-        _ = &mut up => {
+        sent = &mut up => {
             // libvirt hung up first: the far end follows once it has seen that.
-            let _ = down.await;
+            let received = down.await;
+            tracing::debug!(
+                "migration tunnel stream done: {:?} bytes sent, {:?} received",
+                sent.ok(),
+                received.ok()
+            );
             Ok(None)
         }
         far_end = &mut down => Ok(Some(match far_end {
@@ -792,11 +823,15 @@ async fn serve_tunnel(peer: Arc<Peer>, from: PeerId, stream: libp2p::Stream) -> 
     if !peer.grants.stream_opened(token, from) {
         bail!("stream with an unknown or expired token: dropped");
     }
+    tracing::debug!("migration tunnel stream from {from} opened");
     let carried = async {
         let mut local = UnixStream::connect(&peer.libvirt_socket)
             .await
             .with_context(|| format!("connecting to {}", peer.libvirt_socket.display()))?;
-        crate::services::proxy::pipe(&mut remote, &mut local).await?;
+        let (received, sent) = crate::services::proxy::pipe(&mut remote, &mut local).await?;
+        tracing::debug!(
+            "migration tunnel stream from {from} closed: {received} bytes received, {sent} sent"
+        );
         anyhow::Ok(())
     }
     .await;

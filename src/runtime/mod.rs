@@ -11,6 +11,7 @@ mod migrate;
 mod operations;
 mod paused_source;
 mod peers;
+mod phases;
 mod provision;
 mod replicate;
 mod services;

@@ -19,6 +19,7 @@ use tokio::sync::Notify;
 use super::Peer;
 use super::access::Role;
 use super::limits::{self, OpenGuard};
+use super::phases::Phases;
 use crate::model::{ConsumptionView, PeerLoad, ServiceSpec, ServiceView};
 use crate::node::protocol::{Announcement, SERVICE_PROTOCOL, ServiceRecord};
 use crate::services::proxy::{self, Answer, Counters, Hello};
@@ -469,19 +470,19 @@ impl Peer {
         counters: &Counters,
     ) -> Result<()> {
         let _ = client.set_nodelay(true);
+        // Where this connection's time goes, in the debug log.
+        let phases = Phases::start();
         let mut last_error = anyhow!("no provider of '{service}' is reachable");
-        for candidate in self
-            .candidates(service)
-            .await
-            .into_iter()
-            .take(MAX_ATTEMPTS)
-        {
+        let candidates = self.candidates(service).await;
+        phases.mark("providers ranked");
+        for candidate in candidates.into_iter().take(MAX_ATTEMPTS) {
             let (result, provider) = match candidate {
                 Candidate::Local(target) => {
                     let result = match proxy::connect_target(&target, &self.network).await {
-                        Ok(mut upstream) => {
+                        Ok(upstream) => {
+                            phases.mark("connected");
                             let _ = upstream.set_nodelay(true);
-                            Ok(proxy::pipe(&mut client, &mut upstream).await)
+                            Ok(pipe_timed(&mut client, upstream, &phases).await)
                         }
                         Err(e) => Err(e),
                     };
@@ -489,8 +490,12 @@ impl Peer {
                 }
                 Candidate::Remote(peer) => {
                     let result = match open_with_retry(&self.node, peer, service).await {
-                        Ok(mut upstream) => Ok(proxy::pipe(&mut client, &mut upstream).await),
+                        Ok(upstream) => {
+                            phases.mark("stream open");
+                            Ok(pipe_timed(&mut client, upstream, &phases).await)
+                        }
                         Err(e) => {
+                            phases.mark("refused");
                             self.services.catalogue.mark_unreachable(peer);
                             Err(e)
                         }
@@ -498,6 +503,7 @@ impl Peer {
                     (result, self.peer_name(peer).await)
                 }
             };
+            tracing::debug!("consume '{service}' through {provider}: {}", phases.line());
             match result {
                 Ok(copied) => {
                     *lock(&counters.last_provider) = Some(provider.clone());
@@ -620,6 +626,7 @@ pub async fn accept_service_streams(peer: Arc<Peer>) {
 
 async fn serve_stream(peer: &Peer, from: PeerId, stream: libp2p::Stream) -> Result<()> {
     use tokio_util::compat::FuturesAsyncReadCompatExt;
+    let phases = Phases::start();
     let mut stream = stream.compat();
     // Counted before the header, so streams that never send one count too.
     let open = peer
@@ -635,16 +642,29 @@ async fn serve_stream(peer: &Peer, from: PeerId, stream: libp2p::Stream) -> Resu
             return Ok(());
         }
     };
+    phases.mark("header");
+    let service_name = hello.service.clone();
+    let logged = |outcome: &str| {
+        tracing::debug!(
+            "service stream for '{service_name}' from {from}: {}{outcome}",
+            phases.line()
+        )
+    };
     // Its VM may be migrating away: held until it moved, then forwarded there
     // (a failed migration leaves it here, admitted below).
-    if peer.access.allows(&from, Role::Consume)
+    if !hello.served_here
+        && peer.access.allows(&from, Role::Consume)
         && !peer
             .local_services()
             .await
             .is_ok_and(|l| l.iter().any(|s| s.spec.name == hello.service))
         && let Some(dest) = peer.handovers.destination(&hello.service).await
     {
-        return super::handover::forward(peer, &mut stream, dest, &hello.service).await;
+        phases.mark("handed over");
+        let forwarded = super::handover::forward(peer, &mut stream, dest, &hello.service).await;
+        phases.mark("closed");
+        logged(&format!(" (forwarded to {dest})"));
+        return forwarded;
     }
     let admitted = match open {
         Some(open) => peer
@@ -675,7 +695,7 @@ async fn serve_stream(peer: &Peer, from: PeerId, stream: libp2p::Stream) -> Resu
             return Ok(());
         }
     };
-    let mut upstream = match proxy::connect_target(&service.target, &peer.network).await {
+    let upstream = match proxy::connect_target(&service.target, &peer.network).await {
         Ok(upstream) => upstream,
         Err(e) => {
             let error = Some(format!("{e:#}"));
@@ -683,9 +703,12 @@ async fn serve_stream(peer: &Peer, from: PeerId, stream: libp2p::Stream) -> Resu
             return Err(e);
         }
     };
+    phases.mark("connected");
     let _ = upstream.set_nodelay(true);
     proxy::write_frame(&mut stream, &Answer { error: None }).await?;
-    proxy::pipe(&mut stream, &mut upstream).await?;
+    let piped = pipe_timed(&mut stream, upstream, &phases).await;
+    logged("");
+    piped?;
     Ok(())
 }
 
@@ -755,6 +778,26 @@ fn parse_exposures(text: &str) -> Result<Vec<Exposure>> {
         }
     }
     Ok(list)
+}
+
+/// Pipes a consumer's connection and its upstream, noting when the upstream's
+/// first byte came and when both sides were done.
+async fn pipe_timed<A, B>(
+    client: &mut A,
+    upstream: B,
+    phases: &Phases,
+) -> std::io::Result<(u64, u64)>
+where
+    A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut upstream = proxy::FirstByte::new(upstream);
+    let copied = proxy::pipe(client, &mut upstream).await;
+    if let Some(at) = upstream.at {
+        phases.mark_at("first byte", at);
+    }
+    phases.mark("closed");
+    copied
 }
 
 /// Times a stream the provider dropped before answering is opened again.

@@ -32,6 +32,11 @@ pub const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Hello {
     pub service: String,
+    /// Serve it here or refuse; never pass it on to another peer (a source
+    /// forwarding a consumer to where its VM went, a probe asking whether the
+    /// VM runs there). Two peers forwarding to each other would loop.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub served_here: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -93,6 +98,24 @@ pub async fn open(
     peer: PeerId,
     service: &str,
 ) -> Result<Compat<libp2p::Stream>> {
+    open_with(streams, peer, service, false).await
+}
+
+/// `open`, but only if `peer` serves `service` itself (see Hello::served_here).
+pub async fn open_served_there(
+    streams: &mut StreamControl,
+    peer: PeerId,
+    service: &str,
+) -> Result<Compat<libp2p::Stream>> {
+    open_with(streams, peer, service, true).await
+}
+
+async fn open_with(
+    streams: &mut StreamControl,
+    peer: PeerId,
+    service: &str,
+    served_here: bool,
+) -> Result<Compat<libp2p::Stream>> {
     let open = async {
         let stream = streams
             .open_stream(peer, SERVICE_PROTOCOL)
@@ -103,6 +126,7 @@ pub async fn open(
             &mut stream,
             &Hello {
                 service: service.to_string(),
+                served_here,
             },
         )
         .await?;
@@ -117,16 +141,25 @@ pub async fn open(
         .map_err(|_| anyhow!("no answer within {OPEN_TIMEOUT:?}"))?
 }
 
+/// A guest connection not made this fast gets company: another attempt starts.
+/// A SYN that reaches a guest while it is paused (a migration's switch-over) is
+/// lost, and the kernel sends the next one only after TCP's initial
+/// retransmission timeout, a whole second; a fresh attempt after the guest runs
+/// again is answered at once. A guest that answers normally sees one connection.
+pub const CONNECT_AGAIN_AFTER: Duration = Duration::from_millis(150);
+/// At most this many attempts at once per guest connection.
+const CONNECT_ATTEMPTS: usize = 6;
+
 /// Provider side: connects to where a service is served.
 pub async fn connect_target(target: &Target, network: &GuestNetwork) -> Result<TcpStream> {
     match target {
         Target::Guest { ip, port } => {
             let addr = std::net::SocketAddr::from((*ip, *port));
             let network = network.clone();
-            let std_stream =
-                tokio::task::spawn_blocking(move || network.connect(addr, CONNECT_TIMEOUT))
-                    .await?
-                    .with_context(|| format!("connecting to the guest at {addr}"))?;
+            let connect = move |limit| network.connect(addr, limit);
+            let std_stream = connect_staggered(connect, CONNECT_AGAIN_AFTER)
+                .await
+                .with_context(|| format!("connecting to the guest at {addr}"))?;
             std_stream.set_nonblocking(true)?;
             Ok(TcpStream::from_std(std_stream)?)
         }
@@ -137,9 +170,106 @@ pub async fn connect_target(target: &Target, network: &GuestNetwork) -> Result<T
     }
 }
 
+/// Connects with `connect` (a blocking connect given its time limit), starting
+/// another attempt every `again` while none has connected (see
+/// CONNECT_AGAIN_AFTER); the first connection wins, later ones are closed as they
+/// come. A refusal ends it at once: nothing listens there.
+async fn connect_staggered<F>(connect: F, again: Duration) -> std::io::Result<std::net::TcpStream>
+where
+    F: Fn(Duration) -> std::io::Result<std::net::TcpStream> + Clone + Send + 'static,
+{
+    let deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
+    let mut attempts = tokio::task::JoinSet::new();
+    let mut started = 0;
+    loop {
+        if started < CONNECT_ATTEMPTS {
+            started += 1;
+            let connect = connect.clone();
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            attempts.spawn_blocking(move || connect(left.max(again)));
+        }
+        let next_attempt = tokio::time::sleep(again);
+        tokio::select! {
+            done = attempts.join_next() => match done {
+                Some(Ok(Ok(stream))) => {
+                    // The others finish on the blocking pool and are dropped (closed).
+                    attempts.detach_all();
+                    return Ok(stream);
+                }
+                Some(Ok(Err(e))) if e.kind() != std::io::ErrorKind::TimedOut
+                    || attempts.is_empty() =>
+                {
+                    attempts.detach_all();
+                    return Err(e);
+                }
+                Some(Ok(Err(_))) => {}
+                Some(Err(e)) => return Err(std::io::Error::other(e)),
+                None => return Err(std::io::ErrorKind::TimedOut.into()),
+            },
+            _ = next_attempt, if started < CONNECT_ATTEMPTS => {}
+            _ = tokio::time::sleep_until(deadline) => {
+                attempts.detach_all();
+                return Err(std::io::ErrorKind::TimedOut.into());
+            }
+        }
+    }
+}
+
 /// Copy buffer per direction: large writes make large yamux/noise frames, which
 /// is most of the difference between a crawl and line rate through the overlay.
 const PIPE_BUFFER: usize = 256 * 1024;
+
+/// A byte stream that notes when its first byte arrived (where a consumer
+/// connection's time goes: see `Peer::forward`).
+pub struct FirstByte<S> {
+    inner: S,
+    pub at: Option<std::time::Instant>,
+}
+
+impl<S> FirstByte<S> {
+    pub fn new(inner: S) -> Self {
+        FirstByte { inner, at: None }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for FirstByte<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if self.at.is_none() && buf.filled().len() > before {
+            self.at = Some(std::time::Instant::now());
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for FirstByte<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
 
 /// Pipes both ways until both sides are done; returns (a→b, b→a) byte counts.
 pub async fn pipe<A, B>(a: &mut A, b: &mut B) -> std::io::Result<(u64, u64)>
@@ -161,12 +291,33 @@ mod tests {
             &mut a,
             &Hello {
                 service: "web".into(),
+                served_here: false,
             },
         )
         .await
         .unwrap();
         let hello: Hello = read_frame(&mut b).await.unwrap();
         assert_eq!(hello.service, "web");
+        assert!(!hello.served_here);
+        // Headers of peers that do not know the flag: not served_here.
+        let old = br#"{"service":"web"}"#;
+        a.write_all(&(old.len() as u16).to_be_bytes())
+            .await
+            .unwrap();
+        a.write_all(old).await.unwrap();
+        let hello: Hello = read_frame(&mut b).await.unwrap();
+        assert!(!hello.served_here);
+        write_frame(
+            &mut a,
+            &Hello {
+                service: "web".into(),
+                served_here: true,
+            },
+        )
+        .await
+        .unwrap();
+        let hello: Hello = read_frame(&mut b).await.unwrap();
+        assert!(hello.served_here);
 
         a.write_all(&60000u16.to_be_bytes()).await.unwrap();
         let err = read_frame::<_, Hello>(&mut b)
@@ -183,6 +334,57 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("malformed"), "{err}");
+    }
+
+    /// A listener whose accept queue is full drops SYNs, as a paused guest does;
+    /// once it accepts again, a fresh attempt connects at once, where the first
+    /// would wait for TCP's one-second SYN retransmission.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_connect_whose_syn_was_dropped_is_overtaken_by_a_fresh_attempt() {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = socket.listen(1).unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Fill the accept queue until a SYN goes unanswered.
+        let mut queued = Vec::new();
+        while let Ok(s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            queued.push(s);
+            assert!(queued.len() < 64, "the accept queue never filled");
+        }
+        let started = std::time::Instant::now();
+        let connect = move |limit| std::net::TcpStream::connect_timeout(&addr, limit);
+        let connecting = tokio::spawn(connect_staggered(connect, Duration::from_millis(100)));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // "The guest runs again": drain the queue, keep accepting.
+        let accepting = tokio::spawn(async move {
+            let mut accepted = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                accepted.push(s);
+            }
+        });
+        let stream = connecting.await.unwrap().expect("connected");
+        let took = started.elapsed();
+        accepting.abort();
+        assert_eq!(stream.peer_addr().unwrap(), addr);
+        assert!(
+            took < Duration::from_millis(900),
+            "took {took:?}: waited for the SYN retransmission instead of trying again"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_connect_fails_at_once() {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap(); // closed again: nothing listens there
+        let connect = move |limit| std::net::TcpStream::connect_timeout(&addr, limit);
+        let started = std::time::Instant::now();
+        let err = connect_staggered(connect, Duration::from_millis(100))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+        assert!(started.elapsed() < Duration::from_millis(100), "no retries");
     }
 
     #[tokio::test]
