@@ -9,8 +9,10 @@
 //! uncounted warm-up migration each way. "Direct" is the same libvirt call peervisor makes
 //! (peer-to-peer, tunnelled, live) with the destination libvirtd's own socket as
 //! the URI instead of the overlay bridge. Every migration is watched by the same
-//! probe of the guest's HTTP port (every 25 ms, from the benchmark process); the
-//! probe over an equally long window without a migration is the gap baseline.
+//! probe of the guest's HTTP port (every 25 ms, from the benchmark process), and
+//! by a consumer on a third node (no hypervisor of its own) looping requests
+//! through `peervisor consume`; both over an equally long window without a
+//! migration are the gap baselines.
 
 use std::fmt::Write;
 use std::path::PathBuf;
@@ -20,6 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Serialize;
 
+use super::consumer::ConsumerLoop;
 use crate::control::client::ControlClient;
 use crate::control::{Reply, Request};
 use crate::hypervisor::Host;
@@ -30,6 +33,8 @@ use crate::services::probe::GapProbe;
 const NETNS: &str = "pvmigbench";
 const VM: &str = "bench-mig";
 const NICKS: [&str; 2] = ["bench-a", "bench-b"];
+/// The third node: consumes the guest's service through the overlay.
+const CONSUMER: &str = "bench-c";
 /// Quiet time before and after each migration (probe warm-up, guest settles).
 const SETTLE: Duration = Duration::from_secs(2);
 /// Length of the no-migration probe window (about one migration here).
@@ -62,8 +67,21 @@ pub struct Sample {
     pub seconds: f64,
     /// libvirt's downtime (completed job on the destination).
     pub libvirt_downtime_ms: Option<u64>,
+    /// libvirt's own time for the job (its `time_elapsed`, the same source for
+    /// both methods).
+    #[serde(default)]
+    pub libvirt_ms: Option<u64>,
     /// Longest gap the benchmark's probe saw.
     pub service_gap_ms: Option<u64>,
+    /// Longest gap between answers of the consumer looping through bench-c.
+    #[serde(default)]
+    pub consumer_gap_ms: Option<u64>,
+    /// The consumer's requests that failed even after retrying for 10 s.
+    #[serde(default)]
+    pub consumer_failed: u32,
+    /// The consumer's failed attempts that were retried.
+    #[serde(default)]
+    pub consumer_retries: u32,
     pub transferred_bytes: Option<u64>,
     /// Overlay only: the source node's own probe (what `migrate --json` reports).
     pub node_probe_ms: Option<u64>,
@@ -79,6 +97,9 @@ pub struct Results {
     pub samples: Vec<Sample>,
     /// The same probe over a window without a migration, once per round.
     pub idle_gap_ms: Vec<u64>,
+    /// The consumer over the same window.
+    #[serde(default)]
+    pub idle_consumer_gap_ms: Vec<u64>,
 }
 
 pub async fn run(opts: &Options) -> Result<Results> {
@@ -138,6 +159,7 @@ async fn measure(nodes: &mut Nodes, opts: &Options) -> Result<Results> {
         .ok_or_else(|| anyhow!("the guest has no address"))?;
     let target = std::net::SocketAddr::from((ip, 80));
     wait_answering(target, Duration::from_secs(120)).await?;
+    let consumed = consume(&clients[2]).await?;
     let hosts = [Host::open(&uris[0]).await?, Host::open(&uris[1]).await?];
 
     let mut results = Results {
@@ -146,6 +168,7 @@ async fn measure(nodes: &mut Nodes, opts: &Options) -> Result<Results> {
         accel: opts.accel.clone(),
         samples: Vec::new(),
         idle_gap_ms: Vec::new(),
+        idle_consumer_gap_ms: Vec::new(),
     };
     // Both methods both ways each round, the guest ending where it started; the
     // order flips every round so neither method always goes first.
@@ -173,17 +196,29 @@ async fn measure(nodes: &mut Nodes, opts: &Options) -> Result<Results> {
     for round in 1..=opts.rounds {
         let plan = plans[(round - 1) % 2];
         let idle = GapProbe::start(move || answers(target));
+        let idle_consumer = ConsumerLoop::start(consumed);
         tokio::time::sleep(IDLE_WINDOW).await;
         if let Some(gap) = idle.finish().await {
             results.idle_gap_ms.push(gap.longest_gap_ms());
         }
+        results
+            .idle_consumer_gap_ms
+            .push(idle_consumer.finish().await.longest_gap_ms);
         for (method, from, to) in plan {
             let probe = GapProbe::start(move || answers(target));
+            let consumer = ConsumerLoop::start(consumed);
             tokio::time::sleep(SETTLE).await;
             let mut sample = migrate_once(method, from, to, &clients, &hosts, &uris).await?;
             sample.service_gap_ms = probe.finish().await.map(|g| g.longest_gap_ms());
+            // The consumer switches to the new host by gossip: give it the
+            // settling time too.
+            tokio::time::sleep(SETTLE).await;
+            let seen = consumer.finish().await;
+            sample.consumer_gap_ms = Some(seen.longest_gap_ms);
+            sample.consumer_failed = seen.failed;
+            sample.consumer_retries = seen.retries;
             eprintln!(
-                "bench: round {round}/{}: {:?} {}→{} {:.2} s{}, libvirt downtime {} ms, service gap {} ms",
+                "bench: round {round}/{}: {:?} {}→{} {:.2} s{}, libvirt job {} ms, downtime {} ms, service gap {} ms, consumer gap {} ms ({} failed, {} retries)",
                 opts.rounds,
                 method,
                 sample.from,
@@ -193,11 +228,14 @@ async fn measure(nodes: &mut Nodes, opts: &Options) -> Result<Results> {
                     .node_seconds
                     .map(|s| format!(" (node {s:.2} s)"))
                     .unwrap_or_default(),
+                opt(sample.libvirt_ms),
                 opt(sample.libvirt_downtime_ms),
-                opt(sample.service_gap_ms)
+                opt(sample.service_gap_ms),
+                opt(sample.consumer_gap_ms),
+                sample.consumer_failed,
+                sample.consumer_retries
             );
             results.samples.push(sample);
-            tokio::time::sleep(SETTLE).await;
         }
     }
     Ok(results)
@@ -219,7 +257,11 @@ async fn migrate_once(
         to: NICKS[to].into(),
         seconds: 0.0,
         libvirt_downtime_ms: None,
+        libvirt_ms: None,
         service_gap_ms: None,
+        consumer_gap_ms: None,
+        consumer_failed: 0,
+        consumer_retries: 0,
         transferred_bytes: None,
         node_probe_ms: None,
         node_seconds: None,
@@ -243,6 +285,9 @@ async fn migrate_once(
             sample.transferred_bytes = report.transferred_bytes;
             sample.node_probe_ms = report.probe_downtime_ms;
             sample.node_seconds = Some(report.seconds);
+            if let Some(job) = hosts[to].completed_job(VM).await? {
+                sample.libvirt_ms = job.elapsed_ms;
+            }
         }
         Method::Direct => {
             hosts[from]
@@ -251,11 +296,43 @@ async fn migrate_once(
             sample.seconds = started.elapsed().as_secs_f64();
             if let Some(job) = hosts[to].completed_job(VM).await? {
                 sample.libvirt_downtime_ms = job.downtime_ms;
+                sample.libvirt_ms = job.elapsed_ms;
                 sample.transferred_bytes = job.processed_bytes;
             }
         }
     }
     Ok(sample)
+}
+
+/// bench-c consumes the guest's service; the address of its local listener.
+async fn consume(client: &ControlClient) -> Result<std::net::SocketAddr> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let listen = loop {
+        let request = Request::Consume {
+            service: VM.into(),
+            local_port: None,
+            bind: None,
+        };
+        match client.call(&request).await {
+            Ok(Reply::Consuming(view)) => break view.listen,
+            // Not heard of yet: gossip and the DHT take a moment.
+            Ok(_) | Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Ok(other) => bail!("unexpected reply to consume: {other:?}"),
+            Err(e) => return Err(e.context(format!("{CONSUMER} could not consume '{VM}'"))),
+        }
+    };
+    let listen: std::net::SocketAddr = listen
+        .parse()
+        .with_context(|| format!("{CONSUMER}'s consume listener {listen}"))?;
+    let probe = ConsumerLoop::start(listen);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let seen = probe.finish().await;
+    if seen.requests == 0 || seen.failed > 0 {
+        bail!("no answer through {CONSUMER}'s consume listener {listen}");
+    }
+    Ok(listen)
 }
 
 fn opt(v: Option<u64>) -> String {
@@ -281,8 +358,8 @@ async fn wait_answering(target: std::net::SocketAddr, limit: Duration) -> Result
     Ok(())
 }
 
-/// The table: medians per method, the ratios against the direct baseline, and
-/// the probe's gap without a migration.
+/// The table: medians per method, the ratios against the direct baseline, the
+/// probe's and the consumer's gaps without a migration, and the consumer target.
 pub fn table(r: &Results) -> String {
     let mut out = String::new();
     let _ = writeln!(
@@ -293,42 +370,65 @@ pub fn table(r: &Results) -> String {
         2 * r.rounds,
         r.accel
     );
-    let _ = writeln!(
-        out,
-        "{:<34} {:>9} {:>9} {:>13} {:>13} {:>9}",
-        "method", "total s", "(range)", "downtime ms", "svc gap ms", "MiB"
+    let line = |out: &mut String, cells: [&str; 8]| {
+        let [label, total, range, job, down, gap, consumer, mib] = cells;
+        let _ = writeln!(
+            out,
+            "{label:<30} {total:>7} {range:>9} {job:>9} {down:>11} {gap:>10} {consumer:>15} {mib:>6}"
+        );
+    };
+    line(
+        &mut out,
+        [
+            "method",
+            "total s",
+            "(range)",
+            "libvirt s",
+            "downtime ms",
+            "svc gap ms",
+            "consumer gap ms",
+            "MiB",
+        ],
     );
     let row = |out: &mut String, label: &str, m: Method| {
         let s: Vec<&Sample> = r.samples.iter().filter(|s| s.method == m).collect();
         let total = median(s.iter().map(|s| s.seconds).collect());
-        let range = spread(s.iter().map(|s| s.seconds).collect());
+        let job = median_of(s.iter().map(|s| s.libvirt_ms)).map(|ms| ms / 1000.0);
         let down = median_of(s.iter().map(|s| s.libvirt_downtime_ms));
         let gap = median_of(s.iter().map(|s| s.service_gap_ms));
+        let consumer = median_of(s.iter().map(|s| s.consumer_gap_ms));
         let mib = median_of(s.iter().map(|s| s.transferred_bytes)).map(|b| b / (1024.0 * 1024.0));
-        let _ = writeln!(
+        line(
             out,
-            "{:<34} {:>9} {:>9} {:>13} {:>13} {:>9}",
-            label,
-            fmt(total, 2),
-            range,
-            fmt(down, 0),
-            fmt(gap, 0),
-            fmt(mib, 1)
+            [
+                label,
+                &fmt(total, 2),
+                &spread(s.iter().map(|s| s.seconds).collect()),
+                &fmt(job, 2),
+                &fmt(down, 0),
+                &fmt(gap, 0),
+                &fmt(consumer, 0),
+                &fmt(mib, 1),
+            ],
         );
         (total, down, gap)
     };
     let (ot, od, og) = row(&mut out, "ours: over the overlay", Method::Overlay);
     let (dt, dd, dg) = row(&mut out, "baseline: libvirt direct", Method::Direct);
     let idle = median(r.idle_gap_ms.iter().map(|&g| g as f64).collect());
-    let _ = writeln!(
-        out,
-        "{:<34} {:>9} {:>9} {:>13} {:>13} {:>9}",
-        "baseline: probe, no migration",
-        "",
-        "",
-        "",
-        fmt(idle, 0),
-        ""
+    let idle_consumer = median(r.idle_consumer_gap_ms.iter().map(|&g| g as f64).collect());
+    line(
+        &mut out,
+        [
+            "baseline: no migration",
+            "",
+            "",
+            "",
+            "",
+            &fmt(idle, 0),
+            &fmt(idle_consumer, 0),
+            "",
+        ],
     );
     let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
         (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
@@ -341,9 +441,26 @@ pub fn table(r: &Results) -> String {
         ratio(od, dd),
         ratio(og, dg)
     );
+    let overlay: Vec<&Sample> = r
+        .samples
+        .iter()
+        .filter(|s| s.method == Method::Overlay)
+        .collect();
+    let worst = overlay.iter().filter_map(|s| s.consumer_gap_ms).max();
+    let failed: u32 = overlay.iter().map(|s| s.consumer_failed).sum();
+    let retries: u32 = overlay.iter().map(|s| s.consumer_retries).sum();
     let _ = writeln!(
         out,
-        "medians; downtime = libvirt's (pause to resume), svc gap = longest time the guest's port did not accept a connection (probe every 25 ms)"
+        "consumer on {CONSUMER} during overlay migrations: longest gap {} ms of {} migrations (target < 1000 ms), {failed} failed request(s) after retries ({retries} retries)",
+        worst.map_or_else(|| "-".into(), |g| g.to_string()),
+        overlay.len()
+    );
+    let _ = writeln!(
+        out,
+        "medians. total = the caller's wall time (overlay: the `migrate --wait` request, authorization to report; direct: virDomainMigrateToURI); \
+         libvirt s = libvirt's own job time (time_elapsed); downtime = libvirt's (pause to resume); \
+         svc gap = longest time the guest's port did not accept a connection (probe every 25 ms); \
+         consumer gap = longest time between answers of one-at-a-time requests through `peervisor consume` on {CONSUMER}"
     );
     out
 }
@@ -393,14 +510,14 @@ impl Nodes {
             .with_context(|| format!("creating {}", opts.root.display()))?;
         crate::node::identity::load_or_create_network_key(&opts.root, None)?;
         let key_file = opts.root.join("network.key");
-        let ports = crate::demo::free_ports(2)?;
+        let ports = crate::demo::free_ports(3)?;
         let exe = std::env::current_exe().context("locating the peervisor binary")?;
         let mut nodes = Nodes {
             root: opts.root.clone(),
             dirs: Vec::new(),
             children: Vec::new(),
         };
-        for (i, nick) in NICKS.iter().enumerate() {
+        for (i, nick) in NICKS.iter().chain([&CONSUMER]).enumerate() {
             let dir = DataDir::new(opts.root.join(nick));
             std::fs::create_dir_all(dir.root())?;
             let log = std::fs::File::create(dir.root().join("node.log"))?;
@@ -417,6 +534,10 @@ impl Nodes {
                 .arg(&opts.image_dir)
                 .args(["--accel", &opts.accel])
                 .arg("--destroy-vms-on-exit");
+            if *nick == CONSUMER {
+                // Hosts nothing: libvirt's test driver spares a daemon.
+                cmd.args(["--hypervisor", "test:///default"]);
+            }
             if i > 0 {
                 cmd.args(["--bootstrap", &format!("/ip4/127.0.0.1/tcp/{}", ports[0])]);
             }
@@ -437,10 +558,11 @@ impl Nodes {
         Ok(nodes)
     }
 
-    /// Waits for both control sockets and the overlay, then lets each node
-    /// migrate VMs into the other.
+    /// Waits for the control sockets and the overlay, then lets the two hosting
+    /// nodes migrate VMs into each other.
     async fn wait_ready(&mut self) -> Result<Vec<ControlClient>> {
-        eprintln!("bench: starting two nodes…");
+        eprintln!("bench: starting three nodes…");
+        let nick = |i: usize| NICKS.get(i).copied().unwrap_or(CONSUMER);
         let clients: Vec<ControlClient> = self
             .dirs
             .iter()
@@ -457,28 +579,28 @@ impl Nodes {
                 if let Ok(Some(status)) = self.children[i].try_wait() {
                     bail!(
                         "{} exited ({status}):\n{}",
-                        NICKS[i],
+                        nick(i),
                         crate::demo::log_tail(&self.dirs[i].root().join("node.log"))
                     );
                 }
                 if Instant::now() > deadline {
-                    bail!("{} did not start within 60 s", NICKS[i]);
+                    bail!("{} did not start within 60 s", nick(i));
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
         loop {
             if let Reply::Status(s) = clients[0].call(&Request::Status).await?
-                && s.peers.iter().any(|p| p.connected)
+                && s.peers.iter().filter(|p| p.connected).count() == 2
             {
                 break;
             }
             if Instant::now() > deadline {
-                bail!("the two nodes did not connect within 60 s");
+                bail!("the three nodes did not connect within 60 s");
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        for (i, client) in clients.iter().enumerate() {
+        for (i, client) in clients.iter().take(2).enumerate() {
             client
                 .call(&Request::PeersAllow {
                     peer: ids[1 - i].clone(),
@@ -498,7 +620,22 @@ impl Nodes {
         }
         self.children.clear();
         let _ = GuestNetwork::named(NETNS).remove();
+        self.keep_logs();
         let _ = std::fs::remove_dir_all(&self.root);
+    }
+
+    /// Copies the nodes' logs (each migration's phases are there) next to the
+    /// data dirs that are about to go.
+    fn keep_logs(&self) {
+        let Some(parent) = self.root.parent() else {
+            return;
+        };
+        for (dir, nick) in self.dirs.iter().zip(NICKS.iter().chain([&CONSUMER])) {
+            let kept = parent.join(format!("migrate-{nick}.log"));
+            if std::fs::copy(dir.root().join("node.log"), &kept).is_ok() {
+                eprintln!("bench: {nick}'s log kept in {}", kept.display());
+            }
+        }
     }
 }
 
@@ -513,7 +650,11 @@ mod tests {
             to: "b".into(),
             seconds,
             libvirt_downtime_ms: Some(down),
+            libvirt_ms: Some((seconds * 800.0) as u64),
             service_gap_ms: Some(gap),
+            consumer_gap_ms: Some(gap + 100),
+            consumer_failed: 0,
+            consumer_retries: 1,
             transferred_bytes: Some(70 << 20),
             node_probe_ms: None,
             node_seconds: None,
@@ -533,6 +674,7 @@ mod tests {
                 sample(Method::Direct, 2.0, 300, 200),
             ],
             idle_gap_ms: vec![30],
+            idle_consumer_gap_ms: vec![40],
         };
         let t = table(&r);
         assert!(t.contains("ours: over the overlay"), "{t}");
@@ -541,5 +683,18 @@ mod tests {
         assert!(t.contains("downtime 1.05x"), "{t}");
         assert!(t.contains("service gap 1.55x"), "{t}");
         assert!(t.contains("70.0"), "MiB: {t}");
+        assert!(
+            t.contains(" 2.00 "),
+            "libvirt's job time, overlay median: {t}"
+        );
+        assert!(
+            t.contains("longest gap 420 ms of 2 migrations (target < 1000 ms), 0 failed request(s) after retries (2 retries)"),
+            "{t}"
+        );
+        let idle = t
+            .lines()
+            .find(|l| l.starts_with("baseline: no migration"))
+            .unwrap();
+        assert!(idle.contains("30") && idle.contains("40"), "{idle}");
     }
 }

@@ -3,6 +3,7 @@
 //! throughput time series.
 
 pub mod collector;
+mod consumer;
 pub mod http;
 pub mod migrate;
 pub mod penalty;

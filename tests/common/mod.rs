@@ -158,7 +158,11 @@ impl TestNode {
             .unwrap();
         let child = Command::new(&self.args[0])
             .args(&self.args[1..])
-            .env("PEERVISOR_LOG", "info,libp2p=warn")
+            // PEERVISOR_TEST_LOG=debug (say) to see more of what the nodes do.
+            .env(
+                "PEERVISOR_LOG",
+                std::env::var("PEERVISOR_TEST_LOG").unwrap_or("info,libp2p=warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
