@@ -437,6 +437,11 @@ pub struct NodeArgs {
     /// Where guest images are kept.
     #[arg(long, global = true)]
     pub image_dir: Option<PathBuf>,
+    /// Where this peer keeps VMs' data disks. Default: one directory per machine
+    /// (/var/lib/peervisor/disks), shared by its peers; with a dir of its own, a
+    /// migration to or from this peer copies the disks.
+    #[arg(long, global = true, value_name = "DIR", env = "PEERVISOR_DISK_DIR")]
+    pub disk_dir: Option<PathBuf>,
     /// Refuse VMs migrated in by other peers.
     #[arg(long, global = true)]
     pub no_accept_migrations: bool,

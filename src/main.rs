@@ -55,6 +55,9 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<()> {
     let data_dir = DataDir::new(cli.data_dir.clone().unwrap_or_else(DataDir::default_root));
+    if let Some(dir) = &cli.node.disk_dir {
+        paths::set_disk_dir(dir.clone());
+    }
     let control = ControlClient::new(&data_dir.control_socket());
     let look = console::Look {
         theme: cli.theme.clone(),

@@ -59,9 +59,22 @@ pub fn console_log_dir() -> PathBuf {
     }
 }
 
-/// Data disks of guests: like the console logs, the path is in the domain XML and
-/// must be the same on every peer of a machine for live migration (shared storage).
+/// The node's `--disk-dir`, set once at start.
+static DISK_DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Makes `dir` this process's disk dir (`--disk-dir`); the first call wins.
+pub fn set_disk_dir(dir: PathBuf) {
+    let _ = DISK_DIR.set(dir);
+}
+
+/// Data disks of guests. By default one machine-wide directory, so the peers of a
+/// machine share it and migrate data disks without copying them; a peer with a
+/// `--disk-dir` of its own is another host's storage, and migrations copy the
+/// disks to it (docs/migration.md).
 pub fn disk_dir() -> PathBuf {
+    if let Some(dir) = DISK_DIR.get() {
+        return dir.clone();
+    }
     match console_log_dir().parent() {
         Some(parent) => parent.join("disks"),
         None => std::env::temp_dir().join("peervisor-disks"),

@@ -173,6 +173,10 @@ pub struct MigrationReport {
     /// Bytes libvirt sent (memory, and disks when not shared).
     #[serde(default)]
     pub transferred_bytes: Option<u64>,
+    /// Of those, the bytes of the VM's disks copied to the destination (None
+    /// when the disks are shared or the VM has none).
+    #[serde(default)]
+    pub disk_bytes: Option<u64>,
     /// Longest time the VM's service did not answer a probe every 25 ms during
     /// the migration (None: the VM has no service on the guest network).
     #[serde(default)]

@@ -131,7 +131,7 @@ fn parse_paths(xml: &str) -> (Vec<PathBuf>, Vec<PathBuf>) {
 
 /// The size a guest sees: a qcow2 image's virtual size from its header, else the
 /// file's length (raw).
-fn virtual_bytes(path: &Path) -> Option<u64> {
+pub fn virtual_bytes(path: &Path) -> Option<u64> {
     use std::io::Read;
     let mut header = [0u8; 32];
     let mut file = std::fs::File::open(path).ok()?;

@@ -16,6 +16,9 @@ pub struct JobSample {
     /// Running job: expected downtime; completed job: the measured one.
     pub downtime_ms: Option<u64>,
     pub elapsed_ms: Option<u64>,
+    /// Disk bytes copied so far and in all (a migration copying non-shared disks).
+    pub disk_processed_bytes: Option<u64>,
+    pub disk_total_bytes: Option<u64>,
 }
 
 impl JobSample {
@@ -34,6 +37,8 @@ impl JobSample {
             iteration: get("memory_iteration"),
             downtime_ms: get("downtime"),
             elapsed_ms: get("time_elapsed"),
+            disk_processed_bytes: get("disk_processed"),
+            disk_total_bytes: get("disk_total"),
         }
     }
 
@@ -61,11 +66,13 @@ mod tests {
             ("data_remaining".to_string(), ParamValue::UInt(250)),
             ("memory_iteration".to_string(), ParamValue::UInt(2)),
             ("downtime".to_string(), ParamValue::UInt(30)),
+            ("disk_processed".to_string(), ParamValue::UInt(64)),
         ];
         let sample = JobSample::from_params(&params);
         assert_eq!(sample.progress(), Some(0.75));
         assert_eq!(sample.iteration, Some(2));
         assert_eq!(sample.downtime_ms, Some(30));
+        assert_eq!(sample.disk_processed_bytes, Some(64));
         assert_eq!(JobSample::default().progress(), None, "no total yet");
     }
 }

@@ -401,6 +401,60 @@ impl Host {
         done
     }
 
+    /// The definition a destination would get (`dumpxml --migratable`).
+    pub async fn migratable_xml(&self, name: &str) -> Result<String> {
+        self.with_domain(name, |d, name| {
+            d.xml_desc(sys::VIR_DOMAIN_XML_MIGRATABLE | sys::VIR_DOMAIN_XML_SECURE)
+                .map_err(|e| anyhow!("definition of VM '{name}': {}", e.message()))
+        })
+        .await
+    }
+
+    /// Live-migrates a running VM peer-to-peer, not tunnelled, copying its disks
+    /// (libvirt 9.0 with QEMU 7.2 refuses to copy disks in a tunnelled migration).
+    /// `dest_uri` reaches the destination's libvirt; QEMU sends memory to
+    /// `memory_uri` and mirrors the disks over NBD to `disks_uri`, both unix
+    /// sockets that the caller bridges to the destination. `dest_xml` names the
+    /// disk files made at the destination. On failure libvirt resumes the VM here.
+    pub async fn migrate_p2p_copying_disks(
+        &self,
+        name: &str,
+        uris: MigrationUris,
+        dest_xml: String,
+        max_downtime_ms: Option<u64>,
+        bandwidth_mib_s: Option<u64>,
+    ) -> Result<()> {
+        let done = self
+            .with_domain(name, move |d, name| {
+                if let Some(ms) = max_downtime_ms {
+                    d.migrate_set_max_downtime(ms, 0).map_err(|e| {
+                        anyhow!(
+                            "setting max downtime {ms} ms for VM '{name}': {}",
+                            e.message()
+                        )
+                    })?;
+                }
+                let flags = sys::VIR_MIGRATE_LIVE
+                    | sys::VIR_MIGRATE_PEER2PEER
+                    | sys::VIR_MIGRATE_PERSIST_DEST
+                    | sys::VIR_MIGRATE_UNDEFINE_SOURCE
+                    | sys::VIR_MIGRATE_NON_SHARED_DISK;
+                let params = virt::domain::MigrateParameters {
+                    uri: Some(uris.memory),
+                    disks_uri: Some(uris.disks),
+                    dest_xml: Some(dest_xml.clone()),
+                    persist_xml: Some(dest_xml),
+                    bandwidth: bandwidth_mib_s,
+                    ..Default::default()
+                };
+                d.migrate_to_uri3(Some(&uris.libvirt), params, flags)
+                    .map_err(|e| anyhow!("migrating VM '{name}': {}", e.message()))
+            })
+            .await;
+        self.refresh().await;
+        done
+    }
+
     /// The running job of a VM (an outgoing migration), or None when it has none.
     pub async fn job_progress(&self, name: &str) -> Result<Option<job::JobSample>> {
         self.with_domain(name, |d, name| {
@@ -454,6 +508,17 @@ impl Host {
             None => Err(self.unknown_vm(name).await),
         }
     }
+}
+
+/// Where a migration that copies disks sends its three streams.
+#[derive(Debug, Clone)]
+pub struct MigrationUris {
+    /// The destination's libvirt (RPC), e.g. `qemu+unix:///system?socket=…`.
+    pub libvirt: String,
+    /// QEMU's memory stream, e.g. `unix:///run/libvirt/qemu/pv-mig-….sock`.
+    pub memory: String,
+    /// The NBD server the destination QEMU runs for the disk copy.
+    pub disks: String,
 }
 
 /// Logs libvirt lifecycle events as they happen, so the operator hears of a crash

@@ -998,6 +998,7 @@ mod tests {
             memory_mib: 128,
             disk_mib: 0,
             boot_files: Vec::new(),
+            disks: Vec::new(),
         };
         let bytes = encode_request(big);
         assert!(bytes.len() as u64 > MAX_CONTROL_REQUEST);
@@ -1021,6 +1022,11 @@ mod tests {
                     memory_mib: 256,
                     disk_mib: 512,
                     boot_files: vec!["/var/lib/peervisor/images/default/vmlinux".into()],
+                    disks: vec![crate::node::protocol::DiskOffer {
+                        path: "/var/lib/peervisor/disks/web-1-6f1c0d1e.qcow2".into(),
+                        virtual_bytes: 64 << 20,
+                        file_id: Some((2049, 1234)),
+                    }],
                 },
                 ControlRequest::MigrationEnded {
                     token: 42,
@@ -1040,7 +1046,10 @@ mod tests {
 
         fn valid_responses() -> Vec<Vec<u8>> {
             [
-                ControlResponse::MigrationAccepted { token: 7 },
+                ControlResponse::MigrationAccepted {
+                    token: 7,
+                    disk_copies: vec!["/srv/disks/web-1-6f1c0d1e.qcow2".into()],
+                },
                 ControlResponse::Refused {
                     reason: "no".into(),
                 },
@@ -1048,6 +1057,7 @@ mod tests {
                 ControlResponse::MigrationStats {
                     downtime_ms: Some(200),
                     transferred_bytes: None,
+                    running: true,
                 },
                 ControlResponse::Services {
                     services: vec![ServiceRecord {

@@ -8,6 +8,9 @@ use crate::model::PeerLoad;
 
 pub const CONTROL_PROTOCOL: StreamProtocol = StreamProtocol::new("/peervisor/control/1");
 pub const TUNNEL_PROTOCOL: StreamProtocol = StreamProtocol::new("/peervisor/libvirt-tunnel/1");
+/// The data channels of a migration that copies disks: QEMU's memory stream and
+/// its NBD disk copy (header: the token, then a channel tag; runtime/diskmig.rs).
+pub const CHANNEL_PROTOCOL: StreamProtocol = StreamProtocol::new("/peervisor/migration-channel/1");
 /// Byte streams of consumed services: a header naming the service, then raw bytes.
 pub const SERVICE_PROTOCOL: StreamProtocol = StreamProtocol::new("/peervisor/service/1");
 /// Replication of a VM: its definition and its disk's data chunks (replica/wire.rs).
@@ -32,6 +35,10 @@ pub enum ControlRequest {
         /// on the destination at the same paths.
         #[serde(default)]
         boot_files: Vec<String>,
+        /// The VM's disk files (empty for a disk-less VM): the destination sees
+        /// whether they are shared with it or must be copied.
+        #[serde(default)]
+        disks: Vec<DiskOffer>,
     },
     /// The source reports how the migration ended, so the destination can drop the
     /// tunnel authorization and record the outcome.
@@ -54,6 +61,10 @@ pub enum ControlResponse {
     /// Migration authorized: open tunnel streams that start with this token.
     MigrationAccepted {
         token: u64,
+        /// The files the destination made for the VM's disks, in the order of
+        /// `PrepareMigration::disks`; empty when the disks are shared (or none).
+        #[serde(default)]
+        disk_copies: Vec<String>,
     },
     Refused {
         reason: String,
@@ -63,6 +74,10 @@ pub enum ControlResponse {
     MigrationStats {
         downtime_ms: Option<u64>,
         transferred_bytes: Option<u64>,
+        /// The destination checked that the VM runs there (the source may then
+        /// delete its copy of the disks).
+        #[serde(default)]
+        running: bool,
     },
     Services {
         services: Vec<ServiceRecord>,
@@ -72,6 +87,18 @@ pub enum ControlResponse {
     VmState {
         state: Option<crate::model::VmState>,
     },
+}
+
+/// One disk of a migrating VM, as the source sees it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DiskOffer {
+    pub path: String,
+    /// The size the guest sees (a qcow2's virtual size).
+    pub virtual_bytes: u64,
+    /// Device and inode of the file at the source: a destination that finds the
+    /// same file at the same path shares the storage (peers of one machine).
+    #[serde(default)]
+    pub file_id: Option<(u64, u64)>,
 }
 
 /// What every peer periodically tells the overlay about itself (gossipsub).

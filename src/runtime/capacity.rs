@@ -124,7 +124,7 @@ impl Lending {
 }
 
 /// Free space of the filesystem that holds `dir` (or would, once created).
-fn free_mib_under(dir: &Path) -> Option<u64> {
+pub(super) fn free_mib_under(dir: &Path) -> Option<u64> {
     let disks = sysinfo::Disks::new_with_refreshed_list().ok()?;
     disks
         .iter()

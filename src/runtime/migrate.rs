@@ -28,7 +28,7 @@ use super::phases::Phases;
 use crate::control::{MigrationReport, Reply};
 use crate::hypervisor::job::JobSample;
 use crate::model::{OperationKind, OperationPhase, VmState, VmView};
-use crate::node::protocol::{ControlRequest, ControlResponse, TUNNEL_PROTOCOL};
+use crate::node::protocol::{CHANNEL_PROTOCOL, ControlRequest, ControlResponse, TUNNEL_PROTOCOL};
 use crate::services::probe::GapProbe;
 
 /// How often the source samples libvirt's job stats while a migration runs.
@@ -47,6 +47,8 @@ pub struct Limits {
 struct Arrival {
     downtime_ms: Option<u64>,
     transferred_bytes: Option<u64>,
+    /// Of those, the bytes of disks copied to the destination.
+    disk_bytes: Option<u64>,
     /// Longest time the VM's service did not answer (see downtime.rs).
     probe_downtime_ms: Option<u64>,
     /// When libvirt reported the switch-over done.
@@ -82,6 +84,8 @@ struct Grant {
     streams: u32,
     /// Whether any tunnel stream was opened yet.
     opened: bool,
+    /// Disk files made here for the VM (diskmig.rs): deleted unless it arrives.
+    made_disks: Vec<PathBuf>,
 }
 
 /// Tunnel authorizations this peer (as a destination) has handed out.
@@ -269,6 +273,7 @@ impl Peer {
                     processed_bytes: arrival.transferred_bytes,
                     remaining_bytes: Some(0),
                     total_bytes: arrival.transferred_bytes,
+                    disk_processed_bytes: arrival.disk_bytes,
                     ..JobSample::default()
                 };
                 self.operations.set_progress(op, &sample);
@@ -297,6 +302,7 @@ impl Peer {
                 .as_secs_f64(),
             downtime_ms: arrival.downtime_ms,
             transferred_bytes: arrival.transferred_bytes,
+            disk_bytes: arrival.disk_bytes,
             probe_downtime_ms: arrival.probe_downtime_ms,
         })
     }
@@ -321,6 +327,7 @@ impl Peer {
         accepted: Option<(tokio::sync::oneshot::Sender<Started>, String, u64)>,
         phases: &Phases,
     ) -> Result<Arrival> {
+        let offers = self.disk_offers(&vm.name).await?;
         let request = ControlRequest::PrepareMigration {
             vm: vm.name.clone(),
             uuid: vm.uuid.clone(),
@@ -332,9 +339,12 @@ impl Peer {
                 .iter()
                 .map(|f| f.to_string_lossy().into_owned())
                 .collect(),
+            disks: offers.clone(),
         };
-        let token = match self.node.request(dest, request).await? {
-            ControlResponse::MigrationAccepted { token } => token,
+        let (token, copies) = match self.node.request(dest, request).await? {
+            ControlResponse::MigrationAccepted { token, disk_copies } => {
+                (token, super::diskmig::pair_copies(&offers, disk_copies)?)
+            }
             ControlResponse::Refused { reason } => {
                 bail!("{dest_name} refuses {}: {reason}", vm.name)
             }
@@ -349,20 +359,35 @@ impl Peer {
             .data_dir()
             .run_dir()
             .join(format!("migrate-{token:016x}.sock"));
-        let bridge = TunnelBridge::bind(self, socket, dest, token, phases.clone())?;
+        let bridge = TunnelBridge::bind(
+            self,
+            socket,
+            dest,
+            TUNNEL_PROTOCOL,
+            token.to_be_bytes().to_vec(),
+            phases.clone(),
+        )?;
         let dest_uri = format!("qemu+unix:///system?socket={}", bridge.path.display());
         let watcher = tokio::spawn(watch_progress(self.clone(), vm.name.clone(), op));
         let probe = self.probe_migrating_service(&vm.name, dest).await;
         phases.mark("libvirt called");
-        let outcome = self
-            .host
-            .migrate_p2p_tunnelled(
-                &vm.name,
-                &dest_uri,
-                limits.max_downtime_ms,
-                limits.bandwidth_mib_s,
-            )
-            .await;
+        let (outcome, channel_error, disk_bytes) = if copies.is_empty() {
+            let outcome = self
+                .host
+                .migrate_p2p_tunnelled(
+                    &vm.name,
+                    &dest_uri,
+                    limits.max_downtime_ms,
+                    limits.bandwidth_mib_s,
+                )
+                .await;
+            (outcome, None, None)
+        } else {
+            let copy = self
+                .migrate_copying_disks(&vm.name, dest_uri, dest, token, &copies, limits, &phases)
+                .await;
+            (copy.outcome, copy.broken, copy.disk_bytes)
+        };
         let switched = Instant::now();
         phases.mark_at("libvirt returned", switched);
         if outcome.is_ok() {
@@ -370,7 +395,7 @@ impl Peer {
             self.handovers.end(&vm.name, true);
         }
         watcher.abort();
-        let tunnel_error = bridge.first_error();
+        let tunnel_error = bridge.first_error().or(channel_error);
         drop(bridge);
         // What went wrong, for both sides: libvirt's reason, and whether the
         // overlay tunnel broke under it.
@@ -385,17 +410,24 @@ impl Peer {
             ok: outcome.is_ok(),
             error: cause.clone(),
         };
-        let mut arrival = Arrival::default();
+        let mut arrival = Arrival {
+            disk_bytes,
+            ..Arrival::default()
+        };
+        let mut confirmed = false;
         match self.node.request(dest, ended).await {
             Ok(ControlResponse::MigrationStats {
                 downtime_ms,
                 transferred_bytes,
+                running,
             }) => {
                 arrival = Arrival {
                     downtime_ms,
                     transferred_bytes,
+                    disk_bytes,
                     ..Arrival::default()
-                }
+                };
+                confirmed = running;
             }
             Ok(_) => {}
             Err(e) => tracing::warn!("telling {dest_name} how the migration ended: {e:#}"),
@@ -417,6 +449,7 @@ impl Peer {
                 still.state.as_str()
             );
         }
+        self.remove_moved_disks(&vm.name, dest_name, &copies, confirmed);
         Ok(arrival)
     }
 
@@ -451,6 +484,7 @@ impl Peer {
         self: &Arc<Self>,
         from: PeerId,
         vm: VmRequirements,
+        disks: Vec<crate::node::protocol::DiskOffer>,
     ) -> ControlResponse {
         let from_name = self.peer_label(from).await;
         let refuse = |reason: String| {
@@ -481,6 +515,10 @@ impl Peer {
         if let Err(e) = std::fs::create_dir_all(crate::paths::console_log_dir()) {
             return refuse(format!("cannot create the console log directory: {e}"));
         }
+        let disk_plan = match super::diskmig::plan_disks(&vm.name, &vm.uuid, &disks) {
+            Ok(plan) => plan,
+            Err(reason) => return refuse(reason),
+        };
         let limit = self.capacity.max_migrations;
         let operation = match self.operations.begin_limited(
             OperationKind::MigrateIn,
@@ -496,6 +534,16 @@ impl Peer {
                 return refuse(format!("VM '{}' is being migrated here already", vm.name));
             }
         };
+        let made_disks = match disk_plan {
+            super::diskmig::DiskPlan::Shared => Vec::new(),
+            super::diskmig::DiskPlan::Copy(files) => {
+                if let Err(reason) = super::diskmig::make_disks(&files).await {
+                    self.operations.finish(operation, Some(reason.clone()));
+                    return refuse(reason);
+                }
+                files.into_iter().map(|(path, _)| path).collect()
+            }
+        };
         self.operations
             .set_phase(operation, OperationPhase::Transferring);
         let token: u64 = rand::random();
@@ -509,12 +557,19 @@ impl Peer {
                 _reservation: Some(reservation),
                 streams: 0,
                 opened: false,
+                made_disks: made_disks.clone(),
             },
         );
         tokio::spawn(self.clone().expire_unused_grant(token));
         self.handovers.arriving(&vm.name);
         tracing::info!("accepted migration of VM '{}' from {from_name}", vm.name);
-        ControlResponse::MigrationAccepted { token }
+        ControlResponse::MigrationAccepted {
+            token,
+            disk_copies: made_disks
+                .iter()
+                .map(|p| p.to_string_lossy().into_owned())
+                .collect(),
+        }
     }
 
     /// A peer's nickname if known, else its id.
@@ -534,6 +589,7 @@ impl Peer {
     async fn expire_unused_grant(self: Arc<Self>, token: u64) {
         tokio::time::sleep(UNUSED_GRANT_TTL).await;
         if let Some(grant) = self.grants.take_unused(token) {
+            self.discard_disks(&grant.vm, &grant.made_disks).await;
             self.operations.finish(
                 grant.operation,
                 Some(format!(
@@ -552,6 +608,7 @@ impl Peer {
     /// from the source are over.
     fn settle_expired_grants(&self) {
         for grant in self.grants.take_expired() {
+            self.discard_disks_later(&grant.vm, &grant.made_disks);
             self.operations.finish(
                 grant.operation,
                 Some("no word from the source before the authorization expired".into()),
@@ -579,6 +636,7 @@ impl Peer {
         if arrived {
             self.record_arrival(&grant, from).await;
         } else {
+            self.discard_disks(&grant.vm, &grant.made_disks).await;
             self.operations.finish(
                 grant.operation,
                 Some("the migration tunnel closed before the VM arrived".into()),
@@ -631,11 +689,18 @@ impl Peer {
             let completed = self.record_arrival(&grant, from).await;
             // Consumers learn the new provider now, not at the next periodic announcement.
             self.services.republish.notify_one();
+            let running = self
+                .host
+                .vm(&grant.vm)
+                .await
+                .is_ok_and(|v| v.state == VmState::Running);
             return ControlResponse::MigrationStats {
                 downtime_ms: completed.downtime_ms,
                 transferred_bytes: completed.processed_bytes,
+                running,
             };
         }
+        self.discard_disks(&grant.vm, &grant.made_disks).await;
         let why = match error {
             Some(e) => format!(
                 "the source reported: {}",
@@ -681,28 +746,51 @@ async fn watch_progress(peer: Arc<Peer>, vm: String, op: u64) {
 
 /// Source side: a unix socket for the local libvirtd whose every connection is
 /// carried to the destination in a libp2p stream. Removed when dropped.
-struct TunnelBridge {
+pub(super) struct TunnelBridge {
     path: PathBuf,
     task: tokio::task::JoinHandle<()>,
     /// The first error a tunnel stream ended with (the overlay broke).
     broken: Arc<Mutex<Option<String>>>,
+    /// Bytes carried towards the destination so far.
+    sent: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl TunnelBridge {
-    fn bind(peer: &Peer, path: PathBuf, dest: PeerId, token: u64, phases: Phases) -> Result<Self> {
+    /// Each connection to `path` becomes a `protocol` stream to `dest` that starts
+    /// with `header` (the token; a data channel adds its tag).
+    pub(super) fn bind(
+        peer: &Peer,
+        path: PathBuf,
+        dest: PeerId,
+        protocol: libp2p::StreamProtocol,
+        header: Vec<u8>,
+        phases: Phases,
+    ) -> Result<Self> {
         let _ = std::fs::remove_file(&path);
         let listener =
             UnixListener::bind(&path).with_context(|| format!("binding {}", path.display()))?;
         let streams = peer.node.streams();
         let broken = Arc::new(Mutex::new(None));
         let first_error = broken.clone();
+        let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = sent.clone();
         let task = tokio::spawn(async move {
             while let Ok((local, _)) = listener.accept().await {
                 let mut streams = streams.clone();
                 let first_error = first_error.clone();
                 let phases = phases.clone();
+                let (protocol, header) = (protocol.clone(), header.clone());
+                let counter = counter.clone();
                 tokio::spawn(async move {
-                    let carried = carry(&mut streams, local, dest, token, &phases).await;
+                    let carried = carry(
+                        &mut streams,
+                        local,
+                        dest,
+                        (protocol, &header),
+                        counter,
+                        &phases,
+                    )
+                    .await;
                     phases.mark("tunnel stream closed");
                     let broke = match carried {
                         Ok(None) => return,
@@ -715,10 +803,20 @@ impl TunnelBridge {
                 });
             }
         });
-        Ok(TunnelBridge { path, task, broken })
+        Ok(TunnelBridge {
+            path,
+            task,
+            broken,
+            sent,
+        })
     }
 
-    fn first_error(&self) -> Option<String> {
+    /// Bytes carried towards the destination so far.
+    pub(super) fn sent(&self) -> u64 {
+        self.sent.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub(super) fn first_error(&self) -> Option<String> {
         self.broken
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -740,18 +838,23 @@ async fn carry(
     streams: &mut crate::node::StreamControl,
     local: UnixStream,
     dest: PeerId,
-    token: u64,
+    (protocol, header): (libp2p::StreamProtocol, &[u8]),
+    sent: Arc<std::sync::atomic::AtomicU64>,
     phases: &Phases,
 ) -> Result<Option<String>> {
     let stream = streams
-        .open_stream(dest, TUNNEL_PROTOCOL)
+        .open_stream(dest, protocol)
         .await
         .map_err(|e| anyhow!("opening a tunnel stream: {e}"))?;
     phases.mark_once("tunnel open");
     let mut remote = stream.compat();
-    remote.write_all(&token.to_be_bytes()).await?;
+    remote.write_all(header).await?;
     let (local_read, mut local_write) = local.into_split();
-    let (remote_read, mut remote_write) = tokio::io::split(remote);
+    let (remote_read, remote_write) = tokio::io::split(remote);
+    let mut remote_write = super::diskmig::Counted {
+        inner: remote_write,
+        count: sent,
+    };
     // Large reads make large noise/yamux frames (the memory stream is most of it).
     let mut local_read = tokio::io::BufReader::with_capacity(TUNNEL_BUFFER, local_read);
     let mut remote_read = tokio::io::BufReader::with_capacity(TUNNEL_BUFFER, remote_read);
@@ -787,7 +890,15 @@ async fn carry(
 /// Destination side: accepts tunnel streams and connects each authorized one to
 /// the local libvirt socket.
 pub async fn accept_tunnels(peer: Arc<Peer>) {
-    let mut incoming = match peer.node.streams().accept(TUNNEL_PROTOCOL) {
+    tokio::spawn(accept_streams(peer.clone(), CHANNEL_PROTOCOL));
+    accept_streams(peer, TUNNEL_PROTOCOL).await
+}
+
+/// Destination side: accepts `protocol` streams: libvirt tunnels, or a migration's
+/// data channels (diskmig.rs).
+async fn accept_streams(peer: Arc<Peer>, protocol: libp2p::StreamProtocol) {
+    let channel = protocol == CHANNEL_PROTOCOL;
+    let mut incoming = match peer.node.streams().accept(protocol) {
         Ok(incoming) => incoming,
         Err(e) => {
             tracing::error!("cannot accept migration tunnels: {e}");
@@ -797,7 +908,7 @@ pub async fn accept_tunnels(peer: Arc<Peer>) {
     while let Some((from, stream)) = incoming.next().await {
         let peer = peer.clone();
         tokio::spawn(async move {
-            if let Err(e) = serve_tunnel(peer.clone(), from, stream).await
+            if let Err(e) = serve_tunnel(peer.clone(), from, stream, channel).await
                 && peer.limits.log_refusal(&from)
             {
                 tracing::warn!("migration tunnel from {from}: {e:#}");
@@ -806,7 +917,12 @@ pub async fn accept_tunnels(peer: Arc<Peer>) {
     }
 }
 
-async fn serve_tunnel(peer: Arc<Peer>, from: PeerId, stream: libp2p::Stream) -> Result<()> {
+async fn serve_tunnel(
+    peer: Arc<Peer>,
+    from: PeerId,
+    stream: libp2p::Stream,
+    channel: bool,
+) -> Result<()> {
     if let Err(retry) = peer.limits.streams.check(&from) {
         let per_s = peer.limits.streams.per_s();
         bail!(
@@ -820,14 +936,23 @@ async fn serve_tunnel(peer: Arc<Peer>, from: PeerId, stream: libp2p::Stream) -> 
         .await
         .map_err(|_| anyhow!("no token within {TOKEN_TIMEOUT:?}"))??;
     let token = u64::from_be_bytes(token);
+    let target = if channel {
+        let mut tag = [0u8; 1];
+        tokio::time::timeout(TOKEN_TIMEOUT, remote.read_exact(&mut tag))
+            .await
+            .map_err(|_| anyhow!("no channel tag within {TOKEN_TIMEOUT:?}"))??;
+        peer.channel_socket(token, tag[0])?
+    } else {
+        peer.libvirt_socket.clone()
+    };
     if !peer.grants.stream_opened(token, from) {
         bail!("stream with an unknown or expired token: dropped");
     }
     tracing::debug!("migration tunnel stream from {from} opened");
     let carried = async {
-        let mut local = UnixStream::connect(&peer.libvirt_socket)
+        let mut local = UnixStream::connect(&target)
             .await
-            .with_context(|| format!("connecting to {}", peer.libvirt_socket.display()))?;
+            .with_context(|| format!("connecting to {}", target.display()))?;
         let (received, sent) = crate::services::proxy::pipe(&mut remote, &mut local).await?;
         tracing::debug!(
             "migration tunnel stream from {from} closed: {received} bytes received, {sent} sent"
@@ -903,6 +1028,7 @@ mod tests {
                 _reservation: None,
                 streams: 0,
                 opened: false,
+                made_disks: Vec::new(),
             },
         );
         assert!(grants.allows(7, a));
@@ -921,6 +1047,7 @@ mod tests {
                 _reservation: None,
                 streams: 0,
                 opened: false,
+                made_disks: Vec::new(),
             },
         );
         assert!(!grants.allows(9, a), "expired");
@@ -938,6 +1065,7 @@ mod tests {
                 _reservation: None,
                 streams: 0,
                 opened: false,
+                made_disks: Vec::new(),
             },
         );
         assert!(!grants.stream_opened(10, b), "bound to its peer");
@@ -956,6 +1084,7 @@ mod tests {
                 _reservation: None,
                 streams: 0,
                 opened: false,
+                made_disks: Vec::new(),
             },
         );
         assert!(grants.take_unused(11).is_some());

@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod capacity;
+mod diskmig;
 mod downtime;
 mod handover;
 mod health;
@@ -587,6 +588,7 @@ impl Peer {
                 memory_mib,
                 disk_mib,
                 boot_files,
+                disks,
             } => {
                 let requirements = capacity::VmRequirements {
                     name: vm,
@@ -596,7 +598,7 @@ impl Peer {
                     disk_mib,
                     boot_files: boot_files.into_iter().map(PathBuf::from).collect(),
                 };
-                self.prepare_incoming(peer, requirements).await
+                self.prepare_incoming(peer, requirements, disks).await
             }
             ControlRequest::MigrationEnded { token, ok, error } => {
                 self.incoming_ended(peer, token, ok, error).await

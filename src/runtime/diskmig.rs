@@ -1,0 +1,466 @@
+//! Live migration of a VM whose data disks the destination does not share.
+//!
+//! libvirt 9.0 with QEMU 7.2 cannot copy disks inside a tunnelled migration, so
+//! such a VM migrates peer-to-peer *not* tunnelled, over three channels that all
+//! ride the overlay (libp2p streams: noise-encrypted, authenticated):
+//!
+//! ```text
+//! source daemon                         source node ══ overlay ══ destination node      destination daemon
+//! libvirt RPC  → <run>/…/migrate-T.sock  → /peervisor/libvirt-tunnel/1     → libvirt socket
+//! QEMU memory  → /run/libvirt/qemu/pv-mig-T.sock → migration-channel (T, 1) → same path → QEMU -incoming
+//! QEMU NBD     → /run/libvirt/qemu/pv-nbd-T.sock → migration-channel (T, 2) → same path → QEMU NBD server
+//! ```
+//!
+//! Each private libvirtd has its own /run/libvirt (a private mount namespace), so
+//! one path names the source node's listener in the source daemon's view and the
+//! destination QEMU's socket in the destination daemon's. The destination makes
+//! an empty qcow2 of the same virtual size in its disk dir before anything moves
+//! and deletes it if the VM does not arrive; the source deletes its own file only
+//! once the destination has confirmed that the VM runs there.
+
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use anyhow::{Result, anyhow, bail};
+use libp2p::PeerId;
+use tokio::io::AsyncWrite;
+
+use super::Peer;
+use super::migrate::{Limits, TunnelBridge};
+use super::phases::Phases;
+use crate::hypervisor::MigrationUris;
+use crate::node::protocol::{CHANNEL_PROTOCOL, DiskOffer};
+use crate::paths::disk_dir;
+
+/// Channel tags after the token on a `CHANNEL_PROTOCOL` stream.
+pub const MEMORY_CHANNEL: u8 = 1;
+pub const DISKS_CHANNEL: u8 = 2;
+/// Bounds on what a source may offer.
+const MAX_DISKS: usize = 8;
+
+/// Where a channel's socket lives inside a daemon's /run/libvirt.
+fn channel_file(token: u64, tag: u8) -> Option<String> {
+    let kind = match tag {
+        MEMORY_CHANNEL => "mig",
+        DISKS_CHANNEL => "nbd",
+        _ => return None,
+    };
+    Some(format!("qemu/pv-{kind}-{token:016x}.sock"))
+}
+
+/// What the destination does with the VM's disks.
+#[derive(Debug, Default, PartialEq)]
+pub enum DiskPlan {
+    /// No disk, or every disk is the very file the destination sees at that path.
+    #[default]
+    Shared,
+    /// Files to make here, one per offered disk, with their virtual sizes.
+    Copy(Vec<(PathBuf, u64)>),
+}
+
+impl Peer {
+    /// The daemon's /run/libvirt, as this process sees it.
+    fn daemon_run_dir(&self) -> PathBuf {
+        if self.config.hypervisor.is_some() {
+            PathBuf::from("/run/libvirt")
+        } else {
+            self.config.data_dir.libvirt_dir().join("run")
+        }
+    }
+
+    /// Destination side: the local socket a data channel connects to.
+    pub(super) fn channel_socket(&self, token: u64, tag: u8) -> Result<PathBuf> {
+        let file = channel_file(token, tag).ok_or_else(|| anyhow!("unknown channel {tag}"))?;
+        Ok(self.daemon_run_dir().join(file))
+    }
+
+    /// Source side: the VM's disk files as the destination needs to know them.
+    pub(super) async fn disk_offers(&self, vm: &str) -> Result<Vec<DiskOffer>> {
+        let footprint = self.host.footprint(vm).await?;
+        footprint
+            .disks
+            .iter()
+            .map(|path| {
+                use std::os::unix::fs::MetadataExt;
+                let meta = std::fs::metadata(path)
+                    .map_err(|e| anyhow!("disk {} of VM '{vm}': {e}", path.display()))?;
+                Ok(DiskOffer {
+                    path: path.to_string_lossy().into_owned(),
+                    virtual_bytes: crate::hypervisor::footprint::virtual_bytes(path)
+                        .unwrap_or(meta.len()),
+                    file_id: Some((meta.dev(), meta.ino())),
+                })
+            })
+            .collect()
+    }
+
+    /// Source side: the transfer of a VM whose disks the destination copies
+    /// (`copies`: source file → destination file). Binds the memory and NBD
+    /// listeners, bridges them to the destination, and asks libvirt.
+    pub(super) async fn migrate_copying_disks(
+        self: &Arc<Self>,
+        vm: &str,
+        libvirt_uri: String,
+        dest: PeerId,
+        token: u64,
+        copies: &[(String, String)],
+        limits: Limits,
+        phases: &Phases,
+    ) -> CopyOutcome {
+        let failed = |e| CopyOutcome {
+            outcome: Err(e),
+            ..CopyOutcome::default()
+        };
+        let xml = match self.host.migratable_xml(vm).await {
+            Ok(xml) => xml,
+            Err(e) => return failed(e),
+        };
+        let dest_xml = match with_disks_renamed(&xml, copies) {
+            Ok(xml) => xml,
+            Err(e) => return failed(e),
+        };
+        let run = self.daemon_run_dir();
+        let mut bridges = Vec::new();
+        let mut uris = Vec::new();
+        for tag in [MEMORY_CHANNEL, DISKS_CHANNEL] {
+            let Some(file) = channel_file(token, tag) else {
+                continue;
+            };
+            let mut header = token.to_be_bytes().to_vec();
+            header.push(tag);
+            let path = run.join(&file);
+            let bound =
+                TunnelBridge::bind(self, path, dest, CHANNEL_PROTOCOL, header, phases.clone());
+            match bound {
+                Ok(bridge) => bridges.push(bridge),
+                Err(e) => return failed(e),
+            }
+            // The source daemon's own view of the same socket.
+            uris.push(format!("unix:///run/libvirt/{file}"));
+        }
+        let uris = MigrationUris {
+            libvirt: libvirt_uri,
+            memory: uris[0].clone(),
+            disks: uris[1].clone(),
+        };
+        let outcome = self
+            .host
+            .migrate_p2p_copying_disks(
+                vm,
+                uris,
+                dest_xml,
+                limits.max_downtime_ms,
+                limits.bandwidth_mib_s,
+            )
+            .await;
+        CopyOutcome {
+            outcome,
+            broken: bridges.iter().find_map(|b| b.first_error()),
+            disk_bytes: bridges.get(1).map(|nbd| nbd.sent()),
+        }
+    }
+}
+
+impl Peer {
+    /// Destination side: the VM did not arrive; deletes the files made for its
+    /// disks, unless a VM of that name is defined here after all (then they are
+    /// its disks: kept, and said so).
+    pub(super) async fn discard_disks(&self, vm: &str, made: &[PathBuf]) {
+        discard(self.host.clone(), vm.to_string(), made.to_vec()).await
+    }
+
+    /// The same, from code that cannot wait.
+    pub(super) fn discard_disks_later(&self, vm: &str, made: &[PathBuf]) {
+        if !made.is_empty() {
+            tokio::spawn(discard(self.host.clone(), vm.to_string(), made.to_vec()));
+        }
+    }
+
+    /// Source side, after a migration that copied disks: deletes this peer's copy
+    /// once the destination confirmed the VM runs there; otherwise keeps it.
+    pub(super) fn remove_moved_disks(
+        &self,
+        vm: &str,
+        dest_name: &str,
+        copies: &[(String, String)],
+        confirmed: bool,
+    ) {
+        if copies.is_empty() {
+            return;
+        }
+        if confirmed {
+            remove_disks(copies.iter().map(|(from, _)| Path::new(from.as_str())));
+        } else {
+            for (from, _) in copies {
+                tracing::warn!(
+                    "VM '{vm}' moved to {dest_name}, which did not confirm it runs there: kept {from} (delete it once it does)"
+                );
+            }
+        }
+    }
+}
+
+async fn discard(host: crate::hypervisor::Host, vm: String, made: Vec<PathBuf>) {
+    if made.is_empty() {
+        return;
+    }
+    if host.vm(&vm).await.is_ok() {
+        tracing::warn!(
+            "VM '{vm}' is defined here although its migration failed: kept its disks {made:?}"
+        );
+        return;
+    }
+    remove_disks(made.iter().map(PathBuf::as_path));
+}
+
+/// Source side: pairs each offered disk with the file the destination made.
+pub fn pair_copies(offers: &[DiskOffer], made: Vec<String>) -> Result<Vec<(String, String)>> {
+    if made.is_empty() {
+        return Ok(Vec::new());
+    }
+    if made.len() != offers.len() {
+        bail!(
+            "the destination made {} disk file(s) for {} disk(s)",
+            made.len(),
+            offers.len()
+        );
+    }
+    Ok(offers.iter().map(|o| o.path.clone()).zip(made).collect())
+}
+
+/// How the transfer of a VM with copied disks ended, at the source.
+pub struct CopyOutcome {
+    /// libvirt's answer.
+    pub outcome: Result<()>,
+    /// The first error a data channel ended with (the overlay broke).
+    pub broken: Option<String>,
+    /// Bytes the NBD disk copy sent through the overlay (libvirt's job stats
+    /// show the disk copy only while it runs, and the destination's completed
+    /// job not at all).
+    pub disk_bytes: Option<u64>,
+}
+
+impl Default for CopyOutcome {
+    fn default() -> Self {
+        CopyOutcome {
+            outcome: Ok(()),
+            broken: None,
+            disk_bytes: None,
+        }
+    }
+}
+
+/// A writer that counts the bytes written through it.
+pub struct Counted<W> {
+    pub inner: W,
+    pub count: Arc<AtomicU64>,
+}
+
+impl<W: AsyncWrite + Unpin> AsyncWrite for Counted<W> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &polled {
+            self.count.fetch_add(*n as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Destination side: shared disks, or the files to make for a copy. Checks, before
+/// anything is made, that the files are free to take and that the filesystem
+/// holds the disks' virtual size now (a copy fills at most that; the free space
+/// is read at each request, not at start).
+pub fn plan_disks(vm: &str, uuid: &str, offers: &[DiskOffer]) -> Result<DiskPlan, String> {
+    if offers.is_empty() {
+        return Ok(DiskPlan::Shared);
+    }
+    if offers.len() > MAX_DISKS || offers.iter().any(|d| d.path.len() > 4096) {
+        return Err("malformed request: too many or too long disk paths".into());
+    }
+    let dir = disk_dir();
+    if offers.iter().all(|offer| is_shared_here(offer, &dir)) {
+        return Ok(DiskPlan::Shared);
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let stem: String = uuid
+        .chars()
+        .filter(char::is_ascii_hexdigit)
+        .take(8)
+        .collect();
+    let mut files = Vec::new();
+    for (i, offer) in offers.iter().enumerate() {
+        let name = match i {
+            0 => format!("{vm}-{stem}.qcow2"),
+            i => format!("{vm}-{stem}-{i}.qcow2"),
+        };
+        let path = dir.join(name);
+        if path.exists() {
+            return Err(format!(
+                "{} exists already here: remove it, or migrate to another peer",
+                path.display()
+            ));
+        }
+        files.push((path, offer.virtual_bytes));
+    }
+    let needed: u64 = offers.iter().map(|d| d.virtual_bytes).sum();
+    let free_mib = super::capacity::free_mib_under(&dir)
+        .ok_or_else(|| format!("cannot read the free space of {}", dir.display()))?;
+    if needed.div_ceil(1 << 20) > free_mib {
+        return Err(format!(
+            "needs {} MiB free in {} for the copy of its disks (virtual size), {free_mib} MiB free",
+            needed.div_ceil(1 << 20),
+            dir.display(),
+        ));
+    }
+    Ok(DiskPlan::Copy(files))
+}
+
+/// The offered disk lies in this peer's disk dir and is the very file the source
+/// has (same device and inode): the peers share the storage. A file this host
+/// can merely see elsewhere (another peer's disk dir on the same machine) is
+/// not its storage: it is copied.
+fn is_shared_here(offer: &DiskOffer, dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Some(id) = offer.file_id else {
+        return false;
+    };
+    let path = Path::new(&offer.path);
+    path.parent() == Some(dir) && std::fs::metadata(path).is_ok_and(|m| (m.dev(), m.ino()) == id)
+}
+
+/// Destination side: makes the empty qcow2 files of a copy; on failure removes
+/// what it made.
+pub async fn make_disks(files: &[(PathBuf, u64)]) -> Result<(), String> {
+    for (i, (path, bytes)) in files.iter().enumerate() {
+        let out = tokio::process::Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2"])
+            .arg(path)
+            .arg(bytes.to_string())
+            .output()
+            .await;
+        let failed = match out {
+            Ok(o) if o.status.success() => None,
+            Ok(o) => Some(String::from_utf8_lossy(&o.stderr).trim().to_string()),
+            Err(e) => Some(format!("running qemu-img: {e}")),
+        };
+        if let Some(why) = failed {
+            remove_disks(files[..=i].iter().map(|(p, _)| p.as_path()));
+            return Err(format!("cannot make {}: {why}", path.display()));
+        }
+    }
+    Ok(())
+}
+
+/// Deletes disk files peervisor made (only inside its disk dir).
+pub fn remove_disks<'a>(paths: impl IntoIterator<Item = &'a Path>) {
+    let dir = disk_dir();
+    for path in paths {
+        if path.parent() != Some(dir.as_path()) {
+            tracing::warn!(
+                "{} is outside {}: left alone",
+                path.display(),
+                dir.display()
+            );
+            continue;
+        }
+        match std::fs::remove_file(path) {
+            Ok(()) => tracing::info!("removed {}", path.display()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!("removing {}: {e}", path.display()),
+        }
+    }
+}
+
+/// The destination's definition: the source's with each disk file renamed
+/// (in `<source file=…>` and in peervisor's metadata alike).
+fn with_disks_renamed(xml: &str, copies: &[(String, String)]) -> Result<String> {
+    let mut out = xml.to_string();
+    for (from, to) in copies {
+        let (from, to) = (xml_escape(from), xml_escape(to));
+        if !out.contains(&from) {
+            bail!("disk {from} is not in the VM's definition");
+        }
+        out = out.replace(&from, &to);
+    }
+    Ok(out)
+}
+
+fn xml_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('\'', "&apos;")
+        .replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_destination_definition_names_the_new_files() {
+        let xml = "<domain><metadata><pv:vm><pv:disk>/a/web-1.qcow2</pv:disk></pv:vm></metadata>\
+                   <devices><disk><source file='/a/web-1.qcow2'/></disk></devices></domain>";
+        let copies = [("/a/web-1.qcow2".to_string(), "/b/web-1.qcow2".to_string())];
+        let renamed = with_disks_renamed(xml, &copies).unwrap();
+        assert!(!renamed.contains("/a/"), "{renamed}");
+        assert_eq!(renamed.matches("/b/web-1.qcow2").count(), 2);
+        let missing = [("/c/x.qcow2".to_string(), "/b/x.qcow2".to_string())];
+        assert!(with_disks_renamed(xml, &missing).is_err());
+    }
+
+    #[test]
+    fn channels_have_fixed_socket_names() {
+        assert_eq!(
+            channel_file(0xab, MEMORY_CHANNEL).unwrap(),
+            "qemu/pv-mig-00000000000000ab.sock"
+        );
+        assert_eq!(
+            channel_file(0xab, DISKS_CHANNEL).unwrap(),
+            "qemu/pv-nbd-00000000000000ab.sock"
+        );
+        assert!(channel_file(1, 9).is_none());
+    }
+
+    #[test]
+    fn only_the_same_file_in_the_destinations_disk_dir_is_shared() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.qcow2");
+        std::fs::write(&path, b"x").unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        let mut offer = DiskOffer {
+            path: path.to_string_lossy().into_owned(),
+            virtual_bytes: 1 << 20,
+            file_id: Some((meta.dev(), meta.ino())),
+        };
+        assert!(is_shared_here(&offer, dir.path()));
+        let elsewhere = tempfile::tempdir().unwrap();
+        assert!(
+            !is_shared_here(&offer, elsewhere.path()),
+            "visible, but not in this peer's disk dir"
+        );
+        offer.file_id = Some((meta.dev(), meta.ino() + 1));
+        assert!(
+            !is_shared_here(&offer, dir.path()),
+            "another file at the same path"
+        );
+        offer.file_id = None;
+        assert!(!is_shared_here(&offer, dir.path()));
+    }
+}
