@@ -207,49 +207,40 @@ fn vm_data_disk_migrations_that_fail_leave_the_vm_on_the_source_and_no_file_behi
     let disk_a = tempfile::tempdir().unwrap();
     // B's disk dir: a 32 MiB filesystem, too small for the 64 MiB disk; the lent
     // disk is large, so only the free space at migration time can refuse.
-    let disk_b = tempfile::tempdir().unwrap();
-    let mount = |size: &str| {
-        let out = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(disk_b.path())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "mount: {}", stderr(&out));
-    };
-    let unmount = || {
-        let _ = std::process::Command::new("umount")
-            .arg(disk_b.path())
-            .output();
-    };
-    mount("32m");
-    let (a, b) = pair(&rig, disk_a.path(), disk_b.path(), &["--lend-disk", "1GiB"]);
+    let disk_b = Tmpfs::mount("32m");
+    let (a, b) = pair(
+        &rig,
+        disk_a.path(),
+        disk_b.dir.path(),
+        &["--lend-disk", "1GiB"],
+    );
     let ip = boot_with_disk(&a, netns, "dm-fail");
 
     let err = migrate(&a, "dm-fail", &[]).expect_err("no room on B");
-    unmount();
     assert!(
         err.contains("peer-b refuses dm-fail: needs 64 MiB free in"),
         "{err}"
     );
     assert_eq!(err.lines().count(), 1, "{err}");
     assert_eq!(a.vm("dm-fail").unwrap()["state"], "running");
-    assert!(files_in(disk_b.path()).is_empty());
+    assert!(files_in(disk_b.dir.path()).is_empty());
 
-    // Now room on B, but the overlay is cut mid-transfer (1 MiB/s: the copy
+    // Room on B now (the same tmpfs, grown: B's libvirtd, in a mount namespace
+    // of its own, keeps seeing it), but the overlay is cut mid-transfer (1 MiB/s: the copy
     // takes far longer than the test waits).
+    disk_b.resize("512m");
     let err = std::thread::scope(|scope| {
         let migration = scope.spawn(|| migrate(&a, "dm-fail", &["--bandwidth", "1"]));
-        assert!(
-            eventually(Duration::from_secs(60), || {
-                a.status()["operations"][0]["transferred_bytes"]
-                    .as_u64()
-                    .unwrap_or(0)
-                    > 0
-            }),
-            "the transfer never started:\n{}",
-            a.log()
-        );
-        assert_eq!(files_in(disk_b.path()).len(), 1, "B made the disk file");
+        // Mid-transfer: B's new disk file is growing with copied data.
+        let copying = eventually(Duration::from_secs(60), || {
+            files_in(disk_b.dir.path()).iter().any(|f| {
+                std::fs::metadata(disk_b.dir.path().join(f)).is_ok_and(|m| m.len() > 1 << 20)
+            })
+        });
+        if !copying {
+            let _ = a.cli(&["migrate", "--abort", "dm-fail"]);
+            panic!("the disk copy never started:\n{}\n{}", a.log(), b.log());
+        }
         cut_connections(&[a.port, b.port]);
         migration.join().unwrap()
     })
@@ -263,13 +254,48 @@ fn vm_data_disk_migrations_that_fail_leave_the_vm_on_the_source_and_no_file_behi
     assert!(Path::new(&disk_of(&a, "dm-fail")).exists());
     assert!(
         eventually(Duration::from_secs(30), || defined_names(&b).is_empty()
-            && files_in(disk_b.path()).is_empty()),
+            && files_in(disk_b.dir.path()).is_empty()),
         "B keeps {:?} and {:?}:\n{}",
         defined_names(&b),
-        files_in(disk_b.path()),
+        files_in(disk_b.dir.path()),
         b.log()
     );
     eprintln!("source said: {err}");
+}
+
+/// A tmpfs of a given size on a temporary dir, unmounted when dropped.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Tmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "mount: {}", stderr(&out));
+        Tmpfs { dir }
+    }
+
+    fn resize(&self, size: &str) {
+        let out = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(self.dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "remount: {}", stderr(&out));
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .output();
+    }
 }
 
 /// Closes the overlay's TCP connections between the two nodes (`ss -K`).

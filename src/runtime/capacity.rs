@@ -125,12 +125,10 @@ impl Lending {
 
 /// Free space of the filesystem that holds `dir` (or would, once created).
 pub(super) fn free_mib_under(dir: &Path) -> Option<u64> {
-    let disks = sysinfo::Disks::new_with_refreshed_list().ok()?;
-    disks
-        .iter()
-        .filter(|d| dir.starts_with(d.mount_point()))
-        .max_by_key(|d| d.mount_point().as_os_str().len())
-        .map(|d| d.available_space() >> 20)
+    // The nearest existing ancestor: the dir itself may not be made yet.
+    let existing = dir.ancestors().find(|d| d.exists())?;
+    let stat = rustix::fs::statvfs(existing).ok()?;
+    Some(stat.f_bavail.saturating_mul(stat.f_frsize) >> 20)
 }
 
 /// A size with a binary unit: "512MiB", "4GiB", "1.5G", "20 GiB" (K, M, G, T with
