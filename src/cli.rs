@@ -349,6 +349,11 @@ pub enum BenchCommand {
         /// Guest memory, MiB.
         #[arg(long = "memory", value_name = "MIB", default_value_t = 128)]
         memory_mib: u64,
+        /// Give the guest a qcow2 data disk of this size and the two nodes disk
+        /// dirs of their own: every migration copies the disk (direct: libvirt's
+        /// own TCP connections between the daemons).
+        #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=65536))]
+        data_disk: Option<u64>,
         /// Print every migration as JSON instead of the table.
         #[arg(long)]
         json: bool,

@@ -216,8 +216,12 @@ async fn run(cli: Cli) -> Result<()> {
         Some(Command::Bench(BenchCommand::Migrate {
             rounds,
             memory_mib,
+            data_disk,
             json,
-        })) => bench_migrate(&data_dir, &cli.node, rounds, memory_mib, json).await,
+        })) => {
+            let sizes = (memory_mib, data_disk);
+            bench_migrate(&data_dir, &cli.node, rounds, sizes, json).await
+        }
         Some(Command::Bench(BenchCommand::ReplicaPause {
             rounds,
             small_mib,
@@ -486,13 +490,14 @@ async fn bench_migrate(
     data_dir: &DataDir,
     node: &NodeArgs,
     rounds: usize,
-    memory_mib: u64,
+    (memory_mib, data_disk_mib): (u64, Option<u64>),
     json: bool,
 ) -> Result<()> {
     use hypervisor::accel::AccelChoice;
     let opts = bench::migrate::Options {
         rounds,
         memory_mib,
+        data_disk_mib,
         accel: match node.accel {
             AccelChoice::Auto => "auto".into(),
             AccelChoice::Force(a) => a.to_string(),

@@ -13,6 +13,13 @@
 //! by a consumer on a third node (no hypervisor of its own) looping requests
 //! through `peervisor consume`; both over an equally long window without a
 //! migration are the gap baselines.
+//!
+//! With `--data-disk MIB` the guest has a qcow2 data disk and each node a disk
+//! dir of its own, so every migration copies the disk: over the overlay as
+//! peervisor does it (runtime/diskmig.rs: memory and NBD channels bridged over
+//! libp2p streams); direct with the same libvirt call, the destination file made
+//! beforehand the same way, and libvirt's own TCP connections between the two
+//! daemons (memory and NBD, on the guest bridge) instead of the bridged sockets.
 
 use std::fmt::Write;
 use std::path::PathBuf;
@@ -43,6 +50,8 @@ const IDLE_WINDOW: Duration = Duration::from_secs(3);
 pub struct Options {
     pub rounds: usize,
     pub memory_mib: u64,
+    /// A data disk of this size, copied by every migration.
+    pub data_disk_mib: Option<u64>,
     /// `--accel` for the nodes: auto, kvm or tcg.
     pub accel: String,
     pub image_dir: PathBuf,
@@ -92,6 +101,8 @@ pub struct Sample {
 #[derive(Debug, Clone, Serialize)]
 pub struct Results {
     pub memory_mib: u64,
+    #[serde(default)]
+    pub data_disk_mib: Option<u64>,
     pub rounds: usize,
     pub accel: String,
     pub samples: Vec<Sample>,
@@ -143,7 +154,7 @@ async fn measure(nodes: &mut Nodes, opts: &Options) -> Result<Results> {
             memory_mib: opts.memory_mib,
             image: crate::image::DEFAULT_IMAGE.into(),
             services: Vec::new(),
-            data_disk_mib: None,
+            data_disk_mib: opts.data_disk_mib,
         })
         .await?;
     let Reply::Vms { vms } = clients[0]
@@ -162,8 +173,14 @@ async fn measure(nodes: &mut Nodes, opts: &Options) -> Result<Results> {
     let consumed = consume(&clients[2]).await?;
     let hosts = [Host::open(&uris[0]).await?, Host::open(&uris[1]).await?];
 
+    // Only with a data disk: where each node keeps it.
+    let disk_dirs: Vec<PathBuf> = match opts.data_disk_mib {
+        Some(_) => nodes.dirs.iter().map(disk_dir_of).collect(),
+        None => Vec::new(),
+    };
     let mut results = Results {
         memory_mib: opts.memory_mib,
+        data_disk_mib: opts.data_disk_mib,
         rounds: opts.rounds,
         accel: opts.accel.clone(),
         samples: Vec::new(),
@@ -189,7 +206,7 @@ async fn measure(nodes: &mut Nodes, opts: &Options) -> Result<Results> {
     // Not counted: the first migration into each daemon pays one-time costs.
     eprintln!("bench: warm-up migrations (not counted)…");
     for (method, from, to) in [(Method::Direct, 0, 1), (Method::Overlay, 1, 0)] {
-        migrate_once(method, from, to, &clients, &hosts, &uris).await?;
+        migrate_once(method, from, to, &clients, &hosts, &uris, &disk_dirs).await?;
         wait_answering(target, Duration::from_secs(60)).await?;
         tokio::time::sleep(SETTLE).await;
     }
@@ -208,7 +225,8 @@ async fn measure(nodes: &mut Nodes, opts: &Options) -> Result<Results> {
             let probe = GapProbe::start(move || answers(target));
             let consumer = ConsumerLoop::start(consumed);
             tokio::time::sleep(SETTLE).await;
-            let mut sample = migrate_once(method, from, to, &clients, &hosts, &uris).await?;
+            let mut sample =
+                migrate_once(method, from, to, &clients, &hosts, &uris, &disk_dirs).await?;
             sample.service_gap_ms = probe.finish().await.map(|g| g.longest_gap_ms());
             // The consumer switches to the new host by gossip: give it the
             // settling time too.
@@ -249,6 +267,7 @@ async fn migrate_once(
     clients: &[ControlClient],
     hosts: &[Host; 2],
     uris: &[String],
+    disk_dirs: &[PathBuf],
 ) -> Result<Sample> {
     let started = Instant::now();
     let mut sample = Sample {
@@ -289,7 +308,7 @@ async fn migrate_once(
                 sample.libvirt_ms = job.elapsed_ms;
             }
         }
-        Method::Direct => {
+        Method::Direct if disk_dirs.is_empty() => {
             hosts[from]
                 .migrate_p2p_tunnelled(VM, &uris[to], None, None)
                 .await?;
@@ -297,6 +316,18 @@ async fn migrate_once(
             if let Some(job) = hosts[to].completed_job(VM).await? {
                 sample.libvirt_downtime_ms = job.downtime_ms;
                 sample.libvirt_ms = job.elapsed_ms;
+                sample.transferred_bytes = job.processed_bytes;
+            }
+        }
+        Method::Direct => {
+            let moved = direct_copying_disks(&hosts[from], &uris[to], &disk_dirs[to]).await?;
+            for (from_file, _) in &moved {
+                std::fs::remove_file(from_file)
+                    .with_context(|| format!("removing the source's {from_file}"))?;
+            }
+            sample.seconds = started.elapsed().as_secs_f64();
+            if let Some(job) = hosts[to].completed_job(VM).await? {
+                sample.libvirt_downtime_ms = job.downtime_ms;
                 sample.transferred_bytes = job.processed_bytes;
             }
         }
@@ -358,13 +389,76 @@ async fn wait_answering(target: std::net::SocketAddr, limit: Duration) -> Result
     Ok(())
 }
 
+/// Direct migration copying the VM's disks, as peervisor's overlay path does it
+/// (destination file made beforehand, the same libvirt call) but with libvirt's
+/// TCP connections. Returns the (source, destination) disk files.
+async fn direct_copying_disks(
+    from: &Host,
+    dest_uri: &str,
+    dest_dir: &std::path::Path,
+) -> Result<Vec<(String, String)>> {
+    let footprint = from.footprint(VM).await?;
+    let mut copies = Vec::new();
+    for disk in &footprint.disks {
+        let name = disk
+            .file_name()
+            .ok_or_else(|| anyhow!("disk without a name"))?;
+        let dest = dest_dir.join(name);
+        let bytes = crate::hypervisor::footprint::virtual_bytes(disk)
+            .ok_or_else(|| anyhow!("cannot size {}", disk.display()))?;
+        let out = tokio::process::Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2"])
+            .arg(&dest)
+            .arg(bytes.to_string())
+            .output()
+            .await?;
+        if !out.status.success() {
+            bail!(
+                "qemu-img create {}: {}",
+                dest.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        copies.push((
+            disk.to_string_lossy().into_owned(),
+            dest.to_string_lossy().into_owned(),
+        ));
+    }
+    let xml =
+        crate::runtime::diskmig::with_disks_renamed(&from.migratable_xml(VM).await?, &copies)?;
+    let uris = crate::hypervisor::MigrationUris {
+        libvirt: dest_uri.to_string(),
+        memory: None,
+        disks: None,
+    };
+    if let Err(e) = from
+        .migrate_p2p_copying_disks(VM, uris, xml, None, None)
+        .await
+    {
+        for (_, dest) in &copies {
+            let _ = std::fs::remove_file(dest);
+        }
+        return Err(e);
+    }
+    Ok(copies)
+}
+
+/// A node's disk dir in the benchmark (`--disk-dir`).
+fn disk_dir_of(dir: &DataDir) -> PathBuf {
+    dir.root().join("disks")
+}
+
 /// The table: medians per method, the ratios against the direct baseline, the
 /// probe's and the consumer's gaps without a migration, and the consumer target.
 pub fn table(r: &Results) -> String {
     let mut out = String::new();
+    let disk = r
+        .data_disk_mib
+        .map(|d| format!(" with a {d} MiB data disk copied each time"))
+        .unwrap_or_default();
     let _ = writeln!(
         out,
-        "live migration, {} MiB guest, {} round(s) (each method {} times, both directions), accel {}",
+        "live migration, {} MiB guest{disk}, {} round(s) (each method {} times, both directions), accel {}",
         r.memory_mib,
         r.rounds,
         2 * r.rounds,
@@ -534,6 +628,11 @@ impl Nodes {
                 .arg(&opts.image_dir)
                 .args(["--accel", &opts.accel])
                 .arg("--destroy-vms-on-exit");
+            if opts.data_disk_mib.is_some() {
+                let disks = disk_dir_of(&dir);
+                std::fs::create_dir_all(&disks)?;
+                cmd.arg("--disk-dir").arg(disks);
+            }
             if *nick == CONSUMER {
                 // Hosts nothing: libvirt's test driver spares a daemon.
                 cmd.args(["--hypervisor", "test:///default"]);
@@ -664,6 +763,7 @@ mod tests {
     #[test]
     fn table_shows_medians_and_ratios_against_the_direct_baseline() {
         let r = Results {
+            data_disk_mib: None,
             memory_mib: 128,
             rounds: 1,
             accel: "tcg".into(),

@@ -440,8 +440,8 @@ impl Host {
                     | sys::VIR_MIGRATE_UNDEFINE_SOURCE
                     | sys::VIR_MIGRATE_NON_SHARED_DISK;
                 let params = virt::domain::MigrateParameters {
-                    uri: Some(uris.memory),
-                    disks_uri: Some(uris.disks),
+                    uri: uris.memory,
+                    disks_uri: uris.disks,
                     dest_xml: Some(dest_xml.clone()),
                     persist_xml: Some(dest_xml),
                     bandwidth: bandwidth_mib_s,
@@ -515,10 +515,11 @@ impl Host {
 pub struct MigrationUris {
     /// The destination's libvirt (RPC), e.g. `qemu+unix:///system?socket=…`.
     pub libvirt: String,
-    /// QEMU's memory stream, e.g. `unix:///run/libvirt/qemu/pv-mig-….sock`.
-    pub memory: String,
-    /// The NBD server the destination QEMU runs for the disk copy.
-    pub disks: String,
+    /// QEMU's memory stream, e.g. `unix:///run/libvirt/qemu/pv-mig-….sock`
+    /// (None: TCP to the destination's migration address, libvirt's default).
+    pub memory: Option<String>,
+    /// The NBD server the destination QEMU runs for the disk copy (None: TCP).
+    pub disks: Option<String>,
 }
 
 /// Logs libvirt lifecycle events as they happen, so the operator hears of a crash

@@ -143,8 +143,8 @@ impl Peer {
         }
         let uris = MigrationUris {
             libvirt: libvirt_uri,
-            memory: uris[0].clone(),
-            disks: uris[1].clone(),
+            memory: uris.first().cloned(),
+            disks: uris.get(1).cloned(),
         };
         let outcome = self
             .host
@@ -388,7 +388,7 @@ pub fn remove_disks<'a>(paths: impl IntoIterator<Item = &'a Path>) {
 
 /// The destination's definition: the source's with each disk file renamed
 /// (in `<source file=…>` and in peervisor's metadata alike).
-fn with_disks_renamed(xml: &str, copies: &[(String, String)]) -> Result<String> {
+pub fn with_disks_renamed(xml: &str, copies: &[(String, String)]) -> Result<String> {
     let mut out = xml.to_string();
     for (from, to) in copies {
         let (from, to) = (xml_escape(from), xml_escape(to));

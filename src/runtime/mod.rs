@@ -3,7 +3,7 @@
 
 pub mod access;
 pub mod capacity;
-mod diskmig;
+pub mod diskmig;
 mod downtime;
 mod handover;
 mod health;
