@@ -263,6 +263,50 @@ fn vm_data_disk_migrations_that_fail_leave_the_vm_on_the_source_and_no_file_behi
     eprintln!("source said: {err}");
 }
 
+#[test]
+fn vm_destination_killed_mid_copy_deletes_its_half_made_disk_when_it_starts_again() {
+    let rig = Rig::new("dmkill");
+    let netns = &rig.netns;
+    let (disk_a, disk_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, mut b) = pair(&rig, disk_a.path(), disk_b.path(), &[]);
+    let ip = boot_with_disk(&a, netns, "dm-kill");
+
+    let err = std::thread::scope(|scope| {
+        let migration = scope.spawn(|| migrate(&a, "dm-kill", &["--bandwidth", "1"]));
+        let copying = eventually(Duration::from_secs(60), || {
+            files_in(disk_b.path())
+                .iter()
+                .any(|f| std::fs::metadata(disk_b.path().join(f)).is_ok_and(|m| m.len() > 1 << 20))
+        });
+        if !copying {
+            let _ = a.cli(&["migrate", "--abort", "dm-kill"]);
+            panic!("the disk copy never started:\n{}\n{}", a.log(), b.log());
+        }
+        // The node dies; its libvirtd (and the half-received QEMU) live on.
+        b.kill_hard();
+        migration.join().unwrap()
+    })
+    .expect_err("migration to a dead peer cannot succeed");
+    assert!(
+        err.contains("VM 'dm-kill' did not move") && err.contains("it keeps running on this peer"),
+        "{err}"
+    );
+    assert_eq!(a.vm("dm-kill").unwrap()["state"], "running");
+    assert!(guest_state(netns, &ip).is_some(), "the guest answers on A");
+    assert!(Path::new(&disk_of(&a, "dm-kill")).exists());
+    // Nobody on B could delete the file; B does when it starts again.
+    assert_eq!(files_in(disk_b.path()).len(), 1);
+    b.restart();
+    assert!(
+        eventually(Duration::from_secs(30), || defined_names(&b).is_empty()
+            && files_in(disk_b.path()).is_empty()),
+        "B keeps {:?} and {:?}:\n{}",
+        defined_names(&b),
+        files_in(disk_b.path()),
+        b.log()
+    );
+}
+
 /// A tmpfs of a given size on a temporary dir, unmounted when dropped.
 struct Tmpfs {
     dir: tempfile::TempDir,

@@ -169,13 +169,15 @@ impl Peer {
     /// disks, unless a VM of that name is defined here after all (then they are
     /// its disks: kept, and said so).
     pub(super) async fn discard_disks(&self, vm: &str, made: &[PathBuf]) {
-        discard(self.host.clone(), vm.to_string(), made.to_vec()).await
+        discard(self.host.clone(), vm.to_string(), made.to_vec()).await;
+        self.forget_made_disks(vm);
     }
 
     /// The same, from code that cannot wait.
     pub(super) fn discard_disks_later(&self, vm: &str, made: &[PathBuf]) {
         if !made.is_empty() {
             tokio::spawn(discard(self.host.clone(), vm.to_string(), made.to_vec()));
+            self.forget_made_disks(vm);
         }
     }
 
@@ -200,6 +202,77 @@ impl Peer {
                 );
             }
         }
+    }
+}
+
+/// Destination side: files made for incoming VMs are listed under the data dir
+/// until the VM arrived or they are deleted, so that a node killed mid-transfer
+/// deletes them when it starts again (`sweep_half_made_disks`).
+const LEDGER: &str = "incoming-disks";
+
+impl Peer {
+    /// One file per incoming VM (names are checked, and one VM of a name
+    /// arrives at a time).
+    fn ledger_file(&self, vm: &str) -> PathBuf {
+        self.config.data_dir.root().join(LEDGER).join(vm)
+    }
+
+    /// Lists the files made for an incoming VM.
+    pub(super) fn note_made_disks(&self, vm: &str, made: &[PathBuf]) {
+        if made.is_empty() {
+            return;
+        }
+        let file = self.ledger_file(vm);
+        let text: String = made.iter().map(|p| format!("{}\n", p.display())).collect();
+        let written = file
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::write(&file, text));
+        if let Err(e) = written {
+            tracing::warn!("recording {}: {e}", file.display());
+        }
+    }
+
+    /// The migration is settled: its files are the VM's or gone.
+    pub(super) fn forget_made_disks(&self, vm: &str) {
+        let _ = std::fs::remove_file(self.ledger_file(vm));
+    }
+
+    /// At start: deletes files made for incoming VMs that never arrived (the node
+    /// was killed mid-transfer); files a VM defined here uses are kept.
+    pub async fn sweep_half_made_disks(self: Arc<Self>) {
+        let dir = self.config.data_dir.root().join(LEDGER);
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return;
+        };
+        let in_use = match self.disks_in_use().await {
+            Ok(disks) => disks,
+            Err(e) => {
+                tracing::warn!("not sweeping half-made disks: {e:#}");
+                return;
+            }
+        };
+        for entry in entries.flatten() {
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            let orphans: Vec<&Path> = text
+                .lines()
+                .map(Path::new)
+                .filter(|p| !in_use.iter().any(|u| u == p))
+                .collect();
+            if !orphans.is_empty() {
+                tracing::info!("deleting disk files of a migration that never arrived");
+                remove_disks(orphans);
+            }
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+
+    async fn disks_in_use(&self) -> Result<Vec<PathBuf>> {
+        let mut disks = Vec::new();
+        for vm in self.host.list().await? {
+            disks.extend(self.host.footprint(&vm.name).await?.disks);
+        }
+        Ok(disks)
     }
 }
 

@@ -560,6 +560,7 @@ impl Peer {
                 made_disks: made_disks.clone(),
             },
         );
+        self.note_made_disks(&vm.name, &made_disks);
         tokio::spawn(self.clone().expire_unused_grant(token));
         self.handovers.arriving(&vm.name);
         tracing::info!("accepted migration of VM '{}' from {from_name}", vm.name);
@@ -660,6 +661,7 @@ impl Peer {
         };
         self.operations.set_progress(grant.operation, &completed);
         self.operations.finish(grant.operation, None);
+        self.forget_made_disks(&grant.vm);
         tracing::info!(
             "VM '{}' arrived from {from} (libvirt: job {:?} ms, downtime {:?} ms, {:?} bytes)",
             grant.vm,

@@ -209,6 +209,7 @@ impl Peer {
         });
         tokio::spawn(peer.clone().handle_node_events(events));
         tokio::spawn(migrate::accept_tunnels(peer.clone()));
+        tokio::spawn(peer.clone().sweep_half_made_disks());
         tokio::spawn(replicate::accept_replicas(peer.clone()));
         if peer.config.provision.enabled {
             tokio::spawn(provision::run(peer.clone()));
