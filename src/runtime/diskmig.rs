@@ -78,23 +78,23 @@ impl Peer {
     }
 
     /// Source side: the VM's disk files as the destination needs to know them.
+    /// A file this node cannot read (a foreign VM's, elsewhere) is offered with
+    /// what is known; the destination then copies it, as libvirt would.
     pub(super) async fn disk_offers(&self, vm: &str) -> Result<Vec<DiskOffer>> {
+        use std::os::unix::fs::MetadataExt;
         let footprint = self.host.footprint(vm).await?;
-        footprint
+        Ok(footprint
             .disks
             .iter()
             .map(|path| {
-                use std::os::unix::fs::MetadataExt;
-                let meta = std::fs::metadata(path)
-                    .map_err(|e| anyhow!("disk {} of VM '{vm}': {e}", path.display()))?;
-                Ok(DiskOffer {
+                let meta = std::fs::metadata(path).ok();
+                DiskOffer {
                     path: path.to_string_lossy().into_owned(),
-                    virtual_bytes: crate::hypervisor::footprint::virtual_bytes(path)
-                        .unwrap_or(meta.len()),
-                    file_id: Some((meta.dev(), meta.ino())),
-                })
+                    virtual_bytes: crate::hypervisor::footprint::virtual_bytes(path).unwrap_or(0),
+                    file_id: meta.map(|m| (m.dev(), m.ino())),
+                }
             })
-            .collect()
+            .collect())
     }
 
     /// Source side: the transfer of a VM whose disks the destination copies
@@ -358,18 +358,22 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for Counted<W> {
 /// anything is made, that the files are free to take and that the filesystem
 /// holds the disks' virtual size now (a copy fills at most that; the free space
 /// is read at each request, not at start).
-pub fn plan_disks(vm: &str, uuid: &str, offers: &[DiskOffer]) -> Result<DiskPlan, String> {
+pub fn plan_disks(
+    dir: &Path,
+    vm: &str,
+    uuid: &str,
+    offers: &[DiskOffer],
+) -> Result<DiskPlan, String> {
     if offers.is_empty() {
         return Ok(DiskPlan::Shared);
     }
     if offers.len() > MAX_DISKS || offers.iter().any(|d| d.path.len() > 4096) {
         return Err("malformed request: too many or too long disk paths".into());
     }
-    let dir = disk_dir();
-    if offers.iter().all(|offer| is_shared_here(offer, &dir)) {
+    if offers.iter().all(|offer| is_shared_here(offer, dir)) {
         return Ok(DiskPlan::Shared);
     }
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let stem: String = uuid
         .chars()
         .filter(char::is_ascii_hexdigit)
@@ -391,7 +395,7 @@ pub fn plan_disks(vm: &str, uuid: &str, offers: &[DiskOffer]) -> Result<DiskPlan
         files.push((path, offer.virtual_bytes));
     }
     let needed: u64 = offers.iter().map(|d| d.virtual_bytes).sum();
-    let free_mib = super::capacity::free_mib_under(&dir)
+    let free_mib = super::capacity::free_mib_under(dir)
         .ok_or_else(|| format!("cannot read the free space of {}", dir.display()))?;
     if needed.div_ceil(1 << 20) > free_mib {
         return Err(format!(
@@ -495,6 +499,52 @@ mod tests {
         assert_eq!(renamed.matches("/b/web-1.qcow2").count(), 2);
         let missing = [("/c/x.qcow2".to_string(), "/b/x.qcow2".to_string())];
         assert!(with_disks_renamed(xml, &missing).is_err());
+    }
+
+    fn offer(path: &Path, virtual_bytes: u64) -> DiskOffer {
+        DiskOffer {
+            path: path.to_string_lossy().into_owned(),
+            virtual_bytes,
+            file_id: None,
+        }
+    }
+
+    #[test]
+    fn the_destination_plans_files_of_its_own_and_refuses_what_does_not_fit() {
+        let source = tempfile::tempdir().unwrap();
+        let here = tempfile::tempdir().unwrap();
+        let uuid = "6f1c0d1e-0000-4000-8000-000000000001";
+        let disk = source.path().join("web-1-6f1c0d1e.qcow2");
+
+        assert_eq!(
+            plan_disks(here.path(), "web-1", uuid, &[]),
+            Ok(DiskPlan::Shared)
+        );
+        let plan = plan_disks(here.path(), "web-1", uuid, &[offer(&disk, 64 << 20)]);
+        assert_eq!(
+            plan,
+            Ok(DiskPlan::Copy(vec![(
+                here.path().join("web-1-6f1c0d1e.qcow2"),
+                64 << 20
+            )]))
+        );
+
+        let huge = plan_disks(here.path(), "web-1", uuid, &[offer(&disk, 1 << 60)]).unwrap_err();
+        assert!(
+            huge.starts_with("needs 1099511627776 MiB free in") && huge.contains("(virtual size)"),
+            "{huge}"
+        );
+
+        std::fs::write(here.path().join("web-1-6f1c0d1e.qcow2"), b"").unwrap();
+        let taken = plan_disks(here.path(), "web-1", uuid, &[offer(&disk, 1 << 20)]).unwrap_err();
+        assert!(taken.contains("exists already here"), "{taken}");
+
+        let many = vec![offer(&disk, 1); MAX_DISKS + 1];
+        assert!(
+            plan_disks(here.path(), "web-1", uuid, &many)
+                .unwrap_err()
+                .contains("malformed")
+        );
     }
 
     #[test]

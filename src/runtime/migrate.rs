@@ -515,10 +515,12 @@ impl Peer {
         if let Err(e) = std::fs::create_dir_all(crate::paths::console_log_dir()) {
             return refuse(format!("cannot create the console log directory: {e}"));
         }
-        let disk_plan = match super::diskmig::plan_disks(&vm.name, &vm.uuid, &disks) {
-            Ok(plan) => plan,
-            Err(reason) => return refuse(reason),
-        };
+        let disk_plan =
+            match super::diskmig::plan_disks(&crate::paths::disk_dir(), &vm.name, &vm.uuid, &disks)
+            {
+                Ok(plan) => plan,
+                Err(reason) => return refuse(reason),
+            };
         let limit = self.capacity.max_migrations;
         let operation = match self.operations.begin_limited(
             OperationKind::MigrateIn,
