@@ -54,7 +54,8 @@ fn channel_file(token: u64, tag: u8) -> Option<String> {
 /// What the destination does with the VM's disks.
 #[derive(Debug, Default, PartialEq)]
 pub enum DiskPlan {
-    /// No disk, or every disk is the very file the destination sees at that path.
+    /// No disk, or every disk is the very file the destination has in its own
+    /// disk dir.
     #[default]
     Shared,
     /// Files to make here, one per offered disk, with their virtual sizes.
