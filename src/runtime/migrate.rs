@@ -384,7 +384,7 @@ impl Peer {
             (outcome, None, None)
         } else {
             let copy = self
-                .migrate_copying_disks(&vm.name, dest_uri, dest, token, &copies, limits, &phases)
+                .migrate_copying_disks(&vm.name, dest_uri, (dest, token), &copies, limits, phases)
                 .await;
             (copy.outcome, copy.broken, copy.disk_bytes)
         };
