@@ -8,31 +8,9 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::guests::{Rig, guest_state};
-use common::{TestNetns, TestNode, eventually, fresh_key, stderr, virsh};
+use common::guests::{Rig, guest_state, kv};
+use common::{TestNetns, TestNode, cut_connections, eventually, fresh_key, stderr, virsh};
 use serde_json::Value;
-
-/// One line-protocol exchange with the guest's kv service.
-fn kv(netns: &TestNetns, ip: &str, line: &str) -> String {
-    let script = format!(
-        "exec 3<>/dev/tcp/{ip}/7000 && printf '%s\\nQUIT\\n' \"$LINE\" >&3 && head -n1 <&3"
-    );
-    let out = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &netns.name,
-            "timeout",
-            "5",
-            "bash",
-            "-c",
-            &script,
-        ])
-        .env("LINE", line)
-        .output()
-        .expect("ip netns exec");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 /// The data disk file of a VM, as libvirt has it.
 fn disk_of(node: &TestNode, vm: &str) -> String {
@@ -340,25 +318,4 @@ impl Drop for Tmpfs {
             .arg(self.dir.path())
             .output();
     }
-}
-
-/// Closes the overlay's TCP connections between the two nodes (`ss -K`).
-fn cut_connections(ports: &[u16]) {
-    let filter = ports
-        .iter()
-        .map(|p| format!("sport = :{p} or dport = :{p}"))
-        .collect::<Vec<_>>()
-        .join(" or ");
-    let out = std::process::Command::new("ss")
-        .args([
-            "-K",
-            "-tn",
-            "dst",
-            "127.0.0.1",
-            "and",
-            &format!("( {filter} )"),
-        ])
-        .output()
-        .expect("ss");
-    assert!(out.status.success(), "ss -K: {}", stderr(&out));
 }

@@ -75,23 +75,13 @@ fn tcp_to_router(lab: &NatLab, i: usize, j: usize) -> usize {
     String::from_utf8_lossy(&out.stdout).lines().count()
 }
 
-fn peer(node: &TestNode, nick: &str) -> Value {
-    node.status()["peers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["nick"] == nick)
-        .cloned()
-        .unwrap_or(Value::Null)
-}
-
 fn direct(node: &TestNode, nick: &str) -> bool {
-    let p = peer(node, nick);
+    let p = node.peer(nick);
     p["connected"] == true && p["relayed_via"].is_null()
 }
 
 fn relayed(node: &TestNode, nick: &str, relay_id: &str) -> bool {
-    let p = peer(node, nick);
+    let p = node.peer(nick);
     p["connected"] == true && p["relayed_via"] == relay_id
 }
 
@@ -215,8 +205,8 @@ fn peers_behind_nat_punch_a_direct_link_and_stay_relayed_behind_a_symmetric_nat(
             eventually(Duration::from_secs(90), || direct(&c, "peer-a")
                 && direct(&a, "peer-c")),
             "round {round}: no direct link between peer-a and peer-c: {} / {}\n{}",
-            peer(&c, "peer-a"),
-            peer(&a, "peer-c"),
+            c.peer("peer-a"),
+            a.peer("peer-c"),
             logs(&[&relay, &a, &c])
         );
         punch_seconds.push(up.elapsed().as_secs_f64());
@@ -256,7 +246,7 @@ fn peers_behind_nat_punch_a_direct_link_and_stay_relayed_behind_a_symmetric_nat(
             let port = consume_echo(&lab, &a, &c);
             let relayed_before = relay.log().matches("relaying ").count();
             direct_figures = Some(measure(&lab, port));
-            assert!(direct(&c, "peer-a"), "{}", peer(&c, "peer-a"));
+            assert!(direct(&c, "peer-a"), "{}", c.peer("peer-a"));
             assert_eq!(
                 relay.log().matches("relaying ").count(),
                 relayed_before,
@@ -274,7 +264,7 @@ fn peers_behind_nat_punch_a_direct_link_and_stay_relayed_behind_a_symmetric_nat(
     assert!(
         eventually(Duration::from_secs(60), || relayed(&c, "peer-a", &relay_id)),
         "peer-c should reach peer-a through the relay: {}\n{}",
-        peer(&c, "peer-a"),
+        c.peer("peer-a"),
         logs(&[&relay, &a, &c])
     );
     assert!(
@@ -285,7 +275,7 @@ fn peers_behind_nat_punch_a_direct_link_and_stay_relayed_behind_a_symmetric_nat(
         "DCUtR should have tried and failed:\n{}",
         logs(&[&a, &c])
     );
-    assert!(relayed(&c, "peer-a", &relay_id), "{}", peer(&c, "peer-a"));
+    assert!(relayed(&c, "peer-a", &relay_id), "{}", c.peer("peer-a"));
     assert_eq!(link_column(&c, "peer-a"), "relay");
     assert_eq!(tcp_to_router(&lab, 1, 0), 0, "no direct TCP connection");
     // Failed punches and dial-backs are NAT at work, not a key problem.
@@ -295,7 +285,7 @@ fn peers_behind_nat_punch_a_direct_link_and_stay_relayed_behind_a_symmetric_nat(
     }
     let port = consume_echo(&lab, &a, &c);
     let relayed_figures = measure(&lab, port);
-    assert!(relayed(&c, "peer-a", &relay_id), "{}", peer(&c, "peer-a"));
+    assert!(relayed(&c, "peer-a", &relay_id), "{}", c.peer("peer-a"));
 
     let direct_figures = direct_figures.expect("measured in round 0");
     let runs: Vec<String> = punch_seconds.iter().map(|s| format!("{s:.1}")).collect();
@@ -350,7 +340,7 @@ fn vm_migrates_between_peers_behind_nat_over_the_punched_link() {
         eventually(Duration::from_secs(90), || direct(&a, "peer-c")
             && direct(&c, "peer-a")),
         "no punched link: {}\n{}",
-        peer(&a, "peer-c"),
+        a.peer("peer-c"),
         logs(&[&relay, &a, &c])
     );
     c.allow_control(&a);
@@ -376,6 +366,6 @@ fn vm_migrates_between_peers_behind_nat_over_the_punched_link() {
         "same guest, not a reboot"
     );
     // The bytes took the direct path: still direct, no circuit opened meanwhile.
-    assert!(direct(&a, "peer-c"), "{}", peer(&a, "peer-c"));
+    assert!(direct(&a, "peer-c"), "{}", a.peer("peer-c"));
     assert_eq!(relay.log().matches("relaying ").count(), circuits);
 }

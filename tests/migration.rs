@@ -7,7 +7,9 @@ mod common;
 use std::time::Duration;
 
 use common::guests::{Rig, boot, guest_state};
-use common::{NodeOptions, TestNode, eventually, fresh_key, stderr, stdout, virsh};
+use common::{
+    NodeOptions, TestNode, cut_connections, eventually, fresh_key, stderr, stdout, virsh,
+};
 
 fn field(state: &str, key: &str) -> String {
     state
@@ -701,34 +703,6 @@ fn vm_migration_cut_mid_transfer_leaves_vm_on_source_and_parallel_ones_are_refus
         }),
         "B does not see web-6 served by peer-a:\n{}",
         b.status()["services"]
-    );
-}
-
-/// Destroys every TCP connection from or to these loopback ports (`ss -K`, the
-/// kernel's SOCK_DESTROY): both ends see the connection abort at once, as with a
-/// network fault. The peers redial on their own.
-fn cut_connections(ports: &[u16]) {
-    let filter = ports
-        .iter()
-        .map(|p| format!("sport = :{p} or dport = :{p}"))
-        .collect::<Vec<_>>()
-        .join(" or ");
-    let out = std::process::Command::new("ss")
-        .args([
-            "-K",
-            "-tn",
-            "dst",
-            "127.0.0.1",
-            "and",
-            &format!("( {filter} )"),
-        ])
-        .output()
-        .expect("ss");
-    assert!(out.status.success(), "ss -K: {}", stderr(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("127.0.0.1"),
-        "no connection to cut (kernel without SOCK_DESTROY?): {}",
-        String::from_utf8_lossy(&out.stdout)
     );
 }
 

@@ -74,19 +74,8 @@ fn overlay_with(hypervisor: Option<&str>, guest_netns: &str, extra: &[&str]) -> 
     }
 }
 
-/// The peer named `nick` in `node`'s status.
-fn peer(node: &TestNode, nick: &str) -> Value {
-    node.status()["peers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["nick"] == nick)
-        .cloned()
-        .unwrap_or(Value::Null)
-}
-
 fn connected(node: &TestNode, nick: &str) -> bool {
-    peer(node, nick)["connected"] == true
+    node.peer(nick)["connected"] == true
 }
 
 /// The nicks of the peers providing `service`, as `node` sees them.
@@ -144,11 +133,10 @@ fn peers_without_a_route_between_them_consume_a_service_through_a_relay() {
     assert!(
         eventually(
             Duration::from_secs(40),
-            || peer(&o.c, "peer-a")["relayed_via"] == relay_id.as_str()
-                && connected(&o.c, "peer-a")
+            || o.c.peer("peer-a")["relayed_via"] == relay_id.as_str() && connected(&o.c, "peer-a")
         ),
         "peer-c should reach peer-a through the relay: {}\nrelay log:\n{}\npeer-a log:\n{}\npeer-c log:\n{}",
-        peer(&o.c, "peer-a"),
+        o.c.peer("peer-a"),
         o.relay.log(),
         o.a.log(),
         o.c.log()
@@ -156,13 +144,13 @@ fn peers_without_a_route_between_them_consume_a_service_through_a_relay() {
     assert!(
         eventually(
             Duration::from_secs(10),
-            || peer(&o.a, "peer-c")["relayed_via"] == relay_id.as_str()
+            || o.a.peer("peer-c")["relayed_via"] == relay_id.as_str()
         ),
         "peer-a sees the same relayed link: {}",
-        peer(&o.a, "peer-c")
+        o.a.peer("peer-c")
     );
     // The relay itself is a direct link, and `status` says which is which.
-    assert!(peer(&o.c, "relay")["relayed_via"].is_null());
+    assert!(o.c.peer("relay")["relayed_via"].is_null());
     let text = common::stdout(&o.c.cli(&["status"]));
     let line = |nick: &str| {
         text.lines()
@@ -200,7 +188,7 @@ fn peers_without_a_route_between_them_consume_a_service_through_a_relay() {
         o.a.log(),
         o.c.log()
     );
-    assert!(peer(&o.c, "peer-a")["relayed_via"] == relay_id.as_str());
+    assert!(o.c.peer("peer-a")["relayed_via"] == relay_id.as_str());
 }
 
 /// Polls every check together until all have held once; returns, per check, the
@@ -320,10 +308,10 @@ fn vm_migrates_between_peers_that_reach_each_other_only_through_a_relay() {
     assert!(
         eventually(
             Duration::from_secs(40),
-            || peer(&o.a, "peer-c")["relayed_via"] == relay_id.as_str()
+            || o.a.peer("peer-c")["relayed_via"] == relay_id.as_str()
         ),
         "peer-a should reach peer-c through the relay: {}",
-        peer(&o.a, "peer-c")
+        o.a.peer("peer-c")
     );
     o.c.allow_control(&o.a);
 
@@ -363,7 +351,7 @@ fn vm_migrates_between_peers_that_reach_each_other_only_through_a_relay() {
         "same guest, not a reboot"
     );
     // Still relayed: the bytes went through the relay, not a direct path.
-    assert_eq!(peer(&o.a, "peer-c")["relayed_via"], relay_id.as_str());
+    assert_eq!(o.a.peer("peer-c")["relayed_via"], relay_id.as_str());
 
     // Baseline in the same run: the same guest onward from peer-c to peer-b,
     // which both reach directly (peer-b sits on the relay's side of both islands).
@@ -386,9 +374,9 @@ fn vm_migrates_between_peers_that_reach_each_other_only_through_a_relay() {
     );
     assert!(
         eventually(Duration::from_secs(40), || connected(&o.c, "peer-b")
-            && peer(&o.c, "peer-b")["relayed_via"].is_null()),
+            && o.c.peer("peer-b")["relayed_via"].is_null()),
         "peer-c should reach peer-b directly: {}",
-        peer(&o.c, "peer-b")
+        o.c.peer("peer-b")
     );
     b.allow_control(&o.c);
     let out =

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::guests::{Rig, guest_state};
+use common::guests::{Rig, guest_state, kv};
 use common::{TestNetns, TestNode, eventually, fresh_key, stderr, virsh};
 use serde_json::Value;
 
@@ -16,28 +16,6 @@ fn wait_http(netns: &TestNetns, ip: &str) {
         eventually(Duration::from_secs(90), || guest_state(netns, ip).is_some()),
         "guest HTTP never answered at {ip}"
     );
-}
-
-/// One line-protocol exchange with the guest's kv service.
-fn kv(netns: &TestNetns, ip: &str, line: &str) -> String {
-    let script = format!(
-        "exec 3<>/dev/tcp/{ip}/7000 && printf '%s\\nQUIT\\n' \"$LINE\" >&3 && head -n1 <&3"
-    );
-    let out = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &netns.name,
-            "timeout",
-            "5",
-            "bash",
-            "-c",
-            &script,
-        ])
-        .env("LINE", line)
-        .output()
-        .expect("ip netns exec");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 fn ip_of(node: &TestNode, vm: &str) -> String {

@@ -83,3 +83,25 @@ pub fn boot(node: &TestNode, netns: &TestNetns, name: &str, extra: &[&str]) -> S
     );
     ip
 }
+
+/// One line-protocol exchange with the guest's kv service.
+pub fn kv(netns: &TestNetns, ip: &str, line: &str) -> String {
+    let script = format!(
+        "exec 3<>/dev/tcp/{ip}/7000 && printf '%s\\nQUIT\\n' \"$LINE\" >&3 && head -n1 <&3"
+    );
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &netns.name,
+            "timeout",
+            "5",
+            "bash",
+            "-c",
+            &script,
+        ])
+        .env("LINE", line)
+        .output()
+        .expect("ip netns exec");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}

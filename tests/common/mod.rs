@@ -229,6 +229,17 @@ impl TestNode {
     }
 
     /// Nicknames of the peers this node is connected to.
+    /// The peer named `nick` in this node's status (`Null` if it is not listed).
+    pub fn peer(&self, nick: &str) -> Value {
+        self.status()["peers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["nick"] == nick)
+            .cloned()
+            .unwrap_or(Value::Null)
+    }
+
     pub fn connected_peers(&self) -> Vec<String> {
         self.status()["peers"]
             .as_array()
@@ -529,4 +540,32 @@ pub fn virsh(uri: &str, args: &[&str]) -> String {
         .output()
         .expect("virsh");
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Destroys every TCP connection from or to these loopback ports (`ss -K`, the
+/// kernel's SOCK_DESTROY): both ends see the connection abort at once, as with a
+/// network fault. The peers redial on their own.
+pub fn cut_connections(ports: &[u16]) {
+    let filter = ports
+        .iter()
+        .map(|p| format!("sport = :{p} or dport = :{p}"))
+        .collect::<Vec<_>>()
+        .join(" or ");
+    let out = std::process::Command::new("ss")
+        .args([
+            "-K",
+            "-tn",
+            "dst",
+            "127.0.0.1",
+            "and",
+            &format!("( {filter} )"),
+        ])
+        .output()
+        .expect("ss");
+    assert!(out.status.success(), "ss -K: {}", stderr(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("127.0.0.1"),
+        "no connection to cut (kernel without SOCK_DESTROY?): {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
