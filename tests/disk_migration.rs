@@ -8,17 +8,9 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::guests::{Rig, guest_state, kv};
+use common::guests::{Rig, disk_of, guest_state, kv, sha256_of};
 use common::{TestNetns, TestNode, cut_connections, eventually, fresh_key, stderr, virsh};
 use serde_json::Value;
-
-/// The data disk file of a VM, as libvirt has it.
-fn disk_of(node: &TestNode, vm: &str) -> String {
-    virsh(&node.hypervisor_uri(), &["domblklist", vm])
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("vda").map(|p| p.trim().to_string()))
-        .unwrap_or_else(|| panic!("{vm} has no vda"))
-}
 
 /// sha256 of what the guest sees on a disk (its raw contents, whatever the
 /// qcow2 layout), read while the VM is paused.
@@ -30,15 +22,7 @@ fn contents_sha256(disk: &str) -> String {
         .output()
         .expect("qemu-img");
     assert!(out.status.success(), "qemu-img convert: {}", stderr(&out));
-    let out = std::process::Command::new("sha256sum")
-        .arg(raw.path())
-        .output()
-        .expect("sha256sum");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_string()
+    sha256_of(&raw.path().to_string_lossy())
 }
 
 fn files_in(dir: &Path) -> Vec<String> {

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::guests::{Rig, guest_state, kv};
+use common::guests::{Rig, disk_of, guest_state, kv, sha256_of};
 use common::{TestNetns, TestNode, eventually, fresh_key, stderr, virsh};
 use serde_json::Value;
 
@@ -22,26 +22,6 @@ fn ip_of(node: &TestNode, vm: &str) -> String {
     node.vm(vm).unwrap_or_else(|| panic!("{vm} listed"))["ip"]
         .as_str()
         .expect("guest ip")
-        .to_string()
-}
-
-/// The data disk file of a VM, as libvirt has it.
-fn disk_of(node: &TestNode, vm: &str) -> String {
-    virsh(&node.hypervisor_uri(), &["domblklist", vm])
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("vda").map(|p| p.trim().to_string()))
-        .unwrap_or_else(|| panic!("{vm} has no vda"))
-}
-
-fn sha256_of(path: &str) -> String {
-    let out = std::process::Command::new("sha256sum")
-        .arg(path)
-        .output()
-        .expect("sha256sum");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
         .to_string()
 }
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::{NodeOptions, TestNetns, TestNode, eventually, fresh_key, stderr};
+use super::{NodeOptions, TestNetns, TestNode, eventually, fresh_key, stderr, virsh};
 
 /// What the peers of one test share: a guest namespace of its own (removed after
 /// the nodes, which are declared later and so dropped first), a network key and
@@ -104,4 +104,25 @@ pub fn kv(netns: &TestNetns, ip: &str, line: &str) -> String {
         .output()
         .expect("ip netns exec");
     String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The data disk file of a VM, as libvirt has it.
+pub fn disk_of(node: &TestNode, vm: &str) -> String {
+    virsh(&node.hypervisor_uri(), &["domblklist", vm])
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("vda").map(|p| p.trim().to_string()))
+        .unwrap_or_else(|| panic!("{vm} has no vda"))
+}
+
+/// sha256 of a file, as `sha256sum` prints it.
+pub fn sha256_of(path: &str) -> String {
+    let out = std::process::Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("sha256sum");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
 }
