@@ -373,14 +373,7 @@ impl Host {
         let dest = dest_uri.to_string();
         let done = self
             .with_domain(name, move |d, name| {
-                if let Some(ms) = max_downtime_ms {
-                    d.migrate_set_max_downtime(ms, 0).map_err(|e| {
-                        anyhow!(
-                            "setting max downtime {ms} ms for VM '{name}': {}",
-                            e.message()
-                        )
-                    })?;
-                }
+                set_max_downtime(d, name, max_downtime_ms)?;
                 let mut flags = sys::VIR_MIGRATE_LIVE
                     | sys::VIR_MIGRATE_PEER2PEER
                     | sys::VIR_MIGRATE_TUNNELLED
@@ -426,14 +419,7 @@ impl Host {
     ) -> Result<()> {
         let done = self
             .with_domain(name, move |d, name| {
-                if let Some(ms) = max_downtime_ms {
-                    d.migrate_set_max_downtime(ms, 0).map_err(|e| {
-                        anyhow!(
-                            "setting max downtime {ms} ms for VM '{name}': {}",
-                            e.message()
-                        )
-                    })?;
-                }
+                set_max_downtime(d, name, max_downtime_ms)?;
                 let flags = sys::VIR_MIGRATE_LIVE
                     | sys::VIR_MIGRATE_PEER2PEER
                     | sys::VIR_MIGRATE_PERSIST_DEST
@@ -568,6 +554,19 @@ fn vm_view(domain: &Domain) -> Result<VmView> {
         service_up: None,
         ..VmView::default()
     })
+}
+
+/// Bounds the final pause of the migration libvirt is about to start, if asked.
+fn set_max_downtime(d: &Domain, name: &str, max_downtime_ms: Option<u64>) -> Result<()> {
+    if let Some(ms) = max_downtime_ms {
+        d.migrate_set_max_downtime(ms, 0).map_err(|e| {
+            anyhow!(
+                "setting max downtime {ms} ms for VM '{name}': {}",
+                e.message()
+            )
+        })?;
+    }
+    Ok(())
 }
 
 /// peervisor's metadata of a domain; None for a foreign domain.
