@@ -354,6 +354,12 @@ pub enum BenchCommand {
         /// own TCP connections between the daemons).
         #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=65536))]
         data_disk: Option<u64>,
+        /// The libvirt migration the overlay is measured against: `native` (the
+        /// call peervisor makes, QEMU's stream over its own TCP connection, in the
+        /// clear) or `tunnelled` (QEMU's stream inside libvirt's RPC connection;
+        /// not with --data-disk, which libvirt cannot tunnel).
+        #[arg(long, value_enum, default_value_t = crate::bench::migrate::Direct::Native)]
+        direct: crate::bench::migrate::Direct,
         /// Print every migration as JSON instead of the table.
         #[arg(long)]
         json: bool,

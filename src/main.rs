@@ -217,10 +217,11 @@ async fn run(cli: Cli) -> Result<()> {
             rounds,
             memory_mib,
             data_disk,
+            direct,
             json,
         })) => {
             let sizes = (memory_mib, data_disk);
-            bench_migrate(&data_dir, &cli.node, rounds, sizes, json).await
+            bench_migrate(&data_dir, &cli.node, (rounds, direct), sizes, json).await
         }
         Some(Command::Bench(BenchCommand::ReplicaPause {
             rounds,
@@ -489,13 +490,19 @@ async fn bench_boot(control: &ControlClient, args: &NodeArgs, rounds: usize) -> 
 async fn bench_migrate(
     data_dir: &DataDir,
     node: &NodeArgs,
-    rounds: usize,
+    (rounds, direct): (usize, bench::migrate::Direct),
     (memory_mib, data_disk_mib): (u64, Option<u64>),
     json: bool,
 ) -> Result<()> {
     use hypervisor::accel::AccelChoice;
+    if direct == bench::migrate::Direct::Tunnelled && data_disk_mib.is_some() {
+        anyhow::bail!(
+            "--direct tunnelled cannot go with --data-disk: libvirt cannot copy disks in a tunnelled migration"
+        );
+    }
     let opts = bench::migrate::Options {
         rounds,
+        direct,
         memory_mib,
         data_disk_mib,
         accel: match node.accel {

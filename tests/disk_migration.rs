@@ -1,6 +1,6 @@
-//! Live migration of a VM with a qcow2 data disk between peers that do not share
-//! their disk dirs (`--disk-dir` of their own): the disk is copied during the
-//! migration over the overlay. Slow (real guests under TCG): nextest runs these
+//! Live migration of a VM with a qcow2 data disk: between peers that do not share
+//! their disk dirs (`--disk-dir` of their own) the disk is copied during the
+//! migration over the overlay; between peers sharing one, it is not. Slow (real guests under TCG): nextest runs these
 //! in the `vm` group.
 
 mod common;
@@ -160,6 +160,36 @@ fn vm_data_disk_is_copied_when_the_peers_do_not_share_their_disk_dirs() {
     }
     let ops = b.status()["operations"].clone();
     assert_eq!(ops[0]["phase"], "done", "{ops}");
+}
+
+/// Peers sharing one disk dir (the default on one machine): the destination opens
+/// the very file, nothing is copied and the file stays where it is.
+#[test]
+fn vm_data_disk_in_a_shared_disk_dir_moves_without_a_copy() {
+    let rig = Rig::new("dshr");
+    let netns = &rig.netns;
+    let shared = tempfile::tempdir().unwrap();
+    let (a, b) = pair(&rig, shared.path(), shared.path(), &[]);
+    let ip = boot_with_disk(&a, netns, "ds-web");
+    assert_eq!(kv(netns, &ip, "SET moved-with yes"), "OK");
+    let disk = disk_of(&a, "ds-web");
+    let files_before = files_in(shared.path());
+
+    let report = migrate(&a, "ds-web", &[]).unwrap_or_else(|e| panic!("{e}\n{}", b.log()));
+    eprintln!("shared-disk migration over the overlay: {report}");
+    assert!(
+        report["disk_bytes"].is_null(),
+        "nothing crosses the NBD channel: {report}"
+    );
+    assert_eq!(b.vm("ds-web").expect("ds-web on B")["state"], "running");
+    assert_eq!(disk_of(&b, "ds-web"), disk, "B opens the same file");
+    assert!(defined_names(&a).is_empty(), "A keeps a definition");
+    assert_eq!(
+        files_in(shared.path()),
+        files_before,
+        "no file made or deleted"
+    );
+    assert_eq!(kv(netns, &ip, "GET moved-with"), "yes");
 }
 
 #[test]

@@ -6,9 +6,11 @@
 //! network namespace of the benchmark's own) and one guest. Each round migrates
 //! the guest four times, so both methods go both ways (overlay A→B, direct B→A,
 //! direct A→B, overlay B→A; the next round in the opposite order), after one
-//! uncounted warm-up migration each way. "Direct" is the same libvirt call peervisor makes
-//! (peer-to-peer, tunnelled, live) with the destination libvirtd's own socket as
-//! the URI instead of the overlay bridge. Every migration is watched by the same
+//! uncounted warm-up migration each way. "Direct" is, by default, the same libvirt
+//! call peervisor makes (peer-to-peer, live, not tunnelled) aimed at the
+//! destination libvirtd's own socket, with QEMU's own TCP connection for the
+//! memory stream instead of the overlay's channel; `--direct tunnelled` measures
+//! libvirt's tunnelled migration instead. Every migration is watched by the same
 //! probe of the guest's HTTP port (every 25 ms, from the benchmark process), and
 //! by a consumer on a third node (no hypervisor of its own) looping requests
 //! through `peervisor consume`; both over an equally long window without a
@@ -47,8 +49,20 @@ const SETTLE: Duration = Duration::from_secs(2);
 /// Length of the no-migration probe window (about one migration here).
 const IDLE_WINDOW: Duration = Duration::from_secs(3);
 
+/// Which libvirt migration "direct" is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Direct {
+    /// The call peervisor makes (peer-to-peer, not tunnelled), QEMU's own TCP.
+    Native,
+    /// Peer-to-peer, tunnelled: QEMU's stream inside libvirt's RPC connection.
+    Tunnelled,
+}
+
 pub struct Options {
     pub rounds: usize,
+    /// The baseline's libvirt migration.
+    pub direct: Direct,
     pub memory_mib: u64,
     /// A data disk of this size, copied by every migration.
     pub data_disk_mib: Option<u64>,
@@ -105,6 +119,8 @@ pub struct Results {
     pub data_disk_mib: Option<u64>,
     pub rounds: usize,
     pub accel: String,
+    /// The baseline's libvirt migration.
+    pub direct: Direct,
     pub samples: Vec<Sample>,
     /// The same probe over a window without a migration, once per round.
     pub idle_gap_ms: Vec<u64>,
@@ -173,16 +189,22 @@ async fn measure(nodes: &mut Nodes, opts: &Options) -> Result<Results> {
     let consumed = consume(&clients[2]).await?;
     let hosts = [Host::open(&uris[0]).await?, Host::open(&uris[1]).await?];
 
-    // Only with a data disk: where each node keeps it.
-    let disk_dirs: Vec<PathBuf> = match opts.data_disk_mib {
-        Some(_) => nodes.dirs.iter().map(disk_dir_of).collect(),
-        None => Vec::new(),
+    let rig = Rig {
+        clients,
+        hosts,
+        uris,
+        disk_dirs: match opts.data_disk_mib {
+            Some(_) => nodes.dirs.iter().map(disk_dir_of).collect(),
+            None => Vec::new(),
+        },
+        direct: opts.direct,
     };
     let mut results = Results {
         memory_mib: opts.memory_mib,
         data_disk_mib: opts.data_disk_mib,
         rounds: opts.rounds,
         accel: opts.accel.clone(),
+        direct: opts.direct,
         samples: Vec::new(),
         idle_gap_ms: Vec::new(),
         idle_consumer_gap_ms: Vec::new(),
@@ -206,7 +228,7 @@ async fn measure(nodes: &mut Nodes, opts: &Options) -> Result<Results> {
     // Not counted: the first migration into each daemon pays one-time costs.
     eprintln!("bench: warm-up migrations (not counted)…");
     for (method, from, to) in [(Method::Direct, 0, 1), (Method::Overlay, 1, 0)] {
-        migrate_once(method, from, to, &clients, &hosts, &uris, &disk_dirs).await?;
+        migrate_once(method, from, to, &rig).await?;
         wait_answering(target, Duration::from_secs(60)).await?;
         tokio::time::sleep(SETTLE).await;
     }
@@ -225,8 +247,7 @@ async fn measure(nodes: &mut Nodes, opts: &Options) -> Result<Results> {
             let probe = GapProbe::start(move || answers(target));
             let consumer = ConsumerLoop::start(consumed);
             tokio::time::sleep(SETTLE).await;
-            let mut sample =
-                migrate_once(method, from, to, &clients, &hosts, &uris, &disk_dirs).await?;
+            let mut sample = migrate_once(method, from, to, &rig).await?;
             sample.service_gap_ms = probe.finish().await.map(|g| g.longest_gap_ms());
             // The consumer switches to the new host by gossip: give it the
             // settling time too.
@@ -260,15 +281,26 @@ async fn measure(nodes: &mut Nodes, opts: &Options) -> Result<Results> {
 }
 
 /// One migration of the guest from node `from` to node `to`, timed.
-async fn migrate_once(
-    method: Method,
-    from: usize,
-    to: usize,
-    clients: &[ControlClient],
-    hosts: &[Host; 2],
-    uris: &[String],
-    disk_dirs: &[PathBuf],
-) -> Result<Sample> {
+/// What a migration of the benchmark needs to reach.
+struct Rig {
+    /// The two hosts' control sockets and the consumer's.
+    clients: Vec<ControlClient>,
+    /// The two hosts' libvirt daemons, and their URIs.
+    hosts: [Host; 2],
+    uris: Vec<String>,
+    /// Only with a data disk: where each node keeps it.
+    disk_dirs: Vec<PathBuf>,
+    direct: Direct,
+}
+
+async fn migrate_once(method: Method, from: usize, to: usize, rig: &Rig) -> Result<Sample> {
+    let Rig {
+        clients,
+        hosts,
+        uris,
+        disk_dirs,
+        direct,
+    } = rig;
     let started = Instant::now();
     let mut sample = Sample {
         method,
@@ -308,7 +340,7 @@ async fn migrate_once(
                 sample.libvirt_ms = job.elapsed_ms;
             }
         }
-        Method::Direct if disk_dirs.is_empty() => {
+        Method::Direct if *direct == Direct::Tunnelled => {
             hosts[from]
                 .migrate_p2p_tunnelled(VM, &uris[to], None, None)
                 .await?;
@@ -320,7 +352,7 @@ async fn migrate_once(
             }
         }
         Method::Direct => {
-            let moved = direct_copying_disks(&hosts[from], &uris[to], &disk_dirs[to]).await?;
+            let moved = direct_native(&hosts[from], &uris[to], disk_dirs.get(to)).await?;
             for (from_file, _) in &moved {
                 std::fs::remove_file(from_file)
                     .with_context(|| format!("removing the source's {from_file}"))?;
@@ -328,6 +360,7 @@ async fn migrate_once(
             sample.seconds = started.elapsed().as_secs_f64();
             if let Some(job) = hosts[to].completed_job(VM).await? {
                 sample.libvirt_downtime_ms = job.downtime_ms;
+                sample.libvirt_ms = job.elapsed_ms;
                 sample.transferred_bytes = job.processed_bytes;
             }
         }
@@ -389,53 +422,44 @@ async fn wait_answering(target: std::net::SocketAddr, limit: Duration) -> Result
     Ok(())
 }
 
-/// Direct migration copying the VM's disks, as peervisor's overlay path does it
-/// (destination file made beforehand, the same libvirt call) but with libvirt's
-/// TCP connections. Returns the (source, destination) disk files.
-async fn direct_copying_disks(
+/// Direct migration as peervisor's overlay path does it (the same libvirt call;
+/// with `dest_dir`, the disks copied into files made there beforehand) but with
+/// QEMU's own TCP connections. Returns the (source, destination) disk files.
+async fn direct_native(
     from: &Host,
     dest_uri: &str,
-    dest_dir: &std::path::Path,
+    dest_dir: Option<&PathBuf>,
 ) -> Result<Vec<(String, String)>> {
-    let footprint = from.footprint(VM).await?;
     let mut copies = Vec::new();
-    for disk in &footprint.disks {
-        let name = disk
-            .file_name()
-            .ok_or_else(|| anyhow!("disk without a name"))?;
-        let dest = dest_dir.join(name);
-        let bytes = crate::hypervisor::footprint::virtual_bytes(disk)
-            .ok_or_else(|| anyhow!("cannot size {}", disk.display()))?;
-        let out = tokio::process::Command::new("qemu-img")
-            .args(["create", "-q", "-f", "qcow2"])
-            .arg(&dest)
-            .arg(bytes.to_string())
-            .output()
-            .await?;
-        if !out.status.success() {
-            bail!(
-                "qemu-img create {}: {}",
-                dest.display(),
-                String::from_utf8_lossy(&out.stderr)
-            );
+    let mut files = Vec::new();
+    if let Some(dest_dir) = dest_dir {
+        for disk in from.footprint(VM).await?.disks {
+            let name = disk
+                .file_name()
+                .ok_or_else(|| anyhow!("disk without a name"))?;
+            let bytes = crate::hypervisor::footprint::virtual_bytes(&disk)
+                .ok_or_else(|| anyhow!("cannot size {}", disk.display()))?;
+            let dest = dest_dir.join(name);
+            copies.push((
+                disk.to_string_lossy().into_owned(),
+                dest.to_string_lossy().into_owned(),
+            ));
+            files.push((dest, bytes));
         }
-        copies.push((
-            disk.to_string_lossy().into_owned(),
-            dest.to_string_lossy().into_owned(),
-        ));
     }
+    crate::runtime::diskmig::make_disks(&files)
+        .await
+        .map_err(|e| anyhow!(e))?;
     let xml =
         crate::runtime::diskmig::with_disks_renamed(&from.migratable_xml(VM).await?, &copies)?;
     let uris = crate::hypervisor::MigrationUris {
         libvirt: dest_uri.to_string(),
         memory: None,
         disks: None,
+        copy_disks: !copies.is_empty(),
     };
-    if let Err(e) = from
-        .migrate_p2p_copying_disks(VM, uris, xml, None, None)
-        .await
-    {
-        for (_, dest) in &copies {
+    if let Err(e) = from.migrate_p2p(VM, uris, xml, None, None).await {
+        for (dest, _) in &files {
             let _ = std::fs::remove_file(dest);
         }
         return Err(e);
@@ -508,7 +532,11 @@ pub fn table(r: &Results) -> String {
         (total, down, gap)
     };
     let (ot, od, og) = row(&mut out, "ours: over the overlay", Method::Overlay);
-    let (dt, dd, dg) = row(&mut out, "baseline: libvirt direct", Method::Direct);
+    let direct = match r.direct {
+        Direct::Native => "baseline: libvirt direct",
+        Direct::Tunnelled => "baseline: direct, tunnelled",
+    };
+    let (dt, dd, dg) = row(&mut out, direct, Method::Direct);
     let idle = median(r.idle_gap_ms.iter().map(|&g| g as f64).collect());
     let idle_consumer = median(r.idle_consumer_gap_ms.iter().map(|&g| g as f64).collect());
     line(
@@ -767,6 +795,7 @@ mod tests {
             memory_mib: 128,
             rounds: 1,
             accel: "tcg".into(),
+            direct: Direct::Tunnelled,
             samples: vec![
                 sample(Method::Overlay, 2.0, 200, 300),
                 sample(Method::Overlay, 3.0, 220, 320),
@@ -778,6 +807,7 @@ mod tests {
         };
         let t = table(&r);
         assert!(t.contains("ours: over the overlay"), "{t}");
+        assert!(t.contains("baseline: direct, tunnelled"), "{t}");
         assert!(t.contains("2.50"), "overlay median total: {t}");
         assert!(t.contains("total 1.25x"), "{t}");
         assert!(t.contains("downtime 1.05x"), "{t}");

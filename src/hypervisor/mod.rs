@@ -403,13 +403,15 @@ impl Host {
         .await
     }
 
-    /// Live-migrates a running VM peer-to-peer, not tunnelled, copying its disks
-    /// (libvirt 9.0 with QEMU 7.2 refuses to copy disks in a tunnelled migration).
-    /// `dest_uri` reaches the destination's libvirt; QEMU sends memory to
-    /// `memory_uri` and mirrors the disks over NBD to `disks_uri`, both unix
-    /// sockets that the caller bridges to the destination. `dest_xml` names the
-    /// disk files made at the destination. On failure libvirt resumes the VM here.
-    pub async fn migrate_p2p_copying_disks(
+    /// Live-migrates a running VM peer-to-peer, not tunnelled: `uris.libvirt`
+    /// reaches the destination's libvirt; QEMU sends memory to `uris.memory` and,
+    /// when `uris.disks` is set, mirrors the disks over NBD to it (both unix
+    /// sockets the caller bridges to the destination; None: TCP, libvirt's
+    /// default). Not tunnelled because QEMU's stream then skips libvirt's RPC
+    /// layer (faster), and because libvirt 9.0 with QEMU 7.2 refuses to copy
+    /// disks in a tunnelled migration. `dest_xml` names the destination's disk
+    /// files. On failure libvirt resumes the VM here.
+    pub async fn migrate_p2p(
         &self,
         name: &str,
         uris: MigrationUris,
@@ -420,11 +422,18 @@ impl Host {
         let done = self
             .with_domain(name, move |d, name| {
                 set_max_downtime(d, name, max_downtime_ms)?;
-                let flags = sys::VIR_MIGRATE_LIVE
+                let mut flags = sys::VIR_MIGRATE_LIVE
                     | sys::VIR_MIGRATE_PEER2PEER
                     | sys::VIR_MIGRATE_PERSIST_DEST
-                    | sys::VIR_MIGRATE_UNDEFINE_SOURCE
-                    | sys::VIR_MIGRATE_NON_SHARED_DISK;
+                    | sys::VIR_MIGRATE_UNDEFINE_SOURCE;
+                if uris.copy_disks {
+                    flags |= sys::VIR_MIGRATE_NON_SHARED_DISK;
+                } else if read_metadata(d).is_some_and(|m| !m.disks.is_empty()) {
+                    // Not copied: the disks sit in the machine-wide disk dir
+                    // (cache=none), which every peer of this machine sees at the
+                    // same path: shared storage libvirt cannot recognise as such.
+                    flags |= sys::VIR_MIGRATE_UNSAFE;
+                }
                 let params = virt::domain::MigrateParameters {
                     uri: uris.memory,
                     disks_uri: uris.disks,
@@ -496,7 +505,7 @@ impl Host {
     }
 }
 
-/// Where a migration that copies disks sends its three streams.
+/// Where a non-tunnelled migration sends its streams.
 #[derive(Debug, Clone)]
 pub struct MigrationUris {
     /// The destination's libvirt (RPC), e.g. `qemu+unix:///system?socket=…`.
@@ -506,6 +515,9 @@ pub struct MigrationUris {
     pub memory: Option<String>,
     /// The NBD server the destination QEMU runs for the disk copy (None: TCP).
     pub disks: Option<String>,
+    /// Whether the disks are copied (`NON_SHARED_DISK`) or the destination
+    /// opens the very files.
+    pub copy_disks: bool,
 }
 
 /// Logs libvirt lifecycle events as they happen, so the operator hears of a crash

@@ -1,8 +1,11 @@
-//! Live migration of a VM whose data disks the destination does not share.
+//! Live migration over the overlay's data channels, and the data disks it copies.
 //!
-//! libvirt 9.0 with QEMU 7.2 cannot copy disks inside a tunnelled migration, so
-//! such a VM migrates peer-to-peer *not* tunnelled, over three channels that all
-//! ride the overlay (libp2p streams: noise-encrypted, authenticated):
+//! A VM migrates peer-to-peer *not* tunnelled, over up to three channels that
+//! all ride the overlay (libp2p streams: noise-encrypted, authenticated): QEMU's
+//! memory stream then skips libvirt's RPC layer (measured faster than tunnelling
+//! it, docs/migration.md), and libvirt 9.0 with QEMU 7.2 cannot copy disks inside
+//! a tunnelled migration anyway. The NBD channel exists only when the
+//! destination does not share the VM's data disks:
 //!
 //! ```text
 //! source daemon                         source node ══ overlay ══ destination node      destination daemon
@@ -98,10 +101,11 @@ impl Peer {
             .collect())
     }
 
-    /// Source side: the transfer of a VM whose disks the destination copies
-    /// (`copies`: source file → destination file). Binds the memory and NBD
-    /// listeners, bridges them to the destination, and asks libvirt.
-    pub(super) async fn migrate_copying_disks(
+    /// Source side: the transfer of a VM over the overlay's data channels
+    /// (`copies`: source file → destination file, empty when nothing is copied).
+    /// Binds the memory listener, and the NBD listener when disks are copied,
+    /// bridges them to the destination, and asks libvirt.
+    pub(super) async fn migrate_over_channels(
         self: &Arc<Self>,
         vm: &str,
         libvirt_uri: String,
@@ -122,10 +126,16 @@ impl Peer {
             Ok(xml) => xml,
             Err(e) => return failed(e),
         };
+        let copy_disks = !copies.is_empty();
+        let tags: &[u8] = if copy_disks {
+            &[MEMORY_CHANNEL, DISKS_CHANNEL]
+        } else {
+            &[MEMORY_CHANNEL]
+        };
         let run = self.daemon_run_dir();
         let mut bridges = Vec::new();
         let mut uris = Vec::new();
-        for tag in [MEMORY_CHANNEL, DISKS_CHANNEL] {
+        for &tag in tags {
             let Some(file) = channel_file(token, tag) else {
                 continue;
             };
@@ -145,10 +155,11 @@ impl Peer {
             libvirt: libvirt_uri,
             memory: uris.first().cloned(),
             disks: uris.get(1).cloned(),
+            copy_disks,
         };
         let outcome = self
             .host
-            .migrate_p2p_copying_disks(
+            .migrate_p2p(
                 vm,
                 uris,
                 dest_xml,

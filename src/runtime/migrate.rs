@@ -1,11 +1,12 @@
 //! Live migration over the overlay.
 //!
-//! The destination authorizes the request and hands out a token; the source binds a
-//! one-shot unix socket bridged to libp2p streams that start with that token, and
-//! asks its own libvirt to migrate peer-to-peer (tunnelled) to a URI pointing at the
-//! socket. The destination connects each authorized stream to its local libvirt
-//! socket. No libvirt or QEMU port is opened between hosts: the memory stream rides
-//! the libvirt RPC connection, which rides the encrypted overlay.
+//! The destination authorizes the request and hands out a token; the source binds
+//! one-shot unix sockets bridged to libp2p streams that start with that token (one
+//! for libvirt's RPC, one for QEMU's memory stream, one for a disk copy: see
+//! `diskmig`), and asks its own libvirt to migrate peer-to-peer to them. The
+//! destination connects each authorized stream to its local libvirt socket or
+//! QEMU's. No libvirt or QEMU port is opened between hosts: every stream rides the
+//! encrypted overlay.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -371,23 +372,10 @@ impl Peer {
         let watcher = tokio::spawn(watch_progress(self.clone(), vm.name.clone(), op));
         let probe = self.probe_migrating_service(&vm.name, dest).await;
         phases.mark("libvirt called");
-        let (outcome, channel_error, disk_bytes) = if copies.is_empty() {
-            let outcome = self
-                .host
-                .migrate_p2p_tunnelled(
-                    &vm.name,
-                    &dest_uri,
-                    limits.max_downtime_ms,
-                    limits.bandwidth_mib_s,
-                )
-                .await;
-            (outcome, None, None)
-        } else {
-            let copy = self
-                .migrate_copying_disks(&vm.name, dest_uri, (dest, token), &copies, limits, phases)
-                .await;
-            (copy.outcome, copy.broken, copy.disk_bytes)
-        };
+        let copy = self
+            .migrate_over_channels(&vm.name, dest_uri, (dest, token), &copies, limits, phases)
+            .await;
+        let (outcome, channel_error, disk_bytes) = (copy.outcome, copy.broken, copy.disk_bytes);
         let switched = Instant::now();
         phases.mark_at("libvirt returned", switched);
         if outcome.is_ok() {
