@@ -358,10 +358,10 @@ impl Host {
         self.with_domain(name, |d, _| Ok(read_metadata(d))).await
     }
 
-    /// Live-migrates a running VM peer-to-peer: this hypervisor connects to
-    /// `dest_uri` itself and tunnels the memory stream over that connection, so the
-    /// only thing that must reach the destination is its libvirt RPC socket.
-    /// On failure libvirt resumes the VM here.
+    /// Live-migrates a running VM peer-to-peer, tunnelled: this hypervisor connects
+    /// to `dest_uri` itself and tunnels the memory stream over that connection.
+    /// Not peervisor's way (see `migrate_p2p`): the migration benchmark's
+    /// `--direct tunnelled` baseline. On failure libvirt resumes the VM here.
     /// `max_downtime_ms` bounds the final pause; `bandwidth_mib_s` caps the transfer.
     pub async fn migrate_p2p_tunnelled(
         &self,

@@ -698,8 +698,10 @@ pub fn validate_vm_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Each private daemon gets its own QEMU migration port range (unused by tunnelled
-/// migration, but libvirt insists on one and two daemons must not share it).
+/// Each private daemon gets its own QEMU migration port range (unused by peervisor,
+/// whose migrations send QEMU's streams to unix sockets bridged over the overlay,
+/// but libvirt insists on one, two daemons must not share it, and the migration
+/// benchmark's direct baseline uses it).
 fn migration_ports_for(dir: &DataDir) -> (u16, u16) {
     let digest = <sha2::Sha256 as sha2::Digest>::digest(dir.root().to_string_lossy().as_bytes());
     let slot = u16::from_be_bytes([digest[0], digest[1]]) % 1000;
