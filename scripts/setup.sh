@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what peervisor needs on a fresh Debian 12 / Ubuntu machine, idempotently:
 # libvirt daemon + headers, QEMU, busybox-static (guest image), the libvirt QEMU user,
-# nftables (the NAT tests), and a Rust toolchain if cargo is missing. Safe to run again: it only does what is missing.
+# nftables (the NAT tests), openssl (bench migrate --direct tls), and a Rust toolchain if cargo is missing. Safe to run again: it only does what is missing.
 set -euo pipefail
 
 SUDO=""
@@ -11,7 +11,7 @@ export DEBIAN_FRONTEND=noninteractive
 PACKAGES=(
   libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-dev
   qemu-system-x86 busybox-static pkg-config gcc iproute2 util-linux
-  cpio gzip xz-utils curl tmux socat openssh-client openssh-server rsync nftables
+  cpio gzip xz-utils curl tmux socat openssh-client openssh-server rsync nftables openssl
 )
 
 missing=()

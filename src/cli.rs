@@ -356,8 +356,10 @@ pub enum BenchCommand {
         data_disk: Option<u64>,
         /// The libvirt migration the overlay is measured against: `native` (the
         /// call peervisor makes, QEMU's stream over its own TCP connection, in the
-        /// clear) or `tunnelled` (QEMU's stream inside libvirt's RPC connection;
-        /// not with --data-disk, which libvirt cannot tunnel).
+        /// clear), `tls` (the same, encrypted by QEMU's TLS; certificates are made
+        /// for the run with openssl) or `tunnelled` (QEMU's stream inside
+        /// libvirt's RPC connection; not with --data-disk, which libvirt cannot
+        /// tunnel).
         #[arg(long, value_enum, default_value_t = crate::bench::migrate::Direct::Native)]
         direct: crate::bench::migrate::Direct,
         /// Print every migration as JSON instead of the table.

@@ -57,6 +57,9 @@ pub enum Direct {
     Native,
     /// Peer-to-peer, tunnelled: QEMU's stream inside libvirt's RPC connection.
     Tunnelled,
+    /// Native, with QEMU's own TLS (`VIR_MIGRATE_TLS`): libvirt's encrypted
+    /// migration, certificates made for the run.
+    Tls,
 }
 
 pub struct Options {
@@ -352,7 +355,8 @@ async fn migrate_once(method: Method, from: usize, to: usize, rig: &Rig) -> Resu
             }
         }
         Method::Direct => {
-            let moved = direct_native(&hosts[from], &uris[to], disk_dirs.get(to)).await?;
+            let tls = *direct == Direct::Tls;
+            let moved = direct_native(&hosts[from], &uris[to], disk_dirs.get(to), tls).await?;
             for (from_file, _) in &moved {
                 std::fs::remove_file(from_file)
                     .with_context(|| format!("removing the source's {from_file}"))?;
@@ -424,11 +428,13 @@ async fn wait_answering(target: std::net::SocketAddr, limit: Duration) -> Result
 
 /// Direct migration as peervisor's overlay path does it (the same libvirt call;
 /// with `dest_dir`, the disks copied into files made there beforehand) but with
-/// QEMU's own TCP connections. Returns the (source, destination) disk files.
+/// QEMU's own TCP connections, TLS-encrypted by QEMU with `tls`. Returns the
+/// (source, destination) disk files.
 async fn direct_native(
     from: &Host,
     dest_uri: &str,
     dest_dir: Option<&PathBuf>,
+    tls: bool,
 ) -> Result<Vec<(String, String)>> {
     let mut copies = Vec::new();
     let mut files = Vec::new();
@@ -457,6 +463,7 @@ async fn direct_native(
         memory: None,
         disks: None,
         copy_disks: !copies.is_empty(),
+        qemu_tls: tls,
     };
     if let Err(e) = from.migrate_p2p(VM, uris, xml, None, None).await {
         for (dest, _) in &files {
@@ -535,6 +542,7 @@ pub fn table(r: &Results) -> String {
     let direct = match r.direct {
         Direct::Native => "baseline: libvirt direct",
         Direct::Tunnelled => "baseline: direct, tunnelled",
+        Direct::Tls => "baseline: direct, QEMU TLS",
     };
     let (dt, dd, dg) = row(&mut out, direct, Method::Direct);
     let idle = median(r.idle_gap_ms.iter().map(|&g| g as f64).collect());
@@ -618,6 +626,72 @@ fn fmt(v: Option<f64>, decimals: usize) -> String {
     v.map_or_else(|| "-".into(), |v| format!("{v:.decimals$}"))
 }
 
+/// A CA and one certificate both daemons use as TLS server and client for
+/// `--direct tls`, naming the daemons' migration address (the bench namespace's
+/// bridge). Made with openssl, valid for two days.
+fn make_tls_certs(dir: &std::path::Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let address = GuestNetwork::named(NETNS).gateway;
+    std::fs::write(
+        dir.join("ext.cnf"),
+        format!(
+            "subjectAltName = IP:{address}, IP:127.0.0.1, DNS:localhost\n\
+             extendedKeyUsage = serverAuth, clientAuth\n\
+             keyUsage = critical, digitalSignature, keyEncipherment\n"
+        ),
+    )?;
+    const EC_KEY: &str = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    let steps = [
+        format!(
+            "req -x509 {EC_KEY} -keyout ca-key.pem -out ca-cert.pem -days 2 \
+             -subj /CN=peervisor-bench-ca -addext basicConstraints=critical,CA:TRUE \
+             -addext keyUsage=critical,keyCertSign,cRLSign"
+        ),
+        format!(
+            "req {EC_KEY} -keyout server-key.pem -out server.csr -subj /CN=peervisor-bench-daemon"
+        ),
+        "x509 -req -in server.csr -CA ca-cert.pem -CAkey ca-key.pem -CAcreateserial \
+         -out server-cert.pem -days 2 -extfile ext.cnf"
+            .to_string(),
+    ];
+    for step in steps {
+        let out = Command::new("openssl")
+            .args(step.split_whitespace())
+            .current_dir(dir)
+            .output()
+            .context("running openssl (needed by --direct tls)")?;
+        if !out.status.success() {
+            bail!(
+                "openssl {step}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+    }
+    for (from, to) in [
+        ("server-cert.pem", "client-cert.pem"),
+        ("server-key.pem", "client-key.pem"),
+    ] {
+        std::fs::copy(dir.join(from), dir.join(to))?;
+    }
+    Ok(())
+}
+
+/// Copies what a daemon needs of the run's certificates into its TLS dir.
+fn install_certs(certs: &std::path::Path, to: &std::path::Path) -> Result<()> {
+    std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
+    for file in [
+        "ca-cert.pem",
+        "server-cert.pem",
+        "server-key.pem",
+        "client-cert.pem",
+        "client-key.pem",
+    ] {
+        std::fs::copy(certs.join(file), to.join(file))
+            .with_context(|| format!("copying {file} to {}", to.display()))?;
+    }
+    Ok(())
+}
+
 /// The two node processes of the benchmark.
 struct Nodes {
     root: PathBuf,
@@ -634,6 +708,10 @@ impl Nodes {
         let key_file = opts.root.join("network.key");
         let ports = crate::demo::free_ports(3)?;
         let exe = std::env::current_exe().context("locating the peervisor binary")?;
+        let certs = opts.root.join("tls");
+        if opts.direct == Direct::Tls {
+            make_tls_certs(&certs)?;
+        }
         let mut nodes = Nodes {
             root: opts.root.clone(),
             dirs: Vec::new(),
@@ -642,6 +720,10 @@ impl Nodes {
         for (i, nick) in NICKS.iter().chain([&CONSUMER]).enumerate() {
             let dir = DataDir::new(opts.root.join(nick));
             std::fs::create_dir_all(dir.root())?;
+            if opts.direct == Direct::Tls && *nick != CONSUMER {
+                let tls = dir.libvirt_dir().join(crate::hypervisor::daemon::TLS_DIR);
+                install_certs(&certs, &tls)?;
+            }
             let log = std::fs::File::create(dir.root().join("node.log"))?;
             let mut cmd = Command::new(&exe);
             cmd.arg("node")
@@ -786,6 +868,40 @@ mod tests {
             node_probe_ms: None,
             node_seconds: None,
         }
+    }
+
+    #[test]
+    fn tls_certificates_chain_to_the_ca_and_name_the_migration_address() {
+        let dir = tempfile::tempdir().unwrap();
+        make_tls_certs(dir.path()).unwrap();
+        let to = dir.path().join("daemon");
+        install_certs(dir.path(), &to).unwrap();
+        let verify = Command::new("openssl")
+            .args(["verify", "-purpose", "sslserver", "-CAfile", "ca-cert.pem"])
+            .args(["server-cert.pem", "client-cert.pem"])
+            .current_dir(&to)
+            .output()
+            .unwrap();
+        assert!(
+            verify.status.success(),
+            "{}",
+            String::from_utf8_lossy(&verify.stderr)
+        );
+        let text = Command::new("openssl")
+            .args([
+                "x509",
+                "-noout",
+                "-ext",
+                "subjectAltName,extendedKeyUsage",
+                "-in",
+            ])
+            .arg(to.join("server-cert.pem"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&text.stdout);
+        let gateway = GuestNetwork::named(NETNS).gateway;
+        assert!(text.contains(&format!("IP Address:{gateway}")), "{text}");
+        assert!(text.contains("TLS Web Client Authentication"), "{text}");
     }
 
     #[test]

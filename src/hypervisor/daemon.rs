@@ -241,6 +241,12 @@ fn spawn(libvirtd: &Path, dir: &Path, netns: &str) -> Result<Child> {
         .with_context(|| format!("spawning libvirtd in netns {netns} for {}", dir.display()))
 }
 
+/// Where, under a private daemon's dir, QEMU finds the certificates of a TLS
+/// migration (ca-cert.pem, server-cert.pem, server-key.pem, client-cert.pem,
+/// client-key.pem), if any. Peervisor migrates over the encrypted overlay and
+/// needs none; the migration benchmark makes them for its `--direct tls` baseline.
+pub const TLS_DIR: &str = "tls";
+
 fn write_config(dir: &Path, cfg: &DaemonConfig) -> Result<()> {
     let uuid = host_uuid(dir)?;
     let libvirtd_conf = format!(
@@ -275,6 +281,15 @@ fn write_config(dir: &Path, cfg: &DaemonConfig) -> Result<()> {
          migration_port_max = {port_max}\n",
         ip = cfg.bridge_ip,
     );
+    let tls = dir.join(TLS_DIR);
+    let qemu_conf = if tls.join("ca-cert.pem").exists() {
+        format!(
+            "{qemu_conf}migrate_tls_x509_cert_dir = \"{}\"\nmigrate_tls_x509_verify = 1\n",
+            tls.display()
+        )
+    } else {
+        qemu_conf
+    };
     write(&dir.join("etc/libvirtd.conf"), &libvirtd_conf)?;
     write(&dir.join("etc/qemu.conf"), &qemu_conf)
 }

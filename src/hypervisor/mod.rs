@@ -426,6 +426,9 @@ impl Host {
                     | sys::VIR_MIGRATE_PEER2PEER
                     | sys::VIR_MIGRATE_PERSIST_DEST
                     | sys::VIR_MIGRATE_UNDEFINE_SOURCE;
+                if uris.qemu_tls {
+                    flags |= sys::VIR_MIGRATE_TLS;
+                }
                 if uris.copy_disks {
                     flags |= sys::VIR_MIGRATE_NON_SHARED_DISK;
                 } else if read_metadata(d).is_some_and(|m| !m.disks.is_empty()) {
@@ -518,6 +521,10 @@ pub struct MigrationUris {
     /// Whether the disks are copied (`NON_SHARED_DISK`) or the destination
     /// opens the very files.
     pub copy_disks: bool,
+    /// QEMU encrypts its own streams with TLS (`VIR_MIGRATE_TLS`; both daemons
+    /// need certificates, see `daemon::TLS_DIR`). Peervisor's streams are
+    /// encrypted by the overlay: only the migration benchmark's `--direct tls`.
+    pub qemu_tls: bool,
 }
 
 /// Logs libvirt lifecycle events as they happen, so the operator hears of a crash

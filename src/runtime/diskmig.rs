@@ -156,6 +156,7 @@ impl Peer {
             memory: uris.first().cloned(),
             disks: uris.get(1).cloned(),
             copy_disks,
+            qemu_tls: false,
         };
         let outcome = self
             .host
