@@ -22,6 +22,7 @@ use super::limits::{self, OpenGuard};
 use super::phases::Phases;
 use crate::model::{ConsumptionView, PeerLoad, ServiceSpec, ServiceView};
 use crate::node::protocol::{Announcement, SERVICE_PROTOCOL, ServiceRecord};
+use crate::services::hedge;
 use crate::services::proxy::{self, Answer, Counters, Hello};
 use crate::services::{
     Catalogue, LocalService, Provider, Target, announce_every, name_key, near_matches,
@@ -71,7 +72,9 @@ pub struct ServiceState {
 
 enum Candidate {
     Local(Target),
-    Remote(PeerId),
+    /// Another peer, and how long its stream may take to open before the next
+    /// provider is tried as well (see services::hedge).
+    Remote(hedge::Candidate<PeerId>),
 }
 
 impl Peer {
@@ -345,10 +348,19 @@ impl Peer {
             if !seen.insert(p.peer) {
                 continue;
             }
+            let rtt = latencies
+                .get(&p.peer.to_string())
+                .copied()
+                .flatten()
+                .and_then(|ms| Duration::try_from_secs_f64(ms / 1000.0).ok());
+            let candidate = Candidate::Remote(hedge::Candidate {
+                key: p.peer,
+                hedge_after: hedge::hedge_delay(rtt),
+            });
             if self.services.catalogue.unreachable(&p.peer) {
-                unreachable.push(Candidate::Remote(p.peer));
+                unreachable.push(candidate);
             } else {
-                out.push(Candidate::Remote(p.peer));
+                out.push(candidate);
             }
         }
         // Still tried, as a last resort: it may be back.
@@ -463,6 +475,9 @@ impl Peer {
     }
 
     /// One consumer connection: try providers best first until one takes it.
+    /// This peer's own provider is tried alone; other peers are raced
+    /// (services::hedge): the next one is asked too when the best has not opened
+    /// a stream within its hedge delay.
     async fn forward(
         &self,
         mut client: TcpStream,
@@ -473,52 +488,25 @@ impl Peer {
         // Where this connection's time goes, in the debug log.
         let phases = Phases::start();
         let mut last_error = anyhow!("no provider of '{service}' is reachable");
+        let mut remote = Vec::new();
         let candidates = self.candidates(service).await;
         phases.mark("providers ranked");
         for candidate in candidates.into_iter().take(MAX_ATTEMPTS) {
-            let (result, provider) = match candidate {
-                Candidate::Local(target) => {
-                    let result = match proxy::connect_target(&target, &self.network).await {
-                        Ok(upstream) => {
-                            phases.mark("connected");
-                            let _ = upstream.set_nodelay(true);
-                            Ok(pipe_timed(&mut client, upstream, &phases).await)
-                        }
-                        Err(e) => Err(e),
-                    };
-                    (result, self.config.nick.clone())
-                }
+            let target = match candidate {
+                Candidate::Local(target) => target,
                 Candidate::Remote(peer) => {
-                    let result = match open_with_retry(&self.node, peer, service).await {
-                        Ok(upstream) => {
-                            phases.mark("stream open");
-                            Ok(pipe_timed(&mut client, upstream, &phases).await)
-                        }
-                        Err(e) => {
-                            phases.mark("refused");
-                            self.services.catalogue.mark_unreachable(peer);
-                            Err(e)
-                        }
-                    };
-                    (result, self.peer_name(peer).await)
+                    remote.push(peer);
+                    continue;
                 }
             };
-            tracing::debug!("consume '{service}' through {provider}: {}", phases.line());
-            match result {
-                Ok(copied) => {
-                    *lock(&counters.last_provider) = Some(provider.clone());
-                    return match copied {
-                        Ok((up, down)) => {
-                            Counters::add(&counters.to_service, up);
-                            Counters::add(&counters.from_service, down);
-                            Ok(())
-                        }
-                        // Bytes have flowed: not retried elsewhere; the client's
-                        // connection is closed, which is all it can be told.
-                        Err(e) => Err(anyhow!(
-                            "the connection through provider {provider} broke mid-stream: {e}"
-                        )),
-                    };
+            let provider = self.config.nick.clone();
+            match proxy::connect_target(&target, &self.network).await {
+                Ok(upstream) => {
+                    phases.mark("connected");
+                    let _ = upstream.set_nodelay(true);
+                    let copied = pipe_timed(&mut client, upstream, &phases).await;
+                    tracing::debug!("consume '{service}' through {provider}: {}", phases.line());
+                    return account(counters, &provider, copied);
                 }
                 Err(e) => {
                     tracing::debug!("provider {provider} of '{service}' refused: {e:#}");
@@ -526,7 +514,70 @@ impl Peer {
                 }
             }
         }
-        Err(last_error)
+        if remote.is_empty() {
+            return Err(last_error);
+        }
+        let raced = self.open_remote(remote, service, &phases).await;
+        let copied = match raced.winner {
+            Some((peer, upstream)) => {
+                phases.mark("stream open");
+                Some((peer, pipe_timed(&mut client, upstream, &phases).await))
+            }
+            None => {
+                phases.mark("refused");
+                None
+            }
+        };
+        // Names are looked up once the bytes are through (a round trip to the
+        // node's event loop each).
+        for (peer, e) in raced.failed {
+            let provider = self.peer_name(peer).await;
+            tracing::debug!("provider {provider} of '{service}' refused: {e:#}");
+            last_error = e.context(format!("provider {provider}"));
+        }
+        for peer in raced.overtaken {
+            let provider = self.peer_name(peer).await;
+            tracing::debug!(
+                "provider {provider} of '{service}' was overtaken: no stream within its hedge delay, another provider was asked and opened first"
+            );
+        }
+        let Some((peer, copied)) = copied else {
+            tracing::debug!("consume '{service}': {}", phases.line());
+            return Err(last_error);
+        };
+        let provider = self.peer_name(peer).await;
+        tracing::debug!("consume '{service}' through {provider}: {}", phases.line());
+        account(counters, &provider, copied)
+    }
+
+    /// Races other peers' providers for one connection (services::hedge). A
+    /// provider that failed, or was slower than its hedge delay, is tried last by
+    /// later connections until it is heard from again; streams that open after
+    /// the winner's are closed in the background.
+    async fn open_remote(
+        &self,
+        remote: Vec<hedge::Candidate<PeerId>>,
+        service: &str,
+        phases: &Phases,
+    ) -> hedge::Raced<PeerId, tokio_util::compat::Compat<libp2p::Stream>> {
+        let node = self.node.clone();
+        let mut raced = hedge::race(remote, |peer| {
+            let node = node.clone();
+            let service = service.to_string();
+            async move { open_with_retry(&node, peer, &service).await }
+        })
+        .await;
+        for (_, at) in raced.started.iter().skip(1) {
+            phases.mark_at("next provider asked", at.into_std());
+        }
+        for peer in raced.failed.iter().map(|(p, _)| p).chain(&raced.overtaken) {
+            self.services.catalogue.mark_unreachable(*peer);
+        }
+        if !raced.late.is_empty() {
+            let late = std::mem::take(&mut raced.late);
+            tokio::spawn(hedge::close_late(late, service.to_string()));
+        }
+        raced
     }
 
     async fn peer_name(&self, peer: PeerId) -> String {
@@ -798,6 +849,23 @@ where
     }
     phases.mark("closed");
     copied
+}
+
+/// Counts a consumer connection's bytes, or says where it broke.
+fn account(counters: &Counters, provider: &str, copied: std::io::Result<(u64, u64)>) -> Result<()> {
+    *lock(&counters.last_provider) = Some(provider.to_string());
+    match copied {
+        Ok((up, down)) => {
+            Counters::add(&counters.to_service, up);
+            Counters::add(&counters.from_service, down);
+            Ok(())
+        }
+        // Bytes have flowed: not retried elsewhere; the client's connection is
+        // closed, which is all it can be told.
+        Err(e) => Err(anyhow!(
+            "the connection through provider {provider} broke mid-stream: {e}"
+        )),
+    }
 }
 
 /// Times a stream the provider dropped before answering is opened again.

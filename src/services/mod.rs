@@ -2,6 +2,7 @@
 //! catalogue), and which provider a new connection goes to.
 
 pub mod bench;
+pub mod hedge;
 pub mod load;
 pub mod probe;
 pub mod proxy;
