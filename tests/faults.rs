@@ -166,14 +166,17 @@ const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
 fn a_consume_loop_across_namespaces_fails_over_when_a_providers_host_vanishes() {
     let o = overlay();
     let (c_addr, port) = consume_on_c_from_two_providers(&o);
+    let survivor_island = std::cell::Cell::new(None);
     let report =
         consume_loop_across_a_kill(&c_addr, port, Duration::from_secs(20), |last| match last {
             "peer-a" => {
                 o.islands.cut(0);
+                survivor_island.set(Some(1));
                 "peer-b"
             }
             "peer-b" => {
                 o.islands.cut(1);
+                survivor_island.set(Some(0));
                 "peer-a"
             }
             other => panic!("unexpected provider {other:?}"),
@@ -207,4 +210,34 @@ fn a_consume_loop_across_namespaces_fails_over_when_a_providers_host_vanishes() 
         o.relay.connected_peers().len() == 2
     });
     assert!(gone, "the relay notices the vanished peer");
+
+    // The replica's host vanishes too. Its records are the only ones left (the
+    // first provider's expired), so there is no one to race: the connection waits
+    // the whole open timeout, then is closed, and the consumption says why.
+    o.islands
+        .cut(survivor_island.get().expect("one island was cut"));
+    let mut conn = std::net::TcpStream::connect((c_addr.as_str(), port)).unwrap();
+    conn.set_read_timeout(Some(OPEN_TIMEOUT * 3)).unwrap();
+    let asked = std::time::Instant::now();
+    std::io::Write::write_all(&mut conn, b"ping\n").unwrap();
+    let reply = common::failover::read_line(&mut conn);
+    let waited = asked.elapsed();
+    // Closed: an end of stream, or a reset (the line sent was never read).
+    let closed = match &reply {
+        Ok(line) => line.is_empty(),
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+    };
+    assert!(closed, "no provider left, yet {reply:?} after {waited:?}");
+    assert!(
+        waited >= OPEN_TIMEOUT,
+        "closed after {waited:?}: the lone provider was not given the whole open timeout"
+    );
+    let error = o.c.status()["consumptions"][0]["last_error"].clone();
+    assert!(
+        error
+            .as_str()
+            .is_some_and(|e| e.contains("no answer within 5s") && e.contains("provider peer-")),
+        "the consumption names the provider and why: {error}"
+    );
+    println!("with no replica left: closed after {waited:?}: {error}");
 }
