@@ -71,82 +71,114 @@ where
     F: Fn(K) -> Fut,
     Fut: Future<Output = Result<T>> + Send + 'static,
 {
-    let mut waiting = candidates.into_iter();
-    let mut attempts: JoinSet<(K, Result<T>)> = JoinSet::new();
-    // Each running attempt, and when it becomes slower than its hedge delay.
-    let mut running: HashMap<Id, (K, Instant)> = HashMap::new();
-    let mut raced = Raced {
-        winner: None,
+    let mut racing = Racing {
+        waiting: candidates.into_iter(),
+        open,
+        attempts: JoinSet::new(),
+        running: HashMap::new(),
+        hedge_at: None,
         failed: Vec::new(),
-        overtaken: Vec::new(),
-        late: JoinSet::new(),
         started: Vec::new(),
     };
-    // Starts the next candidate; returns when to hedge against it (None: no
-    // candidate left, or none left to hedge with).
-    let mut start_next = |attempts: &mut JoinSet<(K, Result<T>)>,
-                          running: &mut HashMap<Id, (K, Instant)>,
-                          started: &mut Vec<(K, Instant)>|
-     -> Option<Option<Instant>> {
-        let next = waiting.next()?;
-        let key = next.key.clone();
-        let opening = open(key.clone());
-        let handle = attempts.spawn(async move { (key, opening.await) });
-        let now = Instant::now();
-        let slow_at = now + next.hedge_after;
-        running.insert(handle.id(), (next.key.clone(), slow_at));
-        started.push((next.key, now));
-        Some((waiting.len() > 0).then_some(slow_at))
-    };
-    let mut hedge_at = start_next(&mut attempts, &mut running, &mut raced.started).flatten();
+    racing.start_next();
     loop {
-        let hedge = async {
+        let hedge_at = racing.hedge_at;
+        let hedge = async move {
             match hedge_at {
                 Some(at) => tokio::time::sleep_until(at).await,
                 None => std::future::pending().await,
             }
         };
         tokio::select! {
-            done = attempts.join_next_with_id() => {
+            done = racing.attempts.join_next_with_id() => {
                 let (key, result) = match done {
-                    None => break,
+                    None => return racing.lost(),
                     Some(Ok((id, (key, result)))) => {
-                        running.remove(&id);
+                        racing.running.remove(&id);
                         (key, result)
                     }
-                    Some(Err(e)) => match running.remove(&e.id()) {
+                    Some(Err(e)) => match racing.running.remove(&e.id()) {
                         Some((key, _)) => (key, Err(anyhow!("opening failed: {e}"))),
                         None => continue,
                     },
                 };
                 match result {
-                    Ok(opened) => {
-                        raced.winner = Some((key, opened));
-                        let now = Instant::now();
-                        raced.overtaken = running
-                            .into_values()
-                            .filter(|(_, slow_at)| *slow_at <= now)
-                            .map(|(key, _)| key)
-                            .collect();
-                        raced.late = attempts;
-                        return raced;
-                    }
+                    Ok(opened) => return racing.won(key, opened),
                     Err(e) => {
-                        raced.failed.push((key, e));
-                        if let Some(next) =
-                            start_next(&mut attempts, &mut running, &mut raced.started)
-                        {
-                            hedge_at = next;
-                        }
+                        racing.failed.push((key, e));
+                        racing.start_next();
                     }
                 }
             }
-            _ = hedge => {
-                hedge_at = start_next(&mut attempts, &mut running, &mut raced.started).flatten();
-            }
+            _ = hedge => racing.start_next(),
         }
     }
-    raced
+}
+
+/// The state of one race.
+struct Racing<K, T, F> {
+    waiting: std::vec::IntoIter<Candidate<K>>,
+    open: F,
+    attempts: JoinSet<(K, Result<T>)>,
+    /// Each running attempt, and when it becomes slower than its hedge delay.
+    running: HashMap<Id, (K, Instant)>,
+    /// When to start the next candidate if nothing opened by then.
+    hedge_at: Option<Instant>,
+    failed: Vec<(K, anyhow::Error)>,
+    started: Vec<(K, Instant)>,
+}
+
+impl<K, T, F, Fut> Racing<K, T, F>
+where
+    K: Clone + Send + 'static,
+    T: Send + 'static,
+    F: Fn(K) -> Fut,
+    Fut: Future<Output = Result<T>> + Send + 'static,
+{
+    /// Starts the next candidate, if one is left.
+    fn start_next(&mut self) {
+        let Some(next) = self.waiting.next() else {
+            self.hedge_at = None;
+            return;
+        };
+        let key = next.key.clone();
+        let opening = (self.open)(key.clone());
+        let handle = self.attempts.spawn(async move { (key, opening.await) });
+        let now = Instant::now();
+        let slow_at = now + next.hedge_after;
+        self.running
+            .insert(handle.id(), (next.key.clone(), slow_at));
+        self.started.push((next.key, now));
+        // The last candidate has no one to hedge with.
+        self.hedge_at = (self.waiting.len() > 0).then_some(slow_at);
+    }
+
+    fn won(self, key: K, opened: T) -> Raced<K, T> {
+        let now = Instant::now();
+        let overtaken = self
+            .running
+            .into_values()
+            .filter(|(_, slow_at)| *slow_at <= now)
+            .map(|(key, _)| key)
+            .collect();
+        Raced {
+            winner: Some((key, opened)),
+            failed: self.failed,
+            overtaken,
+            late: self.attempts,
+            started: self.started,
+        }
+    }
+
+    fn lost(self) -> Raced<K, T> {
+        Raced {
+            winner: None,
+            failed: self.failed,
+            overtaken: Vec::new(),
+            late: self.attempts,
+            started: self.started,
+        }
+    }
 }
 
 /// Closes the streams of attempts that open after another one won, cleanly (a
