@@ -11,7 +11,10 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{Shutdown, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::guests::{Rig, boot, guest_state};
@@ -301,6 +304,193 @@ fn peers_behind_nat_punch_a_direct_link_and_stay_relayed_behind_a_symmetric_nat(
         direct_figures.rtt_p50_ms,
         relayed_figures.echo_mb_s,
         relayed_figures.rtt_p50_ms,
+    );
+}
+
+/// A long echo through the consumption at 127.0.0.1:`port` in peer-c's home: a
+/// writer sends a byte pattern (about 1.6 MB/s) until stopped, a reader checks
+/// every byte that comes back.
+struct LongEcho {
+    stop: Arc<AtomicBool>,
+    received: Arc<AtomicU64>,
+    writer: JoinHandle<std::io::Result<u64>>,
+    reader: JoinHandle<Result<u64, String>>,
+}
+
+impl LongEcho {
+    fn start(lab: &NatLab, port: u16) -> LongEcho {
+        let conn = in_netns(lab.home(1), move || TcpStream::connect(("127.0.0.1", port)))
+            .expect("consume listener");
+        conn.set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let received = Arc::new(AtomicU64::new(0));
+        let mut out = conn.try_clone().unwrap();
+        let stopped = stop.clone();
+        let writer = std::thread::spawn(move || {
+            let mut sent = 0u64;
+            while !stopped.load(Ordering::Relaxed) {
+                let chunk: Vec<u8> = (sent..sent + 16384).map(|i| (i % 251) as u8).collect();
+                out.write_all(&chunk)?;
+                sent += chunk.len() as u64;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            out.shutdown(Shutdown::Write)?;
+            Ok(sent)
+        });
+        let counter = received.clone();
+        let mut conn = conn;
+        let reader = std::thread::spawn(move || {
+            let mut got = 0u64;
+            let mut buf = [0u8; 16384];
+            loop {
+                let n = conn
+                    .read(&mut buf)
+                    .map_err(|e| format!("after {got} bytes: {e}"))?;
+                if n == 0 {
+                    return Ok(got);
+                }
+                for (i, b) in buf[..n].iter().enumerate() {
+                    if *b != ((got + i as u64) % 251) as u8 {
+                        return Err(format!("byte {} came back changed", got + i as u64));
+                    }
+                }
+                got += n as u64;
+                counter.store(got, Ordering::Relaxed);
+            }
+        });
+        LongEcho {
+            stop,
+            received,
+            writer,
+            reader,
+        }
+    }
+
+    fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+
+    /// Stops writing; every byte sent must come back before the echo closes.
+    fn finish(self) -> Result<u64, String> {
+        self.stop.store(true, Ordering::Relaxed);
+        let sent = self
+            .writer
+            .join()
+            .unwrap()
+            .map_err(|e| format!("writing: {e}"))?;
+        let got = self.reader.join().unwrap()?;
+        if got != sent {
+            return Err(format!("sent {sent} bytes, {got} came back"));
+        }
+        Ok(got)
+    }
+}
+
+/// The risk of closing a relayed connection as soon as the punch succeeds: a
+/// stream opened over the relay just before (a consumption here; a migration's
+/// tunnel is the same kind of stream) would be cut. The punch is held back by
+/// dropping packets between the routers until the consumer's connection is open
+/// and echoing over the relay; it then succeeds under it. That stream must finish
+/// intact, a stream opened after the punch must take the direct connection (it
+/// outlives the relayed one), and the relayed connection closes once idle.
+#[test]
+fn a_consumption_opened_over_the_relay_survives_the_punch_and_new_streams_go_direct() {
+    let lab = NatLab::new([Nat::PortPreserving, Nat::PortPreserving]);
+    let key = fresh_key();
+    let relay = start_relay(&lab, &key);
+    let relay_id = relay.peer_id();
+    lab.hold_punches(true);
+    let a = start_home(&lab, &key, &relay, 0);
+    let c = start_home(&lab, &key, &relay, 1);
+    assert!(
+        eventually(Duration::from_secs(60), || relayed(&c, "peer-a", &relay_id)),
+        "peer-c should reach peer-a through the relay: {}\n{}",
+        c.peer("peer-a"),
+        logs(&[&relay, &a, &c])
+    );
+    let port = consume_echo(&lab, &a, &c);
+    let first = LongEcho::start(&lab, port);
+    assert!(
+        eventually(Duration::from_secs(30), || first.received() > 256 * 1024),
+        "no echo over the relay:\n{}",
+        logs(&[&a, &c])
+    );
+    assert!(
+        relayed(&c, "peer-a", &relay_id),
+        "the link should still be relayed: {}",
+        c.peer("peer-a")
+    );
+
+    let released = Instant::now();
+    lab.hold_punches(false);
+    assert!(
+        eventually(Duration::from_secs(90), || direct(&c, "peer-a")
+            && direct(&a, "peer-c")),
+        "no punch after the path opened: {}\n{}",
+        c.peer("peer-a"),
+        logs(&[&relay, &a, &c])
+    );
+    let punched_after = released.elapsed();
+    let at_punch = first.received();
+    let both = || a.log() + &c.log();
+    assert!(
+        both().contains("hole punched: direct connection to"),
+        "{}",
+        both()
+    );
+
+    // Opened after the punch: they must take the direct connection (libp2p-stream
+    // picks one of the peer's connections at random, so 4 streams would hardly
+    // all miss the relayed one if it were still offered).
+    let later: Vec<LongEcho> = (0..4).map(|_| LongEcho::start(&lab, port)).collect();
+    // The first stream still rides the relayed connection: it stays open.
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(
+        !both().contains("closing the relayed connection"),
+        "closed under an open stream:\n{}",
+        both()
+    );
+    let first_bytes = first.finish().unwrap_or_else(|e| {
+        panic!(
+            "the stream opened over the relay broke: {e}\n{}",
+            logs(&[&relay, &a, &c])
+        )
+    });
+    let done = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(15), || both()
+            .contains("closing the relayed connection to")),
+        "the idle relayed connection was never closed:\n{}",
+        both()
+    );
+    let closed_after = done.elapsed();
+    assert!(tcp_to_router(&lab, 0, 1) >= 1 && tcp_to_router(&lab, 1, 0) >= 1);
+    // Still flowing after the relayed connection closed: they were never on it.
+    let before: Vec<u64> = later.iter().map(LongEcho::received).collect();
+    assert!(
+        eventually(Duration::from_secs(15), || later
+            .iter()
+            .zip(&before)
+            .all(|(echo, b)| echo.received() > b + 64 * 1024)),
+        "a stream opened after the punch stalled:\n{}",
+        both()
+    );
+    let mut later_bytes = 0;
+    for echo in later {
+        later_bytes += echo
+            .finish()
+            .unwrap_or_else(|e| panic!("a stream opened after the punch broke: {e}\n{}", both()));
+    }
+    assert!(direct(&c, "peer-a"), "{}", c.peer("peer-a"));
+    assert_eq!(link_column(&c, "peer-a"), "direct");
+    eprintln!(
+        "punch under a running stream: punched {:.1} s after the path opened; the stream \
+         opened over the relay echoed {at_punch} bytes before and {first_bytes} in all, intact; \
+         the relayed connection closed {:.1} s after it ended; 4 streams opened after the \
+         punch echoed {later_bytes} bytes, intact",
+        punched_after.as_secs_f64(),
+        closed_after.as_secs_f64()
     );
 }
 

@@ -9,6 +9,8 @@ mod membership;
 pub mod protocol;
 mod reachability;
 mod relay;
+mod retire;
+mod streams;
 mod transport;
 
 use std::collections::{HashMap, VecDeque};
@@ -30,8 +32,8 @@ use protocol::{
 };
 
 pub use guard::ConnectionCaps;
-pub use libp2p_stream::Control as StreamControl;
 pub use relay::RelayConfig;
+pub use streams::{Stream, StreamControl};
 pub use transport::MAX_STREAMS_PER_CONNECTION;
 
 /// How a node joins the overlay.
@@ -119,7 +121,8 @@ impl Client {
         self.local_peer_id
     }
 
-    /// Handle for opening and accepting raw byte streams (libp2p-stream).
+    /// Handle for opening and accepting raw byte streams (libp2p-stream; each
+    /// one counted while open, see streams.rs).
     pub fn streams(&self) -> StreamControl {
         self.streams.clone()
     }
@@ -199,7 +202,7 @@ struct Behaviour {
     gossipsub: gossipsub::Behaviour,
     mdns: Toggle<mdns::tokio::Behaviour>,
     control: request_response::cbor::Behaviour<ControlRequest, ControlResponse>,
-    streams: libp2p_stream::Behaviour,
+    streams: streams::Behaviour,
     relay_server: Toggle<libp2p::relay::Behaviour>,
     relay_client: libp2p::relay::client::Behaviour,
     dcutr: dcutr::Behaviour,
@@ -222,6 +225,7 @@ pub fn start(config: NodeConfig) -> Result<(Client, mpsc::Receiver<Event>)> {
         .subscribe(&topic)
         .map_err(|e| anyhow!("gossipsub subscribe: {e:?}"))?;
     let streams = swarm.behaviour().streams.new_control();
+    let ledger = swarm.behaviour().streams.ledger();
     let (sender, commands) = mpsc::channel(64);
     let (events, event_rx) = mpsc::channel(64);
     let event_loop = EventLoop {
@@ -238,6 +242,8 @@ pub fn start(config: NodeConfig) -> Result<(Client, mpsc::Receiver<Event>)> {
         links: links::Links::default(),
         relay_config: config.relay,
         reservations: relay::Reservations::default(),
+        retiring: retire::Retiring::default(),
+        ledger,
         refusals: guard::RefusalLog::default(),
         graylist: guard::Graylist::default(),
     };
@@ -327,7 +333,7 @@ fn build_swarm(config: &NodeConfig) -> Result<Swarm<Behaviour>> {
                 gossipsub,
                 mdns: mdns.into(),
                 control,
-                streams: libp2p_stream::Behaviour::new(),
+                streams: streams::Behaviour::default(),
                 relay_server: relay_config.serve.then(|| relay::server(peer_id)).into(),
                 relay_client,
                 dcutr: dcutr::Behaviour::new(peer_id),
@@ -374,13 +380,19 @@ struct EventLoop {
     topic: gossipsub::IdentTopic,
     bootstrap: Vec<Multiaddr>,
     peers: HashMap<PeerId, PeerEntry>,
-    pending_requests: HashMap<OutboundRequestId, oneshot::Sender<Result<ControlResponse>>>,
+    /// Control requests sent and not answered yet, with the peer asked.
+    pending_requests:
+        HashMap<OutboundRequestId, (PeerId, oneshot::Sender<Result<ControlResponse>>)>,
     pending_lookups: HashMap<kad::QueryId, Lookup>,
     announcement: Option<Announcement>,
     dial_errors: VecDeque<String>,
     links: links::Links,
     relay_config: RelayConfig,
     reservations: relay::Reservations,
+    /// Relayed connections replaced by a punched one, closed once idle.
+    retiring: retire::Retiring,
+    /// The streams of ours open now (streams.rs).
+    ledger: streams::Ledger,
     refusals: guard::RefusalLog,
     graylist: guard::Graylist,
 }
@@ -400,6 +412,7 @@ impl EventLoop {
     async fn run(mut self) {
         // Bootstrap peers may start after us: keep dialing the ones we are not connected to.
         let mut redial_tick = interval(Duration::from_secs(3));
+        let mut retire_tick = interval(Duration::from_secs(1));
         let started = Instant::now();
         loop {
             tokio::select! {
@@ -414,6 +427,7 @@ impl EventLoop {
                     self.close_silent_connections();
                     self.review_graylist();
                 }
+                _ = retire_tick.tick() => self.review_retiring(),
             }
         }
     }
@@ -515,7 +529,7 @@ impl EventLoop {
                     .behaviour_mut()
                     .control
                     .send_request(&peer, request);
-                self.pending_requests.insert(id, reply);
+                self.pending_requests.insert(id, (peer, reply));
             }
             Command::Respond { channel, response } => {
                 if self
@@ -642,6 +656,7 @@ impl EventLoop {
                 ..
             } => {
                 self.links.closed(peer_id, connection_id);
+                self.on_closed_for_retiring(peer_id, connection_id);
                 if let Some(entry) = self.peers.get_mut(&peer_id) {
                     entry.connections = num_established as usize;
                     if num_established == 0 {
@@ -841,12 +856,13 @@ impl EventLoop {
         match event {
             RR::Message {
                 peer,
+                connection_id,
                 message:
                     Message::Request {
                         request, channel, ..
                     },
-                ..
             } => {
+                self.retiring.request_received(connection_id);
                 let event = Event::InboundRequest {
                     peer,
                     request,
@@ -864,7 +880,7 @@ impl EventLoop {
                     },
                 ..
             } => {
-                if let Some(reply) = self.pending_requests.remove(&request_id) {
+                if let Some((_, reply)) = self.pending_requests.remove(&request_id) {
                     let _ = reply.send(Ok(response));
                 }
             }
@@ -874,18 +890,24 @@ impl EventLoop {
                 error,
                 ..
             } => {
-                if let Some(reply) = self.pending_requests.remove(&request_id) {
+                if let Some((_, reply)) = self.pending_requests.remove(&request_id) {
                     let name = self.display_name(&peer);
                     let _ = reply.send(Err(anyhow!("request to peer {name} failed: {error}")));
                 }
             }
-            RR::InboundFailure { peer, error, .. } => {
+            RR::InboundFailure {
+                peer,
+                connection_id,
+                error,
+                ..
+            } => {
+                self.retiring.request_done(connection_id);
                 tracing::warn!(
                     "control request from {} failed: {error}",
                     self.display_name(&peer)
                 );
             }
-            RR::ResponseSent { .. } => {}
+            RR::ResponseSent { connection_id, .. } => self.retiring.request_done(connection_id),
         }
     }
 }

@@ -218,10 +218,11 @@ impl EventLoop {
         }
     }
 
-    /// A punched connection replaces the relayed one: the relayed connections to
-    /// that peer are closed, so every stream (service, migration, control) takes
-    /// the direct path and the relay stops carrying the pair's bytes. DCUtR runs
-    /// as soon as the circuit is up, so at most the first seconds' streams break.
+    /// A punched connection replaces the relayed one: new streams (services,
+    /// migrations, control) take the direct path at once, and the relayed
+    /// connections to that peer close once the streams that may ride them have
+    /// ended (retire.rs), so a migration or consumption started over the relay
+    /// before the punch is not cut.
     pub(super) fn on_dcutr_event(&mut self, event: dcutr::Event) {
         let peer = event.remote_peer_id;
         let who = self.display_name(&peer);
@@ -229,12 +230,10 @@ impl EventLoop {
             Ok(_) => {
                 let relayed = self.links.relayed_connections(&peer);
                 tracing::info!(
-                    "hole punched: direct connection to {who}; closing {} relayed connection(s)",
+                    "hole punched: direct connection to {who}; {} relayed connection(s) close once their streams end",
                     relayed.len()
                 );
-                for id in relayed {
-                    self.swarm.close_connection(id);
-                }
+                self.retire_relayed(peer);
             }
             Err(e) => tracing::info!("hole punching to {who} failed ({e}): staying relayed"),
         }

@@ -912,7 +912,7 @@ async fn accept_streams(peer: Arc<Peer>, protocol: libp2p::StreamProtocol) {
 async fn serve_tunnel(
     peer: Arc<Peer>,
     from: PeerId,
-    stream: libp2p::Stream,
+    stream: crate::node::Stream,
     channel: bool,
 ) -> Result<()> {
     if let Err(retry) = peer.limits.streams.check(&from) {

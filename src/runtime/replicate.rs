@@ -540,7 +540,7 @@ pub async fn accept_replicas(peer: Arc<Peer>) {
     }
 }
 
-async fn serve_replica(peer: &Peer, from: PeerId, stream: libp2p::Stream) -> Result<()> {
+async fn serve_replica(peer: &Peer, from: PeerId, stream: crate::node::Stream) -> Result<()> {
     let mut stream = stream.compat();
     let offer: Offer = tokio::time::timeout(READ_TIMEOUT, wire::receive(&mut stream, "offer"))
         .await

@@ -675,7 +675,7 @@ pub async fn accept_service_streams(peer: Arc<Peer>) {
     }
 }
 
-async fn serve_stream(peer: &Peer, from: PeerId, stream: libp2p::Stream) -> Result<()> {
+async fn serve_stream(peer: &Peer, from: PeerId, stream: crate::node::Stream) -> Result<()> {
     use tokio_util::compat::FuturesAsyncReadCompatExt;
     let phases = Phases::start();
     let mut stream = stream.compat();
@@ -879,7 +879,7 @@ async fn open_with_retry(
     node: &crate::node::Client,
     peer: PeerId,
     service: &str,
-) -> Result<tokio_util::compat::Compat<libp2p::Stream>> {
+) -> Result<tokio_util::compat::Compat<crate::node::Stream>> {
     let mut streams = node.streams();
     let mut attempt = 0;
     loop {

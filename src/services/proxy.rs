@@ -97,7 +97,7 @@ pub async fn open(
     streams: &mut StreamControl,
     peer: PeerId,
     service: &str,
-) -> Result<Compat<libp2p::Stream>> {
+) -> Result<Compat<crate::node::Stream>> {
     open_with(streams, peer, service, false).await
 }
 
@@ -106,7 +106,7 @@ pub async fn open_served_there(
     streams: &mut StreamControl,
     peer: PeerId,
     service: &str,
-) -> Result<Compat<libp2p::Stream>> {
+) -> Result<Compat<crate::node::Stream>> {
     open_with(streams, peer, service, true).await
 }
 
@@ -115,7 +115,7 @@ async fn open_with(
     peer: PeerId,
     service: &str,
     served_here: bool,
-) -> Result<Compat<libp2p::Stream>> {
+) -> Result<Compat<crate::node::Stream>> {
     let open = async {
         let stream = streams
             .open_stream(peer, SERVICE_PROTOCOL)

@@ -96,20 +96,24 @@ impl NatLab {
                  iifname \"lan\" oifname \"wan\" accept; }}\n\
              }}\n"
         );
-        let mut nft = Command::new("ip")
-            .args(["netns", "exec", &self.routers[i].name, "nft", "-f", "-"])
-            .stdin(Stdio::piped())
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("nft (apt-get install nftables)");
-        nft.stdin
-            .take()
-            .unwrap()
-            .write_all(rules.as_bytes())
-            .unwrap();
-        let out = nft.wait_with_output().unwrap();
-        assert!(out.status.success(), "nft: {}", stderr(&out));
+        nft(&self.routers[i], &rules);
+    }
+
+    /// Drops (`true`) or lets through (`false`) every packet between the two
+    /// routers on the public segment: a punch attempt meanwhile waits on its SYN
+    /// retransmissions, and succeeds at the next one after the path opens. The
+    /// relayed path (through the relay's own addresses) is not touched.
+    pub fn hold_punches(&self, hold: bool) {
+        let rules = if hold {
+            "table inet pvhold {\n\
+               chain forward { type filter hook forward priority filter; policy accept;\n\
+                 iifname \"wan0\" oifname \"wan1\" drop;\n\
+                 iifname \"wan1\" oifname \"wan0\" drop; }\n\
+             }\n"
+        } else {
+            "delete table inet pvhold\n"
+        };
+        nft(&self.public, rules);
     }
 
     /// The relay's address facing router `i`.
@@ -168,6 +172,24 @@ pub fn in_netns<T: Send + 'static>(netns: &str, f: impl FnOnce() -> T + Send + '
     })
     .join()
     .expect("thread in netns")
+}
+
+/// Loads `rules` into namespace `ns`'s nftables.
+fn nft(ns: &TestNetns, rules: &str) {
+    let mut nft = Command::new("ip")
+        .args(["netns", "exec", &ns.name, "nft", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("nft (apt-get install nftables)");
+    nft.stdin
+        .take()
+        .unwrap()
+        .write_all(rules.as_bytes())
+        .unwrap();
+    let out = nft.wait_with_output().unwrap();
+    assert!(out.status.success(), "nft: {}", stderr(&out));
 }
 
 fn ip(args: &[&str]) {
