@@ -559,3 +559,127 @@ fn vm_migrates_between_peers_behind_nat_over_the_punched_link() {
     assert!(direct(&a, "peer-c"), "{}", a.peer("peer-c"));
     assert_eq!(relay.log().matches("relaying ").count(), circuits);
 }
+
+/// A live migration started while the link is still relayed, with the punch
+/// succeeding under it (held back as in the consumption test until the
+/// destination accepted the migration): the tunnel stream rides the relayed
+/// connection to the end, the VM arrives, and the relayed connection closes once
+/// the migration's streams are done.
+#[test]
+fn vm_a_migration_started_over_the_relay_survives_the_punch() {
+    let rig = Rig::new("punchlate");
+    // In this mount namespace, as in the test above.
+    let out = std::process::Command::new("ip")
+        .args(["netns", "add", &rig.netns.name])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ip netns add: {}", stderr(&out));
+    let lab = NatLab::new([Nat::PortPreserving, Nat::PortPreserving]);
+    let relay = start_relay(&lab, &rig.key);
+    let relay_id = relay.peer_id();
+    lab.hold_punches(true);
+    let extra = ["--image-dir", rig.image_dir.as_str()];
+    let guests = |nick| NodeOptions {
+        nick,
+        key: &rig.key,
+        bootstrap: None,
+        hypervisor: None,
+        guest_netns: &rig.netns.name,
+        extra: &extra,
+    };
+    // The guest boots before peer-c starts: DCUtR gives up after 3 attempts of
+    // up to 20 s each, so the punch must not be held back through a slow boot.
+    let a = start_home_with(&lab, guests("peer-a"), &relay, 0);
+    let ip = boot(&a, &rig.netns, "web-l", &[]);
+    let before = guest_state(&rig.netns, &ip).unwrap();
+    let c = start_home_with(&lab, guests("peer-c"), &relay, 1);
+    assert!(
+        eventually(Duration::from_secs(30), || relayed(&a, "peer-c", &relay_id)
+            && relayed(&c, "peer-a", &relay_id)),
+        "no relayed link: {}\n{}",
+        a.peer("peer-c"),
+        logs(&[&relay, &a, &c])
+    );
+    c.allow_control(&a);
+
+    let (out, punched_after) = std::thread::scope(|s| {
+        // Capped bandwidth: the transfer lasts seconds, the punch takes < 1 s.
+        let migration = s.spawn(|| {
+            a.cli(&[
+                "migrate",
+                "web-l",
+                "--to",
+                "peer-c",
+                "--bandwidth",
+                "10",
+                "--wait",
+                "--json",
+            ])
+        });
+        assert!(
+            eventually(Duration::from_secs(60), || c
+                .log()
+                .contains("accepted migration of VM 'web-l'")),
+            "the destination never accepted:\n{}",
+            logs(&[&a, &c])
+        );
+        let released = Instant::now();
+        lab.hold_punches(false);
+        let punched = eventually(Duration::from_secs(60), || {
+            direct(&a, "peer-c") && direct(&c, "peer-a")
+        });
+        let punched_after = released.elapsed();
+        let out = migration.join().unwrap();
+        assert!(punched, "no punch:\n{}", logs(&[&relay, &a, &c]));
+        (out, punched_after)
+    });
+    let all = logs(&[&a, &c]);
+    assert!(
+        out.status.success(),
+        "the migration started over the relay failed: {}\n{all}",
+        stderr(&out)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(all.contains("hole punched: direct connection to"), "{all}");
+    assert_eq!(c.vm("web-l").expect("web-l on peer-c")["state"], "running");
+    assert!(a.vm("web-l").is_none(), "web-l still on peer-a");
+    let after = guest_state(&rig.netns, &ip).expect("guest answers after migration");
+    assert_eq!(boot_id(&after), boot_id(&before), "same guest, not a reboot");
+    // The punch came during the transfer, and the relayed connection outlived it.
+    let migrated = a
+        .log()
+        .lines()
+        .find(|l| l.contains("VM 'web-l' migrated to"))
+        .map(str::to_string)
+        .unwrap_or_default();
+    // Log lines start with an RFC 3339 UTC timestamp: they sort as text.
+    let punched_at = a
+        .log()
+        .lines()
+        .find(|l| l.contains("hole punched: direct connection to"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_default()
+        .to_string();
+    let migrated_at = migrated.split_whitespace().next().unwrap_or_default();
+    assert!(
+        !punched_at.is_empty() && punched_at.as_str() < migrated_at,
+        "the punch ({punched_at}) should come during the migration (done {migrated_at})\n{all}"
+    );
+    assert!(
+        eventually(Duration::from_secs(20), || (a.log() + &c.log())
+            .contains("closing the relayed connection to")),
+        "the relayed connection never closed:\n{}",
+        logs(&[&a, &c])
+    );
+    assert!(direct(&a, "peer-c"), "{}", a.peer("peer-c"));
+    eprintln!(
+        "migration started over the relay, punched {:.1} s after the path opened: {report}\n\
+         {migrated}\n{}",
+        punched_after.as_secs_f64(),
+        (a.log() + &c.log())
+            .lines()
+            .filter(|l| l.contains("hole punched") || l.contains("closing the relayed"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
