@@ -644,7 +644,11 @@ fn vm_a_migration_started_over_the_relay_survives_the_punch() {
     assert_eq!(c.vm("web-l").expect("web-l on peer-c")["state"], "running");
     assert!(a.vm("web-l").is_none(), "web-l still on peer-a");
     let after = guest_state(&rig.netns, &ip).expect("guest answers after migration");
-    assert_eq!(boot_id(&after), boot_id(&before), "same guest, not a reboot");
+    assert_eq!(
+        boot_id(&after),
+        boot_id(&before),
+        "same guest, not a reboot"
+    );
     // The punch came during the transfer, and the relayed connection outlived it.
     let migrated = a
         .log()

@@ -3,6 +3,7 @@
 //! over oneshot), as in rust-libp2p's file-sharing example.
 
 mod guard;
+mod hide;
 pub mod identity;
 mod links;
 mod membership;
@@ -201,8 +202,10 @@ struct Behaviour {
     kad: kad::Behaviour<kad::store::MemoryStore>,
     gossipsub: gossipsub::Behaviour,
     mdns: Toggle<mdns::tokio::Behaviour>,
-    control: request_response::cbor::Behaviour<ControlRequest, ControlResponse>,
-    streams: streams::Behaviour,
+    // Both hideable: a retiring relayed connection takes no new streams (hidden
+    // at once) and no new requests (hidden once idle, just before it closes).
+    control: hide::Hideable<request_response::cbor::Behaviour<ControlRequest, ControlResponse>>,
+    streams: hide::Hideable<streams::Behaviour>,
     relay_server: Toggle<libp2p::relay::Behaviour>,
     relay_client: libp2p::relay::client::Behaviour,
     dcutr: dcutr::Behaviour,
@@ -332,8 +335,8 @@ fn build_swarm(config: &NodeConfig) -> Result<Swarm<Behaviour>> {
                 kad,
                 gossipsub,
                 mdns: mdns.into(),
-                control,
-                streams: streams::Behaviour::default(),
+                control: hide::Hideable::new(control),
+                streams: hide::Hideable::new(streams::Behaviour::default()),
                 relay_server: relay_config.serve.then(|| relay::server(peer_id)).into(),
                 relay_client,
                 dcutr: dcutr::Behaviour::new(peer_id),

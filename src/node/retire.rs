@@ -123,6 +123,8 @@ impl EventLoop {
                     held.as_secs_f64()
                 );
                 self.retiring.connections.remove(&id);
+                // No request rides it now: none may pick it while it closes.
+                self.swarm.behaviour_mut().control.hide(id);
                 self.swarm.close_connection(id);
             }
         }
@@ -133,6 +135,7 @@ impl EventLoop {
     pub(super) fn on_closed_for_retiring(&mut self, peer: PeerId, id: ConnectionId) {
         self.retiring.connections.remove(&id);
         self.retiring.inbound_requests.remove(&id);
+        self.swarm.behaviour_mut().streams.forget(id);
         if self.links.is_direct(&peer) {
             return;
         }

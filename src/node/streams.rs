@@ -7,13 +7,14 @@
 //! say which connection a stream rides, so the ledger answers "which streams with
 //! this peer were opened before the punch".
 //!
-//! [`Behaviour`] wraps libp2p-stream's behaviour so a retiring relayed connection
-//! can be hidden from it: libp2p-stream opens a new stream on a connection chosen
-//! at random among the peer's connections, and a hidden one is no longer among
-//! them, so new streams take the direct path at once. Streams the peer opens on
-//! the hidden connection are still accepted.
+//! [`Behaviour`] wraps libp2p-stream's behaviour to note when the peer last
+//! opened a stream on each connection. libp2p-stream opens a new stream on a
+//! connection chosen at random among the peer's connections; a retiring relayed
+//! connection is hidden from it (hide.rs), so new streams take the direct path
+//! at once, while streams the peer opens on the hidden connection are still
+//! accepted.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -21,14 +22,12 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use futures::{AsyncRead, AsyncWrite, StreamExt};
+use libp2p::core::Endpoint;
 use libp2p::core::transport::PortUse;
-use libp2p::core::{ConnectedPoint, Endpoint};
-use libp2p::swarm::behaviour::ConnectionEstablished;
 use libp2p::swarm::handler::ConnectionEvent;
 use libp2p::swarm::{
-    ConnectionClosed, ConnectionDenied, ConnectionHandler, ConnectionHandlerEvent, ConnectionId,
-    FromSwarm, NetworkBehaviour, SubstreamProtocol, THandler, THandlerInEvent, THandlerOutEvent,
-    ToSwarm,
+    ConnectionDenied, ConnectionHandler, ConnectionHandlerEvent, ConnectionId, FromSwarm,
+    NetworkBehaviour, SubstreamProtocol, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
 };
 use libp2p::{Multiaddr, PeerId, StreamProtocol};
 
@@ -198,16 +197,13 @@ impl StreamControl {
 /// When each connection last delivered a stream the peer opened.
 type Arrivals = Arc<Mutex<HashMap<ConnectionId, Instant>>>;
 
-/// libp2p-stream's behaviour, with connections that can be hidden from it.
+/// libp2p-stream's behaviour, with the ledger and each connection's last
+/// inbound stream.
 #[derive(Default)]
 pub(super) struct Behaviour {
     inner: libp2p_stream::Behaviour,
     ledger: Ledger,
     arrivals: Arrivals,
-    /// Every connection's endpoint: hiding or showing one again tells the inner
-    /// behaviour that it closed or opened, which takes the endpoint.
-    endpoints: HashMap<ConnectionId, (PeerId, ConnectedPoint)>,
-    hidden: HashSet<ConnectionId>,
 }
 
 impl Behaviour {
@@ -228,49 +224,19 @@ impl Behaviour {
         arrivals.get(&connection).copied()
     }
 
+    /// The connection closed (really: a hidden one only looks closed to the
+    /// inner behaviour, and its arrivals still count).
+    pub(super) fn forget(&mut self, connection: ConnectionId) {
+        let mut arrivals = self.arrivals.lock().unwrap_or_else(|e| e.into_inner());
+        arrivals.remove(&connection);
+    }
+
     fn handler(&self, connection: ConnectionId, inner: InnerHandler) -> Handler {
         Handler {
             inner,
             connection,
             arrivals: self.arrivals.clone(),
         }
-    }
-
-    /// New streams to the connection's peer no longer go over it (the inner
-    /// behaviour is told it closed; its handler keeps serving what is open).
-    pub(super) fn hide(&mut self, connection: ConnectionId) {
-        let Some((peer_id, endpoint)) = self.endpoints.get(&connection) else {
-            return;
-        };
-        if !self.hidden.insert(connection) {
-            return;
-        }
-        self.inner
-            .on_swarm_event(FromSwarm::ConnectionClosed(ConnectionClosed {
-                peer_id: *peer_id,
-                connection_id: connection,
-                endpoint,
-                cause: None,
-                remaining_established: 0,
-            }));
-    }
-
-    /// Undoes [`Behaviour::hide`]: the connection carries new streams again.
-    pub(super) fn show(&mut self, connection: ConnectionId) {
-        let Some((peer_id, endpoint)) = self.endpoints.get(&connection) else {
-            return;
-        };
-        if !self.hidden.remove(&connection) {
-            return;
-        }
-        self.inner
-            .on_swarm_event(FromSwarm::ConnectionEstablished(ConnectionEstablished {
-                peer_id: *peer_id,
-                connection_id: connection,
-                endpoint,
-                failed_addresses: &[],
-                other_established: 0,
-            }));
     }
 }
 
@@ -313,22 +279,6 @@ impl NetworkBehaviour for Behaviour {
     }
 
     fn on_swarm_event(&mut self, event: FromSwarm) {
-        match event {
-            FromSwarm::ConnectionEstablished(e) => {
-                self.endpoints
-                    .insert(e.connection_id, (e.peer_id, e.endpoint.clone()));
-            }
-            FromSwarm::ConnectionClosed(e) => {
-                self.endpoints.remove(&e.connection_id);
-                let mut arrivals = self.arrivals.lock().unwrap_or_else(|e| e.into_inner());
-                arrivals.remove(&e.connection_id);
-                drop(arrivals);
-                if self.hidden.remove(&e.connection_id) {
-                    return; // the inner behaviour was told when it was hidden
-                }
-            }
-            _ => {}
-        }
         self.inner.on_swarm_event(event);
     }
 
