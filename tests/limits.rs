@@ -10,7 +10,6 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use common::{NodeOptions, TestNetns, TestNode, echo_server, eventually, fresh_key, node, stderr};
-use serde_json::Value;
 
 fn expose(node: &TestNode, name: &str, target: u16, extra: &[&str]) {
     let target = format!("127.0.0.1:{target}");
@@ -24,14 +23,8 @@ fn expose(node: &TestNode, name: &str, target: u16, extra: &[&str]) {
 fn consume(node: &TestNode, service: &str) -> u16 {
     let mut port = None;
     let found = eventually(Duration::from_secs(20), || {
-        let out = node.cli(&["consume", service, "--json"]);
-        if !out.status.success() {
-            return false;
-        }
-        let c: Value = serde_json::from_slice(&out.stdout).unwrap();
-        let listen = c["listen"].as_str().unwrap();
-        port = listen.rsplit(':').next().and_then(|p| p.parse().ok());
-        true
+        port = node.try_consume(service, &[]).ok();
+        port.is_some()
     });
     assert!(
         found,

@@ -390,17 +390,7 @@ fn vm_service_is_consumed_across_the_overlay_and_follows_its_vm() {
         "peer-c never saw web-1:\n{}",
         c.log()
     );
-    let out = c.cli(&["consume", "web-1", "--json"]);
-    assert!(out.status.success(), "consume: {}", stderr(&out));
-    let listen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let port: u16 = listen["listen"]
-        .as_str()
-        .unwrap()
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let port = c.consume("web-1", &[]);
     let mut page = None;
     assert!(
         eventually(Duration::from_secs(60), || {
@@ -783,14 +773,7 @@ fn vm_consumer_sees_no_failed_request_during_migration() {
         "peer-c never saw web-1:\n{}",
         c.log()
     );
-    let out = c.cli(&["consume", "web-1", "--json"]);
-    assert!(out.status.success(), "consume: {}", stderr(&out));
-    let listen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let port: u16 = listen["listen"]
-        .as_str()
-        .and_then(|l| l.rsplit(':').next())
-        .and_then(|p| p.parse().ok())
-        .expect("listen address");
+    let port = c.consume("web-1", &[]);
     assert!(
         eventually(Duration::from_secs(30), || state_through(port).is_some()),
         "no answer through the consume listener"

@@ -139,15 +139,6 @@ fn unknown_services_and_busy_ports_are_clear_errors() {
     );
 }
 
-/// Consumes `service` on `node`; returns the local listener's port.
-fn consume_port(node: &TestNode, service: &str) -> u16 {
-    let out = node.cli(&["consume", service, "--json"]);
-    assert!(out.status.success(), "consume: {}", stderr(&out));
-    let consumption: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let listen = consumption["listen"].as_str().unwrap();
-    listen.rsplit(':').next().unwrap().parse().unwrap()
-}
-
 /// Waits until `consumer` lists both providers of `service` and is directly
 /// connected to both, so killing one leaves the other reachable.
 fn wait_for_two_providers(consumer: &TestNode, service: &str) {
@@ -202,7 +193,7 @@ fn a_provider_vanishing_mid_stream_ends_the_connection_and_the_listener_serves_o
     expose(&a, "feed", feed_server("peer-a"));
     expose(&b, "feed", feed_server("peer-b"));
     wait_for_two_providers(&c, "feed");
-    let port = consume_port(&c, "feed");
+    let port = c.consume("feed", &[]);
 
     let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
     conn.set_read_timeout(Some(Duration::from_secs(10)))
@@ -277,7 +268,7 @@ fn a_consume_loop_fails_over_to_a_replica_when_a_providers_node_is_killed() {
     expose(&a, "whoami", whoami_server("127.0.0.1", "peer-a"));
     expose(&b, "whoami", whoami_server("127.0.0.1", "peer-b"));
     wait_for_two_providers(&c, "whoami");
-    let port = consume_port(&c, "whoami");
+    let port = c.consume("whoami", &[]);
     let report =
         consume_loop_across_a_kill(
             "127.0.0.1",

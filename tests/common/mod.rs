@@ -208,6 +208,30 @@ impl TestNode {
             .expect("run peervisor")
     }
 
+    /// `peervisor consume SERVICE --json EXTRA...`: the local listener's port, or
+    /// the CLI's error.
+    pub fn try_consume(&self, service: &str, extra: &[&str]) -> Result<u16, String> {
+        let mut args = vec!["consume", service, "--json"];
+        args.extend_from_slice(extra);
+        let out = self.cli(&args);
+        if !out.status.success() {
+            return Err(stderr(&out));
+        }
+        let consumption: Value =
+            serde_json::from_slice(&out.stdout).map_err(|e| format!("consume --json: {e}"))?;
+        consumption["listen"]
+            .as_str()
+            .and_then(|l| l.rsplit(':').next())
+            .and_then(|p| p.parse().ok())
+            .ok_or_else(|| format!("no port in {consumption}"))
+    }
+
+    /// Consumes `service` here (see [`TestNode::try_consume`]); the local port.
+    pub fn consume(&self, service: &str, extra: &[&str]) -> u16 {
+        self.try_consume(service, extra)
+            .unwrap_or_else(|e| panic!("{} consume {service}: {e}", self.nick))
+    }
+
     pub fn status(&self) -> Value {
         let out = self.cli(&["status", "--json"]);
         assert!(out.status.success(), "status failed: {}", stderr(&out));
