@@ -59,6 +59,20 @@ fn start_home_with(lab: &NatLab, opts: NodeOptions, relay: &TestNode, i: usize) 
     )
 }
 
+/// Peer-a and peer-c, once peer-c reaches peer-a through the relay.
+fn start_relayed_pair(lab: &NatLab, key: &str, relay: &TestNode) -> (TestNode, TestNode) {
+    let relay_id = relay.peer_id();
+    let a = start_home(lab, key, relay, 0);
+    let c = start_home(lab, key, relay, 1);
+    assert!(
+        eventually(Duration::from_secs(60), || relayed(&c, "peer-a", &relay_id)),
+        "peer-c should reach peer-a through the relay: {}\n{}",
+        c.peer("peer-a"),
+        logs(&[relay, &a, &c])
+    );
+    (a, c)
+}
+
 /// Established TCP connections from home `i` to router `j`'s public address: a
 /// direct link between the homes crosses both NATs.
 fn tcp_to_router(lab: &NatLab, i: usize, j: usize) -> usize {
@@ -258,14 +272,7 @@ fn peers_behind_nat_punch_a_direct_link_and_stay_relayed_behind_a_symmetric_nat(
     // A symmetric NAT in front of peer-a: a new port per destination, so the port
     // the relay saw is useless to peer-c. The link stays relayed and works.
     lab.set_nat(0, Nat::Symmetric);
-    let a = start_home(&lab, &key, &relay, 0);
-    let c = start_home(&lab, &key, &relay, 1);
-    assert!(
-        eventually(Duration::from_secs(60), || relayed(&c, "peer-a", &relay_id)),
-        "peer-c should reach peer-a through the relay: {}\n{}",
-        c.peer("peer-a"),
-        logs(&[&relay, &a, &c])
-    );
+    let (a, c) = start_relayed_pair(&lab, &key, &relay);
     assert!(
         eventually(Duration::from_secs(120), || {
             let l = a.log() + &c.log();
@@ -397,14 +404,7 @@ fn a_consumption_opened_over_the_relay_survives_the_punch_and_new_streams_go_dir
     let relay = start_relay(&lab, &key);
     let relay_id = relay.peer_id();
     lab.hold_punches(true);
-    let a = start_home(&lab, &key, &relay, 0);
-    let c = start_home(&lab, &key, &relay, 1);
-    assert!(
-        eventually(Duration::from_secs(60), || relayed(&c, "peer-a", &relay_id)),
-        "peer-c should reach peer-a through the relay: {}\n{}",
-        c.peer("peer-a"),
-        logs(&[&relay, &a, &c])
-    );
+    let (a, c) = start_relayed_pair(&lab, &key, &relay);
     let port = consume_echo(&lab, &a, &c);
     let first = LongEcho::start(&lab, port);
     assert!(
@@ -498,30 +498,47 @@ fn boot_id(state: &str) -> String {
         .to_string()
 }
 
-#[test]
-fn vm_migrates_between_peers_behind_nat_over_the_punched_link() {
-    let rig = Rig::new("punchmig");
-    // Created here, in this mount namespace: one made by a node inside its home
-    // (`ip netns exec` gives it a mount namespace of its own) would not be
-    // visible to the other node.
+/// A NAT lab for guests. The guests' namespace is created here, in this mount
+/// namespace: one made by a node inside its home (`ip netns exec` gives it a
+/// mount namespace of its own) would not be visible to the other node.
+fn guest_lab(rig: &Rig) -> NatLab {
     let out = std::process::Command::new("ip")
         .args(["netns", "add", &rig.netns.name])
         .output()
         .unwrap();
     assert!(out.status.success(), "ip netns add: {}", stderr(&out));
-    let lab = NatLab::new([Nat::PortPreserving, Nat::PortPreserving]);
-    let relay = start_relay(&lab, &rig.key);
+    NatLab::new([Nat::PortPreserving, Nat::PortPreserving])
+}
+
+/// Peer-a or peer-c with a private libvirtd hosting guests in the rig's namespace.
+fn start_guest_home(lab: &NatLab, rig: &Rig, relay: &TestNode, i: usize) -> TestNode {
     let extra = ["--image-dir", rig.image_dir.as_str()];
-    let guests = |nick| NodeOptions {
-        nick,
+    let opts = NodeOptions {
+        nick: ["peer-a", "peer-c"][i],
         key: &rig.key,
         bootstrap: None,
         hypervisor: None,
         guest_netns: &rig.netns.name,
         extra: &extra,
     };
-    let a = start_home_with(&lab, guests("peer-a"), &relay, 0);
-    let c = start_home_with(&lab, guests("peer-c"), &relay, 1);
+    start_home_with(lab, opts, relay, i)
+}
+
+/// `vm` runs on peer-c, not on peer-a, and is the same guest (same boot).
+fn assert_moved(rig: &Rig, vm: &str, ip: &str, before: &str, a: &TestNode, c: &TestNode) {
+    assert_eq!(c.vm(vm).expect("VM on peer-c")["state"], "running");
+    assert!(a.vm(vm).is_none(), "{vm} still on peer-a");
+    let after = guest_state(&rig.netns, ip).expect("guest answers after migration");
+    assert_eq!(boot_id(&after), boot_id(before), "same guest, not a reboot");
+}
+
+#[test]
+fn vm_migrates_between_peers_behind_nat_over_the_punched_link() {
+    let rig = Rig::new("punchmig");
+    let lab = guest_lab(&rig);
+    let relay = start_relay(&lab, &rig.key);
+    let a = start_guest_home(&lab, &rig, &relay, 0);
+    let c = start_guest_home(&lab, &rig, &relay, 1);
     assert!(
         eventually(Duration::from_secs(90), || direct(&a, "peer-c")
             && direct(&c, "peer-a")),
@@ -543,14 +560,7 @@ fn vm_migrates_between_peers_behind_nat_over_the_punched_link() {
     );
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     eprintln!("migration over the punched link: {report}");
-    assert_eq!(c.vm("web-p").expect("web-p on peer-c")["state"], "running");
-    assert!(a.vm("web-p").is_none(), "web-p still on peer-a");
-    let after = guest_state(&rig.netns, &ip).expect("guest answers after migration");
-    assert_eq!(
-        boot_id(&after),
-        boot_id(&before),
-        "same guest, not a reboot"
-    );
+    assert_moved(&rig, "web-p", &ip, &before, &a, &c);
     // The bytes took the direct path: still direct, no circuit opened meanwhile.
     assert!(direct(&a, "peer-c"), "{}", a.peer("peer-c"));
     assert_eq!(relay.log().matches("relaying ").count(), circuits);
@@ -564,31 +574,16 @@ fn vm_migrates_between_peers_behind_nat_over_the_punched_link() {
 #[test]
 fn vm_a_migration_started_over_the_relay_survives_the_punch() {
     let rig = Rig::new("punchlate");
-    // In this mount namespace, as in the test above.
-    let out = std::process::Command::new("ip")
-        .args(["netns", "add", &rig.netns.name])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "ip netns add: {}", stderr(&out));
-    let lab = NatLab::new([Nat::PortPreserving, Nat::PortPreserving]);
+    let lab = guest_lab(&rig);
     let relay = start_relay(&lab, &rig.key);
     let relay_id = relay.peer_id();
     lab.hold_punches(true);
-    let extra = ["--image-dir", rig.image_dir.as_str()];
-    let guests = |nick| NodeOptions {
-        nick,
-        key: &rig.key,
-        bootstrap: None,
-        hypervisor: None,
-        guest_netns: &rig.netns.name,
-        extra: &extra,
-    };
     // The guest boots before peer-c starts: DCUtR gives up after 3 attempts of
     // up to 20 s each, so the punch must not be held back through a slow boot.
-    let a = start_home_with(&lab, guests("peer-a"), &relay, 0);
+    let a = start_guest_home(&lab, &rig, &relay, 0);
     let ip = boot(&a, &rig.netns, "web-l", &[]);
     let before = guest_state(&rig.netns, &ip).unwrap();
-    let c = start_home_with(&lab, guests("peer-c"), &relay, 1);
+    let c = start_guest_home(&lab, &rig, &relay, 1);
     assert!(
         eventually(Duration::from_secs(30), || relayed(&a, "peer-c", &relay_id)
             && relayed(&c, "peer-a", &relay_id)),
@@ -637,14 +632,7 @@ fn vm_a_migration_started_over_the_relay_survives_the_punch() {
     );
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(all.contains("hole punched: direct connection to"), "{all}");
-    assert_eq!(c.vm("web-l").expect("web-l on peer-c")["state"], "running");
-    assert!(a.vm("web-l").is_none(), "web-l still on peer-a");
-    let after = guest_state(&rig.netns, &ip).expect("guest answers after migration");
-    assert_eq!(
-        boot_id(&after),
-        boot_id(&before),
-        "same guest, not a reboot"
-    );
+    assert_moved(&rig, "web-l", &ip, &before, &a, &c);
     // The punch came during the transfer, and the relayed connection outlived it.
     let migrated = a
         .log()
