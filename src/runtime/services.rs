@@ -559,7 +559,7 @@ impl Peer {
         remote: Vec<hedge::Candidate<PeerId>>,
         service: &str,
         phases: &Phases,
-    ) -> hedge::Raced<PeerId, tokio_util::compat::Compat<libp2p::Stream>> {
+    ) -> hedge::Raced<PeerId, tokio_util::compat::Compat<crate::node::Stream>> {
         let node = self.node.clone();
         let mut raced = hedge::race(remote, |peer| {
             let node = node.clone();
