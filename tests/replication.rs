@@ -432,7 +432,13 @@ fn vm_leftover_overlay_is_merged_back_when_the_node_restarts() {
         "{}",
         a.log()
     );
-    assert!(!std::path::Path::new(&overlay).exists(), "overlay deleted");
+    // Deleted right after the pivot, which `disk_of` may have seen first.
+    assert!(
+        eventually(Duration::from_secs(10), || !std::path::Path::new(&overlay)
+            .exists()),
+        "overlay not deleted:\n{}",
+        a.log()
+    );
     assert_eq!(kv(netns, &ip, "GET late"), "written-on-the-overlay");
     let inactive = virsh(&uri, &["dumpxml", "--inactive", "thaw-web"]);
     assert!(
