@@ -113,10 +113,10 @@ impl Peer {
         copies: &[(String, String)],
         limits: Limits,
         phases: &Phases,
-    ) -> CopyOutcome {
-        let failed = |e| CopyOutcome {
+    ) -> ChannelOutcome {
+        let failed = |e| ChannelOutcome {
             outcome: Err(e),
-            ..CopyOutcome::default()
+            ..ChannelOutcome::default()
         };
         let xml = match self.host.migratable_xml(vm).await {
             Ok(xml) => xml,
@@ -168,7 +168,7 @@ impl Peer {
                 limits.bandwidth_mib_s,
             )
             .await;
-        CopyOutcome {
+        ChannelOutcome {
             outcome,
             broken: bridges.iter().find_map(|b| b.first_error()),
             disk_bytes: bridges.get(1).map(|nbd| nbd.sent()),
@@ -316,8 +316,8 @@ pub fn pair_copies(offers: &[DiskOffer], made: Vec<String>) -> Result<Vec<(Strin
     Ok(offers.iter().map(|o| o.path.clone()).zip(made).collect())
 }
 
-/// How the transfer of a VM with copied disks ended, at the source.
-pub struct CopyOutcome {
+/// How a transfer over the data channels ended, at the source.
+pub struct ChannelOutcome {
     /// libvirt's answer.
     pub outcome: Result<()>,
     /// The first error a data channel ended with (the overlay broke).
@@ -328,9 +328,9 @@ pub struct CopyOutcome {
     pub disk_bytes: Option<u64>,
 }
 
-impl Default for CopyOutcome {
+impl Default for ChannelOutcome {
     fn default() -> Self {
-        CopyOutcome {
+        ChannelOutcome {
             outcome: Ok(()),
             broken: None,
             disk_bytes: None,

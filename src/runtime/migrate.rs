@@ -372,10 +372,10 @@ impl Peer {
         let watcher = tokio::spawn(watch_progress(self.clone(), vm.name.clone(), op));
         let probe = self.probe_migrating_service(&vm.name, dest).await;
         phases.mark("libvirt called");
-        let copy = self
+        let moved = self
             .migrate_over_channels(&vm.name, dest_uri, (dest, token), &copies, limits, phases)
             .await;
-        let (outcome, channel_error, disk_bytes) = (copy.outcome, copy.broken, copy.disk_bytes);
+        let (outcome, channel_error, disk_bytes) = (moved.outcome, moved.broken, moved.disk_bytes);
         let switched = Instant::now();
         phases.mark_at("libvirt returned", switched);
         if outcome.is_ok() {
