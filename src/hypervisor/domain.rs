@@ -83,14 +83,14 @@ impl DomainSpec {
         let mut x = format!(
             "<{p}:vm xmlns:{p}='{METADATA_NS}'><{p}:ip>{}</{p}:ip><{p}:image>{}</{p}:image>",
             self.network.ip,
-            esc(&self.image)
+            xml_escape(&self.image)
         );
         for s in &self.services {
             let _ = write!(
                 x,
                 "<{p}:service name='{}' type='{}' port='{}'",
-                esc(&s.name),
-                esc(&s.kind),
+                xml_escape(&s.name),
+                xml_escape(&s.kind),
                 s.port
             );
             if let Some(max) = s.max_conns {
@@ -98,10 +98,15 @@ impl DomainSpec {
             }
             let _ = write!(x, ">");
             for (k, v) in &s.tags {
-                let _ = write!(x, "<{p}:tag name='{}' value='{}'/>", esc(k), esc(v));
+                let _ = write!(
+                    x,
+                    "<{p}:tag name='{}' value='{}'/>",
+                    xml_escape(k),
+                    xml_escape(v)
+                );
             }
             for peer in &s.allow {
-                let _ = write!(x, "<{p}:allow peer='{}'/>", esc(peer));
+                let _ = write!(x, "<{p}:allow peer='{}'/>", xml_escape(peer));
             }
             let _ = write!(x, "</{p}:service>");
         }
@@ -124,8 +129,8 @@ impl DomainSpec {
             ),
         };
         let _ = writeln!(x, "<domain type='{domain_type}'>");
-        let _ = writeln!(x, "  <name>{}</name>", esc(&self.name));
-        let _ = writeln!(x, "  <uuid>{}</uuid>", esc(&self.uuid));
+        let _ = writeln!(x, "  <name>{}</name>", xml_escape(&self.name));
+        let _ = writeln!(x, "  <uuid>{}</uuid>", xml_escape(&self.uuid));
         let _ = writeln!(x, "  <metadata>");
         let _ = writeln!(x, "    {}", self.metadata_xml());
         let _ = writeln!(x, "  </metadata>");
@@ -142,7 +147,7 @@ impl DomainSpec {
         }
         let _ = writeln!(x, "    <kernel>{}</kernel>", esc_path(&self.kernel));
         let _ = writeln!(x, "    <initrd>{}</initrd>", esc_path(&self.initrd));
-        let _ = writeln!(x, "    <cmdline>{}</cmdline>", esc(&self.cmdline()));
+        let _ = writeln!(x, "    <cmdline>{}</cmdline>", xml_escape(&self.cmdline()));
         let _ = writeln!(x, "  </os>");
         // ACPI: the guest powers off on the power button (graceful shutdown).
         let _ = writeln!(x, "  <features><acpi/></features>");
@@ -160,8 +165,16 @@ impl DomainSpec {
             let _ = writeln!(x, "    </disk>");
         }
         let _ = writeln!(x, "    <interface type='bridge'>");
-        let _ = writeln!(x, "      <source bridge='{}'/>", esc(&self.network.bridge));
-        let _ = writeln!(x, "      <mac address='{}'/>", esc(&self.network.mac));
+        let _ = writeln!(
+            x,
+            "      <source bridge='{}'/>",
+            xml_escape(&self.network.bridge)
+        );
+        let _ = writeln!(
+            x,
+            "      <mac address='{}'/>",
+            xml_escape(&self.network.mac)
+        );
         let _ = writeln!(x, "      <model type='virtio'/>");
         let _ = writeln!(x, "    </interface>");
         let _ = writeln!(x, "    <serial type='file'>");
@@ -186,8 +199,8 @@ pub fn raw_disk_xml(path: &std::path::Path, target: &str, serial: &str) -> Strin
     format!(
         "    <disk type='file' device='disk'>\n      <driver name='qemu' type='raw' cache='none' io='native'/>\n      <source file='{}'/>\n      <target dev='{}' bus='virtio'/>\n      <serial>{}</serial>\n    </disk>\n",
         esc_path(path),
-        esc(target),
-        esc(serial)
+        xml_escape(target),
+        xml_escape(serial)
     )
 }
 
@@ -333,7 +346,9 @@ fn element_text(xml: &str, local_name: &str) -> Option<String> {
     }
 }
 
-fn esc(s: &str) -> String {
+/// Text or attribute value escaped for XML (the domain XML, and definitions or
+/// snapshot requests built elsewhere).
+pub fn xml_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -342,7 +357,7 @@ fn esc(s: &str) -> String {
 }
 
 fn esc_path(p: &std::path::Path) -> String {
-    esc(&p.to_string_lossy())
+    xml_escape(&p.to_string_lossy())
 }
 
 #[cfg(test)]

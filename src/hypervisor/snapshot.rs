@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, anyhow, bail};
 use virt::sys;
 
+use super::domain::xml_escape;
 use super::{Host, ffi};
 
 /// How long the commit may take to catch up with the guest's writes.
@@ -302,10 +303,6 @@ fn snapshot_xml(disks: &[ActiveDisk], base: &str, overlay: &str) -> Option<Strin
     Some(format!(
         "<domainsnapshot><disks>{entries}</disks></domainsnapshot>"
     ))
-}
-
-fn xml_escape(s: &str) -> String {
-    quick_xml::escape::escape(s).into_owned()
 }
 
 #[cfg(test)]

@@ -35,6 +35,7 @@ use super::Peer;
 use super::migrate::{Limits, TunnelBridge};
 use super::phases::Phases;
 use crate::hypervisor::MigrationUris;
+use crate::hypervisor::domain::xml_escape;
 use crate::node::protocol::{CHANNEL_PROTOCOL, DiskOffer};
 use crate::paths::disk_dir;
 
@@ -487,14 +488,6 @@ pub fn with_disks_renamed(xml: &str, copies: &[(String, String)]) -> Result<Stri
         out = out.replace(&from, &to);
     }
     Ok(out)
-}
-
-fn xml_escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('\'', "&apos;")
-        .replace('"', "&quot;")
 }
 
 #[cfg(test)]
