@@ -8,8 +8,8 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::guests::{Rig, disk_of, guest_state, kv, sha256_of};
-use common::{TestNetns, TestNode, cut_connections, eventually, fresh_key, stderr, virsh};
+use common::guests::{Rig, disk_of, guest_state, kv, sha256_of, write_known_values};
+use common::{TestNetns, TestNode, cut_connections, eventually, stderr, virsh};
 use serde_json::Value;
 
 /// sha256 of what the guest sees on a disk (its raw contents, whatever the
@@ -48,18 +48,9 @@ fn defined_names(node: &TestNode) -> Vec<String> {
 fn pair(rig: &Rig, disk_a: &Path, disk_b: &Path, extra_b: &[&str]) -> (TestNode, TestNode) {
     let da = disk_a.to_string_lossy().into_owned();
     let db = disk_b.to_string_lossy().into_owned();
-    let a = rig.node("peer-a", None, &["--disk-dir", &da]);
     let mut b_args = vec!["--disk-dir", db.as_str()];
     b_args.extend_from_slice(extra_b);
-    let b = rig.node("peer-b", Some(&a), &b_args);
-    assert!(
-        eventually(Duration::from_secs(20), || a.connected_peers()
-            == ["peer-b"]),
-        "overlay did not form:\n{}",
-        a.log()
-    );
-    b.allow_control(&a);
-    (a, b)
+    rig.pair_with(&["--disk-dir", &da], &b_args)
 }
 
 /// Creates a VM with a 64 MiB data disk, an HTTP and a kv service; waits for it to answer.
@@ -110,15 +101,8 @@ fn vm_data_disk_is_copied_when_the_peers_do_not_share_their_disk_dirs() {
     let (a, b) = pair(&rig, disk_a.path(), disk_b.path(), &[]);
     let ip = boot_with_disk(&a, netns, "dm-web");
 
-    // Known data on the disk, flushed (the write CGI ends with a sync).
-    let values: Vec<(String, String)> = (0..20)
-        .map(|i| (format!("key{i}"), format!("value-{i}-{}", fresh_key())))
-        .collect();
-    for (k, v) in &values {
-        assert_eq!(kv(netns, &ip, &format!("SET {k} {v}")), "OK");
-    }
-    let synced = netns.exec(&["curl", "-sf", &format!("http://{ip}/cgi-bin/write?1")]);
-    assert!(synced.status.success(), "sync in the guest");
+    // Known data on the disk, flushed.
+    let values = write_known_values(netns, &ip);
     let source_disk = disk_of(&a, "dm-web");
     assert!(source_disk.starts_with(&*disk_a.path().to_string_lossy()));
     // The contents, read while the guest cannot write.

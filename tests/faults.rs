@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::failover::{consume_loop_across_a_kill, whoami_server};
+use common::failover::{consume_loop_across_a_kill, kill_provider, whoami_server};
 use common::{Islands, NodeOptions, TestNode, eventually, fresh_key, stderr};
 use serde_json::Value;
 
@@ -117,18 +117,9 @@ fn a_consume_loop_across_namespaces_fails_over_to_a_replica_when_a_providers_nod
     let mut o = overlay();
     let (c_addr, port) = consume_on_c_from_two_providers(&o);
     let (a, b) = (&mut o.a, &mut o.b);
-    let report =
-        consume_loop_across_a_kill(&c_addr, port, Duration::from_secs(10), |last| match last {
-            "peer-a" => {
-                a.kill_hard();
-                "peer-b"
-            }
-            "peer-b" => {
-                b.kill_hard();
-                "peer-a"
-            }
-            other => panic!("unexpected provider {other:?}"),
-        });
+    let report = consume_loop_across_a_kill(&c_addr, port, Duration::from_secs(10), |last| {
+        kill_provider(last, a, b)
+    });
     println!("node killed: {report}");
     assert!(
         report.failed.len() <= 1,

@@ -461,13 +461,7 @@ fn bad_migrations_are_refused_before_anything_moves_with_a_clear_error() {
         Some(a.port),
         &["--lend-vcpus", "4", "--lend-memory", "3GiB"],
     );
-    assert!(
-        eventually(Duration::from_secs(20), || a.connected_peers()
-            == ["peer-b"]),
-        "overlay did not form:\n{}",
-        a.log()
-    );
-    b.allow_control(&a);
+    b.join_and_allow_control(&a);
     let lending = b.status()["local"]["lending"].clone();
     assert_eq!(lending["memory_mib"], 3072, "{lending}");
     assert_eq!(

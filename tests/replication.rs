@@ -7,8 +7,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::guests::{Rig, disk_of, guest_state, kv, sha256_of};
-use common::{TestNetns, TestNode, eventually, fresh_key, stderr, virsh};
+use common::guests::{Rig, disk_of, guest_state, kv, sha256_of, write_known_values};
+use common::{TestNetns, TestNode, eventually, stderr, virsh};
 use serde_json::Value;
 
 fn wait_http(netns: &TestNetns, ip: &str) {
@@ -61,15 +61,8 @@ fn vm_replica_serves_the_same_data_and_only_allocated_bytes_cross() {
     let ip = ip_of(&a, "rep-web");
     wait_http(netns, &ip);
 
-    // Data on the disk, flushed (the write CGI ends with a sync).
-    let values: Vec<(String, String)> = (0..20)
-        .map(|i| (format!("key{i}"), format!("value-{i}-{}", fresh_key())))
-        .collect();
-    for (k, v) in &values {
-        assert_eq!(kv(netns, &ip, &format!("SET {k} {v}")), "OK");
-    }
-    let synced = netns.exec(&["curl", "-sf", &format!("http://{ip}/cgi-bin/write?1")]);
-    assert!(synced.status.success(), "sync in the guest");
+    // Data on the disk, flushed.
+    let values = write_known_values(netns, &ip);
 
     // Paused, the disk file stays as it is: the test can checksum it itself.
     let out = a.cli(&["vm", "pause", "rep-web"]);

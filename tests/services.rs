@@ -8,7 +8,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::failover::{consume_loop_across_a_kill, read_line, whoami_server};
+use common::failover::{consume_loop_across_a_kill, kill_provider, read_line, whoami_server};
 use common::{TestNode, echo_server, eventually, fresh_key, node, stderr};
 use serde_json::Value;
 
@@ -204,17 +204,7 @@ fn a_provider_vanishing_mid_stream_ends_the_connection_and_the_listener_serves_o
     while streamed < 1 << 20 {
         streamed += conn.read(&mut buf).unwrap();
     }
-    let survivor = match provider.as_str() {
-        "peer-a" => {
-            a.kill_hard();
-            "peer-b"
-        }
-        "peer-b" => {
-            b.kill_hard();
-            "peer-a"
-        }
-        other => panic!("unexpected first line {other:?}"),
-    };
+    let survivor = kill_provider(&provider, &mut a, &mut b);
 
     // Bytes in flight may still arrive; then the connection ends (EOF or reset).
     conn.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
@@ -269,23 +259,9 @@ fn a_consume_loop_fails_over_to_a_replica_when_a_providers_node_is_killed() {
     expose(&b, "whoami", whoami_server("127.0.0.1", "peer-b"));
     wait_for_two_providers(&c, "whoami");
     let port = c.consume("whoami", &[]);
-    let report =
-        consume_loop_across_a_kill(
-            "127.0.0.1",
-            port,
-            Duration::from_secs(8),
-            |last| match last {
-                "peer-a" => {
-                    a.kill_hard();
-                    "peer-b"
-                }
-                "peer-b" => {
-                    b.kill_hard();
-                    "peer-a"
-                }
-                other => panic!("unexpected provider {other:?}"),
-            },
-        );
+    let report = consume_loop_across_a_kill("127.0.0.1", port, Duration::from_secs(8), |last| {
+        kill_provider(last, &mut a, &mut b)
+    });
     println!("{report}");
     // The one request in flight when the node died may fail; no other may.
     assert!(

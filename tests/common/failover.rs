@@ -5,6 +5,24 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
+use super::TestNode;
+
+/// Kills the node of `provider` (peer-a or peer-b, as the whoami server names
+/// it) and names the provider left.
+pub fn kill_provider(provider: &str, a: &mut TestNode, b: &mut TestNode) -> &'static str {
+    match provider {
+        "peer-a" => {
+            a.kill_hard();
+            "peer-b"
+        }
+        "peer-b" => {
+            b.kill_hard();
+            "peer-a"
+        }
+        other => panic!("unexpected provider {other:?}"),
+    }
+}
+
 /// Answers each connection's first line with "PROVIDER LINE"; listens on `ip`.
 pub fn whoami_server(ip: &str, provider: &'static str) -> u16 {
     let listener = TcpListener::bind((ip, 0)).unwrap();

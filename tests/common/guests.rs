@@ -38,17 +38,30 @@ impl Rig {
 
     /// peer-a and peer-b joined, peer-b letting peer-a migrate VMs in.
     pub fn pair(&self, extra_b: &[&str]) -> (TestNode, TestNode) {
-        let a = self.node("peer-a", None, &[]);
+        self.pair_with(&[], extra_b)
+    }
+
+    /// The same, with arguments for each node.
+    pub fn pair_with(&self, extra_a: &[&str], extra_b: &[&str]) -> (TestNode, TestNode) {
+        let a = self.node("peer-a", None, extra_a);
         let b = self.node("peer-b", Some(&a), extra_b);
-        assert!(
-            eventually(Duration::from_secs(20), || a.connected_peers()
-                == ["peer-b"]),
-            "overlay did not form:\n{}",
-            a.log()
-        );
-        b.allow_control(&a);
+        b.join_and_allow_control(&a);
         (a, b)
     }
+}
+
+/// Writes 20 fresh keys through the guest's kv service and syncs its disk (the
+/// write CGI ends with a sync); returns what was written.
+pub fn write_known_values(netns: &TestNetns, ip: &str) -> Vec<(String, String)> {
+    let values: Vec<(String, String)> = (0..20)
+        .map(|i| (format!("key{i}"), format!("value-{i}-{}", fresh_key())))
+        .collect();
+    for (k, v) in &values {
+        assert_eq!(kv(netns, ip, &format!("SET {k} {v}")), "OK");
+    }
+    let synced = netns.exec(&["curl", "-sf", &format!("http://{ip}/cgi-bin/write?1")]);
+    assert!(synced.status.success(), "sync in the guest");
+    values
 }
 
 /// The guest's state page (`name=`, `boot_id=`, `hits=` ...), fetched from inside

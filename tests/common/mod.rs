@@ -280,6 +280,18 @@ impl TestNode {
         assert!(out.status.success(), "peers allow: {}", stderr(&out));
     }
 
+    /// Waits until `from` sees this node as its only peer, then lets `from`
+    /// migrate VMs in.
+    pub fn join_and_allow_control(&self, from: &TestNode) {
+        assert!(
+            eventually(Duration::from_secs(20), || from.connected_peers()
+                == [self.nick.as_str()]),
+            "overlay did not form:\n{}",
+            from.log()
+        );
+        self.allow_control(from);
+    }
+
     pub fn vm(&self, name: &str) -> Option<Value> {
         self.status()["vms"]
             .as_array()
