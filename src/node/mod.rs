@@ -5,6 +5,7 @@
 mod guard;
 mod hide;
 pub mod identity;
+mod keyed_tls;
 mod links;
 mod membership;
 pub mod protocol;

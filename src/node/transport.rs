@@ -1,11 +1,11 @@
-//! The overlay transport: TCP, then the membership proof (the network key keeps
-//! strangers out), then noise (authenticated encryption), then yamux. A relayed
-//! circuit (circuit relay v2) gets the very same upgrade end to end: the relay only
-//! forwards the membership proof and noise ciphertext between the two peers.
+//! The overlay transport: TCP, then a secure channel keyed by the network key
+//! (TLS or noise; membership, authentication and encryption in one handshake:
+//! see `membership`), then yamux. A relayed circuit (circuit relay v2) gets the
+//! very same upgrade end to end: the relay only forwards ciphertext between the
+//! two peers.
 //!
-//! QUIC is deliberately absent: the membership proof runs on raw byte streams
-//! before noise, which QUIC does not expose, so a QUIC listener would let peers
-//! without the network key in.
+//! QUIC is absent: libp2p-quic runs its own TLS handshake with no place for the
+//! network key, so a QUIC listener would let peers without it in.
 
 use std::time::Duration;
 
@@ -14,17 +14,21 @@ use libp2p::core::muxing::StreamMuxerBox;
 use libp2p::core::transport::Boxed;
 use libp2p::core::upgrade::Version;
 use libp2p::identity::Keypair;
-use libp2p::{PeerId, Transport, noise, relay, tcp, yamux};
+use libp2p::{PeerId, Transport, relay, tcp, yamux};
 
 use super::identity::NetworkKey;
-use super::membership;
+use super::membership::{Membership, SetupError};
+
+/// A connection's whole upgrade (multistream, noise, yamux) must finish in this;
+/// a remote that stalls mid-handshake is dropped.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Direct TCP connections, and circuits through relay peers.
 pub fn build(
     keypair: &Keypair,
     key: NetworkKey,
     relayed: relay::client::Transport,
-) -> Result<Boxed<(PeerId, StreamMuxerBox)>, noise::Error> {
+) -> Result<Boxed<(PeerId, StreamMuxerBox)>, SetupError> {
     let direct = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true));
     Ok(secure(direct, keypair, key)?
         .or_transport(secure(relayed, keypair, key)?)
@@ -37,7 +41,7 @@ fn secure<T>(
     transport: T,
     keypair: &Keypair,
     key: NetworkKey,
-) -> Result<Boxed<(PeerId, StreamMuxerBox)>, noise::Error>
+) -> Result<Boxed<(PeerId, StreamMuxerBox)>, SetupError>
 where
     T: Transport + Send + Unpin + 'static,
     T::Output: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -45,13 +49,11 @@ where
     T::Dial: Send + 'static,
     T::ListenerUpgrade: Send + 'static,
 {
-    let noise = noise::Config::new(keypair)?;
     Ok(transport
-        .and_then(move |socket, _| membership::prove(socket, key))
         .upgrade(Version::V1Lazy)
-        .authenticate(noise)
+        .authenticate(Membership::new(keypair, &key)?)
         .multiplex(yamux_config())
-        .timeout(Duration::from_secs(20))
+        .timeout(HANDSHAKE_TIMEOUT)
         .boxed())
 }
 
