@@ -29,6 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use futures::future::Either;
+use futures::io::{BufReader, BufWriter};
 use futures::{AsyncRead, AsyncWrite, FutureExt};
 use libp2p::PeerId;
 use libp2p::core::UpgradeInfo;
@@ -41,6 +42,13 @@ use super::keyed_tls::{KeyedTls, TlsStream};
 
 /// The label the noise prologue is derived under; changing it splits the overlay.
 pub const PROLOGUE_LABEL: &[u8] = b"peervisor overlay noise prologue v1";
+
+/// Socket reads are gathered this much at a time: rustls asks for 4 KiB per
+/// read, which cost one system call each; this makes it one per 64 KiB.
+const READ_BUFFER: usize = 64 * 1024;
+/// Plaintext gathered before TLS seals it: yamux writes a 12-byte header and
+/// then its frame, which would otherwise be two records and two system calls.
+const WRITE_BUFFER: usize = 64 * 1024;
 
 const TLS_PROTOCOL: &str = "/tls/1.0.0";
 const NOISE_PROTOCOL: &str = "/noise";
@@ -164,7 +172,7 @@ impl UpgradeInfo for Membership {
 }
 
 /// The channel one connection ended up with.
-pub type Secured<T> = Either<TlsStream<T>, NoiseStream<T>>;
+pub type Secured<T> = Either<BufWriter<TlsStream<BufReader<T>>>, NoiseStream<BufReader<T>>>;
 type Upgraded<T> = (PeerId, Secured<T>);
 type UpgradeFuture<T> = Pin<Box<dyn Future<Output = Result<Upgraded<T>, HandshakeError>> + Send>>;
 
@@ -173,6 +181,7 @@ impl Membership {
     where
         T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        let socket = BufReader::with_capacity(READ_BUFFER, socket);
         if protocol == TLS_PROTOCOL {
             async move {
                 let (peer, stream) = if dialer {
@@ -180,7 +189,10 @@ impl Membership {
                 } else {
                     self.tls.accept(socket).await?
                 };
-                Ok((peer, Either::Left(stream)))
+                Ok((
+                    peer,
+                    Either::Left(BufWriter::with_capacity(WRITE_BUFFER, stream)),
+                ))
             }
             .boxed()
         } else {
