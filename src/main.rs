@@ -188,19 +188,19 @@ async fn run(cli: Cli) -> Result<()> {
             megabytes,
             requests,
             connections,
-        })) => services::bench::proxy(megabytes, requests, connections).await,
+        })) => bench::proxy::proxy(megabytes, requests, connections).await,
         Some(Command::Bench(BenchCommand::Load {
             connections,
             requests,
             json,
-        })) => services::load::run(connections, requests, json).await,
+        })) => bench::load::run(connections, requests, json).await,
         Some(Command::Bench(BenchCommand::Discovery { peers, rounds })) => {
-            services::bench::discovery(peers, rounds).await
+            bench::proxy::discovery(peers, rounds).await
         }
         Some(Command::Top { delay, iterations }) => top(&control, delay, iterations).await,
         Some(Command::Bench(BenchCommand::Stats { domains, rounds })) => {
             let table =
-                tokio::task::spawn_blocking(move || hypervisor::bench::stats_tick(domains, rounds))
+                tokio::task::spawn_blocking(move || bench::stats::stats_tick(domains, rounds))
                     .await??;
             print!("{table}");
             Ok(())
@@ -209,7 +209,7 @@ async fn run(cli: Cli) -> Result<()> {
             virtual_mib,
             data_mib,
             rounds,
-        })) => replica::bench::run(virtual_mib, data_mib, rounds).await,
+        })) => bench::replicate::run(virtual_mib, data_mib, rounds).await,
         Some(Command::Bench(BenchCommand::Boot { rounds })) => {
             bench_boot(&control, &cli.node, rounds).await
         }
@@ -481,7 +481,7 @@ async fn bench_boot(control: &ControlClient, args: &NodeArgs, rounds: usize) -> 
     };
     let host = hypervisor::Host::open(&status.local.hypervisor).await?;
     let network = hypervisor::netns::GuestNetwork::named(&args.guest_netns);
-    let table = hypervisor::bench::boot(&host, &report.image, &network, accel, rounds).await?;
+    let table = bench::stats::boot(&host, &report.image, &network, accel, rounds).await?;
     print!("{table}");
     Ok(())
 }

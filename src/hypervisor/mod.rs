@@ -2,7 +2,6 @@
 //! on tokio's blocking pool; a libvirt connection is thread-safe and shared.
 
 pub mod accel;
-pub mod bench;
 pub mod daemon;
 pub mod domain;
 mod ffi;

@@ -4,7 +4,6 @@
 //! image of a running VM's disk it reads (`point_in_time`). The runtime (`runtime/replicate.rs`) drives both ends; `bench`
 //! compares it with rsync.
 
-pub mod bench;
 pub mod point_in_time;
 pub mod sparse;
 pub mod transfer;

@@ -1,9 +1,7 @@
 //! Services: what this peer provides, what the overlay provides (the discovered
 //! catalogue), and which provider a new connection goes to.
 
-pub mod bench;
 pub mod hedge;
-pub mod load;
 pub mod probe;
 pub mod proxy;
 #[cfg(test)]

@@ -89,7 +89,7 @@ pub async fn measure(connections: usize, requests: usize) -> Result<LoadReport> 
     if (connections as u64) * 2 + 64 > fd_limit {
         bail!("{connections} connections need more open files than the limit of {fd_limit}");
     }
-    let echo = super::bench::echo_server().await?;
+    let echo = super::proxy::echo_server().await?;
     let dir = tempfile::Builder::new().prefix("pv-load-").tempdir()?;
     let key = hex::encode(rand::random::<[u8; 32]>());
     // The nodes run with the default per-peer limits, which admit 1,000 streams at

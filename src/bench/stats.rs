@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, anyhow};
 use virt::connect::Connect;
 
-use super::sampler::{self, SamplerConfig, StatsBoard};
+use crate::hypervisor::sampler::{self, SamplerConfig, StatsBoard};
 
 pub fn stats_tick(domains: usize, rounds: usize) -> Result<String> {
     if domains == 0 || rounds == 0 {
@@ -94,13 +94,13 @@ pub fn stats_tick(domains: usize, rounds: usize) -> Result<String> {
 /// HTTP service answering, on a running node's libvirt. Ours (PVH kernel + qboot)
 /// against the baseline in the same run (the bzImage through SeaBIOS).
 pub async fn boot(
-    host: &super::Host,
+    host: &crate::hypervisor::Host,
     image: &crate::image::Image,
-    network: &super::netns::GuestNetwork,
-    accel: super::accel::Accel,
+    network: &crate::hypervisor::netns::GuestNetwork,
+    accel: crate::hypervisor::accel::Accel,
     rounds: usize,
 ) -> Result<String> {
-    use super::domain::{DomainSpec, fast_firmware};
+    use crate::hypervisor::domain::{DomainSpec, fast_firmware};
     let bzimage = image.dir.join("vmlinuz");
     let variants: [(&str, std::path::PathBuf, Option<std::path::PathBuf>); 2] = [
         ("baseline: bzImage via SeaBIOS", bzimage, None),
@@ -114,7 +114,7 @@ pub async fn boot(
     let name = format!("pvbench-boot-{}", std::process::id());
     for _ in 0..rounds.max(1) {
         for (i, (_, kernel, firmware)) in variants.iter().enumerate() {
-            let uuid = super::domain::new_uuid();
+            let uuid = crate::hypervisor::domain::new_uuid();
             let ip = network.guest_ip_for(&uuid);
             let console_log = crate::paths::console_log_dir().join(format!("{name}.log"));
             let _ = std::fs::create_dir_all(crate::paths::console_log_dir());
@@ -179,7 +179,7 @@ pub async fn boot(
 
 /// One HTTP exchange every 50 ms until the guest answers.
 fn wait_for_http(
-    network: &super::netns::GuestNetwork,
+    network: &crate::hypervisor::netns::GuestNetwork,
     addr: std::net::SocketAddr,
     limit: Duration,
 ) -> bool {

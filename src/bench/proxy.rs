@@ -104,7 +104,7 @@ async fn relay(target: u16) -> Result<u16> {
         while let Ok((mut inbound, _)) = listener.accept().await {
             tokio::spawn(async move {
                 if let Ok(mut outbound) = TcpStream::connect(("127.0.0.1", target)).await {
-                    let _ = super::proxy::pipe(&mut inbound, &mut outbound).await;
+                    let _ = crate::services::proxy::pipe(&mut inbound, &mut outbound).await;
                 }
             });
         }
