@@ -9,6 +9,7 @@ mod demo;
 mod fuzzing;
 mod hypervisor;
 mod image;
+mod jobs;
 mod model;
 mod node;
 mod paths;

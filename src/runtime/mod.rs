@@ -95,7 +95,7 @@ pub struct Peer {
     capacity_reservations: capacity::Reservations,
     limits: limits::PeerLimits,
     /// YARN/Spark jobs and the penalty benchmark, polled off the status path.
-    bench: crate::bench::collector::Collector,
+    bench: crate::jobs::collector::Collector,
 }
 
 impl Peer {
@@ -113,7 +113,7 @@ impl Peer {
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
         }
         // Bad source URLs fail here, before anything is started.
-        let bench = crate::bench::collector::Collector::start(
+        let bench = crate::jobs::collector::Collector::start(
             &config.yarn,
             &config.spark,
             config.data_dir.root().join("bench"),

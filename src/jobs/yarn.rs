@@ -496,7 +496,7 @@ mod tests {
     //! MapReduce Application Master REST, History Server REST), trimmed of
     //! fields we do not read but keeping their neighbours.
     use super::*;
-    use crate::bench::testserver::{Route, TestServer};
+    use crate::jobs::testserver::{Route, TestServer};
     use crate::model::WorkloadKind;
     use serde_json::json;
 

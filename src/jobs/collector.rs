@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use super::penalty::LATEST;
 use super::source::{JobSource, SourceReport};
 use super::spark::SparkSource;
 use super::yarn::YarnSource;
+use crate::bench::penalty::LATEST;
 use crate::model::{JobView, PenaltyView, Status, VmView};
 
 const POLL_EVERY: Duration = Duration::from_secs(crate::model::JOB_POLL_EVERY_S);
@@ -138,7 +138,7 @@ pub fn link_vms(job: &mut JobView, vms: &[VmView]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::testserver::TestServer;
+    use crate::jobs::testserver::TestServer;
 
     #[test]
     fn jobs_link_to_vms_by_name_or_address() {

@@ -192,7 +192,7 @@ struct Executor {
 mod tests {
     //! Bodies shaped like the Spark monitoring REST API's (Spark 3.x).
     use super::*;
-    use crate::bench::testserver::{Route, TestServer};
+    use crate::jobs::testserver::{Route, TestServer};
     use crate::model::WorkloadKind;
     use serde_json::json;
 
