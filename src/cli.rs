@@ -254,7 +254,7 @@ pub enum PeersCommand {
         /// Peer id, or nickname of a connected peer.
         peer: String,
         #[arg(long, default_value = "control")]
-        role: crate::runtime::access::Role,
+        role: crate::peer::access::Role,
     },
     /// Reduce a peer to observing: it may neither consume nor control.
     Deny { peer: String },
@@ -535,5 +535,5 @@ pub struct NodeArgs {
 
 /// A size with a binary unit, in MiB.
 fn parse_size(text: &str) -> Result<u64, String> {
-    crate::runtime::capacity::parse_size_mib(text)
+    crate::peer::capacity::parse_size_mib(text)
 }

@@ -14,7 +14,7 @@ use crate::control::client::ControlClient;
 use crate::control::{Reply, Request};
 use crate::model::{ServiceView, Status, VmView, short_peer_id};
 use crate::paths::DataDir;
-use crate::runtime::{Peer, PeerConfig};
+use crate::peer::{Peer, PeerConfig};
 use crate::tui::keymap;
 use crate::tui::panes::fmt_rate;
 use crate::tui::panes::jobs::{bench_label, source_errors};
@@ -239,7 +239,7 @@ fn outcome_text(command: &UiCommand, reply: &Reply) -> String {
 
 /// "8 vCPUs (1 in use), 21.2 GiB memory (128 MiB in use), 35.3 GiB disk; 2 migrations each way".
 fn lending_text(l: &crate::model::LendingView) -> String {
-    use crate::runtime::capacity::fmt_mib;
+    use crate::peer::capacity::fmt_mib;
     format!(
         "{} vCPUs ({} in use), {} memory ({} in use), {} disk; {} migration(s) each way at once",
         l.vcpus,

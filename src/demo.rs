@@ -195,7 +195,7 @@ impl Demo {
                 client
                     .call(&Request::PeersAllow {
                         peer: id.clone(),
-                        role: crate::runtime::access::Role::Control,
+                        role: crate::peer::access::Role::Control,
                     })
                     .await?;
             }

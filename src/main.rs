@@ -10,11 +10,11 @@ mod fuzzing;
 mod hypervisor;
 mod image;
 mod jobs;
+mod migrate;
 mod model;
 mod node;
 mod paths;
-mod replica;
-mod runtime;
+mod peer;
 mod services;
 mod top;
 mod tui;
@@ -30,7 +30,7 @@ use cli::{BenchCommand, Cli, Command, ImageCommand, NodeArgs, PeersCommand, VmCo
 use control::client::ControlClient;
 use control::{Reply, Request};
 use paths::DataDir;
-use runtime::{Peer, PeerConfig};
+use peer::{Peer, PeerConfig};
 
 fn main() -> ExitCode {
     // The subreaper a private libvirtd runs under (hypervisor/reaper.rs).
@@ -254,7 +254,7 @@ async fn run(cli: Cli) -> Result<()> {
 }
 
 async fn peers_command(control: &ControlClient, command: PeersCommand) -> Result<()> {
-    use runtime::access::Role;
+    use peer::access::Role;
     let request = match command {
         PeersCommand::Allow { peer, role } => Request::PeersAllow { peer, role },
         PeersCommand::Deny { peer } => Request::PeersAllow {
@@ -626,7 +626,7 @@ fn peer_config(data_dir: DataDir, args: &NodeArgs) -> PeerConfig {
             .clone()
             .unwrap_or_else(image::default_image_dir),
         accept_migrations: !args.no_accept_migrations,
-        provision: runtime::ProvisionPolicy {
+        provision: peer::ProvisionPolicy {
             enabled: args.provision,
             high_pct: args.provision_high,
             low_pct: args.provision_low,
@@ -634,7 +634,7 @@ fn peer_config(data_dir: DataDir, args: &NodeArgs) -> PeerConfig {
         },
         yarn: args.yarn.clone(),
         spark: args.spark.clone(),
-        limits: runtime::limits::LimitsConfig {
+        limits: peer::limits::LimitsConfig {
             control_per_s: args.peer_control_rate,
             streams_per_s: args.peer_stream_rate,
             streams_per_peer: args.peer_max_streams,
@@ -644,7 +644,7 @@ fn peer_config(data_dir: DataDir, args: &NodeArgs) -> PeerConfig {
             total: args.max_connections,
             pending_incoming: args.max_pending_connections,
         },
-        capacity: runtime::capacity::CapacityFlags {
+        capacity: peer::capacity::CapacityFlags {
             lend_vcpus: args.lend_vcpus,
             lend_memory_mib: args.lend_memory,
             lend_disk_mib: args.lend_disk,

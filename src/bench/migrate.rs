@@ -453,11 +453,11 @@ async fn direct_native(
             files.push((dest, bytes));
         }
     }
-    crate::runtime::diskmig::make_disks(&files)
+    crate::migrate::diskmig::make_disks(&files)
         .await
         .map_err(|e| anyhow!(e))?;
     let xml =
-        crate::runtime::diskmig::with_disks_renamed(&from.migratable_xml(VM).await?, &copies)?;
+        crate::migrate::diskmig::with_disks_renamed(&from.migratable_xml(VM).await?, &copies)?;
     let uris = crate::hypervisor::MigrationUris {
         libvirt: dest_uri.to_string(),
         memory: None,
@@ -813,7 +813,7 @@ impl Nodes {
             client
                 .call(&Request::PeersAllow {
                     peer: ids[1 - i].clone(),
-                    role: crate::runtime::access::Role::Control,
+                    role: crate::peer::access::Role::Control,
                 })
                 .await?;
         }

@@ -12,7 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::hypervisor::accel::{Accel, AccelChoice};
 use crate::paths::DataDir;
-use crate::runtime::{Peer, PeerConfig};
+use crate::peer::{Peer, PeerConfig};
 
 const CHUNK: usize = 64 * 1024;
 

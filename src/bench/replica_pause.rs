@@ -25,9 +25,9 @@ use anyhow::{Context, Result, anyhow, bail};
 
 use super::penalty::guest::{BenchGuest, SCRATCH_SERIAL};
 use crate::hypervisor::accel::Accel;
+use crate::migrate::replica::point_in_time::{DiskImage, Method};
+use crate::migrate::replica::sparse;
 use crate::model::VmState;
-use crate::replica::point_in_time::{DiskImage, Method};
-use crate::replica::sparse;
 use crate::services::probe::GapProbe;
 
 /// Quiet time before and after each measured step.

@@ -23,11 +23,11 @@ use libp2p::{Multiaddr, PeerId};
 use tokio::io::AsyncWriteExt;
 use tokio_util::compat::FuturesAsyncReadCompatExt;
 
+use crate::migrate::replica::sparse::{self, DiskPlan, Partial};
+use crate::migrate::replica::transfer::{receive_chunks, send_chunks};
+use crate::migrate::replica::wire::{self, Answer, Offer, Outcome};
 use crate::node::protocol::REPLICA_PROTOCOL;
 use crate::node::{self, Client, NodeConfig, identity::NetworkKey};
-use crate::replica::sparse::{self, DiskPlan, Partial};
-use crate::replica::transfer::{receive_chunks, send_chunks};
-use crate::replica::wire::{self, Answer, Offer, Outcome};
 
 /// One transfer's figures.
 struct Run {

@@ -122,7 +122,7 @@ pub enum Request {
     /// Grant a role to a peer (by id, or nickname of a known peer).
     PeersAllow {
         peer: String,
-        role: crate::runtime::access::Role,
+        role: crate::peer::access::Role,
     },
     /// Drop a peer's grant (back to the default role).
     PeersForget {

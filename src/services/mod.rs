@@ -1,6 +1,7 @@
 //! Services: what this peer provides, what the overlay provides (the discovered
 //! catalogue), and which provider a new connection goes to.
 
+pub mod consume;
 pub mod hedge;
 pub mod probe;
 pub mod proxy;

@@ -13,7 +13,7 @@ use anyhow::Result;
 use libp2p::PeerId;
 use tokio::sync::Notify;
 
-use super::Peer;
+use crate::peer::Peer;
 use crate::services::proxy::{self, Answer};
 
 /// How long after a move streams for the VM's services are still forwarded.
@@ -104,7 +104,7 @@ impl Handovers {
 
 impl Peer {
     /// Records that `vm` is leaving for `dest`, with the services it provides.
-    pub(super) async fn handover_begin(self: &Arc<Self>, vm: &str, dest: PeerId) {
+    pub(crate) async fn handover_begin(self: &Arc<Self>, vm: &str, dest: PeerId) {
         let services = self
             .local_services()
             .await

@@ -13,7 +13,7 @@ use std::time::Duration;
 use futures::future::select_ok;
 use libp2p::PeerId;
 
-use super::Peer;
+use crate::peer::Peer;
 use crate::services::probe::GapProbe;
 use crate::services::proxy;
 use crate::services::{LocalService, Target};
@@ -30,7 +30,7 @@ const DIRECT_SLOW: Duration = Duration::from_millis(100);
 impl Peer {
     /// Starts probing the service of `vm` (here, and at `dest` once it runs there).
     /// None when the VM has no service on the guest network to probe.
-    pub(super) async fn probe_migrating_service(
+    pub(crate) async fn probe_migrating_service(
         self: &Arc<Self>,
         vm: &str,
         dest: PeerId,

@@ -31,13 +31,13 @@ use anyhow::{Result, anyhow, bail};
 use libp2p::PeerId;
 use tokio::io::AsyncWrite;
 
-use super::Peer;
-use super::migrate::{Limits, TunnelBridge};
-use super::phases::Phases;
+use super::outgoing::{Limits, TunnelBridge};
 use crate::hypervisor::MigrationUris;
 use crate::hypervisor::domain::xml_escape;
 use crate::node::protocol::{CHANNEL_PROTOCOL, DiskOffer};
 use crate::paths::disk_dir;
+use crate::peer::Peer;
+use crate::peer::phases::Phases;
 
 /// Channel tags after the token on a `CHANNEL_PROTOCOL` stream.
 pub const MEMORY_CHANNEL: u8 = 1;
@@ -77,7 +77,7 @@ impl Peer {
     }
 
     /// Destination side: the local socket a data channel connects to.
-    pub(super) fn channel_socket(&self, token: u64, tag: u8) -> Result<PathBuf> {
+    pub(crate) fn channel_socket(&self, token: u64, tag: u8) -> Result<PathBuf> {
         let file = channel_file(token, tag).ok_or_else(|| anyhow!("unknown channel {tag}"))?;
         Ok(self.daemon_run_dir().join(file))
     }
@@ -85,7 +85,7 @@ impl Peer {
     /// Source side: the VM's disk files as the destination needs to know them.
     /// A file this node cannot read (a foreign VM's, elsewhere) is offered with
     /// what is known; the destination then copies it, as libvirt would.
-    pub(super) async fn disk_offers(&self, vm: &str) -> Result<Vec<DiskOffer>> {
+    pub(crate) async fn disk_offers(&self, vm: &str) -> Result<Vec<DiskOffer>> {
         use std::os::unix::fs::MetadataExt;
         let footprint = self.host.footprint(vm).await?;
         Ok(footprint
@@ -106,7 +106,7 @@ impl Peer {
     /// (`copies`: source file → destination file, empty when nothing is copied).
     /// Binds the memory listener, and the NBD listener when disks are copied,
     /// bridges them to the destination, and asks libvirt.
-    pub(super) async fn migrate_over_channels(
+    pub(crate) async fn migrate_over_channels(
         self: &Arc<Self>,
         vm: &str,
         libvirt_uri: String,
@@ -181,13 +181,13 @@ impl Peer {
     /// Destination side: the VM did not arrive; deletes the files made for its
     /// disks, unless a VM of that name is defined here after all (then they are
     /// its disks: kept, and said so).
-    pub(super) async fn discard_disks(&self, vm: &str, made: &[PathBuf]) {
+    pub(crate) async fn discard_disks(&self, vm: &str, made: &[PathBuf]) {
         discard(self.host.clone(), vm.to_string(), made.to_vec()).await;
         self.forget_made_disks(vm);
     }
 
     /// The same, from code that cannot wait.
-    pub(super) fn discard_disks_later(&self, vm: &str, made: &[PathBuf]) {
+    pub(crate) fn discard_disks_later(&self, vm: &str, made: &[PathBuf]) {
         if !made.is_empty() {
             tokio::spawn(discard(self.host.clone(), vm.to_string(), made.to_vec()));
             self.forget_made_disks(vm);
@@ -196,7 +196,7 @@ impl Peer {
 
     /// Source side, after a migration that copied disks: deletes this peer's copy
     /// once the destination confirmed the VM runs there; otherwise keeps it.
-    pub(super) fn remove_moved_disks(
+    pub(crate) fn remove_moved_disks(
         &self,
         vm: &str,
         dest_name: &str,
@@ -231,7 +231,7 @@ impl Peer {
     }
 
     /// Lists the files made for an incoming VM.
-    pub(super) fn note_made_disks(&self, vm: &str, made: &[PathBuf]) {
+    pub(crate) fn note_made_disks(&self, vm: &str, made: &[PathBuf]) {
         if made.is_empty() {
             return;
         }
@@ -247,7 +247,7 @@ impl Peer {
     }
 
     /// The migration is settled: its files are the VM's or gone.
-    pub(super) fn forget_made_disks(&self, vm: &str) {
+    pub(crate) fn forget_made_disks(&self, vm: &str) {
         let _ = std::fs::remove_file(self.ledger_file(vm));
     }
 
@@ -408,7 +408,7 @@ pub fn plan_disks(
         files.push((path, offer.virtual_bytes));
     }
     let needed: u64 = offers.iter().map(|d| d.virtual_bytes).sum();
-    let free_mib = super::capacity::free_mib_under(dir)
+    let free_mib = crate::peer::capacity::free_mib_under(dir)
         .ok_or_else(|| format!("cannot read the free space of {}", dir.display()))?;
     if needed.div_ceil(1 << 20) > free_mib {
         return Err(format!(

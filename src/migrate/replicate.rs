@@ -22,22 +22,24 @@ use libp2p::PeerId;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::compat::FuturesAsyncReadCompatExt;
 
-use super::access::Role;
-use super::capacity::{Reservation, VmRequirements};
-use super::operations::Busy;
-use super::peers::{peer_id_of, resolve};
-use super::{Peer, validate_vm_name};
 use crate::control::{DiskTransfer, ReplicationReport};
 use crate::hypervisor::domain::new_uuid;
 use crate::hypervisor::job::JobSample;
 use crate::hypervisor::manifest::{ManifestService, VmManifest};
+use crate::migrate::replica::point_in_time::{DiskImage, ImageReport, Method};
+use crate::migrate::replica::sparse::{self, Partial};
+use crate::migrate::replica::transfer::{
+    READ_TIMEOUT, Sent as ChunksSent, receive_chunks, send_chunks,
+};
+use crate::migrate::replica::wire::{self, Answer, Offer, Outcome};
 use crate::model::{OperationKind, OperationPhase, PeerView, ServiceSpec, VmState};
 use crate::node::protocol::REPLICA_PROTOCOL;
 use crate::paths::disk_dir;
-use crate::replica::point_in_time::{DiskImage, ImageReport, Method};
-use crate::replica::sparse::{self, Partial};
-use crate::replica::transfer::{READ_TIMEOUT, Sent as ChunksSent, receive_chunks, send_chunks};
-use crate::replica::wire::{self, Answer, Offer, Outcome};
+use crate::peer::access::Role;
+use crate::peer::capacity::{Reservation, VmRequirements};
+use crate::peer::operations::Busy;
+use crate::peer::peers::{peer_id_of, resolve};
+use crate::peer::{Peer, validate_vm_name};
 
 /// The destination must answer an offer this fast (it hashes its partial file).
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
@@ -60,7 +62,7 @@ impl Peer {
 
     /// `auto`: asked by the provision policy; the destination remembers it and
     /// its policy may remove the replica when idle.
-    pub(super) async fn replicate_as(
+    pub(crate) async fn replicate_as(
         self: &Arc<Self>,
         vm: &str,
         to: &str,

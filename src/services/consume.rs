@@ -16,12 +16,12 @@ use serde::{Deserialize, Serialize};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 
-use super::Peer;
-use super::access::Role;
-use super::limits::{self, OpenGuard};
-use super::phases::Phases;
 use crate::model::{ConsumptionView, PeerLoad, ServiceSpec, ServiceView};
 use crate::node::protocol::{Announcement, SERVICE_PROTOCOL, ServiceRecord};
+use crate::peer::Peer;
+use crate::peer::access::Role;
+use crate::peer::limits::{self, OpenGuard};
+use crate::peer::phases::Phases;
 use crate::services::hedge;
 use crate::services::proxy::{self, Answer, Counters, Hello};
 use crate::services::{
@@ -83,7 +83,7 @@ impl Peer {
     }
 
     /// Reloads exposures saved by an earlier run.
-    pub(super) fn load_exposures(&self) {
+    pub(crate) fn load_exposures(&self) {
         let path = self.exposures_file();
         let Ok(text) = std::fs::read_to_string(&path) else {
             return;
@@ -101,7 +101,7 @@ impl Peer {
     }
 
     /// Everything this peer provides now: its running VMs' services and its exposures.
-    pub(super) async fn local_services(&self) -> Result<Vec<LocalService>> {
+    pub(crate) async fn local_services(&self) -> Result<Vec<LocalService>> {
         Ok(self.services_of(&self.host.vms()))
     }
 
@@ -127,10 +127,10 @@ impl Peer {
         services
     }
 
-    pub(super) fn load(&self, running_vms: u32) -> PeerLoad {
+    pub(crate) fn load(&self, running_vms: u32) -> PeerLoad {
         PeerLoad {
             cpu_pct: self.host.host_stats().map_or(0.0, |h| h.cpu_pct),
-            vm_cpu_pct: super::provision::vms_cpu_pct(&self.host.vms()),
+            vm_cpu_pct: crate::migrate::provision::vms_cpu_pct(&self.host.vms()),
             running_vms,
             connections: self.services.served.load(Ordering::Relaxed) as u32,
         }
@@ -158,7 +158,7 @@ impl Peer {
     /// Publishes what this peer hosts and provides: gossip at once on change and
     /// every few seconds (slower in a big overlay), DHT provider records by service
     /// name and type.
-    pub(super) async fn publish_loop(self: Arc<Self>) {
+    pub(crate) async fn publish_loop(self: Arc<Self>) {
         loop {
             let every = announce_every(self.services.catalogue.peer_count() + 1);
             if let Err(e) = self.publish_once(every).await {
@@ -212,7 +212,7 @@ impl Peer {
         Ok(())
     }
 
-    pub(super) fn on_announcement(&self, peer: PeerId, announcement: Announcement) {
+    pub(crate) fn on_announcement(&self, peer: PeerId, announcement: Announcement) {
         self.services.catalogue.update(
             peer,
             announcement.services,
@@ -222,13 +222,13 @@ impl Peer {
     }
 
     /// Answer to a peer's `ListServices` (it found us in the DHT).
-    pub(super) async fn service_records(&self) -> (Vec<ServiceRecord>, PeerLoad) {
+    pub(crate) async fn service_records(&self) -> (Vec<ServiceRecord>, PeerLoad) {
         let local = self.local_services().await.unwrap_or_default();
         (self.records(&local), self.load(serving_vms(&local)))
     }
 
     /// The overlay's services as this peer sees them.
-    pub(super) async fn services_view(&self, peers: &[crate::model::PeerView]) -> Vec<ServiceView> {
+    pub(crate) async fn services_view(&self, peers: &[crate::model::PeerView]) -> Vec<ServiceView> {
         let local = self.local_services().await.unwrap_or_default();
         let remote = self.services.catalogue.fresh();
         let info = |id: &PeerId| {
@@ -435,7 +435,7 @@ impl Peer {
         Ok(())
     }
 
-    pub(super) fn consumption_views(&self) -> Vec<ConsumptionView> {
+    pub(crate) fn consumption_views(&self) -> Vec<ConsumptionView> {
         lock(&self.services.consumptions)
             .iter()
             .map(view_of)
@@ -603,7 +603,7 @@ impl Peer {
         if max_conns == Some(0) {
             bail!("--max-conns 0 would refuse every consumer: give 1 or more");
         }
-        crate::runtime::validate_vm_name(name).map_err(|_| {
+        crate::peer::validate_vm_name(name).map_err(|_| {
             anyhow!("invalid service name '{name}': use letters, digits, '-', '_' or '.'")
         })?;
         let record = ServiceRecord {
@@ -712,7 +712,8 @@ async fn serve_stream(peer: &Peer, from: PeerId, stream: crate::node::Stream) ->
         && let Some(dest) = peer.handovers.destination(&hello.service).await
     {
         phases.mark("handed over");
-        let forwarded = super::handover::forward(peer, &mut stream, dest, &hello.service).await;
+        let forwarded =
+            crate::migrate::handover::forward(peer, &mut stream, dest, &hello.service).await;
         phases.mark("closed");
         logged(&format!(" (forwarded to {dest})"));
         return forwarded;

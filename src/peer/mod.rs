@@ -3,19 +3,11 @@
 
 pub mod access;
 pub mod capacity;
-pub mod diskmig;
-mod downtime;
-mod handover;
-mod health;
+pub mod health;
 pub mod limits;
-mod migrate;
-mod operations;
-mod paused_source;
-mod peers;
-mod phases;
-mod provision;
-mod replicate;
-mod services;
+pub mod operations;
+pub mod peers;
+pub mod phases;
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -32,13 +24,13 @@ use crate::hypervisor::domain::{DomainSpec, new_uuid};
 use crate::hypervisor::manifest::{ManifestService, VmManifest};
 use crate::hypervisor::netns::GuestNetwork;
 use crate::hypervisor::{Host, local_socket_for};
+use crate::migrate::outgoing::TunnelGrants;
+pub use crate::migrate::provision::ProvisionPolicy;
 use crate::model::{LocalPeer, Status};
 use crate::node::protocol::{ControlRequest, ControlResponse};
 use crate::node::{self, Client, Event, NodeConfig};
 use crate::paths::{DataDir, console_log_dir, disk_dir};
-use migrate::TunnelGrants;
 use operations::Operations;
-pub use provision::ProvisionPolicy;
 
 /// Everything needed to start a peer.
 pub struct PeerConfig {
@@ -75,27 +67,27 @@ pub struct PeerConfig {
 }
 
 pub struct Peer {
-    config: PeerConfig,
-    node: Client,
-    host: Host,
-    accel: Accel,
+    pub(crate) config: PeerConfig,
+    pub(crate) node: Client,
+    pub(crate) host: Host,
+    pub(crate) accel: Accel,
     /// Path of the unix socket of the local libvirt, where migration tunnels end.
-    libvirt_socket: PathBuf,
-    network: GuestNetwork,
-    operations: Operations,
-    health: health::Health,
-    services: services::ServiceState,
-    grants: TunnelGrants,
+    pub(crate) libvirt_socket: PathBuf,
+    pub(crate) network: GuestNetwork,
+    pub(crate) operations: Operations,
+    pub(crate) health: health::Health,
+    pub(crate) services: crate::services::consume::ServiceState,
+    pub(crate) grants: TunnelGrants,
     /// Consumer streams for VMs migrating away: held, then forwarded.
-    handovers: handover::Handovers,
-    access: access::AccessList,
+    pub(crate) handovers: crate::migrate::handover::Handovers,
+    pub(crate) access: access::AccessList,
     /// What this host lends to incoming VMs, and the parallel migration limit.
-    capacity: capacity::CapacityConfig,
+    pub(crate) capacity: capacity::CapacityConfig,
     /// Incoming VMs accepted but not yet here.
-    capacity_reservations: capacity::Reservations,
-    limits: limits::PeerLimits,
+    pub(crate) capacity_reservations: capacity::Reservations,
+    pub(crate) limits: limits::PeerLimits,
     /// YARN/Spark jobs and the penalty benchmark, polled off the status path.
-    bench: crate::jobs::collector::Collector,
+    pub(crate) bench: crate::jobs::collector::Collector,
 }
 
 impl Peer {
@@ -198,9 +190,9 @@ impl Peer {
             network,
             operations: Operations::default(),
             health: health::Health::default(),
-            services: services::ServiceState::default(),
+            services: crate::services::consume::ServiceState::default(),
             grants: TunnelGrants::default(),
-            handovers: handover::Handovers::default(),
+            handovers: crate::migrate::handover::Handovers::default(),
             access,
             capacity,
             capacity_reservations: capacity::Reservations::default(),
@@ -208,15 +200,17 @@ impl Peer {
             bench,
         });
         tokio::spawn(peer.clone().handle_node_events(events));
-        tokio::spawn(migrate::accept_tunnels(peer.clone()));
+        tokio::spawn(crate::migrate::outgoing::accept_tunnels(peer.clone()));
         tokio::spawn(peer.clone().sweep_half_made_disks());
-        tokio::spawn(replicate::accept_replicas(peer.clone()));
+        tokio::spawn(crate::migrate::replicate::accept_replicas(peer.clone()));
         if peer.config.provision.enabled {
-            tokio::spawn(provision::run(peer.clone()));
+            tokio::spawn(crate::migrate::provision::run(peer.clone()));
         }
         peer.load_exposures();
         tokio::spawn(peer.clone().publish_loop());
-        tokio::spawn(services::accept_service_streams(peer.clone()));
+        tokio::spawn(crate::services::consume::accept_service_streams(
+            peer.clone(),
+        ));
         if peer.config.hypervisor.is_none() {
             // Guests on an external hypervisor are not on our namespace's bridge.
             tokio::spawn(health::probe_loop(peer.clone()));
@@ -325,7 +319,7 @@ impl Peer {
                 foreign,
                 detach,
             } => {
-                let limits = migrate::Limits {
+                let limits = crate::migrate::outgoing::Limits {
                     max_downtime_ms,
                     bandwidth_mib_s,
                 };
@@ -457,7 +451,7 @@ impl Peer {
 
     /// Creates and starts a VM with this UUID. `ready_disk`: a data disk file to
     /// attach as it is (a replica's); otherwise one is made if the manifest asks.
-    async fn create_vm_with(
+    pub(crate) async fn create_vm_with(
         &self,
         manifest: &VmManifest,
         uuid: String,
@@ -657,7 +651,7 @@ async fn create_data_disk(name: &str, uuid: &str, mib: u64) -> Result<PathBuf> {
 
 /// Deletes what peervisor made for a removed VM: its data disks (only inside
 /// our disk dir, whatever the metadata says) and its console log.
-fn remove_vm_files(name: &str, disks: &[String]) {
+pub(crate) fn remove_vm_files(name: &str, disks: &[String]) {
     let dir = disk_dir();
     for disk in disks {
         let path = PathBuf::from(disk);

@@ -124,7 +124,7 @@ impl Lending {
 }
 
 /// Free space of the filesystem that holds `dir` (or would, once created).
-pub(super) fn free_mib_under(dir: &Path) -> Option<u64> {
+pub(crate) fn free_mib_under(dir: &Path) -> Option<u64> {
     // The nearest existing ancestor: the dir itself may not be made yet.
     let existing = dir.ancestors().find(|d| d.exists())?;
     let stat = rustix::fs::statvfs(existing).ok()?;

@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use super::Peer;
 use crate::model::{PeerView, ServiceView, VmState, VmView};
+use crate::peer::Peer;
 
 const LOOK_EVERY: Duration = Duration::from_secs(5);
 
@@ -264,7 +264,7 @@ impl Peer {
     }
 
     /// Replicas the policy placed on this host (and that still exist).
-    pub(super) fn auto_replicas(&self) -> Vec<String> {
+    pub(crate) fn auto_replicas(&self) -> Vec<String> {
         std::fs::read_to_string(self.provisioned_file())
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok())
@@ -272,7 +272,7 @@ impl Peer {
     }
 
     /// Records (or forgets) a replica placed here by another peer's policy.
-    pub(super) fn mark_auto_replica(&self, name: &str, placed: bool) -> Result<()> {
+    pub(crate) fn mark_auto_replica(&self, name: &str, placed: bool) -> Result<()> {
         let mut list = self.auto_replicas();
         list.retain(|n| n != name);
         if placed {
@@ -336,7 +336,7 @@ pub async fn run(peer: Arc<Peer>) {
                 tracing::info!(target: "provision", "removing replica '{vm}': {reason}");
                 match peer.host.remove(&vm).await {
                     Ok(disks) => {
-                        super::remove_vm_files(&vm, &disks);
+                        crate::peer::remove_vm_files(&vm, &disks);
                         let _ = peer.mark_auto_replica(&vm, false);
                         peer.services.republish.notify_one();
                     }

@@ -20,16 +20,16 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio_util::compat::FuturesAsyncReadCompatExt;
 
-use super::Peer;
-use super::access::Role;
-use super::capacity::{Refusal, Reservation, VmRequirements};
-use super::operations::Busy;
-use super::peers::{peer_id_of, resolve};
-use super::phases::Phases;
 use crate::control::{MigrationReport, Reply};
 use crate::hypervisor::job::JobSample;
 use crate::model::{OperationKind, OperationPhase, VmState, VmView};
 use crate::node::protocol::{CHANNEL_PROTOCOL, ControlRequest, ControlResponse, TUNNEL_PROTOCOL};
+use crate::peer::Peer;
+use crate::peer::access::Role;
+use crate::peer::capacity::{Refusal, Reservation, VmRequirements};
+use crate::peer::operations::Busy;
+use crate::peer::peers::{peer_id_of, resolve};
+use crate::peer::phases::Phases;
 use crate::services::probe::GapProbe;
 
 /// How often the source samples libvirt's job stats while a migration runs.
@@ -183,7 +183,7 @@ impl Peer {
     /// The control request: with `detach`, answers once the destination has
     /// accepted the VM (its checks passed, nothing moved yet) and lets the
     /// transfer run on; otherwise answers at the end with the report.
-    pub(super) async fn migrate_request(
+    pub(crate) async fn migrate_request(
         self: &Arc<Self>,
         vm: String,
         to: String,
@@ -468,7 +468,7 @@ impl Peer {
     }
 
     /// Destination side: decides whether to accept a VM, before anything moves.
-    pub(super) async fn prepare_incoming(
+    pub(crate) async fn prepare_incoming(
         self: &Arc<Self>,
         from: PeerId,
         vm: VmRequirements,
@@ -663,7 +663,7 @@ impl Peer {
     }
 
     /// Destination side: the source says the migration is over.
-    pub(super) async fn incoming_ended(
+    pub(crate) async fn incoming_ended(
         &self,
         from: PeerId,
         token: u64,
@@ -738,7 +738,7 @@ async fn watch_progress(peer: Arc<Peer>, vm: String, op: u64) {
 
 /// Source side: a unix socket for the local libvirtd whose every connection is
 /// carried to the destination in a libp2p stream. Removed when dropped.
-pub(super) struct TunnelBridge {
+pub(crate) struct TunnelBridge {
     path: PathBuf,
     task: tokio::task::JoinHandle<()>,
     /// The first error a tunnel stream ended with (the overlay broke).
@@ -750,7 +750,7 @@ pub(super) struct TunnelBridge {
 impl TunnelBridge {
     /// Each connection to `path` becomes a `protocol` stream to `dest` that starts
     /// with `header` (the token; a data channel adds its tag).
-    pub(super) fn bind(
+    pub(crate) fn bind(
         peer: &Peer,
         path: PathBuf,
         dest: PeerId,
@@ -804,11 +804,11 @@ impl TunnelBridge {
     }
 
     /// Bytes carried towards the destination so far.
-    pub(super) fn sent(&self) -> u64 {
+    pub(crate) fn sent(&self) -> u64 {
         self.sent.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    pub(super) fn first_error(&self) -> Option<String> {
+    pub(crate) fn first_error(&self) -> Option<String> {
         self.broken
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -919,7 +919,7 @@ async fn serve_tunnel(
         let per_s = peer.limits.streams.per_s();
         bail!(
             "dropped: {}",
-            super::limits::rate_limited("streams", per_s, retry)
+            crate::peer::limits::rate_limited("streams", per_s, retry)
         );
     }
     let mut remote = stream.compat();
