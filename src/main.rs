@@ -4,7 +4,6 @@ mod bench;
 mod cli;
 mod console;
 mod control;
-mod demo;
 #[cfg(test)]
 mod fuzzing;
 mod hypervisor;
@@ -16,7 +15,6 @@ mod node;
 mod paths;
 mod peer;
 mod services;
-mod top;
 mod tui;
 
 use std::path::PathBuf;
@@ -183,7 +181,7 @@ async fn run(cli: Cli) -> Result<()> {
                 .unwrap_or_else(image::default_image_dir);
             build_image(dir, name).await
         }
-        Some(Command::Demo(args)) => demo::run(args, &cli.node, &look).await,
+        Some(Command::Demo(args)) => cli::demo::run(args, &cli.node, &look).await,
         Some(Command::Peers(command)) => peers_command(&control, command).await,
         Some(Command::Bench(BenchCommand::Proxy {
             megabytes,
@@ -437,7 +435,7 @@ async fn vm_stats(control: &ControlClient, name: &str, json: bool, watch: bool) 
                 println!("{}", serde_json::to_string_pretty(&vm)?);
             }
         } else {
-            println!("{}", top::stats_line(&vm));
+            println!("{}", cli::top::stats_line(&vm));
         }
         if !watch {
             return Ok(());
@@ -539,8 +537,8 @@ async fn top(control: &ControlClient, delay: f64, iterations: Option<u64>) -> Re
         if shown > 0 {
             println!();
         }
-        print!("{}", top::host_line(status.local.host.as_ref()));
-        print!("{}", top::table(&status.vms));
+        print!("{}", cli::top::host_line(status.local.host.as_ref()));
+        print!("{}", cli::top::table(&status.vms));
         shown += 1;
         if iterations.is_some_and(|n| shown >= n) {
             return Ok(());

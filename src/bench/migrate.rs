@@ -142,7 +142,7 @@ pub async fn run(opts: &Options) -> Result<Results> {
             opts.memory_mib
         );
     }
-    crate::demo::ensure_image(&opts.image_dir).await?;
+    crate::cli::demo::ensure_image(&opts.image_dir).await?;
     let mut nodes = Nodes::start(opts)?;
     let outcome = tokio::select! {
         r = measure(&mut nodes, opts) => r,
@@ -706,7 +706,7 @@ impl Nodes {
             .with_context(|| format!("creating {}", opts.root.display()))?;
         crate::node::identity::load_or_create_network_key(&opts.root, None)?;
         let key_file = opts.root.join("network.key");
-        let ports = crate::demo::free_ports(3)?;
+        let ports = crate::cli::demo::free_ports(3)?;
         let exe = std::env::current_exe().context("locating the peervisor binary")?;
         let certs = opts.root.join("tls");
         if opts.direct == Direct::Tls {
@@ -789,7 +789,7 @@ impl Nodes {
                     bail!(
                         "{} exited ({status}):\n{}",
                         nick(i),
-                        crate::demo::log_tail(&self.dirs[i].root().join("node.log"))
+                        crate::cli::demo::log_tail(&self.dirs[i].root().join("node.log"))
                     );
                 }
                 if Instant::now() > deadline {
@@ -823,7 +823,7 @@ impl Nodes {
     /// SIGTERM: each node destroys its VMs and stops its libvirtd.
     fn stop(&mut self) {
         let pids: Vec<u32> = self.children.iter().map(|c| c.id()).collect();
-        crate::demo::terminate_and_wait(&pids);
+        crate::cli::demo::terminate_and_wait(&pids);
         for child in &mut self.children {
             let _ = child.wait();
         }
