@@ -252,7 +252,7 @@ async fn run(cli: Cli) -> Result<()> {
 }
 
 async fn peers_command(control: &ControlClient, command: PeersCommand) -> Result<()> {
-    use peer::access::Role;
+    use control::Role;
     let request = match command {
         PeersCommand::Allow { peer, role } => Request::PeersAllow { peer, role },
         PeersCommand::Deny { peer } => Request::PeersAllow {

@@ -813,7 +813,7 @@ impl Nodes {
             client
                 .call(&Request::PeersAllow {
                     peer: ids[1 - i].clone(),
-                    role: crate::peer::access::Role::Control,
+                    role: crate::control::Role::Control,
                 })
                 .await?;
         }

@@ -254,7 +254,7 @@ pub enum PeersCommand {
         /// Peer id, or nickname of a connected peer.
         peer: String,
         #[arg(long, default_value = "control")]
-        role: crate::peer::access::Role,
+        role: crate::control::Role,
     },
     /// Reduce a peer to observing: it may neither consume nor control.
     Deny { peer: String },

@@ -195,7 +195,7 @@ impl Demo {
                 client
                     .call(&Request::PeersAllow {
                         peer: id.clone(),
-                        role: crate::peer::access::Role::Control,
+                        role: crate::control::Role::Control,
                     })
                     .await?;
             }

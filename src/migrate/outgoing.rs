@@ -20,12 +20,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio_util::compat::FuturesAsyncReadCompatExt;
 
+use crate::control::Role;
 use crate::control::{MigrationReport, Reply};
 use crate::hypervisor::job::JobSample;
 use crate::model::{OperationKind, OperationPhase, VmState, VmView};
 use crate::node::protocol::{CHANNEL_PROTOCOL, ControlRequest, ControlResponse, TUNNEL_PROTOCOL};
 use crate::peer::Peer;
-use crate::peer::access::Role;
 use crate::peer::capacity::{Refusal, Reservation, VmRequirements};
 use crate::peer::operations::Busy;
 use crate::peer::peers::{peer_id_of, resolve};

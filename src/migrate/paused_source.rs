@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
 
+use crate::control::Role;
 use crate::model::VmState;
 use crate::node::protocol::{ControlRequest, ControlResponse};
 use crate::peer::Peer;
-use crate::peer::access::Role;
 
 /// The destination's libvirt drops a half-received VM a moment after the tunnel
 /// closes: ask again for this long while it still holds one.

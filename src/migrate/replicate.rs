@@ -22,6 +22,7 @@ use libp2p::PeerId;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::compat::FuturesAsyncReadCompatExt;
 
+use crate::control::Role;
 use crate::control::{DiskTransfer, ReplicationReport};
 use crate::hypervisor::domain::new_uuid;
 use crate::hypervisor::job::JobSample;
@@ -35,7 +36,6 @@ use crate::migrate::replica::wire::{self, Answer, Offer, Outcome};
 use crate::model::{OperationKind, OperationPhase, PeerView, ServiceSpec, VmState};
 use crate::node::protocol::REPLICA_PROTOCOL;
 use crate::paths::disk_dir;
-use crate::peer::access::Role;
 use crate::peer::capacity::{Reservation, VmRequirements};
 use crate::peer::operations::Busy;
 use crate::peer::peers::{peer_id_of, resolve};

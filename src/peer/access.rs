@@ -9,42 +9,8 @@ use std::sync::Mutex;
 
 use anyhow::{Context, Result, anyhow};
 use libp2p::PeerId;
-use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// See this host's announcements and services; nothing else.
-    Observe,
-    /// Also open streams to the services this host provides.
-    Consume,
-    /// Also migrate VMs into this host.
-    Control,
-}
-
-impl std::str::FromStr for Role {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "observe" => Ok(Role::Observe),
-            "consume" => Ok(Role::Consume),
-            "control" => Ok(Role::Control),
-            other => Err(format!(
-                "unknown role '{other}' (observe, consume or control)"
-            )),
-        }
-    }
-}
-
-impl std::fmt::Display for Role {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Role::Observe => "observe",
-            Role::Consume => "consume",
-            Role::Control => "control",
-        })
-    }
-}
+use crate::control::Role;
 
 /// Role of overlay members the operator has not named.
 pub const DEFAULT_ROLE: Role = Role::Consume;
@@ -137,12 +103,6 @@ mod tests {
         std::fs::write(&path, "{ nope").unwrap();
         let err = AccessList::load(path, me).err().unwrap().to_string();
         assert!(err.contains("access.json"), "{err}");
-    }
-
-    #[test]
-    fn roles_parse_with_a_clear_error() {
-        assert_eq!("control".parse::<Role>(), Ok(Role::Control));
-        assert!("admin".parse::<Role>().unwrap_err().contains("admin"));
     }
 
     mod fuzz {

@@ -16,10 +16,10 @@ use serde::{Deserialize, Serialize};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 
+use crate::control::Role;
 use crate::model::{ConsumptionView, PeerLoad, ServiceSpec, ServiceView};
 use crate::node::protocol::{Announcement, SERVICE_PROTOCOL, ServiceRecord};
 use crate::peer::Peer;
-use crate::peer::access::Role;
 use crate::peer::limits::{self, OpenGuard};
 use crate::peer::phases::Phases;
 use crate::services::hedge;
