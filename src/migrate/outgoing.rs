@@ -170,16 +170,6 @@ impl TunnelGrants {
 }
 
 impl Peer {
-    /// Source side: live-migrates `vm` to the peer named `to` and waits for the end.
-    pub async fn migrate(
-        self: &Arc<Self>,
-        vm: &str,
-        to: &str,
-        limits: Limits,
-    ) -> Result<MigrationReport> {
-        self.migrate_with(vm, to, limits, false, None).await
-    }
-
     /// The control request: with `detach`, answers once the destination has
     /// accepted the VM (its checks passed, nothing moved yet) and lets the
     /// transfer run on; otherwise answers at the end with the report.
