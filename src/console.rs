@@ -46,7 +46,7 @@ impl Backend {
 /// `peervisor`: starts a peer in this process and opens the console on it.
 pub async fn embedded(config: PeerConfig, look: &Look) -> Result<()> {
     tui::init_logging()?;
-    let peer = crate::start_serving(config).await?;
+    let peer = crate::peer::start_serving(config).await?;
     let title = format!("embedded node, {}", peer.data_dir().root().display());
     let result = run_console(Backend::Embedded(peer.clone()), title, look).await;
     peer.shutdown(false).await;

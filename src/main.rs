@@ -19,16 +19,15 @@ mod tui;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Parser;
 
 use cli::{BenchCommand, Cli, Command, ImageCommand, NodeArgs, PeersCommand, VmCommand};
 use control::client::ControlClient;
 use control::{Reply, Request};
 use paths::DataDir;
-use peer::{Peer, PeerConfig};
+use peer::PeerConfig;
 
 fn main() -> ExitCode {
     // The subreaper a private libvirtd runs under (hypervisor/reaper.rs).
@@ -722,30 +721,12 @@ fn default_nick() -> String {
 /// `peervisor node`: the peer without a console, until SIGINT/SIGTERM.
 async fn run_headless(config: PeerConfig, args: &NodeArgs) -> Result<()> {
     init_stderr_logging();
-    let peer = start_serving(config).await?;
+    let peer = peer::start_serving(config).await?;
     wait_for_termination().await;
     tracing::info!("stopping");
     peer.shutdown(args.destroy_vms_on_exit).await;
     let _ = std::fs::remove_file(peer.data_dir().control_socket());
     Ok(())
-}
-
-/// Starts a peer and serves its control socket.
-pub async fn start_serving(config: PeerConfig) -> Result<Arc<Peer>> {
-    config
-        .data_dir
-        .create()
-        .with_context(|| format!("creating {}", config.data_dir.root().display()))?;
-    // Bind first: a second node on the same data dir must fail before touching anything.
-    let listener = control::server::bind(&config.data_dir.control_socket()).await?;
-    let peer = Peer::start(config).await?;
-    let handler_peer = peer.clone();
-    let handler = Arc::new(move |request: Request| {
-        let peer = handler_peer.clone();
-        async move { peer.handle(request).await }
-    });
-    tokio::spawn(control::server::serve(listener, handler));
-    Ok(peer)
 }
 
 async fn wait_for_termination() {

@@ -90,6 +90,24 @@ pub struct Peer {
     pub(crate) bench: crate::jobs::collector::Collector,
 }
 
+/// Starts a peer and serves its control socket.
+pub async fn start_serving(config: PeerConfig) -> Result<Arc<Peer>> {
+    config
+        .data_dir
+        .create()
+        .with_context(|| format!("creating {}", config.data_dir.root().display()))?;
+    // Bind first: a second node on the same data dir must fail before touching anything.
+    let listener = crate::control::server::bind(&config.data_dir.control_socket()).await?;
+    let peer = Peer::start(config).await?;
+    let handler_peer = peer.clone();
+    let handler = Arc::new(move |request: Request| {
+        let peer = handler_peer.clone();
+        async move { peer.handle(request).await }
+    });
+    tokio::spawn(crate::control::server::serve(listener, handler));
+    Ok(peer)
+}
+
 impl Peer {
     /// Starts the hypervisor (a private libvirtd unless one was given), the node,
     /// and the background tasks. Returns once the peer can serve requests.
