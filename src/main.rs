@@ -479,7 +479,7 @@ async fn bench_boot(control: &ControlClient, args: &NodeArgs, rounds: usize) -> 
     };
     let host = hypervisor::Host::open(&status.local.hypervisor).await?;
     let network = hypervisor::netns::GuestNetwork::named(&args.guest_netns);
-    let table = bench::stats::boot(&host, &report.image, &network, accel, rounds).await?;
+    let table = bench::boot::boot(&host, &report.image, &network, accel, rounds).await?;
     print!("{table}");
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! `peervisor bench ...`: every benchmark command and its rig, each measuring
 //! its baseline in the same run. Nothing here runs inside a node.
 
+pub mod boot;
 mod consumer;
 pub mod load;
 pub mod migrate;

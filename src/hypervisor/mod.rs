@@ -14,6 +14,7 @@ pub mod reaper;
 pub mod sampler;
 pub mod snapshot;
 pub mod stats;
+pub mod tick_cost;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
