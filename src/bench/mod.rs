@@ -2,7 +2,6 @@
 //! its baseline in the same run. Nothing here runs inside a node.
 
 pub mod boot;
-mod consumer;
 pub mod load;
 pub mod migrate;
 pub mod penalty;

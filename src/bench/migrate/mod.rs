@@ -23,6 +23,8 @@
 //! beforehand the same way, and libvirt's own TCP connections between the two
 //! daemons (memory and NBD, on the guest bridge) instead of the bridged sockets.
 
+mod consumer;
+
 use std::fmt::Write;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -31,13 +33,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Serialize;
 
-use super::consumer::ConsumerLoop;
 use crate::control::client::ControlClient;
 use crate::control::{Reply, Request};
 use crate::hypervisor::Host;
 use crate::hypervisor::netns::GuestNetwork;
 use crate::paths::DataDir;
 use crate::services::probe::GapProbe;
+use consumer::ConsumerLoop;
 
 const NETNS: &str = "pvmigbench";
 const VM: &str = "bench-mig";
