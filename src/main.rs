@@ -14,6 +14,7 @@ mod model;
 mod node;
 mod paths;
 mod peer;
+mod rig;
 mod services;
 mod tui;
 

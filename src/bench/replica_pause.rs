@@ -65,7 +65,7 @@ pub async fn run(opts: &Options) -> Result<String> {
     if opts.small_mib == 0 || opts.large_mib < opts.small_mib || opts.large_mib > 16384 {
         bail!("need 0 < --small-mib <= --large-mib <= 16384");
     }
-    crate::cli::demo::ensure_image(&opts.image_dir).await?;
+    crate::rig::ensure_image(&opts.image_dir).await?;
     let image = crate::image::find(&opts.image_dir, crate::image::DEFAULT_IMAGE)?;
     // Next to the VMs' disks, so the copies cost what a replication's would.
     let dir = crate::paths::disk_dir();

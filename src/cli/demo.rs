@@ -3,8 +3,7 @@
 //! guest booted on the first, and the console attached to it. Quitting stops every
 //! process and VM the demo started.
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -15,6 +14,7 @@ use crate::control::client::ControlClient;
 use crate::control::{Reply, Request};
 use crate::hypervisor::netns::GuestNetwork;
 use crate::paths::DataDir;
+use crate::rig::{ensure_image, free_ports, log_tail, terminate_and_wait};
 
 const DEMO_NETNS: &str = "peervisor-demo";
 const DEMO_VM: &str = "web-1";
@@ -55,26 +55,6 @@ pub async fn run(args: DemoArgs, node: &NodeArgs, look: &crate::console::Look) -
     eprintln!("demo: stopping peers and VMs…");
     demo.stop();
     console
-}
-
-pub(crate) async fn ensure_image(image_dir: &Path) -> Result<()> {
-    let dir = image_dir.to_path_buf();
-    if crate::image::find(&dir, crate::image::DEFAULT_IMAGE).is_ok() {
-        return Ok(());
-    }
-    eprintln!("demo: building the guest image (once)…");
-    let report = tokio::task::spawn_blocking(move || {
-        crate::image::build(
-            &dir,
-            &crate::image::ImageSpec {
-                name: crate::image::DEFAULT_IMAGE.into(),
-            },
-            &mut |step| eprintln!("  {step}"),
-        )
-    })
-    .await??;
-    eprintln!("demo: image ready in {:.1} s", report.seconds);
-    Ok(())
 }
 
 struct Demo {
@@ -265,52 +245,4 @@ fn stop_detached(root: &Path) -> Result<()> {
     let _ = GuestNetwork::named(DEMO_NETNS).remove();
     println!("demo stopped");
     Ok(())
-}
-
-/// SIGTERM (peers then destroy their VMs and stop their daemons), then wait up
-/// to 30 s before SIGKILL.
-pub(crate) fn terminate_and_wait(pids: &[u32]) {
-    for &pid in pids {
-        // SAFETY: plain kill(2) on a pid we started.
-        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-    }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    for &pid in pids {
-        while process_alive(pid) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        if process_alive(pid) {
-            // SAFETY: as above.
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-        }
-    }
-}
-
-fn process_alive(pid: u32) -> bool {
-    // A zombie child counts as gone: reap it if it is ours.
-    let mut status = 0;
-    // SAFETY: waitpid with WNOHANG on a pid; harmless if it is not our child.
-    let reaped = unsafe { libc::waitpid(pid as i32, &mut status, libc::WNOHANG) };
-    if reaped == pid as i32 {
-        return false;
-    }
-    // SAFETY: signal 0 only checks for existence.
-    unsafe { libc::kill(pid as i32, 0) == 0 }
-}
-
-pub(crate) fn free_ports(n: usize) -> Result<Vec<u16>> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<std::io::Result<_>>()
-        .context("finding free loopback ports")?;
-    listeners
-        .iter()
-        .map(|l| Ok(l.local_addr()?.port()))
-        .collect()
-}
-
-pub(crate) fn log_tail(path: &PathBuf) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(15)..].join("\n")
 }

@@ -147,7 +147,7 @@ pub async fn run(opts: &Options) -> Result<Results> {
             opts.memory_mib
         );
     }
-    crate::cli::demo::ensure_image(&opts.image_dir).await?;
+    crate::rig::ensure_image(&opts.image_dir).await?;
     let mut nodes = Nodes::start(opts)?;
     let outcome = tokio::select! {
         r = measure(&mut nodes, opts) => r,

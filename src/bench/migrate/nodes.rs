@@ -93,7 +93,7 @@ impl Nodes {
             .with_context(|| format!("creating {}", opts.root.display()))?;
         crate::node::identity::load_or_create_network_key(&opts.root, None)?;
         let key_file = opts.root.join("network.key");
-        let ports = crate::cli::demo::free_ports(3)?;
+        let ports = crate::rig::free_ports(3)?;
         let exe = std::env::current_exe().context("locating the peervisor binary")?;
         let certs = opts.root.join("tls");
         if opts.direct == Direct::Tls {
@@ -176,7 +176,7 @@ impl Nodes {
                     bail!(
                         "{} exited ({status}):\n{}",
                         nick(i),
-                        crate::cli::demo::log_tail(&self.dirs[i].root().join("node.log"))
+                        crate::rig::log_tail(&self.dirs[i].root().join("node.log"))
                     );
                 }
                 if Instant::now() > deadline {
@@ -210,7 +210,7 @@ impl Nodes {
     /// SIGTERM: each node destroys its VMs and stops its libvirtd.
     pub(super) fn stop(&mut self) {
         let pids: Vec<u32> = self.children.iter().map(|c| c.id()).collect();
-        crate::cli::demo::terminate_and_wait(&pids);
+        crate::rig::terminate_and_wait(&pids);
         for child in &mut self.children {
             let _ = child.wait();
         }
