@@ -11,8 +11,12 @@ use anyhow::Result;
 use super::source::{JobSource, SourceReport};
 use super::spark::SparkSource;
 use super::yarn::YarnSource;
-use crate::bench::penalty::LATEST;
 use crate::model::{JobView, PenaltyView, Status, VmView};
+
+/// The penalty benchmark's progress and results in a node's bench dir, written
+/// by `peervisor bench penalty` while it runs and at its end; `Status.penalty`
+/// shows it.
+pub const PENALTY_LATEST: &str = "penalty-latest.json";
 
 const POLL_EVERY: Duration = Duration::from_secs(crate::model::JOB_POLL_EVERY_S);
 
@@ -64,7 +68,7 @@ impl Collector {
         }
         let latest = collector.latest.clone();
         tokio::spawn(async move {
-            let path = bench_dir.join(LATEST);
+            let path = bench_dir.join(PENALTY_LATEST);
             loop {
                 let view = read_penalty(&path).await;
                 match latest.lock() {
@@ -176,7 +180,11 @@ mod tests {
             progress: "run 1/3: cpu in the VM".into(),
             ..PenaltyView::default()
         };
-        std::fs::write(dir.path().join(LATEST), serde_json::to_vec(&view).unwrap()).unwrap();
+        std::fs::write(
+            dir.path().join(PENALTY_LATEST),
+            serde_json::to_vec(&view).unwrap(),
+        )
+        .unwrap();
         let c = Collector::start(
             &["http://127.0.0.1:1".into()],
             std::slice::from_ref(&s.url),
