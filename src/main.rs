@@ -24,7 +24,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::Parser;
 
-use cli::{BenchCommand, Cli, Command, ImageCommand, NodeArgs, PeersCommand, VmCommand};
+use cli::{Cli, Command, ImageCommand, NodeArgs, PeersCommand, VmCommand};
 use control::client::ControlClient;
 use control::{Reply, Request};
 use paths::DataDir;
@@ -183,71 +183,20 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Some(Command::Demo(args)) => cli::demo::run(args, &cli.node, &look).await,
         Some(Command::Peers(command)) => peers_command(&control, command).await,
-        Some(Command::Bench(BenchCommand::Proxy {
-            megabytes,
-            requests,
-            connections,
-        })) => bench::proxy::proxy(megabytes, requests, connections).await,
-        Some(Command::Bench(BenchCommand::Load {
-            connections,
-            requests,
-            json,
-        })) => bench::load::run(connections, requests, json).await,
-        Some(Command::Bench(BenchCommand::Discovery { peers, rounds })) => {
-            bench::proxy::discovery(peers, rounds).await
-        }
         Some(Command::Top { delay, iterations }) => top(&control, delay, iterations).await,
-        Some(Command::Bench(BenchCommand::Stats { domains, rounds })) => {
-            let table =
-                tokio::task::spawn_blocking(move || bench::stats::stats_tick(domains, rounds))
-                    .await??;
-            print!("{table}");
-            Ok(())
-        }
-        Some(Command::Bench(BenchCommand::Replicate {
-            virtual_mib,
-            data_mib,
-            rounds,
-        })) => bench::replicate::run(virtual_mib, data_mib, rounds).await,
-        Some(Command::Bench(BenchCommand::Boot { rounds })) => {
-            bench_boot(&control, &cli.node, rounds).await
-        }
-        Some(Command::Bench(BenchCommand::Migrate {
-            rounds,
-            memory_mib,
-            data_disk,
-            direct,
-            json,
-        })) => {
-            let sizes = (memory_mib, data_disk);
-            bench_migrate(&data_dir, &cli.node, (rounds, direct), sizes, json).await
-        }
-        Some(Command::Bench(BenchCommand::ReplicaPause {
-            rounds,
-            small_mib,
-            large_mib,
-        })) => {
-            let opts = bench::replica_pause::Options {
-                rounds,
-                small_mib,
-                large_mib,
-                accel: cli.node.accel.resolve().0,
+        Some(Command::Bench(command)) => {
+            let setup = bench::Setup {
+                data_dir: data_dir.clone(),
+                accel: cli.node.accel,
                 image_dir: cli
                     .node
                     .image_dir
                     .clone()
                     .unwrap_or_else(image::default_image_dir),
-                bench_dir: data_dir.root().join("bench"),
+                guest_netns: cli.node.guest_netns.clone(),
             };
-            print!("{}", bench::replica_pause::run(&opts).await?);
-            Ok(())
+            bench::run(command, &setup).await
         }
-        Some(Command::Bench(BenchCommand::Penalty {
-            runs,
-            json,
-            csv,
-            short,
-        })) => penalty_command(&data_dir, &cli.node, runs, json, csv, short).await,
     }
 }
 
@@ -443,86 +392,6 @@ async fn vm_stats(control: &ControlClient, name: &str, json: bool, watch: bool) 
     }
 }
 
-/// `peervisor bench boot`: image build times, then boots on the node's libvirt.
-async fn bench_boot(control: &ControlClient, args: &NodeArgs, rounds: usize) -> Result<()> {
-    let Reply::Status(status) = control.call(&Request::Status).await? else {
-        anyhow::bail!("unexpected reply to status");
-    };
-    let dir = args
-        .image_dir
-        .clone()
-        .unwrap_or_else(image::default_image_dir);
-    let build_dir = dir.clone();
-    let report = tokio::task::spawn_blocking(move || {
-        image::build(
-            &build_dir,
-            &image::ImageSpec {
-                name: image::DEFAULT_IMAGE.into(),
-            },
-            &mut |_| {},
-        )
-    })
-    .await??;
-    println!(
-        "image: {} in {:.1} s ({}); {:.1} MiB booted (kernel + initrd)",
-        if report.built {
-            "built"
-        } else {
-            "cache checked"
-        },
-        report.seconds,
-        report.image.dir.display(),
-        report.image.size_bytes as f64 / (1024.0 * 1024.0),
-    );
-    let accel = match status.local.accel.as_str() {
-        "kvm" => hypervisor::accel::Accel::Kvm,
-        _ => hypervisor::accel::Accel::Tcg,
-    };
-    let host = hypervisor::Host::open(&status.local.hypervisor).await?;
-    let network = hypervisor::netns::GuestNetwork::named(&args.guest_netns);
-    let table = bench::boot::boot(&host, &report.image, &network, accel, rounds).await?;
-    print!("{table}");
-    Ok(())
-}
-
-/// `peervisor bench migrate`: two local nodes, one guest, both methods.
-async fn bench_migrate(
-    data_dir: &DataDir,
-    node: &NodeArgs,
-    (rounds, direct): (usize, bench::migrate::Direct),
-    (memory_mib, data_disk_mib): (u64, Option<u64>),
-    json: bool,
-) -> Result<()> {
-    use hypervisor::accel::AccelChoice;
-    if direct == bench::migrate::Direct::Tunnelled && data_disk_mib.is_some() {
-        anyhow::bail!(
-            "--direct tunnelled cannot go with --data-disk: libvirt cannot copy disks in a tunnelled migration"
-        );
-    }
-    let opts = bench::migrate::Options {
-        rounds,
-        direct,
-        memory_mib,
-        data_disk_mib,
-        accel: match node.accel {
-            AccelChoice::Auto => "auto".into(),
-            AccelChoice::Force(a) => a.to_string(),
-        },
-        image_dir: node
-            .image_dir
-            .clone()
-            .unwrap_or_else(image::default_image_dir),
-        root: data_dir.root().join("bench").join("migrate-nodes"),
-    };
-    let results = bench::migrate::run(&opts).await?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&results)?);
-    } else {
-        print!("{}", bench::migrate::table(&results));
-    }
-    Ok(())
-}
-
 async fn top(control: &ControlClient, delay: f64, iterations: Option<u64>) -> Result<()> {
     if !(0.1..=3600.0).contains(&delay) {
         anyhow::bail!("--delay must be between 0.1 and 3600 seconds, got {delay}");
@@ -544,35 +413,6 @@ async fn top(control: &ControlClient, delay: f64, iterations: Option<u64>) -> Re
             return Ok(());
         }
     }
-}
-
-async fn penalty_command(
-    data_dir: &DataDir,
-    node: &NodeArgs,
-    runs: Option<u32>,
-    json: bool,
-    csv: bool,
-    short: bool,
-) -> Result<()> {
-    let opts = bench::penalty::PenaltyOptions {
-        runs: runs.unwrap_or(if short { 2 } else { 3 }),
-        short,
-        accel: node.accel,
-        image_dir: node
-            .image_dir
-            .clone()
-            .unwrap_or_else(image::default_image_dir),
-        bench_dir: data_dir.root().join("bench"),
-    };
-    let view = bench::penalty::run_and_save(&opts).await?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&view)?);
-    } else if csv {
-        print!("{}", bench::penalty::table::csv(&view));
-    } else {
-        print!("{}", bench::penalty::table::text(&view));
-    }
-    Ok(())
 }
 
 async fn build_image(dir: PathBuf, name: String) -> Result<()> {

@@ -5,7 +5,49 @@
 use std::fmt::Write;
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, anyhow};
+use anyhow::{Result, anyhow, bail};
+
+use crate::control::client::ControlClient;
+use crate::control::{Reply, Request};
+
+/// `peervisor bench boot`: image build times, then boots on the node's libvirt.
+pub async fn command(setup: &super::Setup, rounds: usize) -> Result<()> {
+    let control = ControlClient::new(&setup.data_dir.control_socket());
+    let Reply::Status(status) = control.call(&Request::Status).await? else {
+        bail!("unexpected reply to status");
+    };
+    let build_dir = setup.image_dir.clone();
+    let report = tokio::task::spawn_blocking(move || {
+        crate::image::build(
+            &build_dir,
+            &crate::image::ImageSpec {
+                name: crate::image::DEFAULT_IMAGE.into(),
+            },
+            &mut |_| {},
+        )
+    })
+    .await??;
+    println!(
+        "image: {} in {:.1} s ({}); {:.1} MiB booted (kernel + initrd)",
+        if report.built {
+            "built"
+        } else {
+            "cache checked"
+        },
+        report.seconds,
+        report.image.dir.display(),
+        report.image.size_bytes as f64 / (1024.0 * 1024.0),
+    );
+    let accel = match status.local.accel.as_str() {
+        "kvm" => crate::hypervisor::accel::Accel::Kvm,
+        _ => crate::hypervisor::accel::Accel::Tcg,
+    };
+    let host = crate::hypervisor::Host::open(&status.local.hypervisor).await?;
+    let network = crate::hypervisor::netns::GuestNetwork::named(&setup.guest_netns);
+    let table = boot(&host, &report.image, &network, accel, rounds).await?;
+    print!("{table}");
+    Ok(())
+}
 
 /// Boots the image `rounds` times each way on `host`; the table of boot times.
 pub async fn boot(

@@ -163,7 +163,7 @@ pub enum Command {
     },
     /// Benchmarks, each printing its baseline measured in the same run.
     #[command(subcommand)]
-    Bench(BenchCommand),
+    Bench(crate::bench::BenchCommand),
     /// Start a local overlay of peers with a guest and open the console on it.
     Demo(DemoArgs),
     /// Print the console's effective keymap (shipped defaults plus your keymap.toml).
@@ -264,123 +264,6 @@ pub enum PeersCommand {
     List {
         #[arg(long)]
         json: bool,
-    },
-}
-
-#[derive(Subcommand, Debug)]
-pub enum BenchCommand {
-    /// Consume proxy vs direct loopback and ssh -L: throughput, latency, concurrency.
-    Proxy {
-        /// MiB sent per throughput run.
-        #[arg(long, default_value_t = 256)]
-        megabytes: u64,
-        /// Small request/response round trips for the latency figures.
-        #[arg(long, default_value_t = 2000)]
-        requests: usize,
-        #[arg(long, default_value_t = 100)]
-        connections: usize,
-    },
-    /// Many concurrent consumer connections through one peer, every reply checked:
-    /// lost and corrupted replies, throughput, node memory; direct as the baseline.
-    Load {
-        #[arg(long, default_value_t = 1000)]
-        connections: usize,
-        /// Requests in all, spread over the connections.
-        #[arg(long, default_value_t = 10000)]
-        requests: usize,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Publish -> visible on every peer, in a local overlay.
-    Discovery {
-        #[arg(long, default_value_t = 50)]
-        peers: usize,
-        #[arg(long, default_value_t = 20)]
-        rounds: usize,
-    },
-    /// Cost of one stats tick (one bulk libvirt call + rates) against libvirt's
-    /// test driver with many domains, against per-domain calls as the baseline.
-    Stats {
-        #[arg(long, default_value_t = 1000)]
-        domains: usize,
-        #[arg(long, default_value_t = 20)]
-        rounds: usize,
-    },
-    /// Replication's disk transfer over the overlay against rsync --sparse over
-    /// loopback, on a raw sparse disk and its qcow2 conversion; then a cut
-    /// transfer resumed.
-    Replicate {
-        /// Size of the disk the guest would see, MiB.
-        #[arg(long, default_value_t = 1024)]
-        virtual_mib: u64,
-        /// Random data scattered over it, MiB.
-        #[arg(long, default_value_t = 128)]
-        data_mib: u64,
-        #[arg(long, default_value_t = 3)]
-        rounds: usize,
-    },
-    /// What a replication costs the running source VM: its pause and the service
-    /// gap a client sees while the disk image is taken, paused local copy (the
-    /// former way) against an overlay + block commit, for a small and a large disk.
-    ReplicaPause {
-        #[arg(long, default_value_t = 3)]
-        rounds: usize,
-        /// Data on the small disk, MiB.
-        #[arg(long, default_value_t = 64)]
-        small_mib: u64,
-        /// Data on the large disk, MiB.
-        #[arg(long, default_value_t = 1024)]
-        large_mib: u64,
-    },
-    /// Boot time (create -> guest HTTP answers) on this node's libvirt: the
-    /// default boot (PVH kernel + qboot) against bzImage + SeaBIOS, plus image
-    /// build times.
-    Boot {
-        #[arg(long, default_value_t = 3)]
-        rounds: usize,
-    },
-    /// Live migration over the overlay against libvirt's direct migration between
-    /// the same two hypervisor instances (two local nodes, one guest, same run):
-    /// total time, libvirt's downtime, the service gap seen by a probe, bytes.
-    Migrate {
-        /// Rounds of four migrations (each method once each way).
-        #[arg(long, default_value_t = 3)]
-        rounds: usize,
-        /// Guest memory, MiB.
-        #[arg(long = "memory", value_name = "MIB", default_value_t = 128)]
-        memory_mib: u64,
-        /// Give the guest a qcow2 data disk of this size and the two nodes disk
-        /// dirs of their own: every migration copies the disk (direct: libvirt's
-        /// own TCP connections between the daemons).
-        #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=65536))]
-        data_disk: Option<u64>,
-        /// The libvirt migration the overlay is measured against: `native` (the
-        /// call peervisor makes, QEMU's stream over its own TCP connection, in the
-        /// clear), `tls` (the same, encrypted by QEMU's TLS; certificates are made
-        /// for the run with openssl) or `tunnelled` (QEMU's stream inside
-        /// libvirt's RPC connection; not with --data-disk, which libvirt cannot
-        /// tunnel).
-        #[arg(long, value_enum, default_value_t = crate::bench::migrate::Direct::Native)]
-        direct: crate::bench::migrate::Direct,
-        /// Print every migration as JSON instead of the table.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Virtualization penalty: the same CPU- and I/O-bound workloads natively and
-    /// in a guest VM on this host; prints throughputs and the penalty.
-    Penalty {
-        /// Repetitions of every workload on each side (default 3, or 2 with --short).
-        #[arg(long)]
-        runs: Option<u32>,
-        /// Print the results as JSON.
-        #[arg(long, conflicts_with = "csv")]
-        json: bool,
-        /// Print the results as CSV.
-        #[arg(long)]
-        csv: bool,
-        /// CI-sized amounts (seconds, not minutes).
-        #[arg(long)]
-        short: bool,
     },
 }
 

@@ -27,7 +27,7 @@ mod consumer;
 mod nodes;
 mod table;
 
-pub use table::table;
+use table::table;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -135,6 +135,40 @@ pub struct Results {
     /// The consumer over the same window.
     #[serde(default)]
     pub idle_consumer_gap_ms: Vec<u64>,
+}
+
+/// `peervisor bench migrate`: two local nodes, one guest, both methods.
+pub async fn command(
+    setup: &crate::bench::Setup,
+    (rounds, direct): (usize, Direct),
+    (memory_mib, data_disk_mib): (u64, Option<u64>),
+    json: bool,
+) -> Result<()> {
+    use crate::hypervisor::accel::AccelChoice;
+    if direct == Direct::Tunnelled && data_disk_mib.is_some() {
+        bail!(
+            "--direct tunnelled cannot go with --data-disk: libvirt cannot copy disks in a tunnelled migration"
+        );
+    }
+    let opts = Options {
+        rounds,
+        direct,
+        memory_mib,
+        data_disk_mib,
+        accel: match setup.accel {
+            AccelChoice::Auto => "auto".into(),
+            AccelChoice::Force(a) => a.to_string(),
+        },
+        image_dir: setup.image_dir.clone(),
+        root: setup.data_dir.root().join("bench").join("migrate-nodes"),
+    };
+    let results = run(&opts).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+    } else {
+        print!("{}", table(&results));
+    }
+    Ok(())
 }
 
 pub async fn run(opts: &Options) -> Result<Results> {

@@ -325,6 +325,32 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// `peervisor bench penalty`: runs, saves, and prints the table (or JSON, CSV).
+pub async fn command(
+    setup: &crate::bench::Setup,
+    runs: Option<u32>,
+    json: bool,
+    csv: bool,
+    short: bool,
+) -> Result<()> {
+    let opts = PenaltyOptions {
+        runs: runs.unwrap_or(if short { 2 } else { 3 }),
+        short,
+        accel: setup.accel,
+        image_dir: setup.image_dir.clone(),
+        bench_dir: setup.data_dir.root().join("bench"),
+    };
+    let view = run_and_save(&opts).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&view)?);
+    } else if csv {
+        print!("{}", table::csv(&view));
+    } else {
+        print!("{}", table::text(&view));
+    }
+    Ok(())
+}
+
 /// Runs with progress on stderr, keeping `penalty-latest.json` current (a node
 /// on the same data dir shows it live), and saves the results.
 pub async fn run_and_save(opts: &PenaltyOptions) -> Result<PenaltyView> {
