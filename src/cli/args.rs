@@ -6,6 +6,8 @@ use clap::{Args, Parser, Subcommand};
 use libp2p::Multiaddr;
 
 use crate::hypervisor::accel::AccelChoice;
+use crate::paths::DataDir;
+use crate::peer::PeerConfig;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -414,6 +416,73 @@ pub struct NodeArgs {
     /// Seconds a condition must hold before --provision acts (and between actions).
     #[arg(long, global = true, value_name = "SECONDS", default_value_t = 60)]
     pub provision_after: u64,
+}
+
+impl NodeArgs {
+    /// The peer these flags describe, on `data_dir`.
+    pub fn peer_config(&self, data_dir: DataDir) -> PeerConfig {
+        let interval = if self.stats_interval.is_finite() {
+            self.stats_interval.clamp(0.1, 3600.0)
+        } else {
+            1.0
+        };
+        PeerConfig {
+            sampling: crate::hypervisor::sampler::SamplerConfig {
+                interval: std::time::Duration::from_secs_f64(interval),
+                history: self.stats_history.clamp(2, 100_000),
+            },
+            data_dir,
+            nick: self.nick.clone().unwrap_or_else(default_nick),
+            listen: self.listen.clone(),
+            bootstrap: self.bootstrap.clone(),
+            network_key: self.network_key.clone(),
+            mdns: self.mdns,
+            relay: crate::node::RelayConfig {
+                serve: self.relay_server,
+                reserve: !self.no_relay_client,
+            },
+            hypervisor: self.hypervisor.clone(),
+            accel: self.accel,
+            guest_netns: self.guest_netns.clone(),
+            image_dir: self
+                .image_dir
+                .clone()
+                .unwrap_or_else(crate::image::default_image_dir),
+            accept_migrations: !self.no_accept_migrations,
+            provision: crate::peer::ProvisionPolicy {
+                enabled: self.provision,
+                high_pct: self.provision_high,
+                low_pct: self.provision_low,
+                sustain: std::time::Duration::from_secs(self.provision_after),
+            },
+            yarn: self.yarn.clone(),
+            spark: self.spark.clone(),
+            limits: crate::peer::limits::LimitsConfig {
+                control_per_s: self.peer_control_rate,
+                streams_per_s: self.peer_stream_rate,
+                streams_per_peer: self.peer_max_streams,
+            },
+            connections: crate::node::ConnectionCaps {
+                per_peer: self.max_connections_per_peer,
+                total: self.max_connections,
+                pending_incoming: self.max_pending_connections,
+            },
+            capacity: crate::peer::capacity::CapacityFlags {
+                lend_vcpus: self.lend_vcpus,
+                lend_memory_mib: self.lend_memory,
+                lend_disk_mib: self.lend_disk,
+                max_migrations: self.max_migrations,
+            },
+        }
+    }
+}
+
+fn default_nick() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "peer".into())
 }
 
 /// A size with a binary unit, in MiB.

@@ -3,6 +3,10 @@
 
 use std::fmt::Write;
 
+use anyhow::{Result, bail};
+
+use crate::control::client::ControlClient;
+use crate::control::{Reply, Request};
 use crate::model::{HostStats, VmStats, VmView};
 
 /// 1536 -> "1.5K", in bytes (or bytes per second) with binary prefixes.
@@ -123,6 +127,30 @@ fn format_stats(name: &str, state: &str, s: &VmStats) -> String {
         human(s.net_rx_bps),
         human(s.net_tx_bps),
     )
+}
+
+/// `peervisor top`: a table every `delay` seconds.
+pub async fn run(control: &ControlClient, delay: f64, iterations: Option<u64>) -> Result<()> {
+    if !(0.1..=3600.0).contains(&delay) {
+        bail!("--delay must be between 0.1 and 3600 seconds, got {delay}");
+    }
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs_f64(delay));
+    let mut shown = 0;
+    loop {
+        tick.tick().await;
+        let Reply::Status(status) = control.call(&Request::Status).await? else {
+            bail!("unexpected reply to status");
+        };
+        if shown > 0 {
+            println!();
+        }
+        print!("{}", host_line(status.local.host.as_ref()));
+        print!("{}", table(&status.vms));
+        shown += 1;
+        if iterations.is_some_and(|n| shown >= n) {
+            return Ok(());
+        }
+    }
 }
 
 #[cfg(test)]
