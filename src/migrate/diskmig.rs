@@ -1,59 +1,25 @@
-//! Live migration over the overlay's data channels, and the data disks it copies.
+//! The data disks a live migration copies (or finds shared), both ends.
 //!
-//! A VM migrates peer-to-peer *not* tunnelled, over up to three channels that
-//! all ride the overlay (libp2p streams: noise-encrypted, authenticated): QEMU's
-//! memory stream then skips libvirt's RPC layer (measured faster than tunnelling
-//! it, docs/migration.md), and libvirt 9.0 with QEMU 7.2 cannot copy disks inside
-//! a tunnelled migration anyway. The NBD channel exists only when the
-//! destination does not share the VM's data disks:
-//!
-//! ```text
-//! source daemon                         source node ══ overlay ══ destination node      destination daemon
-//! libvirt RPC  → <run>/…/migrate-T.sock  → /peervisor/libvirt-tunnel/1     → libvirt socket
-//! QEMU memory  → /run/libvirt/qemu/pv-mig-T.sock → migration-channel (T, 1) → same path → QEMU -incoming
-//! QEMU NBD     → /run/libvirt/qemu/pv-nbd-T.sock → migration-channel (T, 2) → same path → QEMU NBD server
-//! ```
-//!
-//! Each private libvirtd has its own /run/libvirt (a private mount namespace), so
-//! one path names the source node's listener in the source daemon's view and the
-//! destination QEMU's socket in the destination daemon's. The destination makes
+//! A disk the destination finds in its own disk dir (the very file: same path,
+//! device and inode) is shared and not copied. Otherwise the destination makes
 //! an empty qcow2 of the same virtual size in its disk dir before anything moves
-//! and deletes it if the VM does not arrive; the source deletes its own file only
-//! once the destination has confirmed that the VM runs there.
+//! and deletes it if the VM does not arrive; QEMU's NBD disk mirror then rides
+//! the disks channel (`tunnel.rs`), and the source deletes its own file only
+//! once the destination has confirmed that the VM runs there. A node killed
+//! mid-transfer deletes the files it made when it starts again.
 
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
 
-use anyhow::{Result, anyhow, bail};
-use libp2p::PeerId;
-use tokio::io::AsyncWrite;
+use anyhow::{Result, bail};
 
-use super::outgoing::{Limits, TunnelBridge};
-use crate::hypervisor::MigrationUris;
 use crate::hypervisor::domain::xml_escape;
-use crate::node::protocol::{CHANNEL_PROTOCOL, DiskOffer};
+use crate::node::protocol::DiskOffer;
 use crate::paths::disk_dir;
 use crate::peer::Peer;
-use crate::peer::phases::Phases;
 
-/// Channel tags after the token on a `CHANNEL_PROTOCOL` stream.
-pub const MEMORY_CHANNEL: u8 = 1;
-pub const DISKS_CHANNEL: u8 = 2;
 /// Bounds on what a source may offer.
 const MAX_DISKS: usize = 8;
-
-/// Where a channel's socket lives inside a daemon's /run/libvirt.
-fn channel_file(token: u64, tag: u8) -> Option<String> {
-    let kind = match tag {
-        MEMORY_CHANNEL => "mig",
-        DISKS_CHANNEL => "nbd",
-        _ => return None,
-    };
-    Some(format!("qemu/pv-{kind}-{token:016x}.sock"))
-}
 
 /// What the destination does with the VM's disks.
 #[derive(Debug, Default, PartialEq)]
@@ -67,21 +33,6 @@ pub enum DiskPlan {
 }
 
 impl Peer {
-    /// The daemon's /run/libvirt, as this process sees it.
-    fn daemon_run_dir(&self) -> PathBuf {
-        if self.config.hypervisor.is_some() {
-            PathBuf::from("/run/libvirt")
-        } else {
-            self.config.data_dir.libvirt_dir().join("run")
-        }
-    }
-
-    /// Destination side: the local socket a data channel connects to.
-    pub(crate) fn channel_socket(&self, token: u64, tag: u8) -> Result<PathBuf> {
-        let file = channel_file(token, tag).ok_or_else(|| anyhow!("unknown channel {tag}"))?;
-        Ok(self.daemon_run_dir().join(file))
-    }
-
     /// Source side: the VM's disk files as the destination needs to know them.
     /// A file this node cannot read (a foreign VM's, elsewhere) is offered with
     /// what is known; the destination then copies it, as libvirt would.
@@ -100,80 +51,6 @@ impl Peer {
                 }
             })
             .collect())
-    }
-
-    /// Source side: the transfer of a VM over the overlay's data channels
-    /// (`copies`: source file → destination file, empty when nothing is copied).
-    /// Binds the memory listener, and the NBD listener when disks are copied,
-    /// bridges them to the destination, and asks libvirt.
-    pub(crate) async fn migrate_over_channels(
-        self: &Arc<Self>,
-        vm: &str,
-        libvirt_uri: String,
-        (dest, token): (PeerId, u64),
-        copies: &[(String, String)],
-        limits: Limits,
-        phases: &Phases,
-    ) -> ChannelOutcome {
-        let failed = |e| ChannelOutcome {
-            outcome: Err(e),
-            ..ChannelOutcome::default()
-        };
-        let xml = match self.host.migratable_xml(vm).await {
-            Ok(xml) => xml,
-            Err(e) => return failed(e),
-        };
-        let dest_xml = match with_disks_renamed(&xml, copies) {
-            Ok(xml) => xml,
-            Err(e) => return failed(e),
-        };
-        let copy_disks = !copies.is_empty();
-        let tags: &[u8] = if copy_disks {
-            &[MEMORY_CHANNEL, DISKS_CHANNEL]
-        } else {
-            &[MEMORY_CHANNEL]
-        };
-        let run = self.daemon_run_dir();
-        let mut bridges = Vec::new();
-        let mut uris = Vec::new();
-        for &tag in tags {
-            let Some(file) = channel_file(token, tag) else {
-                continue;
-            };
-            let mut header = token.to_be_bytes().to_vec();
-            header.push(tag);
-            let path = run.join(&file);
-            let bound =
-                TunnelBridge::bind(self, path, dest, CHANNEL_PROTOCOL, header, phases.clone());
-            match bound {
-                Ok(bridge) => bridges.push(bridge),
-                Err(e) => return failed(e),
-            }
-            // The source daemon's own view of the same socket.
-            uris.push(format!("unix:///run/libvirt/{file}"));
-        }
-        let uris = MigrationUris {
-            libvirt: libvirt_uri,
-            memory: uris.first().cloned(),
-            disks: uris.get(1).cloned(),
-            copy_disks,
-            qemu_tls: false,
-        };
-        let outcome = self
-            .host
-            .migrate_p2p(
-                vm,
-                uris,
-                dest_xml,
-                limits.max_downtime_ms,
-                limits.bandwidth_mib_s,
-            )
-            .await;
-        ChannelOutcome {
-            outcome,
-            broken: bridges.iter().find_map(|b| b.first_error()),
-            disk_bytes: bridges.get(1).map(|nbd| nbd.sent()),
-        }
     }
 }
 
@@ -315,56 +192,6 @@ pub fn pair_copies(offers: &[DiskOffer], made: Vec<String>) -> Result<Vec<(Strin
         );
     }
     Ok(offers.iter().map(|o| o.path.clone()).zip(made).collect())
-}
-
-/// How a transfer over the data channels ended, at the source.
-pub struct ChannelOutcome {
-    /// libvirt's answer.
-    pub outcome: Result<()>,
-    /// The first error a data channel ended with (the overlay broke).
-    pub broken: Option<String>,
-    /// Bytes the NBD disk copy sent through the overlay (libvirt's job stats
-    /// show the disk copy only while it runs, and the destination's completed
-    /// job not at all).
-    pub disk_bytes: Option<u64>,
-}
-
-impl Default for ChannelOutcome {
-    fn default() -> Self {
-        ChannelOutcome {
-            outcome: Ok(()),
-            broken: None,
-            disk_bytes: None,
-        }
-    }
-}
-
-/// A writer that counts the bytes written through it.
-pub struct Counted<W> {
-    pub inner: W,
-    pub count: Arc<AtomicU64>,
-}
-
-impl<W: AsyncWrite + Unpin> AsyncWrite for Counted<W> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = &polled {
-            self.count.fetch_add(*n as u64, Ordering::Relaxed);
-        }
-        polled
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
 }
 
 /// Destination side: shared disks, or the files to make for a copy. Checks, before
@@ -550,19 +377,6 @@ mod tests {
                 .unwrap_err()
                 .contains("malformed")
         );
-    }
-
-    #[test]
-    fn channels_have_fixed_socket_names() {
-        assert_eq!(
-            channel_file(0xab, MEMORY_CHANNEL).unwrap(),
-            "qemu/pv-mig-00000000000000ab.sock"
-        );
-        assert_eq!(
-            channel_file(0xab, DISKS_CHANNEL).unwrap(),
-            "qemu/pv-nbd-00000000000000ab.sock"
-        );
-        assert!(channel_file(1, 9).is_none());
     }
 
     #[test]

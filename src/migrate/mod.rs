@@ -7,8 +7,10 @@
 pub mod diskmig;
 pub mod downtime;
 pub mod handover;
+pub mod incoming;
 pub mod outgoing;
 pub mod paused_source;
 pub mod provision;
 pub mod replica;
 pub mod replicate;
+pub mod tunnel;

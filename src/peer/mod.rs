@@ -24,7 +24,7 @@ use crate::hypervisor::domain::{DomainSpec, new_uuid};
 use crate::hypervisor::manifest::{ManifestService, VmManifest};
 use crate::hypervisor::netns::GuestNetwork;
 use crate::hypervisor::{Host, local_socket_for};
-use crate::migrate::outgoing::TunnelGrants;
+use crate::migrate::incoming::TunnelGrants;
 pub use crate::migrate::provision::ProvisionPolicy;
 use crate::model::{LocalPeer, Status};
 use crate::node::protocol::{ControlRequest, ControlResponse};
@@ -218,7 +218,7 @@ impl Peer {
             bench,
         });
         tokio::spawn(peer.clone().handle_node_events(events));
-        tokio::spawn(crate::migrate::outgoing::accept_tunnels(peer.clone()));
+        tokio::spawn(crate::migrate::tunnel::accept_tunnels(peer.clone()));
         tokio::spawn(peer.clone().sweep_half_made_disks());
         tokio::spawn(crate::migrate::replicate::accept_replicas(peer.clone()));
         if peer.config.provision.enabled {
