@@ -76,7 +76,7 @@ pub struct Peer {
     pub(crate) network: GuestNetwork,
     pub(crate) operations: Operations,
     pub(crate) health: health::Health,
-    pub(crate) services: crate::services::consume::ServiceState,
+    pub(crate) services: crate::services::ServiceState,
     pub(crate) grants: TunnelGrants,
     /// Consumer streams for VMs migrating away: held, then forwarded.
     pub(crate) handovers: crate::migrate::handover::Handovers,
@@ -208,7 +208,7 @@ impl Peer {
             network,
             operations: Operations::default(),
             health: health::Health::default(),
-            services: crate::services::consume::ServiceState::default(),
+            services: crate::services::ServiceState::default(),
             grants: TunnelGrants::default(),
             handovers: crate::migrate::handover::Handovers::default(),
             access,
@@ -226,9 +226,7 @@ impl Peer {
         }
         peer.load_exposures();
         tokio::spawn(peer.clone().publish_loop());
-        tokio::spawn(crate::services::consume::accept_service_streams(
-            peer.clone(),
-        ));
+        tokio::spawn(crate::services::serve::accept_service_streams(peer.clone()));
         if peer.config.hypervisor.is_none() {
             // Guests on an external hypervisor are not on our namespace's bridge.
             tokio::spawn(health::probe_loop(peer.clone()));
@@ -450,6 +448,14 @@ impl Peer {
         };
         self.bench.fill(&mut status);
         Ok(status)
+    }
+
+    pub async fn connected_peers(&self) -> usize {
+        self.node
+            .status()
+            .await
+            .map(|s| s.peers.iter().filter(|p| p.connected).count())
+            .unwrap_or(0)
     }
 
     /// A peer id as typed, or the id of a known peer by nickname or id prefix.
