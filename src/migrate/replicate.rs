@@ -36,10 +36,11 @@ use crate::migrate::replica::wire::{self, Answer, Offer, Outcome};
 use crate::model::{OperationKind, OperationPhase, PeerView, ServiceSpec, VmState};
 use crate::node::protocol::REPLICA_PROTOCOL;
 use crate::paths::disk_dir;
+use crate::peer::Peer;
 use crate::peer::capacity::{Reservation, VmRequirements};
 use crate::peer::operations::Busy;
 use crate::peer::peers::{peer_id_of, resolve};
-use crate::peer::{Peer, validate_vm_name};
+use crate::peer::vms::validate_vm_name;
 
 /// The destination must answer an offer this fast (it hashes its partial file).
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);

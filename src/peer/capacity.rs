@@ -15,7 +15,8 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Deserialize;
 
-use super::{Peer, validate_vm_name};
+use super::Peer;
+use super::vms::validate_vm_name;
 use crate::model::VmState;
 
 /// Parallel migrations each way a peer runs unless told otherwise.
