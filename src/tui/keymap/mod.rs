@@ -21,9 +21,9 @@ use serde::Deserialize;
 use super::action::Action;
 
 /// The keymap compiled into the binary.
-pub const DEFAULT_KEYMAP: &str = include_str!("../../keymaps/default.toml");
+pub const DEFAULT_KEYMAP: &str = include_str!("../../../keymaps/default.toml");
 pub const DEFAULT_KEYMAP_PATH: &str = "keymaps/default.toml";
-pub const VIM_KEYMAP: &str = include_str!("../../keymaps/vim.toml");
+pub const VIM_KEYMAP: &str = include_str!("../../../keymaps/vim.toml");
 pub const VIM_KEYMAP_PATH: &str = "keymaps/vim.toml";
 
 /// A key as the keymap sees it: a code and modifiers, normalised so that a key
