@@ -2,6 +2,7 @@
 //! program talks to it through a cloneable [`Client`] (commands over mpsc, replies
 //! over oneshot), as in rust-libp2p's file-sharing example.
 
+mod client;
 mod guard;
 mod hide;
 pub mod identity;
@@ -33,6 +34,8 @@ use protocol::{
     nick_from_agent,
 };
 
+pub use client::Client;
+use client::Command;
 pub use guard::ConnectionCaps;
 pub use relay::RelayConfig;
 pub use streams::{Stream, StreamControl};
@@ -78,120 +81,6 @@ pub struct NetworkStatus {
     pub dial_errors: Vec<String>,
     /// Whether peers can dial this node directly (AutoNAT).
     pub reachability: Reachability,
-}
-
-#[derive(Clone)]
-pub struct Client {
-    sender: mpsc::Sender<Command>,
-    local_peer_id: PeerId,
-    streams: StreamControl,
-}
-
-enum Command {
-    Status {
-        reply: oneshot::Sender<NetworkStatus>,
-    },
-    Request {
-        peer: PeerId,
-        request: ControlRequest,
-        reply: oneshot::Sender<Result<ControlResponse>>,
-    },
-    Respond {
-        channel: ResponseChannel<ControlResponse>,
-        response: ControlResponse,
-    },
-    Announce {
-        announcement: Announcement,
-    },
-    Provide {
-        key: String,
-        provide: bool,
-    },
-    FindProviders {
-        key: String,
-        reply: oneshot::Sender<Vec<PeerId>>,
-    },
-    /// Tests play a hostile peer: arbitrary bytes on the announcement topic.
-    #[cfg(test)]
-    PublishRaw {
-        bytes: Vec<u8>,
-    },
-}
-
-impl Client {
-    pub fn local_peer_id(&self) -> PeerId {
-        self.local_peer_id
-    }
-
-    /// Handle for opening and accepting raw byte streams (libp2p-stream; each
-    /// one counted while open, see streams.rs).
-    pub fn streams(&self) -> StreamControl {
-        self.streams.clone()
-    }
-
-    pub async fn status(&self) -> Result<NetworkStatus> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Command::Status { reply }).await?;
-        rx.await.map_err(|_| node_gone())
-    }
-
-    /// Sends a control request and waits for the answer (or a transport error).
-    pub async fn request(&self, peer: PeerId, request: ControlRequest) -> Result<ControlResponse> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Command::Request {
-            peer,
-            request,
-            reply,
-        })
-        .await?;
-        rx.await.map_err(|_| node_gone())?
-    }
-
-    pub async fn respond(
-        &self,
-        channel: ResponseChannel<ControlResponse>,
-        response: ControlResponse,
-    ) -> Result<()> {
-        self.send(Command::Respond { channel, response }).await
-    }
-
-    /// Sets what this peer announces on gossip (sent now and periodically).
-    pub async fn announce(&self, announcement: Announcement) -> Result<()> {
-        self.send(Command::Announce { announcement }).await
-    }
-
-    /// Starts or stops advertising this peer as a provider of `key` in the DHT.
-    pub async fn provide(&self, key: &str, provide: bool) -> Result<()> {
-        self.send(Command::Provide {
-            key: key.to_string(),
-            provide,
-        })
-        .await
-    }
-
-    /// Peers the DHT knows as providers of `key` (waits for the query to finish).
-    pub async fn find_providers(&self, key: &str) -> Result<Vec<PeerId>> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Command::FindProviders {
-            key: key.to_string(),
-            reply,
-        })
-        .await?;
-        rx.await.map_err(|_| node_gone())
-    }
-
-    #[cfg(test)]
-    async fn publish_raw(&self, bytes: Vec<u8>) -> Result<()> {
-        self.send(Command::PublishRaw { bytes }).await
-    }
-
-    async fn send(&self, command: Command) -> Result<()> {
-        self.sender.send(command).await.map_err(|_| node_gone())
-    }
-}
-
-fn node_gone() -> anyhow::Error {
-    anyhow!("the peer node has stopped")
 }
 
 #[derive(NetworkBehaviour)]
