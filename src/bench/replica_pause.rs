@@ -5,7 +5,7 @@
 //! One guest on a private libvirtd (the penalty benchmark's rig) with two qcow2
 //! disks the guest leaves alone, filled on the host with `--small-mib` and
 //! `--large-mib` of data. For each disk, each round, both ways of taking the
-//! image replication reads (replica/point_in_time.rs), in alternating order:
+//! image replication reads (migrate/replica/point_in_time.rs), in alternating order:
 //!
 //! - **pause**: pause the VM, copy the disk file locally (sparse), resume (the
 //!   way before the overlay);

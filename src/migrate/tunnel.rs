@@ -226,7 +226,7 @@ pub async fn accept_tunnels(peer: Arc<Peer>) {
 }
 
 /// Destination side: accepts `protocol` streams: libvirt tunnels, or a migration's
-/// data channels (diskmig.rs).
+/// data channels (`channel_socket`).
 async fn accept_streams(peer: Arc<Peer>, protocol: libp2p::StreamProtocol) {
     let channel = protocol == CHANNEL_PROTOCOL;
     let mut incoming = match peer.node.streams().accept(protocol) {

@@ -18,7 +18,7 @@
 //!
 //! With `--data-disk MIB` the guest has a qcow2 data disk and each node a disk
 //! dir of its own, so every migration copies the disk: over the overlay as
-//! peervisor does it (runtime/diskmig.rs: memory and NBD channels bridged over
+//! peervisor does it (migrate/tunnel.rs, diskmig.rs: memory and NBD channels bridged over
 //! libp2p streams); direct with the same libvirt call, the destination file made
 //! beforehand the same way, and libvirt's own TCP connections between the two
 //! daemons (memory and NBD, on the guest bridge) instead of the bridged sockets.
