@@ -44,7 +44,7 @@ fn first_start_s(log: &str) -> f64 {
             .and_then(chrono_secs)
             .unwrap_or(f64::NAN)
     };
-    at("peervisor::runtime: hypervisor ") - at("peervisor::runtime: accelerator ")
+    at("peervisor::peer: hypervisor ") - at("peervisor::peer: accelerator ")
 }
 
 /// Seconds of the day of an RFC 3339 UTC timestamp (2026-11-25T22:40:23.494061Z).

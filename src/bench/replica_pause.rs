@@ -5,7 +5,7 @@
 //! One guest on a private libvirtd (the penalty benchmark's rig) with two qcow2
 //! disks the guest leaves alone, filled on the host with `--small-mib` and
 //! `--large-mib` of data. For each disk, each round, both ways of taking the
-//! image replication reads (replica/point_in_time.rs), in alternating order:
+//! image replication reads (migrate/replica/point_in_time.rs), in alternating order:
 //!
 //! - **pause**: pause the VM, copy the disk file locally (sparse), resume (the
 //!   way before the overlay);
@@ -25,9 +25,9 @@ use anyhow::{Context, Result, anyhow, bail};
 
 use super::penalty::guest::{BenchGuest, SCRATCH_SERIAL};
 use crate::hypervisor::accel::Accel;
+use crate::migrate::replica::point_in_time::{DiskImage, Method};
+use crate::migrate::replica::sparse;
 use crate::model::VmState;
-use crate::replica::point_in_time::{DiskImage, Method};
-use crate::replica::sparse;
 use crate::services::probe::GapProbe;
 
 /// Quiet time before and after each measured step.
@@ -65,7 +65,7 @@ pub async fn run(opts: &Options) -> Result<String> {
     if opts.small_mib == 0 || opts.large_mib < opts.small_mib || opts.large_mib > 16384 {
         bail!("need 0 < --small-mib <= --large-mib <= 16384");
     }
-    crate::demo::ensure_image(&opts.image_dir).await?;
+    crate::rig::ensure_image(&opts.image_dir).await?;
     let image = crate::image::find(&opts.image_dir, crate::image::DEFAULT_IMAGE)?;
     // Next to the VMs' disks, so the copies cost what a replication's would.
     let dir = crate::paths::disk_dir();

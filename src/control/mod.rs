@@ -3,7 +3,10 @@
 //! One JSON object per line each way.
 
 pub mod client;
+mod role;
 pub mod server;
+
+pub use role::Role;
 
 use serde::{Deserialize, Serialize};
 
@@ -122,7 +125,7 @@ pub enum Request {
     /// Grant a role to a peer (by id, or nickname of a known peer).
     PeersAllow {
         peer: String,
-        role: crate::runtime::access::Role,
+        role: Role,
     },
     /// Drop a peer's grant (back to the default role).
     PeersForget {

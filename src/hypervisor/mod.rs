@@ -2,7 +2,6 @@
 //! on tokio's blocking pool; a libvirt connection is thread-safe and shared.
 
 pub mod accel;
-pub mod bench;
 pub mod daemon;
 pub mod domain;
 mod ffi;
@@ -15,6 +14,7 @@ pub mod reaper;
 pub mod sampler;
 pub mod snapshot;
 pub mod stats;
+pub mod tick_cost;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

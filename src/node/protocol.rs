@@ -9,11 +9,11 @@ use crate::model::PeerLoad;
 pub const CONTROL_PROTOCOL: StreamProtocol = StreamProtocol::new("/peervisor/control/1");
 pub const TUNNEL_PROTOCOL: StreamProtocol = StreamProtocol::new("/peervisor/libvirt-tunnel/1");
 /// The data channels of a migration that copies disks: QEMU's memory stream and
-/// its NBD disk copy (header: the token, then a channel tag; runtime/diskmig.rs).
+/// its NBD disk copy (header: the token, then a channel tag; migrate/tunnel.rs).
 pub const CHANNEL_PROTOCOL: StreamProtocol = StreamProtocol::new("/peervisor/migration-channel/1");
 /// Byte streams of consumed services: a header naming the service, then raw bytes.
 pub const SERVICE_PROTOCOL: StreamProtocol = StreamProtocol::new("/peervisor/service/1");
-/// Replication of a VM: its definition and its disk's data chunks (replica/wire.rs).
+/// Replication of a VM: its definition and its disk's data chunks (migrate/replica/wire.rs).
 pub const REPLICA_PROTOCOL: StreamProtocol = StreamProtocol::new("/peervisor/replicate/1");
 pub const ANNOUNCE_TOPIC: &str = "peervisor/announce/1";
 /// Identify agent version prefix; the nickname follows it.

@@ -1,22 +1,32 @@
 //! Services: what this peer provides, what the overlay provides (the discovered
-//! catalogue), and which provider a new connection goes to.
+//! catalogue, here), and which provider a new connection goes to. This peer's
+//! part: `publish` (announcing, the overlay view, DHT lookup), `consume` (local
+//! listeners), `serve` (consumers' streams, provider side), `expose` (legacy
+//! host services); the byte path is `proxy`, racing providers `hedge`, a
+//! service's longest gap `probe`.
 
-pub mod bench;
+pub mod consume;
+pub mod expose;
 pub mod hedge;
-pub mod load;
 pub mod probe;
 pub mod proxy;
 #[cfg(test)]
 mod proxy_fuzz;
+pub mod publish;
+pub mod serve;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
+use tokio::sync::Notify;
 
 use crate::model::{PeerLoad, ProviderView, ServiceSpec, ServiceView, VmState, VmView};
 use crate::node::protocol::ServiceRecord;
+use consume::Consumption;
+use expose::Exposure;
 
 /// A provider not heard from for this long is dropped (it announces every 3 s in a
 /// small overlay; see `announce_every`).
@@ -208,6 +218,24 @@ impl Catalogue {
         failed.retain(|_, at| at.elapsed() < RECORD_TTL);
         failed.contains_key(peer)
     }
+}
+
+#[derive(Default)]
+/// This peer's part in services: what it provides, consumes and has heard of.
+pub struct ServiceState {
+    pub catalogue: Catalogue,
+    consumptions: Mutex<Vec<Consumption>>,
+    exposures: Mutex<Vec<Exposure>>,
+    /// DHT keys this peer currently provides.
+    published: Mutex<HashSet<String>>,
+    /// When each (service, vm) first appeared here: its record version.
+    versions: Mutex<HashMap<(String, Option<String>), u64>>,
+    /// Consumer connections this peer serves right now (its load).
+    served: AtomicU64,
+    /// Rotates the choice among equally good providers.
+    spread: AtomicUsize,
+    /// Wakes the publisher at once (a VM started, stopped or moved).
+    pub republish: Notify,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

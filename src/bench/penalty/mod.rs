@@ -19,6 +19,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, bail};
 
 use crate::hypervisor::accel::AccelChoice;
+use crate::jobs::collector::PENALTY_LATEST;
 use crate::model::{PenaltyRow, PenaltyView, WorkloadKind};
 
 /// The workload script, also laid into the guest at /bin/pv-bench.
@@ -324,10 +325,36 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// `peervisor bench penalty`: runs, saves, and prints the table (or JSON, CSV).
+pub async fn command(
+    setup: &crate::bench::Setup,
+    runs: Option<u32>,
+    json: bool,
+    csv: bool,
+    short: bool,
+) -> Result<()> {
+    let opts = PenaltyOptions {
+        runs: runs.unwrap_or(if short { 2 } else { 3 }),
+        short,
+        accel: setup.accel,
+        image_dir: setup.image_dir.clone(),
+        bench_dir: setup.data_dir.root().join("bench"),
+    };
+    let view = run_and_save(&opts).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&view)?);
+    } else if csv {
+        print!("{}", table::csv(&view));
+    } else {
+        print!("{}", table::text(&view));
+    }
+    Ok(())
+}
+
 /// Runs with progress on stderr, keeping `penalty-latest.json` current (a node
 /// on the same data dir shows it live), and saves the results.
 pub async fn run_and_save(opts: &PenaltyOptions) -> Result<PenaltyView> {
-    let latest = opts.bench_dir.join(LATEST);
+    let latest = opts.bench_dir.join(PENALTY_LATEST);
     let _ = std::fs::create_dir_all(&opts.bench_dir);
     let mut last_line = String::new();
     let mut report = |view: &PenaltyView| {
@@ -356,13 +383,10 @@ pub fn save(bench_dir: &Path, view: &PenaltyView) -> Result<PathBuf> {
     let json = serde_json::to_vec_pretty(view).context("encoding results")?;
     let path = bench_dir.join(format!("penalty-{}.json", view.started_at));
     std::fs::write(&path, &json).with_context(|| format!("writing {}", path.display()))?;
-    let latest = bench_dir.join(LATEST);
+    let latest = bench_dir.join(PENALTY_LATEST);
     std::fs::write(&latest, &json).with_context(|| format!("writing {}", latest.display()))?;
     Ok(path)
 }
-
-/// Written while a run goes on and at its end; a node's collector shows it.
-pub const LATEST: &str = "penalty-latest.json";
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,26 @@
+//! `peervisor image build`: the guest image from Debian packages.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+
+/// `peervisor image build`.
+pub async fn build(dir: PathBuf, name: String) -> Result<()> {
+    let report = tokio::task::spawn_blocking(move || {
+        crate::image::build(&dir, &crate::image::ImageSpec { name }, &mut |step| {
+            eprintln!("  {step}");
+        })
+    })
+    .await??;
+    let image = &report.image;
+    let verb = if report.built { "built" } else { "up to date" };
+    println!(
+        "image '{}' {verb}: kernel {} , {:.1} MiB in {} ({:.1} s)",
+        image.name,
+        image.kernel_version,
+        image.size_bytes as f64 / (1024.0 * 1024.0),
+        image.dir.display(),
+        report.seconds
+    );
+    Ok(())
+}

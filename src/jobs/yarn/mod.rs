@@ -1,0 +1,304 @@
+//! YARN / MapReduce source: polls a ResourceManager's REST API (cluster info,
+//! metrics, applications), each running MapReduce job through the RM's proxy to
+//! its application master (job, counters, where its tasks run), and optionally a
+//! JobHistory server for finished jobs. Everything is parsed leniently (missing
+//! fields default); a failure names the URL and never ends the poller.
+
+mod docs;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use futures::future::BoxFuture;
+
+use super::http::{BaseUrl, get_json};
+use super::source::{Counters, JobSource, RateTracker, SourceReport, classify, host_of};
+use crate::model::JobView;
+use docs::{
+    AmJobsDoc, App, AppsDoc, AttemptsDoc, ClusterInfoDoc, CountersDoc, HistoryJob, HistoryJobsDoc,
+    MetricsDoc, TasksDoc,
+};
+
+const TIMEOUT: Duration = Duration::from_secs(3);
+/// Running tasks whose attempts are asked for their node (the VM link), per job.
+const TASKS_FOR_HOSTS: usize = 8;
+
+pub struct YarnSource {
+    rm: BaseUrl,
+    history: Option<BaseUrl>,
+    url: String,
+    rm_started_on: Option<u64>,
+    rates: RateTracker,
+    /// Finished jobs' counters, fetched once.
+    finished: HashMap<String, Counters>,
+    last_jobs: Vec<JobView>,
+}
+
+impl YarnSource {
+    /// `URL` or `URL,history=URL`.
+    pub fn from_arg(arg: &str) -> Result<YarnSource> {
+        let mut parts = arg.split(',');
+        let rm = BaseUrl::parse(parts.next().unwrap_or(""))?;
+        let mut history = None;
+        for p in parts {
+            match p.split_once('=') {
+                Some(("history", url)) => history = Some(BaseUrl::parse(url)?),
+                _ => anyhow::bail!("--yarn {arg:?}: unknown option {p:?} (expected history=URL)"),
+            }
+        }
+        Ok(YarnSource {
+            url: rm.display(),
+            rm,
+            history,
+            rm_started_on: None,
+            rates: RateTracker::default(),
+            finished: HashMap::new(),
+            last_jobs: Vec::new(),
+        })
+    }
+
+    async fn poll_once(&mut self, notes: &mut Vec<String>) -> Result<Vec<JobView>> {
+        let info: ClusterInfoDoc = get_json(&self.rm, "/ws/v1/cluster/info", TIMEOUT).await?;
+        let started = info.cluster_info.started_on;
+        if self.rm_started_on.is_some_and(|s| s != started) {
+            notes.push("ResourceManager restarted: rates start afresh".into());
+            self.rates.clear();
+            self.finished.clear();
+        }
+        self.rm_started_on = Some(started);
+        let metrics: MetricsDoc = get_json(&self.rm, "/ws/v1/cluster/metrics", TIMEOUT).await?;
+        let m = metrics.cluster_metrics;
+        notes.insert(
+            0,
+            format!(
+                "{} running, {} completed, {} failed apps; {} active nodes",
+                m.apps_running, m.apps_completed, m.apps_failed, m.active_nodes
+            ),
+        );
+        let apps: AppsDoc = get_json(&self.rm, "/ws/v1/cluster/apps", TIMEOUT).await?;
+        let apps = apps.apps.map(|a| a.app).unwrap_or_default();
+        let history = match &self.history {
+            Some(h) if apps.iter().any(|a| a.state != "RUNNING") => {
+                match get_json::<HistoryJobsDoc>(h, "/ws/v1/history/mapreduce/jobs", TIMEOUT).await
+                {
+                    Ok(doc) => doc.jobs.map(|j| j.job).unwrap_or_default(),
+                    Err(e) => {
+                        notes.push(format!("history: {e:#}"));
+                        Vec::new()
+                    }
+                }
+            }
+            _ => Vec::new(),
+        };
+        let now = Instant::now();
+        let mut jobs = Vec::new();
+        for app in &apps {
+            let is_mr = app.application_type.eq_ignore_ascii_case("MAPREDUCE");
+            if is_mr && app.state == "RUNNING" {
+                match self.running_jobs(app, now).await {
+                    Ok(mut js) if !js.is_empty() => {
+                        jobs.append(&mut js);
+                        continue;
+                    }
+                    Ok(_) => {}
+                    Err(e) => notes.push(format!("{}: {e:#}", app.id)),
+                }
+            } else if is_mr && let Some(h) = history.iter().find(|j| j.id == job_id_of(&app.id)) {
+                jobs.push(self.finished_job(app, h, notes).await);
+                continue;
+            }
+            jobs.push(app_only(app));
+        }
+        let ids: Vec<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
+        self.rates.retain(&ids);
+        Ok(jobs)
+    }
+
+    /// The MapReduce jobs of a running application, from its AM via the RM proxy.
+    async fn running_jobs(&mut self, app: &App, now: Instant) -> Result<Vec<JobView>> {
+        let base = format!("/proxy/{}/ws/v1/mapreduce/jobs", app.id);
+        let doc: AmJobsDoc = get_json(&self.rm, &base, TIMEOUT).await?;
+        let mut out = Vec::new();
+        for j in doc.jobs.map(|j| j.job).unwrap_or_default() {
+            let mut job = JobView {
+                source: "yarn".into(),
+                id: j.id.clone(),
+                name: j.name.clone(),
+                user: j.user.clone(),
+                state: j.state.clone(),
+                progress_pct: if j.reduces_total > 0 {
+                    (j.map_progress + j.reduce_progress) / 2.0
+                } else {
+                    j.map_progress
+                },
+                maps_completed: j.maps_completed,
+                maps_total: j.maps_total,
+                reduces_completed: j.reduces_completed,
+                reduces_total: j.reduces_total,
+                elapsed_s: j.elapsed_time as f64 / 1000.0,
+                error: non_empty(&j.diagnostics),
+                ..JobView::default()
+            };
+            label(&mut job);
+            if let Some(am) = &app.am_host_http_address {
+                job.hosts.push(host_of(am));
+            }
+            let counters: CountersDoc =
+                get_json(&self.rm, &format!("{base}/{}/counters", j.id), TIMEOUT).await?;
+            self.rates.update(&mut job, counters.totals(), now);
+            self.add_task_hosts(&base, &mut job).await;
+            out.push(job);
+        }
+        Ok(out)
+    }
+
+    /// Nodes of up to a few running tasks' attempts (best effort).
+    async fn add_task_hosts(&self, base: &str, job: &mut JobView) {
+        let Ok(tasks) =
+            get_json::<TasksDoc>(&self.rm, &format!("{base}/{}/tasks", job.id), TIMEOUT).await
+        else {
+            return;
+        };
+        let running = tasks.tasks.map(|t| t.task).unwrap_or_default();
+        for task in running
+            .iter()
+            .filter(|t| t.state == "RUNNING")
+            .take(TASKS_FOR_HOSTS)
+        {
+            let path = format!("{base}/{}/tasks/{}/attempts", job.id, task.id);
+            if let Ok(doc) = get_json::<AttemptsDoc>(&self.rm, &path, TIMEOUT).await {
+                for a in doc
+                    .task_attempts
+                    .map(|a| a.task_attempt)
+                    .unwrap_or_default()
+                {
+                    let host = host_of(&a.node_http_address);
+                    if !host.is_empty() && !job.hosts.contains(&host) {
+                        job.hosts.push(host);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A finished job from the history server; average rates over its run time.
+    async fn finished_job(
+        &mut self,
+        app: &App,
+        h: &HistoryJob,
+        notes: &mut Vec<String>,
+    ) -> JobView {
+        let mut job = JobView {
+            source: "yarn".into(),
+            id: h.id.clone(),
+            name: h.name.clone(),
+            user: h.user.clone(),
+            state: h.state.clone(),
+            progress_pct: 100.0,
+            maps_completed: h.maps_completed,
+            maps_total: h.maps_total,
+            reduces_completed: h.reduces_completed,
+            reduces_total: h.reduces_total,
+            elapsed_s: h.finish_time.saturating_sub(h.start_time) as f64 / 1000.0,
+            error: non_empty(&h.diagnostics).or_else(|| failed_diagnostics(app)),
+            ..JobView::default()
+        };
+        label(&mut job);
+        if let Some(am) = &app.am_host_http_address {
+            job.hosts.push(host_of(am));
+        }
+        let counters = match self.finished.get(&h.id) {
+            Some(c) => Some(*c),
+            None => {
+                let path = format!("/ws/v1/history/mapreduce/jobs/{}/counters", h.id);
+                let url = self.history.as_ref().unwrap_or(&self.rm);
+                match get_json::<CountersDoc>(url, &path, TIMEOUT).await {
+                    Ok(doc) => {
+                        self.finished.insert(h.id.clone(), doc.totals());
+                        Some(doc.totals())
+                    }
+                    Err(e) => {
+                        notes.push(format!("{}: {e:#}", h.id));
+                        None
+                    }
+                }
+            }
+        };
+        if let Some(c) = counters {
+            job.bytes_read = c.bytes_read;
+            job.bytes_written = c.bytes_written;
+            if job.elapsed_s > 0.0 {
+                job.read_bps = Some(c.bytes_read as f64 / job.elapsed_s);
+                job.write_bps = Some(c.bytes_written as f64 / job.elapsed_s);
+                job.cpu_ms_per_s = Some(c.cpu_ms as f64 / job.elapsed_s);
+            }
+        }
+        job
+    }
+}
+
+impl JobSource for YarnSource {
+    fn poll(&mut self) -> BoxFuture<'_, SourceReport> {
+        Box::pin(async move {
+            let mut notes = Vec::new();
+            let outcome = self.poll_once(&mut notes).await;
+            SourceReport::from_poll("yarn", &self.url, outcome, notes, &mut self.last_jobs)
+        })
+    }
+}
+
+/// A non-MapReduce (or not yet reachable) application as the RM describes it.
+fn app_only(app: &App) -> JobView {
+    let mut job = JobView {
+        source: "yarn".into(),
+        id: app.id.clone(),
+        name: app.name.clone(),
+        user: app.user.clone(),
+        state: if app.state == "FINISHED" && !app.final_status.is_empty() {
+            app.final_status.clone()
+        } else {
+            app.state.clone()
+        },
+        progress_pct: app.progress,
+        elapsed_s: app.elapsed_time as f64 / 1000.0,
+        error: failed_diagnostics(app),
+        ..JobView::default()
+    };
+    label(&mut job);
+    if let Some(am) = &app.am_host_http_address {
+        job.hosts.push(host_of(am));
+    }
+    job
+}
+
+fn failed_diagnostics(app: &App) -> Option<String> {
+    let failed = ["FAILED", "KILLED"].contains(&app.state.as_str())
+        || ["FAILED", "KILLED"].contains(&app.final_status.as_str());
+    if failed {
+        non_empty(&app.diagnostics).or_else(|| Some(app.final_status.clone()))
+    } else {
+        None
+    }
+}
+
+fn label(job: &mut JobView) {
+    if let Some((name, kind)) = classify(&job.name) {
+        job.benchmark = Some(name.to_string());
+        job.kind = Some(kind);
+    }
+}
+
+fn non_empty(s: &Option<String>) -> Option<String> {
+    s.as_ref()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+/// application_1326821518301_0005 -> job_1326821518301_0005
+fn job_id_of(app_id: &str) -> String {
+    app_id.replacen("application_", "job_", 1)
+}
+
+#[cfg(test)]
+mod tests;

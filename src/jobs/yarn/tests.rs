@@ -1,0 +1,314 @@
+//! Bodies follow the documented Hadoop 3 examples (ResourceManager REST,
+//! MapReduce Application Master REST, History Server REST), trimmed of
+//! fields we do not read but keeping their neighbours.
+use super::*;
+use crate::jobs::testserver::{Route, TestServer};
+use crate::model::WorkloadKind;
+use serde_json::json;
+
+const TS: u64 = 1476912658570;
+
+fn cluster_info(started_on: u64) -> String {
+    json!({"clusterInfo": {"id": started_on, "startedOn": started_on, "state": "STARTED",
+        "haState": "ACTIVE", "resourceManagerVersion": "3.3.6", "hadoopVersion": "3.3.6"}})
+    .to_string()
+}
+
+fn metrics(running: u64, failed: u64) -> String {
+    json!({"clusterMetrics": {"appsSubmitted": 2, "appsCompleted": 0, "appsPending": 0,
+        "appsRunning": running, "appsFailed": failed, "appsKilled": 0, "availableMB": 17408,
+        "allocatedMB": 2048, "containersAllocated": 2, "totalNodes": 2, "activeNodes": 2,
+        "lostNodes": 0, "unhealthyNodes": 0}})
+    .to_string()
+}
+
+fn app(
+    ts: u64,
+    seq: u32,
+    name: &str,
+    state: &str,
+    final_status: &str,
+    diagnostics: &str,
+) -> serde_json::Value {
+    json!({"id": format!("application_{ts}_{seq:04}"), "user": "hadoop", "name": name,
+        "queue": "default", "state": state, "finalStatus": final_status, "progress": 50.0,
+        "trackingUI": "ApplicationMaster", "diagnostics": diagnostics, "clusterId": ts,
+        "applicationType": "MAPREDUCE", "applicationTags": "", "priority": 0,
+        "startedTime": ts + 1000, "finishedTime": 0, "elapsedTime": 25000,
+        "amContainerLogs": "http://worker-1:8042/node/containerlogs/container_1/hadoop",
+        "amHostHttpAddress": "worker-1:8042", "allocatedMB": 2048, "allocatedVCores": 2,
+        "runningContainers": 2})
+}
+
+fn am_jobs(ts: u64, seq: u32, map_progress: f64, maps_done: u64) -> String {
+    json!({"jobs": {"job": [{"startTime": ts + 1500, "finishTime": 0, "elapsedTime": 24000,
+        "id": format!("job_{ts}_{seq:04}"), "name": "TeraSort", "user": "hadoop",
+        "state": "RUNNING", "mapsTotal": 4, "mapsCompleted": maps_done, "reducesTotal": 1,
+        "reducesCompleted": 0, "mapProgress": map_progress, "reduceProgress": 0.0,
+        "mapsPending": 0, "mapsRunning": 4 - maps_done, "reducesPending": 1,
+        "reducesRunning": 0, "uberized": false, "diagnostics": "",
+        "newReduceAttempts": 1, "runningReduceAttempts": 0, "failedReduceAttempts": 0,
+        "killedReduceAttempts": 0, "successfulReduceAttempts": 0, "newMapAttempts": 0,
+        "runningMapAttempts": 4, "failedMapAttempts": 0, "killedMapAttempts": 0,
+        "successfulMapAttempts": maps_done}]}})
+    .to_string()
+}
+
+fn counter(name: &str, total: u64) -> serde_json::Value {
+    json!({"name": name, "reduceCounterValue": 0, "mapCounterValue": total, "totalCounterValue": total})
+}
+
+fn counters(id: &str, hdfs_read: u64, file_written: u64, cpu_ms: u64) -> String {
+    json!({"jobCounters": {"id": id, "counterGroup": [
+        {"counterGroupName": "Shuffle Errors", "counter": [counter("BAD_ID", 0), counter("IO_ERROR", 0)]},
+        {"counterGroupName": "org.apache.hadoop.mapreduce.FileSystemCounter", "counter": [
+            counter("FILE_BYTES_READ", 0), counter("FILE_BYTES_WRITTEN", file_written),
+            counter("FILE_READ_OPS", 0), counter("HDFS_BYTES_READ", hdfs_read),
+            counter("HDFS_BYTES_WRITTEN", 0), counter("HDFS_READ_OPS", 4)]},
+        {"counterGroupName": "org.apache.hadoop.mapreduce.TaskCounter", "counter": [
+            counter("MAP_INPUT_RECORDS", 10), counter("CPU_MILLISECONDS", cpu_ms),
+            counter("GC_TIME_MILLIS", 12)]}]}})
+    .to_string()
+}
+
+fn tasks(ts: u64, seq: u32) -> String {
+    json!({"tasks": {"task": [{"progress": 40.0, "elapsedTime": 5000, "state": "RUNNING",
+        "startTime": ts + 2000, "id": format!("task_{ts}_{seq:04}_m_000000"), "type": "MAP",
+        "successfulAttempt": "", "finishTime": 0}]}})
+    .to_string()
+}
+
+fn attempts(ts: u64, seq: u32) -> String {
+    json!({"taskAttempts": {"taskAttempt": [{"assignedContainerId": "container_1_0002_01_000002",
+        "progress": 40.0, "elapsedTime": 5000, "state": "RUNNING", "diagnostics": "",
+        "rack": "/default-rack", "nodeHttpAddress": "10.77.3.4:8042", "type": "MAP",
+        "startTime": ts + 2000, "id": format!("attempt_{ts}_{seq:04}_m_000000_0"),
+        "finishTime": 0}]}})
+    .to_string()
+}
+
+/// One running TeraSort (app 1) and one failed wordcount (app 2).
+fn serve_cluster(s: &TestServer, ts: u64, progress: f64, maps_done: u64, hdfs_read: u64) {
+    let job = format!("job_{ts}_0001");
+    let proxy = format!("/proxy/application_{ts}_0001/ws/v1/mapreduce/jobs");
+    s.json("/ws/v1/cluster/info", &cluster_info(ts));
+    s.json("/ws/v1/cluster/metrics", &metrics(1, 1));
+    let apps = json!({"apps": {"app": [
+        app(ts, 1, "TeraSort", "RUNNING", "UNDEFINED", ""),
+        app(ts, 2, "word count", "FAILED", "FAILED",
+            "Application application_2 failed 2 times due to AM Container exited with exitCode: 1"),
+    ]}});
+    s.json("/ws/v1/cluster/apps", &apps.to_string());
+    s.json(&proxy, &am_jobs(ts, 1, progress, maps_done));
+    s.json(
+        &format!("{proxy}/{job}/counters"),
+        &counters(&job, hdfs_read, hdfs_read / 2, hdfs_read / 1000),
+    );
+    s.json(&format!("{proxy}/{job}/tasks"), &tasks(ts, 1));
+    s.json(
+        &format!("{proxy}/{job}/tasks/task_{ts}_0001_m_000000/attempts"),
+        &attempts(ts, 1),
+    );
+}
+
+async fn source(s: &TestServer) -> YarnSource {
+    YarnSource::from_arg(&s.url).unwrap()
+}
+
+#[tokio::test]
+async fn a_running_job_progresses_over_polls_with_rates_from_counter_deltas() {
+    let s = TestServer::start().await;
+    let mut src = source(&s).await;
+    serve_cluster(&s, TS, 20.0, 0, 0);
+    let r1 = src.poll().await;
+    assert!(r1.status.ok, "{}", r1.status.message);
+    assert!(
+        r1.status
+            .message
+            .contains("1 running, 0 completed, 1 failed apps; 2 active nodes"),
+        "{}",
+        r1.status.message
+    );
+    let job = r1
+        .jobs
+        .iter()
+        .find(|j| j.name == "TeraSort")
+        .expect("the running job");
+    assert_eq!(job.id, format!("job_{TS}_0001"));
+    assert_eq!(
+        (job.benchmark.as_deref(), job.kind),
+        (Some("TeraSort"), Some(WorkloadKind::Io))
+    );
+    assert_eq!(job.progress_pct, 10.0, "(map 20 + reduce 0) / 2");
+    assert_eq!(job.read_bps, None, "first poll: no delta yet");
+    assert_eq!(
+        job.hosts,
+        ["worker-1", "10.77.3.4"],
+        "AM host and task attempt node"
+    );
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    serve_cluster(&s, TS, 80.0, 3, 3_000_000);
+    let r2 = src.poll().await;
+    let job = r2.jobs.iter().find(|j| j.name == "TeraSort").unwrap();
+    assert_eq!(
+        (job.progress_pct, job.maps_completed, job.maps_total),
+        (40.0, 3, 4)
+    );
+    let read = job.read_bps.expect("rate after two polls");
+    // 3 MB over ~0.3 s (poll time adds a little): a few MB/s, not zero, not absurd.
+    assert!(read > 1_000_000.0 && read < 20_000_000.0, "{read}");
+    assert!(job.write_bps.unwrap() > 0.0 && job.cpu_ms_per_s.unwrap() > 0.0);
+    assert_eq!(job.history_bps.len(), 1);
+    assert_eq!(job.bytes_read, 3_000_000);
+}
+
+#[tokio::test]
+async fn a_failed_job_shows_its_diagnostics() {
+    let s = TestServer::start().await;
+    let mut src = source(&s).await;
+    serve_cluster(&s, TS, 20.0, 0, 0);
+    let r = src.poll().await;
+    let failed = r.jobs.iter().find(|j| j.name == "word count").unwrap();
+    assert_eq!(failed.state, "FAILED");
+    assert!(failed.error.as_deref().unwrap().contains("exitCode: 1"));
+    assert_eq!(failed.benchmark.as_deref(), Some("wordcount"));
+}
+
+#[tokio::test]
+async fn finished_jobs_come_from_the_history_server() {
+    let s = TestServer::start().await;
+    let h = TestServer::start().await;
+    let mut src = YarnSource::from_arg(&format!("{},history={}", s.url, h.url)).unwrap();
+    s.json("/ws/v1/cluster/info", &cluster_info(TS));
+    s.json("/ws/v1/cluster/metrics", &metrics(0, 0));
+    let apps =
+        json!({"apps": {"app": [app(TS, 3, "QuasiMonteCarlo", "FINISHED", "SUCCEEDED", "")]}});
+    s.json("/ws/v1/cluster/apps", &apps.to_string());
+    let job = format!("job_{TS}_0003");
+    h.json("/ws/v1/history/mapreduce/jobs", &json!({"jobs": {"job": [{"submitTime": TS, "startTime": TS + 1000,
+        "finishTime": TS + 11000, "id": job, "name": "QuasiMonteCarlo", "queue": "default", "user": "hadoop",
+        "state": "SUCCEEDED", "mapsTotal": 10, "mapsCompleted": 10, "reducesTotal": 1, "reducesCompleted": 1}]}}).to_string());
+    h.json(
+        &format!("/ws/v1/history/mapreduce/jobs/{job}/counters"),
+        &counters(&job, 10_000, 0, 20_000),
+    );
+    let r = src.poll().await;
+    assert!(r.status.ok, "{}", r.status.message);
+    let j = &r.jobs[0];
+    assert_eq!(
+        (j.state.as_str(), j.progress_pct, j.maps_completed),
+        ("SUCCEEDED", 100.0, 10)
+    );
+    assert_eq!(
+        (j.benchmark.as_deref(), j.kind),
+        (Some("pi"), Some(WorkloadKind::Cpu))
+    );
+    assert_eq!(j.elapsed_s, 10.0);
+    assert_eq!(
+        j.cpu_ms_per_s,
+        Some(2000.0),
+        "20 s of CPU in 10 s: two busy cores"
+    );
+    assert_eq!(j.read_bps, Some(1000.0));
+}
+
+#[tokio::test]
+async fn a_restarted_resource_manager_is_reported_and_rates_start_afresh() {
+    let s = TestServer::start().await;
+    let mut src = source(&s).await;
+    serve_cluster(&s, TS, 20.0, 0, 5_000_000);
+    src.poll().await;
+    // Restart: new start time, application ids counted from 0001 again, counters low.
+    let ts2 = TS + 500_000;
+    serve_cluster(&s, ts2, 5.0, 0, 1000);
+    let r = src.poll().await;
+    assert!(r.status.ok);
+    assert!(
+        r.status.message.contains("ResourceManager restarted"),
+        "{}",
+        r.status.message
+    );
+    let job = r.jobs.iter().find(|j| j.name == "TeraSort").unwrap();
+    assert_eq!(job.id, format!("job_{ts2}_0001"));
+    assert_eq!(job.read_bps, None, "no rate across a restart");
+    // Same ids as before but counters went backwards (e.g. an RM that kept its
+    // start time): no negative rate either.
+    serve_cluster(&s, ts2, 6.0, 0, 10);
+    let r = src.poll().await;
+    let job = r.jobs.iter().find(|j| j.name == "TeraSort").unwrap();
+    assert_eq!(job.read_bps, None);
+}
+
+#[tokio::test]
+async fn timeouts_and_malformed_json_give_a_clear_status_and_keep_the_last_jobs() {
+    let s = TestServer::start().await;
+    let mut src = source(&s).await;
+    serve_cluster(&s, TS, 20.0, 0, 0);
+    assert_eq!(src.poll().await.jobs.len(), 2);
+
+    s.json("/ws/v1/cluster/apps", "{\"apps\": {\"app\": [ {\"id\": ");
+    let r = src.poll().await;
+    assert!(!r.status.ok);
+    assert!(
+        r.status
+            .message
+            .contains("/ws/v1/cluster/apps: malformed JSON"),
+        "{}",
+        r.status.message
+    );
+    assert_eq!(r.jobs.len(), 2, "last known jobs still shown");
+
+    s.set("/ws/v1/cluster/info", Route::Hang);
+    let started = Instant::now();
+    let r = src.poll().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "a hung RM does not stall the poller"
+    );
+    assert!(!r.status.ok);
+    assert!(
+        r.status.message.contains("no answer within"),
+        "{}",
+        r.status.message
+    );
+
+    s.set("/ws/v1/cluster/info", Route::Status(503));
+    let r = src.poll().await;
+    assert!(
+        r.status.message.contains("HTTP 503"),
+        "{}",
+        r.status.message
+    );
+
+    // An AM that answers garbage spoils only its own job, not the poll.
+    serve_cluster(&s, TS, 20.0, 0, 0);
+    s.json(
+        &format!("/proxy/application_{TS}_0001/ws/v1/mapreduce/jobs"),
+        "not json",
+    );
+    let r = src.poll().await;
+    assert!(r.status.ok, "{}", r.status.message);
+    assert!(
+        r.status.message.contains("malformed JSON"),
+        "{}",
+        r.status.message
+    );
+    let job = r.jobs.iter().find(|j| j.name == "TeraSort").unwrap();
+    assert_eq!(
+        job.id,
+        format!("application_{TS}_0001"),
+        "falls back to the RM's view of the app"
+    );
+
+    let closed = YarnSource::from_arg("http://127.0.0.1:1")
+        .unwrap()
+        .poll()
+        .await;
+    assert!(
+        !closed.status.ok && closed.status.message.contains("127.0.0.1:1"),
+        "{}",
+        closed.status.message
+    );
+    assert!(YarnSource::from_arg("http://rm:8088,bogus=1").is_err());
+}

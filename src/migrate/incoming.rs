@@ -1,0 +1,451 @@
+//! Live migration over the overlay, destination side: whether to accept a VM
+//! (before anything moves), the token and grant its tunnel streams need, and
+//! closing the books when the source reports the end, or when it falls silent.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use libp2p::PeerId;
+
+use crate::control::Role;
+use crate::hypervisor::job::JobSample;
+use crate::model::{OperationKind, OperationPhase, VmState};
+use crate::node::protocol::ControlResponse;
+use crate::peer::Peer;
+use crate::peer::capacity::{Refusal, Reservation, VmRequirements};
+use crate::peer::operations::Busy;
+
+/// How long an authorization to open tunnel streams stays valid.
+const GRANT_TTL: Duration = Duration::from_secs(600);
+
+/// An accepted migration whose source opens no tunnel stream this fast is over
+/// (the source's libvirt connects at once; the source may have died).
+const UNUSED_GRANT_TTL: Duration = Duration::from_secs(60);
+
+/// How long a destination waits, once the last tunnel stream of a migration has
+/// closed, for the source to say how it ended before finding out itself.
+const SETTLE_AFTER_TUNNEL: Duration = Duration::from_secs(5);
+
+/// Bounds on what a source may send about the files its VM boots from.
+const MAX_BOOT_FILES: usize = 8;
+
+const MAX_PATH_LEN: usize = 4096;
+
+struct Grant {
+    peer: PeerId,
+    vm: String,
+    operation: u64,
+    expires: Instant,
+    /// The VM's share of the lent capacity, held until it arrived or failed.
+    _reservation: Option<Reservation>,
+    /// Tunnel streams of this migration open right now.
+    streams: u32,
+    /// Whether any tunnel stream was opened yet.
+    opened: bool,
+    /// Disk files made here for the VM (diskmig.rs): deleted unless it arrives.
+    made_disks: Vec<PathBuf>,
+}
+
+/// Tunnel authorizations this peer (as a destination) has handed out.
+#[derive(Default)]
+pub struct TunnelGrants {
+    grants: Mutex<HashMap<u64, Grant>>,
+}
+
+impl TunnelGrants {
+    fn insert(&self, token: u64, grant: Grant) {
+        let mut grants = self.grants.lock().unwrap_or_else(|e| e.into_inner());
+        grants.insert(token, grant);
+    }
+
+    /// Removes and returns the grants whose time is up (and carry no transfer).
+    fn take_expired(&self) -> Vec<Grant> {
+        let mut grants = self.grants.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let expired: Vec<u64> = grants
+            .iter()
+            .filter(|(_, g)| g.expires <= now && g.streams == 0)
+            .map(|(t, _)| *t)
+            .collect();
+        expired
+            .into_iter()
+            .filter_map(|t| grants.remove(&t))
+            .collect()
+    }
+
+    /// Counts a tunnel stream of this grant; false if the token is not good.
+    pub(super) fn stream_opened(&self, token: u64, peer: PeerId) -> bool {
+        let mut grants = self.grants.lock().unwrap_or_else(|e| e.into_inner());
+        match grants.get_mut(&token) {
+            Some(g) if g.peer == peer && g.expires > Instant::now() => {
+                g.streams += 1;
+                g.opened = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Uncounts a tunnel stream; true if it was the grant's last one.
+    pub(super) fn stream_closed(&self, token: u64) -> bool {
+        let mut grants = self.grants.lock().unwrap_or_else(|e| e.into_inner());
+        grants.get_mut(&token).is_some_and(|g| {
+            g.streams = g.streams.saturating_sub(1);
+            g.streams == 0
+        })
+    }
+
+    /// Removes the grant if no tunnel stream was ever opened with it.
+    fn take_unused(&self, token: u64) -> Option<Grant> {
+        let mut grants = self.grants.lock().unwrap_or_else(|e| e.into_inner());
+        match grants.get(&token) {
+            Some(g) if !g.opened => grants.remove(&token),
+            _ => None,
+        }
+    }
+
+    fn contains(&self, token: u64) -> bool {
+        let grants = self.grants.lock().unwrap_or_else(|e| e.into_inner());
+        grants.contains_key(&token)
+    }
+
+    #[cfg(test)]
+    fn allows(&self, token: u64, peer: PeerId) -> bool {
+        let grants = self.grants.lock().unwrap_or_else(|e| e.into_inner());
+        grants
+            .get(&token)
+            .is_some_and(|g| g.peer == peer && g.expires > Instant::now())
+    }
+
+    fn take(&self, token: u64, peer: PeerId) -> Option<Grant> {
+        let mut grants = self.grants.lock().unwrap_or_else(|e| e.into_inner());
+        match grants.get(&token) {
+            Some(g) if g.peer == peer => grants.remove(&token),
+            _ => None,
+        }
+    }
+}
+
+impl Peer {
+    /// Destination side: decides whether to accept a VM, before anything moves.
+    pub(crate) async fn prepare_incoming(
+        self: &Arc<Self>,
+        from: PeerId,
+        vm: VmRequirements,
+        disks: Vec<crate::node::protocol::DiskOffer>,
+    ) -> ControlResponse {
+        let from_name = self.peer_label(from).await;
+        let refuse = |reason: String| {
+            tracing::warn!("refusing VM '{}' from {from_name}: {reason}", vm.name);
+            ControlResponse::Refused { reason }
+        };
+        if !self.access.allows(&from, Role::Control) {
+            return refuse(format!(
+                "peer {from} is not allowed to control this host (its operator can run `peervisor peers allow {from} --role control`)"
+            ));
+        }
+        if !self.config.accept_migrations {
+            return refuse("this peer does not accept incoming migrations".into());
+        }
+        if vm.boot_files.len() > MAX_BOOT_FILES
+            || vm
+                .boot_files
+                .iter()
+                .any(|f| f.as_os_str().len() > MAX_PATH_LEN)
+        {
+            return refuse("malformed request: too many or too long boot file paths".into());
+        }
+        self.settle_expired_grants();
+        let reservation = match self.check_incoming(&vm).await {
+            Ok(reservation) => reservation,
+            Err(refusal) => return refuse(refusal.to_string()),
+        };
+        if let Err(e) = std::fs::create_dir_all(crate::paths::console_log_dir()) {
+            return refuse(format!("cannot create the console log directory: {e}"));
+        }
+        let disk_plan =
+            match super::diskmig::plan_disks(&crate::paths::disk_dir(), &vm.name, &vm.uuid, &disks)
+            {
+                Ok(plan) => plan,
+                Err(reason) => return refuse(reason),
+            };
+        let limit = self.capacity.max_migrations;
+        let operation = match self.operations.begin_limited(
+            OperationKind::MigrateIn,
+            &vm.name,
+            &from_name,
+            limit,
+        ) {
+            Ok(id) => id,
+            Err(Busy::Limit { running }) => {
+                return refuse(Refusal::Busy { running, limit }.to_string());
+            }
+            Err(Busy::Vm { .. }) => {
+                return refuse(format!("VM '{}' is being migrated here already", vm.name));
+            }
+        };
+        let made_disks = match disk_plan {
+            super::diskmig::DiskPlan::Shared => Vec::new(),
+            super::diskmig::DiskPlan::Copy(files) => {
+                if let Err(reason) = super::diskmig::make_disks(&files).await {
+                    self.operations.finish(operation, Some(reason.clone()));
+                    return refuse(reason);
+                }
+                files.into_iter().map(|(path, _)| path).collect()
+            }
+        };
+        self.operations
+            .set_phase(operation, OperationPhase::Transferring);
+        let token: u64 = rand::random();
+        self.grants.insert(
+            token,
+            Grant {
+                peer: from,
+                vm: vm.name.clone(),
+                operation,
+                expires: Instant::now() + GRANT_TTL,
+                _reservation: Some(reservation),
+                streams: 0,
+                opened: false,
+                made_disks: made_disks.clone(),
+            },
+        );
+        self.note_made_disks(&vm.name, &made_disks);
+        tokio::spawn(self.clone().expire_unused_grant(token));
+        self.handovers.arriving(&vm.name);
+        tracing::info!("accepted migration of VM '{}' from {from_name}", vm.name);
+        ControlResponse::MigrationAccepted {
+            token,
+            disk_copies: made_disks
+                .iter()
+                .map(|p| p.to_string_lossy().into_owned())
+                .collect(),
+        }
+    }
+
+    /// A peer's nickname if known, else its id.
+    async fn peer_label(&self, id: PeerId) -> String {
+        let id_text = id.to_string();
+        self.node
+            .status()
+            .await
+            .ok()
+            .and_then(|net| net.peers.into_iter().find(|p| p.peer_id == id_text))
+            .map(|p| p.display_name())
+            .unwrap_or(id_text)
+    }
+
+    /// Destination side: an accepted migration whose source opened no tunnel in
+    /// time frees its reservation and its parallel slot.
+    async fn expire_unused_grant(self: Arc<Self>, token: u64) {
+        tokio::time::sleep(UNUSED_GRANT_TTL).await;
+        if let Some(grant) = self.grants.take_unused(token) {
+            self.discard_disks(&grant.vm, &grant.made_disks).await;
+            self.operations.finish(
+                grant.operation,
+                Some(format!(
+                    "the source opened no migration tunnel within {} s",
+                    UNUSED_GRANT_TTL.as_secs()
+                )),
+            );
+            tracing::warn!(
+                "incoming migration of VM '{}': the source never opened the tunnel",
+                grant.vm
+            );
+        }
+    }
+
+    /// Destination side: incoming migrations whose grant ran out without word
+    /// from the source are over.
+    fn settle_expired_grants(&self) {
+        for grant in self.grants.take_expired() {
+            self.discard_disks_later(&grant.vm, &grant.made_disks);
+            self.operations.finish(
+                grant.operation,
+                Some("no word from the source before the authorization expired".into()),
+            );
+            tracing::warn!("incoming migration of VM '{}' expired", grant.vm);
+        }
+    }
+
+    /// Destination side: the last tunnel stream of a migration closed. If the
+    /// source does not report the end soon (it died, or the overlay was cut),
+    /// find out from libvirt whether the VM arrived, and close the books.
+    pub(super) async fn settle_after_tunnel(self: Arc<Self>, from: PeerId, token: u64) {
+        tokio::time::sleep(SETTLE_AFTER_TUNNEL).await;
+        if !self.grants.contains(token) {
+            return; // the source reported the end
+        }
+        let Some(grant) = self.grants.take(token, from) else {
+            return;
+        };
+        let arrived = self
+            .host
+            .vm(&grant.vm)
+            .await
+            .is_ok_and(|v| v.state == VmState::Running);
+        if arrived {
+            self.record_arrival(&grant, from).await;
+        } else {
+            self.discard_disks(&grant.vm, &grant.made_disks).await;
+            self.operations.finish(
+                grant.operation,
+                Some("the migration tunnel closed before the VM arrived".into()),
+            );
+            tracing::warn!(
+                "incoming migration of VM '{}' from {from}: the tunnel closed before it arrived",
+                grant.vm
+            );
+        }
+    }
+
+    /// Destination side: the VM is here; records what libvirt measured.
+    async fn record_arrival(&self, grant: &Grant, from: PeerId) -> JobSample {
+        // The source's libvirt sent its measurements along with the VM.
+        let completed = match self.host.completed_job(&grant.vm).await {
+            Ok(sample) => sample.unwrap_or_default(),
+            Err(e) => {
+                tracing::warn!("no completed job stats for VM '{}': {e:#}", grant.vm);
+                JobSample::default()
+            }
+        };
+        self.operations.set_progress(grant.operation, &completed);
+        self.operations.finish(grant.operation, None);
+        self.forget_made_disks(&grant.vm);
+        tracing::info!(
+            "VM '{}' arrived from {from} (libvirt: job {:?} ms, downtime {:?} ms, {:?} bytes)",
+            grant.vm,
+            completed.elapsed_ms,
+            completed.downtime_ms,
+            completed.processed_bytes
+        );
+        completed
+    }
+
+    /// Destination side: the source says the migration is over.
+    pub(crate) async fn incoming_ended(
+        &self,
+        from: PeerId,
+        token: u64,
+        ok: bool,
+        error: Option<String>,
+    ) -> ControlResponse {
+        let Some(grant) = self.grants.take(token, from) else {
+            return ControlResponse::Refused {
+                reason: "unknown migration token".into(),
+            };
+        };
+        // The VM arrived or did not: status shows it before the source hears back.
+        self.host.refresh().await;
+        if ok {
+            let completed = self.record_arrival(&grant, from).await;
+            // Consumers learn the new provider now, not at the next periodic announcement.
+            self.services.republish.notify_one();
+            let running = self
+                .host
+                .vm(&grant.vm)
+                .await
+                .is_ok_and(|v| v.state == VmState::Running);
+            return ControlResponse::MigrationStats {
+                downtime_ms: completed.downtime_ms,
+                transferred_bytes: completed.processed_bytes,
+                running,
+            };
+        }
+        self.discard_disks(&grant.vm, &grant.made_disks).await;
+        let why = match error {
+            Some(e) => format!(
+                "the source reported: {}",
+                e.chars().take(500).collect::<String>()
+            ),
+            None => "the source reported failure".into(),
+        };
+        tracing::warn!("incoming migration of VM '{}' failed: {why}", grant.vm);
+        self.operations.finish(grant.operation, Some(why));
+        ControlResponse::Ack
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grants_are_bound_to_their_peer_and_expire() {
+        let grants = TunnelGrants::default();
+        let a = PeerId::random();
+        let b = PeerId::random();
+        grants.insert(
+            7,
+            Grant {
+                peer: a,
+                vm: "web-1".into(),
+                operation: 1,
+                expires: Instant::now() + Duration::from_secs(60),
+                _reservation: None,
+                streams: 0,
+                opened: false,
+                made_disks: Vec::new(),
+            },
+        );
+        assert!(grants.allows(7, a));
+        assert!(!grants.allows(7, b), "another peer cannot use the token");
+        assert!(!grants.allows(8, a));
+        assert!(grants.take(7, b).is_none());
+        assert!(grants.take(7, a).is_some());
+        assert!(!grants.allows(7, a), "a token is good for one migration");
+        grants.insert(
+            9,
+            Grant {
+                peer: a,
+                vm: "x".into(),
+                operation: 2,
+                expires: Instant::now() - Duration::from_secs(1),
+                _reservation: None,
+                streams: 0,
+                opened: false,
+                made_disks: Vec::new(),
+            },
+        );
+        assert!(!grants.allows(9, a), "expired");
+        assert!(!grants.stream_opened(9, a), "expired");
+        assert_eq!(grants.take_expired().len(), 1);
+        assert!(!grants.contains(9));
+
+        grants.insert(
+            10,
+            Grant {
+                peer: a,
+                vm: "y".into(),
+                operation: 3,
+                expires: Instant::now() + Duration::from_secs(60),
+                _reservation: None,
+                streams: 0,
+                opened: false,
+                made_disks: Vec::new(),
+            },
+        );
+        assert!(!grants.stream_opened(10, b), "bound to its peer");
+        assert!(grants.stream_opened(10, a) && grants.stream_opened(10, a));
+        assert!(!grants.stream_closed(10), "one stream still open");
+        assert!(grants.stream_closed(10), "the last one closed");
+        assert!(grants.take_expired().is_empty());
+        assert!(grants.take_unused(10).is_none(), "it was used");
+        grants.insert(
+            11,
+            Grant {
+                peer: a,
+                vm: "z".into(),
+                operation: 4,
+                expires: Instant::now() + Duration::from_secs(60),
+                _reservation: None,
+                streams: 0,
+                opened: false,
+                made_disks: Vec::new(),
+            },
+        );
+        assert!(grants.take_unused(11).is_some());
+    }
+}

@@ -1,0 +1,16 @@
+//! Moving VMs between peers: live migration over the overlay (both ends, the
+//! tunnel and data channels, the data disks it copies, the service gap it
+//! causes, consumer streams held and handed over, a paused source resolved),
+//! replication (both ends, and its byte path in `replica/`), and the on-demand
+//! provision policy that replicates busy VMs.
+
+pub mod diskmig;
+pub mod downtime;
+pub mod handover;
+pub mod incoming;
+pub mod outgoing;
+pub mod paused_source;
+pub mod provision;
+pub mod replica;
+pub mod replicate;
+pub mod tunnel;

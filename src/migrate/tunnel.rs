@@ -1,0 +1,350 @@
+//! The byte paths of a live migration, both ends: the libvirt RPC tunnel and
+//! QEMU's data channels, each a unix socket bridged to a libp2p stream.
+//!
+//! A VM migrates peer-to-peer *not* tunnelled, over up to three channels that
+//! all ride the overlay (libp2p streams: noise-encrypted, authenticated): QEMU's
+//! memory stream then skips libvirt's RPC layer (measured faster than tunnelling
+//! it, docs/migration.md), and libvirt 9.0 with QEMU 7.2 cannot copy disks inside
+//! a tunnelled migration anyway. The NBD channel exists only when the
+//! destination does not share the VM's data disks:
+//!
+//! ```text
+//! source daemon                         source node ══ overlay ══ destination node      destination daemon
+//! libvirt RPC  → <run>/…/migrate-T.sock  → /peervisor/libvirt-tunnel/1     → libvirt socket
+//! QEMU memory  → /run/libvirt/qemu/pv-mig-T.sock → migration-channel (T, 1) → same path → QEMU -incoming
+//! QEMU NBD     → /run/libvirt/qemu/pv-nbd-T.sock → migration-channel (T, 2) → same path → QEMU NBD server
+//! ```
+//!
+//! Each private libvirtd has its own /run/libvirt (a private mount namespace), so
+//! one path names the source node's listener in the source daemon's view and the
+//! destination QEMU's socket in the destination daemon's.
+
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use futures::StreamExt;
+use libp2p::PeerId;
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+use tokio_util::compat::FuturesAsyncReadCompatExt;
+
+use crate::node::protocol::{CHANNEL_PROTOCOL, TUNNEL_PROTOCOL};
+use crate::peer::Peer;
+use crate::peer::phases::Phases;
+
+/// Channel tags after the token on a `CHANNEL_PROTOCOL` stream.
+pub const MEMORY_CHANNEL: u8 = 1;
+
+pub const DISKS_CHANNEL: u8 = 2;
+
+/// Read size of the tunnel's copies: large noise/yamux frames.
+const TUNNEL_BUFFER: usize = 256 * 1024;
+
+/// A tunnel stream must present its token this fast.
+const TOKEN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where a channel's socket lives inside a daemon's /run/libvirt.
+pub(super) fn channel_file(token: u64, tag: u8) -> Option<String> {
+    let kind = match tag {
+        MEMORY_CHANNEL => "mig",
+        DISKS_CHANNEL => "nbd",
+        _ => return None,
+    };
+    Some(format!("qemu/pv-{kind}-{token:016x}.sock"))
+}
+
+impl Peer {
+    /// The daemon's /run/libvirt, as this process sees it.
+    pub(super) fn daemon_run_dir(&self) -> PathBuf {
+        if self.config.hypervisor.is_some() {
+            PathBuf::from("/run/libvirt")
+        } else {
+            self.config.data_dir.libvirt_dir().join("run")
+        }
+    }
+
+    /// Destination side: the local socket a data channel connects to.
+    pub(crate) fn channel_socket(&self, token: u64, tag: u8) -> Result<PathBuf> {
+        let file = channel_file(token, tag).ok_or_else(|| anyhow!("unknown channel {tag}"))?;
+        Ok(self.daemon_run_dir().join(file))
+    }
+}
+
+/// Source side: a unix socket for the local libvirtd whose every connection is
+/// carried to the destination in a libp2p stream. Removed when dropped.
+pub(crate) struct TunnelBridge {
+    pub(super) path: PathBuf,
+    task: tokio::task::JoinHandle<()>,
+    /// The first error a tunnel stream ended with (the overlay broke).
+    broken: Arc<Mutex<Option<String>>>,
+    /// Bytes carried towards the destination so far.
+    sent: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl TunnelBridge {
+    /// Each connection to `path` becomes a `protocol` stream to `dest` that starts
+    /// with `header` (the token; a data channel adds its tag).
+    pub(crate) fn bind(
+        peer: &Peer,
+        path: PathBuf,
+        dest: PeerId,
+        protocol: libp2p::StreamProtocol,
+        header: Vec<u8>,
+        phases: Phases,
+    ) -> Result<Self> {
+        let _ = std::fs::remove_file(&path);
+        let listener =
+            UnixListener::bind(&path).with_context(|| format!("binding {}", path.display()))?;
+        let streams = peer.node.streams();
+        let broken = Arc::new(Mutex::new(None));
+        let first_error = broken.clone();
+        let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = sent.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((local, _)) = listener.accept().await {
+                let mut streams = streams.clone();
+                let first_error = first_error.clone();
+                let phases = phases.clone();
+                let (protocol, header) = (protocol.clone(), header.clone());
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    let carried = carry(
+                        &mut streams,
+                        local,
+                        dest,
+                        (protocol, &header),
+                        counter,
+                        &phases,
+                    )
+                    .await;
+                    phases.mark("tunnel stream closed");
+                    let broke = match carried {
+                        Ok(None) => return,
+                        Ok(Some(why)) => why,
+                        Err(e) => format!("{e:#}"),
+                    };
+                    tracing::warn!("migration tunnel: {broke}");
+                    let mut first = first_error.lock().unwrap_or_else(|e| e.into_inner());
+                    first.get_or_insert(broke);
+                });
+            }
+        });
+        Ok(TunnelBridge {
+            path,
+            task,
+            broken,
+            sent,
+        })
+    }
+
+    /// Bytes carried towards the destination so far.
+    pub(crate) fn sent(&self) -> u64 {
+        self.sent.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub(crate) fn first_error(&self) -> Option<String> {
+        self.broken
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+impl Drop for TunnelBridge {
+    fn drop(&mut self) {
+        self.task.abort();
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Carries one libvirt connection to the destination. The local libvirt ends a
+/// connection it is done with; if the overlay side ends first, the tunnel broke
+/// under a running transfer (destination gone, overlay cut): returns why.
+async fn carry(
+    streams: &mut crate::node::StreamControl,
+    local: UnixStream,
+    dest: PeerId,
+    (protocol, header): (libp2p::StreamProtocol, &[u8]),
+    sent: Arc<std::sync::atomic::AtomicU64>,
+    phases: &Phases,
+) -> Result<Option<String>> {
+    let stream = streams
+        .open_stream(dest, protocol)
+        .await
+        .map_err(|e| anyhow!("opening a tunnel stream: {e}"))?;
+    phases.mark_once("tunnel open");
+    let mut remote = stream.compat();
+    remote.write_all(header).await?;
+    let (local_read, mut local_write) = local.into_split();
+    let (remote_read, remote_write) = tokio::io::split(remote);
+    let mut remote_write = Counted {
+        inner: remote_write,
+        count: sent,
+    };
+    // Large reads make large noise/yamux frames (the memory stream is most of it).
+    let mut local_read = tokio::io::BufReader::with_capacity(TUNNEL_BUFFER, local_read);
+    let mut remote_read = tokio::io::BufReader::with_capacity(TUNNEL_BUFFER, remote_read);
+    let up = async {
+        let copied = tokio::io::copy_buf(&mut local_read, &mut remote_write).await;
+        let _ = remote_write.shutdown().await;
+        copied
+    };
+    let down = async {
+        let copied = tokio::io::copy_buf(&mut remote_read, &mut local_write).await;
+        let _ = local_write.shutdown().await;
+        copied
+    };
+    tokio::pin!(up, down);
+    tokio::select! {
+        sent = &mut up => {
+            // libvirt hung up first: the far end follows once it has seen that.
+            let received = down.await;
+            tracing::debug!(
+                "migration tunnel stream done: {:?} bytes sent, {:?} received",
+                sent.ok(),
+                received.ok()
+            );
+            Ok(None)
+        }
+        far_end = &mut down => Ok(Some(match far_end {
+            Ok(_) => "the stream was closed from the far end".to_string(),
+            Err(e) => e.to_string(),
+        })),
+    }
+}
+
+/// Destination side: accepts tunnel streams and connects each authorized one to
+/// the local libvirt socket.
+pub async fn accept_tunnels(peer: Arc<Peer>) {
+    tokio::spawn(accept_streams(peer.clone(), CHANNEL_PROTOCOL));
+    accept_streams(peer, TUNNEL_PROTOCOL).await
+}
+
+/// Destination side: accepts `protocol` streams: libvirt tunnels, or a migration's
+/// data channels (`channel_socket`).
+async fn accept_streams(peer: Arc<Peer>, protocol: libp2p::StreamProtocol) {
+    let channel = protocol == CHANNEL_PROTOCOL;
+    let mut incoming = match peer.node.streams().accept(protocol) {
+        Ok(incoming) => incoming,
+        Err(e) => {
+            tracing::error!("cannot accept migration tunnels: {e}");
+            return;
+        }
+    };
+    while let Some((from, stream)) = incoming.next().await {
+        let peer = peer.clone();
+        tokio::spawn(async move {
+            if let Err(e) = serve_tunnel(peer.clone(), from, stream, channel).await
+                && peer.limits.log_refusal(&from)
+            {
+                tracing::warn!("migration tunnel from {from}: {e:#}");
+            }
+        });
+    }
+}
+
+async fn serve_tunnel(
+    peer: Arc<Peer>,
+    from: PeerId,
+    stream: crate::node::Stream,
+    channel: bool,
+) -> Result<()> {
+    if let Err(retry) = peer.limits.streams.check(&from) {
+        let per_s = peer.limits.streams.per_s();
+        bail!(
+            "dropped: {}",
+            crate::peer::limits::rate_limited("streams", per_s, retry)
+        );
+    }
+    let mut remote = stream.compat();
+    let mut token = [0u8; 8];
+    tokio::time::timeout(TOKEN_TIMEOUT, remote.read_exact(&mut token))
+        .await
+        .map_err(|_| anyhow!("no token within {TOKEN_TIMEOUT:?}"))??;
+    let token = u64::from_be_bytes(token);
+    let target = if channel {
+        let mut tag = [0u8; 1];
+        tokio::time::timeout(TOKEN_TIMEOUT, remote.read_exact(&mut tag))
+            .await
+            .map_err(|_| anyhow!("no channel tag within {TOKEN_TIMEOUT:?}"))??;
+        peer.channel_socket(token, tag[0])?
+    } else {
+        peer.libvirt_socket.clone()
+    };
+    if !peer.grants.stream_opened(token, from) {
+        bail!("stream with an unknown or expired token: dropped");
+    }
+    tracing::debug!("migration tunnel stream from {from} opened");
+    let carried = async {
+        let mut local = UnixStream::connect(&target)
+            .await
+            .with_context(|| format!("connecting to {}", target.display()))?;
+        let (received, sent) = crate::services::proxy::pipe(&mut remote, &mut local).await?;
+        tracing::debug!(
+            "migration tunnel stream from {from} closed: {received} bytes received, {sent} sent"
+        );
+        anyhow::Ok(())
+    }
+    .await;
+    if peer.grants.stream_closed(token) {
+        tokio::spawn(peer.clone().settle_after_tunnel(from, token));
+    }
+    carried
+}
+
+/// A writer that counts the bytes written through it.
+pub struct Counted<W> {
+    pub inner: W,
+    pub count: Arc<AtomicU64>,
+}
+
+impl<W: AsyncWrite + Unpin> AsyncWrite for Counted<W> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &polled {
+            self.count.fetch_add(*n as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channels_have_fixed_socket_names() {
+        assert_eq!(
+            channel_file(0xab, MEMORY_CHANNEL).unwrap(),
+            "qemu/pv-mig-00000000000000ab.sock"
+        );
+        assert_eq!(
+            channel_file(0xab, DISKS_CHANNEL).unwrap(),
+            "qemu/pv-nbd-00000000000000ab.sock"
+        );
+        assert!(channel_file(1, 9).is_none());
+    }
+}

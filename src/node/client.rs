@@ -1,0 +1,126 @@
+//! The handle the rest of the program holds on the node: each method sends a
+//! `Command` to the `EventLoop` and, where there is an answer, awaits it on a
+//! oneshot channel. Cloneable; the node stops when the last one is dropped.
+
+use anyhow::{Result, anyhow};
+use libp2p::PeerId;
+use libp2p::request_response::ResponseChannel;
+use tokio::sync::{mpsc, oneshot};
+
+use super::NetworkStatus;
+use super::protocol::{Announcement, ControlRequest, ControlResponse};
+use super::streams::StreamControl;
+
+#[derive(Clone)]
+pub struct Client {
+    pub(super) sender: mpsc::Sender<Command>,
+    pub(super) local_peer_id: PeerId,
+    pub(super) streams: StreamControl,
+}
+
+pub(super) enum Command {
+    Status {
+        reply: oneshot::Sender<NetworkStatus>,
+    },
+    Request {
+        peer: PeerId,
+        request: ControlRequest,
+        reply: oneshot::Sender<Result<ControlResponse>>,
+    },
+    Respond {
+        channel: ResponseChannel<ControlResponse>,
+        response: ControlResponse,
+    },
+    Announce {
+        announcement: Announcement,
+    },
+    Provide {
+        key: String,
+        provide: bool,
+    },
+    FindProviders {
+        key: String,
+        reply: oneshot::Sender<Vec<PeerId>>,
+    },
+    /// Tests play a hostile peer: arbitrary bytes on the announcement topic.
+    #[cfg(test)]
+    PublishRaw {
+        bytes: Vec<u8>,
+    },
+}
+
+impl Client {
+    pub fn local_peer_id(&self) -> PeerId {
+        self.local_peer_id
+    }
+
+    /// Handle for opening and accepting raw byte streams (libp2p-stream; each
+    /// one counted while open, see streams.rs).
+    pub fn streams(&self) -> StreamControl {
+        self.streams.clone()
+    }
+
+    pub async fn status(&self) -> Result<NetworkStatus> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Status { reply }).await?;
+        rx.await.map_err(|_| node_gone())
+    }
+
+    /// Sends a control request and waits for the answer (or a transport error).
+    pub async fn request(&self, peer: PeerId, request: ControlRequest) -> Result<ControlResponse> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Request {
+            peer,
+            request,
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| node_gone())?
+    }
+
+    pub async fn respond(
+        &self,
+        channel: ResponseChannel<ControlResponse>,
+        response: ControlResponse,
+    ) -> Result<()> {
+        self.send(Command::Respond { channel, response }).await
+    }
+
+    /// Sets what this peer announces on gossip (sent now and periodically).
+    pub async fn announce(&self, announcement: Announcement) -> Result<()> {
+        self.send(Command::Announce { announcement }).await
+    }
+
+    /// Starts or stops advertising this peer as a provider of `key` in the DHT.
+    pub async fn provide(&self, key: &str, provide: bool) -> Result<()> {
+        self.send(Command::Provide {
+            key: key.to_string(),
+            provide,
+        })
+        .await
+    }
+
+    /// Peers the DHT knows as providers of `key` (waits for the query to finish).
+    pub async fn find_providers(&self, key: &str) -> Result<Vec<PeerId>> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::FindProviders {
+            key: key.to_string(),
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| node_gone())
+    }
+
+    #[cfg(test)]
+    pub(super) async fn publish_raw(&self, bytes: Vec<u8>) -> Result<()> {
+        self.send(Command::PublishRaw { bytes }).await
+    }
+
+    async fn send(&self, command: Command) -> Result<()> {
+        self.sender.send(command).await.map_err(|_| node_gone())
+    }
+}
+
+fn node_gone() -> anyhow::Error {
+    anyhow!("the peer node has stopped")
+}

@@ -1,0 +1,203 @@
+//! What the behaviours report to the event loop: identify, ping, Kademlia,
+//! gossipsub, mDNS, relay, DCUtR and AutoNAT events, provider lookups, and the
+//! control protocol's requests and responses.
+
+use anyhow::anyhow;
+use libp2p::{gossipsub, identify, kad, mdns, ping, request_response};
+use tokio::sync::mpsc;
+
+use super::protocol::{Announcement, ControlRequest, ControlResponse, nick_from_agent};
+use super::{BehaviourEvent, Event, EventLoop};
+
+impl EventLoop {
+    pub(super) async fn on_behaviour_event(&mut self, event: BehaviourEvent) {
+        match event {
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                self.consider_relay(peer_id, &info);
+                let entry = self.peers.entry(peer_id).or_default();
+                if let Some(nick) = nick_from_agent(&info.agent_version) {
+                    entry.nick = nick;
+                }
+                for addr in info.listen_addrs.into_iter().take(16) {
+                    self.swarm
+                        .behaviour_mut()
+                        .kad
+                        .add_address(&peer_id, addr.clone());
+                    let entry = self.peers.entry(peer_id).or_default();
+                    if !entry.addrs.contains(&addr) {
+                        entry.addrs.push(addr);
+                    }
+                }
+            }
+            BehaviourEvent::Ping(ping::Event {
+                peer,
+                connection,
+                result: Ok(rtt),
+            }) => {
+                self.peers.entry(peer).or_default().latency = Some(rtt);
+                self.links.answered(peer, connection);
+            }
+            BehaviourEvent::Ping(ping::Event {
+                peer,
+                connection,
+                result: Err(error),
+            }) => self.on_ping_failure(peer, connection, error),
+            BehaviourEvent::RelayClient(event) => self.on_relay_client_event(event),
+            BehaviourEvent::RelayServer(event) => self.on_relay_server_event(event),
+            BehaviourEvent::Dcutr(event) => self.on_dcutr_event(event),
+            BehaviourEvent::Autonat(event) => self.on_autonat_event(event),
+            BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            }) => {
+                use gossipsub::MessageAcceptance::{Accept, Ignore, Reject};
+                // Strict signing means every message has its author; be sure anyway.
+                let Some(source) = message.source else {
+                    self.judge_gossip(&message_id, propagation_source, Reject);
+                    return;
+                };
+                match Announcement::decode(&message.data) {
+                    Ok(a) => {
+                        let entry = self.peers.entry(source).or_default();
+                        if entry.nick.is_empty() {
+                            entry.nick = a.nick.clone();
+                        }
+                        if a.seq < entry.announced_seq {
+                            tracing::trace!("stale announcement from {source} ignored");
+                            self.judge_gossip(&message_id, propagation_source, Ignore);
+                            return;
+                        }
+                        entry.announced_seq = a.seq;
+                        tracing::debug!(seq = a.seq, services = a.services.len(), from = %source, "heard");
+                        entry.vms = Some(a.vms.clone());
+                        entry.load = Some(a.load.clone());
+                        entry.links = a.links.clone();
+                        self.judge_gossip(&message_id, propagation_source, Accept);
+                        let event = Event::Announcement {
+                            peer: source,
+                            announcement: a,
+                        };
+                        // The forward just queued leaves at the next swarm poll: do
+                        // not yield before it unless the runtime is behind.
+                        let sent = match self.events.try_send(event) {
+                            Err(mpsc::error::TrySendError::Full(event)) => {
+                                self.events.send(event).await.is_ok()
+                            }
+                            other => other.is_ok(),
+                        };
+                        if !sent {
+                            tracing::debug!("announcement dropped: nobody is listening");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(
+                            "dropped malformed announcement from {source} (via {propagation_source}): {e}"
+                        );
+                        self.judge_gossip(&message_id, propagation_source, Reject);
+                    }
+                }
+            }
+            BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
+                for (peer, addr) in found {
+                    self.swarm
+                        .behaviour_mut()
+                        .kad
+                        .add_address(&peer, addr.clone());
+                    let _ = self.swarm.dial(addr);
+                }
+            }
+            BehaviourEvent::Control(event) => self.on_control_event(event).await,
+            BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                id,
+                result: kad::QueryResult::GetProviders(result),
+                step,
+                ..
+            }) => self.on_providers(id, result, step.last),
+            _ => {}
+        }
+    }
+
+    fn on_providers(
+        &mut self,
+        id: kad::QueryId,
+        result: Result<kad::GetProvidersOk, kad::GetProvidersError>,
+        last: bool,
+    ) {
+        let Some(lookup) = self.pending_lookups.get_mut(&id) else {
+            return;
+        };
+        if let Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) = result {
+            lookup.found.extend(providers);
+        }
+        if last && let Some(lookup) = self.pending_lookups.remove(&id) {
+            let mut found = lookup.found;
+            found.sort();
+            found.dedup();
+            let _ = lookup.reply.send(found);
+        }
+    }
+
+    async fn on_control_event(
+        &mut self,
+        event: request_response::Event<ControlRequest, ControlResponse>,
+    ) {
+        use request_response::{Event as RR, Message};
+        match event {
+            RR::Message {
+                peer,
+                connection_id,
+                message:
+                    Message::Request {
+                        request, channel, ..
+                    },
+            } => {
+                self.retiring.request_received(connection_id);
+                let event = Event::InboundRequest {
+                    peer,
+                    request,
+                    channel,
+                };
+                if self.events.send(event).await.is_err() {
+                    tracing::warn!("control request from {peer} dropped: nobody is listening");
+                }
+            }
+            RR::Message {
+                message:
+                    Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                if let Some((_, reply)) = self.pending_requests.remove(&request_id) {
+                    let _ = reply.send(Ok(response));
+                }
+            }
+            RR::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                if let Some((_, reply)) = self.pending_requests.remove(&request_id) {
+                    let name = self.display_name(&peer);
+                    let _ = reply.send(Err(anyhow!("request to peer {name} failed: {error}")));
+                }
+            }
+            RR::InboundFailure {
+                peer,
+                connection_id,
+                error,
+                ..
+            } => {
+                self.retiring.request_done(connection_id);
+                tracing::warn!(
+                    "control request from {} failed: {error}",
+                    self.display_name(&peer)
+                );
+            }
+            RR::ResponseSent { connection_id, .. } => self.retiring.request_done(connection_id),
+        }
+    }
+}

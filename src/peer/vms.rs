@@ -1,0 +1,188 @@
+//! The VMs this peer hosts: creating one from a manifest (image, address, data
+//! disk, domain), the check that a VM is peervisor's before acting on it, the
+//! files a removed VM leaves, and what a VM may be named.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+
+use super::Peer;
+use crate::hypervisor::domain::{DomainSpec, new_uuid};
+use crate::hypervisor::manifest::VmManifest;
+use crate::paths::{console_log_dir, disk_dir};
+
+impl Peer {
+    pub(super) async fn create_vm(&self, manifest: &VmManifest) -> Result<()> {
+        self.create_vm_with(manifest, new_uuid(), None)
+            .await
+            .map(|_| ())
+    }
+
+    /// Creates and starts a VM with this UUID. `ready_disk`: a data disk file to
+    /// attach as it is (a replica's); otherwise one is made if the manifest asks.
+    pub(crate) async fn create_vm_with(
+        &self,
+        manifest: &VmManifest,
+        uuid: String,
+        ready_disk: Option<PathBuf>,
+    ) -> Result<Ipv4Addr> {
+        let name = manifest.name.as_str();
+        validate_vm_name(name)?;
+        manifest.validate()?;
+        let image_dir = self.config.image_dir.clone();
+        let image_name = manifest
+            .image
+            .clone()
+            .unwrap_or_else(|| crate::image::DEFAULT_IMAGE.to_string());
+        let image =
+            tokio::task::spawn_blocking(move || crate::image::find(&image_dir, &image_name))
+                .await??;
+        if self.host.vm(name).await.is_ok() {
+            bail!("a VM named '{name}' exists already on this peer");
+        }
+        let ip = self.network.guest_ip_for(&uuid);
+        self.ensure_ip_free(ip).await?;
+        let console_dir = console_log_dir();
+        std::fs::create_dir_all(&console_dir)
+            .with_context(|| format!("creating {}", console_dir.display()))?;
+        let made_disk = ready_disk.is_none();
+        let data_disk = match (ready_disk, manifest.data_disk_mib) {
+            (Some(disk), _) => Some(disk),
+            (None, Some(mib)) => Some(create_data_disk(name, &uuid, mib).await?),
+            (None, None) => None,
+        };
+        let spec = DomainSpec {
+            name: name.to_string(),
+            network: self.network.nic(&uuid, ip),
+            uuid,
+            vcpus: manifest.vcpus,
+            memory_mib: manifest.memory_mib,
+            accel: self.accel,
+            kernel: image.kernel,
+            initrd: image.initrd,
+            console_log: console_dir.join(format!("{name}.log")),
+            image: image.name,
+            // None given: the guest runs its defaults (HTTP on 80, echo on 7) and
+            // the services module names the HTTP one after the VM.
+            services: manifest.service_specs(),
+            data_disk: data_disk.clone(),
+            firmware: crate::hypervisor::domain::fast_firmware(),
+        };
+        if let Err(e) = self.host.create(&spec).await {
+            if made_disk && let Some(disk) = data_disk {
+                let _ = std::fs::remove_file(disk);
+            }
+            return Err(e);
+        }
+        tracing::info!("VM '{name}' started at {ip}");
+        Ok(ip)
+    }
+
+    /// Refuses lifecycle changes on VMs peervisor did not create, unless asked.
+    pub(super) async fn check_ours(&self, name: &str, foreign: bool) -> Result<()> {
+        let vm = self.host.vm(name).await?;
+        if !vm.managed && !foreign {
+            bail!(
+                "VM '{name}' was not created by peervisor: it is shown read-only (use --force to act on it anyway)"
+            );
+        }
+        Ok(())
+    }
+
+    async fn ensure_ip_free(&self, ip: Ipv4Addr) -> Result<()> {
+        let ip = ip.to_string();
+        let vms = self.host.list().await?;
+        if let Some(vm) = vms.iter().find(|v| v.ip.as_deref() == Some(ip.as_str())) {
+            bail!(
+                "guest address {ip} is taken by VM '{}'; try again (addresses come from the new UUID)",
+                vm.name
+            );
+        }
+        Ok(())
+    }
+}
+
+/// `qemu-img create -f qcow2 <disk dir>/<name>-<uuid8>.qcow2 <mib>M`. The guest
+/// formats it on first boot.
+async fn create_data_disk(name: &str, uuid: &str, mib: u64) -> Result<PathBuf> {
+    let dir = disk_dir();
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(format!("{name}-{}.qcow2", &uuid[..8]));
+    let out = tokio::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&path)
+        .arg(format!("{mib}M"))
+        .output()
+        .await
+        .context("running qemu-img (install qemu-utils)")?;
+    if !out.status.success() {
+        bail!(
+            "qemu-img create {}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(path)
+}
+
+/// Deletes what peervisor made for a removed VM: its data disks (only inside
+/// our disk dir, whatever the metadata says) and its console log.
+pub(crate) fn remove_vm_files(name: &str, disks: &[String]) {
+    let dir = disk_dir();
+    for disk in disks {
+        let path = PathBuf::from(disk);
+        if path.parent() == Some(dir.as_path()) {
+            if let Err(e) = std::fs::remove_file(&path)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!("removing {}: {e}", path.display());
+            }
+        } else {
+            tracing::warn!(
+                "VM '{name}': disk {disk} is outside {}: left alone",
+                dir.display()
+            );
+        }
+    }
+    let _ = std::fs::remove_file(console_log_dir().join(format!("{name}.log")));
+}
+
+/// Names become file names and kernel arguments: keep them plain.
+pub fn validate_vm_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 48
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        && !name.starts_with('.')
+        && !name.starts_with('-');
+    if !ok {
+        bail!(
+            "invalid VM name '{name}': use 1-48 letters, digits, '-', '_' or '.', not starting with '.' or '-'"
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vm_names_are_checked() {
+        assert!(validate_vm_name("web-1").is_ok());
+        for bad in ["", "a b", "../x", "-x", "x;y", &"a".repeat(49)] {
+            let err = validate_vm_name(bad).unwrap_err().to_string();
+            assert!(err.contains("invalid VM name"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn uuids_are_well_formed_v4() {
+        let u = new_uuid();
+        assert_eq!(u.len(), 36);
+        assert_eq!(u.as_bytes()[14], b'4');
+        assert_ne!(u, new_uuid());
+    }
+}

@@ -1,0 +1,256 @@
+//! What this peer provides (its running VMs' services and its exposures), told
+//! to the overlay: gossip at once on change and every few seconds, DHT provider
+//! records by name and type; and the overlay's services as this peer sees them
+//! (the view, a lookup through the DHT).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::{Result, anyhow};
+use libp2p::PeerId;
+
+use super::{
+    LocalService, Target, announce_every, lock, name_key, near_matches, overlay_view,
+    services_of_vms, type_key,
+};
+use crate::model::{PeerLoad, ServiceSpec, ServiceView};
+use crate::node::protocol::{Announcement, ServiceRecord};
+use crate::peer::Peer;
+
+impl Peer {
+    /// Everything this peer provides now: its running VMs' services and its exposures.
+    pub(crate) async fn local_services(&self) -> Result<Vec<LocalService>> {
+        Ok(self.services_of(&self.host.vms()))
+    }
+
+    /// The services of these VMs (this peer's, as just listed) and the exposures.
+    fn services_of(&self, vms: &[crate::model::VmView]) -> Vec<LocalService> {
+        let mut services = services_of_vms(vms);
+        for e in lock(&self.services.exposures).iter() {
+            services.push(LocalService {
+                spec: ServiceSpec {
+                    name: e.name.clone(),
+                    kind: e.kind.clone(),
+                    port: 0,
+                    tags: Vec::new(),
+                    max_conns: e.max_conns,
+                    allow: e.allow.clone(),
+                },
+                vm: None,
+                target: Target::Legacy {
+                    addr: e.target.clone(),
+                },
+            });
+        }
+        services
+    }
+
+    pub(crate) fn load(&self, running_vms: u32) -> PeerLoad {
+        PeerLoad {
+            cpu_pct: self.host.host_stats().map_or(0.0, |h| h.cpu_pct),
+            vm_cpu_pct: crate::migrate::provision::vms_cpu_pct(&self.host.vms()),
+            running_vms,
+            connections: self.services.served.load(Ordering::Relaxed) as u32,
+        }
+    }
+
+    fn records(&self, local: &[LocalService]) -> Vec<ServiceRecord> {
+        let mut versions = lock(&self.services.versions);
+        let now = unix_millis();
+        let current: HashSet<(String, Option<String>)> = local
+            .iter()
+            .map(|s| (s.spec.name.clone(), s.vm.clone()))
+            .collect();
+        versions.retain(|k, _| current.contains(k));
+        local
+            .iter()
+            .map(|s| {
+                let version = *versions
+                    .entry((s.spec.name.clone(), s.vm.clone()))
+                    .or_insert(now);
+                s.record(version)
+            })
+            .collect()
+    }
+
+    /// Publishes what this peer hosts and provides: gossip at once on change and
+    /// every few seconds (slower in a big overlay), DHT provider records by service
+    /// name and type.
+    pub(crate) async fn publish_loop(self: Arc<Self>) {
+        loop {
+            let every = announce_every(self.services.catalogue.peer_count() + 1);
+            if let Err(e) = self.publish_once(every).await {
+                tracing::debug!("publish: {e:#}");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = self.services.republish.notified() => {}
+            }
+        }
+    }
+
+    async fn publish_once(&self, every: Duration) -> Result<()> {
+        let vms = self.host.vms();
+        let local = self.services_of(&vms);
+        let running: Vec<String> = vms
+            .iter()
+            .filter(|v| v.state == crate::model::VmState::Running)
+            .map(|v| v.name.clone())
+            .collect();
+        let records = self.records(&local);
+        let keys: HashSet<String> = records
+            .iter()
+            .flat_map(|r| [name_key(&r.name), type_key(&r.kind)])
+            .collect();
+        let announcement = Announcement {
+            nick: self.config.nick.clone(),
+            load: self.load(running.len() as u32),
+            vms: running,
+            services: records,
+            links: Vec::new(),
+            seq: 0,
+            every_ms: every.as_millis() as u64,
+        };
+        // Gossip first: it is what other peers see within a second; the DHT
+        // records are the slow path for peers gossip missed.
+        self.node.announce(announcement).await?;
+        let (added, removed) = {
+            let mut published = lock(&self.services.published);
+            let added: Vec<String> = keys.difference(&published).cloned().collect();
+            let removed: Vec<String> = published.difference(&keys).cloned().collect();
+            *published = keys;
+            (added, removed)
+        };
+        for key in &added {
+            self.node.provide(key, true).await?;
+        }
+        for key in &removed {
+            self.node.provide(key, false).await?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn on_announcement(&self, peer: PeerId, announcement: Announcement) {
+        self.services.catalogue.update(
+            peer,
+            announcement.services,
+            announcement.load,
+            Duration::from_millis(announcement.every_ms),
+        );
+    }
+
+    /// Answer to a peer's `ListServices` (it found us in the DHT).
+    pub(crate) async fn service_records(&self) -> (Vec<ServiceRecord>, PeerLoad) {
+        let local = self.local_services().await.unwrap_or_default();
+        (self.records(&local), self.load(serving_vms(&local)))
+    }
+
+    /// The overlay's services as this peer sees them.
+    pub(crate) async fn services_view(&self, peers: &[crate::model::PeerView]) -> Vec<ServiceView> {
+        let local = self.local_services().await.unwrap_or_default();
+        let remote = self.services.catalogue.fresh();
+        let info = |id: &PeerId| {
+            let id = id.to_string();
+            peers
+                .iter()
+                .find(|p| p.peer_id == id)
+                .map(|p| (p.display_name(), p.latency_ms))
+                .unwrap_or((crate::model::short_peer_id(&id), None))
+        };
+        overlay_view(
+            &self.node.local_peer_id().to_string(),
+            &self.config.nick,
+            &local,
+            &self.load(serving_vms(&local)),
+            &remote,
+            info,
+        )
+    }
+
+    /// Looks a service up in the DHT and asks each provider found for details, so a
+    /// service is found even when gossip has not reached this peer.
+    pub async fn find_service(&self, name: &str) -> Result<ServiceView> {
+        let found = self.node.find_providers(&name_key(name)).await?;
+        let me = self.node.local_peer_id();
+        for peer in found.into_iter().filter(|p| *p != me) {
+            match self
+                .node
+                .request(peer, crate::node::protocol::ControlRequest::ListServices)
+                .await
+            {
+                Ok(crate::node::protocol::ControlResponse::Services { services, load }) => {
+                    let valid: Vec<ServiceRecord> = services
+                        .into_iter()
+                        .filter(|s| match s.validate() {
+                            Ok(()) => true,
+                            Err(e) => {
+                                tracing::warn!("dropped a malformed record from {peer}: {e}");
+                                false
+                            }
+                        })
+                        .collect();
+                    self.services
+                        .catalogue
+                        .update(peer, valid, load, Duration::ZERO);
+                }
+                Ok(crate::node::protocol::ControlResponse::Refused { reason }) => {
+                    tracing::warn!("{peer} refused to list its services: {reason}")
+                }
+                Ok(other) => tracing::warn!("{peer} answered ListServices with {other:?}"),
+                Err(e) => tracing::debug!("asking {peer} for its services: {e:#}"),
+            }
+        }
+        let peers = self.node.status().await?.peers;
+        let view = self
+            .services_view(&peers)
+            .await
+            .into_iter()
+            .find(|s| s.name == name);
+        match view {
+            Some(view) => Ok(view),
+            None => Err(self.unknown_service(name).await),
+        }
+    }
+
+    pub(super) async fn unknown_service(&self, name: &str) -> anyhow::Error {
+        let local = self.local_services().await.unwrap_or_default();
+        let remote = self.services.catalogue.fresh();
+        let known: Vec<&str> = local
+            .iter()
+            .map(|s| s.spec.name.as_str())
+            .chain(remote.iter().map(|p| p.record.name.as_str()))
+            .collect();
+        let near = near_matches(name, known.into_iter());
+        if near.is_empty() {
+            anyhow!("no service '{name}' in the overlay")
+        } else {
+            anyhow!(
+                "no service '{name}' in the overlay (did you mean: {}?)",
+                near.join(", ")
+            )
+        }
+    }
+
+    /// True once this peer has heard of a provider of `name` elsewhere.
+    pub fn knows_service(&self, name: &str) -> bool {
+        !self.services.catalogue.providers(name).is_empty()
+    }
+}
+
+/// How many VMs serve the given local services.
+fn serving_vms(local: &[LocalService]) -> u32 {
+    local
+        .iter()
+        .filter_map(|s| s.vm.as_ref())
+        .collect::<HashSet<_>>()
+        .len() as u32
+}
+
+fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,346 @@
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+
+use super::*;
+use crate::model::VmState;
+use crate::tui::testutil::{PEER_B, PEER_C, app_with, rich_status, sample_status};
+
+fn key(c: char) -> KeyEvent {
+    KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE)
+}
+
+fn code(code: KeyCode) -> KeyEvent {
+    KeyEvent::new(code, KeyModifiers::NONE)
+}
+
+/// Feed keys; return every command they produced.
+fn press(app: &mut App, keys: &[KeyEvent]) -> Vec<UiCommand> {
+    keys.iter().filter_map(|k| app.handle_key(*k)).collect()
+}
+
+fn typed(text: &str) -> Vec<KeyEvent> {
+    text.chars().map(key).collect()
+}
+
+fn message(app: &App) -> &str {
+    app.message.as_ref().map_or("", |m| m.text.as_str())
+}
+
+/// The sample's VMs sort by name: db-1 (stopped), web-1 (running).
+fn on_web_1(app: &mut App) {
+    press(app, &[key('j')]);
+    assert_eq!(app.selected_vm_key(), Some("web-1"));
+}
+
+#[test]
+fn r_enter_y_replicates_to_the_picked_peer_and_works_on_stopped_vms() {
+    let mut app = app_with(Some(sample_status()));
+    on_web_1(&mut app);
+    assert!(press(&mut app, &[key('r')]).is_empty());
+    assert!(matches!(
+        &app.mode,
+        Mode::PickPeer {
+            replicate: true,
+            ..
+        }
+    ));
+    press(&mut app, &[code(KeyCode::Enter)]);
+    assert!(
+        matches!(&app.mode, Mode::Confirm { question, .. } if question == "Replicate web-1 to peer-b? It keeps running here.")
+    );
+    let cmds = press(&mut app, &[key('y')]);
+    assert_eq!(
+        cmds,
+        vec![UiCommand::Replicate {
+            vm: "web-1".into(),
+            to: PEER_B.into()
+        }]
+    );
+    assert_eq!(message(&app), "Replication of web-1 requested");
+    // db-1 is stopped: it cannot migrate, but its disk can be replicated.
+    press(&mut app, &[key('k')]);
+    assert_eq!(app.selected_vm_key(), Some("db-1"));
+    press(&mut app, &[key('r')]);
+    assert!(matches!(&app.mode, Mode::PickPeer { vm, replicate: true, .. } if vm == "db-1"));
+}
+
+#[test]
+fn m_down_enter_y_migrates_to_the_second_connected_peer() {
+    let mut app = app_with(Some(sample_status()));
+    on_web_1(&mut app);
+    assert!(press(&mut app, &[key('m')]).is_empty());
+    assert!(
+        matches!(&app.mode, Mode::PickPeer { vm, candidates, selected: 0, replicate: false }
+        if vm == "web-1" && candidates.iter().map(|c| c.name.as_str()).collect::<Vec<_>>() == ["peer-b", "peer-c"])
+    );
+    press(&mut app, &[code(KeyCode::Down), code(KeyCode::Enter)]);
+    assert!(
+        matches!(&app.mode, Mode::Confirm { question, .. } if question == "Migrate web-1 to peer-c?")
+    );
+    let cmds = press(&mut app, &[key('y')]);
+    assert_eq!(
+        cmds,
+        vec![UiCommand::Migrate {
+            vm: "web-1".into(),
+            to: PEER_C.into()
+        }]
+    );
+    assert_eq!(app.mode, Mode::Normal);
+    assert_eq!(message(&app), "Migration of web-1 requested");
+    assert!(press(&mut app, &[key('y'), code(KeyCode::Enter)]).is_empty());
+}
+
+#[test]
+fn esc_cancels_every_dialog_and_m_refuses_a_stopped_vm() {
+    let mut app = app_with(Some(sample_status()));
+    press(&mut app, &[key('m')]); // db-1 is stopped
+    assert_eq!(app.mode, Mode::Normal);
+    assert!(
+        message(&app).contains("db-1 is stopped"),
+        "{}",
+        message(&app)
+    );
+    on_web_1(&mut app);
+    for keys in [
+        vec![key('m'), code(KeyCode::Esc)],
+        vec![key('m'), code(KeyCode::Enter), code(KeyCode::Esc)],
+        vec![key('m'), code(KeyCode::Enter), key('n')],
+        vec![key('d'), key('n')],
+    ] {
+        assert!(press(&mut app, &keys).is_empty());
+        assert_eq!(app.mode, Mode::Normal);
+    }
+    assert!(!app.should_quit);
+}
+
+#[test]
+fn d_on_the_operations_pane_aborts_the_selected_migration_after_asking() {
+    let mut app = app_with(Some(crate::tui::testutil::rich_status()));
+    app.focus = Pane::Operations;
+    press(&mut app, &[code(KeyCode::Home)]);
+    assert!(press(&mut app, &[key('d')]).is_empty(), "asks first");
+    assert!(
+        matches!(&app.mode, Mode::Confirm { question, .. }
+            if question.starts_with("Abort the migration of web-3 to peer-c?")),
+        "{:?}",
+        app.mode
+    );
+    assert_eq!(
+        press(&mut app, &[key('y')]),
+        vec![UiCommand::AbortMigration { vm: "web-3".into() }]
+    );
+    // A finished operation has nothing to abort.
+    press(&mut app, &[code(KeyCode::Down)]);
+    assert!(press(&mut app, &[key('d')]).is_empty());
+    assert_eq!(app.mode, Mode::Normal);
+    assert!(message(&app).contains("is over"), "{}", message(&app));
+}
+
+#[test]
+fn s_p_d_make_lifecycle_commands_for_the_selected_vm() {
+    let mut app = app_with(Some(sample_status()));
+    assert_eq!(
+        press(&mut app, &[key('s')]),
+        vec![UiCommand::Start { vm: "db-1".into() }]
+    );
+    assert!(press(&mut app, &[key('p')]).is_empty());
+    assert!(message(&app).contains("only running or paused"));
+    on_web_1(&mut app);
+    assert_eq!(
+        press(&mut app, &[key('s')]),
+        vec![UiCommand::Stop { vm: "web-1".into() }]
+    );
+    assert_eq!(
+        press(&mut app, &[key('p')]),
+        vec![UiCommand::Pause { vm: "web-1".into() }]
+    );
+    let mut status = sample_status();
+    status.vms[0].state = VmState::Paused;
+    app.set_status(Some(status));
+    assert_eq!(
+        press(&mut app, &[key('p')]),
+        vec![UiCommand::Resume { vm: "web-1".into() }]
+    );
+    assert!(press(&mut app, &[key('d')]).is_empty());
+    assert!(
+        matches!(&app.mode, Mode::Confirm { question, .. } if question.starts_with("Delete web-1?"))
+    );
+    assert_eq!(
+        press(&mut app, &[key('y')]),
+        vec![UiCommand::Delete { vm: "web-1".into() }]
+    );
+}
+
+#[test]
+fn overlay_toggle_lists_other_peers_vms_which_cannot_be_operated_here() {
+    let mut app = app_with(Some(sample_status()));
+    press(&mut app, &[key('a')]);
+    assert!(app.vms_all);
+    press(&mut app, &[key('k')]);
+    assert_eq!(app.selected_vm_key(), Some("cache-3@peer-b"));
+    assert!(press(&mut app, &[key('s')]).is_empty());
+    assert!(
+        message(&app).contains("runs on another peer"),
+        "{}",
+        message(&app)
+    );
+    press(
+        &mut app,
+        &[key('o'), key('o'), key('o'), key('o'), key('o'), key('o')],
+    );
+    assert_eq!(app.vm_sort, VmSort::Host);
+}
+
+#[test]
+fn command_line_completes_runs_and_remembers() {
+    let mut app = app_with(Some(rich_status()));
+    press(&mut app, &[key(':')]);
+    press(&mut app, &typed("mig"));
+    press(&mut app, &[code(KeyCode::Tab)]);
+    press(&mut app, &typed("we"));
+    press(&mut app, &[code(KeyCode::Tab)]);
+    press(&mut app, &typed("peer-"));
+    press(&mut app, &[code(KeyCode::Tab)]);
+    assert!(
+        matches!(&app.mode, Mode::Command(e) if e.text == "migrate web-1 peer-" && e.candidates == ["peer-b", "peer-c", "peer-d"]),
+        "{:?}",
+        app.mode
+    );
+    press(&mut app, &typed("b"));
+    let cmds = press(&mut app, &[code(KeyCode::Enter)]);
+    assert_eq!(
+        cmds,
+        vec![UiCommand::Migrate {
+            vm: "web-1".into(),
+            to: PEER_B.into()
+        }]
+    );
+    // History: ↑ brings the line back.
+    press(&mut app, &[key(':'), code(KeyCode::Up)]);
+    assert!(matches!(&app.mode, Mode::Command(e) if e.text == "migrate web-1 peer-b"));
+    press(&mut app, &[code(KeyCode::Esc)]);
+    // Consume with a port; expose; a bad line says why.
+    press(&mut app, &[key(':')]);
+    press(&mut app, &typed("consume cache 6380"));
+    assert_eq!(
+        press(&mut app, &[code(KeyCode::Enter)]),
+        vec![UiCommand::Consume {
+            service: "cache".into(),
+            local_port: Some(6380)
+        }]
+    );
+    press(&mut app, &[key(':')]);
+    press(&mut app, &typed("expose pg 127.0.0.1:5432"));
+    assert_eq!(
+        press(&mut app, &[code(KeyCode::Enter)]),
+        vec![UiCommand::Expose {
+            name: "pg".into(),
+            target: "127.0.0.1:5432".into()
+        }]
+    );
+    press(&mut app, &[key(':')]);
+    press(&mut app, &typed("replicate web-1 peer-b"));
+    let sent = press(&mut app, &[code(KeyCode::Enter)]);
+    assert!(
+        matches!(&sent[..], [UiCommand::Replicate { vm, .. }] if vm == "web-1"),
+        "{sent:?}"
+    );
+    press(&mut app, &[key(':')]);
+    press(&mut app, &typed("theme light"));
+    press(&mut app, &[code(KeyCode::Enter)]);
+    assert_eq!(app.theme.name, "light");
+    press(&mut app, &[key(':')]);
+    press(&mut app, &typed("theme nope"));
+    press(&mut app, &[code(KeyCode::Enter)]);
+    assert!(message(&app).contains("unknown theme `nope`"));
+    assert_eq!(app.theme.name, "light");
+    // q while typing is text, not quit.
+    press(&mut app, &[key(':'), key('q')]);
+    assert!(!app.should_quit);
+    press(&mut app, &[code(KeyCode::Enter)]);
+    assert!(app.should_quit);
+}
+
+#[test]
+fn c_on_a_service_prefills_the_consume_command() {
+    let mut app = app_with(Some(rich_status()));
+    press(&mut app, &[code(KeyCode::Tab)]);
+    assert_eq!(app.focus, Pane::Services);
+    press(&mut app, &[key('c')]);
+    assert!(matches!(&app.mode, Mode::Command(e) if e.text == "consume cache "));
+    assert_eq!(
+        press(&mut app, &[code(KeyCode::Enter)]),
+        vec![UiCommand::Consume {
+            service: "cache".into(),
+            local_port: None
+        }]
+    );
+}
+
+#[test]
+fn log_level_steps_and_zoom_and_focus_cycle() {
+    let mut app = app_with(Some(sample_status()));
+    press(&mut app, &[key('-'), key('-'), key('-')]);
+    assert_eq!(app.log_level, LevelFilter::Error);
+    press(&mut app, &[key('+')]);
+    assert_eq!(app.log_level, LevelFilter::Warn);
+    press(&mut app, &[key('z')]);
+    assert!(app.zoom);
+    press(&mut app, &[code(KeyCode::Esc)]);
+    assert!(!app.zoom);
+    let mut seen = vec![app.focus];
+    for _ in 0..6 {
+        press(&mut app, &[code(KeyCode::Tab)]);
+        seen.push(app.focus);
+    }
+    assert_eq!(seen.first(), seen.last());
+    assert_eq!(seen.len(), 7);
+    press(
+        &mut app,
+        &[KeyEvent::new(KeyCode::BackTab, KeyModifiers::SHIFT)],
+    );
+    assert_eq!(app.focus, Pane::Topology);
+}
+
+#[test]
+fn picker_follows_peers_and_closes_when_the_last_leaves() {
+    let mut app = app_with(Some(sample_status()));
+    on_web_1(&mut app);
+    press(&mut app, &[key('m'), key('j')]);
+    let mut status = sample_status();
+    status.peers.retain(|p| p.nick == "peer-c");
+    app.set_status(Some(status.clone()));
+    assert!(
+        matches!(&app.mode, Mode::PickPeer { candidates, selected: 0, .. } if candidates.len() == 1)
+    );
+    status.peers.clear();
+    app.set_status(Some(status));
+    assert_eq!(app.mode, Mode::Normal);
+    assert_eq!(message(&app), "No other connected peer to migrate to");
+}
+
+#[test]
+fn help_swallows_keys_and_ctrl_c_quits() {
+    let mut app = app_with(Some(sample_status()));
+    press(&mut app, &[key('?'), key('m')]);
+    assert!(app.show_help);
+    assert_eq!(app.mode, Mode::Normal);
+    press(&mut app, &[code(KeyCode::Esc)]);
+    assert!(!app.show_help);
+    let mut app = app_with(None);
+    press(
+        &mut app,
+        &[KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL)],
+    );
+    assert!(app.should_quit);
+}
+
+#[test]
+fn messages_expire() {
+    let mut app = app_with(None);
+    app.say("hello".into());
+    let t0 = app.message.as_ref().unwrap().shown_at;
+    app.tick(t0 + Duration::from_secs(1));
+    assert!(app.message.is_some());
+    app.tick(t0 + MESSAGE_TTL);
+    assert!(app.message.is_none());
+}
