@@ -39,7 +39,7 @@ use client::Command;
 pub use guard::ConnectionCaps;
 pub use relay::RelayConfig;
 pub use streams::{Stream, StreamControl};
-pub use transport::MAX_STREAMS_PER_CONNECTION;
+pub use transport::{MAX_STREAMS_PER_CONNECTION, Pipe, Wire};
 
 /// How a node joins the overlay.
 pub struct NodeConfig {
@@ -54,6 +54,8 @@ pub struct NodeConfig {
     pub relay: RelayConfig,
     /// Caps on connections from and to other peers.
     pub connections: ConnectionCaps,
+    /// TCP, except in `bench scale`'s in-process overlay.
+    pub wire: Wire,
 }
 
 /// What the node reports to the rest of the program.
@@ -103,9 +105,9 @@ struct Behaviour {
 }
 
 /// Starts the node on the current tokio runtime.
-pub fn start(config: NodeConfig) -> Result<(Client, mpsc::Receiver<Event>)> {
+pub fn start(mut config: NodeConfig) -> Result<(Client, mpsc::Receiver<Event>)> {
     let local_peer_id = config.keypair.public().to_peer_id();
-    let mut swarm = build_swarm(&config)?;
+    let mut swarm = build_swarm(&mut config)?;
     for addr in &config.listen {
         swarm
             .listen_on(addr.clone())
@@ -151,8 +153,9 @@ pub fn start(config: NodeConfig) -> Result<(Client, mpsc::Receiver<Event>)> {
     ))
 }
 
-fn build_swarm(config: &NodeConfig) -> Result<Swarm<Behaviour>> {
+fn build_swarm(config: &mut NodeConfig) -> Result<Swarm<Behaviour>> {
     let network_key = config.network_key;
+    let wire = std::mem::take(&mut config.wire);
     let nick = config.nick.clone();
     let mdns_on = config.mdns;
     let relay_config = config.relay;
@@ -162,7 +165,7 @@ fn build_swarm(config: &NodeConfig) -> Result<Swarm<Behaviour>> {
     let swarm = libp2p::SwarmBuilder::with_existing_identity(config.keypair.clone())
         .with_tokio()
         .with_other_transport(|key| {
-            transport::build(key, network_key, relay_transport)
+            transport::build(key, network_key, wire, relay_transport)
                 .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
         })?
         .with_behaviour(|key| {

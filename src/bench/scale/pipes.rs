@@ -1,0 +1,251 @@
+//! The simulated network of `bench scale --sim`: libp2p's memory transport
+//! between the nodes of this process, with per-node counters and a switch that
+//! silently cuts links (a vanished peer, a partition).
+//!
+//! A connection is measured and cut at its dialing end, which knows both nodes
+//! (the listening end only sees a throwaway port). A cut link neither delivers
+//! nor refuses: reads and writes wait, as on a TCP path whose packets are
+//! dropped, until the link is healed or the node closes the connection.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+
+use futures::{AsyncRead, AsyncWrite};
+use libp2p::core::ConnectedPoint;
+use libp2p::core::transport::{Boxed, MemoryTransport};
+use libp2p::multiaddr::Protocol;
+use libp2p::{Multiaddr, Transport};
+
+use crate::node::Pipe;
+
+/// Memory ports of the simulated nodes start here (the process-wide memory hub
+/// is shared with nothing else in a benchmark run).
+const BASE_PORT: u64 = 40_000;
+
+/// What one node sent and received, counted at the transport: bytes on the
+/// wire (after encryption) and writes, each about one encrypted frame.
+#[derive(Default)]
+pub struct Counters {
+    pub sent_bytes: AtomicU64,
+    pub recv_bytes: AtomicU64,
+    pub sent_msgs: AtomicU64,
+    pub recv_msgs: AtomicU64,
+}
+
+#[derive(Clone, Copy, Default, Debug)]
+pub struct Traffic {
+    pub sent_bytes: u64,
+    pub recv_bytes: u64,
+    pub sent_msgs: u64,
+    pub recv_msgs: u64,
+}
+
+impl Traffic {
+    pub fn minus(self, before: Traffic) -> Traffic {
+        Traffic {
+            sent_bytes: self.sent_bytes - before.sent_bytes,
+            recv_bytes: self.recv_bytes - before.recv_bytes,
+            sent_msgs: self.sent_msgs - before.sent_msgs,
+            recv_msgs: self.recv_msgs - before.recv_msgs,
+        }
+    }
+}
+
+/// The simulated network: each node's group (links between groups are cut) and
+/// counters.
+pub struct Net {
+    groups: Mutex<Vec<u32>>,
+    counters: Mutex<Vec<Arc<Counters>>>,
+    /// Streams waiting on a cut link, woken when links heal.
+    waiting: Mutex<Vec<Waker>>,
+}
+
+impl Net {
+    pub fn new() -> Arc<Net> {
+        Arc::new(Net {
+            groups: Mutex::new(Vec::new()),
+            counters: Mutex::new(Vec::new()),
+            waiting: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Adds a node (group 0); returns its index.
+    pub fn add_node(&self) -> usize {
+        let mut groups = lock(&self.groups);
+        groups.push(0);
+        lock(&self.counters).push(Arc::default());
+        groups.len() - 1
+    }
+
+    pub fn address(node: usize) -> Multiaddr {
+        Multiaddr::empty().with(Protocol::Memory(BASE_PORT + node as u64))
+    }
+
+    fn node_of(addr: &Multiaddr) -> Option<usize> {
+        addr.iter().find_map(|p| match p {
+            Protocol::Memory(port) if port >= BASE_PORT => Some((port - BASE_PORT) as usize),
+            _ => None,
+        })
+    }
+
+    /// Moves nodes into a group; links between different groups are cut.
+    pub fn set_group(&self, nodes: &[usize], group: u32) {
+        {
+            let mut groups = lock(&self.groups);
+            for &n in nodes {
+                groups[n] = group;
+            }
+        }
+        for waker in lock(&self.waiting).drain(..) {
+            waker.wake();
+        }
+    }
+
+    fn cut(&self, a: usize, b: usize) -> bool {
+        let groups = lock(&self.groups);
+        groups.get(a) != groups.get(b)
+    }
+
+    pub fn traffic(&self) -> Traffic {
+        let mut total = Traffic::default();
+        for c in lock(&self.counters).iter() {
+            total.sent_bytes += c.sent_bytes.load(Ordering::Relaxed);
+            total.recv_bytes += c.recv_bytes.load(Ordering::Relaxed);
+            total.sent_msgs += c.sent_msgs.load(Ordering::Relaxed);
+            total.recv_msgs += c.recv_msgs.load(Ordering::Relaxed);
+        }
+        total
+    }
+
+    /// The byte transport of node `me` (for `NodeConfig::wire`).
+    pub fn transport(self: &Arc<Self>, me: usize) -> Boxed<Pipe> {
+        let net = self.clone();
+        MemoryTransport::default()
+            .map(move |channel, endpoint| {
+                let link = match &endpoint {
+                    ConnectedPoint::Dialer { address, .. } => Net::node_of(address).map(|peer| {
+                        let counters = lock(&net.counters);
+                        Link {
+                            net: net.clone(),
+                            me,
+                            peer,
+                            mine: counters[me].clone(),
+                            theirs: counters[peer].clone(),
+                        }
+                    }),
+                    ConnectedPoint::Listener { .. } => None,
+                };
+                Box::new(Cut {
+                    inner: channel,
+                    link,
+                }) as Pipe
+            })
+            .boxed()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+struct Link {
+    net: Arc<Net>,
+    me: usize,
+    peer: usize,
+    mine: Arc<Counters>,
+    theirs: Arc<Counters>,
+}
+
+impl Link {
+    /// Whether the link is cut now; if so, the task is woken when links heal.
+    fn stalled(&self, cx: &mut Context<'_>) -> bool {
+        if !self.net.cut(self.me, self.peer) {
+            return false;
+        }
+        lock(&self.net.waiting).push(cx.waker().clone());
+        // Healed between the check and the registration: go on.
+        self.net.cut(self.me, self.peer)
+    }
+}
+
+struct Cut<T> {
+    inner: T,
+    link: Option<Link>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Cut<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.link.as_ref().is_some_and(|l| l.stalled(cx)) {
+            return Poll::Pending;
+        }
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let (Some(link), Poll::Ready(Ok(n))) = (&self.link, &polled)
+            && *n > 0
+        {
+            link.mine.recv_bytes.fetch_add(*n as u64, Ordering::Relaxed);
+            link.mine.recv_msgs.fetch_add(1, Ordering::Relaxed);
+            link.theirs
+                .sent_bytes
+                .fetch_add(*n as u64, Ordering::Relaxed);
+            link.theirs.sent_msgs.fetch_add(1, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Cut<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.link.as_ref().is_some_and(|l| l.stalled(cx)) {
+            return Poll::Pending;
+        }
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let (Some(link), Poll::Ready(Ok(n))) = (&self.link, &polled)
+            && *n > 0
+        {
+            link.mine.sent_bytes.fetch_add(*n as u64, Ordering::Relaxed);
+            link.mine.sent_msgs.fetch_add(1, Ordering::Relaxed);
+            link.theirs
+                .recv_bytes
+                .fetch_add(*n as u64, Ordering::Relaxed);
+            link.theirs.recv_msgs.fetch_add(1, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.link.as_ref().is_some_and(|l| l.stalled(cx)) {
+            return Poll::Pending;
+        }
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    /// A node giving up on a cut link closes it at once (its end goes away).
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.link.as_ref().is_some_and(|l| l.net.cut(l.me, l.peer)) {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_close(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_addresses_map_back_to_their_node() {
+        assert_eq!(Net::node_of(&Net::address(7)), Some(7));
+        assert_eq!(Net::node_of(&"/memory/12".parse().unwrap()), None);
+    }
+}
