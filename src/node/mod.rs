@@ -3,6 +3,7 @@
 //! over oneshot), as in rust-libp2p's file-sharing example.
 
 mod client;
+mod departures;
 mod events;
 mod guard;
 mod hide;
@@ -67,11 +68,15 @@ pub enum Event {
         request: ControlRequest,
         channel: ResponseChannel<ControlResponse>,
     },
-    /// A peer told the overlay what it hosts and provides (gossip).
+    /// A peer told the overlay what it hosts and provides (gossip, or a
+    /// neighbour's snapshot when this node joined).
     Announcement {
         peer: PeerId,
         announcement: Announcement,
     },
+    /// A peer vanished (its neighbours lost it and could not reach it again):
+    /// its records are gone.
+    Departed { peer: PeerId },
 }
 
 /// The overlay as this node sees it right now.
@@ -141,6 +146,7 @@ pub fn start(mut config: NodeConfig) -> Result<(Client, mpsc::Receiver<Event>)> 
         ledger,
         refusals: guard::RefusalLog::default(),
         graylist: guard::Graylist::default(),
+        departures: departures::Departures::default(),
     };
     tokio::spawn(event_loop.run());
     Ok((
@@ -267,6 +273,10 @@ struct PeerEntry {
     load: Option<crate::model::PeerLoad>,
     links: Vec<String>,
     announced_seq: u64,
+    /// Its latest announcement, for a joining neighbour's snapshot.
+    announcement: Option<Announcement>,
+    /// Reported gone at this announcement: it and older ones are stale.
+    departed_seq: Option<u64>,
 }
 
 struct EventLoop {
@@ -291,11 +301,18 @@ struct EventLoop {
     ledger: streams::Ledger,
     refusals: guard::RefusalLog,
     graylist: guard::Graylist,
+    departures: departures::Departures,
 }
 
 const MAX_DIAL_ERRORS: usize = 8;
 /// Direct connections a node keeps when the DHT knows enough peers.
 const TARGET_CONNECTIONS: usize = 8;
+/// Above this many peers connected, the node closes idle connections down to it
+/// (after [`TRIM_AFTER`]): without a bound, the overlay's seed peer keeps a
+/// connection (and its pings and gossip) to every peer that ever joined.
+const MAX_CONNECTED: usize = 3 * TARGET_CONNECTIONS;
+/// A connection younger than this is never trimmed: its peer is still joining.
+const TRIM_AFTER: Duration = Duration::from_secs(60);
 /// How long a DHT provider record lives without being republished.
 pub const PROVIDER_TTL: Duration = Duration::from_secs(90);
 
@@ -311,8 +328,11 @@ impl EventLoop {
         let mut retire_tick = interval(Duration::from_secs(1));
         let started = Instant::now();
         loop {
+            let announce_at = self.departures.announce_at.map(Instant::from_std);
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event).await,
+                _ = tokio::time::sleep_until(announce_at.unwrap_or_else(Instant::now)),
+                    if announce_at.is_some() => self.publish_announcement(),
                 command = self.commands.recv() => match command {
                     Some(command) => self.on_command(command),
                     None => return, // every Client is gone: shut down
@@ -320,6 +340,7 @@ impl EventLoop {
                 _ = redial_tick.tick() => {
                     self.redial_bootstrap(started.elapsed());
                     self.top_up_connections();
+                    self.redial_lost();
                     self.close_silent_connections();
                     self.review_graylist();
                 }
@@ -354,6 +375,10 @@ impl EventLoop {
     fn top_up_connections(&mut self) {
         let connected: std::collections::HashSet<PeerId> =
             self.swarm.connected_peers().copied().collect();
+        if connected.len() > MAX_CONNECTED {
+            self.trim_connections(connected.len() - MAX_CONNECTED);
+            return;
+        }
         if connected.is_empty() || connected.len() >= TARGET_CONNECTIONS {
             return;
         }
@@ -378,10 +403,42 @@ impl EventLoop {
         }
     }
 
+    /// Closes up to `excess` peers' connections: direct ones, older than
+    /// [`TRIM_AFTER`], carrying no stream of ours and no relay slot, and only
+    /// on a node that relays for no one (a circuit rides its connections).
+    fn trim_connections(&mut self, excess: usize) {
+        if self.relay_config.serve {
+            return;
+        }
+        let now = std::time::Instant::now();
+        let mut idle: Vec<PeerId> = self
+            .links
+            .older_than(TRIM_AFTER)
+            .into_iter()
+            .filter(|p| {
+                self.links.is_direct(p)
+                    && !self.reservations.on(p)
+                    && self.ledger.open_before(p, now, Some(now)) == 0
+            })
+            .collect();
+        use rand::seq::SliceRandom;
+        idle.shuffle(&mut rand::thread_rng());
+        for peer in idle.into_iter().take(excess) {
+            tracing::debug!("trimming the connection to {}", self.display_name(&peer));
+            for id in self.links.connections_to(&peer) {
+                self.departures.closing_on_purpose(id);
+                self.swarm.close_connection(id);
+            }
+        }
+    }
+
     fn publish_announcement(&mut self) {
+        self.departures.announce_at = None;
+        let departed = self.departures.take_report();
         let Some(announcement) = &mut self.announcement else {
             return;
         };
+        announcement.departed = departed;
         // Unix millis, kept strictly increasing: survives restarts without a counter file.
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -539,9 +596,11 @@ impl EventLoop {
                 }
                 if entry.connections == 1 {
                     tracing::info!("peer {} connected", self.display_name(&peer_id));
+                    self.departure_on_connected(peer_id);
                 } else if reachability::is_dial_back(&endpoint) {
                     // AutoNAT has its answer (it saw the connection open); a spare
                     // connection would only take streams away from the main one.
+                    self.departures.closing_on_purpose(connection_id);
                     self.swarm.close_connection(connection_id);
                 }
             }
@@ -553,6 +612,7 @@ impl EventLoop {
             } => {
                 self.links.closed(peer_id, connection_id);
                 self.on_closed_for_retiring(peer_id, connection_id);
+                self.departure_on_closed(peer_id, connection_id, num_established);
                 if let Some(entry) = self.peers.get_mut(&peer_id) {
                     entry.connections = num_established as usize;
                     if num_established == 0 {
@@ -572,6 +632,9 @@ impl EventLoop {
                 ..
             } => self.on_refused(peer_id, &cause, "from"),
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                if let Some(peer) = peer_id {
+                    self.departure_on_dial_failed(peer);
+                }
                 let who = peer_id
                     .map(|p| self.display_name(&p))
                     .unwrap_or_else(|| "bootstrap peer".into());

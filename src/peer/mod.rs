@@ -502,6 +502,7 @@ impl Peer {
                 Event::Announcement { peer, announcement } => {
                     self.on_announcement(peer, announcement);
                 }
+                Event::Departed { peer } => self.services.catalogue.remove(&peer),
             }
         }
     }
@@ -539,6 +540,10 @@ impl Peer {
                 ControlResponse::Services { services, load }
             }
             ControlRequest::VmState { vm, uuid } => self.vm_state_for(peer, &vm, &uuid).await,
+            // The node answers it itself; one that gets here is answered empty.
+            ControlRequest::Snapshot => ControlResponse::Snapshot {
+                announcements: Vec::new(),
+            },
         }
     }
 

@@ -112,6 +112,7 @@ impl Peer {
             links: Vec::new(),
             seq: 0,
             every_ms: every.as_millis() as u64,
+            departed: Vec::new(),
         };
         // Gossip first: it is what other peers see within a second; the DHT
         // records are the slow path for peers gossip missed.

@@ -21,9 +21,11 @@ use libp2p::{Multiaddr, Transport};
 
 use crate::node::Pipe;
 
-/// Memory ports of the simulated nodes start here (the process-wide memory hub
-/// is shared with nothing else in a benchmark run).
+/// Memory ports of simulated nodes start here; each overlay gets ports of its
+/// own (the process-wide memory hub outlives an overlay's nodes a moment).
 const BASE_PORT: u64 = 40_000;
+const PORTS_PER_NET: u64 = 1_000_000;
+static NETS: AtomicU64 = AtomicU64::new(0);
 
 /// What one node sent and received, counted at the transport: bytes on the
 /// wire (after encryption) and writes, each about one encrypted frame.
@@ -57,6 +59,7 @@ impl Traffic {
 /// The simulated network: each node's group (links between groups are cut) and
 /// counters.
 pub struct Net {
+    base: u64,
     groups: Mutex<Vec<u32>>,
     counters: Mutex<Vec<Arc<Counters>>>,
     /// Streams waiting on a cut link, woken when links heal.
@@ -66,6 +69,7 @@ pub struct Net {
 impl Net {
     pub fn new() -> Arc<Net> {
         Arc::new(Net {
+            base: BASE_PORT + NETS.fetch_add(1, Ordering::Relaxed) * PORTS_PER_NET,
             groups: Mutex::new(Vec::new()),
             counters: Mutex::new(Vec::new()),
             waiting: Mutex::new(Vec::new()),
@@ -80,13 +84,15 @@ impl Net {
         groups.len() - 1
     }
 
-    pub fn address(node: usize) -> Multiaddr {
-        Multiaddr::empty().with(Protocol::Memory(BASE_PORT + node as u64))
+    pub fn address(&self, node: usize) -> Multiaddr {
+        Multiaddr::empty().with(Protocol::Memory(self.base + node as u64))
     }
 
-    fn node_of(addr: &Multiaddr) -> Option<usize> {
+    fn node_of(&self, addr: &Multiaddr) -> Option<usize> {
         addr.iter().find_map(|p| match p {
-            Protocol::Memory(port) if port >= BASE_PORT => Some((port - BASE_PORT) as usize),
+            Protocol::Memory(port) if (self.base..self.base + PORTS_PER_NET).contains(&port) => {
+                Some((port - self.base) as usize)
+            }
             _ => None,
         })
     }
@@ -126,7 +132,7 @@ impl Net {
         MemoryTransport::default()
             .map(move |channel, endpoint| {
                 let link = match &endpoint {
-                    ConnectedPoint::Dialer { address, .. } => Net::node_of(address).map(|peer| {
+                    ConnectedPoint::Dialer { address, .. } => net.node_of(address).map(|peer| {
                         let counters = lock(&net.counters);
                         Link {
                             net: net.clone(),
@@ -245,7 +251,9 @@ mod tests {
 
     #[test]
     fn node_addresses_map_back_to_their_node() {
-        assert_eq!(Net::node_of(&Net::address(7)), Some(7));
-        assert_eq!(Net::node_of(&"/memory/12".parse().unwrap()), None);
+        let (a, b) = (Net::new(), Net::new());
+        assert_eq!(a.node_of(&a.address(7)), Some(7));
+        assert_eq!(b.node_of(&a.address(7)), None, "another overlay's node");
+        assert_eq!(a.node_of(&"/memory/12".parse().unwrap()), None);
     }
 }

@@ -114,11 +114,11 @@ impl Overlay {
             keypair,
             network_key: self.key,
             nick: format!("sim-{index}"),
-            listen: vec![Net::address(index)],
+            listen: vec![self.net.address(index)],
             bootstrap: if index == 0 {
                 Vec::new()
             } else {
-                vec![Net::address(0)]
+                vec![self.net.address(0)]
             },
             mdns: false,
             relay: Default::default(),
@@ -254,6 +254,7 @@ async fn listen(
                     Duration::from_millis(announcement.every_ms),
                 );
             }
+            Event::Departed { peer } => catalogue.remove(&peer),
             Event::InboundRequest {
                 request, channel, ..
             } => {
@@ -296,6 +297,7 @@ async fn publish(
             links: Vec::new(),
             seq: 0,
             every_ms: every.as_millis() as u64,
+            departed: Vec::new(),
         };
         if client.announce(announcement).await.is_err() {
             return;

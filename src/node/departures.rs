@@ -1,0 +1,270 @@
+//! Who left the overlay, told by the peers that saw it go (after SWIM's idea:
+//! failure is detected by neighbours and disseminated, not inferred from every
+//! peer hearing every other peer's heartbeat, which costs each peer O(n)).
+//!
+//! A peer whose last connection to us closed without our asking is dialed once;
+//! if that fails, it is reported in our next announcement (`departed`, with its
+//! last sequence number we knew) and dropped here. Receivers drop it too,
+//! unless they are connected to it or heard a newer announcement. A peer that
+//! reads its own name there announces again (a newer sequence number wins). A
+//! lost peer is redialed for a while: when it answers (a partition healed), we
+//! announce again, so the other side, which dropped us, hears of us.
+//!
+//! Also here: the snapshot a node pulls from its first neighbour, so it learns
+//! the overlay at once instead of as each peer's next periodic announcement comes.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use libp2p::PeerId;
+use libp2p::request_response::{OutboundRequestId, ResponseChannel};
+use libp2p::swarm::ConnectionId;
+
+use super::protocol::{Announcement, ControlResponse, Departure};
+use super::{Event, EventLoop};
+
+/// How long a lost peer is redialed (every 3 s) before we give up on it.
+const REDIAL_LOST_FOR: Duration = Duration::from_secs(600);
+/// Changes within this are announced together (a partition loses many at once).
+const ANNOUNCE_BATCH: Duration = Duration::from_millis(500);
+/// How many departures one announcement carries at most.
+const MAX_REPORTED: usize = 64;
+
+#[derive(Default)]
+pub(super) struct Departures {
+    /// Peers whose last connection closed without our asking, and when.
+    lost: HashMap<PeerId, Lost>,
+    /// Connections this node closed on purpose (spare, trimmed, retired).
+    closing: HashSet<ConnectionId>,
+    /// Departures for our next announcement.
+    to_report: Vec<Departure>,
+    /// When to announce again (batched changes), if at all.
+    pub(super) announce_at: Option<Instant>,
+    /// Asked a neighbour for its view; None once answered.
+    snapshot: Snapshot,
+}
+
+struct Lost {
+    since: Instant,
+    reported: bool,
+}
+
+#[derive(Default, PartialEq)]
+enum Snapshot {
+    #[default]
+    NotAsked,
+    Asked(OutboundRequestId),
+    Done,
+}
+
+impl Departures {
+    /// This node closes `id` itself: not a departure.
+    pub(super) fn closing_on_purpose(&mut self, id: ConnectionId) {
+        self.closing.insert(id);
+    }
+
+    fn announce_soon(&mut self) {
+        let at = Instant::now() + ANNOUNCE_BATCH;
+        self.announce_at = Some(self.announce_at.map_or(at, |t| t.min(at)));
+    }
+
+    /// The departures to put in the announcement being made now.
+    pub(super) fn take_report(&mut self) -> Vec<Departure> {
+        let n = self.to_report.len().min(MAX_REPORTED);
+        let report: Vec<Departure> = self.to_report.drain(..n).collect();
+        if !self.to_report.is_empty() {
+            self.announce_soon();
+        }
+        report
+    }
+}
+
+impl EventLoop {
+    /// A connection closed; `remaining` to that peer are still open.
+    pub(super) fn departure_on_closed(&mut self, peer: PeerId, id: ConnectionId, remaining: u32) {
+        let on_purpose = self.departures.closing.remove(&id);
+        if remaining > 0 || on_purpose {
+            return;
+        }
+        self.departures.lost.insert(
+            peer,
+            Lost {
+                since: Instant::now(),
+                reported: false,
+            },
+        );
+        // Gone, or only this path? One dial tells.
+        if let Err(e) = self.swarm.dial(peer) {
+            tracing::debug!("dial lost peer {peer}: {e}");
+            self.report_departure(peer);
+        }
+    }
+
+    /// A dial failed: if it was one to a lost peer, the peer is gone.
+    pub(super) fn departure_on_dial_failed(&mut self, peer: PeerId) {
+        if self.swarm.is_connected(&peer) {
+            return;
+        }
+        if self.departures.lost.get(&peer).is_some_and(|l| !l.reported) {
+            self.report_departure(peer);
+        }
+    }
+
+    fn report_departure(&mut self, peer: PeerId) {
+        let Some(lost) = self.departures.lost.get_mut(&peer) else {
+            return;
+        };
+        lost.reported = true;
+        let seq = self.peers.get(&peer).map_or(0, |e| e.announced_seq);
+        // Someone else reported it already (their announcement reached us first).
+        let known_gone = self
+            .peers
+            .get(&peer)
+            .is_some_and(|e| e.departed_seq.is_some_and(|s| s >= seq));
+        tracing::info!(
+            "peer {} is gone (no connection, no answer to a dial)",
+            self.display_name(&peer)
+        );
+        self.drop_departed(peer, seq);
+        if !known_gone {
+            self.departures.to_report.push(Departure {
+                peer: peer.to_string(),
+                seq,
+            });
+            self.departures.announce_soon();
+        }
+    }
+
+    /// Forgets `peer`'s announcement `seq` (and older ones) and tells the rest of
+    /// the program its records are gone.
+    fn drop_departed(&mut self, peer: PeerId, seq: u64) {
+        let entry = self.peers.entry(peer).or_default();
+        if entry.departed_seq.is_some_and(|s| s >= seq) {
+            return;
+        }
+        entry.departed_seq = Some(seq);
+        entry.announcement = None;
+        entry.vms = None;
+        let _ = self.events.try_send(Event::Departed { peer });
+    }
+
+    /// A connection to `peer` opened: a lost one is back.
+    pub(super) fn departure_on_connected(&mut self, peer: PeerId) {
+        if let Some(lost) = self.departures.lost.remove(&peer)
+            && lost.reported
+        {
+            // The other side of a partition dropped us as we dropped them.
+            tracing::info!("peer {} is back", self.display_name(&peer));
+            self.departures.announce_soon();
+        }
+        if self.departures.snapshot == Snapshot::NotAsked {
+            let id = self
+                .swarm
+                .behaviour_mut()
+                .control
+                .send_request(&peer, super::protocol::ControlRequest::Snapshot);
+            self.departures.snapshot = Snapshot::Asked(id);
+        }
+    }
+
+    /// Departures another peer reported in its announcement.
+    pub(super) fn on_departures_heard(&mut self, departed: &[Departure]) {
+        let me = *self.swarm.local_peer_id();
+        for d in departed {
+            let Ok(peer) = d.peer.parse::<PeerId>() else {
+                continue;
+            };
+            if peer == me {
+                let mine = self.announcement.as_ref().map_or(0, |a| a.seq);
+                if d.seq >= mine {
+                    tracing::info!("reported gone, but here: announcing again");
+                    self.departures.announce_soon();
+                }
+                continue;
+            }
+            let newer = self
+                .peers
+                .get(&peer)
+                .is_some_and(|e| e.announced_seq > d.seq);
+            if newer || self.swarm.is_connected(&peer) {
+                continue;
+            }
+            self.drop_departed(peer, d.seq);
+        }
+    }
+
+    /// Every 3 s: lost peers are redialed for a while (a healed partition).
+    pub(super) fn redial_lost(&mut self) {
+        self.departures
+            .lost
+            .retain(|_, l| l.since.elapsed() < REDIAL_LOST_FOR);
+        let lost: Vec<PeerId> = self
+            .departures
+            .lost
+            .iter()
+            .filter(|(_, l)| l.reported)
+            .map(|(p, _)| *p)
+            .collect();
+        for peer in lost {
+            let _ = self.swarm.dial(peer);
+        }
+    }
+
+    /// Our answer to a neighbour's `Snapshot`: every peer's latest announcement.
+    pub(super) fn answer_snapshot(&mut self, channel: ResponseChannel<ControlResponse>) {
+        let mut announcements: Vec<(String, Announcement)> = self
+            .peers
+            .iter()
+            .filter_map(|(id, e)| Some((id.to_string(), e.announcement.clone()?)))
+            .collect();
+        if let Some(mine) = &self.announcement {
+            announcements.push((self.swarm.local_peer_id().to_string(), mine.clone()));
+        }
+        let response = ControlResponse::Snapshot { announcements };
+        if self
+            .swarm
+            .behaviour_mut()
+            .control
+            .send_response(channel, response)
+            .is_err()
+        {
+            tracing::debug!("snapshot answer dropped: the peer went away");
+        }
+    }
+
+    /// A response to a request of the node's own; true if it was one.
+    pub(super) async fn on_own_response(
+        &mut self,
+        id: OutboundRequestId,
+        response: Option<ControlResponse>,
+    ) -> bool {
+        if self.departures.snapshot != Snapshot::Asked(id) {
+            return false;
+        }
+        let Some(ControlResponse::Snapshot { announcements }) = response else {
+            // Failed: ask the next peer that connects.
+            self.departures.snapshot = Snapshot::NotAsked;
+            return true;
+        };
+        self.departures.snapshot = Snapshot::Done;
+        let me = *self.swarm.local_peer_id();
+        let mut heard = 0;
+        for (peer, announcement) in announcements {
+            let Ok(peer) = peer.parse::<PeerId>() else {
+                continue;
+            };
+            if peer == me {
+                continue;
+            }
+            if let Err(e) = announcement.validate() {
+                tracing::warn!("dropped a malformed snapshot entry for {peer}: {e}");
+                continue;
+            }
+            if self.heard(peer, announcement).await {
+                heard += 1;
+            }
+        }
+        tracing::debug!("snapshot: {heard} peers' announcements");
+        true
+    }
+}
