@@ -313,8 +313,12 @@ const TARGET_CONNECTIONS: usize = 8;
 const MAX_CONNECTED: usize = 3 * TARGET_CONNECTIONS;
 /// A connection younger than this is never trimmed: its peer is still joining.
 const TRIM_AFTER: Duration = Duration::from_secs(60);
-/// How long a DHT provider record lives without being republished.
-pub const PROVIDER_TTL: Duration = Duration::from_secs(90);
+/// How long a DHT provider record lives without being republished (every
+/// third of it). The DHT is the slow path for what gossip missed, and `find`
+/// asks every provider it returns, so a stale record costs one failed request;
+/// republishing every 30 s (a 90 s TTL, before issue 20) made each peer's
+/// provider queries dial dozens of peers a minute in a big overlay.
+pub const PROVIDER_TTL: Duration = Duration::from_secs(30 * 60);
 
 struct Lookup {
     found: Vec<PeerId>,

@@ -197,6 +197,13 @@ pub fn table(rows: &[Row], options: &Options) -> String {
 
 /// Runs every size asked and prints the table.
 pub async fn command(sizes: &[usize], options: Options) -> Result<()> {
+    // The simulated nodes' logs, when asked for (PEERVISOR_LOG, as for `node`).
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("PEERVISOR_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     let mut rows = Vec::new();
     for &peers in sizes {
         let row = match options.mode {

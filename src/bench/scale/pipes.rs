@@ -4,8 +4,9 @@
 //!
 //! A connection is measured and cut at its dialing end, which knows both nodes
 //! (the listening end only sees a throwaway port). A cut link neither delivers
-//! nor refuses: reads and writes wait, as on a TCP path whose packets are
-//! dropped, until the link is healed or the node closes the connection.
+//! nor refuses, as a TCP path whose packets are dropped: reads wait, writes go
+//! to a send buffer (256 KiB, then they wait too) that is delivered when the
+//! link heals, and closing the connection is at once (the kernel's business).
 
 use std::io;
 use std::pin::Pin;
@@ -147,6 +148,7 @@ impl Net {
                 Box::new(Cut {
                     inner: channel,
                     link,
+                    queued: Vec::new(),
                 }) as Pipe
             })
             .boxed()
@@ -177,9 +179,41 @@ impl Link {
     }
 }
 
+/// What a cut link's writer may queue, as a socket's send buffer.
+const SEND_BUFFER: usize = 256 * 1024;
+
 struct Cut<T> {
     inner: T,
     link: Option<Link>,
+    /// Written while the link was cut, sent once it heals.
+    queued: Vec<u8>,
+}
+
+impl<T: AsyncWrite + Unpin> Cut<T> {
+    /// Sends what was queued while cut; Ready once nothing is left.
+    fn drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.queued.is_empty() {
+            match Pin::new(&mut self.inner).poll_write(cx, &self.queued) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => {
+                    self.count_sent(n);
+                    self.queued.drain(..n);
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn count_sent(&self, n: usize) {
+        if let Some(link) = &self.link {
+            link.mine.sent_bytes.fetch_add(n as u64, Ordering::Relaxed);
+            link.mine.sent_msgs.fetch_add(1, Ordering::Relaxed);
+            link.theirs.recv_bytes.fetch_add(n as u64, Ordering::Relaxed);
+            link.theirs.recv_msgs.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Cut<T> {
@@ -212,31 +246,39 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Cut<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        if self.link.as_ref().is_some_and(|l| l.stalled(cx)) {
+        let this = &mut *self;
+        if this.link.as_ref().is_some_and(|l| l.stalled(cx)) {
+            let room = SEND_BUFFER.saturating_sub(this.queued.len()).min(buf.len());
+            if room == 0 {
+                return Poll::Pending;
+            }
+            this.queued.extend_from_slice(&buf[..room]);
+            return Poll::Ready(Ok(room));
+        }
+        if this.drain(cx)?.is_pending() {
             return Poll::Pending;
         }
-        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if let (Some(link), Poll::Ready(Ok(n))) = (&self.link, &polled)
+        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &polled
             && *n > 0
         {
-            link.mine.sent_bytes.fetch_add(*n as u64, Ordering::Relaxed);
-            link.mine.sent_msgs.fetch_add(1, Ordering::Relaxed);
-            link.theirs
-                .recv_bytes
-                .fetch_add(*n as u64, Ordering::Relaxed);
-            link.theirs.recv_msgs.fetch_add(1, Ordering::Relaxed);
+            this.count_sent(*n);
         }
         polled
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.link.as_ref().is_some_and(|l| l.stalled(cx)) {
+        let this = &mut *self;
+        if this.link.as_ref().is_some_and(|l| l.stalled(cx)) {
+            // In the send buffer: as flushed as a socket gets.
+            return Poll::Ready(Ok(()));
+        }
+        if this.drain(cx)?.is_pending() {
             return Poll::Pending;
         }
-        Pin::new(&mut self.inner).poll_flush(cx)
+        Pin::new(&mut this.inner).poll_flush(cx)
     }
 
-    /// A node giving up on a cut link closes it at once (its end goes away).
     fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if self.link.as_ref().is_some_and(|l| l.net.cut(l.me, l.peer)) {
             return Poll::Ready(Ok(()));

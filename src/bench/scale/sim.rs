@@ -217,7 +217,8 @@ impl Overlay {
         let mut total = 0usize;
         let mut counted = 0usize;
         for n in self.live() {
-            if let Ok(status) = self.nodes[n].client.status().await {
+            let status = self.nodes[n].client.status();
+            if let Ok(Ok(status)) = tokio::time::timeout(Duration::from_secs(5), status).await {
                 total += status.peers.iter().filter(|p| p.connected).count();
                 counted += 1;
             }
