@@ -29,6 +29,9 @@ const REDIAL_LOST_FOR: Duration = Duration::from_secs(600);
 const ANNOUNCE_BATCH: Duration = Duration::from_millis(500);
 /// How many departures one announcement carries at most.
 const MAX_REPORTED: usize = 64;
+/// Announcements per snapshot answer (without links, a few hundred bytes each:
+/// well under the control protocol's 1 MiB answer).
+const SNAPSHOT_PAGE: usize = 500;
 
 #[derive(Default)]
 pub(super) struct Departures {
@@ -158,13 +161,18 @@ impl EventLoop {
             self.departures.announce_soon();
         }
         if self.departures.snapshot == Snapshot::NotAsked {
-            let id = self
-                .swarm
-                .behaviour_mut()
-                .control
-                .send_request(&peer, super::protocol::ControlRequest::Snapshot);
-            self.departures.snapshot = Snapshot::Asked(id);
+            self.ask_snapshot(peer, None);
         }
+    }
+
+    fn ask_snapshot(&mut self, peer: PeerId, after: Option<String>) {
+        let request = super::protocol::ControlRequest::Snapshot { after };
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .control
+            .send_request(&peer, request);
+        self.departures.snapshot = Snapshot::Asked(id);
     }
 
     /// Departures another peer reported in its announcement.
@@ -210,17 +218,40 @@ impl EventLoop {
         }
     }
 
-    /// Our answer to a neighbour's `Snapshot`: every peer's latest announcement.
-    pub(super) fn answer_snapshot(&mut self, channel: ResponseChannel<ControlResponse>) {
-        let mut announcements: Vec<(String, Announcement)> = self
+    /// Our answer to a neighbour's `Snapshot`: every peer's latest announcement
+    /// (ours too), by peer id, a page at a time.
+    pub(super) fn answer_snapshot(
+        &mut self,
+        after: Option<&str>,
+        channel: ResponseChannel<ControlResponse>,
+    ) {
+        let me = self.swarm.local_peer_id().to_string();
+        let mine = self.announcement.as_ref().map(|a| (me, a));
+        let mut all: Vec<(String, &Announcement)> = self
             .peers
             .iter()
-            .filter_map(|(id, e)| Some((id.to_string(), e.announcement.clone()?)))
+            .filter_map(|(id, e)| Some((id.to_string(), e.announcement.as_ref()?)))
+            .chain(mine)
+            .filter(|(id, _)| after.is_none_or(|after| id.as_str() > after))
             .collect();
-        if let Some(mine) = &self.announcement {
-            announcements.push((self.swarm.local_peer_id().to_string(), mine.clone()));
-        }
-        let response = ControlResponse::Snapshot { announcements };
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        let more = all.len() > SNAPSHOT_PAGE;
+        let announcements = all
+            .into_iter()
+            .take(SNAPSHOT_PAGE)
+            .map(|(id, a)| {
+                let entry = Announcement {
+                    links: Vec::new(),
+                    departed: Vec::new(),
+                    ..a.clone()
+                };
+                (id, entry)
+            })
+            .collect();
+        let response = ControlResponse::Snapshot {
+            announcements,
+            more,
+        };
         if self
             .swarm
             .behaviour_mut()
@@ -235,18 +266,27 @@ impl EventLoop {
     /// A response to a request of the node's own; true if it was one.
     pub(super) async fn on_own_response(
         &mut self,
+        from: PeerId,
         id: OutboundRequestId,
         response: Option<ControlResponse>,
     ) -> bool {
         if self.departures.snapshot != Snapshot::Asked(id) {
             return false;
         }
-        let Some(ControlResponse::Snapshot { announcements }) = response else {
+        let Some(ControlResponse::Snapshot {
+            announcements,
+            more,
+        }) = response
+        else {
             // Failed: ask the next peer that connects.
             self.departures.snapshot = Snapshot::NotAsked;
             return true;
         };
         self.departures.snapshot = Snapshot::Done;
+        let last = announcements.last().map(|(id, _)| id.clone());
+        if more && last.is_some() {
+            self.ask_snapshot(from, last);
+        }
         let me = *self.swarm.local_peer_id();
         let mut heard = 0;
         for (peer, announcement) in announcements {

@@ -172,8 +172,8 @@ impl EventLoop {
                     },
             } => {
                 self.retiring.request_received(connection_id);
-                if request == ControlRequest::Snapshot {
-                    self.answer_snapshot(channel);
+                if let ControlRequest::Snapshot { after } = &request {
+                    self.answer_snapshot(after.as_deref(), channel);
                     return;
                 }
                 let event = Event::InboundRequest {
@@ -186,6 +186,7 @@ impl EventLoop {
                 }
             }
             RR::Message {
+                peer,
                 message:
                     Message::Response {
                         request_id,
@@ -196,7 +197,7 @@ impl EventLoop {
                 if let Some((_, reply)) = self.pending_requests.remove(&request_id) {
                     let _ = reply.send(Ok(response));
                 } else {
-                    self.on_own_response(request_id, Some(response)).await;
+                    self.on_own_response(peer, request_id, Some(response)).await;
                 }
             }
             RR::OutboundFailure {
@@ -209,7 +210,7 @@ impl EventLoop {
                     let name = self.display_name(&peer);
                     let _ = reply.send(Err(anyhow!("request to peer {name} failed: {error}")));
                 } else {
-                    self.on_own_response(request_id, None).await;
+                    self.on_own_response(peer, request_id, None).await;
                 }
             }
             RR::InboundFailure {

@@ -56,8 +56,12 @@ pub enum ControlRequest {
     VmState { vm: String, uuid: String },
     /// "What do you know of the overlay?" A new node asks one neighbour for the
     /// latest announcement of every peer, instead of waiting for each peer's
-    /// next periodic one (answered by the node itself).
-    Snapshot,
+    /// next periodic one (answered by the node itself), a page at a time:
+    /// peers whose id sorts after `after`.
+    Snapshot {
+        #[serde(default)]
+        after: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -91,10 +95,13 @@ pub enum ControlResponse {
     VmState {
         state: Option<crate::model::VmState>,
     },
-    /// The answer to `Snapshot`: (peer id, its latest announcement), hearsay
-    /// from a member, as DHT records are; validated like gossip.
+    /// The answer to `Snapshot`: (peer id, its latest announcement, without
+    /// its links), hearsay from a member, as DHT records are; validated like
+    /// gossip. `more`: ask again after the last peer id.
     Snapshot {
         announcements: Vec<(String, Announcement)>,
+        #[serde(default)]
+        more: bool,
     },
 }
 

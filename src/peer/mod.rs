@@ -541,8 +541,9 @@ impl Peer {
             }
             ControlRequest::VmState { vm, uuid } => self.vm_state_for(peer, &vm, &uuid).await,
             // The node answers it itself; one that gets here is answered empty.
-            ControlRequest::Snapshot => ControlResponse::Snapshot {
+            ControlRequest::Snapshot { .. } => ControlResponse::Snapshot {
                 announcements: Vec::new(),
+                more: false,
             },
         }
     }

@@ -210,7 +210,9 @@ impl<T: AsyncWrite + Unpin> Cut<T> {
         if let Some(link) = &self.link {
             link.mine.sent_bytes.fetch_add(n as u64, Ordering::Relaxed);
             link.mine.sent_msgs.fetch_add(1, Ordering::Relaxed);
-            link.theirs.recv_bytes.fetch_add(n as u64, Ordering::Relaxed);
+            link.theirs
+                .recv_bytes
+                .fetch_add(n as u64, Ordering::Relaxed);
             link.theirs.recv_msgs.fetch_add(1, Ordering::Relaxed);
         }
     }
