@@ -43,6 +43,9 @@ pub(super) struct Departures {
     to_report: Vec<Departure>,
     /// When to announce again (batched changes), if at all.
     pub(super) announce_at: Option<Instant>,
+    /// Lost peers that came back: we announce again once they subscribed to
+    /// our gossip (an announcement before that would not reach them).
+    back: HashSet<PeerId>,
     /// Asked a neighbour for its view; None once answered.
     snapshot: Snapshot,
 }
@@ -89,6 +92,7 @@ impl EventLoop {
         if remaining > 0 || on_purpose {
             return;
         }
+        self.departures.back.remove(&peer);
         self.departures.lost.insert(
             peer,
             Lost {
@@ -158,7 +162,7 @@ impl EventLoop {
         {
             // The other side of a partition dropped us as we dropped them.
             tracing::info!("peer {} is back", self.display_name(&peer));
-            self.departures.announce_soon();
+            self.departures.back.insert(peer);
         }
         if self.departures.snapshot == Snapshot::NotAsked {
             self.ask_snapshot(peer, None);
@@ -173,6 +177,14 @@ impl EventLoop {
             .control
             .send_request(&peer, request);
         self.departures.snapshot = Snapshot::Asked(id);
+    }
+
+    /// A peer subscribed to the announcements: if it is one that came back,
+    /// it hears from us again now.
+    pub(super) fn departure_on_subscribed(&mut self, peer: PeerId) {
+        if self.departures.back.remove(&peer) {
+            self.departures.announce_soon();
+        }
     }
 
     /// Departures another peer reported in its announcement.

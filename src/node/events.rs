@@ -79,6 +79,9 @@ impl EventLoop {
                     }
                 }
             }
+            BehaviourEvent::Gossipsub(gossipsub::Event::Subscribed { peer_id, .. }) => {
+                self.departure_on_subscribed(peer_id);
+            }
             BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
                 for (peer, addr) in found {
                     self.swarm
