@@ -39,6 +39,9 @@ pub(super) struct Departures {
     lost: HashMap<PeerId, Lost>,
     /// Connections this node closed on purpose (spare, trimmed, retired).
     closing: HashSet<ConnectionId>,
+    /// Peers whose connections we trimmed, and when: their answer (a dial that
+    /// finds us here, then closed again) is no departure.
+    trimmed: HashMap<PeerId, Instant>,
     /// Departures for our next announcement.
     to_report: Vec<Departure>,
     /// When to announce again (batched changes), if at all.
@@ -69,6 +72,12 @@ impl Departures {
         self.closing.insert(id);
     }
 
+    /// This node trims its connections to `peer`.
+    pub(super) fn trimming(&mut self, peer: PeerId) {
+        self.trimmed.retain(|_, at| at.elapsed() < REDIAL_LOST_FOR);
+        self.trimmed.insert(peer, Instant::now());
+    }
+
     fn announce_soon(&mut self) {
         let at = Instant::now() + ANNOUNCE_BATCH;
         self.announce_at = Some(self.announce_at.map_or(at, |t| t.min(at)));
@@ -89,7 +98,8 @@ impl EventLoop {
     /// A connection closed; `remaining` to that peer are still open.
     pub(super) fn departure_on_closed(&mut self, peer: PeerId, id: ConnectionId, remaining: u32) {
         let on_purpose = self.departures.closing.remove(&id);
-        if remaining > 0 || on_purpose {
+        let trimmed = self.departures.trimmed.contains_key(&peer);
+        if remaining > 0 || on_purpose || trimmed {
             return;
         }
         self.departures.back.remove(&peer);
@@ -155,14 +165,21 @@ impl EventLoop {
         let _ = self.events.try_send(Event::Departed { peer });
     }
 
-    /// A connection to `peer` opened: a lost one is back.
-    pub(super) fn departure_on_connected(&mut self, peer: PeerId) {
-        if let Some(lost) = self.departures.lost.remove(&peer)
-            && lost.reported
-        {
-            // The other side of a partition dropped us as we dropped them.
-            tracing::info!("peer {} is back", self.display_name(&peer));
-            self.departures.back.insert(peer);
+    /// A connection to `peer` opened (its first): a lost one is back.
+    pub(super) fn departure_on_connected(&mut self, peer: PeerId, id: ConnectionId) {
+        match self.departures.lost.remove(&peer) {
+            Some(lost) if lost.reported => {
+                // The other side of a partition dropped us as we dropped them.
+                tracing::info!("peer {} is back", self.display_name(&peer));
+                self.departures.back.insert(peer);
+            }
+            // Our check found it alive: the other end closed the connection
+            // (it trims its own). Kept only if we are short of connections.
+            Some(_) if self.swarm.connected_peers().count() > super::TARGET_CONNECTIONS => {
+                self.departures.closing_on_purpose(id);
+                self.swarm.close_connection(id);
+            }
+            _ => {}
         }
         if self.departures.snapshot == Snapshot::NotAsked {
             self.ask_snapshot(peer, None);

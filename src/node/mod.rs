@@ -24,6 +24,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow};
 use futures::StreamExt;
 use libp2p::identity::Keypair;
+use libp2p::kad::store::RecordStore;
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent, behaviour::toggle::Toggle};
 use libp2p::{Multiaddr, PeerId, Swarm, autonat, dcutr, gossipsub, identify, kad, mdns, ping};
@@ -310,7 +311,7 @@ const TARGET_CONNECTIONS: usize = 8;
 /// Above this many peers connected, the node closes idle connections down to it
 /// (after [`TRIM_AFTER`]): without a bound, the overlay's seed peer keeps a
 /// connection (and its pings and gossip) to every peer that ever joined.
-const MAX_CONNECTED: usize = 3 * TARGET_CONNECTIONS;
+const MAX_CONNECTED: usize = 2 * TARGET_CONNECTIONS;
 /// A connection younger than this is never trimmed: its peer is still joining.
 const TRIM_AFTER: Duration = Duration::from_secs(60);
 /// How long a DHT provider record lives without being republished (every
@@ -318,7 +319,11 @@ const TRIM_AFTER: Duration = Duration::from_secs(60);
 /// asks every provider it returns, so a stale record costs one failed request;
 /// republishing every 30 s (a 90 s TTL, before issue 20) made each peer's
 /// provider queries dial dozens of peers a minute in a big overlay.
-pub const PROVIDER_TTL: Duration = Duration::from_secs(30 * 60);
+pub const PROVIDER_TTL: Duration = Duration::from_secs(15 * 60);
+/// A node's first provider records go to the few peers its DHT knew at start:
+/// published once more when its routing table has filled, instead of waiting
+/// for the first republication.
+const REPROVIDE_AFTER: Duration = Duration::from_secs(60);
 
 struct Lookup {
     found: Vec<PeerId>,
@@ -331,6 +336,7 @@ impl EventLoop {
         let mut redial_tick = interval(Duration::from_secs(3));
         let mut retire_tick = interval(Duration::from_secs(1));
         let started = Instant::now();
+        let mut reprovided = false;
         loop {
             let announce_at = self.departures.announce_at.map(Instant::from_std);
             tokio::select! {
@@ -343,6 +349,10 @@ impl EventLoop {
                 },
                 _ = redial_tick.tick() => {
                     self.redial_bootstrap(started.elapsed());
+                    if !reprovided && started.elapsed() > REPROVIDE_AFTER {
+                        reprovided = true;
+                        self.reprovide();
+                    }
                     self.top_up_connections();
                     self.redial_lost();
                     self.close_silent_connections();
@@ -429,9 +439,24 @@ impl EventLoop {
         idle.shuffle(&mut rand::thread_rng());
         for peer in idle.into_iter().take(excess) {
             tracing::debug!("trimming the connection to {}", self.display_name(&peer));
+            self.departures.trimming(peer);
             for id in self.links.connections_to(&peer) {
                 self.departures.closing_on_purpose(id);
                 self.swarm.close_connection(id);
+            }
+        }
+    }
+
+    fn reprovide(&mut self) {
+        let kad = &mut self.swarm.behaviour_mut().kad;
+        let keys: Vec<kad::RecordKey> = kad
+            .store_mut()
+            .provided()
+            .map(|record| record.key.clone())
+            .collect();
+        for key in keys {
+            if let Err(e) = kad.start_providing(key) {
+                tracing::debug!("DHT: cannot provide again: {e}");
             }
         }
     }
@@ -600,7 +625,7 @@ impl EventLoop {
                 }
                 if entry.connections == 1 {
                     tracing::info!("peer {} connected", self.display_name(&peer_id));
-                    self.departure_on_connected(peer_id);
+                    self.departure_on_connected(peer_id, connection_id);
                 } else if reachability::is_dial_back(&endpoint) {
                     // AutoNAT has its answer (it saw the connection open); a spare
                     // connection would only take streams away from the main one.
