@@ -49,6 +49,8 @@ pub(super) struct Departures {
     /// Lost peers that came back: we announce again once they subscribed to
     /// our gossip (an announcement before that would not reach them).
     back: HashSet<PeerId>,
+    /// Our last announcement reached no one (no peer had subscribed yet).
+    pub(super) unheard: bool,
     /// Asked a neighbour for its view; None once answered.
     snapshot: Snapshot,
 }
@@ -196,10 +198,11 @@ impl EventLoop {
         self.departures.snapshot = Snapshot::Asked(id);
     }
 
-    /// A peer subscribed to the announcements: if it is one that came back,
-    /// it hears from us again now.
+    /// A peer subscribed to the announcements: if it is one that came back, or
+    /// if our last announcement reached no one, we announce again now.
     pub(super) fn departure_on_subscribed(&mut self, peer: PeerId) {
-        if self.departures.back.remove(&peer) {
+        let back = self.departures.back.remove(&peer);
+        if back || std::mem::take(&mut self.departures.unheard) {
             self.departures.announce_soon();
         }
     }

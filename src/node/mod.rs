@@ -491,8 +491,11 @@ impl EventLoop {
             .gossipsub
             .publish(self.topic.clone(), bytes)
         {
-            // No subscribed peer yet is normal while the overlay forms.
+            // No subscribed peer yet is normal while the overlay forms: said
+            // again when the first one subscribes (departures.rs), not at the
+            // next periodic announcement, which may be minutes away.
             tracing::trace!("announce: {e}");
+            self.departures.unheard = true;
         }
     }
 
