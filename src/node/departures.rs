@@ -340,3 +340,160 @@ impl EventLoop {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use libp2p::Multiaddr;
+    use libp2p::identity::Keypair;
+    use tokio::sync::mpsc;
+    use tokio::time::Instant;
+
+    use super::super::identity::NetworkKey;
+    use super::super::{Client, ConnectionCaps, Event, NodeConfig, start};
+    use super::*;
+
+    fn node(
+        nick: &str,
+        bootstrap: Vec<Multiaddr>,
+        caps: ConnectionCaps,
+    ) -> (Client, mpsc::Receiver<Event>) {
+        start(NodeConfig {
+            keypair: Keypair::generate_ed25519(),
+            network_key: NetworkKey::new([9; 32]),
+            nick: nick.into(),
+            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+            bootstrap,
+            mdns: false,
+            relay: Default::default(),
+            connections: caps,
+            wire: Default::default(),
+        })
+        .unwrap()
+    }
+
+    async fn listen_addr(client: &Client) -> Multiaddr {
+        loop {
+            if let Some(addr) = client.status().await.unwrap().listen_addrs.first() {
+                return addr.parse().unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn announcing(vm: &str) -> Announcement {
+        Announcement {
+            nick: vm.into(),
+            vms: vec![vm.into()],
+            // Nothing repeats it within the test.
+            every_ms: 3_600_000,
+            ..Default::default()
+        }
+    }
+
+    /// Waits for the first event `wanted` accepts, skipping others.
+    async fn wait_for(
+        events: &mut mpsc::Receiver<Event>,
+        bound: Duration,
+        wanted: impl Fn(&Event) -> bool,
+    ) -> Option<Duration> {
+        let t = Instant::now();
+        let deadline = t + bound;
+        while let Ok(Some(event)) = tokio::time::timeout_at(deadline, events.recv()).await {
+            if wanted(&event) {
+                return Some(t.elapsed());
+            }
+        }
+        None
+    }
+
+    /// Issue 20: A joins an overlay whose only other member announced once, long
+    /// before. Gossip does not replay, and that peer repeats itself only hourly:
+    /// A knows it at once all the same, from its first neighbour's snapshot.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_joining_node_learns_earlier_announcements_from_a_neighbours_snapshot() {
+        let (seed, mut seed_events) = node("seed", Vec::new(), ConnectionCaps::default());
+        let seed_addr = listen_addr(&seed).await;
+        let (early, _early_events) =
+            node("early", vec![seed_addr.clone()], ConnectionCaps::default());
+        early.announce(announcing("early-vm")).await.unwrap();
+        let early_id = early.local_peer_id();
+        let heard = wait_for(
+            &mut seed_events,
+            Duration::from_secs(30),
+            |e| matches!(e, Event::Announcement { peer, .. } if *peer == early_id),
+        )
+        .await;
+        assert!(
+            heard.is_some(),
+            "the seed hears the early peer's announcement"
+        );
+
+        let (_joiner, mut joiner_events) =
+            node("joiner", vec![seed_addr], ConnectionCaps::default());
+        let learned = wait_for(&mut joiner_events, Duration::from_secs(30), |e| {
+            matches!(e, Event::Announcement { peer, announcement }
+                if *peer == early_id && announcement.vms == ["early-vm"])
+        })
+        .await;
+        assert!(
+            learned.is_some(),
+            "the joiner never learned of the early peer's VM"
+        );
+    }
+
+    /// Issue 20: C reaches the overlay only through B (caps of one connection on
+    /// A and C). When C goes away, B, which lost it, reports it in its
+    /// announcement, and A, never connected to C, drops C: long before C's
+    /// records would expire (it announced an hourly interval).
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_vanished_peer_is_dropped_by_peers_that_never_saw_it_go() {
+        let one = ConnectionCaps {
+            total: 1,
+            ..ConnectionCaps::default()
+        };
+        let (b, _b_events) = node("b", Vec::new(), ConnectionCaps::default());
+        let b_addr = listen_addr(&b).await;
+        let (a, mut a_events) = node("a", vec![b_addr.clone()], one);
+        let (c, c_events) = node("c", vec![b_addr], one);
+        let c_id = c.local_peer_id();
+        // B announces too: gossip needs a subscribed mesh on both sides of B.
+        b.announce(announcing("b-vm")).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut heard_c = false;
+        while !heard_c {
+            assert!(Instant::now() < deadline, "A never heard C's announcement");
+            c.announce(announcing("c-vm")).await.unwrap();
+            heard_c = wait_for(
+                &mut a_events,
+                Duration::from_secs(2),
+                |e| matches!(e, Event::Announcement { peer, .. } if *peer == c_id),
+            )
+            .await
+            .is_some();
+        }
+        let a_status = a.status().await.unwrap();
+        assert!(
+            !a_status
+                .peers
+                .iter()
+                .any(|p| p.peer_id == c_id.to_string() && p.connected),
+            "A must not be connected to C for this test to mean anything"
+        );
+
+        // C goes away: its node stops when its last handle is dropped.
+        drop(c);
+        drop(c_events);
+        let dropped = wait_for(
+            &mut a_events,
+            Duration::from_secs(30),
+            |e| matches!(e, Event::Departed { peer } if *peer == c_id),
+        )
+        .await;
+        assert!(
+            dropped.is_some(),
+            "A still believes in C 30 s after it went away"
+        );
+    }
+}
