@@ -280,19 +280,13 @@ impl EventLoop {
                 (id, entry)
             })
             .collect();
-        let response = ControlResponse::Snapshot {
-            announcements,
-            more,
-        };
-        if self
-            .swarm
-            .behaviour_mut()
-            .control
-            .send_response(channel, response)
-            .is_err()
-        {
-            tracing::debug!("snapshot answer dropped: the peer went away");
-        }
+        self.respond(
+            channel,
+            ControlResponse::Snapshot {
+                announcements,
+                more,
+            },
+        );
     }
 
     /// A response to a request of the node's own; true if it was one.

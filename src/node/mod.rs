@@ -516,17 +516,7 @@ impl EventLoop {
                     .send_request(&peer, request);
                 self.pending_requests.insert(id, (peer, reply));
             }
-            Command::Respond { channel, response } => {
-                if self
-                    .swarm
-                    .behaviour_mut()
-                    .control
-                    .send_response(channel, response)
-                    .is_err()
-                {
-                    tracing::warn!("control response dropped: the requesting peer went away");
-                }
-            }
+            Command::Respond { channel, response } => self.respond(channel, response),
             // The runtime announces every few seconds (that is what keeps its records
             // alive elsewhere) and at once when something changed.
             Command::Announce { mut announcement } => {
@@ -563,6 +553,13 @@ impl EventLoop {
                     },
                 );
             }
+        }
+    }
+
+    fn respond(&mut self, channel: ResponseChannel<ControlResponse>, response: ControlResponse) {
+        let control = &mut self.swarm.behaviour_mut().control;
+        if control.send_response(channel, response).is_err() {
+            tracing::warn!("control response dropped: the requesting peer went away");
         }
     }
 

@@ -107,8 +107,9 @@ impl Row {
     }
 }
 
-pub fn percentile_of(times: &mut [Duration], p: f64) -> Duration {
-    percentile(times, p)
+/// p50 and p95 of a set of times.
+pub fn p50_p95(times: &mut [Duration]) -> Option<(Duration, Duration)> {
+    Some((percentile(times, 0.5), percentile(times, 0.95)))
 }
 
 /// This process's resident memory.

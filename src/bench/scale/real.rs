@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use rand::seq::SliceRandom;
 
-use super::{Options, Row, percentile_of};
+use super::{Options, Row, p50_p95};
 use crate::control::client::ControlClient;
 use crate::control::{Reply, Request};
 use crate::paths::DataDir;
@@ -239,6 +239,21 @@ impl Lab {
         Ok(total)
     }
 
+    /// Time until every one of `peers` lists all of `names` and none of
+    /// `absent` (polled every 100 ms), if within `bound`.
+    async fn until_all_know(
+        &self,
+        peers: &[usize],
+        names: &[String],
+        absent: &[String],
+        bound: Duration,
+    ) -> Option<Duration> {
+        until(bound, Duration::from_millis(100), || async {
+            self.knowing(peers, names, absent).await == peers.len()
+        })
+        .await
+    }
+
     async fn connections(&self, peers: &[usize]) -> f64 {
         let mut total = 0;
         for &i in peers {
@@ -301,10 +316,9 @@ pub async fn run(peers: usize, options: &Options) -> Result<Row> {
     let all: Vec<usize> = (0..peers).collect();
     let every = names(&all);
     let mut row = Row::new(peers);
-    let settle_wait = until(Duration::from_secs(300), Duration::from_secs(2), || async {
-        lab.knowing(&all, &every, &[]).await == peers
-    })
-    .await;
+    let settle_wait = lab
+        .until_all_know(&all, &every, &[], Duration::from_secs(300))
+        .await;
     row.settle = settle_wait.map(|_| started.elapsed());
     tokio::time::sleep(options.quiet).await;
 
@@ -346,10 +360,7 @@ pub async fn run(peers: usize, options: &Options) -> Result<Row> {
         lab.unexpose(publisher, &name).await;
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    row.discovery = Some((
-        percentile_of(&mut every_peer, 0.5),
-        percentile_of(&mut every_peer, 0.95),
-    ));
+    row.discovery = p50_p95(&mut every_peer);
 
     // DHT: `find` through the control socket (DHT lookup, then ListServices).
     let mut lookups = Vec::new();
@@ -368,10 +379,7 @@ pub async fn run(peers: usize, options: &Options) -> Result<Row> {
         }
     }
     row.dht_found = (lookups.len(), options.rounds);
-    row.dht = Some((
-        percentile_of(&mut lookups, 0.5),
-        percentile_of(&mut lookups, 0.95),
-    ));
+    row.dht = p50_p95(&mut lookups);
 
     // Join.
     let t = Instant::now();
@@ -379,13 +387,10 @@ pub async fn run(peers: usize, options: &Options) -> Result<Row> {
     lab.expose(joiner, &format!("svc-{joiner}")).await?;
     let with_joiner: Vec<usize> = (0..=joiner).collect();
     let every = names(&with_joiner);
-    row.join = until(Duration::from_secs(120), Duration::from_millis(100), || {
-        let (with_joiner, every) = (&with_joiner, &every);
-        let lab = &lab;
-        async move { lab.knowing(with_joiner, every, &[]).await == with_joiner.len() }
-    })
-    .await
-    .map(|_| t.elapsed());
+    row.join = lab
+        .until_all_know(&with_joiner, &every, &[], Duration::from_secs(120))
+        .await
+        .map(|_| t.elapsed());
     eprintln!("real {peers}: join {:?}", row.join);
 
     // Silent leave: the peer's link goes down.
@@ -404,12 +409,9 @@ pub async fn run(peers: usize, options: &Options) -> Result<Row> {
         .filter(|&i| i != vanished)
         .collect();
     let gone = [format!("svc-{vanished}")];
-    row.leave = until(Duration::from_secs(120), Duration::from_millis(250), || {
-        let (live, gone) = (&live, &gone);
-        let lab = &lab;
-        async move { lab.knowing(live, &[], gone).await == live.len() }
-    })
-    .await;
+    row.leave = lab
+        .until_all_know(&live, &[], &gone, Duration::from_secs(120))
+        .await;
     eprintln!("real {peers}: silent leave {:?}", row.leave);
 
     // A 10% partition: their veths on another bridge, then back.
@@ -443,13 +445,10 @@ pub async fn run(peers: usize, options: &Options) -> Result<Row> {
     lab.expose(cut[0], "after-heal").await?;
     let mut every = names(&live);
     every.push("after-heal".into());
-    row.heal = until(Duration::from_secs(120), Duration::from_millis(100), || {
-        let (live, every) = (&live, &every);
-        let lab = &lab;
-        async move { lab.knowing(live, every, &[]).await == live.len() }
-    })
-    .await
-    .map(|_| t.elapsed());
+    row.heal = lab
+        .until_all_know(&live, &every, &[], Duration::from_secs(120))
+        .await
+        .map(|_| t.elapsed());
     eprintln!("real {peers}: partition healed {:?}", row.heal);
     drop(lab);
     Ok(row)

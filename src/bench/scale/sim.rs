@@ -17,7 +17,7 @@ use rand::seq::SliceRandom;
 use tokio::sync::{Notify, mpsc};
 
 use super::pipes::Net;
-use super::{Options, Row, memory_bytes, percentile_of};
+use super::{Options, Row, memory_bytes, p50_p95};
 use crate::model::PeerLoad;
 use crate::node::identity::NetworkKey;
 use crate::node::protocol::{Announcement, ControlRequest, ControlResponse, ServiceRecord};
@@ -388,14 +388,8 @@ pub async fn run(peers: usize, options: &Options) -> Result<Row> {
         overlay.withdraw_service(publisher, &name);
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    row.discovery = Some((
-        percentile_of(&mut every_peer, 0.5),
-        percentile_of(&mut every_peer, 0.95),
-    ));
-    row.discovery_each = Some((
-        percentile_of(&mut each_peer, 0.5),
-        percentile_of(&mut each_peer, 0.95),
-    ));
+    row.discovery = p50_p95(&mut every_peer);
+    row.discovery_each = p50_p95(&mut each_peer);
 
     // DHT: look up other nodes' services from a few nodes.
     let mut lookups = Vec::new();
@@ -412,10 +406,7 @@ pub async fn run(peers: usize, options: &Options) -> Result<Row> {
         }
     }
     row.dht_found = (lookups.len(), options.rounds);
-    row.dht = Some((
-        percentile_of(&mut lookups, 0.5),
-        percentile_of(&mut lookups, 0.95),
-    ));
+    row.dht = p50_p95(&mut lookups);
 
     // A peer joins: until it knows everyone and everyone knows it.
     let t = Instant::now();
