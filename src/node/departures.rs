@@ -169,8 +169,14 @@ impl EventLoop {
 
     /// A connection to `peer` opened (its first): a lost one is back.
     pub(super) fn departure_on_connected(&mut self, peer: PeerId, id: ConnectionId) {
+        // Reported gone (by us or another peer), yet here: once it listens, we
+        // name it in our next announcement, so it announces again (refutes).
+        let believed_gone = self
+            .peers
+            .get(&peer)
+            .is_some_and(|e| e.departed_seq.is_some());
         match self.departures.lost.remove(&peer) {
-            Some(lost) if lost.reported => {
+            Some(lost) if lost.reported || believed_gone => {
                 // The other side of a partition dropped us as we dropped them.
                 tracing::info!("peer {} is back", self.display_name(&peer));
                 self.departures.back.insert(peer);
@@ -181,9 +187,30 @@ impl EventLoop {
                 self.departures.closing_on_purpose(id);
                 self.swarm.close_connection(id);
             }
+            _ if believed_gone => {
+                self.departures.back.insert(peer);
+            }
             _ => {}
         }
         if self.departures.snapshot == Snapshot::NotAsked {
+            self.ask_snapshot(peer, None);
+        }
+    }
+
+    /// Once, a minute after start: another neighbour's snapshot. A node that
+    /// joined while the overlay itself was forming (many peers starting at
+    /// once) missed the announcements made before the meshes joined up.
+    pub(super) fn second_snapshot(&mut self) {
+        use rand::seq::IteratorRandom;
+        if self.departures.snapshot != Snapshot::Done {
+            return;
+        }
+        let peer = self
+            .swarm
+            .connected_peers()
+            .choose(&mut rand::thread_rng())
+            .copied();
+        if let Some(peer) = peer {
             self.ask_snapshot(peer, None);
         }
     }
@@ -199,9 +226,16 @@ impl EventLoop {
     }
 
     /// A peer subscribed to the announcements: if it is one that came back, or
-    /// if our last announcement reached no one, we announce again now.
+    /// if our last announcement reached no one, we announce again now; one we
+    /// still hold for gone is named in it, so it hears that and refutes.
     pub(super) fn departure_on_subscribed(&mut self, peer: PeerId) {
         let back = self.departures.back.remove(&peer);
+        if back && let Some(seq) = self.peers.get(&peer).and_then(|e| e.departed_seq) {
+            self.departures.to_report.push(Departure {
+                peer: peer.to_string(),
+                seq,
+            });
+        }
         if back || std::mem::take(&mut self.departures.unheard) {
             self.departures.announce_soon();
         }

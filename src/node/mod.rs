@@ -322,7 +322,7 @@ const TRIM_AFTER: Duration = Duration::from_secs(60);
 pub const PROVIDER_TTL: Duration = Duration::from_secs(15 * 60);
 /// A node's first provider records go to the few peers its DHT knew at start:
 /// published once more when its routing table has filled, instead of waiting
-/// for the first republication.
+/// for the first republication; and a second neighbour's snapshot is pulled.
 const REPROVIDE_AFTER: Duration = Duration::from_secs(60);
 
 struct Lookup {
@@ -352,6 +352,7 @@ impl EventLoop {
                     if !reprovided && started.elapsed() > REPROVIDE_AFTER {
                         reprovided = true;
                         self.reprovide();
+                        self.second_snapshot();
                     }
                     self.top_up_connections();
                     self.redial_lost();
