@@ -186,11 +186,15 @@ pub fn table(rows: &[Row], options: &Options) -> String {
     }
     let _ = writeln!(
         out,
-        "per peer: CPU in thousandths of a core; tx/rx bytes and transport writes (about one encrypted frame each) per second; \
+        "per peer: CPU in thousandths of a core; tx/rx bytes and {} per second; \
          disc = publish -> every other peer (all, p50/p95 over publications) and -> one peer (p50/p95 over every peer and publication); \
          join = until the joiner knows everyone and everyone knows it; leave = a peer cut off silently, until no peer lists it; \
          heal = a 10% partition ({} s) healed, until every peer knows every other and a service published in the cut-off part is known everywhere; \
          dht = provider lookup p50/p95",
+        match options.mode {
+            Mode::Sim => "transport writes (about one encrypted frame each)",
+            Mode::Real => "IP packets (headers included)",
+        },
         options.partition.as_secs()
     );
     out
