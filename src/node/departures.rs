@@ -39,6 +39,8 @@ pub(super) struct Departures {
     lost: HashMap<PeerId, Lost>,
     /// Connections this node closed on purpose (spare, trimmed, retired).
     closing: HashSet<ConnectionId>,
+    /// Connections this node closed because the peer stopped answering.
+    silent: HashSet<ConnectionId>,
     /// Peers whose connections we trimmed, and when: their answer (a dial that
     /// finds us here, then closed again) is no departure.
     trimmed: HashMap<PeerId, Instant>,
@@ -58,6 +60,10 @@ pub(super) struct Departures {
 struct Lost {
     since: Instant,
     reported: bool,
+    /// It stopped answering (not: it closed the connection): when it answers
+    /// again, the path between us was cut, and each side may have missed the
+    /// other's announcements meanwhile.
+    silent: bool,
 }
 
 #[derive(Default, PartialEq)]
@@ -72,6 +78,11 @@ impl Departures {
     /// This node closes `id` itself: not a departure.
     pub(super) fn closing_on_purpose(&mut self, id: ConnectionId) {
         self.closing.insert(id);
+    }
+
+    /// This node closes `id` because its peer stopped answering.
+    pub(super) fn closing_silent(&mut self, id: ConnectionId) {
+        self.silent.insert(id);
     }
 
     /// This node trims its connections to `peer`.
@@ -100,6 +111,7 @@ impl EventLoop {
     /// A connection closed; `remaining` to that peer are still open.
     pub(super) fn departure_on_closed(&mut self, peer: PeerId, id: ConnectionId, remaining: u32) {
         let on_purpose = self.departures.closing.remove(&id);
+        let silent = self.departures.silent.remove(&id);
         let trimmed = self.departures.trimmed.contains_key(&peer);
         if remaining > 0 || on_purpose || trimmed {
             return;
@@ -110,6 +122,7 @@ impl EventLoop {
             Lost {
                 since: Instant::now(),
                 reported: false,
+                silent,
             },
         );
         // Gone, or only this path? One dial tells.
@@ -176,7 +189,7 @@ impl EventLoop {
             .get(&peer)
             .is_some_and(|e| e.departed_seq.is_some());
         match self.departures.lost.remove(&peer) {
-            Some(lost) if lost.reported || believed_gone => {
+            Some(lost) if lost.reported || lost.silent || believed_gone => {
                 // The other side of a partition dropped us as we dropped them.
                 tracing::info!("peer {} is back", self.display_name(&peer));
                 self.departures.back.insert(peer);

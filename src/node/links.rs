@@ -188,6 +188,7 @@ impl EventLoop {
                 self.display_name(&peer),
                 quiet.as_secs_f64()
             );
+            self.departures.closing_silent(id);
             self.swarm.close_connection(id);
             // Counted once: the close completes asynchronously.
             self.links.answered(peer, id);
@@ -210,6 +211,7 @@ impl EventLoop {
             "peer {} stopped answering pings ({error}): closing that connection",
             self.display_name(&peer)
         );
+        self.departures.closing_silent(connection);
         self.swarm.close_connection(connection);
     }
 }
