@@ -54,7 +54,9 @@ pub(super) struct Departures {
     /// Our last announcement reached no one (no peer had subscribed yet).
     pub(super) unheard: bool,
     /// Asked a neighbour for its view; None once answered.
-    snapshot: Snapshot,
+    pub(super) snapshot: Snapshot,
+    /// The digest we asked a neighbour for (node/digest.rs).
+    pub(super) digest_asked: Option<OutboundRequestId>,
 }
 
 struct Lost {
@@ -67,7 +69,7 @@ struct Lost {
 }
 
 #[derive(Default, PartialEq)]
-enum Snapshot {
+pub(super) enum Snapshot {
     #[default]
     NotAsked,
     Asked(OutboundRequestId),
@@ -228,7 +230,7 @@ impl EventLoop {
         }
     }
 
-    fn ask_snapshot(&mut self, peer: PeerId, after: Option<String>) {
+    pub(super) fn ask_snapshot(&mut self, peer: PeerId, after: Option<String>) {
         let request = super::protocol::ControlRequest::Snapshot { after };
         let id = self
             .swarm
@@ -315,6 +317,11 @@ impl EventLoop {
             .collect();
         all.sort_by(|a, b| a.0.cmp(&b.0));
         let more = all.len() > SNAPSHOT_PAGE;
+        let departed = if after.is_none() {
+            self.tombstones()
+        } else {
+            Vec::new()
+        };
         let announcements = all
             .into_iter()
             .take(SNAPSHOT_PAGE)
@@ -332,6 +339,7 @@ impl EventLoop {
             ControlResponse::Snapshot {
                 announcements,
                 more,
+                departed,
             },
         );
     }
@@ -343,12 +351,18 @@ impl EventLoop {
         id: OutboundRequestId,
         response: Option<ControlResponse>,
     ) -> bool {
+        if self.departures.digest_asked == Some(id) {
+            self.departures.digest_asked = None;
+            self.on_digest(from, response);
+            return true;
+        }
         if self.departures.snapshot != Snapshot::Asked(id) {
             return false;
         }
         let Some(ControlResponse::Snapshot {
             announcements,
             more,
+            departed,
         }) = response
         else {
             // Failed: ask the next peer that connects.
@@ -360,6 +374,7 @@ impl EventLoop {
         if more && last.is_some() {
             self.ask_snapshot(from, last);
         }
+        self.on_departures_heard(&departed);
         let me = *self.swarm.local_peer_id();
         let mut heard = 0;
         for (peer, announcement) in announcements {

@@ -175,9 +175,17 @@ impl EventLoop {
                     },
             } => {
                 self.retiring.request_received(connection_id);
-                if let ControlRequest::Snapshot { after } = &request {
-                    self.answer_snapshot(after.as_deref(), channel);
-                    return;
+                match &request {
+                    ControlRequest::Snapshot { after } => {
+                        self.answer_snapshot(after.as_deref(), channel);
+                        return;
+                    }
+                    ControlRequest::Digest => {
+                        let digest = self.digest();
+                        self.respond(channel, ControlResponse::Digest { digest });
+                        return;
+                    }
+                    _ => {}
                 }
                 let event = Event::InboundRequest {
                     peer,

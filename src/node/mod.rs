@@ -4,6 +4,7 @@
 
 mod client;
 mod departures;
+mod digest;
 mod events;
 mod guard;
 mod hide;
@@ -335,6 +336,7 @@ impl EventLoop {
         // Bootstrap peers may start after us: keep dialing the ones we are not connected to.
         let mut redial_tick = interval(Duration::from_secs(3));
         let mut retire_tick = interval(Duration::from_secs(1));
+        let mut digest_tick = interval(digest::DIGEST_EVERY);
         let started = Instant::now();
         let mut reprovided = false;
         loop {
@@ -360,6 +362,7 @@ impl EventLoop {
                     self.review_graylist();
                 }
                 _ = retire_tick.tick() => self.review_retiring(),
+                _ = digest_tick.tick() => self.compare_digests(),
             }
         }
     }

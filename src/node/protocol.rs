@@ -62,6 +62,8 @@ pub enum ControlRequest {
         #[serde(default)]
         after: Option<String>,
     },
+    /// "What is the digest of what you know?" (anti-entropy, node/digest.rs).
+    Digest,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -102,6 +104,13 @@ pub enum ControlResponse {
         announcements: Vec<(String, Announcement)>,
         #[serde(default)]
         more: bool,
+        /// Peers known gone (first page only).
+        #[serde(default)]
+        departed: Vec<Departure>,
+    },
+    /// The answer to `Digest`.
+    Digest {
+        digest: u64,
     },
 }
 

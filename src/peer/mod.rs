@@ -540,11 +540,13 @@ impl Peer {
                 ControlResponse::Services { services, load }
             }
             ControlRequest::VmState { vm, uuid } => self.vm_state_for(peer, &vm, &uuid).await,
-            // The node answers it itself; one that gets here is answered empty.
+            // The node answers these itself; one that gets here is answered empty.
             ControlRequest::Snapshot { .. } => ControlResponse::Snapshot {
                 announcements: Vec::new(),
                 more: false,
+                departed: Vec::new(),
             },
+            ControlRequest::Digest => ControlResponse::Digest { digest: 0 },
         }
     }
 
