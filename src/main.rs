@@ -1,5 +1,6 @@
 //! peervisor: parses arguments and wires the parts together.
 
+mod admission;
 mod bench;
 mod cli;
 mod console;

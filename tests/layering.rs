@@ -13,7 +13,14 @@ const BASE: &[&str] = &["model", "paths", "fuzzing"];
 /// The overlay, libvirt and the guest image: they know nothing of what uses them.
 const PLATFORM: &[&str] = &["node", "hypervisor", "image"];
 /// The node's features and its control API.
-const FEATURES: &[&str] = &["peer", "services", "migrate", "jobs", "control"];
+const FEATURES: &[&str] = &[
+    "peer",
+    "services",
+    "migrate",
+    "jobs",
+    "control",
+    "admission",
+];
 /// The front ends: the command line, the console wiring, benchmarks, and what
 /// the demo and benchmarks share to run processes.
 const TOOLS: &[&str] = &["cli", "console", "bench", "rig"];

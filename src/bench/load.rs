@@ -84,7 +84,7 @@ pub async fn measure(connections: usize, requests: usize) -> Result<LoadReport> 
     if connections > most {
         bail!("at most {most} connections: the streams one overlay connection carries");
     }
-    let fd_limit = crate::peer::limits::raise_fd_limit()?;
+    let fd_limit = crate::admission::limits::raise_fd_limit()?;
     // Per connection: client and accepted socket here, two sockets in the nodes.
     if (connections as u64) * 2 + 64 > fd_limit {
         bail!("{connections} connections need more open files than the limit of {fd_limit}");

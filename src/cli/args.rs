@@ -457,7 +457,7 @@ impl NodeArgs {
             },
             yarn: self.yarn.clone(),
             spark: self.spark.clone(),
-            limits: crate::peer::limits::LimitsConfig {
+            limits: crate::admission::limits::LimitsConfig {
                 control_per_s: self.peer_control_rate,
                 streams_per_s: self.peer_stream_rate,
                 streams_per_peer: self.peer_max_streams,

@@ -258,7 +258,7 @@ async fn serve_tunnel(
         let per_s = peer.limits.streams.per_s();
         bail!(
             "dropped: {}",
-            crate::peer::limits::rate_limited("streams", per_s, retry)
+            crate::admission::limits::rate_limited("streams", per_s, retry)
         );
     }
     let mut remote = stream.compat();

@@ -1,10 +1,8 @@
 //! A running peer: the node, the hypervisor and the control API wired together.
 //! Used by the headless `peervisor node` and by the console's embedded node.
 
-pub mod access;
 pub mod capacity;
 pub mod health;
-pub mod limits;
 pub mod operations;
 pub mod peers;
 pub mod phases;
@@ -17,6 +15,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use libp2p::Multiaddr;
 
+use crate::admission::{access, limits};
 use crate::control::{Reply, Request};
 use crate::hypervisor::accel::{Accel, AccelChoice};
 use crate::hypervisor::daemon::{DaemonConfig, PrivateDaemon};

@@ -12,10 +12,10 @@ use libp2p::PeerId;
 
 use super::LocalService;
 use super::proxy::{self, Answer, Hello};
+use crate::admission::limits::{self, OpenGuard};
 use crate::control::Role;
 use crate::node::protocol::SERVICE_PROTOCOL;
 use crate::peer::Peer;
-use crate::peer::limits::{self, OpenGuard};
 use crate::peer::phases::Phases;
 
 /// Provider side: serves consumers' streams for the services this peer provides.
