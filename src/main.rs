@@ -15,6 +15,7 @@ mod model;
 mod node;
 mod paths;
 mod peer;
+mod phases;
 mod rig;
 mod services;
 mod tui;

@@ -26,7 +26,7 @@ use crate::peer::Peer;
 use crate::peer::capacity::VmRequirements;
 use crate::peer::operations::Busy;
 use crate::peer::peers::{peer_id_of, resolve};
-use crate::peer::phases::Phases;
+use crate::phases::Phases;
 use crate::services::probe::GapProbe;
 
 /// How often the source samples libvirt's job stats while a migration runs.

@@ -35,7 +35,7 @@ use tokio_util::compat::FuturesAsyncReadCompatExt;
 
 use crate::node::protocol::{CHANNEL_PROTOCOL, TUNNEL_PROTOCOL};
 use crate::peer::Peer;
-use crate::peer::phases::Phases;
+use crate::phases::Phases;
 
 /// Channel tags after the token on a `CHANNEL_PROTOCOL` stream.
 pub const MEMORY_CHANNEL: u8 = 1;

@@ -5,7 +5,6 @@ pub mod capacity;
 pub mod health;
 pub mod operations;
 pub mod peers;
-pub mod phases;
 pub mod vms;
 
 use std::path::PathBuf;

@@ -17,7 +17,7 @@ use super::serve::pipe_timed;
 use super::{Provider, Target, hedge, lock, rank};
 use crate::model::ConsumptionView;
 use crate::peer::Peer;
-use crate::peer::phases::Phases;
+use crate::phases::Phases;
 
 /// Providers tried for one consumer connection before giving up.
 const MAX_ATTEMPTS: usize = 3;

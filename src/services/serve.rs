@@ -16,7 +16,7 @@ use crate::admission::limits::{self, OpenGuard};
 use crate::control::Role;
 use crate::node::protocol::SERVICE_PROTOCOL;
 use crate::peer::Peer;
-use crate::peer::phases::Phases;
+use crate::phases::Phases;
 
 /// Provider side: serves consumers' streams for the services this peer provides.
 pub async fn accept_service_streams(peer: Arc<Peer>) {
