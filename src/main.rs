@@ -19,6 +19,7 @@ mod phases;
 mod rig;
 mod services;
 mod tui;
+mod vms;
 
 use std::process::ExitCode;
 

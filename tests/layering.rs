@@ -20,6 +20,7 @@ const FEATURES: &[&str] = &[
     "jobs",
     "control",
     "admission",
+    "vms",
 ];
 /// The front ends: the command line, the console wiring, benchmarks, and what
 /// the demo and benchmarks share to run processes.

@@ -336,7 +336,7 @@ pub async fn run(peer: Arc<Peer>) {
                 tracing::info!(target: "provision", "removing replica '{vm}': {reason}");
                 match peer.host.remove(&vm).await {
                     Ok(disks) => {
-                        crate::peer::vms::remove_vm_files(&vm, &disks);
+                        crate::vms::remove_vm_files(&vm, &disks);
                         let _ = peer.mark_auto_replica(&vm, false);
                         peer.services.republish.notify_one();
                     }

@@ -40,7 +40,7 @@ use crate::peer::Peer;
 use crate::peer::capacity::{Reservation, VmRequirements};
 use crate::peer::operations::Busy;
 use crate::peer::peers::{peer_id_of, resolve};
-use crate::peer::vms::validate_vm_name;
+use crate::vms::validate_vm_name;
 
 /// The destination must answer an offer this fast (it hashes its partial file).
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);

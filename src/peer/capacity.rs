@@ -16,8 +16,8 @@ use anyhow::{Context, Result, anyhow, bail};
 use serde::Deserialize;
 
 use super::Peer;
-use super::vms::validate_vm_name;
 use crate::model::VmState;
+use crate::vms::validate_vm_name;
 
 /// Parallel migrations each way a peer runs unless told otherwise.
 pub const DEFAULT_MAX_MIGRATIONS: u32 = 2;

@@ -2,10 +2,8 @@
 //! Used by the headless `peervisor node` and by the console's embedded node.
 
 pub mod capacity;
-pub mod health;
 pub mod operations;
 pub mod peers;
-pub mod vms;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -27,8 +25,9 @@ use crate::model::{LocalPeer, Status};
 use crate::node::protocol::{ControlRequest, ControlResponse};
 use crate::node::{self, Client, Event, NodeConfig};
 use crate::paths::{DataDir, disk_dir};
+use crate::vms::health;
+use crate::vms::remove_vm_files;
 use operations::Operations;
-use vms::remove_vm_files;
 
 /// Everything needed to start a peer.
 pub struct PeerConfig {

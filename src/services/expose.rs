@@ -60,7 +60,7 @@ impl Peer {
         if max_conns == Some(0) {
             bail!("--max-conns 0 would refuse every consumer: give 1 or more");
         }
-        crate::peer::vms::validate_vm_name(name).map_err(|_| {
+        crate::vms::validate_vm_name(name).map_err(|_| {
             anyhow!("invalid service name '{name}': use letters, digits, '-', '_' or '.'")
         })?;
         let record = ServiceRecord {

@@ -1,19 +1,22 @@
 //! The VMs this peer hosts: creating one from a manifest (image, address, data
 //! disk, domain), the check that a VM is peervisor's before acting on it, the
-//! files a removed VM leaves, and what a VM may be named.
+//! files a removed VM leaves, and what a VM may be named; `health.rs` probes
+//! their guests' services.
+
+pub mod health;
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 
-use super::Peer;
 use crate::hypervisor::domain::{DomainSpec, new_uuid};
 use crate::hypervisor::manifest::VmManifest;
 use crate::paths::{console_log_dir, disk_dir};
+use crate::peer::Peer;
 
 impl Peer {
-    pub(super) async fn create_vm(&self, manifest: &VmManifest) -> Result<()> {
+    pub(crate) async fn create_vm(&self, manifest: &VmManifest) -> Result<()> {
         self.create_vm_with(manifest, new_uuid(), None)
             .await
             .map(|_| ())
@@ -80,7 +83,7 @@ impl Peer {
     }
 
     /// Refuses lifecycle changes on VMs peervisor did not create, unless asked.
-    pub(super) async fn check_ours(&self, name: &str, foreign: bool) -> Result<()> {
+    pub(crate) async fn check_ours(&self, name: &str, foreign: bool) -> Result<()> {
         let vm = self.host.vm(name).await?;
         if !vm.managed && !foreign {
             bail!(
