@@ -467,7 +467,7 @@ impl NodeArgs {
                 total: self.max_connections,
                 pending_incoming: self.max_pending_connections,
             },
-            capacity: crate::peer::capacity::CapacityFlags {
+            capacity: crate::migrate::capacity::CapacityFlags {
                 lend_vcpus: self.lend_vcpus,
                 lend_memory_mib: self.lend_memory,
                 lend_disk_mib: self.lend_disk,
@@ -487,5 +487,5 @@ fn default_nick() -> String {
 
 /// A size with a binary unit, in MiB.
 fn parse_size(text: &str) -> Result<u64, String> {
-    crate::peer::capacity::parse_size_mib(text)
+    crate::migrate::capacity::parse_size_mib(text)
 }

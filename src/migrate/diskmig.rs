@@ -235,7 +235,7 @@ pub fn plan_disks(
         files.push((path, offer.virtual_bytes));
     }
     let needed: u64 = offers.iter().map(|d| d.virtual_bytes).sum();
-    let free_mib = crate::peer::capacity::free_mib_under(dir)
+    let free_mib = crate::migrate::capacity::free_mib_under(dir)
         .ok_or_else(|| format!("cannot read the free space of {}", dir.display()))?;
     if needed.div_ceil(1 << 20) > free_mib {
         return Err(format!(

@@ -11,11 +11,11 @@ use libp2p::PeerId;
 
 use crate::control::Role;
 use crate::hypervisor::job::JobSample;
+use crate::migrate::capacity::{Refusal, Reservation, VmRequirements};
+use crate::migrate::operations::Busy;
 use crate::model::{OperationKind, OperationPhase, VmState};
 use crate::node::protocol::ControlResponse;
 use crate::peer::Peer;
-use crate::peer::capacity::{Refusal, Reservation, VmRequirements};
-use crate::peer::operations::Busy;
 
 /// How long an authorization to open tunnel streams stays valid.
 const GRANT_TTL: Duration = Duration::from_secs(600);

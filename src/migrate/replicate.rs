@@ -27,6 +27,8 @@ use crate::control::{DiskTransfer, ReplicationReport};
 use crate::hypervisor::domain::new_uuid;
 use crate::hypervisor::job::JobSample;
 use crate::hypervisor::manifest::{ManifestService, VmManifest};
+use crate::migrate::capacity::{Reservation, VmRequirements};
+use crate::migrate::operations::Busy;
 use crate::migrate::replica::point_in_time::{DiskImage, ImageReport, Method};
 use crate::migrate::replica::sparse::{self, Partial};
 use crate::migrate::replica::transfer::{
@@ -37,8 +39,6 @@ use crate::model::{OperationKind, OperationPhase, PeerView, ServiceSpec, VmState
 use crate::node::protocol::REPLICA_PROTOCOL;
 use crate::paths::disk_dir;
 use crate::peer::Peer;
-use crate::peer::capacity::{Reservation, VmRequirements};
-use crate::peer::operations::Busy;
 use crate::peer::peers::{peer_id_of, resolve};
 use crate::vms::validate_vm_name;
 

@@ -1,8 +1,6 @@
 //! A running peer: the node, the hypervisor and the control API wired together.
 //! Used by the headless `peervisor node` and by the console's embedded node.
 
-pub mod capacity;
-pub mod operations;
 pub mod peers;
 
 use std::path::PathBuf;
@@ -19,7 +17,9 @@ use crate::hypervisor::daemon::{DaemonConfig, PrivateDaemon};
 use crate::hypervisor::manifest::{ManifestService, VmManifest};
 use crate::hypervisor::netns::GuestNetwork;
 use crate::hypervisor::{Host, local_socket_for};
+use crate::migrate::capacity;
 use crate::migrate::incoming::TunnelGrants;
+use crate::migrate::operations::Operations;
 pub use crate::migrate::provision::ProvisionPolicy;
 use crate::model::{LocalPeer, Status};
 use crate::node::protocol::{ControlRequest, ControlResponse};
@@ -27,7 +27,6 @@ use crate::node::{self, Client, Event, NodeConfig};
 use crate::paths::{DataDir, disk_dir};
 use crate::vms::health;
 use crate::vms::remove_vm_files;
-use operations::Operations;
 
 /// Everything needed to start a peer.
 pub struct PeerConfig {
@@ -76,7 +75,7 @@ pub struct Peer {
     pub(crate) services: crate::services::ServiceState,
     pub(crate) grants: TunnelGrants,
     /// Consumer streams for VMs migrating away: held, then forwarded.
-    pub(crate) handovers: crate::migrate::handover::Handovers,
+    pub(crate) handovers: crate::services::handover::Handovers,
     pub(crate) access: access::AccessList,
     /// What this host lends to incoming VMs, and the parallel migration limit.
     pub(crate) capacity: capacity::CapacityConfig,
@@ -207,7 +206,7 @@ impl Peer {
             health: health::Health::default(),
             services: crate::services::ServiceState::default(),
             grants: TunnelGrants::default(),
-            handovers: crate::migrate::handover::Handovers::default(),
+            handovers: crate::services::handover::Handovers::default(),
             access,
             capacity,
             capacity_reservations: capacity::Reservations::default(),

@@ -2,11 +2,13 @@
 //! catalogue, here), and which provider a new connection goes to. This peer's
 //! part: `publish` (announcing, the overlay view, DHT lookup), `consume` (local
 //! listeners), `serve` (consumers' streams, provider side), `expose` (legacy
-//! host services); the byte path is `proxy`, racing providers `hedge`, a
-//! service's longest gap `probe`.
+//! host services), `handover` (streams for a VM migrating away, held and
+//! forwarded); the byte path is `proxy`, racing providers `hedge`, a service's
+//! longest gap `probe`.
 
 pub mod consume;
 pub mod expose;
+pub mod handover;
 pub mod hedge;
 pub mod probe;
 pub mod proxy;

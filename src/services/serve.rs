@@ -76,8 +76,7 @@ async fn serve_stream(peer: &Peer, from: PeerId, stream: crate::node::Stream) ->
         && let Some(dest) = peer.handovers.destination(&hello.service).await
     {
         phases.mark("handed over");
-        let forwarded =
-            crate::migrate::handover::forward(peer, &mut stream, dest, &hello.service).await;
+        let forwarded = super::handover::forward(peer, &mut stream, dest, &hello.service).await;
         phases.mark("closed");
         logged(&format!(" (forwarded to {dest})"));
         return forwarded;

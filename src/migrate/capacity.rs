@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Deserialize;
 
-use super::Peer;
 use crate::model::VmState;
+use crate::peer::Peer;
 use crate::vms::validate_vm_name;
 
 /// Parallel migrations each way a peer runs unless told otherwise.
