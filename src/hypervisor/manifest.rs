@@ -157,6 +157,21 @@ impl VmManifest {
     }
 }
 
+impl From<&ServiceSpec> for ManifestService {
+    /// A service as the control API or a replication offer gives it, for a new
+    /// VM's manifest (the inverse of `VmManifest::service_specs`).
+    fn from(s: &ServiceSpec) -> Self {
+        ManifestService {
+            name: s.name.clone(),
+            kind: s.kind.clone(),
+            port: u32::from(s.port),
+            tags: s.tags.iter().cloned().collect(),
+            max_conns: s.max_conns,
+            allow: s.allow.clone(),
+        }
+    }
+}
+
 /// Lowercase letters, digits and '-': safe in a kernel argument and a file name.
 pub fn valid_service_name(name: &str) -> bool {
     !name.is_empty()

@@ -334,11 +334,9 @@ pub async fn run(peer: Arc<Peer>) {
             }
             Decision::Remove { vm, reason } => {
                 tracing::info!(target: "provision", "removing replica '{vm}': {reason}");
-                match peer.host.remove(&vm).await {
-                    Ok(disks) => {
-                        crate::vms::remove_vm_files(&vm, &disks);
+                match peer.vms.destroy(&vm).await {
+                    Ok(()) => {
                         let _ = peer.mark_auto_replica(&vm, false);
-                        peer.services.republish.notify_one();
                     }
                     Err(e) => tracing::warn!(target: "provision", "removing '{vm}' failed: {e:#}"),
                 }

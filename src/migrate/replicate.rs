@@ -26,7 +26,7 @@ use crate::control::Role;
 use crate::control::{DiskTransfer, ReplicationReport};
 use crate::hypervisor::domain::new_uuid;
 use crate::hypervisor::job::JobSample;
-use crate::hypervisor::manifest::{ManifestService, VmManifest};
+use crate::hypervisor::manifest::VmManifest;
 use crate::migrate::capacity::{Reservation, VmRequirements};
 use crate::migrate::operations::Busy;
 use crate::migrate::replica::point_in_time::{DiskImage, ImageReport, Method};
@@ -307,19 +307,8 @@ impl Peer {
             memory_mib: offer.memory_mib,
             data_disk_mib: None,
             image: Some(offer.image.clone()),
-            services: offer
-                .services
-                .iter()
-                .map(|s| ManifestService {
-                    name: s.name.clone(),
-                    kind: s.kind.clone(),
-                    port: u32::from(s.port),
-                    tags: s.tags.iter().cloned().collect(),
-                    // Its limits travel with it (each replica counts its own).
-                    max_conns: s.max_conns,
-                    allow: s.allow.clone(),
-                })
-                .collect(),
+            // Its limits travel with it (each replica counts its own).
+            services: offer.services.iter().map(Into::into).collect(),
         };
         manifest
             .validate()
@@ -434,16 +423,14 @@ impl Peer {
             None => None,
         };
         match self
-            .create_vm_with(&accepted.manifest, uuid, disk.clone())
+            .vms
+            .create_with(&accepted.manifest, uuid, disk.clone())
             .await
         {
-            Ok(ip) => {
-                self.services.republish.notify_one();
-                Ok(Outcome::Started {
-                    ip: ip.to_string(),
-                    disk_sha256,
-                })
-            }
+            Ok(ip) => Ok(Outcome::Started {
+                ip: ip.to_string(),
+                disk_sha256,
+            }),
             Err(e) => {
                 // Nothing half-made is left behind.
                 if let Some(disk) = disk {

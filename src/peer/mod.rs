@@ -5,7 +5,6 @@ pub mod peers;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use libp2p::Multiaddr;
@@ -14,7 +13,7 @@ use crate::admission::{access, limits};
 use crate::control::{Reply, Request};
 use crate::hypervisor::accel::{Accel, AccelChoice};
 use crate::hypervisor::daemon::{DaemonConfig, PrivateDaemon};
-use crate::hypervisor::manifest::{ManifestService, VmManifest};
+use crate::hypervisor::manifest::VmManifest;
 use crate::hypervisor::netns::GuestNetwork;
 use crate::hypervisor::{Host, local_socket_for};
 use crate::migrate::capacity;
@@ -25,8 +24,7 @@ use crate::model::{LocalPeer, Status};
 use crate::node::protocol::{ControlRequest, ControlResponse};
 use crate::node::{self, Client, Event, NodeConfig};
 use crate::paths::{DataDir, disk_dir};
-use crate::vms::health;
-use crate::vms::remove_vm_files;
+use crate::vms::{Vms, health};
 
 /// Everything needed to start a peer.
 pub struct PeerConfig {
@@ -71,7 +69,7 @@ pub struct Peer {
     pub(crate) libvirt_socket: PathBuf,
     pub(crate) network: GuestNetwork,
     pub(crate) operations: Operations,
-    pub(crate) health: health::Health,
+    pub(crate) vms: Arc<Vms>,
     pub(crate) services: crate::services::ServiceState,
     pub(crate) grants: TunnelGrants,
     /// Consumer streams for VMs migrating away: held, then forwarded.
@@ -195,6 +193,14 @@ impl Peer {
 
         let access = access::AccessList::load(dir.join("access.json"), client.local_peer_id())?;
         let config_limits = config.limits;
+        let services = crate::services::ServiceState::default();
+        let vms = Arc::new(Vms::new(
+            host.clone(),
+            network.clone(),
+            accel,
+            config.image_dir.clone(),
+            services.republish.clone(),
+        ));
         let peer = Arc::new(Peer {
             config,
             node: client,
@@ -203,8 +209,8 @@ impl Peer {
             libvirt_socket,
             network,
             operations: Operations::default(),
-            health: health::Health::default(),
-            services: crate::services::ServiceState::default(),
+            vms,
+            services,
             grants: TunnelGrants::default(),
             handovers: crate::services::handover::Handovers::default(),
             access,
@@ -225,7 +231,7 @@ impl Peer {
         tokio::spawn(crate::services::serve::accept_service_streams(peer.clone()));
         if peer.config.hypervisor.is_none() {
             // Guests on an external hypervisor are not on our namespace's bridge.
-            tokio::spawn(health::probe_loop(peer.clone()));
+            tokio::spawn(health::probe_loop(peer.vms.clone()));
         }
         Ok(peer)
     }
@@ -239,7 +245,7 @@ impl Peer {
         match request {
             Request::Status => Ok(Reply::Status(Box::new(self.status().await?))),
             Request::VmList => Ok(Reply::Vms {
-                vms: self.host.list().await?,
+                vms: self.vms.list().await?,
             }),
             Request::VmCreate {
                 name,
@@ -250,78 +256,31 @@ impl Peer {
                 data_disk_mib,
             } => {
                 let manifest = VmManifest {
-                    name: name.clone(),
+                    name,
                     vcpus,
                     memory_mib,
                     data_disk_mib,
                     image: Some(image),
-                    services: services
-                        .into_iter()
-                        .map(|s| ManifestService {
-                            name: s.name,
-                            kind: s.kind,
-                            port: u32::from(s.port),
-                            tags: s.tags.into_iter().collect(),
-                            max_conns: s.max_conns,
-                            allow: s.allow,
-                        })
-                        .collect(),
+                    services: services.iter().map(Into::into).collect(),
                 };
-                self.create_vm(&manifest).await?;
-                self.services.republish.notify_one();
-                Ok(done(format!("VM '{name}' created and started")))
+                self.vms.create(&manifest).await.map(done)
             }
-            Request::VmStart { name, foreign } => {
-                self.check_ours(&name, foreign).await?;
-                self.host.start(&name).await?;
-                self.services.republish.notify_one();
-                Ok(done(format!("VM '{name}' started")))
-            }
+            Request::VmStart { name, foreign } => self.vms.start(&name, foreign).await.map(done),
             Request::VmStop {
                 name,
                 force,
                 timeout_s,
                 foreign,
-            } => {
-                self.check_ours(&name, foreign).await?;
-                if force {
-                    self.host.power_off(&name).await?;
-                    self.services.republish.notify_one();
-                    return Ok(done(format!("VM '{name}' powered off")));
-                }
-                let timeout = Duration::from_secs(timeout_s.unwrap_or(DEFAULT_STOP_TIMEOUT_S));
-                let message = if self.host.shutdown(&name, timeout).await? {
-                    format!("VM '{name}' shut down")
-                } else {
-                    format!(
-                        "VM '{name}' did not shut down within {} s: powered off",
-                        timeout.as_secs()
-                    )
-                };
-                self.services.republish.notify_one();
-                Ok(done(message))
-            }
-            Request::VmPause { name, foreign } => {
-                self.check_ours(&name, foreign).await?;
-                self.host.pause(&name).await?;
-                self.services.republish.notify_one();
-                Ok(done(format!("VM '{name}' paused")))
-            }
-            Request::VmResume { name, foreign } => {
-                self.check_ours(&name, foreign).await?;
-                self.host.resume(&name).await?;
-                self.services.republish.notify_one();
-                Ok(done(format!("VM '{name}' resumed")))
-            }
-            Request::VmRemove { name, foreign } => {
-                self.check_ours(&name, foreign).await?;
-                let disks = self.host.remove(&name).await?;
-                remove_vm_files(&name, &disks);
-                self.services.republish.notify_one();
-                Ok(done(format!("VM '{name}' removed")))
-            }
+            } => self
+                .vms
+                .stop(&name, force, timeout_s, foreign)
+                .await
+                .map(done),
+            Request::VmPause { name, foreign } => self.vms.pause(&name, foreign).await.map(done),
+            Request::VmResume { name, foreign } => self.vms.resume(&name, foreign).await.map(done),
+            Request::VmRemove { name, foreign } => self.vms.remove(&name, foreign).await.map(done),
             Request::VmStats { name } => Ok(Reply::Vms {
-                vms: vec![self.host.vm(&name).await?],
+                vms: vec![self.vms.stats(&name).await?],
             }),
             Request::Migrate {
                 vm,
@@ -419,8 +378,7 @@ impl Peer {
 
     pub async fn status(&self) -> Result<Status> {
         let net = self.node.status().await?;
-        let mut vms = self.host.vms();
-        self.health.annotate(&mut vms);
+        let vms = self.vms.views();
         let services = self.services_view(&net.peers).await;
         let mut status = Status {
             local: LocalPeer {
@@ -539,23 +497,12 @@ impl Peer {
 
     /// Stops what this peer started: optionally its managed VMs, then its libvirt daemon.
     pub async fn shutdown(&self, destroy_vms: bool) {
-        if destroy_vms && let Ok(vms) = self.host.list().await {
-            for vm in vms.into_iter().filter(|v| v.managed) {
-                match self.host.remove(&vm.name).await {
-                    Ok(disks) => {
-                        remove_vm_files(&vm.name, &disks);
-                        tracing::info!("VM '{}' destroyed", vm.name)
-                    }
-                    Err(e) => tracing::warn!("{e:#}"),
-                }
-            }
+        if destroy_vms {
+            self.vms.destroy_managed().await;
         }
         self.host.stop_daemon().await;
     }
 }
-
-/// How long a graceful stop waits before powering the VM off.
-const DEFAULT_STOP_TIMEOUT_S: u64 = 30;
 
 fn done(message: String) -> Reply {
     Reply::Done { message }

@@ -237,7 +237,7 @@ pub struct ServiceState {
     /// Rotates the choice among equally good providers.
     spread: AtomicUsize,
     /// Wakes the publisher at once (a VM started, stopped or moved).
-    pub republish: Notify,
+    pub republish: std::sync::Arc<Notify>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

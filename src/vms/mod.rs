@@ -7,24 +7,80 @@ pub mod health;
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use tokio::sync::Notify;
 
+use crate::hypervisor::Host;
+use crate::hypervisor::accel::Accel;
 use crate::hypervisor::domain::{DomainSpec, new_uuid};
 use crate::hypervisor::manifest::VmManifest;
+use crate::hypervisor::netns::GuestNetwork;
+use crate::model::VmView;
 use crate::paths::{console_log_dir, disk_dir};
-use crate::peer::Peer;
 
-impl Peer {
-    pub(crate) async fn create_vm(&self, manifest: &VmManifest) -> Result<()> {
-        self.create_vm_with(manifest, new_uuid(), None)
-            .await
-            .map(|_| ())
+/// How long a graceful stop waits before powering the VM off.
+const DEFAULT_STOP_TIMEOUT_S: u64 = 30;
+
+/// The VMs this peer hosts: made from manifests on this peer's guest network,
+/// started, stopped and removed at the operator's word, their guests probed.
+pub struct Vms {
+    host: Host,
+    network: GuestNetwork,
+    accel: Accel,
+    image_dir: PathBuf,
+    health: health::Health,
+    /// Told whenever a VM here was made, started, stopped or removed (the
+    /// services publisher listens: what this peer provides changed).
+    changed: Arc<Notify>,
+}
+
+impl Vms {
+    pub fn new(
+        host: Host,
+        network: GuestNetwork,
+        accel: Accel,
+        image_dir: PathBuf,
+        changed: Arc<Notify>,
+    ) -> Vms {
+        Vms {
+            host,
+            network,
+            accel,
+            image_dir,
+            health: health::Health::default(),
+            changed,
+        }
+    }
+
+    /// Every VM of the hypervisor, fresh from libvirt.
+    pub async fn list(&self) -> Result<Vec<VmView>> {
+        self.host.list().await
+    }
+
+    /// One VM with its latest rates and history.
+    pub async fn stats(&self, name: &str) -> Result<VmView> {
+        self.host.vm(name).await
+    }
+
+    /// The VMs as last listed, each with whether its guest's service answered
+    /// the last probe.
+    pub fn views(&self) -> Vec<VmView> {
+        let mut vms = self.host.vms();
+        self.health.annotate(&mut vms);
+        vms
+    }
+
+    pub async fn create(&self, manifest: &VmManifest) -> Result<String> {
+        self.create_with(manifest, new_uuid(), None).await?;
+        Ok(format!("VM '{}' created and started", manifest.name))
     }
 
     /// Creates and starts a VM with this UUID. `ready_disk`: a data disk file to
     /// attach as it is (a replica's); otherwise one is made if the manifest asks.
-    pub(crate) async fn create_vm_with(
+    pub async fn create_with(
         &self,
         manifest: &VmManifest,
         uuid: String,
@@ -33,7 +89,7 @@ impl Peer {
         let name = manifest.name.as_str();
         validate_vm_name(name)?;
         manifest.validate()?;
-        let image_dir = self.config.image_dir.clone();
+        let image_dir = self.image_dir.clone();
         let image_name = manifest
             .image
             .clone()
@@ -79,11 +135,90 @@ impl Peer {
             return Err(e);
         }
         tracing::info!("VM '{name}' started at {ip}");
+        self.changed.notify_one();
         Ok(ip)
     }
 
+    pub async fn start(&self, name: &str, foreign: bool) -> Result<String> {
+        self.check_ours(name, foreign).await?;
+        self.host.start(name).await?;
+        self.changed.notify_one();
+        Ok(format!("VM '{name}' started"))
+    }
+
+    /// Graceful (ACPI) shutdown, powered off after `timeout_s` (default 30 s);
+    /// `force`: powered off at once.
+    pub async fn stop(
+        &self,
+        name: &str,
+        force: bool,
+        timeout_s: Option<u64>,
+        foreign: bool,
+    ) -> Result<String> {
+        self.check_ours(name, foreign).await?;
+        let message = if force {
+            self.host.power_off(name).await?;
+            format!("VM '{name}' powered off")
+        } else {
+            let timeout = Duration::from_secs(timeout_s.unwrap_or(DEFAULT_STOP_TIMEOUT_S));
+            if self.host.shutdown(name, timeout).await? {
+                format!("VM '{name}' shut down")
+            } else {
+                format!(
+                    "VM '{name}' did not shut down within {} s: powered off",
+                    timeout.as_secs()
+                )
+            }
+        };
+        self.changed.notify_one();
+        Ok(message)
+    }
+
+    pub async fn pause(&self, name: &str, foreign: bool) -> Result<String> {
+        self.check_ours(name, foreign).await?;
+        self.host.pause(name).await?;
+        self.changed.notify_one();
+        Ok(format!("VM '{name}' paused"))
+    }
+
+    pub async fn resume(&self, name: &str, foreign: bool) -> Result<String> {
+        self.check_ours(name, foreign).await?;
+        self.host.resume(name).await?;
+        self.changed.notify_one();
+        Ok(format!("VM '{name}' resumed"))
+    }
+
+    /// Powers off, undefines and removes the files peervisor made for the VM.
+    pub async fn remove(&self, name: &str, foreign: bool) -> Result<String> {
+        self.check_ours(name, foreign).await?;
+        self.destroy(name).await?;
+        Ok(format!("VM '{name}' removed"))
+    }
+
+    /// Removes a VM without asking whose it is (a replica the provision policy
+    /// placed, or every managed VM when the node stops with --destroy-vms-on-exit).
+    pub async fn destroy(&self, name: &str) -> Result<()> {
+        let disks = self.host.remove(name).await?;
+        remove_vm_files(name, &disks);
+        self.changed.notify_one();
+        Ok(())
+    }
+
+    /// Removes every VM peervisor made here.
+    pub async fn destroy_managed(&self) {
+        let Ok(vms) = self.host.list().await else {
+            return;
+        };
+        for vm in vms.into_iter().filter(|v| v.managed) {
+            match self.destroy(&vm.name).await {
+                Ok(()) => tracing::info!("VM '{}' destroyed", vm.name),
+                Err(e) => tracing::warn!("{e:#}"),
+            }
+        }
+    }
+
     /// Refuses lifecycle changes on VMs peervisor did not create, unless asked.
-    pub(crate) async fn check_ours(&self, name: &str, foreign: bool) -> Result<()> {
+    async fn check_ours(&self, name: &str, foreign: bool) -> Result<()> {
         let vm = self.host.vm(name).await?;
         if !vm.managed && !foreign {
             bail!(
@@ -131,7 +266,7 @@ async fn create_data_disk(name: &str, uuid: &str, mib: u64) -> Result<PathBuf> {
 
 /// Deletes what peervisor made for a removed VM: its data disks (only inside
 /// our disk dir, whatever the metadata says) and its console log.
-pub(crate) fn remove_vm_files(name: &str, disks: &[String]) {
+fn remove_vm_files(name: &str, disks: &[String]) {
     let dir = disk_dir();
     for disk in disks {
         let path = PathBuf::from(disk);
