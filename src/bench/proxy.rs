@@ -280,6 +280,7 @@ async fn consume_through_overlay(
     )
     .await?;
     provider
+        .services()
         .expose(
             service,
             &format!("127.0.0.1:{target_port}"),
@@ -289,13 +290,13 @@ async fn consume_through_overlay(
         )
         .await?;
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !consumer.knows_service(service) {
+    while !consumer.services().knows_service(service) {
         if Instant::now() > deadline {
             bail!("the consumer never heard of '{service}'");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let view = consumer.consume(service, None, None).await?;
+    let view = consumer.services().consume(service, None, None).await?;
     let port = view
         .listen
         .rsplit(':')
@@ -630,6 +631,7 @@ pub async fn discovery(peers: usize, rounds: usize) -> Result<()> {
         let name = format!("bench-{round}");
         let started = Instant::now();
         publisher
+            .services()
             .expose(
                 &name,
                 &format!("127.0.0.1:{target}"),
@@ -643,7 +645,7 @@ pub async fn discovery(peers: usize, rounds: usize) -> Result<()> {
         loop {
             let missing = overlay
                 .iter()
-                .filter(|p| !Arc::ptr_eq(p, publisher) && !p.knows_service(&name))
+                .filter(|p| !Arc::ptr_eq(p, publisher) && !p.services().knows_service(&name))
                 .count();
             if missing < peers - 1 && first_seen.is_none() {
                 first_seen = Some(started.elapsed());
@@ -660,7 +662,7 @@ pub async fn discovery(peers: usize, rounds: usize) -> Result<()> {
         }
         times.push(started.elapsed());
         first.extend(first_seen);
-        publisher.unexpose(&name)?;
+        publisher.services().unexpose(&name)?;
         // Let the withdrawal settle so rounds do not overlap.
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

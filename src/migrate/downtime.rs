@@ -35,7 +35,7 @@ impl Peer {
         vm: &str,
         dest: PeerId,
     ) -> Option<(GapProbe, String)> {
-        let local = self.local_services().await.ok()?;
+        let local = self.services.local_services().await.ok()?;
         let service = local
             .into_iter()
             .find(|s| s.vm.as_deref() == Some(vm) && matches!(s.target, Target::Guest { .. }))?;
@@ -90,7 +90,7 @@ impl Peer {
             // The destination serves it: the VM runs there. Consumer streams
             // held here go there now, not when libvirt returns (after it has
             // stopped the QEMU here, a few hundred ms later).
-            peer.handovers.end(&vm, true);
+            peer.services.handovers().end(&vm, true);
             Ok(())
         });
         select_ok([direct, overlay]).await.is_ok()

@@ -214,7 +214,7 @@ impl Peer {
         );
         self.note_made_disks(&vm.name, &made_disks);
         tokio::spawn(self.clone().expire_unused_grant(token));
-        self.handovers.arriving(&vm.name);
+        self.services.handovers().arriving(&vm.name);
         tracing::info!("accepted migration of VM '{}' from {from_name}", vm.name);
         ControlResponse::MigrationAccepted {
             token,
@@ -342,7 +342,7 @@ impl Peer {
         if ok {
             let completed = self.record_arrival(&grant, from).await;
             // Consumers learn the new provider now, not at the next periodic announcement.
-            self.services.republish.notify_one();
+            self.services.republish();
             let running = self
                 .host
                 .vm(&grant.vm)

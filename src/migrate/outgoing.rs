@@ -67,7 +67,7 @@ impl Peer {
     ) -> Result<Reply> {
         if !detach {
             let report = self.migrate_with(&vm, &to, limits, foreign, None).await;
-            self.services.republish.notify_one();
+            self.services.republish();
             return report.map(Reply::Migrated);
         }
         let (accepted, on_accept) = tokio::sync::oneshot::channel();
@@ -77,7 +77,7 @@ impl Peer {
             let result = this
                 .migrate_with(&name, &dest, limits, foreign, Some(accepted))
                 .await;
-            this.services.republish.notify_one();
+            this.services.republish();
             result
         });
         match on_accept.await {
@@ -126,7 +126,7 @@ impl Peer {
         let started = Instant::now();
         let phases = Phases::start();
         let accepted = accepted.map(|tx| (tx, dest_name.clone(), op));
-        self.handover_begin(vm, dest_id).await;
+        self.services.handover_begin(vm, dest_id).await;
         let result = self
             .migrate_to(
                 &requirements,
@@ -138,7 +138,7 @@ impl Peer {
                 &phases,
             )
             .await;
-        self.handovers.end(vm, result.is_ok());
+        self.services.handovers().end(vm, result.is_ok());
         phases.mark("reported");
         tracing::info!("migration of VM '{vm}' to {dest_name}: {}", phases.line());
         match &result {
@@ -254,7 +254,7 @@ impl Peer {
         phases.mark_at("libvirt returned", switched);
         if outcome.is_ok() {
             // The VM runs at the destination now: held consumer streams go there.
-            self.handovers.end(&vm.name, true);
+            self.services.handovers().end(&vm.name, true);
         }
         watcher.abort();
         let tunnel_error = bridge.first_error().or(channel_error);

@@ -24,6 +24,7 @@ use anyhow::{Context, Result};
 
 use crate::model::{PeerView, ServiceView, VmState, VmView};
 use crate::peer::Peer;
+use crate::services::publish::vms_cpu_pct;
 
 const LOOK_EVERY: Duration = Duration::from_secs(5);
 
@@ -249,15 +250,6 @@ fn cpu_of(vm: &VmView) -> f64 {
     vm.stats.as_ref().map_or(0.0, |s| s.cpu_pct_host)
 }
 
-/// The policy's signal: CPU the running VMs use, % of the host's CPUs.
-pub fn vms_cpu_pct(vms: &[VmView]) -> f64 {
-    vms.iter()
-        .filter(|vm| vm.state == VmState::Running)
-        .map(cpu_of)
-        .fold(0.0, |sum, pct| sum + pct) // (an empty f64 sum is -0.0)
-        .clamp(0.0, 100.0)
-}
-
 impl Peer {
     fn provisioned_file(&self) -> PathBuf {
         self.data_dir().root().join("provisioned.json")
@@ -302,7 +294,7 @@ pub async fn run(peer: Arc<Peer>) {
         };
         let now = Instant::now();
         let cpu_pct = tracker.settled_cpu_pct(&vms, now, policy.sustain);
-        let services = peer.services_view(&net.peers).await;
+        let services = peer.services.services_view(&net.peers).await;
         let auto: Vec<String> = peer
             .auto_replicas()
             .into_iter()

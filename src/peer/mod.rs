@@ -24,6 +24,7 @@ use crate::model::{LocalPeer, Status};
 use crate::node::protocol::{ControlRequest, ControlResponse};
 use crate::node::{self, Client, Event, NodeConfig};
 use crate::paths::{DataDir, disk_dir};
+use crate::services::Services;
 use crate::vms::{Vms, health};
 
 /// Everything needed to start a peer.
@@ -70,16 +71,14 @@ pub struct Peer {
     pub(crate) network: GuestNetwork,
     pub(crate) operations: Operations,
     pub(crate) vms: Arc<Vms>,
-    pub(crate) services: crate::services::ServiceState,
+    pub(crate) services: Arc<Services>,
     pub(crate) grants: TunnelGrants,
-    /// Consumer streams for VMs migrating away: held, then forwarded.
-    pub(crate) handovers: crate::services::handover::Handovers,
-    pub(crate) access: access::AccessList,
+    pub(crate) access: Arc<access::AccessList>,
     /// What this host lends to incoming VMs, and the parallel migration limit.
     pub(crate) capacity: capacity::CapacityConfig,
     /// Incoming VMs accepted but not yet here.
     pub(crate) capacity_reservations: capacity::Reservations,
-    pub(crate) limits: limits::PeerLimits,
+    pub(crate) limits: Arc<limits::PeerLimits>,
     /// YARN/Spark jobs and the penalty benchmark, polled off the status path.
     pub(crate) bench: crate::jobs::collector::Collector,
 }
@@ -191,15 +190,26 @@ impl Peer {
         })?;
         tracing::info!("peer {} ({}) started", config.nick, client.local_peer_id());
 
-        let access = access::AccessList::load(dir.join("access.json"), client.local_peer_id())?;
-        let config_limits = config.limits;
-        let services = crate::services::ServiceState::default();
+        let access = Arc::new(access::AccessList::load(
+            dir.join("access.json"),
+            client.local_peer_id(),
+        )?);
+        let limits = Arc::new(limits::PeerLimits::new(config.limits));
+        let services = Arc::new(Services::new(
+            client.clone(),
+            host.clone(),
+            network.clone(),
+            config.nick.clone(),
+            &config.data_dir,
+            access.clone(),
+            limits.clone(),
+        ));
         let vms = Arc::new(Vms::new(
             host.clone(),
             network.clone(),
             accel,
             config.image_dir.clone(),
-            services.republish.clone(),
+            services.on_change(),
         ));
         let peer = Arc::new(Peer {
             config,
@@ -212,11 +222,10 @@ impl Peer {
             vms,
             services,
             grants: TunnelGrants::default(),
-            handovers: crate::services::handover::Handovers::default(),
             access,
             capacity,
             capacity_reservations: capacity::Reservations::default(),
-            limits: limits::PeerLimits::new(config_limits),
+            limits,
             bench,
         });
         tokio::spawn(peer.clone().handle_node_events(events));
@@ -226,14 +235,17 @@ impl Peer {
         if peer.config.provision.enabled {
             tokio::spawn(crate::migrate::provision::run(peer.clone()));
         }
-        peer.load_exposures();
-        tokio::spawn(peer.clone().publish_loop());
-        tokio::spawn(crate::services::serve::accept_service_streams(peer.clone()));
+        peer.services.start();
         if peer.config.hypervisor.is_none() {
             // Guests on an external hypervisor are not on our namespace's bridge.
             tokio::spawn(health::probe_loop(peer.vms.clone()));
         }
         Ok(peer)
+    }
+
+    /// This peer's part in services (the service benchmarks drive it directly).
+    pub fn services(&self) -> &Arc<Services> {
+        &self.services
     }
 
     pub fn data_dir(&self) -> &DataDir {
@@ -308,21 +320,23 @@ impl Peer {
             Request::Services => {
                 let peers = self.node.status().await?.peers;
                 Ok(Reply::Services {
-                    services: self.services_view(&peers).await,
+                    services: self.services.services_view(&peers).await,
                 })
             }
             Request::Find { name } => Ok(Reply::Services {
-                services: vec![self.find_service(&name).await?],
+                services: vec![self.services.find_service(&name).await?],
             }),
             Request::Consume {
                 service,
                 local_port,
                 bind,
             } => Ok(Reply::Consuming(
-                self.consume(&service, local_port, bind.as_deref()).await?,
+                self.services
+                    .consume(&service, local_port, bind.as_deref())
+                    .await?,
             )),
             Request::Unconsume { service } => {
-                self.unconsume(&service)?;
+                self.services.unconsume(&service)?;
                 Ok(done(format!("stopped consuming '{service}'")))
             }
             Request::Expose {
@@ -340,7 +354,8 @@ impl Peer {
                         .with_context(|| format!("--allow {query}"))?;
                     peers.push(id);
                 }
-                self.expose(&name, &target, kind.as_deref(), peers, max_conns)
+                self.services
+                    .expose(&name, &target, kind.as_deref(), peers, max_conns)
                     .await?;
                 Ok(done(format!("exposing {target} as service '{name}'")))
             }
@@ -370,7 +385,7 @@ impl Peer {
                 default_role: access::DEFAULT_ROLE.to_string(),
             }),
             Request::Unexpose { name } => {
-                self.unexpose(&name)?;
+                self.services.unexpose(&name)?;
                 Ok(done(format!("service '{name}' withdrawn")))
             }
         }
@@ -379,7 +394,7 @@ impl Peer {
     pub async fn status(&self) -> Result<Status> {
         let net = self.node.status().await?;
         let vms = self.vms.views();
-        let services = self.services_view(&net.peers).await;
+        let services = self.services.services_view(&net.peers).await;
         let mut status = Status {
             local: LocalPeer {
                 peer_id: self.node.local_peer_id().to_string(),
@@ -397,7 +412,7 @@ impl Peer {
             operations: self.operations.list(),
             dial_errors: net.dial_errors,
             services,
-            consumptions: self.consumption_views(),
+            consumptions: self.services.consumption_views(),
             ..Status::default()
         };
         self.bench.fill(&mut status);
@@ -453,7 +468,7 @@ impl Peer {
                     });
                 }
                 Event::Announcement { peer, announcement } => {
-                    self.on_announcement(peer, announcement);
+                    self.services.on_announcement(peer, announcement);
                 }
             }
         }
@@ -488,7 +503,7 @@ impl Peer {
                 self.incoming_ended(peer, token, ok, error).await
             }
             ControlRequest::ListServices => {
-                let (services, load) = self.service_records().await;
+                let (services, load) = self.services.service_records().await;
                 ControlResponse::Services { services, load }
             }
             ControlRequest::VmState { vm, uuid } => self.vm_state_for(peer, &vm, &uuid).await,

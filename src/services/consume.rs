@@ -14,9 +14,8 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::proxy::{self, Counters};
 use super::serve::pipe_timed;
-use super::{Provider, Target, hedge, lock, rank};
+use super::{Provider, Services, Target, hedge, lock, rank};
 use crate::model::ConsumptionView;
-use crate::peer::Peer;
 use crate::phases::Phases;
 
 /// Providers tried for one consumer connection before giving up.
@@ -36,7 +35,7 @@ enum Candidate {
     Remote(hedge::Candidate<PeerId>),
 }
 
-impl Peer {
+impl Services {
     /// Where the next connection to `service` should go, best first.
     async fn candidates(&self, service: &str) -> Vec<Candidate> {
         let mut out = Vec::new();
@@ -45,9 +44,9 @@ impl Peer {
         {
             out.push(Candidate::Local(s.target));
         }
-        let mut remote: Vec<Provider> = self.services.catalogue.providers(service);
+        let mut remote: Vec<Provider> = self.catalogue.providers(service);
         if remote.is_empty() && out.is_empty() && self.find_service(service).await.is_ok() {
-            remote = self.services.catalogue.providers(service);
+            remote = self.catalogue.providers(service);
         }
         let latencies: HashMap<String, Option<f64>> = self
             .node
@@ -60,7 +59,7 @@ impl Peer {
                     .collect()
             })
             .unwrap_or_default();
-        let spread = self.services.spread.fetch_add(1, Ordering::Relaxed);
+        let spread = self.spread.fetch_add(1, Ordering::Relaxed);
         let ranked = rank(
             remote,
             |p| latencies.get(&p.to_string()).copied().flatten(),
@@ -81,7 +80,7 @@ impl Peer {
                 key: p.peer,
                 hedge_after: hedge::hedge_delay(rtt),
             });
-            if self.services.catalogue.unreachable(&p.peer) {
+            if self.catalogue.unreachable(&p.peer) {
                 unreachable.push(candidate);
             } else {
                 out.push(candidate);
@@ -100,7 +99,7 @@ impl Peer {
         port: Option<u16>,
         bind: Option<&str>,
     ) -> Result<ConsumptionView> {
-        if lock(&self.services.consumptions)
+        if lock(&self.consumptions)
             .iter()
             .any(|c| c.service == service)
         {
@@ -132,13 +131,13 @@ impl Peer {
             task,
         };
         let view = view_of(&consumption);
-        lock(&self.services.consumptions).push(consumption);
+        lock(&self.consumptions).push(consumption);
         tracing::info!("consuming '{service}' on {listen}");
         Ok(view)
     }
 
     pub fn unconsume(&self, service: &str) -> Result<()> {
-        let mut list = lock(&self.services.consumptions);
+        let mut list = lock(&self.consumptions);
         let Some(pos) = list.iter().position(|c| c.service == service) else {
             bail!("service '{service}' is not consumed here");
         };
@@ -146,11 +145,8 @@ impl Peer {
         Ok(())
     }
 
-    pub(crate) fn consumption_views(&self) -> Vec<ConsumptionView> {
-        lock(&self.services.consumptions)
-            .iter()
-            .map(view_of)
-            .collect()
+    pub fn consumption_views(&self) -> Vec<ConsumptionView> {
+        lock(&self.consumptions).iter().map(view_of).collect()
     }
 
     async fn serve_consumers(
@@ -169,13 +165,13 @@ impl Peer {
                     continue;
                 }
             };
-            let peer = self.clone();
+            let services = self.clone();
             let service = service.clone();
             let counters = counters.clone();
             tokio::spawn(async move {
                 Counters::add(&counters.total, 1);
                 Counters::add(&counters.active, 1);
-                if let Err(e) = peer.forward(client, &service, &counters).await {
+                if let Err(e) = services.forward(client, &service, &counters).await {
                     Counters::add(&counters.errors, 1);
                     tracing::warn!("consume '{service}': {e:#}");
                     *lock(&counters.last_error) = Some(format!("{e:#}"));
@@ -210,7 +206,7 @@ impl Peer {
                     continue;
                 }
             };
-            let provider = self.config.nick.clone();
+            let provider = self.nick.clone();
             match proxy::connect_target(&target, &self.network).await {
                 Ok(upstream) => {
                     phases.mark("connected");
@@ -282,7 +278,7 @@ impl Peer {
             phases.mark_at("next provider asked", at.into_std());
         }
         for peer in raced.failed.iter().map(|(p, _)| p).chain(&raced.overtaken) {
-            self.services.catalogue.mark_unreachable(*peer);
+            self.catalogue.mark_unreachable(*peer);
         }
         if !raced.late.is_empty() {
             let late = std::mem::take(&mut raced.late);

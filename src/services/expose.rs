@@ -1,15 +1,12 @@
 //! `peervisor expose`: legacy host services (no VM) this peer publishes, kept in
 //! `data-dir/exposed.json` across restarts.
 
-use std::path::PathBuf;
-
 use anyhow::{Context, Result, anyhow, bail};
 use libp2p::PeerId;
 use serde::{Deserialize, Serialize};
 
-use super::lock;
+use super::{Services, lock};
 use crate::node::protocol::ServiceRecord;
-use crate::peer::Peer;
 
 /// A legacy host service published with `peervisor expose`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -25,26 +22,22 @@ pub struct Exposure {
     pub max_conns: Option<u32>,
 }
 
-impl Peer {
-    fn exposures_file(&self) -> PathBuf {
-        self.data_dir().root().join("exposed.json")
-    }
-
+impl Services {
     /// Reloads exposures saved by an earlier run.
-    pub(crate) fn load_exposures(&self) {
-        let path = self.exposures_file();
-        let Ok(text) = std::fs::read_to_string(&path) else {
+    pub(super) fn load_exposures(&self) {
+        let path = &self.exposures_file;
+        let Ok(text) = std::fs::read_to_string(path) else {
             return;
         };
         match parse_exposures(&text) {
-            Ok(list) => *lock(&self.services.exposures) = list,
+            Ok(list) => *lock(&self.exposures) = list,
             Err(e) => tracing::warn!("{}: ignored ({e})", path.display()),
         }
     }
 
     fn save_exposures(&self, list: &[Exposure]) -> Result<()> {
-        let path = self.exposures_file();
-        std::fs::write(&path, serde_json::to_vec_pretty(list)?)
+        let path = &self.exposures_file;
+        std::fs::write(path, serde_json::to_vec_pretty(list)?)
             .with_context(|| format!("writing {}", path.display()))
     }
 
@@ -81,7 +74,7 @@ impl Peer {
             bail!("this peer already provides a service named '{name}'");
         }
         let list = {
-            let mut list = lock(&self.services.exposures);
+            let mut list = lock(&self.exposures);
             list.push(Exposure {
                 name: name.to_string(),
                 kind: record.kind,
@@ -92,13 +85,13 @@ impl Peer {
             list.clone()
         };
         self.save_exposures(&list)?;
-        self.services.republish.notify_one();
+        self.republish.notify_one();
         Ok(())
     }
 
     pub fn unexpose(&self, name: &str) -> Result<()> {
         let list = {
-            let mut list = lock(&self.services.exposures);
+            let mut list = lock(&self.exposures);
             let Some(pos) = list.iter().position(|e| e.name == name) else {
                 bail!("no exposed service named '{name}' on this peer");
             };
@@ -106,7 +99,7 @@ impl Peer {
             list.clone()
         };
         self.save_exposures(&list)?;
-        self.services.republish.notify_one();
+        self.republish.notify_one();
         Ok(())
     }
 }

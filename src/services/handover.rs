@@ -6,15 +6,16 @@
 //! guest is paused for the switch-over, then forwards it to the destination peer,
 //! and keeps forwarding for a while after the move.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use libp2p::PeerId;
 use tokio::sync::Notify;
 
-use crate::peer::Peer;
-use crate::services::proxy::{self, Answer};
+use super::Services;
+use super::proxy::{self, Answer};
+use crate::node::Client;
 
 /// How long after a move streams for the VM's services are still forwarded.
 const FORWARD_FOR: Duration = Duration::from_secs(60);
@@ -102,9 +103,9 @@ impl Handovers {
     }
 }
 
-impl Peer {
+impl Services {
     /// Records that `vm` is leaving for `dest`, with the services it provides.
-    pub(crate) async fn handover_begin(self: &Arc<Self>, vm: &str, dest: PeerId) {
+    pub async fn handover_begin(&self, vm: &str, dest: PeerId) {
         let services = self
             .local_services()
             .await
@@ -118,11 +119,16 @@ impl Peer {
 }
 
 /// Provider side: carries a consumer's stream for `service` on to `dest`.
-pub async fn forward<S>(peer: &Peer, stream: &mut S, dest: PeerId, service: &str) -> Result<()>
+pub(super) async fn forward<S>(
+    node: &Client,
+    stream: &mut S,
+    dest: PeerId,
+    service: &str,
+) -> Result<()>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    let mut streams = peer.node.streams();
+    let mut streams = node.streams();
     let mut upstream = match proxy::open_served_there(&mut streams, dest, service).await {
         Ok(upstream) => upstream,
         Err(e) => {
@@ -139,6 +145,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     #[tokio::test]
     async fn streams_wait_for_the_switch_over_then_go_to_the_destination() {

@@ -18,17 +18,25 @@ pub mod publish;
 pub mod serve;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
 use tokio::sync::Notify;
 
+use crate::admission::access::AccessList;
+use crate::admission::limits::PeerLimits;
+use crate::hypervisor::Host;
+use crate::hypervisor::netns::GuestNetwork;
 use crate::model::{PeerLoad, ProviderView, ServiceSpec, ServiceView, VmState, VmView};
+use crate::node::Client;
 use crate::node::protocol::ServiceRecord;
+use crate::paths::DataDir;
 use consume::Consumption;
 use expose::Exposure;
+use handover::Handovers;
 
 /// A provider not heard from for this long is dropped (it announces every 3 s in a
 /// small overlay; see `announce_every`).
@@ -222,10 +230,20 @@ impl Catalogue {
     }
 }
 
-#[derive(Default)]
-/// This peer's part in services: what it provides, consumes and has heard of.
-pub struct ServiceState {
-    pub catalogue: Catalogue,
+/// This peer's part in services: what it provides (its running VMs' services
+/// and its exposures), consumes and has heard of, and the handles that takes:
+/// the node (gossip, DHT, streams), the hypervisor's VM list, the guest
+/// network (where guest services are connected), who may consume and how often.
+pub struct Services {
+    node: Client,
+    host: Host,
+    network: GuestNetwork,
+    nick: String,
+    /// `data-dir/exposed.json`: the exposures, kept across restarts.
+    exposures_file: PathBuf,
+    access: Arc<AccessList>,
+    limits: Arc<PeerLimits>,
+    catalogue: Catalogue,
     consumptions: Mutex<Vec<Consumption>>,
     exposures: Mutex<Vec<Exposure>>,
     /// DHT keys this peer currently provides.
@@ -237,7 +255,63 @@ pub struct ServiceState {
     /// Rotates the choice among equally good providers.
     spread: AtomicUsize,
     /// Wakes the publisher at once (a VM started, stopped or moved).
-    pub republish: std::sync::Arc<Notify>,
+    republish: Arc<Notify>,
+    /// Consumer streams for VMs migrating away: held, then forwarded.
+    handovers: Handovers,
+}
+
+impl Services {
+    pub fn new(
+        node: Client,
+        host: Host,
+        network: GuestNetwork,
+        nick: String,
+        data_dir: &DataDir,
+        access: Arc<AccessList>,
+        limits: Arc<PeerLimits>,
+    ) -> Services {
+        Services {
+            node,
+            host,
+            network,
+            nick,
+            exposures_file: data_dir.root().join("exposed.json"),
+            access,
+            limits,
+            catalogue: Catalogue::default(),
+            consumptions: Mutex::default(),
+            exposures: Mutex::default(),
+            published: Mutex::default(),
+            versions: Mutex::default(),
+            served: AtomicU64::default(),
+            spread: AtomicUsize::default(),
+            republish: Arc::default(),
+            handovers: Handovers::default(),
+        }
+    }
+
+    /// Reloads the exposures of an earlier run, then publishes what this peer
+    /// provides and serves consumers' streams, in the background.
+    pub fn start(self: &Arc<Self>) {
+        self.load_exposures();
+        tokio::spawn(self.clone().publish_loop());
+        tokio::spawn(serve::accept_service_streams(self.clone()));
+    }
+
+    /// Announces what this peer provides now rather than at the next interval.
+    pub fn republish(&self) {
+        self.republish.notify_one();
+    }
+
+    /// What to tell when this peer's VMs change (the publisher listens).
+    pub fn on_change(&self) -> Arc<Notify> {
+        self.republish.clone()
+    }
+
+    /// Consumer streams for this peer's VMs that migrate away.
+    pub fn handovers(&self) -> &Handovers {
+        &self.handovers
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
