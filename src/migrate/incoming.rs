@@ -9,13 +9,13 @@ use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
 
+use super::Migrations;
+use super::capacity::{Refusal, Reservation, VmRequirements};
+use super::operations::Busy;
 use crate::control::Role;
 use crate::hypervisor::job::JobSample;
-use crate::migrate::capacity::{Refusal, Reservation, VmRequirements};
-use crate::migrate::operations::Busy;
 use crate::model::{OperationKind, OperationPhase, VmState};
 use crate::node::protocol::ControlResponse;
-use crate::peer::Peer;
 
 /// How long an authorization to open tunnel streams stays valid.
 const GRANT_TTL: Duration = Duration::from_secs(600);
@@ -128,9 +128,9 @@ impl TunnelGrants {
     }
 }
 
-impl Peer {
+impl Migrations {
     /// Destination side: decides whether to accept a VM, before anything moves.
-    pub(crate) async fn prepare_incoming(
+    pub async fn prepare_incoming(
         self: &Arc<Self>,
         from: PeerId,
         vm: VmRequirements,
@@ -146,7 +146,7 @@ impl Peer {
                 "peer {from} is not allowed to control this host (its operator can run `peervisor peers allow {from} --role control`)"
             ));
         }
-        if !self.config.accept_migrations {
+        if !self.accept {
             return refuse("this peer does not accept incoming migrations".into());
         }
         if vm.boot_files.len() > MAX_BOOT_FILES
@@ -158,7 +158,7 @@ impl Peer {
             return refuse("malformed request: too many or too long boot file paths".into());
         }
         self.settle_expired_grants();
-        let reservation = match self.check_incoming(&vm).await {
+        let reservation = match self.capacity.check_incoming(&vm).await {
             Ok(reservation) => reservation,
             Err(refusal) => return refuse(refusal.to_string()),
         };
@@ -171,7 +171,7 @@ impl Peer {
                 Ok(plan) => plan,
                 Err(reason) => return refuse(reason),
             };
-        let limit = self.capacity.max_migrations;
+        let limit = self.capacity.max_migrations();
         let operation = match self.operations.begin_limited(
             OperationKind::MigrateIn,
             &vm.name,
@@ -325,7 +325,7 @@ impl Peer {
     }
 
     /// Destination side: the source says the migration is over.
-    pub(crate) async fn incoming_ended(
+    pub async fn incoming_ended(
         &self,
         from: PeerId,
         token: u64,

@@ -15,16 +15,16 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, anyhow, bail};
 use libp2p::PeerId;
 
+use super::Migrations;
+use super::capacity::VmRequirements;
 use super::diskmig::with_disks_renamed;
+use super::operations::Busy;
 use super::tunnel::{DISKS_CHANNEL, MEMORY_CHANNEL, TunnelBridge, channel_file};
 use crate::control::{MigrationReport, Reply};
 use crate::hypervisor::MigrationUris;
 use crate::hypervisor::job::JobSample;
-use crate::migrate::capacity::VmRequirements;
-use crate::migrate::operations::Busy;
 use crate::model::{OperationKind, OperationPhase, VmState, VmView};
 use crate::node::protocol::{CHANNEL_PROTOCOL, ControlRequest, ControlResponse, TUNNEL_PROTOCOL};
-use crate::peer::Peer;
 use crate::peer::peers::{peer_id_of, resolve};
 use crate::phases::Phases;
 use crate::services::probe::GapProbe;
@@ -53,11 +53,11 @@ struct Arrival {
     switched: Option<Instant>,
 }
 
-impl Peer {
+impl Migrations {
     /// The control request: with `detach`, answers once the destination has
     /// accepted the VM (its checks passed, nothing moved yet) and lets the
     /// transfer run on; otherwise answers at the end with the report.
-    pub(crate) async fn migrate_request(
+    pub async fn migrate_request(
         self: &Arc<Self>,
         vm: String,
         to: String,
@@ -116,8 +116,8 @@ impl Peer {
             bail!("peer {dest_name} is known but not connected: cannot migrate to it now");
         }
         let dest_id = peer_id_of(&dest)?;
-        let requirements = self.requirements_of(&local).await?;
-        let limit = self.capacity.max_migrations;
+        let requirements = self.capacity.requirements_of(&local).await?;
+        let limit = self.capacity.max_migrations();
         let op = self
             .operations
             .begin_limited(OperationKind::MigrateOut, vm, &dest_name, limit)
@@ -167,7 +167,7 @@ impl Peer {
         }
         result.map(|arrival| MigrationReport {
             vm: vm.to_string(),
-            from: self.config.nick.clone(),
+            from: self.nick.clone(),
             to: dest_name,
             to_peer_id: dest_id.to_string(),
             seconds: arrival
@@ -184,11 +184,14 @@ impl Peer {
 
     /// Source side: cancels the running outgoing migration of `vm`. libvirt stops
     /// the transfer and the VM keeps running here; `migrate` then reports failure.
-    pub async fn abort_migration(&self, vm: &str) -> Result<()> {
+    pub async fn abort(&self, vm: &str) -> Result<String> {
         if !self.operations.is_outgoing(vm) {
             bail!("VM '{vm}' is not being migrated from this peer");
         }
-        self.host.abort_job(vm).await
+        self.host.abort_job(vm).await?;
+        Ok(format!(
+            "migration of VM '{vm}' aborted: it keeps running on this peer"
+        ))
     }
 
     #[allow(clippy::too_many_arguments)] // what one migration needs, no more
@@ -230,12 +233,9 @@ impl Peer {
         if let Some((tx, to, operation)) = accepted {
             let _ = tx.send(Started { to, operation });
         }
-        let socket = self
-            .data_dir()
-            .run_dir()
-            .join(format!("migrate-{token:016x}.sock"));
+        let socket = self.run_dir.join(format!("migrate-{token:016x}.sock"));
         let bridge = TunnelBridge::bind(
-            self,
+            &self.node,
             socket,
             dest,
             TUNNEL_PROTOCOL,
@@ -372,7 +372,7 @@ impl Peer {
         } else {
             &[MEMORY_CHANNEL]
         };
-        let run = self.daemon_run_dir();
+        let run = &self.daemon.run_dir;
         let mut bridges = Vec::new();
         let mut uris = Vec::new();
         for &tag in tags {
@@ -382,8 +382,14 @@ impl Peer {
             let mut header = token.to_be_bytes().to_vec();
             header.push(tag);
             let path = run.join(&file);
-            let bound =
-                TunnelBridge::bind(self, path, dest, CHANNEL_PROTOCOL, header, phases.clone());
+            let bound = TunnelBridge::bind(
+                &self.node,
+                path,
+                dest,
+                CHANNEL_PROTOCOL,
+                header,
+                phases.clone(),
+            );
             match bound {
                 Ok(bridge) => bridges.push(bridge),
                 Err(e) => return failed(e),
@@ -435,11 +441,11 @@ async fn finish_probe(probe: Option<(GapProbe, String)>) -> Option<u64> {
 }
 
 /// Source side: samples the VM's migration job into its operation until aborted.
-async fn watch_progress(peer: Arc<Peer>, vm: String, op: u64) {
+async fn watch_progress(migrations: Arc<Migrations>, vm: String, op: u64) {
     loop {
         tokio::time::sleep(PROGRESS_EVERY).await;
-        match peer.host.job_progress(&vm).await {
-            Ok(Some(sample)) => peer.operations.set_progress(op, &sample),
+        match migrations.host.job_progress(&vm).await {
+            Ok(Some(sample)) => migrations.operations.set_progress(op, &sample),
             Ok(None) => {}
             Err(e) => tracing::debug!("migration progress of VM '{vm}': {e:#}"),
         }

@@ -22,9 +22,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
+use super::replicate::Replications;
 use crate::model::{PeerView, ServiceView, VmState, VmView};
-use crate::peer::Peer;
+use crate::node::Client;
+use crate::paths::DataDir;
+use crate::services::Services;
 use crate::services::publish::vms_cpu_pct;
+use crate::vms::Vms;
 
 const LOOK_EVERY: Duration = Duration::from_secs(5);
 
@@ -250,89 +254,131 @@ fn cpu_of(vm: &VmView) -> f64 {
     vm.stats.as_ref().map_or(0.0, |s| s.cpu_pct_host)
 }
 
-impl Peer {
-    fn provisioned_file(&self) -> PathBuf {
-        self.data_dir().root().join("provisioned.json")
+/// `data-dir/provisioned.json`: the replicas other peers' policies placed on
+/// this host (the only VMs this host's policy may remove).
+#[derive(Debug, Clone)]
+pub struct AutoReplicas {
+    file: PathBuf,
+}
+
+impl AutoReplicas {
+    pub fn in_dir(data_dir: &DataDir) -> AutoReplicas {
+        AutoReplicas {
+            file: data_dir.root().join("provisioned.json"),
+        }
     }
 
-    /// Replicas the policy placed on this host (and that still exist).
-    pub(crate) fn auto_replicas(&self) -> Vec<String> {
-        std::fs::read_to_string(self.provisioned_file())
+    /// Replicas the policy placed on this host (some may be gone since).
+    pub fn list(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.file)
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok())
             .unwrap_or_default()
     }
 
     /// Records (or forgets) a replica placed here by another peer's policy.
-    pub(crate) fn mark_auto_replica(&self, name: &str, placed: bool) -> Result<()> {
-        let mut list = self.auto_replicas();
+    pub fn mark(&self, name: &str, placed: bool) -> Result<()> {
+        let mut list = self.list();
         list.retain(|n| n != name);
         if placed {
             list.push(name.to_string());
         }
-        let path = self.provisioned_file();
-        std::fs::write(&path, serde_json::to_vec_pretty(&list)?)
-            .with_context(|| format!("writing {}", path.display()))
+        std::fs::write(&self.file, serde_json::to_vec_pretty(&list)?)
+            .with_context(|| format!("writing {}", self.file.display()))
     }
 }
 
-/// The policy's loop: one look every few seconds, at most one action at a time.
-pub async fn run(peer: Arc<Peer>) {
-    let policy = peer.config.provision;
-    tracing::info!(
-        target: "provision",
-        "on-demand provision on: replicate when this peer's VMs use over {:.0}% of the host's CPU, give back below {:.0}%, after {} s",
-        policy.high_pct,
-        policy.low_pct,
-        policy.sustain.as_secs()
-    );
-    let mut tracker = Tracker::default();
-    loop {
-        tokio::time::sleep(LOOK_EVERY).await;
-        let (Ok(vms), Ok(net)) = (peer.host.list().await, peer.node.status().await) else {
-            continue;
-        };
-        let now = Instant::now();
-        let cpu_pct = tracker.settled_cpu_pct(&vms, now, policy.sustain);
-        let services = peer.services.services_view(&net.peers).await;
-        let auto: Vec<String> = peer
-            .auto_replicas()
-            .into_iter()
-            .filter(|n| vms.iter().any(|v| &v.name == n))
-            .collect();
-        let view = View {
-            now,
-            cpu_pct,
-            vms: &vms,
-            auto_replicas: &auto,
-            peers: &net.peers,
-            services: &services,
-        };
-        match decide(&policy, &mut tracker, &view) {
-            Decision::Nothing => {}
-            Decision::Replicate { vm, to, reason } => {
-                tracing::info!(target: "provision", "replicating VM '{vm}': {reason}");
-                match peer.replicate_as(&vm, &to, None, true).await {
-                    Ok(r) => tracing::info!(
-                        target: "provision",
-                        "VM '{vm}' replicated to {} as '{}'",
-                        r.to,
-                        r.replica
-                    ),
-                    Err(e) => {
-                        tracing::warn!(target: "provision", "replicating VM '{vm}' failed: {e:#}")
-                    }
-                }
+/// The policy at work on this peer: what it looks at (the overlay's peers and
+/// services, the VMs here) and what it does (replicate a VM, remove a replica).
+pub struct Provision {
+    policy: ProvisionPolicy,
+    node: Client,
+    vms: Arc<Vms>,
+    services: Arc<Services>,
+    replications: Arc<Replications>,
+    auto: AutoReplicas,
+}
+
+impl Provision {
+    pub fn new(
+        policy: ProvisionPolicy,
+        node: Client,
+        data_dir: &DataDir,
+        vms: Arc<Vms>,
+        services: Arc<Services>,
+        replications: Arc<Replications>,
+    ) -> Provision {
+        Provision {
+            policy,
+            node,
+            vms,
+            services,
+            replications,
+            auto: AutoReplicas::in_dir(data_dir),
+        }
+    }
+
+    /// The policy's loop: one look every few seconds, at most one action at a time.
+    pub async fn run(self) {
+        let policy = self.policy;
+        tracing::info!(
+            target: "provision",
+            "on-demand provision on: replicate when this peer's VMs use over {:.0}% of the host's CPU, give back below {:.0}%, after {} s",
+            policy.high_pct,
+            policy.low_pct,
+            policy.sustain.as_secs()
+        );
+        let mut tracker = Tracker::default();
+        loop {
+            tokio::time::sleep(LOOK_EVERY).await;
+            let (Ok(vms), Ok(net)) = (self.vms.list().await, self.node.status().await) else {
+                continue;
+            };
+            let now = Instant::now();
+            let cpu_pct = tracker.settled_cpu_pct(&vms, now, policy.sustain);
+            let services = self.services.services_view(&net.peers).await;
+            let auto: Vec<String> = self
+                .auto
+                .list()
+                .into_iter()
+                .filter(|n| vms.iter().any(|v| &v.name == n))
+                .collect();
+            let view = View {
+                now,
+                cpu_pct,
+                vms: &vms,
+                auto_replicas: &auto,
+                peers: &net.peers,
+                services: &services,
+            };
+            match decide(&policy, &mut tracker, &view) {
+                Decision::Nothing => {}
+                Decision::Replicate { vm, to, reason } => self.replicate(&vm, &to, &reason).await,
+                Decision::Remove { vm, reason } => self.remove(&vm, &reason).await,
             }
-            Decision::Remove { vm, reason } => {
-                tracing::info!(target: "provision", "removing replica '{vm}': {reason}");
-                match peer.vms.destroy(&vm).await {
-                    Ok(()) => {
-                        let _ = peer.mark_auto_replica(&vm, false);
-                    }
-                    Err(e) => tracing::warn!(target: "provision", "removing '{vm}' failed: {e:#}"),
-                }
+        }
+    }
+
+    async fn replicate(&self, vm: &str, to: &str, reason: &str) {
+        tracing::info!(target: "provision", "replicating VM '{vm}': {reason}");
+        match self.replications.replicate_as(vm, to, None, true).await {
+            Ok(r) => tracing::info!(
+                target: "provision",
+                "VM '{vm}' replicated to {} as '{}'",
+                r.to,
+                r.replica
+            ),
+            Err(e) => tracing::warn!(target: "provision", "replicating VM '{vm}' failed: {e:#}"),
+        }
+    }
+
+    async fn remove(&self, vm: &str, reason: &str) {
+        tracing::info!(target: "provision", "removing replica '{vm}': {reason}");
+        match self.vms.destroy(vm).await {
+            Ok(()) => {
+                let _ = self.auto.mark(vm, false);
             }
+            Err(e) => tracing::warn!(target: "provision", "removing '{vm}' failed: {e:#}"),
         }
     }
 }

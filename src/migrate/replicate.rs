@@ -22,13 +22,16 @@ use libp2p::PeerId;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::compat::FuturesAsyncReadCompatExt;
 
+use super::capacity::{Capacity, Reservation, VmRequirements};
+use super::operations::{Busy, Operations};
+use super::provision::AutoReplicas;
+use crate::admission::access::AccessList;
 use crate::control::Role;
 use crate::control::{DiskTransfer, ReplicationReport};
+use crate::hypervisor::Host;
 use crate::hypervisor::domain::new_uuid;
 use crate::hypervisor::job::JobSample;
 use crate::hypervisor::manifest::VmManifest;
-use crate::migrate::capacity::{Reservation, VmRequirements};
-use crate::migrate::operations::Busy;
 use crate::migrate::replica::point_in_time::{DiskImage, ImageReport, Method};
 use crate::migrate::replica::sparse::{self, Partial};
 use crate::migrate::replica::transfer::{
@@ -36,10 +39,12 @@ use crate::migrate::replica::transfer::{
 };
 use crate::migrate::replica::wire::{self, Answer, Offer, Outcome};
 use crate::model::{OperationKind, OperationPhase, PeerView, ServiceSpec, VmState};
+use crate::node::Client;
 use crate::node::protocol::REPLICA_PROTOCOL;
+use crate::paths::DataDir;
 use crate::paths::disk_dir;
-use crate::peer::Peer;
 use crate::peer::peers::{peer_id_of, resolve};
+use crate::vms::Vms;
 use crate::vms::validate_vm_name;
 
 /// The destination must answer an offer this fast (it hashes its partial file).
@@ -49,7 +54,58 @@ const START_TIMEOUT: Duration = Duration::from_secs(180);
 /// Largest disk file accepted.
 const MAX_DISK_FILE: u64 = 4 << 40;
 
-impl Peer {
+/// Replication, both ends: what it holds to send a copy of a VM (node,
+/// hypervisor) and to take one in (who may push VMs here, whether this peer
+/// accepts them, what it lends, the images it boots from, the VMs it makes),
+/// and the operations it records.
+pub struct Replications {
+    node: Client,
+    host: Host,
+    nick: String,
+    image_dir: PathBuf,
+    /// Whether other peers may push VMs into this host.
+    accept: bool,
+    access: Arc<AccessList>,
+    capacity: Arc<Capacity>,
+    operations: Arc<Operations>,
+    vms: Arc<Vms>,
+    /// Replicas another peer's provision policy placed here.
+    auto: AutoReplicas,
+}
+
+impl Replications {
+    #[allow(clippy::too_many_arguments)] // the handles it holds, one each
+    pub fn new(
+        node: Client,
+        host: Host,
+        nick: String,
+        data_dir: &DataDir,
+        image_dir: PathBuf,
+        accept: bool,
+        access: Arc<AccessList>,
+        capacity: Arc<Capacity>,
+        operations: Arc<Operations>,
+        vms: Arc<Vms>,
+    ) -> Replications {
+        Replications {
+            node,
+            host,
+            nick,
+            image_dir,
+            accept,
+            access,
+            capacity,
+            operations,
+            vms,
+            auto: AutoReplicas::in_dir(data_dir),
+        }
+    }
+
+    /// Serves other peers' replication streams in the background.
+    pub fn start(self: &Arc<Self>) {
+        tokio::spawn(accept_replicas(self.clone()));
+    }
+
     /// Source side: replicates `vm` to the peer named `to` as `name` (default
     /// `VM-rN`, the first such name no known peer uses).
     pub async fn replicate(
@@ -63,7 +119,7 @@ impl Peer {
 
     /// `auto`: asked by the provision policy; the destination remembers it and
     /// its policy may remove the replica when idle.
-    pub(crate) async fn replicate_as(
+    pub(super) async fn replicate_as(
         self: &Arc<Self>,
         vm: &str,
         to: &str,
@@ -97,7 +153,7 @@ impl Peer {
                 default_replica_name(vm, &local_names, &net.peers)?
             }
         };
-        let limit = self.capacity.max_migrations;
+        let limit = self.capacity.max_migrations();
         let op = self
             .operations
             .begin_limited(OperationKind::ReplicateOut, vm, &dest_name, limit)
@@ -162,7 +218,7 @@ impl Peer {
         Ok(ReplicationReport {
             vm: vm.to_string(),
             replica: name,
-            from: self.config.nick.clone(),
+            from: self.nick.clone(),
             to: dest_name,
             to_peer_id: dest_id.to_string(),
             replica_ip: ip,
@@ -289,7 +345,7 @@ impl Peer {
                 "peer {from} is not allowed to control this host (its operator can run `peervisor peers allow {from} --role control`)"
             ));
         }
-        if !self.config.accept_migrations {
+        if !self.accept {
             return Err("this peer does not accept VMs from other peers".into());
         }
         validate_vm_name(&offer.name).map_err(|e| e.to_string())?;
@@ -313,7 +369,7 @@ impl Peer {
         manifest
             .validate()
             .map_err(|e| format!("replica definition: {e}"))?;
-        let (dir, image) = (self.config.image_dir.clone(), offer.image.clone());
+        let (dir, image) = (self.image_dir.clone(), offer.image.clone());
         let found = tokio::task::spawn_blocking(move || crate::image::find(&dir, &image)).await;
         let Ok(Ok(image)) = found else {
             return Err(format!(
@@ -347,6 +403,7 @@ impl Peer {
             boot_files,
         };
         let reservation = self
+            .capacity
             .check_incoming(&requirements)
             .await
             .map_err(|refusal| refusal.to_string())?;
@@ -512,8 +569,8 @@ fn default_replica_name(vm: &str, local: &[String], peers: &[PeerView]) -> Resul
 }
 
 /// Destination side: serves replication streams.
-pub async fn accept_replicas(peer: Arc<Peer>) {
-    let mut incoming = match peer.node.streams().accept(REPLICA_PROTOCOL) {
+async fn accept_replicas(replications: Arc<Replications>) {
+    let mut incoming = match replications.node.streams().accept(REPLICA_PROTOCOL) {
         Ok(incoming) => incoming,
         Err(e) => {
             tracing::error!("cannot accept replicas: {e}");
@@ -521,23 +578,27 @@ pub async fn accept_replicas(peer: Arc<Peer>) {
         }
     };
     while let Some((from, stream)) = incoming.next().await {
-        let peer = peer.clone();
+        let replications = replications.clone();
         tokio::spawn(async move {
-            if let Err(e) = serve_replica(&peer, from, stream).await {
+            if let Err(e) = serve_replica(&replications, from, stream).await {
                 tracing::warn!("replication from {from}: {e:#}");
             }
         });
     }
 }
 
-async fn serve_replica(peer: &Peer, from: PeerId, stream: crate::node::Stream) -> Result<()> {
+async fn serve_replica(
+    replications: &Replications,
+    from: PeerId,
+    stream: crate::node::Stream,
+) -> Result<()> {
     let mut stream = stream.compat();
     let offer: Offer = tokio::time::timeout(READ_TIMEOUT, wire::receive(&mut stream, "offer"))
         .await
         .map_err(|_| anyhow!("no offer within {READ_TIMEOUT:?}"))??;
-    let limit = peer.capacity.max_migrations;
-    let checked = match peer.check_offer(from, &offer).await {
-        Ok(accepted) => peer
+    let limit = replications.capacity.max_migrations();
+    let checked = match replications.check_offer(from, &offer).await {
+        Ok(accepted) => replications
             .operations
             .begin_limited(
                 OperationKind::ReplicateIn,
@@ -571,14 +632,14 @@ async fn serve_replica(peer: &Peer, from: PeerId, stream: crate::node::Stream) -
         offer.name,
         offer.source_vm
     );
-    match peer
+    match replications
         .receive_replica(&mut stream, &offer, &accepted, op)
         .await
     {
         Ok(outcome) => {
-            peer.operations.finish(op, None);
+            replications.operations.finish(op, None);
             if offer.auto
-                && let Err(e) = peer.mark_auto_replica(&offer.name, true)
+                && let Err(e) = replications.auto.mark(&offer.name, true)
             {
                 tracing::warn!("{e:#}");
             }
@@ -586,7 +647,7 @@ async fn serve_replica(peer: &Peer, from: PeerId, stream: crate::node::Stream) -
             wire::send(&mut stream, &outcome).await?;
         }
         Err(e) => {
-            peer.operations.finish(op, Some(format!("{e:#}")));
+            replications.operations.finish(op, Some(format!("{e:#}")));
             let reason = format!("{e:#}");
             let _ = wire::send(&mut stream, &Outcome::Failed { reason }).await;
             return Err(e.context(format!("replica '{}'", offer.name)));

@@ -136,13 +136,13 @@ impl Services {
         Ok(view)
     }
 
-    pub fn unconsume(&self, service: &str) -> Result<()> {
+    pub fn unconsume(&self, service: &str) -> Result<String> {
         let mut list = lock(&self.consumptions);
         let Some(pos) = list.iter().position(|c| c.service == service) else {
             bail!("service '{service}' is not consumed here");
         };
         list.remove(pos).task.abort();
-        Ok(())
+        Ok(format!("stopped consuming '{service}'"))
     }
 
     pub fn consumption_views(&self) -> Vec<ConsumptionView> {

@@ -49,7 +49,7 @@ impl Services {
         kind: Option<&str>,
         allow: Vec<PeerId>,
         max_conns: Option<u32>,
-    ) -> Result<()> {
+    ) -> Result<String> {
         if max_conns == Some(0) {
             bail!("--max-conns 0 would refuse every consumer: give 1 or more");
         }
@@ -86,10 +86,10 @@ impl Services {
         };
         self.save_exposures(&list)?;
         self.republish.notify_one();
-        Ok(())
+        Ok(format!("exposing {target} as service '{name}'"))
     }
 
-    pub fn unexpose(&self, name: &str) -> Result<()> {
+    pub fn unexpose(&self, name: &str) -> Result<String> {
         let list = {
             let mut list = lock(&self.exposures);
             let Some(pos) = list.iter().position(|e| e.name == name) else {
@@ -100,7 +100,7 @@ impl Services {
         };
         self.save_exposures(&list)?;
         self.republish.notify_one();
-        Ok(())
+        Ok(format!("service '{name}' withdrawn"))
     }
 }
 

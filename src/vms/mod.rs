@@ -3,7 +3,7 @@
 //! files a removed VM leaves, and what a VM may be named; `health.rs` probes
 //! their guests' services.
 
-pub mod health;
+mod health;
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -53,6 +53,12 @@ impl Vms {
             health: health::Health::default(),
             changed,
         }
+    }
+
+    /// Probes the running guests' services every few seconds, in the background
+    /// (only on this peer's own guest network).
+    pub fn start_probing(self: &Arc<Self>) {
+        tokio::spawn(health::probe_loop(self.clone()));
     }
 
     /// Every VM of the hypervisor, fresh from libvirt.
