@@ -12,6 +12,7 @@ mod image;
 mod jobs;
 mod migrate;
 mod model;
+mod names;
 mod node;
 mod paths;
 mod peer;

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 /// Plain types, paths, log timing and test helpers: imported by all, import nothing above.
-const BASE: &[&str] = &["model", "paths", "phases", "fuzzing"];
+const BASE: &[&str] = &["model", "names", "paths", "phases", "fuzzing"];
 /// The overlay, libvirt and the guest image: they know nothing of what uses them.
 const PLATFORM: &[&str] = &["node", "hypervisor", "image"];
 /// The node's features and its control API.
@@ -35,8 +35,9 @@ fn refusal(from: &str, to: &str) -> Option<String> {
     }
     let within = |allowed: &[&[&str]]| allowed.iter().any(|layer| layer.contains(&to));
     let refused = if BASE.contains(&from) {
-        (!within(&[BASE]))
-            .then_some("base modules import only base modules (model, paths, phases, fuzzing)")
+        (!within(&[BASE])).then_some(
+            "base modules import only base modules (model, names, paths, phases, fuzzing)",
+        )
     } else if PLATFORM.contains(&from) {
         (!within(&[BASE, PLATFORM]))
             .then_some("node, hypervisor and image import only each other and base modules")

@@ -24,8 +24,8 @@ use crate::control::{MigrationReport, Reply};
 use crate::hypervisor::MigrationUris;
 use crate::hypervisor::job::JobSample;
 use crate::model::{OperationKind, OperationPhase, VmState, VmView};
+use crate::names::{peer_id_of, resolve};
 use crate::node::protocol::{CHANNEL_PROTOCOL, ControlRequest, ControlResponse, TUNNEL_PROTOCOL};
-use crate::peer::peers::{peer_id_of, resolve};
 use crate::phases::Phases;
 use crate::services::probe::GapProbe;
 

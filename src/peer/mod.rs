@@ -6,7 +6,6 @@
 //! them; it does none of their work. Used by the headless `peervisor node` and by
 //! the console's embedded node.
 
-pub mod peers;
 mod start;
 
 pub use start::start_serving;
@@ -31,6 +30,7 @@ use crate::migrate::outgoing::Limits;
 pub use crate::migrate::provision::ProvisionPolicy;
 use crate::migrate::replicate::Replications;
 use crate::model::{LocalPeer, Status};
+use crate::names;
 use crate::node::protocol::{ControlRequest, ControlResponse};
 use crate::node::{self, Client, Event};
 use crate::paths::DataDir;
@@ -345,7 +345,7 @@ impl Peer {
             return Ok(id);
         }
         let peers = self.node.status().await?.peers;
-        peers::peer_id_of(&peers::resolve(query, &peers)?)
+        names::peer_id_of(&names::resolve(query, &peers)?)
     }
 }
 

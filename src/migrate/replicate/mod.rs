@@ -36,10 +36,10 @@ use crate::migrate::replica::sparse;
 use crate::migrate::replica::transfer::{Sent as ChunksSent, send_chunks};
 use crate::migrate::replica::wire::{self, Answer, Offer, Outcome};
 use crate::model::{OperationKind, OperationPhase, PeerView, ServiceSpec, VmState};
+use crate::names::{peer_id_of, resolve};
 use crate::node::Client;
 use crate::node::protocol::REPLICA_PROTOCOL;
 use crate::paths::DataDir;
-use crate::peer::peers::{peer_id_of, resolve};
 use crate::vms::Vms;
 use crate::vms::validate_vm_name;
 
