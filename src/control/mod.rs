@@ -3,6 +3,8 @@
 //! One JSON object per line each way.
 
 pub mod client;
+#[cfg(test)]
+mod json_shape;
 mod role;
 pub mod server;
 
