@@ -151,49 +151,55 @@ async fn execute_commands(
 fn to_request(command: &UiCommand) -> Option<Request> {
     Some(match command.clone() {
         UiCommand::Migrate { vm, to } => Request::Migrate {
-            vm,
-            to,
+            vm: vm.into(),
+            to: to.into(),
             max_downtime_ms: None,
             bandwidth_mib_s: None,
             foreign: false,
             detach: false,
         },
-        UiCommand::Replicate { vm, to } => Request::Replicate { vm, to, name: None },
+        UiCommand::Replicate { vm, to } => Request::Replicate {
+            vm: vm.into(),
+            to: to.into(),
+            name: None,
+        },
         UiCommand::Start { vm } => Request::VmStart {
-            name: vm,
+            name: vm.into(),
             foreign: false,
         },
         // Graceful (ACPI), powered off after the node's default timeout.
         UiCommand::Stop { vm } => Request::VmStop {
-            name: vm,
+            name: vm.into(),
             force: false,
             timeout_s: None,
             foreign: false,
         },
         UiCommand::Delete { vm } => Request::VmRemove {
-            name: vm,
+            name: vm.into(),
             foreign: false,
         },
-        UiCommand::AbortMigration { vm } => Request::MigrateAbort { vm },
+        UiCommand::AbortMigration { vm } => Request::MigrateAbort { vm: vm.into() },
         UiCommand::Pause { vm } => Request::VmPause {
-            name: vm,
+            name: vm.into(),
             foreign: false,
         },
         UiCommand::Resume { vm } => Request::VmResume {
-            name: vm,
+            name: vm.into(),
             foreign: false,
         },
         UiCommand::Consume {
             service,
             local_port,
         } => Request::Consume {
-            service,
+            service: service.into(),
             local_port,
             bind: None,
         },
-        UiCommand::Unconsume { service } => Request::Unconsume { service },
+        UiCommand::Unconsume { service } => Request::Unconsume {
+            service: service.into(),
+        },
         UiCommand::Expose { name, target } => Request::Expose {
-            name,
+            name: name.into(),
             target,
             kind: None,
             allow: Vec::new(),

@@ -295,7 +295,7 @@ impl NodeProcess {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let request = Request::Consume {
-                service: service.to_string(),
+                service: service.into(),
                 local_port: None,
                 bind: None,
             };

@@ -11,6 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::hypervisor::accel::{Accel, AccelChoice};
+use crate::names::ServiceName;
 use crate::paths::DataDir;
 use crate::peer::{Peer, PeerConfig};
 
@@ -270,6 +271,7 @@ async fn consume_through_overlay(
     service: &str,
     target_port: u16,
 ) -> Result<(u16, Vec<Arc<Peer>>)> {
+    let service = &ServiceName::from(service);
     let (provider, provider_port) =
         bench_peer(root, &format!("provider-{service}"), key, None).await?;
     let (consumer, _) = bench_peer(
@@ -628,7 +630,7 @@ pub async fn discovery(peers: usize, rounds: usize) -> Result<()> {
     let mut times = Vec::with_capacity(rounds);
     for round in 0..rounds {
         let publisher = &overlay[(round * 7 + 1) % peers];
-        let name = format!("bench-{round}");
+        let name = ServiceName::from(format!("bench-{round}"));
         let started = Instant::now();
         publisher
             .services()

@@ -174,7 +174,7 @@ impl Demo {
             for id in &ids {
                 client
                     .call(&Request::PeersAllow {
-                        peer: id.clone(),
+                        peer: id.as_str().into(),
                         role: crate::control::Role::Control,
                     })
                     .await?;

@@ -13,6 +13,7 @@ pub use role::Role;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{ConsumptionView, ServiceSpec, ServiceView, Status, VmView};
+use crate::names::{PeerRef, ServiceName, VmName};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "request", rename_all = "snake_case")]
@@ -20,7 +21,7 @@ pub enum Request {
     Status,
     VmList,
     VmCreate {
-        name: String,
+        name: VmName,
         vcpus: u32,
         memory_mib: u64,
         image: String,
@@ -32,14 +33,14 @@ pub enum Request {
         data_disk_mib: Option<u64>,
     },
     VmStart {
-        name: String,
+        name: VmName,
         /// Act on a VM peervisor did not create.
         #[serde(default)]
         foreign: bool,
     },
     /// Graceful (ACPI) shutdown, powered off after `timeout_s`; `force`: power off now.
     VmStop {
-        name: String,
+        name: VmName,
         force: bool,
         #[serde(default)]
         timeout_s: Option<u64>,
@@ -47,28 +48,28 @@ pub enum Request {
         foreign: bool,
     },
     VmPause {
-        name: String,
+        name: VmName,
         #[serde(default)]
         foreign: bool,
     },
     VmResume {
-        name: String,
+        name: VmName,
         #[serde(default)]
         foreign: bool,
     },
     /// Powers off, undefines and removes the disks peervisor made for the VM.
     VmRemove {
-        name: String,
+        name: VmName,
         #[serde(default)]
         foreign: bool,
     },
     /// One VM with its latest rates and history (answered with `Vms`).
     VmStats {
-        name: String,
+        name: VmName,
     },
     Migrate {
-        vm: String,
-        to: String,
+        vm: VmName,
+        to: PeerRef,
         /// Longest pause libvirt may impose at switch-over.
         #[serde(default)]
         max_downtime_ms: Option<u64>,
@@ -85,53 +86,53 @@ pub enum Request {
     },
     /// Cancel the running outgoing migration of a VM; it stays here.
     MigrateAbort {
-        vm: String,
+        vm: VmName,
     },
     /// Copy a VM (definition and data disk) to another peer and start it there
     /// under a new name, as one more provider of its services.
     Replicate {
-        vm: String,
-        to: String,
+        vm: VmName,
+        to: PeerRef,
         /// Name of the replica (default: VM-rN).
         #[serde(default)]
-        name: Option<String>,
+        name: Option<VmName>,
     },
     /// Services of the whole overlay.
     Services,
     /// Resolve a service through the DHT (even if gossip missed it).
     Find {
-        name: String,
+        name: ServiceName,
     },
     Consume {
-        service: String,
+        service: ServiceName,
         local_port: Option<u16>,
         bind: Option<String>,
     },
     Unconsume {
-        service: String,
+        service: ServiceName,
     },
     Expose {
-        name: String,
+        name: ServiceName,
         target: String,
         kind: Option<String>,
         /// Peers (ids or nicknames) that may consume it; empty: every consumer.
         #[serde(default)]
-        allow: Vec<String>,
+        allow: Vec<PeerRef>,
         /// Connections it serves at once.
         #[serde(default)]
         max_conns: Option<u32>,
     },
     Unexpose {
-        name: String,
+        name: ServiceName,
     },
     /// Grant a role to a peer (by id, or nickname of a known peer).
     PeersAllow {
-        peer: String,
+        peer: PeerRef,
         role: Role,
     },
     /// Drop a peer's grant (back to the default role).
     PeersForget {
-        peer: String,
+        peer: PeerRef,
     },
     PeersList,
 }
@@ -149,7 +150,7 @@ pub enum Reply {
     Migrated(MigrationReport),
     /// A detached migration was accepted by its destination and is transferring.
     MigrationStarted {
-        vm: String,
+        vm: VmName,
         to: String,
         operation: u64,
     },
@@ -166,7 +167,7 @@ pub enum Reply {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct MigrationReport {
-    pub vm: String,
+    pub vm: VmName,
     pub from: String,
     pub to: String,
     pub to_peer_id: String,
@@ -190,8 +191,8 @@ pub struct MigrationReport {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ReplicationReport {
-    pub vm: String,
-    pub replica: String,
+    pub vm: VmName,
+    pub replica: VmName,
     pub from: String,
     pub to: String,
     pub to_peer_id: String,

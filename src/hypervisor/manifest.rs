@@ -146,7 +146,7 @@ impl VmManifest {
         self.services
             .iter()
             .map(|s| ServiceSpec {
-                name: s.name.clone(),
+                name: s.name.as_str().into(),
                 kind: s.kind.clone(),
                 port: s.port as u16,
                 tags: s.tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
@@ -162,7 +162,7 @@ impl From<&ServiceSpec> for ManifestService {
     /// VM's manifest (the inverse of `VmManifest::service_specs`).
     fn from(s: &ServiceSpec) -> Self {
         ManifestService {
-            name: s.name.clone(),
+            name: s.name.to_string(),
             kind: s.kind.clone(),
             port: u32::from(s.port),
             tags: s.tags.iter().cloned().collect(),

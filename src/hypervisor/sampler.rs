@@ -77,10 +77,10 @@ impl StatsBoard {
     pub fn annotate(&self, vms: &mut [VmView]) {
         let board = self.board();
         for vm in vms {
-            vm.stats = board.latest.get(&vm.name).cloned();
+            vm.stats = board.latest.get(vm.name.as_str()).cloned();
             vm.history = board
                 .history
-                .get(&vm.name)
+                .get(vm.name.as_str())
                 .map(|h| h.to_view(board.interval));
         }
     }

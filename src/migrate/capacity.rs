@@ -17,7 +17,7 @@ use serde::Deserialize;
 
 use crate::hypervisor::Host;
 use crate::model::{LendingView, VmState, VmView};
-use crate::vms::validate_vm_name;
+use crate::names::VmName;
 
 /// Parallel migrations each way a peer runs unless told otherwise.
 pub const DEFAULT_MAX_MIGRATIONS: u32 = 2;
@@ -176,7 +176,7 @@ pub fn fmt_mib(mib: u64) -> String {
 /// What an incoming VM needs from this host.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct VmRequirements {
-    pub name: String,
+    pub name: VmName,
     pub uuid: String,
     pub vcpus: u32,
     pub memory_mib: u64,
@@ -191,9 +191,9 @@ pub struct VmRequirements {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Refusal {
     Invalid(String),
-    NameTaken(String),
+    NameTaken(VmName),
     UuidTaken(String),
-    Arriving(String),
+    Arriving(VmName),
     MissingFile(PathBuf),
     Short {
         resource: Resource,
@@ -374,7 +374,7 @@ impl Capacity {
     /// and vCPUs, memory and disk within what this host lends. On success the
     /// VM's share is reserved until the returned guard is dropped.
     pub async fn check_incoming(&self, req: &VmRequirements) -> Result<Reservation, Refusal> {
-        validate_vm_name(&req.name).map_err(|e| Refusal::Invalid(e.to_string()))?;
+        (req.name.validate()).map_err(|e| Refusal::Invalid(e.to_string()))?;
         if req.vcpus == 0 || req.memory_mib == 0 {
             return Err(Refusal::Invalid("the VM has no vCPU or no memory".into()));
         }

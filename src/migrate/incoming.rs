@@ -15,6 +15,7 @@ use super::operations::Busy;
 use crate::control::Role;
 use crate::hypervisor::job::JobSample;
 use crate::model::{OperationKind, OperationPhase, VmState};
+use crate::names::VmName;
 use crate::node::protocol::ControlResponse;
 
 /// How long an authorization to open tunnel streams stays valid.
@@ -35,7 +36,7 @@ const MAX_PATH_LEN: usize = 4096;
 
 struct Grant {
     peer: PeerId,
-    vm: String,
+    vm: VmName,
     operation: u64,
     expires: Instant,
     /// The VM's share of the lent capacity, held until it arrived or failed.

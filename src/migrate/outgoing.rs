@@ -24,7 +24,7 @@ use crate::control::{MigrationReport, Reply};
 use crate::hypervisor::MigrationUris;
 use crate::hypervisor::job::JobSample;
 use crate::model::{OperationKind, OperationPhase, VmState, VmView};
-use crate::names::{peer_id_of, resolve};
+use crate::names::{PeerRef, VmName, peer_id_of};
 use crate::node::protocol::{CHANNEL_PROTOCOL, ControlRequest, ControlResponse, TUNNEL_PROTOCOL};
 use crate::phases::Phases;
 use crate::services::probe::GapProbe;
@@ -59,8 +59,8 @@ impl Migrations {
     /// transfer run on; otherwise answers at the end with the report.
     pub async fn migrate_request(
         self: &Arc<Self>,
-        vm: String,
-        to: String,
+        vm: VmName,
+        to: PeerRef,
         limits: Limits,
         foreign: bool,
         detach: bool,
@@ -98,8 +98,8 @@ impl Migrations {
     /// destination has said yes and the transfer begins.
     async fn migrate_with(
         self: &Arc<Self>,
-        vm: &str,
-        to: &str,
+        vm: &VmName,
+        to: &PeerRef,
         limits: Limits,
         foreign: bool,
         accepted: Option<tokio::sync::oneshot::Sender<Started>>,
@@ -110,7 +110,7 @@ impl Migrations {
         let local = self.host.vm(vm).await?;
         check_migratable(&local, foreign)?;
         let net = self.node.status().await?;
-        let dest = resolve(to, &net.peers)?;
+        let dest = to.resolve(&net.peers)?;
         let dest_name = dest.display_name();
         if !dest.connected {
             bail!("peer {dest_name} is known but not connected: cannot migrate to it now");
@@ -166,7 +166,7 @@ impl Migrations {
             }
         }
         result.map(|arrival| MigrationReport {
-            vm: vm.to_string(),
+            vm: vm.clone(),
             from: self.nick.clone(),
             to: dest_name,
             to_peer_id: dest_id.to_string(),
@@ -184,7 +184,7 @@ impl Migrations {
 
     /// Source side: cancels the running outgoing migration of `vm`. libvirt stops
     /// the transfer and the VM keeps running here; `migrate` then reports failure.
-    pub async fn abort(&self, vm: &str) -> Result<String> {
+    pub async fn abort(&self, vm: &VmName) -> Result<String> {
         if !self.operations.is_outgoing(vm) {
             bail!("VM '{vm}' is not being migrated from this peer");
         }
@@ -207,7 +207,7 @@ impl Migrations {
     ) -> Result<Arrival> {
         let offers = self.disk_offers(&vm.name).await?;
         let request = ControlRequest::PrepareMigration {
-            vm: vm.name.clone(),
+            vm: vm.name.to_string(),
             uuid: vm.uuid.clone(),
             vcpus: vm.vcpus,
             memory_mib: vm.memory_mib,
@@ -441,7 +441,7 @@ async fn finish_probe(probe: Option<(GapProbe, String)>) -> Option<u64> {
 }
 
 /// Source side: samples the VM's migration job into its operation until aborted.
-async fn watch_progress(migrations: Arc<Migrations>, vm: String, op: u64) {
+async fn watch_progress(migrations: Arc<Migrations>, vm: VmName, op: u64) {
     loop {
         tokio::time::sleep(PROGRESS_EVERY).await;
         match migrations.host.job_progress(&vm).await {

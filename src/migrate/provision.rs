@@ -24,6 +24,7 @@ use anyhow::{Context, Result};
 
 use super::replicate::Replications;
 use crate::model::{PeerView, ServiceView, VmState, VmView};
+use crate::names::{PeerRef, VmName};
 use crate::node::Client;
 use crate::paths::DataDir;
 use crate::services::Services;
@@ -75,12 +76,12 @@ impl ProvisionPolicy {
 pub enum Decision {
     Nothing,
     Replicate {
-        vm: String,
-        to: String,
+        vm: VmName,
+        to: PeerRef,
         reason: String,
     },
     Remove {
-        vm: String,
+        vm: VmName,
         reason: String,
     },
 }
@@ -92,9 +93,9 @@ pub struct Tracker {
     under_since: Option<Instant>,
     last_action: Option<Instant>,
     /// When each VM was first seen running (by name).
-    running_since: HashMap<String, Instant>,
+    running_since: HashMap<VmName, Instant>,
     /// Since when each replica placed here has had other providers, all quiet.
-    quiet_since: HashMap<String, Instant>,
+    quiet_since: HashMap<VmName, Instant>,
 }
 
 impl Tracker {
@@ -125,7 +126,7 @@ pub struct View<'a> {
     pub cpu_pct: f64,
     pub vms: &'a [VmView],
     /// Replicas the policy placed on this host.
-    pub auto_replicas: &'a [String],
+    pub auto_replicas: &'a [VmName],
     pub peers: &'a [PeerView],
     pub services: &'a [ServiceView],
 }
@@ -143,7 +144,7 @@ pub fn decide(policy: &ProvisionPolicy, t: &mut Tracker, v: &View) -> Decision {
         t.under_since = None;
     }
     // Since when each replica placed here has had other providers, all quiet.
-    let quiet: Vec<&String> = v
+    let quiet: Vec<&VmName> = v
         .auto_replicas
         .iter()
         .filter(|name| others_quiet(policy, v, name))
@@ -189,7 +190,7 @@ pub fn decide(policy: &ProvisionPolicy, t: &mut Tracker, v: &View) -> Decision {
             t.last_action = Some(now);
             return Decision::Replicate {
                 vm: vm.name.clone(),
-                to: peer.peer_id.clone(),
+                to: peer.peer_id.as_str().into(),
                 reason: format!(
                     "its VMs use {:.0}% of the host's CPU, above {:.0}% for {secs} s; {} is the least loaded peer ({load:.0}%) and does not provide its services yet",
                     v.cpu_pct,
@@ -207,7 +208,7 @@ pub fn decide(policy: &ProvisionPolicy, t: &mut Tracker, v: &View) -> Decision {
             let Some(vm) = v.vms.iter().find(|vm| &vm.name == name) else {
                 continue;
             };
-            let served: Vec<String> = vm.services.iter().map(|s| s.name.clone()).collect();
+            let served: Vec<String> = vm.services.iter().map(|s| s.name.to_string()).collect();
             t.last_action = Some(now);
             return Decision::Remove {
                 vm: name.clone(),
@@ -269,7 +270,7 @@ impl AutoReplicas {
     }
 
     /// Replicas the policy placed on this host (some may be gone since).
-    pub fn list(&self) -> Vec<String> {
+    pub fn list(&self) -> Vec<VmName> {
         std::fs::read_to_string(&self.file)
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok())
@@ -277,11 +278,11 @@ impl AutoReplicas {
     }
 
     /// Records (or forgets) a replica placed here by another peer's policy.
-    pub fn mark(&self, name: &str, placed: bool) -> Result<()> {
+    pub fn mark(&self, name: &VmName, placed: bool) -> Result<()> {
         let mut list = self.list();
         list.retain(|n| n != name);
         if placed {
-            list.push(name.to_string());
+            list.push(name.clone());
         }
         std::fs::write(&self.file, serde_json::to_vec_pretty(&list)?)
             .with_context(|| format!("writing {}", self.file.display()))
@@ -337,7 +338,7 @@ impl Provision {
             let now = Instant::now();
             let cpu_pct = tracker.settled_cpu_pct(&vms, now, policy.sustain);
             let services = self.services.services_view(&net.peers).await;
-            let auto: Vec<String> = self
+            let auto: Vec<VmName> = self
                 .auto
                 .list()
                 .into_iter()
@@ -359,7 +360,7 @@ impl Provision {
         }
     }
 
-    async fn replicate(&self, vm: &str, to: &str, reason: &str) {
+    async fn replicate(&self, vm: &VmName, to: &PeerRef, reason: &str) {
         tracing::info!(target: "provision", "replicating VM '{vm}': {reason}");
         match self.replications.replicate_as(vm, to, None, true).await {
             Ok(r) => tracing::info!(
@@ -372,7 +373,7 @@ impl Provision {
         }
     }
 
-    async fn remove(&self, vm: &str, reason: &str) {
+    async fn remove(&self, vm: &VmName, reason: &str) {
         tracing::info!(target: "provision", "removing replica '{vm}': {reason}");
         match self.vms.destroy(vm).await {
             Ok(()) => {
@@ -522,7 +523,7 @@ mod tests {
     fn idle_host_removes_only_its_auto_replicas_that_have_other_providers() {
         let p = policy();
         let vms = [vm("web-1-r1", 1.0), vm("mine", 1.0)];
-        let auto = ["web-1-r1".to_string()];
+        let auto = ["web-1-r1".into()];
         // Providers on this host (their load is ours), or on a peer with `load`.
         let provider = |vm: &str| ProviderView {
             vm: Some(vm.into()),

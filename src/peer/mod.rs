@@ -30,7 +30,7 @@ use crate::migrate::outgoing::Limits;
 pub use crate::migrate::provision::ProvisionPolicy;
 use crate::migrate::replicate::Replications;
 use crate::model::{LocalPeer, Status};
-use crate::names;
+use crate::names::{PeerRef, peer_id_of};
 use crate::node::protocol::{ControlRequest, ControlResponse};
 use crate::node::{self, Client, Event};
 use crate::paths::DataDir;
@@ -123,7 +123,7 @@ impl Peer {
                 data_disk_mib,
             } => {
                 let manifest = VmManifest {
-                    name,
+                    name: name.into(),
                     vcpus,
                     memory_mib,
                     data_disk_mib,
@@ -239,7 +239,7 @@ impl Peer {
                 disks,
             } => {
                 let requirements = VmRequirements {
-                    name: vm,
+                    name: vm.into(),
                     uuid,
                     vcpus,
                     memory_mib,
@@ -340,12 +340,12 @@ impl Peer {
     }
 
     /// A peer id as typed, or the id of a known peer by nickname or id prefix.
-    async fn peer_id_for(&self, query: &str) -> Result<PeerId> {
-        if let Ok(id) = query.parse() {
+    async fn peer_id_for(&self, peer: &PeerRef) -> Result<PeerId> {
+        if let Some(id) = peer.peer_id() {
             return Ok(id);
         }
         let peers = self.node.status().await?.peers;
-        names::peer_id_of(&names::resolve(query, &peers)?)
+        peer_id_of(&peer.resolve(&peers)?)
     }
 }
 

@@ -16,13 +16,14 @@ use super::proxy::{self, Counters};
 use super::serve::pipe_timed;
 use super::{Provider, Services, Target, hedge, lock, rank};
 use crate::model::ConsumptionView;
+use crate::names::ServiceName;
 use crate::phases::Phases;
 
 /// Providers tried for one consumer connection before giving up.
 const MAX_ATTEMPTS: usize = 3;
 
 pub(super) struct Consumption {
-    service: String,
+    service: ServiceName,
     listen: SocketAddr,
     counters: Arc<Counters>,
     task: tokio::task::JoinHandle<()>,
@@ -37,10 +38,10 @@ enum Candidate {
 
 impl Services {
     /// Where the next connection to `service` should go, best first.
-    async fn candidates(&self, service: &str) -> Vec<Candidate> {
+    async fn candidates(&self, service: &ServiceName) -> Vec<Candidate> {
         let mut out = Vec::new();
         if let Ok(local) = self.local_services().await
-            && let Some(s) = local.into_iter().find(|s| s.spec.name == service)
+            && let Some(s) = local.into_iter().find(|s| s.spec.name == *service)
         {
             out.push(Candidate::Local(s.target));
         }
@@ -95,13 +96,13 @@ impl Services {
     /// through the overlay.
     pub async fn consume(
         self: &Arc<Self>,
-        service: &str,
+        service: &ServiceName,
         port: Option<u16>,
         bind: Option<&str>,
     ) -> Result<ConsumptionView> {
         if lock(&self.consumptions)
             .iter()
-            .any(|c| c.service == service)
+            .any(|c| c.service == *service)
         {
             bail!("service '{service}' is already consumed here (see `peervisor status`)");
         }
@@ -121,11 +122,11 @@ impl Services {
         let counters = Arc::new(Counters::default());
         let task = tokio::spawn(self.clone().serve_consumers(
             listener,
-            service.to_string(),
+            service.clone(),
             counters.clone(),
         ));
         let consumption = Consumption {
-            service: service.to_string(),
+            service: service.clone(),
             listen,
             counters,
             task,
@@ -136,9 +137,9 @@ impl Services {
         Ok(view)
     }
 
-    pub fn unconsume(&self, service: &str) -> Result<String> {
+    pub fn unconsume(&self, service: &ServiceName) -> Result<String> {
         let mut list = lock(&self.consumptions);
-        let Some(pos) = list.iter().position(|c| c.service == service) else {
+        let Some(pos) = list.iter().position(|c| c.service == *service) else {
             bail!("service '{service}' is not consumed here");
         };
         list.remove(pos).task.abort();
@@ -152,7 +153,7 @@ impl Services {
     async fn serve_consumers(
         self: Arc<Self>,
         listener: TcpListener,
-        service: String,
+        service: ServiceName,
         counters: Arc<Counters>,
     ) {
         loop {
@@ -188,7 +189,7 @@ impl Services {
     async fn forward(
         &self,
         mut client: TcpStream,
-        service: &str,
+        service: &ServiceName,
         counters: &Counters,
     ) -> Result<()> {
         let _ = client.set_nodelay(true);

@@ -6,6 +6,7 @@ use libp2p::PeerId;
 use serde::{Deserialize, Serialize};
 
 use super::{Services, lock};
+use crate::names::ServiceName;
 use crate::node::protocol::ServiceRecord;
 
 /// A legacy host service published with `peervisor expose`.
@@ -44,7 +45,7 @@ impl Services {
     /// `peervisor expose`: publishes a TCP service of this host.
     pub async fn expose(
         &self,
-        name: &str,
+        name: &ServiceName,
         target: &str,
         kind: Option<&str>,
         allow: Vec<PeerId>,
@@ -53,9 +54,7 @@ impl Services {
         if max_conns == Some(0) {
             bail!("--max-conns 0 would refuse every consumer: give 1 or more");
         }
-        crate::vms::validate_vm_name(name).map_err(|_| {
-            anyhow!("invalid service name '{name}': use letters, digits, '-', '_' or '.'")
-        })?;
+        name.validate_exposed()?;
         let record = ServiceRecord {
             name: name.to_string(),
             kind: kind.unwrap_or("tcp").to_string(),
@@ -69,7 +68,7 @@ impl Services {
             .local_services()
             .await?
             .iter()
-            .any(|s| s.spec.name == name)
+            .any(|s| s.spec.name == *name)
         {
             bail!("this peer already provides a service named '{name}'");
         }
@@ -89,10 +88,10 @@ impl Services {
         Ok(format!("exposing {target} as service '{name}'"))
     }
 
-    pub fn unexpose(&self, name: &str) -> Result<String> {
+    pub fn unexpose(&self, name: &ServiceName) -> Result<String> {
         let list = {
             let mut list = lock(&self.exposures);
-            let Some(pos) = list.iter().position(|e| e.name == name) else {
+            let Some(pos) = list.iter().position(|e| e.name == name.as_str()) else {
                 bail!("no exposed service named '{name}' on this peer");
             };
             list.remove(pos);

@@ -31,6 +31,7 @@ use crate::admission::limits::PeerLimits;
 use crate::hypervisor::Host;
 use crate::hypervisor::netns::GuestNetwork;
 use crate::model::{PeerLoad, ProviderView, ServiceSpec, ServiceView, VmState, VmView};
+use crate::names::{ServiceName, VmName};
 use crate::node::Client;
 use crate::node::protocol::ServiceRecord;
 use crate::paths::DataDir;
@@ -85,17 +86,17 @@ pub enum Target {
 #[derive(Debug, Clone, PartialEq)]
 pub struct LocalService {
     pub spec: ServiceSpec,
-    pub vm: Option<String>,
+    pub vm: Option<VmName>,
     pub target: Target,
 }
 
 impl LocalService {
     pub fn record(&self, version: u64) -> ServiceRecord {
         ServiceRecord {
-            name: self.spec.name.clone(),
+            name: self.spec.name.to_string(),
             kind: self.spec.kind.clone(),
             tags: self.spec.tags.clone(),
-            vm: self.vm.clone(),
+            vm: self.vm.as_ref().map(VmName::to_string),
             version,
         }
     }
@@ -114,7 +115,7 @@ pub fn services_of_vms(vms: &[VmView]) -> Vec<LocalService> {
         };
         let specs = if vm.services.is_empty() {
             vec![ServiceSpec {
-                name: vm.name.clone(),
+                name: vm.name.as_str().into(),
                 kind: "http".into(),
                 port: 80,
                 ..Default::default()
@@ -249,7 +250,7 @@ pub struct Services {
     /// DHT keys this peer currently provides.
     published: Mutex<HashSet<String>>,
     /// When each (service, vm) first appeared here: its record version.
-    versions: Mutex<HashMap<(String, Option<String>), u64>>,
+    versions: Mutex<HashMap<(ServiceName, Option<VmName>), u64>>,
     /// Consumer connections this peer serves right now (its load).
     served: AtomicU64,
     /// Rotates the choice among equally good providers.
@@ -367,26 +368,31 @@ pub fn overlay_view(
             load: Some(local_load.clone()),
             local: true,
         };
-        (&s.spec.name, &s.spec.kind, &s.spec.tags, provider)
+        (s.spec.name.as_str(), &s.spec.kind, &s.spec.tags, provider)
     });
     let remote_rows = remote.iter().map(|p| {
         let (nick, latency_ms) = peer_info(&p.peer);
         let provider = ProviderView {
             peer_id: p.peer.to_string(),
             peer_nick: nick,
-            vm: p.record.vm.clone(),
+            vm: p.record.vm.as_deref().map(VmName::from),
             latency_ms,
             load: Some(p.load.clone()),
             local: false,
         };
-        (&p.record.name, &p.record.kind, &p.record.tags, provider)
+        (
+            p.record.name.as_str(),
+            &p.record.kind,
+            &p.record.tags,
+            provider,
+        )
     });
     let mut by_name: HashMap<String, ServiceView> = HashMap::new();
     for (name, kind, tags, provider) in local_rows.chain(remote_rows) {
         by_name
-            .entry(name.clone())
+            .entry(name.to_string())
             .or_insert_with(|| ServiceView {
-                name: name.clone(),
+                name: name.into(),
                 kind: kind.clone(),
                 tags: tags.clone(),
                 providers: Vec::new(),

@@ -16,6 +16,7 @@ use super::{
     services_of_vms, type_key,
 };
 use crate::model::{PeerLoad, PeerView, ServiceSpec, ServiceView, VmState, VmView, short_peer_id};
+use crate::names::{ServiceName, VmName};
 use crate::node::protocol::{Announcement, ServiceRecord};
 
 impl Services {
@@ -30,7 +31,7 @@ impl Services {
         for e in lock(&self.exposures).iter() {
             services.push(LocalService {
                 spec: ServiceSpec {
-                    name: e.name.clone(),
+                    name: e.name.as_str().into(),
                     kind: e.kind.clone(),
                     port: 0,
                     tags: Vec::new(),
@@ -58,7 +59,7 @@ impl Services {
     fn records(&self, local: &[LocalService]) -> Vec<ServiceRecord> {
         let mut versions = lock(&self.versions);
         let now = unix_millis();
-        let current: HashSet<(String, Option<String>)> = local
+        let current: HashSet<(ServiceName, Option<VmName>)> = local
             .iter()
             .map(|s| (s.spec.name.clone(), s.vm.clone()))
             .collect();
@@ -96,7 +97,7 @@ impl Services {
         let running: Vec<String> = vms
             .iter()
             .filter(|v| v.state == VmState::Running)
-            .map(|v| v.name.clone())
+            .map(|v| v.name.to_string())
             .collect();
         let records = self.records(&local);
         let keys: HashSet<String> = records
@@ -170,7 +171,7 @@ impl Services {
 
     /// Looks a service up in the DHT and asks each provider found for details, so a
     /// service is found even when gossip has not reached this peer.
-    pub async fn find_service(&self, name: &str) -> Result<ServiceView> {
+    pub async fn find_service(&self, name: &ServiceName) -> Result<ServiceView> {
         let found = self.node.find_providers(&name_key(name)).await?;
         let me = self.node.local_peer_id();
         for peer in found.into_iter().filter(|p| *p != me) {
@@ -204,7 +205,7 @@ impl Services {
             .services_view(&peers)
             .await
             .into_iter()
-            .find(|s| s.name == name);
+            .find(|s| s.name == *name);
         match view {
             Some(view) => Ok(view),
             None => Err(self.unknown_service(name).await),
@@ -231,7 +232,7 @@ impl Services {
     }
 
     /// True once this peer has heard of a provider of `name` elsewhere.
-    pub fn knows_service(&self, name: &str) -> bool {
+    pub fn knows_service(&self, name: &ServiceName) -> bool {
         !self.catalogue.providers(name).is_empty()
     }
 }

@@ -163,7 +163,11 @@ impl Services {
         }
         let slot = match spec.max_conns {
             None => None,
-            Some(max) => match self.limits.service_streams.try_open(&spec.name, max) {
+            Some(max) => match self
+                .limits
+                .service_streams
+                .try_open(&spec.name.to_string(), max)
+            {
                 Some(guard) => Some(guard),
                 None => {
                     return Err(format!(

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::Vms;
 use crate::model::{VmState, VmView};
+use crate::names::VmName;
 
 const PROBE_EVERY: Duration = Duration::from_secs(2);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -16,7 +17,7 @@ const SERVICE_PORT: u16 = 80;
 /// Last probe result per VM name.
 #[derive(Default)]
 pub struct Health {
-    up: Mutex<HashMap<String, bool>>,
+    up: Mutex<HashMap<VmName, bool>>,
 }
 
 impl Health {
@@ -32,7 +33,7 @@ impl Health {
         }
     }
 
-    fn replace(&self, results: HashMap<String, bool>) {
+    fn replace(&self, results: HashMap<VmName, bool>) {
         *self.up.lock().unwrap_or_else(|e| e.into_inner()) = results;
     }
 }
@@ -42,7 +43,7 @@ pub async fn probe_loop(vms: Arc<Vms>) {
     let mut tick = tokio::time::interval(PROBE_EVERY);
     loop {
         tick.tick().await;
-        let targets: Vec<(String, IpAddr)> = vms
+        let targets: Vec<(VmName, IpAddr)> = vms
             .host
             .vms()
             .into_iter()

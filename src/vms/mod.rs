@@ -1,7 +1,6 @@
 //! The VMs this peer hosts: creating one from a manifest (image, address, data
 //! disk, domain), the check that a VM is peervisor's before acting on it, the
-//! files a removed VM leaves, and what a VM may be named; `health.rs` probes
-//! their guests' services.
+//! files a removed VM leaves; `health.rs` probes their guests' services.
 
 mod health;
 
@@ -19,6 +18,7 @@ use crate::hypervisor::domain::{DomainSpec, new_uuid};
 use crate::hypervisor::manifest::VmManifest;
 use crate::hypervisor::netns::GuestNetwork;
 use crate::model::VmView;
+use crate::names::VmName;
 use crate::paths::{console_log_dir, disk_dir};
 
 /// How long a graceful stop waits before powering the VM off.
@@ -67,7 +67,7 @@ impl Vms {
     }
 
     /// One VM with its latest rates and history.
-    pub async fn stats(&self, name: &str) -> Result<VmView> {
+    pub async fn stats(&self, name: &VmName) -> Result<VmView> {
         self.host.vm(name).await
     }
 
@@ -93,7 +93,7 @@ impl Vms {
         ready_disk: Option<PathBuf>,
     ) -> Result<Ipv4Addr> {
         let name = manifest.name.as_str();
-        validate_vm_name(name)?;
+        VmName::from(name).validate()?;
         manifest.validate()?;
         let image_dir = self.image_dir.clone();
         let image_name = manifest
@@ -145,7 +145,7 @@ impl Vms {
         Ok(ip)
     }
 
-    pub async fn start(&self, name: &str, foreign: bool) -> Result<String> {
+    pub async fn start(&self, name: &VmName, foreign: bool) -> Result<String> {
         self.check_ours(name, foreign).await?;
         self.host.start(name).await?;
         self.changed.notify_one();
@@ -156,7 +156,7 @@ impl Vms {
     /// `force`: powered off at once.
     pub async fn stop(
         &self,
-        name: &str,
+        name: &VmName,
         force: bool,
         timeout_s: Option<u64>,
         foreign: bool,
@@ -180,14 +180,14 @@ impl Vms {
         Ok(message)
     }
 
-    pub async fn pause(&self, name: &str, foreign: bool) -> Result<String> {
+    pub async fn pause(&self, name: &VmName, foreign: bool) -> Result<String> {
         self.check_ours(name, foreign).await?;
         self.host.pause(name).await?;
         self.changed.notify_one();
         Ok(format!("VM '{name}' paused"))
     }
 
-    pub async fn resume(&self, name: &str, foreign: bool) -> Result<String> {
+    pub async fn resume(&self, name: &VmName, foreign: bool) -> Result<String> {
         self.check_ours(name, foreign).await?;
         self.host.resume(name).await?;
         self.changed.notify_one();
@@ -195,7 +195,7 @@ impl Vms {
     }
 
     /// Powers off, undefines and removes the files peervisor made for the VM.
-    pub async fn remove(&self, name: &str, foreign: bool) -> Result<String> {
+    pub async fn remove(&self, name: &VmName, foreign: bool) -> Result<String> {
         self.check_ours(name, foreign).await?;
         self.destroy(name).await?;
         Ok(format!("VM '{name}' removed"))
@@ -203,7 +203,7 @@ impl Vms {
 
     /// Removes a VM without asking whose it is (a replica the provision policy
     /// placed, or every managed VM when the node stops with --destroy-vms-on-exit).
-    pub async fn destroy(&self, name: &str) -> Result<()> {
+    pub async fn destroy(&self, name: &VmName) -> Result<()> {
         let disks = self.host.remove(name).await?;
         remove_vm_files(name, &disks);
         self.changed.notify_one();
@@ -224,7 +224,7 @@ impl Vms {
     }
 
     /// Refuses lifecycle changes on VMs peervisor did not create, unless asked.
-    async fn check_ours(&self, name: &str, foreign: bool) -> Result<()> {
+    async fn check_ours(&self, name: &VmName, foreign: bool) -> Result<()> {
         let vm = self.host.vm(name).await?;
         if !vm.managed && !foreign {
             bail!(
@@ -292,35 +292,9 @@ fn remove_vm_files(name: &str, disks: &[String]) {
     let _ = std::fs::remove_file(console_log_dir().join(format!("{name}.log")));
 }
 
-/// Names become file names and kernel arguments: keep them plain.
-pub fn validate_vm_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 48
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
-        && !name.starts_with('.')
-        && !name.starts_with('-');
-    if !ok {
-        bail!(
-            "invalid VM name '{name}': use 1-48 letters, digits, '-', '_' or '.', not starting with '.' or '-'"
-        );
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn vm_names_are_checked() {
-        assert!(validate_vm_name("web-1").is_ok());
-        for bad in ["", "a b", "../x", "-x", "x;y", &"a".repeat(49)] {
-            let err = validate_vm_name(bad).unwrap_err().to_string();
-            assert!(err.contains("invalid VM name"), "{bad}: {err}");
-        }
-    }
 
     #[test]
     fn uuids_are_well_formed_v4() {

@@ -199,7 +199,7 @@ impl Nodes {
         for (i, client) in clients.iter().take(2).enumerate() {
             client
                 .call(&Request::PeersAllow {
-                    peer: ids[1 - i].clone(),
+                    peer: ids[1 - i].as_str().into(),
                     role: crate::control::Role::Control,
                 })
                 .await?;

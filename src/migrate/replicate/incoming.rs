@@ -23,9 +23,9 @@ use crate::migrate::replica::sparse::Partial;
 use crate::migrate::replica::transfer::{READ_TIMEOUT, receive_chunks};
 use crate::migrate::replica::wire::{self, Answer, Offer, Outcome};
 use crate::model::{OperationKind, OperationPhase};
+use crate::names::VmName;
 use crate::node::protocol::REPLICA_PROTOCOL;
 use crate::paths::disk_dir;
-use crate::vms::validate_vm_name;
 
 /// Largest disk file accepted.
 const MAX_DISK_FILE: u64 = 4 << 40;
@@ -42,7 +42,7 @@ impl Replications {
         if !self.accept {
             return Err("this peer does not accept VMs from other peers".into());
         }
-        validate_vm_name(&offer.name).map_err(|e| e.to_string())?;
+        (VmName::from(offer.name.as_str()).validate()).map_err(|e| e.to_string())?;
         let uuid_ok = offer.source_uuid.len() == 36
             && offer
                 .source_uuid
@@ -86,7 +86,7 @@ impl Replications {
         let mut boot_files = vec![image.kernel, image.initrd];
         boot_files.extend(crate::hypervisor::domain::fast_firmware());
         let requirements = VmRequirements {
-            name: offer.name.clone(),
+            name: offer.name.as_str().into(),
             uuid: new_uuid(),
             vcpus: offer.vcpus,
             memory_mib: offer.memory_mib,
@@ -294,7 +294,7 @@ async fn serve_replica(
         Ok(outcome) => {
             replications.operations.finish(op, None);
             if offer.auto
-                && let Err(e) = replications.auto.mark(&offer.name, true)
+                && let Err(e) = replications.auto.mark(&offer.name.as_str().into(), true)
             {
                 tracing::warn!("{e:#}");
             }

@@ -36,12 +36,11 @@ use crate::migrate::replica::sparse;
 use crate::migrate::replica::transfer::{Sent as ChunksSent, send_chunks};
 use crate::migrate::replica::wire::{self, Answer, Offer, Outcome};
 use crate::model::{OperationKind, OperationPhase, PeerView, ServiceSpec, VmState};
-use crate::names::{peer_id_of, resolve};
+use crate::names::{PeerRef, VmName, peer_id_of};
 use crate::node::Client;
 use crate::node::protocol::REPLICA_PROTOCOL;
 use crate::paths::DataDir;
 use crate::vms::Vms;
-use crate::vms::validate_vm_name;
 
 /// The destination must answer an offer this fast (it hashes its partial file).
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
@@ -104,9 +103,9 @@ impl Replications {
     /// `VM-rN`, the first such name no known peer uses).
     pub async fn replicate(
         self: &Arc<Self>,
-        vm: &str,
-        to: &str,
-        name: Option<String>,
+        vm: &VmName,
+        to: &PeerRef,
+        name: Option<VmName>,
     ) -> Result<ReplicationReport> {
         self.replicate_as(vm, to, name, false).await
     }
@@ -115,9 +114,9 @@ impl Replications {
     /// its policy may remove the replica when idle.
     pub(super) async fn replicate_as(
         self: &Arc<Self>,
-        vm: &str,
-        to: &str,
-        name: Option<String>,
+        vm: &VmName,
+        to: &PeerRef,
+        name: Option<VmName>,
         auto: bool,
     ) -> Result<ReplicationReport> {
         let local = self.host.vm(vm).await?;
@@ -125,7 +124,7 @@ impl Replications {
             bail!("VM '{vm}' was not created by peervisor: it has no manifest to replicate");
         };
         let net = self.node.status().await?;
-        let dest = resolve(to, &net.peers)?;
+        let dest = to.resolve(&net.peers)?;
         let dest_name = dest.display_name();
         if !dest.connected {
             bail!("peer {dest_name} is known but not connected: cannot replicate to it now");
@@ -133,11 +132,11 @@ impl Replications {
         let dest_id = peer_id_of(&dest)?;
         let name = match name {
             Some(n) => {
-                validate_vm_name(&n)?;
+                n.validate()?;
                 n
             }
             None => {
-                let local_names: Vec<String> = self
+                let local_names: Vec<VmName> = self
                     .host
                     .list()
                     .await?
@@ -164,7 +163,7 @@ impl Replications {
         let services = if local.services.is_empty() {
             // The guest's default HTTP service is named after the VM: keep that name.
             vec![ServiceSpec {
-                name: vm.to_string(),
+                name: vm.as_str().into(),
                 kind: "http".into(),
                 port: 80,
                 tags: Vec::new(),
@@ -174,7 +173,7 @@ impl Replications {
             local.services.clone()
         };
         let offer = Offer {
-            name: name.clone(),
+            name: name.to_string(),
             source_vm: vm.to_string(),
             source_uuid: local.uuid.clone(),
             vcpus: local.vcpus,
@@ -210,7 +209,7 @@ impl Replications {
         } = result?;
         let image = image.unwrap_or_default();
         Ok(ReplicationReport {
-            vm: vm.to_string(),
+            vm: vm.clone(),
             replica: name,
             from: self.nick.clone(),
             to: dest_name,
@@ -350,13 +349,14 @@ struct Sent {
 }
 
 /// `VM-r1`, `VM-r2`, ...: the first no VM here or on a known peer uses.
-fn default_replica_name(vm: &str, local: &[String], peers: &[PeerView]) -> Result<String> {
+fn default_replica_name(vm: &VmName, local: &[VmName], peers: &[PeerView]) -> Result<VmName> {
     let taken = |name: &str| {
         local.iter().any(|n| n == name)
             || peers
                 .iter()
                 .any(|p| p.vms.iter().flatten().any(|n| n == name))
     };
+    let vm = vm.as_str();
     let base = vm.rsplit_once("-r").map_or(vm, |(b, n)| {
         if !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()) {
             b
@@ -365,10 +365,10 @@ fn default_replica_name(vm: &str, local: &[String], peers: &[PeerView]) -> Resul
         }
     });
     (1..1000)
-        .map(|n| format!("{base}-r{n}"))
+        .map(|n| VmName::from(format!("{base}-r{n}")))
         .find(|n| !taken(n))
         .ok_or_else(|| anyhow!("no free replica name for '{vm}': give one with --name"))
-        .and_then(|n| validate_vm_name(&n).map(|_| n))
+        .and_then(|n| n.validate().map(|_| n))
 }
 
 #[cfg(test)]
@@ -377,7 +377,7 @@ mod tests {
 
     fn peer_with(vms: &[&str]) -> PeerView {
         PeerView {
-            vms: Some(vms.iter().map(|s| s.to_string()).collect()),
+            vms: Some(vms.iter().map(|&s| s.into()).collect()),
             ..PeerView::default()
         }
     }
@@ -386,19 +386,19 @@ mod tests {
     fn default_names_skip_those_in_use_anywhere() {
         let none: [PeerView; 0] = [];
         assert_eq!(
-            default_replica_name("web-1", &[], &none).unwrap(),
+            default_replica_name(&"web-1".into(), &[], &none).unwrap(),
             "web-1-r1"
         );
         let peers = [peer_with(&["web-1-r1"]), peer_with(&["web-1-r2"])];
         assert_eq!(
-            default_replica_name("web-1", &["web-1-r3".into()], &peers).unwrap(),
+            default_replica_name(&"web-1".into(), &["web-1-r3".into()], &peers).unwrap(),
             "web-1-r4"
         );
         // A replica of a replica counts from the original's name.
         assert_eq!(
-            default_replica_name("web-1-r1", &[], &peers).unwrap(),
+            default_replica_name(&"web-1-r1".into(), &[], &peers).unwrap(),
             "web-1-r3"
         );
-        assert!(default_replica_name(&"a".repeat(48), &[], &none).is_err());
+        assert!(default_replica_name(&"a".repeat(48).into(), &[], &none).is_err());
     }
 }

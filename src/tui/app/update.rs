@@ -106,13 +106,13 @@ impl App {
             };
         };
         Names {
-            vms: status.vms.iter().map(|v| v.name.clone()).collect(),
+            vms: status.vms.iter().map(|v| v.name.to_string()).collect(),
             peers: rows::peer_rows(status)
                 .into_iter()
                 .filter(|r| !r.is_local)
                 .map(|r| r.name)
                 .collect(),
-            services: status.services.iter().map(|s| s.name.clone()).collect(),
+            services: status.services.iter().map(|s| s.name.to_string()).collect(),
             themes: Theme::available(self.opts.theme_dir.as_deref()),
         }
     }
@@ -385,16 +385,16 @@ impl App {
                 let vm = self.local_vm_for_action()?;
                 return Some(match vm.state {
                     VmState::Running | VmState::Paused => UiCommand::Stop {
-                        vm: vm.name.clone(),
+                        vm: vm.name.to_string(),
                     },
                     _ => UiCommand::Start {
-                        vm: vm.name.clone(),
+                        vm: vm.name.to_string(),
                     },
                 });
             }
             Action::PauseResume => {
                 let vm = self.local_vm_for_action()?;
-                let name = vm.name.clone();
+                let name = vm.name.to_string();
                 return match vm.state {
                     VmState::Running => Some(UiCommand::Pause { vm: name }),
                     VmState::Paused => Some(UiCommand::Resume { vm: name }),
@@ -408,7 +408,7 @@ impl App {
             }
             Action::Delete if self.focus == Pane::Operations => self.confirm_abort(),
             Action::Delete => {
-                let name = self.local_vm_for_action()?.name.clone();
+                let name = self.local_vm_for_action()?.name.to_string();
                 self.confirm_delete(name);
             }
             Action::Sort => {
@@ -470,7 +470,7 @@ impl App {
             self.say_error(text);
             return;
         }
-        let (vm, peer) = (op.vm.clone(), op.peer.clone());
+        let (vm, peer) = (op.vm.to_string(), op.peer.clone());
         self.mode = Mode::Confirm {
             question: format!("Abort the migration of {vm} to {peer}? It keeps running here."),
             command: UiCommand::AbortMigration { vm },
@@ -514,7 +514,7 @@ impl App {
             );
             return self.say_error(text);
         }
-        let name = vm.name.clone();
+        let name = vm.name.to_string();
         let candidates = self.status.as_ref().map(candidates).unwrap_or_default();
         if candidates.is_empty() {
             let what = if replicate { "replicate" } else { "migrate" };
