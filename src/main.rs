@@ -27,7 +27,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::Parser;
 
-use cli::{Cli, Command, NodeArgs};
+use cli::{Cli, NodeArgs, TopCommand};
 use paths::DataDir;
 use peer::PeerConfig;
 
@@ -67,8 +67,8 @@ async fn run(cli: Cli) -> Result<()> {
             Some(dir) => console::attach(&DataDir::new(dir), &look).await,
             None => console::embedded(cli.node.peer_config(data_dir), &look).await,
         },
-        Some(Command::Node) => run_headless(cli.node.peer_config(data_dir), &cli.node).await,
-        Some(command) => cli::run(command, &data_dir, &cli.node, &look).await,
+        Some(TopCommand::Node) => run_headless(cli.node.peer_config(data_dir), &cli.node).await,
+        Some(TopCommand::Cli(command)) => cli::run(command, &data_dir, &cli.node, &look).await,
     }
 }
 

@@ -24,7 +24,7 @@ pub struct Cli {
     pub data_dir: Option<PathBuf>,
 
     #[command(subcommand)]
-    pub command: Option<Command>,
+    pub command: Option<TopCommand>,
 
     /// Attach the console to the running node of this data dir instead of embedding one.
     #[arg(long, value_name = "DATA_DIR")]
@@ -44,10 +44,20 @@ pub struct Cli {
     pub node: NodeArgs,
 }
 
+/// What `peervisor COMMAND` runs: a node, which main.rs starts, or one of the
+/// commands cli/ runs (the two are separate types, so neither side has a case
+/// it cannot handle).
 #[derive(Subcommand, Debug)]
-pub enum Command {
+pub enum TopCommand {
     /// Run a headless peer node (serves the control socket; stop with Ctrl-C).
     Node,
+    #[command(flatten)]
+    Cli(Command),
+}
+
+/// The commands cli/ runs: over a node's control socket, or on their own.
+#[derive(Subcommand, Debug)]
+pub enum Command {
     /// Show this node's peers (with latency) and VMs.
     Status {
         #[arg(long)]
