@@ -55,9 +55,10 @@ macro_rules! name_type {
             }
         }
 
+        /// As the string, width and alignment included (table columns).
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
+                fmt::Display::fmt(&self.0, f)
             }
         }
 
@@ -250,5 +251,6 @@ mod tests {
         let typed = String::from("web-1");
         assert!(name == "web-1" && name == *"web-1" && name == typed);
         assert_eq!(format!("{name} {name:?}"), r#"web-1 "web-1""#);
+        assert_eq!(format!("{name:<8}|{name:>6}|{name:.3}"), "web-1   | web-1|web");
     }
 }
