@@ -251,6 +251,9 @@ mod tests {
         let typed = String::from("web-1");
         assert!(name == "web-1" && name == *"web-1" && name == typed);
         assert_eq!(format!("{name} {name:?}"), r#"web-1 "web-1""#);
-        assert_eq!(format!("{name:<8}|{name:>6}|{name:.3}"), "web-1   | web-1|web");
+        assert_eq!(
+            format!("{name:<8}|{name:>6}|{name:.3}"),
+            "web-1   | web-1|web"
+        );
     }
 }
