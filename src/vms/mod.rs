@@ -146,10 +146,8 @@ impl Vms {
     }
 
     pub async fn start(&self, name: &VmName, foreign: bool) -> Result<String> {
-        self.check_ours(name, foreign).await?;
-        self.host.start(name).await?;
-        self.changed.notify_one();
-        Ok(format!("VM '{name}' started"))
+        self.change(name, foreign, self.host.start(name), "started")
+            .await
     }
 
     /// Graceful (ACPI) shutdown, powered off after `timeout_s` (default 30 s);
@@ -181,17 +179,28 @@ impl Vms {
     }
 
     pub async fn pause(&self, name: &VmName, foreign: bool) -> Result<String> {
-        self.check_ours(name, foreign).await?;
-        self.host.pause(name).await?;
-        self.changed.notify_one();
-        Ok(format!("VM '{name}' paused"))
+        self.change(name, foreign, self.host.pause(name), "paused")
+            .await
     }
 
     pub async fn resume(&self, name: &VmName, foreign: bool) -> Result<String> {
+        self.change(name, foreign, self.host.resume(name), "resumed")
+            .await
+    }
+
+    /// Runs `action` on a VM of ours (or a foreign one, if asked) and tells the
+    /// publisher; `action` is a future, so nothing of it runs before the check.
+    async fn change(
+        &self,
+        name: &VmName,
+        foreign: bool,
+        action: impl Future<Output = Result<()>>,
+        done: &str,
+    ) -> Result<String> {
         self.check_ours(name, foreign).await?;
-        self.host.resume(name).await?;
+        action.await?;
         self.changed.notify_one();
-        Ok(format!("VM '{name}' resumed"))
+        Ok(format!("VM '{name}' {done}"))
     }
 
     /// Powers off, undefines and removes the files peervisor made for the VM.
