@@ -6,6 +6,7 @@ use clap::{Args, Parser, Subcommand};
 use libp2p::Multiaddr;
 
 use crate::hypervisor::accel::AccelChoice;
+use crate::node::identity::{NETWORK_KEY_ENV, NetworkKeySource};
 use crate::paths::DataDir;
 use crate::peer::PeerConfig;
 
@@ -307,10 +308,12 @@ pub struct NodeArgs {
     /// Address of a peer to join through (repeatable), e.g. /ip4/192.0.2.7/tcp/7470.
     #[arg(long, global = true)]
     pub bootstrap: Vec<Multiaddr>,
-    /// The overlay's network key: a swarm.key file, or 64 hex digits. Default: the
-    /// data dir's network.key, generated on first run (copy it to other peers).
-    #[arg(long, global = true, env = "PEERVISOR_NETWORK_KEY")]
-    pub network_key: Option<String>,
+    /// The overlay's network key file (swarm.key format, or 64 hex digits in a
+    /// file). A literal key only through the environment (PEERVISOR_NETWORK_KEY):
+    /// arguments show in the process list. Default: the data dir's network.key,
+    /// generated on first run (copy it to other peers).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub network_key: Option<std::path::PathBuf>,
     /// Find peers on the LAN with multicast DNS.
     #[arg(long, global = true)]
     pub mdns: bool,
@@ -435,7 +438,11 @@ impl NodeArgs {
             nick: self.nick.clone().unwrap_or_else(default_nick),
             listen: self.listen.clone(),
             bootstrap: self.bootstrap.clone(),
-            network_key: self.network_key.clone(),
+            network_key: match (&self.network_key, std::env::var(NETWORK_KEY_ENV)) {
+                (Some(file), _) => Some(NetworkKeySource::File(file.clone())),
+                (None, Ok(value)) => Some(NetworkKeySource::Environment(value)),
+                (None, Err(_)) => None,
+            },
             mdns: self.mdns,
             relay: crate::node::RelayConfig {
                 serve: self.relay_server,
