@@ -43,8 +43,6 @@ use crate::replica::wire::{self, Answer, Offer, Outcome};
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
 /// Defining and starting the replica.
 const START_TIMEOUT: Duration = Duration::from_secs(180);
-/// Largest disk file accepted.
-const MAX_DISK_FILE: u64 = 4 << 40;
 
 impl Peer {
     /// Source side: replicates `vm` to the peer named `to` as `name` (default
@@ -330,7 +328,7 @@ impl Peer {
             ));
         };
         if let Some(plan) = &offer.disk {
-            plan.validate(MAX_DISK_FILE)?;
+            plan.validate(sparse::MAX_FILE)?;
             if plan.format != "qcow2" {
                 return Err(format!(
                     "data disk format {} (only qcow2 is attached)",
