@@ -224,19 +224,27 @@ impl Peer {
             let plan = tokio::task::spawn_blocking(move || sparse::plan(&path))
                 .await?
                 .context("reading the disk image")?;
+            // What a destination would refuse is refused here, with the reason.
+            plan.validate(sparse::MAX_FILE)
+                .map_err(|e| anyhow!("this disk cannot be replicated: {e}"))?;
             offer.disk = Some(plan);
         }
+        let frame = wire::encode(&offer)?;
         let stream = self
             .node
             .streams()
             .open_stream(dest, REPLICA_PROTOCOL)
             .await
             .map_err(|e| anyhow!("opening a replication stream to {dest_name}: {e}"))?;
-        let mut stream = stream.compat();
-        let mut wire_bytes = wire::send(&mut stream, &offer).await?;
-        let answer = tokio::time::timeout(ANSWER_TIMEOUT, wire::receive(&mut stream, "answer"))
+        let (mut reader, mut writer) = tokio::io::split(stream.compat());
+        let write = async {
+            writer.write_all(&frame).await?;
+            writer.flush().await?;
+            anyhow::Ok(frame.len() as u64)
+        };
+        let (mut wire_bytes, answer) = wire::offer_and_answer(&mut reader, write, ANSWER_TIMEOUT)
             .await
-            .map_err(|_| anyhow!("{dest_name} did not answer within {ANSWER_TIMEOUT:?}"))??;
+            .with_context(|| format!("offering the replica to {dest_name}"))?;
         let need = match answer {
             Answer::Accept { need } => need,
             Answer::Refuse { reason } => bail!("{dest_name} refused: {reason}"),
@@ -245,7 +253,7 @@ impl Peer {
         let mut sent = ChunksSent::default();
         if let (Some(plan), Some(path)) = (&offer.disk, &image) {
             let file = Arc::new(File::open(path)?);
-            sent = send_chunks(&mut stream, plan, &need, file, |done, total| {
+            sent = send_chunks(&mut writer, plan, &need, file, |done, total| {
                 self.operations
                     .set_progress(op, &transfer_sample(done, total))
             })
@@ -253,7 +261,7 @@ impl Peer {
             .with_context(|| format!("sending the disk to {dest_name}"))?;
             wire_bytes += sent.stream_bytes;
         }
-        let outcome = tokio::time::timeout(START_TIMEOUT, wire::receive(&mut stream, "outcome"))
+        let outcome = tokio::time::timeout(START_TIMEOUT, wire::receive::<_, Outcome>(&mut reader))
             .await
             .map_err(|_| anyhow!("{dest_name} did not start the replica within {START_TIMEOUT:?}"))?
             .with_context(|| format!("waiting for {dest_name} to start the replica"))?;
@@ -540,7 +548,7 @@ pub async fn accept_replicas(peer: Arc<Peer>) {
 
 async fn serve_replica(peer: &Peer, from: PeerId, stream: crate::node::Stream) -> Result<()> {
     let mut stream = stream.compat();
-    let offer: Offer = tokio::time::timeout(READ_TIMEOUT, wire::receive(&mut stream, "offer"))
+    let offer: Offer = tokio::time::timeout(READ_TIMEOUT, wire::receive(&mut stream))
         .await
         .map_err(|_| anyhow!("no offer within {READ_TIMEOUT:?}"))??;
     let limit = peer.capacity.max_migrations;
@@ -570,7 +578,7 @@ async fn serve_replica(peer: &Peer, from: PeerId, stream: crate::node::Stream) -
                 offer.name,
                 offer.source_vm
             );
-            wire::send(&mut stream, &Answer::Refuse { reason }).await?;
+            wire::send(&mut stream, &Answer::refuse(&reason)).await?;
             return Ok(());
         }
     };
@@ -595,8 +603,7 @@ async fn serve_replica(peer: &Peer, from: PeerId, stream: crate::node::Stream) -
         }
         Err(e) => {
             peer.operations.finish(op, Some(format!("{e:#}")));
-            let reason = format!("{e:#}");
-            let _ = wire::send(&mut stream, &Outcome::Failed { reason }).await;
+            let _ = wire::send(&mut stream, &Outcome::failed(&format!("{e:#}"))).await;
             return Err(e.context(format!("replica '{}'", offer.name)));
         }
     }
