@@ -24,6 +24,7 @@ use tokio_util::compat::FuturesAsyncReadCompatExt;
 
 use super::access::Role;
 use super::capacity::{Reservation, VmRequirements};
+use super::limits::{self, OpenGuard};
 use super::operations::Busy;
 use super::peers::{peer_id_of, resolve};
 use super::{Peer, validate_vm_name};
@@ -284,9 +285,23 @@ impl Peer {
         Ok((ip, transfer))
     }
 
-    /// Destination side: whether to host the offered replica; what it will be
-    /// created from (its capacity reserved), or why not.
-    async fn check_offer(&self, from: PeerId, offer: &Offer) -> Result<Accepted, String> {
+    /// Destination side: whether `from` may send a replica at all, checked
+    /// before a byte of its offer is read (a member without the control role or
+    /// over its limits costs this host only the refusal). The guards count the
+    /// stream against `from`'s limits while it is open.
+    fn admit_replica(&self, from: PeerId) -> Result<ReplicaGuards<'_>, String> {
+        let limits = &self.limits;
+        let max = limits.config.streams_per_peer;
+        let Some(open) = limits.open_streams.try_open(&from, max) else {
+            return Err(format!("too many open streams from you (at most {max})"));
+        };
+        if let Err(retry) = limits.streams.check(&from) {
+            return Err(limits::rate_limited(
+                "streams",
+                limits.streams.per_s(),
+                retry,
+            ));
+        }
         if !self.access.allows(&from, Role::Control) {
             return Err(format!(
                 "peer {from} is not allowed to control this host (its operator can run `peervisor peers allow {from} --role control`)"
@@ -295,38 +310,21 @@ impl Peer {
         if !self.config.accept_migrations {
             return Err("this peer does not accept VMs from other peers".into());
         }
-        validate_vm_name(&offer.name).map_err(|e| e.to_string())?;
-        let uuid_ok = offer.source_uuid.len() == 36
-            && offer
-                .source_uuid
-                .chars()
-                .all(|c| c.is_ascii_hexdigit() || c == '-');
-        if !uuid_ok {
-            return Err("malformed source UUID".into());
-        }
-        let manifest = VmManifest {
-            name: offer.name.clone(),
-            vcpus: offer.vcpus,
-            memory_mib: offer.memory_mib,
-            data_disk_mib: None,
-            image: Some(offer.image.clone()),
-            services: offer
-                .services
-                .iter()
-                .map(|s| ManifestService {
-                    name: s.name.clone(),
-                    kind: s.kind.clone(),
-                    port: u32::from(s.port),
-                    tags: s.tags.iter().cloned().collect(),
-                    // Its limits travel with it (each replica counts its own).
-                    max_conns: s.max_conns,
-                    allow: s.allow.clone(),
-                })
-                .collect(),
+        // Offers being read are held in memory (up to Offer::LIMIT each): no
+        // more at once than replicas this host accepts at once.
+        let max = self.capacity.max_migrations;
+        let Some(replica) = limits.replica_streams.try_open(&from, max) else {
+            return Err(format!(
+                "too many replication streams from you at once (at most {max}, --max-migrations)"
+            ));
         };
-        manifest
-            .validate()
-            .map_err(|e| format!("replica definition: {e}"))?;
+        Ok((open, replica))
+    }
+
+    /// Destination side: whether to host the offered replica; what it will be
+    /// created from (its capacity reserved), or why not.
+    async fn check_offer(&self, offer: &Offer) -> Result<Accepted, String> {
+        let manifest = offer_manifest(offer)?;
         let (dir, image) = (self.config.image_dir.clone(), offer.image.clone());
         let found = tokio::task::spawn_blocking(move || crate::image::find(&dir, &image)).await;
         let Ok(Ok(image)) = found else {
@@ -335,15 +333,6 @@ impl Peer {
                 offer.image
             ));
         };
-        if let Some(plan) = &offer.disk {
-            plan.validate(sparse::MAX_FILE)?;
-            if plan.format != "qcow2" {
-                return Err(format!(
-                    "data disk format {} (only qcow2 is attached)",
-                    plan.format
-                ));
-            }
-        }
         // The same checks and lent capacity as an incoming migration (name and
         // UUID free, boot files here, vCPUs, memory and disk within what this
         // host lends), reserved until the replica runs or fails.
@@ -458,6 +447,54 @@ impl Peer {
     }
 }
 
+/// The checks of an offer that need nothing of this host: its definition as a
+/// manifest, the source's UUID (its first 8 characters name the partial file)
+/// and the disk plan (only qcow2 is attached).
+fn offer_manifest(offer: &Offer) -> Result<VmManifest, String> {
+    validate_vm_name(&offer.name).map_err(|e| e.to_string())?;
+    let uuid_ok = offer.source_uuid.len() == 36
+        && offer
+            .source_uuid
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() || c == '-');
+    if !uuid_ok {
+        return Err("malformed source UUID".into());
+    }
+    let manifest = VmManifest {
+        name: offer.name.clone(),
+        vcpus: offer.vcpus,
+        memory_mib: offer.memory_mib,
+        data_disk_mib: None,
+        image: Some(offer.image.clone()),
+        services: offer
+            .services
+            .iter()
+            .map(|s| ManifestService {
+                name: s.name.clone(),
+                kind: s.kind.clone(),
+                port: u32::from(s.port),
+                tags: s.tags.iter().cloned().collect(),
+                // Its limits travel with it (each replica counts its own).
+                max_conns: s.max_conns,
+                allow: s.allow.clone(),
+            })
+            .collect(),
+    };
+    manifest
+        .validate()
+        .map_err(|e| format!("replica definition: {e}"))?;
+    if let Some(plan) = &offer.disk {
+        plan.validate(sparse::MAX_FILE)?;
+        if plan.format != "qcow2" {
+            return Err(format!(
+                "data disk format {:?} (only qcow2 is attached)",
+                plan.format
+            ));
+        }
+    }
+    Ok(manifest)
+}
+
 /// A replica the destination agreed to host.
 struct Accepted {
     manifest: VmManifest,
@@ -548,11 +585,24 @@ pub async fn accept_replicas(peer: Arc<Peer>) {
 
 async fn serve_replica(peer: &Peer, from: PeerId, stream: crate::node::Stream) -> Result<()> {
     let mut stream = stream.compat();
-    let offer: Offer = tokio::time::timeout(READ_TIMEOUT, wire::receive(&mut stream))
+    let _guards = match peer.admit_replica(from) {
+        Ok(guards) => guards,
+        Err(reason) => {
+            return refuse(peer, &mut stream, from, "a replication stream", &reason).await;
+        }
+    };
+    let offer = match tokio::time::timeout(READ_TIMEOUT, wire::receive::<_, Offer>(&mut stream))
         .await
-        .map_err(|_| anyhow!("no offer within {READ_TIMEOUT:?}"))??;
+    {
+        Ok(Ok(offer)) => offer,
+        Ok(Err(e)) => return refuse(peer, &mut stream, from, "an offer", &format!("{e:#}")).await,
+        Err(_) => {
+            let reason = format!("no offer within {READ_TIMEOUT:?}");
+            return refuse(peer, &mut stream, from, "an offer", &reason).await;
+        }
+    };
     let limit = peer.capacity.max_migrations;
-    let checked = match peer.check_offer(from, &offer).await {
+    let checked = match peer.check_offer(&offer).await {
         Ok(accepted) => peer
             .operations
             .begin_limited(
@@ -573,13 +623,8 @@ async fn serve_replica(peer: &Peer, from: PeerId, stream: crate::node::Stream) -
     let (accepted, op) = match checked {
         Ok(pair) => pair,
         Err(reason) => {
-            tracing::warn!(
-                "refused replica '{}' of VM '{}' from {from}: {reason}",
-                offer.name,
-                offer.source_vm
-            );
-            wire::send(&mut stream, &Answer::refuse(&reason)).await?;
-            return Ok(());
+            let what = format!("replica '{}' of VM '{}'", offer.name, offer.source_vm);
+            return refuse(peer, &mut stream, from, &what, &reason).await;
         }
     };
     tracing::info!(
@@ -607,6 +652,27 @@ async fn serve_replica(peer: &Peer, from: PeerId, stream: crate::node::Stream) -
             return Err(e.context(format!("replica '{}'", offer.name)));
         }
     }
+    let _ = stream.shutdown().await;
+    Ok(())
+}
+
+/// The stream's guards: one of `from`'s open streams, one of its replications.
+type ReplicaGuards<'a> = (OpenGuard<'a, PeerId>, OpenGuard<'a, PeerId>);
+
+/// Refuses `what` from `from` with `reason`, on both ends: logged here (a few
+/// lines a second per peer at most), sent back for the source to show.
+async fn refuse<S: AsyncWrite + Unpin>(
+    peer: &Peer,
+    stream: &mut S,
+    from: PeerId,
+    what: &str,
+    reason: &str,
+) -> Result<()> {
+    if peer.limits.log_refusal(&from) {
+        tracing::warn!("refused {what} from {from}: {reason}");
+    }
+    wire::send(stream, &Answer::refuse(reason)).await?;
+    // Closed without reading on: what the source still sends is not taken.
     let _ = stream.shutdown().await;
     Ok(())
 }
