@@ -5,6 +5,8 @@
 //! compares it with rsync.
 
 pub mod bench;
+#[cfg(test)]
+pub(crate) mod fuzz;
 pub mod point_in_time;
 pub mod sparse;
 pub mod transfer;

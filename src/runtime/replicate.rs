@@ -708,6 +708,44 @@ mod tests {
         assert!(disk.exists(), "disks are never touched");
     }
 
+    mod fuzz {
+        use proptest::prelude::*;
+
+        use super::super::offer_manifest;
+        use crate::fuzzing::{CASES, config};
+        use crate::replica::fuzz::{assert_sound, frames, receive, sample_offer};
+        use crate::replica::sparse::MAX_FILE;
+        use crate::replica::wire::Offer;
+
+        #[test]
+        fn the_sample_offer_is_accepted() {
+            assert!(offer_manifest(&sample_offer()).is_ok());
+        }
+
+        proptest! {
+            #![proptest_config(config(CASES))]
+            /// Offers from the network through the checks a destination makes
+            /// before it looks at itself: what passes names a partial file
+            /// inside the disk dir and carries a sound qcow2 plan.
+            #[test]
+            fn fuzz_replica_offer_checks(input in frames()) {
+                let Ok(offer) = receive::<Offer>(&input) else {
+                    return Ok(());
+                };
+                if let Ok(manifest) = offer_manifest(&offer) {
+                    assert_eq!(manifest.name, offer.name);
+                    let uuid8 = offer.source_uuid.get(..8).expect("8 ASCII characters");
+                    let partial = format!(".{}-{uuid8}.partial", offer.name);
+                    assert!(!partial.contains('/'), "{partial}");
+                    if let Some(plan) = &offer.disk {
+                        assert_eq!(plan.format, "qcow2");
+                        assert_sound(plan, MAX_FILE);
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn default_names_skip_those_in_use_anywhere() {
         let none: [PeerView; 0] = [];
