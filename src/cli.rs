@@ -168,6 +168,31 @@ pub enum Command {
     Demo(DemoArgs),
     /// Print the console's effective keymap (shipped defaults plus your keymap.toml).
     Keys,
+    /// Tools for testing peervisor itself.
+    #[command(subcommand, hide = true)]
+    Dev(DevCommand),
+}
+
+/// Hidden: tools for tests of peervisor itself, not for operators.
+#[derive(Subcommand, Debug)]
+pub enum DevCommand {
+    /// Join the overlay (--network-key, --bootstrap) as the member whose identity
+    /// is in --data-dir (no node runs there), send one hand-made replication offer
+    /// frame to a peer, and print its answer as JSON.
+    ReplicaOffer {
+        /// Peer id of the destination.
+        #[arg(long)]
+        to: libp2p::PeerId,
+        /// File holding the offer's body (any bytes, e.g. JSON).
+        #[arg(long)]
+        body: PathBuf,
+        /// Length to put in the frame's prefix (default: the body's).
+        #[arg(long)]
+        declare: Option<u32>,
+        /// Keep the stream open after the body, as a sender that stalls.
+        #[arg(long)]
+        stall: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -25,7 +25,9 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::Parser;
 
-use cli::{BenchCommand, Cli, Command, ImageCommand, NodeArgs, PeersCommand, VmCommand};
+use cli::{
+    BenchCommand, Cli, Command, DevCommand, ImageCommand, NodeArgs, PeersCommand, VmCommand,
+};
 use control::client::ControlClient;
 use control::{Reply, Request};
 use paths::DataDir;
@@ -68,6 +70,7 @@ async fn run(cli: Cli) -> Result<()> {
             Some(dir) => console::attach(&DataDir::new(dir), &look).await,
             None => console::embedded(peer_config(data_dir, &cli.node), &look).await,
         },
+        Some(Command::Dev(command)) => dev_command(&data_dir, &cli.node, command).await,
         Some(Command::Keys) => {
             print!("{}", console::keys_text(&look));
             Ok(())
@@ -250,6 +253,26 @@ async fn run(cli: Cli) -> Result<()> {
             short,
         })) => penalty_command(&data_dir, &cli.node, runs, json, csv, short).await,
     }
+}
+
+/// `peervisor dev ...` (hidden): tools for tests of peervisor itself.
+async fn dev_command(data_dir: &DataDir, node: &NodeArgs, command: DevCommand) -> Result<()> {
+    let DevCommand::ReplicaOffer {
+        to,
+        body,
+        declare,
+        stall,
+    } = command;
+    let frame = replica::probe::Frame {
+        body: std::fs::read(&body).with_context(|| format!("reading {}", body.display()))?,
+        declared: declare,
+        stall,
+    };
+    let key = node.network_key.as_deref();
+    let bootstrap = node.bootstrap.clone();
+    let report = replica::probe::send_offer(data_dir.root(), key, bootstrap, to, frame).await?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
 }
 
 async fn peers_command(control: &ControlClient, command: PeersCommand) -> Result<()> {

@@ -8,6 +8,7 @@ pub mod bench;
 #[cfg(test)]
 pub(crate) mod fuzz;
 pub mod point_in_time;
+pub mod probe;
 pub mod sparse;
 pub mod transfer;
 pub mod wire;
