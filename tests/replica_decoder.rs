@@ -63,7 +63,8 @@ impl<'a> Member<'a> {
         let mut cmd = Command::new(BIN);
         cmd.arg("--data-dir")
             .arg(self.dir.path())
-            .args(["--network-key", self.key, "--bootstrap", &bootstrap])
+            .env("PEERVISOR_NETWORK_KEY", self.key)
+            .args(["--bootstrap", &bootstrap])
             .args(["dev", "replica-offer", "--to", &self.host_id, "--body"])
             .arg(&file);
         if let Some(n) = declare {
