@@ -171,6 +171,31 @@ pub enum Command {
     Demo(DemoArgs),
     /// Print the console's effective keymap (shipped defaults plus your keymap.toml).
     Keys,
+    /// Tools for testing peervisor itself.
+    #[command(subcommand, hide = true)]
+    Dev(DevCommand),
+}
+
+/// Hidden: tools for tests of peervisor itself, not for operators.
+#[derive(Subcommand, Debug)]
+pub enum DevCommand {
+    /// Join the overlay (--network-key, --bootstrap) as the member whose identity
+    /// is in --data-dir (no node runs there), send one hand-made replication offer
+    /// frame to a peer, and print its answer as JSON.
+    ReplicaOffer {
+        /// Peer id of the destination.
+        #[arg(long)]
+        to: libp2p::PeerId,
+        /// File holding the offer's body (any bytes, e.g. JSON).
+        #[arg(long)]
+        body: PathBuf,
+        /// Length to put in the frame's prefix (default: the body's).
+        #[arg(long)]
+        declare: Option<u32>,
+        /// Keep the stream open after the body, as a sender that stalls.
+        #[arg(long)]
+        stall: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -422,6 +447,15 @@ pub struct NodeArgs {
 }
 
 impl NodeArgs {
+    /// `--network-key FILE`, else `PEERVISOR_NETWORK_KEY`, else none given.
+    pub fn network_key_source(&self) -> Option<NetworkKeySource> {
+        match (&self.network_key, std::env::var(NETWORK_KEY_ENV)) {
+            (Some(file), _) => Some(NetworkKeySource::File(file.clone())),
+            (None, Ok(value)) => Some(NetworkKeySource::Environment(value)),
+            (None, Err(_)) => None,
+        }
+    }
+
     /// The peer these flags describe, on `data_dir`.
     pub fn peer_config(&self, data_dir: DataDir) -> PeerConfig {
         let interval = if self.stats_interval.is_finite() {
@@ -438,11 +472,7 @@ impl NodeArgs {
             nick: self.nick.clone().unwrap_or_else(default_nick),
             listen: self.listen.clone(),
             bootstrap: self.bootstrap.clone(),
-            network_key: match (&self.network_key, std::env::var(NETWORK_KEY_ENV)) {
-                (Some(file), _) => Some(NetworkKeySource::File(file.clone())),
-                (None, Ok(value)) => Some(NetworkKeySource::Environment(value)),
-                (None, Err(_)) => None,
-            },
+            network_key: self.network_key_source(),
             mdns: self.mdns,
             relay: crate::node::RelayConfig {
                 serve: self.relay_server,

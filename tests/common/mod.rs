@@ -198,6 +198,11 @@ impl TestNode {
         self.dir.path()
     }
 
+    /// The node process's id (None after `kill_hard`), e.g. for /proc figures.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Runs `peervisor --data-dir <this node> ARGS`.
     pub fn cli(&self, args: &[&str]) -> Output {
         Command::new(BIN)
