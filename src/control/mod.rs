@@ -319,6 +319,138 @@ mod tests {
         assert_eq!(read_all_lines(&exact).len(), 1);
     }
 
+    /// Every request the CLI and the console send, and the replies they read,
+    /// as bytes on the socket: the wire format must not move when the types do.
+    fn wire_examples() -> (Vec<Request>, Vec<Outcome>) {
+        let requests = vec![
+            Request::Status,
+            Request::VmList,
+            Request::VmCreate {
+                name: "web-2".into(),
+                vcpus: 1,
+                memory_mib: 128,
+                image: "default".into(),
+                services: vec![ServiceSpec {
+                    name: "site".into(),
+                    kind: "http".into(),
+                    port: 80,
+                    ..ServiceSpec::default()
+                }],
+                data_disk_mib: Some(64),
+            },
+            Request::VmStart {
+                name: "a".into(),
+                foreign: false,
+            },
+            Request::VmStop {
+                name: "a".into(),
+                force: false,
+                timeout_s: None,
+                foreign: false,
+            },
+            Request::VmPause {
+                name: "a".into(),
+                foreign: true,
+            },
+            Request::VmResume {
+                name: "a".into(),
+                foreign: false,
+            },
+            Request::VmRemove {
+                name: "a".into(),
+                foreign: false,
+            },
+            Request::VmStats { name: "a".into() },
+            Request::Migrate {
+                vm: "web-1".into(),
+                to: "peer-b".into(),
+                max_downtime_ms: Some(300),
+                bandwidth_mib_s: None,
+                foreign: false,
+                detach: true,
+            },
+            Request::MigrateAbort { vm: "web-1".into() },
+            Request::Replicate {
+                vm: "web-1".into(),
+                to: "peer-b".into(),
+                name: None,
+            },
+            Request::Services,
+            Request::Find { name: "web".into() },
+            Request::Consume {
+                service: "web".into(),
+                local_port: Some(8080),
+                bind: None,
+            },
+            Request::Unconsume {
+                service: "web".into(),
+            },
+            Request::Expose {
+                name: "pg".into(),
+                target: "127.0.0.1:5432".into(),
+                kind: None,
+                allow: Vec::new(),
+                max_conns: None,
+            },
+            Request::Unexpose { name: "pg".into() },
+            Request::PeersAllow {
+                peer: "peer-b".into(),
+                role: Role::Control,
+            },
+            Request::PeersForget {
+                peer: "peer-b".into(),
+            },
+            Request::PeersList,
+        ];
+        let outcomes = vec![
+            Outcome::Ok(Reply::Status(Box::default())),
+            Outcome::Ok(Reply::Done {
+                message: "ok".into(),
+            }),
+            Outcome::Ok(Reply::MigrationStarted {
+                vm: "web-1".into(),
+                to: "peer-b".into(),
+                operation: 3,
+            }),
+            Outcome::Ok(Reply::Migrated(MigrationReport {
+                vm: "web-1".into(),
+                from: "peer-a".into(),
+                to: "peer-b".into(),
+                to_peer_id: "12D3KooWB".into(),
+                seconds: 1.5,
+                downtime_ms: Some(90),
+                transferred_bytes: None,
+                disk_bytes: None,
+                probe_downtime_ms: Some(120),
+            })),
+            Outcome::Ok(Reply::Grants {
+                grants: vec![("12D3Koo".into(), "control".into())],
+                default_role: "consume".into(),
+            }),
+            Outcome::Error("no such VM".into()),
+        ];
+        (requests, outcomes)
+    }
+
+    #[test]
+    fn the_control_socket_json_stays_byte_identical() {
+        let (requests, outcomes) = wire_examples();
+        let lines: Vec<String> = requests
+            .iter()
+            .map(|r| serde_json::to_string(r).unwrap())
+            .chain(outcomes.iter().map(|o| serde_json::to_string(o).unwrap()))
+            .collect();
+        let expected = include_str!("wire_examples.jsonl");
+        assert_eq!(lines.join("\n") + "\n", expected);
+        // ... and each line reads back as what was written.
+        for (r, line) in requests.iter().zip(&lines) {
+            assert_eq!(&serde_json::from_str::<Request>(line).unwrap(), r);
+        }
+        for (o, line) in outcomes.iter().zip(&lines[requests.len()..]) {
+            assert_eq!(&serde_json::from_str::<Outcome>(line).unwrap(), o);
+        }
+    }
+
     mod fuzz {
         use super::*;
         use crate::fuzzing::{CASES, bytes_like, config};
