@@ -9,6 +9,8 @@
 #![allow(dead_code, unused_imports)]
 
 // The console is part of the binary crate; the bench compiles the same source.
+#[path = "../src/api/mod.rs"]
+mod api;
 #[cfg(test)]
 #[path = "../src/fuzzing.rs"]
 mod fuzzing;

@@ -15,7 +15,7 @@ use crate::model::{Status, short_peer_id};
 use crate::paths::DataDir;
 use crate::peer::{Peer, PeerConfig};
 use crate::tui::keymap;
-use crate::tui::{self, ConsoleOptions, Notice, UiCommand};
+use crate::tui::{self, ConsoleOptions, Notice};
 
 /// How the console looks: `--theme` and `--keymap`.
 #[derive(Debug, Clone, Default)]
@@ -70,7 +70,7 @@ async fn run_console(backend: Backend, attached_to: String, look: &Look) -> Resu
     let (command_tx, command_rx) = mpsc::channel(16);
     let (notice_tx, notice_rx) = mpsc::channel(64);
     let poller = tokio::spawn(poll_status(backend.clone(), status_tx));
-    let executor = tokio::spawn(execute_commands(backend, command_rx, notice_tx));
+    let executor = tokio::spawn(execute_requests(backend, command_rx, notice_tx));
     let mut options = ConsoleOptions::new("peervisor", attached_to);
     options.theme = look.theme.clone();
     options.keymap = look.keymap.clone();
@@ -110,33 +110,25 @@ async fn poll_status(backend: Backend, tx: watch::Sender<Option<Status>>) {
 /// Runs the operator's requests, each in its own task (a migration takes
 /// seconds; a stop must not wait for it). Outcomes go to the status line and
 /// the log pane.
-async fn execute_commands(
+async fn execute_requests(
     backend: Backend,
-    mut commands: mpsc::Receiver<UiCommand>,
+    mut requests: mpsc::Receiver<Request>,
     notices: mpsc::Sender<Notice>,
 ) {
-    while let Some(command) = commands.recv().await {
-        let Some(request) = to_request(&command) else {
-            let text = format!(
-                "{}: the node cannot do this yet (no control request for it)",
-                command.describe()
-            );
-            tracing::warn!("{text}");
-            let _ = notices.try_send(Notice { text, error: true });
-            continue;
-        };
+    while let Some(request) = requests.recv().await {
         let backend = backend.clone();
         let notices = notices.clone();
         tokio::spawn(async move {
-            tracing::info!("{} requested", command.describe());
+            let what = request.describe();
+            tracing::info!("{what} requested");
             let notice = match backend.call(request).await {
                 Ok(reply) => {
-                    let text = outcome_text(&command, &reply);
+                    let text = outcome_text(&what, &reply);
                     tracing::info!("{text}");
                     Notice { text, error: false }
                 }
                 Err(e) => {
-                    let text = format!("{} failed: {e:#}", command.describe());
+                    let text = format!("{what} failed: {e:#}");
                     tracing::error!("{text}");
                     Notice { text, error: true }
                 }
@@ -146,63 +138,8 @@ async fn execute_commands(
     }
 }
 
-/// The control request that carries out an operator's command, where the node
-/// has one.
-fn to_request(command: &UiCommand) -> Option<Request> {
-    Some(match command.clone() {
-        UiCommand::Migrate { vm, to } => Request::Migrate {
-            vm,
-            to,
-            max_downtime_ms: None,
-            bandwidth_mib_s: None,
-            foreign: false,
-            detach: false,
-        },
-        UiCommand::Replicate { vm, to } => Request::Replicate { vm, to, name: None },
-        UiCommand::Start { vm } => Request::VmStart {
-            name: vm,
-            foreign: false,
-        },
-        // Graceful (ACPI), powered off after the node's default timeout.
-        UiCommand::Stop { vm } => Request::VmStop {
-            name: vm,
-            force: false,
-            timeout_s: None,
-            foreign: false,
-        },
-        UiCommand::Delete { vm } => Request::VmRemove {
-            name: vm,
-            foreign: false,
-        },
-        UiCommand::AbortMigration { vm } => Request::MigrateAbort { vm },
-        UiCommand::Pause { vm } => Request::VmPause {
-            name: vm,
-            foreign: false,
-        },
-        UiCommand::Resume { vm } => Request::VmResume {
-            name: vm,
-            foreign: false,
-        },
-        UiCommand::Consume {
-            service,
-            local_port,
-        } => Request::Consume {
-            service,
-            local_port,
-            bind: None,
-        },
-        UiCommand::Unconsume { service } => Request::Unconsume { service },
-        UiCommand::Expose { name, target } => Request::Expose {
-            name,
-            target,
-            kind: None,
-            allow: Vec::new(),
-            max_conns: None,
-        },
-    })
-}
-
-fn outcome_text(command: &UiCommand, reply: &Reply) -> String {
+/// What the status line says of a request (`what`, its description) that succeeded.
+fn outcome_text(what: &str, reply: &Reply) -> String {
     match reply {
         Reply::Migrated(r) => format!(
             "VM '{}' now runs on {} ({:.1} s)",
@@ -230,7 +167,7 @@ fn outcome_text(command: &UiCommand, reply: &Reply) -> String {
             "Consuming {} at {} (through the overlay)",
             c.service, c.listen
         ),
-        _ => format!("{} done", command.describe()),
+        _ => format!("{what} done"),
     }
 }
 
@@ -253,67 +190,4 @@ pub fn keys_text(look: &Look) -> String {
     }
     out.push_str(&effective.keymap.to_toml());
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn operator_commands_map_to_control_requests_or_are_refused() {
-        assert_eq!(
-            to_request(&UiCommand::Migrate {
-                vm: "web-1".into(),
-                to: "peer-b".into()
-            }),
-            Some(Request::Migrate {
-                vm: "web-1".into(),
-                to: "peer-b".into(),
-                max_downtime_ms: None,
-                bandwidth_mib_s: None,
-                foreign: false,
-                detach: false,
-            })
-        );
-        assert_eq!(
-            to_request(&UiCommand::Stop { vm: "a".into() }),
-            Some(Request::VmStop {
-                name: "a".into(),
-                force: false,
-                timeout_s: None,
-                foreign: false
-            })
-        );
-        assert_eq!(
-            to_request(&UiCommand::Consume {
-                service: "web".into(),
-                local_port: Some(8080)
-            }),
-            Some(Request::Consume {
-                service: "web".into(),
-                local_port: Some(8080),
-                bind: None
-            })
-        );
-        assert_eq!(
-            to_request(&UiCommand::Expose {
-                name: "pg".into(),
-                target: "127.0.0.1:5432".into()
-            }),
-            Some(Request::Expose {
-                name: "pg".into(),
-                target: "127.0.0.1:5432".into(),
-                kind: None,
-                allow: Vec::new(),
-                max_conns: None,
-            })
-        );
-        assert_eq!(
-            to_request(&UiCommand::Pause { vm: "a".into() }),
-            Some(Request::VmPause {
-                name: "a".into(),
-                foreign: false
-            })
-        );
-    }
 }

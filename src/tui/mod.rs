@@ -38,92 +38,11 @@ pub use keymap::Keymap;
 pub use theme::Theme;
 pub use ui::draw;
 
+use crate::api::Request;
 use crate::model::Status;
 
 /// How often the screen refreshes without input (log lines, message expiry).
 const RENDER_TICK: Duration = Duration::from_millis(500);
-
-/// A request from the operator. The node executes it and reports the outcome
-/// back as a `Notice` (status line) and through tracing (log pane).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum UiCommand {
-    /// `to`: a peer id, or what the operator typed (nick or id prefix).
-    Migrate {
-        vm: String,
-        to: String,
-    },
-    /// A copy of `vm` started on `to` (default replica name).
-    Replicate {
-        vm: String,
-        to: String,
-    },
-    Start {
-        vm: String,
-    },
-    Stop {
-        vm: String,
-    },
-    Pause {
-        vm: String,
-    },
-    Resume {
-        vm: String,
-    },
-    Delete {
-        vm: String,
-    },
-    /// Cancel the outgoing migration of a VM; it keeps running here.
-    AbortMigration {
-        vm: String,
-    },
-    Consume {
-        service: String,
-        local_port: Option<u16>,
-    },
-    Unconsume {
-        service: String,
-    },
-    Expose {
-        name: String,
-        target: String,
-    },
-}
-
-impl UiCommand {
-    /// "Migration of web-1", for the status line.
-    pub fn describe(&self) -> String {
-        match self {
-            UiCommand::Migrate { vm, .. } => format!("Migration of {vm}"),
-            UiCommand::Replicate { vm, .. } => format!("Replication of {vm}"),
-            UiCommand::Start { vm } => format!("Start of {vm}"),
-            UiCommand::Stop { vm } => format!("Stop of {vm}"),
-            UiCommand::Pause { vm } => format!("Pause of {vm}"),
-            UiCommand::Resume { vm } => format!("Resume of {vm}"),
-            UiCommand::Delete { vm } => format!("Deletion of {vm}"),
-            UiCommand::AbortMigration { vm } => format!("Abort of {vm}'s migration"),
-            UiCommand::Consume { service, .. } => format!("Consume {service}"),
-            UiCommand::Unconsume { service } => format!("Unconsume {service}"),
-            UiCommand::Expose { name, .. } => format!("Expose {name}"),
-        }
-    }
-
-    /// The VM it acts on, if any.
-    pub fn vm(&self) -> Option<&str> {
-        match self {
-            UiCommand::Migrate { vm, .. }
-            | UiCommand::Replicate { vm, .. }
-            | UiCommand::Start { vm }
-            | UiCommand::Stop { vm }
-            | UiCommand::Pause { vm }
-            | UiCommand::Resume { vm }
-            | UiCommand::Delete { vm }
-            | UiCommand::AbortMigration { vm } => Some(vm),
-            UiCommand::Consume { .. } | UiCommand::Unconsume { .. } | UiCommand::Expose { .. } => {
-                None
-            }
-        }
-    }
-}
 
 /// A command's outcome for the status line.
 #[derive(Debug, Clone)]
@@ -179,7 +98,7 @@ pub fn load_look(opts: &ConsoleOptions) -> (Keymap, Theme, Vec<String>) {
 /// restored on quit, on error, on panic and on the signals; Ctrl-Z suspends.
 pub async fn run(
     mut status: watch::Receiver<Option<Status>>,
-    commands: mpsc::Sender<UiCommand>,
+    commands: mpsc::Sender<Request>,
     mut notices: mpsc::Receiver<Notice>,
     opts: ConsoleOptions,
 ) -> anyhow::Result<()> {
@@ -217,7 +136,7 @@ async fn event_loop(
     guard: &mut terminal::TerminalGuard,
     app: &mut App,
     status: &mut watch::Receiver<Option<Status>>,
-    commands: &mpsc::Sender<UiCommand>,
+    commands: &mpsc::Sender<Request>,
     notices: &mut mpsc::Receiver<Notice>,
     input: &mut terminal::InputThread,
 ) -> anyhow::Result<()> {
@@ -319,7 +238,7 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for CountEvents {
 
 /// Hand a request to the node without waiting: a full or closed channel is
 /// reported on the status line instead.
-fn send(app: &mut App, commands: &mpsc::Sender<UiCommand>, cmd: UiCommand) {
+fn send(app: &mut App, commands: &mpsc::Sender<Request>, cmd: Request) {
     use mpsc::error::TrySendError;
     match commands.try_send(cmd) {
         Ok(()) => {}

@@ -13,12 +13,13 @@ use std::time::{Duration, Instant};
 use ratatui::layout::Rect;
 use tui_logger::{LevelFilter, TuiWidgetState};
 
+use super::ConsoleOptions;
 use super::cmdline::LineEditor;
 use super::keymap::Keymap;
 use super::panes::Selection;
 use super::rows::{self, VmRow, VmSort};
 use super::theme::Theme;
-use super::{ConsoleOptions, UiCommand};
+use crate::api::Request;
 use crate::model::{JobView, OperationView, Status, VmView};
 
 /// How long a status-line message stays up.
@@ -124,7 +125,7 @@ pub enum Mode {
     /// Waiting for y/n before sending `command`.
     Confirm {
         question: String,
-        command: UiCommand,
+        command: Request,
     },
     /// Typing after `:`.
     Command(LineEditor),
