@@ -1,17 +1,18 @@
 //! Wiring the console to a node: embedded in this process, or attached to a running
-//! node through its control socket. Either way the console reads snapshots from a
-//! watch channel and sends requests out; it never waits on the node to draw.
+//! node through its control socket. Either way the node pushes its state (a
+//! snapshot, then deltas) into a channel the console reads, and the console sends
+//! requests out; it never waits on the node to draw.
 
 use std::fmt::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
+use crate::api::{Reply, Request, Update};
 use crate::control::client::ControlClient;
-use crate::control::{Reply, Request};
-use crate::model::{Status, short_peer_id};
+use crate::model::short_peer_id;
 use crate::paths::DataDir;
 use crate::peer::{Peer, PeerConfig};
 use crate::tui::keymap;
@@ -36,6 +37,13 @@ impl Backend {
         match self {
             Backend::Embedded(peer) => peer.handle(request).await,
             Backend::Attached(client) => client.call(&request).await,
+        }
+    }
+
+    async fn subscribe(&self) -> Result<mpsc::Receiver<Update>> {
+        match self {
+            Backend::Embedded(peer) => peer.subscribe().await,
+            Backend::Attached(client) => client.subscribe().await,
         }
     }
 }
@@ -66,37 +74,38 @@ pub async fn attach(dir: &DataDir, look: &Look) -> Result<()> {
 }
 
 async fn run_console(backend: Backend, attached_to: String, look: &Look) -> Result<()> {
-    let (status_tx, status_rx) = watch::channel(None);
+    let (update_tx, update_rx) = mpsc::channel(64);
     let (command_tx, command_rx) = mpsc::channel(16);
     let (notice_tx, notice_rx) = mpsc::channel(64);
-    let poller = tokio::spawn(poll_status(backend.clone(), status_tx));
+    let feed = tokio::spawn(follow_node(backend.clone(), update_tx));
     let executor = tokio::spawn(execute_requests(backend, command_rx, notice_tx));
     let mut options = ConsoleOptions::new("peervisor", attached_to);
     options.theme = look.theme.clone();
     options.keymap = look.keymap.clone();
-    let result = tui::run(status_rx, command_tx, notice_rx, options).await;
-    poller.abort();
+    let result = tui::run(update_rx, command_tx, notice_rx, options).await;
+    feed.abort();
     executor.abort();
     result
 }
 
-/// Refreshes the snapshot once a second, off the drawing path.
-async fn poll_status(backend: Backend, tx: watch::Sender<Option<Status>>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+/// Passes the node's updates on to the console, subscribing again (a new
+/// snapshot) whenever the node goes away and comes back.
+async fn follow_node(backend: Backend, tx: mpsc::Sender<Update>) {
     let mut was_failing = false;
     loop {
-        tick.tick().await;
-        match backend.call(Request::Status).await {
-            Ok(Reply::Status(status)) => {
+        match backend.subscribe().await {
+            Ok(mut updates) => {
                 if was_failing {
                     tracing::info!("node reachable again");
-                    was_failing = false;
                 }
-                if tx.send(Some(*status)).is_err() {
-                    return;
+                while let Some(update) = updates.recv().await {
+                    if tx.send(update).await.is_err() {
+                        return;
+                    }
                 }
+                tracing::error!("lost the node's updates; reconnecting");
+                was_failing = true;
             }
-            Ok(_) => {}
             Err(e) => {
                 if !was_failing {
                     tracing::error!("cannot read the node's status: {e:#}");
@@ -104,6 +113,7 @@ async fn poll_status(backend: Backend, tx: watch::Sender<Option<Status>>) {
                 }
             }
         }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
@@ -190,4 +200,126 @@ pub fn keys_text(look: &Look) -> String {
     }
     out.push_str(&effective.keymap.to_toml());
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    use ratatui::Terminal;
+    use ratatui::backend::TestBackend;
+    use tokio::sync::broadcast;
+
+    use super::*;
+    use crate::api::{Samples, VmSample};
+    use crate::control::server::{self, Answer};
+    use crate::hypervisor::sampler::Round;
+    use crate::model::{Status, VmState, VmStats, VmView};
+    use crate::peer::updates::{Figures, Publisher};
+
+    /// Long enough for a loaded 2-core machine; the updates come at once.
+    const BOUND: Duration = Duration::from_secs(30);
+
+    fn screen(app: &tui::App) -> String {
+        let mut term = Terminal::new(TestBackend::new(120, 36)).unwrap();
+        term.draw(|f| tui::draw(f, app)).unwrap();
+        let buffer = term.backend().buffer();
+        buffer.content().iter().map(|c| c.symbol()).collect()
+    }
+
+    /// An attached console on a node whose swarm is stuck: every request but
+    /// the subscription hangs (as `status` did, waiting on the swarm), and the
+    /// node's state is read once and then never again. The charts and the
+    /// VM table still move with each stats round.
+    #[tokio::test]
+    async fn an_attached_console_keeps_drawing_while_the_swarm_is_busy() {
+        let (rounds, rounds_rx) = broadcast::channel(16);
+        let figures = Figures {
+            rounds: rounds_rx,
+            read: Box::new(|_: &mut Status| 0),
+        };
+        let (states, states_rx) = mpsc::channel(1);
+        let publisher = Publisher::start(figures, states_rx);
+        let vm = VmView {
+            name: "web-1".into(),
+            state: VmState::Running,
+            ..VmView::default()
+        };
+        states
+            .send(Status {
+                vms: vec![vm],
+                ..Status::default()
+            })
+            .await
+            .unwrap();
+
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("control.sock");
+        let listener = server::bind(&socket).await.unwrap();
+        let handler = Arc::new(move |request: Request| {
+            let publisher = publisher.clone();
+            async move {
+                match request {
+                    Request::Subscribe => publisher.subscribe().await.map(Answer::Updates),
+                    _ => std::future::pending().await,
+                }
+            }
+        });
+        tokio::spawn(server::serve(listener, handler));
+        let client = ControlClient::new(&socket);
+        let slow = {
+            let client = client.clone();
+            tokio::spawn(async move { client.call(&Request::Status).await })
+        };
+
+        let (tx, mut updates) = mpsc::channel(64);
+        tokio::spawn(follow_node(Backend::Attached(client), tx));
+        let mut app = crate::tui::testutil::app_with(None);
+        let mut frames = HashMap::new();
+        for (number, cpu) in (1..=4).zip([11.0, 22.0, 33.0, 44.0]) {
+            let _ = rounds.send(Round {
+                number,
+                samples: Arc::new(Samples {
+                    interval_s: 1.0,
+                    keep: 120,
+                    host: None,
+                    vms: vec![VmSample {
+                        name: "web-1".into(),
+                        stats: Some(VmStats {
+                            cpu_pct_guest: cpu,
+                            ..VmStats::default()
+                        }),
+                    }],
+                }),
+            });
+            let shows = |app: &tui::App| {
+                app.status.as_ref().is_some_and(|s| {
+                    s.vms
+                        .first()
+                        .and_then(|v| v.stats.as_ref())
+                        .map(|s| s.cpu_pct_guest)
+                        == Some(cpu)
+                })
+            };
+            while !shows(&app) {
+                let update = tokio::time::timeout(BOUND, updates.recv())
+                    .await
+                    .expect("an update within the bound while the swarm is stuck")
+                    .expect("the feed runs");
+                app.apply(update);
+            }
+            let frame = screen(&app);
+            assert!(
+                frame.contains(&format!("{cpu:.1}")),
+                "round {number}:\n{frame}"
+            );
+            frames.insert(number, frame);
+        }
+        assert!(!slow.is_finished(), "the slow request is still waiting");
+        let history = app.status.as_ref().unwrap().vms[0].history.clone().unwrap();
+        assert_eq!(history.cpu_pct_guest, vec![11.0, 22.0, 33.0, 44.0]);
+        assert_ne!(frames[&1], frames[&4], "the screen moved");
+        drop(states);
+    }
 }

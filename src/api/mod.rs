@@ -4,8 +4,10 @@
 //! lines and `Peer::handle` answers them. Plain serde types (base layer).
 
 mod role;
+pub mod update;
 
 pub use role::Role;
+pub use update::{Delta, Samples, Update, VmSample};
 
 use serde::{Deserialize, Serialize};
 
@@ -14,7 +16,11 @@ use crate::model::{ConsumptionView, ServiceSpec, ServiceView, Status, VmView};
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "request", rename_all = "snake_case")]
 pub enum Request {
+    /// One snapshot of the node (`peervisor status`).
     Status,
+    /// The node's state pushed as it changes (the attached console): answered
+    /// with a line per `Update`, a snapshot first, until the client hangs up.
+    Subscribe,
     VmList,
     VmCreate {
         name: String,
@@ -229,6 +235,7 @@ impl Request {
             Request::PeersAllow { peer, role } => format!("Grant {role} to {peer}"),
             Request::PeersForget { peer } => format!("Forget {peer}"),
             Request::Status => "Status".into(),
+            Request::Subscribe => "Updates".into(),
             Request::VmList => "VM list".into(),
             Request::Services => "Services".into(),
             Request::PeersList => "Grants".into(),
@@ -257,6 +264,8 @@ impl Request {
 #[serde(tag = "reply", rename_all = "snake_case")]
 pub enum Reply {
     Status(Box<Status>),
+    /// One line of the answer to `Subscribe`.
+    Update(Box<Update>),
     Vms {
         vms: Vec<VmView>,
     },

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
 use ratatui::crossterm::event::{Event, KeyCode, KeyEventKind, KeyModifiers};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 // `Pane` is for the render bench, which compiles this module on its own.
 #[allow(unused_imports)]
@@ -38,8 +38,7 @@ pub use keymap::Keymap;
 pub use theme::Theme;
 pub use ui::draw;
 
-use crate::api::Request;
-use crate::model::Status;
+use crate::api::{Request, Update};
 
 /// How often the screen refreshes without input (log lines, message expiry).
 const RENDER_TICK: Duration = Duration::from_millis(500);
@@ -92,12 +91,12 @@ pub fn load_look(opts: &ConsoleOptions) -> (Keymap, Theme, Vec<String>) {
 
 /// Run the console until the operator quits (or SIGTERM/SIGHUP arrive).
 ///
-/// `status` carries node snapshots (`None` until the first arrives; the
-/// console draws anyway, showing "connecting…"); `commands` carries the
-/// operator's requests out and `notices` their outcomes back. The terminal is
+/// `updates` carries the node's state (a snapshot, then deltas; the console
+/// draws before the first arrives, showing "connecting…"); `commands` carries
+/// the operator's requests out and `notices` their outcomes back. The terminal is
 /// restored on quit, on error, on panic and on the signals; Ctrl-Z suspends.
 pub async fn run(
-    mut status: watch::Receiver<Option<Status>>,
+    mut updates: mpsc::Receiver<Update>,
     commands: mpsc::Sender<Request>,
     mut notices: mpsc::Receiver<Notice>,
     opts: ConsoleOptions,
@@ -110,8 +109,6 @@ pub async fn run(
         }
         app.say_error(format!("using defaults: {}", errors.join("; ")));
     }
-    app.set_status(status.borrow_and_update().clone());
-
     let mut guard =
         terminal::TerminalGuard::enter().context("cannot set up the terminal for the console")?;
     let mut input = match terminal::InputThread::spawn() {
@@ -121,7 +118,7 @@ pub async fn run(
     let result = event_loop(
         &mut guard,
         &mut app,
-        &mut status,
+        &mut updates,
         &commands,
         &mut notices,
         &mut input,
@@ -135,7 +132,7 @@ pub async fn run(
 async fn event_loop(
     guard: &mut terminal::TerminalGuard,
     app: &mut App,
-    status: &mut watch::Receiver<Option<Status>>,
+    updates: &mut mpsc::Receiver<Update>,
     commands: &mpsc::Sender<Request>,
     notices: &mut mpsc::Receiver<Notice>,
     input: &mut terminal::InputThread,
@@ -145,7 +142,7 @@ async fn event_loop(
     let mut hup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
     let mut tick = tokio::time::interval(RENDER_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut status_open = true;
+    let mut updates_open = true;
     let mut notices_open = true;
     let mut dirty = true;
     while !app.should_quit {
@@ -179,12 +176,18 @@ async fn event_loop(
                     None => return Err(anyhow!("the console's input thread stopped")),
                 }
             }
-            changed = status.changed(), if status_open => {
+            update = updates.recv(), if updates_open => {
                 dirty = true;
-                match changed {
-                    Ok(()) => app.set_status(status.borrow_and_update().clone()),
-                    Err(_) => {
-                        status_open = false;
+                match update {
+                    Some(update) => {
+                        app.apply(update);
+                        // Whatever else is queued goes into the same frame.
+                        while let Ok(update) = updates.try_recv() {
+                            app.apply(update);
+                        }
+                    }
+                    None => {
+                        updates_open = false;
                         app.set_closed();
                     }
                 }

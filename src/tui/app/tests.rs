@@ -320,3 +320,71 @@ fn messages_expire() {
     app.tick(t0 + MESSAGE_TTL);
     assert!(app.message.is_none());
 }
+
+/// A delta from the node moves the console's state: new samples extend the
+/// selected VM's history, a VM that goes away leaves the table, and an open
+/// dialog about it closes.
+#[test]
+fn a_delta_from_the_node_moves_the_state_and_the_selection() {
+    use crate::api::{Delta, Samples, Update, VmSample};
+    use crate::model::VmStats;
+    let mut app = app_with(None);
+    app.apply(Update::Snapshot(Box::new(sample_status())));
+    on_web_1(&mut app);
+    assert_eq!(app.selected_vm().map(|v| v.name.as_str()), Some("web-1"));
+    let before = app
+        .selected_vm()
+        .unwrap()
+        .history
+        .clone()
+        .unwrap_or_default();
+    let round = |cpu: f64| {
+        Update::Delta(Box::new(Delta {
+            samples: Some(Samples {
+                interval_s: 1.0,
+                keep: 120,
+                host: None,
+                vms: ["db-1", "web-1"]
+                    .iter()
+                    .map(|name| VmSample {
+                        name: name.to_string(),
+                        stats: Some(VmStats {
+                            cpu_pct_guest: cpu,
+                            ..VmStats::default()
+                        }),
+                    })
+                    .collect(),
+            }),
+            ..Delta::default()
+        }))
+    };
+    app.apply(round(77.0));
+    let web = app.selected_vm().unwrap();
+    assert_eq!(web.stats.as_ref().unwrap().cpu_pct_guest, 77.0);
+    let history = web.history.as_ref().unwrap();
+    assert_eq!(history.cpu_pct_guest.len(), before.cpu_pct_guest.len() + 1);
+    assert_eq!(history.cpu_pct_guest.last(), Some(&77.0));
+
+    // web-1 leaves (migrated away) while its deletion is being confirmed.
+    press(&mut app, &[key('d')]);
+    assert!(matches!(app.mode, Mode::Confirm { .. }));
+    let mut vms = app.status.as_ref().unwrap().vms.clone();
+    vms.retain(|v| v.name != "web-1");
+    app.apply(Update::Delta(Box::new(Delta {
+        vms: Some(vms),
+        ..Delta::default()
+    })));
+    assert!(matches!(app.mode, Mode::Normal));
+    assert!(message(&app).contains("web-1 is no longer on this peer"));
+    assert_eq!(app.selected_vm().map(|v| v.name.as_str()), Some("db-1"));
+    // db-1 kept its figures through the list change.
+    assert_eq!(
+        app.selected_vm()
+            .unwrap()
+            .stats
+            .as_ref()
+            .unwrap()
+            .cpu_pct_guest,
+        77.0
+    );
+}
