@@ -231,52 +231,19 @@ mod tests {
         use proptest::prelude::*;
 
         fn valid_requests() -> Vec<Vec<u8>> {
-            [
-                Request::Status,
-                Request::Migrate {
-                    vm: "web-1".into(),
-                    to: "peer-b".into(),
-                    max_downtime_ms: Some(300),
-                    bandwidth_mib_s: None,
-                    foreign: false,
-                    detach: true,
-                },
-                Request::Expose {
-                    name: "db".into(),
-                    target: "127.0.0.1:5432".into(),
-                    kind: Some("postgres".into()),
-                    allow: vec!["peer-b".into()],
-                    max_conns: Some(4),
-                },
-                Request::VmCreate {
-                    name: "web-2".into(),
-                    vcpus: 1,
-                    memory_mib: 128,
-                    image: "default".into(),
-                    services: Vec::new(),
-                    data_disk_mib: Some(64),
-                },
-            ]
-            .iter()
-            .map(|r| serde_json::to_vec(r).unwrap())
-            .collect()
+            let (requests, _) = super::wire_examples();
+            requests
+                .iter()
+                .map(|r| serde_json::to_vec(r).unwrap())
+                .collect()
         }
 
         fn valid_outcomes() -> Vec<Vec<u8>> {
-            [
-                Outcome::Ok(Reply::Done {
-                    message: "ok".into(),
-                }),
-                Outcome::Error("no such VM".into()),
-                Outcome::Ok(Reply::Status(Box::default())),
-                Outcome::Ok(Reply::Grants {
-                    grants: vec![("12D3Koo".into(), "control".into())],
-                    default_role: "consume".into(),
-                }),
-            ]
-            .iter()
-            .map(|o| serde_json::to_vec(o).unwrap())
-            .collect()
+            let (_, outcomes) = super::wire_examples();
+            outcomes
+                .iter()
+                .map(|o| serde_json::to_vec(o).unwrap())
+                .collect()
         }
 
         proptest! {

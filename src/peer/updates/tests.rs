@@ -100,15 +100,27 @@ fn cpu_history(status: &Status, vm: &str) -> Vec<f64> {
         .unwrap_or_default()
 }
 
-#[tokio::test]
-async fn a_console_gets_a_snapshot_then_only_what_changed() {
+/// A publisher on a fake sampler, a subscriber and the snapshot it got first.
+async fn subscribed() -> (
+    FakeSampler,
+    mpsc::Sender<Status>,
+    Publisher,
+    mpsc::Receiver<Update>,
+    Box<Status>,
+) {
     let (sampler, figures) = FakeSampler::new();
     let (states, rx) = mpsc::channel(1);
     let publisher = Publisher::start(figures, rx);
     let mut updates = publisher.subscribe().await.unwrap();
-    let Update::Snapshot(mut seen) = next(&mut updates).await else {
+    let Update::Snapshot(seen) = next(&mut updates).await else {
         panic!("a snapshot comes first");
     };
+    (sampler, states, publisher, updates, seen)
+}
+
+#[tokio::test]
+async fn a_console_gets_a_snapshot_then_only_what_changed() {
+    let (sampler, states, publisher, mut updates, mut seen) = subscribed().await;
 
     states.send(node_state(&["web-1"])).await.unwrap();
     let Update::Delta(delta) = next(&mut updates).await else {
@@ -145,13 +157,8 @@ async fn a_console_gets_a_snapshot_then_only_what_changed() {
 
 #[tokio::test]
 async fn charts_move_while_the_node_state_is_slow_to_come() {
-    let (sampler, figures) = FakeSampler::new();
-    let (states, rx) = mpsc::channel(1);
-    let publisher = Publisher::start(figures, rx);
-    let mut updates = publisher.subscribe().await.unwrap();
-    let Update::Snapshot(mut seen) = next(&mut updates).await else {
-        panic!("a snapshot comes first");
-    };
+    // The publisher lives as long as its handle.
+    let (sampler, states, _publisher, mut updates, mut seen) = subscribed().await;
     states.send(node_state(&["web-1"])).await.unwrap();
     let Update::Delta(delta) = next(&mut updates).await else {
         panic!("then deltas");
@@ -177,13 +184,8 @@ async fn charts_move_while_the_node_state_is_slow_to_come() {
 
 #[tokio::test]
 async fn a_vm_that_appears_brings_its_history_and_no_round_twice() {
-    let (sampler, figures) = FakeSampler::new();
-    let (states, rx) = mpsc::channel(1);
-    let publisher = Publisher::start(figures, rx);
-    let mut updates = publisher.subscribe().await.unwrap();
-    let Update::Snapshot(mut seen) = next(&mut updates).await else {
-        panic!("a snapshot comes first");
-    };
+    // The publisher lives as long as its handle.
+    let (sampler, states, _publisher, mut updates, mut seen) = subscribed().await;
     let mut apply = async |seen: &mut Status| match next(&mut updates).await {
         Update::Delta(delta) => delta.apply(seen),
         Update::Snapshot(s) => *seen = *s,
