@@ -1,6 +1,7 @@
 //! peervisor: parses arguments and wires the parts together.
 
 mod admission;
+mod api;
 mod bench;
 mod cli;
 mod console;

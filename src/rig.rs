@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+use crate::node::identity::{NETWORK_KEY_ENV, NetworkKeySource};
 use crate::paths::DataDir;
 
 pub async fn ensure_image(image_dir: &Path) -> Result<()> {
@@ -92,13 +93,9 @@ pub struct NodeCommand {
 
 impl NodeCommand {
     /// `peervisor node --data-dir DIR --nick NICK --listen
-    /// /ip4/127.0.0.1/tcp/PORT --network-key KEY` (a key file, or 64 hex digits).
-    pub fn new(
-        dir: DataDir,
-        nick: &str,
-        port: u16,
-        network_key: impl AsRef<OsStr>,
-    ) -> Result<Self> {
+    /// /ip4/127.0.0.1/tcp/PORT`, with the network key from a file
+    /// (`--network-key`) or given in its environment (a literal key).
+    pub fn new(dir: DataDir, nick: &str, port: u16, key: &NetworkKeySource) -> Result<Self> {
         let exe = std::env::current_exe().context("locating the peervisor binary")?;
         let mut command = Command::new(exe);
         command
@@ -106,9 +103,11 @@ impl NodeCommand {
             .arg("--data-dir")
             .arg(dir.root())
             .args(["--nick", nick])
-            .args(["--listen", &format!("/ip4/127.0.0.1/tcp/{port}")])
-            .arg("--network-key")
-            .arg(network_key);
+            .args(["--listen", &format!("/ip4/127.0.0.1/tcp/{port}")]);
+        match key {
+            NetworkKeySource::File(file) => command.arg("--network-key").arg(file),
+            NetworkKeySource::Environment(text) => command.env(NETWORK_KEY_ENV, text),
+        };
         Ok(NodeCommand {
             command,
             nick: nick.to_string(),

@@ -11,8 +11,9 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-/// Plain types, paths, log timing and test helpers: imported by all, import nothing above.
-const BASE: &[&str] = &["model", "names", "paths", "phases", "fuzzing"];
+/// Plain types (what is shown, what is asked of a node, names), paths, log
+/// timing and test helpers: imported by all, import nothing above.
+const BASE: &[&str] = &["model", "api", "names", "paths", "phases", "fuzzing"];
 /// The overlay, libvirt and the guest image: they know nothing of what uses them.
 const PLATFORM: &[&str] = &["node", "hypervisor", "image"];
 /// The node's features and its control API, each with the features it may
@@ -25,9 +26,9 @@ const FEATURE_DEPS: &[(&str, &[&str])] = &[
         "peer",
         &["vms", "services", "migrate", "jobs", "control", "admission"],
     ),
-    ("migrate", &["services", "vms", "admission", "control"]),
-    ("services", &["admission", "control"]),
-    ("admission", &["control"]),
+    ("migrate", &["services", "vms", "admission"]),
+    ("services", &["admission"]),
+    ("admission", &[]),
     ("vms", &[]),
     ("jobs", &[]),
     ("control", &[]),
@@ -63,7 +64,7 @@ fn refusal(from: &str, to: &str) -> Option<String> {
     }
     let refused = if BASE.contains(&from) {
         (!within(&[BASE])).then_some(
-            "base modules import only base modules (model, names, paths, phases, fuzzing)",
+            "base modules import only base modules (model, api, names, paths, phases, fuzzing)",
         )
     } else if PLATFORM.contains(&from) {
         (!within(&[BASE, PLATFORM]))
@@ -73,8 +74,8 @@ fn refusal(from: &str, to: &str) -> Option<String> {
             .contains(&to)
             .then_some("features (peer, migrate, services, admission, vms, jobs, control) import neither cli, bench, tui, console nor rig")
     } else if from == "tui" {
-        (!["model", "fuzzing"].contains(&to))
-            .then_some("tui draws plain data: it imports only model (and fuzzing in tests), no libvirt or overlay code")
+        (!["model", "api", "fuzzing"].contains(&to))
+            .then_some("tui draws plain data and asks in requests: it imports only model and api (and fuzzing in tests), no libvirt or overlay code")
     } else if from == "rig" {
         (!within(&[BASE, PLATFORM]))
             .then_some("rig imports only node, hypervisor, image and base modules")

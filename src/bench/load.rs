@@ -16,6 +16,7 @@ use tokio::sync::Barrier;
 
 use crate::control::client::ControlClient;
 use crate::control::{Reply, Request};
+use crate::node::identity::NetworkKeySource;
 use crate::paths::DataDir;
 use crate::rig::{NodeCommand, NodeProcess};
 
@@ -229,7 +230,8 @@ impl LoadNode {
     ) -> Result<LoadNode> {
         let port = crate::rig::free_ports(1)?[0];
         let dir = DataDir::new(root.join(nick));
-        let mut command = NodeCommand::new(dir, nick, port, key)?
+        let key = NetworkKeySource::Environment(key.to_string());
+        let mut command = NodeCommand::new(dir, nick, port, &key)?
             .args(["--hypervisor", "test:///default"])
             .args(["--guest-netns", "unused"])
             .args(extra)

@@ -12,6 +12,7 @@ use crate::cli::{DemoArgs, NodeArgs};
 use crate::control::client::ControlClient;
 use crate::control::{Reply, Request};
 use crate::hypervisor::netns::GuestNetwork;
+use crate::node::identity::NetworkKeySource;
 use crate::paths::DataDir;
 use crate::rig::{
     NodeCommand, NodeProcess, ensure_image, free_ports, stop_nodes, terminate_and_wait,
@@ -80,13 +81,14 @@ impl Demo {
             }
         }
         let key_file = root.join("network.key");
+        let key = NetworkKeySource::File(key_file.clone());
         if !key_file.exists() {
             crate::node::identity::load_or_create_network_key(root, None)?;
         }
         let ports = free_ports(peers)?;
         let mut demo = Demo { nodes: Vec::new() };
         for (i, dir) in dirs.into_iter().enumerate() {
-            let mut command = NodeCommand::new(dir, &nick(i), ports[i], &key_file)?
+            let mut command = NodeCommand::new(dir, &nick(i), ports[i], &key)?
                 .args(["--guest-netns", DEMO_NETNS])
                 .arg("--image-dir")
                 .arg(image_dir)

@@ -6,6 +6,7 @@
 
 mod args;
 pub mod demo;
+mod dev;
 mod image;
 mod migrate;
 mod peers;
@@ -27,6 +28,7 @@ use crate::paths::DataDir;
 pub async fn run(command: Command, data_dir: &DataDir, node: &NodeArgs, look: &Look) -> Result<()> {
     let control = ControlClient::new(&data_dir.control_socket());
     match command {
+        Command::Dev(command) => dev::run(data_dir, node, command).await,
         Command::Keys => {
             print!("{}", crate::console::keys_text(look));
             Ok(())

@@ -12,7 +12,7 @@ use libp2p::PeerId;
 use super::Migrations;
 use super::capacity::{Refusal, Reservation, VmRequirements};
 use super::operations::Busy;
-use crate::control::Role;
+use crate::api::Role;
 use crate::hypervisor::job::JobSample;
 use crate::model::{OperationKind, OperationPhase, VmState};
 use crate::names::VmName;

@@ -20,7 +20,7 @@ use super::capacity::VmRequirements;
 use super::diskmig::with_disks_renamed;
 use super::operations::Busy;
 use super::tunnel::{DISKS_CHANNEL, MEMORY_CHANNEL, TunnelBridge, channel_file};
-use crate::control::{MigrationReport, Reply};
+use crate::api::{MigrationReport, Reply};
 use crate::hypervisor::MigrationUris;
 use crate::hypervisor::job::JobSample;
 use crate::model::{OperationKind, OperationPhase, VmState, VmView};

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use libp2p::PeerId;
 
 use super::Migrations;
-use crate::control::Role;
+use crate::api::Role;
 use crate::model::VmState;
 use crate::node::protocol::{ControlRequest, ControlResponse};
 

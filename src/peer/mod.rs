@@ -7,6 +7,7 @@
 //! the console's embedded node.
 
 mod start;
+pub mod updates;
 
 pub use start::start_serving;
 
@@ -43,7 +44,7 @@ pub struct PeerConfig {
     pub nick: String,
     pub listen: Vec<Multiaddr>,
     pub bootstrap: Vec<Multiaddr>,
-    pub network_key: Option<String>,
+    pub network_key: Option<crate::node::identity::NetworkKeySource>,
     pub mdns: bool,
     /// Relaying for others and through others (NAT).
     pub relay: node::RelayConfig,
@@ -92,6 +93,8 @@ pub struct Peer {
     replications: Arc<Replications>,
     /// YARN/Spark jobs and the penalty benchmark, polled off the status path.
     jobs: Collector,
+    /// The node's state pushed to consoles.
+    updates: updates::Publisher,
 }
 
 impl Peer {
@@ -108,6 +111,7 @@ impl Peer {
     pub async fn handle(self: &Arc<Self>, request: Request) -> Result<Reply> {
         match request {
             Request::Status => Ok(Reply::Status(Box::new(self.status().await?))),
+            Request::Subscribe => anyhow::bail!("updates are streamed on the control socket only"),
             Request::VmList => Ok(Reply::Vms {
                 vms: self.vms.list().await?,
             }),
@@ -303,7 +307,18 @@ impl Peer {
         }
     }
 
+    /// A one-shot snapshot (`peervisor status`): the node's state with the
+    /// latest figures.
     pub async fn status(&self) -> Result<Status> {
+        let mut status = self.node_state().await?;
+        status.local.host = self.host.host_stats();
+        self.host.annotate(&mut status.vms);
+        Ok(status)
+    }
+
+    /// Everything but the figures (VMs' stats and history, host stats): what
+    /// the node's own clock publishes. Waits on the swarm.
+    pub(crate) async fn node_state(&self) -> Result<Status> {
         let net = self.node.status().await?;
         let vms = self.vms.views();
         let services = self.services.services_view(&net.peers).await;
@@ -314,7 +329,7 @@ impl Peer {
                 listen_addrs: net.listen_addrs,
                 hypervisor: self.host.uri().to_string(),
                 accel: self.accel.to_string(),
-                host: self.host.host_stats(),
+                host: None,
                 lending: Some(self.capacity.view(&vms)),
                 libvirt: self.host.link(),
                 reachability: net.reachability,

@@ -11,6 +11,7 @@ use super::{Peer, PeerConfig};
 use crate::admission::access::AccessList;
 use crate::admission::limits::{PeerLimits, raise_fd_limit};
 use crate::control::Request;
+use crate::control::server::Answer;
 use crate::hypervisor::daemon::{DaemonConfig, PrivateDaemon};
 use crate::hypervisor::netns::GuestNetwork;
 use crate::hypervisor::{Host, local_socket_for};
@@ -37,7 +38,12 @@ pub async fn start_serving(config: PeerConfig) -> Result<Arc<Peer>> {
     let handler_peer = peer.clone();
     let handler = Arc::new(move |request: Request| {
         let peer = handler_peer.clone();
-        async move { peer.handle(request).await }
+        async move {
+            match request {
+                Request::Subscribe => peer.subscribe().await.map(Answer::Updates),
+                request => peer.handle(request).await.map(Answer::Reply),
+            }
+        }
     });
     tokio::spawn(crate::control::server::serve(listener, handler));
     Ok(peer)
@@ -119,7 +125,7 @@ impl Peer {
         let dir = config.data_dir.root();
         let keypair = node::identity::load_or_create_identity(dir)?;
         let network_key =
-            node::identity::load_or_create_network_key(dir, config.network_key.as_deref())?;
+            node::identity::load_or_create_network_key(dir, config.network_key.as_ref())?;
         let (client, events) = node::start(NodeConfig {
             keypair,
             network_key,
@@ -185,6 +191,7 @@ impl Peer {
             config.image_dir.clone(),
             config.accept_migrations,
             access.clone(),
+            limits.clone(),
             capacity.clone(),
             operations.clone(),
             vms.clone(),
@@ -199,6 +206,8 @@ impl Peer {
                 replications.clone(),
             )
         });
+        let (node_states, states) = tokio::sync::mpsc::channel(1);
+        let updates = super::updates::Publisher::start(super::updates::figures_of(&host), states);
         let peer = Arc::new(Peer {
             nick: config.nick,
             data_dir: config.data_dir,
@@ -214,7 +223,9 @@ impl Peer {
             migrations,
             replications,
             jobs,
+            updates,
         });
+        tokio::spawn(peer.clone().read_node_state(node_states));
         tokio::spawn(peer.clone().handle_node_events(events));
         peer.migrations.start();
         peer.replications.start();

@@ -13,7 +13,7 @@ use libp2p::PeerId;
 use super::proxy::{self, Answer, Hello};
 use super::{LocalService, Services};
 use crate::admission::limits::{self, OpenGuard};
-use crate::control::Role;
+use crate::api::Role;
 use crate::node::protocol::SERVICE_PROTOCOL;
 use crate::phases::Phases;
 

@@ -71,10 +71,11 @@ impl Vms {
         self.host.vm(name).await
     }
 
-    /// The VMs as last listed, each with whether its guest's service answered
-    /// the last probe.
+    /// The VMs as last listed (without their figures: the sampler's rounds
+    /// carry those), each with whether its guest's service answered the last
+    /// probe.
     pub fn views(&self) -> Vec<VmView> {
-        let mut vms = self.host.vms();
+        let mut vms = self.host.vm_list();
         self.health.annotate(&mut vms);
         vms
     }

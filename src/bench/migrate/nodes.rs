@@ -11,6 +11,7 @@ use super::{CONSUMER, Direct, NETNS, NICKS, Options, disk_dir_of};
 use crate::control::client::ControlClient;
 use crate::control::{Reply, Request};
 use crate::hypervisor::netns::GuestNetwork;
+use crate::node::identity::NetworkKeySource;
 use crate::paths::DataDir;
 use crate::rig::{NodeCommand, NodeProcess, stop_nodes};
 
@@ -92,7 +93,7 @@ impl Nodes {
         std::fs::create_dir_all(&opts.root)
             .with_context(|| format!("creating {}", opts.root.display()))?;
         crate::node::identity::load_or_create_network_key(&opts.root, None)?;
-        let key_file = opts.root.join("network.key");
+        let key = NetworkKeySource::File(opts.root.join("network.key"));
         let ports = crate::rig::free_ports(3)?;
         let certs = opts.root.join("tls");
         if opts.direct == Direct::Tls {
@@ -109,7 +110,7 @@ impl Nodes {
                 let tls = dir.libvirt_dir().join(crate::hypervisor::daemon::TLS_DIR);
                 install_certs(&certs, &tls)?;
             }
-            let mut command = NodeCommand::new(dir.clone(), nick, ports[i], &key_file)?
+            let mut command = NodeCommand::new(dir.clone(), nick, ports[i], &key)?
                 .args(["--guest-netns", NETNS])
                 .arg("--image-dir")
                 .arg(&opts.image_dir)

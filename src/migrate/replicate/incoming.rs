@@ -7,19 +7,20 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use futures::StreamExt;
 use libp2p::PeerId;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::compat::FuturesAsyncReadCompatExt;
 
 use super::{Replications, transfer_sample};
-use crate::control::Role;
+use crate::admission::limits::{self, OpenGuard};
+use crate::api::Role;
 use crate::hypervisor::domain::new_uuid;
 use crate::hypervisor::manifest::VmManifest;
 use crate::migrate::capacity::{Reservation, VmRequirements};
 use crate::migrate::operations::Busy;
-use crate::migrate::replica::sparse::Partial;
+use crate::migrate::replica::sparse::{self, Partial};
 use crate::migrate::replica::transfer::{READ_TIMEOUT, receive_chunks};
 use crate::migrate::replica::wire::{self, Answer, Offer, Outcome};
 use crate::model::{OperationKind, OperationPhase};
@@ -27,13 +28,24 @@ use crate::names::VmName;
 use crate::node::protocol::REPLICA_PROTOCOL;
 use crate::paths::disk_dir;
 
-/// Largest disk file accepted.
-const MAX_DISK_FILE: u64 = 4 << 40;
-
 impl Replications {
-    /// Destination side: whether to host the offered replica; what it will be
-    /// created from (its capacity reserved), or why not.
-    async fn check_offer(&self, from: PeerId, offer: &Offer) -> Result<Accepted, String> {
+    /// Destination side: whether `from` may send a replica at all, checked
+    /// before a byte of its offer is read (a member without the control role or
+    /// over its limits costs this host only the refusal). The guards count the
+    /// stream against `from`'s limits while it is open.
+    fn admit_replica(&self, from: PeerId) -> Result<ReplicaGuards<'_>, String> {
+        let limits = &self.limits;
+        let max = limits.config.streams_per_peer;
+        let Some(open) = limits.open_streams.try_open(&from, max) else {
+            return Err(format!("too many open streams from you (at most {max})"));
+        };
+        if let Err(retry) = limits.streams.check(&from) {
+            return Err(limits::rate_limited(
+                "streams",
+                limits.streams.per_s(),
+                retry,
+            ));
+        }
         if !self.access.allows(&from, Role::Control) {
             return Err(format!(
                 "peer {from} is not allowed to control this host (its operator can run `peervisor peers allow {from} --role control`)"
@@ -42,27 +54,21 @@ impl Replications {
         if !self.accept {
             return Err("this peer does not accept VMs from other peers".into());
         }
-        (VmName::from(offer.name.as_str()).validate()).map_err(|e| e.to_string())?;
-        let uuid_ok = offer.source_uuid.len() == 36
-            && offer
-                .source_uuid
-                .chars()
-                .all(|c| c.is_ascii_hexdigit() || c == '-');
-        if !uuid_ok {
-            return Err("malformed source UUID".into());
-        }
-        let manifest = VmManifest {
-            name: offer.name.clone(),
-            vcpus: offer.vcpus,
-            memory_mib: offer.memory_mib,
-            data_disk_mib: None,
-            image: Some(offer.image.clone()),
-            // Its limits travel with it (each replica counts its own).
-            services: offer.services.iter().map(Into::into).collect(),
+        // Offers being read are held in memory (up to Offer::LIMIT each): no
+        // more at once than replicas this host accepts at once.
+        let max = self.capacity.max_migrations();
+        let Some(replica) = limits.replica_streams.try_open(&from, max) else {
+            return Err(format!(
+                "too many replication streams from you at once (at most {max}, --max-migrations)"
+            ));
         };
-        manifest
-            .validate()
-            .map_err(|e| format!("replica definition: {e}"))?;
+        Ok((open, replica))
+    }
+
+    /// Destination side: whether to host the offered replica; what it will be
+    /// created from (its capacity reserved), or why not.
+    async fn check_offer(&self, offer: &Offer) -> Result<Accepted, String> {
+        let manifest = offer_manifest(offer)?;
         let (dir, image) = (self.image_dir.clone(), offer.image.clone());
         let found = tokio::task::spawn_blocking(move || crate::image::find(&dir, &image)).await;
         let Ok(Ok(image)) = found else {
@@ -71,15 +77,6 @@ impl Replications {
                 offer.image
             ));
         };
-        if let Some(plan) = &offer.disk {
-            plan.validate(MAX_DISK_FILE)?;
-            if plan.format != "qcow2" {
-                return Err(format!(
-                    "data disk format {} (only qcow2 is attached)",
-                    plan.format
-                ));
-            }
-        }
         // The same checks and lent capacity as an incoming migration (name and
         // UUID free, boot files here, vCPUs, memory and disk within what this
         // host lends), reserved until the replica runs or fails.
@@ -193,6 +190,43 @@ impl Replications {
     }
 }
 
+/// The checks of an offer that need nothing of this host: its definition as a
+/// manifest, the source's UUID (its first 8 characters name the partial file)
+/// and the disk plan (only qcow2 is attached).
+fn offer_manifest(offer: &Offer) -> Result<VmManifest, String> {
+    (VmName::from(offer.name.as_str()).validate()).map_err(|e| e.to_string())?;
+    let uuid_ok = offer.source_uuid.len() == 36
+        && offer
+            .source_uuid
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() || c == '-');
+    if !uuid_ok {
+        return Err("malformed source UUID".into());
+    }
+    let manifest = VmManifest {
+        name: offer.name.clone(),
+        vcpus: offer.vcpus,
+        memory_mib: offer.memory_mib,
+        data_disk_mib: None,
+        image: Some(offer.image.clone()),
+        // Its limits travel with it (each replica counts its own).
+        services: offer.services.iter().map(Into::into).collect(),
+    };
+    manifest
+        .validate()
+        .map_err(|e| format!("replica definition: {e}"))?;
+    if let Some(plan) = &offer.disk {
+        plan.validate(sparse::MAX_FILE)?;
+        if plan.format != "qcow2" {
+            return Err(format!(
+                "data disk format {:?} (only qcow2 is attached)",
+                plan.format
+            ));
+        }
+    }
+    Ok(manifest)
+}
+
 /// A replica the destination agreed to host.
 struct Accepted {
     manifest: VmManifest,
@@ -248,11 +282,33 @@ async fn serve_replica(
     stream: crate::node::Stream,
 ) -> Result<()> {
     let mut stream = stream.compat();
-    let offer: Offer = tokio::time::timeout(READ_TIMEOUT, wire::receive(&mut stream, "offer"))
-        .await
-        .map_err(|_| anyhow!("no offer within {READ_TIMEOUT:?}"))??;
+    let _guards = match replications.admit_replica(from) {
+        Ok(guards) => guards,
+        Err(reason) => {
+            return refuse(
+                replications,
+                &mut stream,
+                from,
+                "a replication stream",
+                &reason,
+            )
+            .await;
+        }
+    };
+    let offer =
+        match tokio::time::timeout(READ_TIMEOUT, wire::receive::<_, Offer>(&mut stream)).await {
+            Ok(Ok(offer)) => offer,
+            Ok(Err(e)) => {
+                let reason = format!("{e:#}");
+                return refuse(replications, &mut stream, from, "an offer", &reason).await;
+            }
+            Err(_) => {
+                let reason = format!("no offer within {READ_TIMEOUT:?}");
+                return refuse(replications, &mut stream, from, "an offer", &reason).await;
+            }
+        };
     let limit = replications.capacity.max_migrations();
-    let checked = match replications.check_offer(from, &offer).await {
+    let checked = match replications.check_offer(&offer).await {
         Ok(accepted) => replications
             .operations
             .begin_limited(
@@ -273,13 +329,8 @@ async fn serve_replica(
     let (accepted, op) = match checked {
         Ok(pair) => pair,
         Err(reason) => {
-            tracing::warn!(
-                "refused replica '{}' of VM '{}' from {from}: {reason}",
-                offer.name,
-                offer.source_vm
-            );
-            wire::send(&mut stream, &Answer::Refuse { reason }).await?;
-            return Ok(());
+            let what = format!("replica '{}' of VM '{}'", offer.name, offer.source_vm);
+            return refuse(replications, &mut stream, from, &what, &reason).await;
         }
     };
     tracing::info!(
@@ -303,11 +354,31 @@ async fn serve_replica(
         }
         Err(e) => {
             replications.operations.finish(op, Some(format!("{e:#}")));
-            let reason = format!("{e:#}");
-            let _ = wire::send(&mut stream, &Outcome::Failed { reason }).await;
+            let _ = wire::send(&mut stream, &Outcome::failed(&format!("{e:#}"))).await;
             return Err(e.context(format!("replica '{}'", offer.name)));
         }
     }
+    let _ = stream.shutdown().await;
+    Ok(())
+}
+
+/// The stream's guards: one of `from`'s open streams, one of its replications.
+type ReplicaGuards<'a> = (OpenGuard<'a, PeerId>, OpenGuard<'a, PeerId>);
+
+/// Refuses `what` from `from` with `reason`, on both ends: logged here (a few
+/// lines a second per peer at most), sent back for the source to show.
+async fn refuse<S: AsyncWrite + Unpin>(
+    replications: &Replications,
+    stream: &mut S,
+    from: PeerId,
+    what: &str,
+    reason: &str,
+) -> Result<()> {
+    if replications.limits.log_refusal(&from) {
+        tracing::warn!("refused {what} from {from}: {reason}");
+    }
+    wire::send(stream, &Answer::refuse(reason)).await?;
+    // Closed without reading on: what the source still sends is not taken.
     let _ = stream.shutdown().await;
     Ok(())
 }
@@ -334,5 +405,43 @@ mod tests {
         assert!(!old.exists());
         assert!(fresh.exists(), "a partial of a recent attempt stays");
         assert!(disk.exists(), "disks are never touched");
+    }
+
+    mod fuzz {
+        use proptest::prelude::*;
+
+        use super::super::offer_manifest;
+        use crate::fuzzing::{CASES, config};
+        use crate::migrate::replica::fuzz::{assert_sound, frames, receive, sample_offer};
+        use crate::migrate::replica::sparse::MAX_FILE;
+        use crate::migrate::replica::wire::Offer;
+
+        #[test]
+        fn the_sample_offer_is_accepted() {
+            assert!(offer_manifest(&sample_offer()).is_ok());
+        }
+
+        proptest! {
+            #![proptest_config(config(CASES))]
+            /// Offers from the network through the checks a destination makes
+            /// before it looks at itself: what passes names a partial file
+            /// inside the disk dir and carries a sound qcow2 plan.
+            #[test]
+            fn fuzz_replica_offer_checks(input in frames()) {
+                let Ok(offer) = receive::<Offer>(&input) else {
+                    return Ok(());
+                };
+                if let Ok(manifest) = offer_manifest(&offer) {
+                    assert_eq!(manifest.name, offer.name);
+                    let uuid8 = offer.source_uuid.get(..8).expect("8 ASCII characters");
+                    let partial = format!(".{}-{uuid8}.partial", offer.name);
+                    assert!(!partial.contains('/'), "{partial}");
+                    if let Some(plan) = &offer.disk {
+                        assert_eq!(plan.format, "qcow2");
+                        assert_sound(plan, MAX_FILE);
+                    }
+                }
+            }
+        }
     }
 }

@@ -28,7 +28,8 @@ use super::capacity::Capacity;
 use super::operations::{Busy, Operations};
 use super::provision::AutoReplicas;
 use crate::admission::access::AccessList;
-use crate::control::{DiskTransfer, ReplicationReport};
+use crate::admission::limits::PeerLimits;
+use crate::api::{DiskTransfer, ReplicationReport};
 use crate::hypervisor::Host;
 use crate::hypervisor::job::JobSample;
 use crate::migrate::replica::point_in_time::{DiskImage, ImageReport, Method};
@@ -41,6 +42,7 @@ use crate::node::Client;
 use crate::node::protocol::REPLICA_PROTOCOL;
 use crate::paths::DataDir;
 use crate::vms::Vms;
+use tokio::io::AsyncWriteExt;
 
 /// The destination must answer an offer this fast (it hashes its partial file).
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
@@ -59,6 +61,8 @@ pub struct Replications {
     /// Whether other peers may push VMs into this host.
     accept: bool,
     access: Arc<AccessList>,
+    /// Replication streams count against the sender's stream limits.
+    limits: Arc<PeerLimits>,
     capacity: Arc<Capacity>,
     operations: Arc<Operations>,
     vms: Arc<Vms>,
@@ -76,6 +80,7 @@ impl Replications {
         image_dir: PathBuf,
         accept: bool,
         access: Arc<AccessList>,
+        limits: Arc<PeerLimits>,
         capacity: Arc<Capacity>,
         operations: Arc<Operations>,
         vms: Arc<Vms>,
@@ -87,6 +92,7 @@ impl Replications {
             image_dir,
             accept,
             access,
+            limits,
             capacity,
             operations,
             vms,
@@ -278,19 +284,27 @@ impl Replications {
             let plan = tokio::task::spawn_blocking(move || sparse::plan(&path))
                 .await?
                 .context("reading the disk image")?;
+            // What a destination would refuse is refused here, with the reason.
+            plan.validate(sparse::MAX_FILE)
+                .map_err(|e| anyhow!("this disk cannot be replicated: {e}"))?;
             offer.disk = Some(plan);
         }
+        let frame = wire::encode(&offer)?;
         let stream = self
             .node
             .streams()
             .open_stream(dest, REPLICA_PROTOCOL)
             .await
             .map_err(|e| anyhow!("opening a replication stream to {dest_name}: {e}"))?;
-        let mut stream = stream.compat();
-        let mut wire_bytes = wire::send(&mut stream, &offer).await?;
-        let answer = tokio::time::timeout(ANSWER_TIMEOUT, wire::receive(&mut stream, "answer"))
+        let (mut reader, mut writer) = tokio::io::split(stream.compat());
+        let write = async {
+            writer.write_all(&frame).await?;
+            writer.flush().await?;
+            anyhow::Ok(frame.len() as u64)
+        };
+        let (mut wire_bytes, answer) = wire::offer_and_answer(&mut reader, write, ANSWER_TIMEOUT)
             .await
-            .map_err(|_| anyhow!("{dest_name} did not answer within {ANSWER_TIMEOUT:?}"))??;
+            .with_context(|| format!("offering the replica to {dest_name}"))?;
         let need = match answer {
             Answer::Accept { need } => need,
             Answer::Refuse { reason } => bail!("{dest_name} refused: {reason}"),
@@ -299,7 +313,7 @@ impl Replications {
         let mut sent = ChunksSent::default();
         if let (Some(plan), Some(path)) = (&offer.disk, &image) {
             let file = Arc::new(File::open(path)?);
-            sent = send_chunks(&mut stream, plan, &need, file, |done, total| {
+            sent = send_chunks(&mut writer, plan, &need, file, |done, total| {
                 self.operations
                     .set_progress(op, &transfer_sample(done, total))
             })
@@ -307,7 +321,7 @@ impl Replications {
             .with_context(|| format!("sending the disk to {dest_name}"))?;
             wire_bytes += sent.stream_bytes;
         }
-        let outcome = tokio::time::timeout(START_TIMEOUT, wire::receive(&mut stream, "outcome"))
+        let outcome = tokio::time::timeout(START_TIMEOUT, wire::receive::<_, Outcome>(&mut reader))
             .await
             .map_err(|_| anyhow!("{dest_name} did not start the replica within {START_TIMEOUT:?}"))?
             .with_context(|| format!("waiting for {dest_name} to start the replica"))?;
