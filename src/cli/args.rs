@@ -6,6 +6,8 @@ use clap::{Args, Parser, Subcommand};
 use libp2p::Multiaddr;
 
 use crate::hypervisor::accel::AccelChoice;
+use crate::names::{PeerRef, ServiceName, VmName};
+use crate::node::identity::{NETWORK_KEY_ENV, NetworkKeySource};
 use crate::paths::DataDir;
 use crate::peer::PeerConfig;
 
@@ -23,7 +25,7 @@ pub struct Cli {
     pub data_dir: Option<PathBuf>,
 
     #[command(subcommand)]
-    pub command: Option<Command>,
+    pub command: Option<TopCommand>,
 
     /// Attach the console to the running node of this data dir instead of embedding one.
     #[arg(long, value_name = "DATA_DIR")]
@@ -43,10 +45,20 @@ pub struct Cli {
     pub node: NodeArgs,
 }
 
+/// What `peervisor COMMAND` runs: a node, which main.rs starts, or one of the
+/// commands cli/ runs (the two are separate types, so neither side has a case
+/// it cannot handle).
 #[derive(Subcommand, Debug)]
-pub enum Command {
+pub enum TopCommand {
     /// Run a headless peer node (serves the control socket; stop with Ctrl-C).
     Node,
+    #[command(flatten)]
+    Cli(Command),
+}
+
+/// The commands cli/ runs: over a node's control socket, or on their own.
+#[derive(Subcommand, Debug)]
+pub enum Command {
     /// Show this node's peers (with latency) and VMs.
     Status {
         #[arg(long)]
@@ -63,10 +75,10 @@ pub enum Command {
     /// `peervisor status` or the console. With --wait, returns when it has ended.
     Migrate {
         /// VM name on this peer.
-        vm: String,
+        vm: VmName,
         /// Destination: peer id, unique prefix of one, or nickname.
         #[arg(long, required_unless_present = "abort")]
-        to: Option<String>,
+        to: Option<PeerRef>,
         /// Longest pause of the guest at switch-over, in milliseconds.
         #[arg(long, value_name = "MS", conflicts_with = "abort")]
         max_downtime: Option<u64>,
@@ -90,13 +102,13 @@ pub enum Command {
     /// there under a new name, as one more provider of the same services.
     Replicate {
         /// VM name on this peer (it keeps running).
-        vm: String,
+        vm: VmName,
         /// Destination: peer id, unique prefix of one, or nickname.
         #[arg(long)]
-        to: String,
+        to: PeerRef,
         /// Name of the replica (default: VM-r1, VM-r2, ... whichever is free).
         #[arg(long)]
-        name: Option<String>,
+        name: Option<VmName>,
         #[arg(long)]
         json: bool,
     },
@@ -113,13 +125,13 @@ pub enum Command {
     },
     /// Resolve a service through the DHT, even where gossip has not reached.
     Find {
-        name: String,
+        name: ServiceName,
         #[arg(long)]
         json: bool,
     },
     /// Forward a local port to a service through the overlay (kept by the node).
     Consume {
-        service: String,
+        service: ServiceName,
         /// Local port (default: any free port).
         #[arg(long)]
         local_port: Option<u16>,
@@ -130,10 +142,10 @@ pub enum Command {
         json: bool,
     },
     /// Stop forwarding a consumed service.
-    Unconsume { service: String },
+    Unconsume { service: ServiceName },
     /// Publish a TCP service of this host (no VM) in the overlay.
     Expose {
-        name: String,
+        name: ServiceName,
         /// HOST:PORT the service listens on.
         #[arg(long)]
         target: String,
@@ -141,13 +153,13 @@ pub enum Command {
         kind: Option<String>,
         /// Only this peer (id or nickname) may consume it; repeat for several.
         #[arg(long, value_name = "PEER")]
-        allow: Vec<String>,
+        allow: Vec<PeerRef>,
         /// Serve at most N connections at once (from all peers together).
         #[arg(long, value_name = "N")]
         max_conns: Option<u32>,
     },
     /// Withdraw a service published with `expose`.
-    Unexpose { name: String },
+    Unexpose { name: ServiceName },
     /// Build guest images.
     #[command(subcommand)]
     Image(ImageCommand),
@@ -170,6 +182,31 @@ pub enum Command {
     Demo(DemoArgs),
     /// Print the console's effective keymap (shipped defaults plus your keymap.toml).
     Keys,
+    /// Tools for testing peervisor itself.
+    #[command(subcommand, hide = true)]
+    Dev(DevCommand),
+}
+
+/// Hidden: tools for tests of peervisor itself, not for operators.
+#[derive(Subcommand, Debug)]
+pub enum DevCommand {
+    /// Join the overlay (--network-key, --bootstrap) as the member whose identity
+    /// is in --data-dir (no node runs there), send one hand-made replication offer
+    /// frame to a peer, and print its answer as JSON.
+    ReplicaOffer {
+        /// Peer id of the destination.
+        #[arg(long)]
+        to: libp2p::PeerId,
+        /// File holding the offer's body (any bytes, e.g. JSON).
+        #[arg(long)]
+        body: PathBuf,
+        /// Length to put in the frame's prefix (default: the body's).
+        #[arg(long)]
+        declare: Option<u32>,
+        /// Keep the stream open after the body, as a sender that stalls.
+        #[arg(long)]
+        stall: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -182,7 +219,7 @@ pub enum VmCommand {
     /// Create a VM from an image and start it (from a TOML manifest, or flags).
     Create {
         /// VM name (default: the manifest's).
-        name: Option<String>,
+        name: Option<VmName>,
         /// Manifest file: name, vcpus, memory_mib, data_disk_mib, image, [[services]].
         #[arg(long, short = 'f', value_name = "FILE")]
         manifest: Option<PathBuf>,
@@ -198,14 +235,14 @@ pub enum VmCommand {
     },
     /// Start a stopped VM.
     Start {
-        name: String,
+        name: VmName,
         /// Act on a VM peervisor did not create.
         #[arg(long)]
         force: bool,
     },
     /// Shut a VM down (ACPI power button; powered off after --timeout).
     Stop {
-        name: String,
+        name: VmName,
         /// Power off at once instead.
         #[arg(long)]
         hard: bool,
@@ -218,19 +255,19 @@ pub enum VmCommand {
     },
     /// Pause a running VM (it keeps its memory).
     Pause {
-        name: String,
+        name: VmName,
         #[arg(long)]
         force: bool,
     },
     /// Resume a paused VM.
     Resume {
-        name: String,
+        name: VmName,
         #[arg(long)]
         force: bool,
     },
     /// Power off and delete a VM with its disks.
     Rm {
-        name: String,
+        name: VmName,
         /// Do not ask for confirmation.
         #[arg(long, short = 'y')]
         yes: bool,
@@ -240,7 +277,7 @@ pub enum VmCommand {
     },
     /// A VM's live figures: CPU, memory, disk and network rates.
     Stats {
-        name: String,
+        name: VmName,
         #[arg(long)]
         json: bool,
         /// Print a new line every second until interrupted.
@@ -254,14 +291,14 @@ pub enum PeersCommand {
     /// Grant a peer a role on this host (control lets it migrate VMs here).
     Allow {
         /// Peer id, or nickname of a connected peer.
-        peer: String,
+        peer: PeerRef,
         #[arg(long, default_value = "control")]
         role: crate::control::Role,
     },
     /// Reduce a peer to observing: it may neither consume nor control.
-    Deny { peer: String },
+    Deny { peer: PeerRef },
     /// Drop a peer's grant: it gets the default role again.
-    Forget { peer: String },
+    Forget { peer: PeerRef },
     /// List grants.
     List {
         #[arg(long)]
@@ -307,10 +344,12 @@ pub struct NodeArgs {
     /// Address of a peer to join through (repeatable), e.g. /ip4/192.0.2.7/tcp/7470.
     #[arg(long, global = true)]
     pub bootstrap: Vec<Multiaddr>,
-    /// The overlay's network key: a swarm.key file, or 64 hex digits. Default: the
-    /// data dir's network.key, generated on first run (copy it to other peers).
-    #[arg(long, global = true, env = "PEERVISOR_NETWORK_KEY")]
-    pub network_key: Option<String>,
+    /// The overlay's network key file (swarm.key format, or 64 hex digits in a
+    /// file). A literal key only through the environment (PEERVISOR_NETWORK_KEY):
+    /// arguments show in the process list. Default: the data dir's network.key,
+    /// generated on first run (copy it to other peers).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub network_key: Option<std::path::PathBuf>,
     /// Find peers on the LAN with multicast DNS.
     #[arg(long, global = true)]
     pub mdns: bool,
@@ -419,6 +458,15 @@ pub struct NodeArgs {
 }
 
 impl NodeArgs {
+    /// `--network-key FILE`, else `PEERVISOR_NETWORK_KEY`, else none given.
+    pub fn network_key_source(&self) -> Option<NetworkKeySource> {
+        match (&self.network_key, std::env::var(NETWORK_KEY_ENV)) {
+            (Some(file), _) => Some(NetworkKeySource::File(file.clone())),
+            (None, Ok(value)) => Some(NetworkKeySource::Environment(value)),
+            (None, Err(_)) => None,
+        }
+    }
+
     /// The peer these flags describe, on `data_dir`.
     pub fn peer_config(&self, data_dir: DataDir) -> PeerConfig {
         let interval = if self.stats_interval.is_finite() {
@@ -435,7 +483,7 @@ impl NodeArgs {
             nick: self.nick.clone().unwrap_or_else(default_nick),
             listen: self.listen.clone(),
             bootstrap: self.bootstrap.clone(),
-            network_key: self.network_key.clone(),
+            network_key: self.network_key_source(),
             mdns: self.mdns,
             relay: crate::node::RelayConfig {
                 serve: self.relay_server,
@@ -457,7 +505,7 @@ impl NodeArgs {
             },
             yarn: self.yarn.clone(),
             spark: self.spark.clone(),
-            limits: crate::peer::limits::LimitsConfig {
+            limits: crate::admission::limits::LimitsConfig {
                 control_per_s: self.peer_control_rate,
                 streams_per_s: self.peer_stream_rate,
                 streams_per_peer: self.peer_max_streams,
@@ -467,7 +515,7 @@ impl NodeArgs {
                 total: self.max_connections,
                 pending_incoming: self.max_pending_connections,
             },
-            capacity: crate::peer::capacity::CapacityFlags {
+            capacity: crate::migrate::capacity::CapacityFlags {
                 lend_vcpus: self.lend_vcpus,
                 lend_memory_mib: self.lend_memory,
                 lend_disk_mib: self.lend_disk,
@@ -487,5 +535,5 @@ fn default_nick() -> String {
 
 /// A size with a binary unit, in MiB.
 fn parse_size(text: &str) -> Result<u64, String> {
-    crate::peer::capacity::parse_size_mib(text)
+    crate::migrate::capacity::parse_size_mib(text)
 }

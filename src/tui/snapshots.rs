@@ -634,7 +634,7 @@ fn thousand_peer_app() -> App {
             nick: format!("host-{i:04}"),
             connected: i % 83 == 0,
             latency_ms: (i % 83 == 0).then_some(1.0 + i as f64 / 100.0),
-            vms: Some(vec![format!("vm-{i}")]),
+            vms: Some(vec![format!("vm-{i}").into()]),
             links: (1..4).map(|k| id((i + k * 83) % 1000)).collect(),
             ..Default::default()
         })

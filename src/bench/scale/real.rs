@@ -148,7 +148,7 @@ impl Lab {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let request = Request::Expose {
-                name: name.to_string(),
+                name: name.into(),
                 target: format!("{}:9", self.peers[i].ip),
                 kind: Some("tcp".into()),
                 allow: Vec::new(),
@@ -163,9 +163,7 @@ impl Lab {
     }
 
     async fn unexpose(&self, i: usize, name: &str) {
-        let request = Request::Unexpose {
-            name: name.to_string(),
-        };
+        let request = Request::Unexpose { name: name.into() };
         let _ = self.peers[i].control.call(&request).await;
     }
 
@@ -173,7 +171,7 @@ impl Lab {
     async fn services(&self, i: usize) -> Option<Vec<String>> {
         match self.peers[i].control.call(&Request::Services).await {
             Ok(Reply::Services { services }) => {
-                Some(services.into_iter().map(|s| s.name).collect())
+                Some(services.into_iter().map(|s| s.name.into()).collect())
             }
             _ => None,
         }
@@ -374,7 +372,7 @@ pub async fn run(peers: usize, options: &Options) -> Result<Row> {
         made += 1;
         let t = Instant::now();
         let request = Request::Find {
-            name: format!("svc-{target}"),
+            name: format!("svc-{target}").into(),
         };
         if lab.peers[from].control.call(&request).await.is_ok() {
             lookups.push(t.elapsed());

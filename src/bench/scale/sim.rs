@@ -219,9 +219,9 @@ impl Overlay {
         let mut live: Vec<usize> = self.live().collect();
         live.shuffle(&mut rand::thread_rng());
         live.truncate(50);
-        let asked = live.iter().map(|&n| {
-            tokio::time::timeout(Duration::from_secs(30), self.nodes[n].client.status())
-        });
+        let asked = live
+            .iter()
+            .map(|&n| tokio::time::timeout(Duration::from_secs(30), self.nodes[n].client.status()));
         let counts: Vec<usize> = futures::future::join_all(asked)
             .await
             .into_iter()
