@@ -178,6 +178,31 @@ impl Overlay {
             .count()
     }
 
+    /// Why the overlay is incomplete: how many nodes each missing node is
+    /// unknown to, so a few peers that never joined tell apart from gossip lost
+    /// here and there. (missing nodes, unknown to how many at most, median).
+    fn missing_summary(&self) -> (usize, usize, usize) {
+        let live: Vec<usize> = self.live().collect();
+        let mut unknown_to = vec![0usize; self.nodes.len()];
+        for &n in &live {
+            let known: HashSet<PeerId> = self.nodes[n]
+                .catalogue
+                .fresh()
+                .into_iter()
+                .map(|p| p.peer)
+                .collect();
+            for &other in &live {
+                if other != n && !known.contains(&self.ids[other]) {
+                    unknown_to[other] += 1;
+                }
+            }
+        }
+        let mut counts: Vec<usize> = unknown_to.into_iter().filter(|&c| c > 0).collect();
+        counts.sort_unstable();
+        let median = counts.get(counts.len() / 2).copied().unwrap_or(0);
+        (counts.len(), counts.last().copied().unwrap_or(0), median)
+    }
+
     /// Live nodes that still list `node`'s service.
     fn still_listing(&self, node: usize) -> usize {
         let name = format!("svc-{node}");
@@ -342,8 +367,10 @@ pub async fn run(peers: usize, options: &Options) -> Result<Row> {
             break;
         }
         if Instant::now() > deadline {
+            let (unknown, most, median) = overlay.missing_summary();
             eprintln!(
-                "sim {peers}: {missing} node(s) still incomplete after {} s; measuring anyway",
+                "sim {peers}: {missing} node(s) still incomplete after {} s ({unknown} node(s) \
+                 unknown to some: to {most} at most, {median} the median); measuring anyway",
                 settle_bound.as_secs()
             );
             break;
