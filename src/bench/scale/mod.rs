@@ -11,7 +11,7 @@ mod real;
 mod sim;
 
 use std::fmt::Write;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
@@ -110,6 +110,24 @@ impl Row {
 /// p50 and p95 of a set of times.
 pub fn p50_p95(times: &mut [Duration]) -> Option<(Duration, Duration)> {
     Some((percentile(times, 0.5), percentile(times, 0.95)))
+}
+
+/// Polls until `done` or the bound; the time it took.
+pub(super) async fn until<F, Fut>(bound: Duration, every: Duration, mut done: F) -> Option<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let t = Instant::now();
+    loop {
+        if done().await {
+            return Some(t.elapsed());
+        }
+        if t.elapsed() > bound {
+            return None;
+        }
+        tokio::time::sleep(every).await;
+    }
 }
 
 /// This process's resident memory.

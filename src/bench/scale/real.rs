@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use rand::seq::SliceRandom;
 
-use super::{Options, Row, p50_p95};
+use super::{Options, Row, p50_p95, until};
 use crate::control::client::ControlClient;
 use crate::control::{Reply, Request};
 use crate::paths::DataDir;
@@ -252,6 +252,15 @@ impl Lab {
         .await
     }
 
+    /// Moves these peers' veths onto `bridge` in the hub (br1 cuts them off).
+    fn move_to_bridge(&self, peers: &[usize], bridge: &str) -> Result<()> {
+        for &i in peers {
+            let hub_if = &self.peers[i].hub_if;
+            ip(&["-n", &self.hub, "link", "set", hub_if, "master", bridge])?;
+        }
+        Ok(())
+    }
+
     async fn connections(&self, peers: &[usize]) -> f64 {
         let mut total = 0;
         for &i in peers {
@@ -277,24 +286,6 @@ impl Drop for Lab {
 
 fn names(peers: &[usize]) -> Vec<String> {
     peers.iter().map(|i| format!("svc-{i}")).collect()
-}
-
-/// Polls until `done` or the bound; the time it took.
-async fn until<F, Fut>(bound: Duration, every: Duration, mut done: F) -> Option<Duration>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let t = Instant::now();
-    loop {
-        if done().await {
-            return Some(t.elapsed());
-        }
-        if t.elapsed() > bound {
-            return None;
-        }
-        tokio::time::sleep(every).await;
-    }
 }
 
 pub async fn run(peers: usize, options: &Options) -> Result<Row> {
@@ -418,29 +409,9 @@ pub async fn run(peers: usize, options: &Options) -> Result<Row> {
     let mut shuffled: Vec<usize> = live.iter().copied().filter(|&i| i != 0).collect();
     shuffled.shuffle(&mut rand::thread_rng());
     let cut = &shuffled[..peers.div_ceil(10)];
-    for &i in cut {
-        ip(&[
-            "-n",
-            &lab.hub,
-            "link",
-            "set",
-            &lab.peers[i].hub_if,
-            "master",
-            "br1",
-        ])?;
-    }
+    lab.move_to_bridge(cut, "br1")?;
     tokio::time::sleep(options.partition).await;
-    for &i in cut {
-        ip(&[
-            "-n",
-            &lab.hub,
-            "link",
-            "set",
-            &lab.peers[i].hub_if,
-            "master",
-            "br0",
-        ])?;
-    }
+    lab.move_to_bridge(cut, "br0")?;
     let t = Instant::now();
     lab.expose(cut[0], "after-heal").await?;
     let mut every = names(&live);

@@ -17,7 +17,7 @@ use rand::seq::SliceRandom;
 use tokio::sync::{Notify, mpsc};
 
 use super::pipes::Net;
-use super::{Options, Row, memory_bytes, p50_p95};
+use super::{Options, Row, memory_bytes, p50_p95, until};
 use crate::model::PeerLoad;
 use crate::node::identity::NetworkKey;
 use crate::node::protocol::{Announcement, ControlRequest, ControlResponse, ServiceRecord};
@@ -445,18 +445,12 @@ pub async fn run(peers: usize, options: &Options) -> Result<Row> {
     let joiner = overlay.add_node()?;
     let name = format!("svc-{joiner}");
     overlay.probe.watch(&name);
-    let bound = Duration::from_secs(120);
-    loop {
+    row.join = until(Duration::from_secs(120), Duration::from_millis(100), || {
         let known = overlay.probe.times(overlay.live().filter(|&n| n != joiner));
-        if known.is_some() && overlay.incomplete() == 0 {
-            row.join = Some(t.elapsed());
-            break;
-        }
-        if t.elapsed() > bound {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        std::future::ready(known.is_some() && overlay.incomplete() == 0)
+    })
+    .await
+    .map(|_| t.elapsed());
     eprintln!("sim {peers}: join {:?}", row.join);
 
     // A peer vanishes without a word: until no one lists it.
@@ -464,18 +458,10 @@ pub async fn run(peers: usize, options: &Options) -> Result<Row> {
     overlay.net.set_group(&[vanished], u32::MAX);
     overlay.gone.insert(vanished);
     overlay.nodes[vanished].tasks.iter().for_each(|t| t.abort());
-    let t = Instant::now();
-    let bound = Duration::from_secs(180);
-    loop {
-        if overlay.still_listing(vanished) == 0 {
-            row.leave = Some(t.elapsed());
-            break;
-        }
-        if t.elapsed() > bound {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    row.leave = until(Duration::from_secs(180), Duration::from_millis(250), || {
+        std::future::ready(overlay.still_listing(vanished) == 0)
+    })
+    .await;
     eprintln!("sim {peers}: silent leave {:?}", row.leave);
 
     // A tenth of the overlay cut off for a while, then healed: until every node
@@ -491,21 +477,15 @@ pub async fn run(peers: usize, options: &Options) -> Result<Row> {
     overlay.net.set_group(&cut, 0);
     let t = Instant::now();
     overlay.publish_service(cut[0], &name).await?;
-    let bound = Duration::from_secs(180);
-    loop {
+    row.heal = until(Duration::from_secs(180), Duration::from_millis(100), || {
         let spread = overlay
             .probe
             .times(overlay.live().filter(|&n| n != cut[0]))
             .is_some();
-        if spread && overlay.incomplete() == 0 {
-            row.heal = Some(t.elapsed());
-            break;
-        }
-        if t.elapsed() > bound {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        std::future::ready(spread && overlay.incomplete() == 0)
+    })
+    .await
+    .map(|_| t.elapsed());
     eprintln!("sim {peers}: partition healed {:?}", row.heal);
     overlay.stop();
     // Let the nodes' tasks wind down before the next size.
