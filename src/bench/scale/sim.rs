@@ -161,17 +161,22 @@ impl Overlay {
         (0..self.nodes.len()).filter(|n| !self.gone.contains(n))
     }
 
+    /// The peers whose services node `n` knows now.
+    fn known_by(&self, n: usize) -> HashSet<PeerId> {
+        self.nodes[n]
+            .catalogue
+            .fresh()
+            .into_iter()
+            .map(|p| p.peer)
+            .collect()
+    }
+
     /// Live nodes that do not yet know every other live node's service.
     fn incomplete(&self) -> usize {
         let live: Vec<usize> = self.live().collect();
         live.iter()
             .filter(|&&n| {
-                let known: HashSet<PeerId> = self.nodes[n]
-                    .catalogue
-                    .fresh()
-                    .into_iter()
-                    .map(|p| p.peer)
-                    .collect();
+                let known = self.known_by(n);
                 live.iter()
                     .any(|&other| other != n && !known.contains(&self.ids[other]))
             })
@@ -185,12 +190,7 @@ impl Overlay {
         let live: Vec<usize> = self.live().collect();
         let mut unknown_to = vec![0usize; self.nodes.len()];
         for &n in &live {
-            let known: HashSet<PeerId> = self.nodes[n]
-                .catalogue
-                .fresh()
-                .into_iter()
-                .map(|p| p.peer)
-                .collect();
+            let known = self.known_by(n);
             for &other in &live {
                 if other != n && !known.contains(&self.ids[other]) {
                     unknown_to[other] += 1;
