@@ -196,6 +196,14 @@ impl Catalogue {
         lock(&self.peers).remove(peer);
     }
 
+    /// Whether `peer` was heard from within its TTL (cheap: no copy of the
+    /// records, which the scale benchmark asks of 1,000 catalogues at once).
+    pub fn knows(&self, peer: &PeerId) -> bool {
+        lock(&self.peers)
+            .get(peer)
+            .is_some_and(|heard| heard.seen.elapsed() < heard.ttl)
+    }
+
     /// Other peers heard from within their TTL.
     pub fn peer_count(&self) -> usize {
         let mut peers = lock(&self.peers);
