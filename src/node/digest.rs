@@ -61,11 +61,15 @@ impl EventLoop {
             .collect()
     }
 
-    /// Every [`DIGEST_EVERY`]: ask one random neighbour for its digest.
+    /// Every [`DIGEST_EVERY`]: ask one random neighbour for its digest. A node
+    /// whose snapshot failed (the neighbour's connection closed, or the answer
+    /// timed out on a busy host) asks a neighbour for one instead: waiting for
+    /// the next new connection, it could go on without one (and without digests)
+    /// for as long as its links held, missing every announcement made before it
+    /// joined.
     pub(super) fn compare_digests(&mut self) {
         use rand::seq::IteratorRandom;
-        let idle = self.departures.snapshot == Snapshot::Done;
-        if !idle || self.departures.digest_asked.is_some() {
+        if self.departures.digest_asked.is_some() {
             return;
         }
         let Some(peer) = self
@@ -76,6 +80,11 @@ impl EventLoop {
         else {
             return;
         };
+        match self.departures.snapshot {
+            Snapshot::Done => {}
+            Snapshot::NotAsked => return self.ask_snapshot(peer, None),
+            Snapshot::Asked(_) => return,
+        }
         let id = self
             .swarm
             .behaviour_mut()
