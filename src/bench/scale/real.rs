@@ -116,12 +116,14 @@ impl Lab {
             .arg(data.root())
             .args(["node", "--nick", &format!("real-{i}")])
             .args(["--listen", &format!("/ip4/{addr}/tcp/{PORT}")])
-            .args(["--network-key", &self.key])
             .args(["--hypervisor", "test:///default", "--no-accept-migrations"])
             .args([
                 "--image-dir",
                 &self.dir.path().join("images").to_string_lossy(),
             ])
+            // A literal key only through the environment (arguments show in
+            // the process list; --network-key takes a file).
+            .env(crate::node::identity::NETWORK_KEY_ENV, &self.key)
             .env("PEERVISOR_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
