@@ -81,9 +81,9 @@ fn big_status(peers: usize, vms: usize, services: usize) -> Status {
             managed: true,
             service_up: Some(i % 3 != 0),
             stats: Some(VmStats {
-                cpu_pct_host: (i % 50) as f64,
-                cpu_pct_guest: (i % 100) as f64,
-                mem_used_mib: 90,
+                cpu_pct_host: Some((i % 50) as f64),
+                cpu_pct_guest: Some((i % 100) as f64),
+                mem_used_mib: Some(90),
                 disk_read_bps: i as f64 * 100.0,
                 disk_write_bps: i as f64 * 1000.0,
                 disk_read_iops: 1.0,

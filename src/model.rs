@@ -277,11 +277,13 @@ pub struct ServiceSpec {
 /// Rates computed from libvirt counter deltas.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct VmStats {
-    /// Share of all host CPUs, 0..100.
-    pub cpu_pct_host: f64,
-    /// Share of the guest's vCPUs, 0..100.
-    pub cpu_pct_guest: f64,
-    pub mem_used_mib: u64,
+    /// Share of all host CPUs, 0..100; None when libvirt gave no CPU time
+    /// (shown "-", null in JSON: not measured is not idle).
+    pub cpu_pct_host: Option<f64>,
+    /// Share of the guest's vCPUs, 0..100; None as above.
+    pub cpu_pct_guest: Option<f64>,
+    /// None when neither the guest (balloon stats) nor QEMU reported it.
+    pub mem_used_mib: Option<u64>,
     pub disk_read_bps: f64,
     pub disk_write_bps: f64,
     pub disk_read_iops: f64,

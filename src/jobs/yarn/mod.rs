@@ -195,7 +195,7 @@ impl YarnSource {
             name: h.name.clone(),
             user: h.user.clone(),
             state: h.state.clone(),
-            progress_pct: 100.0,
+            progress_pct: finished_progress(h),
             maps_completed: h.maps_completed,
             maps_total: h.maps_total,
             reduces_completed: h.reduces_completed,
@@ -270,6 +270,27 @@ fn app_only(app: &App) -> JobView {
         job.hosts.push(host_of(am));
     }
     job
+}
+
+/// A finished job's progress: 100 when it succeeded; otherwise the share of its
+/// tasks that completed before it failed or was killed (not 100: it did not).
+fn finished_progress(h: &HistoryJob) -> f64 {
+    if h.state == "SUCCEEDED" {
+        return 100.0;
+    }
+    let share = |done: u64, total: u64| {
+        if total == 0 {
+            0.0
+        } else {
+            done.min(total) as f64 / total as f64
+        }
+    };
+    let maps = share(h.maps_completed, h.maps_total);
+    if h.reduces_total > 0 {
+        (maps + share(h.reduces_completed, h.reduces_total)) * 50.0
+    } else {
+        maps * 100.0
+    }
 }
 
 fn failed_diagnostics(app: &App) -> Option<String> {

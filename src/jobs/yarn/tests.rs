@@ -312,3 +312,48 @@ async fn timeouts_and_malformed_json_give_a_clear_status_and_keep_the_last_jobs(
     );
     assert!(YarnSource::from_arg("http://rm:8088,bogus=1").is_err());
 }
+
+#[tokio::test]
+async fn a_killed_or_failed_finished_job_shows_the_share_of_tasks_it_completed() {
+    let s = TestServer::start().await;
+    let h = TestServer::start().await;
+    let mut src = YarnSource::from_arg(&format!("{},history={}", s.url, h.url)).unwrap();
+    s.json("/ws/v1/cluster/info", &cluster_info(TS));
+    s.json("/ws/v1/cluster/metrics", &metrics(0, 0));
+    let apps = json!({"apps": {"app": [
+        app(TS, 4, "TeraSort", "KILLED", "KILLED", "killed by user"),
+        app(TS, 5, "word count", "FINISHED", "FAILED", "task failed"),
+    ]}});
+    s.json("/ws/v1/cluster/apps", &apps.to_string());
+    let history = |seq: u32, state: &str, maps: u64, reduces: u64| {
+        json!({"submitTime": TS, "startTime": TS + 1000, "finishTime": TS + 11000,
+            "id": format!("job_{TS}_000{seq}"), "name": "x", "queue": "default", "user": "hadoop",
+            "state": state, "mapsTotal": 10, "mapsCompleted": maps, "reducesTotal": 2,
+            "reducesCompleted": reduces})
+    };
+    h.json(
+        "/ws/v1/history/mapreduce/jobs",
+        &json!({"jobs": {"job": [history(4, "KILLED", 4, 0), history(5, "FAILED", 10, 1)]}})
+            .to_string(),
+    );
+    for seq in [4, 5] {
+        let job = format!("job_{TS}_000{seq}");
+        h.json(
+            &format!("/ws/v1/history/mapreduce/jobs/{job}/counters"),
+            &counters(&job, 0, 0, 0),
+        );
+    }
+    let r = src.poll().await;
+    let progress: Vec<(&str, f64)> = r
+        .jobs
+        .iter()
+        .map(|j| (j.state.as_str(), j.progress_pct))
+        .collect();
+    // Maps and reduces weigh half each, as for running jobs: not 100%.
+    assert_eq!(
+        progress,
+        [("KILLED", 20.0), ("FAILED", 75.0)],
+        "{:?}",
+        r.jobs
+    );
+}
