@@ -149,9 +149,75 @@ pub fn names(error: &str, what: &str) -> bool {
     error.contains(what)
 }
 
+/// Heap use of the calling thread, for targets that bound what a decoder
+/// allocates (test builds only: the test binary's allocator counts per thread).
+pub mod alloc {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    struct Counting;
+
+    thread_local! {
+        /// Bytes this thread holds now, and the most it held since `peak` began.
+        static LIVE: Cell<isize> = const { Cell::new(0) };
+        static HIGH: Cell<isize> = const { Cell::new(0) };
+    }
+
+    fn add(delta: isize) {
+        // try_with: a thread being torn down has no counters left.
+        let _ = LIVE.try_with(|live| {
+            let now = live.get() + delta;
+            live.set(now);
+            let _ = HIGH.try_with(|high| high.set(high.get().max(now)));
+        });
+    }
+
+    // SAFETY: every call goes to the system allocator unchanged; only counted.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            add(layout.size() as isize);
+            unsafe { System.alloc(layout) }
+        }
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            add(layout.size() as isize);
+            unsafe { System.alloc_zeroed(layout) }
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            add(-(layout.size() as isize));
+            unsafe { System.dealloc(ptr, layout) }
+        }
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            add(new_size as isize - layout.size() as isize);
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+    }
+
+    #[global_allocator]
+    static COUNTING: Counting = Counting;
+
+    /// Runs `f` on this thread; its result and the most heap it held at once
+    /// beyond what the thread held before (a current-thread runtime inside `f`
+    /// is counted, work sent to other threads is not).
+    pub fn peak<T>(f: impl FnOnce() -> T) -> (T, usize) {
+        let start = LIVE.with(Cell::get);
+        HIGH.with(|h| h.set(start));
+        let out = f();
+        let high = HIGH.with(Cell::get);
+        (out, (high - start).max(0) as usize)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_allocation_counter_sees_a_buffer() {
+        let (_, peak) = alloc::peak(|| std::hint::black_box(vec![1u8; 1 << 20]));
+        assert!((1 << 20..2 << 20).contains(&peak), "{peak}");
+        let (_, none) = alloc::peak(|| 1 + 1);
+        assert!(none < 1024, "{none}");
+    }
 
     #[test]
     fn mutations_stay_in_bounds() {

@@ -244,7 +244,7 @@ impl NodeProcess {
             .arg(&dir)
             .args(["--nick", nick])
             .args(["--listen", &format!("/ip4/127.0.0.1/tcp/{port}")])
-            .args(["--network-key", key])
+            .env(crate::node::identity::NETWORK_KEY_ENV, key)
             .args(["--hypervisor", "test:///default"])
             .args(["--guest-netns", "unused"])
             .args(extra)

@@ -11,6 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::hypervisor::accel::{Accel, AccelChoice};
+use crate::node::identity::NetworkKeySource;
 use crate::paths::DataDir;
 use crate::peer::{Peer, PeerConfig};
 
@@ -33,7 +34,7 @@ async fn bench_peer(
             .transpose()?
             .into_iter()
             .collect(),
-        network_key: Some(key.to_string()),
+        network_key: Some(NetworkKeySource::Environment(key.to_string())),
         mdns: false,
         relay: Default::default(),
         hypervisor: Some("test:///default".into()),

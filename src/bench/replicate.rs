@@ -270,7 +270,7 @@ async fn serve(node: Client, target: Target) -> Result<()> {
     while let Some((_, stream)) = incoming.next().await {
         let mut s = stream.compat();
         let result: Result<()> = async {
-            let offer: Offer = wire::receive(&mut s, "offer").await?;
+            let offer: Offer = wire::receive(&mut s).await?;
             let plan = offer.disk.ok_or_else(|| anyhow!("no disk"))?;
             let (path, cut) = target.get();
             let (p, pl) = (path.clone(), plan.clone());
@@ -325,13 +325,13 @@ async fn peervisor_transfer(src: &Client, dst: &Client, path: &Path) -> Result<R
         .map_err(|e| anyhow!("{e}"))?;
     let mut s = stream.compat();
     let mut wire_bytes = wire::send(&mut s, &offer).await?;
-    let Answer::Accept { need } = wire::receive(&mut s, "answer").await? else {
+    let Answer::Accept { need } = wire::receive(&mut s).await? else {
         bail!("refused");
     };
     let file = Arc::new(File::open(path)?);
     let sent = send_chunks(&mut s, &plan, &need, file, |_, _| {}).await?;
     wire_bytes += sent.stream_bytes;
-    let outcome: Outcome = wire::receive(&mut s, "outcome").await?;
+    let outcome: Outcome = wire::receive(&mut s).await?;
     let _ = s.shutdown().await;
     let Outcome::Started { disk_sha256, .. } = outcome else {
         bail!("the receiver failed");

@@ -6,6 +6,7 @@ use clap::{Args, Parser, Subcommand};
 use libp2p::Multiaddr;
 
 use crate::hypervisor::accel::AccelChoice;
+use crate::node::identity::{NETWORK_KEY_ENV, NetworkKeySource};
 use crate::paths::DataDir;
 use crate::peer::PeerConfig;
 
@@ -170,6 +171,31 @@ pub enum Command {
     Demo(DemoArgs),
     /// Print the console's effective keymap (shipped defaults plus your keymap.toml).
     Keys,
+    /// Tools for testing peervisor itself.
+    #[command(subcommand, hide = true)]
+    Dev(DevCommand),
+}
+
+/// Hidden: tools for tests of peervisor itself, not for operators.
+#[derive(Subcommand, Debug)]
+pub enum DevCommand {
+    /// Join the overlay (--network-key, --bootstrap) as the member whose identity
+    /// is in --data-dir (no node runs there), send one hand-made replication offer
+    /// frame to a peer, and print its answer as JSON.
+    ReplicaOffer {
+        /// Peer id of the destination.
+        #[arg(long)]
+        to: libp2p::PeerId,
+        /// File holding the offer's body (any bytes, e.g. JSON).
+        #[arg(long)]
+        body: PathBuf,
+        /// Length to put in the frame's prefix (default: the body's).
+        #[arg(long)]
+        declare: Option<u32>,
+        /// Keep the stream open after the body, as a sender that stalls.
+        #[arg(long)]
+        stall: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -307,10 +333,12 @@ pub struct NodeArgs {
     /// Address of a peer to join through (repeatable), e.g. /ip4/192.0.2.7/tcp/7470.
     #[arg(long, global = true)]
     pub bootstrap: Vec<Multiaddr>,
-    /// The overlay's network key: a swarm.key file, or 64 hex digits. Default: the
-    /// data dir's network.key, generated on first run (copy it to other peers).
-    #[arg(long, global = true, env = "PEERVISOR_NETWORK_KEY")]
-    pub network_key: Option<String>,
+    /// The overlay's network key file (swarm.key format, or 64 hex digits in a
+    /// file). A literal key only through the environment (PEERVISOR_NETWORK_KEY):
+    /// arguments show in the process list. Default: the data dir's network.key,
+    /// generated on first run (copy it to other peers).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub network_key: Option<std::path::PathBuf>,
     /// Find peers on the LAN with multicast DNS.
     #[arg(long, global = true)]
     pub mdns: bool,
@@ -419,6 +447,15 @@ pub struct NodeArgs {
 }
 
 impl NodeArgs {
+    /// `--network-key FILE`, else `PEERVISOR_NETWORK_KEY`, else none given.
+    pub fn network_key_source(&self) -> Option<NetworkKeySource> {
+        match (&self.network_key, std::env::var(NETWORK_KEY_ENV)) {
+            (Some(file), _) => Some(NetworkKeySource::File(file.clone())),
+            (None, Ok(value)) => Some(NetworkKeySource::Environment(value)),
+            (None, Err(_)) => None,
+        }
+    }
+
     /// The peer these flags describe, on `data_dir`.
     pub fn peer_config(&self, data_dir: DataDir) -> PeerConfig {
         let interval = if self.stats_interval.is_finite() {
@@ -435,7 +472,7 @@ impl NodeArgs {
             nick: self.nick.clone().unwrap_or_else(default_nick),
             listen: self.listen.clone(),
             bootstrap: self.bootstrap.clone(),
-            network_key: self.network_key.clone(),
+            network_key: self.network_key_source(),
             mdns: self.mdns,
             relay: crate::node::RelayConfig {
                 serve: self.relay_server,

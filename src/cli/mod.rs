@@ -6,6 +6,7 @@
 
 mod args;
 pub mod demo;
+mod dev;
 mod image;
 mod migrate;
 mod peers;
@@ -28,6 +29,7 @@ pub async fn run(command: Command, data_dir: &DataDir, node: &NodeArgs, look: &L
     let control = ControlClient::new(&data_dir.control_socket());
     match command {
         Command::Node => unreachable!("main.rs runs `peervisor node`"),
+        Command::Dev(command) => dev::run(data_dir, node, command).await,
         Command::Keys => {
             print!("{}", crate::console::keys_text(look));
             Ok(())

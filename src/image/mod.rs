@@ -94,6 +94,8 @@ pub fn default_image_dir() -> PathBuf {
 
 /// The cached image `name`, without building anything.
 pub fn find(image_dir: &Path, name: &str) -> Result<Image> {
+    // Names arrive from other peers (replication offers): never a path.
+    validate_name(name)?;
     let (image, _) = load(image_dir, name)?;
     Ok(image)
 }

@@ -38,6 +38,7 @@ use crate::node::protocol::REPLICA_PROTOCOL;
 use crate::paths::disk_dir;
 use crate::peer::Peer;
 use crate::peer::capacity::{Reservation, VmRequirements};
+use crate::peer::limits::{self, OpenGuard};
 use crate::peer::operations::Busy;
 use crate::peer::peers::{peer_id_of, resolve};
 use crate::peer::vms::validate_vm_name;
@@ -46,8 +47,6 @@ use crate::peer::vms::validate_vm_name;
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
 /// Defining and starting the replica.
 const START_TIMEOUT: Duration = Duration::from_secs(180);
-/// Largest disk file accepted.
-const MAX_DISK_FILE: u64 = 4 << 40;
 
 impl Peer {
     /// Source side: replicates `vm` to the peer named `to` as `name` (default
@@ -229,19 +228,27 @@ impl Peer {
             let plan = tokio::task::spawn_blocking(move || sparse::plan(&path))
                 .await?
                 .context("reading the disk image")?;
+            // What a destination would refuse is refused here, with the reason.
+            plan.validate(sparse::MAX_FILE)
+                .map_err(|e| anyhow!("this disk cannot be replicated: {e}"))?;
             offer.disk = Some(plan);
         }
+        let frame = wire::encode(&offer)?;
         let stream = self
             .node
             .streams()
             .open_stream(dest, REPLICA_PROTOCOL)
             .await
             .map_err(|e| anyhow!("opening a replication stream to {dest_name}: {e}"))?;
-        let mut stream = stream.compat();
-        let mut wire_bytes = wire::send(&mut stream, &offer).await?;
-        let answer = tokio::time::timeout(ANSWER_TIMEOUT, wire::receive(&mut stream, "answer"))
+        let (mut reader, mut writer) = tokio::io::split(stream.compat());
+        let write = async {
+            writer.write_all(&frame).await?;
+            writer.flush().await?;
+            anyhow::Ok(frame.len() as u64)
+        };
+        let (mut wire_bytes, answer) = wire::offer_and_answer(&mut reader, write, ANSWER_TIMEOUT)
             .await
-            .map_err(|_| anyhow!("{dest_name} did not answer within {ANSWER_TIMEOUT:?}"))??;
+            .with_context(|| format!("offering the replica to {dest_name}"))?;
         let need = match answer {
             Answer::Accept { need } => need,
             Answer::Refuse { reason } => bail!("{dest_name} refused: {reason}"),
@@ -250,7 +257,7 @@ impl Peer {
         let mut sent = ChunksSent::default();
         if let (Some(plan), Some(path)) = (&offer.disk, &image) {
             let file = Arc::new(File::open(path)?);
-            sent = send_chunks(&mut stream, plan, &need, file, |done, total| {
+            sent = send_chunks(&mut writer, plan, &need, file, |done, total| {
                 self.operations
                     .set_progress(op, &transfer_sample(done, total))
             })
@@ -258,7 +265,7 @@ impl Peer {
             .with_context(|| format!("sending the disk to {dest_name}"))?;
             wire_bytes += sent.stream_bytes;
         }
-        let outcome = tokio::time::timeout(START_TIMEOUT, wire::receive(&mut stream, "outcome"))
+        let outcome = tokio::time::timeout(START_TIMEOUT, wire::receive::<_, Outcome>(&mut reader))
             .await
             .map_err(|_| anyhow!("{dest_name} did not start the replica within {START_TIMEOUT:?}"))?
             .with_context(|| format!("waiting for {dest_name} to start the replica"))?;
@@ -281,9 +288,23 @@ impl Peer {
         Ok((ip, transfer))
     }
 
-    /// Destination side: whether to host the offered replica; what it will be
-    /// created from (its capacity reserved), or why not.
-    async fn check_offer(&self, from: PeerId, offer: &Offer) -> Result<Accepted, String> {
+    /// Destination side: whether `from` may send a replica at all, checked
+    /// before a byte of its offer is read (a member without the control role or
+    /// over its limits costs this host only the refusal). The guards count the
+    /// stream against `from`'s limits while it is open.
+    fn admit_replica(&self, from: PeerId) -> Result<ReplicaGuards<'_>, String> {
+        let limits = &self.limits;
+        let max = limits.config.streams_per_peer;
+        let Some(open) = limits.open_streams.try_open(&from, max) else {
+            return Err(format!("too many open streams from you (at most {max})"));
+        };
+        if let Err(retry) = limits.streams.check(&from) {
+            return Err(limits::rate_limited(
+                "streams",
+                limits.streams.per_s(),
+                retry,
+            ));
+        }
         if !self.access.allows(&from, Role::Control) {
             return Err(format!(
                 "peer {from} is not allowed to control this host (its operator can run `peervisor peers allow {from} --role control`)"
@@ -292,38 +313,21 @@ impl Peer {
         if !self.config.accept_migrations {
             return Err("this peer does not accept VMs from other peers".into());
         }
-        validate_vm_name(&offer.name).map_err(|e| e.to_string())?;
-        let uuid_ok = offer.source_uuid.len() == 36
-            && offer
-                .source_uuid
-                .chars()
-                .all(|c| c.is_ascii_hexdigit() || c == '-');
-        if !uuid_ok {
-            return Err("malformed source UUID".into());
-        }
-        let manifest = VmManifest {
-            name: offer.name.clone(),
-            vcpus: offer.vcpus,
-            memory_mib: offer.memory_mib,
-            data_disk_mib: None,
-            image: Some(offer.image.clone()),
-            services: offer
-                .services
-                .iter()
-                .map(|s| ManifestService {
-                    name: s.name.clone(),
-                    kind: s.kind.clone(),
-                    port: u32::from(s.port),
-                    tags: s.tags.iter().cloned().collect(),
-                    // Its limits travel with it (each replica counts its own).
-                    max_conns: s.max_conns,
-                    allow: s.allow.clone(),
-                })
-                .collect(),
+        // Offers being read are held in memory (up to Offer::LIMIT each): no
+        // more at once than replicas this host accepts at once.
+        let max = self.capacity.max_migrations;
+        let Some(replica) = limits.replica_streams.try_open(&from, max) else {
+            return Err(format!(
+                "too many replication streams from you at once (at most {max}, --max-migrations)"
+            ));
         };
-        manifest
-            .validate()
-            .map_err(|e| format!("replica definition: {e}"))?;
+        Ok((open, replica))
+    }
+
+    /// Destination side: whether to host the offered replica; what it will be
+    /// created from (its capacity reserved), or why not.
+    async fn check_offer(&self, offer: &Offer) -> Result<Accepted, String> {
+        let manifest = offer_manifest(offer)?;
         let (dir, image) = (self.config.image_dir.clone(), offer.image.clone());
         let found = tokio::task::spawn_blocking(move || crate::image::find(&dir, &image)).await;
         let Ok(Ok(image)) = found else {
@@ -332,15 +336,6 @@ impl Peer {
                 offer.image
             ));
         };
-        if let Some(plan) = &offer.disk {
-            plan.validate(MAX_DISK_FILE)?;
-            if plan.format != "qcow2" {
-                return Err(format!(
-                    "data disk format {} (only qcow2 is attached)",
-                    plan.format
-                ));
-            }
-        }
         // The same checks and lent capacity as an incoming migration (name and
         // UUID free, boot files here, vCPUs, memory and disk within what this
         // host lends), reserved until the replica runs or fails.
@@ -455,6 +450,54 @@ impl Peer {
     }
 }
 
+/// The checks of an offer that need nothing of this host: its definition as a
+/// manifest, the source's UUID (its first 8 characters name the partial file)
+/// and the disk plan (only qcow2 is attached).
+fn offer_manifest(offer: &Offer) -> Result<VmManifest, String> {
+    validate_vm_name(&offer.name).map_err(|e| e.to_string())?;
+    let uuid_ok = offer.source_uuid.len() == 36
+        && offer
+            .source_uuid
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() || c == '-');
+    if !uuid_ok {
+        return Err("malformed source UUID".into());
+    }
+    let manifest = VmManifest {
+        name: offer.name.clone(),
+        vcpus: offer.vcpus,
+        memory_mib: offer.memory_mib,
+        data_disk_mib: None,
+        image: Some(offer.image.clone()),
+        services: offer
+            .services
+            .iter()
+            .map(|s| ManifestService {
+                name: s.name.clone(),
+                kind: s.kind.clone(),
+                port: u32::from(s.port),
+                tags: s.tags.iter().cloned().collect(),
+                // Its limits travel with it (each replica counts its own).
+                max_conns: s.max_conns,
+                allow: s.allow.clone(),
+            })
+            .collect(),
+    };
+    manifest
+        .validate()
+        .map_err(|e| format!("replica definition: {e}"))?;
+    if let Some(plan) = &offer.disk {
+        plan.validate(sparse::MAX_FILE)?;
+        if plan.format != "qcow2" {
+            return Err(format!(
+                "data disk format {:?} (only qcow2 is attached)",
+                plan.format
+            ));
+        }
+    }
+    Ok(manifest)
+}
+
 /// A replica the destination agreed to host.
 struct Accepted {
     manifest: VmManifest,
@@ -545,11 +588,24 @@ pub async fn accept_replicas(peer: Arc<Peer>) {
 
 async fn serve_replica(peer: &Peer, from: PeerId, stream: crate::node::Stream) -> Result<()> {
     let mut stream = stream.compat();
-    let offer: Offer = tokio::time::timeout(READ_TIMEOUT, wire::receive(&mut stream, "offer"))
+    let _guards = match peer.admit_replica(from) {
+        Ok(guards) => guards,
+        Err(reason) => {
+            return refuse(peer, &mut stream, from, "a replication stream", &reason).await;
+        }
+    };
+    let offer = match tokio::time::timeout(READ_TIMEOUT, wire::receive::<_, Offer>(&mut stream))
         .await
-        .map_err(|_| anyhow!("no offer within {READ_TIMEOUT:?}"))??;
+    {
+        Ok(Ok(offer)) => offer,
+        Ok(Err(e)) => return refuse(peer, &mut stream, from, "an offer", &format!("{e:#}")).await,
+        Err(_) => {
+            let reason = format!("no offer within {READ_TIMEOUT:?}");
+            return refuse(peer, &mut stream, from, "an offer", &reason).await;
+        }
+    };
     let limit = peer.capacity.max_migrations;
-    let checked = match peer.check_offer(from, &offer).await {
+    let checked = match peer.check_offer(&offer).await {
         Ok(accepted) => peer
             .operations
             .begin_limited(
@@ -570,13 +626,8 @@ async fn serve_replica(peer: &Peer, from: PeerId, stream: crate::node::Stream) -
     let (accepted, op) = match checked {
         Ok(pair) => pair,
         Err(reason) => {
-            tracing::warn!(
-                "refused replica '{}' of VM '{}' from {from}: {reason}",
-                offer.name,
-                offer.source_vm
-            );
-            wire::send(&mut stream, &Answer::Refuse { reason }).await?;
-            return Ok(());
+            let what = format!("replica '{}' of VM '{}'", offer.name, offer.source_vm);
+            return refuse(peer, &mut stream, from, &what, &reason).await;
         }
     };
     tracing::info!(
@@ -600,11 +651,31 @@ async fn serve_replica(peer: &Peer, from: PeerId, stream: crate::node::Stream) -
         }
         Err(e) => {
             peer.operations.finish(op, Some(format!("{e:#}")));
-            let reason = format!("{e:#}");
-            let _ = wire::send(&mut stream, &Outcome::Failed { reason }).await;
+            let _ = wire::send(&mut stream, &Outcome::failed(&format!("{e:#}"))).await;
             return Err(e.context(format!("replica '{}'", offer.name)));
         }
     }
+    let _ = stream.shutdown().await;
+    Ok(())
+}
+
+/// The stream's guards: one of `from`'s open streams, one of its replications.
+type ReplicaGuards<'a> = (OpenGuard<'a, PeerId>, OpenGuard<'a, PeerId>);
+
+/// Refuses `what` from `from` with `reason`, on both ends: logged here (a few
+/// lines a second per peer at most), sent back for the source to show.
+async fn refuse<S: AsyncWrite + Unpin>(
+    peer: &Peer,
+    stream: &mut S,
+    from: PeerId,
+    what: &str,
+    reason: &str,
+) -> Result<()> {
+    if peer.limits.log_refusal(&from) {
+        tracing::warn!("refused {what} from {from}: {reason}");
+    }
+    wire::send(stream, &Answer::refuse(reason)).await?;
+    // Closed without reading on: what the source still sends is not taken.
     let _ = stream.shutdown().await;
     Ok(())
 }
@@ -638,6 +709,44 @@ mod tests {
         assert!(!old.exists());
         assert!(fresh.exists(), "a partial of a recent attempt stays");
         assert!(disk.exists(), "disks are never touched");
+    }
+
+    mod fuzz {
+        use proptest::prelude::*;
+
+        use super::super::offer_manifest;
+        use crate::fuzzing::{CASES, config};
+        use crate::migrate::replica::fuzz::{assert_sound, frames, receive, sample_offer};
+        use crate::migrate::replica::sparse::MAX_FILE;
+        use crate::migrate::replica::wire::Offer;
+
+        #[test]
+        fn the_sample_offer_is_accepted() {
+            assert!(offer_manifest(&sample_offer()).is_ok());
+        }
+
+        proptest! {
+            #![proptest_config(config(CASES))]
+            /// Offers from the network through the checks a destination makes
+            /// before it looks at itself: what passes names a partial file
+            /// inside the disk dir and carries a sound qcow2 plan.
+            #[test]
+            fn fuzz_replica_offer_checks(input in frames()) {
+                let Ok(offer) = receive::<Offer>(&input) else {
+                    return Ok(());
+                };
+                if let Ok(manifest) = offer_manifest(&offer) {
+                    assert_eq!(manifest.name, offer.name);
+                    let uuid8 = offer.source_uuid.get(..8).expect("8 ASCII characters");
+                    let partial = format!(".{}-{uuid8}.partial", offer.name);
+                    assert!(!partial.contains('/'), "{partial}");
+                    if let Some(plan) = &offer.disk {
+                        assert_eq!(plan.format, "qcow2");
+                        assert_sound(plan, MAX_FILE);
+                    }
+                }
+            }
+        }
     }
 
     #[test]

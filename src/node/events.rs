@@ -12,7 +12,14 @@ use super::{BehaviourEvent, Event, EventLoop};
 impl EventLoop {
     pub(super) async fn on_behaviour_event(&mut self, event: BehaviourEvent) {
         match event {
-            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+            BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                connection_id,
+            }) => {
+                if self.dial_backs.remove(&connection_id) {
+                    self.swarm.close_connection(connection_id);
+                }
                 self.consider_relay(peer_id, &info);
                 let entry = self.peers.entry(peer_id).or_default();
                 if let Some(nick) = nick_from_agent(&info.agent_version) {

@@ -54,21 +54,32 @@ pub fn exceeded(cause: &ConnectionDenied) -> Option<&connection_limits::Exceeded
     cause.downcast_ref::<connection_limits::Exceeded>()
 }
 
-/// A peer hammering the node must not flood the log: one line per peer per
-/// interval, with the count of refusals not logged.
-#[derive(Default)]
-pub struct RefusalLog {
-    last: HashMap<Option<PeerId>, (Instant, u64)>,
+/// A peer hammering the node must not flood the log: one line per peer (or
+/// remote address) per interval, with the count of refusals not logged.
+pub struct RefusalLog<K = Option<PeerId>> {
+    last: HashMap<K, (Instant, u64)>,
+}
+
+impl<K> Default for RefusalLog<K> {
+    fn default() -> Self {
+        RefusalLog {
+            last: HashMap::new(),
+        }
+    }
 }
 
 const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
-impl RefusalLog {
+impl<K: std::hash::Hash + Eq> RefusalLog<K> {
     /// Whether to log this refusal now, and how many were not logged before it.
-    pub fn should_log(&mut self, peer: Option<PeerId>, now: Instant) -> Option<u64> {
+    pub fn should_log(&mut self, peer: K, now: Instant) -> Option<u64> {
         if self.last.len() > 1024 {
             self.last
                 .retain(|_, (at, _)| now.duration_since(*at) < REFUSAL_LOG_INTERVAL);
+            if self.last.len() > 1024 && !self.last.contains_key(&peer) {
+                // More sources than that in one interval: a flood; stay quiet.
+                return None;
+            }
         }
         match self.last.get_mut(&peer) {
             Some((at, suppressed)) if now.duration_since(*at) < REFUSAL_LOG_INTERVAL => {

@@ -28,17 +28,55 @@ pub fn load_or_create_identity(dir: &Path) -> Result<Keypair> {
     Ok(keypair)
 }
 
-/// Resolves the overlay's pre-shared key: an explicit `--network-key` (a key file's
-/// path or its text) wins and is saved; otherwise `dir/network.key`, created on first run.
-pub fn load_or_create_network_key(dir: &Path, explicit: Option<&str>) -> Result<NetworkKey> {
+/// Where an operator's network key comes from. A literal key never comes from
+/// a command-line argument: every user of the host can read those in the
+/// process list.
+#[derive(Clone, Debug)]
+pub enum NetworkKeySource {
+    /// `--network-key FILE`.
+    File(std::path::PathBuf),
+    /// `PEERVISOR_NETWORK_KEY`: the key's text (or a key file's path).
+    Environment(String),
+}
+
+pub const NETWORK_KEY_ENV: &str = "PEERVISOR_NETWORK_KEY";
+
+impl NetworkKeySource {
+    fn read(&self) -> Result<NetworkKey> {
+        match self {
+            NetworkKeySource::File(path) => {
+                let text = fs::read_to_string(path).map_err(|e| {
+                    let hint = if parse_network_key(&path.to_string_lossy()).is_ok() {
+                        format!(
+                            " (--network-key takes a key file: a key typed on the command line shows in the process list; put it in a file, or in {NETWORK_KEY_ENV})"
+                        )
+                    } else {
+                        String::new()
+                    };
+                    anyhow::anyhow!("--network-key {}: {e}{hint}", path.display())
+                })?;
+                parse_network_key(&text)
+                    .with_context(|| format!("--network-key {}", path.display()))
+            }
+            NetworkKeySource::Environment(value) => match parse_network_key(value) {
+                Ok(key) => Ok(key),
+                Err(_) if Path::new(value).is_file() => NetworkKeySource::File(value.into()).read(),
+                Err(e) => Err(e.context(NETWORK_KEY_ENV)),
+            },
+        }
+    }
+}
+
+/// Resolves the overlay's pre-shared key: an explicit one (`--network-key FILE`
+/// or `PEERVISOR_NETWORK_KEY`) wins and is saved; otherwise `dir/network.key`,
+/// created on first run.
+pub fn load_or_create_network_key(
+    dir: &Path,
+    explicit: Option<&NetworkKeySource>,
+) -> Result<NetworkKey> {
     let path = dir.join(NETWORK_KEY_FILE);
     if let Some(given) = explicit {
-        let text = if Path::new(given).exists() {
-            fs::read_to_string(given).with_context(|| format!("reading network key {given}"))?
-        } else {
-            given.to_string()
-        };
-        let key = parse_network_key(&text).with_context(|| format!("--network-key {given}"))?;
+        let key = given.read()?;
         write_secret(&path, key.to_key_file().as_bytes())?;
         return Ok(key);
     }
@@ -137,10 +175,35 @@ mod tests {
         let again = load_or_create_network_key(dir.path(), None).unwrap();
         assert_eq!(first.fingerprint(), again.fingerprint());
         let hex_key = "11".repeat(32);
-        let given = load_or_create_network_key(dir.path(), Some(&hex_key)).unwrap();
+        let given = load_or_create_network_key(
+            dir.path(),
+            Some(&NetworkKeySource::Environment(hex_key.clone())),
+        )
+        .unwrap();
         assert_ne!(given.fingerprint(), first.fingerprint());
         let saved = load_or_create_network_key(dir.path(), None).unwrap();
         assert_eq!(saved.fingerprint(), given.fingerprint());
+    }
+
+    #[test]
+    fn a_key_given_on_the_command_line_is_refused_with_where_to_put_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let typed = NetworkKeySource::File("22".repeat(32).into());
+        let err = load_or_create_network_key(dir.path(), Some(&typed))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("shows in the process list"), "{err}");
+        assert!(err.contains(NETWORK_KEY_ENV), "{err}");
+        // A key file works, and so does the environment naming one.
+        let file = dir.path().join("swarm.key");
+        fs::write(&file, NetworkKey::new([3; 32]).to_key_file()).unwrap();
+        for source in [
+            NetworkKeySource::File(file.clone()),
+            NetworkKeySource::Environment(file.to_string_lossy().into_owned()),
+        ] {
+            let key = load_or_create_network_key(dir.path(), Some(&source)).unwrap();
+            assert_eq!(key, NetworkKey::new([3; 32]));
+        }
     }
 
     #[test]

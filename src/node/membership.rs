@@ -384,4 +384,81 @@ mod tests {
             );
         }
     }
+
+    /// The other side of a connection that sends `input` and then closes.
+    struct Scripted {
+        input: futures::io::Cursor<Vec<u8>>,
+    }
+
+    impl AsyncRead for Scripted {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut [u8],
+        ) -> Poll<io::Result<usize>> {
+            Pin::new(&mut self.input).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for Scripted {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    mod fuzz {
+        use super::*;
+        use crate::fuzzing::{bytes_like, config};
+        use proptest::prelude::*;
+
+        /// A listener's view of a stranger: whatever bytes follow the protocol
+        /// choice, on either channel, end in a named refusal (never a
+        /// connection, a panic or a hang).
+        fn refuses(
+            membership: &Membership,
+            protocol: &'static str,
+            bytes: Vec<u8>,
+        ) -> Result<(), String> {
+            let peer = Scripted {
+                input: futures::io::Cursor::new(bytes),
+            };
+            match futures::executor::block_on(membership.clone().upgrade_inbound(peer, protocol)) {
+                Ok(_) => Err(format!("{protocol}: random bytes completed a handshake")),
+                Err(e) if e.to_string().is_empty() => Err(format!("{protocol}: unnamed error")),
+                Err(_) => Ok(()),
+            }
+        }
+
+        proptest! {
+            #![proptest_config(config(2_000))]
+            #[test]
+            fn fuzz_handshake_first_bytes(bytes in bytes_like(vec![
+                // A TLS record header (handshake, TLS 1.0 record version) and a
+                // noise frame length, so mutations reach past the first check.
+                vec![0x16, 0x03, 0x01, 0x00, 0x40],
+                vec![0x00, 0x20],
+            ])) {
+                thread_local! {
+                    static LISTENER: Membership =
+                        Membership::new(&Keypair::generate_ed25519(), &NetworkKey::new([7; 32])).unwrap();
+                }
+                LISTENER.with(|listener| -> Result<(), TestCaseError> {
+                    for protocol in [TLS_PROTOCOL, NOISE_PROTOCOL] {
+                        refuses(listener, protocol, bytes.clone()).map_err(TestCaseError::fail)?;
+                    }
+                    Ok(())
+                })?;
+            }
+        }
+    }
 }

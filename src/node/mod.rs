@@ -138,7 +138,10 @@ pub fn start(config: NodeConfig) -> Result<(Client, mpsc::Receiver<Event>)> {
         retiring: retire::Retiring::default(),
         ledger,
         refusals: guard::RefusalLog::default(),
+        handshake_refusals: guard::RefusalLog::default(),
+        dial_refusals: guard::RefusalLog::default(),
         graylist: guard::Graylist::default(),
+        dial_backs: Default::default(),
     };
     tokio::spawn(event_loop.run());
     Ok((
@@ -287,7 +290,14 @@ struct EventLoop {
     /// The streams of ours open now (streams.rs).
     ledger: streams::Ledger,
     refusals: guard::RefusalLog,
+    /// Failed incoming handshakes, logged once per remote address per interval.
+    handshake_refusals: guard::RefusalLog<Option<std::net::IpAddr>>,
+    /// Failed dials, logged once per peer per interval.
+    dial_refusals: guard::RefusalLog<String>,
     graylist: guard::Graylist,
+    /// AutoNAT dial-backs this node made, closed once the peer identified
+    /// itself on them (reachability.rs says why).
+    dial_backs: std::collections::HashSet<libp2p::swarm::ConnectionId>,
 }
 
 const MAX_DIAL_ERRORS: usize = 8;
@@ -539,7 +549,10 @@ impl EventLoop {
                 } else if reachability::is_dial_back(&endpoint) {
                     // AutoNAT has its answer (it saw the connection open); a spare
                     // connection would only take streams away from the main one.
-                    self.swarm.close_connection(connection_id);
+                    // Closing it now would cut the peer's side mid-handshake (it
+                    // logged that as a failed incoming connection): wait until
+                    // the peer has identified itself on it, so its side is done.
+                    self.dial_backs.insert(connection_id);
                 }
             }
             SwarmEvent::ConnectionClosed {
@@ -548,6 +561,7 @@ impl EventLoop {
                 num_established,
                 ..
             } => {
+                self.dial_backs.remove(&connection_id);
                 self.links.closed(peer_id, connection_id);
                 self.on_closed_for_retiring(peer_id, connection_id);
                 if let Some(entry) = self.peers.get_mut(&peer_id) {
@@ -581,7 +595,18 @@ impl EventLoop {
                     tracing::info!("extra connection to {who} failed: {error}");
                     return;
                 }
-                self.record_dial_error(explain_dial_error(&who, &error.to_string()));
+                // Redialed every few seconds: one line per peer per interval.
+                let Some(suppressed) = self
+                    .dial_refusals
+                    .should_log(who.clone(), Instant::now().into_std())
+                else {
+                    return;
+                };
+                let mut message = explain_dial_error(&who, &error_chain(&error));
+                if suppressed > 0 {
+                    message.push_str(&format!(" ({suppressed} more since the last line)"));
+                }
+                self.record_dial_error(message);
             }
             SwarmEvent::IncomingConnectionError {
                 send_back_addr,
@@ -594,10 +619,23 @@ impl EventLoop {
                     tracing::debug!("relayed connection from {send_back_addr} abandoned: {error}");
                     return;
                 }
-                let message = explain_dial_error(
+                // A stranger may knock often: one line per remote address per
+                // interval, with the count of those not logged.
+                let Some(suppressed) = self
+                    .handshake_refusals
+                    .should_log(remote_ip(&send_back_addr), Instant::now().into_std())
+                else {
+                    return;
+                };
+                let mut message = explain_dial_error(
                     &format!("incoming connection from {send_back_addr}"),
-                    &error.to_string(),
+                    &error_chain(&error),
                 );
+                if suppressed > 0 {
+                    message.push_str(&format!(
+                        " ({suppressed} more from there since the last line)"
+                    ));
+                }
                 self.record_dial_error(message);
             }
             SwarmEvent::ListenerClosed {
@@ -614,37 +652,39 @@ impl EventLoop {
     }
 }
 
-/// A wrong network key is named by the membership proof; a peer that resets the
-/// connection early may also be one with another key: say so.
+/// The handshake names a wrong network key itself (membership.rs); nothing
+/// else is a sign of one, so nothing else hints at it.
 fn explain_dial_error(who: &str, error: &str) -> String {
     if error.contains("network key mismatch") {
+        // The nested libp2p wrappers add nothing to that.
         return format!("cannot connect to {who}: network key mismatch");
     }
-    let key_trouble = [
-        "reset",
-        "negotiat",
-        "handshake",
-        "unexpected eof",
-        "broken pipe",
-    ]
-    .iter()
-    .any(|hint| error.to_lowercase().contains(hint));
-    // "Failed to negotiate transport" also wraps plain routing failures, and a
-    // timeout is a NAT or firewall dropping packets (a wrong key is refused at once).
-    let no_path = [
-        "unreachable",
-        "refused",
-        "no route",
-        "no reservation",
-        "timeout",
-    ]
-    .iter()
-    .any(|hint| error.to_lowercase().contains(hint));
-    if key_trouble && !no_path {
-        format!("cannot connect to {who}: {error} (network key mismatch?)")
-    } else {
-        format!("cannot connect to {who}: {error}")
+    format!("cannot connect to {who}: {error}")
+}
+
+/// An error with its causes: libp2p's outer errors ("Failed to negotiate
+/// transport protocol(s)") hide the handshake's own reason one level down.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let line = cause.to_string();
+        if !text.contains(&line) {
+            text.push_str(": ");
+            text.push_str(&line);
+        }
+        source = cause.source();
     }
+    text
+}
+
+/// The IP address a multiaddr starts with (the key of per-address limits).
+fn remote_ip(addr: &Multiaddr) -> Option<std::net::IpAddr> {
+    addr.iter().find_map(|p| match p {
+        libp2p::multiaddr::Protocol::Ip4(ip) => Some(ip.into()),
+        libp2p::multiaddr::Protocol::Ip6(ip) => Some(ip.into()),
+        _ => None,
+    })
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Per-peer rate limits: how often another peer may ask this one something
-//! (control requests) and open service streams, and how many streams it may keep
-//! open at once. A refused request or stream gets a reason the other side shows.
+//! (control requests) and open streams (service, tunnel, replication), and how
+//! many service and replication streams it may keep open at once. A refused
+//! request or stream gets a reason the other side shows.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -154,6 +155,8 @@ pub struct PeerLimits {
     pub open_streams: OpenCounts<PeerId>,
     /// Open streams per service, for services with `--max-conns`.
     pub service_streams: OpenCounts<String>,
+    /// Replication streams per peer (each also one of its `open_streams`).
+    pub replica_streams: OpenCounts<PeerId>,
     /// Refusals are logged a few times a second per peer, not once per request:
     /// a flood must not become a flood of log lines.
     log_lines: RateLimiter,
@@ -167,6 +170,7 @@ impl PeerLimits {
             streams: RateLimiter::new(config.streams_per_s),
             open_streams: OpenCounts::default(),
             service_streams: OpenCounts::default(),
+            replica_streams: OpenCounts::default(),
             log_lines: RateLimiter::new(2),
         }
     }

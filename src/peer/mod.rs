@@ -38,7 +38,7 @@ pub struct PeerConfig {
     pub nick: String,
     pub listen: Vec<Multiaddr>,
     pub bootstrap: Vec<Multiaddr>,
-    pub network_key: Option<String>,
+    pub network_key: Option<crate::node::identity::NetworkKeySource>,
     pub mdns: bool,
     /// Relaying for others and through others (NAT).
     pub relay: node::RelayConfig,
@@ -184,7 +184,7 @@ impl Peer {
         let dir = config.data_dir.root();
         let keypair = node::identity::load_or_create_identity(dir)?;
         let network_key =
-            node::identity::load_or_create_network_key(dir, config.network_key.as_deref())?;
+            node::identity::load_or_create_network_key(dir, config.network_key.as_ref())?;
         let (client, events) = node::start(NodeConfig {
             keypair,
             network_key,

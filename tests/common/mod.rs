@@ -106,6 +106,8 @@ impl TestNode {
             .tempdir()
             .unwrap();
         let port = free_port();
+        // The overlay's key where an operator puts it: the node's data dir.
+        std::fs::write(dir.path().join("network.key"), opts.key).unwrap();
         // The program and its arguments, kept for `restart`.
         let mut args: Vec<String> = match netns {
             Some(ns) => ["ip", "netns", "exec", ns, BIN].map(String::from).to_vec(),
@@ -116,8 +118,6 @@ impl TestNode {
         for a in [
             "--nick",
             opts.nick,
-            "--network-key",
-            opts.key,
             "--guest-netns",
             opts.guest_netns,
             "--destroy-vms-on-exit",
@@ -196,6 +196,11 @@ impl TestNode {
 
     pub fn data_dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The node process's id (None after `kill_hard`), e.g. for /proc figures.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Runs `peervisor --data-dir <this node> ARGS`.

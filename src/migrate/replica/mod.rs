@@ -4,7 +4,10 @@
 //! image of a running VM's disk it reads (`point_in_time`). `migrate/replicate.rs`
 //! drives both ends; `bench/replicate.rs` compares it with rsync.
 
+#[cfg(test)]
+pub(crate) mod fuzz;
 pub mod point_in_time;
+pub mod probe;
 pub mod sparse;
 pub mod transfer;
 pub mod wire;

@@ -19,6 +19,14 @@ use sha2::{Digest, Sha256};
 /// Chunks never straddle a multiple of this.
 pub const CHUNK: u64 = 1 << 20;
 
+/// Largest disk file a destination accepts (holes included).
+pub const MAX_FILE: u64 = 4 << 40;
+
+/// Most chunks a plan may list: 512 GiB of data in whole 1 MiB chunks (less if
+/// the data is scattered in smaller extents). It bounds the offer that carries
+/// the plan (`wire::Offer::LIMIT`) and what the destination keeps of it.
+pub const MAX_CHUNKS: usize = 1 << 19;
+
 /// A byte range of a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Extent {
@@ -61,29 +69,59 @@ impl DiskPlan {
         self.chunks.iter().map(|c| u64::from(c.len)).sum()
     }
 
-    /// Checks a plan from the network before acting on it.
+    /// Checks a plan from the network before acting on it: at most `max_file`
+    /// bytes and `MAX_CHUNKS` chunks, each non-empty, inside the file and its
+    /// 1 MiB grid cell, after the one before, with a well-formed checksum. Sums
+    /// are checked: an offset near 2^64 must not wrap past these checks.
     pub fn validate(&self, max_file: u64) -> Result<(), String> {
         if self.file_size > max_file {
             return Err(format!(
-                "disk file of {} bytes is too large",
+                "disk plan: file_size {} is larger than the {max_file} bytes accepted",
                 self.file_size
+            ));
+        }
+        if self.chunks.len() > MAX_CHUNKS {
+            return Err(format!(
+                "disk plan: {} chunks, at most {MAX_CHUNKS}",
+                self.chunks.len()
             ));
         }
         let mut end = 0;
         for (i, c) in self.chunks.iter().enumerate() {
-            let grid_end = (c.offset / CHUNK + 1) * CHUNK;
-            let ok = c.len > 0
-                && c.offset >= end
-                && c.offset + u64::from(c.len) <= self.file_size
-                && c.offset + u64::from(c.len) <= grid_end
-                && c.sha256.len() == 64
-                && c.sha256.bytes().all(|b| b.is_ascii_hexdigit());
-            if !ok {
-                return Err(format!("disk plan: chunk {i} is malformed or overlaps"));
-            }
-            end = c.offset + u64::from(c.len);
+            end = c
+                .check(end, self.file_size)
+                .map_err(|why| format!("disk plan: chunk {i} (offset {}): {why}", c.offset))?;
         }
         Ok(())
+    }
+}
+
+impl Chunk {
+    /// Where this chunk ends, if it is well formed and starts at or after `from`.
+    fn check(&self, from: u64, file_size: u64) -> Result<u64, &'static str> {
+        if self.len == 0 {
+            return Err("empty");
+        }
+        if self.offset < from {
+            return Err("overlaps the chunk before");
+        }
+        let end = self
+            .offset
+            .checked_add(u64::from(self.len))
+            .ok_or("ends past 2^64")?;
+        if end > file_size {
+            return Err("ends past the end of the file");
+        }
+        // The cell's end, offset / CHUNK + 1 cells: past 2^64 in the last cell.
+        let cell_end = (self.offset / CHUNK + 1).checked_mul(CHUNK);
+        if cell_end.is_some_and(|cell_end| end > cell_end) {
+            return Err("crosses a 1 MiB boundary");
+        }
+        let hex = self.sha256.len() == 64 && self.sha256.bytes().all(|b| b.is_ascii_hexdigit());
+        if !hex {
+            return Err("sha256 is not 64 hex digits");
+        }
+        Ok(end)
     }
 }
 
@@ -439,6 +477,62 @@ mod tests {
         assert_eq!(std::fs::read(&src).unwrap(), std::fs::read(&dst).unwrap());
         let blocks = std::os::unix::fs::MetadataExt::blocks(&std::fs::metadata(&dst).unwrap());
         assert!(blocks * 512 < 2 * CHUNK, "copy is sparse: {blocks} blocks");
+    }
+
+    fn one_chunk(file_size: u64, offset: u64, len: u32) -> DiskPlan {
+        DiskPlan {
+            file_size,
+            chunks: vec![Chunk {
+                offset,
+                len,
+                sha256: "0".repeat(64),
+            }],
+            ..DiskPlan::default()
+        }
+    }
+
+    /// Before: `offset + len` wrapped here (a panic in a debug build); in a
+    /// release build the plan passed, and the receiver allocated 4 GiB for it.
+    #[test]
+    fn overflowing_chunks_are_refused() {
+        let offset = u64::MAX - CHUNK - 5;
+        let err = one_chunk(MAX_FILE, offset, u32::MAX)
+            .validate(MAX_FILE)
+            .unwrap_err();
+        assert!(err.contains("chunk 0") && err.contains("2^64"), "{err}");
+        // Longer than its cell, without any sum wrapping.
+        let err = one_chunk(MAX_FILE, CHUNK - 1, 2)
+            .validate(MAX_FILE)
+            .unwrap_err();
+        assert!(err.contains("1 MiB boundary"), "{err}");
+        // The last cell ends at 2^64, which no u64 holds: still checked, no panic.
+        assert!(
+            one_chunk(u64::MAX, u64::MAX - 100, 50)
+                .validate(u64::MAX)
+                .is_ok()
+        );
+        let err = one_chunk(u64::MAX, u64::MAX - 100, 101)
+            .validate(u64::MAX)
+            .unwrap_err();
+        assert!(err.contains("2^64"), "{err}");
+    }
+
+    #[test]
+    fn too_many_chunks_are_refused_before_any_is_looked_at() {
+        let plan = DiskPlan {
+            file_size: MAX_FILE,
+            chunks: vec![
+                Chunk {
+                    offset: 0,
+                    len: 0,
+                    sha256: String::new(),
+                };
+                MAX_CHUNKS + 1
+            ],
+            ..DiskPlan::default()
+        };
+        let err = plan.validate(MAX_FILE).unwrap_err();
+        assert!(err.contains("chunks, at most"), "{err}");
     }
 
     #[test]

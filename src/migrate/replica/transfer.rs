@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Result, anyhow, bail};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::sparse::{DiskPlan, Partial};
+use super::sparse::{CHUNK, DiskPlan, Partial};
 
 /// Longest silence inside a transfer (either way).
 pub const READ_TIMEOUT: Duration = Duration::from_secs(60);
@@ -30,21 +30,25 @@ pub struct Sent {
     pub stream_bytes: u64,
 }
 
-/// Checks the receiver's request and returns the bytes it covers.
+/// Checks the receiver's request (indexes into the plan, ascending, each at
+/// most once, so it asks for no more than the plan) and returns its bytes.
 pub fn needed_bytes(plan: &DiskPlan, need: &[u32]) -> Result<u64> {
-    need.iter()
-        .map(|&i| {
-            plan.chunks
-                .get(i as usize)
-                .map(|c| u64::from(c.len))
-                .ok_or_else(|| {
-                    anyhow!(
-                        "the receiver asked for chunk {i}, the plan has {}",
-                        plan.chunks.len()
-                    )
-                })
-        })
-        .sum()
+    let mut total = 0u64;
+    let mut last: Option<u32> = None;
+    for &i in need {
+        let Some(chunk) = plan.chunks.get(i as usize) else {
+            bail!(
+                "the receiver asked for chunk {i}, the plan has {}",
+                plan.chunks.len()
+            );
+        };
+        if let Some(last) = last.filter(|&last| i <= last) {
+            bail!("the receiver asked for chunk {i} after chunk {last}");
+        }
+        last = Some(i);
+        total += u64::from(chunk.len);
+    }
+    Ok(total)
 }
 
 /// Sends the chunks `need` of `file`; `progress(done, total)` after each.
@@ -106,6 +110,13 @@ pub async fn receive_chunks<R: AsyncRead + Unpin>(
             bail!("chunk {got} arrived where chunk {index} was expected");
         }
         let chunk = plan.chunks[index as usize].clone();
+        // Validated plans hold no more; this function must not trust it blindly.
+        if u64::from(chunk.len) > CHUNK {
+            bail!(
+                "chunk {index} of {} bytes is larger than the grid",
+                chunk.len
+            );
+        }
         let mut data = vec![0u8; chunk.len as usize];
         read_within(r, &mut data).await?;
         received += data.len() as u64;
