@@ -136,6 +136,47 @@ pub enum BenchCommand {
     },
 }
 
+/// A benchmark's targets and baselines: each printed on a line of its own as
+/// met, MISSED or NOT MEASURED; [`Targets::finish`] fails the command when any
+/// target was missed or any baseline is missing, so a script (or CI) sees it.
+#[derive(Default)]
+pub struct Targets {
+    missed: Vec<String>,
+}
+
+impl Targets {
+    /// "target: WHAT: FIGURE met|MISSED", remembering a miss.
+    pub fn check(&mut self, what: &str, figure: &str, ok: bool) -> String {
+        if !ok {
+            self.missed.push(what.to_string());
+        }
+        format!(
+            "target: {what}: {figure} {}",
+            if ok { "met" } else { "MISSED" }
+        )
+    }
+
+    /// "target: WHAT: NOT MEASURED (WHY)", remembered as a miss.
+    pub fn not_measured(&mut self, what: &str, why: &str) -> String {
+        self.missed.push(format!("{what} (not measured)"));
+        format!("target: {what}: NOT MEASURED ({why})")
+    }
+
+    /// A baseline that could not be measured: the comparison is missing.
+    pub fn missing_baseline(&mut self, baseline: &str, why: &str) -> String {
+        self.missed.push(format!("baseline {baseline}"));
+        format!("baseline {baseline}: NOT MEASURED ({why})")
+    }
+
+    pub fn finish(self) -> Result<()> {
+        if self.missed.is_empty() {
+            Ok(())
+        } else {
+            anyhow::bail!("targets missed or not measured: {}", self.missed.join(", "))
+        }
+    }
+}
+
 /// What the benchmarks take from the node's flags.
 pub struct Setup {
     /// The node's data dir: `bench boot` asks its node; results go to its `bench/`.
