@@ -358,7 +358,7 @@ impl Peer {
         let why = match error {
             Some(e) => format!(
                 "the source reported: {}",
-                e.chars().take(500).collect::<String>()
+                crate::node::protocol::peer_text(&e)
             ),
             None => "the source reported failure".into(),
         };

@@ -35,6 +35,7 @@ use crate::migrate::replica::transfer::{
 use crate::migrate::replica::wire::{self, Answer, Offer, Outcome};
 use crate::model::{OperationKind, OperationPhase, PeerView, ServiceSpec, VmState};
 use crate::node::protocol::REPLICA_PROTOCOL;
+use crate::node::protocol::peer_text;
 use crate::paths::disk_dir;
 use crate::peer::Peer;
 use crate::peer::capacity::{Reservation, VmRequirements};
@@ -251,7 +252,7 @@ impl Peer {
             .with_context(|| format!("offering the replica to {dest_name}"))?;
         let need = match answer {
             Answer::Accept { need } => need,
-            Answer::Refuse { reason } => bail!("{dest_name} refused: {reason}"),
+            Answer::Refuse { reason } => bail!("{dest_name} refused: {}", peer_text(&reason)),
         };
         self.operations.set_phase(op, OperationPhase::Transferring);
         let mut sent = ChunksSent::default();
@@ -271,7 +272,7 @@ impl Peer {
             .with_context(|| format!("waiting for {dest_name} to start the replica"))?;
         let (ip, replica_sha256) = match outcome {
             Outcome::Started { ip, disk_sha256 } => (ip, disk_sha256),
-            Outcome::Failed { reason } => bail!("{dest_name}: {reason}"),
+            Outcome::Failed { reason } => bail!("{dest_name}: {}", peer_text(&reason)),
         };
         let transfer = offer.disk.as_ref().map(|plan| DiskTransfer {
             virtual_bytes: plan.virtual_size,

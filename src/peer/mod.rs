@@ -10,6 +10,9 @@ pub mod peers;
 pub mod phases;
 pub mod vms;
 
+#[cfg(test)]
+pub(crate) mod fuzz;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;

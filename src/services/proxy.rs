@@ -20,7 +20,7 @@ use crate::node::StreamControl;
 use crate::node::protocol::SERVICE_PROTOCOL;
 
 /// Headers are tiny; anything bigger is hostile.
-const MAX_HEADER: usize = 4096;
+pub(super) const MAX_HEADER: usize = 4096;
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Opening a stream to a provider and hearing its answer. A provider that died
@@ -42,6 +42,18 @@ pub struct Hello {
 #[derive(Serialize, Deserialize)]
 pub struct Answer {
     pub error: Option<String>,
+}
+
+impl Answer {
+    /// What the consumer makes of the provider's answer: go on, or the reason
+    /// it keeps as the consumption's `last_error` and logs (made printable: it
+    /// is another peer's text).
+    pub fn outcome(&self) -> Result<(), String> {
+        match &self.error {
+            None => Ok(()),
+            Some(reason) => Err(crate::node::protocol::peer_text(reason)),
+        }
+    }
 }
 
 /// Live counters of one consumption (a local listener).
@@ -131,10 +143,8 @@ async fn open_with(
         )
         .await?;
         let answer: Answer = read_frame(&mut stream).await?;
-        match answer.error {
-            None => Ok(stream),
-            Some(reason) => Err(anyhow!(reason)),
-        }
+        answer.outcome().map_err(|reason| anyhow!(reason))?;
+        Ok(stream)
     };
     tokio::time::timeout(OPEN_TIMEOUT, open)
         .await

@@ -181,21 +181,13 @@ impl Peer {
                 .await
             {
                 Ok(crate::node::protocol::ControlResponse::Services { services, load }) => {
-                    let valid: Vec<ServiceRecord> = services
-                        .into_iter()
-                        .filter(|s| match s.validate() {
-                            Ok(()) => true,
-                            Err(e) => {
-                                tracing::warn!("dropped a malformed record from {peer}: {e}");
-                                false
-                            }
-                        })
-                        .collect();
+                    let valid = valid_records(peer, services);
                     self.services
                         .catalogue
                         .update(peer, valid, load, Duration::ZERO);
                 }
                 Ok(crate::node::protocol::ControlResponse::Refused { reason }) => {
+                    let reason = crate::node::protocol::peer_text(&reason);
                     tracing::warn!("{peer} refused to list its services: {reason}")
                 }
                 Ok(other) => tracing::warn!("{peer} answered ListServices with {other:?}"),
@@ -253,4 +245,19 @@ fn unix_millis() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// The records of a `ListServices` answer from `peer` that validate; the others
+/// are dropped with a log line.
+pub fn valid_records(peer: PeerId, records: Vec<ServiceRecord>) -> Vec<ServiceRecord> {
+    records
+        .into_iter()
+        .filter(|s| match s.validate() {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!("dropped a malformed record from {peer}: {e}");
+                false
+            }
+        })
+        .collect()
 }

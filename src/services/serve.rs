@@ -133,7 +133,7 @@ type ServiceGuard<'a> = Option<OpenGuard<'a, String>>;
 impl Peer {
     /// May `from` open a stream to `service` now? The service if so, with the
     /// guard of its connection slot; the reason if not, for the consumer to show.
-    async fn admit_stream(
+    pub(super) async fn admit_stream(
         &self,
         from: PeerId,
         service: &str,

@@ -127,11 +127,11 @@ impl YarnSource {
                 name: j.name.clone(),
                 user: j.user.clone(),
                 state: j.state.clone(),
-                progress_pct: if j.reduces_total > 0 {
+                progress_pct: percent(if j.reduces_total > 0 {
                     (j.map_progress + j.reduce_progress) / 2.0
                 } else {
                     j.map_progress
-                },
+                }),
                 maps_completed: j.maps_completed,
                 maps_total: j.maps_total,
                 reduces_completed: j.reduces_completed,
@@ -260,7 +260,7 @@ fn app_only(app: &App) -> JobView {
         } else {
             app.state.clone()
         },
-        progress_pct: app.progress,
+        progress_pct: percent(app.progress),
         elapsed_s: app.elapsed_time as f64 / 1000.0,
         error: failed_diagnostics(app),
         ..JobView::default()
@@ -270,6 +270,16 @@ fn app_only(app: &App) -> JobView {
         job.hosts.push(host_of(am));
     }
     job
+}
+
+/// A progress the server reported, held to 0..100 (a server's figure out of
+/// range is not shown as measured).
+fn percent(p: f64) -> f64 {
+    if p.is_finite() {
+        p.clamp(0.0, 100.0)
+    } else {
+        0.0
+    }
 }
 
 /// A finished job's progress: 100 when it succeeded; otherwise the share of its
