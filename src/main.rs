@@ -1,5 +1,7 @@
 //! peervisor: parses arguments and wires the parts together.
 
+mod admission;
+mod api;
 mod bench;
 mod cli;
 mod console;
@@ -11,19 +13,22 @@ mod image;
 mod jobs;
 mod migrate;
 mod model;
+mod names;
 mod node;
 mod paths;
 mod peer;
+mod phases;
 mod rig;
 mod services;
 mod tui;
+mod vms;
 
 use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Parser;
 
-use cli::{Cli, Command, NodeArgs};
+use cli::{Cli, NodeArgs, TopCommand};
 use paths::DataDir;
 use peer::PeerConfig;
 
@@ -63,8 +68,8 @@ async fn run(cli: Cli) -> Result<()> {
             Some(dir) => console::attach(&DataDir::new(dir), &look).await,
             None => console::embedded(cli.node.peer_config(data_dir), &look).await,
         },
-        Some(Command::Node) => run_headless(cli.node.peer_config(data_dir), &cli.node).await,
-        Some(command) => cli::run(command, &data_dir, &cli.node, &look).await,
+        Some(TopCommand::Node) => run_headless(cli.node.peer_config(data_dir), &cli.node).await,
+        Some(TopCommand::Cli(command)) => cli::run(command, &data_dir, &cli.node, &look).await,
     }
 }
 

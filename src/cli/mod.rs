@@ -26,11 +26,10 @@ use crate::control::client::ControlClient;
 use crate::control::{Reply, Request};
 use crate::paths::DataDir;
 
-/// Runs a command other than `node`, which main.rs runs.
+/// Runs a command (`node` is main.rs's: it is no `Command`).
 pub async fn run(command: Command, data_dir: &DataDir, node: &NodeArgs, look: &Look) -> Result<()> {
     let control = ControlClient::new(&data_dir.control_socket());
     match command {
-        Command::Node => unreachable!("main.rs runs `peervisor node`"),
         Command::Dev(command) => dev::run(data_dir, node, command).await,
         Command::Keys => {
             print!("{}", crate::console::keys_text(look));

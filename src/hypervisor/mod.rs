@@ -177,13 +177,28 @@ impl Host {
     /// stats; no libvirt call, so status and the services never wait on libvirt,
     /// and go on while it is lost or restarts (the guests run on without it).
     pub fn vms(&self) -> Vec<VmView> {
-        let known = self
-            .known
+        self.annotated(self.vm_list())
+    }
+
+    /// The domains as last listed, without stats: what changed in them is
+    /// published apart from the figures (the sampler's rounds carry those).
+    pub fn vm_list(&self) -> Vec<VmView> {
+        self.known
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .1
-            .clone();
-        self.annotated(known)
+            .clone()
+    }
+
+    /// Fills the VMs' latest stats and history; returns the sampler round
+    /// they come from (see `stats_rounds`).
+    pub fn annotate(&self, vms: &mut [VmView]) -> u64 {
+        self.stats.annotate(vms)
+    }
+
+    /// Each stats round from now on, as the sampler takes it.
+    pub fn stats_rounds(&self) -> tokio::sync::broadcast::Receiver<sampler::Round> {
+        self.stats.rounds()
     }
 
     /// Lists again after an action, so the next `vms()` shows its effect.
@@ -224,7 +239,7 @@ impl Host {
         let known: Vec<String> = self
             .list()
             .await
-            .map(|vms| vms.into_iter().map(|v| v.name).collect())
+            .map(|vms| vms.into_iter().map(|v| v.name.to_string()).collect())
             .unwrap_or_default();
         if known.is_empty() {
             anyhow!("no VM named '{name}' on this peer (it hosts none)")
@@ -562,7 +577,7 @@ fn vm_view(domain: &Domain) -> Result<VmView> {
     let info = domain.info().context("domain info")?;
     let metadata = read_metadata(domain);
     Ok(VmView {
-        name,
+        name: name.into(),
         uuid: domain.uuid_string().unwrap_or_default(),
         state: state_of(info.state.to_raw()),
         vcpus: info.nr_virt_cpu,

@@ -20,7 +20,7 @@ use crate::node::StreamControl;
 use crate::node::protocol::SERVICE_PROTOCOL;
 
 /// Headers are tiny; anything bigger is hostile.
-pub(super) const MAX_HEADER: usize = 4096;
+pub(crate) const MAX_HEADER: usize = 4096;
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Opening a stream to a provider and hearing its answer. A provider that died

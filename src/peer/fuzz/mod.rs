@@ -3,7 +3,11 @@
 //! (in-process, no daemon, no guests) answers decoded control requests from
 //! members of each role, and this peer's handling of other peers' answers is
 //! held to what an operator may be shown. `harness()` is shared with the other
-//! targets that need a running peer (services/serve.rs).
+//! targets that need a running peer: the control socket's (`control_socket`)
+//! and the service stream header's (`stream_headers`).
+
+mod control_socket;
+mod stream_headers;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -85,8 +89,14 @@ pub fn harness() -> &'static Harness {
             (role, id)
         });
         let exposed = "fuzz-echo".to_string();
-        rt.block_on(peer.expose(&exposed, "127.0.0.1:9", Some("echo"), Vec::new(), None))
-            .expect("exposing a service");
+        rt.block_on(peer.services.expose(
+            &exposed.as_str().into(),
+            "127.0.0.1:9",
+            Some("echo"),
+            Vec::new(),
+            None,
+        ))
+        .expect("exposing a service");
         Harness {
             rt,
             peer,
@@ -105,7 +115,7 @@ impl Harness {
             .block_on(self.peer.host.list())
             .unwrap()
             .into_iter()
-            .map(|v| v.name)
+            .map(|v| v.name.to_string())
             .collect();
         names.sort();
         names
