@@ -10,7 +10,6 @@ use anyhow::{Context, Result, anyhow, bail};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::hypervisor::accel::{Accel, AccelChoice};
 use crate::names::ServiceName;
 use crate::node::identity::NetworkKeySource;
 use crate::paths::DataDir;
@@ -27,29 +26,13 @@ async fn bench_peer(
 ) -> Result<(Arc<Peer>, u16)> {
     let port = free_port()?;
     let config = PeerConfig {
-        data_dir: DataDir::new(root.join(nick)),
-        nick: nick.to_string(),
-        listen: vec![format!("/ip4/127.0.0.1/tcp/{port}").parse()?],
         bootstrap: bootstrap
             .map(|p| format!("/ip4/127.0.0.1/tcp/{p}").parse())
             .transpose()?
             .into_iter()
             .collect(),
         network_key: Some(NetworkKeySource::Environment(key.to_string())),
-        mdns: false,
-        relay: Default::default(),
-        hypervisor: Some("test:///default".into()),
-        accel: AccelChoice::Force(Accel::Tcg),
-        guest_netns: "unused".into(),
-        image_dir: root.join("images"),
-        accept_migrations: false,
-        provision: Default::default(),
-        sampling: Default::default(),
-        yarn: Vec::new(),
-        spark: Vec::new(),
-        capacity: Default::default(),
-        limits: Default::default(),
-        connections: Default::default(),
+        ..PeerConfig::on_test_driver(DataDir::new(root.join(nick)), nick, port)
     };
     Ok((Peer::start(config).await?, port))
 }

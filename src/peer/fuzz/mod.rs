@@ -18,7 +18,6 @@ use proptest::prelude::*;
 use super::{Peer, PeerConfig};
 use crate::control::Role;
 use crate::fuzzing::{CASES, bytes_like, config, sized};
-use crate::hypervisor::accel::{Accel, AccelChoice};
 use crate::node::codec_io::{
     encode_request, read_request, read_response, sample_requests, sample_responses,
 };
@@ -58,25 +57,8 @@ pub fn harness() -> &'static Harness {
             "disk dir set elsewhere"
         );
         let config = PeerConfig {
-            data_dir: DataDir::new(data.path().to_path_buf()),
-            nick: "fuzzed".into(),
-            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
-            bootstrap: Vec::new(),
-            network_key: None,
-            mdns: false,
-            relay: Default::default(),
-            hypervisor: Some("test:///default".into()),
-            accel: AccelChoice::Force(Accel::Tcg),
-            guest_netns: "unused".into(),
-            image_dir: data.path().join("images"),
             accept_migrations: true,
-            provision: Default::default(),
-            sampling: Default::default(),
-            yarn: Vec::new(),
-            spark: Vec::new(),
-            capacity: Default::default(),
-            limits: Default::default(),
-            connections: Default::default(),
+            ..PeerConfig::on_test_driver(DataDir::new(data.path().to_path_buf()), "fuzzed", 0)
         };
         let peer = rt
             .block_on(Peer::start(config))
