@@ -133,6 +133,11 @@ pub enum BenchCommand {
         /// CI-sized amounts (seconds, not minutes).
         #[arg(long)]
         short: bool,
+        /// Also time random I/O the old way, one `dd` process per 4 KiB
+        /// operation (rows rand-read-dd, rand-write-dd): how much of that
+        /// figure was process start-up.
+        #[arg(long)]
+        per_op_dd: bool,
     },
 }
 
@@ -243,6 +248,7 @@ pub async fn run(command: BenchCommand, setup: &Setup) -> Result<()> {
             json,
             csv,
             short,
-        } => penalty::command(setup, runs, json, csv, short).await,
+            per_op_dd,
+        } => penalty::command(setup, runs, json, csv, short, per_op_dd).await,
     }
 }

@@ -39,6 +39,8 @@ pub struct PenaltyOptions {
     pub runs: u32,
     /// CI-sized amounts.
     pub short: bool,
+    /// Also random I/O the old way, one `dd` per operation (`rand-*-dd` rows).
+    pub per_op_dd: bool,
     pub accel: AccelChoice,
     pub image_dir: PathBuf,
     /// Results and scratch files go under `<bench_dir>`.
@@ -65,15 +67,17 @@ impl Workload {
     }
 }
 
-/// What runs, in order, each run.
-pub fn plan(short: bool) -> Vec<Workload> {
+/// What runs, in order, each run; with `per_op_dd` also the random I/O as it
+/// was measured before pv-randio, one `dd` process per 4 KiB operation (at the
+/// old amounts), so one run shows how much of that figure was process start-up.
+pub fn plan(short: bool, per_op_dd: bool) -> Vec<Workload> {
     let (loops, mib, ops) = if short {
         (300_000, TARGET_MIB_SHORT, 1000)
     } else {
         (2_000_000, TARGET_MIB_FULL, 5000)
     };
     let io = WorkloadKind::Io;
-    vec![
+    let mut all = vec![
         Workload {
             name: "cpu",
             kind: WorkloadKind::Cpu,
@@ -104,7 +108,19 @@ pub fn plan(short: bool) -> Vec<Workload> {
             amount: ops,
             unit: "IOPS",
         },
-    ]
+    ];
+    if per_op_dd {
+        let ops = if short { 100 } else { 500 };
+        for name in ["rand-read-dd", "rand-write-dd"] {
+            all.push(Workload {
+                name,
+                kind: io,
+                amount: ops,
+                unit: "IOPS",
+            });
+        }
+    }
+    all
 }
 
 /// Parses the script's "result workload=W amount=N usec=T" line; N must be the
@@ -154,7 +170,7 @@ pub async fn run(
     if opts.runs == 0 {
         bail!("--runs must be at least 1");
     }
-    let workloads = plan(opts.short);
+    let workloads = plan(opts.short, opts.per_op_dd);
     let (accel, why) = opts.accel.resolve();
     let mut view = PenaltyView {
         state: "running".into(),
@@ -375,10 +391,12 @@ pub async fn command(
     json: bool,
     csv: bool,
     short: bool,
+    per_op_dd: bool,
 ) -> Result<()> {
     let opts = PenaltyOptions {
         runs: runs.unwrap_or(if short { 2 } else { 3 }),
         short,
+        per_op_dd,
         accel: setup.accel,
         image_dir: setup.image_dir.clone(),
         bench_dir: setup.data_dir.root().join("bench"),
@@ -437,7 +455,7 @@ mod tests {
 
     #[test]
     fn result_lines_parse_and_errors_are_reported() {
-        let w = plan(true)[1];
+        let w = plan(true, false)[1];
         assert_eq!(
             parse_result("result workload=seq-write amount=64 usec=500000\n", &w).unwrap(),
             500_000
@@ -482,7 +500,7 @@ mod tests {
         let target = dir.path().join("target.img");
         fill(&target, 64).unwrap();
         let rt = tokio::runtime::Runtime::new().unwrap();
-        for w in plan(true) {
+        for w in plan(true, true) {
             let w = Workload {
                 amount: if w.name == "cpu" {
                     10_000
@@ -499,7 +517,7 @@ mod tests {
         // Asked for more than the file holds, dd copies less: an error.
         let w = Workload {
             amount: 65,
-            ..plan(true)[2]
+            ..plan(true, false)[2]
         };
         let e = rt.block_on(native.run(&w, &target)).unwrap_err();
         assert!(format!("{e:#}").contains("did 64 of the 65"), "{e:#}");
