@@ -416,10 +416,15 @@ pub async fn proxy(megabytes: u64, requests: usize, connections: usize) -> Resul
         ms(o50),
         ms(o99)
     );
+    let added = o50.saturating_sub(d50);
+    println!("{:<28} {:>12}", "added by the overlay (p50)", ms(added));
     println!(
-        "{:<28} {:>12}",
-        "added by the overlay (p50)",
-        ms(o50.saturating_sub(d50))
+        "{}",
+        targets.check(
+            "consume adds <= 1 ms p50 to a small request",
+            &ms(added),
+            added <= Duration::from_millis(1)
+        )
     );
 
     eprintln!("{connections} concurrent connections…");
