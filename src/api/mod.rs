@@ -11,7 +11,7 @@ pub use update::{Delta, Samples, Update, VmSample};
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{ConsumptionView, ServiceSpec, ServiceView, Status, VmView};
+use crate::model::{ConsumptionView, NicSource, ServiceSpec, ServiceView, Status, VmView};
 use crate::names::{PeerRef, ServiceName, VmName};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -34,6 +34,9 @@ pub enum Request {
         /// Size of a qcow2 data disk to create, MiB.
         #[serde(default)]
         data_disk_mib: Option<u64>,
+        /// Where its NIC goes; None: the node's default.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        nic: Option<NicSource>,
     },
     VmStart {
         name: VmName,

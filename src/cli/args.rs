@@ -232,6 +232,13 @@ pub enum VmCommand {
         /// Attach a new qcow2 data disk of this size (the guest mounts it on /data).
         #[arg(long = "data-disk", value_name = "MIB")]
         data_disk_mib: Option<u64>,
+        /// Plug its NIC into this libvirt network (e.g. default); the guest asks
+        /// the network's DHCP for an address.
+        #[arg(long, value_name = "NAME", conflicts_with = "bridge")]
+        network: Option<String>,
+        /// Plug its NIC into this host bridge (e.g. br0) instead.
+        #[arg(long, value_name = "BR")]
+        bridge: Option<String>,
     },
     /// Start a stopped VM.
     Start {
@@ -362,9 +369,23 @@ pub struct NodeArgs {
     /// its own addresses).
     #[arg(long, global = true)]
     pub no_relay_client: bool,
-    /// Use this libvirt instead of a private daemon, e.g. qemu:///system.
-    #[arg(long, global = true)]
+    /// The libvirt to host VMs on, e.g. qemu:///system (the host's own daemon).
+    /// Default: LIBVIRT_DEFAULT_URI if set, as virsh; else a private libvirtd
+    /// of this peer's own (`private` forces that).
+    #[arg(long, global = true, value_name = "URI")]
     pub hypervisor: Option<String>,
+    /// Libvirt network for new VMs' NICs unless their manifest or `vm create
+    /// --network/--bridge` says (default with an existing libvirt: `default`).
+    #[arg(
+        long,
+        global = true,
+        value_name = "NAME",
+        conflicts_with = "default_bridge"
+    )]
+    pub default_network: Option<String>,
+    /// Host bridge for new VMs' NICs instead of a network.
+    #[arg(long, global = true, value_name = "BR")]
+    pub default_bridge: Option<String>,
     /// Accelerator for guests: auto (probe), kvm or tcg.
     #[arg(long, global = true, default_value = "auto")]
     pub accel: AccelChoice,
@@ -489,7 +510,11 @@ impl NodeArgs {
                 serve: self.relay_server,
                 reserve: !self.no_relay_client,
             },
-            hypervisor: self.hypervisor.clone(),
+            hypervisor: crate::hypervisor::choice::HypervisorChoice::from_flag_and_env(
+                self.hypervisor.as_deref(),
+            ),
+            default_network: self.default_network.clone(),
+            default_bridge: self.default_bridge.clone(),
             accel: self.accel,
             guest_netns: self.guest_netns.clone(),
             image_dir: self
@@ -536,4 +561,16 @@ fn default_nick() -> String {
 /// A size with a binary unit, in MiB.
 fn parse_size(text: &str) -> Result<u64, String> {
     crate::migrate::capacity::parse_size_mib(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// clap's own checks of the whole command line (a global flag of the node's
+    /// must not share a name with a subcommand's, e.g. --network of `vm create`).
+    #[test]
+    fn the_command_line_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
 }

@@ -143,6 +143,7 @@ impl Demo {
                 image: crate::image::DEFAULT_IMAGE.into(),
                 services: Vec::new(),
                 data_disk_mib: None,
+                nic: None,
             })
             .await?;
         Ok(())

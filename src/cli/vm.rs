@@ -34,7 +34,20 @@ pub async fn run(control: &ControlClient, command: VmCommand) -> Result<()> {
             memory_mib,
             image,
             data_disk_mib,
-        } => create_request(name, manifest, vcpus, memory_mib, image, data_disk_mib)?,
+            network,
+            bridge,
+        } => create_request(
+            name,
+            manifest,
+            CreateFlags {
+                vcpus,
+                memory_mib,
+                image,
+                data_disk_mib,
+                network,
+                bridge,
+            },
+        )?,
         VmCommand::Start { name, force } => Request::VmStart {
             name,
             foreign: force,
@@ -74,15 +87,30 @@ pub async fn run(control: &ControlClient, command: VmCommand) -> Result<()> {
     super::done(control, request).await
 }
 
-/// The create request from a manifest file and/or flags (flags win).
-fn create_request(
-    name: Option<VmName>,
-    manifest: Option<PathBuf>,
+/// `vm create`'s flags that override the manifest.
+struct CreateFlags {
     vcpus: Option<u32>,
     memory_mib: Option<u64>,
     image: Option<String>,
     data_disk_mib: Option<u64>,
+    network: Option<String>,
+    bridge: Option<String>,
+}
+
+/// The create request from a manifest file and/or flags (flags win).
+fn create_request(
+    name: Option<VmName>,
+    manifest: Option<PathBuf>,
+    flags: CreateFlags,
 ) -> Result<Request> {
+    let CreateFlags {
+        vcpus,
+        memory_mib,
+        image,
+        data_disk_mib,
+        network,
+        bridge,
+    } = flags;
     use crate::hypervisor::manifest::VmManifest;
     let base = match &manifest {
         Some(path) => VmManifest::load(path)?,
@@ -92,18 +120,31 @@ fn create_request(
                 .ok_or_else(|| anyhow::anyhow!("give a VM name or --manifest FILE"))?
         ))?,
     };
+    let flag_nic = network.is_some() || bridge.is_some();
     let m = VmManifest {
         name: name.map_or(base.name.clone(), String::from),
         vcpus: vcpus.unwrap_or(base.vcpus),
         memory_mib: memory_mib.unwrap_or(base.memory_mib),
         data_disk_mib: data_disk_mib.or(base.data_disk_mib),
         image: image.or(base.image.clone()),
+        // A flag replaces the manifest's choice, network or bridge alike.
+        network: if flag_nic {
+            network
+        } else {
+            base.network.clone()
+        },
+        bridge: if flag_nic {
+            bridge
+        } else {
+            base.bridge.clone()
+        },
         services: base.services.clone(),
     };
     m.validate().map_err(|e| match &manifest {
         Some(path) => anyhow::anyhow!("{}: {e}", path.display()),
         None => e,
     })?;
+    let nic = m.nic()?;
     Ok(Request::VmCreate {
         services: m.service_specs(),
         name: m.name.into(),
@@ -113,6 +154,7 @@ fn create_request(
             .image
             .unwrap_or_else(|| crate::image::DEFAULT_IMAGE.into()),
         data_disk_mib: m.data_disk_mib,
+        nic,
     })
 }
 

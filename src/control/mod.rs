@@ -113,6 +113,7 @@ mod tests {
                     ..ServiceSpec::default()
                 }],
                 data_disk_mib: Some(64),
+                nic: None,
             },
             Request::VmStart {
                 name: "a".into(),

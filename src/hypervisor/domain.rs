@@ -45,13 +45,48 @@ pub fn fast_firmware() -> Option<PathBuf> {
     path.is_file().then_some(path)
 }
 
+/// A guest's network card: where it is plugged in and how it gets its address.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GuestNic {
-    pub bridge: String,
+    /// A bridge (ours, or the host's) or a libvirt network.
+    pub source: NicSource,
     pub mac: String,
+    /// Given on the kernel command line (peervisor's guest bridge); None: the
+    /// guest asks DHCP, and the host learns the address from the guest.
+    pub address: Option<StaticAddress>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StaticAddress {
     pub ip: Ipv4Addr,
     pub prefix: u8,
     pub gateway: Ipv4Addr,
+}
+
+/// What a NIC is plugged into, as libvirt names it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NicSource {
+    Bridge(String),
+    Network(String),
+}
+
+impl GuestNic {
+    /// The `<interface>` element.
+    fn to_xml(&self) -> String {
+        let (kind, source) = match &self.source {
+            NicSource::Bridge(name) => {
+                ("bridge", format!("<source bridge='{}'/>", xml_escape(name)))
+            }
+            NicSource::Network(name) => (
+                "network",
+                format!("<source network='{}'/>", xml_escape(name)),
+            ),
+        };
+        format!(
+            "    <interface type='{kind}'>\n      {source}\n      <mac address='{}'/>\n      <model type='virtio'/>\n    </interface>\n",
+            xml_escape(&self.mac)
+        )
+    }
 }
 
 /// What peervisor stores in `<metadata>`.
@@ -67,10 +102,13 @@ pub struct VmMetadata {
 impl DomainSpec {
     /// The guest's kernel command line: its init reads `pv.*` from here.
     pub fn cmdline(&self) -> String {
-        let mut line = format!(
-            "console=ttyS0 quiet panic=-1 pv.name={} pv.ip={}/{} pv.gw={}",
-            self.name, self.network.ip, self.network.prefix, self.network.gateway
-        );
+        let mut line = format!("console=ttyS0 quiet panic=-1 pv.name={}", self.name);
+        match self.network.address {
+            Some(a) => {
+                let _ = write!(line, " pv.ip={}/{} pv.gw={}", a.ip, a.prefix, a.gateway);
+            }
+            None => line.push_str(" pv.ip=dhcp"),
+        }
         if !self.services.is_empty() {
             let _ = write!(line, " pv.services={}", services_arg(&self.services));
         }
@@ -80,11 +118,12 @@ impl DomainSpec {
     /// Our `<metadata>` child: the manifest travels with the domain.
     fn metadata_xml(&self) -> String {
         let p = METADATA_PREFIX;
-        let mut x = format!(
-            "<{p}:vm xmlns:{p}='{METADATA_NS}'><{p}:ip>{}</{p}:ip><{p}:image>{}</{p}:image>",
-            self.network.ip,
-            xml_escape(&self.image)
-        );
+        let mut x = format!("<{p}:vm xmlns:{p}='{METADATA_NS}'>");
+        // A DHCP guest's address is learned, not kept: it may change.
+        if let Some(a) = self.network.address {
+            let _ = write!(x, "<{p}:ip>{}</{p}:ip>", a.ip);
+        }
+        let _ = write!(x, "<{p}:image>{}</{p}:image>", xml_escape(&self.image));
         for s in &self.services {
             let _ = write!(
                 x,
@@ -164,19 +203,7 @@ impl DomainSpec {
             let _ = writeln!(x, "      <target dev='vda' bus='virtio'/>");
             let _ = writeln!(x, "    </disk>");
         }
-        let _ = writeln!(x, "    <interface type='bridge'>");
-        let _ = writeln!(
-            x,
-            "      <source bridge='{}'/>",
-            xml_escape(&self.network.bridge)
-        );
-        let _ = writeln!(
-            x,
-            "      <mac address='{}'/>",
-            xml_escape(&self.network.mac)
-        );
-        let _ = writeln!(x, "      <model type='virtio'/>");
-        let _ = writeln!(x, "    </interface>");
+        x.push_str(&self.network.to_xml());
         let _ = writeln!(x, "    <serial type='file'>");
         let _ = writeln!(
             x,
@@ -374,11 +401,13 @@ mod tests {
             kernel: "/img/vmlinuz".into(),
             initrd: "/img/initrd.img".into(),
             network: GuestNic {
-                bridge: "pvbr0".into(),
+                source: NicSource::Bridge("pvbr0".into()),
                 mac: mac_for("x"),
-                ip: Ipv4Addr::new(10, 77, 3, 4),
-                prefix: 16,
-                gateway: Ipv4Addr::new(10, 77, 0, 1),
+                address: Some(StaticAddress {
+                    ip: Ipv4Addr::new(10, 77, 3, 4),
+                    prefix: 16,
+                    gateway: Ipv4Addr::new(10, 77, 0, 1),
+                }),
             },
             console_log: "/data/console/web-1.log".into(),
             image: "peervisor-guest".into(),
@@ -452,6 +481,26 @@ mod tests {
             ..spec()
         };
         assert!(kvm.to_xml().contains("<domain type='kvm'>"));
+    }
+
+    #[test]
+    fn a_guest_on_a_libvirt_network_asks_dhcp_and_keeps_no_address() {
+        let s = DomainSpec {
+            network: GuestNic {
+                source: NicSource::Network("default".into()),
+                mac: mac_for("x"),
+                address: None,
+            },
+            ..spec()
+        };
+        let xml = s.to_xml();
+        assert!(xml.contains("<interface type='network'>"), "{xml}");
+        assert!(xml.contains("<source network='default'/>"), "{xml}");
+        assert!(xml.contains("pv.ip=dhcp"), "{xml}");
+        assert!(!xml.contains("pv.gw="), "{xml}");
+        let start = xml.find("<pv:vm").unwrap();
+        let end = xml.find("</pv:vm>").unwrap() + "</pv:vm>".len();
+        assert_eq!(parse_metadata(&xml[start..end]).ip, None);
     }
 
     #[test]

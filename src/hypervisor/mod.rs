@@ -2,6 +2,7 @@
 //! on tokio's blocking pool; a libvirt connection is thread-safe and shared.
 
 pub mod accel;
+pub mod choice;
 pub mod daemon;
 pub mod domain;
 mod ffi;
@@ -10,6 +11,7 @@ pub mod job;
 pub mod link;
 pub mod manifest;
 pub mod netns;
+mod networks;
 pub mod reaper;
 pub mod sampler;
 pub mod snapshot;
@@ -576,13 +578,20 @@ fn vm_view(domain: &Domain) -> Result<VmView> {
     let name = domain.name().context("domain name")?;
     let info = domain.info().context("domain info")?;
     let metadata = read_metadata(domain);
+    let state = state_of(info.state.to_raw());
+    // Ours on our bridge carry their address; a DHCP guest's is learned.
+    let ip = match metadata.as_ref().and_then(|m| m.ip.clone()) {
+        Some(ip) => Some(ip),
+        None if state == VmState::Running => networks::learned_address(domain),
+        None => None,
+    };
     Ok(VmView {
         name: name.into(),
         uuid: domain.uuid_string().unwrap_or_default(),
-        state: state_of(info.state.to_raw()),
+        state,
         vcpus: info.nr_virt_cpu,
         memory_mib: info.memory / 1024,
-        ip: metadata.as_ref().and_then(|m| m.ip.clone()),
+        ip,
         managed: metadata.is_some(),
         services: metadata.map(|m| m.services).unwrap_or_default(),
         service_up: None,

@@ -30,7 +30,7 @@ use crate::migrate::operations::Operations;
 use crate::migrate::outgoing::Limits;
 pub use crate::migrate::provision::ProvisionPolicy;
 use crate::migrate::replicate::Replications;
-use crate::model::{LocalPeer, Status};
+use crate::model::{HypervisorOrigin, LocalPeer, NicSource, Status};
 use crate::names::{PeerRef, peer_id_of};
 use crate::node::protocol::{ControlRequest, ControlResponse};
 use crate::node::{self, Client, Event};
@@ -48,8 +48,12 @@ pub struct PeerConfig {
     pub mdns: bool,
     /// Relaying for others and through others (NAT).
     pub relay: node::RelayConfig,
-    /// `None`: start a private libvirt daemon for this peer.
-    pub hypervisor: Option<String>,
+    /// A private libvirt daemon for this peer, or an existing libvirt.
+    pub hypervisor: crate::hypervisor::choice::HypervisorChoice,
+    /// `--default-network` / `--default-bridge`: where new VMs' NICs go unless
+    /// their manifest says.
+    pub default_network: Option<String>,
+    pub default_bridge: Option<String>,
     pub accel: AccelChoice,
     /// Network namespace holding the guests' bridge.
     pub guest_netns: String,
@@ -78,6 +82,8 @@ pub struct Peer {
     data_dir: DataDir,
     node: Client,
     host: Host,
+    /// Private daemon, or an existing libvirt and who named it (for `status`).
+    hypervisor_origin: HypervisorOrigin,
     accel: Accel,
     /// Roles other peers have here (`peervisor peers`).
     access: Arc<AccessList>,
@@ -125,13 +131,21 @@ impl Peer {
                 image,
                 services,
                 data_disk_mib,
+                nic,
             } => {
+                let (network, bridge) = match nic {
+                    Some(NicSource::Network(n)) => (Some(n), None),
+                    Some(NicSource::Bridge(b)) => (None, Some(b)),
+                    Some(NicSource::GuestBridge) | None => (None, None),
+                };
                 let manifest = VmManifest {
                     name: name.into(),
                     vcpus,
                     memory_mib,
                     data_disk_mib,
                     image: Some(image),
+                    network,
+                    bridge,
                     services: services.iter().map(Into::into).collect(),
                 };
                 self.vms.create(&manifest).await.map(done)
@@ -328,6 +342,7 @@ impl Peer {
                 nick: self.nick.clone(),
                 listen_addrs: net.listen_addrs,
                 hypervisor: self.host.uri().to_string(),
+                hypervisor_origin: self.hypervisor_origin,
                 accel: self.accel.to_string(),
                 host: None,
                 lending: Some(self.capacity.view(&vms)),

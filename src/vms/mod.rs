@@ -14,10 +14,10 @@ use tokio::sync::Notify;
 
 use crate::hypervisor::Host;
 use crate::hypervisor::accel::Accel;
-use crate::hypervisor::domain::{DomainSpec, new_uuid};
+use crate::hypervisor::domain::{self, DomainSpec, new_uuid};
 use crate::hypervisor::manifest::VmManifest;
 use crate::hypervisor::netns::GuestNetwork;
-use crate::model::VmView;
+use crate::model::{NicSource, VmView};
 use crate::names::VmName;
 use crate::paths::{console_log_dir, disk_dir};
 
@@ -29,6 +29,8 @@ const DEFAULT_STOP_TIMEOUT_S: u64 = 30;
 pub struct Vms {
     host: Host,
     network: GuestNetwork,
+    /// Where a new VM's NIC goes unless its manifest says.
+    default_nic: NicSource,
     accel: Accel,
     image_dir: PathBuf,
     health: health::Health,
@@ -41,6 +43,7 @@ impl Vms {
     pub fn new(
         host: Host,
         network: GuestNetwork,
+        default_nic: NicSource,
         accel: Accel,
         image_dir: PathBuf,
         changed: Arc<Notify>,
@@ -48,6 +51,7 @@ impl Vms {
         Vms {
             host,
             network,
+            default_nic,
             accel,
             image_dir,
             health: health::Health::default(),
@@ -87,12 +91,13 @@ impl Vms {
 
     /// Creates and starts a VM with this UUID. `ready_disk`: a data disk file to
     /// attach as it is (a replica's); otherwise one is made if the manifest asks.
+    /// Returns its address when peervisor gave it one (None: the guest asks DHCP).
     pub async fn create_with(
         &self,
         manifest: &VmManifest,
         uuid: String,
         ready_disk: Option<PathBuf>,
-    ) -> Result<Ipv4Addr> {
+    ) -> Result<Option<Ipv4Addr>> {
         let name = manifest.name.as_str();
         VmName::from(name).validate()?;
         manifest.validate()?;
@@ -107,8 +112,23 @@ impl Vms {
         if self.host.vm(name).await.is_ok() {
             bail!("a VM named '{name}' exists already on this peer");
         }
-        let ip = self.network.guest_ip_for(&uuid);
-        self.ensure_ip_free(ip).await?;
+        let source = manifest.nic()?.unwrap_or_else(|| self.default_nic.clone());
+        // Checked before anything is made: a bad name changes nothing.
+        self.host.check_nic(&source).await?;
+        let (nic, ip) = match &source {
+            NicSource::GuestBridge => {
+                if !self.network.is_namespaced() {
+                    bail!(
+                        "peervisor's guest bridge exists only with a private libvirtd: give --network or --bridge"
+                    );
+                }
+                let ip = self.network.guest_ip_for(&uuid);
+                self.ensure_ip_free(ip).await?;
+                (self.network.nic(&uuid, ip), Some(ip))
+            }
+            NicSource::Network(n) => (dhcp_nic(&uuid, domain::NicSource::Network(n.clone())), None),
+            NicSource::Bridge(b) => (dhcp_nic(&uuid, domain::NicSource::Bridge(b.clone())), None),
+        };
         let console_dir = console_log_dir();
         std::fs::create_dir_all(&console_dir)
             .with_context(|| format!("creating {}", console_dir.display()))?;
@@ -120,7 +140,7 @@ impl Vms {
         };
         let spec = DomainSpec {
             name: name.to_string(),
-            network: self.network.nic(&uuid, ip),
+            network: nic,
             uuid,
             vcpus: manifest.vcpus,
             memory_mib: manifest.memory_mib,
@@ -141,7 +161,10 @@ impl Vms {
             }
             return Err(e);
         }
-        tracing::info!("VM '{name}' started at {ip}");
+        match ip {
+            Some(ip) => tracing::info!("VM '{name}' started at {ip}"),
+            None => tracing::info!("VM '{name}' started on {source}; its address comes from DHCP"),
+        }
         self.changed.notify_one();
         Ok(ip)
     }
@@ -254,6 +277,15 @@ impl Vms {
             );
         }
         Ok(())
+    }
+}
+
+/// A NIC whose guest asks DHCP for its address (a libvirt network, a host bridge).
+fn dhcp_nic(uuid: &str, source: domain::NicSource) -> domain::GuestNic {
+    domain::GuestNic {
+        source,
+        mac: domain::mac_for(uuid),
+        address: None,
     }
 }
 
