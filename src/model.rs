@@ -294,8 +294,13 @@ pub struct VmView {
     /// Guest address: the one peervisor gave it on its guest bridge, else the
     /// one learned from the guest (libvirt's DHCP leases, then the ARP table).
     pub ip: Option<String>,
-    /// True when peervisor defined the VM (it carries our metadata).
+    /// True when peervisor defined the VM or the operator adopted it (it
+    /// carries our metadata).
     pub managed: bool,
+    /// Defined by someone else and adopted (`vm adopt`): peervisor publishes
+    /// and moves it, but never destroys it on its own.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub adopted: bool,
     /// Whether the guest's HTTP service (port 80) accepted a connection from this
     /// peer at the last probe; None when not probed (stopped, foreign, no address).
     #[serde(default)]

@@ -5,14 +5,15 @@
 
 mod common;
 
+use std::path::Path;
 use std::time::Duration;
 
-use common::lab::Lab;
+use common::lab::{Lab, LabHost};
 use common::{eventually, fresh_key, stderr, stdout};
 
 /// Polls the guest's HTTP service through the overlay from `host`: the
 /// consumer's listener is on that host's loopback.
-fn http_on(host: &common::lab::LabHost, port: u16, path: &str) -> Option<String> {
+fn http_on(host: &LabHost, port: u16, path: &str) -> Option<String> {
     let out = host.exec(&[
         "curl",
         "-sf",
@@ -107,4 +108,172 @@ fn vm_on_the_hosts_libvirt_network_serves_another_host_through_the_overlay() {
         page.unwrap().contains("peervisor guest web-1"),
         "the page is web-1's"
     );
+}
+
+/// A domain as an operator defines one with virsh: the guest image's kernel
+/// booted directly, a qcow2 disk of its own, a NIC on the `default` network.
+fn foreign_domain_xml(name: &str, image: &Path, disk: &Path) -> String {
+    format!(
+        "<domain type='qemu'>
+  <name>{name}</name>
+  <memory unit='MiB'>128</memory>
+  <vcpu>1</vcpu>
+  <os>
+    <type arch='x86_64' machine='pc'>hvm</type>
+    <kernel>{kernel}</kernel>
+    <initrd>{initrd}</initrd>
+    <cmdline>console=ttyS0 quiet panic=-1 pv.name={name} pv.ip=dhcp</cmdline>
+  </os>
+  <features><acpi/></features>
+  <cpu mode='custom' match='exact'><model fallback='allow'>qemu64</model></cpu>
+  <devices>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2'/>
+      <source file='{disk}'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+    <interface type='network'>
+      <source network='default'/>
+      <model type='virtio'/>
+    </interface>
+    <serial type='pty'/>
+    <memballoon model='none'/>
+  </devices>
+</domain>",
+        kernel = image.join("vmlinuz").display(),
+        initrd = image.join("initrd.img").display(),
+        disk = disk.display(),
+    )
+}
+
+#[test]
+fn vm_defined_with_virsh_is_foreign_until_adopted_and_released() {
+    let image_dir = common::image_dir();
+    let lab = Lab::new("ad", 2);
+    let (one, two) = (&lab.hosts[0], &lab.hosts[1]);
+
+    // The operator's VM, defined and started with virsh before peervisor runs.
+    let disk = one.root().join("fvm.qcow2");
+    let made = std::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&disk)
+        .arg("64M")
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", stderr(&made));
+    let xml_file = one.root().join("fvm.xml");
+    let image = image_dir.join("peervisor-guest");
+    std::fs::write(&xml_file, foreign_domain_xml("fvm", &image, &disk)).unwrap();
+    for args in [
+        vec!["define", xml_file.to_str().unwrap()],
+        vec!["start", "fvm"],
+    ] {
+        let out = one.virsh(&args);
+        assert!(out.status.success(), "virsh {args:?}: {}", stderr(&out));
+    }
+
+    let key = fresh_key();
+    let a = one.node("host-a", &key, &[], &[]);
+    let b = two.node("host-b", &key, &[(one, &a)], &[]);
+    assert!(
+        eventually(Duration::from_secs(60), || a.connected_peers()
+            == ["host-b"]),
+        "overlay did not form:\n{}",
+        a.log()
+    );
+
+    // Listed as foreign, with live stats and the address its DHCP lease gave.
+    let listed = eventually(Duration::from_secs(240), || {
+        a.vm("fvm").is_some_and(|v| {
+            v["managed"] == false
+                && v["state"] == "running"
+                && v["stats"]["cpu_pct_guest"].is_number()
+                && v["ip"]
+                    .as_str()
+                    .is_some_and(|ip| ip.starts_with("192.168.122."))
+        })
+    });
+    assert!(
+        listed,
+        "fvm not listed with stats and address: {:?}\n{}",
+        a.vm("fvm"),
+        a.log()
+    );
+    // Nothing of it is published while it is foreign.
+    assert!(b.providers("fvm").is_empty());
+
+    // Bad input: one line naming what is wrong, nothing changed.
+    let missing = a.cli(&["vm", "adopt", "ghost"]);
+    assert!(!missing.status.success());
+    let err = stderr(&missing);
+    assert!(err.contains("no VM named 'ghost' on this peer"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+
+    // Adopted with a manifest: its service is published, another host consumes it.
+    let manifest = a.data_dir().join("fvm.toml");
+    std::fs::write(
+        &manifest,
+        "name = \"fvm\"\n[[services]]\nname = \"fvm-web\"\ntype = \"http\"\nport = 80\n",
+    )
+    .unwrap();
+    let out = a.cli(&["vm", "adopt", "fvm", "-f", manifest.to_str().unwrap()]);
+    assert!(out.status.success(), "adopt: {}", stderr(&out));
+    assert!(stdout(&out).contains("fvm-web"), "{}", stdout(&out));
+    let xml = stdout(&one.virsh(&["dumpxml", "fvm"]));
+    assert!(
+        xml.contains("urn:peervisor:vm:1"),
+        "metadata written: {xml}"
+    );
+    let again = a.cli(&["vm", "adopt", "fvm"]);
+    assert!(!again.status.success());
+    assert!(
+        stderr(&again).contains("VM 'fvm' is adopted already"),
+        "{}",
+        stderr(&again)
+    );
+    assert!(
+        eventually(Duration::from_secs(60), || !b
+            .providers("fvm-web")
+            .is_empty()),
+        "host-b never saw fvm-web:\n{}",
+        a.log()
+    );
+    let port = b.consume("fvm-web", &[]);
+    let mut page = None;
+    assert!(
+        eventually(Duration::from_secs(120), || {
+            page = http_on(two, port, "/");
+            page.is_some()
+        }),
+        "no answer through the overlay:\n{}",
+        b.log()
+    );
+    assert!(page.unwrap().contains("peervisor guest fvm"));
+
+    // Released: foreign again, its metadata gone, its service withdrawn.
+    let out = a.cli(&["vm", "release", "fvm"]);
+    assert!(out.status.success(), "release: {}", stderr(&out));
+    let xml = stdout(&one.virsh(&["dumpxml", "fvm"]));
+    assert!(!xml.contains("urn:peervisor:vm:1"), "metadata left: {xml}");
+    assert!(
+        eventually(Duration::from_secs(60), || a
+            .vm("fvm")
+            .is_some_and(|v| v["managed"] == false)),
+        "fvm still managed"
+    );
+    assert!(
+        eventually(Duration::from_secs(60), || b
+            .providers("fvm-web")
+            .is_empty()),
+        "fvm-web still published"
+    );
+
+    // Adopted again, then the node stops with --destroy-vms-on-exit (as every
+    // test node does): the operator's VM runs on.
+    let out = a.cli(&["vm", "adopt", "fvm"]);
+    assert!(out.status.success(), "adopt again: {}", stderr(&out));
+    drop(b);
+    drop(a);
+    let state = stdout(&one.virsh(&["domstate", "fvm"]));
+    assert_eq!(state.trim(), "running", "the adopted VM was touched");
 }

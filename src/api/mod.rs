@@ -38,6 +38,17 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         nic: Option<NicSource>,
     },
+    /// Writes our metadata with these services into a VM defined outside
+    /// peervisor: its services are published, it can be migrated.
+    VmAdopt {
+        name: VmName,
+        #[serde(default)]
+        services: Vec<ServiceSpec>,
+    },
+    /// Takes an adopted VM's metadata out again: foreign, unpublished.
+    VmRelease {
+        name: VmName,
+    },
     VmStart {
         name: VmName,
         /// Act on a VM peervisor did not create.
@@ -234,6 +245,8 @@ impl Request {
             Request::VmResume { name, .. } => format!("Resume of {name}"),
             Request::VmRemove { name, .. } => format!("Deletion of {name}"),
             Request::VmCreate { name, .. } => format!("Creation of {name}"),
+            Request::VmAdopt { name, .. } => format!("Adoption of {name}"),
+            Request::VmRelease { name } => format!("Release of {name}"),
             Request::VmStats { name } => format!("Stats of {name}"),
             Request::Consume { service, .. } => format!("Consume {service}"),
             Request::Unconsume { service } => format!("Unconsume {service}"),
@@ -262,6 +275,8 @@ impl Request {
             | Request::VmResume { name, .. }
             | Request::VmRemove { name, .. }
             | Request::VmCreate { name, .. }
+            | Request::VmAdopt { name, .. }
+            | Request::VmRelease { name }
             | Request::VmStats { name } => Some(name.as_str()),
             _ => None,
         }

@@ -240,6 +240,17 @@ pub enum VmCommand {
         #[arg(long, value_name = "BR")]
         bridge: Option<String>,
     },
+    /// Take a VM defined outside peervisor (virsh, virt-manager) under its
+    /// wing: its services (from the manifest; else HTTP on port 80) are
+    /// published and it can be migrated. Nothing else of it changes.
+    Adopt {
+        name: VmName,
+        /// Manifest file whose [[services]] the VM provides (its name must match).
+        #[arg(long, short = 'f', value_name = "FILE")]
+        manifest: Option<PathBuf>,
+    },
+    /// Undo `vm adopt`: the VM is listed as foreign again, its services withdrawn.
+    Release { name: VmName },
     /// Start a stopped VM.
     Start {
         name: VmName,

@@ -48,6 +48,8 @@ pub async fn run(control: &ControlClient, command: VmCommand) -> Result<()> {
                 bridge,
             },
         )?,
+        VmCommand::Adopt { name, manifest } => adopt_request(name, manifest)?,
+        VmCommand::Release { name } => Request::VmRelease { name },
         VmCommand::Start { name, force } => Request::VmStart {
             name,
             foreign: force,
@@ -156,6 +158,27 @@ fn create_request(
         data_disk_mib: m.data_disk_mib,
         nic,
     })
+}
+
+/// `vm adopt NAME [-f manifest.toml]`: the manifest's services; its name must
+/// be the VM's (a manifest for another VM is a mistake worth a word).
+fn adopt_request(name: VmName, manifest: Option<PathBuf>) -> Result<Request> {
+    use crate::hypervisor::manifest::VmManifest;
+    let services = match manifest {
+        Some(path) => {
+            let m = VmManifest::load(&path)?;
+            if m.name != name.as_str() {
+                bail!(
+                    "{}: name: the manifest is for VM '{}', not '{name}'",
+                    path.display(),
+                    m.name
+                );
+            }
+            m.service_specs()
+        }
+        None => Vec::new(),
+    };
+    Ok(Request::VmAdopt { name, services })
 }
 
 /// Asks on the terminal; without one, the operator must pass --yes.

@@ -12,7 +12,7 @@ use crate::model::ServiceSpec;
 /// XML namespace of the metadata peervisor keeps inside the domain, so it travels
 /// with the VM on migration.
 pub const METADATA_NS: &str = "urn:peervisor:vm:1";
-const METADATA_PREFIX: &str = "pv";
+pub const METADATA_PREFIX: &str = "pv";
 
 /// A guest booted directly from a kernel and initramfs (our image).
 #[derive(Debug, Clone, PartialEq)]
@@ -97,6 +97,8 @@ pub struct VmMetadata {
     pub services: Vec<ServiceSpec>,
     /// Disk files peervisor created for the VM (removed with it).
     pub disks: Vec<String>,
+    /// Defined by someone else, adopted by the operator (`vm adopt`).
+    pub adopted: bool,
 }
 
 impl DomainSpec {
@@ -124,31 +126,7 @@ impl DomainSpec {
             let _ = write!(x, "<{p}:ip>{}</{p}:ip>", a.ip);
         }
         let _ = write!(x, "<{p}:image>{}</{p}:image>", xml_escape(&self.image));
-        for s in &self.services {
-            let _ = write!(
-                x,
-                "<{p}:service name='{}' type='{}' port='{}'",
-                xml_escape(&s.name),
-                xml_escape(&s.kind),
-                s.port
-            );
-            if let Some(max) = s.max_conns {
-                let _ = write!(x, " max-conns='{max}'");
-            }
-            let _ = write!(x, ">");
-            for (k, v) in &s.tags {
-                let _ = write!(
-                    x,
-                    "<{p}:tag name='{}' value='{}'/>",
-                    xml_escape(k),
-                    xml_escape(v)
-                );
-            }
-            for peer in &s.allow {
-                let _ = write!(x, "<{p}:allow peer='{}'/>", xml_escape(peer));
-            }
-            let _ = write!(x, "</{p}:service>");
-        }
+        services_xml(&mut x, &self.services, &format!("{p}:"));
         if let Some(disk) = &self.data_disk {
             let _ = write!(x, "<{p}:disk>{}</{p}:disk>", esc_path(disk));
         }
@@ -219,6 +197,47 @@ impl DomainSpec {
     }
 }
 
+/// Our `<metadata>` for a VM defined by someone else and adopted by the
+/// operator (`vm adopt`): its services, and the mark that says peervisor did not
+/// make it (so it is never destroyed with the node, and `vm release` undoes it).
+/// Without prefix or namespace declaration: virDomainSetMetadata adds them.
+pub fn adopted_metadata_xml(services: &[ServiceSpec]) -> String {
+    let mut x = "<vm><adopted>yes</adopted>".to_string();
+    services_xml(&mut x, services, "");
+    x.push_str("</vm>");
+    x
+}
+
+/// `<service name type port [max-conns]><tag/><allow/></service>`, each element
+/// name after `p` (our prefix and a colon, or nothing).
+fn services_xml(x: &mut String, services: &[ServiceSpec], p: &str) {
+    for s in services {
+        let _ = write!(
+            x,
+            "<{p}service name='{}' type='{}' port='{}'",
+            xml_escape(&s.name),
+            xml_escape(&s.kind),
+            s.port
+        );
+        if let Some(max) = s.max_conns {
+            let _ = write!(x, " max-conns='{max}'");
+        }
+        let _ = write!(x, ">");
+        for (k, v) in &s.tags {
+            let _ = write!(
+                x,
+                "<{p}tag name='{}' value='{}'/>",
+                xml_escape(k),
+                xml_escape(v)
+            );
+        }
+        for peer in &s.allow {
+            let _ = write!(x, "<{p}allow peer='{}'/>", xml_escape(peer));
+        }
+        let _ = write!(x, "</{p}service>");
+    }
+}
+
 /// A raw disk image as a virtio disk `target` (e.g. "vda"), host page cache
 /// bypassed (cache=none: QEMU opens it O_DIRECT), as the penalty benchmark needs.
 /// The guest sees `serial` in /sys/block/<dev>/serial.
@@ -269,6 +288,7 @@ pub fn parse_metadata(xml: &str) -> VmMetadata {
         image: element_text(xml, "image"),
         services,
         disks,
+        adopted: element_text(xml, "adopted").is_some(),
     }
 }
 
@@ -501,6 +521,55 @@ mod tests {
         let start = xml.find("<pv:vm").unwrap();
         let end = xml.find("</pv:vm>").unwrap() + "</pv:vm>".len();
         assert_eq!(parse_metadata(&xml[start..end]).ip, None);
+    }
+
+    /// What `vm adopt` writes, as libvirt takes it (virDomainSetMetadata adds
+    /// the namespace itself) and hands it back.
+    #[test]
+    fn adopted_metadata_round_trips_through_libvirt() {
+        use virt::connect::Connect;
+        virt::error::clear_error_callback();
+        let conn = Connect::open(Some("test:///default")).unwrap();
+        let domain = conn
+            .define_domain_xml(
+                "<domain type='test'><name>adopt-me</name><memory>65536</memory>\
+                 <os><type>hvm</type></os></domain>",
+            )
+            .unwrap();
+        domain
+            .set_metadata(
+                virt::sys::VIR_DOMAIN_METADATA_ELEMENT as i32,
+                Some(&adopted_metadata_xml(&spec().services)),
+                Some(METADATA_PREFIX),
+                Some(METADATA_NS),
+                virt::sys::VIR_DOMAIN_AFFECT_CONFIG,
+            )
+            .expect("libvirt takes the adopted metadata");
+        let meta = domain
+            .metadata(
+                virt::sys::VIR_DOMAIN_METADATA_ELEMENT as i32,
+                Some(METADATA_NS),
+                0,
+            )
+            .unwrap();
+        let parsed = parse_metadata(&meta);
+        assert!(parsed.adopted, "{meta}");
+        assert_eq!(parsed.services, spec().services);
+        domain.undefine().unwrap();
+    }
+
+    #[test]
+    fn adopted_metadata_carries_the_services_and_the_mark() {
+        let services = spec().services;
+        let meta = parse_metadata(&adopted_metadata_xml(&services));
+        assert!(meta.adopted);
+        assert_eq!(meta.services, services);
+        assert_eq!((meta.ip, meta.image), (None, None));
+        assert!(meta.disks.is_empty());
+        let xml = spec().to_xml();
+        let start = xml.find("<pv:vm").unwrap();
+        let end = xml.find("</pv:vm>").unwrap() + "</pv:vm>".len();
+        assert!(!parse_metadata(&xml[start..end]).adopted);
     }
 
     #[test]

@@ -31,7 +31,7 @@ use virt::sys;
 
 use crate::model::{HostStats, LibvirtLink, VmState, VmView};
 use daemon::PrivateDaemon;
-use domain::{DomainSpec, METADATA_NS, parse_metadata};
+use domain::{DomainSpec, METADATA_NS, METADATA_PREFIX, parse_metadata};
 use link::Link;
 use sampler::{SamplerConfig, StatsBoard};
 
@@ -375,6 +375,34 @@ impl Host {
         self.with_domain(name, |d, _| Ok(read_metadata(d))).await
     }
 
+    /// Writes our `<metadata>` element into the VM's definition (running and
+    /// persistent alike), or removes it (`None`).
+    pub async fn set_metadata(&self, name: &str, xml: Option<String>) -> Result<()> {
+        let done = self
+            .with_domain(name, move |d, name| {
+                let active = d.is_active().unwrap_or(false);
+                let persistent = d.is_persistent().unwrap_or(false);
+                let mut flags = 0;
+                if active {
+                    flags |= sys::VIR_DOMAIN_AFFECT_LIVE;
+                }
+                if persistent || !active {
+                    flags |= sys::VIR_DOMAIN_AFFECT_CONFIG;
+                }
+                d.set_metadata(
+                    sys::VIR_DOMAIN_METADATA_ELEMENT as i32,
+                    xml.as_deref(),
+                    Some(METADATA_PREFIX),
+                    Some(METADATA_NS),
+                    flags,
+                )
+                .map_err(|e| anyhow!("writing VM '{name}' metadata: {}", e.message()))
+            })
+            .await;
+        self.refresh().await;
+        done
+    }
+
     /// Live-migrates a running VM peer-to-peer, tunnelled: this hypervisor connects
     /// to `dest_uri` itself and tunnels the memory stream over that connection.
     /// Not peervisor's way (see `migrate_p2p`): the migration benchmark's
@@ -593,6 +621,7 @@ fn vm_view(domain: &Domain) -> Result<VmView> {
         memory_mib: info.memory / 1024,
         ip,
         managed: metadata.is_some(),
+        adopted: metadata.as_ref().is_some_and(|m| m.adopted),
         services: metadata.map(|m| m.services).unwrap_or_default(),
         service_up: None,
         ..VmView::default()

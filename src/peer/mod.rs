@@ -150,6 +150,8 @@ impl Peer {
                 };
                 self.vms.create(&manifest).await.map(done)
             }
+            Request::VmAdopt { name, services } => self.vms.adopt(&name, services).await.map(done),
+            Request::VmRelease { name } => self.vms.release(&name).await.map(done),
             Request::VmStart { name, foreign } => self.vms.start(&name, foreign).await.map(done),
             Request::VmStop {
                 name,

@@ -2,6 +2,7 @@
 //! disk, domain), the check that a VM is peervisor's before acting on it, the
 //! files a removed VM leaves; `health.rs` probes their guests' services.
 
+mod adopt;
 mod health;
 
 use std::net::Ipv4Addr;
@@ -243,12 +244,13 @@ impl Vms {
         Ok(())
     }
 
-    /// Removes every VM peervisor made here.
+    /// Removes every VM peervisor made here (not the adopted ones).
     pub async fn destroy_managed(&self) {
         let Ok(vms) = self.host.list().await else {
             return;
         };
-        for vm in vms.into_iter().filter(|v| v.managed) {
+        // Adopted VMs are the operator's: never destroyed with the node.
+        for vm in vms.into_iter().filter(|v| v.managed && !v.adopted) {
             match self.destroy(&vm.name).await {
                 Ok(()) => tracing::info!("VM '{}' destroyed", vm.name),
                 Err(e) => tracing::warn!("{e:#}"),

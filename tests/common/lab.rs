@@ -187,6 +187,11 @@ impl LabHost {
         std::fs::read_to_string(self.root.join("host.log")).unwrap_or_default()
     }
 
+    /// A directory of this host's own (removed with it), e.g. for disk images.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// Runs a command on this host (its network and mount namespaces).
     pub fn exec(&self, args: &[&str]) -> Output {
         Command::new("nsenter")
