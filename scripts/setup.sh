@@ -19,6 +19,8 @@ PACKAGES=(
   # The real-hosts lab (tests/common/lab.rs): libvirtd started by its init script,
   # its stock config and `default` network (dnsmasq, iptables).
   libvirt-daemon-system libvirt-daemon-system-sysv dnsmasq-base iptables
+  # `image build --disk`: the guest image as a bootable qcow2 disk (syslinux on FAT).
+  syslinux syslinux-common mtools dosfstools
 )
 
 missing=()

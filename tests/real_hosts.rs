@@ -26,10 +26,29 @@ fn http_on(host: &LabHost, port: u16, path: &str) -> Option<String> {
 
 #[test]
 fn vm_on_the_hosts_libvirt_network_serves_another_host_through_the_overlay() {
-    let image_dir = common::image_dir();
-    let image_dir = image_dir.to_str().unwrap();
+    let shared = common::image_dir();
+    // The guest image as a bootable qcow2 disk, to import as a base image.
+    let built = std::process::Command::new(common::BIN)
+        .args(["image", "build", "--disk", "--image-dir"])
+        .arg(&shared)
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "image build --disk: {}",
+        stderr(&built)
+    );
     let lab = Lab::new("rh", 2);
     let (one, two) = (&lab.hosts[0], &lab.hosts[1]);
+    // Host-a's image dir of its own (imports land there), with the kernel image.
+    let images = one.root().join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    std::os::unix::fs::symlink(
+        shared.join("peervisor-guest"),
+        images.join("peervisor-guest"),
+    )
+    .unwrap();
+    let image_dir = images.to_str().unwrap();
     let key = fresh_key();
     let a = one.node("host-a", &key, &[], &["--image-dir", image_dir]);
     let b = two.node("host-b", &key, &[(one, &a)], &[]);
@@ -65,8 +84,77 @@ fn vm_on_the_hosts_libvirt_network_serves_another_host_through_the_overlay() {
         assert!(err.contains(says), "{flag} {name}: {err}");
         assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     }
+    // Missing and corrupt disk images, and an unknown base image.
+    let garbage = one.root().join("corrupt.qcow2");
+    std::fs::write(&garbage, "not a disk image\n").unwrap();
+    for (args, says) in [
+        (
+            vec![
+                "image",
+                "import",
+                "/nonexistent/base.qcow2",
+                "--image-dir",
+                image_dir,
+            ],
+            "disk image /nonexistent/base.qcow2 not found".to_string(),
+        ),
+        (
+            vec![
+                "image",
+                "import",
+                garbage.to_str().unwrap(),
+                "--image-dir",
+                image_dir,
+            ],
+            format!("{}: not a qcow2 image", garbage.display()),
+        ),
+        (
+            vec!["vm", "create", "bad-1", "--disk", "nosuch"],
+            "no disk image named 'nosuch' (none imported".to_string(),
+        ),
+        (
+            vec!["vm", "create", "bad-1", "--disk", garbage.to_str().unwrap()],
+            format!("{}: not a qcow2 image", garbage.display()),
+        ),
+    ] {
+        let out = a.cli(&args);
+        assert!(!out.status.success(), "{args:?} was accepted");
+        let err = stderr(&out);
+        assert!(err.contains(&says), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    }
     let defined = stdout(&one.virsh(&["list", "--all", "--name"]));
     assert!(!defined.contains("bad-1"), "{defined}");
+    assert!(!images.join("disks").join("corrupt.qcow2").exists());
+
+    // A qcow2 disk image, imported with its checksum, booted on an overlay.
+    let disk = shared.join("peervisor-guest").join("disk.qcow2");
+    let out = a.cli(&[
+        "image",
+        "import",
+        disk.to_str().unwrap(),
+        "--name",
+        "pvdisk",
+        "--image-dir",
+        image_dir,
+    ]);
+    assert!(out.status.success(), "import: {}", stderr(&out));
+    assert!(stdout(&out).contains("sha256"), "{}", stdout(&out));
+    let out = a.cli(&["vm", "create", "disk-1", "--disk", "pvdisk"]);
+    assert!(
+        out.status.success(),
+        "create --disk: {}\n{}",
+        stderr(&out),
+        a.log()
+    );
+    let xml = stdout(&one.virsh(&["dumpxml", "disk-1"]));
+    assert!(xml.contains("<boot dev='hd'/>"), "{xml}");
+    let base = images.join("disks").join("pvdisk.qcow2");
+    assert!(
+        xml.contains("<backingStore type='file'")
+            && xml.contains(&format!("<source file='{}'", base.display())),
+        "not an overlay on the base image: {xml}"
+    );
 
     // A VM on the host's `default` network (the node's default with the host's
     // libvirt): its address comes from the network's DHCP and is learned back.
@@ -107,6 +195,29 @@ fn vm_on_the_hosts_libvirt_network_serves_another_host_through_the_overlay() {
     assert!(
         page.unwrap().contains("peervisor guest web-1"),
         "the page is web-1's"
+    );
+
+    // The disk-booted guest: its address learned, its service consumed too.
+    assert!(
+        eventually(Duration::from_secs(240), || a
+            .vm("disk-1")
+            .and_then(|v| v["ip"].as_str().map(|ip| ip.starts_with("192.168.122.")))
+            .unwrap_or(false)),
+        "no address learned for disk-1:\n{}",
+        a.log()
+    );
+    assert!(
+        eventually(Duration::from_secs(60), || !b
+            .providers("disk-1")
+            .is_empty()),
+        "host-b never saw disk-1's service"
+    );
+    let port = b.consume("disk-1", &[]);
+    assert!(
+        eventually(Duration::from_secs(120), || http_on(two, port, "/")
+            .is_some_and(|p| p.contains("peervisor guest"))),
+        "disk-1 did not answer through the overlay:\n{}",
+        b.log()
     );
 }
 

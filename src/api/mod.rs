@@ -37,6 +37,12 @@ pub enum Request {
         /// Where its NIC goes; None: the node's default.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         nic: Option<NicSource>,
+        /// Boot from this disk image (imported name or path) instead of `image`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        disk: Option<String>,
+        /// With `disk`: the image itself, no copy-on-write overlay.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        no_overlay: bool,
     },
     /// Writes our metadata with these services into a VM defined outside
     /// peervisor: its services are published, it can be migrated.

@@ -89,6 +89,7 @@ pub async fn boot(
                 services: Vec::new(),
                 data_disk: None,
                 firmware: firmware.clone(),
+                boot_disk: None,
             };
             let started = Instant::now();
             host.create(&spec).await?;

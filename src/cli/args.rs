@@ -239,6 +239,13 @@ pub enum VmCommand {
         /// Plug its NIC into this host bridge (e.g. br0) instead.
         #[arg(long, value_name = "BR")]
         bridge: Option<String>,
+        /// Boot this disk image (an imported one's name, or a path to a qcow2 or
+        /// raw file) on a copy-on-write overlay, instead of the kernel image.
+        #[arg(long, value_name = "IMAGE")]
+        disk: Option<String>,
+        /// With --disk: run on the image itself (its changes stay in it).
+        #[arg(long, requires = "disk")]
+        no_overlay: bool,
     },
     /// Take a VM defined outside peervisor (virsh, virt-manager) under its
     /// wing: its services (from the manifest; else HTTP on port 80) are
@@ -330,6 +337,22 @@ pub enum ImageCommand {
     Build {
         #[arg(long, default_value = crate::image::DEFAULT_IMAGE)]
         name: String,
+        /// Where images are kept.
+        #[arg(long)]
+        image_dir: Option<PathBuf>,
+        /// Also make it a bootable qcow2 disk (IMAGE_DIR/NAME/disk.qcow2:
+        /// syslinux, the kernel, the initramfs) to import as a base image.
+        #[arg(long)]
+        disk: bool,
+    },
+    /// Keep a disk image (qcow2 or raw) as a base image for `vm create --disk`,
+    /// with its SHA-256 (checked whenever a VM is made from it).
+    Import {
+        /// The image file.
+        file: PathBuf,
+        /// Its name here (default: the file name without extension).
+        #[arg(long)]
+        name: Option<String>,
         /// Where images are kept.
         #[arg(long)]
         image_dir: Option<PathBuf>,

@@ -144,6 +144,8 @@ impl Demo {
                 services: Vec::new(),
                 data_disk_mib: None,
                 nic: None,
+                disk: None,
+                no_overlay: false,
             })
             .await?;
         Ok(())

@@ -96,11 +96,25 @@ pub async fn run(command: Command, data_dir: &DataDir, node: &NodeArgs, look: &L
             done(&control, request).await
         }
         Command::Unexpose { name } => done(&control, Request::Unexpose { name }).await,
-        Command::Image(ImageCommand::Build { name, image_dir }) => {
+        Command::Image(ImageCommand::Build {
+            name,
+            image_dir,
+            disk,
+        }) => {
             let dir = image_dir
                 .or_else(|| node.image_dir.clone())
                 .unwrap_or_else(crate::image::default_image_dir);
-            image::build(dir, name).await
+            image::build(dir, name, disk).await
+        }
+        Command::Image(ImageCommand::Import {
+            file,
+            name,
+            image_dir,
+        }) => {
+            let dir = image_dir
+                .or_else(|| node.image_dir.clone())
+                .unwrap_or_else(crate::image::default_image_dir);
+            image::import(dir, file, name).await
         }
         Command::Demo(args) => demo::run(args, node, look).await,
         Command::Peers(command) => peers::run(&control, command).await,

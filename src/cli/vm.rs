@@ -36,6 +36,8 @@ pub async fn run(control: &ControlClient, command: VmCommand) -> Result<()> {
             data_disk_mib,
             network,
             bridge,
+            disk,
+            no_overlay,
         } => create_request(
             name,
             manifest,
@@ -46,6 +48,8 @@ pub async fn run(control: &ControlClient, command: VmCommand) -> Result<()> {
                 data_disk_mib,
                 network,
                 bridge,
+                disk,
+                no_overlay,
             },
         )?,
         VmCommand::Adopt { name, manifest } => adopt_request(name, manifest)?,
@@ -97,6 +101,8 @@ struct CreateFlags {
     data_disk_mib: Option<u64>,
     network: Option<String>,
     bridge: Option<String>,
+    disk: Option<String>,
+    no_overlay: bool,
 }
 
 /// The create request from a manifest file and/or flags (flags win).
@@ -112,6 +118,8 @@ fn create_request(
         data_disk_mib,
         network,
         bridge,
+        disk,
+        no_overlay,
     } = flags;
     use crate::hypervisor::manifest::VmManifest;
     let base = match &manifest {
@@ -140,6 +148,9 @@ fn create_request(
         } else {
             base.bridge.clone()
         },
+        // A path is the operator's, relative to where they typed it.
+        disk: disk.map(absolute_disk).or(base.disk.clone()),
+        overlay: base.overlay && !no_overlay,
         services: base.services.clone(),
     };
     m.validate().map_err(|e| match &manifest {
@@ -157,7 +168,21 @@ fn create_request(
             .unwrap_or_else(|| crate::image::DEFAULT_IMAGE.into()),
         data_disk_mib: m.data_disk_mib,
         nic,
+        disk: m.disk,
+        no_overlay: !m.overlay,
     })
+}
+
+/// A disk image path made absolute (the node runs elsewhere); a bare name
+/// (an imported image) stays as it is.
+fn absolute_disk(disk: String) -> String {
+    if disk.contains('/') {
+        std::path::absolute(&disk)
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or(disk)
+    } else {
+        disk
+    }
 }
 
 /// `vm adopt NAME [-f manifest.toml]`: the manifest's services; its name must

@@ -32,6 +32,8 @@ fn requests() -> Vec<Request> {
             services: vec![web_service()],
             data_disk_mib: Some(64),
             nic: None,
+            disk: None,
+            no_overlay: false,
         },
         Request::Replicate {
             vm: "web-1".into(),

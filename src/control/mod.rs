@@ -114,6 +114,8 @@ mod tests {
                 }],
                 data_disk_mib: Some(64),
                 nic: None,
+                disk: None,
+                no_overlay: false,
             },
             Request::VmStart {
                 name: "a".into(),

@@ -34,6 +34,19 @@ pub struct DomainSpec {
     pub data_disk: Option<PathBuf>,
     /// A firmware ROM in place of SeaBIOS (qboot: boots a direct kernel faster).
     pub firmware: Option<PathBuf>,
+    /// Boot from this disk (its own boot loader) instead of `kernel`/`initrd`.
+    pub boot_disk: Option<BootDisk>,
+}
+
+/// A disk image a VM boots from (`vm create --disk`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BootDisk {
+    pub path: PathBuf,
+    /// qcow2 or raw.
+    pub format: String,
+    /// An overlay peervisor made for the VM (removed with it); false: the
+    /// operator's image itself (`--no-overlay`), never deleted.
+    pub owned: bool,
 }
 
 /// QEMU's minimal firmware for direct kernel boot (Debian: qemu-system-data).
@@ -127,7 +140,8 @@ impl DomainSpec {
         }
         let _ = write!(x, "<{p}:image>{}</{p}:image>", xml_escape(&self.image));
         services_xml(&mut x, &self.services, &format!("{p}:"));
-        if let Some(disk) = &self.data_disk {
+        let owned_boot = self.boot_disk.iter().filter(|b| b.owned).map(|b| &b.path);
+        for disk in self.data_disk.iter().chain(owned_boot) {
             let _ = write!(x, "<{p}:disk>{}</{p}:disk>", esc_path(disk));
         }
         let _ = write!(x, "</{p}:vm>");
@@ -155,16 +169,24 @@ impl DomainSpec {
         let _ = writeln!(x, "  <vcpu>{}</vcpu>", self.vcpus);
         let _ = writeln!(x, "  <os>");
         let _ = writeln!(x, "    <type arch='x86_64' machine='pc'>hvm</type>");
-        if let Some(rom) = &self.firmware {
-            let _ = writeln!(
-                x,
-                "    <loader readonly='yes' type='rom'>{}</loader>",
-                esc_path(rom)
-            );
+        match &self.boot_disk {
+            // SeaBIOS runs the disk's own boot loader.
+            Some(_) => {
+                let _ = writeln!(x, "    <boot dev='hd'/>");
+            }
+            None => {
+                if let Some(rom) = &self.firmware {
+                    let _ = writeln!(
+                        x,
+                        "    <loader readonly='yes' type='rom'>{}</loader>",
+                        esc_path(rom)
+                    );
+                }
+                let _ = writeln!(x, "    <kernel>{}</kernel>", esc_path(&self.kernel));
+                let _ = writeln!(x, "    <initrd>{}</initrd>", esc_path(&self.initrd));
+                let _ = writeln!(x, "    <cmdline>{}</cmdline>", xml_escape(&self.cmdline()));
+            }
         }
-        let _ = writeln!(x, "    <kernel>{}</kernel>", esc_path(&self.kernel));
-        let _ = writeln!(x, "    <initrd>{}</initrd>", esc_path(&self.initrd));
-        let _ = writeln!(x, "    <cmdline>{}</cmdline>", xml_escape(&self.cmdline()));
         let _ = writeln!(x, "  </os>");
         // ACPI: the guest powers off on the power button (graceful shutdown).
         let _ = writeln!(x, "  <features><acpi/></features>");
@@ -173,6 +195,17 @@ impl DomainSpec {
         let _ = writeln!(x, "  <on_reboot>restart</on_reboot>");
         let _ = writeln!(x, "  <on_crash>destroy</on_crash>");
         let _ = writeln!(x, "  <devices>");
+        if let Some(boot) = &self.boot_disk {
+            let _ = writeln!(x, "    <disk type='file' device='disk'>");
+            let _ = writeln!(
+                x,
+                "      <driver name='qemu' type='{}'/>",
+                xml_escape(&boot.format)
+            );
+            let _ = writeln!(x, "      <source file='{}'/>", esc_path(&boot.path));
+            let _ = writeln!(x, "      <target dev='vda' bus='virtio'/>");
+            let _ = writeln!(x, "    </disk>");
+        }
         if let Some(disk) = &self.data_disk {
             // cache='none': libvirt allows live migration of a disk both hosts see.
             let _ = writeln!(x, "    <disk type='file' device='disk'>");
@@ -449,6 +482,7 @@ mod tests {
             ],
             data_disk: Some("/disks/web-1-abcd.qcow2".into()),
             firmware: Some(QBOOT.into()),
+            boot_disk: None,
         }
     }
 
@@ -556,6 +590,42 @@ mod tests {
         assert!(parsed.adopted, "{meta}");
         assert_eq!(parsed.services, spec().services);
         domain.undefine().unwrap();
+    }
+
+    #[test]
+    fn a_disk_booted_guest_has_no_kernel_and_its_overlay_is_recorded() {
+        let s = DomainSpec {
+            data_disk: None,
+            boot_disk: Some(BootDisk {
+                path: "/disks/web-1-abcd.qcow2".into(),
+                format: "qcow2".into(),
+                owned: true,
+            }),
+            ..spec()
+        };
+        let xml = s.to_xml();
+        assert!(xml.contains("<boot dev='hd'/>"), "{xml}");
+        assert!(
+            !xml.contains("<kernel>") && !xml.contains("<loader"),
+            "{xml}"
+        );
+        assert!(
+            xml.contains("<source file='/disks/web-1-abcd.qcow2'/>"),
+            "{xml}"
+        );
+        let start = xml.find("<pv:vm").unwrap();
+        let end = xml.find("</pv:vm>").unwrap() + "</pv:vm>".len();
+        assert_eq!(
+            parse_metadata(&xml[start..end]).disks,
+            vec!["/disks/web-1-abcd.qcow2".to_string()]
+        );
+        // The operator's own image (--no-overlay) is never recorded for removal.
+        let mut own = s.clone();
+        own.boot_disk.as_mut().unwrap().owned = false;
+        let xml = own.to_xml();
+        let start = xml.find("<pv:vm").unwrap();
+        let end = xml.find("</pv:vm>").unwrap() + "</pv:vm>".len();
+        assert!(parse_metadata(&xml[start..end]).disks.is_empty());
     }
 
     #[test]

@@ -33,6 +33,14 @@ pub struct VmManifest {
     /// A host bridge for its NIC (e.g. "br0"), instead of a network.
     #[serde(default)]
     pub bridge: Option<String>,
+    /// Boot from this disk image (an imported base image's name, or a path)
+    /// instead of the kernel+initramfs image.
+    #[serde(default)]
+    pub disk: Option<String>,
+    /// With `disk`: run on a copy-on-write overlay of it (the default), or on
+    /// the image itself (false).
+    #[serde(default = "default_overlay")]
+    pub overlay: bool,
     #[serde(default)]
     pub services: Vec<ManifestService>,
 }
@@ -60,6 +68,10 @@ fn default_vcpus() -> u32 {
 
 fn default_memory() -> u64 {
     128
+}
+
+fn default_overlay() -> bool {
+    true
 }
 
 impl VmManifest {
@@ -104,6 +116,14 @@ impl VmManifest {
             bail!("data_disk_mib: must be between 1 and 1048576, got {size}");
         }
         self.nic()?;
+        if let Some(disk) = &self.disk {
+            if disk.trim().is_empty() {
+                bail!("disk: empty");
+            }
+            if self.data_disk_mib.is_some() {
+                bail!("data_disk_mib: not with a boot disk (give one or the other)");
+            }
+        }
         let mut names = HashSet::new();
         let mut ports = HashSet::new();
         for (i, s) in self.services.iter().enumerate() {

@@ -132,6 +132,8 @@ impl Peer {
                 services,
                 data_disk_mib,
                 nic,
+                disk,
+                no_overlay,
             } => {
                 let (network, bridge) = match nic {
                     Some(NicSource::Network(n)) => (Some(n), None),
@@ -146,6 +148,8 @@ impl Peer {
                     image: Some(image),
                     network,
                     bridge,
+                    disk,
+                    overlay: !no_overlay,
                     services: services.iter().map(Into::into).collect(),
                 };
                 self.vms.create(&manifest).await.map(done)

@@ -24,6 +24,8 @@ impl Vms {
             image: None,
             network: None,
             bridge: None,
+            disk: None,
+            overlay: true,
             services: services.iter().map(ManifestService::from).collect(),
         }
         .validate()?;

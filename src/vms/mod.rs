@@ -15,7 +15,7 @@ use tokio::sync::Notify;
 
 use crate::hypervisor::Host;
 use crate::hypervisor::accel::Accel;
-use crate::hypervisor::domain::{self, DomainSpec, new_uuid};
+use crate::hypervisor::domain::{self, BootDisk, DomainSpec, new_uuid};
 use crate::hypervisor::manifest::VmManifest;
 use crate::hypervisor::netns::GuestNetwork;
 use crate::model::{NicSource, VmView};
@@ -103,13 +103,29 @@ impl Vms {
         VmName::from(name).validate()?;
         manifest.validate()?;
         let image_dir = self.image_dir.clone();
-        let image_name = manifest
-            .image
-            .clone()
-            .unwrap_or_else(|| crate::image::DEFAULT_IMAGE.to_string());
-        let image =
-            tokio::task::spawn_blocking(move || crate::image::find(&image_dir, &image_name))
+        // What it boots, checked before anything is made: a disk image (and its
+        // checksum), else the kernel+initramfs image.
+        let (image, boot_base) = match &manifest.disk {
+            Some(disk) => {
+                let disk = disk.clone();
+                let found = tokio::task::spawn_blocking(move || {
+                    crate::image::disk::resolve(&image_dir, &disk)
+                })
                 .await??;
+                (None, Some(found))
+            }
+            None => {
+                let image_name = manifest
+                    .image
+                    .clone()
+                    .unwrap_or_else(|| crate::image::DEFAULT_IMAGE.to_string());
+                let image = tokio::task::spawn_blocking(move || {
+                    crate::image::find(&image_dir, &image_name)
+                })
+                .await??;
+                (Some(image), None)
+            }
+        };
         if self.host.vm(name).await.is_ok() {
             bail!("a VM named '{name}' exists already on this peer");
         }
@@ -117,6 +133,9 @@ impl Vms {
         // Checked before anything is made: a bad name changes nothing.
         self.host.check_nic(&source).await?;
         let (nic, ip) = match &source {
+            NicSource::GuestBridge if boot_base.is_some() => {
+                bail!("a disk image's guest asks DHCP for its address: give --network or --bridge")
+            }
             NicSource::GuestBridge => {
                 if !self.network.is_namespaced() {
                     bail!(
@@ -139,6 +158,32 @@ impl Vms {
             (None, Some(mib)) => Some(create_data_disk(name, &uuid, mib).await?),
             (None, None) => None,
         };
+        let boot_disk = match boot_base {
+            Some((base, info)) if manifest.overlay => {
+                let overlay = disk_dir().join(format!("{name}-{}.qcow2", &uuid[..8]));
+                tokio::task::spawn_blocking(move || {
+                    std::fs::create_dir_all(disk_dir())?;
+                    crate::image::disk::create_overlay(&base, &info.format, &overlay)?;
+                    Ok::<_, anyhow::Error>(BootDisk {
+                        path: overlay,
+                        format: "qcow2".into(),
+                        owned: true,
+                    })
+                })
+                .await??
+                .into()
+            }
+            Some((base, info)) => Some(BootDisk {
+                path: base,
+                format: info.format,
+                owned: false,
+            }),
+            None => None,
+        };
+        let image_label = match (&image, &manifest.disk) {
+            (Some(image), _) => image.name.clone(),
+            (None, disk) => disk.clone().unwrap_or_default(),
+        };
         let spec = DomainSpec {
             name: name.to_string(),
             network: nic,
@@ -146,19 +191,23 @@ impl Vms {
             vcpus: manifest.vcpus,
             memory_mib: manifest.memory_mib,
             accel: self.accel,
-            kernel: image.kernel,
-            initrd: image.initrd,
+            kernel: image.as_ref().map(|i| i.kernel.clone()).unwrap_or_default(),
+            initrd: image.as_ref().map(|i| i.initrd.clone()).unwrap_or_default(),
             console_log: console_dir.join(format!("{name}.log")),
-            image: image.name,
+            image: image_label,
             // None given: the guest runs its defaults (HTTP on 80, echo on 7) and
             // the services module names the HTTP one after the VM.
             services: manifest.service_specs(),
             data_disk: data_disk.clone(),
             firmware: crate::hypervisor::domain::fast_firmware(),
+            boot_disk: boot_disk.clone(),
         };
         if let Err(e) = self.host.create(&spec).await {
             if made_disk && let Some(disk) = data_disk {
                 let _ = std::fs::remove_file(disk);
+            }
+            if let Some(boot) = boot_disk.filter(|b| b.owned) {
+                let _ = std::fs::remove_file(boot.path);
             }
             return Err(e);
         }

@@ -212,6 +212,8 @@ fn offer_manifest(offer: &Offer) -> Result<VmManifest, String> {
         // The replica joins this host's default network.
         network: None,
         bridge: None,
+        disk: None,
+        overlay: true,
         // Its limits travel with it (each replica counts its own).
         services: offer.services.iter().map(Into::into).collect(),
     };
