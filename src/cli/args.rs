@@ -601,10 +601,28 @@ fn parse_size(text: &str) -> Result<u64, String> {
 mod tests {
     use clap::CommandFactory;
 
-    /// clap's own checks of the whole command line (a global flag of the node's
-    /// must not share a name with a subcommand's, e.g. --network of `vm create`).
+    /// clap's own checks of the whole command line, and a parse that reaches a
+    /// subcommand under the node's global flags (clap panics there when a
+    /// global flag shares a name with the subcommand's, e.g. --network).
     #[test]
     fn the_command_line_is_consistent() {
+        use clap::Parser;
         super::Cli::command().debug_assert();
+        let cli = super::Cli::try_parse_from([
+            "peervisor",
+            "vm",
+            "create",
+            "web-1",
+            "--network",
+            "default",
+        ])
+        .unwrap();
+        let text = format!("{cli:?}");
+        assert!(text.contains("network: Some(\"default\")"), "{text}");
+        let cli =
+            super::Cli::try_parse_from(["peervisor", "vm", "create", "web-1", "--bridge", "br0"])
+                .unwrap();
+        let text = format!("{cli:?}");
+        assert!(text.contains("bridge: Some(\"br0\")"), "{text}");
     }
 }
