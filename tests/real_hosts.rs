@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::lab::{Lab, LabHost};
-use common::{eventually, fresh_key, stderr, stdout};
+use common::{TestNode, eventually, fresh_key, stderr, stdout};
 
 /// Polls the guest's HTTP service through the overlay from `host`: the
 /// consumer's listener is on that host's loopback.
@@ -22,6 +22,35 @@ fn http_on(host: &LabHost, port: u16, path: &str) -> Option<String> {
         &format!("http://127.0.0.1:{port}{path}"),
     ]);
     out.status.success().then(|| stdout(&out))
+}
+
+/// host-a on `one` (with `extra` flags) and host-b on `two`, joined.
+fn pair(one: &LabHost, two: &LabHost, extra: &[&str]) -> (TestNode, TestNode) {
+    let key = fresh_key();
+    let a = one.node("host-a", &key, &[], extra);
+    let b = two.node("host-b", &key, &[(one, &a)], &[]);
+    assert!(
+        eventually(Duration::from_secs(60), || a.connected_peers()
+            == ["host-b"]),
+        "overlay did not form:\n{}",
+        a.log()
+    );
+    (a, b)
+}
+
+/// `vm create ARGS` on `node`, which must succeed; the domain XML as virsh on
+/// its host shows it.
+fn create(node: &TestNode, host: &LabHost, args: &[&str]) -> String {
+    let mut all = vec!["vm", "create"];
+    all.extend_from_slice(args);
+    let out = node.cli(&all);
+    assert!(
+        out.status.success(),
+        "vm create {args:?}: {}\n{}",
+        stderr(&out),
+        node.log()
+    );
+    stdout(&host.virsh(&["dumpxml", args[0]]))
 }
 
 #[test]
@@ -49,15 +78,7 @@ fn vm_on_the_hosts_libvirt_network_serves_another_host_through_the_overlay() {
     )
     .unwrap();
     let image_dir = images.to_str().unwrap();
-    let key = fresh_key();
-    let a = one.node("host-a", &key, &[], &["--image-dir", image_dir]);
-    let b = two.node("host-b", &key, &[(one, &a)], &[]);
-    assert!(
-        eventually(Duration::from_secs(60), || a.connected_peers()
-            == ["host-b"]),
-        "overlay did not form:\n{}",
-        a.log()
-    );
+    let (a, b) = pair(one, two, &["--image-dir", image_dir]);
 
     // Which libvirt, and who chose it, in `status` (JSON and text).
     let status = a.status();
@@ -140,14 +161,7 @@ fn vm_on_the_hosts_libvirt_network_serves_another_host_through_the_overlay() {
     ]);
     assert!(out.status.success(), "import: {}", stderr(&out));
     assert!(stdout(&out).contains("sha256"), "{}", stdout(&out));
-    let out = a.cli(&["vm", "create", "disk-1", "--disk", "pvdisk"]);
-    assert!(
-        out.status.success(),
-        "create --disk: {}\n{}",
-        stderr(&out),
-        a.log()
-    );
-    let xml = stdout(&one.virsh(&["dumpxml", "disk-1"]));
+    let xml = create(&a, one, &["disk-1", "--disk", "pvdisk"]);
     assert!(xml.contains("<boot dev='hd'/>"), "{xml}");
     let base = images.join("disks").join("pvdisk.qcow2");
     assert!(
@@ -158,14 +172,7 @@ fn vm_on_the_hosts_libvirt_network_serves_another_host_through_the_overlay() {
 
     // A VM on the host's `default` network (the node's default with the host's
     // libvirt): its address comes from the network's DHCP and is learned back.
-    let out = a.cli(&["vm", "create", "web-1"]);
-    assert!(
-        out.status.success(),
-        "create: {}\n{}",
-        stderr(&out),
-        a.log()
-    );
-    let xml = stdout(&one.virsh(&["dumpxml", "web-1"]));
+    let xml = create(&a, one, &["web-1"]);
     assert!(xml.contains("<source network='default'"), "{xml}");
     let mut ip = String::new();
     let learned = eventually(Duration::from_secs(240), || {
@@ -283,15 +290,7 @@ fn vm_defined_with_virsh_is_foreign_until_adopted_and_released() {
         assert!(out.status.success(), "virsh {args:?}: {}", stderr(&out));
     }
 
-    let key = fresh_key();
-    let a = one.node("host-a", &key, &[], &[]);
-    let b = two.node("host-b", &key, &[(one, &a)], &[]);
-    assert!(
-        eventually(Duration::from_secs(60), || a.connected_peers()
-            == ["host-b"]),
-        "overlay did not form:\n{}",
-        a.log()
-    );
+    let (a, b) = pair(one, two, &[]);
 
     // Listed as foreign, with live stats and the address its DHCP lease gave.
     let listed = eventually(Duration::from_secs(240), || {

@@ -223,29 +223,8 @@ pub enum VmCommand {
         /// Manifest file: name, vcpus, memory_mib, data_disk_mib, image, [[services]].
         #[arg(long, short = 'f', value_name = "FILE")]
         manifest: Option<PathBuf>,
-        #[arg(long)]
-        vcpus: Option<u32>,
-        #[arg(long = "memory", value_name = "MIB")]
-        memory_mib: Option<u64>,
-        #[arg(long)]
-        image: Option<String>,
-        /// Attach a new qcow2 data disk of this size (the guest mounts it on /data).
-        #[arg(long = "data-disk", value_name = "MIB")]
-        data_disk_mib: Option<u64>,
-        /// Plug its NIC into this libvirt network (e.g. default); the guest asks
-        /// the network's DHCP for an address.
-        #[arg(long, value_name = "NAME", conflicts_with = "bridge")]
-        network: Option<String>,
-        /// Plug its NIC into this host bridge (e.g. br0) instead.
-        #[arg(long, value_name = "BR")]
-        bridge: Option<String>,
-        /// Boot this disk image (an imported one's name, or a path to a qcow2 or
-        /// raw file) on a copy-on-write overlay, instead of the kernel image.
-        #[arg(long, value_name = "IMAGE")]
-        disk: Option<String>,
-        /// With --disk: run on the image itself (its changes stay in it).
-        #[arg(long, requires = "disk")]
-        no_overlay: bool,
+        #[command(flatten)]
+        flags: CreateFlags,
     },
     /// Take a VM defined outside peervisor (virsh, virt-manager) under its
     /// wing: its services (from the manifest; else HTTP on port 80) are
@@ -595,6 +574,34 @@ fn default_nick() -> String {
 /// A size with a binary unit, in MiB.
 fn parse_size(text: &str) -> Result<u64, String> {
     crate::migrate::capacity::parse_size_mib(text)
+}
+
+/// `vm create`'s flags that override the manifest.
+#[derive(Args, Debug)]
+pub struct CreateFlags {
+    #[arg(long)]
+    pub vcpus: Option<u32>,
+    #[arg(long = "memory", value_name = "MIB")]
+    pub memory_mib: Option<u64>,
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Attach a new qcow2 data disk of this size (the guest mounts it on /data).
+    #[arg(long = "data-disk", value_name = "MIB")]
+    pub data_disk_mib: Option<u64>,
+    /// Plug its NIC into this libvirt network (e.g. default); the guest asks
+    /// the network's DHCP for an address.
+    #[arg(long, value_name = "NAME", conflicts_with = "bridge")]
+    pub network: Option<String>,
+    /// Plug its NIC into this host bridge (e.g. br0) instead.
+    #[arg(long, value_name = "BR")]
+    pub bridge: Option<String>,
+    /// Boot this disk image (an imported one's name, or a path to a qcow2 or
+    /// raw file) on a copy-on-write overlay, instead of the kernel image.
+    #[arg(long, value_name = "IMAGE")]
+    pub disk: Option<String>,
+    /// With --disk: run on the image itself (its changes stay in it).
+    #[arg(long, requires = "disk")]
+    pub no_overlay: bool,
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use crate::control::{Reply, Request};
 use crate::model::VmView;
 
 use super::VmCommand;
+use super::args::CreateFlags;
 use crate::names::VmName;
 
 /// `peervisor vm ...`.
@@ -30,28 +31,8 @@ pub async fn run(control: &ControlClient, command: VmCommand) -> Result<()> {
         VmCommand::Create {
             name,
             manifest,
-            vcpus,
-            memory_mib,
-            image,
-            data_disk_mib,
-            network,
-            bridge,
-            disk,
-            no_overlay,
-        } => create_request(
-            name,
-            manifest,
-            CreateFlags {
-                vcpus,
-                memory_mib,
-                image,
-                data_disk_mib,
-                network,
-                bridge,
-                disk,
-                no_overlay,
-            },
-        )?,
+            flags,
+        } => create_request(name, manifest, flags)?,
         VmCommand::Adopt { name, manifest } => adopt_request(name, manifest)?,
         VmCommand::Release { name } => Request::VmRelease { name },
         VmCommand::Start { name, force } => Request::VmStart {
@@ -91,18 +72,6 @@ pub async fn run(control: &ControlClient, command: VmCommand) -> Result<()> {
         }
     };
     super::done(control, request).await
-}
-
-/// `vm create`'s flags that override the manifest.
-struct CreateFlags {
-    vcpus: Option<u32>,
-    memory_mib: Option<u64>,
-    image: Option<String>,
-    data_disk_mib: Option<u64>,
-    network: Option<String>,
-    bridge: Option<String>,
-    disk: Option<String>,
-    no_overlay: bool,
 }
 
 /// The create request from a manifest file and/or flags (flags win).

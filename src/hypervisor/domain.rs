@@ -486,6 +486,24 @@ mod tests {
         }
     }
 
+    /// Our `<pv:vm>` element of a domain XML we wrote, parsed.
+    fn metadata_in(xml: &str) -> VmMetadata {
+        let start = xml.find("<pv:vm").unwrap();
+        let end = xml.find("</pv:vm>").unwrap() + "</pv:vm>".len();
+        parse_metadata(&xml[start..end])
+    }
+
+    /// Our metadata element as libvirt hands it back.
+    fn our_metadata(domain: &virt::domain::Domain) -> String {
+        domain
+            .metadata(
+                virt::sys::VIR_DOMAIN_METADATA_ELEMENT as i32,
+                Some(METADATA_NS),
+                0,
+            )
+            .unwrap()
+    }
+
     /// libvirt's own parser accepts the XML and hands our metadata back intact.
     #[test]
     fn xml_round_trips_through_libvirt() {
@@ -508,13 +526,7 @@ mod tests {
         assert!(back.contains("<acpi/>"), "{back}");
         assert!(back.contains("/disks/web-1-abcd.qcow2"), "{back}");
         assert!(back.contains("<source bridge='pvbr0'/>"), "{back}");
-        let meta = domain
-            .metadata(
-                virt::sys::VIR_DOMAIN_METADATA_ELEMENT as i32,
-                Some(METADATA_NS),
-                0,
-            )
-            .unwrap();
+        let meta = our_metadata(&domain);
         let parsed = parse_metadata(&meta);
         assert_eq!(parsed.ip.as_deref(), Some("10.77.3.4"));
         assert_eq!(parsed.services, spec().services);
@@ -552,9 +564,7 @@ mod tests {
         assert!(xml.contains("<source network='default'/>"), "{xml}");
         assert!(xml.contains("pv.ip=dhcp"), "{xml}");
         assert!(!xml.contains("pv.gw="), "{xml}");
-        let start = xml.find("<pv:vm").unwrap();
-        let end = xml.find("</pv:vm>").unwrap() + "</pv:vm>".len();
-        assert_eq!(parse_metadata(&xml[start..end]).ip, None);
+        assert_eq!(metadata_in(&xml).ip, None);
     }
 
     /// What `vm adopt` writes, as libvirt takes it (virDomainSetMetadata adds
@@ -579,13 +589,7 @@ mod tests {
                 virt::sys::VIR_DOMAIN_AFFECT_CONFIG,
             )
             .expect("libvirt takes the adopted metadata");
-        let meta = domain
-            .metadata(
-                virt::sys::VIR_DOMAIN_METADATA_ELEMENT as i32,
-                Some(METADATA_NS),
-                0,
-            )
-            .unwrap();
+        let meta = our_metadata(&domain);
         let parsed = parse_metadata(&meta);
         assert!(parsed.adopted, "{meta}");
         assert_eq!(parsed.services, spec().services);
@@ -613,19 +617,14 @@ mod tests {
             xml.contains("<source file='/disks/web-1-abcd.qcow2'/>"),
             "{xml}"
         );
-        let start = xml.find("<pv:vm").unwrap();
-        let end = xml.find("</pv:vm>").unwrap() + "</pv:vm>".len();
         assert_eq!(
-            parse_metadata(&xml[start..end]).disks,
+            metadata_in(&xml).disks,
             vec!["/disks/web-1-abcd.qcow2".to_string()]
         );
         // The operator's own image (--no-overlay) is never recorded for removal.
         let mut own = s.clone();
         own.boot_disk.as_mut().unwrap().owned = false;
-        let xml = own.to_xml();
-        let start = xml.find("<pv:vm").unwrap();
-        let end = xml.find("</pv:vm>").unwrap() + "</pv:vm>".len();
-        assert!(parse_metadata(&xml[start..end]).disks.is_empty());
+        assert!(metadata_in(&own.to_xml()).disks.is_empty());
     }
 
     #[test]
@@ -636,10 +635,7 @@ mod tests {
         assert_eq!(meta.services, services);
         assert_eq!((meta.ip, meta.image), (None, None));
         assert!(meta.disks.is_empty());
-        let xml = spec().to_xml();
-        let start = xml.find("<pv:vm").unwrap();
-        let end = xml.find("</pv:vm>").unwrap() + "</pv:vm>".len();
-        assert!(!parse_metadata(&xml[start..end]).adopted);
+        assert!(!metadata_in(&spec().to_xml()).adopted);
     }
 
     #[test]
