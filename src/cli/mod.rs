@@ -7,6 +7,8 @@
 mod args;
 pub mod demo;
 mod dev;
+#[cfg(test)]
+mod fuzz;
 mod image;
 mod migrate;
 mod peers;

@@ -7,7 +7,7 @@
 //! `<image_dir>/.lock` serialises builds across processes.
 
 pub mod disk;
-mod initramfs;
+pub mod initramfs;
 mod kernel;
 mod pvh;
 
