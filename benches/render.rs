@@ -88,6 +88,7 @@ fn big_status(peers: usize, vms: usize, services: usize) -> Status {
             memory_mib: 128,
             ip: Some(format!("10.77.{}.{}", i / 250, i % 250 + 2)),
             managed: true,
+            adopted: false,
             service_up: Some(i % 3 != 0),
             stats: Some(VmStats {
                 cpu_pct_host: Some((i % 50) as f64),

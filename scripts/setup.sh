@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what peervisor needs on a fresh Debian 12 / Ubuntu machine, idempotently:
-# libvirt daemon + headers, QEMU, busybox-static (guest image), the libvirt QEMU user,
+# libvirt daemon + headers (and the distribution's libvirtd set-up, for the real-hosts lab), QEMU, busybox-static (guest image), the libvirt QEMU user,
 # nftables (the NAT tests), openssl (bench migrate --direct tls), Rust (rustup's stable
 # toolchain when cargo is missing or older than Cargo.toml's rust-version), and the
 # interop test's js-libp2p node (npm from apt if missing, then `npm ci` in tests/interop).
@@ -16,6 +16,11 @@ PACKAGES=(
   libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-dev
   qemu-system-x86 busybox-static pkg-config gcc iproute2 util-linux
   cpio gzip xz-utils curl tmux socat openssh-client openssh-server rsync nftables openssl
+  # The real-hosts lab (tests/common/lab.rs): libvirtd started by its init script,
+  # its stock config and `default` network (dnsmasq, iptables).
+  libvirt-daemon-system libvirt-daemon-system-sysv dnsmasq-base iptables
+  # `image build --disk`: the guest image as a bootable qcow2 disk (syslinux on FAT).
+  syslinux syslinux-common mtools dosfstools
 )
 
 missing=()

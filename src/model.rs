@@ -44,6 +44,10 @@ pub struct LocalPeer {
     pub listen_addrs: Vec<String>,
     /// libvirt connection URI this peer hosts VMs on.
     pub hypervisor: String,
+    /// Whose libvirt that is: a private daemon of the peer's own, or an
+    /// existing one named by `--hypervisor` or `LIBVIRT_DEFAULT_URI`.
+    #[serde(default)]
+    pub hypervisor_origin: HypervisorOrigin,
     /// "kvm" or "tcg".
     pub accel: String,
     /// Host figures (sysinfo), once sampled.
@@ -58,6 +62,54 @@ pub struct LocalPeer {
     /// Whether other peers can dial this one directly (AutoNAT).
     #[serde(default)]
     pub reachability: Reachability,
+}
+
+/// Where a peer's libvirt comes from (docs/hosting.md, "which libvirt").
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum HypervisorOrigin {
+    /// A libvirtd the peer started for itself (the default).
+    #[default]
+    Private,
+    /// An existing libvirt named with `--hypervisor URI`.
+    Flag,
+    /// An existing libvirt named by `LIBVIRT_DEFAULT_URI`.
+    Environment,
+}
+
+impl HypervisorOrigin {
+    /// A few words for `status` and the console header.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            HypervisorOrigin::Private => "private libvirtd",
+            HypervisorOrigin::Flag => "host's libvirt, from --hypervisor",
+            HypervisorOrigin::Environment => "host's libvirt, from LIBVIRT_DEFAULT_URI",
+        }
+    }
+}
+
+/// What a VM's network card is plugged into.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "name")]
+pub enum NicSource {
+    /// The peer's own guest bridge (a private daemon's), a static address
+    /// derived from the VM's UUID.
+    #[default]
+    GuestBridge,
+    /// A libvirt network, e.g. `default`; the guest asks its DHCP for an address.
+    Network(String),
+    /// A host bridge, e.g. `br0`; the guest asks the LAN's DHCP for an address.
+    Bridge(String),
+}
+
+impl std::fmt::Display for NicSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NicSource::GuestBridge => write!(f, "peervisor's guest bridge"),
+            NicSource::Network(name) => write!(f, "libvirt network '{name}'"),
+            NicSource::Bridge(name) => write!(f, "bridge '{name}'"),
+        }
+    }
 }
 
 /// What AutoNAT found out about this peer: other peers were asked to dial it back.
@@ -239,10 +291,16 @@ pub struct VmView {
     pub state: VmState,
     pub vcpus: u32,
     pub memory_mib: u64,
-    /// Guest address on the peer's guest network, if peervisor gave it one.
+    /// Guest address: the one peervisor gave it on its guest bridge, else the
+    /// one learned from the guest (libvirt's DHCP leases, then the ARP table).
     pub ip: Option<String>,
-    /// True when peervisor defined the VM (it carries our metadata).
+    /// True when peervisor defined the VM or the operator adopted it (it
+    /// carries our metadata).
     pub managed: bool,
+    /// Defined by someone else and adopted (`vm adopt`): peervisor publishes
+    /// and moves it, but never destroys it on its own.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub adopted: bool,
     /// Whether the guest's HTTP service (port 80) accepted a connection from this
     /// peer at the last probe; None when not probed (stopped, foreign, no address).
     #[serde(default)]

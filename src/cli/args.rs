@@ -223,16 +223,20 @@ pub enum VmCommand {
         /// Manifest file: name, vcpus, memory_mib, data_disk_mib, image, [[services]].
         #[arg(long, short = 'f', value_name = "FILE")]
         manifest: Option<PathBuf>,
-        #[arg(long)]
-        vcpus: Option<u32>,
-        #[arg(long = "memory", value_name = "MIB")]
-        memory_mib: Option<u64>,
-        #[arg(long)]
-        image: Option<String>,
-        /// Attach a new qcow2 data disk of this size (the guest mounts it on /data).
-        #[arg(long = "data-disk", value_name = "MIB")]
-        data_disk_mib: Option<u64>,
+        #[command(flatten)]
+        flags: CreateFlags,
     },
+    /// Take a VM defined outside peervisor (virsh, virt-manager) under its
+    /// wing: its services (from the manifest; else HTTP on port 80) are
+    /// published and it can be migrated. Nothing else of it changes.
+    Adopt {
+        name: VmName,
+        /// Manifest file whose [[services]] the VM provides (its name must match).
+        #[arg(long, short = 'f', value_name = "FILE")]
+        manifest: Option<PathBuf>,
+    },
+    /// Undo `vm adopt`: the VM is listed as foreign again, its services withdrawn.
+    Release { name: VmName },
     /// Start a stopped VM.
     Start {
         name: VmName,
@@ -315,6 +319,22 @@ pub enum ImageCommand {
         /// Where images are kept.
         #[arg(long)]
         image_dir: Option<PathBuf>,
+        /// Also make it a bootable qcow2 disk (IMAGE_DIR/NAME/disk.qcow2:
+        /// syslinux, the kernel, the initramfs) to import as a base image.
+        #[arg(long)]
+        disk: bool,
+    },
+    /// Keep a disk image (qcow2 or raw) as a base image for `vm create --disk`,
+    /// with its SHA-256 (checked whenever a VM is made from it).
+    Import {
+        /// The image file.
+        file: PathBuf,
+        /// Its name here (default: the file name without extension).
+        #[arg(long)]
+        name: Option<String>,
+        /// Where images are kept.
+        #[arg(long)]
+        image_dir: Option<PathBuf>,
     },
 }
 
@@ -362,9 +382,23 @@ pub struct NodeArgs {
     /// its own addresses).
     #[arg(long, global = true)]
     pub no_relay_client: bool,
-    /// Use this libvirt instead of a private daemon, e.g. qemu:///system.
-    #[arg(long, global = true)]
+    /// The libvirt to host VMs on, e.g. qemu:///system (the host's own daemon).
+    /// Default: LIBVIRT_DEFAULT_URI if set, as virsh; else a private libvirtd
+    /// of this peer's own (`private` forces that).
+    #[arg(long, global = true, value_name = "URI")]
     pub hypervisor: Option<String>,
+    /// Libvirt network for new VMs' NICs unless their manifest or `vm create
+    /// --network/--bridge` says (default with an existing libvirt: `default`).
+    #[arg(
+        long,
+        global = true,
+        value_name = "NAME",
+        conflicts_with = "default_bridge"
+    )]
+    pub default_network: Option<String>,
+    /// Host bridge for new VMs' NICs instead of a network.
+    #[arg(long, global = true, value_name = "BR")]
+    pub default_bridge: Option<String>,
     /// Accelerator for guests: auto (probe), kvm or tcg.
     #[arg(long, global = true, default_value = "auto")]
     pub accel: AccelChoice,
@@ -489,7 +523,11 @@ impl NodeArgs {
                 serve: self.relay_server,
                 reserve: !self.no_relay_client,
             },
-            hypervisor: self.hypervisor.clone(),
+            hypervisor: crate::hypervisor::choice::HypervisorChoice::from_flag_and_env(
+                self.hypervisor.as_deref(),
+            ),
+            default_network: self.default_network.clone(),
+            default_bridge: self.default_bridge.clone(),
             accel: self.accel,
             guest_netns: self.guest_netns.clone(),
             image_dir: self
@@ -536,4 +574,62 @@ fn default_nick() -> String {
 /// A size with a binary unit, in MiB.
 fn parse_size(text: &str) -> Result<u64, String> {
     crate::migrate::capacity::parse_size_mib(text)
+}
+
+/// `vm create`'s flags that override the manifest.
+#[derive(Args, Debug)]
+pub struct CreateFlags {
+    #[arg(long)]
+    pub vcpus: Option<u32>,
+    #[arg(long = "memory", value_name = "MIB")]
+    pub memory_mib: Option<u64>,
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Attach a new qcow2 data disk of this size (the guest mounts it on /data).
+    #[arg(long = "data-disk", value_name = "MIB")]
+    pub data_disk_mib: Option<u64>,
+    /// Plug its NIC into this libvirt network (e.g. default); the guest asks
+    /// the network's DHCP for an address.
+    #[arg(long, value_name = "NAME", conflicts_with = "bridge")]
+    pub network: Option<String>,
+    /// Plug its NIC into this host bridge (e.g. br0) instead.
+    #[arg(long, value_name = "BR")]
+    pub bridge: Option<String>,
+    /// Boot this disk image (an imported one's name, or a path to a qcow2 or
+    /// raw file) on a copy-on-write overlay, instead of the kernel image.
+    #[arg(long, value_name = "IMAGE")]
+    pub disk: Option<String>,
+    /// With --disk: run on the image itself (its changes stay in it).
+    #[arg(long, requires = "disk")]
+    pub no_overlay: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// clap's own checks of the whole command line, and a parse that reaches a
+    /// subcommand under the node's global flags (clap panics there when a
+    /// global flag shares a name with the subcommand's, e.g. --network).
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::Parser;
+        super::Cli::command().debug_assert();
+        let cli = super::Cli::try_parse_from([
+            "peervisor",
+            "vm",
+            "create",
+            "web-1",
+            "--network",
+            "default",
+        ])
+        .unwrap();
+        let text = format!("{cli:?}");
+        assert!(text.contains("network: Some(\"default\")"), "{text}");
+        let cli =
+            super::Cli::try_parse_from(["peervisor", "vm", "create", "web-1", "--bridge", "br0"])
+                .unwrap();
+        let text = format!("{cli:?}");
+        assert!(text.contains("bridge: Some(\"br0\")"), "{text}");
+    }
 }

@@ -143,6 +143,9 @@ impl Demo {
                 image: crate::image::DEFAULT_IMAGE.into(),
                 services: Vec::new(),
                 data_disk_mib: None,
+                nic: None,
+                disk: None,
+                no_overlay: false,
             })
             .await?;
         Ok(())

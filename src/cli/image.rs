@@ -1,11 +1,12 @@
-//! `peervisor image build`: the guest image from Debian packages.
+//! `peervisor image build` (the guest image from Debian packages, optionally as
+//! a bootable disk) and `peervisor image import` (a base disk image).
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Result, anyhow};
 
-/// `peervisor image build`.
-pub async fn build(dir: PathBuf, name: String) -> Result<()> {
+/// `peervisor image build [--disk]`.
+pub async fn build(dir: PathBuf, name: String, disk: bool) -> Result<()> {
     let report = tokio::task::spawn_blocking(move || {
         crate::image::build(&dir, &crate::image::ImageSpec { name }, &mut |step| {
             eprintln!("  {step}");
@@ -21,6 +22,36 @@ pub async fn build(dir: PathBuf, name: String) -> Result<()> {
         image.size_bytes as f64 / (1024.0 * 1024.0),
         image.dir.display(),
         report.seconds
+    );
+    if disk {
+        let (dir, out) = (image.dir.clone(), image.dir.join("disk.qcow2"));
+        let shown = out.clone();
+        tokio::task::spawn_blocking(move || crate::image::disk::build_boot_disk(&dir, &out))
+            .await??;
+        println!("bootable disk: {}", shown.display());
+    }
+    Ok(())
+}
+
+/// `peervisor image import FILE [--name NAME]`.
+pub async fn import(dir: PathBuf, file: PathBuf, name: Option<String>) -> Result<()> {
+    let name = match name {
+        Some(name) => name,
+        None => file
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .ok_or_else(|| anyhow!("{}: give --name", file.display()))?,
+    };
+    let imported =
+        tokio::task::spawn_blocking(move || crate::image::disk::import(&dir, &file, &name))
+            .await??;
+    println!(
+        "disk image '{}' imported: {}, {:.1} MiB virtual, sha256 {} ({})",
+        imported.name,
+        imported.info.format,
+        imported.info.virtual_size as f64 / (1024.0 * 1024.0),
+        imported.sha256,
+        imported.path.display()
     );
     Ok(())
 }

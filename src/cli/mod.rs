@@ -98,11 +98,24 @@ pub async fn run(command: Command, data_dir: &DataDir, node: &NodeArgs, look: &L
             done(&control, request).await
         }
         Command::Unexpose { name } => done(&control, Request::Unexpose { name }).await,
-        Command::Image(ImageCommand::Build { name, image_dir }) => {
-            let dir = image_dir
-                .or_else(|| node.image_dir.clone())
-                .unwrap_or_else(crate::image::default_image_dir);
-            image::build(dir, name).await
+        Command::Image(command) => {
+            // The command's --image-dir, else the node's, else the default.
+            let dir = |flag: Option<std::path::PathBuf>| {
+                flag.or_else(|| node.image_dir.clone())
+                    .unwrap_or_else(crate::image::default_image_dir)
+            };
+            match command {
+                ImageCommand::Build {
+                    name,
+                    image_dir,
+                    disk,
+                } => image::build(dir(image_dir), name, disk).await,
+                ImageCommand::Import {
+                    file,
+                    name,
+                    image_dir,
+                } => image::import(dir(image_dir), file, name).await,
+            }
         }
         Command::Demo(args) => demo::run(args, node, look).await,
         Command::Peers(command) => peers::run(&control, command).await,

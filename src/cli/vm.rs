@@ -11,6 +11,7 @@ use crate::control::{Reply, Request};
 use crate::model::VmView;
 
 use super::VmCommand;
+use super::args::CreateFlags;
 use crate::names::VmName;
 
 /// `peervisor vm ...`.
@@ -30,11 +31,10 @@ pub async fn run(control: &ControlClient, command: VmCommand) -> Result<()> {
         VmCommand::Create {
             name,
             manifest,
-            vcpus,
-            memory_mib,
-            image,
-            data_disk_mib,
-        } => create_request(name, manifest, vcpus, memory_mib, image, data_disk_mib)?,
+            flags,
+        } => create_request(name, manifest, flags)?,
+        VmCommand::Adopt { name, manifest } => adopt_request(name, manifest)?,
+        VmCommand::Release { name } => Request::VmRelease { name },
         VmCommand::Start { name, force } => Request::VmStart {
             name,
             foreign: force,
@@ -78,11 +78,18 @@ pub async fn run(control: &ControlClient, command: VmCommand) -> Result<()> {
 fn create_request(
     name: Option<VmName>,
     manifest: Option<PathBuf>,
-    vcpus: Option<u32>,
-    memory_mib: Option<u64>,
-    image: Option<String>,
-    data_disk_mib: Option<u64>,
+    flags: CreateFlags,
 ) -> Result<Request> {
+    let CreateFlags {
+        vcpus,
+        memory_mib,
+        image,
+        data_disk_mib,
+        network,
+        bridge,
+        disk,
+        no_overlay,
+    } = flags;
     use crate::hypervisor::manifest::VmManifest;
     let base = match &manifest {
         Some(path) => VmManifest::load(path)?,
@@ -92,18 +99,34 @@ fn create_request(
                 .ok_or_else(|| anyhow::anyhow!("give a VM name or --manifest FILE"))?
         ))?,
     };
+    let flag_nic = network.is_some() || bridge.is_some();
     let m = VmManifest {
         name: name.map_or(base.name.clone(), String::from),
         vcpus: vcpus.unwrap_or(base.vcpus),
         memory_mib: memory_mib.unwrap_or(base.memory_mib),
         data_disk_mib: data_disk_mib.or(base.data_disk_mib),
         image: image.or(base.image.clone()),
+        // A flag replaces the manifest's choice, network or bridge alike.
+        network: if flag_nic {
+            network
+        } else {
+            base.network.clone()
+        },
+        bridge: if flag_nic {
+            bridge
+        } else {
+            base.bridge.clone()
+        },
+        // A path is the operator's, relative to where they typed it.
+        disk: disk.map(absolute_disk).or(base.disk.clone()),
+        overlay: base.overlay && !no_overlay,
         services: base.services.clone(),
     };
     m.validate().map_err(|e| match &manifest {
         Some(path) => anyhow::anyhow!("{}: {e}", path.display()),
         None => e,
     })?;
+    let nic = m.nic()?;
     Ok(Request::VmCreate {
         services: m.service_specs(),
         name: m.name.into(),
@@ -113,7 +136,43 @@ fn create_request(
             .image
             .unwrap_or_else(|| crate::image::DEFAULT_IMAGE.into()),
         data_disk_mib: m.data_disk_mib,
+        nic,
+        disk: m.disk,
+        no_overlay: !m.overlay,
     })
+}
+
+/// A disk image path made absolute (the node runs elsewhere); a bare name
+/// (an imported image) stays as it is.
+fn absolute_disk(disk: String) -> String {
+    if disk.contains('/') {
+        std::path::absolute(&disk)
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or(disk)
+    } else {
+        disk
+    }
+}
+
+/// `vm adopt NAME [-f manifest.toml]`: the manifest's services; its name must
+/// be the VM's (a manifest for another VM is a mistake worth a word).
+fn adopt_request(name: VmName, manifest: Option<PathBuf>) -> Result<Request> {
+    use crate::hypervisor::manifest::VmManifest;
+    let services = match manifest {
+        Some(path) => {
+            let m = VmManifest::load(&path)?;
+            if m.name != name.as_str() {
+                bail!(
+                    "{}: name: the manifest is for VM '{}', not '{name}'",
+                    path.display(),
+                    m.name
+                );
+            }
+            m.service_specs()
+        }
+        None => Vec::new(),
+    };
+    Ok(Request::VmAdopt { name, services })
 }
 
 /// Asks on the terminal; without one, the operator must pass --yes.

@@ -33,7 +33,7 @@ use crate::migrate::operations::Operations;
 use crate::migrate::outgoing::Limits;
 pub use crate::migrate::provision::ProvisionPolicy;
 use crate::migrate::replicate::Replications;
-use crate::model::{LocalPeer, Status};
+use crate::model::{HypervisorOrigin, LocalPeer, NicSource, Status};
 use crate::names::{PeerRef, peer_id_of};
 use crate::node::protocol::{ControlRequest, ControlResponse};
 use crate::node::{self, Client, Event};
@@ -51,8 +51,12 @@ pub struct PeerConfig {
     pub mdns: bool,
     /// Relaying for others and through others (NAT).
     pub relay: node::RelayConfig,
-    /// `None`: start a private libvirt daemon for this peer.
-    pub hypervisor: Option<String>,
+    /// A private libvirt daemon for this peer, or an existing libvirt.
+    pub hypervisor: crate::hypervisor::choice::HypervisorChoice,
+    /// `--default-network` / `--default-bridge`: where new VMs' NICs go unless
+    /// their manifest says.
+    pub default_network: Option<String>,
+    pub default_bridge: Option<String>,
     pub accel: AccelChoice,
     /// Network namespace holding the guests' bridge.
     pub guest_netns: String,
@@ -93,7 +97,9 @@ impl PeerConfig {
             network_key: None,
             mdns: false,
             relay: Default::default(),
-            hypervisor: Some("test:///default".into()),
+            hypervisor: crate::hypervisor::choice::HypervisorChoice::existing("test:///default"),
+            default_network: None,
+            default_bridge: None,
             accel: AccelChoice::Force(crate::hypervisor::accel::Accel::Tcg),
             guest_netns: "unused".into(),
             image_dir,
@@ -115,6 +121,8 @@ pub struct Peer {
     data_dir: DataDir,
     node: Client,
     host: Host,
+    /// Private daemon, or an existing libvirt and who named it (for `status`).
+    hypervisor_origin: HypervisorOrigin,
     accel: Accel,
     /// Roles other peers have here (`peervisor peers`).
     access: Arc<AccessList>,
@@ -162,17 +170,31 @@ impl Peer {
                 image,
                 services,
                 data_disk_mib,
+                nic,
+                disk,
+                no_overlay,
             } => {
+                let (network, bridge) = match nic {
+                    Some(NicSource::Network(n)) => (Some(n), None),
+                    Some(NicSource::Bridge(b)) => (None, Some(b)),
+                    Some(NicSource::GuestBridge) | None => (None, None),
+                };
                 let manifest = VmManifest {
                     name: name.into(),
                     vcpus,
                     memory_mib,
                     data_disk_mib,
                     image: Some(image),
+                    network,
+                    bridge,
+                    disk,
+                    overlay: !no_overlay,
                     services: services.iter().map(Into::into).collect(),
                 };
                 self.vms.create(&manifest).await.map(done)
             }
+            Request::VmAdopt { name, services } => self.vms.adopt(&name, services).await.map(done),
+            Request::VmRelease { name } => self.vms.release(&name).await.map(done),
             Request::VmStart { name, foreign } => self.vms.start(&name, foreign).await.map(done),
             Request::VmStop {
                 name,
@@ -365,6 +387,7 @@ impl Peer {
                 nick: self.nick.clone(),
                 listen_addrs: net.listen_addrs,
                 hypervisor: self.host.uri().to_string(),
+                hypervisor_origin: self.hypervisor_origin,
                 accel: self.accel.to_string(),
                 host: None,
                 lending: Some(self.capacity.view(&vms)),

@@ -5,6 +5,7 @@
 
 pub mod failover;
 pub mod guests;
+pub mod lab;
 pub mod natlab;
 
 use std::io::{Read, Write};
@@ -101,6 +102,21 @@ impl TestNode {
         ips: &[&str],
         bootstrap: &[String],
     ) -> TestNode {
+        let wrapper: Vec<String> = match netns {
+            Some(ns) => ["ip", "netns", "exec", ns].map(String::from).to_vec(),
+            None => Vec::new(),
+        };
+        TestNode::start_wrapped(opts, wrapper, ips, bootstrap)
+    }
+
+    /// A node whose command line starts with `wrapper` (e.g. `nsenter` into a
+    /// lab host's namespaces, `env VAR=...`), listening at each of `ips`.
+    pub fn start_wrapped(
+        opts: NodeOptions,
+        wrapper: Vec<String>,
+        ips: &[&str],
+        bootstrap: &[String],
+    ) -> TestNode {
         let dir = tempfile::Builder::new()
             .prefix(&format!("pv-{}-", opts.nick))
             .tempdir()
@@ -109,10 +125,8 @@ impl TestNode {
         // The overlay's key where an operator puts it: the node's data dir.
         std::fs::write(dir.path().join("network.key"), opts.key).unwrap();
         // The program and its arguments, kept for `restart`.
-        let mut args: Vec<String> = match netns {
-            Some(ns) => ["ip", "netns", "exec", ns, BIN].map(String::from).to_vec(),
-            None => vec![BIN.to_string()],
-        };
+        let mut args = wrapper;
+        args.push(BIN.to_string());
         args.extend(["node".to_string(), "--data-dir".to_string()]);
         args.push(dir.path().to_str().unwrap().into());
         for a in [
