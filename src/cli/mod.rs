@@ -5,8 +5,11 @@
 //! command runs from here.
 
 mod args;
+pub mod config;
 pub mod demo;
 mod dev;
+pub mod find_node;
+mod generate;
 mod image;
 mod migrate;
 mod peers;
@@ -19,21 +22,26 @@ pub use args::*;
 
 use anyhow::Result;
 
-use crate::console::Look;
 use crate::control::client::ControlClient;
 use crate::control::{Reply, Request};
 use crate::paths::DataDir;
 
-/// Runs a command other than `node`, which main.rs runs.
-pub async fn run(command: Command, data_dir: &DataDir, node: &NodeArgs, look: &Look) -> Result<()> {
+/// Runs a command other than `node` and `config`, which main.rs runs.
+pub async fn run(
+    command: Command,
+    data_dir: &DataDir,
+    config: Option<&config::ConfigFile>,
+) -> Result<()> {
     let control = ControlClient::new(&data_dir.control_socket());
     match command {
-        Command::Node => unreachable!("main.rs runs `peervisor node`"),
-        Command::Dev(command) => dev::run(data_dir, node, command).await,
-        Command::Keys => {
-            print!("{}", crate::console::keys_text(look));
+        Command::Node(_) | Command::Config(_) => unreachable!("main.rs runs these"),
+        Command::Dev(command) => dev::run(data_dir, command).await,
+        Command::Keys(look) => {
+            print!("{}", crate::console::keys_text(&look.look()));
             Ok(())
         }
+        Command::Completions { shell } => generate::completions(shell),
+        Command::Man { out_dir } => generate::man_pages(&out_dir),
         Command::Status { json } => status::run(&control, json).await,
         Command::Vm(command) => vm::run(&control, command).await,
         Command::Migrate {
@@ -98,25 +106,29 @@ pub async fn run(command: Command, data_dir: &DataDir, node: &NodeArgs, look: &L
         }
         Command::Unexpose { name } => done(&control, Request::Unexpose { name }).await,
         Command::Image(ImageCommand::Build { name, image_dir }) => {
+            // Default: the config file's image-dir, so it is the node's.
+            let from_config = config
+                .map(|c| config::node_args(&config::empty_matches(), Some(c)))
+                .transpose()?
+                .and_then(|n| n.image_dir);
             let dir = image_dir
-                .or_else(|| node.image_dir.clone())
+                .or(from_config)
                 .unwrap_or_else(crate::image::default_image_dir);
             image::build(dir, name).await
         }
-        Command::Demo(args) => demo::run(args, node, look).await,
+        Command::Demo(args) => demo::run(args).await,
         Command::Peers(command) => peers::run(&control, command).await,
         Command::Top { delay, iterations } => top::run(&control, delay, iterations).await,
-        Command::Bench(command) => {
+        Command::Bench(bench) => {
             let setup = crate::bench::Setup {
                 data_dir: data_dir.clone(),
-                accel: node.accel,
-                image_dir: node
+                accel: bench.accel,
+                image_dir: bench
                     .image_dir
-                    .clone()
                     .unwrap_or_else(crate::image::default_image_dir),
-                guest_netns: node.guest_netns.clone(),
+                guest_netns: bench.guest_netns,
             };
-            crate::bench::run(command, &setup).await
+            crate::bench::run(bench.command, &setup).await
         }
     }
 }
