@@ -5,29 +5,33 @@
 # with the shell completions and man pages generated from the binary's own clap
 # definitions. Installs cargo-deb (crates.io) when missing.
 #
-# PROFILE=dev packages the debug build instead (the package test does, to reuse
-# the test build); the default is release.
+# PEERVISOR_BIN=PATH packages that binary instead of building one (the package
+# test packages the binary the test suite built); DEB_DIR=DIR puts the .deb
+# there; further arguments go to `cargo deb` (e.g. --fast).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
-profile=${PROFILE:-release}
-target_dir=${CARGO_TARGET_DIR:-target}
 
 if ! cargo deb --version >/dev/null 2>&1; then
-  echo "release: installing cargo-deb"
+  echo "release: installing cargo-deb (crates.io)"
   cargo install --locked cargo-deb
 fi
 
-if [ "$profile" = release ]; then
-  cargo build --release --locked
-  bin="$target_dir/release/peervisor"
+# cargo-deb reads target/release/peervisor from CARGO_TARGET_DIR's release/,
+# and the other assets from this tree's target/assets/.
+if [ -n "${PEERVISOR_BIN:-}" ]; then
+  stage=$(mktemp -d)
+  trap 'rm -rf "$stage"' EXIT
+  mkdir -p "$stage/release"
+  cp "$PEERVISOR_BIN" "$stage/release/peervisor"
+  strip_args=(--no-strip)
 else
-  cargo build --profile "$profile" --locked
-  bin="$target_dir/debug/peervisor"
-  [ "$profile" = dev ] || bin="$target_dir/$profile/peervisor"
+  cargo build --release --locked
+  stage=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+  strip_args=()
 fi
+bin="$stage/release/peervisor"
 
-# cargo-deb's asset paths name target/assets/ and target/release/peervisor.
 assets=target/assets
 rm -rf "$assets"
 mkdir -p "$assets/completions" "$assets/man"
@@ -36,11 +40,8 @@ mkdir -p "$assets/completions" "$assets/man"
 "$bin" completions fish >"$assets/completions/peervisor.fish"
 "$bin" man --out-dir "$assets/man" >/dev/null
 
-args=(--no-build)
-if [ "$profile" != release ]; then
-  # cargo-deb takes target/release/peervisor from the profile's directory.
-  args+=(--profile "$profile" --no-strip)
-fi
-deb=$(cargo deb "${args[@]}" "$@" | tail -n1)
-echo "release: $bin"
+out=${DEB_DIR:-target/debian}
+mkdir -p "$out"
+deb=$(CARGO_TARGET_DIR="$stage" cargo deb --no-build "${strip_args[@]}" --output "$out/" "$@" | tail -n1)
+[ -n "${PEERVISOR_BIN:-}" ] || echo "release: target/release/peervisor"
 echo "release: $deb"

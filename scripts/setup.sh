@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what peervisor needs on a fresh Debian 12 / Ubuntu machine, idempotently:
 # libvirt daemon + headers, QEMU, busybox-static (guest image), the libvirt QEMU user,
-# nftables (the NAT tests), openssl (bench migrate --direct tls), and Rust (rustup's stable
+# nftables (the NAT tests), openssl (bench migrate --direct tls), debootstrap and
+# cargo-deb (the package test), and Rust (rustup's stable
 # toolchain when cargo is missing or older than Cargo.toml's rust-version). Safe to run
 # again: it only does what is missing. SETUP_PLAN_ONLY=1 prints what it would do.
 set -euo pipefail
@@ -15,6 +16,7 @@ PACKAGES=(
   libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-dev
   qemu-system-x86 busybox-static pkg-config gcc iproute2 util-linux
   cpio gzip xz-utils curl tmux socat openssh-client openssh-server rsync nftables openssl
+  debootstrap
 )
 
 missing=()
@@ -125,5 +127,10 @@ fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "setup: installing cargo-nextest"
   cargo install --locked cargo-nextest
+fi
+# scripts/release.sh and the package test (tests/package.rs) build the .deb with it.
+if ! cargo deb --version >/dev/null 2>&1; then
+  echo "setup: installing cargo-deb"
+  cargo install --locked cargo-deb
 fi
 echo "setup: ok"
