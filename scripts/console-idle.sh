@@ -4,13 +4,17 @@
 # window for comparison. Targets: console < 1 % CPU, < 50 MB RSS.
 #
 #   scripts/console-idle.sh [SECONDS] [PEERVISOR_BINARY]
+#   PEERS=4 VMS=6 scripts/console-idle.sh ...   # the console on a busy node
 #
-# Starts `peervisor demo --no-console` (2 peers, a real guest) in a temp XDG
-# data dir, the console in a private tmux server attached to peer-a, measures,
-# then stops everything. Needs root (the demo does), tmux.
+# Starts `peervisor demo --no-console` (PEERS peers, default 2, and its real
+# guest) in a temp XDG data dir, creates VMS - 1 more guests on peer-a (VMS
+# default 1), opens the console in a private tmux server attached to peer-a,
+# measures, then stops everything. Needs root (the demo does), tmux.
 set -eu
 window=${1:-60}
 bin=${2:-$(command -v peervisor || echo target/release/peervisor)}
+peers=${PEERS:-2}
+vms=${VMS:-1}
 work=$(mktemp -d /tmp/pv-idle.XXXXXX)
 sock="pv-idle-$$"
 export XDG_DATA_HOME="$work/data" XDG_CONFIG_HOME="$work/config"
@@ -22,10 +26,15 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-"$bin" demo --peers 2 --no-console ${PEERVISOR_IMAGE_DIR:+--image-dir "$PEERVISOR_IMAGE_DIR"} >"$work/demo.out" 2>&1 \
+"$bin" demo --peers "$peers" --no-console ${PEERVISOR_IMAGE_DIR:+--image-dir "$PEERVISOR_IMAGE_DIR"} >"$work/demo.out" 2>&1 \
     || { cat "$work/demo.out"; exit 1; }
 root="$XDG_DATA_HOME/peervisor/demo"
 node_pid=$(head -n1 "$root/pids")
+i=1
+while [ "$i" -lt "$vms" ]; do
+    "$bin" --data-dir "$root/peer-a" vm create "busy-$i" --vcpus 1 --memory 96 >/dev/null
+    i=$((i + 1))
+done
 tmux -L "$sock" new-session -d -s idle -x 120 -y 36 \
     "exec env TERM=xterm-256color $bin --attach $root/peer-a"
 console_pid=$(tmux -L "$sock" display -p -t idle '#{pane_pid}')
@@ -38,7 +47,7 @@ c0=$(ticks "$console_pid"); n0=$(ticks "$node_pid")
 sleep "$window"
 c1=$(ticks "$console_pid"); n1=$(ticks "$node_pid")
 
-printf '%-34s %8s %9s  %s\n' "process (idle, ${window} s window)" "cpu %" "RSS MB" "target"
+printf '%-34s %8s %9s  %s\n' "process (${peers} peers, ${vms} VMs, ${window} s)" "cpu %" "RSS MB" "target"
 printf '%-34s %8.2f %9s  %s\n' "console (peervisor --attach)" \
     "$(echo "($c1 - $c0) * 100 / $hz / $window" | bc -l)" "$(rss_mb "$console_pid")" "< 1 % CPU, < 50 MB"
 printf '%-34s %8.2f %9s  %s\n' "node peer-a (baseline, same window)" \

@@ -1,21 +1,22 @@
 //! Wiring the console to a node: embedded in this process, or attached to a running
-//! node through its control socket. Either way the console reads snapshots from a
-//! watch channel and sends requests out; it never waits on the node to draw.
+//! node through its control socket. Either way the node pushes its state (a
+//! snapshot, then deltas) into a channel the console reads, and the console sends
+//! requests out; it never waits on the node to draw.
 
 use std::fmt::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
+use crate::api::{Reply, Request, Update};
 use crate::control::client::ControlClient;
-use crate::control::{Reply, Request};
-use crate::model::{Status, short_peer_id};
+use crate::model::short_peer_id;
 use crate::paths::DataDir;
 use crate::peer::{Peer, PeerConfig};
 use crate::tui::keymap;
-use crate::tui::{self, ConsoleOptions, Notice, UiCommand};
+use crate::tui::{self, ConsoleOptions, Notice};
 
 /// How the console looks: `--theme` and `--keymap`.
 #[derive(Debug, Clone, Default)]
@@ -36,6 +37,13 @@ impl Backend {
         match self {
             Backend::Embedded(peer) => peer.handle(request).await,
             Backend::Attached(client) => client.call(&request).await,
+        }
+    }
+
+    async fn subscribe(&self) -> Result<mpsc::Receiver<Update>> {
+        match self {
+            Backend::Embedded(peer) => peer.subscribe().await,
+            Backend::Attached(client) => client.subscribe().await,
         }
     }
 }
@@ -66,37 +74,38 @@ pub async fn attach(dir: &DataDir, look: &Look) -> Result<()> {
 }
 
 async fn run_console(backend: Backend, attached_to: String, look: &Look) -> Result<()> {
-    let (status_tx, status_rx) = watch::channel(None);
+    let (update_tx, update_rx) = mpsc::channel(64);
     let (command_tx, command_rx) = mpsc::channel(16);
     let (notice_tx, notice_rx) = mpsc::channel(64);
-    let poller = tokio::spawn(poll_status(backend.clone(), status_tx));
-    let executor = tokio::spawn(execute_commands(backend, command_rx, notice_tx));
+    let feed = tokio::spawn(follow_node(backend.clone(), update_tx));
+    let executor = tokio::spawn(execute_requests(backend, command_rx, notice_tx));
     let mut options = ConsoleOptions::new("peervisor", attached_to);
     options.theme = look.theme.clone();
     options.keymap = look.keymap.clone();
-    let result = tui::run(status_rx, command_tx, notice_rx, options).await;
-    poller.abort();
+    let result = tui::run(update_rx, command_tx, notice_rx, options).await;
+    feed.abort();
     executor.abort();
     result
 }
 
-/// Refreshes the snapshot once a second, off the drawing path.
-async fn poll_status(backend: Backend, tx: watch::Sender<Option<Status>>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+/// Passes the node's updates on to the console, subscribing again (a new
+/// snapshot) whenever the node goes away and comes back.
+async fn follow_node(backend: Backend, tx: mpsc::Sender<Update>) {
     let mut was_failing = false;
     loop {
-        tick.tick().await;
-        match backend.call(Request::Status).await {
-            Ok(Reply::Status(status)) => {
+        match backend.subscribe().await {
+            Ok(mut updates) => {
                 if was_failing {
                     tracing::info!("node reachable again");
-                    was_failing = false;
                 }
-                if tx.send(Some(*status)).is_err() {
-                    return;
+                while let Some(update) = updates.recv().await {
+                    if tx.send(update).await.is_err() {
+                        return;
+                    }
                 }
+                tracing::error!("lost the node's updates; reconnecting");
+                was_failing = true;
             }
-            Ok(_) => {}
             Err(e) => {
                 if !was_failing {
                     tracing::error!("cannot read the node's status: {e:#}");
@@ -104,39 +113,32 @@ async fn poll_status(backend: Backend, tx: watch::Sender<Option<Status>>) {
                 }
             }
         }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
 /// Runs the operator's requests, each in its own task (a migration takes
 /// seconds; a stop must not wait for it). Outcomes go to the status line and
 /// the log pane.
-async fn execute_commands(
+async fn execute_requests(
     backend: Backend,
-    mut commands: mpsc::Receiver<UiCommand>,
+    mut requests: mpsc::Receiver<Request>,
     notices: mpsc::Sender<Notice>,
 ) {
-    while let Some(command) = commands.recv().await {
-        let Some(request) = to_request(&command) else {
-            let text = format!(
-                "{}: the node cannot do this yet (no control request for it)",
-                command.describe()
-            );
-            tracing::warn!("{text}");
-            let _ = notices.try_send(Notice { text, error: true });
-            continue;
-        };
+    while let Some(request) = requests.recv().await {
         let backend = backend.clone();
         let notices = notices.clone();
         tokio::spawn(async move {
-            tracing::info!("{} requested", command.describe());
+            let what = request.describe();
+            tracing::info!("{what} requested");
             let notice = match backend.call(request).await {
                 Ok(reply) => {
-                    let text = outcome_text(&command, &reply);
+                    let text = outcome_text(&what, &reply);
                     tracing::info!("{text}");
                     Notice { text, error: false }
                 }
                 Err(e) => {
-                    let text = format!("{} failed: {e:#}", command.describe());
+                    let text = format!("{what} failed: {e:#}");
                     tracing::error!("{text}");
                     Notice { text, error: true }
                 }
@@ -146,63 +148,8 @@ async fn execute_commands(
     }
 }
 
-/// The control request that carries out an operator's command, where the node
-/// has one.
-fn to_request(command: &UiCommand) -> Option<Request> {
-    Some(match command.clone() {
-        UiCommand::Migrate { vm, to } => Request::Migrate {
-            vm,
-            to,
-            max_downtime_ms: None,
-            bandwidth_mib_s: None,
-            foreign: false,
-            detach: false,
-        },
-        UiCommand::Replicate { vm, to } => Request::Replicate { vm, to, name: None },
-        UiCommand::Start { vm } => Request::VmStart {
-            name: vm,
-            foreign: false,
-        },
-        // Graceful (ACPI), powered off after the node's default timeout.
-        UiCommand::Stop { vm } => Request::VmStop {
-            name: vm,
-            force: false,
-            timeout_s: None,
-            foreign: false,
-        },
-        UiCommand::Delete { vm } => Request::VmRemove {
-            name: vm,
-            foreign: false,
-        },
-        UiCommand::AbortMigration { vm } => Request::MigrateAbort { vm },
-        UiCommand::Pause { vm } => Request::VmPause {
-            name: vm,
-            foreign: false,
-        },
-        UiCommand::Resume { vm } => Request::VmResume {
-            name: vm,
-            foreign: false,
-        },
-        UiCommand::Consume {
-            service,
-            local_port,
-        } => Request::Consume {
-            service,
-            local_port,
-            bind: None,
-        },
-        UiCommand::Unconsume { service } => Request::Unconsume { service },
-        UiCommand::Expose { name, target } => Request::Expose {
-            name,
-            target,
-            kind: None,
-            allow: Vec::new(),
-            max_conns: None,
-        },
-    })
-}
-
-fn outcome_text(command: &UiCommand, reply: &Reply) -> String {
+/// What the status line says of a request (`what`, its description) that succeeded.
+fn outcome_text(what: &str, reply: &Reply) -> String {
     match reply {
         Reply::Migrated(r) => format!(
             "VM '{}' now runs on {} ({:.1} s)",
@@ -230,7 +177,7 @@ fn outcome_text(command: &UiCommand, reply: &Reply) -> String {
             "Consuming {} at {} (through the overlay)",
             c.service, c.listen
         ),
-        _ => format!("{} done", command.describe()),
+        _ => format!("{what} done"),
     }
 }
 
@@ -257,63 +204,129 @@ pub fn keys_text(look: &Look) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::collections::HashMap;
+    use std::sync::Arc;
 
-    #[test]
-    fn operator_commands_map_to_control_requests_or_are_refused() {
-        assert_eq!(
-            to_request(&UiCommand::Migrate {
-                vm: "web-1".into(),
-                to: "peer-b".into()
-            }),
-            Some(Request::Migrate {
-                vm: "web-1".into(),
-                to: "peer-b".into(),
-                max_downtime_ms: None,
-                bandwidth_mib_s: None,
-                foreign: false,
-                detach: false,
+    use ratatui::Terminal;
+    use ratatui::backend::TestBackend;
+    use tokio::sync::broadcast;
+
+    use super::*;
+    use crate::api::{Samples, VmSample};
+    use crate::control::server::{self, Answer};
+    use crate::hypervisor::sampler::Round;
+    use crate::model::{Status, VmState, VmStats, VmView};
+    use crate::peer::updates::{Figures, Publisher};
+
+    /// Long enough for a loaded 2-core machine; the updates come at once.
+    const BOUND: Duration = Duration::from_secs(30);
+
+    fn screen(app: &tui::App) -> String {
+        let mut term = Terminal::new(TestBackend::new(120, 36)).unwrap();
+        term.draw(|f| tui::draw(f, app)).unwrap();
+        let buffer = term.backend().buffer();
+        buffer.content().iter().map(|c| c.symbol()).collect()
+    }
+
+    /// An attached console on a node whose swarm is stuck: every request but
+    /// the subscription hangs (as `status` did, waiting on the swarm), and the
+    /// node's state is read once and then never again. The charts and the
+    /// VM table still move with each stats round.
+    #[tokio::test]
+    async fn an_attached_console_keeps_drawing_while_the_swarm_is_busy() {
+        let (rounds, rounds_rx) = broadcast::channel(16);
+        let figures = Figures {
+            rounds: rounds_rx,
+            read: Box::new(|_: &mut Status| 0),
+        };
+        let (states, states_rx) = mpsc::channel(1);
+        let publisher = Publisher::start(figures, states_rx);
+        let vm = VmView {
+            name: "web-1".into(),
+            state: VmState::Running,
+            ..VmView::default()
+        };
+        states
+            .send(Status {
+                vms: vec![vm],
+                ..Status::default()
             })
-        );
-        assert_eq!(
-            to_request(&UiCommand::Stop { vm: "a".into() }),
-            Some(Request::VmStop {
-                name: "a".into(),
-                force: false,
-                timeout_s: None,
-                foreign: false
-            })
-        );
-        assert_eq!(
-            to_request(&UiCommand::Consume {
-                service: "web".into(),
-                local_port: Some(8080)
-            }),
-            Some(Request::Consume {
-                service: "web".into(),
-                local_port: Some(8080),
-                bind: None
-            })
-        );
-        assert_eq!(
-            to_request(&UiCommand::Expose {
-                name: "pg".into(),
-                target: "127.0.0.1:5432".into()
-            }),
-            Some(Request::Expose {
-                name: "pg".into(),
-                target: "127.0.0.1:5432".into(),
-                kind: None,
-                allow: Vec::new(),
-                max_conns: None,
-            })
-        );
-        assert_eq!(
-            to_request(&UiCommand::Pause { vm: "a".into() }),
-            Some(Request::VmPause {
-                name: "a".into(),
-                foreign: false
-            })
-        );
+            .await
+            .unwrap();
+
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("control.sock");
+        let listener = server::bind(&socket).await.unwrap();
+        let handler = Arc::new(move |request: Request| {
+            let publisher = publisher.clone();
+            async move {
+                match request {
+                    Request::Subscribe => publisher.subscribe().await.map(Answer::Updates),
+                    _ => std::future::pending().await,
+                }
+            }
+        });
+        tokio::spawn(server::serve(listener, handler));
+        let client = ControlClient::new(&socket);
+        let slow = {
+            let client = client.clone();
+            tokio::spawn(async move { client.call(&Request::Status).await })
+        };
+
+        let (tx, mut updates) = mpsc::channel(64);
+        tokio::spawn(follow_node(Backend::Attached(client), tx));
+        let mut app = crate::tui::testutil::app_with(None);
+        let next = async |updates: &mut mpsc::Receiver<Update>| {
+            tokio::time::timeout(BOUND, updates.recv())
+                .await
+                .expect("an update within the bound while the swarm is stuck")
+                .expect("the feed runs")
+        };
+        // The node's one reading lists web-1; rounds before it would be for
+        // no VM the console knows.
+        while app.status.as_ref().is_none_or(|s| s.vms.is_empty()) {
+            app.apply(next(&mut updates).await);
+        }
+        let mut frames = HashMap::new();
+        for (number, cpu) in (1..=4).zip([11.0, 22.0, 33.0, 44.0]) {
+            let _ = rounds.send(Round {
+                number,
+                samples: Arc::new(Samples {
+                    interval_s: 1.0,
+                    keep: 120,
+                    host: None,
+                    vms: vec![VmSample {
+                        name: "web-1".into(),
+                        stats: Some(VmStats {
+                            cpu_pct_guest: cpu,
+                            ..VmStats::default()
+                        }),
+                    }],
+                }),
+            });
+            let shows = |app: &tui::App| {
+                app.status.as_ref().is_some_and(|s| {
+                    s.vms
+                        .first()
+                        .and_then(|v| v.stats.as_ref())
+                        .map(|s| s.cpu_pct_guest)
+                        == Some(cpu)
+                })
+            };
+            while !shows(&app) {
+                app.apply(next(&mut updates).await);
+            }
+            let frame = screen(&app);
+            assert!(
+                frame.contains(&format!("{cpu:.1}")),
+                "round {number}:\n{frame}"
+            );
+            frames.insert(number, frame);
+        }
+        assert!(!slow.is_finished(), "the slow request is still waiting");
+        let history = app.status.as_ref().unwrap().vms[0].history.clone().unwrap();
+        assert_eq!(history.cpu_pct_guest, vec![11.0, 22.0, 33.0, 44.0]);
+        assert_ne!(frames[&1], frames[&4], "the screen moved");
+        drop(states);
     }
 }

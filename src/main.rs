@@ -1,5 +1,6 @@
 //! peervisor: parses arguments and wires the parts together.
 
+mod api;
 mod bench;
 mod cli;
 mod console;

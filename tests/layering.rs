@@ -8,8 +8,9 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-/// Plain types, paths and test helpers: imported by all, import nothing above.
-const BASE: &[&str] = &["model", "paths", "fuzzing"];
+/// Plain types (what is shown, what is asked of a node), paths and test
+/// helpers: imported by all, import nothing above.
+const BASE: &[&str] = &["model", "api", "paths", "fuzzing"];
 /// The overlay, libvirt and the guest image: they know nothing of what uses them.
 const PLATFORM: &[&str] = &["node", "hypervisor", "image"];
 /// The node's features and its control API.
@@ -28,7 +29,7 @@ fn refusal(from: &str, to: &str) -> Option<String> {
     let within = |allowed: &[&[&str]]| allowed.iter().any(|layer| layer.contains(&to));
     let refused = if BASE.contains(&from) {
         (!within(&[BASE]))
-            .then_some("base modules import only base modules (model, paths, fuzzing)")
+            .then_some("base modules import only base modules (model, api, paths, fuzzing)")
     } else if PLATFORM.contains(&from) {
         (!within(&[BASE, PLATFORM]))
             .then_some("node, hypervisor and image import only each other and base modules")
@@ -37,8 +38,8 @@ fn refusal(from: &str, to: &str) -> Option<String> {
             .contains(&to)
             .then_some("features (peer, services, migrate, jobs, control) import neither cli, bench, tui, console nor rig")
     } else if from == "tui" {
-        (!["model", "fuzzing"].contains(&to))
-            .then_some("tui draws plain data: it imports only model (and fuzzing in tests), no libvirt or overlay code")
+        (!["model", "api", "fuzzing"].contains(&to))
+            .then_some("tui draws plain data and asks in requests: it imports only model and api (and fuzzing in tests), no libvirt or overlay code")
     } else if from == "rig" {
         (!within(&[BASE, PLATFORM]))
             .then_some("rig imports only node, hypervisor, image and base modules")

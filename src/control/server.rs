@@ -1,4 +1,6 @@
-//! Serves the control socket: one task per connection, one request per line.
+//! Serves the control socket: one task per connection, one request per line,
+//! answered with one line, or (`subscribe`) with a line per update until the
+//! client hangs up.
 
 use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
@@ -8,8 +10,17 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::mpsc;
 
 use super::{Line, MAX_LINE, Outcome, Reply, Request, read_line};
+use crate::api::Update;
+
+/// What a request gets.
+pub enum Answer {
+    Reply(Reply),
+    /// A stream of updates, one line each.
+    Updates(mpsc::Receiver<Update>),
+}
 
 /// Binds the socket (owner-only). A live socket means another node owns this data dir.
 pub async fn bind(path: &Path) -> Result<UnixListener> {
@@ -32,7 +43,7 @@ pub async fn bind(path: &Path) -> Result<UnixListener> {
 pub async fn serve<H, F>(listener: UnixListener, handle: Arc<H>)
 where
     H: Fn(Request) -> F + Send + Sync + 'static,
-    F: Future<Output = Result<Reply>> + Send + 'static,
+    F: Future<Output = Result<Answer>> + Send + 'static,
 {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
@@ -50,7 +61,7 @@ where
 async fn serve_connection<H, F>(stream: UnixStream, handle: Arc<H>) -> Result<()>
 where
     H: Fn(Request) -> F,
-    F: Future<Output = Result<Reply>>,
+    F: Future<Output = Result<Answer>>,
 {
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read);
@@ -63,7 +74,10 @@ where
             ),
             Line::Text(line) => match decode_request(&line) {
                 Ok(request) => match handle(request).await {
-                    Ok(reply) => (Outcome::Ok(reply), false),
+                    Ok(Answer::Reply(reply)) => (Outcome::Ok(reply), false),
+                    Ok(Answer::Updates(updates)) => {
+                        return stream_updates(updates, &mut reader, &mut write).await;
+                    }
                     Err(e) => (Outcome::Error(format!("{e:#}")), false),
                 },
                 Err(e) => (Outcome::Error(e), false),
@@ -79,6 +93,32 @@ where
             let discard = tokio::io::copy(&mut reader, &mut sink);
             let _ = tokio::time::timeout(std::time::Duration::from_secs(1), discard).await;
             return Ok(());
+        }
+    }
+}
+
+/// Writes each update as a line until the updates end or the client hangs up
+/// (or sends anything: a subscription is the connection's last request).
+async fn stream_updates<R, W>(
+    mut updates: mpsc::Receiver<Update>,
+    reader: &mut R,
+    write: &mut W,
+) -> Result<()>
+where
+    R: tokio::io::AsyncBufRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    let hung_up = read_line(reader);
+    tokio::pin!(hung_up);
+    loop {
+        tokio::select! {
+            update = updates.recv() => {
+                let Some(update) = update else { return Ok(()) };
+                let mut bytes = serde_json::to_vec(&Outcome::Ok(Reply::Update(Box::new(update))))?;
+                bytes.push(b'\n');
+                write.write_all(&bytes).await?;
+            }
+            _ = &mut hung_up => return Ok(()),
         }
     }
 }
@@ -100,9 +140,9 @@ mod tests {
         let listener = bind(&path).await.unwrap();
         let handler = Arc::new(|request: Request| async move {
             match request {
-                Request::VmStart { name, .. } => Ok(Reply::Done {
+                Request::VmStart { name, .. } => Ok(Answer::Reply(Reply::Done {
                     message: format!("started {name}"),
-                }),
+                })),
                 _ => anyhow::bail!("nope"),
             }
         });
@@ -135,9 +175,9 @@ mod tests {
         let path = dir.path().join("control.sock");
         let listener = bind(&path).await.unwrap();
         let handler = Arc::new(|_: Request| async {
-            Ok(Reply::Done {
+            Ok(Answer::Reply(Reply::Done {
                 message: "x".into(),
-            })
+            }))
         });
         tokio::spawn(serve(listener, handler));
         let mut stream = UnixStream::connect(&path).await.unwrap();

@@ -177,13 +177,28 @@ impl Host {
     /// stats; no libvirt call, so status and the services never wait on libvirt,
     /// and go on while it is lost or restarts (the guests run on without it).
     pub fn vms(&self) -> Vec<VmView> {
-        let known = self
-            .known
+        self.annotated(self.vm_list())
+    }
+
+    /// The domains as last listed, without stats: what changed in them is
+    /// published apart from the figures (the sampler's rounds carry those).
+    pub fn vm_list(&self) -> Vec<VmView> {
+        self.known
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .1
-            .clone();
-        self.annotated(known)
+            .clone()
+    }
+
+    /// Fills the VMs' latest stats and history; returns the sampler round
+    /// they come from (see `stats_rounds`).
+    pub fn annotate(&self, vms: &mut [VmView]) -> u64 {
+        self.stats.annotate(vms)
+    }
+
+    /// Each stats round from now on, as the sampler takes it.
+    pub fn stats_rounds(&self) -> tokio::sync::broadcast::Receiver<sampler::Round> {
+        self.stats.rounds()
     }
 
     /// Lists again after an action, so the next `vms()` shows its effect.

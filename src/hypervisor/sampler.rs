@@ -1,7 +1,9 @@
 //! The stats sampler: a thread of its own that makes one bulk libvirt stats call
 //! per tick for every domain, turns counter deltas into rates, keeps ring buffers,
 //! and samples the host (sysinfo). Readers take the latest board under a short
-//! lock: nothing on the status or drawing path waits for libvirt.
+//! lock: nothing on the status or drawing path waits for libvirt. Each round is
+//! also broadcast as it is made (`StatsBoard::rounds`), for the node's pushed
+//! updates.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -13,6 +15,7 @@ use virt::sys as vsys;
 use super::ffi;
 use super::link::Link;
 use super::stats::{History, Sample, rates};
+use crate::api::{Samples, VmSample};
 use crate::model::{HostStats, VmStats, VmView};
 
 /// How often and how much to keep.
@@ -41,10 +44,20 @@ pub const STATS_GROUPS: u32 = vsys::VIR_DOMAIN_STATS_STATE
     | vsys::VIR_DOMAIN_STATS_BLOCK;
 
 /// The latest figures, shared between the sampler and its readers.
-#[derive(Default)]
 pub struct StatsBoard {
     inner: Mutex<Board>,
+    rounds: tokio::sync::broadcast::Sender<Round>,
 }
+
+/// One round of the sampler as it was taken, numbered from 1.
+#[derive(Debug, Clone)]
+pub struct Round {
+    pub number: u64,
+    pub samples: Arc<Samples>,
+}
+
+/// Rounds a slow listener may fall behind before it must read the board again.
+const ROUNDS_BUFFERED: usize = 64;
 
 #[derive(Default)]
 struct Board {
@@ -56,6 +69,8 @@ struct Board {
     host: Option<HostStats>,
     /// Why the last tick failed, if it did.
     error: Option<String>,
+    /// Rounds taken so far.
+    rounds: u64,
 }
 
 impl StatsBoard {
@@ -66,7 +81,14 @@ impl StatsBoard {
                 capacity: config.history,
                 ..Board::default()
             }),
+            rounds: tokio::sync::broadcast::channel(ROUNDS_BUFFERED).0,
         }
+    }
+
+    /// Every round from now on. A listener that falls behind gets `Lagged`
+    /// and reads the board again (`annotate` says which round it shows).
+    pub fn rounds(&self) -> tokio::sync::broadcast::Receiver<Round> {
+        self.rounds.subscribe()
     }
 
     fn board(&self) -> std::sync::MutexGuard<'_, Board> {
@@ -74,7 +96,8 @@ impl StatsBoard {
     }
 
     /// Fills `stats` and `history` of the VMs the sampler has figures for.
-    pub fn annotate(&self, vms: &mut [VmView]) {
+    /// Returns the number of the round they come from.
+    pub fn annotate(&self, vms: &mut [VmView]) -> u64 {
         let board = self.board();
         for vm in vms {
             vm.stats = board.latest.get(&vm.name).cloned();
@@ -83,6 +106,7 @@ impl StatsBoard {
                 .get(&vm.name)
                 .map(|h| h.to_view(board.interval));
         }
+        board.rounds
     }
 
     pub fn host(&self) -> Option<HostStats> {
@@ -91,27 +115,46 @@ impl StatsBoard {
 
     /// Takes one round of records: rates against the previous round, history
     /// pushed, VMs that disappeared forgotten.
+    /// Broadcasts the round, as the board now has it.
     pub fn update(&self, records: &[ffi::StatsRecord], at: Duration, host_cpus: u32) {
         let mut board = self.board();
         let capacity = board.capacity;
         let mut seen = HashMap::with_capacity(records.len());
+        let mut samples = Vec::with_capacity(records.len());
         for record in records {
             let sample = Sample::from_record(record, at);
             let previous = board.prev.get(&record.name);
-            if let Some(r) = previous.and_then(|p| rates(p, &sample, host_cpus)) {
+            let rated = previous.and_then(|p| rates(p, &sample, host_cpus));
+            if let Some(r) = &rated {
                 board
                     .history
                     .entry(record.name.clone())
                     .or_insert_with(|| History::new(capacity))
-                    .push(&r);
-                board.latest.insert(record.name.clone(), r);
+                    .push(r);
+                board.latest.insert(record.name.clone(), r.clone());
             }
+            samples.push(VmSample {
+                name: record.name.clone(),
+                stats: rated,
+            });
             seen.insert(record.name.clone(), sample);
         }
         board.latest.retain(|name, _| seen.contains_key(name));
         board.history.retain(|name, _| seen.contains_key(name));
         board.prev = seen;
         board.error = None;
+        board.rounds += 1;
+        let round = Round {
+            number: board.rounds,
+            samples: Arc::new(Samples {
+                interval_s: board.interval.as_secs_f64(),
+                keep: capacity.max(1),
+                host: board.host.clone(),
+                vms: samples,
+            }),
+        };
+        // Sent under the lock, so rounds go out in order; none listening is fine.
+        let _ = self.rounds.send(round);
     }
 
     fn set_host(&self, host: Option<HostStats>) {

@@ -8,6 +8,7 @@ pub mod limits;
 pub mod operations;
 pub mod peers;
 pub mod phases;
+pub mod updates;
 pub mod vms;
 
 use std::path::PathBuf;
@@ -17,6 +18,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use libp2p::Multiaddr;
 
+use crate::control::server::Answer;
 use crate::control::{Reply, Request};
 use crate::hypervisor::accel::{Accel, AccelChoice};
 use crate::hypervisor::daemon::{DaemonConfig, PrivateDaemon};
@@ -88,6 +90,8 @@ pub struct Peer {
     pub(crate) limits: limits::PeerLimits,
     /// YARN/Spark jobs and the penalty benchmark, polled off the status path.
     pub(crate) bench: crate::jobs::collector::Collector,
+    /// The node's state pushed to consoles.
+    pub(crate) updates: updates::Publisher,
 }
 
 /// Starts a peer and serves its control socket.
@@ -102,7 +106,12 @@ pub async fn start_serving(config: PeerConfig) -> Result<Arc<Peer>> {
     let handler_peer = peer.clone();
     let handler = Arc::new(move |request: Request| {
         let peer = handler_peer.clone();
-        async move { peer.handle(request).await }
+        async move {
+            match request {
+                Request::Subscribe => peer.subscribe().await.map(Answer::Updates),
+                request => peer.handle(request).await.map(Answer::Reply),
+            }
+        }
     });
     tokio::spawn(crate::control::server::serve(listener, handler));
     Ok(peer)
@@ -199,6 +208,8 @@ impl Peer {
 
         let access = access::AccessList::load(dir.join("access.json"), client.local_peer_id())?;
         let config_limits = config.limits;
+        let (node_states, states) = tokio::sync::mpsc::channel(1);
+        let updates = updates::Publisher::start(updates::figures_of(&host), states);
         let peer = Arc::new(Peer {
             config,
             node: client,
@@ -216,7 +227,9 @@ impl Peer {
             capacity_reservations: capacity::Reservations::default(),
             limits: limits::PeerLimits::new(config_limits),
             bench,
+            updates,
         });
+        tokio::spawn(peer.clone().read_node_state(node_states));
         tokio::spawn(peer.clone().handle_node_events(events));
         tokio::spawn(crate::migrate::tunnel::accept_tunnels(peer.clone()));
         tokio::spawn(peer.clone().sweep_half_made_disks());
@@ -242,6 +255,7 @@ impl Peer {
     pub async fn handle(self: &Arc<Self>, request: Request) -> Result<Reply> {
         match request {
             Request::Status => Ok(Reply::Status(Box::new(self.status().await?))),
+            Request::Subscribe => anyhow::bail!("updates are streamed on the control socket only"),
             Request::VmList => Ok(Reply::Vms {
                 vms: self.host.list().await?,
             }),
@@ -421,9 +435,20 @@ impl Peer {
         }
     }
 
+    /// A one-shot snapshot (`peervisor status`): the node's state with the
+    /// latest figures.
     pub async fn status(&self) -> Result<Status> {
+        let mut status = self.node_state().await?;
+        status.local.host = self.host.host_stats();
+        self.host.annotate(&mut status.vms);
+        Ok(status)
+    }
+
+    /// Everything but the figures (VMs' stats and history, host stats): what
+    /// the node's own clock publishes. Waits on the swarm.
+    pub(crate) async fn node_state(&self) -> Result<Status> {
         let net = self.node.status().await?;
-        let mut vms = self.host.vms();
+        let mut vms = self.host.vm_list();
         self.health.annotate(&mut vms);
         let services = self.services_view(&net.peers).await;
         let mut status = Status {
@@ -433,7 +458,7 @@ impl Peer {
                 listen_addrs: net.listen_addrs,
                 hypervisor: self.host.uri().to_string(),
                 accel: self.accel.to_string(),
-                host: self.host.host_stats(),
+                host: None,
                 lending: Some(self.capacity.view(&vms)),
                 libvirt: self.host.link(),
                 reachability: net.reachability,

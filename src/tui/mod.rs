@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
 use ratatui::crossterm::event::{Event, KeyCode, KeyEventKind, KeyModifiers};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 // `Pane` is for the render bench, which compiles this module on its own.
 #[allow(unused_imports)]
@@ -38,92 +38,10 @@ pub use keymap::Keymap;
 pub use theme::Theme;
 pub use ui::draw;
 
-use crate::model::Status;
+use crate::api::{Request, Update};
 
 /// How often the screen refreshes without input (log lines, message expiry).
 const RENDER_TICK: Duration = Duration::from_millis(500);
-
-/// A request from the operator. The node executes it and reports the outcome
-/// back as a `Notice` (status line) and through tracing (log pane).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum UiCommand {
-    /// `to`: a peer id, or what the operator typed (nick or id prefix).
-    Migrate {
-        vm: String,
-        to: String,
-    },
-    /// A copy of `vm` started on `to` (default replica name).
-    Replicate {
-        vm: String,
-        to: String,
-    },
-    Start {
-        vm: String,
-    },
-    Stop {
-        vm: String,
-    },
-    Pause {
-        vm: String,
-    },
-    Resume {
-        vm: String,
-    },
-    Delete {
-        vm: String,
-    },
-    /// Cancel the outgoing migration of a VM; it keeps running here.
-    AbortMigration {
-        vm: String,
-    },
-    Consume {
-        service: String,
-        local_port: Option<u16>,
-    },
-    Unconsume {
-        service: String,
-    },
-    Expose {
-        name: String,
-        target: String,
-    },
-}
-
-impl UiCommand {
-    /// "Migration of web-1", for the status line.
-    pub fn describe(&self) -> String {
-        match self {
-            UiCommand::Migrate { vm, .. } => format!("Migration of {vm}"),
-            UiCommand::Replicate { vm, .. } => format!("Replication of {vm}"),
-            UiCommand::Start { vm } => format!("Start of {vm}"),
-            UiCommand::Stop { vm } => format!("Stop of {vm}"),
-            UiCommand::Pause { vm } => format!("Pause of {vm}"),
-            UiCommand::Resume { vm } => format!("Resume of {vm}"),
-            UiCommand::Delete { vm } => format!("Deletion of {vm}"),
-            UiCommand::AbortMigration { vm } => format!("Abort of {vm}'s migration"),
-            UiCommand::Consume { service, .. } => format!("Consume {service}"),
-            UiCommand::Unconsume { service } => format!("Unconsume {service}"),
-            UiCommand::Expose { name, .. } => format!("Expose {name}"),
-        }
-    }
-
-    /// The VM it acts on, if any.
-    pub fn vm(&self) -> Option<&str> {
-        match self {
-            UiCommand::Migrate { vm, .. }
-            | UiCommand::Replicate { vm, .. }
-            | UiCommand::Start { vm }
-            | UiCommand::Stop { vm }
-            | UiCommand::Pause { vm }
-            | UiCommand::Resume { vm }
-            | UiCommand::Delete { vm }
-            | UiCommand::AbortMigration { vm } => Some(vm),
-            UiCommand::Consume { .. } | UiCommand::Unconsume { .. } | UiCommand::Expose { .. } => {
-                None
-            }
-        }
-    }
-}
 
 /// A command's outcome for the status line.
 #[derive(Debug, Clone)]
@@ -173,13 +91,13 @@ pub fn load_look(opts: &ConsoleOptions) -> (Keymap, Theme, Vec<String>) {
 
 /// Run the console until the operator quits (or SIGTERM/SIGHUP arrive).
 ///
-/// `status` carries node snapshots (`None` until the first arrives; the
-/// console draws anyway, showing "connecting…"); `commands` carries the
-/// operator's requests out and `notices` their outcomes back. The terminal is
+/// `updates` carries the node's state (a snapshot, then deltas; the console
+/// draws before the first arrives, showing "connecting…"); `commands` carries
+/// the operator's requests out and `notices` their outcomes back. The terminal is
 /// restored on quit, on error, on panic and on the signals; Ctrl-Z suspends.
 pub async fn run(
-    mut status: watch::Receiver<Option<Status>>,
-    commands: mpsc::Sender<UiCommand>,
+    mut updates: mpsc::Receiver<Update>,
+    commands: mpsc::Sender<Request>,
     mut notices: mpsc::Receiver<Notice>,
     opts: ConsoleOptions,
 ) -> anyhow::Result<()> {
@@ -191,8 +109,6 @@ pub async fn run(
         }
         app.say_error(format!("using defaults: {}", errors.join("; ")));
     }
-    app.set_status(status.borrow_and_update().clone());
-
     let mut guard =
         terminal::TerminalGuard::enter().context("cannot set up the terminal for the console")?;
     let mut input = match terminal::InputThread::spawn() {
@@ -202,7 +118,7 @@ pub async fn run(
     let result = event_loop(
         &mut guard,
         &mut app,
-        &mut status,
+        &mut updates,
         &commands,
         &mut notices,
         &mut input,
@@ -216,8 +132,8 @@ pub async fn run(
 async fn event_loop(
     guard: &mut terminal::TerminalGuard,
     app: &mut App,
-    status: &mut watch::Receiver<Option<Status>>,
-    commands: &mpsc::Sender<UiCommand>,
+    updates: &mut mpsc::Receiver<Update>,
+    commands: &mpsc::Sender<Request>,
     notices: &mut mpsc::Receiver<Notice>,
     input: &mut terminal::InputThread,
 ) -> anyhow::Result<()> {
@@ -226,7 +142,7 @@ async fn event_loop(
     let mut hup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
     let mut tick = tokio::time::interval(RENDER_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut status_open = true;
+    let mut updates_open = true;
     let mut notices_open = true;
     let mut dirty = true;
     while !app.should_quit {
@@ -260,12 +176,18 @@ async fn event_loop(
                     None => return Err(anyhow!("the console's input thread stopped")),
                 }
             }
-            changed = status.changed(), if status_open => {
+            update = updates.recv(), if updates_open => {
                 dirty = true;
-                match changed {
-                    Ok(()) => app.set_status(status.borrow_and_update().clone()),
-                    Err(_) => {
-                        status_open = false;
+                match update {
+                    Some(update) => {
+                        app.apply(update);
+                        // Whatever else is queued goes into the same frame.
+                        while let Ok(update) = updates.try_recv() {
+                            app.apply(update);
+                        }
+                    }
+                    None => {
+                        updates_open = false;
                         app.set_closed();
                     }
                 }
@@ -319,7 +241,7 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for CountEvents {
 
 /// Hand a request to the node without waiting: a full or closed channel is
 /// reported on the status line instead.
-fn send(app: &mut App, commands: &mpsc::Sender<UiCommand>, cmd: UiCommand) {
+fn send(app: &mut App, commands: &mpsc::Sender<Request>, cmd: Request) {
     use mpsc::error::TrySendError;
     match commands.try_send(cmd) {
         Ok(()) => {}

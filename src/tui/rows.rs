@@ -110,6 +110,14 @@ impl VmSort {
         VmSort::Host,
     ];
 
+    /// Sorted by a figure the sampler updates (the order moves with each round).
+    pub fn by_figures(self) -> bool {
+        matches!(
+            self,
+            VmSort::Cpu | VmSort::Memory | VmSort::Disk | VmSort::Net
+        )
+    }
+
     pub fn next(self) -> VmSort {
         let i = Self::ORDER.iter().position(|s| *s == self).unwrap_or(0);
         Self::ORDER[(i + 1) % Self::ORDER.len()]

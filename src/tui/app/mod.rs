@@ -13,12 +13,13 @@ use std::time::{Duration, Instant};
 use ratatui::layout::Rect;
 use tui_logger::{LevelFilter, TuiWidgetState};
 
+use super::ConsoleOptions;
 use super::cmdline::LineEditor;
 use super::keymap::Keymap;
 use super::panes::Selection;
 use super::rows::{self, VmRow, VmSort};
 use super::theme::Theme;
-use super::{ConsoleOptions, UiCommand};
+use crate::api::{Request, Update};
 use crate::model::{JobView, OperationView, Status, VmView};
 
 /// How long a status-line message stays up.
@@ -124,7 +125,7 @@ pub enum Mode {
     /// Waiting for y/n before sending `command`.
     Confirm {
         question: String,
-        command: UiCommand,
+        command: Request,
     },
     /// Typing after `:`.
     Command(LineEditor),
@@ -239,6 +240,27 @@ impl App {
         self.link = Link::Live;
         self.resync();
         self.refresh_dialog();
+    }
+
+    /// An update from the node: a snapshot replaces the state, a delta moves
+    /// it forward (before the first snapshot there is nothing to move).
+    pub fn apply(&mut self, update: Update) {
+        match update {
+            Update::Snapshot(status) => self.set_status(Some(*status)),
+            Update::Delta(delta) => {
+                let Some(status) = &mut self.status else {
+                    return;
+                };
+                let rows_changed = delta.changes_rows();
+                delta.apply(status);
+                if rows_changed || self.vm_sort.by_figures() {
+                    self.resync();
+                }
+                if rows_changed {
+                    self.refresh_dialog();
+                }
+            }
+        }
     }
 
     /// The node's status channel closed.

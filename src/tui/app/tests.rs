@@ -13,7 +13,7 @@ fn code(code: KeyCode) -> KeyEvent {
 }
 
 /// Feed keys; return every command they produced.
-fn press(app: &mut App, keys: &[KeyEvent]) -> Vec<UiCommand> {
+fn press(app: &mut App, keys: &[KeyEvent]) -> Vec<Request> {
     keys.iter().filter_map(|k| app.handle_key(*k)).collect()
 }
 
@@ -50,10 +50,7 @@ fn r_enter_y_replicates_to_the_picked_peer_and_works_on_stopped_vms() {
     let cmds = press(&mut app, &[key('y')]);
     assert_eq!(
         cmds,
-        vec![UiCommand::Replicate {
-            vm: "web-1".into(),
-            to: PEER_B.into()
-        }]
+        vec![Request::replicate("web-1".into(), PEER_B.into())]
     );
     assert_eq!(message(&app), "Replication of web-1 requested");
     // db-1 is stopped: it cannot migrate, but its disk can be replicated.
@@ -77,13 +74,7 @@ fn m_down_enter_y_migrates_to_the_second_connected_peer() {
         matches!(&app.mode, Mode::Confirm { question, .. } if question == "Migrate web-1 to peer-c?")
     );
     let cmds = press(&mut app, &[key('y')]);
-    assert_eq!(
-        cmds,
-        vec![UiCommand::Migrate {
-            vm: "web-1".into(),
-            to: PEER_C.into()
-        }]
-    );
+    assert_eq!(cmds, vec![Request::migrate("web-1".into(), PEER_C.into())]);
     assert_eq!(app.mode, Mode::Normal);
     assert_eq!(message(&app), "Migration of web-1 requested");
     assert!(press(&mut app, &[key('y'), code(KeyCode::Enter)]).is_empty());
@@ -126,7 +117,7 @@ fn d_on_the_operations_pane_aborts_the_selected_migration_after_asking() {
     );
     assert_eq!(
         press(&mut app, &[key('y')]),
-        vec![UiCommand::AbortMigration { vm: "web-3".into() }]
+        vec![Request::MigrateAbort { vm: "web-3".into() }]
     );
     // A finished operation has nothing to abort.
     press(&mut app, &[code(KeyCode::Down)]);
@@ -140,25 +131,25 @@ fn s_p_d_make_lifecycle_commands_for_the_selected_vm() {
     let mut app = app_with(Some(sample_status()));
     assert_eq!(
         press(&mut app, &[key('s')]),
-        vec![UiCommand::Start { vm: "db-1".into() }]
+        vec![Request::start("db-1".into())]
     );
     assert!(press(&mut app, &[key('p')]).is_empty());
     assert!(message(&app).contains("only running or paused"));
     on_web_1(&mut app);
     assert_eq!(
         press(&mut app, &[key('s')]),
-        vec![UiCommand::Stop { vm: "web-1".into() }]
+        vec![Request::stop("web-1".into())]
     );
     assert_eq!(
         press(&mut app, &[key('p')]),
-        vec![UiCommand::Pause { vm: "web-1".into() }]
+        vec![Request::pause("web-1".into())]
     );
     let mut status = sample_status();
     status.vms[0].state = VmState::Paused;
     app.set_status(Some(status));
     assert_eq!(
         press(&mut app, &[key('p')]),
-        vec![UiCommand::Resume { vm: "web-1".into() }]
+        vec![Request::resume("web-1".into())]
     );
     assert!(press(&mut app, &[key('d')]).is_empty());
     assert!(
@@ -166,7 +157,7 @@ fn s_p_d_make_lifecycle_commands_for_the_selected_vm() {
     );
     assert_eq!(
         press(&mut app, &[key('y')]),
-        vec![UiCommand::Delete { vm: "web-1".into() }]
+        vec![Request::remove("web-1".into())]
     );
 }
 
@@ -207,13 +198,7 @@ fn command_line_completes_runs_and_remembers() {
     );
     press(&mut app, &typed("b"));
     let cmds = press(&mut app, &[code(KeyCode::Enter)]);
-    assert_eq!(
-        cmds,
-        vec![UiCommand::Migrate {
-            vm: "web-1".into(),
-            to: PEER_B.into()
-        }]
-    );
+    assert_eq!(cmds, vec![Request::migrate("web-1".into(), PEER_B.into())]);
     // History: ↑ brings the line back.
     press(&mut app, &[key(':'), code(KeyCode::Up)]);
     assert!(matches!(&app.mode, Mode::Command(e) if e.text == "migrate web-1 peer-b"));
@@ -223,25 +208,19 @@ fn command_line_completes_runs_and_remembers() {
     press(&mut app, &typed("consume cache 6380"));
     assert_eq!(
         press(&mut app, &[code(KeyCode::Enter)]),
-        vec![UiCommand::Consume {
-            service: "cache".into(),
-            local_port: Some(6380)
-        }]
+        vec![Request::consume("cache".into(), Some(6380))]
     );
     press(&mut app, &[key(':')]);
     press(&mut app, &typed("expose pg 127.0.0.1:5432"));
     assert_eq!(
         press(&mut app, &[code(KeyCode::Enter)]),
-        vec![UiCommand::Expose {
-            name: "pg".into(),
-            target: "127.0.0.1:5432".into()
-        }]
+        vec![Request::expose("pg".into(), "127.0.0.1:5432".into())]
     );
     press(&mut app, &[key(':')]);
     press(&mut app, &typed("replicate web-1 peer-b"));
     let sent = press(&mut app, &[code(KeyCode::Enter)]);
     assert!(
-        matches!(&sent[..], [UiCommand::Replicate { vm, .. }] if vm == "web-1"),
+        matches!(&sent[..], [Request::Replicate { vm, .. }] if vm == "web-1"),
         "{sent:?}"
     );
     press(&mut app, &[key(':')]);
@@ -269,10 +248,7 @@ fn c_on_a_service_prefills_the_consume_command() {
     assert!(matches!(&app.mode, Mode::Command(e) if e.text == "consume cache "));
     assert_eq!(
         press(&mut app, &[code(KeyCode::Enter)]),
-        vec![UiCommand::Consume {
-            service: "cache".into(),
-            local_port: None
-        }]
+        vec![Request::consume("cache".into(), None)]
     );
 }
 
@@ -343,4 +319,72 @@ fn messages_expire() {
     assert!(app.message.is_some());
     app.tick(t0 + MESSAGE_TTL);
     assert!(app.message.is_none());
+}
+
+/// A delta from the node moves the console's state: new samples extend the
+/// selected VM's history, a VM that goes away leaves the table, and an open
+/// dialog about it closes.
+#[test]
+fn a_delta_from_the_node_moves_the_state_and_the_selection() {
+    use crate::api::{Delta, Samples, Update, VmSample};
+    use crate::model::VmStats;
+    let mut app = app_with(None);
+    app.apply(Update::Snapshot(Box::new(sample_status())));
+    on_web_1(&mut app);
+    assert_eq!(app.selected_vm().map(|v| v.name.as_str()), Some("web-1"));
+    let before = app
+        .selected_vm()
+        .unwrap()
+        .history
+        .clone()
+        .unwrap_or_default();
+    let round = |cpu: f64| {
+        Update::Delta(Box::new(Delta {
+            samples: Some(Samples {
+                interval_s: 1.0,
+                keep: 120,
+                host: None,
+                vms: ["db-1", "web-1"]
+                    .iter()
+                    .map(|name| VmSample {
+                        name: name.to_string(),
+                        stats: Some(VmStats {
+                            cpu_pct_guest: cpu,
+                            ..VmStats::default()
+                        }),
+                    })
+                    .collect(),
+            }),
+            ..Delta::default()
+        }))
+    };
+    app.apply(round(77.0));
+    let web = app.selected_vm().unwrap();
+    assert_eq!(web.stats.as_ref().unwrap().cpu_pct_guest, 77.0);
+    let history = web.history.as_ref().unwrap();
+    assert_eq!(history.cpu_pct_guest.len(), before.cpu_pct_guest.len() + 1);
+    assert_eq!(history.cpu_pct_guest.last(), Some(&77.0));
+
+    // web-1 leaves (migrated away) while its deletion is being confirmed.
+    press(&mut app, &[key('d')]);
+    assert!(matches!(app.mode, Mode::Confirm { .. }));
+    let mut vms = app.status.as_ref().unwrap().vms.clone();
+    vms.retain(|v| v.name != "web-1");
+    app.apply(Update::Delta(Box::new(Delta {
+        vms: Some(vms),
+        ..Delta::default()
+    })));
+    assert!(matches!(app.mode, Mode::Normal));
+    assert!(message(&app).contains("web-1 is no longer on this peer"));
+    assert_eq!(app.selected_vm().map(|v| v.name.as_str()), Some("db-1"));
+    // db-1 kept its figures through the list change.
+    assert_eq!(
+        app.selected_vm()
+            .unwrap()
+            .stats
+            .as_ref()
+            .unwrap()
+            .cpu_pct_guest,
+        77.0
+    );
 }

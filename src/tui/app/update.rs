@@ -1,6 +1,6 @@
 //! The console's reducer: keys (through the keymap), mouse events and the `:`
 //! command line become state changes of `App` and, where the operator asked
-//! the node for something, a `UiCommand`.
+//! the node for something, a control `Request`.
 
 use ratatui::crossterm::event::{
     KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind,
@@ -9,8 +9,8 @@ use ratatui::layout::Position;
 use tui_logger::{LevelFilter, TuiWidgetEvent};
 
 use super::{App, HISTORY, Mode, Pane, WHEEL_ROWS, candidates};
+use crate::api::Request;
 use crate::model::{OperationKind, VmState, VmView};
-use crate::tui::UiCommand;
 use crate::tui::action::Action;
 use crate::tui::cmdline::{self, LineEditor, Names, Parsed};
 use crate::tui::rows;
@@ -18,7 +18,7 @@ use crate::tui::theme::Theme;
 
 impl App {
     /// A key press. Returns a request for the node, if the key made one.
-    pub fn handle_key(&mut self, key: KeyEvent) -> Option<UiCommand> {
+    pub fn handle_key(&mut self, key: KeyEvent) -> Option<Request> {
         let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
         if ctrl && key.code == KeyCode::Char('c') && self.keymap.action_for(key).is_none() {
             // Ctrl-C always quits, whatever the keymap says.
@@ -33,7 +33,7 @@ impl App {
     }
 
     /// Keys while typing a command or a filter: text goes into the line.
-    pub(super) fn handle_text_key(&mut self, key: KeyEvent) -> Option<UiCommand> {
+    pub(super) fn handle_text_key(&mut self, key: KeyEvent) -> Option<Request> {
         let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
         let is_command = matches!(self.mode, Mode::Command(_));
         let names = if is_command {
@@ -117,7 +117,7 @@ impl App {
         }
     }
 
-    fn run_command_line(&mut self, line: &str) -> Option<UiCommand> {
+    fn run_command_line(&mut self, line: &str) -> Option<Request> {
         if line.is_empty() {
             return None;
         }
@@ -146,7 +146,7 @@ impl App {
                     })
                     .map_or(peer.clone(), |c| c.peer_id);
                 self.say(format!("Migration of {vm} to {peer} requested"));
-                Some(UiCommand::Migrate { vm, to })
+                Some(Request::migrate(vm, to))
             }
             Parsed::Replicate { vm, peer } => {
                 let to = self
@@ -159,24 +159,21 @@ impl App {
                     })
                     .map_or(peer.clone(), |c| c.peer_id);
                 self.say(format!("Replication of {vm} to {peer} requested"));
-                Some(UiCommand::Replicate { vm, to })
+                Some(Request::replicate(vm, to))
             }
             Parsed::Consume { service, port } => {
                 self.say(format!("Consume {service} requested"));
-                Some(UiCommand::Consume {
-                    service,
-                    local_port: port,
-                })
+                Some(Request::consume(service, port))
             }
-            Parsed::Unconsume { service } => Some(UiCommand::Unconsume { service }),
+            Parsed::Unconsume { service } => Some(Request::Unconsume { service }),
             Parsed::Expose { name, target } => {
                 self.say(format!("Expose {name} ({target}) requested"));
-                Some(UiCommand::Expose { name, target })
+                Some(Request::expose(name, target))
             }
-            Parsed::Start { vm } => Some(UiCommand::Start { vm }),
-            Parsed::Stop { vm } => Some(UiCommand::Stop { vm }),
-            Parsed::Pause { vm } => Some(UiCommand::Pause { vm }),
-            Parsed::Resume { vm } => Some(UiCommand::Resume { vm }),
+            Parsed::Start { vm } => Some(Request::start(vm)),
+            Parsed::Stop { vm } => Some(Request::stop(vm)),
+            Parsed::Pause { vm } => Some(Request::pause(vm)),
+            Parsed::Resume { vm } => Some(Request::resume(vm)),
             Parsed::Delete { vm } => {
                 self.confirm_delete(vm);
                 None
@@ -207,7 +204,7 @@ impl App {
     }
 
     /// The reducer: apply one action to the state.
-    pub fn update(&mut self, action: Action) -> Option<UiCommand> {
+    pub fn update(&mut self, action: Action) -> Option<Request> {
         if action == Action::Quit {
             self.should_quit = true;
             return None;
@@ -251,12 +248,12 @@ impl App {
                                         "Replicate {vm} to {}? It keeps running here.",
                                         peer.name
                                     ),
-                                    command: UiCommand::Replicate { vm, to },
+                                    command: Request::replicate(vm, to),
                                 }
                             } else {
                                 Mode::Confirm {
                                     question: format!("Migrate {vm} to {}?", peer.name),
-                                    command: UiCommand::Migrate { vm, to },
+                                    command: Request::migrate(vm, to),
                                 }
                             };
                         }
@@ -296,7 +293,7 @@ impl App {
         }
     }
 
-    fn update_normal(&mut self, action: Action) -> Option<UiCommand> {
+    fn update_normal(&mut self, action: Action) -> Option<Request> {
         let focus = self.focus;
         match action {
             Action::FocusNext => self.focus = focus.step(1),
@@ -384,20 +381,16 @@ impl App {
             Action::StartStop => {
                 let vm = self.local_vm_for_action()?;
                 return Some(match vm.state {
-                    VmState::Running | VmState::Paused => UiCommand::Stop {
-                        vm: vm.name.clone(),
-                    },
-                    _ => UiCommand::Start {
-                        vm: vm.name.clone(),
-                    },
+                    VmState::Running | VmState::Paused => Request::stop(vm.name.clone()),
+                    _ => Request::start(vm.name.clone()),
                 });
             }
             Action::PauseResume => {
                 let vm = self.local_vm_for_action()?;
                 let name = vm.name.clone();
                 return match vm.state {
-                    VmState::Running => Some(UiCommand::Pause { vm: name }),
-                    VmState::Paused => Some(UiCommand::Resume { vm: name }),
+                    VmState::Running => Some(Request::pause(name)),
+                    VmState::Paused => Some(Request::resume(name)),
                     state => {
                         let text =
                             format!("{name} is {}: only running or paused VMs", state.as_str());
@@ -473,14 +466,14 @@ impl App {
         let (vm, peer) = (op.vm.clone(), op.peer.clone());
         self.mode = Mode::Confirm {
             question: format!("Abort the migration of {vm} to {peer}? It keeps running here."),
-            command: UiCommand::AbortMigration { vm },
+            command: Request::MigrateAbort { vm },
         };
     }
 
     fn confirm_delete(&mut self, vm: String) {
         self.mode = Mode::Confirm {
             question: format!("Delete {vm}? It is stopped and its definition removed."),
-            command: UiCommand::Delete { vm },
+            command: Request::remove(vm),
         };
     }
 
