@@ -238,6 +238,7 @@ impl Peer {
             tokio::spawn(crate::migrate::provision::run(peer.clone()));
         }
         peer.load_exposures();
+        tokio::spawn(peer.clone().restore_consumptions());
         tokio::spawn(peer.clone().publish_loop());
         tokio::spawn(crate::services::serve::accept_service_streams(peer.clone()));
         if peer.config.hypervisor.is_none() {

@@ -6,6 +6,7 @@
 //! service's longest gap `probe`.
 
 pub mod consume;
+mod consumed;
 pub mod expose;
 pub mod hedge;
 pub mod probe;
