@@ -10,6 +10,7 @@ mod fuzzing;
 mod hypervisor;
 mod image;
 mod jobs;
+mod join;
 mod migrate;
 mod model;
 mod node;
@@ -61,6 +62,18 @@ async fn run(cli: Cli, matches: &ArgMatches) -> Result<()> {
     let data_dir_given = cli.data_dir.is_some();
     if let Some(Command::Config(ConfigCommand::Check { file })) = &cli.command {
         return cli::config::check(file.as_deref().or(cli.config.as_deref()), data_dir_given);
+    }
+    if let Some(Command::Join { token, json }) = &cli.command {
+        // The config file is written, not read (it may not exist yet).
+        let data_dir = DataDir::new(cli.data_dir.clone().unwrap_or_else(DataDir::default_root));
+        return cli::join_overlay(
+            token,
+            *json,
+            &data_dir,
+            cli.config.as_deref(),
+            data_dir_given,
+        )
+        .await;
     }
     let config = cli::config::in_force(cli.config.as_deref(), data_dir_given)?;
     let data_dir = DataDir::new(

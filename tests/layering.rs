@@ -14,7 +14,7 @@ const BASE: &[&str] = &["model", "api", "paths", "fuzzing"];
 /// The overlay, libvirt and the guest image: they know nothing of what uses them.
 const PLATFORM: &[&str] = &["node", "hypervisor", "image"];
 /// The node's features and its control API.
-const FEATURES: &[&str] = &["peer", "services", "migrate", "jobs", "control"];
+const FEATURES: &[&str] = &["peer", "services", "migrate", "jobs", "control", "join"];
 /// The front ends: the command line, the console wiring, benchmarks, and what
 /// the demo and benchmarks share to run processes.
 const TOOLS: &[&str] = &["cli", "console", "bench", "rig"];
@@ -36,7 +36,7 @@ fn refusal(from: &str, to: &str) -> Option<String> {
     } else if FEATURES.contains(&from) {
         ["cli", "bench", "tui", "console", "rig"]
             .contains(&to)
-            .then_some("features (peer, services, migrate, jobs, control) import neither cli, bench, tui, console nor rig")
+            .then_some("features (peer, services, migrate, jobs, control, join) import neither cli, bench, tui, console nor rig")
     } else if from == "tui" {
         (!["model", "api", "fuzzing"].contains(&to))
             .then_some("tui draws plain data and asks in requests: it imports only model and api (and fuzzing in tests), no libvirt or overlay code")

@@ -217,6 +217,43 @@ pub enum Command {
     /// Which peers may consume from or control this host.
     #[command(subcommand)]
     Peers(PeersCommand),
+    /// Make a one-line token that lets one new host join this overlay
+    /// (`peervisor join TOKEN` there). It carries the network key: hand it over
+    /// as you would the key. Single use; expires.
+    Invite {
+        /// What the new host may do here: consume, or control (migrate VMs in).
+        /// control also joins this host's trust group: its members may all
+        /// migrate VMs into each other.
+        #[arg(long, default_value = "consume", conflicts_with_all = ["list", "revoke"])]
+        role: crate::control::Role,
+        /// How long the token stays valid, e.g. 30m, 1h, 2days.
+        #[arg(long, default_value = "1h", value_parser = parse_duration)]
+        expires: std::time::Duration,
+        /// Address the new host should reach this one at (repeatable; default:
+        /// this node's listen addresses), e.g. /ip4/203.0.113.5/tcp/7470.
+        #[arg(long, value_name = "MULTIADDR")]
+        address: Vec<Multiaddr>,
+        /// List this host's invitations instead.
+        #[arg(long)]
+        list: bool,
+        /// Revoke the open invitation with this id instead.
+        #[arg(long, value_name = "ID", conflicts_with = "list")]
+        revoke: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Join the overlay of a host that ran `peervisor invite`: writes the network
+    /// key and a config file (bootstrap, network-key, data-dir), redeems the
+    /// token with the inviter, and records the grants of its trust group. Run it
+    /// before starting the node.
+    ///
+    /// The keys go into --config FILE (created if missing), by default
+    /// /etc/peervisor/config.toml for root, else DATA_DIR/config.toml.
+    Join {
+        token: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// VMs with live figures, as a plain table every interval (like virt-top -b).
     Top {
         /// Seconds between tables.
@@ -669,6 +706,11 @@ fn parse_percent(text: &str) -> Result<f64, String> {
         Ok(p) if (0.0..=100.0).contains(&p) => Ok(p),
         _ => Err(format!("{text:?} is not a percentage from 0 to 100")),
     }
+}
+
+/// `30m`, `1h`, `2days` (humantime).
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("{e} (e.g. 30m, 1h, 2days)"))
 }
 
 /// A size with a binary unit, in MiB.

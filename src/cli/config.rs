@@ -28,12 +28,16 @@ pub struct ConfigFile {
     path: PathBuf,
     entries: Vec<Entry>,
     data_dir: Option<PathBuf>,
+    data_dir_line: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
 struct Entry {
     /// The clap id of the flag.
     id: String,
+    /// Its key and line in the file.
+    key: String,
+    line: usize,
     /// The command-line words (`--listen=ADDR`, ...), empty for a switch set false.
     words: Vec<OsString>,
 }
@@ -75,6 +79,7 @@ impl ConfigFile {
             path: path.to_path_buf(),
             entries: Vec::new(),
             data_dir: None,
+            data_dir_line: None,
         };
         for (key, _) in table.get_ref().iter() {
             let name = key.get_ref().as_ref();
@@ -83,7 +88,10 @@ impl ConfigFile {
             let value = &values[name];
             if name == DATA_DIR_KEY {
                 match value.as_str() {
-                    Some(dir) if !dir.is_empty() => config.data_dir = Some(PathBuf::from(dir)),
+                    Some(dir) if !dir.is_empty() => {
+                        config.data_dir = Some(PathBuf::from(dir));
+                        config.data_dir_line = Some(line);
+                    }
                     _ => bail!(at("expects a directory (a string)".into())),
                 }
                 continue;
@@ -101,6 +109,8 @@ impl ConfigFile {
             }
             config.entries.push(Entry {
                 id: arg.get_id().to_string(),
+                key: name.to_string(),
+                line,
                 words,
             });
         }
@@ -114,6 +124,14 @@ impl ConfigFile {
     /// The file's `data-dir`.
     pub fn data_dir(&self) -> Option<&Path> {
         self.data_dir.as_deref()
+    }
+
+    /// The line where `key` is set, if it is.
+    pub fn line_of(&self, key: &str) -> Option<usize> {
+        if key == DATA_DIR_KEY {
+            return self.data_dir_line;
+        }
+        self.entries.iter().find(|e| e.key == key).map(|e| e.line)
     }
 
     /// How many keys it sets.

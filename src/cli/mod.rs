@@ -6,11 +6,13 @@
 
 mod args;
 pub mod config;
+pub use join::join as join_overlay;
 pub mod demo;
 mod dev;
 pub mod find_node;
 mod generate;
 mod image;
+mod join;
 mod migrate;
 mod peers;
 mod services;
@@ -34,7 +36,9 @@ pub async fn run(
 ) -> Result<()> {
     let control = ControlClient::new(&data_dir.control_socket());
     match command {
-        Command::Node(_) | Command::Config(_) => unreachable!("main.rs runs these"),
+        Command::Node(_) | Command::Config(_) | Command::Join { .. } => {
+            unreachable!("main.rs runs these")
+        }
         Command::Dev(command) => dev::run(data_dir, command).await,
         Command::Keys(look) => {
             print!("{}", crate::console::keys_text(&look.look()));
@@ -118,6 +122,24 @@ pub async fn run(
         }
         Command::Demo(args) => demo::run(args).await,
         Command::Peers(command) => peers::run(&control, command).await,
+        Command::Invite {
+            role,
+            expires,
+            address,
+            list,
+            revoke,
+            json,
+        } => {
+            let args = join::InviteArgs {
+                role,
+                expires,
+                address,
+                list,
+                revoke,
+                json,
+            };
+            join::invite(&control, args).await
+        }
         Command::Top { delay, iterations } => top::run(&control, delay, iterations).await,
         Command::Bench(bench) => {
             let setup = crate::bench::Setup {

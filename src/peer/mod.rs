@@ -420,6 +420,16 @@ impl Peer {
                     Ok(done(format!("{peer} had no grant")))
                 }
             }
+            Request::Invite {
+                role,
+                expires_s,
+                addresses,
+            } => {
+                self.invite(role, std::time::Duration::from_secs(expires_s), addresses)
+                    .await
+            }
+            Request::InviteRevoke { id } => self.revoke_invitation(&id),
+            Request::InviteList => self.invitations(),
             Request::PeersList => Ok(Reply::Grants {
                 grants: self
                     .access
@@ -564,6 +574,8 @@ impl Peer {
                 ControlResponse::Services { services, load }
             }
             ControlRequest::VmState { vm, uuid } => self.vm_state_for(peer, &vm, &uuid).await,
+            ControlRequest::Redeem { secret } => self.answer_redeem(peer, &secret),
+            ControlRequest::GroupMembers { members } => self.answer_group_members(peer, &members),
         }
     }
 
