@@ -50,12 +50,16 @@ impl Backend {
 
 /// `peervisor`: starts a peer in this process and opens the console on it.
 pub async fn embedded(config: PeerConfig, look: &Look) -> Result<()> {
-    tui::init_logging()?;
+    config.data_dir.create()?;
+    let log = config.data_dir.embedded_log();
+    tui::init_logging(Some(&log))?;
     let peer = crate::peer::start_serving(config).await?;
     let title = format!("embedded node, {}", peer.data_dir().root().display());
     let result = run_console(Backend::Embedded(peer.clone()), title, look).await;
     peer.shutdown(false).await;
     let _ = std::fs::remove_file(peer.data_dir().control_socket());
+    // The log pane is gone with the terminal: say where its lines were kept.
+    eprintln!("the embedded node's log: {}", log.display());
     result
 }
 
@@ -64,7 +68,7 @@ pub async fn attach(dir: &DataDir, look: &Look) -> Result<()> {
     let client = ControlClient::new(&dir.control_socket());
     // Fail before taking over the terminal if nothing answers.
     client.call(&Request::Status).await?;
-    tui::init_logging()?;
+    tui::init_logging(None)?;
     run_console(
         Backend::Attached(client),
         dir.root().display().to_string(),

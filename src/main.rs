@@ -86,9 +86,9 @@ async fn run(cli: Cli, matches: &ArgMatches) -> Result<()> {
         None => {
             let look = cli.look.look();
             if let Some(dir) = &cli.attach {
-                let dir = match dir.as_os_str().is_empty() {
-                    true => cli::find_node::running_node(&data_dir, data_dir_given)?,
-                    false => DataDir::new(dir),
+                let dir = match dir {
+                    None => cli::find_node::running_node(&data_dir, data_dir_given)?,
+                    Some(dir) => DataDir::new(dir),
                 };
                 return console::attach(&dir, &look).await;
             }

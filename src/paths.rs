@@ -43,6 +43,12 @@ impl DataDir {
         self.root.join("control.sock")
     }
 
+    /// The log of a node embedded in the console (`peervisor node` logs to the
+    /// journal or stderr instead).
+    pub fn embedded_log(&self) -> PathBuf {
+        self.root.join("node.log")
+    }
+
     /// The private libvirt daemon's directory.
     pub fn libvirt_dir(&self) -> PathBuf {
         self.root.join("libvirt")

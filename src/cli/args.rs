@@ -39,8 +39,8 @@ pub struct Cli {
 
     /// Attach the console to a running node: the one of DATA_DIR, or by default the
     /// node of --data-dir, else the system node, else your own.
-    #[arg(long, value_name = "DATA_DIR", num_args = 0..=1, default_missing_value = "")]
-    pub attach: Option<PathBuf>,
+    #[arg(long, value_name = "DATA_DIR", num_args = 0..=1)]
+    pub attach: Option<Option<PathBuf>>,
 
     /// Open the console on a node embedded in it even when a node runs on this host.
     #[arg(long, conflicts_with = "attach")]
