@@ -16,6 +16,8 @@ mod api;
 mod fuzzing;
 #[path = "../src/model.rs"]
 mod model;
+#[path = "../src/names.rs"]
+mod names;
 #[path = "../src/tui/mod.rs"]
 mod tui;
 
@@ -51,7 +53,7 @@ fn big_status(peers: usize, vms: usize, services: usize) -> Status {
             nick: format!("peer-{i}"),
             connected: i % 7 != 0,
             latency_ms: Some((i % 50) as f64 * 0.7),
-            vms: Some((0..3).map(|v| format!("vm-{i}-{v}")).collect()),
+            vms: Some((0..3).map(|v| format!("vm-{i}-{v}").into()).collect()),
             addrs: vec![format!("/ip4/10.0.{}.{}/tcp/7470", i / 250, i % 250)],
             load: Some(PeerLoad {
                 cpu_pct: (i % 100) as f64,
@@ -70,7 +72,7 @@ fn big_status(peers: usize, vms: usize, services: usize) -> Status {
     };
     let vms: Vec<VmView> = (0..vms)
         .map(|i| VmView {
-            name: format!("vm-{i:04}"),
+            name: format!("vm-{i:04}").into(),
             uuid: format!("uuid-{i}"),
             state: if i % 5 == 0 {
                 VmState::Stopped
@@ -102,7 +104,7 @@ fn big_status(peers: usize, vms: usize, services: usize) -> Status {
                 net_tx_bps: series(900.0),
             }),
             services: vec![ServiceSpec {
-                name: format!("svc-{i}"),
+                name: format!("svc-{i}").into(),
                 kind: "http".into(),
                 port: 80,
                 ..Default::default()
@@ -111,14 +113,14 @@ fn big_status(peers: usize, vms: usize, services: usize) -> Status {
         .collect();
     let services: Vec<ServiceView> = (0..services)
         .map(|i| ServiceView {
-            name: format!("svc-{i:04}"),
+            name: format!("svc-{i:04}").into(),
             kind: ["http", "kv", "echo"][i % 3].into(),
             tags: vec![],
             providers: (0..(1 + i % 3))
                 .map(|p| ProviderView {
                     peer_id: id((i + p) % peers.len().max(1)),
                     peer_nick: format!("peer-{}", (i + p) % peers.len().max(1)),
-                    vm: Some(format!("vm-{i}")),
+                    vm: Some(format!("vm-{i}").into()),
                     latency_ms: Some(p as f64 * 3.0),
                     load: None,
                     local: p == 0 && i % 10 == 0,
@@ -128,7 +130,7 @@ fn big_status(peers: usize, vms: usize, services: usize) -> Status {
         .collect();
     let consumptions = (0..50)
         .map(|i| ConsumptionView {
-            service: format!("svc-{:04}", i * 7),
+            service: format!("svc-{:04}", i * 7).into(),
             listen: format!("127.0.0.1:{}", 20000 + i),
             connections_active: 1,
             ..ConsumptionView::default()
@@ -138,7 +140,7 @@ fn big_status(peers: usize, vms: usize, services: usize) -> Status {
         .map(|i| OperationView {
             id: i,
             kind: OperationKind::MigrateOut,
-            vm: format!("vm-{i:04}"),
+            vm: format!("vm-{i:04}").into(),
             peer: format!("peer-{i}"),
             phase: if i < 2 {
                 OperationPhase::Transferring

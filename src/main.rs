@@ -1,5 +1,6 @@
 //! peervisor: parses arguments and wires the parts together.
 
+mod admission;
 mod api;
 mod bench;
 mod cli;
@@ -13,20 +14,23 @@ mod jobs;
 mod join;
 mod migrate;
 mod model;
+mod names;
 mod node;
 mod paths;
 mod peer;
+mod phases;
 mod rig;
 mod services;
 mod tui;
+mod vms;
 
 use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{ArgMatches, CommandFactory, FromArgMatches};
 
-use cli::config::ConfigFile;
-use cli::{Cli, Command, ConfigCommand, NodeArgs};
+use cli::config::{ConfigFile, Globals};
+use cli::{Cli, NodeArgs, TopCommand};
 use paths::DataDir;
 use peer::PeerConfig;
 
@@ -59,31 +63,15 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli, matches: &ArgMatches) -> Result<()> {
-    let data_dir_given = cli.data_dir.is_some();
-    if let Some(Command::Config(ConfigCommand::Check { file })) = &cli.command {
-        return cli::config::check(file.as_deref().or(cli.config.as_deref()), data_dir_given);
-    }
-    if let Some(Command::Join { token, json }) = &cli.command {
-        // The config file is written, not read (it may not exist yet).
-        let data_dir = DataDir::new(cli.data_dir.clone().unwrap_or_else(DataDir::default_root));
-        return cli::join_overlay(
-            token,
-            *json,
-            &data_dir,
-            cli.config.as_deref(),
-            data_dir_given,
-        )
-        .await;
-    }
-    let config = cli::config::in_force(cli.config.as_deref(), data_dir_given)?;
-    let data_dir = DataDir::new(
-        cli.data_dir
-            .clone()
-            .or_else(|| config.as_ref()?.data_dir().map(Into::into))
-            .unwrap_or_else(DataDir::default_root),
-    );
+    let globals = Globals {
+        data_dir: cli.data_dir.clone(),
+        config: cli.config.clone(),
+    };
+    let data_dir_given = globals.data_dir_given();
     match cli.command {
+        Some(TopCommand::Cli(command)) => cli::run(command, &globals).await,
         None => {
+            let (data_dir, config) = globals.in_force()?;
             let look = cli.look.look();
             if let Some(dir) = &cli.attach {
                 let dir = match dir {
@@ -101,14 +89,14 @@ async fn run(cli: Cli, matches: &ArgMatches) -> Result<()> {
             set_disk_dir(&node);
             console::embedded(node.peer_config(data_dir), &look).await
         }
-        Some(Command::Node(_)) => {
+        Some(TopCommand::Node(_)) => {
+            let (data_dir, config) = globals.in_force()?;
             let node_matches = matches.subcommand_matches("node").expect("node's matches");
             let node = cli::config::node_args(node_matches, config.as_ref())?;
             log_config(config.as_ref());
             set_disk_dir(&node);
             run_headless(node.peer_config(data_dir), &node).await
         }
-        Some(command) => cli::run(command, &data_dir, config.as_ref()).await,
     }
 }
 

@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::names::{ServiceName, VmName};
+
 /// One snapshot of a node as seen by its operator.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Status {
@@ -158,7 +160,7 @@ pub struct PeerView {
     /// Round-trip time of the last ping, if any.
     pub latency_ms: Option<f64>,
     /// VMs the peer announced it hosts (gossip), if heard.
-    pub vms: Option<Vec<String>>,
+    pub vms: Option<Vec<VmName>>,
     pub addrs: Vec<String>,
     /// The load the peer announced (gossip), if heard.
     #[serde(default)]
@@ -232,7 +234,7 @@ impl VmState {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct VmView {
-    pub name: String,
+    pub name: VmName,
     pub uuid: String,
     pub state: VmState,
     pub vcpus: u32,
@@ -259,7 +261,7 @@ pub struct VmView {
 /// A service as a manifest declares it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq, Hash)]
 pub struct ServiceSpec {
-    pub name: String,
+    pub name: ServiceName,
     /// Service type, e.g. "http", "kv", "echo".
     pub kind: String,
     /// TCP port inside the guest (or on the legacy target).
@@ -304,7 +306,7 @@ pub struct VmHistory {
 /// One service as the overlay knows it, with every provider found.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct ServiceView {
-    pub name: String,
+    pub name: ServiceName,
     /// Service type, e.g. "http", "kv".
     pub kind: String,
     pub tags: Vec<(String, String)>,
@@ -316,7 +318,7 @@ pub struct ProviderView {
     pub peer_id: String,
     pub peer_nick: String,
     /// VM serving it, or None for a legacy host service (`peervisor expose`).
-    pub vm: Option<String>,
+    pub vm: Option<VmName>,
     pub latency_ms: Option<f64>,
     pub load: Option<PeerLoad>,
     /// True when this peer provides it.
@@ -326,7 +328,7 @@ pub struct ProviderView {
 /// A local listener forwarding connections to a service through the overlay.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct ConsumptionView {
-    pub service: String,
+    pub service: ServiceName,
     /// e.g. "127.0.0.1:8080"
     pub listen: String,
     pub connections_total: u64,
@@ -369,7 +371,7 @@ pub enum OperationPhase {
 pub struct OperationView {
     pub id: u64,
     pub kind: OperationKind,
-    pub vm: String,
+    pub vm: VmName,
     /// The other side (display name).
     pub peer: String,
     pub phase: OperationPhase,

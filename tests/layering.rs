@@ -1,20 +1,51 @@
 //! The module layering of docs/ARCHITECTURE.md, checked on the source: every
 //! path into the crate (`crate::x`, `crate::{x, y}`, and a `super::` chain that
 //! climbs to the crate root) in src/**/*.rs names a top-level module its file's
-//! module may import. Comments and string literals are left out; inline modules
-//! (`mod tests { … }`) count for `super::`. main.rs is the wiring and may import
-//! anything. A violation is printed as file:line and fails the test.
+//! module may import; the features import each other only along a DAG with
+//! `peer` on top; and no `impl Peer` block stands outside src/peer/ (each
+//! feature's code is its own struct's). Comments and string literals are left
+//! out; inline modules (`mod tests { … }`) count for `super::`. main.rs is the
+//! wiring and may import anything. A violation is printed as file:line and fails
+//! the test.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-/// Plain types (what is shown, what is asked of a node), paths and test
-/// helpers: imported by all, import nothing above.
-const BASE: &[&str] = &["model", "api", "paths", "fuzzing"];
+/// Plain types (what is shown, what is asked of a node, names), paths, log
+/// timing and test helpers: imported by all, import nothing above.
+const BASE: &[&str] = &["model", "api", "names", "paths", "phases", "fuzzing"];
 /// The overlay, libvirt and the guest image: they know nothing of what uses them.
 const PLATFORM: &[&str] = &["node", "hypervisor", "image"];
-/// The node's features and its control API.
-const FEATURES: &[&str] = &["peer", "services", "migrate", "jobs", "control", "join"];
+/// The node's features and its control API, each with the features it may
+/// import: they form a DAG, `peer` on top (it owns and routes to the others),
+/// nothing imports `peer`. Shared pieces live in the lowest feature that needs
+/// them (the handover in services, the announced VM CPU figure in services) or
+/// in a base module (names, phases).
+const FEATURE_DEPS: &[(&str, &[&str])] = &[
+    (
+        "peer",
+        &[
+            "vms",
+            "services",
+            "migrate",
+            "jobs",
+            "control",
+            "admission",
+            "join",
+        ],
+    ),
+    ("migrate", &["services", "vms", "admission"]),
+    ("services", &["admission"]),
+    ("join", &["admission"]),
+    ("admission", &[]),
+    ("vms", &[]),
+    ("jobs", &[]),
+    ("control", &[]),
+];
+
+fn is_feature(module: &str) -> bool {
+    FEATURE_DEPS.iter().any(|(f, _)| *f == module)
+}
 /// The front ends: the command line, the console wiring, benchmarks, and what
 /// the demo and benchmarks share to run processes.
 const TOOLS: &[&str] = &["cli", "console", "bench", "rig"];
@@ -27,16 +58,30 @@ fn refusal(from: &str, to: &str) -> Option<String> {
         return None;
     }
     let within = |allowed: &[&[&str]]| allowed.iter().any(|layer| layer.contains(&to));
+    if is_feature(from) && is_feature(to) {
+        let (_, allowed) = FEATURE_DEPS.iter().find(|(f, _)| *f == from)?;
+        return (!allowed.contains(&to)).then(|| {
+            format!(
+                "`{from}` imports `{to}`: features form a DAG, `{from}` may import only {} (FEATURE_DEPS in tests/layering.rs, docs/ARCHITECTURE.md)",
+                if allowed.is_empty() {
+                    "base and platform modules".to_string()
+                } else {
+                    allowed.join(", ")
+                }
+            )
+        });
+    }
     let refused = if BASE.contains(&from) {
-        (!within(&[BASE]))
-            .then_some("base modules import only base modules (model, api, paths, fuzzing)")
+        (!within(&[BASE])).then_some(
+            "base modules import only base modules (model, api, names, paths, phases, fuzzing)",
+        )
     } else if PLATFORM.contains(&from) {
         (!within(&[BASE, PLATFORM]))
             .then_some("node, hypervisor and image import only each other and base modules")
-    } else if FEATURES.contains(&from) {
+    } else if is_feature(from) {
         ["cli", "bench", "tui", "console", "rig"]
             .contains(&to)
-            .then_some("features (peer, services, migrate, jobs, control, join) import neither cli, bench, tui, console nor rig")
+            .then_some("features (peer, migrate, services, admission, vms, jobs, control, join) import neither cli, bench, tui, console nor rig")
     } else if from == "tui" {
         (!["model", "api", "fuzzing"].contains(&to))
             .then_some("tui draws plain data and asks in requests: it imports only model and api (and fuzzing in tests), no libvirt or overlay code")
@@ -364,15 +409,53 @@ fn violations(src: &Path) -> Vec<String> {
                 out.push(format!("{shown}:{line}: {why}"));
             }
         }
+        if from != "peer" {
+            for line in impl_peer_lines(&text) {
+                out.push(format!(
+                    "{shown}:{line}: `impl Peer` outside src/peer/: a feature's code goes in its own struct's methods (Vms, Services, Migrations, ...); Peer owns the features and routes to them"
+                ));
+            }
+        }
     }
     out
+}
+
+/// Lines where an `impl` block for `Peer` opens (`impl Peer`, `impl X for
+/// Peer`, a path to it), in code (comments and strings do not count).
+fn impl_peer_lines(src: &str) -> Vec<usize> {
+    let toks = tokens(&code_only(src));
+    let word = |t: &Token, w: &str| matches!(t, Token::Ident(s) if s == w);
+    let mut lines = Vec::new();
+    for (i, (line, tok)) in toks.iter().enumerate() {
+        if !word(tok, "impl") {
+            continue;
+        }
+        // The header runs to the block's `{` (or a `where`); the implementing
+        // type follows `for` when a trait is implemented.
+        let header: Vec<&Token> = toks[i + 1..]
+            .iter()
+            .map(|(_, t)| t)
+            .take_while(|t| **t != Token::Open && !word(t, "where"))
+            .collect();
+        let for_at = header.iter().position(|t| word(t, "for"));
+        let self_type = &header[for_at.map_or(0, |f| f + 1)..];
+        let names_peer = self_type
+            .iter()
+            .enumerate()
+            .any(|(k, t)| word(t, "Peer") && self_type.get(k + 1) != Some(&&Token::PathSep));
+        if names_peer {
+            lines.push(*line);
+        }
+    }
+    lines
 }
 
 #[test]
 fn every_module_imports_only_what_its_layer_may() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let modules = top_level_modules(&src);
-    for known in [BASE, PLATFORM, FEATURES, TOOLS, TUI].concat() {
+    let features: Vec<&str> = FEATURE_DEPS.iter().map(|(f, _)| *f).collect();
+    for known in [BASE, PLATFORM, &features, TOOLS, TUI].concat() {
         assert!(
             modules.contains(known),
             "tests/layering.rs names `{known}`, which src/ no longer has"
@@ -384,7 +467,7 @@ fn every_module_imports_only_what_its_layer_may() {
     }
     assert!(
         found.is_empty(),
-        "{} import(s) break the layering (docs/ARCHITECTURE.md):\n{}",
+        "{} place(s) break the layering (docs/ARCHITECTURE.md):\n{}",
         found.len(),
         found.join("\n")
     );
@@ -430,8 +513,20 @@ fn the_check_reports_bad_imports_with_their_lines() {
     write("model.rs", "use crate::node::Client;\nuse virt::Error;\n");
     write("paths.rs", "");
     write("peer/sub.rs", "use crate::services::Thing;\n");
-    write("services/mod.rs", "");
-    write("migrate/mod.rs", "");
+    write(
+        "services/mod.rs",
+        "use crate::migrate::handover::Handovers;\n",
+    );
+    write(
+        "migrate/mod.rs",
+        "use crate::{services::Services, peer::Peer};\nuse crate::vms::Vms;\n",
+    );
+    write(
+        "migrate/outgoing.rs",
+        "// impl Peer in a comment\nimpl Peer {\n}\nimpl Default for crate::peer::Peer {}\nimpl PeerLimits {}\nconst S: &str = \"impl Peer\";\nimpl<T> From<T> for Migrations where T: Peer {}\n",
+    );
+    write("peer/start.rs", "impl Peer {}\n");
+    write("vms/mod.rs", "");
     write("bench/mod.rs", "");
     write("newthing.rs", "use crate::model::X;\n");
     let found = violations(&src);
@@ -444,7 +539,12 @@ fn the_check_reports_bad_imports_with_their_lines() {
         "src/node/deep.rs:2: `node` imports `peer`",
         "src/node/deep.rs:4: `node` imports `tui`",
         "src/node/mod.rs:4: `node` imports `cli`",
+        "src/migrate/mod.rs:1: `migrate` imports `peer`: features form a DAG",
+        "src/migrate/outgoing.rs:2: `impl Peer` outside src/peer/",
+        "src/migrate/outgoing.rs:4: `impl Peer` outside src/peer/",
+        "src/migrate/outgoing.rs:4: `migrate` imports `peer`",
         "src/peer/mod.rs:1: `peer` imports `bench`",
+        "src/services/mod.rs:1: `services` imports `migrate`: features form a DAG",
         "src/tui/mod.rs:1: `tui` imports `hypervisor`",
         "src/tui/mod.rs:2: `tui` uses `libp2p`",
     ];

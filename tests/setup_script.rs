@@ -16,6 +16,8 @@ struct Machine {
     rustup_package: bool,
     home_cargo: Option<&'static str>,
     installed: &'static [&'static str],
+    /// Whether npm is on PATH (for the interop test's js-libp2p node).
+    npm: bool,
 }
 
 fn stub(dir: &Path, name: &str, script: &str) {
@@ -44,6 +46,9 @@ fn plan(machine: &Machine) -> String {
     }
     if let Some(v) = machine.cargo {
         stub(&bin, "cargo", &cargo_stub(v));
+    }
+    if machine.npm {
+        stub(&bin, "npm", "exit 0");
     }
     stub(
         &bin,
@@ -101,6 +106,7 @@ fn debian_12_gets_rustup_init_instead_of_its_old_cargo() {
         rustup_package: false,
         home_cargo: None,
         installed: &[],
+        npm: true,
     });
     assert!(out.contains("rust: rustup-init (need 1.88)"), "{out}");
 }
@@ -114,6 +120,7 @@ fn debian_13_and_ubuntu_24_04_use_their_rustup_package() {
             rustup_package: true,
             home_cargo: None,
             installed: &[],
+            npm: true,
         });
         assert!(out.contains("rust: apt-rustup"), "{cargo:?}: {out}");
     }
@@ -126,6 +133,7 @@ fn a_recent_enough_cargo_is_kept_wherever_it_is() {
         rustup_package: false,
         home_cargo: None,
         installed: &[],
+        npm: true,
     });
     assert!(out.contains("rust: ok"), "{out}");
     // rustup's cargo in ~/.cargo/bin, not on PATH yet (a fresh login shell).
@@ -134,6 +142,7 @@ fn a_recent_enough_cargo_is_kept_wherever_it_is() {
         rustup_package: false,
         home_cargo: Some("1.90.0"),
         installed: &[],
+        npm: true,
     });
     assert!(out.contains("rust: path"), "{out}");
 }
@@ -145,6 +154,7 @@ fn only_missing_packages_are_installed() {
         rustup_package: false,
         home_cargo: None,
         installed: &["libvirt-daemon", "qemu-system-x86", "busybox-static"],
+        npm: true,
     });
     let apt = out.lines().find(|l| l.starts_with("apt: ")).unwrap();
     assert!(
@@ -155,5 +165,26 @@ fn only_missing_packages_are_installed() {
         !apt.split_whitespace()
             .any(|p| p == "qemu-system-x86" || p == "libvirt-daemon"),
         "{apt}"
+    );
+}
+
+#[test]
+fn npm_comes_from_apt_only_where_it_is_missing() {
+    let machine = |npm| Machine {
+        cargo: Some("1.95.0"),
+        rustup_package: false,
+        home_cargo: None,
+        installed: &[],
+        npm,
+    };
+    let out = plan(&machine(false));
+    assert!(out.contains("interop: apt-npm"), "{out}");
+    // With npm: `npm ci`, or nothing when tests/interop is installed from the
+    // current lock file.
+    let out = plan(&machine(true));
+    let interop = out.lines().find(|l| l.starts_with("interop: ")).unwrap();
+    assert!(
+        interop == "interop: npm-ci" || interop == "interop: ok",
+        "{out}"
     );
 }

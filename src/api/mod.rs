@@ -12,6 +12,7 @@ pub use update::{Delta, Samples, Update, VmSample};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{ConsumptionView, ServiceSpec, ServiceView, Status, VmView};
+use crate::names::{PeerRef, ServiceName, VmName};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "request", rename_all = "snake_case")]
@@ -23,7 +24,7 @@ pub enum Request {
     Subscribe,
     VmList,
     VmCreate {
-        name: String,
+        name: VmName,
         vcpus: u32,
         memory_mib: u64,
         image: String,
@@ -35,14 +36,14 @@ pub enum Request {
         data_disk_mib: Option<u64>,
     },
     VmStart {
-        name: String,
+        name: VmName,
         /// Act on a VM peervisor did not create.
         #[serde(default)]
         foreign: bool,
     },
     /// Graceful (ACPI) shutdown, powered off after `timeout_s`; `force`: power off now.
     VmStop {
-        name: String,
+        name: VmName,
         force: bool,
         #[serde(default)]
         timeout_s: Option<u64>,
@@ -50,28 +51,28 @@ pub enum Request {
         foreign: bool,
     },
     VmPause {
-        name: String,
+        name: VmName,
         #[serde(default)]
         foreign: bool,
     },
     VmResume {
-        name: String,
+        name: VmName,
         #[serde(default)]
         foreign: bool,
     },
     /// Powers off, undefines and removes the disks peervisor made for the VM.
     VmRemove {
-        name: String,
+        name: VmName,
         #[serde(default)]
         foreign: bool,
     },
     /// One VM with its latest rates and history (answered with `Vms`).
     VmStats {
-        name: String,
+        name: VmName,
     },
     Migrate {
-        vm: String,
-        to: String,
+        vm: VmName,
+        to: PeerRef,
         /// Longest pause libvirt may impose at switch-over.
         #[serde(default)]
         max_downtime_ms: Option<u64>,
@@ -88,53 +89,53 @@ pub enum Request {
     },
     /// Cancel the running outgoing migration of a VM; it stays here.
     MigrateAbort {
-        vm: String,
+        vm: VmName,
     },
     /// Copy a VM (definition and data disk) to another peer and start it there
     /// under a new name, as one more provider of its services.
     Replicate {
-        vm: String,
-        to: String,
+        vm: VmName,
+        to: PeerRef,
         /// Name of the replica (default: VM-rN).
         #[serde(default)]
-        name: Option<String>,
+        name: Option<VmName>,
     },
     /// Services of the whole overlay.
     Services,
     /// Resolve a service through the DHT (even if gossip missed it).
     Find {
-        name: String,
+        name: ServiceName,
     },
     Consume {
-        service: String,
+        service: ServiceName,
         local_port: Option<u16>,
         bind: Option<String>,
     },
     Unconsume {
-        service: String,
+        service: ServiceName,
     },
     Expose {
-        name: String,
+        name: ServiceName,
         target: String,
         kind: Option<String>,
         /// Peers (ids or nicknames) that may consume it; empty: every consumer.
         #[serde(default)]
-        allow: Vec<String>,
+        allow: Vec<PeerRef>,
         /// Connections it serves at once.
         #[serde(default)]
         max_conns: Option<u32>,
     },
     Unexpose {
-        name: String,
+        name: ServiceName,
     },
     /// Grant a role to a peer (by id, or nickname of a known peer).
     PeersAllow {
-        peer: String,
+        peer: PeerRef,
         role: Role,
     },
     /// Drop a peer's grant (back to the default role).
     PeersForget {
-        peer: String,
+        peer: PeerRef,
     },
     PeersList,
     /// `peervisor invite`: a join token for a new host, granting `role`.
@@ -154,10 +155,10 @@ pub enum Request {
 /// The requests the console sends, with the defaults an operator at the
 /// console gets (a graceful stop, no bandwidth cap, only peervisor's own VMs).
 impl Request {
-    pub fn migrate(vm: String, to: String) -> Request {
+    pub fn migrate(vm: impl Into<VmName>, to: impl Into<PeerRef>) -> Request {
         Request::Migrate {
-            vm,
-            to,
+            vm: vm.into(),
+            to: to.into(),
             max_downtime_ms: None,
             bandwidth_mib_s: None,
             foreign: false,
@@ -166,59 +167,63 @@ impl Request {
     }
 
     /// A copy started on `to` under the default replica name.
-    pub fn replicate(vm: String, to: String) -> Request {
-        Request::Replicate { vm, to, name: None }
+    pub fn replicate(vm: impl Into<VmName>, to: impl Into<PeerRef>) -> Request {
+        Request::Replicate {
+            vm: vm.into(),
+            to: to.into(),
+            name: None,
+        }
     }
 
-    pub fn start(name: String) -> Request {
+    pub fn start(name: impl Into<VmName>) -> Request {
         Request::VmStart {
-            name,
+            name: name.into(),
             foreign: false,
         }
     }
 
     /// Graceful (ACPI), powered off after the node's default timeout.
-    pub fn stop(name: String) -> Request {
+    pub fn stop(name: impl Into<VmName>) -> Request {
         Request::VmStop {
-            name,
+            name: name.into(),
             force: false,
             timeout_s: None,
             foreign: false,
         }
     }
 
-    pub fn pause(name: String) -> Request {
+    pub fn pause(name: impl Into<VmName>) -> Request {
         Request::VmPause {
-            name,
+            name: name.into(),
             foreign: false,
         }
     }
 
-    pub fn resume(name: String) -> Request {
+    pub fn resume(name: impl Into<VmName>) -> Request {
         Request::VmResume {
-            name,
+            name: name.into(),
             foreign: false,
         }
     }
 
-    pub fn remove(name: String) -> Request {
+    pub fn remove(name: impl Into<VmName>) -> Request {
         Request::VmRemove {
-            name,
+            name: name.into(),
             foreign: false,
         }
     }
 
-    pub fn consume(service: String, local_port: Option<u16>) -> Request {
+    pub fn consume(service: impl Into<ServiceName>, local_port: Option<u16>) -> Request {
         Request::Consume {
-            service,
+            service: service.into(),
             local_port,
             bind: None,
         }
     }
 
-    pub fn expose(name: String, target: String) -> Request {
+    pub fn expose(name: impl Into<ServiceName>, target: String) -> Request {
         Request::Expose {
-            name,
+            name: name.into(),
             target,
             kind: None,
             allow: Vec::new(),
@@ -262,14 +267,14 @@ impl Request {
         match self {
             Request::Migrate { vm, .. }
             | Request::Replicate { vm, .. }
-            | Request::MigrateAbort { vm } => Some(vm),
+            | Request::MigrateAbort { vm } => Some(vm.as_str()),
             Request::VmStart { name, .. }
             | Request::VmStop { name, .. }
             | Request::VmPause { name, .. }
             | Request::VmResume { name, .. }
             | Request::VmRemove { name, .. }
             | Request::VmCreate { name, .. }
-            | Request::VmStats { name } => Some(name),
+            | Request::VmStats { name } => Some(name.as_str()),
             _ => None,
         }
     }
@@ -290,7 +295,7 @@ pub enum Reply {
     Migrated(MigrationReport),
     /// A detached migration was accepted by its destination and is transferring.
     MigrationStarted {
-        vm: String,
+        vm: VmName,
         to: String,
         operation: u64,
     },
@@ -326,7 +331,7 @@ pub struct InvitationView {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct MigrationReport {
-    pub vm: String,
+    pub vm: VmName,
     pub from: String,
     pub to: String,
     pub to_peer_id: String,
@@ -350,8 +355,8 @@ pub struct MigrationReport {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ReplicationReport {
-    pub vm: String,
-    pub replica: String,
+    pub vm: VmName,
+    pub replica: VmName,
     pub from: String,
     pub to: String,
     pub to_peer_id: String,
@@ -409,7 +414,7 @@ mod tests {
     #[test]
     fn console_requests_carry_the_operators_defaults() {
         assert_eq!(
-            Request::migrate("web-1".into(), "peer-b".into()),
+            Request::migrate("web-1", "peer-b"),
             Request::Migrate {
                 vm: "web-1".into(),
                 to: "peer-b".into(),
@@ -420,7 +425,7 @@ mod tests {
             }
         );
         assert_eq!(
-            Request::stop("a".into()),
+            Request::stop("a"),
             Request::VmStop {
                 name: "a".into(),
                 force: false,
@@ -429,7 +434,7 @@ mod tests {
             }
         );
         assert_eq!(
-            Request::consume("web".into(), Some(8080)),
+            Request::consume("web", Some(8080)),
             Request::Consume {
                 service: "web".into(),
                 local_port: Some(8080),
@@ -437,7 +442,7 @@ mod tests {
             }
         );
         assert_eq!(
-            Request::expose("pg".into(), "127.0.0.1:5432".into()),
+            Request::expose("pg", "127.0.0.1:5432".into()),
             Request::Expose {
                 name: "pg".into(),
                 target: "127.0.0.1:5432".into(),
@@ -447,7 +452,7 @@ mod tests {
             }
         );
         assert_eq!(
-            Request::pause("a".into()),
+            Request::pause("a"),
             Request::VmPause {
                 name: "a".into(),
                 foreign: false
@@ -456,7 +461,7 @@ mod tests {
         let abort = Request::MigrateAbort { vm: "web-1".into() };
         assert_eq!(abort.describe(), "Abort of web-1's migration");
         assert_eq!(abort.vm(), Some("web-1"));
-        assert_eq!(Request::remove("db".into()).describe(), "Deletion of db");
-        assert_eq!(Request::consume("web".into(), None).vm(), None);
+        assert_eq!(Request::remove("db").describe(), "Deletion of db");
+        assert_eq!(Request::consume("web", None).vm(), None);
     }
 }

@@ -13,6 +13,7 @@ use crate::model::{
     ConsumptionView, HostStats, JobSourceView, JobView, LocalPeer, OperationView, PeerView,
     PenaltyView, ServiceView, Status, VmHistory, VmStats, VmView,
 };
+use crate::names::VmName;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "update", rename_all = "snake_case")]
@@ -72,7 +73,7 @@ pub struct Samples {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct VmSample {
-    pub name: String,
+    pub name: VmName,
     /// New rates, appended to the history; `None`: seen, but no new rate this
     /// round (its first sample, or counters that went back), figures kept.
     pub stats: Option<VmStats>,
@@ -146,7 +147,7 @@ impl Delta {
             status.local = local;
         }
         if let Some(mut vms) = self.vms {
-            let mut figures: HashMap<String, (Option<VmStats>, Option<VmHistory>)> = status
+            let mut figures: HashMap<VmName, (Option<VmStats>, Option<VmHistory>)> = status
                 .vms
                 .drain(..)
                 .map(|vm| (vm.name, (vm.stats, vm.history)))
@@ -180,7 +181,7 @@ impl Samples {
     /// oldest dropped past `keep`); a VM it did not see loses its figures.
     fn apply(self, status: &mut Status) {
         status.local.host = self.host;
-        let mut seen: HashMap<String, Option<VmStats>> =
+        let mut seen: HashMap<VmName, Option<VmStats>> =
             self.vms.into_iter().map(|s| (s.name, s.stats)).collect();
         for vm in &mut status.vms {
             match seen.remove(&vm.name) {
@@ -255,7 +256,7 @@ mod tests {
                 vms: vms
                     .iter()
                     .map(|(name, cpu)| VmSample {
-                        name: name.to_string(),
+                        name: (*name).into(),
                         stats: cpu.map(rate),
                     })
                     .collect(),

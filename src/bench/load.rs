@@ -4,8 +4,7 @@
 //! is measured apart from the load generator. The baseline is the same load sent
 //! straight to the service, in the same run.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,6 +16,9 @@ use tokio::sync::Barrier;
 
 use crate::control::client::ControlClient;
 use crate::control::{Reply, Request};
+use crate::node::identity::NetworkKeySource;
+use crate::paths::DataDir;
+use crate::rig::{NodeCommand, NodeProcess};
 
 /// Bytes of one request (and of its echo).
 const REQUEST_BYTES: usize = 64;
@@ -84,7 +86,7 @@ pub async fn measure(connections: usize, requests: usize) -> Result<LoadReport> 
     if connections > most {
         bail!("at most {most} connections: the streams one overlay connection carries");
     }
-    let fd_limit = crate::peer::limits::raise_fd_limit()?;
+    let fd_limit = crate::admission::limits::raise_fd_limit()?;
     // Per connection: client and accepted socket here, two sockets in the nodes.
     if (connections as u64) * 2 + 64 > fd_limit {
         bail!("{connections} connections need more open files than the limit of {fd_limit}");
@@ -96,12 +98,12 @@ pub async fn measure(connections: usize, requests: usize) -> Result<LoadReport> 
     // once; a bigger load raises them so it measures the path, not the limit.
     let rate = (connections as u32).max(1000).to_string();
     let limits = ["--peer-stream-rate", rate.as_str()];
-    let provider = NodeProcess::start(dir.path(), "load-provider", &key, None, &limits)?;
-    let consumer = NodeProcess::start(
+    let mut provider = LoadNode::start(dir.path(), "load-provider", &key, None, &limits)?;
+    let mut consumer = LoadNode::start(
         dir.path(),
         "load-consumer",
         &key,
-        Some(provider.port),
+        Some(provider.0.port),
         &limits,
     )?;
     provider.wait_ready().await?;
@@ -125,7 +127,7 @@ pub async fn measure(connections: usize, requests: usize) -> Result<LoadReport> 
         .map(|(node, idle)| {
             let (after, peak) = node.rss()?;
             Ok(NodeMemory {
-                node: node.nick.clone(),
+                node: node.0.nick.clone(),
                 idle_kib: idle.0,
                 after_kib: after,
                 peak_kib: peak,
@@ -216,78 +218,45 @@ fn request_bytes(connection: usize, n: usize) -> [u8; REQUEST_BYTES] {
 }
 
 /// A `peervisor node` child process on libvirt's test driver; killed on drop.
-struct NodeProcess {
-    nick: String,
-    port: u16,
-    dir: PathBuf,
-    child: Child,
-}
+struct LoadNode(NodeProcess);
 
-impl NodeProcess {
+impl LoadNode {
     fn start(
         root: &Path,
         nick: &str,
         key: &str,
         bootstrap: Option<u16>,
         extra: &[&str],
-    ) -> Result<NodeProcess> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let dir = root.join(nick);
-        std::fs::create_dir_all(&dir)?;
-        let log = std::fs::File::create(dir.join("node.log"))?;
-        let exe = std::env::current_exe().context("finding the peervisor binary")?;
-        let mut cmd = Command::new(exe);
-        cmd.arg("node")
-            .arg("--data-dir")
-            .arg(&dir)
-            .args(["--nick", nick])
-            .args(["--listen", &format!("/ip4/127.0.0.1/tcp/{port}")])
-            .env(crate::node::identity::NETWORK_KEY_ENV, key)
+    ) -> Result<LoadNode> {
+        let port = crate::rig::free_ports(1)?[0];
+        let dir = DataDir::new(root.join(nick));
+        let key = NetworkKeySource::Environment(key.to_string());
+        let mut command = NodeCommand::new(dir, nick, port, &key)?
             .args(["--hypervisor", "test:///default"])
             .args(["--guest-netns", "unused"])
             .args(extra)
-            .env("PEERVISOR_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log));
+            .env("PEERVISOR_LOG", "warn");
         if let Some(b) = bootstrap {
-            cmd.args(["--bootstrap", &format!("/ip4/127.0.0.1/tcp/{b}")]);
+            command = command.bootstrap(b);
         }
-        let child = cmd.spawn().context("starting a peervisor node")?;
-        Ok(NodeProcess {
-            nick: nick.to_string(),
-            port,
-            dir,
-            child,
-        })
+        Ok(LoadNode(command.spawn()?))
     }
 
     fn control(&self) -> ControlClient {
-        ControlClient::new(&crate::paths::DataDir::new(&self.dir).control_socket())
+        ControlClient::new(&self.0.dir.control_socket())
     }
 
     async fn call(&self, request: Request) -> Result<Reply> {
         self.control()
             .call(&request)
             .await
-            .with_context(|| format!("node {}", self.nick))
+            .with_context(|| format!("node {}", self.0.nick))
     }
 
-    async fn wait_ready(&self) -> Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if self.call(Request::Status).await.is_ok() {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        Err(anyhow!(
-            "node {} did not start; its log: {}",
-            self.nick,
-            self.dir.join("node.log").display()
-        ))
+    async fn wait_ready(&mut self) -> Result<()> {
+        let control = self.control();
+        let answers = || async { control.call(&Request::Status).await.is_ok() };
+        self.0.wait_until(Duration::from_secs(30), answers).await
     }
 
     /// Consumes `service` once gossip or the DHT has shown it; the listener's port.
@@ -295,7 +264,7 @@ impl NodeProcess {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let request = Request::Consume {
-                service: service.to_string(),
+                service: service.into(),
                 local_port: None,
                 bind: None,
             };
@@ -313,7 +282,7 @@ impl NodeProcess {
 
     /// (resident, peak resident) KiB, from /proc.
     fn rss(&self) -> Result<(u64, u64)> {
-        let path = format!("/proc/{}/status", self.child.id());
+        let path = format!("/proc/{}/status", self.0.pid());
         let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
         let field = |name: &str| {
             text.lines()
@@ -326,10 +295,9 @@ impl NodeProcess {
     }
 }
 
-impl Drop for NodeProcess {
+impl Drop for LoadNode {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.0.kill();
     }
 }
 

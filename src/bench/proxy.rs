@@ -11,6 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::hypervisor::accel::{Accel, AccelChoice};
+use crate::names::ServiceName;
 use crate::node::identity::NetworkKeySource;
 use crate::paths::DataDir;
 use crate::peer::{Peer, PeerConfig};
@@ -271,6 +272,7 @@ async fn consume_through_overlay(
     service: &str,
     target_port: u16,
 ) -> Result<(u16, Vec<Arc<Peer>>)> {
+    let service = &ServiceName::from(service);
     let (provider, provider_port) =
         bench_peer(root, &format!("provider-{service}"), key, None).await?;
     let (consumer, _) = bench_peer(
@@ -281,6 +283,7 @@ async fn consume_through_overlay(
     )
     .await?;
     provider
+        .services()
         .expose(
             service,
             &format!("127.0.0.1:{target_port}"),
@@ -290,13 +293,13 @@ async fn consume_through_overlay(
         )
         .await?;
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !consumer.knows_service(service) {
+    while !consumer.services().knows_service(service) {
         if Instant::now() > deadline {
             bail!("the consumer never heard of '{service}'");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let view = consumer.consume(service, None, None).await?;
+    let view = consumer.services().consume(service, None, None).await?;
     let port = view
         .listen
         .rsplit(':')
@@ -628,9 +631,10 @@ pub async fn discovery(peers: usize, rounds: usize) -> Result<()> {
     let mut times = Vec::with_capacity(rounds);
     for round in 0..rounds {
         let publisher = &overlay[(round * 7 + 1) % peers];
-        let name = format!("bench-{round}");
+        let name = ServiceName::from(format!("bench-{round}"));
         let started = Instant::now();
         publisher
+            .services()
             .expose(
                 &name,
                 &format!("127.0.0.1:{target}"),
@@ -644,7 +648,7 @@ pub async fn discovery(peers: usize, rounds: usize) -> Result<()> {
         loop {
             let missing = overlay
                 .iter()
-                .filter(|p| !Arc::ptr_eq(p, publisher) && !p.knows_service(&name))
+                .filter(|p| !Arc::ptr_eq(p, publisher) && !p.services().knows_service(&name))
                 .count();
             if missing < peers - 1 && first_seen.is_none() {
                 first_seen = Some(started.elapsed());
@@ -661,7 +665,7 @@ pub async fn discovery(peers: usize, rounds: usize) -> Result<()> {
         }
         times.push(started.elapsed());
         first.extend(first_seen);
-        publisher.unexpose(&name)?;
+        publisher.services().unexpose(&name)?;
         // Let the withdrawal settle so rounds do not overlap.
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

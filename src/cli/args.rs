@@ -6,6 +6,7 @@ use clap::{Args, Parser, Subcommand};
 use libp2p::Multiaddr;
 
 use crate::hypervisor::accel::AccelChoice;
+use crate::names::{PeerRef, ServiceName, VmName};
 use crate::node::identity::{NETWORK_KEY_ENV, NetworkKeySource};
 
 use super::config::CONFIG_ENV;
@@ -35,7 +36,7 @@ pub struct Cli {
     pub config: Option<PathBuf>,
 
     #[command(subcommand)]
-    pub command: Option<Command>,
+    pub command: Option<TopCommand>,
 
     /// Attach the console to a running node: the one of DATA_DIR, or by default the
     /// node of --data-dir, else the system node, else your own.
@@ -105,11 +106,21 @@ impl LookArgs {
     }
 }
 
+/// What `peervisor COMMAND` runs: a node, which main.rs starts, or one of the
+/// commands cli/ runs (the two are separate types, so neither side has a case
+/// it cannot handle).
 #[derive(Subcommand, Debug)]
-pub enum Command {
+pub enum TopCommand {
     /// Run a headless peer node (serves the control socket until SIGINT/SIGTERM;
     /// as a service: `systemctl start peervisor`).
     Node(NodeArgs),
+    #[command(flatten)]
+    Cli(Command),
+}
+
+/// The commands cli/ runs: over a node's control socket, or on their own.
+#[derive(Subcommand, Debug)]
+pub enum Command {
     /// Show this node's peers (with latency) and VMs.
     Status {
         #[arg(long)]
@@ -126,10 +137,10 @@ pub enum Command {
     /// `peervisor status` or the console. With --wait, returns when it has ended.
     Migrate {
         /// VM name on this peer.
-        vm: String,
+        vm: VmName,
         /// Destination: peer id, unique prefix of one, or nickname.
         #[arg(long, required_unless_present = "abort")]
-        to: Option<String>,
+        to: Option<PeerRef>,
         /// Longest pause of the guest at switch-over, in milliseconds.
         #[arg(long, value_name = "MS", conflicts_with = "abort")]
         max_downtime: Option<u64>,
@@ -153,13 +164,13 @@ pub enum Command {
     /// there under a new name, as one more provider of the same services.
     Replicate {
         /// VM name on this peer (it keeps running).
-        vm: String,
+        vm: VmName,
         /// Destination: peer id, unique prefix of one, or nickname.
         #[arg(long)]
-        to: String,
+        to: PeerRef,
         /// Name of the replica (default: VM-r1, VM-r2, ... whichever is free).
         #[arg(long)]
-        name: Option<String>,
+        name: Option<VmName>,
         #[arg(long)]
         json: bool,
     },
@@ -176,13 +187,13 @@ pub enum Command {
     },
     /// Resolve a service through the DHT, even where gossip has not reached.
     Find {
-        name: String,
+        name: ServiceName,
         #[arg(long)]
         json: bool,
     },
     /// Forward a local port to a service through the overlay (kept by the node).
     Consume {
-        service: String,
+        service: ServiceName,
         /// Local port (default: any free port).
         #[arg(long)]
         local_port: Option<u16>,
@@ -193,10 +204,10 @@ pub enum Command {
         json: bool,
     },
     /// Stop forwarding a consumed service.
-    Unconsume { service: String },
+    Unconsume { service: ServiceName },
     /// Publish a TCP service of this host (no VM) in the overlay.
     Expose {
-        name: String,
+        name: ServiceName,
         /// HOST:PORT the service listens on.
         #[arg(long)]
         target: String,
@@ -204,13 +215,13 @@ pub enum Command {
         kind: Option<String>,
         /// Only this peer (id or nickname) may consume it; repeat for several.
         #[arg(long, value_name = "PEER")]
-        allow: Vec<String>,
+        allow: Vec<PeerRef>,
         /// Serve at most N connections at once (from all peers together).
         #[arg(long, value_name = "N")]
         max_conns: Option<u32>,
     },
     /// Withdraw a service published with `expose`.
-    Unexpose { name: String },
+    Unexpose { name: ServiceName },
     /// Build guest images.
     #[command(subcommand)]
     Image(ImageCommand),
@@ -326,7 +337,7 @@ pub enum VmCommand {
     /// Create a VM from an image and start it (from a TOML manifest, or flags).
     Create {
         /// VM name (default: the manifest's).
-        name: Option<String>,
+        name: Option<VmName>,
         /// Manifest file: name, vcpus, memory_mib, data_disk_mib, image, [[services]].
         #[arg(long, short = 'f', value_name = "FILE")]
         manifest: Option<PathBuf>,
@@ -342,14 +353,14 @@ pub enum VmCommand {
     },
     /// Start a stopped VM.
     Start {
-        name: String,
+        name: VmName,
         /// Act on a VM peervisor did not create.
         #[arg(long)]
         force: bool,
     },
     /// Shut a VM down (ACPI power button; powered off after --timeout).
     Stop {
-        name: String,
+        name: VmName,
         /// Power off at once instead.
         #[arg(long)]
         hard: bool,
@@ -362,19 +373,19 @@ pub enum VmCommand {
     },
     /// Pause a running VM (it keeps its memory).
     Pause {
-        name: String,
+        name: VmName,
         #[arg(long)]
         force: bool,
     },
     /// Resume a paused VM.
     Resume {
-        name: String,
+        name: VmName,
         #[arg(long)]
         force: bool,
     },
     /// Power off and delete a VM with its disks.
     Rm {
-        name: String,
+        name: VmName,
         /// Do not ask for confirmation.
         #[arg(long, short = 'y')]
         yes: bool,
@@ -384,7 +395,7 @@ pub enum VmCommand {
     },
     /// A VM's live figures: CPU, memory, disk and network rates.
     Stats {
-        name: String,
+        name: VmName,
         #[arg(long)]
         json: bool,
         /// Print a new line every second until interrupted.
@@ -408,14 +419,14 @@ pub enum PeersCommand {
     /// Grant a peer a role on this host (control lets it migrate VMs here).
     Allow {
         /// Peer id, or nickname of a connected peer.
-        peer: String,
+        peer: PeerRef,
         #[arg(long, default_value = "control")]
         role: crate::control::Role,
     },
     /// Reduce a peer to observing: it may neither consume nor control.
-    Deny { peer: String },
+    Deny { peer: PeerRef },
     /// Drop a peer's grant: it gets the default role again.
-    Forget { peer: String },
+    Forget { peer: PeerRef },
     /// List grants.
     List {
         #[arg(long)]
@@ -643,7 +654,7 @@ impl NodeArgs {
             },
             yarn: self.yarn.clone(),
             spark: self.spark.clone(),
-            limits: crate::peer::limits::LimitsConfig {
+            limits: crate::admission::limits::LimitsConfig {
                 control_per_s: self.peer_control_rate,
                 streams_per_s: self.peer_stream_rate,
                 streams_per_peer: self.peer_max_streams,
@@ -653,7 +664,7 @@ impl NodeArgs {
                 total: self.max_connections,
                 pending_incoming: self.max_pending_connections,
             },
-            capacity: crate::peer::capacity::CapacityFlags {
+            capacity: crate::migrate::capacity::CapacityFlags {
                 lend_vcpus: self.lend_vcpus,
                 lend_memory_mib: self.lend_memory,
                 lend_disk_mib: self.lend_disk,
@@ -715,5 +726,5 @@ fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
 
 /// A size with a binary unit, in MiB.
 fn parse_size(text: &str) -> Result<u64, String> {
-    crate::peer::capacity::parse_size_mib(text)
+    crate::migrate::capacity::parse_size_mib(text)
 }

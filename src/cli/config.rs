@@ -14,6 +14,7 @@ use clap::parser::ValueSource;
 use clap::{ArgAction, ArgMatches, Args, FromArgMatches};
 
 use super::NodeArgs;
+use crate::paths::DataDir;
 
 /// The system node's config file.
 pub const SYSTEM_CONFIG: &str = "/etc/peervisor/config.toml";
@@ -241,6 +242,36 @@ pub fn in_force(given: Option<&Path>, data_dir_given: bool) -> Result<Option<Con
         return ConfigFile::load(system).map(Some);
     }
     Ok(None)
+}
+
+/// `--data-dir` and `--config` as given (flag or environment), before any file is read.
+#[derive(Debug, Clone)]
+pub struct Globals {
+    pub data_dir: Option<PathBuf>,
+    pub config: Option<PathBuf>,
+}
+
+impl Globals {
+    pub fn data_dir_given(&self) -> bool {
+        self.data_dir.is_some()
+    }
+
+    /// The config file in force, and the data dir: `--data-dir`, else the file's
+    /// data-dir, else the default (the system node's for root, else the user's).
+    pub fn in_force(&self) -> Result<(DataDir, Option<ConfigFile>)> {
+        let config = in_force(self.config.as_deref(), self.data_dir_given())?;
+        let root = self
+            .data_dir
+            .clone()
+            .or_else(|| config.as_ref()?.data_dir().map(Into::into))
+            .unwrap_or_else(DataDir::default_root);
+        Ok((DataDir::new(root), config))
+    }
+
+    /// The data dir without reading the config file (which may be missing or bad).
+    pub fn data_dir_unread(&self) -> DataDir {
+        DataDir::new(self.data_dir.clone().unwrap_or_else(DataDir::default_root))
+    }
 }
 
 /// `peervisor config check [FILE]`.

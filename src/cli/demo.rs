@@ -4,7 +4,6 @@
 //! process and VM the demo started.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -14,8 +13,11 @@ use crate::control::client::ControlClient;
 use crate::control::{Reply, Request};
 use crate::hypervisor::accel::AccelChoice;
 use crate::hypervisor::netns::GuestNetwork;
+use crate::node::identity::NetworkKeySource;
 use crate::paths::DataDir;
-use crate::rig::{ensure_image, free_ports, log_tail, terminate_and_wait};
+use crate::rig::{
+    NodeCommand, NodeProcess, ensure_image, free_ports, stop_nodes, terminate_and_wait,
+};
 
 const DEMO_NETNS: &str = "peervisor-demo";
 const DEMO_VM: &str = "web-1";
@@ -43,7 +45,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         return Err(e);
     }
     if args.no_console {
-        let first = demo.dirs[0].root().display().to_string();
+        let first = demo.nodes[0].dir.root().display().to_string();
         demo.detach(&root)?;
         println!(
             "demo running: {} peers, VM '{DEMO_VM}' on peer-a. Attach with `peervisor --attach {first}`, stop with `peervisor demo --stop`.",
@@ -51,7 +53,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         );
         return Ok(());
     }
-    let first = demo.dirs[0].clone();
+    let first = demo.nodes[0].dir.clone();
     let console = crate::console::attach(&first, &args.look.look()).await;
     eprintln!("demo: stopping peers and VMs…");
     demo.stop();
@@ -59,8 +61,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
 }
 
 struct Demo {
-    dirs: Vec<DataDir>,
-    children: Vec<Child>,
+    nodes: Vec<NodeProcess>,
 }
 
 fn nick(i: usize) -> String {
@@ -81,45 +82,30 @@ impl Demo {
             }
         }
         let key_file = root.join("network.key");
+        let key = NetworkKeySource::File(key_file.clone());
         if !key_file.exists() {
             crate::node::identity::load_or_create_network_key(root, None)?;
         }
         let ports = free_ports(peers)?;
-        let exe = std::env::current_exe().context("locating the peervisor binary")?;
-        let mut demo = Demo {
-            dirs: dirs.clone(),
-            children: Vec::new(),
-        };
-        for (i, dir) in dirs.iter().enumerate() {
-            std::fs::create_dir_all(dir.root())?;
-            let log = std::fs::File::create(dir.root().join("node.log"))?;
-            let mut cmd = Command::new(&exe);
-            cmd.arg("node")
-                .arg("--data-dir")
-                .arg(dir.root())
-                .args(["--nick", &nick(i)])
-                .args(["--listen", &format!("/ip4/127.0.0.1/tcp/{}", ports[i])])
-                .arg("--network-key")
-                .arg(&key_file)
+        let mut demo = Demo { nodes: Vec::new() };
+        for (i, dir) in dirs.into_iter().enumerate() {
+            let mut command = NodeCommand::new(dir, &nick(i), ports[i], &key)?
                 .args(["--guest-netns", DEMO_NETNS])
                 .arg("--image-dir")
                 .arg(image_dir)
                 .args(["--accel", &accel_arg(accel)])
-                .arg("--destroy-vms-on-exit");
+                .arg("--destroy-vms-on-exit")
+                // The terminal's Ctrl-C must not kill peers before they have
+                // stopped their VMs; the demo stops them itself.
+                .own_process_group();
             if i > 0 {
-                cmd.args(["--bootstrap", &format!("/ip4/127.0.0.1/tcp/{}", ports[0])]);
+                command = command.bootstrap(ports[0]);
             }
-            cmd.stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::from(log));
-            // Own process group: the terminal's Ctrl-C must not kill peers before
-            // they have stopped their VMs; the demo stops them itself.
-            std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-            match cmd.spawn() {
-                Ok(child) => demo.children.push(child),
+            match command.spawn() {
+                Ok(node) => demo.nodes.push(node),
                 Err(e) => {
                     demo.stop();
-                    bail!("starting {}: {e}", exe.display());
+                    return Err(e);
                 }
             }
         }
@@ -127,12 +113,14 @@ impl Demo {
     }
 
     async fn bring_up(&mut self) -> Result<()> {
-        eprintln!("demo: starting {} peers…", self.dirs.len());
-        for (i, dir) in self.dirs.clone().iter().enumerate() {
-            self.wait_for_node(i, dir).await?;
+        eprintln!("demo: starting {} peers…", self.nodes.len());
+        for node in &mut self.nodes {
+            let client = ControlClient::new(&node.dir.control_socket());
+            let answers = || async { client.call(&Request::Status).await.is_ok() };
+            node.wait_until(Duration::from_secs(60), answers).await?;
         }
-        let first = ControlClient::new(&self.dirs[0].control_socket());
-        let want = self.dirs.len() - 1;
+        let first = ControlClient::new(&self.nodes[0].dir.control_socket());
+        let want = self.nodes.len() - 1;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Reply::Status(s) = first.call(&Request::Status).await? {
@@ -164,18 +152,18 @@ impl Demo {
     /// Demo peers are one operator's hosts: each lets the others migrate VMs in.
     async fn grant_control_to_each_other(&self) -> Result<()> {
         let mut ids = Vec::new();
-        for dir in &self.dirs {
-            let client = ControlClient::new(&dir.control_socket());
+        for node in &self.nodes {
+            let client = ControlClient::new(&node.dir.control_socket());
             if let Reply::Status(s) = client.call(&Request::Status).await? {
                 ids.push(s.local.peer_id);
             }
         }
-        for dir in &self.dirs {
-            let client = ControlClient::new(&dir.control_socket());
+        for node in &self.nodes {
+            let client = ControlClient::new(&node.dir.control_socket());
             for id in &ids {
                 client
                     .call(&Request::PeersAllow {
-                        peer: id.clone(),
+                        peer: id.as_str().into(),
                         role: crate::control::Role::Control,
                     })
                     .await?;
@@ -184,46 +172,15 @@ impl Demo {
         Ok(())
     }
 
-    async fn wait_for_node(&mut self, i: usize, dir: &DataDir) -> Result<()> {
-        let client = ControlClient::new(&dir.control_socket());
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if client.call(&Request::Status).await.is_ok() {
-                return Ok(());
-            }
-            if let Ok(Some(status)) = self.children[i].try_wait() {
-                bail!(
-                    "{} exited ({status}) during start-up:\n{}",
-                    nick(i),
-                    log_tail(&dir.root().join("node.log"))
-                );
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "{} did not start within 60 s:\n{}",
-                    nick(i),
-                    log_tail(&dir.root().join("node.log"))
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-
     /// Leaves the peers running and records their pids for `demo --stop`.
-    fn detach(mut self, root: &Path) -> Result<()> {
-        let pids: Vec<String> = self.children.iter().map(|c| c.id().to_string()).collect();
+    fn detach(self, root: &Path) -> Result<()> {
+        let pids: Vec<String> = self.nodes.iter().map(|n| n.pid().to_string()).collect();
         std::fs::write(root.join(PIDS_FILE), pids.join("\n"))?;
-        self.children.clear();
         Ok(())
     }
 
     fn stop(&mut self) {
-        let pids: Vec<u32> = self.children.iter().map(|c| c.id()).collect();
-        terminate_and_wait(&pids);
-        for child in &mut self.children {
-            let _ = child.wait();
-        }
-        self.children.clear();
+        stop_nodes(&mut self.nodes);
         let _ = GuestNetwork::named(DEMO_NETNS).remove();
     }
 }

@@ -5,6 +5,7 @@ use anyhow::{Result, bail};
 
 use crate::control::client::ControlClient;
 use crate::control::{Reply, Request};
+use crate::names::VmName;
 
 /// `peervisor migrate`: sends the request; while a `--wait` runs, shows the
 /// transfer's progress on a terminal.
@@ -53,7 +54,7 @@ pub async fn replicate(control: &ControlClient, request: &Request, json: bool) -
 }
 
 /// One progress line, redrawn each second, from the node's operation list.
-async fn show_progress(control: ControlClient, vm: String) {
+async fn show_progress(control: ControlClient, vm: VmName) {
     loop {
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         let Ok(Reply::Status(status)) = control.call(&Request::Status).await else {

@@ -6,7 +6,6 @@
 
 mod args;
 pub mod config;
-pub use join::join as join_overlay;
 pub mod demo;
 mod dev;
 pub mod find_node;
@@ -26,19 +25,28 @@ use anyhow::Result;
 
 use crate::control::client::ControlClient;
 use crate::control::{Reply, Request};
-use crate::paths::DataDir;
 
-/// Runs a command other than `node` and `config`, which main.rs runs.
-pub async fn run(
-    command: Command,
-    data_dir: &DataDir,
-    config: Option<&config::ConfigFile>,
-) -> Result<()> {
+/// Runs a command (`node` is main.rs's: it is no `Command`). `config check` and
+/// `join` come first: they read or write a config file that may be bad or not
+/// there yet; every other command runs with the config file in force.
+pub async fn run(command: Command, globals: &config::Globals) -> Result<()> {
+    let command = match command {
+        Command::Config(ConfigCommand::Check { file }) => {
+            let file = file.or_else(|| globals.config.clone());
+            return config::check(file.as_deref(), globals.data_dir_given());
+        }
+        Command::Join { token, json } => {
+            let data_dir = globals.data_dir_unread();
+            let config = globals.config.as_deref();
+            return join::join(&token, json, &data_dir, config, globals.data_dir_given()).await;
+        }
+        command => command,
+    };
+    let (data_dir, config) = globals.in_force()?;
+    let (data_dir, config) = (&data_dir, config.as_ref());
     let control = ControlClient::new(&data_dir.control_socket());
     match command {
-        Command::Node(_) | Command::Config(_) | Command::Join { .. } => {
-            unreachable!("main.rs runs these")
-        }
+        Command::Config(_) | Command::Join { .. } => unreachable!("run above"),
         Command::Dev(command) => dev::run(data_dir, command).await,
         Command::Keys(look) => {
             print!("{}", crate::console::keys_text(&look.look()));

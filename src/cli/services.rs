@@ -7,6 +7,7 @@ use anyhow::{Result, bail};
 use crate::control::client::ControlClient;
 use crate::control::{Reply, Request};
 use crate::model::ServiceView;
+use crate::names::ServiceName;
 
 /// `peervisor services`: the overlay's services, filtered.
 pub async fn list(
@@ -23,7 +24,7 @@ pub async fn list(
 }
 
 /// `peervisor find`: a service resolved through the DHT.
-pub async fn find(control: &ControlClient, name: String, json: bool) -> Result<()> {
+pub async fn find(control: &ControlClient, name: ServiceName, json: bool) -> Result<()> {
     let Reply::Services { services } = control.call(&Request::Find { name }).await? else {
         bail!("unexpected reply to find");
     };

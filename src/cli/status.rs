@@ -27,7 +27,7 @@ pub async fn run(control: &ControlClient, json: bool) -> Result<()> {
 
 /// "8 vCPUs (1 in use), 21.2 GiB memory (128 MiB in use), 35.3 GiB disk; 2 migrations each way".
 fn lending_text(l: &crate::model::LendingView) -> String {
-    use crate::peer::capacity::fmt_mib;
+    use crate::migrate::capacity::fmt_mib;
     format!(
         "{} vCPUs ({} in use), {} memory ({} in use), {} disk; {} migration(s) each way at once",
         l.vcpus,

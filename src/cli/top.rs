@@ -56,7 +56,7 @@ pub fn table(vms: &[VmView]) -> String {
     );
     for vm in vms {
         let name = if vm.managed {
-            vm.name.clone()
+            vm.name.to_string()
         } else {
             format!("{} (foreign)", vm.name)
         };

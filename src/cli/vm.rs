@@ -11,6 +11,7 @@ use crate::control::{Reply, Request};
 use crate::model::VmView;
 
 use super::VmCommand;
+use crate::names::VmName;
 
 /// `peervisor vm ...`.
 pub async fn run(control: &ControlClient, command: VmCommand) -> Result<()> {
@@ -75,7 +76,7 @@ pub async fn run(control: &ControlClient, command: VmCommand) -> Result<()> {
 
 /// The create request from a manifest file and/or flags (flags win).
 fn create_request(
-    name: Option<String>,
+    name: Option<VmName>,
     manifest: Option<PathBuf>,
     vcpus: Option<u32>,
     memory_mib: Option<u64>,
@@ -92,7 +93,7 @@ fn create_request(
         ))?,
     };
     let m = VmManifest {
-        name: name.unwrap_or(base.name.clone()),
+        name: name.map_or(base.name.clone(), String::from),
         vcpus: vcpus.unwrap_or(base.vcpus),
         memory_mib: memory_mib.unwrap_or(base.memory_mib),
         data_disk_mib: data_disk_mib.or(base.data_disk_mib),
@@ -105,7 +106,7 @@ fn create_request(
     })?;
     Ok(Request::VmCreate {
         services: m.service_specs(),
-        name: m.name,
+        name: m.name.into(),
         vcpus: m.vcpus,
         memory_mib: m.memory_mib,
         image: m
@@ -128,13 +129,11 @@ fn confirm(question: &str) -> Result<bool> {
     Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
 }
 
-async fn vm_stats(control: &ControlClient, name: &str, json: bool, watch: bool) -> Result<()> {
+async fn vm_stats(control: &ControlClient, name: &VmName, json: bool, watch: bool) -> Result<()> {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
         tick.tick().await;
-        let request = Request::VmStats {
-            name: name.to_string(),
-        };
+        let request = Request::VmStats { name: name.clone() };
         let Reply::Vms { vms } = control.call(&request).await? else {
             bail!("unexpected reply to vm stats");
         };

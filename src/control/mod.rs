@@ -3,11 +3,13 @@
 //! One JSON object per line each way.
 
 pub mod client;
+#[cfg(test)]
+mod json_shape;
 pub mod server;
 
 // The vocabulary lives in `api` (the console builds requests too); it is the
 // control API's, so it is named here as well.
-pub use crate::api::{DiskTransfer, MigrationReport, ReplicationReport, Reply, Request, Role};
+pub use crate::api::{MigrationReport, ReplicationReport, Reply, Request, Role};
 
 use serde::{Deserialize, Serialize};
 

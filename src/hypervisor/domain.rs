@@ -267,7 +267,7 @@ fn services_and_disks(xml: &str) -> (Vec<ServiceSpec>, Vec<String>) {
                         let port = get("port").and_then(|p| p.parse().ok());
                         current = match (get("name"), get("type"), port) {
                             (Some(name), Some(kind), Some(port)) => Some(ServiceSpec {
-                                name,
+                                name: name.into(),
                                 kind,
                                 port,
                                 tags: Vec::new(),

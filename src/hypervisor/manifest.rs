@@ -146,7 +146,7 @@ impl VmManifest {
         self.services
             .iter()
             .map(|s| ServiceSpec {
-                name: s.name.clone(),
+                name: s.name.as_str().into(),
                 kind: s.kind.clone(),
                 port: s.port as u16,
                 tags: s.tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
@@ -154,6 +154,21 @@ impl VmManifest {
                 allow: s.allow.clone(),
             })
             .collect()
+    }
+}
+
+impl From<&ServiceSpec> for ManifestService {
+    /// A service as the control API or a replication offer gives it, for a new
+    /// VM's manifest (the inverse of `VmManifest::service_specs`).
+    fn from(s: &ServiceSpec) -> Self {
+        ManifestService {
+            name: s.name.to_string(),
+            kind: s.kind.clone(),
+            port: u32::from(s.port),
+            tags: s.tags.iter().cloned().collect(),
+            max_conns: s.max_conns,
+            allow: s.allow.clone(),
+        }
     }
 }
 

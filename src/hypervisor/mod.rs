@@ -239,7 +239,7 @@ impl Host {
         let known: Vec<String> = self
             .list()
             .await
-            .map(|vms| vms.into_iter().map(|v| v.name).collect())
+            .map(|vms| vms.into_iter().map(|v| v.name.to_string()).collect())
             .unwrap_or_default();
         if known.is_empty() {
             anyhow!("no VM named '{name}' on this peer (it hosts none)")
@@ -577,7 +577,7 @@ fn vm_view(domain: &Domain) -> Result<VmView> {
     let info = domain.info().context("domain info")?;
     let metadata = read_metadata(domain);
     Ok(VmView {
-        name,
+        name: name.into(),
         uuid: domain.uuid_string().unwrap_or_default(),
         state: state_of(info.state.to_raw()),
         vcpus: info.nr_virt_cpu,

@@ -100,10 +100,10 @@ impl StatsBoard {
     pub fn annotate(&self, vms: &mut [VmView]) -> u64 {
         let board = self.board();
         for vm in vms {
-            vm.stats = board.latest.get(&vm.name).cloned();
+            vm.stats = board.latest.get(vm.name.as_str()).cloned();
             vm.history = board
                 .history
-                .get(&vm.name)
+                .get(vm.name.as_str())
                 .map(|h| h.to_view(board.interval));
         }
         board.rounds
@@ -134,7 +134,7 @@ impl StatsBoard {
                 board.latest.insert(record.name.clone(), r.clone());
             }
             samples.push(VmSample {
-                name: record.name.clone(),
+                name: record.name.as_str().into(),
                 stats: rated,
             });
             seen.insert(record.name.clone(), sample);

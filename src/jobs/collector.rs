@@ -135,7 +135,7 @@ pub fn link_vms(job: &mut JobView, vms: &[VmView]) {
                     || vm.ip.as_deref() == Some(h.as_str())
             })
         })
-        .map(|vm| vm.name.clone())
+        .map(|vm| vm.name.to_string())
         .collect();
 }
 

@@ -10,10 +10,10 @@ use anyhow::{Context, Result, anyhow, bail};
 use libp2p::{Multiaddr, PeerId};
 
 use super::{Token, now, store};
-use crate::control::Role;
+use crate::admission::access::AccessList;
+use crate::api::Role;
 use crate::node::protocol::{ControlRequest, ControlResponse};
 use crate::node::{self, NodeConfig, identity};
-use crate::peer::access::AccessList;
 
 /// How long to try to reach the inviter.
 const REACH_TIMEOUT: Duration = Duration::from_secs(60);

@@ -19,14 +19,14 @@
 //! SHA-256 only) and `group.json` (the authority, and on it, the members).
 
 pub mod joiner;
-mod node;
+pub mod node;
 mod store;
 
 use anyhow::{Context, Result, anyhow, bail};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use crate::control::Role;
+use crate::api::Role;
 
 /// What a token starts with, so a pasted token is recognised (and versioned).
 const TOKEN_PREFIX: &str = "pvjoin1.";

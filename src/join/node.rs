@@ -1,6 +1,7 @@
 //! The inviter's side, in the running node: making invitations, checking the
 //! secret a joining peer sends, and keeping the trust group's members in step.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,17 +9,38 @@ use anyhow::{Result, bail};
 use libp2p::PeerId;
 
 use super::{Token, now, store, when};
-use crate::api::Reply;
-use crate::control::Role;
+use crate::admission::access::AccessList;
+use crate::api::{Reply, Role};
+use crate::node::Client;
 use crate::node::protocol::{ControlRequest, ControlResponse};
-use crate::peer::Peer;
+use crate::paths::DataDir;
 
 /// The longest an invitation may stay open.
 const MAX_EXPIRY: Duration = Duration::from_secs(30 * 24 * 3600);
 
-impl Peer {
+/// This host's invitations and trust group (in its data dir), the node to reach
+/// the group's members, and the grants an admitted member gets.
+pub struct Invitations {
+    node: Client,
+    dir: PathBuf,
+    access: Arc<AccessList>,
+}
+
+impl Invitations {
+    pub fn new(node: Client, data_dir: &DataDir, access: Arc<AccessList>) -> Invitations {
+        Invitations {
+            node,
+            dir: data_dir.root().to_path_buf(),
+            access,
+        }
+    }
+
+    fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// `peervisor invite`: records a single-use invitation and returns its token.
-    pub(crate) async fn invite(
+    pub async fn invite(
         &self,
         role: Role,
         expires: Duration,
@@ -30,7 +52,7 @@ impl Peer {
         if role < Role::Consume {
             bail!("an invitation grants consume or control");
         }
-        let dir = self.data_dir().root();
+        let dir = self.dir();
         let key = crate::node::identity::load_or_create_network_key(dir, None)?;
         let addrs = match addresses.is_empty() {
             false => addresses,
@@ -59,23 +81,23 @@ impl Peer {
         })
     }
 
-    pub(crate) fn revoke_invitation(&self, id: &str) -> Result<Reply> {
-        let id = store::revoke(self.data_dir().root(), id)?;
+    pub fn revoke(&self, id: &str) -> Result<Reply> {
+        let id = store::revoke(self.dir(), id)?;
         Ok(Reply::Done {
             message: format!("invitation {id} revoked"),
         })
     }
 
-    pub(crate) fn invitations(&self) -> Result<Reply> {
+    pub fn list(&self) -> Result<Reply> {
         Ok(Reply::Invitations {
-            invitations: store::list(self.data_dir().root(), now())?,
+            invitations: store::list(self.dir(), now())?,
         })
     }
 
     /// A joining peer's secret: checked and used once; a control invitation
     /// also makes the peer a member of this host's trust group.
-    pub(crate) fn answer_redeem(self: &Arc<Self>, peer: PeerId, secret: &str) -> ControlResponse {
-        let dir = self.data_dir().root();
+    pub fn answer_redeem(&self, peer: PeerId, secret: &str) -> ControlResponse {
+        let dir = self.dir();
         let role = match store::redeem(dir, secret, &peer.to_string(), now()) {
             Ok(role) => role,
             Err(reason) => {
@@ -103,8 +125,8 @@ impl Peer {
 
     /// Grants `peer` control here, adds it to the group, tells the other members;
     /// the members it should grant control to (this host first).
-    fn admit_to_group(self: &Arc<Self>, peer: PeerId) -> Result<Vec<String>> {
-        let dir = self.data_dir().root();
+    fn admit_to_group(&self, peer: PeerId) -> Result<Vec<String>> {
+        let dir = self.dir();
         self.access.set(peer, Role::Control)?;
         let mut group = store::load_group(dir)?;
         let me = self.node.local_peer_id().to_string();
@@ -117,7 +139,7 @@ impl Peer {
         }
         store::save_group(dir, &group)?;
         let everyone: Vec<String> = std::iter::once(me).chain(group.members.clone()).collect();
-        let this = self.clone();
+        let node = self.node.clone();
         tokio::spawn(async move {
             for member in everyone.iter().skip(1).filter(|m| **m != joined) {
                 let Ok(id) = member.parse::<PeerId>() else {
@@ -126,7 +148,7 @@ impl Peer {
                 let request = ControlRequest::GroupMembers {
                     members: everyone.clone(),
                 };
-                match this.node.request(id, request).await {
+                match node.request(id, request).await {
                     Ok(ControlResponse::Ack) => {}
                     Ok(other) => tracing::warn!("group update to {member}: {other:?}"),
                     Err(e) => tracing::warn!("group update to {member}: {e:#}"),
@@ -137,8 +159,8 @@ impl Peer {
     }
 
     /// The group's authority says who its members are: each may control here.
-    pub(crate) fn answer_group_members(&self, peer: PeerId, members: &[String]) -> ControlResponse {
-        let dir = self.data_dir().root();
+    pub fn answer_group_members(&self, peer: PeerId, members: &[String]) -> ControlResponse {
+        let dir = self.dir();
         let authority = store::load_group(dir).ok().and_then(|g| g.authority);
         if authority.as_deref() != Some(peer.to_string().as_str()) {
             return ControlResponse::Refused {

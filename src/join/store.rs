@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{invitation_id, sha256_hex, when};
 use crate::api::InvitationView;
-use crate::control::Role;
+use crate::api::Role;
 
 const INVITATIONS: &str = "invitations.json";
 const GROUP: &str = "group.json";

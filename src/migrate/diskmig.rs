@@ -13,10 +13,10 @@ use std::sync::Arc;
 
 use anyhow::{Result, bail};
 
+use super::Migrations;
 use crate::hypervisor::domain::xml_escape;
 use crate::node::protocol::DiskOffer;
 use crate::paths::disk_dir;
-use crate::peer::Peer;
 
 /// Bounds on what a source may offer.
 const MAX_DISKS: usize = 8;
@@ -32,11 +32,11 @@ pub enum DiskPlan {
     Copy(Vec<(PathBuf, u64)>),
 }
 
-impl Peer {
+impl Migrations {
     /// Source side: the VM's disk files as the destination needs to know them.
     /// A file this node cannot read (a foreign VM's, elsewhere) is offered with
     /// what is known; the destination then copies it, as libvirt would.
-    pub(crate) async fn disk_offers(&self, vm: &str) -> Result<Vec<DiskOffer>> {
+    pub(super) async fn disk_offers(&self, vm: &str) -> Result<Vec<DiskOffer>> {
         use std::os::unix::fs::MetadataExt;
         let footprint = self.host.footprint(vm).await?;
         Ok(footprint
@@ -54,17 +54,17 @@ impl Peer {
     }
 }
 
-impl Peer {
+impl Migrations {
     /// Destination side: the VM did not arrive; deletes the files made for its
     /// disks, unless a VM of that name is defined here after all (then they are
     /// its disks: kept, and said so).
-    pub(crate) async fn discard_disks(&self, vm: &str, made: &[PathBuf]) {
+    pub(super) async fn discard_disks(&self, vm: &str, made: &[PathBuf]) {
         discard(self.host.clone(), vm.to_string(), made.to_vec()).await;
         self.forget_made_disks(vm);
     }
 
     /// The same, from code that cannot wait.
-    pub(crate) fn discard_disks_later(&self, vm: &str, made: &[PathBuf]) {
+    pub(super) fn discard_disks_later(&self, vm: &str, made: &[PathBuf]) {
         if !made.is_empty() {
             tokio::spawn(discard(self.host.clone(), vm.to_string(), made.to_vec()));
             self.forget_made_disks(vm);
@@ -73,7 +73,7 @@ impl Peer {
 
     /// Source side, after a migration that copied disks: deletes this peer's copy
     /// once the destination confirmed the VM runs there; otherwise keeps it.
-    pub(crate) fn remove_moved_disks(
+    pub(super) fn remove_moved_disks(
         &self,
         vm: &str,
         dest_name: &str,
@@ -98,17 +98,17 @@ impl Peer {
 /// Destination side: files made for incoming VMs are listed under the data dir
 /// until the VM arrived or they are deleted, so that a node killed mid-transfer
 /// deletes them when it starts again (`sweep_half_made_disks`).
-const LEDGER: &str = "incoming-disks";
+pub(super) const LEDGER: &str = "incoming-disks";
 
-impl Peer {
+impl Migrations {
     /// One file per incoming VM (names are checked, and one VM of a name
     /// arrives at a time).
     fn ledger_file(&self, vm: &str) -> PathBuf {
-        self.config.data_dir.root().join(LEDGER).join(vm)
+        self.ledger_dir.join(vm)
     }
 
     /// Lists the files made for an incoming VM.
-    pub(crate) fn note_made_disks(&self, vm: &str, made: &[PathBuf]) {
+    pub(super) fn note_made_disks(&self, vm: &str, made: &[PathBuf]) {
         if made.is_empty() {
             return;
         }
@@ -124,15 +124,14 @@ impl Peer {
     }
 
     /// The migration is settled: its files are the VM's or gone.
-    pub(crate) fn forget_made_disks(&self, vm: &str) {
+    pub(super) fn forget_made_disks(&self, vm: &str) {
         let _ = std::fs::remove_file(self.ledger_file(vm));
     }
 
     /// At start: deletes files made for incoming VMs that never arrived (the node
     /// was killed mid-transfer); files a VM defined here uses are kept.
-    pub async fn sweep_half_made_disks(self: Arc<Self>) {
-        let dir = self.config.data_dir.root().join(LEDGER);
-        let Ok(entries) = std::fs::read_dir(&dir) else {
+    pub(super) async fn sweep_half_made_disks(self: Arc<Self>) {
+        let Ok(entries) = std::fs::read_dir(&self.ledger_dir) else {
             return;
         };
         let in_use = match self.disks_in_use().await {
@@ -235,7 +234,7 @@ pub fn plan_disks(
         files.push((path, offer.virtual_bytes));
     }
     let needed: u64 = offers.iter().map(|d| d.virtual_bytes).sum();
-    let free_mib = crate::peer::capacity::free_mib_under(dir)
+    let free_mib = super::capacity::free_mib_under(dir)
         .ok_or_else(|| format!("cannot read the free space of {}", dir.display()))?;
     if needed.div_ceil(1 << 20) > free_mib {
         return Err(format!(

@@ -13,7 +13,7 @@ use std::time::Duration;
 use futures::future::select_ok;
 use libp2p::PeerId;
 
-use crate::peer::Peer;
+use super::Migrations;
 use crate::services::probe::GapProbe;
 use crate::services::proxy;
 use crate::services::{LocalService, Target};
@@ -27,15 +27,15 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// list its domains 40 times a second.
 const DIRECT_SLOW: Duration = Duration::from_millis(100);
 
-impl Peer {
+impl Migrations {
     /// Starts probing the service of `vm` (here, and at `dest` once it runs there).
     /// None when the VM has no service on the guest network to probe.
-    pub(crate) async fn probe_migrating_service(
+    pub(super) async fn probe_migrating_service(
         self: &Arc<Self>,
         vm: &str,
         dest: PeerId,
     ) -> Option<(GapProbe, String)> {
-        let local = self.local_services().await.ok()?;
+        let local = self.services.local_services().await.ok()?;
         let service = local
             .into_iter()
             .find(|s| s.vm.as_deref() == Some(vm) && matches!(s.target, Target::Guest { .. }))?;
@@ -43,12 +43,13 @@ impl Peer {
             return None;
         };
         let described = format!("{} ({ip}:{port})", service.spec.name);
-        let peer = self.clone();
+        let migrations = self.clone();
         let service = Arc::new(service);
         let switching = Arc::new(AtomicBool::new(false));
         let probe = GapProbe::start(move || {
-            let (peer, service, switching) = (peer.clone(), service.clone(), switching.clone());
-            async move { peer.service_answers(&service, dest, &switching).await }
+            let (migrations, service, switching) =
+                (migrations.clone(), service.clone(), switching.clone());
+            async move { migrations.service_answers(&service, dest, &switching).await }
         });
         Some((probe, described))
     }
@@ -81,7 +82,7 @@ impl Peer {
         }
         let mut streams = self.node.streams();
         let name = service.spec.name.clone();
-        let peer = self.clone();
+        let services = self.services.clone();
         let vm = service.vm.clone().unwrap_or_default();
         let overlay: Probe = Box::pin(async move {
             proxy::open_served_there(&mut streams, dest, &name)
@@ -90,7 +91,7 @@ impl Peer {
             // The destination serves it: the VM runs there. Consumer streams
             // held here go there now, not when libvirt returns (after it has
             // stopped the QEMU here, a few hundred ms later).
-            peer.handovers.end(&vm, true);
+            services.handovers().end(&vm, true);
             Ok(())
         });
         select_ok([direct, overlay]).await.is_ok()

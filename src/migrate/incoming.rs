@@ -9,13 +9,14 @@ use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
 
-use crate::control::Role;
+use super::Migrations;
+use super::capacity::{Refusal, Reservation, VmRequirements};
+use super::operations::Busy;
+use crate::api::Role;
 use crate::hypervisor::job::JobSample;
 use crate::model::{OperationKind, OperationPhase, VmState};
+use crate::names::VmName;
 use crate::node::protocol::ControlResponse;
-use crate::peer::Peer;
-use crate::peer::capacity::{Refusal, Reservation, VmRequirements};
-use crate::peer::operations::Busy;
 
 /// How long an authorization to open tunnel streams stays valid.
 const GRANT_TTL: Duration = Duration::from_secs(600);
@@ -35,7 +36,7 @@ const MAX_PATH_LEN: usize = 4096;
 
 struct Grant {
     peer: PeerId,
-    vm: String,
+    vm: VmName,
     operation: u64,
     expires: Instant,
     /// The VM's share of the lent capacity, held until it arrived or failed.
@@ -128,9 +129,9 @@ impl TunnelGrants {
     }
 }
 
-impl Peer {
+impl Migrations {
     /// Destination side: decides whether to accept a VM, before anything moves.
-    pub(crate) async fn prepare_incoming(
+    pub async fn prepare_incoming(
         self: &Arc<Self>,
         from: PeerId,
         vm: VmRequirements,
@@ -146,7 +147,7 @@ impl Peer {
                 "peer {from} is not allowed to control this host (its operator can run `peervisor peers allow {from} --role control`)"
             ));
         }
-        if !self.config.accept_migrations {
+        if !self.accept {
             return refuse("this peer does not accept incoming migrations".into());
         }
         if vm.boot_files.len() > MAX_BOOT_FILES
@@ -158,7 +159,7 @@ impl Peer {
             return refuse("malformed request: too many or too long boot file paths".into());
         }
         self.settle_expired_grants();
-        let reservation = match self.check_incoming(&vm).await {
+        let reservation = match self.capacity.check_incoming(&vm).await {
             Ok(reservation) => reservation,
             Err(refusal) => return refuse(refusal.to_string()),
         };
@@ -171,7 +172,7 @@ impl Peer {
                 Ok(plan) => plan,
                 Err(reason) => return refuse(reason),
             };
-        let limit = self.capacity.max_migrations;
+        let limit = self.capacity.max_migrations();
         let operation = match self.operations.begin_limited(
             OperationKind::MigrateIn,
             &vm.name,
@@ -214,7 +215,7 @@ impl Peer {
         );
         self.note_made_disks(&vm.name, &made_disks);
         tokio::spawn(self.clone().expire_unused_grant(token));
-        self.handovers.arriving(&vm.name);
+        self.services.handovers().arriving(&vm.name);
         tracing::info!("accepted migration of VM '{}' from {from_name}", vm.name);
         ControlResponse::MigrationAccepted {
             token,
@@ -325,7 +326,7 @@ impl Peer {
     }
 
     /// Destination side: the source says the migration is over.
-    pub(crate) async fn incoming_ended(
+    pub async fn incoming_ended(
         &self,
         from: PeerId,
         token: u64,
@@ -342,7 +343,7 @@ impl Peer {
         if ok {
             let completed = self.record_arrival(&grant, from).await;
             // Consumers learn the new provider now, not at the next periodic announcement.
-            self.services.republish.notify_one();
+            self.services.republish();
             let running = self
                 .host
                 .vm(&grant.vm)

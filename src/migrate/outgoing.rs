@@ -15,18 +15,18 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, anyhow, bail};
 use libp2p::PeerId;
 
+use super::Migrations;
+use super::capacity::VmRequirements;
 use super::diskmig::with_disks_renamed;
+use super::operations::Busy;
 use super::tunnel::{DISKS_CHANNEL, MEMORY_CHANNEL, TunnelBridge, channel_file};
-use crate::control::{MigrationReport, Reply};
+use crate::api::{MigrationReport, Reply};
 use crate::hypervisor::MigrationUris;
 use crate::hypervisor::job::JobSample;
 use crate::model::{OperationKind, OperationPhase, VmState, VmView};
+use crate::names::{PeerRef, VmName, peer_id_of};
 use crate::node::protocol::{CHANNEL_PROTOCOL, ControlRequest, ControlResponse, TUNNEL_PROTOCOL};
-use crate::peer::Peer;
-use crate::peer::capacity::VmRequirements;
-use crate::peer::operations::Busy;
-use crate::peer::peers::{peer_id_of, resolve};
-use crate::peer::phases::Phases;
+use crate::phases::Phases;
 use crate::services::probe::GapProbe;
 
 /// How often the source samples libvirt's job stats while a migration runs.
@@ -53,21 +53,21 @@ struct Arrival {
     switched: Option<Instant>,
 }
 
-impl Peer {
+impl Migrations {
     /// The control request: with `detach`, answers once the destination has
     /// accepted the VM (its checks passed, nothing moved yet) and lets the
     /// transfer run on; otherwise answers at the end with the report.
-    pub(crate) async fn migrate_request(
+    pub async fn migrate_request(
         self: &Arc<Self>,
-        vm: String,
-        to: String,
+        vm: VmName,
+        to: PeerRef,
         limits: Limits,
         foreign: bool,
         detach: bool,
     ) -> Result<Reply> {
         if !detach {
             let report = self.migrate_with(&vm, &to, limits, foreign, None).await;
-            self.services.republish.notify_one();
+            self.services.republish();
             return report.map(Reply::Migrated);
         }
         let (accepted, on_accept) = tokio::sync::oneshot::channel();
@@ -77,7 +77,7 @@ impl Peer {
             let result = this
                 .migrate_with(&name, &dest, limits, foreign, Some(accepted))
                 .await;
-            this.services.republish.notify_one();
+            this.services.republish();
             result
         });
         match on_accept.await {
@@ -98,8 +98,8 @@ impl Peer {
     /// destination has said yes and the transfer begins.
     async fn migrate_with(
         self: &Arc<Self>,
-        vm: &str,
-        to: &str,
+        vm: &VmName,
+        to: &PeerRef,
         limits: Limits,
         foreign: bool,
         accepted: Option<tokio::sync::oneshot::Sender<Started>>,
@@ -110,14 +110,14 @@ impl Peer {
         let local = self.host.vm(vm).await?;
         check_migratable(&local, foreign)?;
         let net = self.node.status().await?;
-        let dest = resolve(to, &net.peers)?;
+        let dest = to.resolve(&net.peers)?;
         let dest_name = dest.display_name();
         if !dest.connected {
             bail!("peer {dest_name} is known but not connected: cannot migrate to it now");
         }
         let dest_id = peer_id_of(&dest)?;
-        let requirements = self.requirements_of(&local).await?;
-        let limit = self.capacity.max_migrations;
+        let requirements = self.capacity.requirements_of(&local).await?;
+        let limit = self.capacity.max_migrations();
         let op = self
             .operations
             .begin_limited(OperationKind::MigrateOut, vm, &dest_name, limit)
@@ -126,7 +126,7 @@ impl Peer {
         let started = Instant::now();
         let phases = Phases::start();
         let accepted = accepted.map(|tx| (tx, dest_name.clone(), op));
-        self.handover_begin(vm, dest_id).await;
+        self.services.handover_begin(vm, dest_id).await;
         let result = self
             .migrate_to(
                 &requirements,
@@ -138,7 +138,7 @@ impl Peer {
                 &phases,
             )
             .await;
-        self.handovers.end(vm, result.is_ok());
+        self.services.handovers().end(vm, result.is_ok());
         phases.mark("reported");
         tracing::info!("migration of VM '{vm}' to {dest_name}: {}", phases.line());
         match &result {
@@ -166,8 +166,8 @@ impl Peer {
             }
         }
         result.map(|arrival| MigrationReport {
-            vm: vm.to_string(),
-            from: self.config.nick.clone(),
+            vm: vm.clone(),
+            from: self.nick.clone(),
             to: dest_name,
             to_peer_id: dest_id.to_string(),
             seconds: arrival
@@ -184,11 +184,14 @@ impl Peer {
 
     /// Source side: cancels the running outgoing migration of `vm`. libvirt stops
     /// the transfer and the VM keeps running here; `migrate` then reports failure.
-    pub async fn abort_migration(&self, vm: &str) -> Result<()> {
+    pub async fn abort(&self, vm: &VmName) -> Result<String> {
         if !self.operations.is_outgoing(vm) {
             bail!("VM '{vm}' is not being migrated from this peer");
         }
-        self.host.abort_job(vm).await
+        self.host.abort_job(vm).await?;
+        Ok(format!(
+            "migration of VM '{vm}' aborted: it keeps running on this peer"
+        ))
     }
 
     #[allow(clippy::too_many_arguments)] // what one migration needs, no more
@@ -204,7 +207,7 @@ impl Peer {
     ) -> Result<Arrival> {
         let offers = self.disk_offers(&vm.name).await?;
         let request = ControlRequest::PrepareMigration {
-            vm: vm.name.clone(),
+            vm: vm.name.to_string(),
             uuid: vm.uuid.clone(),
             vcpus: vm.vcpus,
             memory_mib: vm.memory_mib,
@@ -230,12 +233,9 @@ impl Peer {
         if let Some((tx, to, operation)) = accepted {
             let _ = tx.send(Started { to, operation });
         }
-        let socket = self
-            .data_dir()
-            .run_dir()
-            .join(format!("migrate-{token:016x}.sock"));
+        let socket = self.run_dir.join(format!("migrate-{token:016x}.sock"));
         let bridge = TunnelBridge::bind(
-            self,
+            &self.node,
             socket,
             dest,
             TUNNEL_PROTOCOL,
@@ -254,7 +254,7 @@ impl Peer {
         phases.mark_at("libvirt returned", switched);
         if outcome.is_ok() {
             // The VM runs at the destination now: held consumer streams go there.
-            self.handovers.end(&vm.name, true);
+            self.services.handovers().end(&vm.name, true);
         }
         watcher.abort();
         let tunnel_error = bridge.first_error().or(channel_error);
@@ -372,7 +372,7 @@ impl Peer {
         } else {
             &[MEMORY_CHANNEL]
         };
-        let run = self.daemon_run_dir();
+        let run = &self.daemon.run_dir;
         let mut bridges = Vec::new();
         let mut uris = Vec::new();
         for &tag in tags {
@@ -382,8 +382,14 @@ impl Peer {
             let mut header = token.to_be_bytes().to_vec();
             header.push(tag);
             let path = run.join(&file);
-            let bound =
-                TunnelBridge::bind(self, path, dest, CHANNEL_PROTOCOL, header, phases.clone());
+            let bound = TunnelBridge::bind(
+                &self.node,
+                path,
+                dest,
+                CHANNEL_PROTOCOL,
+                header,
+                phases.clone(),
+            );
             match bound {
                 Ok(bridge) => bridges.push(bridge),
                 Err(e) => return failed(e),
@@ -435,11 +441,11 @@ async fn finish_probe(probe: Option<(GapProbe, String)>) -> Option<u64> {
 }
 
 /// Source side: samples the VM's migration job into its operation until aborted.
-async fn watch_progress(peer: Arc<Peer>, vm: String, op: u64) {
+async fn watch_progress(migrations: Arc<Migrations>, vm: VmName, op: u64) {
     loop {
         tokio::time::sleep(PROGRESS_EVERY).await;
-        match peer.host.job_progress(&vm).await {
-            Ok(Some(sample)) => peer.operations.set_progress(op, &sample),
+        match migrations.host.job_progress(&vm).await {
+            Ok(Some(sample)) => migrations.operations.set_progress(op, &sample),
             Ok(None) => {}
             Err(e) => tracing::debug!("migration progress of VM '{vm}': {e:#}"),
         }

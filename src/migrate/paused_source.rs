@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
 
-use crate::control::Role;
+use super::Migrations;
+use crate::api::Role;
 use crate::model::VmState;
 use crate::node::protocol::{ControlRequest, ControlResponse};
-use crate::peer::Peer;
 
 /// The destination's libvirt drops a half-received VM a moment after the tunnel
 /// closes: ask again for this long while it still holds one.
@@ -23,7 +23,7 @@ const ASK_EVERY: Duration = Duration::from_secs(1);
 
 /// What the destination said about the VM.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Elsewhere {
+enum Elsewhere {
     /// No VM of that name and UUID there.
     Absent,
     There(VmState),
@@ -32,7 +32,7 @@ pub(crate) enum Elsewhere {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Verdict {
+enum Verdict {
     Resume,
     /// Ask again shortly (the destination still holds a half-received copy).
     Wait,
@@ -41,7 +41,7 @@ pub(crate) enum Verdict {
 }
 
 /// Whether the paused source may resume, given what the destination said.
-pub(crate) fn decide(elsewhere: &Elsewhere, dest_name: &str, waited_out: bool) -> Verdict {
+fn decide(elsewhere: &Elsewhere, dest_name: &str, waited_out: bool) -> Verdict {
     match elsewhere {
         Elsewhere::Absent | Elsewhere::There(VmState::Stopped | VmState::Crashed) => {
             Verdict::Resume
@@ -60,11 +60,11 @@ pub(crate) fn decide(elsewhere: &Elsewhere, dest_name: &str, waited_out: bool) -
     }
 }
 
-impl Peer {
+impl Migrations {
     /// Source side, after a failed migration left `vm` paused here: resumes it
     /// if the destination surely does not run it. Returns where the VM is, for
     /// the error the operator reads.
-    pub(crate) async fn settle_paused_source(
+    pub(super) async fn settle_paused_source(
         &self,
         vm: &str,
         uuid: &str,
@@ -116,7 +116,7 @@ impl Peer {
 
     /// Destination side: the state of a VM (name and UUID) here, for a peer that
     /// may migrate VMs here.
-    pub(crate) async fn vm_state_for(&self, from: PeerId, vm: &str, uuid: &str) -> ControlResponse {
+    pub async fn vm_state_for(&self, from: PeerId, vm: &str, uuid: &str) -> ControlResponse {
         if !self.access.allows(&from, Role::Control) {
             return ControlResponse::Refused {
                 reason: format!("peer {from} is not allowed to control this host"),

@@ -22,8 +22,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
+use super::replicate::Replications;
 use crate::model::{PeerView, ServiceView, VmState, VmView};
-use crate::peer::Peer;
+use crate::names::{PeerRef, VmName};
+use crate::node::Client;
+use crate::paths::DataDir;
+use crate::services::Services;
+use crate::services::publish::vms_cpu_pct;
+use crate::vms::Vms;
 
 const LOOK_EVERY: Duration = Duration::from_secs(5);
 
@@ -70,12 +76,12 @@ impl ProvisionPolicy {
 pub enum Decision {
     Nothing,
     Replicate {
-        vm: String,
-        to: String,
+        vm: VmName,
+        to: PeerRef,
         reason: String,
     },
     Remove {
-        vm: String,
+        vm: VmName,
         reason: String,
     },
 }
@@ -87,9 +93,9 @@ pub struct Tracker {
     under_since: Option<Instant>,
     last_action: Option<Instant>,
     /// When each VM was first seen running (by name).
-    running_since: HashMap<String, Instant>,
+    running_since: HashMap<VmName, Instant>,
     /// Since when each replica placed here has had other providers, all quiet.
-    quiet_since: HashMap<String, Instant>,
+    quiet_since: HashMap<VmName, Instant>,
 }
 
 impl Tracker {
@@ -120,7 +126,7 @@ pub struct View<'a> {
     pub cpu_pct: f64,
     pub vms: &'a [VmView],
     /// Replicas the policy placed on this host.
-    pub auto_replicas: &'a [String],
+    pub auto_replicas: &'a [VmName],
     pub peers: &'a [PeerView],
     pub services: &'a [ServiceView],
 }
@@ -138,7 +144,7 @@ pub fn decide(policy: &ProvisionPolicy, t: &mut Tracker, v: &View) -> Decision {
         t.under_since = None;
     }
     // Since when each replica placed here has had other providers, all quiet.
-    let quiet: Vec<&String> = v
+    let quiet: Vec<&VmName> = v
         .auto_replicas
         .iter()
         .filter(|name| others_quiet(policy, v, name))
@@ -184,7 +190,7 @@ pub fn decide(policy: &ProvisionPolicy, t: &mut Tracker, v: &View) -> Decision {
             t.last_action = Some(now);
             return Decision::Replicate {
                 vm: vm.name.clone(),
-                to: peer.peer_id.clone(),
+                to: peer.peer_id.as_str().into(),
                 reason: format!(
                     "its VMs use {:.0}% of the host's CPU, above {:.0}% for {secs} s; {} is the least loaded peer ({load:.0}%) and does not provide its services yet",
                     v.cpu_pct,
@@ -202,7 +208,7 @@ pub fn decide(policy: &ProvisionPolicy, t: &mut Tracker, v: &View) -> Decision {
             let Some(vm) = v.vms.iter().find(|vm| &vm.name == name) else {
                 continue;
             };
-            let served: Vec<String> = vm.services.iter().map(|s| s.name.clone()).collect();
+            let served: Vec<String> = vm.services.iter().map(|s| s.name.to_string()).collect();
             t.last_action = Some(now);
             return Decision::Remove {
                 vm: name.clone(),
@@ -249,100 +255,131 @@ fn cpu_of(vm: &VmView) -> f64 {
     vm.stats.as_ref().map_or(0.0, |s| s.cpu_pct_host)
 }
 
-/// The policy's signal: CPU the running VMs use, % of the host's CPUs.
-pub fn vms_cpu_pct(vms: &[VmView]) -> f64 {
-    vms.iter()
-        .filter(|vm| vm.state == VmState::Running)
-        .map(cpu_of)
-        .fold(0.0, |sum, pct| sum + pct) // (an empty f64 sum is -0.0)
-        .clamp(0.0, 100.0)
+/// `data-dir/provisioned.json`: the replicas other peers' policies placed on
+/// this host (the only VMs this host's policy may remove).
+#[derive(Debug, Clone)]
+pub struct AutoReplicas {
+    file: PathBuf,
 }
 
-impl Peer {
-    fn provisioned_file(&self) -> PathBuf {
-        self.data_dir().root().join("provisioned.json")
+impl AutoReplicas {
+    pub fn in_dir(data_dir: &DataDir) -> AutoReplicas {
+        AutoReplicas {
+            file: data_dir.root().join("provisioned.json"),
+        }
     }
 
-    /// Replicas the policy placed on this host (and that still exist).
-    pub(crate) fn auto_replicas(&self) -> Vec<String> {
-        std::fs::read_to_string(self.provisioned_file())
+    /// Replicas the policy placed on this host (some may be gone since).
+    pub fn list(&self) -> Vec<VmName> {
+        std::fs::read_to_string(&self.file)
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok())
             .unwrap_or_default()
     }
 
     /// Records (or forgets) a replica placed here by another peer's policy.
-    pub(crate) fn mark_auto_replica(&self, name: &str, placed: bool) -> Result<()> {
-        let mut list = self.auto_replicas();
+    pub fn mark(&self, name: &VmName, placed: bool) -> Result<()> {
+        let mut list = self.list();
         list.retain(|n| n != name);
         if placed {
-            list.push(name.to_string());
+            list.push(name.clone());
         }
-        let path = self.provisioned_file();
-        std::fs::write(&path, serde_json::to_vec_pretty(&list)?)
-            .with_context(|| format!("writing {}", path.display()))
+        std::fs::write(&self.file, serde_json::to_vec_pretty(&list)?)
+            .with_context(|| format!("writing {}", self.file.display()))
     }
 }
 
-/// The policy's loop: one look every few seconds, at most one action at a time.
-pub async fn run(peer: Arc<Peer>) {
-    let policy = peer.config.provision;
-    tracing::info!(
-        target: "provision",
-        "on-demand provision on: replicate when this peer's VMs use over {:.0}% of the host's CPU, give back below {:.0}%, after {} s",
-        policy.high_pct,
-        policy.low_pct,
-        policy.sustain.as_secs()
-    );
-    let mut tracker = Tracker::default();
-    loop {
-        tokio::time::sleep(LOOK_EVERY).await;
-        let (Ok(vms), Ok(net)) = (peer.host.list().await, peer.node.status().await) else {
-            continue;
-        };
-        let now = Instant::now();
-        let cpu_pct = tracker.settled_cpu_pct(&vms, now, policy.sustain);
-        let services = peer.services_view(&net.peers).await;
-        let auto: Vec<String> = peer
-            .auto_replicas()
-            .into_iter()
-            .filter(|n| vms.iter().any(|v| &v.name == n))
-            .collect();
-        let view = View {
-            now,
-            cpu_pct,
-            vms: &vms,
-            auto_replicas: &auto,
-            peers: &net.peers,
-            services: &services,
-        };
-        match decide(&policy, &mut tracker, &view) {
-            Decision::Nothing => {}
-            Decision::Replicate { vm, to, reason } => {
-                tracing::info!(target: "provision", "replicating VM '{vm}': {reason}");
-                match peer.replicate_as(&vm, &to, None, true).await {
-                    Ok(r) => tracing::info!(
-                        target: "provision",
-                        "VM '{vm}' replicated to {} as '{}'",
-                        r.to,
-                        r.replica
-                    ),
-                    Err(e) => {
-                        tracing::warn!(target: "provision", "replicating VM '{vm}' failed: {e:#}")
-                    }
-                }
+/// The policy at work on this peer: what it looks at (the overlay's peers and
+/// services, the VMs here) and what it does (replicate a VM, remove a replica).
+pub struct Provision {
+    policy: ProvisionPolicy,
+    node: Client,
+    vms: Arc<Vms>,
+    services: Arc<Services>,
+    replications: Arc<Replications>,
+    auto: AutoReplicas,
+}
+
+impl Provision {
+    pub fn new(
+        policy: ProvisionPolicy,
+        node: Client,
+        data_dir: &DataDir,
+        vms: Arc<Vms>,
+        services: Arc<Services>,
+        replications: Arc<Replications>,
+    ) -> Provision {
+        Provision {
+            policy,
+            node,
+            vms,
+            services,
+            replications,
+            auto: AutoReplicas::in_dir(data_dir),
+        }
+    }
+
+    /// The policy's loop: one look every few seconds, at most one action at a time.
+    pub async fn run(self) {
+        let policy = self.policy;
+        tracing::info!(
+            target: "provision",
+            "on-demand provision on: replicate when this peer's VMs use over {:.0}% of the host's CPU, give back below {:.0}%, after {} s",
+            policy.high_pct,
+            policy.low_pct,
+            policy.sustain.as_secs()
+        );
+        let mut tracker = Tracker::default();
+        loop {
+            tokio::time::sleep(LOOK_EVERY).await;
+            let (Ok(vms), Ok(net)) = (self.vms.list().await, self.node.status().await) else {
+                continue;
+            };
+            let now = Instant::now();
+            let cpu_pct = tracker.settled_cpu_pct(&vms, now, policy.sustain);
+            let services = self.services.services_view(&net.peers).await;
+            let auto: Vec<VmName> = self
+                .auto
+                .list()
+                .into_iter()
+                .filter(|n| vms.iter().any(|v| &v.name == n))
+                .collect();
+            let view = View {
+                now,
+                cpu_pct,
+                vms: &vms,
+                auto_replicas: &auto,
+                peers: &net.peers,
+                services: &services,
+            };
+            match decide(&policy, &mut tracker, &view) {
+                Decision::Nothing => {}
+                Decision::Replicate { vm, to, reason } => self.replicate(&vm, &to, &reason).await,
+                Decision::Remove { vm, reason } => self.remove(&vm, &reason).await,
             }
-            Decision::Remove { vm, reason } => {
-                tracing::info!(target: "provision", "removing replica '{vm}': {reason}");
-                match peer.host.remove(&vm).await {
-                    Ok(disks) => {
-                        crate::peer::vms::remove_vm_files(&vm, &disks);
-                        let _ = peer.mark_auto_replica(&vm, false);
-                        peer.services.republish.notify_one();
-                    }
-                    Err(e) => tracing::warn!(target: "provision", "removing '{vm}' failed: {e:#}"),
-                }
+        }
+    }
+
+    async fn replicate(&self, vm: &VmName, to: &PeerRef, reason: &str) {
+        tracing::info!(target: "provision", "replicating VM '{vm}': {reason}");
+        match self.replications.replicate_as(vm, to, None, true).await {
+            Ok(r) => tracing::info!(
+                target: "provision",
+                "VM '{vm}' replicated to {} as '{}'",
+                r.to,
+                r.replica
+            ),
+            Err(e) => tracing::warn!(target: "provision", "replicating VM '{vm}' failed: {e:#}"),
+        }
+    }
+
+    async fn remove(&self, vm: &VmName, reason: &str) {
+        tracing::info!(target: "provision", "removing replica '{vm}': {reason}");
+        match self.vms.destroy(vm).await {
+            Ok(()) => {
+                let _ = self.auto.mark(vm, false);
             }
+            Err(e) => tracing::warn!(target: "provision", "removing '{vm}' failed: {e:#}"),
         }
     }
 }
@@ -486,7 +523,7 @@ mod tests {
     fn idle_host_removes_only_its_auto_replicas_that_have_other_providers() {
         let p = policy();
         let vms = [vm("web-1-r1", 1.0), vm("mine", 1.0)];
-        let auto = ["web-1-r1".to_string()];
+        let auto = ["web-1-r1".into()];
         // Providers on this host (their load is ours), or on a peer with `load`.
         let provider = |vm: &str| ProviderView {
             vm: Some(vm.into()),

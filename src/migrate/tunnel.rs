@@ -33,9 +33,10 @@ use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio_util::compat::FuturesAsyncReadCompatExt;
 
+use super::Migrations;
+use crate::node::Client;
 use crate::node::protocol::{CHANNEL_PROTOCOL, TUNNEL_PROTOCOL};
-use crate::peer::Peer;
-use crate::peer::phases::Phases;
+use crate::phases::Phases;
 
 /// Channel tags after the token on a `CHANNEL_PROTOCOL` stream.
 pub const MEMORY_CHANNEL: u8 = 1;
@@ -58,26 +59,17 @@ pub(super) fn channel_file(token: u64, tag: u8) -> Option<String> {
     Some(format!("qemu/pv-{kind}-{token:016x}.sock"))
 }
 
-impl Peer {
-    /// The daemon's /run/libvirt, as this process sees it.
-    pub(super) fn daemon_run_dir(&self) -> PathBuf {
-        if self.config.hypervisor.is_some() {
-            PathBuf::from("/run/libvirt")
-        } else {
-            self.config.data_dir.libvirt_dir().join("run")
-        }
-    }
-
+impl Migrations {
     /// Destination side: the local socket a data channel connects to.
-    pub(crate) fn channel_socket(&self, token: u64, tag: u8) -> Result<PathBuf> {
+    fn channel_socket(&self, token: u64, tag: u8) -> Result<PathBuf> {
         let file = channel_file(token, tag).ok_or_else(|| anyhow!("unknown channel {tag}"))?;
-        Ok(self.daemon_run_dir().join(file))
+        Ok(self.daemon.run_dir.join(file))
     }
 }
 
 /// Source side: a unix socket for the local libvirtd whose every connection is
 /// carried to the destination in a libp2p stream. Removed when dropped.
-pub(crate) struct TunnelBridge {
+pub(super) struct TunnelBridge {
     pub(super) path: PathBuf,
     task: tokio::task::JoinHandle<()>,
     /// The first error a tunnel stream ended with (the overlay broke).
@@ -89,8 +81,8 @@ pub(crate) struct TunnelBridge {
 impl TunnelBridge {
     /// Each connection to `path` becomes a `protocol` stream to `dest` that starts
     /// with `header` (the token; a data channel adds its tag).
-    pub(crate) fn bind(
-        peer: &Peer,
+    pub(super) fn bind(
+        node: &Client,
         path: PathBuf,
         dest: PeerId,
         protocol: libp2p::StreamProtocol,
@@ -100,7 +92,7 @@ impl TunnelBridge {
         let _ = std::fs::remove_file(&path);
         let listener =
             UnixListener::bind(&path).with_context(|| format!("binding {}", path.display()))?;
-        let streams = peer.node.streams();
+        let streams = node.streams();
         let broken = Arc::new(Mutex::new(None));
         let first_error = broken.clone();
         let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -143,11 +135,11 @@ impl TunnelBridge {
     }
 
     /// Bytes carried towards the destination so far.
-    pub(crate) fn sent(&self) -> u64 {
+    pub(super) fn sent(&self) -> u64 {
         self.sent.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    pub(crate) fn first_error(&self) -> Option<String> {
+    pub(super) fn first_error(&self) -> Option<String> {
         self.broken
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -220,16 +212,16 @@ async fn carry(
 
 /// Destination side: accepts tunnel streams and connects each authorized one to
 /// the local libvirt socket.
-pub async fn accept_tunnels(peer: Arc<Peer>) {
-    tokio::spawn(accept_streams(peer.clone(), CHANNEL_PROTOCOL));
-    accept_streams(peer, TUNNEL_PROTOCOL).await
+pub(super) async fn accept_tunnels(migrations: Arc<Migrations>) {
+    tokio::spawn(accept_streams(migrations.clone(), CHANNEL_PROTOCOL));
+    accept_streams(migrations, TUNNEL_PROTOCOL).await
 }
 
 /// Destination side: accepts `protocol` streams: libvirt tunnels, or a migration's
 /// data channels (`channel_socket`).
-async fn accept_streams(peer: Arc<Peer>, protocol: libp2p::StreamProtocol) {
+async fn accept_streams(migrations: Arc<Migrations>, protocol: libp2p::StreamProtocol) {
     let channel = protocol == CHANNEL_PROTOCOL;
-    let mut incoming = match peer.node.streams().accept(protocol) {
+    let mut incoming = match migrations.node.streams().accept(protocol) {
         Ok(incoming) => incoming,
         Err(e) => {
             tracing::error!("cannot accept migration tunnels: {e}");
@@ -237,10 +229,10 @@ async fn accept_streams(peer: Arc<Peer>, protocol: libp2p::StreamProtocol) {
         }
     };
     while let Some((from, stream)) = incoming.next().await {
-        let peer = peer.clone();
+        let migrations = migrations.clone();
         tokio::spawn(async move {
-            if let Err(e) = serve_tunnel(peer.clone(), from, stream, channel).await
-                && peer.limits.log_refusal(&from)
+            if let Err(e) = serve_tunnel(migrations.clone(), from, stream, channel).await
+                && migrations.limits.log_refusal(&from)
             {
                 tracing::warn!("migration tunnel from {from}: {e:#}");
             }
@@ -249,16 +241,16 @@ async fn accept_streams(peer: Arc<Peer>, protocol: libp2p::StreamProtocol) {
 }
 
 async fn serve_tunnel(
-    peer: Arc<Peer>,
+    migrations: Arc<Migrations>,
     from: PeerId,
     stream: crate::node::Stream,
     channel: bool,
 ) -> Result<()> {
-    if let Err(retry) = peer.limits.streams.check(&from) {
-        let per_s = peer.limits.streams.per_s();
+    if let Err(retry) = migrations.limits.streams.check(&from) {
+        let per_s = migrations.limits.streams.per_s();
         bail!(
             "dropped: {}",
-            crate::peer::limits::rate_limited("streams", per_s, retry)
+            crate::admission::limits::rate_limited("streams", per_s, retry)
         );
     }
     let mut remote = stream.compat();
@@ -272,11 +264,11 @@ async fn serve_tunnel(
         tokio::time::timeout(TOKEN_TIMEOUT, remote.read_exact(&mut tag))
             .await
             .map_err(|_| anyhow!("no channel tag within {TOKEN_TIMEOUT:?}"))??;
-        peer.channel_socket(token, tag[0])?
+        migrations.channel_socket(token, tag[0])?
     } else {
-        peer.libvirt_socket.clone()
+        migrations.daemon.socket.clone()
     };
-    if !peer.grants.stream_opened(token, from) {
+    if !migrations.grants.stream_opened(token, from) {
         bail!("stream with an unknown or expired token: dropped");
     }
     tracing::debug!("migration tunnel stream from {from} opened");
@@ -291,8 +283,8 @@ async fn serve_tunnel(
         anyhow::Ok(())
     }
     .await;
-    if peer.grants.stream_closed(token) {
-        tokio::spawn(peer.clone().settle_after_tunnel(from, token));
+    if migrations.grants.stream_closed(token) {
+        tokio::spawn(migrations.clone().settle_after_tunnel(from, token));
     }
     carried
 }

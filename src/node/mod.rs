@@ -500,7 +500,8 @@ impl EventLoop {
                 nick: entry.nick.clone(),
                 connected: entry.connections > 0,
                 latency_ms: entry.latency.map(|d| d.as_secs_f64() * 1000.0),
-                vms: entry.vms.clone(),
+                vms: (entry.vms.as_ref())
+                    .map(|vms| vms.iter().map(|vm| vm.as_str().into()).collect()),
                 addrs: entry.addrs.iter().map(|a| a.to_string()).collect(),
                 load: entry.load.clone(),
                 links: entry.links.clone(),

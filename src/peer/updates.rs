@@ -20,6 +20,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use crate::api::{Delta, Samples, Update};
 use crate::hypervisor::sampler::Round;
 use crate::model::Status;
+use crate::names::VmName;
 
 /// How often the node's own state is read and compared.
 pub const NODE_TICK: Duration = Duration::from_secs(1);
@@ -114,7 +115,7 @@ struct State {
     applied: u64,
     /// VMs whose figures were read from the board at the given round when they
     /// appeared: earlier rounds still on their way must not add them again.
-    fresh: HashMap<String, u64>,
+    fresh: HashMap<VmName, u64>,
     read: Box<dyn Fn(&mut Status) -> u64 + Send>,
     updates: broadcast::Sender<Arc<Update>>,
 }

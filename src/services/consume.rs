@@ -14,16 +14,16 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::proxy::{self, Counters};
 use super::serve::pipe_timed;
-use super::{Provider, Target, hedge, lock, rank};
+use super::{Provider, Services, Target, hedge, lock, rank};
 use crate::model::ConsumptionView;
-use crate::peer::Peer;
-use crate::peer::phases::Phases;
+use crate::names::ServiceName;
+use crate::phases::Phases;
 
 /// Providers tried for one consumer connection before giving up.
 const MAX_ATTEMPTS: usize = 3;
 
 pub(super) struct Consumption {
-    service: String,
+    service: ServiceName,
     listen: SocketAddr,
     counters: Arc<Counters>,
     task: tokio::task::JoinHandle<()>,
@@ -36,18 +36,18 @@ enum Candidate {
     Remote(hedge::Candidate<PeerId>),
 }
 
-impl Peer {
+impl Services {
     /// Where the next connection to `service` should go, best first.
-    async fn candidates(&self, service: &str) -> Vec<Candidate> {
+    async fn candidates(&self, service: &ServiceName) -> Vec<Candidate> {
         let mut out = Vec::new();
         if let Ok(local) = self.local_services().await
-            && let Some(s) = local.into_iter().find(|s| s.spec.name == service)
+            && let Some(s) = local.into_iter().find(|s| s.spec.name == *service)
         {
             out.push(Candidate::Local(s.target));
         }
-        let mut remote: Vec<Provider> = self.services.catalogue.providers(service);
+        let mut remote: Vec<Provider> = self.catalogue.providers(service);
         if remote.is_empty() && out.is_empty() && self.find_service(service).await.is_ok() {
-            remote = self.services.catalogue.providers(service);
+            remote = self.catalogue.providers(service);
         }
         let latencies: HashMap<String, Option<f64>> = self
             .node
@@ -60,7 +60,7 @@ impl Peer {
                     .collect()
             })
             .unwrap_or_default();
-        let spread = self.services.spread.fetch_add(1, Ordering::Relaxed);
+        let spread = self.spread.fetch_add(1, Ordering::Relaxed);
         let ranked = rank(
             remote,
             |p| latencies.get(&p.to_string()).copied().flatten(),
@@ -81,7 +81,7 @@ impl Peer {
                 key: p.peer,
                 hedge_after: hedge::hedge_delay(rtt),
             });
-            if self.services.catalogue.unreachable(&p.peer) {
+            if self.catalogue.unreachable(&p.peer) {
                 unreachable.push(candidate);
             } else {
                 out.push(candidate);
@@ -96,13 +96,13 @@ impl Peer {
     /// through the overlay.
     pub async fn consume(
         self: &Arc<Self>,
-        service: &str,
+        service: &ServiceName,
         port: Option<u16>,
         bind: Option<&str>,
     ) -> Result<ConsumptionView> {
-        if lock(&self.services.consumptions)
+        if lock(&self.consumptions)
             .iter()
-            .any(|c| c.service == service)
+            .any(|c| c.service == *service)
         {
             bail!("service '{service}' is already consumed here (see `peervisor status`)");
         }
@@ -123,7 +123,7 @@ impl Peer {
     /// A listener on `addr` whose connections go to `service`.
     async fn listen_for(
         self: &Arc<Self>,
-        service: &str,
+        service: &ServiceName,
         addr: SocketAddr,
     ) -> Result<ConsumptionView> {
         let listener = TcpListener::bind(addr).await.map_err(|e| match e.kind() {
@@ -134,72 +134,64 @@ impl Peer {
         let counters = Arc::new(Counters::default());
         let task = tokio::spawn(self.clone().serve_consumers(
             listener,
-            service.to_string(),
+            service.clone(),
             counters.clone(),
         ));
         let consumption = Consumption {
-            service: service.to_string(),
+            service: service.clone(),
             listen,
             counters,
             task,
         };
         let view = view_of(&consumption);
-        lock(&self.services.consumptions).push(consumption);
+        lock(&self.consumptions).push(consumption);
         tracing::info!("consuming '{service}' on {listen}");
         Ok(view)
     }
 
     /// Listens again on the addresses of the consumptions an earlier run kept
     /// (before any provider is known: each connection looks its providers up).
-    pub(crate) async fn restore_consumptions(self: Arc<Self>) {
-        let path = self.consumptions_file();
-        for saved in super::consumed::load(&path) {
+    pub(super) async fn restore_consumptions(self: Arc<Self>) {
+        for saved in super::consumed::load(&self.consumptions_file) {
             if let Err(e) = self.listen_for(&saved.service, saved.listen).await {
                 tracing::warn!("consumption of '{}' not restored: {e:#}", saved.service);
             }
         }
     }
 
-    fn consumptions_file(&self) -> std::path::PathBuf {
-        self.data_dir().root().join(super::consumed::FILE)
-    }
-
     /// Keeps the consumptions for the next run (as exposures are).
     fn save_consumptions(&self) {
-        let list: Vec<super::consumed::Saved> = lock(&self.services.consumptions)
+        let list: Vec<super::consumed::Saved> = lock(&self.consumptions)
             .iter()
             .map(|c| super::consumed::Saved {
                 service: c.service.clone(),
                 listen: c.listen,
             })
             .collect();
-        if let Err(e) = super::consumed::save(&self.consumptions_file(), &list) {
+        if let Err(e) = super::consumed::save(&self.consumptions_file, &list) {
             tracing::warn!("{e:#}");
         }
     }
 
-    pub fn unconsume(&self, service: &str) -> Result<()> {
-        let mut list = lock(&self.services.consumptions);
-        let Some(pos) = list.iter().position(|c| c.service == service) else {
+    pub fn unconsume(&self, service: &ServiceName) -> Result<String> {
+        let mut list = lock(&self.consumptions);
+        let Some(pos) = list.iter().position(|c| c.service == *service) else {
             bail!("service '{service}' is not consumed here");
         };
         list.remove(pos).task.abort();
         drop(list);
         self.save_consumptions();
-        Ok(())
+        Ok(format!("stopped consuming '{service}'"))
     }
 
-    pub(crate) fn consumption_views(&self) -> Vec<ConsumptionView> {
-        lock(&self.services.consumptions)
-            .iter()
-            .map(view_of)
-            .collect()
+    pub fn consumption_views(&self) -> Vec<ConsumptionView> {
+        lock(&self.consumptions).iter().map(view_of).collect()
     }
 
     async fn serve_consumers(
         self: Arc<Self>,
         listener: TcpListener,
-        service: String,
+        service: ServiceName,
         counters: Arc<Counters>,
     ) {
         loop {
@@ -212,13 +204,13 @@ impl Peer {
                     continue;
                 }
             };
-            let peer = self.clone();
+            let services = self.clone();
             let service = service.clone();
             let counters = counters.clone();
             tokio::spawn(async move {
                 Counters::add(&counters.total, 1);
                 Counters::add(&counters.active, 1);
-                if let Err(e) = peer.forward(client, &service, &counters).await {
+                if let Err(e) = services.forward(client, &service, &counters).await {
                     Counters::add(&counters.errors, 1);
                     tracing::warn!("consume '{service}': {e:#}");
                     *lock(&counters.last_error) = Some(format!("{e:#}"));
@@ -235,7 +227,7 @@ impl Peer {
     async fn forward(
         &self,
         mut client: TcpStream,
-        service: &str,
+        service: &ServiceName,
         counters: &Counters,
     ) -> Result<()> {
         let _ = client.set_nodelay(true);
@@ -253,7 +245,7 @@ impl Peer {
                     continue;
                 }
             };
-            let provider = self.config.nick.clone();
+            let provider = self.nick.clone();
             match proxy::connect_target(&target, &self.network).await {
                 Ok(upstream) => {
                     phases.mark("connected");
@@ -325,7 +317,7 @@ impl Peer {
             phases.mark_at("next provider asked", at.into_std());
         }
         for peer in raced.failed.iter().map(|(p, _)| p).chain(&raced.overtaken) {
-            self.services.catalogue.mark_unreachable(*peer);
+            self.catalogue.mark_unreachable(*peer);
         }
         if !raced.late.is_empty() {
             let late = std::mem::take(&mut raced.late);

@@ -8,11 +8,13 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::names::ServiceName;
+
 pub const FILE: &str = "consumed.json";
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Saved {
-    pub service: String,
+    pub service: ServiceName,
     pub listen: SocketAddr,
 }
 

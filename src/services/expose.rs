@@ -1,15 +1,13 @@
 //! `peervisor expose`: legacy host services (no VM) this peer publishes, kept in
 //! `data-dir/exposed.json` across restarts.
 
-use std::path::PathBuf;
-
 use anyhow::{Context, Result, anyhow, bail};
 use libp2p::PeerId;
 use serde::{Deserialize, Serialize};
 
-use super::lock;
+use super::{Services, lock};
+use crate::names::ServiceName;
 use crate::node::protocol::ServiceRecord;
-use crate::peer::Peer;
 
 /// A legacy host service published with `peervisor expose`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -25,44 +23,38 @@ pub struct Exposure {
     pub max_conns: Option<u32>,
 }
 
-impl Peer {
-    fn exposures_file(&self) -> PathBuf {
-        self.data_dir().root().join("exposed.json")
-    }
-
+impl Services {
     /// Reloads exposures saved by an earlier run.
-    pub(crate) fn load_exposures(&self) {
-        let path = self.exposures_file();
-        let Ok(text) = std::fs::read_to_string(&path) else {
+    pub(super) fn load_exposures(&self) {
+        let path = &self.exposures_file;
+        let Ok(text) = std::fs::read_to_string(path) else {
             return;
         };
         match parse_exposures(&text) {
-            Ok(list) => *lock(&self.services.exposures) = list,
+            Ok(list) => *lock(&self.exposures) = list,
             Err(e) => tracing::warn!("{}: ignored ({e})", path.display()),
         }
     }
 
     fn save_exposures(&self, list: &[Exposure]) -> Result<()> {
-        let path = self.exposures_file();
-        std::fs::write(&path, serde_json::to_vec_pretty(list)?)
+        let path = &self.exposures_file;
+        std::fs::write(path, serde_json::to_vec_pretty(list)?)
             .with_context(|| format!("writing {}", path.display()))
     }
 
     /// `peervisor expose`: publishes a TCP service of this host.
     pub async fn expose(
         &self,
-        name: &str,
+        name: &ServiceName,
         target: &str,
         kind: Option<&str>,
         allow: Vec<PeerId>,
         max_conns: Option<u32>,
-    ) -> Result<()> {
+    ) -> Result<String> {
         if max_conns == Some(0) {
             bail!("--max-conns 0 would refuse every consumer: give 1 or more");
         }
-        crate::peer::vms::validate_vm_name(name).map_err(|_| {
-            anyhow!("invalid service name '{name}': use letters, digits, '-', '_' or '.'")
-        })?;
+        name.validate_exposed()?;
         let record = ServiceRecord {
             name: name.to_string(),
             kind: kind.unwrap_or("tcp").to_string(),
@@ -76,12 +68,12 @@ impl Peer {
             .local_services()
             .await?
             .iter()
-            .any(|s| s.spec.name == name)
+            .any(|s| s.spec.name == *name)
         {
             bail!("this peer already provides a service named '{name}'");
         }
         let list = {
-            let mut list = lock(&self.services.exposures);
+            let mut list = lock(&self.exposures);
             list.push(Exposure {
                 name: name.to_string(),
                 kind: record.kind,
@@ -92,22 +84,22 @@ impl Peer {
             list.clone()
         };
         self.save_exposures(&list)?;
-        self.services.republish.notify_one();
-        Ok(())
+        self.republish.notify_one();
+        Ok(format!("exposing {target} as service '{name}'"))
     }
 
-    pub fn unexpose(&self, name: &str) -> Result<()> {
+    pub fn unexpose(&self, name: &ServiceName) -> Result<String> {
         let list = {
-            let mut list = lock(&self.services.exposures);
-            let Some(pos) = list.iter().position(|e| e.name == name) else {
+            let mut list = lock(&self.exposures);
+            let Some(pos) = list.iter().position(|e| e.name == name.as_str()) else {
                 bail!("no exposed service named '{name}' on this peer");
             };
             list.remove(pos);
             list.clone()
         };
         self.save_exposures(&list)?;
-        self.services.republish.notify_one();
-        Ok(())
+        self.republish.notify_one();
+        Ok(format!("service '{name}' withdrawn"))
     }
 }
 

@@ -2,12 +2,14 @@
 //! catalogue, here), and which provider a new connection goes to. This peer's
 //! part: `publish` (announcing, the overlay view, DHT lookup), `consume` (local
 //! listeners), `serve` (consumers' streams, provider side), `expose` (legacy
-//! host services); the byte path is `proxy`, racing providers `hedge`, a
-//! service's longest gap `probe`.
+//! host services), `handover` (streams for a VM migrating away, held and
+//! forwarded); the byte path is `proxy`, racing providers `hedge`, a service's
+//! longest gap `probe`.
 
 pub mod consume;
 mod consumed;
 pub mod expose;
+pub mod handover;
 pub mod hedge;
 pub mod probe;
 pub mod proxy;
@@ -17,17 +19,26 @@ pub mod publish;
 pub mod serve;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
 use tokio::sync::Notify;
 
+use crate::admission::access::AccessList;
+use crate::admission::limits::PeerLimits;
+use crate::hypervisor::Host;
+use crate::hypervisor::netns::GuestNetwork;
 use crate::model::{PeerLoad, ProviderView, ServiceSpec, ServiceView, VmState, VmView};
+use crate::names::{ServiceName, VmName};
+use crate::node::Client;
 use crate::node::protocol::ServiceRecord;
+use crate::paths::DataDir;
 use consume::Consumption;
 use expose::Exposure;
+use handover::Handovers;
 
 /// A provider not heard from for this long is dropped (it announces every 3 s in a
 /// small overlay; see `announce_every`).
@@ -76,17 +87,17 @@ pub enum Target {
 #[derive(Debug, Clone, PartialEq)]
 pub struct LocalService {
     pub spec: ServiceSpec,
-    pub vm: Option<String>,
+    pub vm: Option<VmName>,
     pub target: Target,
 }
 
 impl LocalService {
     pub fn record(&self, version: u64) -> ServiceRecord {
         ServiceRecord {
-            name: self.spec.name.clone(),
+            name: self.spec.name.to_string(),
             kind: self.spec.kind.clone(),
             tags: self.spec.tags.clone(),
-            vm: self.vm.clone(),
+            vm: self.vm.as_ref().map(VmName::to_string),
             version,
         }
     }
@@ -105,7 +116,7 @@ pub fn services_of_vms(vms: &[VmView]) -> Vec<LocalService> {
         };
         let specs = if vm.services.is_empty() {
             vec![ServiceSpec {
-                name: vm.name.clone(),
+                name: vm.name.as_str().into(),
                 kind: "http".into(),
                 port: 80,
                 ..Default::default()
@@ -221,22 +232,92 @@ impl Catalogue {
     }
 }
 
-#[derive(Default)]
-/// This peer's part in services: what it provides, consumes and has heard of.
-pub struct ServiceState {
-    pub catalogue: Catalogue,
+/// This peer's part in services: what it provides (its running VMs' services
+/// and its exposures), consumes and has heard of, and the handles that takes:
+/// the node (gossip, DHT, streams), the hypervisor's VM list, the guest
+/// network (where guest services are connected), who may consume and how often.
+pub struct Services {
+    node: Client,
+    host: Host,
+    network: GuestNetwork,
+    nick: String,
+    /// `data-dir/exposed.json`: the exposures, kept across restarts.
+    exposures_file: PathBuf,
+    /// `data-dir/consumed.json`: the consumptions, kept across restarts.
+    consumptions_file: PathBuf,
+    access: Arc<AccessList>,
+    limits: Arc<PeerLimits>,
+    catalogue: Catalogue,
     consumptions: Mutex<Vec<Consumption>>,
     exposures: Mutex<Vec<Exposure>>,
     /// DHT keys this peer currently provides.
     published: Mutex<HashSet<String>>,
     /// When each (service, vm) first appeared here: its record version.
-    versions: Mutex<HashMap<(String, Option<String>), u64>>,
+    versions: Mutex<HashMap<(ServiceName, Option<VmName>), u64>>,
     /// Consumer connections this peer serves right now (its load).
     served: AtomicU64,
     /// Rotates the choice among equally good providers.
     spread: AtomicUsize,
     /// Wakes the publisher at once (a VM started, stopped or moved).
-    pub republish: Notify,
+    republish: Arc<Notify>,
+    /// Consumer streams for VMs migrating away: held, then forwarded.
+    handovers: Handovers,
+}
+
+impl Services {
+    pub fn new(
+        node: Client,
+        host: Host,
+        network: GuestNetwork,
+        nick: String,
+        data_dir: &DataDir,
+        access: Arc<AccessList>,
+        limits: Arc<PeerLimits>,
+    ) -> Services {
+        Services {
+            node,
+            host,
+            network,
+            nick,
+            exposures_file: data_dir.root().join("exposed.json"),
+            consumptions_file: data_dir.root().join(consumed::FILE),
+            access,
+            limits,
+            catalogue: Catalogue::default(),
+            consumptions: Mutex::default(),
+            exposures: Mutex::default(),
+            published: Mutex::default(),
+            versions: Mutex::default(),
+            served: AtomicU64::default(),
+            spread: AtomicUsize::default(),
+            republish: Arc::default(),
+            handovers: Handovers::default(),
+        }
+    }
+
+    /// Reloads the exposures and consumptions of an earlier run, then publishes what this peer
+    /// provides and serves consumers' streams, in the background.
+    pub fn start(self: &Arc<Self>) {
+        self.load_exposures();
+        tokio::spawn(self.clone().restore_consumptions());
+        tokio::spawn(self.clone().publish_loop());
+        tokio::spawn(serve::accept_service_streams(self.clone()));
+    }
+
+    /// Announces what this peer provides now rather than at the next interval.
+    pub fn republish(&self) {
+        self.republish.notify_one();
+    }
+
+    /// What to tell when this peer's VMs change (the publisher listens).
+    pub fn on_change(&self) -> Arc<Notify> {
+        self.republish.clone()
+    }
+
+    /// Consumer streams for this peer's VMs that migrate away.
+    pub fn handovers(&self) -> &Handovers {
+        &self.handovers
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -292,26 +373,31 @@ pub fn overlay_view(
             load: Some(local_load.clone()),
             local: true,
         };
-        (&s.spec.name, &s.spec.kind, &s.spec.tags, provider)
+        (s.spec.name.as_str(), &s.spec.kind, &s.spec.tags, provider)
     });
     let remote_rows = remote.iter().map(|p| {
         let (nick, latency_ms) = peer_info(&p.peer);
         let provider = ProviderView {
             peer_id: p.peer.to_string(),
             peer_nick: nick,
-            vm: p.record.vm.clone(),
+            vm: p.record.vm.as_deref().map(VmName::from),
             latency_ms,
             load: Some(p.load.clone()),
             local: false,
         };
-        (&p.record.name, &p.record.kind, &p.record.tags, provider)
+        (
+            p.record.name.as_str(),
+            &p.record.kind,
+            &p.record.tags,
+            provider,
+        )
     });
     let mut by_name: HashMap<String, ServiceView> = HashMap::new();
     for (name, kind, tags, provider) in local_rows.chain(remote_rows) {
         by_name
-            .entry(name.clone())
+            .entry(name.to_string())
             .or_insert_with(|| ServiceView {
-                name: name.clone(),
+                name: name.into(),
                 kind: kind.clone(),
                 tags: tags.clone(),
                 providers: Vec::new(),

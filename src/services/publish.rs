@@ -12,26 +12,26 @@ use anyhow::{Result, anyhow};
 use libp2p::PeerId;
 
 use super::{
-    LocalService, Target, announce_every, lock, name_key, near_matches, overlay_view,
+    LocalService, Services, Target, announce_every, lock, name_key, near_matches, overlay_view,
     services_of_vms, type_key,
 };
-use crate::model::{PeerLoad, ServiceSpec, ServiceView};
+use crate::model::{PeerLoad, PeerView, ServiceSpec, ServiceView, VmState, VmView, short_peer_id};
+use crate::names::{ServiceName, VmName};
 use crate::node::protocol::{Announcement, ServiceRecord};
-use crate::peer::Peer;
 
-impl Peer {
+impl Services {
     /// Everything this peer provides now: its running VMs' services and its exposures.
-    pub(crate) async fn local_services(&self) -> Result<Vec<LocalService>> {
+    pub async fn local_services(&self) -> Result<Vec<LocalService>> {
         Ok(self.services_of(&self.host.vms()))
     }
 
     /// The services of these VMs (this peer's, as just listed) and the exposures.
-    fn services_of(&self, vms: &[crate::model::VmView]) -> Vec<LocalService> {
+    fn services_of(&self, vms: &[VmView]) -> Vec<LocalService> {
         let mut services = services_of_vms(vms);
-        for e in lock(&self.services.exposures).iter() {
+        for e in lock(&self.exposures).iter() {
             services.push(LocalService {
                 spec: ServiceSpec {
-                    name: e.name.clone(),
+                    name: e.name.as_str().into(),
                     kind: e.kind.clone(),
                     port: 0,
                     tags: Vec::new(),
@@ -47,19 +47,19 @@ impl Peer {
         services
     }
 
-    pub(crate) fn load(&self, running_vms: u32) -> PeerLoad {
+    fn load(&self, running_vms: u32) -> PeerLoad {
         PeerLoad {
             cpu_pct: self.host.host_stats().map_or(0.0, |h| h.cpu_pct),
-            vm_cpu_pct: crate::migrate::provision::vms_cpu_pct(&self.host.vms()),
+            vm_cpu_pct: vms_cpu_pct(&self.host.vms()),
             running_vms,
-            connections: self.services.served.load(Ordering::Relaxed) as u32,
+            connections: self.served.load(Ordering::Relaxed) as u32,
         }
     }
 
     fn records(&self, local: &[LocalService]) -> Vec<ServiceRecord> {
-        let mut versions = lock(&self.services.versions);
+        let mut versions = lock(&self.versions);
         let now = unix_millis();
-        let current: HashSet<(String, Option<String>)> = local
+        let current: HashSet<(ServiceName, Option<VmName>)> = local
             .iter()
             .map(|s| (s.spec.name.clone(), s.vm.clone()))
             .collect();
@@ -78,15 +78,15 @@ impl Peer {
     /// Publishes what this peer hosts and provides: gossip at once on change and
     /// every few seconds (slower in a big overlay), DHT provider records by service
     /// name and type.
-    pub(crate) async fn publish_loop(self: Arc<Self>) {
+    pub(super) async fn publish_loop(self: Arc<Self>) {
         loop {
-            let every = announce_every(self.services.catalogue.peer_count() + 1);
+            let every = announce_every(self.catalogue.peer_count() + 1);
             if let Err(e) = self.publish_once(every).await {
                 tracing::debug!("publish: {e:#}");
             }
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}
-                _ = self.services.republish.notified() => {}
+                _ = self.republish.notified() => {}
             }
         }
     }
@@ -96,8 +96,8 @@ impl Peer {
         let local = self.services_of(&vms);
         let running: Vec<String> = vms
             .iter()
-            .filter(|v| v.state == crate::model::VmState::Running)
-            .map(|v| v.name.clone())
+            .filter(|v| v.state == VmState::Running)
+            .map(|v| v.name.to_string())
             .collect();
         let records = self.records(&local);
         let keys: HashSet<String> = records
@@ -105,7 +105,7 @@ impl Peer {
             .flat_map(|r| [name_key(&r.name), type_key(&r.kind)])
             .collect();
         let announcement = Announcement {
-            nick: self.config.nick.clone(),
+            nick: self.nick.clone(),
             load: self.load(running.len() as u32),
             vms: running,
             services: records,
@@ -117,7 +117,7 @@ impl Peer {
         // records are the slow path for peers gossip missed.
         self.node.announce(announcement).await?;
         let (added, removed) = {
-            let mut published = lock(&self.services.published);
+            let mut published = lock(&self.published);
             let added: Vec<String> = keys.difference(&published).cloned().collect();
             let removed: Vec<String> = published.difference(&keys).cloned().collect();
             *published = keys;
@@ -132,8 +132,8 @@ impl Peer {
         Ok(())
     }
 
-    pub(crate) fn on_announcement(&self, peer: PeerId, announcement: Announcement) {
-        self.services.catalogue.update(
+    pub fn on_announcement(&self, peer: PeerId, announcement: Announcement) {
+        self.catalogue.update(
             peer,
             announcement.services,
             announcement.load,
@@ -142,26 +142,26 @@ impl Peer {
     }
 
     /// Answer to a peer's `ListServices` (it found us in the DHT).
-    pub(crate) async fn service_records(&self) -> (Vec<ServiceRecord>, PeerLoad) {
+    pub async fn service_records(&self) -> (Vec<ServiceRecord>, PeerLoad) {
         let local = self.local_services().await.unwrap_or_default();
         (self.records(&local), self.load(serving_vms(&local)))
     }
 
     /// The overlay's services as this peer sees them.
-    pub(crate) async fn services_view(&self, peers: &[crate::model::PeerView]) -> Vec<ServiceView> {
+    pub async fn services_view(&self, peers: &[PeerView]) -> Vec<ServiceView> {
         let local = self.local_services().await.unwrap_or_default();
-        let remote = self.services.catalogue.fresh();
+        let remote = self.catalogue.fresh();
         let info = |id: &PeerId| {
             let id = id.to_string();
             peers
                 .iter()
                 .find(|p| p.peer_id == id)
                 .map(|p| (p.display_name(), p.latency_ms))
-                .unwrap_or((crate::model::short_peer_id(&id), None))
+                .unwrap_or((short_peer_id(&id), None))
         };
         overlay_view(
             &self.node.local_peer_id().to_string(),
-            &self.config.nick,
+            &self.nick,
             &local,
             &self.load(serving_vms(&local)),
             &remote,
@@ -171,7 +171,7 @@ impl Peer {
 
     /// Looks a service up in the DHT and asks each provider found for details, so a
     /// service is found even when gossip has not reached this peer.
-    pub async fn find_service(&self, name: &str) -> Result<ServiceView> {
+    pub async fn find_service(&self, name: &ServiceName) -> Result<ServiceView> {
         let found = self.node.find_providers(&name_key(name)).await?;
         let me = self.node.local_peer_id();
         for peer in found.into_iter().filter(|p| *p != me) {
@@ -191,9 +191,7 @@ impl Peer {
                             }
                         })
                         .collect();
-                    self.services
-                        .catalogue
-                        .update(peer, valid, load, Duration::ZERO);
+                    self.catalogue.update(peer, valid, load, Duration::ZERO);
                 }
                 Ok(crate::node::protocol::ControlResponse::Refused { reason }) => {
                     tracing::warn!("{peer} refused to list its services: {reason}")
@@ -207,7 +205,7 @@ impl Peer {
             .services_view(&peers)
             .await
             .into_iter()
-            .find(|s| s.name == name);
+            .find(|s| s.name == *name);
         match view {
             Some(view) => Ok(view),
             None => Err(self.unknown_service(name).await),
@@ -216,7 +214,7 @@ impl Peer {
 
     pub(super) async fn unknown_service(&self, name: &str) -> anyhow::Error {
         let local = self.local_services().await.unwrap_or_default();
-        let remote = self.services.catalogue.fresh();
+        let remote = self.catalogue.fresh();
         let known: Vec<&str> = local
             .iter()
             .map(|s| s.spec.name.as_str())
@@ -234,9 +232,19 @@ impl Peer {
     }
 
     /// True once this peer has heard of a provider of `name` elsewhere.
-    pub fn knows_service(&self, name: &str) -> bool {
-        !self.services.catalogue.providers(name).is_empty()
+    pub fn knows_service(&self, name: &ServiceName) -> bool {
+        !self.catalogue.providers(name).is_empty()
     }
+}
+
+/// CPU the running VMs use, % of the host's CPUs: announced in the load (the
+/// on-demand provision policy's signal, migrate/provision.rs).
+pub fn vms_cpu_pct(vms: &[VmView]) -> f64 {
+    vms.iter()
+        .filter(|vm| vm.state == VmState::Running)
+        .map(|vm| vm.stats.as_ref().map_or(0.0, |s| s.cpu_pct_host))
+        .fold(0.0, |sum, pct| sum + pct) // (an empty f64 sum is -0.0)
+        .clamp(0.0, 100.0)
 }
 
 /// How many VMs serve the given local services.

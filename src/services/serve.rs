@@ -10,17 +10,16 @@ use anyhow::Result;
 use futures::StreamExt;
 use libp2p::PeerId;
 
-use super::LocalService;
 use super::proxy::{self, Answer, Hello};
-use crate::control::Role;
+use super::{LocalService, Services};
+use crate::admission::limits::{self, OpenGuard};
+use crate::api::Role;
 use crate::node::protocol::SERVICE_PROTOCOL;
-use crate::peer::Peer;
-use crate::peer::limits::{self, OpenGuard};
-use crate::peer::phases::Phases;
+use crate::phases::Phases;
 
 /// Provider side: serves consumers' streams for the services this peer provides.
-pub async fn accept_service_streams(peer: Arc<Peer>) {
-    let mut incoming = match peer.node.streams().accept(SERVICE_PROTOCOL) {
+pub(super) async fn accept_service_streams(services: Arc<Services>) {
+    let mut incoming = match services.node.streams().accept(SERVICE_PROTOCOL) {
         Ok(incoming) => incoming,
         Err(e) => {
             tracing::error!("cannot serve service streams: {e}");
@@ -28,30 +27,34 @@ pub async fn accept_service_streams(peer: Arc<Peer>) {
         }
     };
     while let Some((from, stream)) = incoming.next().await {
-        let peer = peer.clone();
+        let services = services.clone();
         tokio::spawn(async move {
-            peer.services.served.fetch_add(1, Ordering::Relaxed);
-            if let Err(e) = serve_stream(&peer, from, stream).await {
+            services.served.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = serve_stream(&services, from, stream).await {
                 tracing::debug!("service stream from {from}: {e:#}");
             }
-            peer.services.served.fetch_sub(1, Ordering::Relaxed);
+            services.served.fetch_sub(1, Ordering::Relaxed);
         });
     }
 }
 
-async fn serve_stream(peer: &Peer, from: PeerId, stream: crate::node::Stream) -> Result<()> {
+async fn serve_stream(
+    services: &Services,
+    from: PeerId,
+    stream: crate::node::Stream,
+) -> Result<()> {
     use tokio_util::compat::FuturesAsyncReadCompatExt;
     let phases = Phases::start();
     let mut stream = stream.compat();
     // Counted before the header, so streams that never send one count too.
-    let open = peer
+    let open = services
         .limits
         .open_streams
-        .try_open(&from, peer.limits.config.streams_per_peer);
+        .try_open(&from, services.limits.config.streams_per_peer);
     let hello: Hello = match proxy::read_frame(&mut stream).await {
         Ok(hello) => hello,
         Err(e) => {
-            if peer.limits.log_refusal(&from) {
+            if services.limits.log_refusal(&from) {
                 tracing::warn!("dropped a service stream from {from}: {e:#}");
             }
             return Ok(());
@@ -68,34 +71,34 @@ async fn serve_stream(peer: &Peer, from: PeerId, stream: crate::node::Stream) ->
     // Its VM may be migrating away: held until it moved, then forwarded there
     // (a failed migration leaves it here, admitted below).
     if !hello.served_here
-        && peer.access.allows(&from, Role::Consume)
-        && !peer
+        && services.access.allows(&from, Role::Consume)
+        && !services
             .local_services()
             .await
             .is_ok_and(|l| l.iter().any(|s| s.spec.name == hello.service))
-        && let Some(dest) = peer.handovers.destination(&hello.service).await
+        && let Some(dest) = services.handovers.destination(&hello.service).await
     {
         phases.mark("handed over");
         let forwarded =
-            crate::migrate::handover::forward(peer, &mut stream, dest, &hello.service).await;
+            super::handover::forward(&services.node, &mut stream, dest, &hello.service).await;
         phases.mark("closed");
         logged(&format!(" (forwarded to {dest})"));
         return forwarded;
     }
     let admitted = match open {
-        Some(open) => peer
+        Some(open) => services
             .admit_stream(from, &hello.service)
             .await
             .map(|(service, guard)| (service, open, guard)),
         None => Err(format!(
             "too many open streams from you (at most {})",
-            peer.limits.config.streams_per_peer
+            services.limits.config.streams_per_peer
         )),
     };
     let (service, _open, _slot) = match admitted {
         Ok(admitted) => admitted,
         Err(reason) => {
-            if peer.limits.log_refusal(&from) {
+            if services.limits.log_refusal(&from) {
                 tracing::warn!(
                     "refused a stream for '{}' from {from}: {reason}",
                     hello.service
@@ -111,7 +114,7 @@ async fn serve_stream(peer: &Peer, from: PeerId, stream: crate::node::Stream) ->
             return Ok(());
         }
     };
-    let upstream = match proxy::connect_target(&service.target, &peer.network).await {
+    let upstream = match proxy::connect_target(&service.target, &services.network).await {
         Ok(upstream) => upstream,
         Err(e) => {
             let error = Some(format!("{e:#}"));
@@ -130,7 +133,7 @@ async fn serve_stream(peer: &Peer, from: PeerId, stream: crate::node::Stream) ->
 
 type ServiceGuard<'a> = Option<OpenGuard<'a, String>>;
 
-impl Peer {
+impl Services {
     /// May `from` open a stream to `service` now? The service if so, with the
     /// guard of its connection slot; the reason if not, for the consumer to show.
     async fn admit_stream(
@@ -160,7 +163,11 @@ impl Peer {
         }
         let slot = match spec.max_conns {
             None => None,
-            Some(max) => match self.limits.service_streams.try_open(&spec.name, max) {
+            Some(max) => match self
+                .limits
+                .service_streams
+                .try_open(&spec.name.to_string(), max)
+            {
                 Some(guard) => Some(guard),
                 None => {
                     return Err(format!(

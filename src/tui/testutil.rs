@@ -71,7 +71,7 @@ pub fn rich_status() -> Status {
         |peer_id: &str, nick: &str, vm: Option<&str>, ms: Option<f64>, local| ProviderView {
             peer_id: peer_id.into(),
             peer_nick: nick.into(),
-            vm: vm.map(str::to_string),
+            vm: vm.map(Into::into),
             latency_ms: ms,
             load: Some(PeerLoad {
                 cpu_pct: 41.0,
@@ -246,7 +246,7 @@ pub fn sample_status() -> Status {
         nick: nick.into(),
         connected,
         latency_ms: latency,
-        vms: vms.map(|v| v.iter().map(|s| s.to_string()).collect()),
+        vms: vms.map(|v| v.iter().map(|&s| s.into()).collect()),
         addrs: vec![],
         ..PeerView::default()
     };

@@ -236,7 +236,7 @@ async fn measure(nodes: &mut Nodes, opts: &Options) -> Result<Results> {
         hosts,
         uris,
         disk_dirs: match opts.data_disk_mib {
-            Some(_) => nodes.dirs.iter().map(disk_dir_of).collect(),
+            Some(_) => nodes.dirs().iter().map(disk_dir_of).collect(),
             None => Vec::new(),
         },
         direct: opts.direct,

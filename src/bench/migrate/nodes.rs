@@ -2,7 +2,7 @@
 //! consumer), and the TLS certificates `--direct tls` gives their daemons.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -11,7 +11,9 @@ use super::{CONSUMER, Direct, NETNS, NICKS, Options, disk_dir_of};
 use crate::control::client::ControlClient;
 use crate::control::{Reply, Request};
 use crate::hypervisor::netns::GuestNetwork;
+use crate::node::identity::NetworkKeySource;
 use crate::paths::DataDir;
+use crate::rig::{NodeCommand, NodeProcess, stop_nodes};
 
 /// A CA and one certificate both daemons use as TLS server and client for
 /// `--direct tls`, naming the daemons' migration address (the bench namespace's
@@ -79,11 +81,10 @@ fn install_certs(certs: &std::path::Path, to: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
-/// The two node processes of the benchmark.
+/// The three node processes of the benchmark.
 pub(super) struct Nodes {
     root: PathBuf,
-    pub(super) dirs: Vec<DataDir>,
-    children: Vec<Child>,
+    nodes: Vec<NodeProcess>,
 }
 
 impl Nodes {
@@ -92,17 +93,15 @@ impl Nodes {
         std::fs::create_dir_all(&opts.root)
             .with_context(|| format!("creating {}", opts.root.display()))?;
         crate::node::identity::load_or_create_network_key(&opts.root, None)?;
-        let key_file = opts.root.join("network.key");
+        let key = NetworkKeySource::File(opts.root.join("network.key"));
         let ports = crate::rig::free_ports(3)?;
-        let exe = std::env::current_exe().context("locating the peervisor binary")?;
         let certs = opts.root.join("tls");
         if opts.direct == Direct::Tls {
             make_tls_certs(&certs)?;
         }
         let mut nodes = Nodes {
             root: opts.root.clone(),
-            dirs: Vec::new(),
-            children: Vec::new(),
+            nodes: Vec::new(),
         };
         for (i, nick) in NICKS.iter().chain([&CONSUMER]).enumerate() {
             let dir = DataDir::new(opts.root.join(nick));
@@ -111,80 +110,60 @@ impl Nodes {
                 let tls = dir.libvirt_dir().join(crate::hypervisor::daemon::TLS_DIR);
                 install_certs(&certs, &tls)?;
             }
-            let log = std::fs::File::create(dir.root().join("node.log"))?;
-            let mut cmd = Command::new(&exe);
-            cmd.arg("node")
-                .arg("--data-dir")
-                .arg(dir.root())
-                .args(["--nick", nick])
-                .args(["--listen", &format!("/ip4/127.0.0.1/tcp/{}", ports[i])])
-                .arg("--network-key")
-                .arg(&key_file)
+            let mut command = NodeCommand::new(dir.clone(), nick, ports[i], &key)?
                 .args(["--guest-netns", NETNS])
                 .arg("--image-dir")
                 .arg(&opts.image_dir)
                 .args(["--accel", &opts.accel])
-                .arg("--destroy-vms-on-exit");
+                .arg("--destroy-vms-on-exit")
+                // Ctrl-C reaches the benchmark, which stops them.
+                .own_process_group();
             if opts.data_disk_mib.is_some() {
                 let disks = disk_dir_of(&dir);
                 std::fs::create_dir_all(&disks)?;
-                cmd.arg("--disk-dir").arg(disks);
+                command = command.arg("--disk-dir").arg(disks);
             }
             if *nick == CONSUMER {
                 // Hosts nothing: libvirt's test driver spares a daemon.
-                cmd.args(["--hypervisor", "test:///default"]);
+                command = command.args(["--hypervisor", "test:///default"]);
             }
             if i > 0 {
-                cmd.args(["--bootstrap", &format!("/ip4/127.0.0.1/tcp/{}", ports[0])]);
+                command = command.bootstrap(ports[0]);
             }
-            cmd.stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::from(log));
-            // Own process group: Ctrl-C reaches the benchmark, which stops them.
-            std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-            nodes.dirs.push(dir);
-            match cmd.spawn() {
-                Ok(child) => nodes.children.push(child),
+            match command.spawn() {
+                Ok(node) => nodes.nodes.push(node),
                 Err(e) => {
                     nodes.stop();
-                    bail!("starting {}: {e}", exe.display());
+                    return Err(e);
                 }
             }
         }
         Ok(nodes)
     }
 
+    /// The nodes' data dirs: the two hosting nodes', then the consumer's.
+    pub(super) fn dirs(&self) -> Vec<DataDir> {
+        self.nodes.iter().map(|n| n.dir.clone()).collect()
+    }
+
     /// Waits for the control sockets and the overlay, then lets the two hosting
     /// nodes migrate VMs into each other.
     pub(super) async fn wait_ready(&mut self) -> Result<Vec<ControlClient>> {
         eprintln!("bench: starting three nodes…");
-        let nick = |i: usize| NICKS.get(i).copied().unwrap_or(CONSUMER);
         let clients: Vec<ControlClient> = self
-            .dirs
+            .nodes
             .iter()
-            .map(|d| ControlClient::new(&d.control_socket()))
+            .map(|n| ControlClient::new(&n.dir.control_socket()))
             .collect();
-        let deadline = Instant::now() + Duration::from_secs(60);
         let mut ids = Vec::new();
-        for (i, client) in clients.iter().enumerate() {
-            loop {
-                if let Ok(Reply::Status(s)) = client.call(&Request::Status).await {
-                    ids.push(s.local.peer_id);
-                    break;
-                }
-                if let Ok(Some(status)) = self.children[i].try_wait() {
-                    bail!(
-                        "{} exited ({status}):\n{}",
-                        nick(i),
-                        crate::rig::log_tail(&self.dirs[i].root().join("node.log"))
-                    );
-                }
-                if Instant::now() > deadline {
-                    bail!("{} did not start within 60 s", nick(i));
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
+        for (node, client) in self.nodes.iter_mut().zip(&clients) {
+            let answers = || async { client.call(&Request::Status).await.is_ok() };
+            node.wait_until(Duration::from_secs(60), answers).await?;
+            if let Reply::Status(s) = client.call(&Request::Status).await? {
+                ids.push(s.local.peer_id);
             }
         }
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Reply::Status(s) = clients[0].call(&Request::Status).await?
                 && s.peers.iter().filter(|p| p.connected).count() == 2
@@ -199,7 +178,7 @@ impl Nodes {
         for (i, client) in clients.iter().take(2).enumerate() {
             client
                 .call(&Request::PeersAllow {
-                    peer: ids[1 - i].clone(),
+                    peer: ids[1 - i].as_str().into(),
                     role: crate::control::Role::Control,
                 })
                 .await?;
@@ -209,26 +188,26 @@ impl Nodes {
 
     /// SIGTERM: each node destroys its VMs and stops its libvirtd.
     pub(super) fn stop(&mut self) {
-        let pids: Vec<u32> = self.children.iter().map(|c| c.id()).collect();
-        crate::rig::terminate_and_wait(&pids);
-        for child in &mut self.children {
-            let _ = child.wait();
-        }
-        self.children.clear();
+        let logs: Vec<(String, PathBuf)> = self
+            .nodes
+            .iter()
+            .map(|n| (n.nick.clone(), n.log()))
+            .collect();
+        stop_nodes(&mut self.nodes);
         let _ = GuestNetwork::named(NETNS).remove();
-        self.keep_logs();
+        self.keep_logs(&logs);
         let _ = std::fs::remove_dir_all(&self.root);
     }
 
     /// Copies the nodes' logs (each migration's phases are there) next to the
     /// data dirs that are about to go.
-    fn keep_logs(&self) {
+    fn keep_logs(&self, logs: &[(String, PathBuf)]) {
         let Some(parent) = self.root.parent() else {
             return;
         };
-        for (dir, nick) in self.dirs.iter().zip(NICKS.iter().chain([&CONSUMER])) {
+        for (nick, log) in logs {
             let kept = parent.join(format!("migrate-{nick}.log"));
-            if std::fs::copy(dir.root().join("node.log"), &kept).is_ok() {
+            if std::fs::copy(log, &kept).is_ok() {
                 eprintln!("bench: {nick}'s log kept in {}", kept.display());
             }
         }

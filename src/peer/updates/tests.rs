@@ -24,7 +24,7 @@ impl FakeSampler {
             read: Box::new(move |status: &mut Status| {
                 let board = read_board.lock().unwrap();
                 for vm in &mut status.vms {
-                    vm.history = board.1.get(&vm.name).cloned();
+                    vm.history = board.1.get(vm.name.as_str()).cloned();
                     vm.stats = vm.history.as_ref().map(|h| VmStats {
                         cpu_pct_guest: *h.cpu_pct_guest.last().unwrap(),
                         ..VmStats::default()
@@ -55,7 +55,7 @@ impl FakeSampler {
             vms: vms
                 .iter()
                 .map(|vm| VmSample {
-                    name: vm.to_string(),
+                    name: vm.to_string().into(),
                     stats: Some(VmStats {
                         cpu_pct_guest: cpu,
                         ..VmStats::default()
@@ -75,7 +75,7 @@ fn node_state(vms: &[&str]) -> Status {
         vms: vms
             .iter()
             .map(|name| VmView {
-                name: name.to_string(),
+                name: (*name).into(),
                 ..VmView::default()
             })
             .collect(),
@@ -223,7 +223,7 @@ async fn a_vm_that_appears_brings_its_history_and_no_round_twice() {
             vms: ["web-1", "web-2"]
                 .iter()
                 .map(|vm| VmSample {
-                    name: vm.to_string(),
+                    name: vm.to_string().into(),
                     stats: Some(VmStats {
                         cpu_pct_guest: 2.0,
                         ..VmStats::default()

@@ -315,7 +315,7 @@ impl App {
             Pane::Vms | Pane::Throughput => self.vm_rows(status).iter().map(VmRow::key).collect(),
             Pane::Services => rows::service_rows(status, &self.services.filter)
                 .iter()
-                .map(|s| s.name.clone())
+                .map(|s| s.name.to_string())
                 .collect(),
             Pane::Operations => rows::operation_rows(status, &self.operations.filter)
                 .iter()

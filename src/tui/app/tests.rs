@@ -48,10 +48,7 @@ fn r_enter_y_replicates_to_the_picked_peer_and_works_on_stopped_vms() {
         matches!(&app.mode, Mode::Confirm { question, .. } if question == "Replicate web-1 to peer-b? It keeps running here.")
     );
     let cmds = press(&mut app, &[key('y')]);
-    assert_eq!(
-        cmds,
-        vec![Request::replicate("web-1".into(), PEER_B.into())]
-    );
+    assert_eq!(cmds, vec![Request::replicate("web-1", PEER_B)]);
     assert_eq!(message(&app), "Replication of web-1 requested");
     // db-1 is stopped: it cannot migrate, but its disk can be replicated.
     press(&mut app, &[key('k')]);
@@ -74,7 +71,7 @@ fn m_down_enter_y_migrates_to_the_second_connected_peer() {
         matches!(&app.mode, Mode::Confirm { question, .. } if question == "Migrate web-1 to peer-c?")
     );
     let cmds = press(&mut app, &[key('y')]);
-    assert_eq!(cmds, vec![Request::migrate("web-1".into(), PEER_C.into())]);
+    assert_eq!(cmds, vec![Request::migrate("web-1", PEER_C)]);
     assert_eq!(app.mode, Mode::Normal);
     assert_eq!(message(&app), "Migration of web-1 requested");
     assert!(press(&mut app, &[key('y'), code(KeyCode::Enter)]).is_empty());
@@ -129,36 +126,21 @@ fn d_on_the_operations_pane_aborts_the_selected_migration_after_asking() {
 #[test]
 fn s_p_d_make_lifecycle_commands_for_the_selected_vm() {
     let mut app = app_with(Some(sample_status()));
-    assert_eq!(
-        press(&mut app, &[key('s')]),
-        vec![Request::start("db-1".into())]
-    );
+    assert_eq!(press(&mut app, &[key('s')]), vec![Request::start("db-1")]);
     assert!(press(&mut app, &[key('p')]).is_empty());
     assert!(message(&app).contains("only running or paused"));
     on_web_1(&mut app);
-    assert_eq!(
-        press(&mut app, &[key('s')]),
-        vec![Request::stop("web-1".into())]
-    );
-    assert_eq!(
-        press(&mut app, &[key('p')]),
-        vec![Request::pause("web-1".into())]
-    );
+    assert_eq!(press(&mut app, &[key('s')]), vec![Request::stop("web-1")]);
+    assert_eq!(press(&mut app, &[key('p')]), vec![Request::pause("web-1")]);
     let mut status = sample_status();
     status.vms[0].state = VmState::Paused;
     app.set_status(Some(status));
-    assert_eq!(
-        press(&mut app, &[key('p')]),
-        vec![Request::resume("web-1".into())]
-    );
+    assert_eq!(press(&mut app, &[key('p')]), vec![Request::resume("web-1")]);
     assert!(press(&mut app, &[key('d')]).is_empty());
     assert!(
         matches!(&app.mode, Mode::Confirm { question, .. } if question.starts_with("Delete web-1?"))
     );
-    assert_eq!(
-        press(&mut app, &[key('y')]),
-        vec![Request::remove("web-1".into())]
-    );
+    assert_eq!(press(&mut app, &[key('y')]), vec![Request::remove("web-1")]);
 }
 
 #[test]
@@ -198,7 +180,7 @@ fn command_line_completes_runs_and_remembers() {
     );
     press(&mut app, &typed("b"));
     let cmds = press(&mut app, &[code(KeyCode::Enter)]);
-    assert_eq!(cmds, vec![Request::migrate("web-1".into(), PEER_B.into())]);
+    assert_eq!(cmds, vec![Request::migrate("web-1", PEER_B)]);
     // History: ↑ brings the line back.
     press(&mut app, &[key(':'), code(KeyCode::Up)]);
     assert!(matches!(&app.mode, Mode::Command(e) if e.text == "migrate web-1 peer-b"));
@@ -208,13 +190,13 @@ fn command_line_completes_runs_and_remembers() {
     press(&mut app, &typed("consume cache 6380"));
     assert_eq!(
         press(&mut app, &[code(KeyCode::Enter)]),
-        vec![Request::consume("cache".into(), Some(6380))]
+        vec![Request::consume("cache", Some(6380))]
     );
     press(&mut app, &[key(':')]);
     press(&mut app, &typed("expose pg 127.0.0.1:5432"));
     assert_eq!(
         press(&mut app, &[code(KeyCode::Enter)]),
-        vec![Request::expose("pg".into(), "127.0.0.1:5432".into())]
+        vec![Request::expose("pg", "127.0.0.1:5432".into())]
     );
     press(&mut app, &[key(':')]);
     press(&mut app, &typed("replicate web-1 peer-b"));
@@ -248,7 +230,7 @@ fn c_on_a_service_prefills_the_consume_command() {
     assert!(matches!(&app.mode, Mode::Command(e) if e.text == "consume cache "));
     assert_eq!(
         press(&mut app, &[code(KeyCode::Enter)]),
-        vec![Request::consume("cache".into(), None)]
+        vec![Request::consume("cache", None)]
     );
 }
 
@@ -346,8 +328,8 @@ fn a_delta_from_the_node_moves_the_state_and_the_selection() {
                 host: None,
                 vms: ["db-1", "web-1"]
                     .iter()
-                    .map(|name| VmSample {
-                        name: name.to_string(),
+                    .map(|&name| VmSample {
+                        name: name.into(),
                         stats: Some(VmStats {
                             cpu_pct_guest: cpu,
                             ..VmStats::default()

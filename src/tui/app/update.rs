@@ -106,13 +106,13 @@ impl App {
             };
         };
         Names {
-            vms: status.vms.iter().map(|v| v.name.clone()).collect(),
+            vms: status.vms.iter().map(|v| v.name.to_string()).collect(),
             peers: rows::peer_rows(status)
                 .into_iter()
                 .filter(|r| !r.is_local)
                 .map(|r| r.name)
                 .collect(),
-            services: status.services.iter().map(|s| s.name.clone()).collect(),
+            services: status.services.iter().map(|s| s.name.to_string()).collect(),
             themes: Theme::available(self.opts.theme_dir.as_deref()),
         }
     }
@@ -165,7 +165,9 @@ impl App {
                 self.say(format!("Consume {service} requested"));
                 Some(Request::consume(service, port))
             }
-            Parsed::Unconsume { service } => Some(Request::Unconsume { service }),
+            Parsed::Unconsume { service } => Some(Request::Unconsume {
+                service: service.into(),
+            }),
             Parsed::Expose { name, target } => {
                 self.say(format!("Expose {name} ({target}) requested"));
                 Some(Request::expose(name, target))
@@ -401,7 +403,7 @@ impl App {
             }
             Action::Delete if self.focus == Pane::Operations => self.confirm_abort(),
             Action::Delete => {
-                let name = self.local_vm_for_action()?.name.clone();
+                let name = self.local_vm_for_action()?.name.to_string();
                 self.confirm_delete(name);
             }
             Action::Sort => {
@@ -507,7 +509,7 @@ impl App {
             );
             return self.say_error(text);
         }
-        let name = vm.name.clone();
+        let name = vm.name.to_string();
         let candidates = self.status.as_ref().map(candidates).unwrap_or_default();
         if candidates.is_empty() {
             let what = if replicate { "replicate" } else { "migrate" };

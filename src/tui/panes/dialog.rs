@@ -81,13 +81,13 @@ fn draw_detail(frame: &mut Frame, area: Rect, app: &App, status: &Status, peer_i
         (
             format!("{} (this peer)", status.local.nick),
             status.local.listen_addrs.clone(),
-            status.vms.iter().map(|v| v.name.clone()).collect(),
+            status.vms.iter().map(|v| v.name.to_string()).collect(),
         )
     } else if let Some(p) = peer {
         (
             p.display_name(),
             p.addrs.clone(),
-            p.vms.clone().unwrap_or_default(),
+            p.vms.iter().flatten().map(ToString::to_string).collect(),
         )
     } else {
         (short_peer_id(peer_id), vec![], vec![])

@@ -101,7 +101,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
                 OperationPhase::Failed => ("failed", theme.op_failed),
             };
             let mut cells = vec![
-                Cell::from(op.vm.clone()),
+                Cell::from(op.vm.to_string()),
                 Cell::from(format!("{arrow} {}", op.peer)),
                 Cell::from(bar(op, app)),
                 Cell::from(Line::styled(phase, style)),

@@ -117,7 +117,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
                 Line::styled(format!("{active}"), theme.connected)
             };
             Row::new([
-                Cell::from(s.name.clone()),
+                Cell::from(s.name.to_string()),
                 Cell::from(Line::styled(s.kind.clone(), theme.dim)),
                 Cell::from(Line::from(s.providers.len().to_string()).right_aligned()),
                 Cell::from(best_name),

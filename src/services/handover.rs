@@ -6,15 +6,17 @@
 //! guest is paused for the switch-over, then forwards it to the destination peer,
 //! and keeps forwarding for a while after the move.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use libp2p::PeerId;
 use tokio::sync::Notify;
 
-use crate::peer::Peer;
-use crate::services::proxy::{self, Answer};
+use super::Services;
+use super::proxy::{self, Answer};
+use crate::names::{ServiceName, VmName};
+use crate::node::Client;
 
 /// How long after a move streams for the VM's services are still forwarded.
 const FORWARD_FOR: Duration = Duration::from_secs(60);
@@ -22,8 +24,8 @@ const FORWARD_FOR: Duration = Duration::from_secs(60);
 const HOLD_MAX: Duration = Duration::from_secs(10);
 
 struct Departure {
-    vm: String,
-    services: Vec<String>,
+    vm: VmName,
+    services: Vec<ServiceName>,
     dest: PeerId,
     /// When the VM arrived at `dest`; None while it is still migrating.
     moved: Option<Instant>,
@@ -37,11 +39,11 @@ pub struct Handovers {
 
 impl Handovers {
     /// A migration of `vm` (providing `services`) to `dest` starts.
-    pub fn begin(&self, vm: &str, services: Vec<String>, dest: PeerId) {
+    pub fn begin(&self, vm: &VmName, services: Vec<ServiceName>, dest: PeerId) {
         let mut list = self.lock();
-        list.retain(|d| d.vm != vm && d.moved.is_none_or(|t| t.elapsed() < FORWARD_FOR));
+        list.retain(|d| d.vm != *vm && d.moved.is_none_or(|t| t.elapsed() < FORWARD_FOR));
         list.push(Departure {
-            vm: vm.to_string(),
+            vm: vm.clone(),
             services,
             dest,
             moved: None,
@@ -49,15 +51,15 @@ impl Handovers {
     }
 
     /// The migration of `vm` ended: moved (forward from now on) or not (serve here).
-    pub fn end(&self, vm: &str, moved: bool) {
+    pub fn end(&self, vm: &VmName, moved: bool) {
         {
             let mut list = self.lock();
             if moved {
-                for d in list.iter_mut().filter(|d| d.vm == vm && d.moved.is_none()) {
+                for d in list.iter_mut().filter(|d| d.vm == *vm && d.moved.is_none()) {
                     d.moved = Some(Instant::now());
                 }
             } else {
-                list.retain(|d| !(d.vm == vm && d.moved.is_none()));
+                list.retain(|d| !(d.vm == *vm && d.moved.is_none()));
             }
         }
         self.changed.notify_waiters();
@@ -65,8 +67,8 @@ impl Handovers {
 
     /// `vm` is arriving here: forwarding it elsewhere (it left once, within
     /// FORWARD_FOR, and comes back) is over.
-    pub fn arriving(&self, vm: &str) {
-        self.lock().retain(|d| d.vm != vm);
+    pub fn arriving(&self, vm: &VmName) {
+        self.lock().retain(|d| d.vm != *vm);
         self.changed.notify_waiters();
     }
 
@@ -102,15 +104,15 @@ impl Handovers {
     }
 }
 
-impl Peer {
+impl Services {
     /// Records that `vm` is leaving for `dest`, with the services it provides.
-    pub(crate) async fn handover_begin(self: &Arc<Self>, vm: &str, dest: PeerId) {
+    pub async fn handover_begin(&self, vm: &VmName, dest: PeerId) {
         let services = self
             .local_services()
             .await
             .unwrap_or_default()
             .into_iter()
-            .filter(|s| s.vm.as_deref() == Some(vm))
+            .filter(|s| s.vm.as_ref() == Some(vm))
             .map(|s| s.spec.name)
             .collect();
         self.handovers.begin(vm, services, dest);
@@ -118,11 +120,16 @@ impl Peer {
 }
 
 /// Provider side: carries a consumer's stream for `service` on to `dest`.
-pub async fn forward<S>(peer: &Peer, stream: &mut S, dest: PeerId, service: &str) -> Result<()>
+pub(super) async fn forward<S>(
+    node: &Client,
+    stream: &mut S,
+    dest: PeerId,
+    service: &str,
+) -> Result<()>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    let mut streams = peer.node.streams();
+    let mut streams = node.streams();
     let mut upstream = match proxy::open_served_there(&mut streams, dest, service).await {
         Ok(upstream) => upstream,
         Err(e) => {
@@ -139,20 +146,21 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     #[tokio::test]
     async fn streams_wait_for_the_switch_over_then_go_to_the_destination() {
         let h = Arc::new(Handovers::default());
         let dest = PeerId::random();
         assert_eq!(h.destination("web").await, None, "nothing is leaving");
-        h.begin("web-1", vec!["web".into()], dest);
+        h.begin(&"web-1".into(), vec!["web".into()], dest);
         let waiting = {
             let h = h.clone();
             tokio::spawn(async move { h.destination("web").await })
         };
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!waiting.is_finished(), "held while migrating");
-        h.end("web-1", true);
+        h.end(&"web-1".into(), true);
         assert_eq!(waiting.await.unwrap(), Some(dest));
         assert_eq!(h.destination("web").await, Some(dest));
         assert_eq!(h.destination("other").await, None);
@@ -164,23 +172,23 @@ mod tests {
     async fn a_vm_arriving_again_is_no_longer_forwarded_away() {
         let h = Handovers::default();
         let other = PeerId::random();
-        h.begin("web-1", vec!["web".into()], other);
-        h.end("web-1", true);
+        h.begin(&"web-1".into(), vec!["web".into()], other);
+        h.end(&"web-1".into(), true);
         assert_eq!(h.destination("web").await, Some(other));
-        h.arriving("web-1");
+        h.arriving(&"web-1".into());
         assert_eq!(h.destination("web").await, None);
     }
 
     #[tokio::test]
     async fn a_failed_migration_releases_held_streams_to_be_served_here() {
         let h = Arc::new(Handovers::default());
-        h.begin("web-1", vec!["web".into()], PeerId::random());
+        h.begin(&"web-1".into(), vec!["web".into()], PeerId::random());
         let waiting = {
             let h = h.clone();
             tokio::spawn(async move { h.destination("web").await })
         };
         tokio::time::sleep(Duration::from_millis(50)).await;
-        h.end("web-1", false);
+        h.end(&"web-1".into(), false);
         assert_eq!(waiting.await.unwrap(), None);
     }
 }

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use anyhow::{Context, Result, anyhow};
 use libp2p::PeerId;
 
-use crate::control::Role;
+use crate::api::Role;
 
 /// Role of overlay members the operator has not named.
 pub const DEFAULT_ROLE: Role = Role::Consume;

@@ -6,8 +6,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::Peer;
+use super::Vms;
 use crate::model::{VmState, VmView};
+use crate::names::VmName;
 
 const PROBE_EVERY: Duration = Duration::from_secs(2);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -16,7 +17,7 @@ const SERVICE_PORT: u16 = 80;
 /// Last probe result per VM name.
 #[derive(Default)]
 pub struct Health {
-    up: Mutex<HashMap<String, bool>>,
+    up: Mutex<HashMap<VmName, bool>>,
 }
 
 impl Health {
@@ -32,22 +33,24 @@ impl Health {
         }
     }
 
-    fn replace(&self, results: HashMap<String, bool>) {
+    fn replace(&self, results: HashMap<VmName, bool>) {
         *self.up.lock().unwrap_or_else(|e| e.into_inner()) = results;
     }
 }
 
-pub async fn probe_loop(peer: Arc<Peer>) {
+/// Probes the running guests every few seconds.
+pub async fn probe_loop(vms: Arc<Vms>) {
     let mut tick = tokio::time::interval(PROBE_EVERY);
     loop {
         tick.tick().await;
-        let vms = peer.host.vms();
-        let targets: Vec<(String, IpAddr)> = vms
+        let targets: Vec<(VmName, IpAddr)> = vms
+            .host
+            .vms()
             .into_iter()
             .filter(|v| v.state == VmState::Running && v.managed)
             .filter_map(|v| Some((v.name, v.ip?.parse().ok()?)))
             .collect();
-        let network = peer.network.clone();
+        let network = vms.network.clone();
         let results = tokio::task::spawn_blocking(move || {
             targets
                 .into_iter()
@@ -59,7 +62,7 @@ pub async fn probe_loop(peer: Arc<Peer>) {
         })
         .await;
         if let Ok(results) = results {
-            peer.health.replace(results);
+            vms.health.replace(results);
         }
     }
 }

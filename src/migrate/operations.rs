@@ -150,7 +150,7 @@ fn begin_locked(inner: &mut Inner, kind: OperationKind, vm: &str, peer: &str) ->
         view: OperationView {
             id,
             kind,
-            vm: vm.to_string(),
+            vm: vm.into(),
             peer: peer.to_string(),
             phase: OperationPhase::Requested,
             elapsed_s: 0.0,

@@ -1,6 +1,6 @@
 //! What this host lends to VMs other peers push in (live migrations, replicas),
 //! and the one check every incoming VM passes before anything moves:
-//! `Peer::check_incoming`. The VMs already here, whoever made them, count against
+//! `Capacity::check_incoming`. The VMs already here, whoever made them, count against
 //! what is lent; so do incoming VMs that were accepted but have not arrived yet
 //! (a `Reservation` holds their share until they arrive or give up).
 //!
@@ -15,9 +15,9 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Deserialize;
 
-use super::Peer;
-use super::vms::validate_vm_name;
-use crate::model::VmState;
+use crate::hypervisor::Host;
+use crate::model::{LendingView, VmState, VmView};
+use crate::names::VmName;
 
 /// Parallel migrations each way a peer runs unless told otherwise.
 pub const DEFAULT_MAX_MIGRATIONS: u32 = 2;
@@ -176,7 +176,7 @@ pub fn fmt_mib(mib: u64) -> String {
 /// What an incoming VM needs from this host.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct VmRequirements {
-    pub name: String,
+    pub name: VmName,
     pub uuid: String,
     pub vcpus: u32,
     pub memory_mib: u64,
@@ -191,9 +191,9 @@ pub struct VmRequirements {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Refusal {
     Invalid(String),
-    NameTaken(String),
+    NameTaken(VmName),
     UuidTaken(String),
-    Arriving(String),
+    Arriving(VmName),
     MissingFile(PathBuf),
     Short {
         resource: Resource,
@@ -323,7 +323,7 @@ impl Drop for Reservation {
 }
 
 /// vCPUs and memory of the VMs that hold them (running or paused).
-fn active_usage(vms: &[crate::model::VmView]) -> Usage {
+fn active_usage(vms: &[VmView]) -> Usage {
     vms.iter()
         .filter(|v| matches!(v.state, VmState::Running | VmState::Paused | VmState::Other))
         .fold(Usage::default(), |u, v| Usage {
@@ -333,28 +333,48 @@ fn active_usage(vms: &[crate::model::VmView]) -> Usage {
         })
 }
 
-impl CapacityConfig {
-    /// For `status`: what is lent, and what the VMs here use of it.
-    pub fn view(&self, vms: &[crate::model::VmView]) -> crate::model::LendingView {
-        let used = active_usage(vms);
-        crate::model::LendingView {
-            vcpus: self.lending.vcpus,
-            vcpus_used: used.vcpus,
-            memory_mib: self.lending.memory_mib,
-            memory_used_mib: used.memory_mib,
-            disk_mib: self.lending.disk_mib,
-            max_migrations: self.max_migrations,
-        }
-    }
+/// What this host lends to incoming VMs, what of it is promised to VMs on
+/// their way, and the hypervisor that says what the VMs here take.
+pub struct Capacity {
+    config: CapacityConfig,
+    reservations: Reservations,
+    host: Host,
 }
 
-impl Peer {
+impl Capacity {
+    pub fn new(config: CapacityConfig, host: Host) -> Capacity {
+        Capacity {
+            config,
+            reservations: Reservations::default(),
+            host,
+        }
+    }
+
+    /// Parallel migrations (and replications) each way.
+    pub fn max_migrations(&self) -> u32 {
+        self.config.max_migrations
+    }
+
+    /// For `status`: what is lent, and what the VMs here use of it.
+    pub fn view(&self, vms: &[VmView]) -> LendingView {
+        let used = active_usage(vms);
+        let lent = &self.config.lending;
+        LendingView {
+            vcpus: lent.vcpus,
+            vcpus_used: used.vcpus,
+            memory_mib: lent.memory_mib,
+            memory_used_mib: used.memory_mib,
+            disk_mib: lent.disk_mib,
+            max_migrations: self.config.max_migrations,
+        }
+    }
+
     /// The destination's checks for an incoming VM (migration or replica), before
     /// anything moves: a valid, free name and UUID, its boot files present here,
     /// and vCPUs, memory and disk within what this host lends. On success the
     /// VM's share is reserved until the returned guard is dropped.
     pub async fn check_incoming(&self, req: &VmRequirements) -> Result<Reservation, Refusal> {
-        validate_vm_name(&req.name).map_err(|e| Refusal::Invalid(e.to_string()))?;
+        (req.name.validate()).map_err(|e| Refusal::Invalid(e.to_string()))?;
         if req.vcpus == 0 || req.memory_mib == 0 {
             return Err(Refusal::Invalid("the VM has no vCPU or no memory".into()));
         }
@@ -382,7 +402,7 @@ impl Peer {
             ..active_usage(&vms)
         };
 
-        let reservations = &self.capacity_reservations;
+        let reservations = &self.reservations;
         let mut held = reservations.held.lock().unwrap_or_else(|e| e.into_inner());
         // An accepted VM counts once: as a reservation until libvirt lists it.
         for r in held
@@ -396,7 +416,7 @@ impl Peer {
             used.memory_mib += r.memory_mib;
             used.disk_mib += r.disk_mib;
         }
-        fits(&self.capacity.lending, &used, req)?;
+        fits(&self.config.lending, &used, req)?;
         let id = reservations.next.fetch_add(1, Ordering::Relaxed);
         held.insert(id, req.clone());
         Ok(Reservation {
@@ -406,7 +426,7 @@ impl Peer {
     }
 
     /// The requirements of one of this host's VMs, as a destination would check them.
-    pub async fn requirements_of(&self, vm: &crate::model::VmView) -> Result<VmRequirements> {
+    pub async fn requirements_of(&self, vm: &VmView) -> Result<VmRequirements> {
         let footprint = self
             .host
             .footprint(&vm.name)
