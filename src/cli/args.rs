@@ -283,6 +283,13 @@ pub enum Command {
     /// The node's config file.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Check this host and its node: config, data dir, disk space, key
+    /// permissions, accelerator, libvirt, ports, peers, clock; one line each,
+    /// with a fix for what is wrong. Exit status 1 when a check failed.
+    Doctor {
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a shell completion script, e.g. `peervisor completions bash >
     /// ~/.local/share/bash-completion/completions/peervisor`.
     Completions {

@@ -8,6 +8,7 @@ mod args;
 pub mod config;
 pub mod demo;
 mod dev;
+mod doctor;
 pub mod find_node;
 mod generate;
 mod image;
@@ -35,6 +36,7 @@ pub async fn run(command: Command, globals: &config::Globals) -> Result<()> {
             let file = file.or_else(|| globals.config.clone());
             return config::check(file.as_deref(), globals.data_dir_given());
         }
+        Command::Doctor { json } => return doctor::run(globals, json).await,
         Command::Join { token, json } => {
             let data_dir = globals.data_dir_unread();
             let config = globals.config.as_deref();
@@ -46,7 +48,9 @@ pub async fn run(command: Command, globals: &config::Globals) -> Result<()> {
     let (data_dir, config) = (&data_dir, config.as_ref());
     let control = ControlClient::new(&data_dir.control_socket());
     match command {
-        Command::Config(_) | Command::Join { .. } => unreachable!("run above"),
+        Command::Config(_) | Command::Doctor { .. } | Command::Join { .. } => {
+            unreachable!("run above")
+        }
         Command::Dev(command) => dev::run(data_dir, command).await,
         Command::Keys(look) => {
             print!("{}", crate::console::keys_text(&look.look()));
