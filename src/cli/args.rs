@@ -204,7 +204,12 @@ pub enum Command {
         json: bool,
     },
     /// Stop forwarding a consumed service.
-    Unconsume { service: ServiceName },
+    Unconsume {
+        service: ServiceName,
+        /// Print the outcome as JSON (docs/cli-json.md).
+        #[arg(long)]
+        json: bool,
+    },
     /// Publish a TCP service of this host (no VM) in the overlay.
     Expose {
         name: ServiceName,
@@ -219,9 +224,17 @@ pub enum Command {
         /// Serve at most N connections at once (from all peers together).
         #[arg(long, value_name = "N")]
         max_conns: Option<u32>,
+        /// Print the outcome as JSON (docs/cli-json.md).
+        #[arg(long)]
+        json: bool,
     },
     /// Withdraw a service published with `expose`.
-    Unexpose { name: ServiceName },
+    Unexpose {
+        name: ServiceName,
+        /// Print the outcome as JSON (docs/cli-json.md).
+        #[arg(long)]
+        json: bool,
+    },
     /// Build guest images.
     #[command(subcommand)]
     Image(ImageCommand),
@@ -273,6 +286,9 @@ pub enum Command {
         /// Stop after this many tables (default: until interrupted).
         #[arg(long, short = 'n')]
         iterations: Option<u64>,
+        /// Print the outcome as JSON (docs/cli-json.md).
+        #[arg(long)]
+        json: bool,
     },
     /// Benchmarks, each printing its baseline measured in the same run.
     Bench(BenchArgs),
@@ -357,6 +373,9 @@ pub enum VmCommand {
         /// Attach a new qcow2 data disk of this size (the guest mounts it on /data).
         #[arg(long = "data-disk", value_name = "MIB")]
         data_disk_mib: Option<u64>,
+        /// Print the outcome as JSON (docs/cli-json.md).
+        #[arg(long)]
+        json: bool,
     },
     /// Start a stopped VM.
     Start {
@@ -364,6 +383,9 @@ pub enum VmCommand {
         /// Act on a VM peervisor did not create.
         #[arg(long)]
         force: bool,
+        /// Print the outcome as JSON (docs/cli-json.md).
+        #[arg(long)]
+        json: bool,
     },
     /// Shut a VM down (ACPI power button; powered off after --timeout).
     Stop {
@@ -377,18 +399,27 @@ pub enum VmCommand {
         /// Act on a VM peervisor did not create.
         #[arg(long)]
         force: bool,
+        /// Print the outcome as JSON (docs/cli-json.md).
+        #[arg(long)]
+        json: bool,
     },
     /// Pause a running VM (it keeps its memory).
     Pause {
         name: VmName,
         #[arg(long)]
         force: bool,
+        /// Print the outcome as JSON (docs/cli-json.md).
+        #[arg(long)]
+        json: bool,
     },
     /// Resume a paused VM.
     Resume {
         name: VmName,
         #[arg(long)]
         force: bool,
+        /// Print the outcome as JSON (docs/cli-json.md).
+        #[arg(long)]
+        json: bool,
     },
     /// Power off and delete a VM with its disks.
     Rm {
@@ -399,6 +430,9 @@ pub enum VmCommand {
         /// Act on a VM peervisor did not create.
         #[arg(long)]
         force: bool,
+        /// Print the outcome as JSON (docs/cli-json.md).
+        #[arg(long)]
+        json: bool,
     },
     /// A VM's live figures: CPU, memory, disk and network rates.
     Stats {
@@ -429,11 +463,24 @@ pub enum PeersCommand {
         peer: PeerRef,
         #[arg(long, default_value = "control")]
         role: crate::control::Role,
+        /// Print the outcome as JSON (docs/cli-json.md).
+        #[arg(long)]
+        json: bool,
     },
     /// Reduce a peer to observing: it may neither consume nor control.
-    Deny { peer: PeerRef },
+    Deny {
+        peer: PeerRef,
+        /// Print the outcome as JSON (docs/cli-json.md).
+        #[arg(long)]
+        json: bool,
+    },
     /// Drop a peer's grant: it gets the default role again.
-    Forget { peer: PeerRef },
+    Forget {
+        peer: PeerRef,
+        /// Print the outcome as JSON (docs/cli-json.md).
+        #[arg(long)]
+        json: bool,
+    },
     /// List grants.
     List {
         #[arg(long)]
@@ -450,6 +497,9 @@ pub enum ImageCommand {
         /// Where images are kept.
         #[arg(long)]
         image_dir: Option<PathBuf>,
+        /// Print the outcome as JSON (docs/cli-json.md).
+        #[arg(long)]
+        json: bool,
     },
 }
 

@@ -103,13 +103,16 @@ pub async fn run(command: Command, globals: &config::Globals) -> Result<()> {
             };
             services::consume(&control, request, json).await
         }
-        Command::Unconsume { service } => done(&control, Request::Unconsume { service }).await,
+        Command::Unconsume { service, json } => {
+            done(&control, Request::Unconsume { service }, json).await
+        }
         Command::Expose {
             name,
             target,
             kind,
             allow,
             max_conns,
+            json,
         } => {
             let request = Request::Expose {
                 name,
@@ -118,10 +121,14 @@ pub async fn run(command: Command, globals: &config::Globals) -> Result<()> {
                 allow,
                 max_conns,
             };
-            done(&control, request).await
+            done(&control, request, json).await
         }
-        Command::Unexpose { name } => done(&control, Request::Unexpose { name }).await,
-        Command::Image(ImageCommand::Build { name, image_dir }) => {
+        Command::Unexpose { name, json } => done(&control, Request::Unexpose { name }, json).await,
+        Command::Image(ImageCommand::Build {
+            name,
+            image_dir,
+            json,
+        }) => {
             // Default: the config file's image-dir, so it is the node's.
             let from_config = config
                 .map(|c| config::node_args(&config::empty_matches(), Some(c)))
@@ -130,7 +137,7 @@ pub async fn run(command: Command, globals: &config::Globals) -> Result<()> {
             let dir = image_dir
                 .or(from_config)
                 .unwrap_or_else(crate::image::default_image_dir);
-            image::build(dir, name).await
+            image::build(dir, name, json).await
         }
         Command::Demo(args) => demo::run(args).await,
         Command::Peers(command) => peers::run(&control, command).await,
@@ -152,7 +159,11 @@ pub async fn run(command: Command, globals: &config::Globals) -> Result<()> {
             };
             join::invite(&control, args).await
         }
-        Command::Top { delay, iterations } => top::run(&control, delay, iterations).await,
+        Command::Top {
+            delay,
+            iterations,
+            json,
+        } => top::run(&control, delay, iterations, json).await,
         Command::Bench(bench) => {
             let setup = crate::bench::Setup {
                 data_dir: data_dir.clone(),
@@ -168,9 +179,16 @@ pub async fn run(command: Command, globals: &config::Globals) -> Result<()> {
 }
 
 /// Sends a request whose reply is a message, and prints it.
-async fn done(control: &ControlClient, request: Request) -> Result<()> {
+/// A request whose reply is the operator's message: printed as it is, or with
+/// --json as `{"message": ...}`.
+async fn done(control: &ControlClient, request: Request, json: bool) -> Result<()> {
     if let Reply::Done { message } = control.call(&request).await? {
-        println!("{message}");
+        if json {
+            let value = serde_json::json!({ "message": message });
+            println!("{}", serde_json::to_string_pretty(&value)?);
+        } else {
+            println!("{message}");
+        }
     }
     Ok(())
 }
