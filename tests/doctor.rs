@@ -198,6 +198,10 @@ fn doctor_names_a_bad_config_file_and_goes_on_checking() {
     // file:line: and the key
     assert!(bad.contains(&format!("{}:2:", config.display())), "{text}");
     assert!(bad.contains("lisen"), "{text}");
-    // The other checks still ran.
+    // The other checks still ran, the log one naming the console's log file.
     assert!(line(&text, "data dir").starts_with("warn"), "{text}");
+    assert!(
+        line(&text, "log").contains(&format!("{}", data.join("node.log").display())),
+        "{text}"
+    );
 }

@@ -38,6 +38,7 @@ const PRINTING: &[&[&str]] = &[
     &["top"],
     &["doctor"],
     &["bench", "load"],
+    &["bench", "stats"],
     &["bench", "migrate"],
     &["bench", "penalty"],
 ];
@@ -129,5 +130,35 @@ fn actions_print_their_outcome_and_top_prints_json_lines() {
         let vms = value["vms"].as_array().expect("vms");
         assert!(vms.iter().any(|v| v["name"] == "test"), "{value}");
         assert!(value.get("host").is_some(), "{value}");
+    }
+}
+
+#[test]
+fn bench_stats_prints_ours_and_the_baseline_as_json() {
+    let data = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(data.path())
+        .args([
+            "bench",
+            "stats",
+            "--domains",
+            "20",
+            "--rounds",
+            "3",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let value: Value = serde_json::from_slice(&out.stdout).expect("bench stats --json prints JSON");
+    assert_eq!(value["domains"], 20, "{value}");
+    let methods = value["methods"].as_array().expect("methods");
+    assert_eq!(methods.len(), 2, "ours and the baseline: {value}");
+    for m in methods {
+        assert!(
+            m["median_ms"].as_f64().is_some_and(|ms| ms > 0.0),
+            "{value}"
+        );
     }
 }
