@@ -70,6 +70,7 @@ async fn run(cli: Cli, matches: &ArgMatches) -> Result<()> {
     let data_dir_given = globals.data_dir_given();
     match cli.command {
         Some(TopCommand::Cli(command)) => cli::run(command, &globals).await,
+        Some(TopCommand::Host(command)) => cli::run_host(command, &globals).await,
         None => {
             let (data_dir, config) = globals.in_force()?;
             let look = cli.look.look();

@@ -116,6 +116,36 @@ pub enum TopCommand {
     Node(NodeArgs),
     #[command(flatten)]
     Cli(Command),
+    #[command(flatten)]
+    Host(HostCommand),
+}
+
+/// The commands about this host's set-up, which read or write the config file
+/// themselves (it may be missing or bad): cli/ runs them before any config is read.
+#[derive(Subcommand, Debug)]
+pub enum HostCommand {
+    /// Join the overlay of a host that ran `peervisor invite`: writes the network
+    /// key and a config file (bootstrap, network-key, data-dir), redeems the
+    /// token with the inviter, and records the grants of its trust group. Run it
+    /// before starting the node.
+    ///
+    /// The keys go into --config FILE (created if missing), by default
+    /// /etc/peervisor/config.toml for root, else DATA_DIR/config.toml.
+    Join {
+        token: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The node's config file.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Check this host and its node: config, data dir, disk space, key
+    /// permissions, accelerator, libvirt, ports, peers, clock; one line each,
+    /// with a fix for what is wrong. Exit status 1 when a check failed.
+    Doctor {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// The commands cli/ runs: over a node's control socket, or on their own.
@@ -266,18 +296,6 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Join the overlay of a host that ran `peervisor invite`: writes the network
-    /// key and a config file (bootstrap, network-key, data-dir), redeems the
-    /// token with the inviter, and records the grants of its trust group. Run it
-    /// before starting the node.
-    ///
-    /// The keys go into --config FILE (created if missing), by default
-    /// /etc/peervisor/config.toml for root, else DATA_DIR/config.toml.
-    Join {
-        token: String,
-        #[arg(long)]
-        json: bool,
-    },
     /// VMs with live figures, as a plain table every interval (like virt-top -b).
     Top {
         /// Seconds between tables.
@@ -296,16 +314,6 @@ pub enum Command {
     Demo(DemoArgs),
     /// Print the console's effective keymap (shipped defaults plus your keymap.toml).
     Keys(LookArgs),
-    /// The node's config file.
-    #[command(subcommand)]
-    Config(ConfigCommand),
-    /// Check this host and its node: config, data dir, disk space, key
-    /// permissions, accelerator, libvirt, ports, peers, clock; one line each,
-    /// with a fix for what is wrong. Exit status 1 when a check failed.
-    Doctor {
-        #[arg(long)]
-        json: bool,
-    },
     /// Print a shell completion script, e.g. `peervisor completions bash >
     /// ~/.local/share/bash-completion/completions/peervisor`.
     Completions {

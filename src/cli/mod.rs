@@ -27,30 +27,30 @@ use anyhow::Result;
 use crate::control::client::ControlClient;
 use crate::control::{Reply, Request};
 
-/// Runs a command (`node` is main.rs's: it is no `Command`). `config check` and
-/// `join` come first: they read or write a config file that may be bad or not
-/// there yet; every other command runs with the config file in force.
-pub async fn run(command: Command, globals: &config::Globals) -> Result<()> {
-    let command = match command {
-        Command::Config(ConfigCommand::Check { file }) => {
+/// `config check`, `doctor` and `join`: they read or write the config file
+/// themselves, which may be bad or not there yet.
+pub async fn run_host(command: HostCommand, globals: &config::Globals) -> Result<()> {
+    match command {
+        HostCommand::Config(ConfigCommand::Check { file }) => {
             let file = file.or_else(|| globals.config.clone());
-            return config::check(file.as_deref(), globals.data_dir_given());
+            config::check(file.as_deref(), globals.data_dir_given())
         }
-        Command::Doctor { json } => return doctor::run(globals, json).await,
-        Command::Join { token, json } => {
+        HostCommand::Doctor { json } => doctor::run(globals, json).await,
+        HostCommand::Join { token, json } => {
             let data_dir = globals.data_dir_unread();
             let config = globals.config.as_deref();
-            return join::join(&token, json, &data_dir, config, globals.data_dir_given()).await;
+            join::join(&token, json, &data_dir, config, globals.data_dir_given()).await
         }
-        command => command,
-    };
+    }
+}
+
+/// Runs a command (`node` is main.rs's: it is no `Command`) with the config
+/// file in force.
+pub async fn run(command: Command, globals: &config::Globals) -> Result<()> {
     let (data_dir, config) = globals.in_force()?;
     let (data_dir, config) = (&data_dir, config.as_ref());
     let control = ControlClient::new(&data_dir.control_socket());
     match command {
-        Command::Config(_) | Command::Doctor { .. } | Command::Join { .. } => {
-            unreachable!("run above")
-        }
         Command::Dev(command) => dev::run(data_dir, command).await,
         Command::Keys(look) => {
             print!("{}", crate::console::keys_text(&look.look()));
