@@ -39,6 +39,7 @@ const PRINTING: &[&[&str]] = &[
     &["doctor"],
     &["bench", "load"],
     &["bench", "stats"],
+    &["bench", "replicate"],
     &["bench", "migrate"],
     &["bench", "penalty"],
 ];
@@ -161,4 +162,41 @@ fn bench_stats_prints_ours_and_the_baseline_as_json() {
             "{value}"
         );
     }
+}
+
+#[test]
+fn bench_replicate_prints_each_transfer_and_the_resumed_one_as_json() {
+    let data = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(data.path())
+        .args([
+            "bench",
+            "replicate",
+            "--virtual-mib",
+            "16",
+            "--data-mib",
+            "4",
+        ])
+        .args(["--rounds", "1", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let value: Value =
+        serde_json::from_slice(&out.stdout).expect("bench replicate --json prints JSON");
+    let transfers = value["transfers"].as_array().expect("transfers");
+    // qcow2 and raw, each by peervisor and by rsync (the baseline).
+    assert_eq!(transfers.len(), 4, "{value}");
+    assert!(
+        transfers
+            .iter()
+            .any(|t| t["method"].as_str().unwrap().starts_with("rsync"))
+    );
+    assert!(transfers.iter().all(|t| t["equal"] == true), "{value}");
+    assert!(
+        value["resumed"]["wire_bytes"]
+            .as_u64()
+            .is_some_and(|b| b > 0),
+        "{value}"
+    );
 }

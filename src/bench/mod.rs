@@ -73,6 +73,9 @@ pub enum BenchCommand {
         data_mib: u64,
         #[arg(long, default_value_t = 3)]
         rounds: usize,
+        /// Print the figures as JSON (docs/cli-json.md).
+        #[arg(long)]
+        json: bool,
     },
     /// What a replication costs the running source VM: its pause and the service
     /// gap a client sees while the disk image is taken, paused local copy (the
@@ -183,7 +186,8 @@ pub async fn run(command: BenchCommand, setup: &Setup) -> Result<()> {
             virtual_mib,
             data_mib,
             rounds,
-        } => replicate::run(virtual_mib, data_mib, rounds).await,
+            json,
+        } => replicate::run(virtual_mib, data_mib, rounds, json).await,
         BenchCommand::Boot { rounds } => boot::command(setup, rounds).await,
         BenchCommand::Migrate {
             rounds,

@@ -38,7 +38,33 @@ struct Run {
     equal: bool,
 }
 
-pub async fn run(virtual_mib: u64, data_mib: u64, rounds: usize) -> Result<()> {
+/// One disk sent one way: the median run's figures (`--json` prints these).
+#[derive(serde::Serialize)]
+struct Row {
+    disk: &'static str,
+    virtual_bytes: u64,
+    file_bytes: u64,
+    allocated_bytes: u64,
+    method: &'static str,
+    seconds: f64,
+    wire_bytes: u64,
+    /// Every run's copy equal to the source.
+    equal: bool,
+}
+
+/// The qcow2 transfer cut halfway, then resumed.
+#[derive(serde::Serialize)]
+struct Resumed {
+    cut_after_chunks: usize,
+    chunks: usize,
+    wire_bytes: u64,
+    /// Of a full transfer's bytes on the wire.
+    wire_pct_of_full: f64,
+    seconds: f64,
+    equal: bool,
+}
+
+pub async fn run(virtual_mib: u64, data_mib: u64, rounds: usize, json: bool) -> Result<()> {
     if data_mib == 0 || data_mib * 2 > virtual_mib {
         bail!("--data-mib must be between 1 and half of --virtual-mib");
     }
@@ -69,19 +95,7 @@ pub async fn run(virtual_mib: u64, data_mib: u64, rounds: usize) -> Result<()> {
     let rsyncd = RsyncDaemon::start(dir.path()).await?;
     let dest_dir = dir.path().join("dest");
 
-    println!("replication disk transfer vs rsync --sparse, loopback, median of {rounds} run(s)");
-    println!(
-        "{:<6} {:>10} {:>10} {:>10} {:<21} {:>7} {:>11} {:>10} {:>5}",
-        "disk",
-        "virtual",
-        "file",
-        "allocated",
-        "method",
-        "time",
-        "on the wire",
-        "wire/alloc",
-        "equal"
-    );
+    let mut rows = Vec::new();
     let mut qcow2_full_wire = 0;
     for (label, path) in [("qcow2", &qcow2), ("raw", &raw)] {
         let shape = plan_of(path).await?;
@@ -103,22 +117,16 @@ pub async fn run(virtual_mib: u64, data_mib: u64, rounds: usize) -> Result<()> {
             ("rsync --sparse (tcp)", &theirs),
         ] {
             let r = median_run(runs);
-            println!(
-                "{:<6} {:>10} {:>10} {:>10} {:<21} {:>6.2}s {:>11} {:>9.2}x {:>5}",
-                label,
-                mib(shape.virtual_size),
-                mib(shape.file_size),
-                mib(allocated),
+            rows.push(Row {
+                disk: label,
+                virtual_bytes: shape.virtual_size,
+                file_bytes: shape.file_size,
+                allocated_bytes: allocated,
                 method,
-                r.seconds,
-                mib(r.wire_bytes),
-                r.wire_bytes as f64 / allocated.max(1) as f64,
-                if runs.iter().all(|r| r.equal) {
-                    "yes"
-                } else {
-                    "NO"
-                }
-            );
+                seconds: r.seconds,
+                wire_bytes: r.wire_bytes,
+                equal: runs.iter().all(|r| r.equal),
+            });
         }
     }
 
@@ -132,20 +140,67 @@ pub async fn run(virtual_mib: u64, data_mib: u64, rounds: usize) -> Result<()> {
         bail!("the transfer cut after {half} chunks did not fail");
     }
     target.set(&dest_dir.join("p"), None);
-    let resumed = peervisor_transfer(&src, &dst, &qcow2).await?;
-    println!(
-        "\nqcow2 cut after {half} of {} chunks, then resumed: {} on the wire ({:.0}% of a full transfer), {:.2}s, equal: {}",
-        plan.chunks.len(),
-        mib(resumed.wire_bytes),
-        100.0 * resumed.wire_bytes as f64 / qcow2_full_wire.max(1) as f64,
-        resumed.seconds,
-        if resumed.equal { "yes" } else { "NO" }
-    );
-    println!(
-        "peervisor: only non-zero data extents cross, with checksums, encrypted (noise) and\n\
-         authenticated; rsync sends every byte of the file, holes as zeros, unencrypted."
-    );
+    let run = peervisor_transfer(&src, &dst, &qcow2).await?;
+    let resumed = Resumed {
+        cut_after_chunks: half,
+        chunks: plan.chunks.len(),
+        wire_bytes: run.wire_bytes,
+        wire_pct_of_full: 100.0 * run.wire_bytes as f64 / qcow2_full_wire.max(1) as f64,
+        seconds: run.seconds,
+        equal: run.equal,
+    };
+    if json {
+        let value = serde_json::json!({ "rounds": rounds, "transfers": rows, "resumed": resumed });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        print!("{}", text(rounds, &rows, &resumed));
+    }
     Ok(())
+}
+
+fn text(rounds: usize, rows: &[Row], resumed: &Resumed) -> String {
+    let yes = |equal: bool| if equal { "yes" } else { "NO" };
+    let mut out = format!(
+        "replication disk transfer vs rsync --sparse, loopback, median of {rounds} run(s)\n"
+    );
+    out += &format!(
+        "{:<6} {:>10} {:>10} {:>10} {:<21} {:>7} {:>11} {:>10} {:>5}\n",
+        "disk",
+        "virtual",
+        "file",
+        "allocated",
+        "method",
+        "time",
+        "on the wire",
+        "wire/alloc",
+        "equal"
+    );
+    for r in rows {
+        out += &format!(
+            "{:<6} {:>10} {:>10} {:>10} {:<21} {:>6.2}s {:>11} {:>9.2}x {:>5}\n",
+            r.disk,
+            mib(r.virtual_bytes),
+            mib(r.file_bytes),
+            mib(r.allocated_bytes),
+            r.method,
+            r.seconds,
+            mib(r.wire_bytes),
+            r.wire_bytes as f64 / r.allocated_bytes.max(1) as f64,
+            yes(r.equal)
+        );
+    }
+    out += &format!(
+        "\nqcow2 cut after {} of {} chunks, then resumed: {} on the wire ({:.0}% of a full transfer), {:.2}s, equal: {}\n",
+        resumed.cut_after_chunks,
+        resumed.chunks,
+        mib(resumed.wire_bytes),
+        resumed.wire_pct_of_full,
+        resumed.seconds,
+        yes(resumed.equal)
+    );
+    out += "peervisor: only non-zero data extents cross, with checksums, encrypted (noise) and\n\
+            authenticated; rsync sends every byte of the file, holes as zeros, unencrypted.\n";
+    out
 }
 
 /// Where the benchmark's receiver writes the next transfer, and after how many
