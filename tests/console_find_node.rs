@@ -5,73 +5,13 @@
 
 mod common;
 
-use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::{BIN, NodeOptions, TestNode, eventually, free_port, fresh_key};
+use common::tmux::Tmux;
+use common::{BIN, TestNode, eventually, free_port, fresh_key, node};
 
-struct Tmux {
-    socket: String,
-}
-
-impl Tmux {
-    fn start(tag: &str, command: &str) -> Tmux {
-        let tmux = Tmux {
-            socket: format!("pvtest-find-{tag}-{}", std::process::id()),
-        };
-        let out = tmux.run(&[
-            "new-session",
-            "-d",
-            "-s",
-            "t",
-            "-x",
-            "120",
-            "-y",
-            "40",
-            command,
-        ]);
-        assert!(
-            out.status.success(),
-            "tmux: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        tmux
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new("tmux")
-            .args(["-L", &self.socket])
-            .args(args)
-            .output()
-            .expect("tmux")
-    }
-
-    fn screen(&self) -> String {
-        String::from_utf8_lossy(&self.run(&["capture-pane", "-p", "-t", "t"]).stdout).into_owned()
-    }
-
-    fn wait_for(&self, what: &str, check: impl Fn(&str) -> bool) -> String {
-        let mut screen = String::new();
-        let seen = eventually(Duration::from_secs(60), || {
-            screen = self.screen();
-            check(&screen)
-        });
-        assert!(seen, "never saw {what}:\n{screen}");
-        screen
-    }
-
-    fn quit(&self) {
-        self.run(&["send-keys", "-t", "t", "q"]);
-        let ended = eventually(Duration::from_secs(30), || self.screen().contains("EXITED"));
-        assert!(ended, "q did not end the console:\n{}", self.screen());
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = self.run(&["kill-server"]);
-    }
-}
+/// How long the console may take to show on a loaded machine.
+const WAIT: Duration = Duration::from_secs(60);
 
 /// The console command in a shell that stays to show how it ended.
 fn console(env: &str, args: &str) -> String {
@@ -90,8 +30,8 @@ fn console_without_a_running_node_embeds_one_and_keeps_its_log_in_the_data_dir()
         free_port(),
         key.display()
     );
-    let tmux = Tmux::start("embed", &console("", &args));
-    tmux.wait_for("the console", |s| s.contains("overlay:"));
+    let tmux = Tmux::start("find-embed", 120, 40, &console("", &args));
+    tmux.wait_for("the console", WAIT, |s| s.contains("overlay:"));
     assert!(
         data.join("control.sock").exists(),
         "no node embedded on {}",
@@ -121,7 +61,7 @@ fn console_without_a_running_node_embeds_one_and_keeps_its_log_in_the_data_dir()
 /// The console shows the running node (its nick, "running", in the header; an
 /// embedded one would show the host name), and quitting it leaves the node running.
 fn attached_to(tmux: &Tmux, node: &TestNode) {
-    tmux.wait_for("the console on the running node", |s| {
+    tmux.wait_for("the console on the running node", WAIT, |s| {
         s.contains("running (12D3") || s.contains("EXITED")
     });
     assert!(!tmux.screen().contains("EXITED"), "{}", tmux.screen());
@@ -134,15 +74,7 @@ fn attached_to(tmux: &Tmux, node: &TestNode) {
 }
 
 fn test_node() -> TestNode {
-    let key = fresh_key();
-    TestNode::start(NodeOptions {
-        nick: "running",
-        key: &key,
-        bootstrap: None,
-        hypervisor: Some("test:///default"),
-        guest_netns: "unused",
-        extra: &[],
-    })
+    node("running", &fresh_key(), None)
 }
 
 #[test]
@@ -150,11 +82,21 @@ fn console_attaches_to_the_node_running_on_its_data_dir() {
     let node = test_node();
     let dir = node.data_dir().display().to_string();
     attached_to(
-        &Tmux::start("dir", &console("", &format!("--data-dir {dir}"))),
+        &Tmux::start(
+            "find-dir",
+            120,
+            40,
+            &console("", &format!("--data-dir {dir}")),
+        ),
         &node,
     );
     attached_to(
-        &Tmux::start("flag", &console("", &format!("--data-dir {dir} --attach"))),
+        &Tmux::start(
+            "find-flag",
+            120,
+            40,
+            &console("", &format!("--data-dir {dir} --attach")),
+        ),
         &node,
     );
 }
@@ -170,11 +112,17 @@ fn console_finds_the_users_running_node_unnamed() {
         "-u PEERVISOR_DATA_DIR XDG_DATA_HOME={}",
         xdg.path().display()
     );
-    attached_to(&Tmux::start("unnamed", &console(&env, "--attach")), &node);
+    attached_to(
+        &Tmux::start("find-unnamed", 120, 40, &console(&env, "--attach")),
+        &node,
+    );
     // Should it embed a node instead (the failure), that one hosts nothing real.
     let harmless = format!(
         "--hypervisor test:///default --guest-netns unused --listen /ip4/127.0.0.1/tcp/{}",
         free_port()
     );
-    attached_to(&Tmux::start("plain", &console(&env, &harmless)), &node);
+    attached_to(
+        &Tmux::start("find-plain", 120, 40, &console(&env, &harmless)),
+        &node,
+    );
 }

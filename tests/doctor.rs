@@ -7,7 +7,7 @@ mod common;
 
 use std::process::{Command, Output};
 
-use common::{BIN, NodeOptions, TestNode, free_port, fresh_key, stderr, stdout};
+use common::{BIN, free_port, fresh_key, node, stderr, stdout};
 use serde_json::Value;
 
 fn doctor(args: &[&str]) -> Output {
@@ -36,14 +36,7 @@ fn line(out: &str, name: &str) -> String {
 #[test]
 fn doctor_passes_on_a_running_node_and_fails_on_a_key_others_can_read() {
     let key = fresh_key();
-    let node = TestNode::start(NodeOptions {
-        nick: "doc",
-        key: &key,
-        bootstrap: None,
-        hypervisor: Some("test:///default"),
-        guest_netns: "unused",
-        extra: &[],
-    });
+    let node = node("doc", &key, None);
     let dir = node.data_dir().to_str().unwrap().to_string();
     let key_file = node.data_dir().join("network.key");
     std::fs::set_permissions(

@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use common::guests::{Rig, boot, guest_state};
-use common::{BIN, NodeOptions, TestNode, eventually, fresh_key, stderr, stdout};
+use common::{BIN, NodeOptions, TestNode, eventually, fresh_key, node, stderr, stdout};
 use serde_json::Value;
 
 /// `peervisor invite ARGS` on `node`: the token (stdout's one line).
@@ -144,14 +144,7 @@ fn vm_hosts_joined_by_invitation_migrate_into_each_other_without_peers_allow() {
 #[test]
 fn expired_and_revoked_invitations_are_refused_saying_why() {
     let key = fresh_key();
-    let a = TestNode::start(NodeOptions {
-        nick: "peer-a",
-        key: &key,
-        bootstrap: None,
-        hypervisor: Some("test:///default"),
-        guest_netns: "unused",
-        extra: &[],
-    });
+    let a = node("peer-a", &key, None);
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.toml");
 

@@ -6,7 +6,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{BIN, NodeOptions, TestNode, echo_server, fresh_key, stderr, stdout};
+use common::{BIN, TestNode, echo_server, fresh_key, node, stderr, stdout};
 use serde_json::Value;
 
 /// The commands that print data, as typed after `peervisor`.
@@ -76,14 +76,7 @@ fn json_of(node: &TestNode, args: &[&str]) -> Value {
 #[test]
 fn actions_print_their_outcome_and_top_prints_json_lines() {
     let key = fresh_key();
-    let node = TestNode::start(NodeOptions {
-        nick: "json",
-        key: &key,
-        bootstrap: None,
-        hypervisor: Some("test:///default"),
-        guest_netns: "unused",
-        extra: &[],
-    });
+    let node = node("json", &key, None);
     // libvirt's test driver has one running domain, "test" (foreign to peervisor).
     for (args, says) in [
         (&["vm", "pause", "test", "--force", "--json"][..], "paused"),
@@ -136,23 +129,7 @@ fn actions_print_their_outcome_and_top_prints_json_lines() {
 
 #[test]
 fn bench_stats_prints_ours_and_the_baseline_as_json() {
-    let data = tempfile::tempdir().unwrap();
-    let out = Command::new(BIN)
-        .arg("--data-dir")
-        .arg(data.path())
-        .args([
-            "bench",
-            "stats",
-            "--domains",
-            "20",
-            "--rounds",
-            "3",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    let value: Value = serde_json::from_slice(&out.stdout).expect("bench stats --json prints JSON");
+    let value = bench_json(&["stats", "--domains", "20", "--rounds", "3"]);
     assert_eq!(value["domains"], 20, "{value}");
     let methods = value["methods"].as_array().expect("methods");
     assert_eq!(methods.len(), 2, "ours and the baseline: {value}");
@@ -166,24 +143,15 @@ fn bench_stats_prints_ours_and_the_baseline_as_json() {
 
 #[test]
 fn bench_replicate_prints_each_transfer_and_the_resumed_one_as_json() {
-    let data = tempfile::tempdir().unwrap();
-    let out = Command::new(BIN)
-        .arg("--data-dir")
-        .arg(data.path())
-        .args([
-            "bench",
-            "replicate",
-            "--virtual-mib",
-            "16",
-            "--data-mib",
-            "4",
-        ])
-        .args(["--rounds", "1", "--json"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    let value: Value =
-        serde_json::from_slice(&out.stdout).expect("bench replicate --json prints JSON");
+    let value = bench_json(&[
+        "replicate",
+        "--virtual-mib",
+        "16",
+        "--data-mib",
+        "4",
+        "--rounds",
+        "1",
+    ]);
     let transfers = value["transfers"].as_array().expect("transfers");
     // qcow2 and raw, each by peervisor and by rsync (the baseline).
     assert_eq!(transfers.len(), 4, "{value}");
@@ -199,4 +167,24 @@ fn bench_replicate_prints_each_transfer_and_the_resumed_one_as_json() {
             .is_some_and(|b| b > 0),
         "{value}"
     );
+}
+
+/// `peervisor bench ARGS --json` on a data dir of its own: the document it printed.
+fn bench_json(args: &[&str]) -> Value {
+    let data = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(data.path())
+        .arg("bench")
+        .args(args)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "bench {args:?}: {}", stderr(&out));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "bench {args:?} --json printed no JSON ({e}): {}",
+            stdout(&out)
+        )
+    })
 }

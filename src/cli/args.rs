@@ -274,28 +274,7 @@ pub enum Command {
     /// Make a one-line token that lets one new host join this overlay
     /// (`peervisor join TOKEN` there). It carries the network key: hand it over
     /// as you would the key. Single use; expires.
-    Invite {
-        /// What the new host may do here: consume, or control (migrate VMs in).
-        /// control also joins this host's trust group: its members may all
-        /// migrate VMs into each other.
-        #[arg(long, default_value = "consume", conflicts_with_all = ["list", "revoke"])]
-        role: crate::control::Role,
-        /// How long the token stays valid, e.g. 30m, 1h, 2days.
-        #[arg(long, default_value = "1h", value_parser = parse_duration)]
-        expires: std::time::Duration,
-        /// Address the new host should reach this one at (repeatable; default:
-        /// this node's listen addresses), e.g. /ip4/203.0.113.5/tcp/7470.
-        #[arg(long, value_name = "MULTIADDR")]
-        address: Vec<Multiaddr>,
-        /// List this host's invitations instead.
-        #[arg(long)]
-        list: bool,
-        /// Revoke the open invitation with this id instead.
-        #[arg(long, value_name = "ID", conflicts_with = "list")]
-        revoke: Option<String>,
-        #[arg(long)]
-        json: bool,
-    },
+    Invite(InviteArgs),
     /// VMs with live figures, as a plain table every interval (like virt-top -b).
     Top {
         /// Seconds between tables.
@@ -328,6 +307,31 @@ pub enum Command {
     /// Tools for testing peervisor itself.
     #[command(subcommand, hide = true)]
     Dev(DevCommand),
+}
+
+/// `peervisor invite`: make, list or revoke invitations.
+#[derive(Args, Debug)]
+pub struct InviteArgs {
+    /// What the new host may do here: consume, or control (migrate VMs in).
+    /// control also joins this host's trust group: its members may all
+    /// migrate VMs into each other.
+    #[arg(long, default_value = "consume", conflicts_with_all = ["list", "revoke"])]
+    pub role: crate::control::Role,
+    /// How long the token stays valid, e.g. 30m, 1h, 2days.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub expires: std::time::Duration,
+    /// Address the new host should reach this one at (repeatable; default:
+    /// this node's listen addresses), e.g. /ip4/203.0.113.5/tcp/7470.
+    #[arg(long, value_name = "MULTIADDR")]
+    pub address: Vec<Multiaddr>,
+    /// List this host's invitations instead.
+    #[arg(long)]
+    pub list: bool,
+    /// Revoke the open invitation with this id instead.
+    #[arg(long, value_name = "ID", conflicts_with = "list")]
+    pub revoke: Option<String>,
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Hidden: tools for tests of peervisor itself, not for operators.

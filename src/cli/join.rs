@@ -5,24 +5,14 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use libp2p::Multiaddr;
 
 use super::config::{ConfigFile, SYSTEM_CONFIG};
 use crate::control::client::ControlClient;
-use crate::control::{Reply, Request, Role};
+use crate::control::{Reply, Request};
 use crate::join::{Token, joiner};
 use crate::paths::DataDir;
 
-pub struct InviteArgs {
-    pub role: Role,
-    pub expires: std::time::Duration,
-    pub address: Vec<Multiaddr>,
-    pub list: bool,
-    pub revoke: Option<String>,
-    pub json: bool,
-}
-
-pub async fn invite(control: &ControlClient, args: InviteArgs) -> Result<()> {
+pub async fn invite(control: &ControlClient, args: super::InviteArgs) -> Result<()> {
     let request = match (&args.revoke, args.list) {
         (Some(id), _) => Request::InviteRevoke { id: id.clone() },
         (None, true) => Request::InviteList,

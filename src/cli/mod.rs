@@ -141,24 +141,7 @@ pub async fn run(command: Command, globals: &config::Globals) -> Result<()> {
         }
         Command::Demo(args) => demo::run(args).await,
         Command::Peers(command) => peers::run(&control, command).await,
-        Command::Invite {
-            role,
-            expires,
-            address,
-            list,
-            revoke,
-            json,
-        } => {
-            let args = join::InviteArgs {
-                role,
-                expires,
-                address,
-                list,
-                revoke,
-                json,
-            };
-            join::invite(&control, args).await
-        }
+        Command::Invite(args) => join::invite(&control, args).await,
         Command::Top {
             delay,
             iterations,

@@ -6,6 +6,7 @@
 pub mod failover;
 pub mod guests;
 pub mod natlab;
+pub mod tmux;
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
