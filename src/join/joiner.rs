@@ -13,7 +13,7 @@ use super::{Token, now, store};
 use crate::admission::access::AccessList;
 use crate::api::Role;
 use crate::node::protocol::{ControlRequest, ControlResponse};
-use crate::node::{self, NodeConfig, identity};
+use crate::node::{self, identity};
 
 /// How long to try to reach the inviter.
 const REACH_TIMEOUT: Duration = Duration::from_secs(60);
@@ -67,20 +67,7 @@ pub async fn join(dir: &Path, token: &Token) -> Result<Joined> {
     let keypair = identity::load_or_create_identity(dir)?;
     let peer_id = keypair.public().to_peer_id();
 
-    let (client, mut events) = node::start(NodeConfig {
-        keypair,
-        network_key: key,
-        nick: "joining".into(),
-        listen: Vec::new(),
-        bootstrap: bootstrap.clone(),
-        mdns: false,
-        relay: node::RelayConfig {
-            serve: false,
-            reserve: false,
-        },
-        connections: Default::default(),
-    })?;
-    tokio::spawn(async move { while events.recv().await.is_some() {} });
+    let client = node::start_dialer(keypair, key, "joining", bootstrap.clone())?;
     let deadline = Instant::now() + REACH_TIMEOUT;
     loop {
         let status = client.status().await?;
