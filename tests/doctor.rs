@@ -107,6 +107,16 @@ fn doctor_passes_on_a_running_node_and_fails_on_a_key_others_can_read() {
     );
 }
 
+/// A node config listening on `port` and joining through `bootstrap`, both on loopback.
+fn write_config(path: &std::path::Path, port: u16, bootstrap: u16) {
+    let text = format!(
+        "listen = [\"/ip4/127.0.0.1/tcp/{port}\"]\n\
+         bootstrap = [\"/ip4/127.0.0.1/tcp/{bootstrap}\"]\n\
+         hypervisor = \"test:///default\"\n"
+    );
+    std::fs::write(path, text).unwrap();
+}
+
 #[test]
 fn doctor_fails_on_a_taken_port_and_an_unreachable_bootstrap_peer() {
     let dir = tempfile::tempdir().unwrap();
@@ -116,15 +126,7 @@ fn doctor_fails_on_a_taken_port_and_an_unreachable_bootstrap_peer() {
     // Nothing listens on the bootstrap peer's port.
     let closed = free_port();
     let config = dir.path().join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = [\"/ip4/127.0.0.1/tcp/{port}\"]\n\
-             bootstrap = [\"/ip4/127.0.0.1/tcp/{closed}\"]\n\
-             hypervisor = \"test:///default\"\n"
-        ),
-    )
-    .unwrap();
+    write_config(&config, port, closed);
     let data = dir.path().join("data");
     let args = [
         "--data-dir",
@@ -157,15 +159,7 @@ fn doctor_fails_on_a_taken_port_and_an_unreachable_bootstrap_peer() {
     drop(taken);
     let peer = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let open = peer.local_addr().unwrap().port();
-    std::fs::write(
-        &config,
-        format!(
-            "listen = [\"/ip4/127.0.0.1/tcp/{port}\"]\n\
-             bootstrap = [\"/ip4/127.0.0.1/tcp/{open}\"]\n\
-             hypervisor = \"test:///default\"\n"
-        ),
-    )
-    .unwrap();
+    write_config(&config, port, open);
     let out = doctor(&args);
     let text = stdout(&out);
     assert!(line(&text, "ports").starts_with("ok"), "{text}");
