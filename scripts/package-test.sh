@@ -95,4 +95,10 @@ zcat "$root/usr/share/man/man1/peervisor-node.1.gz" | grep -q 'max\\-connections
 for dep in libvirtd qemu-system-x86_64 qemu-img busybox ip; do
   in_root sh -c "command -v $dep" >/dev/null || fail "dependency $dep not installed"
 done
+# doctor on the fresh install: the package's dependencies are what its libvirt
+# check looks for. (Its exit status depends on this machine: the chroot shares the
+# host's ports, and no node runs here.)
+doctor=$(in_root peervisor doctor 2>&1 || true)
+echo "$doctor" | sed 's/^/package-test: doctor: /'
+echo "$doctor" | grep -q '^ok    libvirt ' || fail "doctor's libvirt check on the fresh install"
 echo "package-test: ok"

@@ -49,6 +49,12 @@ impl DataDir {
         self.root.join("node.log")
     }
 
+    /// The log of a console attached to this dir's node (the console's own
+    /// lines: the node's are in its journal or `embedded_log`).
+    pub fn console_log(&self) -> PathBuf {
+        self.root.join("console.log")
+    }
+
     /// The private libvirt daemon's directory.
     pub fn libvirt_dir(&self) -> PathBuf {
         self.root.join("libvirt")

@@ -59,14 +59,22 @@ fn console_without_a_running_node_embeds_one_and_keeps_its_log_in_the_data_dir()
 }
 
 /// The console shows the running node (its nick, "running", in the header; an
-/// embedded one would show the host name), and quitting it leaves the node running.
+/// embedded one would show the host name), keeps its own log in the node's data
+/// dir, and quitting it leaves the node running.
 fn attached_to(tmux: &Tmux, node: &TestNode) {
     tmux.wait_for("the console on the running node", WAIT, |s| {
         s.contains("running (12D3") || s.contains("EXITED")
     });
     assert!(!tmux.screen().contains("EXITED"), "{}", tmux.screen());
     tmux.quit();
-    assert!(tmux.screen().contains("EXITED 0"), "{}", tmux.screen());
+    let screen = tmux.screen();
+    assert!(screen.contains("EXITED 0"), "{screen}");
+    // The console's own log, in the node's data dir, named on exit.
+    assert!(
+        screen.contains("the console's log: ") && screen.contains("console.log"),
+        "{screen}"
+    );
+    assert!(node.data_dir().join("console.log").exists(), "{screen}");
     assert!(
         node.cli(&["status"]).status.success(),
         "the node stopped with the console"

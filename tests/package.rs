@@ -3,7 +3,8 @@
 //! and scripts/package-test.sh installs the .deb into a fresh Debian 12 root
 //! (debootstrap, chroot) with its dependencies from Debian's archive, then
 //! checks `peervisor --version`, the systemd unit (systemd-analyze verify), the
-//! config file, the completions and the man pages. The debootstrapped base and
+//! config file, the completions, the man pages and `peervisor doctor`'s libvirt
+//! check. The debootstrapped base and
 //! the downloaded dependencies are cached in /var/cache/peervisor-test, so after
 //! a machine's first run this takes about two minutes.
 
@@ -43,6 +44,10 @@ fn package_installs_into_a_fresh_debian_12_root() {
         .arg(&deb));
     println!("{report}");
     assert!(report.lines().any(|l| l == "package-test: ok"), "{report}");
+    assert!(
+        report.contains("package-test: doctor: ok    libvirt "),
+        "{report}"
+    );
     assert!(
         report.contains(&format!(
             "package-test: peervisor {}",

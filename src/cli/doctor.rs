@@ -529,13 +529,17 @@ fn clock_check() -> Option<Check> {
     })
 }
 
-/// Where the node's log goes: the journal for the service, a file for the
-/// console's embedded node.
+/// Where the logs go: the journal for the service, files for the console's
+/// embedded node and for an attached console.
 fn log_check(data_dir: &DataDir, running: bool) -> Check {
     let embedded = data_dir.embedded_log();
     let mut detail = String::from("the system node: `journalctl -u peervisor`");
     if embedded.exists() || !running {
         detail += &format!("; the console's embedded node: {}", embedded.display());
+    }
+    let console = data_dir.console_log();
+    if console.exists() {
+        detail += &format!("; an attached console: {}", console.display());
     }
     ok("log", detail)
 }
