@@ -40,6 +40,7 @@ const PRINTING: &[&[&str]] = &[
     &["bench", "load"],
     &["bench", "stats"],
     &["bench", "replicate"],
+    &["bench", "discovery"],
     &["bench", "migrate"],
     &["bench", "penalty"],
 ];
@@ -167,6 +168,17 @@ fn bench_replicate_prints_each_transfer_and_the_resumed_one_as_json() {
             .is_some_and(|b| b > 0),
         "{value}"
     );
+}
+
+#[test]
+fn bench_discovery_prints_its_percentiles_as_json() {
+    let value = bench_json(&["discovery", "--peers", "2", "--rounds", "2"]);
+    assert_eq!(value["peers"], 2, "{value}");
+    for key in ["first_other_peer_ms", "every_other_peer_ms"] {
+        let p50 = value[key]["p50"].as_f64();
+        assert!(p50.is_some_and(|ms| ms > 0.0), "{key}: {value}");
+    }
+    assert_eq!(value["stragglers"], 0, "{value}");
 }
 
 /// `peervisor bench ARGS --json` on a data dir of its own: the document it printed.

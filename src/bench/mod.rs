@@ -49,6 +49,9 @@ pub enum BenchCommand {
         peers: usize,
         #[arg(long, default_value_t = 20)]
         rounds: usize,
+        /// Print the figures as JSON (docs/cli-json.md).
+        #[arg(long)]
+        json: bool,
     },
     /// Cost of one stats tick (one bulk libvirt call + rates) against libvirt's
     /// test driver with many domains, against per-domain calls as the baseline.
@@ -167,7 +170,11 @@ pub async fn run(command: BenchCommand, setup: &Setup) -> Result<()> {
             requests,
             json,
         } => load::run(connections, requests, json).await,
-        BenchCommand::Discovery { peers, rounds } => proxy::discovery(peers, rounds).await,
+        BenchCommand::Discovery {
+            peers,
+            rounds,
+            json,
+        } => proxy::discovery(peers, rounds, json).await,
         BenchCommand::Stats {
             domains,
             rounds,

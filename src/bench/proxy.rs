@@ -590,7 +590,39 @@ async fn process_cpu_over(window: Duration) -> f64 {
 }
 
 /// Publish -> visible on every peer, in an overlay of `peers` in-process peers.
-pub async fn discovery(peers: usize, rounds: usize) -> Result<()> {
+/// `bench discovery`'s figures (`--json` prints these), milliseconds.
+#[derive(serde::Serialize)]
+struct Discovery {
+    peers: usize,
+    rounds: usize,
+    first_other_peer_ms: Percentiles,
+    every_other_peer_ms: Percentiles,
+    /// Publications not known everywhere within 30 s (counted as 30 s).
+    stragglers: usize,
+    /// CPUs the idle overlay kept busy, of `host_cpus`.
+    idle_cpus: f64,
+    host_cpus: usize,
+}
+
+#[derive(serde::Serialize)]
+struct Percentiles {
+    p50: f64,
+    p95: f64,
+    max: f64,
+}
+
+impl Percentiles {
+    fn of(list: &mut [Duration]) -> Percentiles {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        Percentiles {
+            p50: ms(percentile(list, 0.5)),
+            p95: ms(percentile(list, 0.95)),
+            max: ms(percentile(list, 1.0)),
+        }
+    }
+}
+
+pub async fn discovery(peers: usize, rounds: usize, json: bool) -> Result<()> {
     if peers < 2 {
         bail!("--peers must be at least 2");
     }
@@ -669,32 +701,56 @@ pub async fn discovery(peers: usize, rounds: usize) -> Result<()> {
         // Let the withdrawal settle so rounds do not overlap.
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    println!(
-        "\ndiscovery: publish -> known to other peers, {peers} peers in this process, {rounds} publications ({})",
-        load_line()
-    );
-    println!("{:<28} {:>12} {:>12} {:>12}", "", "p50", "p95", "max");
-    for (label, list) in [
-        ("first other peer", &mut first),
-        ("every other peer", &mut times),
-    ] {
-        println!(
-            "{:<28} {:>12} {:>12} {:>12}",
-            label,
-            ms(percentile(list, 0.5)),
-            ms(percentile(list, 0.95)),
-            ms(percentile(list, 1.0))
-        );
+    let figures = Discovery {
+        peers,
+        rounds,
+        first_other_peer_ms: Percentiles::of(&mut first),
+        every_other_peer_ms: Percentiles::of(&mut times),
+        stragglers,
+        idle_cpus: idle_cores,
+        host_cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&figures)?);
+    } else {
+        print!("{}", discovery_text(&figures));
     }
-    if stragglers > 0 {
-        println!("{stragglers} publication(s) not known everywhere within 30 s (counted as 30 s)");
-    }
-    println!(
-        "the idle overlay kept {idle_cores:.2} of this host's {} CPUs busy (5 s before the publications)",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
-    );
     for peer in &overlay {
         peer.shutdown(false).await;
     }
     Ok(())
+}
+
+fn discovery_text(d: &Discovery) -> String {
+    let mut out = format!(
+        "\ndiscovery: publish -> known to other peers, {} peers in this process, {} publications ({})\n",
+        d.peers,
+        d.rounds,
+        load_line()
+    );
+    out += &format!("{:<28} {:>12} {:>12} {:>12}\n", "", "p50", "p95", "max");
+    let ms = |v: f64| format!("{v:.3} ms");
+    for (label, p) in [
+        ("first other peer", &d.first_other_peer_ms),
+        ("every other peer", &d.every_other_peer_ms),
+    ] {
+        out += &format!(
+            "{:<28} {:>12} {:>12} {:>12}\n",
+            label,
+            ms(p.p50),
+            ms(p.p95),
+            ms(p.max)
+        );
+    }
+    if d.stragglers > 0 {
+        out += &format!(
+            "{} publication(s) not known everywhere within 30 s (counted as 30 s)\n",
+            d.stragglers
+        );
+    }
+    out += &format!(
+        "the idle overlay kept {:.2} of this host's {} CPUs busy (5 s before the publications)\n",
+        d.idle_cpus, d.host_cpus
+    );
+    out
 }
