@@ -41,6 +41,7 @@ const PRINTING: &[&[&str]] = &[
     &["bench", "stats"],
     &["bench", "replicate"],
     &["bench", "discovery"],
+    &["bench", "proxy"],
     &["bench", "migrate"],
     &["bench", "penalty"],
 ];
@@ -179,6 +180,44 @@ fn bench_discovery_prints_its_percentiles_as_json() {
         assert!(p50.is_some_and(|ms| ms > 0.0), "{key}: {value}");
     }
     assert_eq!(value["stragglers"], 0, "{value}");
+}
+
+/// A missed target still fails the command (as without --json), after the figures.
+#[test]
+fn bench_proxy_prints_its_paths_latency_and_targets_as_json() {
+    let data = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(data.path())
+        .args(["bench", "proxy", "--megabytes", "4", "--requests", "50"])
+        .args(["--connections", "10", "--json"])
+        .output()
+        .unwrap();
+    let value: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("no JSON ({e}): {}{}", stdout(&out), stderr(&out)));
+    let missed = value["targets_missed"].as_array().expect("targets_missed");
+    assert_eq!(
+        out.status.success(),
+        missed.is_empty(),
+        "{value}\n{}",
+        stderr(&out)
+    );
+    let paths: Vec<&str> = value["throughput"]
+        .as_array()
+        .expect("throughput")
+        .iter()
+        .map(|p| p["path"].as_str().unwrap())
+        .collect();
+    assert!(
+        paths.contains(&"two plain TCP relays (baseline)"),
+        "{value}"
+    );
+    assert!(paths.contains(&"peervisor consume"), "{value}");
+    for path in ["direct", "consume"] {
+        let p50 = value["latency_ms"][path]["p50"].as_f64();
+        assert!(p50.is_some_and(|ms| ms > 0.0), "{path}: {value}");
+    }
+    assert_eq!(value["concurrent"]["failed"], 0, "{value}");
 }
 
 /// `peervisor bench ARGS --json` on a data dir of its own: the document it printed.

@@ -31,6 +31,9 @@ pub enum BenchCommand {
         requests: usize,
         #[arg(long, default_value_t = 100)]
         connections: usize,
+        /// Print the figures as JSON (docs/cli-json.md).
+        #[arg(long)]
+        json: bool,
     },
     /// Many concurrent consumer connections through one peer, every reply checked:
     /// lost and corrupted replies, throughput, node memory; direct as the baseline.
@@ -164,7 +167,8 @@ pub async fn run(command: BenchCommand, setup: &Setup) -> Result<()> {
             megabytes,
             requests,
             connections,
-        } => proxy::proxy(megabytes, requests, connections).await,
+            json,
+        } => proxy::proxy(megabytes, requests, connections, json).await,
         BenchCommand::Load {
             connections,
             requests,

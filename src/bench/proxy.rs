@@ -309,7 +309,15 @@ async fn consume_through_overlay(
     Ok((port, vec![provider, consumer]))
 }
 
-pub async fn proxy(megabytes: u64, requests: usize, connections: usize) -> Result<()> {
+pub async fn proxy(megabytes: u64, requests: usize, connections: usize, json: bool) -> Result<()> {
+    // The tables, unless --json: then one document at the end.
+    macro_rules! say {
+        ($($arg:tt)*) => {
+            if !json {
+                println!($($arg)*);
+            }
+        };
+    }
     let dir = tempfile::tempdir()?;
     let key = hex::encode(rand::random::<[u8; 32]>());
     let bytes = megabytes * 1024 * 1024;
@@ -343,20 +351,23 @@ pub async fn proxy(megabytes: u64, requests: usize, connections: usize) -> Resul
         tokio::task::spawn_blocking(move || cipher_throughput(&ring::aead::AES_128_GCM, bytes))
             .await??;
 
-    println!(
+    say!(
         "\nconsume proxy throughput, one stream, {megabytes} MiB, loopback ({})",
         load_line()
     );
-    println!(
+    say!(
         "{:<34} {:>12} {:>10} {:>12}",
-        "path", "throughput", "vs relays", "CPU per GiB"
+        "path",
+        "throughput",
+        "vs relays",
+        "CPU per GiB"
     );
     let row = |name: &str, figures: &PathFigures| {
         let cpu = figures
             .cpu_per_gib
             .map(|c| format!("{:.2} s", c.as_secs_f64()))
             .unwrap_or_else(|| "-".into());
-        println!(
+        say!(
             "{name:<34} {:>12} {:>9.2}x {cpu:>12}",
             rate(figures.throughput),
             figures.throughput / relayed.throughput
@@ -367,38 +378,35 @@ pub async fn proxy(megabytes: u64, requests: usize, connections: usize) -> Resul
     row("peervisor consume", &overlay);
     match &ssh {
         Ok(figures) => row("ssh -L (OpenSSH)", figures),
-        Err(why) => println!(
+        Err(why) => say!(
             "{:<34} {:>12}   not measured: {why}",
-            "ssh -L (OpenSSH)", "-"
+            "ssh -L (OpenSSH)",
+            "-"
         ),
     }
-    println!(
+    say!(
         "{:<34} {:>12}",
         "ChaCha20-Poly1305, 1 core (noise)",
         rate(chacha)
     );
-    println!("{:<34} {:>12}", "AES-128-GCM, 1 core (TLS)", rate(aes));
-    println!(
+    say!("{:<34} {:>12}", "AES-128-GCM, 1 core (TLS)", rate(aes));
+    say!(
         "(consume and ssh -L cross the same hops as two plain relays: client -> relay -> relay -> sink;\n \
          CPU per GiB is this whole process's (client, relays or both peers, sink); a cipher row is\n \
          sealing plus opening 16 KiB frames on one core, which every byte through the overlay needs)"
     );
     let mut missed = Vec::new();
     let vs_relays = overlay.throughput / relayed.throughput;
-    println!(
-        "target: consume >= 0.8x two plain relays: {vs_relays:.2}x {}",
-        met(vs_relays >= 0.8, &mut missed, "consume vs relays")
-    );
+    let verdict = met(vs_relays >= 0.8, &mut missed, "consume vs relays");
+    say!("target: consume >= 0.8x two plain relays: {vs_relays:.2}x {verdict}");
     match &ssh {
         Ok(figures) => {
             let vs_ssh = overlay.throughput / figures.throughput;
-            println!(
-                "target: consume >= 3x ssh -L: {vs_ssh:.2}x {}",
-                met(vs_ssh >= 3.0, &mut missed, "consume vs ssh -L")
-            );
+            let verdict = met(vs_ssh >= 3.0, &mut missed, "consume vs ssh -L");
+            say!("target: consume >= 3x ssh -L: {vs_ssh:.2}x {verdict}");
         }
         Err(_) => {
-            println!("target: consume >= 3x ssh -L: NOT MEASURED (no ssh baseline)");
+            say!("target: consume >= 3x ssh -L: NOT MEASURED (no ssh baseline)");
             missed.push("consume vs ssh -L (no baseline)");
         }
     }
@@ -414,21 +422,21 @@ pub async fn proxy(megabytes: u64, requests: usize, connections: usize) -> Resul
         percentile(&mut direct_rtt, 0.99),
         percentile(&mut overlay_rtt, 0.99),
     );
-    println!("\nsmall request/response on an open connection, {requests} round trips");
-    println!("{:<28} {:>12} {:>12}", "path", "p50", "p99");
-    println!(
+    say!("\nsmall request/response on an open connection, {requests} round trips");
+    say!("{:<28} {:>12} {:>12}", "path", "p50", "p99");
+    say!(
         "{:<28} {:>12} {:>12}",
         "direct loopback (baseline)",
         ms(d50),
         ms(d99)
     );
-    println!(
+    say!(
         "{:<28} {:>12} {:>12}",
         "peervisor consume",
         ms(o50),
         ms(o99)
     );
-    println!(
+    say!(
         "{:<28} {:>12}",
         "added by the overlay (p50)",
         ms(o50.saturating_sub(d50))
@@ -437,11 +445,51 @@ pub async fn proxy(megabytes: u64, requests: usize, connections: usize) -> Resul
     eprintln!("{connections} concurrent connections…");
     let started = Instant::now();
     let failed = concurrent(echo_via, connections, 10).await;
-    println!(
+    let concurrent_s = started.elapsed().as_secs_f64();
+    say!(
         "\n{connections} concurrent connections x 10 exchanges of 1 KiB through the proxy: {} ok, {failed} failed ({:.2} s)",
         connections - failed,
-        started.elapsed().as_secs_f64()
+        concurrent_s
     );
+    if json {
+        let path = |name: &str, f: &PathFigures| {
+            serde_json::json!({
+                "path": name,
+                "bytes_per_s": f.throughput,
+                "vs_relays": f.throughput / relayed.throughput,
+                "cpu_s_per_gib": f.cpu_per_gib.map(|c| c.as_secs_f64()),
+            })
+        };
+        let mut paths = vec![
+            path("direct loopback", &direct),
+            path("two plain TCP relays (baseline)", &relayed),
+            path("peervisor consume", &overlay),
+        ];
+        if let Ok(figures) = &ssh {
+            paths.push(path("ssh -L (OpenSSH)", figures));
+        }
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let value = serde_json::json!({
+            "megabytes": megabytes,
+            "load": load_line(),
+            "throughput": paths,
+            "ssh_not_measured": ssh.as_ref().err(),
+            "ciphers_bytes_per_s": { "chacha20_poly1305": chacha, "aes_128_gcm": aes },
+            "latency_ms": {
+                "round_trips": requests,
+                "direct": { "p50": ms(d50), "p99": ms(d99) },
+                "consume": { "p50": ms(o50), "p99": ms(o99) },
+            },
+            "concurrent": {
+                "connections": connections,
+                "exchanges_each": 10,
+                "failed": failed,
+                "seconds": concurrent_s,
+            },
+            "targets_missed": missed,
+        });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    }
     if failed > 0 {
         bail!("{failed} of {connections} concurrent connections failed");
     }
