@@ -39,9 +39,6 @@ const PRINTING: &[&[&str]] = &[
     &["doctor"],
     &["bench", "load"],
     &["bench", "stats"],
-    &["bench", "replicate"],
-    &["bench", "discovery"],
-    &["bench", "proxy"],
     &["bench", "migrate"],
     &["bench", "penalty"],
 ];
@@ -141,83 +138,6 @@ fn bench_stats_prints_ours_and_the_baseline_as_json() {
             "{value}"
         );
     }
-}
-
-#[test]
-fn bench_replicate_prints_each_transfer_and_the_resumed_one_as_json() {
-    let value = bench_json(&[
-        "replicate",
-        "--virtual-mib",
-        "16",
-        "--data-mib",
-        "4",
-        "--rounds",
-        "1",
-    ]);
-    let transfers = value["transfers"].as_array().expect("transfers");
-    // qcow2 and raw, each by peervisor and by rsync (the baseline).
-    assert_eq!(transfers.len(), 4, "{value}");
-    assert!(
-        transfers
-            .iter()
-            .any(|t| t["method"].as_str().unwrap().starts_with("rsync"))
-    );
-    assert!(transfers.iter().all(|t| t["equal"] == true), "{value}");
-    assert!(
-        value["resumed"]["wire_bytes"]
-            .as_u64()
-            .is_some_and(|b| b > 0),
-        "{value}"
-    );
-}
-
-#[test]
-fn bench_discovery_prints_its_percentiles_as_json() {
-    let value = bench_json(&["discovery", "--peers", "2", "--rounds", "2"]);
-    assert_eq!(value["peers"], 2, "{value}");
-    for key in ["first_other_peer_ms", "every_other_peer_ms"] {
-        let p50 = value[key]["p50"].as_f64();
-        assert!(p50.is_some_and(|ms| ms > 0.0), "{key}: {value}");
-    }
-    assert_eq!(value["stragglers"], 0, "{value}");
-}
-
-/// A missed target still fails the command (as without --json), after the figures.
-#[test]
-fn bench_proxy_prints_its_paths_latency_and_targets_as_json() {
-    let data = tempfile::tempdir().unwrap();
-    let out = Command::new(BIN)
-        .arg("--data-dir")
-        .arg(data.path())
-        .args(["bench", "proxy", "--megabytes", "4", "--requests", "50"])
-        .args(["--connections", "10", "--json"])
-        .output()
-        .unwrap();
-    let value: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("no JSON ({e}): {}{}", stdout(&out), stderr(&out)));
-    let missed = value["targets_missed"].as_array().expect("targets_missed");
-    assert_eq!(
-        out.status.success(),
-        missed.is_empty(),
-        "{value}\n{}",
-        stderr(&out)
-    );
-    let paths: Vec<&str> = value["throughput"]
-        .as_array()
-        .expect("throughput")
-        .iter()
-        .map(|p| p["path"].as_str().unwrap())
-        .collect();
-    assert!(
-        paths.contains(&"two plain TCP relays (baseline)"),
-        "{value}"
-    );
-    assert!(paths.contains(&"peervisor consume"), "{value}");
-    for path in ["direct", "consume"] {
-        let p50 = value["latency_ms"][path]["p50"].as_f64();
-        assert!(p50.is_some_and(|ms| ms > 0.0), "{path}: {value}");
-    }
-    assert_eq!(value["concurrent"]["failed"], 0, "{value}");
 }
 
 /// `peervisor bench ARGS --json` on a data dir of its own: the document it printed.

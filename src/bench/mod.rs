@@ -31,9 +31,6 @@ pub enum BenchCommand {
         requests: usize,
         #[arg(long, default_value_t = 100)]
         connections: usize,
-        /// Print the figures as JSON (docs/cli-json.md).
-        #[arg(long)]
-        json: bool,
     },
     /// Many concurrent consumer connections through one peer, every reply checked:
     /// lost and corrupted replies, throughput, node memory; direct as the baseline.
@@ -52,9 +49,6 @@ pub enum BenchCommand {
         peers: usize,
         #[arg(long, default_value_t = 20)]
         rounds: usize,
-        /// Print the figures as JSON (docs/cli-json.md).
-        #[arg(long)]
-        json: bool,
     },
     /// Cost of one stats tick (one bulk libvirt call + rates) against libvirt's
     /// test driver with many domains, against per-domain calls as the baseline.
@@ -79,9 +73,6 @@ pub enum BenchCommand {
         data_mib: u64,
         #[arg(long, default_value_t = 3)]
         rounds: usize,
-        /// Print the figures as JSON (docs/cli-json.md).
-        #[arg(long)]
-        json: bool,
     },
     /// What a replication costs the running source VM: its pause and the service
     /// gap a client sees while the disk image is taken, paused local copy (the
@@ -145,7 +136,53 @@ pub enum BenchCommand {
         /// CI-sized amounts (seconds, not minutes).
         #[arg(long)]
         short: bool,
+        /// Also time random I/O the old way, one `dd` process per 4 KiB
+        /// operation (rows rand-read-dd, rand-write-dd): how much of that
+        /// figure was process start-up.
+        #[arg(long)]
+        per_op_dd: bool,
     },
+}
+
+/// A benchmark's targets and baselines: each printed on a line of its own as
+/// met, MISSED or NOT MEASURED; [`Targets::finish`] fails the command when any
+/// target was missed or any baseline is missing, so a script (or CI) sees it.
+#[derive(Default)]
+pub struct Targets {
+    missed: Vec<String>,
+}
+
+impl Targets {
+    /// "target: WHAT: FIGURE met|MISSED", remembering a miss.
+    pub fn check(&mut self, what: &str, figure: &str, ok: bool) -> String {
+        if !ok {
+            self.missed.push(what.to_string());
+        }
+        format!(
+            "target: {what}: {figure} {}",
+            if ok { "met" } else { "MISSED" }
+        )
+    }
+
+    /// "target: WHAT: NOT MEASURED (WHY)", remembered as a miss.
+    pub fn not_measured(&mut self, what: &str, why: &str) -> String {
+        self.missed.push(format!("{what} (not measured)"));
+        format!("target: {what}: NOT MEASURED ({why})")
+    }
+
+    /// A baseline that could not be measured: the comparison is missing.
+    pub fn missing_baseline(&mut self, baseline: &str, why: &str) -> String {
+        self.missed.push(format!("baseline {baseline}"));
+        format!("baseline {baseline}: NOT MEASURED ({why})")
+    }
+
+    pub fn finish(self) -> Result<()> {
+        if self.missed.is_empty() {
+            Ok(())
+        } else {
+            anyhow::bail!("targets missed or not measured: {}", self.missed.join(", "))
+        }
+    }
 }
 
 /// What the benchmarks take from the node's flags.
@@ -167,18 +204,13 @@ pub async fn run(command: BenchCommand, setup: &Setup) -> Result<()> {
             megabytes,
             requests,
             connections,
-            json,
-        } => proxy::proxy(megabytes, requests, connections, json).await,
+        } => proxy::proxy(megabytes, requests, connections).await,
         BenchCommand::Load {
             connections,
             requests,
             json,
         } => load::run(connections, requests, json).await,
-        BenchCommand::Discovery {
-            peers,
-            rounds,
-            json,
-        } => proxy::discovery(peers, rounds, json).await,
+        BenchCommand::Discovery { peers, rounds } => proxy::discovery(peers, rounds).await,
         BenchCommand::Stats {
             domains,
             rounds,
@@ -197,8 +229,7 @@ pub async fn run(command: BenchCommand, setup: &Setup) -> Result<()> {
             virtual_mib,
             data_mib,
             rounds,
-            json,
-        } => replicate::run(virtual_mib, data_mib, rounds, json).await,
+        } => replicate::run(virtual_mib, data_mib, rounds).await,
         BenchCommand::Boot { rounds } => boot::command(setup, rounds).await,
         BenchCommand::Migrate {
             rounds,
@@ -228,6 +259,7 @@ pub async fn run(command: BenchCommand, setup: &Setup) -> Result<()> {
             json,
             csv,
             short,
-        } => penalty::command(setup, runs, json, csv, short).await,
+            per_op_dd,
+        } => penalty::command(setup, runs, json, csv, short, per_op_dd).await,
     }
 }

@@ -10,6 +10,8 @@ pub mod demo;
 mod dev;
 mod doctor;
 pub mod find_node;
+#[cfg(test)]
+mod fuzz;
 mod generate;
 mod image;
 mod join;
