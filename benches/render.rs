@@ -99,6 +99,7 @@ fn big_status(peers: usize, vms: usize, services: usize) -> Status {
                 disk_write_iops: 2.0,
                 net_rx_bps: i as f64 * 10.0,
                 net_tx_bps: i as f64 * 20.0,
+                span_s: 1.0,
             }),
             history: Some(VmHistory {
                 interval_s: 1.0,
@@ -107,6 +108,7 @@ fn big_status(peers: usize, vms: usize, services: usize) -> Status {
                 disk_write_bps: series(7000.0),
                 net_rx_bps: series(300.0),
                 net_tx_bps: series(900.0),
+                span_s: vec![1.0; 60],
             }),
             services: vec![ServiceSpec {
                 name: format!("svc-{i}").into(),
@@ -230,6 +232,7 @@ fn rounds(status: &Status, n: usize) -> Vec<api::Update> {
                             disk_write_iops: x / 2.0,
                             net_rx_bps: x * 300.0,
                             net_tx_bps: x * 900.0,
+                            span_s: 1.0,
                         }),
                     }
                 })

@@ -292,12 +292,20 @@ pub struct VmStats {
     pub disk_write_iops: f64,
     pub net_rx_bps: f64,
     pub net_tx_bps: f64,
+    /// Seconds the rates cover (the time between the two samples compared):
+    /// about the sampling interval, longer or shorter on a loaded host.
+    #[serde(default)]
+    pub span_s: f64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct VmHistory {
-    /// Seconds between samples.
+    /// Seconds between samples, as configured.
     pub interval_s: f64,
+    /// Seconds each sample covers, as measured: rate x span is what moved, even
+    /// when a loaded host took its samples late.
+    #[serde(default)]
+    pub span_s: Vec<f64>,
     pub cpu_pct_guest: Vec<f64>,
     pub disk_read_bps: Vec<f64>,
     pub disk_write_bps: Vec<f64>,
