@@ -158,6 +158,18 @@ pub enum Request {
         peer: PeerRef,
     },
     PeersList,
+    /// `peervisor invite`: a join token for a new host, granting `role`.
+    Invite {
+        role: Role,
+        expires_s: u64,
+        /// Addresses to put in the token (default: the node's listen addresses).
+        #[serde(default)]
+        addresses: Vec<String>,
+    },
+    InviteRevoke {
+        id: String,
+    },
+    InviteList,
 }
 
 /// The requests the console sends, with the defaults an operator at the
@@ -266,6 +278,9 @@ impl Request {
             Request::VmList => "VM list".into(),
             Request::Services => "Services".into(),
             Request::PeersList => "Grants".into(),
+            Request::Invite { role, .. } => format!("Invitation ({role})"),
+            Request::InviteRevoke { id } => format!("Revocation of invitation {id}"),
+            Request::InviteList => "Invitations".into(),
         }
     }
 
@@ -317,6 +332,25 @@ pub enum Reply {
         grants: Vec<(String, String)>,
         default_role: String,
     },
+    /// A new invitation: the token to give the joining host.
+    Invitation {
+        token: String,
+        id: String,
+        expires: String,
+    },
+    Invitations {
+        invitations: Vec<InvitationView>,
+    },
+}
+
+/// One invitation as `peervisor invite --list` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct InvitationView {
+    pub id: String,
+    pub role: Role,
+    pub expires: String,
+    /// open, used by PEER at TIME, expired, revoked
+    pub state: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

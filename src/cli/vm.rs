@@ -16,7 +16,7 @@ use crate::names::VmName;
 
 /// `peervisor vm ...`.
 pub async fn run(control: &ControlClient, command: VmCommand) -> Result<()> {
-    let request = match command {
+    let (request, json) = match command {
         VmCommand::List { json } => {
             let Reply::Vms { vms } = control.call(&Request::VmList).await? else {
                 bail!("unexpected reply to vm list");
@@ -32,46 +32,70 @@ pub async fn run(control: &ControlClient, command: VmCommand) -> Result<()> {
             name,
             manifest,
             flags,
-        } => create_request(name, manifest, flags)?,
-        VmCommand::Adopt { name, manifest } => adopt_request(name, manifest)?,
-        VmCommand::Release { name } => Request::VmRelease { name },
-        VmCommand::Start { name, force } => Request::VmStart {
+            json,
+        } => (create_request(name, manifest, flags)?, json),
+        VmCommand::Adopt {
             name,
-            foreign: force,
-        },
+            manifest,
+            json,
+        } => (adopt_request(name, manifest)?, json),
+        VmCommand::Release { name, json } => (Request::VmRelease { name }, json),
+        VmCommand::Start { name, force, json } => (
+            Request::VmStart {
+                name,
+                foreign: force,
+            },
+            json,
+        ),
         VmCommand::Stop {
             name,
             hard,
             timeout,
             force,
-        } => Request::VmStop {
+            json,
+        } => (
+            Request::VmStop {
+                name,
+                force: hard,
+                timeout_s: Some(timeout),
+                foreign: force,
+            },
+            json,
+        ),
+        VmCommand::Pause { name, force, json } => (
+            Request::VmPause {
+                name,
+                foreign: force,
+            },
+            json,
+        ),
+        VmCommand::Resume { name, force, json } => (
+            Request::VmResume {
+                name,
+                foreign: force,
+            },
+            json,
+        ),
+        VmCommand::Rm {
             name,
-            force: hard,
-            timeout_s: Some(timeout),
-            foreign: force,
-        },
-        VmCommand::Pause { name, force } => Request::VmPause {
-            name,
-            foreign: force,
-        },
-        VmCommand::Resume { name, force } => Request::VmResume {
-            name,
-            foreign: force,
-        },
-        VmCommand::Rm { name, yes, force } => {
+            yes,
+            force,
+            json,
+        } => {
             if !yes && !confirm(&format!("Delete VM '{name}' and its disks?"))? {
                 bail!("not removed");
             }
-            Request::VmRemove {
+            let request = Request::VmRemove {
                 name,
                 foreign: force,
-            }
+            };
+            (request, json)
         }
         VmCommand::Stats { name, json, watch } => {
             return vm_stats(control, &name, json, watch).await;
         }
     };
-    super::done(control, request).await
+    super::done(control, request, json).await
 }
 
 /// The create request from a manifest file and/or flags (flags win).

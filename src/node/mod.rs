@@ -102,6 +102,32 @@ struct Behaviour {
     autonat: autonat::Behaviour,
 }
 
+/// A node that only dials out (no listen address, no relaying) and ignores what
+/// other peers send it: for one exchange with a known peer (`peervisor join`,
+/// the replica probe).
+pub fn start_dialer(
+    keypair: Keypair,
+    network_key: identity::NetworkKey,
+    nick: &str,
+    bootstrap: Vec<Multiaddr>,
+) -> Result<Client> {
+    let (client, mut events) = start(NodeConfig {
+        keypair,
+        network_key,
+        nick: nick.into(),
+        listen: Vec::new(),
+        bootstrap,
+        mdns: false,
+        relay: RelayConfig {
+            serve: false,
+            reserve: false,
+        },
+        connections: Default::default(),
+    })?;
+    tokio::spawn(async move { while events.recv().await.is_some() {} });
+    Ok(client)
+}
+
 /// Starts the node on the current tokio runtime.
 pub fn start(config: NodeConfig) -> Result<(Client, mpsc::Receiver<Event>)> {
     let local_peer_id = config.keypair.public().to_peer_id();

@@ -54,6 +54,10 @@ pub enum ControlRequest {
     /// "Is this VM (name and UUID) on your host, and in which state?" The source
     /// of a failed migration asks before it resumes a VM libvirt left paused.
     VmState { vm: String, uuid: String },
+    /// "Here is the secret of your invitation" (`peervisor join`; join/).
+    Redeem { secret: String },
+    /// From a trust group's authority: every member of its group now (join/).
+    GroupMembers { members: Vec<String> },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -86,6 +90,12 @@ pub enum ControlResponse {
     /// The answer to `VmState`: None when no VM of that name and UUID is here.
     VmState {
         state: Option<crate::model::VmState>,
+    },
+    /// An invitation redeemed: the role granted, and (for `control`) the members
+    /// of the inviter's trust group, inviter first.
+    Joined {
+        role: String,
+        members: Vec<String>,
     },
 }
 

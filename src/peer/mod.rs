@@ -1,7 +1,7 @@
 //! A running peer: the node, the hypervisor and the control API wired together,
 //! and the features that do the work, each holding the handles it needs: `Vms`
 //! (vms/), `Services` (services/), `Migrations`, `Replications` and the
-//! provision policy (migrate/), the job collector (jobs/). `Peer` starts them
+//! provision policy (migrate/), the job collector (jobs/), `Invitations` (join/). `Peer` starts them
 //! (`start.rs`) and routes control requests, other peers' requests and gossip to
 //! them; it does none of their work. Used by the headless `peervisor node` and by
 //! the console's embedded node.
@@ -27,6 +27,7 @@ use crate::hypervisor::Host;
 use crate::hypervisor::accel::{Accel, AccelChoice};
 use crate::hypervisor::manifest::VmManifest;
 use crate::jobs::collector::Collector;
+use crate::join::node::Invitations;
 use crate::migrate::Migrations;
 use crate::migrate::capacity::{Capacity, CapacityFlags, VmRequirements};
 use crate::migrate::operations::Operations;
@@ -136,6 +137,8 @@ pub struct Peer {
     services: Arc<Services>,
     migrations: Arc<Migrations>,
     replications: Arc<Replications>,
+    /// Invitations to join the overlay and this host's trust group.
+    invitations: Arc<Invitations>,
     /// YARN/Spark jobs and the penalty benchmark, polled off the status path.
     jobs: Collector,
     /// The node's state pushed to consoles.
@@ -277,6 +280,16 @@ impl Peer {
                     format!("{peer} had no grant")
                 },
             )),
+            Request::Invite {
+                role,
+                expires_s,
+                addresses,
+            } => {
+                let expires = std::time::Duration::from_secs(expires_s);
+                self.invitations.invite(role, expires, addresses).await
+            }
+            Request::InviteRevoke { id } => self.invitations.revoke(&id),
+            Request::InviteList => self.invitations.list(),
             Request::PeersList => Ok(Reply::Grants {
                 grants: self
                     .access
@@ -322,6 +335,10 @@ impl Peer {
             }
             ControlRequest::VmState { vm, uuid } => {
                 self.migrations.vm_state_for(peer, &vm, &uuid).await
+            }
+            ControlRequest::Redeem { secret } => self.invitations.answer_redeem(peer, &secret),
+            ControlRequest::GroupMembers { members } => {
+                self.invitations.answer_group_members(peer, &members)
             }
         }
     }

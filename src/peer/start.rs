@@ -18,6 +18,7 @@ use crate::hypervisor::manifest::nic_choice;
 use crate::hypervisor::netns::GuestNetwork;
 use crate::hypervisor::{Host, local_socket_for};
 use crate::jobs::collector::Collector;
+use crate::join::node::Invitations;
 use crate::migrate::capacity::{Capacity, CapacityConfig, Lending, fmt_mib};
 use crate::migrate::operations::Operations;
 use crate::migrate::provision::Provision;
@@ -222,6 +223,11 @@ impl Peer {
                 replications.clone(),
             )
         });
+        let invitations = Arc::new(Invitations::new(
+            client.clone(),
+            &config.data_dir,
+            access.clone(),
+        ));
         let (node_states, states) = tokio::sync::mpsc::channel(1);
         let updates = super::updates::Publisher::start(super::updates::figures_of(&host), states);
         let peer = Arc::new(Peer {
@@ -239,6 +245,7 @@ impl Peer {
             services,
             migrations,
             replications,
+            invitations,
             jobs,
             updates,
         });

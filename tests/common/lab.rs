@@ -247,6 +247,7 @@ impl LabHost {
             wrapper,
             &[self.ip.as_str()],
             &bootstrap,
+            |_| {},
         )
     }
 
