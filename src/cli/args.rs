@@ -113,7 +113,7 @@ impl LookArgs {
 pub enum TopCommand {
     /// Run a headless peer node (serves the control socket until SIGINT/SIGTERM;
     /// as a service: `systemctl start peervisor`).
-    Node(NodeArgs),
+    Node(Box<NodeArgs>),
     #[command(flatten)]
     Cli(Command),
     #[command(flatten)]
