@@ -81,6 +81,9 @@ pub enum BenchCommand {
         domains: usize,
         #[arg(long, default_value_t = 20)]
         rounds: usize,
+        /// Print the figures as JSON (docs/cli-json.md).
+        #[arg(long)]
+        json: bool,
     },
     /// Replication's disk transfer over the overlay against rsync --sparse over
     /// loopback, on a raw sparse disk and its qcow2 conversion; then a cut
@@ -157,7 +160,53 @@ pub enum BenchCommand {
         /// CI-sized amounts (seconds, not minutes).
         #[arg(long)]
         short: bool,
+        /// Also time random I/O the old way, one `dd` process per 4 KiB
+        /// operation (rows rand-read-dd, rand-write-dd): how much of that
+        /// figure was process start-up.
+        #[arg(long)]
+        per_op_dd: bool,
     },
+}
+
+/// A benchmark's targets and baselines: each printed on a line of its own as
+/// met, MISSED or NOT MEASURED; [`Targets::finish`] fails the command when any
+/// target was missed or any baseline is missing, so a script (or CI) sees it.
+#[derive(Default)]
+pub struct Targets {
+    missed: Vec<String>,
+}
+
+impl Targets {
+    /// "target: WHAT: FIGURE met|MISSED", remembering a miss.
+    pub fn check(&mut self, what: &str, figure: &str, ok: bool) -> String {
+        if !ok {
+            self.missed.push(what.to_string());
+        }
+        format!(
+            "target: {what}: {figure} {}",
+            if ok { "met" } else { "MISSED" }
+        )
+    }
+
+    /// "target: WHAT: NOT MEASURED (WHY)", remembered as a miss.
+    pub fn not_measured(&mut self, what: &str, why: &str) -> String {
+        self.missed.push(format!("{what} (not measured)"));
+        format!("target: {what}: NOT MEASURED ({why})")
+    }
+
+    /// A baseline that could not be measured: the comparison is missing.
+    pub fn missing_baseline(&mut self, baseline: &str, why: &str) -> String {
+        self.missed.push(format!("baseline {baseline}"));
+        format!("baseline {baseline}: NOT MEASURED ({why})")
+    }
+
+    pub fn finish(self) -> Result<()> {
+        if self.missed.is_empty() {
+            Ok(())
+        } else {
+            anyhow::bail!("targets missed or not measured: {}", self.missed.join(", "))
+        }
+    }
 }
 
 /// What the benchmarks take from the node's flags.
@@ -203,10 +252,18 @@ pub async fn run(command: BenchCommand, setup: &Setup) -> Result<()> {
             };
             scale::command(&peers, options).await
         }
-        BenchCommand::Stats { domains, rounds } => {
-            let table =
+        BenchCommand::Stats {
+            domains,
+            rounds,
+            json,
+        } => {
+            let tick =
                 tokio::task::spawn_blocking(move || stats::stats_tick(domains, rounds)).await??;
-            print!("{table}");
+            if json {
+                println!("{}", serde_json::to_string_pretty(&tick)?);
+            } else {
+                print!("{}", tick.text());
+            }
             Ok(())
         }
         BenchCommand::Replicate {
@@ -243,6 +300,7 @@ pub async fn run(command: BenchCommand, setup: &Setup) -> Result<()> {
             json,
             csv,
             short,
-        } => penalty::command(setup, runs, json, csv, short).await,
+            per_op_dd,
+        } => penalty::command(setup, runs, json, csv, short, per_op_dd).await,
     }
 }

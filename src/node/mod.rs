@@ -111,6 +111,33 @@ struct Behaviour {
     autonat: autonat::Behaviour,
 }
 
+/// A node that only dials out (no listen address, no relaying) and ignores what
+/// other peers send it: for one exchange with a known peer (`peervisor join`,
+/// the replica probe).
+pub fn start_dialer(
+    keypair: Keypair,
+    network_key: identity::NetworkKey,
+    nick: &str,
+    bootstrap: Vec<Multiaddr>,
+) -> Result<Client> {
+    let (client, mut events) = start(NodeConfig {
+        keypair,
+        network_key,
+        nick: nick.into(),
+        listen: Vec::new(),
+        bootstrap,
+        mdns: false,
+        relay: RelayConfig {
+            serve: false,
+            reserve: false,
+        },
+        connections: Default::default(),
+        wire: Wire::Tcp,
+    })?;
+    tokio::spawn(async move { while events.recv().await.is_some() {} });
+    Ok(client)
+}
+
 /// Starts the node on the current tokio runtime.
 pub fn start(mut config: NodeConfig) -> Result<(Client, mpsc::Receiver<Event>)> {
     let local_peer_id = config.keypair.public().to_peer_id();
@@ -152,6 +179,7 @@ pub fn start(mut config: NodeConfig) -> Result<(Client, mpsc::Receiver<Event>)> 
         graylist: guard::Graylist::default(),
         departures: departures::Departures::default(),
         dial_backs: Default::default(),
+        probing: Default::default(),
     };
     tokio::spawn(event_loop.run());
     Ok((
@@ -314,6 +342,9 @@ struct EventLoop {
     /// AutoNAT dial-backs this node made, closed once the peer identified
     /// itself on them (reachability.rs says why).
     dial_backs: std::collections::HashSet<libp2p::swarm::ConnectionId>,
+    /// Peers asked for an AutoNAT dial-back, until their answer: a connection
+    /// they open meanwhile is the dial-back, about to be closed by them.
+    probing: std::collections::HashSet<PeerId>,
 }
 
 const MAX_DIAL_ERRORS: usize = 8;
@@ -648,6 +679,10 @@ impl EventLoop {
                     // logged that as a failed incoming connection): wait until
                     // the peer has identified itself on it, so its side is done.
                     self.dial_backs.insert(connection_id);
+                    self.hide_dial_back(connection_id);
+                } else if !endpoint.is_dialer() && self.probing.contains(&peer_id) {
+                    // The other side of the above: the prober's end.
+                    self.hide_dial_back(connection_id);
                 }
             }
             SwarmEvent::ConnectionClosed {
@@ -786,6 +821,8 @@ fn remote_ip(addr: &Multiaddr) -> Option<std::net::IpAddr> {
     })
 }
 
+#[cfg(test)]
+pub(crate) mod codec_io;
 #[cfg(test)]
 mod gossip_tests;
 

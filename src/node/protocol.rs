@@ -64,6 +64,10 @@ pub enum ControlRequest {
     },
     /// "What is the digest of what you know?" (anti-entropy, node/digest.rs).
     Digest,
+    /// "Here is the secret of your invitation" (`peervisor join`; join/).
+    Redeem { secret: String },
+    /// From a trust group's authority: every member of its group now (join/).
+    GroupMembers { members: Vec<String> },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -111,6 +115,12 @@ pub enum ControlResponse {
     /// The answer to `Digest`.
     Digest {
         digest: u64,
+    },
+    /// An invitation redeemed: the role granted, and (for `control`) the members
+    /// of the inviter's trust group, inviter first.
+    Joined {
+        role: String,
+        members: Vec<String>,
     },
 }
 
@@ -254,6 +264,32 @@ impl Announcement {
         }
         Ok(())
     }
+}
+
+/// At most this many characters of a reason another peer gives are shown.
+pub const MAX_PEER_TEXT: usize = 500;
+
+/// Free text another peer sent (a refusal's reason, a failure it reports), fit
+/// for this operator's terminal, logs and `status`: one line, control
+/// characters (ESC sequences, newlines) shown escaped, at most
+/// [`MAX_PEER_TEXT`] characters.
+pub fn peer_text(text: &str) -> String {
+    let mut out = String::new();
+    let mut shown = 0;
+    for c in text.chars() {
+        let escaped: Vec<char> = if c.is_control() {
+            c.escape_default().collect()
+        } else {
+            vec![c]
+        };
+        if shown + escaped.len() > MAX_PEER_TEXT {
+            out.push('…');
+            break;
+        }
+        shown += escaped.len();
+        out.extend(escaped);
+    }
+    out
 }
 
 /// The identify agent version carries the nickname: `peervisor/0.1.0 nick`.

@@ -1,7 +1,7 @@
 //! A running peer: the node, the hypervisor and the control API wired together,
 //! and the features that do the work, each holding the handles it needs: `Vms`
 //! (vms/), `Services` (services/), `Migrations`, `Replications` and the
-//! provision policy (migrate/), the job collector (jobs/). `Peer` starts them
+//! provision policy (migrate/), the job collector (jobs/), `Invitations` (join/). `Peer` starts them
 //! (`start.rs`) and routes control requests, other peers' requests and gossip to
 //! them; it does none of their work. Used by the headless `peervisor node` and by
 //! the console's embedded node.
@@ -10,6 +10,9 @@ mod start;
 pub mod updates;
 
 pub use start::start_serving;
+
+#[cfg(test)]
+pub(crate) mod fuzz;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,13 +27,14 @@ use crate::hypervisor::Host;
 use crate::hypervisor::accel::{Accel, AccelChoice};
 use crate::hypervisor::manifest::VmManifest;
 use crate::jobs::collector::Collector;
+use crate::join::node::Invitations;
 use crate::migrate::Migrations;
 use crate::migrate::capacity::{Capacity, CapacityFlags, VmRequirements};
 use crate::migrate::operations::Operations;
 use crate::migrate::outgoing::Limits;
 pub use crate::migrate::provision::ProvisionPolicy;
 use crate::migrate::replicate::Replications;
-use crate::model::{LocalPeer, Status};
+use crate::model::{HypervisorOrigin, LocalPeer, NicSource, Status};
 use crate::names::{PeerRef, peer_id_of};
 use crate::node::protocol::{ControlRequest, ControlResponse};
 use crate::node::{self, Client, Event};
@@ -48,8 +52,12 @@ pub struct PeerConfig {
     pub mdns: bool,
     /// Relaying for others and through others (NAT).
     pub relay: node::RelayConfig,
-    /// `None`: start a private libvirt daemon for this peer.
-    pub hypervisor: Option<String>,
+    /// A private libvirt daemon for this peer, or an existing libvirt.
+    pub hypervisor: crate::hypervisor::choice::HypervisorChoice,
+    /// `--default-network` / `--default-bridge`: where new VMs' NICs go unless
+    /// their manifest says.
+    pub default_network: Option<String>,
+    pub default_bridge: Option<String>,
     pub accel: AccelChoice,
     /// Network namespace holding the guests' bridge.
     pub guest_netns: String,
@@ -72,12 +80,50 @@ pub struct PeerConfig {
     pub connections: node::ConnectionCaps,
 }
 
+impl PeerConfig {
+    /// A peer in-process on libvirt's test driver (no daemon, no guests), on
+    /// `port` of loopback, alone and without a network key: what benchmarks
+    /// and fuzz targets change with struct update syntax.
+    pub fn on_test_driver(data_dir: DataDir, nick: &str, port: u16) -> PeerConfig {
+        let image_dir = data_dir.root().join("images");
+        PeerConfig {
+            data_dir,
+            nick: nick.to_string(),
+            listen: vec![
+                format!("/ip4/127.0.0.1/tcp/{port}")
+                    .parse()
+                    .expect("a multiaddr"),
+            ],
+            bootstrap: Vec::new(),
+            network_key: None,
+            mdns: false,
+            relay: Default::default(),
+            hypervisor: crate::hypervisor::choice::HypervisorChoice::existing("test:///default"),
+            default_network: None,
+            default_bridge: None,
+            accel: AccelChoice::Force(crate::hypervisor::accel::Accel::Tcg),
+            guest_netns: "unused".into(),
+            image_dir,
+            accept_migrations: false,
+            provision: Default::default(),
+            sampling: Default::default(),
+            yarn: Vec::new(),
+            spark: Vec::new(),
+            capacity: Default::default(),
+            limits: Default::default(),
+            connections: Default::default(),
+        }
+    }
+}
+
 /// A running peer: what `status` shows of it and the features it routes to.
 pub struct Peer {
     nick: String,
     data_dir: DataDir,
     node: Client,
     host: Host,
+    /// Private daemon, or an existing libvirt and who named it (for `status`).
+    hypervisor_origin: HypervisorOrigin,
     accel: Accel,
     /// Roles other peers have here (`peervisor peers`).
     access: Arc<AccessList>,
@@ -91,6 +137,8 @@ pub struct Peer {
     services: Arc<Services>,
     migrations: Arc<Migrations>,
     replications: Arc<Replications>,
+    /// Invitations to join the overlay and this host's trust group.
+    invitations: Arc<Invitations>,
     /// YARN/Spark jobs and the penalty benchmark, polled off the status path.
     jobs: Collector,
     /// The node's state pushed to consoles.
@@ -125,17 +173,31 @@ impl Peer {
                 image,
                 services,
                 data_disk_mib,
+                nic,
+                disk,
+                no_overlay,
             } => {
+                let (network, bridge) = match nic {
+                    Some(NicSource::Network(n)) => (Some(n), None),
+                    Some(NicSource::Bridge(b)) => (None, Some(b)),
+                    Some(NicSource::GuestBridge) | None => (None, None),
+                };
                 let manifest = VmManifest {
                     name: name.into(),
                     vcpus,
                     memory_mib,
                     data_disk_mib,
                     image: Some(image),
+                    network,
+                    bridge,
+                    disk,
+                    overlay: !no_overlay,
                     services: services.iter().map(Into::into).collect(),
                 };
                 self.vms.create(&manifest).await.map(done)
             }
+            Request::VmAdopt { name, services } => self.vms.adopt(&name, services).await.map(done),
+            Request::VmRelease { name } => self.vms.release(&name).await.map(done),
             Request::VmStart { name, foreign } => self.vms.start(&name, foreign).await.map(done),
             Request::VmStop {
                 name,
@@ -218,6 +280,16 @@ impl Peer {
                     format!("{peer} had no grant")
                 },
             )),
+            Request::Invite {
+                role,
+                expires_s,
+                addresses,
+            } => {
+                let expires = std::time::Duration::from_secs(expires_s);
+                self.invitations.invite(role, expires, addresses).await
+            }
+            Request::InviteRevoke { id } => self.invitations.revoke(&id),
+            Request::InviteList => self.invitations.list(),
             Request::PeersList => Ok(Reply::Grants {
                 grants: self
                     .access
@@ -271,6 +343,10 @@ impl Peer {
                 departed: Vec::new(),
             },
             ControlRequest::Digest => ControlResponse::Digest { digest: 0 },
+            ControlRequest::Redeem { secret } => self.invitations.answer_redeem(peer, &secret),
+            ControlRequest::GroupMembers { members } => {
+                self.invitations.answer_group_members(peer, &members)
+            }
         }
     }
 
@@ -336,6 +412,7 @@ impl Peer {
                 nick: self.nick.clone(),
                 listen_addrs: net.listen_addrs,
                 hypervisor: self.host.uri().to_string(),
+                hypervisor_origin: self.hypervisor_origin,
                 accel: self.accel.to_string(),
                 host: None,
                 lending: Some(self.capacity.view(&vms)),

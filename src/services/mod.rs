@@ -7,13 +7,14 @@
 //! longest gap `probe`.
 
 pub mod consume;
+mod consumed;
 pub mod expose;
 pub mod handover;
 pub mod hedge;
 pub mod probe;
 pub mod proxy;
 #[cfg(test)]
-mod proxy_fuzz;
+pub(crate) mod proxy_fuzz;
 pub mod publish;
 pub mod serve;
 
@@ -261,6 +262,8 @@ pub struct Services {
     nick: String,
     /// `data-dir/exposed.json`: the exposures, kept across restarts.
     exposures_file: PathBuf,
+    /// `data-dir/consumed.json`: the consumptions, kept across restarts.
+    consumptions_file: PathBuf,
     access: Arc<AccessList>,
     limits: Arc<PeerLimits>,
     catalogue: Catalogue,
@@ -296,6 +299,7 @@ impl Services {
             network,
             nick,
             exposures_file: data_dir.root().join("exposed.json"),
+            consumptions_file: data_dir.root().join(consumed::FILE),
             access,
             limits,
             catalogue: Catalogue::default(),
@@ -310,10 +314,11 @@ impl Services {
         }
     }
 
-    /// Reloads the exposures of an earlier run, then publishes what this peer
+    /// Reloads the exposures and consumptions of an earlier run, then publishes what this peer
     /// provides and serves consumers' streams, in the background.
     pub fn start(self: &Arc<Self>) {
         self.load_exposures();
+        tokio::spawn(self.clone().restore_consumptions());
         tokio::spawn(self.clone().publish_loop());
         tokio::spawn(serve::accept_service_streams(self.clone()));
     }
@@ -383,7 +388,8 @@ pub fn overlay_view(
             peer_id: local_peer.to_string(),
             peer_nick: local_nick.to_string(),
             vm: s.vm.clone(),
-            latency_ms: Some(0.0),
+            // Nothing measures a round trip to ourselves: none, not 0.0 ms.
+            latency_ms: None,
             load: Some(local_load.clone()),
             local: true,
         };

@@ -163,12 +163,14 @@ pub async fn command(
         root: setup.data_dir.root().join("bench").join("migrate-nodes"),
     };
     let results = run(&opts).await?;
+    let (lines, targets) = table::targets(&results);
     if json {
         println!("{}", serde_json::to_string_pretty(&results)?);
+        eprint!("{lines}");
     } else {
-        print!("{}", table(&results));
+        print!("{}{lines}", table(&results));
     }
-    Ok(())
+    targets.finish()
 }
 
 pub async fn run(opts: &Options) -> Result<Results> {
@@ -213,6 +215,9 @@ async fn measure(nodes: &mut Nodes, opts: &Options) -> Result<Results> {
             image: crate::image::DEFAULT_IMAGE.into(),
             services: Vec::new(),
             data_disk_mib: opts.data_disk_mib,
+            nic: None,
+            disk: None,
+            no_overlay: false,
         })
         .await?;
     let Reply::Vms { vms } = clients[0]

@@ -331,7 +331,7 @@ fn a_delta_from_the_node_moves_the_state_and_the_selection() {
                     .map(|&name| VmSample {
                         name: name.into(),
                         stats: Some(VmStats {
-                            cpu_pct_guest: cpu,
+                            cpu_pct_guest: Some(cpu),
                             ..VmStats::default()
                         }),
                     })
@@ -342,7 +342,7 @@ fn a_delta_from_the_node_moves_the_state_and_the_selection() {
     };
     app.apply(round(77.0));
     let web = app.selected_vm().unwrap();
-    assert_eq!(web.stats.as_ref().unwrap().cpu_pct_guest, 77.0);
+    assert_eq!(web.stats.as_ref().unwrap().cpu_pct_guest, Some(77.0));
     let history = web.history.as_ref().unwrap();
     assert_eq!(history.cpu_pct_guest.len(), before.cpu_pct_guest.len() + 1);
     assert_eq!(history.cpu_pct_guest.last(), Some(&77.0));
@@ -367,6 +367,6 @@ fn a_delta_from_the_node_moves_the_state_and_the_selection() {
             .as_ref()
             .unwrap()
             .cpu_pct_guest,
-        77.0
+        Some(77.0)
     );
 }
