@@ -8,6 +8,7 @@ pub mod penalty;
 pub mod proxy;
 pub mod replica_pause;
 pub mod replicate;
+pub mod scale;
 pub mod stats;
 
 use std::path::PathBuf;
@@ -49,6 +50,29 @@ pub enum BenchCommand {
         peers: usize,
         #[arg(long, default_value_t = 20)]
         rounds: usize,
+    },
+    /// What one peer pays as the overlay grows: idle CPU, traffic, memory,
+    /// connections, discovery latency, convergence (join, silent leave, healed
+    /// partition) and DHT lookups, for each size given. docs/scale.md.
+    Scale {
+        /// Overlay sizes, comma-separated.
+        #[arg(long, value_delimiter = ',', default_values_t = [10, 30, 100])]
+        peers: Vec<usize>,
+        /// `sim`: nodes in this process over memory pipes; `real`: `peervisor node`
+        /// processes, one network namespace each.
+        #[arg(long, value_enum, default_value_t = scale::Mode::Sim)]
+        mode: scale::Mode,
+        #[arg(long, default_value_t = 10)]
+        rounds: usize,
+        /// Seconds of idle overlay measured.
+        #[arg(long, default_value_t = 30)]
+        idle: u64,
+        /// Seconds to wait after the overlay settled, before the idle window.
+        #[arg(long, default_value_t = 20)]
+        quiet: u64,
+        /// Seconds the 10% partition lasts.
+        #[arg(long, default_value_t = 20)]
+        partition: u64,
     },
     /// Cost of one stats tick (one bulk libvirt call + rates) against libvirt's
     /// test driver with many domains, against per-domain calls as the baseline.
@@ -211,6 +235,23 @@ pub async fn run(command: BenchCommand, setup: &Setup) -> Result<()> {
             json,
         } => load::run(connections, requests, json).await,
         BenchCommand::Discovery { peers, rounds } => proxy::discovery(peers, rounds).await,
+        BenchCommand::Scale {
+            peers,
+            mode,
+            rounds,
+            idle,
+            quiet,
+            partition,
+        } => {
+            let options = scale::Options {
+                mode,
+                rounds,
+                idle: std::time::Duration::from_secs(idle),
+                quiet: std::time::Duration::from_secs(quiet),
+                partition: std::time::Duration::from_secs(partition),
+            };
+            scale::command(&peers, options).await
+        }
         BenchCommand::Stats {
             domains,
             rounds,

@@ -130,7 +130,7 @@ fn cipher_throughput(algorithm: &'static ring::aead::Algorithm, bytes: u64) -> R
 }
 
 /// CPU time (user + system) this process has used so far, all threads.
-fn process_cpu() -> Duration {
+pub(super) fn process_cpu() -> Duration {
     // SAFETY: getrusage only writes the struct we pass.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
@@ -233,7 +233,7 @@ async fn concurrent(port: u16, connections: usize, exchanges: usize) -> usize {
     failed
 }
 
-fn percentile(times: &mut [Duration], p: f64) -> Duration {
+pub(super) fn percentile(times: &mut [Duration], p: f64) -> Duration {
     times.sort();
     let index = ((times.len() as f64 - 1.0) * p).round() as usize;
     times.get(index).copied().unwrap_or_default()
@@ -540,7 +540,7 @@ async fn wait_for_port(port: u16) -> Result<()> {
 }
 
 /// The machine's 1-minute load average, printed beside figures that depend on it.
-fn load_line() -> String {
+pub(super) fn load_line() -> String {
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     match sysinfo::System::load_average() {
         Ok(load) => format!("load average {:.1} on {cpus} CPUs", load.one),

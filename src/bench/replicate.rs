@@ -260,6 +260,7 @@ async fn overlay_pair(target: Target) -> Result<(Client, Client)> {
             mdns: false,
             relay: Default::default(),
             connections: Default::default(),
+            wire: Default::default(),
         })?;
         tokio::spawn(async move { while events.recv().await.is_some() {} });
         anyhow::Ok(client)

@@ -3,7 +3,7 @@
 //! control protocol's requests and responses.
 
 use anyhow::anyhow;
-use libp2p::{gossipsub, identify, kad, mdns, ping, request_response};
+use libp2p::{PeerId, gossipsub, identify, kad, mdns, ping, request_response};
 use tokio::sync::mpsc;
 
 use super::protocol::{Announcement, ControlRequest, ControlResponse, nick_from_agent};
@@ -18,6 +18,7 @@ impl EventLoop {
                 connection_id,
             }) => {
                 if self.dial_backs.remove(&connection_id) {
+                    self.departures.closing_on_purpose(connection_id);
                     self.swarm.close_connection(connection_id);
                 }
                 self.consider_relay(peer_id, &info);
@@ -66,36 +67,17 @@ impl EventLoop {
                 };
                 match Announcement::decode(&message.data) {
                     Ok(a) => {
-                        let entry = self.peers.entry(source).or_default();
-                        if entry.nick.is_empty() {
-                            entry.nick = a.nick.clone();
-                        }
-                        if a.seq < entry.announced_seq {
+                        let stale = self.peers.get(&source).is_some_and(|e| {
+                            a.seq < e.announced_seq || e.departed_seq.is_some_and(|d| a.seq <= d)
+                        });
+                        if stale {
                             tracing::trace!("stale announcement from {source} ignored");
                             self.judge_gossip(&message_id, propagation_source, Ignore);
                             return;
                         }
-                        entry.announced_seq = a.seq;
-                        tracing::debug!(seq = a.seq, services = a.services.len(), from = %source, "heard");
-                        entry.vms = Some(a.vms.clone());
-                        entry.load = Some(a.load.clone());
-                        entry.links = a.links.clone();
                         self.judge_gossip(&message_id, propagation_source, Accept);
-                        let event = Event::Announcement {
-                            peer: source,
-                            announcement: a,
-                        };
-                        // The forward just queued leaves at the next swarm poll: do
-                        // not yield before it unless the runtime is behind.
-                        let sent = match self.events.try_send(event) {
-                            Err(mpsc::error::TrySendError::Full(event)) => {
-                                self.events.send(event).await.is_ok()
-                            }
-                            other => other.is_ok(),
-                        };
-                        if !sent {
-                            tracing::debug!("announcement dropped: nobody is listening");
-                        }
+                        self.on_departures_heard(&a.departed);
+                        self.heard(source, a).await;
                     }
                     Err(e) => {
                         tracing::warn!(
@@ -104,6 +86,9 @@ impl EventLoop {
                         self.judge_gossip(&message_id, propagation_source, Reject);
                     }
                 }
+            }
+            BehaviourEvent::Gossipsub(gossipsub::Event::Subscribed { peer_id, .. }) => {
+                self.departure_on_subscribed(peer_id);
             }
             BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
                 for (peer, addr) in found {
@@ -123,6 +108,44 @@ impl EventLoop {
             }) => self.on_providers(id, result, step.last),
             _ => {}
         }
+    }
+
+    /// A peer's announcement (gossip or snapshot), checked already: kept unless
+    /// an equal or newer one is known; true if kept.
+    pub(super) async fn heard(&mut self, source: PeerId, a: Announcement) -> bool {
+        let entry = self.peers.entry(source).or_default();
+        if entry.nick.is_empty() {
+            entry.nick = a.nick.clone();
+        }
+        let known = entry.announcement.is_some() && a.seq <= entry.announced_seq;
+        if known || entry.departed_seq.is_some_and(|d| a.seq <= d) {
+            return false;
+        }
+        entry.announced_seq = a.seq;
+        entry.departed_seq = None;
+        tracing::debug!(seq = a.seq, services = a.services.len(), from = %source, "heard");
+        entry.vms = Some(a.vms.clone());
+        entry.load = Some(a.load.clone());
+        entry.links = a.links.clone();
+        // Kept for a joining neighbour's snapshot; departures are news only once.
+        entry.announcement = Some(Announcement {
+            departed: Vec::new(),
+            ..a.clone()
+        });
+        let event = Event::Announcement {
+            peer: source,
+            announcement: a,
+        };
+        // The forward just queued leaves at the next swarm poll: do
+        // not yield before it unless the runtime is behind.
+        let sent = match self.events.try_send(event) {
+            Err(mpsc::error::TrySendError::Full(event)) => self.events.send(event).await.is_ok(),
+            other => other.is_ok(),
+        };
+        if !sent {
+            tracing::debug!("announcement dropped: nobody is listening");
+        }
+        true
     }
 
     fn on_providers(
@@ -160,6 +183,18 @@ impl EventLoop {
                     },
             } => {
                 self.retiring.request_received(connection_id);
+                match &request {
+                    ControlRequest::Snapshot { after } => {
+                        self.answer_snapshot(after.as_deref(), channel);
+                        return;
+                    }
+                    ControlRequest::Digest => {
+                        let digest = self.digest();
+                        self.respond(channel, ControlResponse::Digest { digest });
+                        return;
+                    }
+                    _ => {}
+                }
                 let event = Event::InboundRequest {
                     peer,
                     request,
@@ -170,6 +205,7 @@ impl EventLoop {
                 }
             }
             RR::Message {
+                peer,
                 message:
                     Message::Response {
                         request_id,
@@ -179,6 +215,8 @@ impl EventLoop {
             } => {
                 if let Some((_, reply)) = self.pending_requests.remove(&request_id) {
                     let _ = reply.send(Ok(response));
+                } else {
+                    self.on_own_response(peer, request_id, Some(response)).await;
                 }
             }
             RR::OutboundFailure {
@@ -190,6 +228,8 @@ impl EventLoop {
                 if let Some((_, reply)) = self.pending_requests.remove(&request_id) {
                     let name = self.display_name(&peer);
                     let _ = reply.send(Err(anyhow!("request to peer {name} failed: {error}")));
+                } else {
+                    self.on_own_response(peer, request_id, None).await;
                 }
             }
             RR::InboundFailure {

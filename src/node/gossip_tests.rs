@@ -35,6 +35,7 @@ fn config(nick: &str, bootstrap: Vec<Multiaddr>) -> NodeConfig {
         mdns: false,
         relay: Default::default(),
         connections: Default::default(),
+        wire: Default::default(),
     }
 }
 
@@ -178,7 +179,7 @@ impl Hostile {
             connections,
             ..config("hostile", Vec::new())
         };
-        let mut swarm = build_swarm(&config).unwrap();
+        let mut swarm = build_swarm(&mut { config }).unwrap();
         let topic = gossipsub::IdentTopic::new(ANNOUNCE_TOPIC);
         swarm.behaviour_mut().gossipsub.subscribe(&topic).unwrap();
         Hostile { swarm, topic }

@@ -31,6 +31,7 @@ pub(super) struct Links {
 }
 
 struct Link {
+    opened: Instant,
     /// When the peer last answered a ping here (or the connection opened).
     answered: Instant,
     /// The peer's address, when this node dialed it (not a relayed one).
@@ -61,6 +62,7 @@ impl Links {
         self.connections.entry(peer).or_default().insert(
             id,
             Link {
+                opened: Instant::now(),
                 answered: Instant::now(),
                 dialed,
                 relay,
@@ -95,6 +97,22 @@ impl Links {
                 self.connections.remove(&peer);
             }
         }
+    }
+
+    /// Peers all of whose connections opened more than `age` ago.
+    pub(super) fn older_than(&self, age: Duration) -> Vec<PeerId> {
+        self.connections
+            .iter()
+            .filter(|(_, links)| links.values().all(|l| l.opened.elapsed() > age))
+            .map(|(peer, _)| *peer)
+            .collect()
+    }
+
+    pub(super) fn connections_to(&self, peer: &PeerId) -> Vec<ConnectionId> {
+        self.connections
+            .get(peer)
+            .map(|links| links.keys().copied().collect())
+            .unwrap_or_default()
     }
 
     /// The relay a peer is reached through, when no connection to it is direct.
@@ -170,6 +188,7 @@ impl EventLoop {
                 self.display_name(&peer),
                 quiet.as_secs_f64()
             );
+            self.departures.closing_silent(id);
             self.swarm.close_connection(id);
             // Counted once: the close completes asynchronously.
             self.links.answered(peer, id);
@@ -192,6 +211,7 @@ impl EventLoop {
             "peer {} stopped answering pings ({error}): closing that connection",
             self.display_name(&peer)
         );
+        self.departures.closing_silent(connection);
         self.swarm.close_connection(connection);
     }
 }

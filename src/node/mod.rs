@@ -3,6 +3,8 @@
 //! over oneshot), as in rust-libp2p's file-sharing example.
 
 mod client;
+mod departures;
+mod digest;
 mod events;
 mod guard;
 mod hide;
@@ -23,6 +25,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow};
 use futures::StreamExt;
 use libp2p::identity::Keypair;
+use libp2p::kad::store::RecordStore;
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent, behaviour::toggle::Toggle};
 use libp2p::{Multiaddr, PeerId, Swarm, autonat, dcutr, gossipsub, identify, kad, mdns, ping};
@@ -39,7 +42,7 @@ use client::Command;
 pub use guard::ConnectionCaps;
 pub use relay::RelayConfig;
 pub use streams::{Stream, StreamControl};
-pub use transport::MAX_STREAMS_PER_CONNECTION;
+pub use transport::{MAX_STREAMS_PER_CONNECTION, Pipe, Wire};
 
 /// How a node joins the overlay.
 pub struct NodeConfig {
@@ -54,6 +57,8 @@ pub struct NodeConfig {
     pub relay: RelayConfig,
     /// Caps on connections from and to other peers.
     pub connections: ConnectionCaps,
+    /// TCP, except in `bench scale`'s in-process overlay.
+    pub wire: Wire,
 }
 
 /// What the node reports to the rest of the program.
@@ -65,11 +70,15 @@ pub enum Event {
         request: ControlRequest,
         channel: ResponseChannel<ControlResponse>,
     },
-    /// A peer told the overlay what it hosts and provides (gossip).
+    /// A peer told the overlay what it hosts and provides (gossip, or a
+    /// neighbour's snapshot when this node joined).
     Announcement {
         peer: PeerId,
         announcement: Announcement,
     },
+    /// A peer vanished (its neighbours lost it and could not reach it again):
+    /// its records are gone.
+    Departed { peer: PeerId },
 }
 
 /// The overlay as this node sees it right now.
@@ -123,15 +132,16 @@ pub fn start_dialer(
             reserve: false,
         },
         connections: Default::default(),
+        wire: Wire::Tcp,
     })?;
     tokio::spawn(async move { while events.recv().await.is_some() {} });
     Ok(client)
 }
 
 /// Starts the node on the current tokio runtime.
-pub fn start(config: NodeConfig) -> Result<(Client, mpsc::Receiver<Event>)> {
+pub fn start(mut config: NodeConfig) -> Result<(Client, mpsc::Receiver<Event>)> {
     let local_peer_id = config.keypair.public().to_peer_id();
-    let mut swarm = build_swarm(&config)?;
+    let mut swarm = build_swarm(&mut config)?;
     for addr in &config.listen {
         swarm
             .listen_on(addr.clone())
@@ -167,6 +177,7 @@ pub fn start(config: NodeConfig) -> Result<(Client, mpsc::Receiver<Event>)> {
         handshake_refusals: guard::RefusalLog::default(),
         dial_refusals: guard::RefusalLog::default(),
         graylist: guard::Graylist::default(),
+        departures: departures::Departures::default(),
         dial_backs: Default::default(),
         probing: Default::default(),
     };
@@ -181,8 +192,9 @@ pub fn start(config: NodeConfig) -> Result<(Client, mpsc::Receiver<Event>)> {
     ))
 }
 
-fn build_swarm(config: &NodeConfig) -> Result<Swarm<Behaviour>> {
+fn build_swarm(config: &mut NodeConfig) -> Result<Swarm<Behaviour>> {
     let network_key = config.network_key;
+    let wire = std::mem::take(&mut config.wire);
     let nick = config.nick.clone();
     let mdns_on = config.mdns;
     let relay_config = config.relay;
@@ -192,7 +204,7 @@ fn build_swarm(config: &NodeConfig) -> Result<Swarm<Behaviour>> {
     let swarm = libp2p::SwarmBuilder::with_existing_identity(config.keypair.clone())
         .with_tokio()
         .with_other_transport(|key| {
-            transport::build(key, network_key, relay_transport)
+            transport::build(key, network_key, wire, relay_transport)
                 .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
         })?
         .with_behaviour(|key| {
@@ -294,6 +306,10 @@ struct PeerEntry {
     load: Option<crate::model::PeerLoad>,
     links: Vec<String>,
     announced_seq: u64,
+    /// Its latest announcement, for a joining neighbour's snapshot.
+    announcement: Option<Announcement>,
+    /// Reported gone at this announcement: it and older ones are stale.
+    departed_seq: Option<u64>,
 }
 
 struct EventLoop {
@@ -322,6 +338,7 @@ struct EventLoop {
     /// Failed dials, logged once per peer per interval.
     dial_refusals: guard::RefusalLog<String>,
     graylist: guard::Graylist,
+    departures: departures::Departures,
     /// AutoNAT dial-backs this node made, closed once the peer identified
     /// itself on them (reachability.rs says why).
     dial_backs: std::collections::HashSet<libp2p::swarm::ConnectionId>,
@@ -333,8 +350,22 @@ struct EventLoop {
 const MAX_DIAL_ERRORS: usize = 8;
 /// Direct connections a node keeps when the DHT knows enough peers.
 const TARGET_CONNECTIONS: usize = 8;
-/// How long a DHT provider record lives without being republished.
-pub const PROVIDER_TTL: Duration = Duration::from_secs(90);
+/// Above this many peers connected, the node closes idle connections down to it
+/// (after [`TRIM_AFTER`]): without a bound, the overlay's seed peer keeps a
+/// connection (and its pings and gossip) to every peer that ever joined.
+const MAX_CONNECTED: usize = 2 * TARGET_CONNECTIONS;
+/// A connection younger than this is never trimmed: its peer is still joining.
+const TRIM_AFTER: Duration = Duration::from_secs(60);
+/// How long a DHT provider record lives without being republished (every
+/// third of it). The DHT is the slow path for what gossip missed, and `find`
+/// asks every provider it returns, so a stale record costs one failed request;
+/// republishing every 30 s (a 90 s TTL, before issue 20) made each peer's
+/// provider queries dial dozens of peers a minute in a big overlay.
+pub const PROVIDER_TTL: Duration = Duration::from_secs(15 * 60);
+/// A node's first provider records go to the few peers its DHT knew at start:
+/// published once more when its routing table has filled, instead of waiting
+/// for the first republication; and a second neighbour's snapshot is pulled.
+const REPROVIDE_AFTER: Duration = Duration::from_secs(60);
 
 struct Lookup {
     found: Vec<PeerId>,
@@ -346,21 +377,33 @@ impl EventLoop {
         // Bootstrap peers may start after us: keep dialing the ones we are not connected to.
         let mut redial_tick = interval(Duration::from_secs(3));
         let mut retire_tick = interval(Duration::from_secs(1));
+        let mut digest_tick = interval(digest::DIGEST_EVERY);
         let started = Instant::now();
+        let mut reprovided = false;
         loop {
+            let announce_at = self.departures.announce_at.map(Instant::from_std);
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event).await,
+                _ = tokio::time::sleep_until(announce_at.unwrap_or_else(Instant::now)),
+                    if announce_at.is_some() => self.publish_announcement(),
                 command = self.commands.recv() => match command {
                     Some(command) => self.on_command(command),
                     None => return, // every Client is gone: shut down
                 },
                 _ = redial_tick.tick() => {
                     self.redial_bootstrap(started.elapsed());
+                    if !reprovided && started.elapsed() > REPROVIDE_AFTER {
+                        reprovided = true;
+                        self.reprovide();
+                        self.second_snapshot();
+                    }
                     self.top_up_connections();
+                    self.redial_lost();
                     self.close_silent_connections();
                     self.review_graylist();
                 }
                 _ = retire_tick.tick() => self.review_retiring(),
+                _ = digest_tick.tick() => self.compare_digests(),
             }
         }
     }
@@ -391,6 +434,10 @@ impl EventLoop {
     fn top_up_connections(&mut self) {
         let connected: std::collections::HashSet<PeerId> =
             self.swarm.connected_peers().copied().collect();
+        if connected.len() > MAX_CONNECTED {
+            self.trim_connections(connected.len() - MAX_CONNECTED);
+            return;
+        }
         if connected.is_empty() || connected.len() >= TARGET_CONNECTIONS {
             return;
         }
@@ -415,10 +462,57 @@ impl EventLoop {
         }
     }
 
+    /// Closes up to `excess` peers' connections: direct ones, older than
+    /// [`TRIM_AFTER`], carrying no stream of ours and no relay slot, and only
+    /// on a node that relays for no one (a circuit rides its connections).
+    fn trim_connections(&mut self, excess: usize) {
+        if self.relay_config.serve {
+            return;
+        }
+        let now = std::time::Instant::now();
+        let mut idle: Vec<PeerId> = self
+            .links
+            .older_than(TRIM_AFTER)
+            .into_iter()
+            .filter(|p| {
+                self.links.is_direct(p)
+                    && !self.reservations.on(p)
+                    && self.ledger.open_before(p, now, Some(now)) == 0
+            })
+            .collect();
+        use rand::seq::SliceRandom;
+        idle.shuffle(&mut rand::thread_rng());
+        for peer in idle.into_iter().take(excess) {
+            tracing::debug!("trimming the connection to {}", self.display_name(&peer));
+            self.departures.trimming(peer);
+            for id in self.links.connections_to(&peer) {
+                self.departures.closing_on_purpose(id);
+                self.swarm.close_connection(id);
+            }
+        }
+    }
+
+    fn reprovide(&mut self) {
+        let kad = &mut self.swarm.behaviour_mut().kad;
+        let keys: Vec<kad::RecordKey> = kad
+            .store_mut()
+            .provided()
+            .map(|record| record.key.clone())
+            .collect();
+        for key in keys {
+            if let Err(e) = kad.start_providing(key) {
+                tracing::debug!("DHT: cannot provide again: {e}");
+            }
+        }
+    }
+
     fn publish_announcement(&mut self) {
+        self.departures.announce_at = None;
+        let departed = self.departures.take_report();
         let Some(announcement) = &mut self.announcement else {
             return;
         };
+        announcement.departed = departed;
         // Unix millis, kept strictly increasing: survives restarts without a counter file.
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -442,8 +536,11 @@ impl EventLoop {
             .gossipsub
             .publish(self.topic.clone(), bytes)
         {
-            // No subscribed peer yet is normal while the overlay forms.
+            // No subscribed peer yet is normal while the overlay forms: said
+            // again when the first one subscribes (departures.rs), not at the
+            // next periodic announcement, which may be minutes away.
             tracing::trace!("announce: {e}");
+            self.departures.unheard = true;
         }
     }
 
@@ -464,17 +561,7 @@ impl EventLoop {
                     .send_request(&peer, request);
                 self.pending_requests.insert(id, (peer, reply));
             }
-            Command::Respond { channel, response } => {
-                if self
-                    .swarm
-                    .behaviour_mut()
-                    .control
-                    .send_response(channel, response)
-                    .is_err()
-                {
-                    tracing::warn!("control response dropped: the requesting peer went away");
-                }
-            }
+            Command::Respond { channel, response } => self.respond(channel, response),
             // The runtime announces every few seconds (that is what keeps its records
             // alive elsewhere) and at once when something changed.
             Command::Announce { mut announcement } => {
@@ -511,6 +598,13 @@ impl EventLoop {
                     },
                 );
             }
+        }
+    }
+
+    fn respond(&mut self, channel: ResponseChannel<ControlResponse>, response: ControlResponse) {
+        let control = &mut self.swarm.behaviour_mut().control;
+        if control.send_response(channel, response).is_err() {
+            tracing::warn!("control response dropped: the requesting peer went away");
         }
     }
 
@@ -577,6 +671,7 @@ impl EventLoop {
                 }
                 if entry.connections == 1 {
                     tracing::info!("peer {} connected", self.display_name(&peer_id));
+                    self.departure_on_connected(peer_id, connection_id);
                 } else if reachability::is_dial_back(&endpoint) {
                     // AutoNAT has its answer (it saw the connection open); a spare
                     // connection would only take streams away from the main one.
@@ -599,6 +694,7 @@ impl EventLoop {
                 self.dial_backs.remove(&connection_id);
                 self.links.closed(peer_id, connection_id);
                 self.on_closed_for_retiring(peer_id, connection_id);
+                self.departure_on_closed(peer_id, connection_id, num_established);
                 if let Some(entry) = self.peers.get_mut(&peer_id) {
                     entry.connections = num_established as usize;
                     if num_established == 0 {
@@ -618,6 +714,9 @@ impl EventLoop {
                 ..
             } => self.on_refused(peer_id, &cause, "from"),
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                if let Some(peer) = peer_id {
+                    self.departure_on_dial_failed(peer);
+                }
                 let who = peer_id
                     .map(|p| self.display_name(&p))
                     .unwrap_or_else(|| "bootstrap peer".into());

@@ -54,6 +54,16 @@ pub enum ControlRequest {
     /// "Is this VM (name and UUID) on your host, and in which state?" The source
     /// of a failed migration asks before it resumes a VM libvirt left paused.
     VmState { vm: String, uuid: String },
+    /// "What do you know of the overlay?" A new node asks one neighbour for the
+    /// latest announcement of every peer, instead of waiting for each peer's
+    /// next periodic one (answered by the node itself), a page at a time:
+    /// peers whose id sorts after `after`.
+    Snapshot {
+        #[serde(default)]
+        after: Option<String>,
+    },
+    /// "What is the digest of what you know?" (anti-entropy, node/digest.rs).
+    Digest,
     /// "Here is the secret of your invitation" (`peervisor join`; join/).
     Redeem { secret: String },
     /// From a trust group's authority: every member of its group now (join/).
@@ -90,6 +100,21 @@ pub enum ControlResponse {
     /// The answer to `VmState`: None when no VM of that name and UUID is here.
     VmState {
         state: Option<crate::model::VmState>,
+    },
+    /// The answer to `Snapshot`: (peer id, its latest announcement, without
+    /// its links), hearsay from a member, as DHT records are; validated like
+    /// gossip. `more`: ask again after the last peer id.
+    Snapshot {
+        announcements: Vec<(String, Announcement)>,
+        #[serde(default)]
+        more: bool,
+        /// Peers known gone (first page only).
+        #[serde(default)]
+        departed: Vec<Departure>,
+    },
+    /// The answer to `Digest`.
+    Digest {
+        digest: u64,
     },
     /// An invitation redeemed: the role granted, and (for `control`) the members
     /// of the inviter's trust group, inviter first.
@@ -133,6 +158,17 @@ pub struct Announcement {
     /// intervals. 0 (an older peer): the default TTL.
     #[serde(default)]
     pub every_ms: u64,
+    /// Peers this one lost without a goodbye and could not reach again (filled
+    /// in by the node): everyone drops them, unless they announce again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub departed: Vec<Departure>,
+}
+
+/// A peer a neighbour saw vanish: its last announcement known then.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Departure {
+    pub peer: String,
+    pub seq: u64,
 }
 
 /// One service a peer provides, as it travels in announcements and answers.
@@ -190,28 +226,43 @@ impl Announcement {
 
     /// Data from the network: malformed input is an error, never a panic.
     pub fn decode(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        let a: Announcement = serde_json::from_slice(bytes)?;
+        a.validate().map_err(serde::de::Error::custom)?;
+        Ok(a)
+    }
+
+    /// Announcements come from other peers: bound every field.
+    pub fn validate(&self) -> Result<(), String> {
         const MAX_VMS: usize = 4096;
         const MAX_LINKS: usize = 4096;
-        let a: Announcement = serde_json::from_slice(bytes)?;
-        if a.vms.len() > MAX_VMS || a.links.len() > MAX_LINKS || a.services.len() > MAX_SERVICES {
-            return Err(serde::de::Error::custom("announcement too large"));
+        const MAX_DEPARTED: usize = 256;
+        let a = self;
+        if a.vms.len() > MAX_VMS
+            || a.links.len() > MAX_LINKS
+            || a.services.len() > MAX_SERVICES
+            || a.departed.len() > MAX_DEPARTED
+        {
+            return Err("announcement too large".into());
         }
         if let Some(bad) = a.services.iter().find_map(|s| s.validate().err()) {
-            return Err(serde::de::Error::custom(bad));
+            return Err(bad);
         }
         // Everything here ends up on an operator's terminal: no control characters.
         if a.nick.len() > MAX_NICK || a.nick.chars().any(char::is_control) {
-            return Err(serde::de::Error::custom("bad nick"));
+            return Err("bad nick".into());
         }
         let bad_text =
             |s: &String| s.is_empty() || s.len() > MAX_TEXT || s.chars().any(char::is_control);
         if a.vms.iter().any(bad_text) {
-            return Err(serde::de::Error::custom("bad VM name"));
+            return Err("bad VM name".into());
         }
         if a.links.iter().any(bad_text) {
-            return Err(serde::de::Error::custom("bad link"));
+            return Err("bad link".into());
         }
-        Ok(a)
+        if a.departed.iter().any(|d| bad_text(&d.peer)) {
+            return Err("bad departed peer".into());
+        }
+        Ok(())
     }
 }
 
@@ -311,6 +362,10 @@ mod tests {
             links: vec!["12D3KooWAbc".into()],
             seq: 1_764_000_000_000,
             every_ms: 3000,
+            departed: vec![Departure {
+                peer: "12D3KooWDef".into(),
+                seq: 1_763_999_999_000,
+            }],
         }
     }
 

@@ -73,6 +73,13 @@ pub(super) struct Reservations {
     pending_or_active: HashMap<ListenerId, Reservation>,
 }
 
+impl Reservations {
+    /// Whether this node holds (or asked for) a slot on `relay`.
+    pub(super) fn on(&self, relay: &PeerId) -> bool {
+        self.pending_or_active.values().any(|r| r.relay == *relay)
+    }
+}
+
 struct Reservation {
     relay: PeerId,
     /// The relay's address the reservation was made at (without its peer id).

@@ -125,6 +125,7 @@ impl EventLoop {
                 self.retiring.connections.remove(&id);
                 // No request rides it now: none may pick it while it closes.
                 self.swarm.behaviour_mut().control.hide(id);
+                self.departures.closing_on_purpose(id);
                 self.swarm.close_connection(id);
             }
         }

@@ -23,14 +23,38 @@ use super::membership::{Membership, SetupError};
 /// a remote that stalls mid-handshake is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Direct TCP connections, and circuits through relay peers.
+/// The byte transport under the overlay's upgrade.
+#[derive(Default)]
+pub enum Wire {
+    /// TCP: what every real node uses.
+    #[default]
+    Tcp,
+    /// Any other byte-stream transport: `bench scale` runs a thousand nodes in
+    /// one process over libp2p's memory transport (`/memory/N` addresses).
+    Pipes(Boxed<Pipe>),
+}
+
+/// A byte stream of a [`Wire::Pipes`] transport.
+pub type Pipe = Box<dyn PipeIo>;
+pub trait PipeIo: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> PipeIo for T {}
+
+/// Direct connections (TCP, or the pipes given), and circuits through relay peers.
 pub fn build(
     keypair: &Keypair,
     key: NetworkKey,
+    wire: Wire,
     relayed: relay::client::Transport,
 ) -> Result<Boxed<(PeerId, StreamMuxerBox)>, SetupError> {
-    let direct = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true));
-    Ok(secure(direct, keypair, key)?
+    let direct = match wire {
+        Wire::Tcp => secure(
+            tcp::tokio::Transport::new(tcp::Config::default().nodelay(true)),
+            keypair,
+            key,
+        )?,
+        Wire::Pipes(pipes) => secure(pipes, keypair, key)?,
+    };
+    Ok(direct
         .or_transport(secure(relayed, keypair, key)?)
         .map(|either, _| either.into_inner())
         .boxed())

@@ -336,6 +336,13 @@ impl Peer {
             ControlRequest::VmState { vm, uuid } => {
                 self.migrations.vm_state_for(peer, &vm, &uuid).await
             }
+            // The node answers these itself; one that gets here is answered empty.
+            ControlRequest::Snapshot { .. } => ControlResponse::Snapshot {
+                announcements: Vec::new(),
+                more: false,
+                departed: Vec::new(),
+            },
+            ControlRequest::Digest => ControlResponse::Digest { digest: 0 },
             ControlRequest::Redeem { secret } => self.invitations.answer_redeem(peer, &secret),
             ControlRequest::GroupMembers { members } => {
                 self.invitations.answer_group_members(peer, &members)
@@ -379,6 +386,7 @@ impl Peer {
                 Event::Announcement { peer, announcement } => {
                     self.services.on_announcement(peer, announcement);
                 }
+                Event::Departed { peer } => self.services.on_departed(&peer),
             }
         }
     }

@@ -151,6 +151,7 @@ impl Peer {
             mdns: config.mdns,
             relay: config.relay,
             connections: config.connections,
+            wire: node::Wire::Tcp,
         })?;
         tracing::info!("peer {} ({}) started", config.nick, client.local_peer_id());
 

@@ -112,6 +112,7 @@ impl Services {
             links: Vec::new(),
             seq: 0,
             every_ms: every.as_millis() as u64,
+            departed: Vec::new(),
         };
         // Gossip first: it is what other peers see within a second; the DHT
         // records are the slow path for peers gossip missed.
@@ -139,6 +140,11 @@ impl Services {
             announcement.load,
             Duration::from_millis(announcement.every_ms),
         );
+    }
+
+    /// A peer left the overlay (its neighbours said so): its records go at once.
+    pub fn on_departed(&self, peer: &PeerId) {
+        self.catalogue.remove(peer);
     }
 
     /// Answer to a peer's `ListServices` (it found us in the DHT).

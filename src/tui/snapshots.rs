@@ -632,3 +632,48 @@ fn failed_consumer_connections_show_in_the_services_pane() {
     let cache = line_with(&lines, "peer-b/cache-3");
     assert!(cache.contains("127.0.0.1:6380 2c 3err ↑2K"), "{cache}");
 }
+
+/// Issue 20: a thousand peers, a dozen of them linked to this one. The graph
+/// shows the neighbourhood and says where the rest are; the list scrolls.
+fn thousand_peer_app() -> App {
+    let mut status = sample_status();
+    let id = |i: usize| format!("12D3KooWScale{i:04}{}", "x".repeat(38));
+    status.peers = (0..1000)
+        .map(|i| crate::model::PeerView {
+            peer_id: id(i),
+            nick: format!("host-{i:04}"),
+            connected: i % 83 == 0,
+            latency_ms: (i % 83 == 0).then_some(1.0 + i as f64 / 100.0),
+            vms: Some(vec![format!("vm-{i}").into()]),
+            links: (1..4).map(|k| id((i + k * 83) % 1000)).collect(),
+            ..Default::default()
+        })
+        .collect();
+    let mut app = app_with(Some(status));
+    app.focus = Pane::Topology;
+    app
+}
+
+#[test]
+fn snapshot_topology_with_a_thousand_peers() {
+    let app = thousand_peer_app();
+    for (w, h) in [(80, 24), (200, 60)] {
+        assert_snapshot(
+            &format!("topology_1000_peers_{w}x{h}"),
+            &render_buffer(&app, w, h),
+        );
+    }
+    let lines = render(&app, 200, 60);
+    let text = screen(&lines);
+    assert!(
+        text.contains("14 of 1001 peers; 987 more in the list →"),
+        "{text}"
+    );
+    // The linked peers are labelled on the graph; the unlinked ones are not.
+    assert!(text.matches("host-0083").count() >= 2, "{text}");
+    assert_eq!(
+        text.matches("host-0001").count(),
+        1,
+        "in the list only: {text}"
+    );
+}

@@ -1,6 +1,9 @@
 //! Topology: the overlay drawn as a graph (this peer in the middle, the others
 //! around it, edges for live connections, labels with latency and load) beside
-//! a list of the peers. Enter opens the selected peer's details.
+//! a list of the peers. Enter opens the selected peer's details. In a big
+//! overlay the graph shows this peer's neighbourhood (the peers it is connected
+//! to, and the selected one) and says how many more the list holds: a thousand
+//! points on a circle would be one grey ring.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::f64::consts::TAU;
@@ -20,6 +23,8 @@ use crate::tui::rows::{PeerRow, filtered_peer_rows, peer_rows};
 
 /// Above this many peers only this peer's and the selected peer's labels show.
 const MAX_LABELS: usize = 24;
+/// Above this many peers the graph shows only this peer's neighbourhood.
+const MAX_GRAPH_PEERS: usize = 40;
 /// The list needs this much width to sit beside the graph.
 const LIST_WIDTH: u16 = 27;
 
@@ -95,6 +100,9 @@ fn draw_peer_list(frame: &mut Frame, area: Rect, app: &App, rows: &[PeerRow], bo
                     Style::new(),
                     r.latency_ms.map_or_else(|| "-".into(), fmt_ms),
                 )
+            } else if r.vm_count.is_some() {
+                // Heard on gossip, not linked here: the usual case in a big overlay.
+                (Style::new(), "·".to_string())
             } else {
                 (theme.disconnected, "off".to_string())
             };
@@ -163,11 +171,47 @@ fn fg(style: Style) -> Color {
     style.fg.unwrap_or(Color::Reset)
 }
 
-fn draw_graph(frame: &mut Frame, area: Rect, app: &App, status: &Status, rows: &[PeerRow]) {
+/// The peers the graph draws: all of them in a small overlay; else this peer,
+/// the peers connected to it (up to the bound) and the selected peer.
+fn graph_rows(rows: &[PeerRow], selected: Option<&str>) -> Vec<PeerRow> {
+    if rows.len() <= MAX_GRAPH_PEERS {
+        return rows.to_vec();
+    }
+    let is_selected = |r: &PeerRow| selected == Some(r.peer_id.as_str());
+    let mut shown: Vec<PeerRow> = rows
+        .iter()
+        .filter(|r| r.is_local || r.connected)
+        .take(MAX_GRAPH_PEERS - 1)
+        .cloned()
+        .collect();
+    if let Some(r) = rows.iter().find(|r| is_selected(r))
+        && !shown.iter().any(is_selected)
+    {
+        shown.push(r.clone());
+    }
+    shown
+}
+
+fn draw_graph(frame: &mut Frame, area: Rect, app: &App, status: &Status, all: &[PeerRow]) {
     let theme = &app.theme;
+    let selected = app.selected_peer();
+    let rows = &graph_rows(all, selected)[..];
+    let area = if rows.len() < all.len() {
+        let [graph, caption] =
+            Layout::vertical([Constraint::Fill(1), Constraint::Length(1)]).areas(area);
+        let hidden = all.len() - rows.len();
+        let text = format!(
+            "{} of {} peers; {hidden} more in the list →",
+            rows.len(),
+            all.len()
+        );
+        frame.render_widget(Line::styled(text, theme.dim).centered(), caption);
+        graph
+    } else {
+        area
+    };
     let pos = positions(rows);
     let edges = edges(status, rows);
-    let selected = app.selected_peer();
     let labels = rows.len() <= MAX_LABELS;
     let canvas = Canvas::default()
         .marker(Marker::Braille)

@@ -1,0 +1,242 @@
+//! `peervisor bench scale`: what one peer pays as the overlay grows, for each
+//! size asked: idle CPU, traffic and memory per peer, connections, discovery
+//! latency, convergence after a join, a silent leave and a healed partition,
+//! DHT lookups. Two ways to run many peers on one machine: `--sim` runs the
+//! node code many times in this process over memory pipes (sim.rs); `--real`
+//! runs `peervisor node` processes, each in a network namespace of its own
+//! (real.rs). docs/scale.md holds the model these figures are checked against.
+
+mod pipes;
+mod real;
+mod sim;
+
+use std::fmt::Write;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+
+use super::proxy::{load_line, percentile};
+use pipes::Traffic;
+
+/// How the overlay's peers are run.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Many nodes in this process over libp2p's memory transport.
+    Sim,
+    /// `peervisor node` processes, one network namespace each.
+    Real,
+}
+
+pub struct Options {
+    pub mode: Mode,
+    /// Publications measured for discovery (and DHT lookups).
+    pub rounds: usize,
+    /// The idle window measured.
+    pub idle: Duration,
+    /// Wait after the overlay settled, before measuring idle.
+    pub quiet: Duration,
+    /// How long the 10% partition lasts before it heals.
+    pub partition: Duration,
+}
+
+/// One size's figures; per peer where it says so.
+pub struct Row {
+    pub peers: usize,
+    pub settle: Option<Duration>,
+    /// Cores (1.0 = one core) per peer, idle.
+    pub cpu_per_peer: f64,
+    /// Bytes and frames per second, per peer.
+    pub sent_bps: f64,
+    pub recv_bps: f64,
+    pub sent_mps: f64,
+    pub recv_mps: f64,
+    pub connections: f64,
+    pub memory_per_peer: f64,
+    /// Publish -> every other peer: p50, p95 over rounds.
+    pub discovery: Option<(Duration, Duration)>,
+    /// Publish -> one peer, over every (round, peer): p50, p95.
+    pub discovery_each: Option<(Duration, Duration)>,
+    pub join: Option<Duration>,
+    pub leave: Option<Duration>,
+    pub heal: Option<Duration>,
+    pub dht: Option<(Duration, Duration)>,
+    /// Lookups that found the provider, of those made.
+    pub dht_found: (usize, usize),
+}
+
+impl Row {
+    pub fn new(peers: usize) -> Row {
+        Row {
+            peers,
+            settle: None,
+            cpu_per_peer: f64::NAN,
+            sent_bps: f64::NAN,
+            recv_bps: f64::NAN,
+            sent_mps: f64::NAN,
+            recv_mps: f64::NAN,
+            connections: f64::NAN,
+            memory_per_peer: f64::NAN,
+            discovery: None,
+            discovery_each: None,
+            join: None,
+            leave: None,
+            heal: None,
+            dht: None,
+            dht_found: (0, 0),
+        }
+    }
+
+    pub fn set_idle(&mut self, cpu: Duration, traffic: Traffic, window: Duration) {
+        let per = |x: f64| x / window.as_secs_f64() / self.peers as f64;
+        self.cpu_per_peer = per(cpu.as_secs_f64());
+        self.sent_bps = per(traffic.sent_bytes as f64);
+        self.recv_bps = per(traffic.recv_bytes as f64);
+        self.sent_mps = per(traffic.sent_msgs as f64);
+        self.recv_mps = per(traffic.recv_msgs as f64);
+    }
+
+    pub fn idle_summary(&self) -> String {
+        format!(
+            "{:.2} mCPU/peer, sent {:.0} B/s {:.1} msg/s, received {:.0} B/s {:.1} msg/s per peer",
+            self.cpu_per_peer * 1000.0,
+            self.sent_bps,
+            self.sent_mps,
+            self.recv_bps,
+            self.recv_mps
+        )
+    }
+}
+
+/// p50 and p95 of a set of times.
+pub fn p50_p95(times: &mut [Duration]) -> Option<(Duration, Duration)> {
+    Some((percentile(times, 0.5), percentile(times, 0.95)))
+}
+
+/// Polls until `done` or the bound; the time it took.
+pub(super) async fn until<F, Fut>(bound: Duration, every: Duration, mut done: F) -> Option<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let t = Instant::now();
+    loop {
+        if done().await {
+            return Some(t.elapsed());
+        }
+        if t.elapsed() > bound {
+            return None;
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// This process's resident memory.
+pub fn memory_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+fn secs(d: Option<Duration>) -> String {
+    d.map_or("-".into(), |d| format!("{:.2}", d.as_secs_f64()))
+}
+
+fn pair(d: Option<(Duration, Duration)>) -> String {
+    d.map_or("-".into(), |(a, b)| {
+        format!("{:.0}/{:.0}", a.as_secs_f64() * 1e3, b.as_secs_f64() * 1e3)
+    })
+}
+
+/// The table: one line per size.
+pub fn table(rows: &[Row], options: &Options) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\nbench scale ({:?}), idle window {} s, {} publications per size ({})",
+        options.mode,
+        options.idle.as_secs(),
+        options.rounds,
+        load_line()
+    );
+    let _ = writeln!(
+        out,
+        "{:>5} {:>9} {:>8} {:>8} {:>7} {:>7} {:>6} {:>7} {:>11} {:>11} {:>7} {:>7} {:>7} {:>10} {:>6}",
+        "peers",
+        "mCPU/peer",
+        "tx B/s",
+        "rx B/s",
+        "tx m/s",
+        "rx m/s",
+        "conns",
+        "MiB/peer",
+        "disc all ms",
+        "disc one ms",
+        "join s",
+        "leave s",
+        "heal s",
+        "dht ms",
+        "found"
+    );
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "{:>5} {:>9.2} {:>8.0} {:>8.0} {:>7.1} {:>7.1} {:>6.1} {:>7.2} {:>11} {:>11} {:>7} {:>7} {:>7} {:>10} {:>6}",
+            r.peers,
+            r.cpu_per_peer * 1000.0,
+            r.sent_bps,
+            r.recv_bps,
+            r.sent_mps,
+            r.recv_mps,
+            r.connections,
+            r.memory_per_peer / (1024.0 * 1024.0),
+            pair(r.discovery),
+            pair(r.discovery_each),
+            secs(r.join),
+            secs(r.leave),
+            secs(r.heal),
+            pair(r.dht),
+            format!("{}/{}", r.dht_found.0, r.dht_found.1),
+        );
+    }
+    let _ = writeln!(
+        out,
+        "per peer: CPU in thousandths of a core; tx/rx bytes and {} per second; \
+         disc = publish -> every other peer (all, p50/p95 over publications) and -> one peer (p50/p95 over every peer and publication); \
+         join = until the joiner knows everyone and everyone knows it; leave = a peer cut off silently, until no peer lists it; \
+         heal = a 10% partition ({} s) healed, until every peer knows every other and a service published in the cut-off part is known everywhere; \
+         dht = provider lookup p50/p95",
+        match options.mode {
+            Mode::Sim => "transport writes (about one encrypted frame each)",
+            Mode::Real => "IP packets (headers included)",
+        },
+        options.partition.as_secs()
+    );
+    out
+}
+
+/// Runs every size asked and prints the table.
+pub async fn command(sizes: &[usize], options: Options) -> Result<()> {
+    // The simulated nodes' logs, when asked for (PEERVISOR_LOG, as for `node`).
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("PEERVISOR_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
+    let mut rows = Vec::new();
+    for &peers in sizes {
+        let row = match options.mode {
+            Mode::Sim => sim::run(peers, &options).await?,
+            Mode::Real => real::run(peers, &options).await?,
+        };
+        rows.push(row);
+        // The table so far, so a long run shows figures early.
+        eprint!("{}", table(&rows, &options));
+    }
+    print!("{}", table(&rows, &options));
+    Ok(())
+}
