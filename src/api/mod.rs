@@ -138,6 +138,22 @@ pub enum Request {
         peer: PeerRef,
     },
     PeersList,
+    /// The console's VMs of other peers on screen: the node fetches their
+    /// figures from their hosts (rate-bounded) and pushes them while the watch
+    /// is renewed (it lapses after `WATCH_TTL_S`).
+    Watch {
+        vms: Vec<RemoteVmKey>,
+    },
+}
+
+/// A watch lapses unless renewed within this many seconds.
+pub const WATCH_TTL_S: u64 = 15;
+
+/// A VM on another peer: its host's peer id and its name there.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RemoteVmKey {
+    pub host_id: String,
+    pub vm: VmName,
 }
 
 /// The requests the console sends, with the defaults an operator at the
@@ -244,7 +260,25 @@ impl Request {
             Request::VmList => "VM list".into(),
             Request::Services => "Services".into(),
             Request::PeersList => "Grants".into(),
+            Request::Watch { .. } => "Watch".into(),
         }
+    }
+
+    /// Acts on one VM where it runs (start, stop, pause, resume, migrate,
+    /// abort, replicate, stats): a node passes it on to the VM's host when the
+    /// VM is not its own, and a host takes it from another peer with the
+    /// control role (stats: observe).
+    pub fn is_vm_action(&self) -> bool {
+        matches!(
+            self,
+            Request::VmStart { .. }
+                | Request::VmStop { .. }
+                | Request::VmPause { .. }
+                | Request::VmResume { .. }
+                | Request::Migrate { .. }
+                | Request::MigrateAbort { .. }
+                | Request::Replicate { .. }
+        )
     }
 
     /// The VM it acts on, if any.

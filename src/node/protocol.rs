@@ -54,7 +54,16 @@ pub enum ControlRequest {
     /// "Is this VM (name and UUID) on your host, and in which state?" The source
     /// of a failed migration asks before it resumes a VM libvirt left paused.
     VmState { vm: String, uuid: String },
+    /// "The latest figures (state, rates, history) of these VMs of yours": a
+    /// console elsewhere shows them (observe role; at most `MAX_FIGURES` names).
+    VmFigures { vms: Vec<String> },
+    /// An operator elsewhere acts on a VM of this host (control role): start,
+    /// stop, pause, resume, migrate (also to a third peer), abort, replicate.
+    VmAction { request: crate::api::Request },
 }
+
+/// VMs one `VmFigures` request may name (a screenful and then some).
+pub const MAX_FIGURES: usize = 256;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub enum ControlResponse {
@@ -86,6 +95,14 @@ pub enum ControlResponse {
     /// The answer to `VmState`: None when no VM of that name and UUID is here.
     VmState {
         state: Option<crate::model::VmState>,
+    },
+    /// The answer to `VmFigures`: the named VMs this host has, with figures.
+    VmFigures {
+        vms: Vec<crate::model::VmView>,
+    },
+    /// The answer to `VmAction`: what the host's own control API answered.
+    Acted {
+        reply: crate::api::Reply,
     },
 }
 

@@ -3,6 +3,7 @@
 //! files a removed VM leaves; `health.rs` probes their guests' services.
 
 mod health;
+pub mod remote;
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -69,6 +70,20 @@ impl Vms {
     /// One VM with its latest rates and history.
     pub async fn stats(&self, name: &VmName) -> Result<VmView> {
         self.host.vm(name).await
+    }
+
+    /// The named VMs here with their latest figures and history (what another
+    /// peer's console shows of them).
+    pub fn figures(&self, names: &[String]) -> Vec<VmView> {
+        let mut vms = self.views();
+        vms.retain(|vm| names.iter().any(|n| n == vm.name.as_str()));
+        self.host.annotate(&mut vms);
+        vms
+    }
+
+    /// Whether a VM of this name is on this host.
+    pub fn hosts(&self, name: &VmName) -> bool {
+        self.host.vm_list().iter().any(|vm| &vm.name == name)
     }
 
     /// The VMs as last listed (without their figures: the sampler's rounds
