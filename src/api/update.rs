@@ -215,7 +215,8 @@ fn replace<T>(old: &mut T, new: Option<T>) {
     }
 }
 
-fn push(history: &mut VmHistory, s: &VmStats, keep: usize) {
+/// Appends one sample to a history, dropping the oldest past `keep`.
+pub fn push(history: &mut VmHistory, s: &VmStats, keep: usize) {
     let put = |ring: &mut Vec<f64>, v: f64| {
         ring.push(v);
         if ring.len() > keep {

@@ -56,14 +56,22 @@ pub enum ControlRequest {
     VmState { vm: String, uuid: String },
     /// "The latest figures (state, rates, history) of these VMs of yours": a
     /// console elsewhere shows them (observe role; at most `MAX_FIGURES` names).
-    VmFigures { vms: Vec<String> },
+    VmFigures {
+        vms: Vec<String>,
+        /// Also their history (the asker has none yet, or missed a round).
+        #[serde(default)]
+        history: bool,
+    },
     /// An operator elsewhere acts on a VM of this host (control role): start,
     /// stop, pause, resume, migrate (also to a third peer), abort, replicate.
     VmAction { request: crate::api::Request },
 }
 
-/// VMs one `VmFigures` request may name (a screenful and then some).
-pub const MAX_FIGURES: usize = 256;
+/// VMs one `VmFigures` request may name (a screenful and then some), and
+/// the samples of history sent for each: the answer stays well within the
+/// control protocol's 1 MiB.
+pub const MAX_FIGURES: usize = 128;
+pub const MAX_FIGURES_HISTORY: usize = 120;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub enum ControlResponse {
@@ -99,6 +107,10 @@ pub enum ControlResponse {
     /// The answer to `VmFigures`: the named VMs this host has, with figures.
     VmFigures {
         vms: Vec<crate::model::VmView>,
+        /// The host's sampler round the figures come from: consecutive rounds
+        /// let the asker extend the history it has without asking for it.
+        #[serde(default)]
+        round: u64,
     },
     /// The answer to `VmAction`: what the host's own control API answered.
     Acted {

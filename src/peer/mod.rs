@@ -33,7 +33,7 @@ pub use crate::migrate::provision::ProvisionPolicy;
 use crate::migrate::replicate::Replications;
 use crate::model::{LocalPeer, PeerView, Status, VmView};
 use crate::names::{PeerRef, VmName, peer_id_of};
-use crate::node::protocol::{ControlRequest, ControlResponse, MAX_FIGURES};
+use crate::node::protocol::{ControlRequest, ControlResponse, MAX_FIGURES, MAX_FIGURES_HISTORY};
 use crate::node::{self, Client, Event};
 use crate::paths::DataDir;
 use crate::services::Services;
@@ -252,9 +252,9 @@ impl Peer {
         if !self.vms.hosts(&name) {
             let peers = self.node.status().await?.peers;
             if let Some(host) = announcing(&peers, &name) {
-                let vms = self
+                let (_, vms) = self
                     .remote
-                    .fetch_from(&host.peer_id, vec![name.clone()])
+                    .fetch_from(&host.peer_id, vec![name.clone()], true)
                     .await
                     .with_context(|| format!("figures of {name} from {}", host.display_name()))?;
                 return vms
@@ -347,7 +347,7 @@ impl Peer {
         request: ControlRequest,
     ) -> ControlResponse {
         match request {
-            ControlRequest::VmFigures { mut vms } => {
+            ControlRequest::VmFigures { mut vms, history } => {
                 // Every member observes; the check stays should a lower role come.
                 if !self.access.allows(&peer, Role::Observe) {
                     return ControlResponse::Refused {
@@ -355,9 +355,9 @@ impl Peer {
                     };
                 }
                 vms.truncate(MAX_FIGURES);
-                ControlResponse::VmFigures {
-                    vms: self.vms.figures(&vms),
-                }
+                let keep = history.then_some(MAX_FIGURES_HISTORY);
+                let (round, vms) = self.vms.figures(&vms, keep);
+                ControlResponse::VmFigures { vms, round }
             }
             ControlRequest::VmAction { request } => self.act_for_peer(peer, request).await,
             ControlRequest::PrepareMigration {

@@ -72,13 +72,30 @@ impl Vms {
         self.host.vm(name).await
     }
 
-    /// The named VMs here with their latest figures and history (what another
-    /// peer's console shows of them).
-    pub fn figures(&self, names: &[String]) -> Vec<VmView> {
+    /// The named VMs here with their latest figures (what another peer's
+    /// console shows of them), their last `keep_history` samples if asked,
+    /// and the sampler round the figures come from.
+    pub fn figures(&self, names: &[String], keep_history: Option<usize>) -> (u64, Vec<VmView>) {
         let mut vms = self.views();
         vms.retain(|vm| names.iter().any(|n| n == vm.name.as_str()));
-        self.host.annotate(&mut vms);
-        vms
+        let round = self.host.annotate(&mut vms);
+        for vm in &mut vms {
+            match (keep_history, vm.history.as_mut()) {
+                (Some(keep), Some(history)) => {
+                    for ring in [
+                        &mut history.cpu_pct_guest,
+                        &mut history.disk_read_bps,
+                        &mut history.disk_write_bps,
+                        &mut history.net_rx_bps,
+                        &mut history.net_tx_bps,
+                    ] {
+                        ring.drain(..ring.len().saturating_sub(keep));
+                    }
+                }
+                _ => vm.history = None,
+            }
+        }
+        (round, vms)
     }
 
     /// Whether a VM of this name is on this host.

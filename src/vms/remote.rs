@@ -6,18 +6,19 @@
 //! each host is asked at most once per `PER_HOST_EVERY` with one request naming
 //! all its watched VMs, one request in flight per host.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use libp2p::PeerId;
 
+use crate::api::update::push;
 use crate::api::{RemoteVmKey, Reply, Request, WATCH_TTL_S};
 use crate::model::{PeerView, RemoteVmView, VmView};
 use crate::names::VmName;
 use crate::node::Client;
-use crate::node::protocol::{ControlRequest, ControlResponse, MAX_FIGURES};
+use crate::node::protocol::{ControlRequest, ControlResponse, MAX_FIGURES, MAX_FIGURES_HISTORY};
 
 /// The fastest a host is asked for figures (its sampler's default interval).
 pub const PER_HOST_EVERY: Duration = Duration::from_secs(1);
@@ -37,6 +38,19 @@ struct State {
     /// Hosts asked and not yet answered, and when each was last asked.
     in_flight: BTreeSet<String>,
     last_asked: HashMap<String, Instant>,
+    /// The sampler round of each host's last answer: the next round's
+    /// figures extend the histories kept here.
+    last_round: HashMap<String, u64>,
+    /// Hosts whose histories must be asked for again (a round was missed).
+    stale_history: HashSet<String>,
+}
+
+/// One host to ask: the VMs, and whether their histories are needed.
+#[derive(Debug, PartialEq)]
+struct Ask {
+    host: String,
+    vms: Vec<VmName>,
+    history: bool,
 }
 
 impl State {
@@ -60,7 +74,7 @@ impl State {
     }
 
     /// Hosts to ask now with the names to ask for; marks them in flight.
-    fn due(&mut self, now: Instant) -> Vec<(String, Vec<VmName>)> {
+    fn due(&mut self, now: Instant) -> Vec<Ask> {
         let mut by_host: BTreeMap<String, Vec<VmName>> = BTreeMap::new();
         for (key, until) in &self.watched {
             if *until > now {
@@ -70,21 +84,65 @@ impl State {
                     .push(key.vm.clone());
             }
         }
-        let due: Vec<(String, Vec<VmName>)> = by_host
-            .into_iter()
-            .filter(|(host, _)| {
-                !self.in_flight.contains(host)
-                    && self
-                        .last_asked
-                        .get(host)
-                        .is_none_or(|at| now.duration_since(*at) >= PER_HOST_EVERY)
-            })
-            .collect();
-        for (host, _) in &due {
+        let mut due = Vec::new();
+        for (host, vms) in by_host {
+            let asked_lately = self
+                .last_asked
+                .get(&host)
+                .is_some_and(|at| now.duration_since(*at) < PER_HOST_EVERY);
+            if self.in_flight.contains(&host) || asked_lately {
+                continue;
+            }
+            let history = !self.last_round.contains_key(&host)
+                || self.stale_history.contains(&host)
+                || vms.iter().any(|vm| {
+                    !self.figures.contains_key(&RemoteVmKey {
+                        host_id: host.clone(),
+                        vm: vm.clone(),
+                    })
+                });
             self.in_flight.insert(host.clone());
             self.last_asked.insert(host.clone(), now);
+            due.push(Ask { host, vms, history });
         }
         due
+    }
+
+    /// A host's answer: with histories, they replace what is kept; without,
+    /// the next round's figures are appended to them, and a missed round has
+    /// the histories asked for again.
+    fn answered(&mut self, ask: &Ask, round: u64, vms: Vec<VmView>, now: Instant) {
+        let host = &ask.host;
+        let previous = self.last_round.insert(host.clone(), round);
+        let next_round = previous.is_some_and(|r| round == r + 1);
+        let same_round = previous == Some(round);
+        if ask.history {
+            self.stale_history.remove(host);
+        }
+        for vm in vms {
+            let key = RemoteVmKey {
+                host_id: host.clone(),
+                vm: vm.name.clone(),
+            };
+            let kept = self.figures.get_mut(&key).filter(|_| !ask.history);
+            let Some((old, at)) = kept else {
+                if !ask.history {
+                    self.stale_history.insert(host.clone());
+                }
+                self.figures.insert(key, (vm, now));
+                continue;
+            };
+            let mut history = old.history.take();
+            match (history.as_mut(), &vm.stats) {
+                (Some(h), Some(stats)) if next_round => push(h, stats, MAX_FIGURES_HISTORY),
+                _ if same_round => {}
+                _ => {
+                    self.stale_history.insert(host.clone());
+                }
+            }
+            *old = VmView { history, ..vm };
+            *at = now;
+        }
     }
 }
 
@@ -131,31 +189,21 @@ impl RemoteVms {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tick.tick().await;
-            for (host, names) in self.state().due(Instant::now()) {
+            let asks = self.state().due(Instant::now());
+            for ask in asks {
                 let this = self.clone();
                 tokio::spawn(async move {
-                    let answer = this.fetch_from(&host, names).await;
-                    this.answered(&host, answer);
+                    let answer = this
+                        .fetch_from(&ask.host, ask.vms.clone(), ask.history)
+                        .await;
+                    let mut state = this.state();
+                    state.in_flight.remove(&ask.host);
+                    match answer {
+                        Ok((round, vms)) => state.answered(&ask, round, vms, Instant::now()),
+                        Err(e) => tracing::debug!("figures from {}: {e:#}", ask.host),
+                    }
                 });
             }
-        }
-    }
-
-    fn answered(&self, host: &str, answer: Result<Vec<VmView>>) {
-        let mut state = self.state();
-        state.in_flight.remove(host);
-        match answer {
-            Ok(vms) => {
-                let now = Instant::now();
-                for vm in vms {
-                    let key = RemoteVmKey {
-                        host_id: host.to_string(),
-                        vm: vm.name.clone(),
-                    };
-                    state.figures.insert(key, (vm, now));
-                }
-            }
-            Err(e) => tracing::debug!("figures from {host}: {e:#}"),
         }
     }
 
@@ -179,14 +227,14 @@ impl RemoteVms {
         let asks = peers.iter().filter(|p| p.connected).filter_map(|p| {
             let names = p.vms.clone().filter(|v| !v.is_empty())?;
             Some(async move {
-                let answer = self.fetch_from(&p.peer_id, names).await;
+                let answer = self.fetch_from(&p.peer_id, names, true).await;
                 (p.peer_id.clone(), answer)
             })
         });
         let mut views = Vec::new();
         for (host_id, answer) in futures::future::join_all(asks).await {
             match answer {
-                Ok(vms) => views.extend(vms.into_iter().map(|vm| RemoteVmView {
+                Ok((_, vms)) => views.extend(vms.into_iter().map(|vm| RemoteVmView {
                     host_id: host_id.clone(),
                     vm,
                     age_s: 0,
@@ -198,22 +246,31 @@ impl RemoteVms {
     }
 
     /// One host's figures of the named VMs, now (also `status` and `vm stats`).
-    pub async fn fetch_from(&self, host: &str, mut names: Vec<VmName>) -> Result<Vec<VmView>> {
+    pub async fn fetch_from(
+        &self,
+        host: &str,
+        mut names: Vec<VmName>,
+        history: bool,
+    ) -> Result<(u64, Vec<VmView>)> {
         let peer: PeerId = host
             .parse()
             .map_err(|_| anyhow::anyhow!("bad peer id {host:?}"))?;
         names.truncate(MAX_FIGURES);
         let request = ControlRequest::VmFigures {
             vms: names.iter().map(|n| n.to_string()).collect(),
+            history,
         };
         let answer = tokio::time::timeout(ANSWER_WITHIN, self.node.request(peer, request)).await;
         match answer {
             Err(_) => bail!("no answer within {} s", ANSWER_WITHIN.as_secs()),
             Ok(Err(e)) => Err(e),
-            Ok(Ok(ControlResponse::VmFigures { vms })) => Ok(vms
-                .into_iter()
-                .filter(|vm| names.contains(&vm.name))
-                .collect()),
+            Ok(Ok(ControlResponse::VmFigures { vms, round })) => Ok((
+                round,
+                vms.into_iter()
+                    .filter(|vm| names.contains(&vm.name))
+                    .take(MAX_FIGURES)
+                    .collect(),
+            )),
             Ok(Ok(ControlResponse::Refused { reason })) => bail!("{reason}"),
             Ok(Ok(other)) => bail!("unexpected answer {other:?}"),
         }
@@ -223,6 +280,7 @@ impl RemoteVms {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{VmHistory, VmStats};
 
     fn key(host: &str, vm: &str) -> RemoteVmKey {
         RemoteVmKey {
@@ -239,6 +297,26 @@ mod tests {
         }
     }
 
+    fn vm(name: &str, cpu: f64, history: Option<&[f64]>) -> VmView {
+        VmView {
+            name: name.into(),
+            stats: Some(VmStats {
+                cpu_pct_guest: cpu,
+                ..VmStats::default()
+            }),
+            history: history.map(|h| VmHistory {
+                cpu_pct_guest: h.to_vec(),
+                ..VmHistory::default()
+            }),
+            ..VmView::default()
+        }
+    }
+
+    fn cpu_history(state: &mut State, now: Instant) -> Vec<f64> {
+        let views = state.views(now);
+        views[0].vm.history.as_ref().unwrap().cpu_pct_guest.clone()
+    }
+
     /// One request per host naming all its watched VMs, and a host is not
     /// asked again before `PER_HOST_EVERY` nor while its answer is pending.
     #[test]
@@ -246,12 +324,20 @@ mod tests {
         let mut state = state_with(&[key("c", "web-1"), key("c", "web-2"), key("d", "db")]);
         let t0 = Instant::now();
         let mut first = state.due(t0);
-        first.iter_mut().for_each(|(_, names)| names.sort());
+        first.iter_mut().for_each(|ask| ask.vms.sort());
         assert_eq!(
             first,
             vec![
-                ("c".to_string(), vec!["web-1".into(), "web-2".into()]),
-                ("d".to_string(), vec!["db".into()]),
+                Ask {
+                    host: "c".into(),
+                    vms: vec!["web-1".into(), "web-2".into()],
+                    history: true,
+                },
+                Ask {
+                    host: "d".into(),
+                    vms: vec!["db".into()],
+                    history: true,
+                },
             ]
         );
         assert!(
@@ -263,26 +349,49 @@ mod tests {
         assert_eq!(state.due(t0 + PER_HOST_EVERY).len(), 2);
     }
 
+    /// Histories cross the overlay once: the next rounds' figures are
+    /// appended here; a missed round has them asked for again.
+    #[test]
+    fn histories_are_asked_once_then_extended_round_by_round() {
+        let mut state = state_with(&[key("c", "web-1")]);
+        let t0 = Instant::now();
+        let ask = state.due(t0).remove(0);
+        assert!(ask.history);
+        state.in_flight.clear();
+        state.answered(&ask, 7, vec![vm("web-1", 2.0, Some(&[1.0, 2.0]))], t0);
+        assert_eq!(cpu_history(&mut state, t0), [1.0, 2.0]);
+
+        let t1 = t0 + PER_HOST_EVERY;
+        let ask = state.due(t1).remove(0);
+        assert!(!ask.history, "history already here");
+        state.in_flight.clear();
+        state.answered(&ask, 8, vec![vm("web-1", 3.0, None)], t1);
+        assert_eq!(cpu_history(&mut state, t1), [1.0, 2.0, 3.0]);
+        // The same round again adds nothing.
+        state.answered(&ask, 8, vec![vm("web-1", 3.0, None)], t1);
+        assert_eq!(cpu_history(&mut state, t1), [1.0, 2.0, 3.0]);
+
+        // Round 9 was missed: the figures are taken, the history asked again.
+        state.answered(&ask, 10, vec![vm("web-1", 5.0, None)], t1);
+        let views = state.views(t1);
+        assert_eq!(views[0].vm.stats.as_ref().unwrap().cpu_pct_guest, 5.0);
+        let t2 = t1 + PER_HOST_EVERY;
+        assert!(state.due(t2).remove(0).history, "history asked again");
+    }
+
     /// A watch that is not renewed lapses, and its figures go with it.
     #[test]
     fn a_lapsed_watch_drops_its_figures() {
         let mut state = state_with(&[key("c", "web-1")]);
         let now = Instant::now();
-        state.figures.insert(
-            key("c", "web-1"),
-            (
-                VmView {
-                    name: "web-1".into(),
-                    ..VmView::default()
-                },
-                now,
-            ),
-        );
+        let ask = state.due(now).remove(0);
+        state.answered(&ask, 1, vec![vm("web-1", 1.0, None)], now);
         assert_eq!(state.views(now).len(), 1, "watched and fresh");
         state.watched.insert(key("c", "web-1"), now);
         assert!(state.views(now).is_empty(), "lapsed: figures dropped");
+        state.in_flight.clear();
         assert!(
-            state.due(now + Duration::from_secs(1)).is_empty(),
+            state.due(now + Duration::from_secs(2)).is_empty(),
             "a lapsed watch asks nobody"
         );
     }
