@@ -70,6 +70,12 @@ pub enum Request {
     VmStats {
         name: VmName,
     },
+    /// Attach to a VM's serial console (here, or on its host over the
+    /// overlay with the control role): answered `Done`, then the connection
+    /// carries the console's raw bytes both ways until either side closes.
+    VmConsole {
+        name: VmName,
+    },
     Migrate {
         vm: VmName,
         to: PeerRef,
@@ -248,6 +254,7 @@ impl Request {
             Request::VmRemove { name, .. } => format!("Deletion of {name}"),
             Request::VmCreate { name, .. } => format!("Creation of {name}"),
             Request::VmStats { name } => format!("Stats of {name}"),
+            Request::VmConsole { name } => format!("Console of {name}"),
             Request::Consume { service, .. } => format!("Consume {service}"),
             Request::Unconsume { service } => format!("Unconsume {service}"),
             Request::Expose { name, .. } => format!("Expose {name}"),
@@ -293,7 +300,8 @@ impl Request {
             | Request::VmResume { name, .. }
             | Request::VmRemove { name, .. }
             | Request::VmCreate { name, .. }
-            | Request::VmStats { name } => Some(name.as_str()),
+            | Request::VmStats { name }
+            | Request::VmConsole { name } => Some(name.as_str()),
             _ => None,
         }
     }

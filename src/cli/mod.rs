@@ -5,6 +5,7 @@
 //! command runs from here.
 
 mod args;
+mod console;
 pub mod demo;
 mod dev;
 mod image;

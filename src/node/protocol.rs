@@ -15,6 +15,9 @@ pub const CHANNEL_PROTOCOL: StreamProtocol = StreamProtocol::new("/peervisor/mig
 pub const SERVICE_PROTOCOL: StreamProtocol = StreamProtocol::new("/peervisor/service/1");
 /// Replication of a VM: its definition and its disk's data chunks (migrate/replica/wire.rs).
 pub const REPLICA_PROTOCOL: StreamProtocol = StreamProtocol::new("/peervisor/replicate/1");
+/// A guest's serial console (vms/console.rs): a header naming the VM, the
+/// host's answer, then the console's bytes both ways.
+pub const CONSOLE_PROTOCOL: StreamProtocol = StreamProtocol::new("/peervisor/console/1");
 pub const ANNOUNCE_TOPIC: &str = "peervisor/announce/1";
 /// Identify agent version prefix; the nickname follows it.
 pub const AGENT_PREFIX: &str = "peervisor/";

@@ -6,6 +6,7 @@
 //! them; it does none of their work. Used by the headless `peervisor node` and by
 //! the console's embedded node.
 
+mod console;
 mod start;
 pub mod updates;
 
@@ -125,6 +126,9 @@ impl Peer {
         match request {
             Request::Status => Ok(Reply::Status(Box::new(self.status().await?))),
             Request::Subscribe => anyhow::bail!("updates are streamed on the control socket only"),
+            Request::VmConsole { .. } => {
+                anyhow::bail!("a console is attached on the control socket only")
+            }
             Request::VmList => Ok(Reply::Vms {
                 vms: self.vms.list().await?,
             }),

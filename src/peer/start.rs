@@ -42,6 +42,7 @@ pub async fn start_serving(config: PeerConfig) -> Result<Arc<Peer>> {
         async move {
             match request {
                 Request::Subscribe => peer.subscribe().await.map(Answer::Updates),
+                Request::VmConsole { name } => peer.console(name).await.map(Answer::Bytes),
                 request => peer.handle(request).await.map(Answer::Reply),
             }
         }
@@ -231,6 +232,7 @@ impl Peer {
         });
         tokio::spawn(peer.clone().read_node_state(node_states));
         tokio::spawn(peer.clone().handle_node_events(events));
+        tokio::spawn(peer.clone().serve_consoles());
         peer.migrations.start();
         peer.replications.start();
         if let Some(provision) = provision {

@@ -2,6 +2,7 @@
 //! disk, domain), the check that a VM is peervisor's before acting on it, the
 //! files a removed VM leaves; `health.rs` probes their guests' services.
 
+pub mod console;
 mod health;
 pub mod remote;
 
@@ -96,6 +97,11 @@ impl Vms {
             }
         }
         (round, vms)
+    }
+
+    /// The serial console of a VM here, as a byte pipe.
+    pub async fn console(&self, name: &VmName) -> Result<tokio::io::DuplexStream> {
+        self.host.open_console(name).await
     }
 
     /// Whether a VM of this name is on this host.
