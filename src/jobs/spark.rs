@@ -6,11 +6,11 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use futures::future::BoxFuture;
 use serde::Deserialize;
 
-use super::http::{BaseUrl, get_json};
+use super::http::{BaseUrl, EndpointOptions, get_json};
 use super::source::{Counters, JobSource, RateTracker, SourceReport, classify, host_of};
 use crate::model::JobView;
 
@@ -26,8 +26,21 @@ pub struct SparkSource {
 }
 
 impl SparkSource {
+    /// `URL[,ca=FILE][,auth=...]`.
     pub fn from_arg(arg: &str) -> Result<SparkSource> {
-        let base = BaseUrl::parse(arg)?;
+        let mut parts = arg.split(',');
+        let url = parts.next().unwrap_or("");
+        let mut options = EndpointOptions::default();
+        for p in parts {
+            let (key, value) = p.split_once('=').unwrap_or((p, ""));
+            if !options
+                .take(key, value)
+                .with_context(|| format!("--spark {arg:?}"))?
+            {
+                anyhow::bail!("--spark {arg:?}: unknown option {p:?} (expected ca=FILE)");
+            }
+        }
+        let base = BaseUrl::with_options(url, &options)?;
         Ok(SparkSource {
             url: base.display(),
             base,
@@ -291,7 +304,7 @@ mod tests {
         s.set("/api/v1/applications", Route::Hang);
         let r = src.poll().await;
         assert!(
-            !r.status.ok && r.status.message.contains("no answer within"),
+            !r.status.ok && r.status.message.contains("timeout after 3 s"),
             "{}",
             r.status.message
         );

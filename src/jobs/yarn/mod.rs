@@ -9,10 +9,10 @@ mod docs;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use futures::future::BoxFuture;
 
-use super::http::{BaseUrl, get_json};
+use super::http::{BaseUrl, EndpointOptions, get_json};
 use super::source::{Counters, JobSource, RateTracker, SourceReport, classify, host_of};
 use crate::model::JobView;
 use docs::{
@@ -36,17 +36,35 @@ pub struct YarnSource {
 }
 
 impl YarnSource {
-    /// `URL` or `URL,history=URL`.
+    /// `URL[,standby=URL][,history=URL][,ca=FILE][,auth=...]`: the RM (HA: a
+    /// standby's URL too, or the active one found through the standby's
+    /// redirect), a JobHistory server, the CA of their certificates.
     pub fn from_arg(arg: &str) -> Result<YarnSource> {
         let mut parts = arg.split(',');
-        let rm = BaseUrl::parse(parts.next().unwrap_or(""))?;
-        let mut history = None;
+        let url = parts.next().unwrap_or("");
+        let mut options = EndpointOptions::default();
+        let mut history_url = None;
         for p in parts {
-            match p.split_once('=') {
-                Some(("history", url)) => history = Some(BaseUrl::parse(url)?),
-                _ => anyhow::bail!("--yarn {arg:?}: unknown option {p:?} (expected history=URL)"),
+            let (key, value) = p.split_once('=').unwrap_or((p, ""));
+            if key == "history" {
+                history_url = Some(value.to_string());
+            } else if !options
+                .take(key, value)
+                .with_context(|| format!("--yarn {arg:?}"))?
+            {
+                anyhow::bail!(
+                    "--yarn {arg:?}: unknown option {p:?} (expected history=URL, standby=URL or ca=FILE)"
+                );
             }
         }
+        let rm = BaseUrl::with_options(url, &options)?;
+        let history_options = EndpointOptions {
+            alternatives: Vec::new(),
+            ..options
+        };
+        let history = history_url
+            .map(|h| BaseUrl::with_options(&h, &history_options))
+            .transpose()?;
         Ok(YarnSource {
             url: rm.display(),
             rm,
