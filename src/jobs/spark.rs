@@ -321,4 +321,40 @@ mod tests {
         );
         assert!(r.status.message.contains(APP), "{}", r.status.message);
     }
+
+    /// A Spark UI under YARN redirects to the RM's proxy: followed. A slow
+    /// UI (answering within the deadline) is waited for; a hung one is cut
+    /// at the deadline (above).
+    #[tokio::test]
+    async fn a_spark_ui_behind_a_redirect_or_slow_is_still_polled() {
+        let proxy = TestServer::start().await;
+        serve(&proxy, false, 4, 1000, "RUNNING");
+        let ui = TestServer::start().await;
+        ui.fallback(Route::Redirect(proxy.url.clone()));
+        let mut src = SparkSource::from_arg(&ui.url).unwrap();
+        let r = src.poll().await;
+        assert!(r.status.ok, "{}", r.status.message);
+        assert_eq!(r.jobs.len(), 1);
+        assert_eq!(ui.served(), 0, "the UI only redirected");
+
+        let apps = "/api/v1/applications";
+        let body = {
+            let direct = TestServer::start().await;
+            serve(&direct, false, 4, 1000, "RUNNING");
+            reqwest::get(format!("{}{apps}", direct.url))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        };
+        proxy.set(
+            apps,
+            Route::Slow(std::time::Duration::from_millis(1500), body),
+        );
+        let started = std::time::Instant::now();
+        let r = src.poll().await;
+        assert!(r.status.ok, "{}", r.status.message);
+        assert!(started.elapsed() >= std::time::Duration::from_millis(1500));
+    }
 }
