@@ -307,7 +307,7 @@ mod tests {
                     vms: vec![VmSample {
                         name: "web-1".into(),
                         stats: Some(VmStats {
-                            cpu_pct_guest: cpu,
+                            cpu_pct_guest: Some(cpu),
                             ..VmStats::default()
                         }),
                     }],
@@ -318,7 +318,7 @@ mod tests {
                     s.vms
                         .first()
                         .and_then(|v| v.stats.as_ref())
-                        .map(|s| s.cpu_pct_guest)
+                        .and_then(|s| s.cpu_pct_guest)
                         == Some(cpu)
                 })
             };

@@ -137,10 +137,100 @@ pub fn bytes_like(valid: Vec<Vec<u8>>) -> impl Strategy<Value = Vec<u8>> {
     ]
 }
 
+/// Values put in place of a field of a JSON document: out of range, of the
+/// wrong type, huge, negative, empty, with control characters.
+const JSON_VALUES: &[&str] = &[
+    "-1",
+    "0",
+    "-0.5",
+    "101",
+    "1e308",
+    "-1e308",
+    "18446744073709551615",
+    "-9223372036854775808",
+    "0.000001",
+    "\"\"",
+    "\"\\u001b[2J\\n2nd line\"",
+    "null",
+    "true",
+    "[]",
+    "{}",
+    "[1,2,3]",
+];
+
+/// Every node of a JSON document, as a JSON pointer.
+fn pointers(v: &serde_json::Value, at: String, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, child) in map {
+                let key = k.replace('~', "~0").replace('/', "~1");
+                pointers(child, format!("{at}/{key}"), out);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for (i, child) in items.iter().enumerate() {
+                pointers(child, format!("{at}/{i}"), out);
+            }
+        }
+        _ => {}
+    }
+    out.push(at);
+}
+
+/// JSON documents: [`bytes_like`] half the time, otherwise one of `valid`
+/// (JSON) with 1-3 of its fields replaced by hostile values, so inputs that
+/// still parse reach the code behind the parser.
+pub fn json_like(valid: Vec<Vec<u8>>) -> impl Strategy<Value = Vec<u8>> {
+    let n = valid.len();
+    let docs: Vec<serde_json::Value> = valid
+        .iter()
+        .map(|v| serde_json::from_slice(v).expect("a valid JSON sample"))
+        .collect();
+    let edits = proptest::collection::vec(
+        (any::<usize>(), proptest::sample::select(JSON_VALUES)),
+        1..4,
+    );
+    prop_oneof![
+        bytes_like(valid),
+        (0..n, edits).prop_map(move |(i, edits)| {
+            let mut doc = docs[i].clone();
+            for (at, value) in edits {
+                let mut all = Vec::new();
+                pointers(&doc, String::new(), &mut all);
+                let target = &all[at % all.len()];
+                if let Some(node) = doc.pointer_mut(target) {
+                    *node = serde_json::from_str(value).expect("a JSON value");
+                }
+            }
+            serde_json::to_vec(&doc).unwrap_or_default()
+        }),
+    ]
+}
+
 /// Like [`bytes_like`], as text (decoders of files take UTF-8).
 pub fn text_like(valid: Vec<String>) -> impl Strategy<Value = String> {
     bytes_like(valid.into_iter().map(String::into_bytes).collect())
         .prop_map(|b| String::from_utf8_lossy(&b).into_owned())
+}
+
+/// `make(n)` for the `n` that makes it `len` bytes long (a field grown by `n`
+/// characters), or the shortest one past `len` where no `n` hits it exactly
+/// (a length prefix grew by a byte). For inputs at a decoder's size limit.
+pub fn sized(make: impl Fn(usize) -> Vec<u8>, len: usize) -> Vec<u8> {
+    let base = make(0).len();
+    let mut n = len.saturating_sub(base);
+    loop {
+        let bytes = make(n);
+        if bytes.len() >= len || n > len {
+            // Overshot by the prefix's growth: step back while it still fits.
+            if bytes.len() > len && n > 0 && make(n - 1).len() >= len {
+                n -= 1;
+                continue;
+            }
+            return bytes;
+        }
+        n += len - bytes.len();
+    }
 }
 
 /// An error message fit for the operator: one line, and naming `what` (a file,
@@ -235,5 +325,22 @@ mod tests {
             apply(b"abc".to_vec(), std::slice::from_ref(m));
         }
         assert_eq!(apply(b"abc".to_vec(), &[Mutation::Truncate(1)]), b"a");
+    }
+
+    #[test]
+    fn sized_reaches_the_length_asked() {
+        let json = |n: usize| format!("{{\"name\":\"{}\"}}", "x".repeat(n)).into_bytes();
+        for len in [11, 12, 100, 8 << 20] {
+            assert_eq!(sized(json, len).len(), len);
+        }
+        // A prefix that grows by a byte at 24 (like CBOR's): the next one past.
+        let prefixed = |n: usize| {
+            let mut v = vec![0u8; if n < 24 { 1 } else { 2 }];
+            v.extend(std::iter::repeat_n(b'x', n));
+            v
+        };
+        assert_eq!(sized(prefixed, 24).len(), 24);
+        assert_eq!(sized(prefixed, 25).len(), 26);
+        assert_eq!(sized(prefixed, 26).len(), 26);
     }
 }

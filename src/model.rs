@@ -294,11 +294,13 @@ pub struct ServiceSpec {
 /// Rates computed from libvirt counter deltas.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct VmStats {
-    /// Share of all host CPUs, 0..100.
-    pub cpu_pct_host: f64,
-    /// Share of the guest's vCPUs, 0..100.
-    pub cpu_pct_guest: f64,
-    pub mem_used_mib: u64,
+    /// Share of all host CPUs, 0..100; None when libvirt gave no CPU time
+    /// (shown "-", null in JSON: not measured is not idle).
+    pub cpu_pct_host: Option<f64>,
+    /// Share of the guest's vCPUs, 0..100; None as above.
+    pub cpu_pct_guest: Option<f64>,
+    /// None when neither the guest (balloon stats) nor QEMU reported it.
+    pub mem_used_mib: Option<u64>,
     pub disk_read_bps: f64,
     pub disk_write_bps: f64,
     pub disk_read_iops: f64,
@@ -524,7 +526,8 @@ impl PenaltyRow {
     /// Throughput lost in the VM, in % of native (medians); negative if faster.
     pub fn penalty_pct(&self) -> Option<f64> {
         let (n, v) = (self.native_median()?, self.vm_median()?);
-        (n > 0.0).then(|| (1.0 - v / n) * 100.0)
+        // Figures at the edge of f64 (a damaged results file) give no penalty.
+        Some((1.0 - v / n) * 100.0).filter(|p| n > 0.0 && p.is_finite())
     }
 }
 
@@ -537,7 +540,8 @@ pub fn median(samples: &[f64]) -> Option<f64> {
     s.sort_by(f64::total_cmp);
     let mid = s.len() / 2;
     Some(if s.len().is_multiple_of(2) {
-        (s[mid - 1] + s[mid]) / 2.0
+        // Halves first: the sum of two huge figures would be infinite.
+        s[mid - 1] / 2.0 + s[mid] / 2.0
     } else {
         s[mid]
     })
@@ -554,6 +558,21 @@ pub fn spread_pct(samples: &[f64]) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn penalty_figures_stay_finite_at_the_edge_of_f64() {
+        let row = |native: Vec<f64>, vm: Vec<f64>| PenaltyRow {
+            native,
+            vm,
+            ..PenaltyRow::default()
+        };
+        assert_eq!(
+            row(vec![1e308, 1e308], vec![1.0]).native_median(),
+            Some(1e308)
+        );
+        assert_eq!(row(vec![1e-6], vec![1e308]).penalty_pct(), None);
+        assert_eq!(row(vec![200.0], vec![50.0]).penalty_pct(), Some(75.0));
+    }
 
     #[test]
     fn libvirt_link_says_what_state_it_is_in() {

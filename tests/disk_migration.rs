@@ -8,7 +8,9 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::guests::{Rig, disk_of, guest_state, kv, sha256_of, write_known_values};
+use common::guests::{
+    GUEST_BOOT, Rig, disk_of, guest_state, guest_state_within, kv, sha256_of, write_known_values,
+};
 use common::{TestNetns, TestNode, cut_connections, eventually, stderr, virsh};
 use serde_json::Value;
 
@@ -72,8 +74,7 @@ fn boot_with_disk(a: &TestNode, netns: &TestNetns, name: &str) -> String {
         .expect("guest ip")
         .to_string();
     assert!(
-        eventually(Duration::from_secs(90), || guest_state(netns, &ip)
-            .is_some()),
+        guest_state_within(netns, &ip, GUEST_BOOT).is_some(),
         "guest HTTP never answered at {ip}; console:\n{}\n{}",
         std::fs::read_to_string(format!("/var/lib/peervisor/console/{name}.log"))
             .unwrap_or_default(),

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::guests::{Rig, boot, guest_state};
+use common::guests::{GUEST_ANSWER, GUEST_BOOT, Rig, boot, guest_state};
 use common::{
     NodeOptions, TestNode, cut_connections, eventually, fresh_key, stderr, stdout, virsh,
 };
@@ -28,6 +28,11 @@ fn running_names(uri: &str) -> Vec<String> {
         .collect()
 }
 
+/// The downtime the migration asks libvirt for, and what QEMU's figure may
+/// exceed it by (not scaled: the pause is the guest's, not the machine's load).
+const MAX_DOWNTIME_MS: u64 = 500;
+const DOWNTIME_SLACK_MS: u64 = 250;
+
 #[test]
 fn vm_live_migrates_between_two_peers_over_the_overlay() {
     let rig = Rig::new("mig");
@@ -48,7 +53,7 @@ fn vm_live_migrates_between_two_peers_over_the_overlay() {
         "--to",
         "peer-b",
         "--max-downtime",
-        "500",
+        &MAX_DOWNTIME_MS.to_string(),
         "--wait",
         "--json",
     ]);
@@ -67,7 +72,14 @@ fn vm_live_migrates_between_two_peers_over_the_overlay() {
     let sent = report["transferred_bytes"]
         .as_u64()
         .expect("bytes reported");
-    assert!(downtime > 0, "{report}");
+    // The requested limit is libvirt's target for the final pause; QEMU's own
+    // figure may overshoot it by the device state and the last round's estimate
+    // error, hence the slack. Without the limit applied, QEMU copies the whole
+    // RAM in one pause (over a second here).
+    assert!(
+        downtime > 0 && downtime <= MAX_DOWNTIME_MS + DOWNTIME_SLACK_MS,
+        "downtime {downtime} ms, requested at most {MAX_DOWNTIME_MS} ms (+{DOWNTIME_SLACK_MS} ms slack): {report}"
+    );
     assert!(sent > 1 << 20, "a guest's RAM is more than 1 MiB: {report}");
     eprintln!("migration figures: {report}");
     // Both peers keep the finished operation with its figures.
@@ -351,19 +363,9 @@ fn vm_migration_survives_source_killed_mid_transfer() {
     assert_eq!(field(&state, "boot_id"), field(&before, "boot_id"));
 }
 
-fn http_get(port: u16, path: &str) -> Option<String> {
-    let out = std::process::Command::new("curl")
-        .args([
-            "-sf",
-            "--max-time",
-            "3",
-            &format!("http://127.0.0.1:{port}{path}"),
-        ])
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+/// GET through a consume listener on this host, waiting up to `limit` (scaled).
+fn http_get(port: u16, path: &str, limit: Duration) -> Option<String> {
+    common::http_wait(None, &format!("http://127.0.0.1:{port}{path}"), limit)
 }
 
 fn service_listed(node: &TestNode, name: &str) -> bool {
@@ -391,28 +393,15 @@ fn vm_service_is_consumed_across_the_overlay_and_follows_its_vm() {
         c.log()
     );
     let port = c.consume("web-1", &[]);
-    let mut page = None;
-    assert!(
-        eventually(Duration::from_secs(60), || {
-            page = http_get(port, "/");
-            page.is_some()
-        }),
-        "guest page never came through the overlay"
-    );
-    assert!(page.unwrap().contains("peervisor guest web-1"));
+    let page = http_get(port, "/", GUEST_BOOT).expect("guest page never came through the overlay");
+    assert!(page.contains("peervisor guest web-1"));
 
     let out = a.cli(&["migrate", "web-1", "--to", "peer-b", "--wait"]);
     assert!(out.status.success(), "migrate: {}", stderr(&out));
     // A new request through the same local port reaches the VM on B.
-    let mut state = None;
-    assert!(
-        eventually(Duration::from_secs(15), || {
-            state = http_get(port, "/cgi-bin/state");
-            state.is_some()
-        }),
-        "no answer through the same port after the move"
-    );
-    assert!(state.unwrap().contains("name=web-1"));
+    let state = http_get(port, "/cgi-bin/state", GUEST_ANSWER)
+        .expect("no answer through the same port after the move");
+    assert!(state.contains("name=web-1"));
     assert!(
         eventually(Duration::from_secs(10), || {
             c.status()["services"]
@@ -690,13 +679,21 @@ fn vm_migration_cut_mid_transfer_leaves_vm_on_source_and_parallel_ones_are_refus
     );
 }
 
+/// The longest a consumer may go without an answer while its service migrates
+/// (scaled): the design's target is under 1 s (release, quiet machine); ten
+/// runs of this test (debug build, load average 7-10 on 2 cores) measured
+/// 0.38-0.86 s. An outage of the kind the old 10 s retries hid (the source
+/// refusing, or the consumer asking a provider that is gone) is well above it.
+const CONSUMER_GAP_BOUND: Duration = Duration::from_secs(3);
+
 /// One request through the consume listener on `port`: the guest's static page
-/// (a CGI page costs a fork and exec, slow under TCG).
-fn state_through(port: u16) -> Option<String> {
+/// (a CGI page costs a fork and exec, slow under TCG). Waits for the answer up
+/// to `limit`: a slow answer counts in the gap, it is not a failure.
+fn state_through(port: u16, limit: Duration) -> Option<String> {
     use std::io::{Read, Write};
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    let mut s = std::net::TcpStream::connect_timeout(&addr, limit).ok()?;
+    s.set_read_timeout(Some(limit)).ok()?;
     s.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
     let mut reply = String::new();
     s.read_to_string(&mut reply).ok()?;
@@ -704,15 +701,15 @@ fn state_through(port: u16) -> Option<String> {
         .then_some(reply)
 }
 
-/// What a consumer looping requests saw: each request retried until it succeeds.
+/// What a consumer looping requests saw.
 #[derive(Default)]
 struct ConsumerLog {
-    /// When each request finally succeeded.
+    /// When each request was answered.
     answered: Vec<std::time::Instant>,
-    retries: u32,
-    /// Requests that did not succeed within the retry budget.
+    /// Requests not answered within the gap bound, retries included.
     failed: u32,
-    /// Failed attempts: (started, how long it took).
+    /// Failed attempts (refused, reset): (started, how long it took). Each is
+    /// retried after 20 ms, its time counting in the gap.
     failures: Vec<(std::time::Instant, Duration)>,
     /// Successful requests slower than 500 ms: (started, how long it took).
     slow: Vec<(std::time::Instant, Duration)>,
@@ -728,15 +725,18 @@ impl ConsumerLog {
     }
 }
 
-/// Loops requests every 20 ms until `stop`; a failed attempt is retried every
-/// 20 ms for up to 10 s before the request counts as failed.
+/// Loops requests every 20 ms until `stop`, as a client with a retry would:
+/// a failed attempt is retried after 20 ms, a slow answer waited for, until
+/// the gap bound; a request still unanswered then counts as failed.
 fn consume_loop(port: u16, stop: &std::sync::atomic::AtomicBool) -> ConsumerLog {
     let mut log = ConsumerLog::default();
+    let bound = common::scaled(CONSUMER_GAP_BOUND);
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let given_up = std::time::Instant::now() + bound;
         loop {
             let attempt = std::time::Instant::now();
-            if state_through(port).is_some() {
+            let left = given_up.saturating_duration_since(attempt);
+            if state_through(port, left.max(Duration::from_millis(100))).is_some() {
                 log.answered.push(std::time::Instant::now());
                 if attempt.elapsed() > Duration::from_millis(500) {
                     log.slow.push((attempt, attempt.elapsed()));
@@ -744,11 +744,10 @@ fn consume_loop(port: u16, stop: &std::sync::atomic::AtomicBool) -> ConsumerLog 
                 break;
             }
             log.failures.push((attempt, attempt.elapsed()));
-            if std::time::Instant::now() > deadline {
+            if std::time::Instant::now() >= given_up {
                 log.failed += 1;
                 break;
             }
-            log.retries += 1;
             std::thread::sleep(Duration::from_millis(20));
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -769,7 +768,11 @@ fn vm_consumer_sees_no_failed_request_during_migration() {
     );
     let port = c.consume("web-1", &[]);
     assert!(
-        eventually(Duration::from_secs(30), || state_through(port).is_some()),
+        eventually(Duration::from_secs(30), || state_through(
+            port,
+            Duration::from_secs(5)
+        )
+        .is_some()),
         "no answer through the consume listener"
     );
 
@@ -794,11 +797,11 @@ fn vm_consumer_sees_no_failed_request_during_migration() {
     );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     eprintln!(
-        "consumer through peer-c: longest gap {} ms, {} requests, {} retries, {} failed; migration report {report}",
+        "consumer through peer-c: longest gap {} ms, {} answered, {} failed attempts (retried), {} failed; migration report {report}",
         consumer.longest_gap().as_millis(),
         consumer.answered.len(),
-        consumer.retries,
-        consumer.failed
+        consumer.failures.len(),
+        consumer.failed,
     );
     for (at, took) in &consumer.slow {
         eprintln!(
@@ -814,7 +817,18 @@ fn vm_consumer_sees_no_failed_request_during_migration() {
             took.as_millis()
         );
     }
-    assert_eq!(consumer.failed, 0, "a request failed even after retries");
+    // The bound is what the retries used to hide: a request retried for 10 s
+    // counted as answered however long the service was gone.
+    let bound = common::scaled(CONSUMER_GAP_BOUND);
+    assert_eq!(
+        consumer.failed, 0,
+        "a request was not answered within {bound:?}, retries included"
+    );
+    assert!(
+        consumer.longest_gap() <= bound,
+        "the consumer went {:?} without an answer (bound {bound:?})",
+        consumer.longest_gap()
+    );
     assert!(consumer.answered.len() > 20, "the consumer kept asking");
 
     // The source's own probe of the service, next to libvirt's figures.
@@ -834,7 +848,7 @@ fn vm_consumer_sees_no_failed_request_during_migration() {
     // source forwards them there).
     assert!(
         eventually(Duration::from_secs(15), || {
-            state_through(port).is_some()
+            state_through(port, Duration::from_secs(5)).is_some()
                 && c.status()["consumptions"][0]["last_provider"] == "peer-b"
         }),
         "consumers never switched to peer-b: {}",

@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::guests::guest_state;
+use common::guests::{GUEST_BOOT, guest_state, guest_state_within};
 use common::{
     Islands, NodeOptions, TestNetns, TestNode, echo_server, eventually, fresh_key, stderr,
 };
@@ -317,8 +317,7 @@ fn vm_migrates_between_peers_that_reach_each_other_only_through_a_relay() {
         .expect("guest ip")
         .to_string();
     assert!(
-        eventually(Duration::from_secs(90), || guest_state(&guests, &ip)
-            .is_some()),
+        guest_state_within(&guests, &ip, GUEST_BOOT).is_some(),
         "guest HTTP never answered at {ip}"
     );
     let before = guest_state(&guests, &ip).unwrap();

@@ -7,13 +7,15 @@ mod common;
 
 use std::time::Duration;
 
-use common::guests::{Rig, disk_of, guest_state, kv, sha256_of, write_known_values};
+use common::guests::{
+    GUEST_BOOT, Rig, disk_of, guest_state, guest_state_within, kv, sha256_of, write_known_values,
+};
 use common::{TestNetns, TestNode, eventually, stderr, virsh};
 use serde_json::Value;
 
 fn wait_http(netns: &TestNetns, ip: &str) {
     assert!(
-        eventually(Duration::from_secs(90), || guest_state(netns, ip).is_some()),
+        guest_state_within(netns, ip, GUEST_BOOT).is_some(),
         "guest HTTP never answered at {ip}"
     );
 }

@@ -215,15 +215,20 @@ fn replace<T>(old: &mut T, new: Option<T>) {
     }
 }
 
-/// Appends one sample to a history, dropping the oldest past `keep`.
+/// Appends one tick's rates, dropping the oldest past `keep`; a tick without
+/// a CPU figure is left out whole, as the node's own history does
+/// (`hypervisor::stats::History::push`).
 pub fn push(history: &mut VmHistory, s: &VmStats, keep: usize) {
+    let Some(cpu_pct_guest) = s.cpu_pct_guest else {
+        return;
+    };
     let put = |ring: &mut Vec<f64>, v: f64| {
         ring.push(v);
         if ring.len() > keep {
             ring.drain(..ring.len() - keep);
         }
     };
-    put(&mut history.cpu_pct_guest, s.cpu_pct_guest);
+    put(&mut history.cpu_pct_guest, cpu_pct_guest);
     put(&mut history.disk_read_bps, s.disk_read_bps);
     put(&mut history.disk_write_bps, s.disk_write_bps);
     put(&mut history.net_rx_bps, s.net_rx_bps);
@@ -245,7 +250,7 @@ mod tests {
 
     fn rate(cpu: f64) -> VmStats {
         VmStats {
-            cpu_pct_guest: cpu,
+            cpu_pct_guest: Some(cpu),
             net_rx_bps: cpu * 10.0,
             ..VmStats::default()
         }
@@ -282,7 +287,7 @@ mod tests {
             round(&[("a", Some(cpu)), ("b", None)]).apply(&mut status);
         }
         let a = &status.vms[0];
-        assert_eq!(a.stats.as_ref().unwrap().cpu_pct_guest, 4.0);
+        assert_eq!(a.stats.as_ref().unwrap().cpu_pct_guest, Some(4.0));
         let history = a.history.as_ref().unwrap();
         assert_eq!(history.cpu_pct_guest, vec![2.0, 3.0, 4.0]);
         assert_eq!(history.net_rx_bps, vec![20.0, 30.0, 40.0]);
@@ -325,7 +330,10 @@ mod tests {
         assert!(delta.changes_rows());
         delta.apply(&mut status);
         assert_eq!(status.vms[0].state, VmState::Paused);
-        assert_eq!(status.vms[0].stats.as_ref().unwrap().cpu_pct_guest, 7.0);
+        assert_eq!(
+            status.vms[0].stats.as_ref().unwrap().cpu_pct_guest,
+            Some(7.0)
+        );
         assert_eq!(status.vms[1].name, "c");
         assert_eq!(status.operations.len(), 1);
 

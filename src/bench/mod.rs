@@ -133,7 +133,53 @@ pub enum BenchCommand {
         /// CI-sized amounts (seconds, not minutes).
         #[arg(long)]
         short: bool,
+        /// Also time random I/O the old way, one `dd` process per 4 KiB
+        /// operation (rows rand-read-dd, rand-write-dd): how much of that
+        /// figure was process start-up.
+        #[arg(long)]
+        per_op_dd: bool,
     },
+}
+
+/// A benchmark's targets and baselines: each printed on a line of its own as
+/// met, MISSED or NOT MEASURED; [`Targets::finish`] fails the command when any
+/// target was missed or any baseline is missing, so a script (or CI) sees it.
+#[derive(Default)]
+pub struct Targets {
+    missed: Vec<String>,
+}
+
+impl Targets {
+    /// "target: WHAT: FIGURE met|MISSED", remembering a miss.
+    pub fn check(&mut self, what: &str, figure: &str, ok: bool) -> String {
+        if !ok {
+            self.missed.push(what.to_string());
+        }
+        format!(
+            "target: {what}: {figure} {}",
+            if ok { "met" } else { "MISSED" }
+        )
+    }
+
+    /// "target: WHAT: NOT MEASURED (WHY)", remembered as a miss.
+    pub fn not_measured(&mut self, what: &str, why: &str) -> String {
+        self.missed.push(format!("{what} (not measured)"));
+        format!("target: {what}: NOT MEASURED ({why})")
+    }
+
+    /// A baseline that could not be measured: the comparison is missing.
+    pub fn missing_baseline(&mut self, baseline: &str, why: &str) -> String {
+        self.missed.push(format!("baseline {baseline}"));
+        format!("baseline {baseline}: NOT MEASURED ({why})")
+    }
+
+    pub fn finish(self) -> Result<()> {
+        if self.missed.is_empty() {
+            Ok(())
+        } else {
+            anyhow::bail!("targets missed or not measured: {}", self.missed.join(", "))
+        }
+    }
 }
 
 /// What the benchmarks take from the node's flags.
@@ -202,6 +248,7 @@ pub async fn run(command: BenchCommand, setup: &Setup) -> Result<()> {
             json,
             csv,
             short,
-        } => penalty::command(setup, runs, json, csv, short).await,
+            per_op_dd,
+        } => penalty::command(setup, runs, json, csv, short, per_op_dd).await,
     }
 }

@@ -8,6 +8,8 @@ mod args;
 mod console;
 pub mod demo;
 mod dev;
+#[cfg(test)]
+mod fuzz;
 mod image;
 mod migrate;
 mod peers;

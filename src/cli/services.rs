@@ -90,10 +90,11 @@ pub fn services_text(services: &[ServiceView]) -> String {
             } else {
                 ("", "")
             };
-            let latency = p
-                .latency_ms
-                .map(|ms| format!("{ms:.2} ms"))
-                .unwrap_or_else(|| "-".into());
+            let latency = match p.latency_ms {
+                _ if p.local => "local".into(),
+                Some(ms) => format!("{ms:.2} ms"),
+                None => "-".into(),
+            };
             let (cpu, conns) = p
                 .load
                 .as_ref()

@@ -64,13 +64,14 @@ pub fn table(vms: &[VmView]) -> String {
             Some(s) => {
                 let _ = writeln!(
                     out,
-                    "{:<16} {:<8} {:>4} {:>6.1} {:>6.1} {:>7} {:>8} {:>8} {:>6.0} {:>6.0} {:>8} {:>8}",
+                    "{:<16} {:<8} {:>4} {:>6} {:>6} {:>7} {:>8} {:>8} {:>6.0} {:>6.0} {:>8} {:>8}",
                     name,
                     vm.state.as_str(),
                     vm.vcpus,
-                    s.cpu_pct_host,
-                    s.cpu_pct_guest,
-                    format!("{}M", s.mem_used_mib),
+                    pct(s.cpu_pct_host),
+                    pct(s.cpu_pct_guest),
+                    s.mem_used_mib
+                        .map_or_else(|| "-".into(), |m| format!("{m}M")),
                     human(s.disk_read_bps),
                     human(s.disk_write_bps),
                     s.disk_read_iops,
@@ -114,12 +115,21 @@ pub fn stats_line(vm: &VmView) -> String {
     }
 }
 
+/// A CPU share with one decimal, "-" when not measured.
+fn pct(value: Option<f64>) -> String {
+    value.map_or_else(|| "-".into(), |v| format!("{v:.1}"))
+}
+
 fn format_stats(name: &str, state: &str, s: &VmStats) -> String {
+    let cpu = match (s.cpu_pct_host, s.cpu_pct_guest) {
+        (Some(host), Some(guest)) => format!("cpu {host:.1}% of host, {guest:.1}% of vCPUs"),
+        _ => "cpu unknown".into(),
+    };
+    let mem = s
+        .mem_used_mib
+        .map_or_else(|| "mem unknown".into(), |m| format!("mem {m} MiB"));
     format!(
-        "{name} {state}: cpu {:.1}% of host, {:.1}% of vCPUs; mem {} MiB; disk rd {}B/s wr {}B/s ({:.0}/{:.0} IOPS); net rx {}B/s tx {}B/s",
-        s.cpu_pct_host,
-        s.cpu_pct_guest,
-        s.mem_used_mib,
+        "{name} {state}: {cpu}; {mem}; disk rd {}B/s wr {}B/s ({:.0}/{:.0} IOPS); net rx {}B/s tx {}B/s",
         human(s.disk_read_bps),
         human(s.disk_write_bps),
         s.disk_read_iops,
@@ -175,9 +185,9 @@ mod tests {
                 vcpus: 1,
                 managed: true,
                 stats: Some(VmStats {
-                    cpu_pct_host: 49.5,
-                    cpu_pct_guest: 99.0,
-                    mem_used_mib: 100,
+                    cpu_pct_host: Some(49.5),
+                    cpu_pct_guest: Some(99.0),
+                    mem_used_mib: Some(100),
                     disk_write_bps: 2048.0,
                     ..VmStats::default()
                 }),
@@ -196,5 +206,19 @@ mod tests {
         );
         assert!(lines[2].contains("legacy (foreign)") && lines[2].contains("stopped"));
         assert!(stats_line(&vms[0]).contains("99.0% of vCPUs"));
+        // Counters libvirt did not give are unknown, not 0.
+        let unknown = VmView {
+            name: "quiet".into(),
+            stats: Some(VmStats::default()),
+            ..VmView::default()
+        };
+        let line = stats_line(&unknown);
+        assert!(
+            line.contains("cpu unknown") && line.contains("mem unknown"),
+            "{line}"
+        );
+        let row = table(std::slice::from_ref(&unknown));
+        let row = row.lines().nth(1).unwrap();
+        assert!(!row.contains(" 0.0 ") && !row.contains("0M"), "{row}");
     }
 }

@@ -56,11 +56,12 @@ where
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::model::ServiceSpec;
 
-    fn read_all_lines(bytes: &[u8]) -> Vec<Line> {
+    /// Every line `bytes` holds, as the server's reader splits them.
+    pub(crate) fn read_all_lines(bytes: &[u8]) -> Vec<Line> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
@@ -97,7 +98,7 @@ mod tests {
 
     /// Every request the CLI and the console send, and the replies they read,
     /// as bytes on the socket: the wire format must not move when the types do.
-    fn wire_examples() -> (Vec<Request>, Vec<Outcome>) {
+    pub(crate) fn wire_examples() -> (Vec<Request>, Vec<Outcome>) {
         let requests = vec![
             Request::Status,
             Request::VmList,
@@ -224,46 +225,6 @@ mod tests {
         }
         for (o, line) in outcomes.iter().zip(&lines[requests.len()..]) {
             assert_eq!(&serde_json::from_str::<Outcome>(line).unwrap(), o);
-        }
-    }
-
-    mod fuzz {
-        use super::*;
-        use crate::fuzzing::{CASES, bytes_like, config};
-        use proptest::prelude::*;
-
-        fn valid_requests() -> Vec<Vec<u8>> {
-            let (requests, _) = super::wire_examples();
-            requests
-                .iter()
-                .map(|r| serde_json::to_vec(r).unwrap())
-                .collect()
-        }
-
-        fn valid_outcomes() -> Vec<Vec<u8>> {
-            let (_, outcomes) = super::wire_examples();
-            outcomes
-                .iter()
-                .map(|o| serde_json::to_vec(o).unwrap())
-                .collect()
-        }
-
-        proptest! {
-            #![proptest_config(config(CASES))]
-            /// Request lines on the control socket (the server side).
-            #[test]
-            fn fuzz_control_socket_request(bytes in bytes_like(valid_requests())) {
-                let _ = read_all_lines(&bytes);
-                if let Err(e) = server::decode_request(&bytes) {
-                    prop_assert!(e.starts_with("malformed request"), "{e}");
-                }
-            }
-
-            /// Reply lines read by the CLI and an attached console.
-            #[test]
-            fn fuzz_control_socket_reply(bytes in bytes_like(valid_outcomes())) {
-                let _ = serde_json::from_slice::<Outcome>(&bytes);
-            }
         }
     }
 }

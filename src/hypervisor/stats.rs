@@ -147,18 +147,20 @@ pub fn rates(prev: &Sample, cur: &Sample, host_cpus: u32) -> Option<VmStats> {
     }
     let secs = dt.as_secs_f64();
     let per_sec = |d: u64| d as f64 / secs;
+    // Unknown unless both samples carry the CPU time: not measured is not idle.
     let cpu_ns = match (prev.cpu_time_ns, cur.cpu_time_ns) {
-        (Some(p), Some(c)) => c.saturating_sub(p),
-        _ => 0,
+        (Some(p), Some(c)) => Some(c.saturating_sub(p)),
+        _ => None,
     };
     // virt-manager: delta cpu.time ns / (dt * 1e9) / CPUs, as a percentage, clamped.
-    let cpu_share = cpu_ns as f64 / (secs * 1e9);
-    let pct = |cpus: u32| (cpu_share * 100.0 / cpus.max(1) as f64).clamp(0.0, 100.0);
+    let pct = |cpus: u32| {
+        cpu_ns.map(|ns| (ns as f64 / (secs * 1e9) * 100.0 / cpus.max(1) as f64).clamp(0.0, 100.0))
+    };
 
     let mut s = VmStats {
         cpu_pct_host: pct(host_cpus),
         cpu_pct_guest: pct(cur.vcpus.max(prev.vcpus)),
-        mem_used_mib: cur.mem_used_kib.unwrap_or(0) / 1024,
+        mem_used_mib: cur.mem_used_kib.map(|kib| kib / 1024),
         ..VmStats::default()
     };
     for (name, c) in &cur.disks {
@@ -209,7 +211,12 @@ impl History {
         }
     }
 
+    /// Adds one tick's rates. A tick without a CPU figure is left out whole (the
+    /// series stay aligned, and the chart shows no made-up 0).
     pub fn push(&mut self, s: &VmStats) {
+        let Some(cpu_pct_guest) = s.cpu_pct_guest else {
+            return;
+        };
         let cap = self.capacity;
         let put = |ring: &mut VecDeque<f64>, v: f64| {
             if ring.len() == cap {
@@ -217,7 +224,7 @@ impl History {
             }
             ring.push_back(v);
         };
-        put(&mut self.cpu_pct_guest, s.cpu_pct_guest);
+        put(&mut self.cpu_pct_guest, cpu_pct_guest);
         put(&mut self.disk_read_bps, s.disk_read_bps);
         put(&mut self.disk_write_bps, s.disk_write_bps);
         put(&mut self.net_rx_bps, s.net_rx_bps);
@@ -288,9 +295,9 @@ mod tests {
         let a = sample(10.0, 0, None, None);
         let b = sample(12.0, 1_000_000_000, None, None);
         let r = rates(&a, &b, 4).unwrap();
-        assert!((r.cpu_pct_host - 12.5).abs() < 1e-9, "{r:?}");
-        assert!((r.cpu_pct_guest - 25.0).abs() < 1e-9, "{r:?}");
-        assert_eq!(r.mem_used_mib, 256);
+        assert!((r.cpu_pct_host.unwrap() - 12.5).abs() < 1e-9, "{r:?}");
+        assert!((r.cpu_pct_guest.unwrap() - 25.0).abs() < 1e-9, "{r:?}");
+        assert_eq!(r.mem_used_mib, Some(256));
     }
 
     #[test]
@@ -299,8 +306,8 @@ mod tests {
         let a = sample(0.0, 0, None, None);
         let b = sample(1.0, 10_000_000_000, None, None);
         let r = rates(&a, &b, 1).unwrap();
-        assert_eq!(r.cpu_pct_host, 100.0);
-        assert_eq!(r.cpu_pct_guest, 100.0);
+        assert_eq!(r.cpu_pct_host, Some(100.0));
+        assert_eq!(r.cpu_pct_guest, Some(100.0));
     }
 
     #[test]
@@ -327,14 +334,14 @@ mod tests {
         );
         let b = sample(1.0, 10_000_000, Some((100, 100)), Some((10, 10)));
         let r = rates(&a, &b, 1).unwrap();
-        assert_eq!(r.cpu_pct_host, 0.0);
+        assert_eq!(r.cpu_pct_host, Some(0.0));
         assert_eq!(r.disk_read_bps, 0.0);
         assert_eq!(r.disk_write_bps, 0.0);
         assert_eq!(r.net_rx_bps, 0.0);
         // and the next interval is measured from the new values
         let c = sample(2.0, 510_000_000, Some((200, 100)), Some((110, 10)));
         let r = rates(&b, &c, 1).unwrap();
-        assert!((r.cpu_pct_host - 50.0).abs() < 1e-9);
+        assert!((r.cpu_pct_host.unwrap() - 50.0).abs() < 1e-9);
         assert_eq!(r.disk_read_bps, 100.0);
         assert_eq!(r.net_rx_bps, 100.0);
     }
@@ -357,9 +364,23 @@ mod tests {
             },
         );
         c.cpu_time_ns = None; // missing CPU stats: no CPU figure, no panic
+        d.mem_used_kib = None;
         let r = rates(&c, &d, 1).unwrap();
         assert_eq!(r.disk_write_bps, 1000.0);
-        assert_eq!(r.cpu_pct_host, 0.0);
+        // Not measured is unknown, not 0 (null in `status --json`).
+        assert_eq!(
+            (r.cpu_pct_host, r.cpu_pct_guest, r.mem_used_mib),
+            (None, None, None)
+        );
+        let json = serde_json::to_value(&r).unwrap();
+        assert!(
+            json["cpu_pct_guest"].is_null() && json["mem_used_mib"].is_null(),
+            "{json}"
+        );
+        // and the history leaves the tick out rather than charting a 0
+        let mut h = History::new(4);
+        h.push(&r);
+        assert_eq!(h.len(), 0);
     }
 
     #[test]
@@ -373,7 +394,7 @@ mod tests {
         // a long stall (clock jump forward, suspended host) gives the average
         let later = sample(105.0, 10_000_000_000, None, None);
         let r = rates(&a, &later, 1).unwrap();
-        assert!((r.cpu_pct_host - 10.0).abs() < 1e-9);
+        assert!((r.cpu_pct_host.unwrap() - 10.0).abs() < 1e-9);
     }
 
     #[test]
@@ -426,7 +447,7 @@ mod tests {
         let mut h = History::new(3);
         for i in 0..5 {
             h.push(&VmStats {
-                cpu_pct_guest: i as f64,
+                cpu_pct_guest: Some(i as f64),
                 ..VmStats::default()
             });
         }

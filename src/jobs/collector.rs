@@ -213,4 +213,62 @@ mod tests {
         let bad = Collector::start(&["ftp://x".into()], &[], dir.path().into());
         assert!(bad.err().unwrap().to_string().contains("--yarn"));
     }
+
+    mod fuzz {
+        //! The penalty benchmark's latest run, as the node reads it from its
+        //! data dir for `status` and the console.
+        use super::*;
+        use crate::fuzzing::{CASES, config, json_like};
+        use crate::model::{PenaltyRow, PenaltyView, WorkloadKind};
+        use proptest::prelude::*;
+
+        fn sample() -> Vec<u8> {
+            let row = |workload: &str, native: Vec<f64>, vm: Vec<f64>| PenaltyRow {
+                workload: workload.into(),
+                kind: Some(WorkloadKind::Io),
+                unit: "IOPS".into(),
+                native,
+                vm,
+            };
+            serde_json::to_vec(&PenaltyView {
+                state: "done".into(),
+                progress: "finished".into(),
+                steps_done: 4,
+                steps_total: 4,
+                host: "host (CPU, 2 CPUs)".into(),
+                accel: "tcg".into(),
+                runs: 2,
+                short: true,
+                started_at: 1_796_000_000,
+                rows: vec![
+                    row("rand-read", vec![5192.0, 8631.0], vec![1453.0, 1458.0]),
+                    row("cpu", vec![0.53], vec![]),
+                ],
+                error: None,
+            })
+            .unwrap()
+        }
+
+        proptest! {
+            // A file written and read per case.
+            #![proptest_config(config(CASES / 4))]
+            /// Whatever the file holds, the node reads a view or nothing, and
+            /// the figures it shows are finite: medians of the runs and the
+            /// penalty (a figure out of f64's range is not shown as a penalty).
+            #[test]
+            fn fuzz_penalty_view_file(bytes in json_like(vec![sample()])) {
+                let dir = tempfile::tempdir().unwrap();
+                let path = dir.path().join(PENALTY_LATEST);
+                std::fs::write(&path, &bytes).unwrap();
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                if let Some(view) = rt.block_on(read_penalty(&path)) {
+                    for row in &view.rows {
+                        for figure in [row.native_median(), row.vm_median(), row.penalty_pct()] {
+                            prop_assert!(figure.is_none_or(f64::is_finite), "{row:?}");
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

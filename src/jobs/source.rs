@@ -180,6 +180,31 @@ pub fn host_of(address: &str) -> String {
     }
 }
 
+/// What every job a source reports must be, whatever its server answered: the
+/// figures the console draws are finite and in range (a progress of 0..100,
+/// no negative or infinite rate or time).
+#[cfg(test)]
+pub fn check_sound(report: &SourceReport) -> Result<(), proptest::test_runner::TestCaseError> {
+    use proptest::prop_assert;
+    let rate_ok = |r: Option<f64>| r.is_none_or(|r| r.is_finite() && r >= 0.0);
+    for j in &report.jobs {
+        prop_assert!(
+            j.progress_pct.is_finite() && (0.0..=100.0).contains(&j.progress_pct),
+            "{j:?}"
+        );
+        prop_assert!(j.elapsed_s.is_finite() && j.elapsed_s >= 0.0, "{j:?}");
+        prop_assert!(
+            rate_ok(j.read_bps) && rate_ok(j.write_bps) && rate_ok(j.cpu_ms_per_s),
+            "{j:?}"
+        );
+        prop_assert!(
+            j.history_bps.iter().all(|r| r.is_finite() && *r >= 0.0),
+            "{j:?}"
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

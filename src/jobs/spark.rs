@@ -78,11 +78,13 @@ impl SparkSource {
             get_json(&self.base, &format!("{prefix}/executors"), TIMEOUT)
                 .await
                 .unwrap_or_default();
-        let tasks: u64 = jobs.iter().map(|j| j.num_tasks).sum();
-        let done: u64 = jobs
-            .iter()
-            .map(|j| j.num_completed_tasks + j.num_skipped_tasks)
-            .sum();
+        // Counts and counters come from the network: summed without overflow
+        // (a server's u64::MAX panicked the poller in debug builds).
+        let tasks = saturating_sum(jobs.iter().map(|j| j.num_tasks));
+        let done = saturating_sum(
+            jobs.iter()
+                .map(|j| j.num_completed_tasks.saturating_add(j.num_skipped_tasks)),
+        );
         let failed_job = jobs.iter().find(|j| j.status == "FAILED");
         let failure = stages
             .iter()
@@ -127,19 +129,25 @@ impl SparkSource {
             }
         }
         let counters = Counters {
-            bytes_read: stages
-                .iter()
-                .map(|s| s.input_bytes + s.shuffle_read_bytes)
-                .sum(),
-            bytes_written: stages
-                .iter()
-                .map(|s| s.output_bytes + s.shuffle_write_bytes)
-                .sum(),
-            cpu_ms: stages.iter().map(|s| s.executor_cpu_time / 1_000_000).sum(),
+            bytes_read: saturating_sum(
+                stages
+                    .iter()
+                    .map(|s| s.input_bytes.saturating_add(s.shuffle_read_bytes)),
+            ),
+            bytes_written: saturating_sum(
+                stages
+                    .iter()
+                    .map(|s| s.output_bytes.saturating_add(s.shuffle_write_bytes)),
+            ),
+            cpu_ms: saturating_sum(stages.iter().map(|s| s.executor_cpu_time / 1_000_000)),
         };
         self.rates.update(&mut job, counters, now);
         Ok(job)
     }
+}
+
+fn saturating_sum(values: impl Iterator<Item = u64>) -> u64 {
+    values.fold(0, u64::saturating_add)
 }
 
 impl JobSource for SparkSource {
@@ -356,5 +364,58 @@ mod tests {
         let r = src.poll().await;
         assert!(r.status.ok, "{}", r.status.message);
         assert!(started.elapsed() >= std::time::Duration::from_millis(1500));
+    }
+
+    mod fuzz {
+        //! The Spark monitoring REST documents as JSON from the network, one
+        //! of them changed per case, into the source's mapping to jobs.
+        use super::*;
+        use crate::fuzzing::{CASES, config, json_like};
+        use crate::jobs::source::check_sound;
+        use proptest::prelude::*;
+
+        /// Every document a poll reads, valid (a running application).
+        fn documents() -> Vec<(String, String)> {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let s = TestServer::start().await;
+                serve(&s, false, 4, 1000, "RUNNING");
+                s.routes()
+            })
+        }
+
+        fn one_mutated() -> impl Strategy<Value = (usize, Vec<u8>)> {
+            let docs = documents();
+            (0..docs.len()).prop_flat_map(move |i| {
+                json_like(vec![docs[i].1.clone().into_bytes()]).prop_map(move |b| (i, b))
+            })
+        }
+
+        proptest! {
+            // An HTTP server and a few requests per case.
+            #![proptest_config(config(CASES / 10))]
+            /// Every job the source reports is sound (`check_sound`), however
+            /// one document is changed.
+            #[test]
+            fn fuzz_spark_documents((which, body) in one_mutated()) {
+                let docs = documents();
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                rt.block_on(async {
+                    let s = TestServer::start().await;
+                    for (i, (path, doc)) in docs.into_iter().enumerate() {
+                        let body = if i == which { String::from_utf8_lossy(&body).into_owned() } else { doc };
+                        s.json(&path, &body);
+                    }
+                    let mut src = SparkSource::from_arg(&s.url).unwrap();
+                    for _ in 0..2 {
+                        check_sound(&src.poll().await)?;
+                    }
+                    Ok::<(), TestCaseError>(())
+                })?;
+            }
+        }
     }
 }

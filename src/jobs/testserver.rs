@@ -91,6 +91,22 @@ impl TestServer {
         self.routes.lock().unwrap().insert(path.to_string(), route);
     }
 
+    /// Every path with a JSON body, and the body.
+    pub fn routes(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = self
+            .routes
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|(path, route)| match route {
+                Route::Json(body) => Some((path.clone(), body.clone())),
+                _ => None,
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
     pub fn json(&self, path: &str, body: &str) {
         self.set(path, Route::Json(body.to_string()));
     }

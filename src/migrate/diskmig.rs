@@ -233,7 +233,11 @@ pub fn plan_disks(
         }
         files.push((path, offer.virtual_bytes));
     }
-    let needed: u64 = offers.iter().map(|d| d.virtual_bytes).sum();
+    // Sizes from the other peer: a sum past u64 is refused, not wrapped.
+    let needed = offers
+        .iter()
+        .try_fold(0u64, |sum, d| sum.checked_add(d.virtual_bytes))
+        .ok_or("malformed request: the disks' sizes add up past 2^64 bytes")?;
     let free_mib = super::capacity::free_mib_under(dir)
         .ok_or_else(|| format!("cannot read the free space of {}", dir.display()))?;
     if needed.div_ceil(1 << 20) > free_mib {

@@ -359,7 +359,7 @@ impl Migrations {
         let why = match error {
             Some(e) => format!(
                 "the source reported: {}",
-                e.chars().take(500).collect::<String>()
+                crate::node::protocol::peer_text(&e)
             ),
             None => "the source reported failure".into(),
         };

@@ -224,6 +224,7 @@ impl Migrations {
                 (token, super::diskmig::pair_copies(&offers, disk_copies)?)
             }
             ControlResponse::Refused { reason } => {
+                let reason = crate::node::protocol::peer_text(&reason);
                 bail!("{dest_name} refuses {}: {reason}", vm.name)
             }
             other => bail!("{dest_name} answered unexpectedly: {other:?}"),

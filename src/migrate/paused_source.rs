@@ -108,7 +108,9 @@ impl Migrations {
         match self.node.request(dest, request).await {
             Ok(ControlResponse::VmState { state: None }) => Elsewhere::Absent,
             Ok(ControlResponse::VmState { state: Some(s) }) => Elsewhere::There(s),
-            Ok(ControlResponse::Refused { reason }) => Elsewhere::Unknown(reason),
+            Ok(ControlResponse::Refused { reason }) => {
+                Elsewhere::Unknown(crate::node::protocol::peer_text(&reason))
+            }
             Ok(other) => Elsewhere::Unknown(format!("unexpected answer {other:?}")),
             Err(e) => Elsewhere::Unknown(format!("{e:#}")),
         }

@@ -252,7 +252,11 @@ fn others_quiet(policy: &ProvisionPolicy, v: &View, name: &str) -> bool {
 }
 
 fn cpu_of(vm: &VmView) -> f64 {
-    vm.stats.as_ref().map_or(0.0, |s| s.cpu_pct_host)
+    // Unknown CPU (no counter) counts as not busy: no replica for it.
+    vm.stats
+        .as_ref()
+        .and_then(|s| s.cpu_pct_host)
+        .unwrap_or(0.0)
 }
 
 /// `data-dir/provisioned.json`: the replicas other peers' policies placed on
@@ -403,7 +407,7 @@ mod tests {
             state: VmState::Running,
             managed: true,
             stats: Some(VmStats {
-                cpu_pct_host: cpu,
+                cpu_pct_host: Some(cpu),
                 ..VmStats::default()
             }),
             services: vec![ServiceSpec {

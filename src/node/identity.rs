@@ -243,12 +243,33 @@ mod tests {
                 }
             }
 
-            /// identity.key files (libp2p's protobuf encoding).
+        }
+
+        proptest! {
+            // A file written and read twice per case.
+            #![proptest_config(config(CASES / 4))]
+            /// identity.key files (libp2p's protobuf encoding), through the
+            /// node's own loader: a key is loaded as it is (the same peer id on
+            /// every start), a damaged file is an error naming it and is left
+            /// as it was: never replaced by a new identity.
             #[test]
             fn fuzz_identity_key_file(bytes in bytes_like(vec![
                 Keypair::generate_ed25519().to_protobuf_encoding().unwrap(),
             ])) {
-                let _ = Keypair::from_protobuf_encoding(&bytes);
+                let dir = tempfile::tempdir().unwrap();
+                let path = dir.path().join(IDENTITY_FILE);
+                std::fs::write(&path, &bytes).unwrap();
+                match load_or_create_identity(dir.path()) {
+                    Ok(key) => {
+                        let again = load_or_create_identity(dir.path()).unwrap();
+                        prop_assert_eq!(key.public().to_peer_id(), again.public().to_peer_id());
+                    }
+                    Err(e) => {
+                        let e = format!("{e:#}");
+                        prop_assert!(e.contains(&path.display().to_string()), "{e}");
+                    }
+                }
+                prop_assert_eq!(std::fs::read(&path).unwrap(), bytes, "the file was changed");
             }
         }
     }

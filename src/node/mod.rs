@@ -689,6 +689,8 @@ fn remote_ip(addr: &Multiaddr) -> Option<std::net::IpAddr> {
 }
 
 #[cfg(test)]
+pub(crate) mod codec_io;
+#[cfg(test)]
 mod gossip_tests;
 
 #[cfg(test)]

@@ -237,6 +237,32 @@ impl Announcement {
     }
 }
 
+/// At most this many characters of a reason another peer gives are shown.
+pub const MAX_PEER_TEXT: usize = 500;
+
+/// Free text another peer sent (a refusal's reason, a failure it reports), fit
+/// for this operator's terminal, logs and `status`: one line, control
+/// characters (ESC sequences, newlines) shown escaped, at most
+/// [`MAX_PEER_TEXT`] characters.
+pub fn peer_text(text: &str) -> String {
+    let mut out = String::new();
+    let mut shown = 0;
+    for c in text.chars() {
+        let escaped: Vec<char> = if c.is_control() {
+            c.escape_default().collect()
+        } else {
+            vec![c]
+        };
+        if shown + escaped.len() > MAX_PEER_TEXT {
+            out.push('…');
+            break;
+        }
+        shown += escaped.len();
+        out.extend(escaped);
+    }
+    out
+}
+
 /// The identify agent version carries the nickname: `peervisor/0.1.0 nick`.
 pub fn agent_version(nick: &str) -> String {
     format!("{AGENT_PREFIX}{} {nick}", env!("CARGO_PKG_VERSION"))

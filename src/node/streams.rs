@@ -153,6 +153,18 @@ pub struct StreamControl {
     ledger: Ledger,
 }
 
+/// Times an open is tried again when its connection closed under it.
+const OPEN_RETRIES: u32 = 3;
+
+/// libp2p-stream picks one of the peer's connections at random; if that one
+/// closes before the stream is open (a duplicate or an AutoNAT dial-back being
+/// retired), the open fails with ConnectionReset though the peer is there and
+/// nothing was sent: another connection, or a new dial, may well succeed. A
+/// failed dial is NotConnected and is not retried.
+fn closed_under_the_open(e: &libp2p_stream::OpenStreamError) -> bool {
+    matches!(e, libp2p_stream::OpenStreamError::Io(io) if io.kind() == io::ErrorKind::ConnectionReset)
+}
+
 impl StreamControl {
     /// Opens a stream to `peer` (dialing it if needed).
     pub async fn open_stream(
@@ -164,7 +176,16 @@ impl StreamControl {
         // as the open starts, so one begun before a relayed connection was
         // hidden counts as opened before it.
         let entry = self.ledger.enter(peer, false);
-        let inner = self.inner.open_stream(peer, protocol).await?;
+        let mut retries = 0;
+        let inner = loop {
+            match self.inner.open_stream(peer, protocol.clone()).await {
+                Err(e) if retries < OPEN_RETRIES && closed_under_the_open(&e) => {
+                    retries += 1;
+                    tracing::debug!("stream to {peer}: {e}; opening it again ({retries})");
+                }
+                result => break result?,
+            }
+        };
         Ok(Stream {
             inner,
             _entry: entry,

@@ -12,6 +12,9 @@ pub mod updates;
 
 pub use start::start_serving;
 
+#[cfg(test)]
+pub(crate) mod fuzz;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -73,6 +76,40 @@ pub struct PeerConfig {
     pub limits: LimitsConfig,
     /// Caps on overlay connections (`--max-connections*`).
     pub connections: node::ConnectionCaps,
+}
+
+impl PeerConfig {
+    /// A peer in-process on libvirt's test driver (no daemon, no guests), on
+    /// `port` of loopback, alone and without a network key: what benchmarks
+    /// and fuzz targets change with struct update syntax.
+    pub fn on_test_driver(data_dir: DataDir, nick: &str, port: u16) -> PeerConfig {
+        let image_dir = data_dir.root().join("images");
+        PeerConfig {
+            data_dir,
+            nick: nick.to_string(),
+            listen: vec![
+                format!("/ip4/127.0.0.1/tcp/{port}")
+                    .parse()
+                    .expect("a multiaddr"),
+            ],
+            bootstrap: Vec::new(),
+            network_key: None,
+            mdns: false,
+            relay: Default::default(),
+            hypervisor: Some("test:///default".into()),
+            accel: AccelChoice::Force(crate::hypervisor::accel::Accel::Tcg),
+            guest_netns: "unused".into(),
+            image_dir,
+            accept_migrations: false,
+            provision: Default::default(),
+            sampling: Default::default(),
+            yarn: Vec::new(),
+            spark: Vec::new(),
+            capacity: Default::default(),
+            limits: Default::default(),
+            connections: Default::default(),
+        }
+    }
 }
 
 /// A running peer: what `status` shows of it and the features it routes to.

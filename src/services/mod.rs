@@ -13,7 +13,7 @@ pub mod hedge;
 pub mod probe;
 pub mod proxy;
 #[cfg(test)]
-mod proxy_fuzz;
+pub(crate) mod proxy_fuzz;
 pub mod publish;
 pub mod serve;
 
@@ -364,7 +364,8 @@ pub fn overlay_view(
             peer_id: local_peer.to_string(),
             peer_nick: local_nick.to_string(),
             vm: s.vm.clone(),
-            latency_ms: Some(0.0),
+            // Nothing measures a round trip to ourselves: none, not 0.0 ms.
+            latency_ms: None,
             load: Some(local_load.clone()),
             local: true,
         };

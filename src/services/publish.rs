@@ -181,19 +181,11 @@ impl Services {
                 .await
             {
                 Ok(crate::node::protocol::ControlResponse::Services { services, load }) => {
-                    let valid: Vec<ServiceRecord> = services
-                        .into_iter()
-                        .filter(|s| match s.validate() {
-                            Ok(()) => true,
-                            Err(e) => {
-                                tracing::warn!("dropped a malformed record from {peer}: {e}");
-                                false
-                            }
-                        })
-                        .collect();
+                    let valid = valid_records(peer, services);
                     self.catalogue.update(peer, valid, load, Duration::ZERO);
                 }
                 Ok(crate::node::protocol::ControlResponse::Refused { reason }) => {
+                    let reason = crate::node::protocol::peer_text(&reason);
                     tracing::warn!("{peer} refused to list its services: {reason}")
                 }
                 Ok(other) => tracing::warn!("{peer} answered ListServices with {other:?}"),
@@ -242,7 +234,8 @@ impl Services {
 pub fn vms_cpu_pct(vms: &[VmView]) -> f64 {
     vms.iter()
         .filter(|vm| vm.state == VmState::Running)
-        .map(|vm| vm.stats.as_ref().map_or(0.0, |s| s.cpu_pct_host))
+        // An unknown figure (no CPU counter) adds nothing rather than a guess.
+        .filter_map(|vm| vm.stats.as_ref().and_then(|s| s.cpu_pct_host))
         .fold(0.0, |sum, pct| sum + pct) // (an empty f64 sum is -0.0)
         .clamp(0.0, 100.0)
 }
@@ -261,4 +254,19 @@ fn unix_millis() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// The records of a `ListServices` answer from `peer` that validate; the others
+/// are dropped with a log line.
+pub fn valid_records(peer: PeerId, records: Vec<ServiceRecord>) -> Vec<ServiceRecord> {
+    records
+        .into_iter()
+        .filter(|s| match s.validate() {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!("dropped a malformed record from {peer}: {e}");
+                false
+            }
+        })
+        .collect()
 }

@@ -136,7 +136,7 @@ type ServiceGuard<'a> = Option<OpenGuard<'a, String>>;
 impl Services {
     /// May `from` open a stream to `service` now? The service if so, with the
     /// guard of its connection slot; the reason if not, for the consumer to show.
-    async fn admit_stream(
+    pub(crate) async fn admit_stream(
         &self,
         from: PeerId,
         service: &str,

@@ -52,7 +52,7 @@ pub fn peer_rows(status: &Status) -> Vec<PeerRow> {
                 .vms
                 .iter()
                 .filter(|v| v.state == crate::model::VmState::Running)
-                .filter_map(|v| v.stats.as_ref().map(|s| s.cpu_pct_host))
+                .filter_map(|v| v.stats.as_ref().and_then(|s| s.cpu_pct_host))
                 .sum(),
             running_vms: status
                 .vms
@@ -217,7 +217,12 @@ pub fn vm_rows<'a>(status: &'a Status, all: bool, sort: VmSort, filter: &str) ->
         VmSort::State => rows.sort_by_key(|r| (r.view.map(|v| v.state as u8).unwrap_or(9), r.name)),
         other => {
             let key: fn(&VmView) -> f64 = match other {
-                VmSort::Cpu => |v| v.stats.as_ref().map_or(-1.0, |s| s.cpu_pct_host),
+                VmSort::Cpu => |v| {
+                    v.stats
+                        .as_ref()
+                        .and_then(|s| s.cpu_pct_host)
+                        .unwrap_or(-1.0)
+                },
                 VmSort::Memory => |v| v.memory_mib as f64,
                 VmSort::Disk => |v| {
                     v.stats

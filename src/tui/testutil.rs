@@ -43,9 +43,9 @@ pub fn rich_status() -> Status {
     };
     let web = &mut s.vms[0];
     web.stats = Some(VmStats {
-        cpu_pct_host: 6.5,
-        cpu_pct_guest: 13.0,
-        mem_used_mib: 87,
+        cpu_pct_host: Some(6.5),
+        cpu_pct_guest: Some(13.0),
+        mem_used_mib: Some(87),
         disk_read_bps: 12_000.0,
         disk_write_bps: 3_400_000.0,
         disk_read_iops: 3.0,

@@ -301,7 +301,7 @@ mod tests {
         VmView {
             name: name.into(),
             stats: Some(VmStats {
-                cpu_pct_guest: cpu,
+                cpu_pct_guest: Some(cpu),
                 ..VmStats::default()
             }),
             history: history.map(|h| VmHistory {
@@ -374,7 +374,7 @@ mod tests {
         // Round 9 was missed: the figures are taken, the history asked again.
         state.answered(&ask, 10, vec![vm("web-1", 5.0, None)], t1);
         let views = state.views(t1);
-        assert_eq!(views[0].vm.stats.as_ref().unwrap().cpu_pct_guest, 5.0);
+        assert_eq!(views[0].vm.stats.as_ref().unwrap().cpu_pct_guest, Some(5.0));
         let t2 = t1 + PER_HOST_EVERY;
         assert!(state.due(t2).remove(0).history, "history asked again");
     }

@@ -82,12 +82,13 @@ impl std::fmt::Display for Failover {
             f,
             "failover: {} request(s) after the kill, {} failed; first answer {:?} after the \
              kill; gap between answers across the kill {:?}, longest gap after it {:?} \
-             (loop: a new connection every 50 ms)",
+             (loop: a new connection every 50 ms); failures: {:?}",
             self.after,
             self.failed.len(),
             self.first_answer,
             self.gap,
-            self.longest_gap
+            self.longest_gap,
+            self.failed
         )
     }
 }
@@ -155,7 +156,10 @@ pub fn consume_loop_across_a_kill(
         after: after.len(),
         failed: after
             .iter()
-            .filter_map(|(_, r)| r.as_ref().err().cloned())
+            .filter_map(|(t, r)| {
+                let error = r.as_ref().err()?;
+                Some(format!("{:?} after the kill: {error}", *t - killed_at))
+            })
             .collect(),
         only_survivor: after
             .iter()

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::{NodeOptions, TestNetns, TestNode, eventually, fresh_key, stderr, virsh};
+use super::{NodeOptions, TestNetns, TestNode, fresh_key, http_wait, scaled, stderr, virsh};
 
 /// What the peers of one test share: a guest namespace of its own (removed after
 /// the nodes, which are declared later and so dropped first), a network key and
@@ -50,6 +50,13 @@ impl Rig {
     }
 }
 
+/// How long a guest's page or service may take to answer (scaled): under TCG a
+/// CGI page forks and execs, and a loaded 2-core machine stalls guests for
+/// seconds at a time.
+pub const GUEST_ANSWER: Duration = Duration::from_secs(60);
+/// From `vm create` (or start) to the guest's first answer.
+pub const GUEST_BOOT: Duration = Duration::from_secs(90);
+
 /// Writes 20 fresh keys through the guest's kv service and syncs its disk (the
 /// write CGI ends with a sync); returns what was written.
 pub fn write_known_values(netns: &TestNetns, ip: &str) -> Vec<(String, String)> {
@@ -59,24 +66,23 @@ pub fn write_known_values(netns: &TestNetns, ip: &str) -> Vec<(String, String)> 
     for (k, v) in &values {
         assert_eq!(kv(netns, ip, &format!("SET {k} {v}")), "OK");
     }
-    let synced = netns.exec(&["curl", "-sf", &format!("http://{ip}/cgi-bin/write?1")]);
-    assert!(synced.status.success(), "sync in the guest");
+    let url = format!("http://{ip}/cgi-bin/write?1");
+    assert!(
+        http_wait(Some(netns), &url, GUEST_ANSWER).is_some(),
+        "sync in the guest"
+    );
     values
 }
 
 /// The guest's state page (`name=`, `boot_id=`, `hits=` ...), fetched from inside
-/// the guest network namespace.
+/// the guest network namespace, waiting for it up to [`GUEST_ANSWER`].
 pub fn guest_state(netns: &TestNetns, ip: &str) -> Option<String> {
-    let out = netns.exec(&[
-        "curl",
-        "-sf",
-        "--max-time",
-        "2",
-        &format!("http://{ip}/cgi-bin/state"),
-    ]);
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    guest_state_within(netns, ip, GUEST_ANSWER)
+}
+
+/// The same, waiting up to `limit` (scaled).
+pub fn guest_state_within(netns: &TestNetns, ip: &str, limit: Duration) -> Option<String> {
+    http_wait(Some(netns), &format!("http://{ip}/cgi-bin/state"), limit)
 }
 
 /// Creates a VM on `node` and waits until its HTTP service answers; returns its IP.
@@ -90,33 +96,43 @@ pub fn boot(node: &TestNode, netns: &TestNetns, name: &str, extra: &[&str]) -> S
         .expect("guest ip")
         .to_string();
     assert!(
-        eventually(Duration::from_secs(60), || guest_state(netns, &ip)
-            .is_some()),
+        guest_state_within(netns, &ip, GUEST_BOOT).is_some(),
         "guest HTTP never answered at {ip}"
     );
     ip
 }
 
-/// One line-protocol exchange with the guest's kv service.
+/// One line-protocol exchange with the guest's kv service: its first answer line.
 pub fn kv(netns: &TestNetns, ip: &str, line: &str) -> String {
-    let script = format!(
-        "exec 3<>/dev/tcp/{ip}/7000 && printf '%s\\nQUIT\\n' \"$LINE\" >&3 && head -n1 <&3"
-    );
+    kv_lines(netns, ip, &[line])
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Sends `lines` (then QUIT) to the guest's kv service; everything it answered.
+/// The service closes the connection at QUIT, so this waits for the answers,
+/// however slow, up to [`GUEST_ANSWER`] (scaled).
+pub fn kv_lines(netns: &TestNetns, ip: &str, lines: &[&str]) -> String {
+    let script =
+        format!("exec 3<>/dev/tcp/{ip}/7000 && printf '%s\\nQUIT\\n' \"$LINES\" >&3 && cat <&3");
+    let limit = format!("{:.0}", scaled(GUEST_ANSWER).as_secs_f64());
     let out = std::process::Command::new("ip")
         .args([
             "netns",
             "exec",
             &netns.name,
             "timeout",
-            "5",
+            &limit,
             "bash",
             "-c",
             &script,
         ])
-        .env("LINE", line)
+        .env("LINES", lines.join("\n"))
         .output()
         .expect("ip netns exec");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The data disk file of a VM, as libvirt has it.

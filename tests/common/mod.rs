@@ -145,7 +145,7 @@ impl TestNode {
             args,
         };
         node.spawn();
-        node.wait_ready(Duration::from_secs(60));
+        node.wait_ready(scaled(Duration::from_secs(60)));
         node
     }
 
@@ -176,7 +176,7 @@ impl TestNode {
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "restart: the node still runs");
         self.spawn();
-        self.wait_ready(Duration::from_secs(60));
+        self.wait_ready(scaled(Duration::from_secs(60)));
     }
 
     fn wait_ready(&self, limit: Duration) {
@@ -394,9 +394,30 @@ pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Polls `check` every 250 ms until it returns true or `limit` passes.
+/// The one knob for slow machines: every bound a test waits under (guest work,
+/// node start-up, convergence) is multiplied by `PEERVISOR_TEST_TIME_SCALE`
+/// (default 1; e.g. 3 on a machine much slower or busier than 2 shared cores).
+/// Bounds that a property is stated against (a timeout the code under test must
+/// not wait out) are not scaled. docs/testing.md.
+pub fn time_scale() -> f64 {
+    let Ok(value) = std::env::var("PEERVISOR_TEST_TIME_SCALE") else {
+        return 1.0;
+    };
+    match value.trim().parse::<f64>() {
+        Ok(f) if f.is_finite() && f >= 1.0 => f,
+        _ => panic!("PEERVISOR_TEST_TIME_SCALE={value:?}: expected a number of at least 1"),
+    }
+}
+
+/// `limit` times [`time_scale`].
+pub fn scaled(limit: Duration) -> Duration {
+    limit.mul_f64(time_scale())
+}
+
+/// Polls `check` every 250 ms until it returns true or `limit` (scaled by
+/// [`time_scale`]) passes.
 pub fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
+    let deadline = Instant::now() + scaled(limit);
     loop {
         if check() {
             return true;
@@ -406,6 +427,40 @@ pub fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
         }
         std::thread::sleep(Duration::from_millis(250));
     }
+}
+
+/// GET `url` with curl (inside `netns` if given), waiting for the answer: an
+/// attempt that fails at once (refused, reset, an HTTP error) is tried again
+/// every 250 ms, a slow one is waited for, until `limit` (scaled) has passed.
+/// Guest pages are CGI scripts under TCG: a loaded machine can take seconds.
+pub fn http_wait(netns: Option<&TestNetns>, url: &str, limit: Duration) -> Option<String> {
+    let deadline = Instant::now() + scaled(limit);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if let Some(page) = http_once(netns, url, left.max(Duration::from_secs(1))) {
+            return Some(page);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// One GET of `url` that gives up after `limit` (not scaled): for a page that
+/// must NOT be served (a paused guest), where a short wait cannot fail a test
+/// wrongly, and inside [`http_wait`].
+pub fn http_once(netns: Option<&TestNetns>, url: &str, limit: Duration) -> Option<String> {
+    let max_time = format!("{:.1}", limit.as_secs_f64());
+    let curl = ["curl", "-sf", "--max-time", max_time.as_str(), url];
+    let out = match netns {
+        Some(ns) => ns.exec(&curl),
+        None => Command::new(curl[0])
+            .args(&curl[1..])
+            .output()
+            .expect("curl"),
+    };
+    out.status.success().then(|| stdout(&out))
 }
 
 /// A guest network namespace of the test's own, removed on drop.

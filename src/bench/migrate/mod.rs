@@ -163,12 +163,14 @@ pub async fn command(
         root: setup.data_dir.root().join("bench").join("migrate-nodes"),
     };
     let results = run(&opts).await?;
+    let (lines, targets) = table::targets(&results);
     if json {
         println!("{}", serde_json::to_string_pretty(&results)?);
+        eprint!("{lines}");
     } else {
-        print!("{}", table(&results));
+        print!("{}{lines}", table(&results));
     }
-    Ok(())
+    targets.finish()
 }
 
 pub async fn run(opts: &Options) -> Result<Results> {

@@ -8,7 +8,10 @@
 //! the host's), and both time it from inside with the same clock call. The I/O
 //! workloads use O_DIRECT on both sides: natively on a preallocated file, in the
 //! guest on a virtio disk backed by a file in the same directory that QEMU opens
-//! with cache=none, so neither side's page cache hides the disk.
+//! with cache=none, so neither side's page cache hides the disk. Every run of a
+//! workload is one process doing all of it (awk, dd, or `pv-randio` for the
+//! random I/O), so process start-up, slow under TCG, is paid once per run, and
+//! each reports the amount it did, which must be the amount asked for.
 
 pub(crate) mod guest;
 pub mod table;
@@ -24,6 +27,8 @@ use crate::model::{PenaltyRow, PenaltyView, WorkloadKind};
 
 /// The workload script, also laid into the guest at /bin/pv-bench.
 const SCRIPT: &str = include_str!("../../../assets/guest/rootfs/bin/pv-bench");
+/// Where the guest image has the random-I/O tool the script runs.
+const RANDIO_IN_GUEST: &str = "bin/pv-randio";
 
 /// Size of the disk (guest) and file (native) the I/O workloads use.
 const TARGET_MIB_FULL: u64 = 1024;
@@ -34,6 +39,8 @@ pub struct PenaltyOptions {
     pub runs: u32,
     /// CI-sized amounts.
     pub short: bool,
+    /// Also random I/O the old way, one `dd` per operation (`rand-*-dd` rows).
+    pub per_op_dd: bool,
     pub accel: AccelChoice,
     pub image_dir: PathBuf,
     /// Results and scratch files go under `<bench_dir>`.
@@ -60,15 +67,17 @@ impl Workload {
     }
 }
 
-/// What runs, in order, each run.
-pub fn plan(short: bool) -> Vec<Workload> {
+/// What runs, in order, each run; with `per_op_dd` also the random I/O as it
+/// was measured before pv-randio, one `dd` process per 4 KiB operation (at the
+/// old amounts), so one run shows how much of that figure was process start-up.
+pub fn plan(short: bool, per_op_dd: bool) -> Vec<Workload> {
     let (loops, mib, ops) = if short {
-        (300_000, TARGET_MIB_SHORT, 100)
+        (300_000, TARGET_MIB_SHORT, 1000)
     } else {
-        (2_000_000, TARGET_MIB_FULL, 500)
+        (2_000_000, TARGET_MIB_FULL, 5000)
     };
     let io = WorkloadKind::Io;
-    vec![
+    let mut all = vec![
         Workload {
             name: "cpu",
             kind: WorkloadKind::Cpu,
@@ -99,10 +108,23 @@ pub fn plan(short: bool) -> Vec<Workload> {
             amount: ops,
             unit: "IOPS",
         },
-    ]
+    ];
+    if per_op_dd {
+        let ops = if short { 100 } else { 500 };
+        for name in ["rand-read-dd", "rand-write-dd"] {
+            all.push(Workload {
+                name,
+                kind: io,
+                amount: ops,
+                unit: "IOPS",
+            });
+        }
+    }
+    all
 }
 
-/// Parses the script's "result workload=W amount=N usec=T" line.
+/// Parses the script's "result workload=W amount=N usec=T" line; N must be the
+/// amount asked for (a tool that stopped short would flatter the figure).
 pub fn parse_result(output: &str, expected: &Workload) -> Result<u64> {
     let line = output
         .lines()
@@ -118,6 +140,15 @@ pub fn parse_result(output: &str, expected: &Workload) -> Result<u64> {
     };
     if field("workload") != Some(expected.name) {
         bail!("pv-bench answered for another workload: {line:?}");
+    }
+    let done: Option<u64> = field("amount").and_then(|v| v.parse().ok());
+    if done != Some(expected.amount) {
+        bail!(
+            "pv-bench {} did {} of the {} asked for: {line:?}",
+            expected.name,
+            done.map_or("an unknown amount".into(), |d| d.to_string()),
+            expected.amount
+        );
     }
     let usec: u64 = field("usec")
         .and_then(|v| v.parse().ok())
@@ -139,7 +170,7 @@ pub async fn run(
     if opts.runs == 0 {
         bail!("--runs must be at least 1");
     }
-    let workloads = plan(opts.short);
+    let workloads = plan(opts.short, opts.per_op_dd);
     let (accel, why) = opts.accel.resolve();
     let mut view = PenaltyView {
         state: "running".into(),
@@ -195,6 +226,7 @@ async fn measure(
     let busybox = busybox_path()?;
     let script = work.join("pv-bench");
     std::fs::write(&script, SCRIPT).with_context(|| format!("writing {}", script.display()))?;
+    let randio = write_randio(&work)?;
     let native_target = work.join("native.img");
     let guest_disk = work.join("guest.img");
     view.progress = format!(
@@ -209,7 +241,13 @@ async fn measure(
         native_target.clone(),
         guest_disk.clone(),
         script.clone(),
+        randio.clone(),
     ]);
+    let native = Native {
+        busybox,
+        script,
+        randio,
+    };
 
     view.progress = "building/checking the guest image".into();
     progress(view);
@@ -228,7 +266,7 @@ async fn measure(
             for (i, w) in workloads.iter().enumerate() {
                 view.progress = format!("run {run}/{}: {} natively", opts.runs, w.name);
                 progress(view);
-                let usec = run_native(&busybox, &script, w, &native_target).await?;
+                let usec = native.run(w, &native_target).await?;
                 view.rows[i].native.push(w.throughput(usec));
                 view.steps_done += 1;
 
@@ -251,29 +289,50 @@ async fn measure(
     result
 }
 
-async fn run_native(busybox: &Path, script: &Path, w: &Workload, target: &Path) -> Result<u64> {
-    let out = tokio::process::Command::new(busybox)
-        .arg("sh")
-        .arg(script)
-        .arg(w.name)
-        .arg(w.amount.to_string())
-        .arg(target)
-        .env("BUSYBOX", busybox)
-        .kill_on_drop(true)
-        .output()
-        .await
-        .with_context(|| format!("running {} sh {}", busybox.display(), script.display()))?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    parse_result(&text, w).with_context(|| format!("native {}", w.name))
+/// The workloads' native side: the same script, busybox and tools as the guest's.
+struct Native {
+    busybox: PathBuf,
+    script: PathBuf,
+    randio: PathBuf,
+}
+
+impl Native {
+    async fn run(&self, w: &Workload, target: &Path) -> Result<u64> {
+        let (busybox, script) = (&self.busybox, &self.script);
+        let out = tokio::process::Command::new(busybox)
+            .arg("sh")
+            .arg(script)
+            .arg(w.name)
+            .arg(w.amount.to_string())
+            .arg(target)
+            .env("BUSYBOX", busybox)
+            .env("RANDIO", &self.randio)
+            .kill_on_drop(true)
+            .output()
+            .await
+            .with_context(|| format!("running {} sh {}", busybox.display(), script.display()))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        parse_result(&text, w).with_context(|| format!("native {}", w.name))
+    }
+}
+
+/// Writes the guest image's random-I/O tool into `dir`, for the native runs.
+fn write_randio(dir: &Path) -> Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let (_, bytes, _) = crate::image::GUEST_ROOTFS
+        .iter()
+        .find(|(path, _, _)| *path == RANDIO_IN_GUEST)
+        .context("this build carries no pv-randio (build.rs)")?;
+    let path = dir.join("pv-randio");
+    std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("chmod {}", path.display()))?;
+    Ok(path)
 }
 
 /// The host's busybox: the binary the image builder copies into the guest.
 fn busybox_path() -> Result<PathBuf> {
-    ["/bin/busybox", "/usr/bin/busybox"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.is_file())
-        .context("busybox not found: run scripts/setup.sh (installs busybox-static)")
+    crate::image::initramfs::busybox_path()
 }
 
 /// Writes `mib` MiB of non-zero data, so reads hit allocated blocks (not holes).
@@ -332,10 +391,12 @@ pub async fn command(
     json: bool,
     csv: bool,
     short: bool,
+    per_op_dd: bool,
 ) -> Result<()> {
     let opts = PenaltyOptions {
         runs: runs.unwrap_or(if short { 2 } else { 3 }),
         short,
+        per_op_dd,
         accel: setup.accel,
         image_dir: setup.image_dir.clone(),
         bench_dir: setup.data_dir.root().join("bench"),
@@ -394,11 +455,21 @@ mod tests {
 
     #[test]
     fn result_lines_parse_and_errors_are_reported() {
-        let w = plan(true)[1];
+        let w = plan(true, false)[1];
         assert_eq!(
             parse_result("result workload=seq-write amount=64 usec=500000\n", &w).unwrap(),
             500_000
         );
+        // A run that did less than asked (dd stopped at the end of a short
+        // file, an unknown count) is an error, not a fast run.
+        for short in [
+            "result workload=seq-write amount=63 usec=500000",
+            "result workload=seq-write amount= usec=500000",
+            "result workload=seq-write usec=500000",
+        ] {
+            let e = parse_result(short, &w).unwrap_err().to_string();
+            assert!(e.contains("of the 64 asked for"), "{short}: {e}");
+        }
         assert!(
             (w.throughput(500_000) - 128.0).abs() < 1e-9,
             "64 MiB in 0.5 s"
@@ -409,25 +480,46 @@ mod tests {
         assert!(e.contains("no data disk"), "{e}");
         assert!(parse_result("result workload=cpu amount=1 usec=5", &w).is_err());
         assert!(parse_result("<html>500</html>", &w).is_err());
-        assert!(parse_result("result workload=seq-write usec=0", &w).is_err());
+        assert!(parse_result("result workload=seq-write amount=64 usec=0", &w).is_err());
     }
 
+    /// Every workload through the real script, busybox and pv-randio on the
+    /// host, on a small file: each reports doing exactly what it was asked.
     #[test]
-    fn the_same_script_runs_natively() {
-        let Ok(busybox) = busybox_path() else {
-            return; // no busybox-static: nothing to compare against
-        };
-        let dir = tempfile::tempdir().unwrap();
+    fn the_same_script_runs_natively_and_does_the_whole_amount() {
+        let busybox = busybox_path().unwrap_or_else(|e| panic!("{e:#}"));
+        // O_DIRECT needs a file system that has it (/tmp may be tmpfs).
+        let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
         let script = dir.path().join("pv-bench");
         std::fs::write(&script, SCRIPT).unwrap();
-        let w = Workload {
-            amount: 10_000,
-            ..plan(true)[0]
+        let native = Native {
+            busybox,
+            script,
+            randio: write_randio(dir.path()).unwrap(),
         };
+        let target = dir.path().join("target.img");
+        fill(&target, 64).unwrap();
         let rt = tokio::runtime::Runtime::new().unwrap();
-        let usec = rt
-            .block_on(run_native(&busybox, &script, &w, dir.path()))
-            .unwrap();
-        assert!(w.throughput(usec) > 0.0);
+        for w in plan(true, true) {
+            let w = Workload {
+                amount: if w.name == "cpu" {
+                    10_000
+                } else {
+                    w.amount.min(16)
+                },
+                ..w
+            };
+            let usec = rt
+                .block_on(native.run(&w, &target))
+                .unwrap_or_else(|e| panic!("{}: {e:#}", w.name));
+            assert!(w.throughput(usec) > 0.0, "{}", w.name);
+        }
+        // Asked for more than the file holds, dd copies less: an error.
+        let w = Workload {
+            amount: 65,
+            ..plan(true, false)[2]
+        };
+        let e = rt.block_on(native.run(&w, &target)).unwrap_err();
+        assert!(format!("{e:#}").contains("did 64 of the 65"), "{e:#}");
     }
 }

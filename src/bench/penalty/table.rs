@@ -17,13 +17,13 @@ pub fn text(view: &PenaltyView) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<11} {:<4} {:>10} {:>10} {:>8}  {:<8} {:>12} {:>12}",
+        "{:<13} {:<4} {:>10} {:>10} {:>8}  {:<8} {:>12} {:>12}",
         "workload", "kind", "native", "VM", "penalty", "unit", "spread nat.", "spread VM"
     );
     for row in &view.rows {
         let _ = writeln!(
             out,
-            "{:<11} {:<4} {:>10} {:>10} {:>8}  {:<8} {:>12} {:>12}",
+            "{:<13} {:<4} {:>10} {:>10} {:>8}  {:<8} {:>12} {:>12}",
             row.workload,
             kind(row),
             num(row.native_median()),

@@ -148,14 +148,15 @@ impl CountersDoc {
         let mut c = Counters::default();
         for g in &self.job_counters.counter_group {
             for k in &g.counter {
-                match k.name.as_str() {
-                    "HDFS_BYTES_READ" | "FILE_BYTES_READ" => c.bytes_read += k.total_counter_value,
-                    "HDFS_BYTES_WRITTEN" | "FILE_BYTES_WRITTEN" => {
-                        c.bytes_written += k.total_counter_value
-                    }
-                    "CPU_MILLISECONDS" => c.cpu_ms += k.total_counter_value,
-                    _ => {}
-                }
+                // Values from the network: added without overflow (a server's
+                // u64::MAX panicked the poller in debug builds).
+                let total = match k.name.as_str() {
+                    "HDFS_BYTES_READ" | "FILE_BYTES_READ" => &mut c.bytes_read,
+                    "HDFS_BYTES_WRITTEN" | "FILE_BYTES_WRITTEN" => &mut c.bytes_written,
+                    "CPU_MILLISECONDS" => &mut c.cpu_ms,
+                    _ => continue,
+                };
+                *total = total.saturating_add(k.total_counter_value);
             }
         }
         c

@@ -209,11 +209,11 @@ impl YarnSource {
                 name: j.name.clone(),
                 user: j.user.clone(),
                 state: j.state.clone(),
-                progress_pct: if j.reduces_total > 0 {
+                progress_pct: percent(if j.reduces_total > 0 {
                     (j.map_progress + j.reduce_progress) / 2.0
                 } else {
                     j.map_progress
-                },
+                }),
                 maps_completed: j.maps_completed,
                 maps_total: j.maps_total,
                 reduces_completed: j.reduces_completed,
@@ -277,7 +277,7 @@ impl YarnSource {
             name: h.name.clone(),
             user: h.user.clone(),
             state: h.state.clone(),
-            progress_pct: 100.0,
+            progress_pct: finished_progress(h),
             maps_completed: h.maps_completed,
             maps_total: h.maps_total,
             reduces_completed: h.reduces_completed,
@@ -342,7 +342,7 @@ fn app_only(app: &App) -> JobView {
         } else {
             app.state.clone()
         },
-        progress_pct: app.progress,
+        progress_pct: percent(app.progress),
         elapsed_s: app.elapsed_time as f64 / 1000.0,
         error: failed_diagnostics(app),
         ..JobView::default()
@@ -352,6 +352,37 @@ fn app_only(app: &App) -> JobView {
         job.hosts.push(host_of(am));
     }
     job
+}
+
+/// A progress the server reported, held to 0..100 (a server's figure out of
+/// range is not shown as measured).
+fn percent(p: f64) -> f64 {
+    if p.is_finite() {
+        p.clamp(0.0, 100.0)
+    } else {
+        0.0
+    }
+}
+
+/// A finished job's progress: 100 when it succeeded; otherwise the share of its
+/// tasks that completed before it failed or was killed (not 100: it did not).
+fn finished_progress(h: &HistoryJob) -> f64 {
+    if h.state == "SUCCEEDED" {
+        return 100.0;
+    }
+    let share = |done: u64, total: u64| {
+        if total == 0 {
+            0.0
+        } else {
+            done.min(total) as f64 / total as f64
+        }
+    };
+    let maps = share(h.maps_completed, h.maps_total);
+    if h.reduces_total > 0 {
+        (maps + share(h.reduces_completed, h.reduces_total)) * 50.0
+    } else {
+        maps * 100.0
+    }
 }
 
 fn failed_diagnostics(app: &App) -> Option<String> {

@@ -444,3 +444,133 @@ fn rm_app_list(target: &str, finished: usize) -> String {
     apps.truncate(limit);
     json!({"apps": {"app": apps}}).to_string()
 }
+
+#[tokio::test]
+async fn a_killed_or_failed_finished_job_shows_the_share_of_tasks_it_completed() {
+    let s = TestServer::start().await;
+    let h = TestServer::start().await;
+    let mut src = YarnSource::from_arg(&format!("{},history={}", s.url, h.url)).unwrap();
+    s.json("/ws/v1/cluster/info", &cluster_info(TS));
+    s.json("/ws/v1/cluster/metrics", &metrics(0, 0));
+    let apps = json!({"apps": {"app": [
+        app(TS, 4, "TeraSort", "KILLED", "KILLED", "killed by user"),
+        app(TS, 5, "word count", "FINISHED", "FAILED", "task failed"),
+    ]}});
+    s.json("/ws/v1/cluster/apps", &apps.to_string());
+    let history = |seq: u32, state: &str, maps: u64, reduces: u64| {
+        json!({"submitTime": TS, "startTime": TS + 1000, "finishTime": TS + 11000,
+            "id": format!("job_{TS}_000{seq}"), "name": "x", "queue": "default", "user": "hadoop",
+            "state": state, "mapsTotal": 10, "mapsCompleted": maps, "reducesTotal": 2,
+            "reducesCompleted": reduces})
+    };
+    h.json(
+        "/ws/v1/history/mapreduce/jobs",
+        &json!({"jobs": {"job": [history(4, "KILLED", 4, 0), history(5, "FAILED", 10, 1)]}})
+            .to_string(),
+    );
+    for seq in [4, 5] {
+        let job = format!("job_{TS}_000{seq}");
+        h.json(
+            &format!("/ws/v1/history/mapreduce/jobs/{job}/counters"),
+            &counters(&job, 0, 0, 0),
+        );
+    }
+    let r = src.poll().await;
+    let progress: Vec<(&str, f64)> = r
+        .jobs
+        .iter()
+        .map(|j| (j.state.as_str(), j.progress_pct))
+        .collect();
+    // Maps and reduces weigh half each, as for running jobs: not 100%.
+    assert_eq!(
+        progress,
+        [("KILLED", 20.0), ("FAILED", 75.0)],
+        "{:?}",
+        r.jobs
+    );
+}
+
+mod fuzz {
+    //! The YARN documents (ResourceManager, Application Master through the RM
+    //! proxy, History Server) as JSON from the network, one of them mutated per
+    //! case, into the source's mapping to jobs (`YarnSource::poll`).
+    use super::*;
+    use crate::fuzzing::{CASES, config, json_like};
+    use crate::jobs::source::check_sound;
+    use proptest::prelude::*;
+
+    /// Every document a poll reads, valid: a running TeraSort, a failed word
+    /// count, a finished pi job on the history server.
+    fn documents() -> Vec<(bool, String, String)> {
+        let ts = TS;
+        let job = format!("job_{ts}_0001");
+        let proxy = format!("/proxy/application_{ts}_0001/ws/v1/mapreduce/jobs");
+        let apps = json!({"apps": {"app": [
+            app(ts, 1, "TeraSort", "RUNNING", "UNDEFINED", ""),
+            app(ts, 2, "word count", "FAILED", "FAILED", "exitCode: 1"),
+            app(ts, 3, "QuasiMonteCarlo", "FINISHED", "SUCCEEDED", ""),
+        ]}});
+        let history = json!({"jobs": {"job": [{"submitTime": ts, "startTime": ts + 1000,
+            "finishTime": ts + 11000, "id": format!("job_{ts}_0003"), "name": "QuasiMonteCarlo",
+            "queue": "default", "user": "hadoop", "state": "SUCCEEDED", "mapsTotal": 10,
+            "mapsCompleted": 10, "reducesTotal": 1, "reducesCompleted": 1}]}});
+        let finished = format!("job_{ts}_0003");
+        vec![
+            (false, "/ws/v1/cluster/info".into(), cluster_info(ts)),
+            (false, "/ws/v1/cluster/metrics".into(), metrics(1, 1)),
+            (false, "/ws/v1/cluster/apps".into(), apps.to_string()),
+            (false, proxy.clone(), am_jobs(ts, 1, 40.0, 2)),
+            (
+                false,
+                format!("{proxy}/{job}/counters"),
+                counters(&job, 3_000_000, 1_500_000, 3000),
+            ),
+            (false, format!("{proxy}/{job}/tasks"), tasks(ts, 1)),
+            (
+                false,
+                format!("{proxy}/{job}/tasks/task_{ts}_0001_m_000000/attempts"),
+                attempts(ts, 1),
+            ),
+            (
+                true,
+                "/ws/v1/history/mapreduce/jobs".into(),
+                history.to_string(),
+            ),
+            (
+                true,
+                format!("/ws/v1/history/mapreduce/jobs/{finished}/counters"),
+                counters(&finished, 10_000, 0, 20_000),
+            ),
+        ]
+    }
+
+    fn one_mutated() -> impl Strategy<Value = (usize, Vec<u8>)> {
+        let docs = documents();
+        (0..docs.len()).prop_flat_map(move |i| {
+            json_like(vec![docs[i].2.clone().into_bytes()]).prop_map(move |b| (i, b))
+        })
+    }
+
+    proptest! {
+        // Two HTTP servers and a dozen requests per case.
+        #![proptest_config(config(CASES / 10))]
+        /// Every job the source reports is sound (`check_sound`) and the
+        /// source says whether its poll worked, whatever one document holds.
+        #[test]
+        fn fuzz_yarn_documents((which, body) in one_mutated()) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let (rm, hs) = (TestServer::start().await, TestServer::start().await);
+                for (i, (history, path, doc)) in documents().into_iter().enumerate() {
+                    let body = if i == which { String::from_utf8_lossy(&body).into_owned() } else { doc };
+                    if history { hs.json(&path, &body) } else { rm.json(&path, &body) }
+                }
+                let mut src = YarnSource::from_arg(&format!("{},history={}", rm.url, hs.url)).unwrap();
+                for _ in 0..2 {
+                    check_sound(&src.poll().await)?;
+                }
+                Ok::<(), TestCaseError>(())
+            })?;
+        }
+    }
+}

@@ -3,14 +3,16 @@
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::sparse::{CHUNK, DiskPlan, Partial};
+use super::wire::{self, Answer};
 
 /// Longest silence inside a transfer (either way).
 pub const READ_TIMEOUT: Duration = Duration::from_secs(60);
@@ -83,6 +85,36 @@ pub async fn send_chunks<W: AsyncWrite + Unpin>(
     }
     w.flush().await?;
     Ok(sent)
+}
+
+/// The destination's disk half of a replication: opens (or resumes) the
+/// partial file at `path` for `plan`, answers which chunks it needs (`accepted`
+/// is told how many of them there are), receives them, and checks the whole
+/// file against the plan's checksum (removing it on a mismatch). Returns that
+/// checksum; the file stays at `path`. `bench replicate` times this very code.
+pub async fn receive_disk<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    plan: &DiskPlan,
+    path: &Path,
+    accepted: impl FnOnce(usize),
+    progress: impl FnMut(u64, u64),
+) -> Result<Option<String>> {
+    let (p, pl) = (path.to_path_buf(), plan.clone());
+    let (partial, need) = tokio::task::spawn_blocking(move || Partial::open(&p, &pl))
+        .await?
+        .with_context(|| format!("opening {}", path.display()))?;
+    wire::send(stream, &Answer::Accept { need: need.clone() }).await?;
+    accepted(need.len());
+    let partial = receive_chunks(stream, plan, &need, partial, progress).await?;
+    let pl = plan.clone();
+    let digest = tokio::task::spawn_blocking(move || partial.finish(&pl))
+        .await?
+        .context("finishing the disk file")?;
+    if digest != plan.file_sha256 {
+        let _ = std::fs::remove_file(path);
+        bail!("the received disk does not match the source's checksum");
+    }
+    Ok(digest)
 }
 
 /// Receives the chunks `need` into `partial`; `progress(done, total)` after each.

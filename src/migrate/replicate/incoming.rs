@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use futures::StreamExt;
 use libp2p::PeerId;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -20,8 +20,8 @@ use crate::hypervisor::domain::new_uuid;
 use crate::hypervisor::manifest::VmManifest;
 use crate::migrate::capacity::{Reservation, VmRequirements};
 use crate::migrate::operations::Busy;
-use crate::migrate::replica::sparse::{self, Partial};
-use crate::migrate::replica::transfer::{READ_TIMEOUT, receive_chunks};
+use crate::migrate::replica::sparse;
+use crate::migrate::replica::transfer::{READ_TIMEOUT, receive_disk};
 use crate::migrate::replica::wire::{self, Answer, Offer, Outcome};
 use crate::model::{OperationKind, OperationPhase};
 use crate::names::VmName;
@@ -129,33 +129,22 @@ impl Replications {
                     offer.name,
                     &offer.source_uuid[..8]
                 ));
-                let (path, p) = (partial_path.clone(), plan.clone());
-                let (partial, need) = tokio::task::spawn_blocking(move || Partial::open(&path, &p))
-                    .await?
-                    .with_context(|| format!("opening {}", partial_path.display()))?;
-                if need.len() < plan.chunks.len() {
-                    tracing::info!(
-                        "replica '{}': resuming, {} of {} chunks already here",
-                        offer.name,
-                        plan.chunks.len() - need.len(),
-                        plan.chunks.len()
-                    );
-                }
-                wire::send(stream, &Answer::Accept { need: need.clone() }).await?;
-                self.operations.set_phase(op, OperationPhase::Transferring);
-                let partial = receive_chunks(stream, plan, &need, partial, |done, total| {
+                let on_accept = |need: usize| {
+                    if need < plan.chunks.len() {
+                        tracing::info!(
+                            "replica '{}': resuming, {} of {} chunks already here",
+                            offer.name,
+                            plan.chunks.len() - need,
+                            plan.chunks.len()
+                        );
+                    }
+                    self.operations.set_phase(op, OperationPhase::Transferring);
+                };
+                let digest = receive_disk(stream, plan, &partial_path, on_accept, |done, total| {
                     self.operations
                         .set_progress(op, &transfer_sample(done, total))
                 })
                 .await?;
-                let p = plan.clone();
-                let digest = tokio::task::spawn_blocking(move || partial.finish(&p))
-                    .await?
-                    .context("finishing the disk file")?;
-                if digest != plan.file_sha256 {
-                    let _ = std::fs::remove_file(&partial_path);
-                    bail!("the received disk does not match the source's checksum");
-                }
                 disk_sha256 = digest;
                 ready_disk = Some(partial_path);
             }

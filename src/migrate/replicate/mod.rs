@@ -39,7 +39,7 @@ use crate::migrate::replica::wire::{self, Answer, Offer, Outcome};
 use crate::model::{OperationKind, OperationPhase, PeerView, ServiceSpec, VmState};
 use crate::names::{PeerRef, VmName, peer_id_of};
 use crate::node::Client;
-use crate::node::protocol::REPLICA_PROTOCOL;
+use crate::node::protocol::{REPLICA_PROTOCOL, peer_text};
 use crate::paths::DataDir;
 use crate::vms::Vms;
 use tokio::io::AsyncWriteExt;
@@ -307,7 +307,7 @@ impl Replications {
             .with_context(|| format!("offering the replica to {dest_name}"))?;
         let need = match answer {
             Answer::Accept { need } => need,
-            Answer::Refuse { reason } => bail!("{dest_name} refused: {reason}"),
+            Answer::Refuse { reason } => bail!("{dest_name} refused: {}", peer_text(&reason)),
         };
         self.operations.set_phase(op, OperationPhase::Transferring);
         let mut sent = ChunksSent::default();
@@ -327,7 +327,7 @@ impl Replications {
             .with_context(|| format!("waiting for {dest_name} to start the replica"))?;
         let (ip, replica_sha256) = match outcome {
             Outcome::Started { ip, disk_sha256 } => (ip, disk_sha256),
-            Outcome::Failed { reason } => bail!("{dest_name}: {reason}"),
+            Outcome::Failed { reason } => bail!("{dest_name}: {}", peer_text(&reason)),
         };
         let transfer = offer.disk.as_ref().map(|plan| DiskTransfer {
             virtual_bytes: plan.virtual_size,

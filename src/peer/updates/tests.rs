@@ -26,7 +26,7 @@ impl FakeSampler {
                 for vm in &mut status.vms {
                     vm.history = board.1.get(vm.name.as_str()).cloned();
                     vm.stats = vm.history.as_ref().map(|h| VmStats {
-                        cpu_pct_guest: *h.cpu_pct_guest.last().unwrap(),
+                        cpu_pct_guest: h.cpu_pct_guest.last().copied(),
                         ..VmStats::default()
                     });
                 }
@@ -57,7 +57,7 @@ impl FakeSampler {
                 .map(|vm| VmSample {
                     name: vm.to_string().into(),
                     stats: Some(VmStats {
-                        cpu_pct_guest: cpu,
+                        cpu_pct_guest: Some(cpu),
                         ..VmStats::default()
                     }),
                 })
@@ -225,7 +225,7 @@ async fn a_vm_that_appears_brings_its_history_and_no_round_twice() {
                 .map(|vm| VmSample {
                     name: vm.to_string().into(),
                     stats: Some(VmStats {
-                        cpu_pct_guest: 2.0,
+                        cpu_pct_guest: Some(2.0),
                         ..VmStats::default()
                     }),
                 })

@@ -177,7 +177,7 @@ fn overlay_toggle_shows_other_peers_vms_with_their_figures_and_acts_on_them() {
             name: "cache-3".into(),
             state: VmState::Running,
             stats: Some(VmStats {
-                cpu_pct_guest: 42.0,
+                cpu_pct_guest: Some(42.0),
                 ..VmStats::default()
             }),
             ..VmView::default()
@@ -186,7 +186,7 @@ fn overlay_toggle_shows_other_peers_vms_with_their_figures_and_acts_on_them() {
     }];
     app.set_status(Some(status));
     let shown = app.selected_vm().expect("figures from peer-b");
-    assert_eq!(shown.stats.as_ref().unwrap().cpu_pct_guest, 42.0);
+    assert_eq!(shown.stats.as_ref().unwrap().cpu_pct_guest, Some(42.0));
     assert_eq!(press(&mut app, &[key('s')]), vec![Request::stop("cache-3")]);
     assert_eq!(
         press(&mut app, &[key('p')]),
@@ -399,7 +399,7 @@ fn a_delta_from_the_node_moves_the_state_and_the_selection() {
                     .map(|&name| VmSample {
                         name: name.into(),
                         stats: Some(VmStats {
-                            cpu_pct_guest: cpu,
+                            cpu_pct_guest: Some(cpu),
                             ..VmStats::default()
                         }),
                     })
@@ -410,7 +410,7 @@ fn a_delta_from_the_node_moves_the_state_and_the_selection() {
     };
     app.apply(round(77.0));
     let web = app.selected_vm().unwrap();
-    assert_eq!(web.stats.as_ref().unwrap().cpu_pct_guest, 77.0);
+    assert_eq!(web.stats.as_ref().unwrap().cpu_pct_guest, Some(77.0));
     let history = web.history.as_ref().unwrap();
     assert_eq!(history.cpu_pct_guest.len(), before.cpu_pct_guest.len() + 1);
     assert_eq!(history.cpu_pct_guest.last(), Some(&77.0));
@@ -435,6 +435,6 @@ fn a_delta_from_the_node_moves_the_state_and_the_selection() {
             .as_ref()
             .unwrap()
             .cpu_pct_guest,
-        77.0
+        Some(77.0)
     );
 }

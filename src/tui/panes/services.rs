@@ -79,9 +79,12 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
                     }
                 },
             );
-            let latency = best
-                .and_then(|p| if p.local { Some(0.0) } else { p.latency_ms })
-                .map_or_else(|| "-".into(), fmt_ms);
+            let latency = match best {
+                Some(p) if p.local => "local".into(),
+                _ => best
+                    .and_then(|p| p.latency_ms)
+                    .map_or_else(|| "-".into(), fmt_ms),
+            };
             let load = best
                 .and_then(|p| p.load.as_ref())
                 .map_or_else(|| "-".into(), |l| format!("{:.0}%", l.cpu_pct));

@@ -59,7 +59,11 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
     let [top, charts] = Layout::vertical([Constraint::Length(1), Constraint::Fill(1)]).areas(inner);
     let summary = match now {
         Some(s) => Line::from(vec![
-            Span::styled(format!(" cpu {:.1}%", s.cpu_pct_guest), theme.chart_cpu),
+            Span::styled(
+                s.cpu_pct_guest
+                    .map_or_else(|| " cpu -".into(), |c| format!(" cpu {c:.1}%")),
+                theme.chart_cpu,
+            ),
             Span::styled(
                 format!("  disk r {}/s", fmt_rate(s.disk_read_bps)),
                 theme.chart_disk_read,

@@ -8,7 +8,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Row};
 
 use super::{draw_list, fmt_rate, list_block, pane_block, placeholder, spark};
-use crate::model::VmView;
+use crate::model::{VmStats, VmView};
 use crate::tui::app::{App, Pane};
 use crate::tui::rows::{VmRow, VmSort};
 
@@ -115,7 +115,10 @@ fn vm_row<'a>(row: &VmRow, app: &App, wide: bool, show_host: bool) -> Row<'a> {
             )));
             match &vm.stats {
                 Some(s) => {
-                    cells.push(right(format!("{:.1}", s.cpu_pct_guest)));
+                    cells.push(right(
+                        s.cpu_pct_guest
+                            .map_or_else(|| "-".into(), |c| format!("{c:.1}")),
+                    ));
                     cells.push(right(mem(vm)));
                     cells.push(right(format!(
                         "{}/{}",
@@ -174,7 +177,10 @@ fn name_spans(row: &VmRow, app: &App) -> Vec<Span<'static>> {
 /// `used/total` MiB when the guest reports use, else the configured size.
 fn mem(vm: &VmView) -> String {
     match &vm.stats {
-        Some(s) if s.mem_used_mib > 0 => format!("{}/{}M", s.mem_used_mib, vm.memory_mib),
+        Some(VmStats {
+            mem_used_mib: Some(used),
+            ..
+        }) => format!("{used}/{}M", vm.memory_mib),
         _ => format!("{}M", vm.memory_mib),
     }
 }
