@@ -14,6 +14,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 
+// reqwest's errors hide the TLS or connection reason a level or two down.
+use crate::node::error_chain;
+
 /// Replies above this are refused (a filtered REST listing is kilobytes).
 pub const MAX_BODY: usize = 16 * 1024 * 1024;
 /// Redirects followed per request.
@@ -177,20 +180,6 @@ async fn exchange(client: &reqwest::Client, url: &str) -> Result<Response> {
         body.extend_from_slice(&chunk);
     }
     Ok(Response { status, body })
-}
-
-/// reqwest's error with its causes (the TLS or connection reason is deep).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text = format!("{text}: {s_text}");
-        }
-        source = s.source();
-    }
-    text
 }
 
 /// GET and decode JSON; a non-200 status or bad JSON is an error naming the URL.

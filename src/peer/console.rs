@@ -51,7 +51,7 @@ impl Peer {
                         return;
                     }
                 };
-                let who = this.peer_label(peer).await;
+                let who = this.node.peer_label(peer).await;
                 let pipe = if !this.access.allows(&peer, Role::Control) {
                     tracing::warn!("refused the console of {vm} to {who}: no control role");
                     Err(format!(

@@ -352,7 +352,7 @@ impl Peer {
             return refuse(format!("{}: {what} is not asked of other peers", self.nick));
         };
         if !self.access.allows(&peer, Role::Control) {
-            let who = self.peer_label(peer).await;
+            let who = self.node.peer_label(peer).await;
             tracing::warn!("refused {what} asked by {who}: no control role");
             return refuse(format!(
                 "{host} refuses {what} to {who}: {who} lacks the control role on {host} (its operator can run `peervisor peers allow {peer} --role control`)",
@@ -362,23 +362,11 @@ impl Peer {
         if !self.vms.hosts(&VmName::from(vm)) {
             return refuse(format!("{} has no VM '{vm}'", self.nick));
         }
-        tracing::info!("{what} asked by {}", self.peer_label(peer).await);
+        tracing::info!("{what} asked by {}", self.node.peer_label(peer).await);
         match self.handle(request).await {
             Ok(reply) => ControlResponse::Acted { reply },
             Err(e) => refuse(format!("{}: {e:#}", self.nick)),
         }
-    }
-
-    /// A peer's nickname if known, else its id.
-    async fn peer_label(&self, id: PeerId) -> String {
-        let id_text = id.to_string();
-        self.node
-            .status()
-            .await
-            .ok()
-            .and_then(|net| net.peers.into_iter().find(|p| p.peer_id == id_text))
-            .map(|p| p.display_name())
-            .unwrap_or(id_text)
     }
 
     /// Answers another peer's request over the overlay.
