@@ -88,6 +88,7 @@ fn big_status(peers: usize, vms: usize, services: usize) -> Status {
             memory_mib: 128,
             ip: Some(format!("10.77.{}.{}", i / 250, i % 250 + 2)),
             managed: true,
+            adopted: false,
             service_up: Some(i % 3 != 0),
             stats: Some(VmStats {
                 cpu_pct_host: Some((i % 50) as f64),
@@ -99,6 +100,7 @@ fn big_status(peers: usize, vms: usize, services: usize) -> Status {
                 disk_write_iops: 2.0,
                 net_rx_bps: i as f64 * 10.0,
                 net_tx_bps: i as f64 * 20.0,
+                span_s: 1.0,
             }),
             history: Some(VmHistory {
                 interval_s: 1.0,
@@ -107,6 +109,7 @@ fn big_status(peers: usize, vms: usize, services: usize) -> Status {
                 disk_write_bps: series(7000.0),
                 net_rx_bps: series(300.0),
                 net_tx_bps: series(900.0),
+                span_s: vec![1.0; 60],
             }),
             services: vec![ServiceSpec {
                 name: format!("svc-{i}").into(),
@@ -252,6 +255,7 @@ fn rounds(status: &Status, n: usize) -> Vec<api::Update> {
                             disk_write_iops: x / 2.0,
                             net_rx_bps: x * 300.0,
                             net_tx_bps: x * 900.0,
+                            span_s: 1.0,
                         }),
                     }
                 })

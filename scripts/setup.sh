@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Installs what peervisor needs on a fresh Debian 12 / Ubuntu machine, idempotently:
-# libvirt daemon + headers, QEMU, busybox-static (guest image), the libvirt QEMU user,
-# nftables (the NAT tests), openssl (bench migrate --direct tls), Rust (rustup's stable
-# toolchain when cargo is missing or older than Cargo.toml's rust-version), and the
-# interop test's js-libp2p node (npm from apt if missing, then `npm ci` in tests/interop).
+# libvirt daemon + headers (and the distribution's libvirtd set-up, for the real-hosts
+# lab), QEMU, busybox-static (guest image), the libvirt QEMU user, syslinux and mtools
+# (disk images), nftables (the NAT tests), openssl (bench migrate --direct tls),
+# debootstrap and cargo-deb (the package test), Rust (rustup's stable toolchain when
+# cargo is missing or older than Cargo.toml's rust-version), and the interop test's
+# js-libp2p node (npm from apt if missing, then `npm ci` in tests/interop).
 # Safe to run again: it only does what is missing. SETUP_PLAN_ONLY=1 prints what it would do.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +18,13 @@ PACKAGES=(
   libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-dev
   qemu-system-x86 busybox-static pkg-config gcc iproute2 util-linux
   cpio gzip xz-utils curl tmux socat openssh-client openssh-server rsync nftables openssl
+  # The real-hosts lab (tests/common/lab.rs): libvirtd started by its init script,
+  # its stock config and `default` network (dnsmasq, iptables).
+  libvirt-daemon-system libvirt-daemon-system-sysv dnsmasq-base iptables
+  # `image build --disk`: the guest image as a bootable qcow2 disk (syslinux on FAT).
+  syslinux syslinux-common mtools dosfstools
+  # The package test (tests/package.rs).
+  debootstrap
 )
 
 missing=()
@@ -143,6 +152,11 @@ fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "setup: installing cargo-nextest"
   cargo install --locked cargo-nextest
+fi
+# scripts/release.sh and the package test (tests/package.rs) build the .deb with it.
+if ! cargo deb --version >/dev/null 2>&1; then
+  echo "setup: installing cargo-deb"
+  cargo install --locked cargo-deb
 fi
 
 case "$(interop_plan)" in

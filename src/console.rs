@@ -7,7 +7,7 @@ use std::fmt::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use tokio::sync::mpsc;
 
 use crate::api::{Reply, Request, Update};
@@ -50,12 +50,17 @@ impl Backend {
 
 /// `peervisor`: starts a peer in this process and opens the console on it.
 pub async fn embedded(config: PeerConfig, look: &Look) -> Result<()> {
-    tui::init_logging()?;
+    config.data_dir.create()?;
+    let log = config.data_dir.embedded_log();
+    let file = append_to(&log).with_context(|| format!("opening {}", log.display()))?;
+    tui::init_logging(Some(file))?;
     let peer = crate::peer::start_serving(config).await?;
     let title = format!("embedded node, {}", peer.data_dir().root().display());
     let result = run_console(Backend::Embedded(peer.clone()), title, look).await;
     peer.shutdown(false).await;
     let _ = std::fs::remove_file(peer.data_dir().control_socket());
+    // The log pane is gone with the terminal: say where its lines were kept.
+    eprintln!("the embedded node's log: {}", log.display());
     result
 }
 
@@ -64,13 +69,29 @@ pub async fn attach(dir: &DataDir, look: &Look) -> Result<()> {
     let client = ControlClient::new(&dir.control_socket());
     // Fail before taking over the terminal if nothing answers.
     client.call(&Request::Status).await?;
-    tui::init_logging()?;
-    run_console(
+    // The console's own lines, where this user may write (root's node's dir
+    // may not be: then the log pane only).
+    let log = dir.console_log();
+    let file = append_to(&log).ok();
+    let kept = file.is_some();
+    tui::init_logging(file)?;
+    let result = run_console(
         Backend::Attached(client),
         dir.root().display().to_string(),
         look,
     )
-    .await
+    .await;
+    if kept {
+        eprintln!("the console's log: {}", log.display());
+    }
+    result
+}
+
+fn append_to(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
 }
 
 async fn run_console(backend: Backend, attached_to: String, look: &Look) -> Result<()> {

@@ -11,6 +11,7 @@ mod fuzzing;
 mod hypervisor;
 mod image;
 mod jobs;
+mod join;
 mod migrate;
 mod model;
 mod names;
@@ -26,8 +27,9 @@ mod vms;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use clap::Parser;
+use clap::{ArgMatches, CommandFactory, FromArgMatches};
 
+use cli::config::{ConfigFile, Globals};
 use cli::{Cli, NodeArgs, TopCommand};
 use paths::DataDir;
 use peer::PeerConfig;
@@ -37,7 +39,13 @@ fn main() -> ExitCode {
     if let Some(code) = hypervisor::reaper::run_if_asked() {
         return ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX));
     }
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let Err(message) = cli.check_console_options(&matches) {
+        Cli::command()
+            .error(clap::error::ErrorKind::ArgumentConflict, message)
+            .exit();
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -45,7 +53,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run(cli, &matches)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -54,22 +62,55 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> Result<()> {
-    let data_dir = DataDir::new(cli.data_dir.clone().unwrap_or_else(DataDir::default_root));
-    if let Some(dir) = &cli.node.disk_dir {
+async fn run(cli: Cli, matches: &ArgMatches) -> Result<()> {
+    let globals = Globals {
+        data_dir: cli.data_dir.clone(),
+        config: cli.config.clone(),
+    };
+    let data_dir_given = globals.data_dir_given();
+    match cli.command {
+        Some(TopCommand::Cli(command)) => cli::run(command, &globals).await,
+        Some(TopCommand::Host(command)) => cli::run_host(command, &globals).await,
+        None => {
+            let (data_dir, config) = globals.in_force()?;
+            let look = cli.look.look();
+            if let Some(dir) = &cli.attach {
+                let dir = match dir {
+                    None => cli::find_node::running_node(&data_dir, data_dir_given)?,
+                    Some(dir) => DataDir::new(dir),
+                };
+                return console::attach(&dir, &look).await;
+            }
+            if !cli.embed
+                && let Some(running) = cli::find_node::find_running_node(&data_dir, data_dir_given)
+            {
+                return console::attach(&running, &look).await;
+            }
+            let node = cli::config::node_args(matches, config.as_ref())?;
+            set_disk_dir(&node);
+            console::embedded(node.peer_config(data_dir), &look).await
+        }
+        Some(TopCommand::Node(_)) => {
+            let (data_dir, config) = globals.in_force()?;
+            let node_matches = matches.subcommand_matches("node").expect("node's matches");
+            let node = cli::config::node_args(node_matches, config.as_ref())?;
+            log_config(config.as_ref());
+            set_disk_dir(&node);
+            run_headless(node.peer_config(data_dir), &node).await
+        }
+    }
+}
+
+fn set_disk_dir(node: &NodeArgs) {
+    if let Some(dir) = &node.disk_dir {
         paths::set_disk_dir(dir.clone());
     }
-    let look = console::Look {
-        theme: cli.theme.clone(),
-        keymap: cli.keymap.clone(),
-    };
-    match cli.command {
-        None => match cli.attach {
-            Some(dir) => console::attach(&DataDir::new(dir), &look).await,
-            None => console::embedded(cli.node.peer_config(data_dir), &look).await,
-        },
-        Some(TopCommand::Node) => run_headless(cli.node.peer_config(data_dir), &cli.node).await,
-        Some(TopCommand::Cli(command)) => cli::run(command, &data_dir, &cli.node, &look).await,
+}
+
+fn log_config(config: Option<&ConfigFile>) {
+    init_stderr_logging();
+    if let Some(config) = config {
+        tracing::info!("config: {}", config.path().display());
     }
 }
 
@@ -99,9 +140,14 @@ async fn wait_for_termination() {
 fn init_stderr_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PEERVISOR_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,libp2p=warn"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    // Under systemd stderr is the journal (JOURNAL_STREAM set), which stamps
+    // each line itself.
+    let _ = match std::env::var_os("JOURNAL_STREAM") {
+        Some(_) => builder.without_time().try_init(),
+        None => builder.try_init(),
+    };
 }

@@ -48,6 +48,10 @@ pub struct LocalPeer {
     pub listen_addrs: Vec<String>,
     /// libvirt connection URI this peer hosts VMs on.
     pub hypervisor: String,
+    /// Whose libvirt that is: a private daemon of the peer's own, or an
+    /// existing one named by `--hypervisor` or `LIBVIRT_DEFAULT_URI`.
+    #[serde(default)]
+    pub hypervisor_origin: HypervisorOrigin,
     /// "kvm" or "tcg".
     pub accel: String,
     /// Host figures (sysinfo), once sampled.
@@ -62,6 +66,54 @@ pub struct LocalPeer {
     /// Whether other peers can dial this one directly (AutoNAT).
     #[serde(default)]
     pub reachability: Reachability,
+}
+
+/// Where a peer's libvirt comes from (docs/hosting.md, "which libvirt").
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum HypervisorOrigin {
+    /// A libvirtd the peer started for itself (the default).
+    #[default]
+    Private,
+    /// An existing libvirt named with `--hypervisor URI`.
+    Flag,
+    /// An existing libvirt named by `LIBVIRT_DEFAULT_URI`.
+    Environment,
+}
+
+impl HypervisorOrigin {
+    /// A few words for `status` and the console header.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            HypervisorOrigin::Private => "private libvirtd",
+            HypervisorOrigin::Flag => "host's libvirt, from --hypervisor",
+            HypervisorOrigin::Environment => "host's libvirt, from LIBVIRT_DEFAULT_URI",
+        }
+    }
+}
+
+/// What a VM's network card is plugged into.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "name")]
+pub enum NicSource {
+    /// The peer's own guest bridge (a private daemon's), a static address
+    /// derived from the VM's UUID.
+    #[default]
+    GuestBridge,
+    /// A libvirt network, e.g. `default`; the guest asks its DHCP for an address.
+    Network(String),
+    /// A host bridge, e.g. `br0`; the guest asks the LAN's DHCP for an address.
+    Bridge(String),
+}
+
+impl std::fmt::Display for NicSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NicSource::GuestBridge => write!(f, "peervisor's guest bridge"),
+            NicSource::Network(name) => write!(f, "libvirt network '{name}'"),
+            NicSource::Bridge(name) => write!(f, "bridge '{name}'"),
+        }
+    }
 }
 
 /// What AutoNAT found out about this peer: other peers were asked to dial it back.
@@ -243,10 +295,16 @@ pub struct VmView {
     pub state: VmState,
     pub vcpus: u32,
     pub memory_mib: u64,
-    /// Guest address on the peer's guest network, if peervisor gave it one.
+    /// Guest address: the one peervisor gave it on its guest bridge, else the
+    /// one learned from the guest (libvirt's DHCP leases, then the ARP table).
     pub ip: Option<String>,
-    /// True when peervisor defined the VM (it carries our metadata).
+    /// True when peervisor defined the VM or the operator adopted it (it
+    /// carries our metadata).
     pub managed: bool,
+    /// Defined by someone else and adopted (`vm adopt`): peervisor publishes
+    /// and moves it, but never destroys it on its own.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub adopted: bool,
     /// Whether the guest's HTTP service (port 80) accepted a connection from this
     /// peer at the last probe; None when not probed (stopped, foreign, no address).
     #[serde(default)]
@@ -307,12 +365,20 @@ pub struct VmStats {
     pub disk_write_iops: f64,
     pub net_rx_bps: f64,
     pub net_tx_bps: f64,
+    /// Seconds the rates cover (the time between the two samples compared):
+    /// about the sampling interval, longer or shorter on a loaded host.
+    #[serde(default)]
+    pub span_s: f64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct VmHistory {
-    /// Seconds between samples.
+    /// Seconds between samples, as configured.
     pub interval_s: f64,
+    /// Seconds each sample covers, as measured: rate x span is what moved, even
+    /// when a loaded host took its samples late.
+    #[serde(default)]
+    pub span_s: Vec<f64>,
     pub cpu_pct_guest: Vec<f64>,
     pub disk_read_bps: Vec<f64>,
     pub disk_write_bps: Vec<f64>,

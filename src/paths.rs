@@ -3,6 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
+/// The system node's data dir (peervisor.service). Images, disks and guest
+/// consoles of root's nodes live beside its files, in images/, disks/, console/.
+pub const SYSTEM_DATA_DIR: &str = "/var/lib/peervisor";
+
 /// Files of one node, all under its data dir.
 #[derive(Debug, Clone)]
 pub struct DataDir {
@@ -14,11 +18,20 @@ impl DataDir {
         DataDir { root: root.into() }
     }
 
+    /// The system node's (/var/lib/peervisor) for root, else the user's node's,
     /// `$XDG_DATA_HOME/peervisor` (e.g. ~/.local/share/peervisor).
     pub fn default_root() -> PathBuf {
+        if is_root() {
+            return PathBuf::from(SYSTEM_DATA_DIR);
+        }
+        Self::user_root()
+    }
+
+    /// A user node's data dir, `$XDG_DATA_HOME/peervisor`.
+    pub fn user_root() -> PathBuf {
         directories::ProjectDirs::from("", "", "peervisor")
             .map(|d| d.data_dir().to_path_buf())
-            .unwrap_or_else(|| PathBuf::from("/var/lib/peervisor/node"))
+            .unwrap_or_else(|| std::env::temp_dir().join("peervisor"))
     }
 
     pub fn root(&self) -> &Path {
@@ -28,6 +41,18 @@ impl DataDir {
     /// The local control socket the CLI and an attached console talk to.
     pub fn control_socket(&self) -> PathBuf {
         self.root.join("control.sock")
+    }
+
+    /// The log of a node embedded in the console (`peervisor node` logs to the
+    /// journal or stderr instead).
+    pub fn embedded_log(&self) -> PathBuf {
+        self.root.join("node.log")
+    }
+
+    /// The log of a console attached to this dir's node (the console's own
+    /// lines: the node's are in its journal or `embedded_log`).
+    pub fn console_log(&self) -> PathBuf {
+        self.root.join("console.log")
     }
 
     /// The private libvirt daemon's directory.
@@ -51,7 +76,7 @@ impl DataDir {
 /// same on every host a VM may migrate to: one machine-wide directory.
 pub fn console_log_dir() -> PathBuf {
     if is_root() {
-        PathBuf::from("/var/lib/peervisor/console")
+        Path::new(SYSTEM_DATA_DIR).join("console")
     } else {
         directories::ProjectDirs::from("", "", "peervisor")
             .map(|d| d.cache_dir().join("console"))

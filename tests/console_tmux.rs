@@ -6,113 +6,14 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
+use common::tmux::Tmux;
 use common::{BIN, NodeOptions, TestNode, fresh_key, image_dir};
 
-const SESSION: &str = "console";
 const WIDTH: u16 = 120;
 const HEIGHT: u16 = 36;
-
-/// A tmux server of our own (its own socket), killed on drop. Killing it
-/// hangs up the console, which then quits and stops every demo peer and VM.
-struct Tmux {
-    socket: String,
-}
-
-impl Tmux {
-    fn start(command: &str) -> Tmux {
-        let tmux = Tmux {
-            socket: format!("pvtest-console-{}", std::process::id()),
-        };
-        let out = tmux.run(&[
-            "new-session",
-            "-d",
-            "-s",
-            SESSION,
-            "-x",
-            &WIDTH.to_string(),
-            "-y",
-            &HEIGHT.to_string(),
-            command,
-        ]);
-        assert!(
-            out.status.success(),
-            "tmux: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        tmux
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new("tmux")
-            .args(["-L", &self.socket])
-            .args(args)
-            .output()
-            .expect("tmux")
-    }
-
-    /// Keys as tmux names them: "m", "Enter", "Escape", "BTab", "Tab".
-    fn keys(&self, keys: &[&str]) {
-        for k in keys {
-            let out = self.run(&["send-keys", "-t", SESSION, k]);
-            assert!(out.status.success(), "send-keys {k}");
-            // The console handles one key per event; give each a moment.
-            std::thread::sleep(Duration::from_millis(150));
-        }
-    }
-
-    fn type_text(&self, text: &str) {
-        let out = self.run(&["send-keys", "-t", SESSION, "-l", text]);
-        assert!(out.status.success());
-        std::thread::sleep(Duration::from_millis(300));
-    }
-
-    fn screen(&self) -> String {
-        String::from_utf8_lossy(&self.run(&["capture-pane", "-p", "-t", SESSION]).stdout)
-            .into_owned()
-    }
-
-    fn alive(&self) -> bool {
-        self.run(&["has-session", "-t", SESSION]).status.success()
-    }
-
-    /// Wait until the screen satisfies `check`; panic with the screen if not.
-    fn wait_for(&self, what: &str, limit: Duration, check: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + limit;
-        loop {
-            let screen = self.screen();
-            if check(&screen) {
-                return screen;
-            }
-            if Instant::now() > deadline {
-                panic!("timed out waiting for {what}; screen:\n{screen}");
-            }
-            std::thread::sleep(Duration::from_millis(250));
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        // Once the program has exited, the pane only sleeps: no need to wait.
-        if self.alive() && !self.screen().contains("EXITED") {
-            // Quit politely first, so the demo stops its peers and VMs.
-            let _ = self.run(&["send-keys", "-t", SESSION, "q"]);
-            let deadline = Instant::now() + Duration::from_secs(40);
-            while self.alive() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        }
-        let _ = self.run(&["kill-server"]);
-        // tmux leaves its socket file behind.
-        // SAFETY: getuid(2) cannot fail.
-        let uid = unsafe { libc::getuid() };
-        let dir = std::env::var("TMUX_TMPDIR").unwrap_or_else(|_| "/tmp".into());
-        let _ = std::fs::remove_file(format!("{dir}/tmux-{uid}/{}", self.socket));
-    }
-}
 
 fn demo_command(home: &Path, images: &Path) -> String {
     // XDG dirs in a temp dir: the demo's data and any user keymap/theme stay
@@ -132,7 +33,12 @@ fn demo_command(home: &Path, images: &Path) -> String {
 fn vm_console_in_tmux_navigates_filters_helps_and_migrates_with_m() {
     let images = image_dir();
     let home = tempfile::tempdir().unwrap();
-    let tmux = Tmux::start(&demo_command(home.path(), &images));
+    let tmux = Tmux::start(
+        "console",
+        WIDTH,
+        HEIGHT,
+        &demo_command(home.path(), &images),
+    );
     let err_log = || std::fs::read_to_string(home.path().join("demo.err")).unwrap_or_default();
 
     // The demo starts two peers and boots web-1 on peer-a; the console attaches.
@@ -269,12 +175,17 @@ fn console_with_a_broken_keymap_and_theme_starts_with_defaults_and_says_why() {
         "[styles]\nheader = { fg = \"cyan\" }\nborder = { fg = \"no-such-colour\" }\n",
     )
     .unwrap();
-    let tmux = Tmux::start(&format!(
-        "env XDG_CONFIG_HOME={} TERM=xterm-256color {BIN} --attach {} --theme broken; \
+    let tmux = Tmux::start(
+        "console",
+        WIDTH,
+        HEIGHT,
+        &format!(
+            "env XDG_CONFIG_HOME={} TERM=xterm-256color {BIN} --attach {} --theme broken; \
          echo CONSOLE-EXITED $?; sleep 30",
-        home.path().display(),
-        node.data_dir().display()
-    ));
+            home.path().display(),
+            node.data_dir().display()
+        ),
+    );
     let screen = tmux.wait_for(
         "the error on the status line",
         Duration::from_secs(20),

@@ -24,10 +24,19 @@ const PLATFORM: &[&str] = &["node", "hypervisor", "image"];
 const FEATURE_DEPS: &[(&str, &[&str])] = &[
     (
         "peer",
-        &["vms", "services", "migrate", "jobs", "control", "admission"],
+        &[
+            "vms",
+            "services",
+            "migrate",
+            "jobs",
+            "control",
+            "admission",
+            "join",
+        ],
     ),
     ("migrate", &["services", "vms", "admission"]),
     ("services", &["admission"]),
+    ("join", &["admission"]),
     ("admission", &[]),
     ("vms", &[]),
     ("jobs", &[]),
@@ -72,7 +81,7 @@ fn refusal(from: &str, to: &str) -> Option<String> {
     } else if is_feature(from) {
         ["cli", "bench", "tui", "console", "rig"]
             .contains(&to)
-            .then_some("features (peer, migrate, services, admission, vms, jobs, control) import neither cli, bench, tui, console nor rig")
+            .then_some("features (peer, migrate, services, admission, vms, jobs, control, join) import neither cli, bench, tui, console nor rig")
     } else if from == "tui" {
         (!["model", "api", "fuzzing"].contains(&to))
             .then_some("tui draws plain data and asks in requests: it imports only model and api (and fuzzing in tests), no libvirt or overlay code")

@@ -64,8 +64,8 @@ impl<'a> Member<'a> {
         cmd.arg("--data-dir")
             .arg(self.dir.path())
             .env("PEERVISOR_NETWORK_KEY", self.key)
-            .args(["--bootstrap", &bootstrap])
-            .args(["dev", "replica-offer", "--to", &self.host_id, "--body"])
+            .args(["dev", "replica-offer", "--bootstrap", &bootstrap])
+            .args(["--to", &self.host_id, "--body"])
             .arg(&file);
         if let Some(n) = declare {
             cmd.args(["--declare", &n.to_string()]);

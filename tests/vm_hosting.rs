@@ -83,10 +83,18 @@ fn series(vm: &Value, key: &str) -> Vec<f64> {
         .unwrap_or_default()
 }
 
-/// Bytes a rate series adds up to from sample `from` on (rates x interval).
+/// Bytes a rate series adds up to from sample `from` on: each rate times the
+/// time its sample covers (on a loaded host samples come late or early, and a
+/// burst in a short one would be over-counted by the nominal interval).
 fn integral(vm: &Value, key: &str, from: usize) -> f64 {
-    let dt = vm["history"]["interval_s"].as_f64().unwrap();
-    series(vm, key).iter().skip(from).sum::<f64>() * dt
+    let (rates, spans) = (series(vm, key), series(vm, "span_s"));
+    assert_eq!(rates.len(), spans.len(), "every sample says its span: {vm}");
+    rates
+        .iter()
+        .zip(&spans)
+        .skip(from)
+        .map(|(rate, span)| rate * span)
+        .sum()
 }
 
 /// A window of `n` stats ticks: the guest's CPU as the stats show it (average

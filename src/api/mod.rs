@@ -11,7 +11,7 @@ pub use update::{Delta, Samples, Update, VmSample};
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{ConsumptionView, ServiceSpec, ServiceView, Status, VmView};
+use crate::model::{ConsumptionView, NicSource, ServiceSpec, ServiceView, Status, VmView};
 use crate::names::{PeerRef, ServiceName, VmName};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -34,6 +34,26 @@ pub enum Request {
         /// Size of a qcow2 data disk to create, MiB.
         #[serde(default)]
         data_disk_mib: Option<u64>,
+        /// Where its NIC goes; None: the node's default.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        nic: Option<NicSource>,
+        /// Boot from this disk image (imported name or path) instead of `image`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        disk: Option<String>,
+        /// With `disk`: the image itself, no copy-on-write overlay.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        no_overlay: bool,
+    },
+    /// Writes our metadata with these services into a VM defined outside
+    /// peervisor: its services are published, it can be migrated.
+    VmAdopt {
+        name: VmName,
+        #[serde(default)]
+        services: Vec<ServiceSpec>,
+    },
+    /// Takes an adopted VM's metadata out again: foreign, unpublished.
+    VmRelease {
+        name: VmName,
     },
     VmStart {
         name: VmName,
@@ -144,6 +164,18 @@ pub enum Request {
         peer: PeerRef,
     },
     PeersList,
+    /// `peervisor invite`: a join token for a new host, granting `role`.
+    Invite {
+        role: Role,
+        expires_s: u64,
+        /// Addresses to put in the token (default: the node's listen addresses).
+        #[serde(default)]
+        addresses: Vec<String>,
+    },
+    InviteRevoke {
+        id: String,
+    },
+    InviteList,
     /// The console's VMs of other peers on screen: the node fetches their
     /// figures from their hosts (rate-bounded) and pushes them while the watch
     /// is renewed (it lapses after `WATCH_TTL_S`).
@@ -253,6 +285,8 @@ impl Request {
             Request::VmResume { name, .. } => format!("Resume of {name}"),
             Request::VmRemove { name, .. } => format!("Deletion of {name}"),
             Request::VmCreate { name, .. } => format!("Creation of {name}"),
+            Request::VmAdopt { name, .. } => format!("Adoption of {name}"),
+            Request::VmRelease { name } => format!("Release of {name}"),
             Request::VmStats { name } => format!("Stats of {name}"),
             Request::VmConsole { name } => format!("Console of {name}"),
             Request::Consume { service, .. } => format!("Consume {service}"),
@@ -268,6 +302,9 @@ impl Request {
             Request::Services => "Services".into(),
             Request::PeersList => "Grants".into(),
             Request::Watch { .. } => "Watch".into(),
+            Request::Invite { role, .. } => format!("Invitation ({role})"),
+            Request::InviteRevoke { id } => format!("Revocation of invitation {id}"),
+            Request::InviteList => "Invitations".into(),
         }
     }
 
@@ -300,6 +337,8 @@ impl Request {
             | Request::VmResume { name, .. }
             | Request::VmRemove { name, .. }
             | Request::VmCreate { name, .. }
+            | Request::VmAdopt { name, .. }
+            | Request::VmRelease { name }
             | Request::VmStats { name }
             | Request::VmConsole { name } => Some(name.as_str()),
             _ => None,
@@ -335,6 +374,25 @@ pub enum Reply {
         grants: Vec<(String, String)>,
         default_role: String,
     },
+    /// A new invitation: the token to give the joining host.
+    Invitation {
+        token: String,
+        id: String,
+        expires: String,
+    },
+    Invitations {
+        invitations: Vec<InvitationView>,
+    },
+}
+
+/// One invitation as `peervisor invite --list` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct InvitationView {
+    pub id: String,
+    pub role: Role,
+    pub expires: String,
+    /// open, used by PEER at TIME, expired, revoked
+    pub state: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -233,6 +233,7 @@ pub fn push(history: &mut VmHistory, s: &VmStats, keep: usize) {
     put(&mut history.disk_write_bps, s.disk_write_bps);
     put(&mut history.net_rx_bps, s.net_rx_bps);
     put(&mut history.net_tx_bps, s.net_tx_bps);
+    put(&mut history.span_s, s.span_s);
 }
 
 #[cfg(test)]

@@ -140,6 +140,7 @@ async fn boot_once(
         services: Vec::new(),
         data_disk: None,
         firmware,
+        boot_disk: None,
     };
     let started = Instant::now();
     host.create(&spec).await?;

@@ -57,6 +57,9 @@ pub enum BenchCommand {
         domains: usize,
         #[arg(long, default_value_t = 20)]
         rounds: usize,
+        /// Print the figures as JSON (docs/cli-json.md).
+        #[arg(long)]
+        json: bool,
     },
     /// Replication's disk transfer over the overlay against rsync --sparse over
     /// loopback, on a raw sparse disk and its qcow2 conversion; then a cut
@@ -208,10 +211,18 @@ pub async fn run(command: BenchCommand, setup: &Setup) -> Result<()> {
             json,
         } => load::run(connections, requests, json).await,
         BenchCommand::Discovery { peers, rounds } => proxy::discovery(peers, rounds).await,
-        BenchCommand::Stats { domains, rounds } => {
-            let table =
+        BenchCommand::Stats {
+            domains,
+            rounds,
+            json,
+        } => {
+            let tick =
                 tokio::task::spawn_blocking(move || stats::stats_tick(domains, rounds)).await??;
-            print!("{table}");
+            if json {
+                println!("{}", serde_json::to_string_pretty(&tick)?);
+            } else {
+                print!("{}", tick.text());
+            }
             Ok(())
         }
         BenchCommand::Replicate {

@@ -8,6 +8,8 @@ use libp2p::Multiaddr;
 use crate::hypervisor::accel::AccelChoice;
 use crate::names::{PeerRef, ServiceName, VmName};
 use crate::node::identity::{NETWORK_KEY_ENV, NetworkKeySource};
+
+use super::config::CONFIG_ENV;
 use crate::paths::DataDir;
 use crate::peer::PeerConfig;
 
@@ -16,33 +18,92 @@ use crate::peer::PeerConfig;
     name = "peervisor",
     version,
     about = "Peer-to-peer hosting, discovery and delivery of services in virtual machines",
-    long_about = "Without a command, opens the operator console on an embedded peer node \
-                  (or, with --attach, on a running one)."
+    long_about = "Without a command, opens the operator console: attached to the node that \
+                  runs on this host (the system node, or yours) when one does, else on a \
+                  node embedded in the console. The node options below are the embedded \
+                  node's; `peervisor node --help` describes them."
 )]
 pub struct Cli {
     /// The node's data dir (identity, network key, control socket, libvirt daemon).
-    #[arg(long, global = true, env = "PEERVISOR_DATA_DIR")]
+    /// Default: the config file's data-dir, else /var/lib/peervisor for root (the
+    /// system node), else $XDG_DATA_HOME/peervisor.
+    #[arg(long, global = true, env = "PEERVISOR_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+
+    /// The node's config file (keys: the node's flags without --). Default for the
+    /// system node (root, no --data-dir): /etc/peervisor/config.toml if it exists.
+    #[arg(long, global = true, env = CONFIG_ENV, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 
     #[command(subcommand)]
     pub command: Option<TopCommand>,
 
-    /// Attach the console to the running node of this data dir instead of embedding one.
-    #[arg(long, value_name = "DATA_DIR")]
-    pub attach: Option<PathBuf>,
+    /// Attach the console to a running node: the one of DATA_DIR, or by default the
+    /// node of --data-dir, else the system node, else your own.
+    #[arg(long, value_name = "DATA_DIR", num_args = 0..=1)]
+    pub attach: Option<Option<PathBuf>>,
 
+    /// Open the console on a node embedded in it even when a node runs on this host.
+    #[arg(long, conflicts_with = "attach")]
+    pub embed: bool,
+
+    #[command(flatten)]
+    pub look: LookArgs,
+
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+/// How the console looks.
+#[derive(Args, Debug, Clone, Default)]
+pub struct LookArgs {
     /// Console theme: default (dark), light, 16color, monochrome, or a user theme
     /// in ~/.config/peervisor/themes/. NO_COLOR wins over it.
-    #[arg(long, global = true, env = "PEERVISOR_THEME")]
+    #[arg(long, env = "PEERVISOR_THEME")]
     pub theme: Option<String>,
 
     /// Console keymap: default, vim, or a keymap file (default: the user's
     /// ~/.config/peervisor/keymap.toml over the default keymap).
-    #[arg(long, global = true, env = "PEERVISOR_KEYMAP")]
+    #[arg(long, env = "PEERVISOR_KEYMAP")]
     pub keymap: Option<String>,
+}
 
-    #[command(flatten)]
-    pub node: NodeArgs,
+impl Cli {
+    /// Refuses a console option given before a command it does not apply to
+    /// (`peervisor --listen ADDR vm list`): clap accepts it there.
+    pub fn check_console_options(&self, matches: &clap::ArgMatches) -> Result<(), String> {
+        let Some((name, _)) = matches.subcommand() else {
+            return Ok(());
+        };
+        let console = NodeArgs::augment_args(LookArgs::augment_args(clap::Command::new("console")));
+        let ids = console
+            .get_arguments()
+            .map(|a| a.get_id().as_str())
+            .chain(["attach", "embed"]);
+        for id in ids {
+            if matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine) {
+                return Err(format!(
+                    "--{} is an option of the console, not of `peervisor {name}`{}",
+                    id.replace('_', "-"),
+                    if name == "node" {
+                        ": put it after `node`"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl LookArgs {
+    pub fn look(&self) -> crate::console::Look {
+        crate::console::Look {
+            theme: self.theme.clone(),
+            keymap: self.keymap.clone(),
+        }
+    }
 }
 
 /// What `peervisor COMMAND` runs: a node, which main.rs starts, or one of the
@@ -50,10 +111,41 @@ pub struct Cli {
 /// it cannot handle).
 #[derive(Subcommand, Debug)]
 pub enum TopCommand {
-    /// Run a headless peer node (serves the control socket; stop with Ctrl-C).
-    Node,
+    /// Run a headless peer node (serves the control socket until SIGINT/SIGTERM;
+    /// as a service: `systemctl start peervisor`).
+    Node(Box<NodeArgs>),
     #[command(flatten)]
     Cli(Command),
+    #[command(flatten)]
+    Host(HostCommand),
+}
+
+/// The commands about this host's set-up, which read or write the config file
+/// themselves (it may be missing or bad): cli/ runs them before any config is read.
+#[derive(Subcommand, Debug)]
+pub enum HostCommand {
+    /// Join the overlay of a host that ran `peervisor invite`: writes the network
+    /// key and a config file (bootstrap, network-key, data-dir), redeems the
+    /// token with the inviter, and records the grants of its trust group. Run it
+    /// before starting the node.
+    ///
+    /// The keys go into --config FILE (created if missing), by default
+    /// /etc/peervisor/config.toml for root, else DATA_DIR/config.toml.
+    Join {
+        token: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The node's config file.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Check this host and its node: config, data dir, disk space, key
+    /// permissions, accelerator, libvirt, ports, peers, clock; one line each,
+    /// with a fix for what is wrong. Exit status 1 when a check failed.
+    Doctor {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// The commands cli/ runs: over a node's control socket, or on their own.
@@ -142,7 +234,12 @@ pub enum Command {
         json: bool,
     },
     /// Stop forwarding a consumed service.
-    Unconsume { service: ServiceName },
+    Unconsume {
+        service: ServiceName,
+        /// Print the outcome as JSON (docs/cli-json.md).
+        #[arg(long)]
+        json: bool,
+    },
     /// Publish a TCP service of this host (no VM) in the overlay.
     Expose {
         name: ServiceName,
@@ -157,15 +254,27 @@ pub enum Command {
         /// Serve at most N connections at once (from all peers together).
         #[arg(long, value_name = "N")]
         max_conns: Option<u32>,
+        /// Print the outcome as JSON (docs/cli-json.md).
+        #[arg(long)]
+        json: bool,
     },
     /// Withdraw a service published with `expose`.
-    Unexpose { name: ServiceName },
+    Unexpose {
+        name: ServiceName,
+        /// Print the outcome as JSON (docs/cli-json.md).
+        #[arg(long)]
+        json: bool,
+    },
     /// Build guest images.
     #[command(subcommand)]
     Image(ImageCommand),
     /// Which peers may consume from or control this host.
     #[command(subcommand)]
     Peers(PeersCommand),
+    /// Make a one-line token that lets one new host join this overlay
+    /// (`peervisor join TOKEN` there). It carries the network key: hand it over
+    /// as you would the key. Single use; expires.
+    Invite(InviteArgs),
     /// VMs with live figures, as a plain table every interval (like virt-top -b).
     Top {
         /// Seconds between tables.
@@ -174,17 +283,55 @@ pub enum Command {
         /// Stop after this many tables (default: until interrupted).
         #[arg(long, short = 'n')]
         iterations: Option<u64>,
+        /// Print the outcome as JSON (docs/cli-json.md).
+        #[arg(long)]
+        json: bool,
     },
     /// Benchmarks, each printing its baseline measured in the same run.
-    #[command(subcommand)]
-    Bench(crate::bench::BenchCommand),
+    Bench(BenchArgs),
     /// Start a local overlay of peers with a guest and open the console on it.
     Demo(DemoArgs),
     /// Print the console's effective keymap (shipped defaults plus your keymap.toml).
-    Keys,
+    Keys(LookArgs),
+    /// Print a shell completion script, e.g. `peervisor completions bash >
+    /// ~/.local/share/bash-completion/completions/peervisor`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (peervisor.1 and one per subcommand) into a directory.
+    Man {
+        #[arg(long, value_name = "DIR")]
+        out_dir: PathBuf,
+    },
     /// Tools for testing peervisor itself.
     #[command(subcommand, hide = true)]
     Dev(DevCommand),
+}
+
+/// `peervisor invite`: make, list or revoke invitations.
+#[derive(Args, Debug)]
+pub struct InviteArgs {
+    /// What the new host may do here: consume, or control (migrate VMs in).
+    /// control also joins this host's trust group: its members may all
+    /// migrate VMs into each other.
+    #[arg(long, default_value = "consume", conflicts_with_all = ["list", "revoke"])]
+    pub role: crate::control::Role,
+    /// How long the token stays valid, e.g. 30m, 1h, 2days.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub expires: std::time::Duration,
+    /// Address the new host should reach this one at (repeatable; default:
+    /// this node's listen addresses), e.g. /ip4/203.0.113.5/tcp/7470.
+    #[arg(long, value_name = "MULTIADDR")]
+    pub address: Vec<Multiaddr>,
+    /// List this host's invitations instead.
+    #[arg(long)]
+    pub list: bool,
+    /// Revoke the open invitation with this id instead.
+    #[arg(long, value_name = "ID", conflicts_with = "list")]
+    pub revoke: Option<String>,
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Hidden: tools for tests of peervisor itself, not for operators.
@@ -206,6 +353,12 @@ pub enum DevCommand {
         /// Keep the stream open after the body, as a sender that stalls.
         #[arg(long)]
         stall: bool,
+        /// Address of a member to join through (repeatable).
+        #[arg(long)]
+        bootstrap: Vec<Multiaddr>,
+        /// The overlay's network key file (else PEERVISOR_NETWORK_KEY).
+        #[arg(long, value_name = "FILE")]
+        network_key: Option<PathBuf>,
     },
 }
 
@@ -223,15 +376,30 @@ pub enum VmCommand {
         /// Manifest file: name, vcpus, memory_mib, data_disk_mib, image, [[services]].
         #[arg(long, short = 'f', value_name = "FILE")]
         manifest: Option<PathBuf>,
+        #[command(flatten)]
+        flags: CreateFlags,
+        /// Print the outcome as JSON (docs/cli-json.md).
         #[arg(long)]
-        vcpus: Option<u32>,
-        #[arg(long = "memory", value_name = "MIB")]
-        memory_mib: Option<u64>,
+        json: bool,
+    },
+    /// Take a VM defined outside peervisor (virsh, virt-manager) under its
+    /// wing: its services (from the manifest; else HTTP on port 80) are
+    /// published and it can be migrated. Nothing else of it changes.
+    Adopt {
+        name: VmName,
+        /// Manifest file whose [[services]] the VM provides (its name must match).
+        #[arg(long, short = 'f', value_name = "FILE")]
+        manifest: Option<PathBuf>,
+        /// Print the outcome as JSON (docs/cli-json.md).
         #[arg(long)]
-        image: Option<String>,
-        /// Attach a new qcow2 data disk of this size (the guest mounts it on /data).
-        #[arg(long = "data-disk", value_name = "MIB")]
-        data_disk_mib: Option<u64>,
+        json: bool,
+    },
+    /// Undo `vm adopt`: the VM is listed as foreign again, its services withdrawn.
+    Release {
+        name: VmName,
+        /// Print the outcome as JSON (docs/cli-json.md).
+        #[arg(long)]
+        json: bool,
     },
     /// Start a stopped VM.
     Start {
@@ -239,6 +407,9 @@ pub enum VmCommand {
         /// Act on a VM peervisor did not create.
         #[arg(long)]
         force: bool,
+        /// Print the outcome as JSON (docs/cli-json.md).
+        #[arg(long)]
+        json: bool,
     },
     /// Shut a VM down (ACPI power button; powered off after --timeout).
     Stop {
@@ -252,18 +423,27 @@ pub enum VmCommand {
         /// Act on a VM peervisor did not create.
         #[arg(long)]
         force: bool,
+        /// Print the outcome as JSON (docs/cli-json.md).
+        #[arg(long)]
+        json: bool,
     },
     /// Pause a running VM (it keeps its memory).
     Pause {
         name: VmName,
         #[arg(long)]
         force: bool,
+        /// Print the outcome as JSON (docs/cli-json.md).
+        #[arg(long)]
+        json: bool,
     },
     /// Resume a paused VM.
     Resume {
         name: VmName,
         #[arg(long)]
         force: bool,
+        /// Print the outcome as JSON (docs/cli-json.md).
+        #[arg(long)]
+        json: bool,
     },
     /// Power off and delete a VM with its disks.
     Rm {
@@ -274,6 +454,9 @@ pub enum VmCommand {
         /// Act on a VM peervisor did not create.
         #[arg(long)]
         force: bool,
+        /// Print the outcome as JSON (docs/cli-json.md).
+        #[arg(long)]
+        json: bool,
     },
     /// A VM's live figures: CPU, memory, disk and network rates.
     Stats {
@@ -290,6 +473,16 @@ pub enum VmCommand {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Check a config file (default: --config, else /etc/peervisor/config.toml):
+    /// every key known, every value valid. Exit status 1 names the file, line and key.
+    Check {
+        #[arg(value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 pub enum PeersCommand {
     /// Grant a peer a role on this host (control lets it migrate VMs here).
     Allow {
@@ -297,11 +490,24 @@ pub enum PeersCommand {
         peer: PeerRef,
         #[arg(long, default_value = "control")]
         role: crate::control::Role,
+        /// Print the outcome as JSON (docs/cli-json.md).
+        #[arg(long)]
+        json: bool,
     },
     /// Reduce a peer to observing: it may neither consume nor control.
-    Deny { peer: PeerRef },
+    Deny {
+        peer: PeerRef,
+        /// Print the outcome as JSON (docs/cli-json.md).
+        #[arg(long)]
+        json: bool,
+    },
     /// Drop a peer's grant: it gets the default role again.
-    Forget { peer: PeerRef },
+    Forget {
+        peer: PeerRef,
+        /// Print the outcome as JSON (docs/cli-json.md).
+        #[arg(long)]
+        json: bool,
+    },
     /// List grants.
     List {
         #[arg(long)]
@@ -318,6 +524,28 @@ pub enum ImageCommand {
         /// Where images are kept.
         #[arg(long)]
         image_dir: Option<PathBuf>,
+        /// Also make it a bootable qcow2 disk (IMAGE_DIR/NAME/disk.qcow2:
+        /// syslinux, the kernel, the initramfs) to import as a base image.
+        #[arg(long)]
+        disk: bool,
+        /// Print the outcome as JSON (docs/cli-json.md).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Keep a disk image (qcow2 or raw) as a base image for `vm create --disk`,
+    /// with its SHA-256 (checked whenever a VM is made from it).
+    Import {
+        /// The image file.
+        file: PathBuf,
+        /// Its name here (default: the file name without extension).
+        #[arg(long)]
+        name: Option<String>,
+        /// Where images are kept.
+        #[arg(long)]
+        image_dir: Option<PathBuf>,
+        /// Print the outcome as JSON (docs/cli-json.md).
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -333,141 +561,171 @@ pub struct DemoArgs {
     /// Stop a demo started with --no-console.
     #[arg(long)]
     pub stop: bool,
+    /// Accelerator for the demo's guests: auto (probe), kvm or tcg.
+    #[arg(long, default_value = "auto")]
+    pub accel: AccelChoice,
+    /// Where guest images are kept.
+    #[arg(long, value_name = "DIR")]
+    pub image_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub look: LookArgs,
+}
+
+/// `peervisor bench`: the benchmark, and what the guests it boots need.
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub command: crate::bench::BenchCommand,
+    /// Accelerator for the guests benchmarks boot: auto (probe), kvm or tcg.
+    #[arg(long, global = true, default_value = "auto")]
+    pub accel: AccelChoice,
+    /// Where guest images are kept.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub image_dir: Option<PathBuf>,
+    /// Network namespace of the node's guests (`bench boot`).
+    #[arg(long, global = true, default_value = "peervisor")]
+    pub guest_netns: String,
 }
 
 /// How a node joins the overlay and hosts VMs (used by `node` and the console).
 #[derive(Args, Debug, Clone)]
 pub struct NodeArgs {
     /// Name shown to other peers (default: the host name).
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub nick: Option<String>,
     /// Address to listen on (repeatable).
-    #[arg(long, global = true, default_value = "/ip4/0.0.0.0/tcp/7470")]
+    #[arg(long, default_value = "/ip4/0.0.0.0/tcp/7470")]
     pub listen: Vec<Multiaddr>,
     /// Address of a peer to join through (repeatable), e.g. /ip4/192.0.2.7/tcp/7470.
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub bootstrap: Vec<Multiaddr>,
     /// The overlay's network key file (swarm.key format, or 64 hex digits in a
     /// file). A literal key only through the environment (PEERVISOR_NETWORK_KEY):
     /// arguments show in the process list. Default: the data dir's network.key,
     /// generated on first run (copy it to other peers).
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, value_name = "FILE")]
     pub network_key: Option<std::path::PathBuf>,
     /// Find peers on the LAN with multicast DNS.
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub mdns: bool,
     /// Relay circuits between other members (for a peer every other peer can
     /// reach, e.g. one with a public address); it relays once AutoNAT confirmed
     /// that a member can dial it. See docs/nat.md.
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub relay_server: bool,
     /// Do not reserve a slot on relay peers (this node is then reachable only at
     /// its own addresses).
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub no_relay_client: bool,
-    /// Use this libvirt instead of a private daemon, e.g. qemu:///system.
-    #[arg(long, global = true)]
+    /// The libvirt to host VMs on, e.g. qemu:///system (the host's own daemon).
+    /// Default: LIBVIRT_DEFAULT_URI if set, as virsh; else a private libvirtd
+    /// of this peer's own (`private` forces that).
+    #[arg(long, value_name = "URI")]
     pub hypervisor: Option<String>,
+    /// Libvirt network for new VMs' NICs unless their manifest or `vm create
+    /// --network/--bridge` says (default with an existing libvirt: `default`).
+    #[arg(long, value_name = "NAME", conflicts_with = "default_bridge")]
+    pub default_network: Option<String>,
+    /// Host bridge for new VMs' NICs instead of a network.
+    #[arg(long, value_name = "BR")]
+    pub default_bridge: Option<String>,
     /// Accelerator for guests: auto (probe), kvm or tcg.
-    #[arg(long, global = true, default_value = "auto")]
+    #[arg(long, default_value = "auto")]
     pub accel: AccelChoice,
     /// Network namespace holding the guests' bridge.
-    #[arg(long, global = true, default_value = "peervisor")]
+    #[arg(long, default_value = "peervisor")]
     pub guest_netns: String,
     /// Where guest images are kept.
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub image_dir: Option<PathBuf>,
     /// Where this peer keeps VMs' data disks. Default: one directory per machine
     /// (/var/lib/peervisor/disks), shared by its peers; with a dir of its own, a
     /// migration to or from this peer copies the disks.
-    #[arg(long, global = true, value_name = "DIR", env = "PEERVISOR_DISK_DIR")]
+    #[arg(long, value_name = "DIR", env = "PEERVISOR_DISK_DIR")]
     pub disk_dir: Option<PathBuf>,
     /// Refuse VMs migrated in by other peers.
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub no_accept_migrations: bool,
     /// vCPUs this host lends to VMs other peers push in (all VMs here count
     /// against it). Default: lend_vcpus in DATA_DIR/capacity.toml, else 4 per host CPU.
-    #[arg(long, global = true, value_name = "N")]
+    #[arg(long, value_name = "N")]
     pub lend_vcpus: Option<u32>,
     /// Memory lent to VMs, e.g. 4GiB. Default: lend_memory in capacity.toml, else
     /// the host's memory minus 10% (at least 1 GiB).
-    #[arg(long, global = true, value_name = "SIZE", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub lend_memory: Option<u64>,
     /// Disk lent to VMs' data disks (virtual sizes), e.g. 20GiB. Default: lend_disk
     /// in capacity.toml, else 90% of the free space under the disk dir at start.
-    #[arg(long, global = true, value_name = "SIZE", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub lend_disk: Option<u64>,
     /// Migrations this peer sends, and receives, at once (default 2, or
     /// max_migrations in capacity.toml).
-    #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_migrations: Option<u32>,
     /// Seconds between two libvirt stats samples.
-    #[arg(long, global = true, default_value_t = 1.0)]
+    #[arg(long, value_name = "SECONDS", default_value_t = 1.0, value_parser = parse_interval)]
     pub stats_interval: f64,
     /// Stats samples kept per VM (history for charts and `vm stats --json`).
-    #[arg(long, global = true, default_value_t = 120)]
+    #[arg(long, value_name = "N", default_value_t = 120,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(2..=100_000))]
     pub stats_history: usize,
     /// Destroy this node's VMs when it stops (the demo and tests use it).
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub destroy_vms_on_exit: bool,
     /// Poll this YARN ResourceManager (e.g. http://rm:8088) for MapReduce jobs
     /// (repeatable; `URL,history=URL` adds a JobHistory server for finished jobs).
-    #[arg(long, global = true, value_name = "URL")]
+    #[arg(long, value_name = "URL", value_parser = parse_yarn)]
     pub yarn: Vec<String>,
     /// Poll this Spark application UI / history server (e.g. http://driver:4040)
     /// (repeatable).
-    #[arg(long, global = true, value_name = "URL")]
+    #[arg(long, value_name = "URL", value_parser = parse_spark)]
     pub spark: Vec<String>,
     /// Control requests per second another peer may make of this one (bursts of 2x).
-    #[arg(long, global = true, value_name = "N", default_value_t = 20,
+    #[arg(long, value_name = "N", default_value_t = 20,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub peer_control_rate: u32,
     /// Service streams per second another peer may open here (bursts of 2x).
-    #[arg(long, global = true, value_name = "N", default_value_t = 1000,
+    #[arg(long, value_name = "N", default_value_t = 1000,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub peer_stream_rate: u32,
     /// Service streams another peer may have open here at once.
-    #[arg(long, global = true, value_name = "N", default_value_t = 4096,
+    #[arg(long, value_name = "N", default_value_t = 4096,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub peer_max_streams: u32,
     /// Overlay connections this node keeps at once (an eighth is kept for its own
     /// dials; more are refused with a log line).
-    #[arg(long, global = true, value_name = "N", default_value_t = 512,
+    #[arg(long, value_name = "N", default_value_t = 512,
           value_parser = clap::value_parser!(u32).range(8..))]
     pub max_connections: u32,
     /// Overlay connections one peer may have with this node at once.
-    #[arg(long, global = true, value_name = "N", default_value_t = 4,
+    #[arg(long, value_name = "N", default_value_t = 4,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections_per_peer: u32,
     /// Incoming connections still in their handshake at once.
-    #[arg(long, global = true, value_name = "N", default_value_t = 64,
+    #[arg(long, value_name = "N", default_value_t = 64,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_pending_connections: u32,
     /// On-demand provision: replicate this host's busiest serving VM to the
     /// least-loaded peer while this peer's VMs keep the host's CPU busy; give
     /// back replicas placed here once they and the other providers are quiet.
     /// Off by default; actions are logged with reasons.
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub provision: bool,
     /// CPU this peer's VMs use, % of the host's CPUs, above which --provision replicates.
-    #[arg(long, global = true, value_name = "PCT", default_value_t = 80.0)]
+    #[arg(long, value_name = "PCT", default_value_t = 80.0, value_parser = parse_percent)]
     pub provision_high: f64,
     /// VM CPU % below which --provision removes the replicas it was given.
-    #[arg(long, global = true, value_name = "PCT", default_value_t = 20.0)]
+    #[arg(long, value_name = "PCT", default_value_t = 20.0, value_parser = parse_percent)]
     pub provision_low: f64,
     /// Seconds a condition must hold before --provision acts (and between actions).
-    #[arg(long, global = true, value_name = "SECONDS", default_value_t = 60)]
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     pub provision_after: u64,
 }
 
 impl NodeArgs {
     /// `--network-key FILE`, else `PEERVISOR_NETWORK_KEY`, else none given.
     pub fn network_key_source(&self) -> Option<NetworkKeySource> {
-        match (&self.network_key, std::env::var(NETWORK_KEY_ENV)) {
-            (Some(file), _) => Some(NetworkKeySource::File(file.clone())),
-            (None, Ok(value)) => Some(NetworkKeySource::Environment(value)),
-            (None, Err(_)) => None,
-        }
+        network_key_source(self.network_key.as_deref())
     }
 
     /// The peer these flags describe, on `data_dir`.
@@ -492,7 +750,11 @@ impl NodeArgs {
                 serve: self.relay_server,
                 reserve: !self.no_relay_client,
             },
-            hypervisor: self.hypervisor.clone(),
+            hypervisor: crate::hypervisor::choice::HypervisorChoice::from_flag_and_env(
+                self.hypervisor.as_deref(),
+            ),
+            default_network: self.default_network.clone(),
+            default_bridge: self.default_bridge.clone(),
             accel: self.accel,
             guest_netns: self.guest_netns.clone(),
             image_dir: self
@@ -528,6 +790,15 @@ impl NodeArgs {
     }
 }
 
+/// A network key file, else `PEERVISOR_NETWORK_KEY`, else none given.
+pub fn network_key_source(file: Option<&std::path::Path>) -> Option<NetworkKeySource> {
+    match (file, std::env::var(NETWORK_KEY_ENV)) {
+        (Some(file), _) => Some(NetworkKeySource::File(file.to_path_buf())),
+        (None, Ok(value)) => Some(NetworkKeySource::Environment(value)),
+        (None, Err(_)) => None,
+    }
+}
+
 fn default_nick() -> String {
     std::fs::read_to_string("/etc/hostname")
         .ok()
@@ -536,7 +807,98 @@ fn default_nick() -> String {
         .unwrap_or_else(|| "peer".into())
 }
 
+/// `--yarn URL[,history=URL]`, checked when given rather than when polled.
+fn parse_yarn(text: &str) -> Result<String, String> {
+    crate::jobs::yarn::YarnSource::from_arg(text).map_err(|e| format!("{e:#}"))?;
+    Ok(text.to_string())
+}
+
+fn parse_spark(text: &str) -> Result<String, String> {
+    crate::jobs::spark::SparkSource::from_arg(text).map_err(|e| format!("{e:#}"))?;
+    Ok(text.to_string())
+}
+
+/// Seconds between 0.1 and an hour.
+fn parse_interval(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if (0.1..=3600.0).contains(&s) => Ok(s),
+        _ => Err(format!(
+            "{text:?} is not a number of seconds from 0.1 to 3600"
+        )),
+    }
+}
+
+fn parse_percent(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(p) if (0.0..=100.0).contains(&p) => Ok(p),
+        _ => Err(format!("{text:?} is not a percentage from 0 to 100")),
+    }
+}
+
+/// `30m`, `1h`, `2days` (humantime).
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("{e} (e.g. 30m, 1h, 2days)"))
+}
+
 /// A size with a binary unit, in MiB.
 fn parse_size(text: &str) -> Result<u64, String> {
     crate::migrate::capacity::parse_size_mib(text)
+}
+
+/// `vm create`'s flags that override the manifest.
+#[derive(Args, Debug)]
+pub struct CreateFlags {
+    #[arg(long)]
+    pub vcpus: Option<u32>,
+    #[arg(long = "memory", value_name = "MIB")]
+    pub memory_mib: Option<u64>,
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Attach a new qcow2 data disk of this size (the guest mounts it on /data).
+    #[arg(long = "data-disk", value_name = "MIB")]
+    pub data_disk_mib: Option<u64>,
+    /// Plug its NIC into this libvirt network (e.g. default); the guest asks
+    /// the network's DHCP for an address.
+    #[arg(long, value_name = "NAME", conflicts_with = "bridge")]
+    pub network: Option<String>,
+    /// Plug its NIC into this host bridge (e.g. br0) instead.
+    #[arg(long, value_name = "BR")]
+    pub bridge: Option<String>,
+    /// Boot this disk image (an imported one's name, or a path to a qcow2 or
+    /// raw file) on a copy-on-write overlay, instead of the kernel image.
+    #[arg(long, value_name = "IMAGE")]
+    pub disk: Option<String>,
+    /// With --disk: run on the image itself (its changes stay in it).
+    #[arg(long, requires = "disk")]
+    pub no_overlay: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// clap's own checks of the whole command line, and a parse that reaches a
+    /// subcommand under the node's global flags (clap panics there when a
+    /// global flag shares a name with the subcommand's, e.g. --network).
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::Parser;
+        super::Cli::command().debug_assert();
+        let cli = super::Cli::try_parse_from([
+            "peervisor",
+            "vm",
+            "create",
+            "web-1",
+            "--network",
+            "default",
+        ])
+        .unwrap();
+        let text = format!("{cli:?}");
+        assert!(text.contains("network: Some(\"default\")"), "{text}");
+        let cli =
+            super::Cli::try_parse_from(["peervisor", "vm", "create", "web-1", "--bridge", "br0"])
+                .unwrap();
+        let text = format!("{cli:?}");
+        assert!(text.contains("bridge: Some(\"br0\")"), "{text}");
+    }
 }

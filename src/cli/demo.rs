@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 
-use crate::cli::{DemoArgs, NodeArgs};
+use crate::cli::DemoArgs;
 use crate::control::client::ControlClient;
 use crate::control::{Reply, Request};
+use crate::hypervisor::accel::AccelChoice;
 use crate::hypervisor::netns::GuestNetwork;
 use crate::node::identity::NetworkKeySource;
 use crate::paths::DataDir;
@@ -22,8 +23,8 @@ const DEMO_NETNS: &str = "peervisor-demo";
 const DEMO_VM: &str = "web-1";
 const PIDS_FILE: &str = "pids";
 
-pub async fn run(args: DemoArgs, node: &NodeArgs, look: &crate::console::Look) -> Result<()> {
-    let root = DataDir::default_root().join("demo");
+pub async fn run(args: DemoArgs) -> Result<()> {
+    let root = DataDir::user_root().join("demo");
     if args.stop {
         return stop_detached(&root);
     }
@@ -31,13 +32,13 @@ pub async fn run(args: DemoArgs, node: &NodeArgs, look: &crate::console::Look) -
         bail!("--peers must be between 2 and 8, got {}", args.peers);
     }
     std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
-    let image_dir = node
+    let image_dir = args
         .image_dir
         .clone()
         .unwrap_or_else(crate::image::default_image_dir);
     ensure_image(&image_dir).await?;
 
-    let mut demo = Demo::start(&root, args.peers, &image_dir, node)?;
+    let mut demo = Demo::start(&root, args.peers, &image_dir, args.accel)?;
     let outcome = demo.bring_up().await;
     if let Err(e) = outcome {
         demo.stop();
@@ -53,7 +54,7 @@ pub async fn run(args: DemoArgs, node: &NodeArgs, look: &crate::console::Look) -
         return Ok(());
     }
     let first = demo.nodes[0].dir.clone();
-    let console = crate::console::attach(&first, look).await;
+    let console = crate::console::attach(&first, &args.look.look()).await;
     eprintln!("demo: stopping peers and VMs…");
     demo.stop();
     console
@@ -68,7 +69,7 @@ fn nick(i: usize) -> String {
 }
 
 impl Demo {
-    fn start(root: &Path, peers: usize, image_dir: &Path, node: &NodeArgs) -> Result<Demo> {
+    fn start(root: &Path, peers: usize, image_dir: &Path, accel: AccelChoice) -> Result<Demo> {
         let dirs: Vec<DataDir> = (0..peers)
             .map(|i| DataDir::new(root.join(nick(i))))
             .collect();
@@ -92,7 +93,7 @@ impl Demo {
                 .args(["--guest-netns", DEMO_NETNS])
                 .arg("--image-dir")
                 .arg(image_dir)
-                .args(["--accel", &accel_arg(node)])
+                .args(["--accel", &accel_arg(accel)])
                 .arg("--destroy-vms-on-exit")
                 // The terminal's Ctrl-C must not kill peers before they have
                 // stopped their VMs; the demo stops them itself.
@@ -143,6 +144,9 @@ impl Demo {
                 image: crate::image::DEFAULT_IMAGE.into(),
                 services: Vec::new(),
                 data_disk_mib: None,
+                nic: None,
+                disk: None,
+                no_overlay: false,
             })
             .await?;
         Ok(())
@@ -184,9 +188,8 @@ impl Demo {
     }
 }
 
-fn accel_arg(node: &NodeArgs) -> String {
-    use crate::hypervisor::accel::AccelChoice;
-    match node.accel {
+fn accel_arg(accel: AccelChoice) -> String {
+    match accel {
         AccelChoice::Auto => "auto".into(),
         AccelChoice::Force(a) => a.to_string(),
     }

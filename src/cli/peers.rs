@@ -9,13 +9,16 @@ use super::PeersCommand;
 
 /// `peervisor peers ...`.
 pub async fn run(control: &ControlClient, command: PeersCommand) -> Result<()> {
-    let request = match command {
-        PeersCommand::Allow { peer, role } => Request::PeersAllow { peer, role },
-        PeersCommand::Deny { peer } => Request::PeersAllow {
-            peer,
-            role: Role::Observe,
-        },
-        PeersCommand::Forget { peer } => Request::PeersForget { peer },
+    let (request, json) = match command {
+        PeersCommand::Allow { peer, role, json } => (Request::PeersAllow { peer, role }, json),
+        PeersCommand::Deny { peer, json } => (
+            Request::PeersAllow {
+                peer,
+                role: Role::Observe,
+            },
+            json,
+        ),
+        PeersCommand::Forget { peer, json } => (Request::PeersForget { peer }, json),
         PeersCommand::List { json } => {
             let Reply::Grants {
                 grants,
@@ -36,5 +39,5 @@ pub async fn run(control: &ControlClient, command: PeersCommand) -> Result<()> {
             return Ok(());
         }
     };
-    super::done(control, request).await
+    super::done(control, request, json).await
 }

@@ -53,8 +53,9 @@ pub fn status_text(status: &Status) -> String {
     };
     let _ = writeln!(
         out,
-        "libvirt  {} (accel {}): {}",
+        "libvirt  {} ({}; accel {}): {}",
         local.hypervisor,
+        local.hypervisor_origin.describe(),
         local.accel,
         local.libvirt.describe()
     );

@@ -139,8 +139,14 @@ fn format_stats(name: &str, state: &str, s: &VmStats) -> String {
     )
 }
 
-/// `peervisor top`: a table every `delay` seconds.
-pub async fn run(control: &ControlClient, delay: f64, iterations: Option<u64>) -> Result<()> {
+/// `peervisor top`: a table every `delay` seconds; with `json`, one JSON object
+/// per line instead (`{"host": ..., "vms": [...]}`), as `vm stats --watch --json`.
+pub async fn run(
+    control: &ControlClient,
+    delay: f64,
+    iterations: Option<u64>,
+    json: bool,
+) -> Result<()> {
     if !(0.1..=3600.0).contains(&delay) {
         bail!("--delay must be between 0.1 and 3600 seconds, got {delay}");
     }
@@ -151,11 +157,16 @@ pub async fn run(control: &ControlClient, delay: f64, iterations: Option<u64>) -
         let Reply::Status(status) = control.call(&Request::Status).await? else {
             bail!("unexpected reply to status");
         };
-        if shown > 0 {
-            println!();
+        if json {
+            let value = serde_json::json!({ "host": status.local.host, "vms": status.vms });
+            println!("{}", serde_json::to_string(&value)?);
+        } else {
+            if shown > 0 {
+                println!();
+            }
+            print!("{}", host_line(status.local.host.as_ref()));
+            print!("{}", table(&status.vms));
         }
-        print!("{}", host_line(status.local.host.as_ref()));
-        print!("{}", table(&status.vms));
         shown += 1;
         if iterations.is_some_and(|n| shown >= n) {
             return Ok(());

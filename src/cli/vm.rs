@@ -11,11 +11,12 @@ use crate::control::{Reply, Request};
 use crate::model::VmView;
 
 use super::VmCommand;
+use super::args::CreateFlags;
 use crate::names::VmName;
 
 /// `peervisor vm ...`.
 pub async fn run(control: &ControlClient, command: VmCommand) -> Result<()> {
-    let request = match command {
+    let (request, json) = match command {
         VmCommand::List { json } => {
             let Reply::Vms { vms } = control.call(&Request::VmList).await? else {
                 bail!("unexpected reply to vm list");
@@ -30,60 +31,90 @@ pub async fn run(control: &ControlClient, command: VmCommand) -> Result<()> {
         VmCommand::Create {
             name,
             manifest,
-            vcpus,
-            memory_mib,
-            image,
-            data_disk_mib,
-        } => create_request(name, manifest, vcpus, memory_mib, image, data_disk_mib)?,
-        VmCommand::Start { name, force } => Request::VmStart {
+            flags,
+            json,
+        } => (create_request(name, manifest, flags)?, json),
+        VmCommand::Adopt {
             name,
-            foreign: force,
-        },
+            manifest,
+            json,
+        } => (adopt_request(name, manifest)?, json),
+        VmCommand::Release { name, json } => (Request::VmRelease { name }, json),
+        VmCommand::Start { name, force, json } => (
+            Request::VmStart {
+                name,
+                foreign: force,
+            },
+            json,
+        ),
         VmCommand::Stop {
             name,
             hard,
             timeout,
             force,
-        } => Request::VmStop {
+            json,
+        } => (
+            Request::VmStop {
+                name,
+                force: hard,
+                timeout_s: Some(timeout),
+                foreign: force,
+            },
+            json,
+        ),
+        VmCommand::Pause { name, force, json } => (
+            Request::VmPause {
+                name,
+                foreign: force,
+            },
+            json,
+        ),
+        VmCommand::Resume { name, force, json } => (
+            Request::VmResume {
+                name,
+                foreign: force,
+            },
+            json,
+        ),
+        VmCommand::Rm {
             name,
-            force: hard,
-            timeout_s: Some(timeout),
-            foreign: force,
-        },
-        VmCommand::Pause { name, force } => Request::VmPause {
-            name,
-            foreign: force,
-        },
-        VmCommand::Resume { name, force } => Request::VmResume {
-            name,
-            foreign: force,
-        },
-        VmCommand::Rm { name, yes, force } => {
+            yes,
+            force,
+            json,
+        } => {
             if !yes && !confirm(&format!("Delete VM '{name}' and its disks?"))? {
                 bail!("not removed");
             }
-            Request::VmRemove {
+            let request = Request::VmRemove {
                 name,
                 foreign: force,
-            }
+            };
+            (request, json)
         }
         VmCommand::Stats { name, json, watch } => {
             return vm_stats(control, &name, json, watch).await;
         }
         VmCommand::Console { name } => return super::console::attach(control, name).await,
     };
-    super::done(control, request).await
+    super::done(control, request, json).await
 }
 
 /// The create request from a manifest file and/or flags (flags win).
 fn create_request(
     name: Option<VmName>,
     manifest: Option<PathBuf>,
-    vcpus: Option<u32>,
-    memory_mib: Option<u64>,
-    image: Option<String>,
-    data_disk_mib: Option<u64>,
+    flags: CreateFlags,
 ) -> Result<Request> {
+    let CreateFlags {
+        vcpus,
+        memory_mib,
+        image,
+        data_disk_mib,
+        network,
+        bridge,
+        disk,
+        no_overlay,
+    } = flags;
     use crate::hypervisor::manifest::VmManifest;
     let base = match &manifest {
         Some(path) => VmManifest::load(path)?,
@@ -93,18 +124,34 @@ fn create_request(
                 .ok_or_else(|| anyhow::anyhow!("give a VM name or --manifest FILE"))?
         ))?,
     };
+    let flag_nic = network.is_some() || bridge.is_some();
     let m = VmManifest {
         name: name.map_or(base.name.clone(), String::from),
         vcpus: vcpus.unwrap_or(base.vcpus),
         memory_mib: memory_mib.unwrap_or(base.memory_mib),
         data_disk_mib: data_disk_mib.or(base.data_disk_mib),
         image: image.or(base.image.clone()),
+        // A flag replaces the manifest's choice, network or bridge alike.
+        network: if flag_nic {
+            network
+        } else {
+            base.network.clone()
+        },
+        bridge: if flag_nic {
+            bridge
+        } else {
+            base.bridge.clone()
+        },
+        // A path is the operator's, relative to where they typed it.
+        disk: disk.map(absolute_disk).or(base.disk.clone()),
+        overlay: base.overlay && !no_overlay,
         services: base.services.clone(),
     };
     m.validate().map_err(|e| match &manifest {
         Some(path) => anyhow::anyhow!("{}: {e}", path.display()),
         None => e,
     })?;
+    let nic = m.nic()?;
     Ok(Request::VmCreate {
         services: m.service_specs(),
         name: m.name.into(),
@@ -114,7 +161,43 @@ fn create_request(
             .image
             .unwrap_or_else(|| crate::image::DEFAULT_IMAGE.into()),
         data_disk_mib: m.data_disk_mib,
+        nic,
+        disk: m.disk,
+        no_overlay: !m.overlay,
     })
+}
+
+/// A disk image path made absolute (the node runs elsewhere); a bare name
+/// (an imported image) stays as it is.
+fn absolute_disk(disk: String) -> String {
+    if disk.contains('/') {
+        std::path::absolute(&disk)
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or(disk)
+    } else {
+        disk
+    }
+}
+
+/// `vm adopt NAME [-f manifest.toml]`: the manifest's services; its name must
+/// be the VM's (a manifest for another VM is a mistake worth a word).
+fn adopt_request(name: VmName, manifest: Option<PathBuf>) -> Result<Request> {
+    use crate::hypervisor::manifest::VmManifest;
+    let services = match manifest {
+        Some(path) => {
+            let m = VmManifest::load(&path)?;
+            if m.name != name.as_str() {
+                bail!(
+                    "{}: name: the manifest is for VM '{}', not '{name}'",
+                    path.display(),
+                    m.name
+                );
+            }
+            m.service_specs()
+        }
+        None => Vec::new(),
+    };
+    Ok(Request::VmAdopt { name, services })
 }
 
 /// Asks on the terminal; without one, the operator must pass --yes.

@@ -114,6 +114,9 @@ pub(crate) mod tests {
                     ..ServiceSpec::default()
                 }],
                 data_disk_mib: Some(64),
+                nic: None,
+                disk: None,
+                no_overlay: false,
             },
             Request::VmStart {
                 name: "a".into(),

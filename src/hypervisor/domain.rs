@@ -12,7 +12,7 @@ use crate::model::ServiceSpec;
 /// XML namespace of the metadata peervisor keeps inside the domain, so it travels
 /// with the VM on migration.
 pub const METADATA_NS: &str = "urn:peervisor:vm:1";
-const METADATA_PREFIX: &str = "pv";
+pub const METADATA_PREFIX: &str = "pv";
 
 /// A guest booted directly from a kernel and initramfs (our image).
 #[derive(Debug, Clone, PartialEq)]
@@ -34,6 +34,19 @@ pub struct DomainSpec {
     pub data_disk: Option<PathBuf>,
     /// A firmware ROM in place of SeaBIOS (qboot: boots a direct kernel faster).
     pub firmware: Option<PathBuf>,
+    /// Boot from this disk (its own boot loader) instead of `kernel`/`initrd`.
+    pub boot_disk: Option<BootDisk>,
+}
+
+/// A disk image a VM boots from (`vm create --disk`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BootDisk {
+    pub path: PathBuf,
+    /// qcow2 or raw.
+    pub format: String,
+    /// An overlay peervisor made for the VM (removed with it); false: the
+    /// operator's image itself (`--no-overlay`), never deleted.
+    pub owned: bool,
 }
 
 /// QEMU's minimal firmware for direct kernel boot (Debian: qemu-system-data).
@@ -45,13 +58,48 @@ pub fn fast_firmware() -> Option<PathBuf> {
     path.is_file().then_some(path)
 }
 
+/// A guest's network card: where it is plugged in and how it gets its address.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GuestNic {
-    pub bridge: String,
+    /// A bridge (ours, or the host's) or a libvirt network.
+    pub source: NicSource,
     pub mac: String,
+    /// Given on the kernel command line (peervisor's guest bridge); None: the
+    /// guest asks DHCP, and the host learns the address from the guest.
+    pub address: Option<StaticAddress>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StaticAddress {
     pub ip: Ipv4Addr,
     pub prefix: u8,
     pub gateway: Ipv4Addr,
+}
+
+/// What a NIC is plugged into, as libvirt names it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NicSource {
+    Bridge(String),
+    Network(String),
+}
+
+impl GuestNic {
+    /// The `<interface>` element.
+    fn to_xml(&self) -> String {
+        let (kind, source) = match &self.source {
+            NicSource::Bridge(name) => {
+                ("bridge", format!("<source bridge='{}'/>", xml_escape(name)))
+            }
+            NicSource::Network(name) => (
+                "network",
+                format!("<source network='{}'/>", xml_escape(name)),
+            ),
+        };
+        format!(
+            "    <interface type='{kind}'>\n      {source}\n      <mac address='{}'/>\n      <model type='virtio'/>\n    </interface>\n",
+            xml_escape(&self.mac)
+        )
+    }
 }
 
 /// What peervisor stores in `<metadata>`.
@@ -62,15 +110,20 @@ pub struct VmMetadata {
     pub services: Vec<ServiceSpec>,
     /// Disk files peervisor created for the VM (removed with it).
     pub disks: Vec<String>,
+    /// Defined by someone else, adopted by the operator (`vm adopt`).
+    pub adopted: bool,
 }
 
 impl DomainSpec {
     /// The guest's kernel command line: its init reads `pv.*` from here.
     pub fn cmdline(&self) -> String {
-        let mut line = format!(
-            "console=ttyS0 quiet panic=-1 pv.name={} pv.ip={}/{} pv.gw={}",
-            self.name, self.network.ip, self.network.prefix, self.network.gateway
-        );
+        let mut line = format!("console=ttyS0 quiet panic=-1 pv.name={}", self.name);
+        match self.network.address {
+            Some(a) => {
+                let _ = write!(line, " pv.ip={}/{} pv.gw={}", a.ip, a.prefix, a.gateway);
+            }
+            None => line.push_str(" pv.ip=dhcp"),
+        }
         if !self.services.is_empty() {
             let _ = write!(line, " pv.services={}", services_arg(&self.services));
         }
@@ -80,37 +133,15 @@ impl DomainSpec {
     /// Our `<metadata>` child: the manifest travels with the domain.
     fn metadata_xml(&self) -> String {
         let p = METADATA_PREFIX;
-        let mut x = format!(
-            "<{p}:vm xmlns:{p}='{METADATA_NS}'><{p}:ip>{}</{p}:ip><{p}:image>{}</{p}:image>",
-            self.network.ip,
-            xml_escape(&self.image)
-        );
-        for s in &self.services {
-            let _ = write!(
-                x,
-                "<{p}:service name='{}' type='{}' port='{}'",
-                xml_escape(&s.name),
-                xml_escape(&s.kind),
-                s.port
-            );
-            if let Some(max) = s.max_conns {
-                let _ = write!(x, " max-conns='{max}'");
-            }
-            let _ = write!(x, ">");
-            for (k, v) in &s.tags {
-                let _ = write!(
-                    x,
-                    "<{p}:tag name='{}' value='{}'/>",
-                    xml_escape(k),
-                    xml_escape(v)
-                );
-            }
-            for peer in &s.allow {
-                let _ = write!(x, "<{p}:allow peer='{}'/>", xml_escape(peer));
-            }
-            let _ = write!(x, "</{p}:service>");
+        let mut x = format!("<{p}:vm xmlns:{p}='{METADATA_NS}'>");
+        // A DHCP guest's address is learned, not kept: it may change.
+        if let Some(a) = self.network.address {
+            let _ = write!(x, "<{p}:ip>{}</{p}:ip>", a.ip);
         }
-        if let Some(disk) = &self.data_disk {
+        let _ = write!(x, "<{p}:image>{}</{p}:image>", xml_escape(&self.image));
+        services_xml(&mut x, &self.services, &format!("{p}:"));
+        let owned_boot = self.boot_disk.iter().filter(|b| b.owned).map(|b| &b.path);
+        for disk in self.data_disk.iter().chain(owned_boot) {
             let _ = write!(x, "<{p}:disk>{}</{p}:disk>", esc_path(disk));
         }
         let _ = write!(x, "</{p}:vm>");
@@ -138,16 +169,24 @@ impl DomainSpec {
         let _ = writeln!(x, "  <vcpu>{}</vcpu>", self.vcpus);
         let _ = writeln!(x, "  <os>");
         let _ = writeln!(x, "    <type arch='x86_64' machine='pc'>hvm</type>");
-        if let Some(rom) = &self.firmware {
-            let _ = writeln!(
-                x,
-                "    <loader readonly='yes' type='rom'>{}</loader>",
-                esc_path(rom)
-            );
+        match &self.boot_disk {
+            // SeaBIOS runs the disk's own boot loader.
+            Some(_) => {
+                let _ = writeln!(x, "    <boot dev='hd'/>");
+            }
+            None => {
+                if let Some(rom) = &self.firmware {
+                    let _ = writeln!(
+                        x,
+                        "    <loader readonly='yes' type='rom'>{}</loader>",
+                        esc_path(rom)
+                    );
+                }
+                let _ = writeln!(x, "    <kernel>{}</kernel>", esc_path(&self.kernel));
+                let _ = writeln!(x, "    <initrd>{}</initrd>", esc_path(&self.initrd));
+                let _ = writeln!(x, "    <cmdline>{}</cmdline>", xml_escape(&self.cmdline()));
+            }
         }
-        let _ = writeln!(x, "    <kernel>{}</kernel>", esc_path(&self.kernel));
-        let _ = writeln!(x, "    <initrd>{}</initrd>", esc_path(&self.initrd));
-        let _ = writeln!(x, "    <cmdline>{}</cmdline>", xml_escape(&self.cmdline()));
         let _ = writeln!(x, "  </os>");
         // ACPI: the guest powers off on the power button (graceful shutdown).
         let _ = writeln!(x, "  <features><acpi/></features>");
@@ -156,6 +195,17 @@ impl DomainSpec {
         let _ = writeln!(x, "  <on_reboot>restart</on_reboot>");
         let _ = writeln!(x, "  <on_crash>destroy</on_crash>");
         let _ = writeln!(x, "  <devices>");
+        if let Some(boot) = &self.boot_disk {
+            let _ = writeln!(x, "    <disk type='file' device='disk'>");
+            let _ = writeln!(
+                x,
+                "      <driver name='qemu' type='{}'/>",
+                xml_escape(&boot.format)
+            );
+            let _ = writeln!(x, "      <source file='{}'/>", esc_path(&boot.path));
+            let _ = writeln!(x, "      <target dev='vda' bus='virtio'/>");
+            let _ = writeln!(x, "    </disk>");
+        }
         if let Some(disk) = &self.data_disk {
             // cache='none': libvirt allows live migration of a disk both hosts see.
             let _ = writeln!(x, "    <disk type='file' device='disk'>");
@@ -164,19 +214,7 @@ impl DomainSpec {
             let _ = writeln!(x, "      <target dev='vda' bus='virtio'/>");
             let _ = writeln!(x, "    </disk>");
         }
-        let _ = writeln!(x, "    <interface type='bridge'>");
-        let _ = writeln!(
-            x,
-            "      <source bridge='{}'/>",
-            xml_escape(&self.network.bridge)
-        );
-        let _ = writeln!(
-            x,
-            "      <mac address='{}'/>",
-            xml_escape(&self.network.mac)
-        );
-        let _ = writeln!(x, "      <model type='virtio'/>");
-        let _ = writeln!(x, "    </interface>");
+        x.push_str(&self.network.to_xml());
         // A pty, so `vm console` can attach (virDomainOpenConsole); QEMU
         // also writes everything the guest prints to the log (boot log).
         let _ = writeln!(x, "    <serial type='pty'>");
@@ -191,6 +229,47 @@ impl DomainSpec {
         let _ = writeln!(x, "  </devices>");
         let _ = writeln!(x, "</domain>");
         x
+    }
+}
+
+/// Our `<metadata>` for a VM defined by someone else and adopted by the
+/// operator (`vm adopt`): its services, and the mark that says peervisor did not
+/// make it (so it is never destroyed with the node, and `vm release` undoes it).
+/// Without prefix or namespace declaration: virDomainSetMetadata adds them.
+pub fn adopted_metadata_xml(services: &[ServiceSpec]) -> String {
+    let mut x = "<vm><adopted>yes</adopted>".to_string();
+    services_xml(&mut x, services, "");
+    x.push_str("</vm>");
+    x
+}
+
+/// `<service name type port [max-conns]><tag/><allow/></service>`, each element
+/// name after `p` (our prefix and a colon, or nothing).
+fn services_xml(x: &mut String, services: &[ServiceSpec], p: &str) {
+    for s in services {
+        let _ = write!(
+            x,
+            "<{p}service name='{}' type='{}' port='{}'",
+            xml_escape(&s.name),
+            xml_escape(&s.kind),
+            s.port
+        );
+        if let Some(max) = s.max_conns {
+            let _ = write!(x, " max-conns='{max}'");
+        }
+        let _ = write!(x, ">");
+        for (k, v) in &s.tags {
+            let _ = write!(
+                x,
+                "<{p}tag name='{}' value='{}'/>",
+                xml_escape(k),
+                xml_escape(v)
+            );
+        }
+        for peer in &s.allow {
+            let _ = write!(x, "<{p}allow peer='{}'/>", xml_escape(peer));
+        }
+        let _ = write!(x, "</{p}service>");
     }
 }
 
@@ -244,6 +323,7 @@ pub fn parse_metadata(xml: &str) -> VmMetadata {
         image: element_text(xml, "image"),
         services,
         disks,
+        adopted: element_text(xml, "adopted").is_some(),
     }
 }
 
@@ -376,11 +456,13 @@ mod tests {
             kernel: "/img/vmlinuz".into(),
             initrd: "/img/initrd.img".into(),
             network: GuestNic {
-                bridge: "pvbr0".into(),
+                source: NicSource::Bridge("pvbr0".into()),
                 mac: mac_for("x"),
-                ip: Ipv4Addr::new(10, 77, 3, 4),
-                prefix: 16,
-                gateway: Ipv4Addr::new(10, 77, 0, 1),
+                address: Some(StaticAddress {
+                    ip: Ipv4Addr::new(10, 77, 3, 4),
+                    prefix: 16,
+                    gateway: Ipv4Addr::new(10, 77, 0, 1),
+                }),
             },
             console_log: "/data/console/web-1.log".into(),
             image: "peervisor-guest".into(),
@@ -402,7 +484,26 @@ mod tests {
             ],
             data_disk: Some("/disks/web-1-abcd.qcow2".into()),
             firmware: Some(QBOOT.into()),
+            boot_disk: None,
         }
+    }
+
+    /// Our `<pv:vm>` element of a domain XML we wrote, parsed.
+    fn metadata_in(xml: &str) -> VmMetadata {
+        let start = xml.find("<pv:vm").unwrap();
+        let end = xml.find("</pv:vm>").unwrap() + "</pv:vm>".len();
+        parse_metadata(&xml[start..end])
+    }
+
+    /// Our metadata element as libvirt hands it back.
+    fn our_metadata(domain: &virt::domain::Domain) -> String {
+        domain
+            .metadata(
+                virt::sys::VIR_DOMAIN_METADATA_ELEMENT as i32,
+                Some(METADATA_NS),
+                0,
+            )
+            .unwrap()
     }
 
     /// libvirt's own parser accepts the XML and hands our metadata back intact.
@@ -427,13 +528,7 @@ mod tests {
         assert!(back.contains("<acpi/>"), "{back}");
         assert!(back.contains("/disks/web-1-abcd.qcow2"), "{back}");
         assert!(back.contains("<source bridge='pvbr0'/>"), "{back}");
-        let meta = domain
-            .metadata(
-                virt::sys::VIR_DOMAIN_METADATA_ELEMENT as i32,
-                Some(METADATA_NS),
-                0,
-            )
-            .unwrap();
+        let meta = our_metadata(&domain);
         let parsed = parse_metadata(&meta);
         assert_eq!(parsed.ip.as_deref(), Some("10.77.3.4"));
         assert_eq!(parsed.services, spec().services);
@@ -454,6 +549,95 @@ mod tests {
             ..spec()
         };
         assert!(kvm.to_xml().contains("<domain type='kvm'>"));
+    }
+
+    #[test]
+    fn a_guest_on_a_libvirt_network_asks_dhcp_and_keeps_no_address() {
+        let s = DomainSpec {
+            network: GuestNic {
+                source: NicSource::Network("default".into()),
+                mac: mac_for("x"),
+                address: None,
+            },
+            ..spec()
+        };
+        let xml = s.to_xml();
+        assert!(xml.contains("<interface type='network'>"), "{xml}");
+        assert!(xml.contains("<source network='default'/>"), "{xml}");
+        assert!(xml.contains("pv.ip=dhcp"), "{xml}");
+        assert!(!xml.contains("pv.gw="), "{xml}");
+        assert_eq!(metadata_in(&xml).ip, None);
+    }
+
+    /// What `vm adopt` writes, as libvirt takes it (virDomainSetMetadata adds
+    /// the namespace itself) and hands it back.
+    #[test]
+    fn adopted_metadata_round_trips_through_libvirt() {
+        use virt::connect::Connect;
+        virt::error::clear_error_callback();
+        let conn = Connect::open(Some("test:///default")).unwrap();
+        let domain = conn
+            .define_domain_xml(
+                "<domain type='test'><name>adopt-me</name><memory>65536</memory>\
+                 <os><type>hvm</type></os></domain>",
+            )
+            .unwrap();
+        domain
+            .set_metadata(
+                virt::sys::VIR_DOMAIN_METADATA_ELEMENT as i32,
+                Some(&adopted_metadata_xml(&spec().services)),
+                Some(METADATA_PREFIX),
+                Some(METADATA_NS),
+                virt::sys::VIR_DOMAIN_AFFECT_CONFIG,
+            )
+            .expect("libvirt takes the adopted metadata");
+        let meta = our_metadata(&domain);
+        let parsed = parse_metadata(&meta);
+        assert!(parsed.adopted, "{meta}");
+        assert_eq!(parsed.services, spec().services);
+        domain.undefine().unwrap();
+    }
+
+    #[test]
+    fn a_disk_booted_guest_has_no_kernel_and_its_overlay_is_recorded() {
+        let s = DomainSpec {
+            data_disk: None,
+            boot_disk: Some(BootDisk {
+                path: "/disks/web-1-abcd.qcow2".into(),
+                format: "qcow2".into(),
+                owned: true,
+            }),
+            ..spec()
+        };
+        let xml = s.to_xml();
+        assert!(xml.contains("<boot dev='hd'/>"), "{xml}");
+        assert!(
+            !xml.contains("<kernel>") && !xml.contains("<loader"),
+            "{xml}"
+        );
+        assert!(
+            xml.contains("<source file='/disks/web-1-abcd.qcow2'/>"),
+            "{xml}"
+        );
+        assert_eq!(
+            metadata_in(&xml).disks,
+            vec!["/disks/web-1-abcd.qcow2".to_string()]
+        );
+        // The operator's own image (--no-overlay) is never recorded for removal.
+        let mut own = s.clone();
+        own.boot_disk.as_mut().unwrap().owned = false;
+        assert!(metadata_in(&own.to_xml()).disks.is_empty());
+    }
+
+    #[test]
+    fn adopted_metadata_carries_the_services_and_the_mark() {
+        let services = spec().services;
+        let meta = parse_metadata(&adopted_metadata_xml(&services));
+        assert!(meta.adopted);
+        assert_eq!(meta.services, services);
+        assert_eq!((meta.ip, meta.image), (None, None));
+        assert!(meta.disks.is_empty());
+        assert!(!metadata_in(&spec().to_xml()).adopted);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::{Result, anyhow, bail};
 use serde::Deserialize;
 
-use crate::model::ServiceSpec;
+use crate::model::{NicSource, ServiceSpec};
 
 /// Service types the guest image knows how to start.
 pub const SERVICE_TYPES: &[&str] = &["http", "echo", "kv"];
@@ -27,6 +27,20 @@ pub struct VmManifest {
     pub data_disk_mib: Option<u64>,
     #[serde(default)]
     pub image: Option<String>,
+    /// A libvirt network for its NIC (e.g. "default"); default: the node's.
+    #[serde(default)]
+    pub network: Option<String>,
+    /// A host bridge for its NIC (e.g. "br0"), instead of a network.
+    #[serde(default)]
+    pub bridge: Option<String>,
+    /// Boot from this disk image (an imported base image's name, or a path)
+    /// instead of the kernel+initramfs image.
+    #[serde(default)]
+    pub disk: Option<String>,
+    /// With `disk`: run on a copy-on-write overlay of it (the default), or on
+    /// the image itself (false).
+    #[serde(default = "default_overlay")]
+    pub overlay: bool,
     #[serde(default)]
     pub services: Vec<ManifestService>,
 }
@@ -54,6 +68,10 @@ fn default_vcpus() -> u32 {
 
 fn default_memory() -> u64 {
     128
+}
+
+fn default_overlay() -> bool {
+    true
 }
 
 impl VmManifest {
@@ -96,6 +114,15 @@ impl VmManifest {
             && !(1..=1024 * 1024).contains(&size)
         {
             bail!("data_disk_mib: must be between 1 and 1048576, got {size}");
+        }
+        self.nic()?;
+        if let Some(disk) = &self.disk {
+            if disk.trim().is_empty() {
+                bail!("disk: empty");
+            }
+            if self.data_disk_mib.is_some() {
+                bail!("data_disk_mib: not with a boot disk (give one or the other)");
+            }
         }
         let mut names = HashSet::new();
         let mut ports = HashSet::new();
@@ -142,6 +169,12 @@ impl VmManifest {
         Ok(())
     }
 
+    /// Where its NIC goes, if the manifest says (else the node's default).
+    pub fn nic(&self) -> Result<Option<NicSource>> {
+        nic_choice(self.network.as_deref(), self.bridge.as_deref())
+            .map_err(|e| anyhow!("network/bridge: {e}"))
+    }
+
     pub fn service_specs(&self) -> Vec<ServiceSpec> {
         self.services
             .iter()
@@ -169,6 +202,31 @@ impl From<&ServiceSpec> for ManifestService {
             max_conns: s.max_conns,
             allow: s.allow.clone(),
         }
+    }
+}
+
+/// A NIC source from `network` / `bridge` (a manifest's fields, or the flags):
+/// at most one of them, each a plain name.
+pub fn nic_choice(network: Option<&str>, bridge: Option<&str>) -> Result<Option<NicSource>> {
+    let plain = |kind: &str, name: &str| {
+        let ok = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        if ok {
+            Ok(name.to_string())
+        } else {
+            Err(anyhow!(
+                "'{name}' is not a {kind} name (letters, digits, '-', '_', '.')"
+            ))
+        }
+    };
+    match (network, bridge) {
+        (Some(_), Some(_)) => bail!("give a network or a bridge, not both"),
+        (Some(n), None) => Ok(Some(NicSource::Network(plain("network", n)?))),
+        (None, Some(b)) => Ok(Some(NicSource::Bridge(plain("bridge", b)?))),
+        (None, None) => Ok(None),
     }
 }
 
@@ -233,6 +291,18 @@ port = 7000
         let specs = VmManifest::parse(&limited).unwrap().service_specs();
         assert_eq!(specs[0].max_conns, Some(5));
         assert_eq!(specs[0].allow.len(), 1);
+    }
+
+    #[test]
+    fn a_manifest_names_a_network_or_a_bridge() {
+        let m = VmManifest::parse("name = \"a\"\nnetwork = \"default\"\n").unwrap();
+        assert_eq!(m.nic().unwrap(), Some(NicSource::Network("default".into())));
+        let m = VmManifest::parse("name = \"a\"\nbridge = \"br0\"\n").unwrap();
+        assert_eq!(m.nic().unwrap(), Some(NicSource::Bridge("br0".into())));
+        let both = error_of("name = \"a\"\nnetwork = \"default\"\nbridge = \"br0\"\n");
+        assert_eq!(both, "network/bridge: give a network or a bridge, not both");
+        let odd = error_of("name = \"a\"\nbridge = \"br 0\"\n");
+        assert!(odd.contains("'br 0' is not a bridge name"), "{odd}");
     }
 
     fn error_of(text: &str) -> String {

@@ -2,6 +2,7 @@
 //! on tokio's blocking pool; a libvirt connection is thread-safe and shared.
 
 pub mod accel;
+pub mod choice;
 pub mod console;
 pub mod daemon;
 pub mod domain;
@@ -11,6 +12,7 @@ pub mod job;
 pub mod link;
 pub mod manifest;
 pub mod netns;
+mod networks;
 pub mod reaper;
 pub mod sampler;
 pub mod snapshot;
@@ -30,7 +32,7 @@ use virt::sys;
 
 use crate::model::{HostStats, LibvirtLink, VmState, VmView};
 use daemon::PrivateDaemon;
-use domain::{DomainSpec, METADATA_NS, parse_metadata};
+use domain::{DomainSpec, METADATA_NS, METADATA_PREFIX, parse_metadata};
 use link::Link;
 use sampler::{SamplerConfig, StatsBoard};
 
@@ -387,6 +389,34 @@ impl Host {
         self.with_domain(name, |d, _| Ok(read_metadata(d))).await
     }
 
+    /// Writes our `<metadata>` element into the VM's definition (running and
+    /// persistent alike), or removes it (`None`).
+    pub async fn set_metadata(&self, name: &str, xml: Option<String>) -> Result<()> {
+        let done = self
+            .with_domain(name, move |d, name| {
+                let active = d.is_active().unwrap_or(false);
+                let persistent = d.is_persistent().unwrap_or(false);
+                let mut flags = 0;
+                if active {
+                    flags |= sys::VIR_DOMAIN_AFFECT_LIVE;
+                }
+                if persistent || !active {
+                    flags |= sys::VIR_DOMAIN_AFFECT_CONFIG;
+                }
+                d.set_metadata(
+                    sys::VIR_DOMAIN_METADATA_ELEMENT as i32,
+                    xml.as_deref(),
+                    Some(METADATA_PREFIX),
+                    Some(METADATA_NS),
+                    flags,
+                )
+                .map_err(|e| anyhow!("writing VM '{name}' metadata: {}", e.message()))
+            })
+            .await;
+        self.refresh().await;
+        done
+    }
+
     /// Live-migrates a running VM peer-to-peer, tunnelled: this hypervisor connects
     /// to `dest_uri` itself and tunnels the memory stream over that connection.
     /// Not peervisor's way (see `migrate_p2p`): the migration benchmark's
@@ -590,14 +620,22 @@ fn vm_view(domain: &Domain) -> Result<VmView> {
     let name = domain.name().context("domain name")?;
     let info = domain.info().context("domain info")?;
     let metadata = read_metadata(domain);
+    let state = state_of(info.state.to_raw());
+    // Ours on our bridge carry their address; a DHCP guest's is learned.
+    let ip = match metadata.as_ref().and_then(|m| m.ip.clone()) {
+        Some(ip) => Some(ip),
+        None if state == VmState::Running => networks::learned_address(domain),
+        None => None,
+    };
     Ok(VmView {
         name: name.into(),
         uuid: domain.uuid_string().unwrap_or_default(),
-        state: state_of(info.state.to_raw()),
+        state,
         vcpus: info.nr_virt_cpu,
         memory_mib: info.memory / 1024,
-        ip: metadata.as_ref().and_then(|m| m.ip.clone()),
+        ip,
         managed: metadata.is_some(),
+        adopted: metadata.as_ref().is_some_and(|m| m.adopted),
         services: metadata.map(|m| m.services).unwrap_or_default(),
         service_up: None,
         ..VmView::default()

@@ -25,12 +25,28 @@ impl GuestNetwork {
     /// The NIC of a guest on this network's bridge.
     pub fn nic(&self, uuid: &str, ip: Ipv4Addr) -> super::domain::GuestNic {
         super::domain::GuestNic {
-            bridge: self.bridge.clone(),
+            source: super::domain::NicSource::Bridge(self.bridge.clone()),
             mac: super::domain::mac_for(uuid),
-            ip,
-            prefix: self.prefix,
-            gateway: self.gateway,
+            address: Some(super::domain::StaticAddress {
+                ip,
+                prefix: self.prefix,
+                gateway: self.gateway,
+            }),
         }
+    }
+
+    /// The host's own network (an existing libvirt's networks and bridges):
+    /// guests are reached from the node's namespace, no namespace of ours.
+    pub fn host() -> Self {
+        GuestNetwork {
+            netns: String::new(),
+            ..GuestNetwork::named("")
+        }
+    }
+
+    /// Whether guests live in a namespace of ours (else on the host's network).
+    pub fn is_namespaced(&self) -> bool {
+        !self.netns.is_empty()
     }
 
     /// `netns` with the default bridge pvbr0 and 10.77.0.1/16.
@@ -112,6 +128,9 @@ impl GuestNetwork {
     /// A TCP connection made from inside the namespace. The socket belongs to
     /// the namespace for its whole life, whichever thread then uses it.
     pub fn connect(&self, addr: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
+        if !self.is_namespaced() {
+            return TcpStream::connect_timeout(&addr, timeout);
+        }
         let path = self.path();
         // setns changes only the calling thread: use a throwaway one.
         std::thread::spawn(move || {

@@ -161,6 +161,7 @@ pub fn rates(prev: &Sample, cur: &Sample, host_cpus: u32) -> Option<VmStats> {
         cpu_pct_host: pct(host_cpus),
         cpu_pct_guest: pct(cur.vcpus.max(prev.vcpus)),
         mem_used_mib: cur.mem_used_kib.map(|kib| kib / 1024),
+        span_s: secs,
         ..VmStats::default()
     };
     for (name, c) in &cur.disks {
@@ -196,6 +197,7 @@ pub struct History {
     disk_write_bps: VecDeque<f64>,
     net_rx_bps: VecDeque<f64>,
     net_tx_bps: VecDeque<f64>,
+    span_s: VecDeque<f64>,
 }
 
 impl History {
@@ -208,6 +210,7 @@ impl History {
             disk_write_bps: ring(),
             net_rx_bps: ring(),
             net_tx_bps: ring(),
+            span_s: ring(),
         }
     }
 
@@ -229,6 +232,7 @@ impl History {
         put(&mut self.disk_write_bps, s.disk_write_bps);
         put(&mut self.net_rx_bps, s.net_rx_bps);
         put(&mut self.net_tx_bps, s.net_tx_bps);
+        put(&mut self.span_s, s.span_s);
     }
 
     #[cfg(test)]
@@ -245,6 +249,7 @@ impl History {
             disk_write_bps: v(&self.disk_write_bps),
             net_rx_bps: v(&self.net_rx_bps),
             net_tx_bps: v(&self.net_tx_bps),
+            span_s: v(&self.span_s),
         }
     }
 }
@@ -317,6 +322,9 @@ mod tests {
         let r = rates(&a, &b, 1).unwrap();
         assert_eq!(r.disk_read_bps, 16384.0);
         assert_eq!(r.disk_write_bps, 81920.0);
+        // Half a second apart: the rates say so, and rate x span is the bytes.
+        assert_eq!(r.span_s, 0.5);
+        assert_eq!(r.disk_write_bps * r.span_s, 40960.0);
         assert_eq!(r.disk_read_iops, 4.0);
         assert_eq!(r.disk_write_iops, 20.0);
         assert_eq!(r.net_rx_bps, 1000.0);

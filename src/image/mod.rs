@@ -6,6 +6,7 @@
 //! `vmlinux` (the uncompressed kernel, for PVH direct boot) is booted when present.
 //! `<image_dir>/.lock` serialises builds across processes.
 
+pub mod disk;
 pub mod initramfs;
 mod kernel;
 mod pvh;

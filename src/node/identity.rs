@@ -142,7 +142,7 @@ pub fn parse_network_key(text: &str) -> Result<NetworkKey> {
     Ok(NetworkKey::new(array))
 }
 
-fn write_secret(path: &Path, bytes: &[u8]) -> Result<()> {
+pub fn write_secret(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut file = fs::OpenOptions::new()
         .write(true)
         .create(true)

@@ -102,6 +102,32 @@ struct Behaviour {
     autonat: autonat::Behaviour,
 }
 
+/// A node that only dials out (no listen address, no relaying) and ignores what
+/// other peers send it: for one exchange with a known peer (`peervisor join`,
+/// the replica probe).
+pub fn start_dialer(
+    keypair: Keypair,
+    network_key: identity::NetworkKey,
+    nick: &str,
+    bootstrap: Vec<Multiaddr>,
+) -> Result<Client> {
+    let (client, mut events) = start(NodeConfig {
+        keypair,
+        network_key,
+        nick: nick.into(),
+        listen: Vec::new(),
+        bootstrap,
+        mdns: false,
+        relay: RelayConfig {
+            serve: false,
+            reserve: false,
+        },
+        connections: Default::default(),
+    })?;
+    tokio::spawn(async move { while events.recv().await.is_some() {} });
+    Ok(client)
+}
+
 /// Starts the node on the current tokio runtime.
 pub fn start(config: NodeConfig) -> Result<(Client, mpsc::Receiver<Event>)> {
     let local_peer_id = config.keypair.public().to_peer_id();
@@ -142,6 +168,7 @@ pub fn start(config: NodeConfig) -> Result<(Client, mpsc::Receiver<Event>)> {
         dial_refusals: guard::RefusalLog::default(),
         graylist: guard::Graylist::default(),
         dial_backs: Default::default(),
+        probing: Default::default(),
     };
     tokio::spawn(event_loop.run());
     Ok((
@@ -298,6 +325,9 @@ struct EventLoop {
     /// AutoNAT dial-backs this node made, closed once the peer identified
     /// itself on them (reachability.rs says why).
     dial_backs: std::collections::HashSet<libp2p::swarm::ConnectionId>,
+    /// Peers asked for an AutoNAT dial-back, until their answer: a connection
+    /// they open meanwhile is the dial-back, about to be closed by them.
+    probing: std::collections::HashSet<PeerId>,
 }
 
 const MAX_DIAL_ERRORS: usize = 8;
@@ -554,6 +584,10 @@ impl EventLoop {
                     // logged that as a failed incoming connection): wait until
                     // the peer has identified itself on it, so its side is done.
                     self.dial_backs.insert(connection_id);
+                    self.hide_dial_back(connection_id);
+                } else if !endpoint.is_dialer() && self.probing.contains(&peer_id) {
+                    // The other side of the above: the prober's end.
+                    self.hide_dial_back(connection_id);
                 }
             }
             SwarmEvent::ConnectionClosed {

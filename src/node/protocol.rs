@@ -68,6 +68,10 @@ pub enum ControlRequest {
     /// An operator elsewhere acts on a VM of this host (control role): start,
     /// stop, pause, resume, migrate (also to a third peer), abort, replicate.
     VmAction { request: crate::api::Request },
+    /// "Here is the secret of your invitation" (`peervisor join`; join/).
+    Redeem { secret: String },
+    /// From a trust group's authority: every member of its group now (join/).
+    GroupMembers { members: Vec<String> },
 }
 
 /// VMs one `VmFigures` request may name (a screenful and then some), and
@@ -118,6 +122,12 @@ pub enum ControlResponse {
     /// The answer to `VmAction`: what the host's own control API answered.
     Acted {
         reply: crate::api::Reply,
+    },
+    /// An invitation redeemed: the role granted, and (for `control`) the members
+    /// of the inviter's trust group, inviter first.
+    Joined {
+        role: String,
+        members: Vec<String>,
     },
 }
 

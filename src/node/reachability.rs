@@ -67,6 +67,16 @@ pub(super) fn from_nat_status(status: &autonat::NatStatus) -> Reachability {
 }
 
 impl EventLoop {
+    /// Keeps control requests and streams off an AutoNAT dial-back, on either
+    /// end: the prober's peer closes it once identified, and a request or stream
+    /// that happened to pick it (both spread over a peer's connections) would be
+    /// cut with it ("connection closed before a response was received").
+    pub(super) fn hide_dial_back(&mut self, connection: libp2p::swarm::ConnectionId) {
+        let behaviour = self.swarm.behaviour_mut();
+        behaviour.control.hide(connection);
+        behaviour.streams.hide(connection);
+    }
+
     pub(super) fn on_autonat_event(&mut self, event: autonat::Event) {
         match event {
             autonat::Event::StatusChanged { new, .. } => match &new {
@@ -79,7 +89,19 @@ impl EventLoop {
                 autonat::NatStatus::Unknown => tracing::info!("reachability: unknown"),
             },
             autonat::Event::OutboundProbe(event) => {
-                tracing::debug!("autonat probe: {event:?}")
+                tracing::debug!("autonat probe: {event:?}");
+                match event {
+                    autonat::OutboundProbeEvent::Request { peer, .. } => {
+                        self.probing.insert(peer);
+                    }
+                    autonat::OutboundProbeEvent::Response { peer, .. }
+                    | autonat::OutboundProbeEvent::Error {
+                        peer: Some(peer), ..
+                    } => {
+                        self.probing.remove(&peer);
+                    }
+                    autonat::OutboundProbeEvent::Error { peer: None, .. } => {}
+                }
             }
             autonat::Event::InboundProbe(event) => {
                 tracing::debug!("autonat dial-back for a peer: {event:?}")

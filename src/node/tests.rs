@@ -136,6 +136,7 @@ fn the_largest_figures_answer_fits_the_response_limit() {
             disk_read_bps: ring.clone(),
             disk_write_bps: ring.clone(),
             net_rx_bps: ring.clone(),
+            span_s: ring.clone(),
             net_tx_bps: ring,
         }),
         ..VmView::default()

@@ -1,7 +1,7 @@
 //! A running peer: the node, the hypervisor and the control API wired together,
 //! and the features that do the work, each holding the handles it needs: `Vms`
 //! (vms/), `Services` (services/), `Migrations`, `Replications` and the
-//! provision policy (migrate/), the job collector (jobs/). `Peer` starts them
+//! provision policy (migrate/), the job collector (jobs/), `Invitations` (join/). `Peer` starts them
 //! (`start.rs`) and routes control requests, other peers' requests and gossip to
 //! them; it does none of their work. Used by the headless `peervisor node` and by
 //! the console's embedded node.
@@ -29,13 +29,14 @@ use crate::hypervisor::Host;
 use crate::hypervisor::accel::{Accel, AccelChoice};
 use crate::hypervisor::manifest::VmManifest;
 use crate::jobs::collector::Collector;
+use crate::join::node::Invitations;
 use crate::migrate::Migrations;
 use crate::migrate::capacity::{Capacity, CapacityFlags, VmRequirements};
 use crate::migrate::operations::Operations;
 use crate::migrate::outgoing::Limits;
 pub use crate::migrate::provision::ProvisionPolicy;
 use crate::migrate::replicate::Replications;
-use crate::model::{LocalPeer, PeerView, Status, VmView};
+use crate::model::{HypervisorOrigin, LocalPeer, NicSource, PeerView, Status, VmView};
 use crate::names::{PeerRef, VmName, peer_id_of};
 use crate::node::protocol::{ControlRequest, ControlResponse, MAX_FIGURES, MAX_FIGURES_HISTORY};
 use crate::node::{self, Client, Event};
@@ -54,8 +55,12 @@ pub struct PeerConfig {
     pub mdns: bool,
     /// Relaying for others and through others (NAT).
     pub relay: node::RelayConfig,
-    /// `None`: start a private libvirt daemon for this peer.
-    pub hypervisor: Option<String>,
+    /// A private libvirt daemon for this peer, or an existing libvirt.
+    pub hypervisor: crate::hypervisor::choice::HypervisorChoice,
+    /// `--default-network` / `--default-bridge`: where new VMs' NICs go unless
+    /// their manifest says.
+    pub default_network: Option<String>,
+    pub default_bridge: Option<String>,
     pub accel: AccelChoice,
     /// Network namespace holding the guests' bridge.
     pub guest_netns: String,
@@ -96,7 +101,9 @@ impl PeerConfig {
             network_key: None,
             mdns: false,
             relay: Default::default(),
-            hypervisor: Some("test:///default".into()),
+            hypervisor: crate::hypervisor::choice::HypervisorChoice::existing("test:///default"),
+            default_network: None,
+            default_bridge: None,
             accel: AccelChoice::Force(crate::hypervisor::accel::Accel::Tcg),
             guest_netns: "unused".into(),
             image_dir,
@@ -118,6 +125,8 @@ pub struct Peer {
     data_dir: DataDir,
     node: Client,
     host: Host,
+    /// Private daemon, or an existing libvirt and who named it (for `status`).
+    hypervisor_origin: HypervisorOrigin,
     accel: Accel,
     /// Roles other peers have here (`peervisor peers`).
     access: Arc<AccessList>,
@@ -131,6 +140,8 @@ pub struct Peer {
     services: Arc<Services>,
     migrations: Arc<Migrations>,
     replications: Arc<Replications>,
+    /// Invitations to join the overlay and this host's trust group.
+    invitations: Arc<Invitations>,
     /// YARN/Spark jobs and the penalty benchmark, polled off the status path.
     jobs: Collector,
     /// The node's state pushed to consoles.
@@ -183,17 +194,31 @@ impl Peer {
                 image,
                 services,
                 data_disk_mib,
+                nic,
+                disk,
+                no_overlay,
             } => {
+                let (network, bridge) = match nic {
+                    Some(NicSource::Network(n)) => (Some(n), None),
+                    Some(NicSource::Bridge(b)) => (None, Some(b)),
+                    Some(NicSource::GuestBridge) | None => (None, None),
+                };
                 let manifest = VmManifest {
                     name: name.into(),
                     vcpus,
                     memory_mib,
                     data_disk_mib,
                     image: Some(image),
+                    network,
+                    bridge,
+                    disk,
+                    overlay: !no_overlay,
                     services: services.iter().map(Into::into).collect(),
                 };
                 self.vms.create(&manifest).await.map(done)
             }
+            Request::VmAdopt { name, services } => self.vms.adopt(&name, services).await.map(done),
+            Request::VmRelease { name } => self.vms.release(&name).await.map(done),
             Request::VmStart { name, foreign } => self.vms.start(&name, foreign).await.map(done),
             Request::VmStop {
                 name,
@@ -276,6 +301,16 @@ impl Peer {
                     format!("{peer} had no grant")
                 },
             )),
+            Request::Invite {
+                role,
+                expires_s,
+                addresses,
+            } => {
+                let expires = std::time::Duration::from_secs(expires_s);
+                self.invitations.invite(role, expires, addresses).await
+            }
+            Request::InviteRevoke { id } => self.invitations.revoke(&id),
+            Request::InviteList => self.invitations.list(),
             Request::PeersList => Ok(Reply::Grants {
                 grants: self
                     .access
@@ -420,6 +455,10 @@ impl Peer {
             ControlRequest::VmState { vm, uuid } => {
                 self.migrations.vm_state_for(peer, &vm, &uuid).await
             }
+            ControlRequest::Redeem { secret } => self.invitations.answer_redeem(peer, &secret),
+            ControlRequest::GroupMembers { members } => {
+                self.invitations.answer_group_members(peer, &members)
+            }
         }
     }
 
@@ -485,6 +524,7 @@ impl Peer {
                 nick: self.nick.clone(),
                 listen_addrs: net.listen_addrs,
                 hypervisor: self.host.uri().to_string(),
+                hypervisor_origin: self.hypervisor_origin,
                 accel: self.accel.to_string(),
                 host: None,
                 lending: Some(self.capacity.view(&vms)),

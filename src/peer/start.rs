@@ -12,15 +12,19 @@ use crate::admission::access::AccessList;
 use crate::admission::limits::{PeerLimits, raise_fd_limit};
 use crate::control::Request;
 use crate::control::server::Answer;
+use crate::hypervisor::choice::HypervisorChoice;
 use crate::hypervisor::daemon::{DaemonConfig, PrivateDaemon};
+use crate::hypervisor::manifest::nic_choice;
 use crate::hypervisor::netns::GuestNetwork;
 use crate::hypervisor::{Host, local_socket_for};
 use crate::jobs::collector::Collector;
+use crate::join::node::Invitations;
 use crate::migrate::capacity::{Capacity, CapacityConfig, Lending, fmt_mib};
 use crate::migrate::operations::Operations;
 use crate::migrate::provision::Provision;
 use crate::migrate::replicate::Replications;
 use crate::migrate::{DaemonPaths, Migrations};
+use crate::model::NicSource;
 use crate::node::{self, NodeConfig};
 use crate::paths::{DataDir, disk_dir};
 use crate::services::Services;
@@ -91,10 +95,16 @@ impl Peer {
         let (accel, why) = config.accel.resolve();
         tracing::info!("accelerator {why}");
 
-        let network = GuestNetwork::named(&config.guest_netns);
+        // An existing libvirt's guests are on the host's networks; a private
+        // daemon's on our namespace's bridge.
+        let network = match &config.hypervisor {
+            HypervisorChoice::Existing { .. } => GuestNetwork::host(),
+            HypervisorChoice::Private => GuestNetwork::named(&config.guest_netns),
+        };
+        let default_nic = default_nic(&config)?;
         let (daemon, uri, libvirt_socket) = match &config.hypervisor {
-            Some(uri) => (None, uri.clone(), local_socket_for(uri)),
-            None => {
+            HypervisorChoice::Existing { uri, .. } => (None, uri.clone(), local_socket_for(uri)),
+            HypervisorChoice::Private => {
                 let net = network.clone();
                 tokio::task::spawn_blocking(move || net.ensure())
                     .await?
@@ -116,7 +126,13 @@ impl Peer {
             Some(daemon) => Host::open_private(daemon, config.sampling).await?,
             None => Host::open_with(&uri, config.sampling).await?,
         };
-        tracing::info!("hypervisor {uri}");
+        tracing::info!(
+            "hypervisor {uri} ({}); new VMs join {default_nic}",
+            config.hypervisor.origin().describe()
+        );
+        if let Err(e) = host.check_nic(&default_nic).await {
+            tracing::warn!("the default for new VMs' NICs is not usable: {e:#}");
+        }
         host.keep_list_fresh().await;
         let warm = host.clone();
         tokio::spawn(async move { warm.warm_up().await });
@@ -144,8 +160,8 @@ impl Peer {
             socket: libvirt_socket,
             // The daemon's /run/libvirt, as this process sees it.
             run_dir: match &config.hypervisor {
-                Some(_) => PathBuf::from("/run/libvirt"),
-                None => config.data_dir.libvirt_dir().join("run"),
+                HypervisorChoice::Existing { .. } => PathBuf::from("/run/libvirt"),
+                HypervisorChoice::Private => config.data_dir.libvirt_dir().join("run"),
             },
         };
         let access = Arc::new(AccessList::load(
@@ -167,6 +183,7 @@ impl Peer {
         let vms = Arc::new(Vms::new(
             host.clone(),
             network.clone(),
+            default_nic,
             accel,
             config.image_dir.clone(),
             services.on_change(),
@@ -208,6 +225,11 @@ impl Peer {
                 replications.clone(),
             )
         });
+        let invitations = Arc::new(Invitations::new(
+            client.clone(),
+            &config.data_dir,
+            access.clone(),
+        ));
         let (node_states, states) = tokio::sync::mpsc::channel(1);
         let updates = super::updates::Publisher::start(super::updates::figures_of(&host), states);
         let remote = Arc::new(RemoteVms::new(client.clone()));
@@ -217,6 +239,7 @@ impl Peer {
             data_dir: config.data_dir,
             node: client,
             host,
+            hypervisor_origin: config.hypervisor.origin(),
             accel,
             access,
             limits,
@@ -226,6 +249,7 @@ impl Peer {
             services,
             migrations,
             replications,
+            invitations,
             jobs,
             updates,
             remote,
@@ -239,10 +263,7 @@ impl Peer {
             tokio::spawn(provision.run());
         }
         peer.services.start();
-        if config.hypervisor.is_none() {
-            // Guests on an external hypervisor are not on our namespace's bridge.
-            peer.vms.start_probing();
-        }
+        peer.vms.start_probing();
         Ok(peer)
     }
 
@@ -253,6 +274,23 @@ impl Peer {
         }
         self.host.stop_daemon().await;
     }
+}
+
+/// Where new VMs' NICs go unless their manifest says: `--default-network` or
+/// `--default-bridge`;
+/// else our guest bridge with a private daemon, the `default` network with an
+/// existing libvirt (the one every libvirt host defines).
+fn default_nic(config: &PeerConfig) -> Result<NicSource> {
+    let given = nic_choice(
+        config.default_network.as_deref(),
+        config.default_bridge.as_deref(),
+    )
+    .map_err(|e| anyhow::anyhow!("--default-network/--default-bridge: {e}"))?;
+    Ok(match (given, &config.hypervisor) {
+        (Some(nic), _) => nic,
+        (None, HypervisorChoice::Private) => NicSource::GuestBridge,
+        (None, HypervisorChoice::Existing { .. }) => NicSource::Network("default".into()),
+    })
 }
 
 /// Each private daemon gets its own QEMU migration port range (unused by peervisor,

@@ -113,7 +113,19 @@ impl Services {
             .unwrap_or("127.0.0.1")
             .parse()
             .map_err(|_| anyhow!("--bind {}: not an IP address", bind.unwrap_or_default()))?;
-        let addr = SocketAddr::new(ip, port.unwrap_or(0));
+        let view = self
+            .listen_for(service, SocketAddr::new(ip, port.unwrap_or(0)))
+            .await?;
+        self.save_consumptions();
+        Ok(view)
+    }
+
+    /// A listener on `addr` whose connections go to `service`.
+    async fn listen_for(
+        self: &Arc<Self>,
+        service: &ServiceName,
+        addr: SocketAddr,
+    ) -> Result<ConsumptionView> {
         let listener = TcpListener::bind(addr).await.map_err(|e| match e.kind() {
             std::io::ErrorKind::AddrInUse => anyhow!("{addr} is in use: pick another --local-port"),
             _ => anyhow!("cannot listen on {addr}: {e}"),
@@ -137,12 +149,38 @@ impl Services {
         Ok(view)
     }
 
+    /// Listens again on the addresses of the consumptions an earlier run kept
+    /// (before any provider is known: each connection looks its providers up).
+    pub(super) async fn restore_consumptions(self: Arc<Self>) {
+        for saved in super::consumed::load(&self.consumptions_file) {
+            if let Err(e) = self.listen_for(&saved.service, saved.listen).await {
+                tracing::warn!("consumption of '{}' not restored: {e:#}", saved.service);
+            }
+        }
+    }
+
+    /// Keeps the consumptions for the next run (as exposures are).
+    fn save_consumptions(&self) {
+        let list: Vec<super::consumed::Saved> = lock(&self.consumptions)
+            .iter()
+            .map(|c| super::consumed::Saved {
+                service: c.service.clone(),
+                listen: c.listen,
+            })
+            .collect();
+        if let Err(e) = super::consumed::save(&self.consumptions_file, &list) {
+            tracing::warn!("{e:#}");
+        }
+    }
+
     pub fn unconsume(&self, service: &ServiceName) -> Result<String> {
         let mut list = lock(&self.consumptions);
         let Some(pos) = list.iter().position(|c| c.service == *service) else {
             bail!("service '{service}' is not consumed here");
         };
         list.remove(pos).task.abort();
+        drop(list);
+        self.save_consumptions();
         Ok(format!("stopped consuming '{service}'"))
     }
 

@@ -7,6 +7,7 @@
 //! longest gap `probe`.
 
 pub mod consume;
+mod consumed;
 pub mod expose;
 pub mod handover;
 pub mod hedge;
@@ -242,6 +243,8 @@ pub struct Services {
     nick: String,
     /// `data-dir/exposed.json`: the exposures, kept across restarts.
     exposures_file: PathBuf,
+    /// `data-dir/consumed.json`: the consumptions, kept across restarts.
+    consumptions_file: PathBuf,
     access: Arc<AccessList>,
     limits: Arc<PeerLimits>,
     catalogue: Catalogue,
@@ -277,6 +280,7 @@ impl Services {
             network,
             nick,
             exposures_file: data_dir.root().join("exposed.json"),
+            consumptions_file: data_dir.root().join(consumed::FILE),
             access,
             limits,
             catalogue: Catalogue::default(),
@@ -291,10 +295,11 @@ impl Services {
         }
     }
 
-    /// Reloads the exposures of an earlier run, then publishes what this peer
+    /// Reloads the exposures and consumptions of an earlier run, then publishes what this peer
     /// provides and serves consumers' streams, in the background.
     pub fn start(self: &Arc<Self>) {
         self.load_exposures();
+        tokio::spawn(self.clone().restore_consumptions());
         tokio::spawn(self.clone().publish_loop());
         tokio::spawn(serve::accept_service_streams(self.clone()));
     }

@@ -284,18 +284,26 @@ fn send(app: &mut App, commands: &mpsc::Sender<Request>, cmd: Request) {
     }
 }
 
-/// Route tracing events to the console's log pane. Call once, before starting
-/// the node, so its logs show. Filtering follows `PEERVISOR_LOG` (default `info,libp2p=warn`), like `peervisor node`.
+/// Route tracing events to the console's log pane, and with `file` also append
+/// them there (the log of a node embedded in the console outlives its memory).
+/// Call once, before starting the node, so its logs show. Filtering follows
+/// `PEERVISOR_LOG` (default `info,libp2p=warn`), like `peervisor node`.
 /// Do not install another subscriber that writes to the terminal.
-pub fn init_logging() -> anyhow::Result<()> {
+pub fn init_logging(file: Option<std::fs::File>) -> anyhow::Result<()> {
     use tracing_subscriber::prelude::*;
     tui_logger::init_logger(tui_logger::LevelFilter::Trace)
         .map_err(|e| anyhow!("cannot start the console log collector: {e}"))?;
     let filter = tracing_subscriber::EnvFilter::try_from_env("PEERVISOR_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,libp2p=warn"));
+    let file_layer = file.map(|log| {
+        tracing_subscriber::fmt::layer()
+            .with_ansi(false)
+            .with_writer(std::sync::Mutex::new(log))
+    });
     tracing_subscriber::registry()
         .with(filter)
         .with(tui_logger::TuiTracingSubscriberLayer)
+        .with(file_layer)
         .with(CountEvents)
         .try_init()
         .context("a tracing subscriber is already installed")?;

@@ -597,6 +597,16 @@ fn header_says_when_libvirt_is_reconnecting_or_not_answering() {
 }
 
 #[test]
+fn header_names_the_hosts_libvirt_but_not_a_private_one() {
+    let mut status = sample_status();
+    let top = render(&app_with(Some(status.clone())), 200, 24)[0].clone();
+    assert!(!top.contains("qemu:///system"), "{top}");
+    status.local.hypervisor_origin = crate::model::HypervisorOrigin::Environment;
+    let top = render(&app_with(Some(status)), 200, 24)[0].clone();
+    assert!(top.contains("libvirt qemu:///system"), "{top}");
+}
+
+#[test]
 fn header_says_whether_this_peer_is_reachable_once_autonat_knows() {
     let mut status = sample_status();
     let top = render(&app_with(Some(status.clone())), 200, 24)[0].clone();

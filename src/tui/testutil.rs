@@ -52,6 +52,7 @@ pub fn rich_status() -> Status {
         disk_write_iops: 40.0,
         net_rx_bps: 9_100.0,
         net_tx_bps: 420_000.0,
+        span_s: 1.0,
     });
     web.history = Some(VmHistory {
         interval_s: 1.0,
@@ -60,6 +61,7 @@ pub fn rich_status() -> Status {
         disk_write_bps: ramp(35_000.0),
         net_rx_bps: ramp(95.0),
         net_tx_bps: ramp(4_300.0),
+        span_s: vec![1.0; 30],
     });
     web.services = vec![ServiceSpec {
         name: "web".into(),

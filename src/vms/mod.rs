@@ -2,6 +2,7 @@
 //! disk, domain), the check that a VM is peervisor's before acting on it, the
 //! files a removed VM leaves; `health.rs` probes their guests' services.
 
+mod adopt;
 pub mod console;
 mod health;
 pub mod remote;
@@ -16,10 +17,10 @@ use tokio::sync::Notify;
 
 use crate::hypervisor::Host;
 use crate::hypervisor::accel::Accel;
-use crate::hypervisor::domain::{DomainSpec, new_uuid};
+use crate::hypervisor::domain::{self, BootDisk, DomainSpec, new_uuid};
 use crate::hypervisor::manifest::VmManifest;
 use crate::hypervisor::netns::GuestNetwork;
-use crate::model::VmView;
+use crate::model::{NicSource, VmView};
 use crate::names::VmName;
 use crate::paths::{console_log_dir, disk_dir};
 
@@ -31,6 +32,8 @@ const DEFAULT_STOP_TIMEOUT_S: u64 = 30;
 pub struct Vms {
     host: Host,
     network: GuestNetwork,
+    /// Where a new VM's NIC goes unless its manifest says.
+    default_nic: NicSource,
     accel: Accel,
     image_dir: PathBuf,
     health: health::Health,
@@ -43,6 +46,7 @@ impl Vms {
     pub fn new(
         host: Host,
         network: GuestNetwork,
+        default_nic: NicSource,
         accel: Accel,
         image_dir: PathBuf,
         changed: Arc<Notify>,
@@ -50,6 +54,7 @@ impl Vms {
         Vms {
             host,
             network,
+            default_nic,
             accel,
             image_dir,
             health: health::Health::default(),
@@ -89,6 +94,7 @@ impl Vms {
                         &mut history.disk_write_bps,
                         &mut history.net_rx_bps,
                         &mut history.net_tx_bps,
+                        &mut history.span_s,
                     ] {
                         ring.drain(..ring.len().saturating_sub(keep));
                     }
@@ -125,28 +131,63 @@ impl Vms {
 
     /// Creates and starts a VM with this UUID. `ready_disk`: a data disk file to
     /// attach as it is (a replica's); otherwise one is made if the manifest asks.
+    /// Returns its address when peervisor gave it one (None: the guest asks DHCP).
     pub async fn create_with(
         &self,
         manifest: &VmManifest,
         uuid: String,
         ready_disk: Option<PathBuf>,
-    ) -> Result<Ipv4Addr> {
+    ) -> Result<Option<Ipv4Addr>> {
         let name = manifest.name.as_str();
         VmName::from(name).validate()?;
         manifest.validate()?;
         let image_dir = self.image_dir.clone();
-        let image_name = manifest
-            .image
-            .clone()
-            .unwrap_or_else(|| crate::image::DEFAULT_IMAGE.to_string());
-        let image =
-            tokio::task::spawn_blocking(move || crate::image::find(&image_dir, &image_name))
+        // What it boots, checked before anything is made: a disk image (and its
+        // checksum), else the kernel+initramfs image.
+        let (image, boot_base) = match &manifest.disk {
+            Some(disk) => {
+                let disk = disk.clone();
+                let found = tokio::task::spawn_blocking(move || {
+                    crate::image::disk::resolve(&image_dir, &disk)
+                })
                 .await??;
+                (None, Some(found))
+            }
+            None => {
+                let image_name = manifest
+                    .image
+                    .clone()
+                    .unwrap_or_else(|| crate::image::DEFAULT_IMAGE.to_string());
+                let image = tokio::task::spawn_blocking(move || {
+                    crate::image::find(&image_dir, &image_name)
+                })
+                .await??;
+                (Some(image), None)
+            }
+        };
         if self.host.vm(name).await.is_ok() {
             bail!("a VM named '{name}' exists already on this peer");
         }
-        let ip = self.network.guest_ip_for(&uuid);
-        self.ensure_ip_free(ip).await?;
+        let source = manifest.nic()?.unwrap_or_else(|| self.default_nic.clone());
+        // Checked before anything is made: a bad name changes nothing.
+        self.host.check_nic(&source).await?;
+        let (nic, ip) = match &source {
+            NicSource::GuestBridge if boot_base.is_some() => {
+                bail!("a disk image's guest asks DHCP for its address: give --network or --bridge")
+            }
+            NicSource::GuestBridge => {
+                if !self.network.is_namespaced() {
+                    bail!(
+                        "peervisor's guest bridge exists only with a private libvirtd: give --network or --bridge"
+                    );
+                }
+                let ip = self.network.guest_ip_for(&uuid);
+                self.ensure_ip_free(ip).await?;
+                (self.network.nic(&uuid, ip), Some(ip))
+            }
+            NicSource::Network(n) => (dhcp_nic(&uuid, domain::NicSource::Network(n.clone())), None),
+            NicSource::Bridge(b) => (dhcp_nic(&uuid, domain::NicSource::Bridge(b.clone())), None),
+        };
         let console_dir = console_log_dir();
         std::fs::create_dir_all(&console_dir)
             .with_context(|| format!("creating {}", console_dir.display()))?;
@@ -156,30 +197,63 @@ impl Vms {
             (None, Some(mib)) => Some(create_data_disk(name, &uuid, mib).await?),
             (None, None) => None,
         };
+        let boot_disk = match boot_base {
+            Some((base, info)) if manifest.overlay => {
+                let overlay = disk_dir().join(format!("{name}-{}.qcow2", &uuid[..8]));
+                tokio::task::spawn_blocking(move || {
+                    std::fs::create_dir_all(disk_dir())?;
+                    crate::image::disk::create_overlay(&base, &info.format, &overlay)?;
+                    Ok::<_, anyhow::Error>(BootDisk {
+                        path: overlay,
+                        format: "qcow2".into(),
+                        owned: true,
+                    })
+                })
+                .await??
+                .into()
+            }
+            Some((base, info)) => Some(BootDisk {
+                path: base,
+                format: info.format,
+                owned: false,
+            }),
+            None => None,
+        };
+        let image_label = match (&image, &manifest.disk) {
+            (Some(image), _) => image.name.clone(),
+            (None, disk) => disk.clone().unwrap_or_default(),
+        };
         let spec = DomainSpec {
             name: name.to_string(),
-            network: self.network.nic(&uuid, ip),
+            network: nic,
             uuid,
             vcpus: manifest.vcpus,
             memory_mib: manifest.memory_mib,
             accel: self.accel,
-            kernel: image.kernel,
-            initrd: image.initrd,
+            kernel: image.as_ref().map(|i| i.kernel.clone()).unwrap_or_default(),
+            initrd: image.as_ref().map(|i| i.initrd.clone()).unwrap_or_default(),
             console_log: console_dir.join(format!("{name}.log")),
-            image: image.name,
+            image: image_label,
             // None given: the guest runs its defaults (HTTP on 80, echo on 7) and
             // the services module names the HTTP one after the VM.
             services: manifest.service_specs(),
             data_disk: data_disk.clone(),
             firmware: crate::hypervisor::domain::fast_firmware(),
+            boot_disk: boot_disk.clone(),
         };
         if let Err(e) = self.host.create(&spec).await {
             if made_disk && let Some(disk) = data_disk {
                 let _ = std::fs::remove_file(disk);
             }
+            if let Some(boot) = boot_disk.filter(|b| b.owned) {
+                let _ = std::fs::remove_file(boot.path);
+            }
             return Err(e);
         }
-        tracing::info!("VM '{name}' started at {ip}");
+        match ip {
+            Some(ip) => tracing::info!("VM '{name}' started at {ip}"),
+            None => tracing::info!("VM '{name}' started on {source}; its address comes from DHCP"),
+        }
         self.changed.notify_one();
         Ok(ip)
     }
@@ -258,12 +332,13 @@ impl Vms {
         Ok(())
     }
 
-    /// Removes every VM peervisor made here.
+    /// Removes every VM peervisor made here (not the adopted ones).
     pub async fn destroy_managed(&self) {
         let Ok(vms) = self.host.list().await else {
             return;
         };
-        for vm in vms.into_iter().filter(|v| v.managed) {
+        // Adopted VMs are the operator's: never destroyed with the node.
+        for vm in vms.into_iter().filter(|v| v.managed && !v.adopted) {
             match self.destroy(&vm.name).await {
                 Ok(()) => tracing::info!("VM '{}' destroyed", vm.name),
                 Err(e) => tracing::warn!("{e:#}"),
@@ -292,6 +367,15 @@ impl Vms {
             );
         }
         Ok(())
+    }
+}
+
+/// A NIC whose guest asks DHCP for its address (a libvirt network, a host bridge).
+fn dhcp_nic(uuid: &str, source: domain::NicSource) -> domain::GuestNic {
+    domain::GuestNic {
+        source,
+        mac: domain::mac_for(uuid),
+        address: None,
     }
 }
 

@@ -5,7 +5,9 @@
 
 pub mod failover;
 pub mod guests;
+pub mod lab;
 pub mod natlab;
+pub mod tmux;
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -101,18 +103,49 @@ impl TestNode {
         ips: &[&str],
         bootstrap: &[String],
     ) -> TestNode {
+        TestNode::start_prepared(opts, netns, ips, bootstrap, |_| {})
+    }
+
+    /// As `start_in`, with `prepare` run on the data dir before the node starts
+    /// (e.g. `peervisor join`); a network key it leaves there is kept.
+    pub fn start_prepared(
+        opts: NodeOptions,
+        netns: Option<&str>,
+        ips: &[&str],
+        bootstrap: &[String],
+        prepare: impl FnOnce(&Path),
+    ) -> TestNode {
+        let wrapper: Vec<String> = match netns {
+            Some(ns) => ["ip", "netns", "exec", ns].map(String::from).to_vec(),
+            None => Vec::new(),
+        };
+        TestNode::start_wrapped(opts, wrapper, ips, bootstrap, prepare)
+    }
+
+    /// A node whose command line starts with `wrapper` (e.g. `nsenter` into a
+    /// lab host's namespaces, `env VAR=...`), listening at each of `ips`, with
+    /// `prepare` run on its data dir first.
+    pub fn start_wrapped(
+        opts: NodeOptions,
+        wrapper: Vec<String>,
+        ips: &[&str],
+        bootstrap: &[String],
+        prepare: impl FnOnce(&Path),
+    ) -> TestNode {
         let dir = tempfile::Builder::new()
             .prefix(&format!("pv-{}-", opts.nick))
             .tempdir()
             .unwrap();
         let port = free_port();
+        prepare(dir.path());
         // The overlay's key where an operator puts it: the node's data dir.
-        std::fs::write(dir.path().join("network.key"), opts.key).unwrap();
+        let key_file = dir.path().join("network.key");
+        if !key_file.exists() {
+            std::fs::write(key_file, opts.key).unwrap();
+        }
         // The program and its arguments, kept for `restart`.
-        let mut args: Vec<String> = match netns {
-            Some(ns) => ["ip", "netns", "exec", ns, BIN].map(String::from).to_vec(),
-            None => vec![BIN.to_string()],
-        };
+        let mut args = wrapper;
+        args.push(BIN.to_string());
         args.extend(["node".to_string(), "--data-dir".to_string()]);
         args.push(dir.path().to_str().unwrap().into());
         for a in [

@@ -215,6 +215,9 @@ async fn measure(nodes: &mut Nodes, opts: &Options) -> Result<Results> {
             image: crate::image::DEFAULT_IMAGE.into(),
             services: Vec::new(),
             data_disk_mib: opts.data_disk_mib,
+            nic: None,
+            disk: None,
+            no_overlay: false,
         })
         .await?;
     let Reply::Vms { vms } = clients[0]

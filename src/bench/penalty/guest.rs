@@ -122,6 +122,7 @@ impl BenchGuest {
             // not the qcow2 data disk the guest's init would format and mount.
             data_disk: None,
             firmware: crate::hypervisor::domain::fast_firmware(),
+            boot_disk: None,
         };
         let xml = with_devices(&spec.to_xml(), &devices);
         host.create_from_xml(&self.name, xml).await?;

@@ -16,7 +16,7 @@ use tokio_util::compat::FuturesAsyncReadCompatExt;
 
 use super::wire::{self, Answer};
 use crate::node::protocol::REPLICA_PROTOCOL;
-use crate::node::{self, NodeConfig, identity};
+use crate::node::{self, identity};
 
 /// How long joining the overlay and hearing the answer may take in all.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -61,20 +61,8 @@ pub async fn send_offer(
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let keypair = identity::load_or_create_identity(dir)?;
     let peer_id = keypair.public().to_peer_id().to_string();
-    let (client, mut events) = node::start(NodeConfig {
-        keypair,
-        network_key: identity::load_or_create_network_key(dir, network_key)?,
-        nick: "replica-probe".into(),
-        listen: Vec::new(),
-        bootstrap,
-        mdns: false,
-        relay: node::RelayConfig {
-            serve: false,
-            reserve: false,
-        },
-        connections: Default::default(),
-    })?;
-    tokio::spawn(async move { while events.recv().await.is_some() {} });
+    let network_key = identity::load_or_create_network_key(dir, network_key)?;
+    let client = node::start_dialer(keypair, network_key, "replica-probe", bootstrap)?;
     let deadline = Instant::now() + PROBE_TIMEOUT;
     while !client
         .status()

@@ -165,7 +165,7 @@ impl Replications {
             .await
         {
             Ok(ip) => Ok(Outcome::Started {
-                ip: ip.to_string(),
+                ip: ip.map_or_else(|| "dhcp".to_string(), |ip| ip.to_string()),
                 disk_sha256,
             }),
             Err(e) => {
@@ -198,6 +198,11 @@ fn offer_manifest(offer: &Offer) -> Result<VmManifest, String> {
         memory_mib: offer.memory_mib,
         data_disk_mib: None,
         image: Some(offer.image.clone()),
+        // The replica joins this host's default network.
+        network: None,
+        bridge: None,
+        disk: None,
+        overlay: true,
         // Its limits travel with it (each replica counts its own).
         services: offer.services.iter().map(Into::into).collect(),
     };

@@ -45,20 +45,29 @@ fn structured_requests() -> impl Strategy<Value = Vec<u8>> {
         prop_oneof![Just("default".to_string()), names()],
         proptest::collection::vec(spec, 0..3),
         proptest::option::of(prop_oneof![Just(0u64), 1u64..256, any::<u64>()]),
+        proptest::option::of(names()),
     )
         .prop_map(
-            |(name, vcpus, memory_mib, image, services, data_disk_mib)| Request::VmCreate {
+            |(name, vcpus, memory_mib, image, services, data_disk_mib, disk)| Request::VmCreate {
                 name: name.into(),
                 vcpus,
                 memory_mib,
                 image,
                 services,
                 data_disk_mib,
+                nic: None,
+                no_overlay: disk.is_some(),
+                disk,
             },
         );
     // The test driver's own domain is "test": not ours, so foreign.
     let vm = prop_oneof![Just("test".to_string()), names()];
-    let lifecycle = (0..5usize, vm, foreign).prop_map(|(op, name, foreign)| match op {
+    let lifecycle = (0..7usize, vm, foreign).prop_map(|(op, name, foreign)| match op {
+        5 => Request::VmAdopt {
+            name: name.into(),
+            services: Vec::new(),
+        },
+        6 => Request::VmRelease { name: name.into() },
         0 => Request::VmStart {
             name: name.into(),
             foreign,

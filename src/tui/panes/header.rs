@@ -6,7 +6,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
 use super::keybar::hint_spans;
-use crate::model::{Reachability, short_peer_id};
+use crate::model::{HypervisorOrigin, Reachability, short_peer_id};
 use crate::tui::action::Action;
 use crate::tui::app::{App, Link};
 
@@ -39,6 +39,13 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
                     format!(" ({})", short_peer_id(&local.peer_id)),
                     theme.header_dim,
                 ));
+            }
+            // The host's own libvirt (its VMs, its networks) must be obvious;
+            // a private daemon is the quiet default.
+            if local.hypervisor_origin != HypervisorOrigin::Private {
+                left.push(gap());
+                left.push(Span::styled("libvirt ", theme.header_dim));
+                left.push(Span::raw(local.hypervisor.clone()));
             }
             if local.libvirt.lost.is_some() {
                 left.push(gap());
