@@ -172,6 +172,28 @@ fn big_status(peers: usize, vms: usize, services: usize) -> Status {
     }
 }
 
+/// The same overlay seen from a peer without VMs: every VM on another peer,
+/// announced by its host, with the figures and history its host gave.
+fn remote_status(big: &Status) -> Status {
+    let mut status = big.clone();
+    let hosts: Vec<usize> = (0..status.peers.len())
+        .filter(|&i| status.peers[i].connected)
+        .collect();
+    for p in &mut status.peers {
+        p.vms = Some(Vec::new());
+    }
+    for (i, vm) in std::mem::take(&mut status.vms).into_iter().enumerate() {
+        let host = &mut status.peers[hosts[i % hosts.len()]];
+        host.vms.get_or_insert_with(Vec::new).push(vm.name.clone());
+        status.remote_vms.push(RemoteVmView {
+            host_id: host.peer_id.clone(),
+            vm,
+            age_s: 0,
+        });
+    }
+    status
+}
+
 fn app(status: Option<Status>) -> tui::App {
     let opts = tui::ConsoleOptions {
         title: "peervisor".into(),
@@ -356,6 +378,23 @@ fn main() {
             );
             full.zoom = false;
         }
+    }
+    // The overlay view of a peer whose 1000 VMs all run elsewhere: the VM
+    // table zoomed, every visible row with its host's figures.
+    let remote = remote_status(&big);
+    for (w, h) in [(200u16, 60u16), (80, 24)] {
+        let mut term = Terminal::new(TestBackend::new(w, h)).unwrap();
+        let mut overlay = app(Some(remote.clone()));
+        overlay.vms_all = true;
+        overlay.focus = tui::Pane::Vms;
+        overlay.zoom = true;
+        row(
+            "1000 remote VMs, overlay view, VMs zoomed",
+            w,
+            h,
+            measure_frames(&mut term, &mut overlay, &[]),
+            true,
+        );
     }
     // Applying a snapshot (when a console subscribes, or falls behind)
     // re-sorts and re-selects every list.

@@ -149,6 +149,15 @@ async fn execute_requests(
     while let Some(request) = requests.recv().await {
         let backend = backend.clone();
         let notices = notices.clone();
+        if let Request::Watch { .. } = request {
+            // Bookkeeping, not an operator's request: no notice, no log.
+            tokio::spawn(async move {
+                if let Err(e) = backend.call(request).await {
+                    tracing::debug!("watch: {e:#}");
+                }
+            });
+            continue;
+        }
         tokio::spawn(async move {
             let what = request.describe();
             tracing::info!("{what} requested");

@@ -15,6 +15,10 @@ pub struct Status {
     pub peers: Vec<PeerView>,
     /// VMs hosted on this peer.
     pub vms: Vec<VmView>,
+    /// VMs of other peers with the figures their hosts gave: those a console
+    /// watches (on screen), or every one for a one-shot `status`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remote_vms: Vec<RemoteVmView>,
     /// Running and recent migrations started or received by this peer.
     pub operations: Vec<OperationView>,
     /// Recent failures to connect to peers, explained (e.g. "network key mismatch?").
@@ -314,6 +318,17 @@ pub struct VmView {
     /// Services the VM provides (from its manifest).
     #[serde(default)]
     pub services: Vec<ServiceSpec>,
+}
+
+/// A VM on another peer as its host reported it (state, figures, history).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct RemoteVmView {
+    /// The host's peer id.
+    pub host_id: String,
+    pub vm: VmView,
+    /// Seconds since the host answered (0 when fresh).
+    #[serde(default)]
+    pub age_s: u64,
 }
 
 /// A service as a manifest declares it.

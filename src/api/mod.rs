@@ -90,6 +90,12 @@ pub enum Request {
     VmStats {
         name: VmName,
     },
+    /// Attach to a VM's serial console (here, or on its host over the
+    /// overlay with the control role): answered `Done`, then the connection
+    /// carries the console's raw bytes both ways until either side closes.
+    VmConsole {
+        name: VmName,
+    },
     Migrate {
         vm: VmName,
         to: PeerRef,
@@ -170,6 +176,22 @@ pub enum Request {
         id: String,
     },
     InviteList,
+    /// The console's VMs of other peers on screen: the node fetches their
+    /// figures from their hosts (rate-bounded) and pushes them while the watch
+    /// is renewed (it lapses after `WATCH_TTL_S`).
+    Watch {
+        vms: Vec<RemoteVmKey>,
+    },
+}
+
+/// A watch lapses unless renewed within this many seconds.
+pub const WATCH_TTL_S: u64 = 15;
+
+/// A VM on another peer: its host's peer id and its name there.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RemoteVmKey {
+    pub host_id: String,
+    pub vm: VmName,
 }
 
 /// The requests the console sends, with the defaults an operator at the
@@ -266,6 +288,7 @@ impl Request {
             Request::VmAdopt { name, .. } => format!("Adoption of {name}"),
             Request::VmRelease { name } => format!("Release of {name}"),
             Request::VmStats { name } => format!("Stats of {name}"),
+            Request::VmConsole { name } => format!("Console of {name}"),
             Request::Consume { service, .. } => format!("Consume {service}"),
             Request::Unconsume { service } => format!("Unconsume {service}"),
             Request::Expose { name, .. } => format!("Expose {name}"),
@@ -278,10 +301,28 @@ impl Request {
             Request::VmList => "VM list".into(),
             Request::Services => "Services".into(),
             Request::PeersList => "Grants".into(),
+            Request::Watch { .. } => "Watch".into(),
             Request::Invite { role, .. } => format!("Invitation ({role})"),
             Request::InviteRevoke { id } => format!("Revocation of invitation {id}"),
             Request::InviteList => "Invitations".into(),
         }
+    }
+
+    /// Acts on one VM where it runs (start, stop, pause, resume, migrate,
+    /// abort, replicate, stats): a node passes it on to the VM's host when the
+    /// VM is not its own, and a host takes it from another peer with the
+    /// control role (stats: observe).
+    pub fn is_vm_action(&self) -> bool {
+        matches!(
+            self,
+            Request::VmStart { .. }
+                | Request::VmStop { .. }
+                | Request::VmPause { .. }
+                | Request::VmResume { .. }
+                | Request::Migrate { .. }
+                | Request::MigrateAbort { .. }
+                | Request::Replicate { .. }
+        )
     }
 
     /// The VM it acts on, if any.
@@ -298,7 +339,8 @@ impl Request {
             | Request::VmCreate { name, .. }
             | Request::VmAdopt { name, .. }
             | Request::VmRelease { name }
-            | Request::VmStats { name } => Some(name.as_str()),
+            | Request::VmStats { name }
+            | Request::VmConsole { name } => Some(name.as_str()),
             _ => None,
         }
     }

@@ -11,7 +11,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::model::{
     ConsumptionView, HostStats, JobSourceView, JobView, LocalPeer, OperationView, PeerView,
-    PenaltyView, ServiceView, Status, VmHistory, VmStats, VmView,
+    PenaltyView, RemoteVmView, ServiceView, Status, VmHistory, VmStats, VmView,
 };
 use crate::names::VmName;
 
@@ -38,6 +38,9 @@ pub struct Delta {
     /// The VMs without `stats` and `history` (the samples carry those).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vms: Option<Vec<VmView>>,
+    /// Other peers' VMs with the figures their hosts gave (sent whole).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_vms: Option<Vec<RemoteVmView>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operations: Option<Vec<OperationView>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -100,6 +103,7 @@ impl Delta {
             || self.peers.is_some()
             || self.services.is_some()
             || self.operations.is_some()
+            || self.remote_vms.is_some()
             || self.jobs.is_some()
             || self.local.is_some()
     }
@@ -129,6 +133,7 @@ impl Delta {
             local,
             peers: changed(&old.peers, new.peers),
             vms,
+            remote_vms: changed(&old.remote_vms, new.remote_vms),
             operations: changed(&old.operations, new.operations),
             dial_errors: changed(&old.dial_errors, new.dial_errors),
             services: changed(&old.services, new.services),
@@ -161,6 +166,7 @@ impl Delta {
             status.vms = vms;
         }
         replace(&mut status.peers, self.peers);
+        replace(&mut status.remote_vms, self.remote_vms);
         replace(&mut status.operations, self.operations);
         replace(&mut status.dial_errors, self.dial_errors);
         replace(&mut status.services, self.services);
@@ -209,9 +215,10 @@ fn replace<T>(old: &mut T, new: Option<T>) {
     }
 }
 
-/// Appends one tick's rates; a tick without a CPU figure is left out whole, as
-/// the node's own history does (`hypervisor::stats::History::push`).
-fn push(history: &mut VmHistory, s: &VmStats, keep: usize) {
+/// Appends one tick's rates, dropping the oldest past `keep`; a tick without
+/// a CPU figure is left out whole, as the node's own history does
+/// (`hypervisor::stats::History::push`).
+pub fn push(history: &mut VmHistory, s: &VmStats, keep: usize) {
     let Some(cpu_pct_guest) = s.cpu_pct_guest else {
         return;
     };

@@ -467,6 +467,9 @@ pub enum VmCommand {
         #[arg(long)]
         watch: bool,
     },
+    /// Attach to a VM's serial console, here or on another peer that grants
+    /// this one the control role (like `virsh console`). Ctrl-] detaches.
+    Console { name: VmName },
 }
 
 #[derive(Subcommand, Debug)]

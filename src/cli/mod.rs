@@ -6,6 +6,7 @@
 
 mod args;
 pub mod config;
+mod console;
 pub mod demo;
 mod dev;
 mod doctor;

@@ -94,6 +94,7 @@ pub async fn run(control: &ControlClient, command: VmCommand) -> Result<()> {
         VmCommand::Stats { name, json, watch } => {
             return vm_stats(control, &name, json, watch).await;
         }
+        VmCommand::Console { name } => return super::console::attach(control, name).await,
     };
     super::done(control, request, json).await
 }

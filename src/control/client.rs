@@ -30,6 +30,18 @@ impl ControlClient {
         next_reply(&mut reader).await
     }
 
+    /// Sends a request answered by a byte pipe (`vm console`): once the node
+    /// said yes, the connection's halves carry the bytes (the reader may hold
+    /// some already).
+    pub async fn attach(
+        &self,
+        request: &Request,
+    ) -> Result<(BufReader<OwnedReadHalf>, tokio::net::unix::OwnedWriteHalf)> {
+        let (mut reader, write) = self.send(request).await?;
+        next_reply(&mut reader).await?;
+        Ok((reader, write))
+    }
+
     /// The node's state as it changes: a snapshot, then deltas (see
     /// `api::update`). The receiver ends when the node goes away; dropping it
     /// hangs up.

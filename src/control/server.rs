@@ -20,7 +20,14 @@ pub enum Answer {
     Reply(Reply),
     /// A stream of updates, one line each.
     Updates(mpsc::Receiver<Update>),
+    /// A byte pipe (a VM's console): `Done` is answered, then the
+    /// connection's bytes go to it and its bytes back, until either closes.
+    Bytes(Box<dyn BytePipe>),
 }
+
+/// Something to read and write bytes through.
+pub trait BytePipe: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> BytePipe for T {}
 
 /// Binds the socket (owner-only). A live socket means another node owns this data dir.
 pub async fn bind(path: &Path) -> Result<UnixListener> {
@@ -78,6 +85,9 @@ where
                     Ok(Answer::Updates(updates)) => {
                         return stream_updates(updates, &mut reader, &mut write).await;
                     }
+                    Ok(Answer::Bytes(pipe)) => {
+                        return pipe_bytes(pipe, reader, write).await;
+                    }
                     Err(e) => (Outcome::Error(format!("{e:#}")), false),
                 },
                 Err(e) => (Outcome::Error(e), false),
@@ -121,6 +131,36 @@ where
             _ = &mut hung_up => return Ok(()),
         }
     }
+}
+
+/// `Done`, then the client's bytes to the pipe and the pipe's to the client
+/// (what the client sent after its request line is in `reader`'s buffer).
+async fn pipe_bytes<R, W>(pipe: Box<dyn BytePipe>, mut reader: R, mut write: W) -> Result<()>
+where
+    R: tokio::io::AsyncBufRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    let done = Outcome::Ok(Reply::Done {
+        message: "attached".into(),
+    });
+    let mut bytes = serde_json::to_vec(&done)?;
+    bytes.push(b'\n');
+    write.write_all(&bytes).await?;
+    let (mut from_pipe, mut to_pipe) = tokio::io::split(pipe);
+    let up = async {
+        let _ = tokio::io::copy_buf(&mut reader, &mut to_pipe).await;
+        let _ = to_pipe.shutdown().await;
+    };
+    let down = async {
+        let _ = tokio::io::copy(&mut from_pipe, &mut write).await;
+        let _ = write.shutdown().await;
+    };
+    // Either side closing ends the session.
+    tokio::select! {
+        _ = up => {}
+        _ = down => {}
+    }
+    Ok(())
 }
 
 /// One request line; the error is what the client is told.

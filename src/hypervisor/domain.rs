@@ -215,10 +215,12 @@ impl DomainSpec {
             let _ = writeln!(x, "    </disk>");
         }
         x.push_str(&self.network.to_xml());
-        let _ = writeln!(x, "    <serial type='file'>");
+        // A pty, so `vm console` can attach (virDomainOpenConsole); QEMU
+        // also writes everything the guest prints to the log (boot log).
+        let _ = writeln!(x, "    <serial type='pty'>");
         let _ = writeln!(
             x,
-            "      <source path='{}' append='on'/>",
+            "      <log file='{}' append='on'/>",
             esc_path(&self.console_log)
         );
         let _ = writeln!(x, "      <target port='0'/>");

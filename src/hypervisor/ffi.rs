@@ -446,3 +446,42 @@ pub fn block_job_end(domain: &virt::domain::Domain, disk: &str, pivot: bool) -> 
     }
     Ok(())
 }
+
+/// What one non-blocking read of a libvirt stream got.
+pub enum StreamRead {
+    Data(usize),
+    /// Nothing yet (the stream is non-blocking).
+    Empty,
+    /// The other end closed it (the guest's console went away).
+    End,
+}
+
+/// `virStreamRecv` on a non-blocking stream: virt's `recv` turns "nothing
+/// yet" (-2) into an error, which a console must tell from a real one.
+pub fn stream_recv(stream: &virt::stream::Stream, buf: &mut [u8]) -> Result<StreamRead, Error> {
+    // SAFETY: the stream is alive (borrowed); the buffer is valid for its length.
+    let n = unsafe { sys::virStreamRecv(stream.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    match n {
+        -2 => Ok(StreamRead::Empty),
+        0 => Ok(StreamRead::End),
+        n if n > 0 => Ok(StreamRead::Data(n as usize)),
+        _ => Err(Error::last_error()),
+    }
+}
+
+/// `virStreamSend` on a non-blocking stream: `None` when it would block.
+pub fn stream_send(stream: &virt::stream::Stream, bytes: &[u8]) -> Result<Option<usize>, Error> {
+    // SAFETY: the stream is alive (borrowed); libvirt only reads the buffer.
+    let n = unsafe {
+        sys::virStreamSend(
+            stream.as_ptr(),
+            bytes.as_ptr().cast_mut().cast(),
+            bytes.len(),
+        )
+    };
+    match n {
+        -2 => Ok(None),
+        n if n >= 0 => Ok(Some(n as usize)),
+        _ => Err(Error::last_error()),
+    }
+}

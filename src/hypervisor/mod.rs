@@ -3,6 +3,7 @@
 
 pub mod accel;
 pub mod choice;
+pub mod console;
 pub mod daemon;
 pub mod domain;
 mod ffi;
@@ -324,6 +325,19 @@ impl Host {
             Err(_) if self.vm(name).await?.state == VmState::Stopped => Ok(true),
             Err(e) => Err(e),
         }
+    }
+
+    /// The guest's serial console as a byte pipe (see `console.rs`).
+    pub async fn open_console(&self, name: &str) -> Result<tokio::io::DuplexStream> {
+        let link = self.link.clone();
+        let owned = name.to_string();
+        // Spawned on the runtime: the bridge task needs one.
+        let handle = tokio::runtime::Handle::current();
+        blocking(move || {
+            let _guard = handle.enter();
+            console::open(link.conn()?, &owned)
+        })
+        .await
     }
 
     pub async fn pause(&self, name: &str) -> Result<()> {

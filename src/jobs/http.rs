@@ -1,59 +1,126 @@
-//! A minimal HTTP/1.1 GET client for the job sources' REST APIs, over tokio's
-//! TcpStream. Hand-written rather than a dependency: these are plain GETs of small
-//! JSON documents from http:// URLs (no TLS, no keep-alive), and the project has
-//! no HTTP client yet; ureq or reqwest would add a TLS stack for nothing.
-//! Handles Content-Length, chunked bodies and read-until-close; every call has
-//! one overall deadline.
+//! The job sources' HTTP client: reqwest (rustls, a maintained client) with
+//! what real clusters need: https with the cluster's own CA (`ca=FILE`),
+//! bounded redirects (an HA standby ResourceManager redirects to the active
+//! one, a Spark UI under YARN to the RM proxy), gzip, an overall deadline per
+//! request ("timeout after N s"), a cap on a reply's size (read as it
+//! streams in), and alternatives (`standby=URL`: RM HA as two URLs, the one
+//! that last answered asked first). SPNEGO (Kerberos) is not supported: an
+//! `auth=spnego` source is refused with that said.
 
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
-/// Bodies above this are refused (a REST listing of jobs is kilobytes).
-const MAX_BODY: usize = 16 * 1024 * 1024;
+// reqwest's errors hide the TLS or connection reason a level or two down.
+use crate::node::error_chain;
 
-/// `http://host[:port][/base]`, parsed once.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Replies above this are refused (a filtered REST listing is kilobytes).
+pub const MAX_BODY: usize = 16 * 1024 * 1024;
+/// Redirects followed per request.
+const MAX_REDIRECTS: usize = 5;
+
+/// Options of a source's endpoint, from its `--yarn`/`--spark` argument.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EndpointOptions {
+    /// PEM file of the CA that signed the cluster's certificates (added to
+    /// none other: a cluster's own CA is the point).
+    pub ca_file: Option<String>,
+    /// Further URLs of the same service (an HA standby ResourceManager).
+    pub alternatives: Vec<String>,
+}
+
+impl EndpointOptions {
+    /// Takes the option `key=value` if it is one of the endpoint's; false if not.
+    pub fn take(&mut self, key: &str, value: &str) -> Result<bool> {
+        match key {
+            "ca" => self.ca_file = Some(value.to_string()),
+            "standby" => self.alternatives.push(value.to_string()),
+            "auth"
+                if value.eq_ignore_ascii_case("spnego")
+                    || value.eq_ignore_ascii_case("kerberos") =>
+            {
+                bail!(
+                    "auth={value}: SPNEGO (Kerberos) is not supported by peervisor; poll through a proxy that authenticates, or a UI without Kerberos"
+                )
+            }
+            "auth" => bail!("auth={value}: unknown (only SPNEGO exists, and it is not supported)"),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}
+
+/// A service's base URL(s) (`http(s)://host[:port][/base]`), with the client
+/// that asks them.
+#[derive(Debug, Clone)]
 pub struct BaseUrl {
-    pub host: String,
-    pub port: u16,
-    /// Path prefix without a trailing slash ("" for none).
-    pub base: String,
+    urls: Vec<String>,
+    /// Index of the URL that answered last.
+    active: Arc<AtomicUsize>,
+    client: reqwest::Client,
+}
+
+impl PartialEq for BaseUrl {
+    fn eq(&self, other: &Self) -> bool {
+        self.urls == other.urls
+    }
 }
 
 impl BaseUrl {
+    /// One URL with the default options.
+    #[cfg(test)]
     pub fn parse(url: &str) -> Result<BaseUrl> {
-        let rest = url
-            .trim()
-            .strip_prefix("http://")
-            .ok_or_else(|| anyhow!("{url:?}: only http:// URLs are supported"))?;
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, ""),
-        };
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => (
-                h,
-                p.parse::<u16>()
-                    .map_err(|_| anyhow!("{url:?}: bad port {p:?}"))?,
-            ),
-            _ => (authority, 80),
-        };
-        if host.is_empty() {
-            bail!("{url:?}: no host");
+        BaseUrl::with_options(url, &EndpointOptions::default())
+    }
+
+    pub fn with_options(url: &str, options: &EndpointOptions) -> Result<BaseUrl> {
+        let mut urls = vec![check_url(url)?];
+        for alt in &options.alternatives {
+            urls.push(check_url(alt)?);
         }
+        let mut builder = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
+            .user_agent("peervisor")
+            .connect_timeout(Duration::from_secs(5))
+            .use_rustls_tls();
+        if let Some(ca) = &options.ca_file {
+            builder = builder.add_root_certificate(load_ca(Path::new(ca))?);
+        }
+        let client = builder
+            .build()
+            .map_err(|e| anyhow!("cannot set up the HTTP client: {e}"))?;
         Ok(BaseUrl {
-            host: host.trim_matches(['[', ']']).to_string(),
-            port,
-            base: path.trim_end_matches('/').to_string(),
+            urls,
+            active: Arc::default(),
+            client,
         })
     }
 
+    /// The URL asked first (the one that answered last).
     pub fn display(&self) -> String {
-        format!("http://{}:{}{}", self.host, self.port, self.base)
+        self.urls[self.active.load(Ordering::Relaxed) % self.urls.len()].clone()
     }
+}
+
+fn check_url(url: &str) -> Result<String> {
+    let url = url.trim();
+    let parsed = reqwest::Url::parse(url).map_err(|e| anyhow!("{url:?}: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        bail!("{url:?}: only http:// and https:// URLs are supported");
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        bail!("{url:?}: no host");
+    }
+    Ok(url.trim_end_matches('/').to_string())
+}
+
+fn load_ca(path: &Path) -> Result<reqwest::Certificate> {
+    let pem = std::fs::read(path).with_context(|| format!("ca={}", path.display()))?;
+    reqwest::Certificate::from_pem(&pem)
+        .map_err(|e| anyhow!("ca={}: not a PEM certificate: {e}", path.display()))
 }
 
 /// What a GET returned.
@@ -63,13 +130,56 @@ pub struct Response {
     pub body: Vec<u8>,
 }
 
-/// GET `base + path`; the whole exchange must finish within `timeout`.
+/// GET `base + path` (`path` may carry a query), each URL in turn from the
+/// one that answered last; the whole exchange with one URL must finish
+/// within `timeout`.
 pub async fn get(url: &BaseUrl, path: &str, timeout: Duration) -> Result<Response> {
-    let full = format!("{}{}", url.display(), path);
-    tokio::time::timeout(timeout, exchange(url, path))
+    let first = url.active.load(Ordering::Relaxed);
+    let mut errors = Vec::new();
+    for k in 0..url.urls.len() {
+        let i = (first + k) % url.urls.len();
+        let full = format!("{}{path}", url.urls[i]);
+        match tokio::time::timeout(timeout, exchange(&url.client, &full)).await {
+            Ok(Ok(response)) => {
+                url.active.store(i, Ordering::Relaxed);
+                return Ok(response);
+            }
+            Ok(Err(e)) => errors.push(format!("GET {full}: {e:#}")),
+            Err(_) => errors.push(format!(
+                "GET {full}: timeout after {} s",
+                timeout.as_secs_f64()
+            )),
+        }
+    }
+    Err(anyhow!(errors.join("; ")))
+}
+
+async fn exchange(client: &reqwest::Client, url: &str) -> Result<Response> {
+    let mut response = client
+        .get(url)
+        .header(reqwest::header::ACCEPT, "application/json")
+        .send()
         .await
-        .map_err(|_| anyhow!("GET {full}: no answer within {timeout:?}"))?
-        .with_context(|| format!("GET {full}"))
+        .map_err(|e| anyhow!("{}", error_chain(&e)))?;
+    let status = response.status().as_u16();
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_BODY as u64)
+    {
+        bail!("reply larger than {MAX_BODY} bytes");
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| anyhow!("{}", error_chain(&e)))?
+    {
+        if body.len() + chunk.len() > MAX_BODY {
+            bail!("reply larger than {MAX_BODY} bytes");
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Response { status, body })
 }
 
 /// GET and decode JSON; a non-200 status or bad JSON is an error naming the URL.
@@ -86,197 +196,35 @@ pub async fn get_json<T: serde::de::DeserializeOwned>(
         .map_err(|e| anyhow!("GET {}{path}: malformed JSON: {e}", url.display()))
 }
 
-async fn exchange(url: &BaseUrl, path: &str) -> Result<Response> {
-    let mut stream = TcpStream::connect((url.host.as_str(), url.port)).await?;
-    let request = format!(
-        "GET {}{} HTTP/1.1\r\nHost: {}:{}\r\nAccept: application/json\r\nUser-Agent: peervisor\r\nConnection: close\r\n\r\n",
-        url.base, path, url.host, url.port
-    );
-    stream.write_all(request.as_bytes()).await?;
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 16 * 1024];
-    loop {
-        let n = stream.read(&mut buf).await?;
-        if n == 0 {
-            break;
-        }
-        raw.extend_from_slice(&buf[..n]);
-        if raw.len() > MAX_BODY {
-            bail!("reply larger than {MAX_BODY} bytes");
-        }
-        if let Some(done) = complete(&raw)? {
-            return Ok(done);
-        }
-    }
-    parse(&raw, true)?.ok_or_else(|| anyhow!("connection closed before the reply was complete"))
-}
-
-/// The reply once `raw` holds all of it (by Content-Length or chunked framing).
-fn complete(raw: &[u8]) -> Result<Option<Response>> {
-    parse(raw, false)
-}
-
-/// Parses a reply; `closed`: the server closed the connection (ends an unframed body).
-fn parse(raw: &[u8], closed: bool) -> Result<Option<Response>> {
-    let Some(head_end) = find(raw, b"\r\n\r\n") else {
-        return if closed {
-            Err(anyhow!("malformed HTTP reply (no header end)"))
-        } else {
-            Ok(None)
-        };
-    };
-    let head =
-        std::str::from_utf8(&raw[..head_end]).map_err(|_| anyhow!("non-UTF-8 HTTP header"))?;
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or("");
-    let status = status_line
-        .split_whitespace()
-        .nth(1)
-        .filter(|_| status_line.starts_with("HTTP/1."))
-        .and_then(|s| s.parse::<u16>().ok())
-        .ok_or_else(|| anyhow!("malformed HTTP status line {status_line:?}"))?;
-    let mut length = None;
-    let mut chunked = false;
-    for line in lines {
-        let Some((k, v)) = line.split_once(':') else {
-            continue;
-        };
-        let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
-        if k == "content-length" {
-            length = Some(
-                v.parse::<usize>()
-                    .map_err(|_| anyhow!("bad Content-Length {v:?}"))?,
-            );
-        } else if k == "transfer-encoding" && v.to_ascii_lowercase().contains("chunked") {
-            chunked = true;
-        }
-    }
-    let body = &raw[head_end + 4..];
-    if chunked {
-        return Ok(dechunk(body)?.map(|body| Response { status, body }));
-    }
-    match length {
-        Some(n) if body.len() >= n => Ok(Some(Response {
-            status,
-            body: body[..n].to_vec(),
-        })),
-        Some(_) if closed => Err(anyhow!("connection closed mid-body")),
-        Some(_) => Ok(None),
-        None if closed => Ok(Some(Response {
-            status,
-            body: body.to_vec(),
-        })),
-        None => Ok(None),
-    }
-}
-
-/// The decoded body once the last (zero) chunk arrived.
-fn dechunk(mut data: &[u8]) -> Result<Option<Vec<u8>>> {
-    let mut out = Vec::new();
-    loop {
-        let Some(line_end) = find(data, b"\r\n") else {
-            return Ok(None);
-        };
-        let size_text =
-            std::str::from_utf8(&data[..line_end]).map_err(|_| anyhow!("bad chunk size"))?;
-        let size_text = size_text.split(';').next().unwrap_or("").trim();
-        let size = usize::from_str_radix(size_text, 16)
-            .map_err(|_| anyhow!("bad chunk size {size_text:?}"))?;
-        if size > MAX_BODY {
-            bail!("chunk of {size} bytes is larger than a reply may be");
-        }
-        data = &data[line_end + 2..];
-        if size == 0 {
-            return Ok(Some(out));
-        }
-        if data.len() < size + 2 {
-            return Ok(None);
-        }
-        out.extend_from_slice(&data[..size]);
-        data = &data[size + 2..];
-    }
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn urls_parse_with_clear_errors() {
-        let u = BaseUrl::parse("http://rm.example:8088/gateway/").unwrap();
-        assert_eq!(
-            (u.host.as_str(), u.port, u.base.as_str()),
-            ("rm.example", 8088, "/gateway")
-        );
-        assert_eq!(BaseUrl::parse("http://10.0.0.1").unwrap().port, 80);
-        assert!(
-            BaseUrl::parse("https://x")
-                .unwrap_err()
-                .to_string()
-                .contains("only http://")
-        );
-        assert!(
-            BaseUrl::parse("http://x:notaport")
-                .unwrap_err()
-                .to_string()
-                .contains("bad port")
-        );
+        let u = BaseUrl::parse("http://rm:8088/gateway/").unwrap();
+        assert_eq!(u.display(), "http://rm:8088/gateway");
+        assert!(BaseUrl::parse("https://rm:8090").is_ok());
+        let e = BaseUrl::parse("ftp://rm").unwrap_err().to_string();
+        assert!(e.contains("only http:// and https://"), "{e}");
+        assert!(BaseUrl::parse("http://rm:notaport").is_err());
+        let e = BaseUrl::with_options(
+            "https://rm",
+            &EndpointOptions {
+                ca_file: Some("/nonexistent/ca.pem".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("ca=/nonexistent/ca.pem"), "{e:#}");
     }
 
     #[test]
-    fn replies_are_framed_by_length_chunks_or_close() {
-        let r = parse(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi", false)
-            .unwrap()
-            .unwrap();
-        assert_eq!((r.status, r.body.as_slice()), (200, &b"hi"[..]));
-        assert!(
-            parse(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhi", false)
-                .unwrap()
-                .is_none()
-        );
-        let c = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n3\r\n!!!\r\n0\r\n\r\n";
-        assert_eq!(parse(c, false).unwrap().unwrap().body, b"hi!!!");
-        let r = parse(b"HTTP/1.0 404 Not Found\r\n\r\ngone", true)
-            .unwrap()
-            .unwrap();
-        assert_eq!((r.status, r.body.as_slice()), (404, &b"gone"[..]));
-        assert!(parse(b"garbage\r\n\r\n", true).is_err());
-    }
-
-    #[test]
-    fn huge_chunk_size_is_an_error_not_an_overflow() {
-        let raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\nx";
-        let err = parse(raw, false).unwrap_err().to_string();
-        assert!(err.contains("chunk"), "{err}");
-    }
-
-    mod fuzz {
-        use super::*;
-        use crate::fuzzing::{CASES, bytes_like, config};
-        use proptest::prelude::*;
-
-        fn valid() -> Vec<Vec<u8>> {
-            vec![
-                b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n{\"apps\":{}}".to_vec(),
-                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n[1,2]\r\n0\r\n\r\n"
-                    .to_vec(),
-                b"HTTP/1.0 404 Not Found\r\n\r\nnope".to_vec(),
-            ]
-        }
-
-        proptest! {
-            #![proptest_config(config(CASES))]
-            /// Replies of YARN and Spark REST servers (any HTTP server on the network).
-            #[test]
-            fn fuzz_http_reply(raw in bytes_like(valid()), closed in any::<bool>()) {
-                if let Ok(Some(r)) = parse(&raw, closed) {
-                    prop_assert!(r.body.len() <= raw.len());
-                }
-            }
-        }
+    fn spnego_is_refused_with_a_reason() {
+        let mut o = EndpointOptions::default();
+        let e = o.take("auth", "spnego").unwrap_err().to_string();
+        assert!(e.contains("SPNEGO (Kerberos) is not supported"), "{e}");
+        assert!(o.take("ca", "/etc/ca.pem").unwrap());
+        assert!(!o.take("history", "http://h").unwrap());
     }
 }

@@ -6,11 +6,11 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use futures::future::BoxFuture;
 use serde::Deserialize;
 
-use super::http::{BaseUrl, get_json};
+use super::http::{BaseUrl, EndpointOptions, get_json};
 use super::source::{Counters, JobSource, RateTracker, SourceReport, classify, host_of};
 use crate::model::JobView;
 
@@ -26,8 +26,21 @@ pub struct SparkSource {
 }
 
 impl SparkSource {
+    /// `URL[,ca=FILE][,auth=...]`.
     pub fn from_arg(arg: &str) -> Result<SparkSource> {
-        let base = BaseUrl::parse(arg)?;
+        let mut parts = arg.split(',');
+        let url = parts.next().unwrap_or("");
+        let mut options = EndpointOptions::default();
+        for p in parts {
+            let (key, value) = p.split_once('=').unwrap_or((p, ""));
+            if !options
+                .take(key, value)
+                .with_context(|| format!("--spark {arg:?}"))?
+            {
+                anyhow::bail!("--spark {arg:?}: unknown option {p:?} (expected ca=FILE)");
+            }
+        }
+        let base = BaseUrl::with_options(url, &options)?;
         Ok(SparkSource {
             url: base.display(),
             base,
@@ -299,7 +312,7 @@ mod tests {
         s.set("/api/v1/applications", Route::Hang);
         let r = src.poll().await;
         assert!(
-            !r.status.ok && r.status.message.contains("no answer within"),
+            !r.status.ok && r.status.message.contains("timeout after 3 s"),
             "{}",
             r.status.message
         );
@@ -315,6 +328,42 @@ mod tests {
             "one broken application spoils only itself"
         );
         assert!(r.status.message.contains(APP), "{}", r.status.message);
+    }
+
+    /// A Spark UI under YARN redirects to the RM's proxy: followed. A slow
+    /// UI (answering within the deadline) is waited for; a hung one is cut
+    /// at the deadline (above).
+    #[tokio::test]
+    async fn a_spark_ui_behind_a_redirect_or_slow_is_still_polled() {
+        let proxy = TestServer::start().await;
+        serve(&proxy, false, 4, 1000, "RUNNING");
+        let ui = TestServer::start().await;
+        ui.fallback(Route::Redirect(proxy.url.clone()));
+        let mut src = SparkSource::from_arg(&ui.url).unwrap();
+        let r = src.poll().await;
+        assert!(r.status.ok, "{}", r.status.message);
+        assert_eq!(r.jobs.len(), 1);
+        assert_eq!(ui.served(), 0, "the UI only redirected");
+
+        let apps = "/api/v1/applications";
+        let body = {
+            let direct = TestServer::start().await;
+            serve(&direct, false, 4, 1000, "RUNNING");
+            reqwest::get(format!("{}{apps}", direct.url))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        };
+        proxy.set(
+            apps,
+            Route::Slow(std::time::Duration::from_millis(1500), body),
+        );
+        let started = std::time::Instant::now();
+        let r = src.poll().await;
+        assert!(r.status.ok, "{}", r.status.message);
+        assert!(started.elapsed() >= std::time::Duration::from_millis(1500));
     }
 
     mod fuzz {

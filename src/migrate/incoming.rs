@@ -137,7 +137,7 @@ impl Migrations {
         vm: VmRequirements,
         disks: Vec<crate::node::protocol::DiskOffer>,
     ) -> ControlResponse {
-        let from_name = self.peer_label(from).await;
+        let from_name = self.node.peer_label(from).await;
         let refuse = |reason: String| {
             tracing::warn!("refusing VM '{}' from {from_name}: {reason}", vm.name);
             ControlResponse::Refused { reason }
@@ -224,18 +224,6 @@ impl Migrations {
                 .map(|p| p.to_string_lossy().into_owned())
                 .collect(),
         }
-    }
-
-    /// A peer's nickname if known, else its id.
-    async fn peer_label(&self, id: PeerId) -> String {
-        let id_text = id.to_string();
-        self.node
-            .status()
-            .await
-            .ok()
-            .and_then(|net| net.peers.into_iter().find(|p| p.peer_id == id_text))
-            .map(|p| p.display_name())
-            .unwrap_or(id_text)
     }
 
     /// Destination side: an accepted migration whose source opened no tunnel in

@@ -60,6 +60,17 @@ impl Client {
         self.streams.clone()
     }
 
+    /// A peer's nickname if known, else its id (for log lines and refusals).
+    pub async fn peer_label(&self, id: PeerId) -> String {
+        let id_text = id.to_string();
+        self.status()
+            .await
+            .ok()
+            .and_then(|net| net.peers.into_iter().find(|p| p.peer_id == id_text))
+            .map(|p| p.display_name())
+            .unwrap_or(id_text)
+    }
+
     pub async fn status(&self) -> Result<NetworkStatus> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::Status { reply }).await?;

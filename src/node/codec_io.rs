@@ -70,6 +70,13 @@ pub(crate) fn sample_requests() -> Vec<Vec<u8>> {
             vm: "web-1".into(),
             uuid: "6f1c0d1e-0000-4000-8000-000000000001".into(),
         },
+        ControlRequest::VmFigures {
+            vms: vec!["web-1".into()],
+            history: true,
+        },
+        ControlRequest::VmAction {
+            request: crate::api::Request::migrate("web-1", "12D3KooWPeerB"),
+        },
     ]
     .into_iter()
     .map(encode_request)
@@ -100,6 +107,18 @@ pub(crate) fn sample_responses() -> Vec<Vec<u8>> {
                 version: 3,
             }],
             load: Default::default(),
+        },
+        ControlResponse::VmFigures {
+            vms: vec![crate::model::VmView {
+                name: "web-1".into(),
+                ..Default::default()
+            }],
+            round: 3,
+        },
+        ControlResponse::Acted {
+            reply: crate::api::Reply::Done {
+                message: "VM 'web-1' paused".into(),
+            },
         },
     ]
     .into_iter()

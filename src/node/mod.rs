@@ -798,7 +798,7 @@ fn explain_dial_error(who: &str, error: &str) -> String {
 
 /// An error with its causes: libp2p's outer errors ("Failed to negotiate
 /// transport protocol(s)") hide the handshake's own reason one level down.
-fn error_chain(error: &dyn std::error::Error) -> String {
+pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

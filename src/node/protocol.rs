@@ -15,6 +15,9 @@ pub const CHANNEL_PROTOCOL: StreamProtocol = StreamProtocol::new("/peervisor/mig
 pub const SERVICE_PROTOCOL: StreamProtocol = StreamProtocol::new("/peervisor/service/1");
 /// Replication of a VM: its definition and its disk's data chunks (migrate/replica/wire.rs).
 pub const REPLICA_PROTOCOL: StreamProtocol = StreamProtocol::new("/peervisor/replicate/1");
+/// A guest's serial console (vms/console.rs): a header naming the VM, the
+/// host's answer, then the console's bytes both ways.
+pub const CONSOLE_PROTOCOL: StreamProtocol = StreamProtocol::new("/peervisor/console/1");
 pub const ANNOUNCE_TOPIC: &str = "peervisor/announce/1";
 /// Identify agent version prefix; the nickname follows it.
 pub const AGENT_PREFIX: &str = "peervisor/";
@@ -64,11 +67,28 @@ pub enum ControlRequest {
     },
     /// "What is the digest of what you know?" (anti-entropy, node/digest.rs).
     Digest,
+    /// "The latest figures (state, rates, history) of these VMs of yours": a
+    /// console elsewhere shows them (observe role; at most `MAX_FIGURES` names).
+    VmFigures {
+        vms: Vec<String>,
+        /// Also their history (the asker has none yet, or missed a round).
+        #[serde(default)]
+        history: bool,
+    },
+    /// An operator elsewhere acts on a VM of this host (control role): start,
+    /// stop, pause, resume, migrate (also to a third peer), abort, replicate.
+    VmAction { request: crate::api::Request },
     /// "Here is the secret of your invitation" (`peervisor join`; join/).
     Redeem { secret: String },
     /// From a trust group's authority: every member of its group now (join/).
     GroupMembers { members: Vec<String> },
 }
+
+/// VMs one `VmFigures` request may name (a screenful and then some), and
+/// the samples of history sent for each: the answer stays well within the
+/// control protocol's 1 MiB.
+pub const MAX_FIGURES: usize = 128;
+pub const MAX_FIGURES_HISTORY: usize = 120;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub enum ControlResponse {
@@ -115,6 +135,18 @@ pub enum ControlResponse {
     /// The answer to `Digest`.
     Digest {
         digest: u64,
+    },
+    /// The answer to `VmFigures`: the named VMs this host has, with figures.
+    VmFigures {
+        vms: Vec<crate::model::VmView>,
+        /// The host's sampler round the figures come from: consecutive rounds
+        /// let the asker extend the history it has without asking for it.
+        #[serde(default)]
+        round: u64,
+    },
+    /// The answer to `VmAction`: what the host's own control API answered.
+    Acted {
+        reply: crate::api::Reply,
     },
     /// An invitation redeemed: the role granted, and (for `control`) the members
     /// of the inviter's trust group, inviter first.

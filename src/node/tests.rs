@@ -1,4 +1,4 @@
-use super::codec_io::{encode_request, read_request};
+use super::codec_io::{encode_request, encode_response, read_request, read_response};
 use super::*;
 
 #[test]
@@ -60,4 +60,94 @@ fn oversized_control_request_is_refused() {
     assert!(read_request(&bytes).is_err(), "oversized request decoded");
     let small = ControlRequest::ListServices;
     assert_eq!(read_request(&encode_request(small.clone())).unwrap(), small);
+}
+
+/// The messages about another peer's VMs cross the CBOR codec whole: an
+/// operator's request (internally tagged JSON-style enum), a host's answer
+/// with a reply, figures with history.
+#[test]
+fn vm_action_and_figures_cross_the_codec() {
+    use crate::api::{Reply, Request};
+    use crate::model::{VmHistory, VmStats, VmView};
+    let requests = [
+        ControlRequest::VmAction {
+            request: Request::migrate("web-1", "12D3KooWPeerB"),
+        },
+        ControlRequest::VmAction {
+            request: Request::stop("web-1"),
+        },
+        ControlRequest::VmFigures {
+            vms: vec!["web-1".into()],
+            history: true,
+        },
+    ];
+    for request in requests {
+        assert_eq!(
+            read_request(&encode_request(request.clone())).unwrap(),
+            request
+        );
+    }
+    let responses = [
+        ControlResponse::Acted {
+            reply: Reply::MigrationStarted {
+                vm: "web-1".into(),
+                to: "peer-b".into(),
+                operation: 3,
+            },
+        },
+        ControlResponse::VmFigures {
+            vms: vec![VmView {
+                name: "web-1".into(),
+                stats: Some(VmStats {
+                    cpu_pct_guest: Some(12.5),
+                    ..VmStats::default()
+                }),
+                history: Some(VmHistory {
+                    interval_s: 1.0,
+                    cpu_pct_guest: vec![0.1, 12.5],
+                    ..VmHistory::default()
+                }),
+                ..VmView::default()
+            }],
+            round: 42,
+        },
+    ];
+    for response in responses {
+        assert_eq!(
+            read_response(&encode_response(response.clone())).unwrap(),
+            response
+        );
+    }
+}
+
+/// The largest figures answer a host gives stays within the response limit.
+#[test]
+fn the_largest_figures_answer_fits_the_response_limit() {
+    use crate::model::{VmHistory, VmStats, VmView};
+    use crate::node::protocol::{MAX_FIGURES, MAX_FIGURES_HISTORY};
+    let ring = vec![123_456.789_f64; MAX_FIGURES_HISTORY];
+    let vm = VmView {
+        name: "a-rather-long-vm-name-0000000001".into(),
+        uuid: "6f1c0d1e-0000-4000-8000-000000000001".into(),
+        stats: Some(VmStats::default()),
+        history: Some(VmHistory {
+            interval_s: 1.0,
+            cpu_pct_guest: ring.clone(),
+            disk_read_bps: ring.clone(),
+            disk_write_bps: ring.clone(),
+            net_rx_bps: ring.clone(),
+            span_s: ring.clone(),
+            net_tx_bps: ring,
+        }),
+        ..VmView::default()
+    };
+    let bytes = encode_response(ControlResponse::VmFigures {
+        vms: vec![vm; MAX_FIGURES],
+        round: u64::MAX,
+    });
+    assert!(
+        (bytes.len() as u64) < MAX_CONTROL_RESPONSE,
+        "{} bytes",
+        bytes.len()
+    );
 }

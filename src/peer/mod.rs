@@ -6,6 +6,7 @@
 //! them; it does none of their work. Used by the headless `peervisor node` and by
 //! the console's embedded node.
 
+mod console;
 mod start;
 pub mod updates;
 
@@ -22,6 +23,7 @@ use libp2p::{Multiaddr, PeerId};
 
 use crate::admission::access::{AccessList, DEFAULT_ROLE};
 use crate::admission::limits::{self, LimitsConfig, PeerLimits};
+use crate::api::Role;
 use crate::control::{Reply, Request};
 use crate::hypervisor::Host;
 use crate::hypervisor::accel::{Accel, AccelChoice};
@@ -34,13 +36,14 @@ use crate::migrate::operations::Operations;
 use crate::migrate::outgoing::Limits;
 pub use crate::migrate::provision::ProvisionPolicy;
 use crate::migrate::replicate::Replications;
-use crate::model::{HypervisorOrigin, LocalPeer, NicSource, Status};
-use crate::names::{PeerRef, peer_id_of};
-use crate::node::protocol::{ControlRequest, ControlResponse};
+use crate::model::{HypervisorOrigin, LocalPeer, NicSource, PeerView, Status, VmView};
+use crate::names::{PeerRef, VmName, peer_id_of};
+use crate::node::protocol::{ControlRequest, ControlResponse, MAX_FIGURES, MAX_FIGURES_HISTORY};
 use crate::node::{self, Client, Event};
 use crate::paths::DataDir;
 use crate::services::Services;
 use crate::vms::Vms;
+use crate::vms::remote::RemoteVms;
 
 /// Everything needed to start a peer.
 pub struct PeerConfig {
@@ -143,6 +146,8 @@ pub struct Peer {
     jobs: Collector,
     /// The node's state pushed to consoles.
     updates: updates::Publisher,
+    /// Other peers' VMs: figures for consoles, requests passed on.
+    remote: Arc<RemoteVms>,
 }
 
 impl Peer {
@@ -157,15 +162,31 @@ impl Peer {
 
     /// Answers one control API request: each goes to the feature that does it.
     pub async fn handle(self: &Arc<Self>, request: Request) -> Result<Reply> {
+        if let Some((host, host_name)) = self.remote_host_of(&request).await {
+            let what = request.describe();
+            let request = self.for_remote_host(request).await?;
+            return self
+                .remote
+                .act(host, request)
+                .await
+                .with_context(|| format!("{what} on {host_name}"));
+        }
         match request {
             Request::Status => Ok(Reply::Status(Box::new(self.status().await?))),
             Request::Subscribe => anyhow::bail!("updates are streamed on the control socket only"),
+            Request::VmConsole { .. } => {
+                anyhow::bail!("a console is attached on the control socket only")
+            }
             Request::VmList => Ok(Reply::Vms {
                 vms: self.vms.list().await?,
             }),
             Request::VmStats { name } => Ok(Reply::Vms {
-                vms: vec![self.vms.stats(&name).await?],
+                vms: vec![self.vm_stats(name).await?],
             }),
+            Request::Watch { vms } => {
+                self.remote.watch(vms);
+                Ok(done(String::new()))
+            }
             Request::VmCreate {
                 name,
                 vcpus,
@@ -302,9 +323,107 @@ impl Peer {
         }
     }
 
+    /// A VM here, or on the peer that announces it (its figures asked of it).
+    async fn vm_stats(&self, name: VmName) -> Result<VmView> {
+        if !self.vms.hosts(&name) {
+            let peers = self.node.status().await?.peers;
+            if let Some(host) = announcing(&peers, &name) {
+                let (_, vms) = self
+                    .remote
+                    .fetch_from(&host.peer_id, vec![name.clone()], true)
+                    .await
+                    .with_context(|| format!("figures of {name} from {}", host.display_name()))?;
+                return vms
+                    .into_iter()
+                    .next()
+                    .with_context(|| format!("{} no longer has {name}", host.display_name()));
+            }
+        }
+        self.vms.stats(&name).await
+    }
+
+    /// The host of the VM a request acts on, when that is another peer that
+    /// announces it (a VM of this name here is always the one meant).
+    async fn remote_host_of(&self, request: &Request) -> Option<(PeerId, String)> {
+        let vm = VmName::from(request.vm()?);
+        if !request.is_vm_action() || self.vms.hosts(&vm) {
+            return None;
+        }
+        let peers = self.node.status().await.ok()?.peers;
+        let host = announcing(&peers, &vm)?;
+        Some((host.peer_id.parse().ok()?, host.display_name()))
+    }
+
+    /// A request as the VM's host must read it: the destination as a peer id
+    /// (nicknames are this peer's view; this peer itself included), and a
+    /// migration answered once it started (the overlay's request timeout is
+    /// shorter than a migration; the operations pane follows it).
+    async fn for_remote_host(&self, mut request: Request) -> Result<Request> {
+        match &mut request {
+            Request::Migrate { to, detach, .. } => {
+                *to = self.peer_ref_for_others(to).await?;
+                *detach = true;
+            }
+            Request::Replicate { to, .. } => *to = self.peer_ref_for_others(to).await?,
+            _ => {}
+        }
+        Ok(request)
+    }
+
+    async fn peer_ref_for_others(&self, peer: &PeerRef) -> Result<PeerRef> {
+        let me = self.node.local_peer_id().to_string();
+        if peer.as_str() == self.nick || peer.as_str() == me {
+            return Ok(PeerRef::from(me));
+        }
+        Ok(PeerRef::from(self.peer_id_for(peer).await?.to_string()))
+    }
+
+    /// Another peer's request on a VM here: only with the control role, only
+    /// for a VM this host has; refused with a reason naming host and role.
+    async fn act_for_peer(self: &Arc<Self>, peer: PeerId, request: Request) -> ControlResponse {
+        let refuse = |reason: String| ControlResponse::Refused { reason };
+        let what = request.describe();
+        let Some(vm) = request.vm().filter(|_| request.is_vm_action()) else {
+            return refuse(format!("{}: {what} is not asked of other peers", self.nick));
+        };
+        if !self.access.allows(&peer, Role::Control) {
+            let who = self.node.peer_label(peer).await;
+            tracing::warn!("refused {what} asked by {who}: no control role");
+            return refuse(format!(
+                "{host} refuses {what} to {who}: {who} lacks the control role on {host} (its operator can run `peervisor peers allow {peer} --role control`)",
+                host = self.nick
+            ));
+        }
+        if !self.vms.hosts(&VmName::from(vm)) {
+            return refuse(format!("{} has no VM '{vm}'", self.nick));
+        }
+        tracing::info!("{what} asked by {}", self.node.peer_label(peer).await);
+        match self.handle(request).await {
+            Ok(reply) => ControlResponse::Acted { reply },
+            Err(e) => refuse(format!("{}: {e:#}", self.nick)),
+        }
+    }
+
     /// Answers another peer's request over the overlay.
-    async fn answer_peer(&self, peer: PeerId, request: ControlRequest) -> ControlResponse {
+    async fn answer_peer(
+        self: &Arc<Self>,
+        peer: PeerId,
+        request: ControlRequest,
+    ) -> ControlResponse {
         match request {
+            ControlRequest::VmFigures { mut vms, history } => {
+                // Every member observes; the check stays should a lower role come.
+                if !self.access.allows(&peer, Role::Observe) {
+                    return ControlResponse::Refused {
+                        reason: format!("{} refuses figures: no observe role", self.nick),
+                    };
+                }
+                vms.truncate(MAX_FIGURES);
+                let keep = history.then_some(MAX_FIGURES_HISTORY);
+                let (round, vms) = self.vms.figures(&vms, keep);
+                ControlResponse::VmFigures { vms, round }
+            }
+            ControlRequest::VmAction { request } => self.act_for_peer(peer, request).await,
             ControlRequest::PrepareMigration {
                 vm,
                 uuid,
@@ -392,11 +511,12 @@ impl Peer {
     }
 
     /// A one-shot snapshot (`peervisor status`): the node's state with the
-    /// latest figures.
+    /// latest figures, other peers' VMs' asked of their hosts now.
     pub async fn status(&self) -> Result<Status> {
         let mut status = self.node_state().await?;
         status.local.host = self.host.host_stats();
         self.host.annotate(&mut status.vms);
+        status.remote_vms = self.remote.fetch_all(&status.peers).await;
         Ok(status)
     }
 
@@ -421,6 +541,7 @@ impl Peer {
             },
             peers: net.peers,
             vms,
+            remote_vms: self.remote.views(),
             operations: self.operations.list(),
             dial_errors: net.dial_errors,
             services,
@@ -447,6 +568,14 @@ impl Peer {
         let peers = self.node.status().await?.peers;
         peer_id_of(&peer.resolve(&peers)?)
     }
+}
+
+/// The connected peer that announces a VM of this name.
+fn announcing<'a>(peers: &'a [PeerView], vm: &VmName) -> Option<&'a PeerView> {
+    peers
+        .iter()
+        .filter(|p| p.connected)
+        .find(|p| p.vms.as_ref().is_some_and(|vms| vms.contains(vm)))
 }
 
 fn done(message: String) -> Reply {

@@ -29,6 +29,7 @@ use crate::node::{self, NodeConfig};
 use crate::paths::{DataDir, disk_dir};
 use crate::services::Services;
 use crate::vms::Vms;
+use crate::vms::remote::RemoteVms;
 
 /// Starts a peer and serves its control socket.
 pub async fn start_serving(config: PeerConfig) -> Result<Arc<Peer>> {
@@ -45,6 +46,7 @@ pub async fn start_serving(config: PeerConfig) -> Result<Arc<Peer>> {
         async move {
             match request {
                 Request::Subscribe => peer.subscribe().await.map(Answer::Updates),
+                Request::VmConsole { name } => peer.console(name).await.map(Answer::Bytes),
                 request => peer.handle(request).await.map(Answer::Reply),
             }
         }
@@ -231,6 +233,8 @@ impl Peer {
         ));
         let (node_states, states) = tokio::sync::mpsc::channel(1);
         let updates = super::updates::Publisher::start(super::updates::figures_of(&host), states);
+        let remote = Arc::new(RemoteVms::new(client.clone()));
+        tokio::spawn(remote.clone().run());
         let peer = Arc::new(Peer {
             nick: config.nick,
             data_dir: config.data_dir,
@@ -249,9 +253,11 @@ impl Peer {
             invitations,
             jobs,
             updates,
+            remote,
         });
         tokio::spawn(peer.clone().read_node_state(node_states));
         tokio::spawn(peer.clone().handle_node_events(events));
+        tokio::spawn(peer.clone().serve_consoles());
         peer.migrations.start();
         peer.replications.start();
         if let Some(provision) = provision {

@@ -145,6 +145,7 @@ async fn event_loop(
     let mut updates_open = true;
     let mut notices_open = true;
     let mut dirty = true;
+    let mut watch = Watch::default();
     while !app.should_quit {
         let news = tui_logger_has_news();
         if dirty || news {
@@ -154,6 +155,7 @@ async fn event_loop(
                 .draw(|frame| draw(frame, app))
                 .context("cannot draw the console")?;
             dirty = false;
+            watch.after_frame(app, commands, Instant::now());
         }
         tokio::select! {
             event = input.events.recv() => {
@@ -241,6 +243,34 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for CountEvents {
 
 /// Hand a request to the node without waiting: a full or closed channel is
 /// reported on the status line instead.
+/// Tells the node which other peers' VMs are on screen: when that changes,
+/// and again before the node's watch lapses.
+#[derive(Default)]
+struct Watch {
+    sent: Vec<crate::api::RemoteVmKey>,
+    at: Option<Instant>,
+}
+
+impl Watch {
+    const RENEW: Duration = Duration::from_secs(crate::api::WATCH_TTL_S / 3);
+
+    fn after_frame(&mut self, app: &App, commands: &mpsc::Sender<Request>, now: Instant) {
+        let keys = app.watched_remote_vms();
+        let due = self.at.is_none_or(|at| now - at >= Self::RENEW);
+        if keys == self.sent && (keys.is_empty() || !due) {
+            return;
+        }
+        // A full channel: the next frame tries again.
+        if commands
+            .try_send(Request::Watch { vms: keys.clone() })
+            .is_ok()
+        {
+            self.sent = keys;
+            self.at = Some(now);
+        }
+    }
+}
+
 fn send(app: &mut App, commands: &mpsc::Sender<Request>, cmd: Request) {
     use mpsc::error::TrySendError;
     match commands.try_send(cmd) {

@@ -2,6 +2,8 @@
 //! toggle, sorting and the `/` filter. Pure functions, shared by drawing and the
 //! reducer so both see the same rows.
 
+use std::collections::HashMap;
+
 use crate::model::{
     ConsumptionView, OperationPhase, OperationView, PeerLoad, PeerView, ProviderView, ServiceView,
     Status, VmView, short_peer_id,
@@ -137,7 +139,8 @@ impl VmSort {
 }
 
 /// One row of the VM table: a VM on this peer (with its figures), or, with the
-/// overlay toggle, a VM another peer announced (name and host only).
+/// overlay toggle, a VM another peer announced (with the figures its host
+/// gave once the row was on screen).
 #[derive(Debug, Clone, PartialEq)]
 pub struct VmRow<'a> {
     pub name: &'a str,
@@ -176,18 +179,25 @@ pub fn vm_rows<'a>(status: &'a Status, all: bool, sort: VmSort, filter: &str) ->
         })
         .collect();
     if all {
+        // Figures of the VMs on screen, as their hosts gave them.
+        let figures: HashMap<(&str, &str), &VmView> = status
+            .remote_vms
+            .iter()
+            .map(|r| ((r.host_id.as_str(), r.vm.name.as_str()), &r.vm))
+            .collect();
         for p in status
             .peers
             .iter()
             .filter(|p| p.peer_id != status.local.peer_id)
         {
+            let host = p.display_name();
             for name in p.vms.iter().flatten() {
                 rows.push(VmRow {
                     name,
-                    host: p.display_name(),
+                    host: host.clone(),
                     host_id: &p.peer_id,
                     local: false,
-                    view: None,
+                    view: figures.get(&(p.peer_id.as_str(), name.as_str())).copied(),
                 });
             }
         }

@@ -3,7 +3,9 @@
 //! files a removed VM leaves; `health.rs` probes their guests' services.
 
 mod adopt;
+pub mod console;
 mod health;
+pub mod remote;
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -74,6 +76,43 @@ impl Vms {
     /// One VM with its latest rates and history.
     pub async fn stats(&self, name: &VmName) -> Result<VmView> {
         self.host.vm(name).await
+    }
+
+    /// The named VMs here with their latest figures (what another peer's
+    /// console shows of them), their last `keep_history` samples if asked,
+    /// and the sampler round the figures come from.
+    pub fn figures(&self, names: &[String], keep_history: Option<usize>) -> (u64, Vec<VmView>) {
+        let mut vms = self.views();
+        vms.retain(|vm| names.iter().any(|n| n == vm.name.as_str()));
+        let round = self.host.annotate(&mut vms);
+        for vm in &mut vms {
+            match (keep_history, vm.history.as_mut()) {
+                (Some(keep), Some(history)) => {
+                    for ring in [
+                        &mut history.cpu_pct_guest,
+                        &mut history.disk_read_bps,
+                        &mut history.disk_write_bps,
+                        &mut history.net_rx_bps,
+                        &mut history.net_tx_bps,
+                        &mut history.span_s,
+                    ] {
+                        ring.drain(..ring.len().saturating_sub(keep));
+                    }
+                }
+                _ => vm.history = None,
+            }
+        }
+        (round, vms)
+    }
+
+    /// The serial console of a VM here, as a byte pipe.
+    pub async fn console(&self, name: &VmName) -> Result<tokio::io::DuplexStream> {
+        self.host.open_console(name).await
+    }
+
+    /// Whether a VM of this name is on this host.
+    pub fn hosts(&self, name: &VmName) -> bool {
+        self.host.vm_list().iter().any(|vm| &vm.name == name)
     }
 
     /// The VMs as last listed (without their figures: the sampler's rounds

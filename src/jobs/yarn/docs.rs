@@ -44,7 +44,7 @@ pub(super) struct AppList {
     pub(super) app: Vec<App>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, Clone)]
 #[serde(rename_all = "camelCase", default)]
 pub(super) struct App {
     pub(super) id: String,
@@ -55,6 +55,7 @@ pub(super) struct App {
     pub(super) progress: f64,
     pub(super) application_type: String,
     pub(super) elapsed_time: u64,
+    pub(super) finished_time: u64,
     pub(super) am_host_http_address: Option<String>,
     pub(super) diagnostics: Option<String>,
 }

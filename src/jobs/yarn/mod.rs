@@ -9,10 +9,10 @@ mod docs;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use futures::future::BoxFuture;
 
-use super::http::{BaseUrl, get_json};
+use super::http::{BaseUrl, EndpointOptions, get_json};
 use super::source::{Counters, JobSource, RateTracker, SourceReport, classify, host_of};
 use crate::model::JobView;
 use docs::{
@@ -21,6 +21,14 @@ use docs::{
 };
 
 const TIMEOUT: Duration = Duration::from_secs(3);
+/// Applications not ended, and ended ones (asked with the time they ended after).
+const ACTIVE_APPS: &str = "/ws/v1/cluster/apps?states=NEW,NEW_SAVING,SUBMITTED,ACCEPTED,RUNNING";
+const ENDED_APPS: &str = "/ws/v1/cluster/apps?states=FINISHED,FAILED,KILLED";
+/// Ended applications shown (the newest), and how far back the first poll looks.
+const ENDED_KEPT: usize = 100;
+const ENDED_WINDOW: Duration = Duration::from_secs(3600);
+/// How far before the previous poll the next one asks for ended applications.
+const CLOCK_SLACK: Duration = Duration::from_secs(300);
 /// Running tasks whose attempts are asked for their node (the VM link), per job.
 const TASKS_FOR_HOSTS: usize = 8;
 
@@ -33,20 +41,46 @@ pub struct YarnSource {
     /// Finished jobs' counters, fetched once.
     finished: HashMap<String, Counters>,
     last_jobs: Vec<JobView>,
+    /// Ended applications seen, by id.
+    ended: HashMap<String, App>,
+    /// `finishedTimeBegin` of the next poll (ms since the epoch).
+    ended_since: Option<u64>,
+}
+
+fn is_ended(state: &str) -> bool {
+    matches!(state, "FINISHED" | "FAILED" | "KILLED")
 }
 
 impl YarnSource {
-    /// `URL` or `URL,history=URL`.
+    /// `URL[,standby=URL][,history=URL][,ca=FILE][,auth=...]`: the RM (HA: a
+    /// standby's URL too, or the active one found through the standby's
+    /// redirect), a JobHistory server, the CA of their certificates.
     pub fn from_arg(arg: &str) -> Result<YarnSource> {
         let mut parts = arg.split(',');
-        let rm = BaseUrl::parse(parts.next().unwrap_or(""))?;
-        let mut history = None;
+        let url = parts.next().unwrap_or("");
+        let mut options = EndpointOptions::default();
+        let mut history_url = None;
         for p in parts {
-            match p.split_once('=') {
-                Some(("history", url)) => history = Some(BaseUrl::parse(url)?),
-                _ => anyhow::bail!("--yarn {arg:?}: unknown option {p:?} (expected history=URL)"),
+            let (key, value) = p.split_once('=').unwrap_or((p, ""));
+            if key == "history" {
+                history_url = Some(value.to_string());
+            } else if !options
+                .take(key, value)
+                .with_context(|| format!("--yarn {arg:?}"))?
+            {
+                anyhow::bail!(
+                    "--yarn {arg:?}: unknown option {p:?} (expected history=URL, standby=URL or ca=FILE)"
+                );
             }
         }
+        let rm = BaseUrl::with_options(url, &options)?;
+        let history_options = EndpointOptions {
+            alternatives: Vec::new(),
+            ..options
+        };
+        let history = history_url
+            .map(|h| BaseUrl::with_options(&h, &history_options))
+            .transpose()?;
         Ok(YarnSource {
             url: rm.display(),
             rm,
@@ -55,6 +89,8 @@ impl YarnSource {
             rates: RateTracker::default(),
             finished: HashMap::new(),
             last_jobs: Vec::new(),
+            ended: HashMap::new(),
+            ended_since: None,
         })
     }
 
@@ -76,8 +112,7 @@ impl YarnSource {
                 m.apps_running, m.apps_completed, m.apps_failed, m.active_nodes
             ),
         );
-        let apps: AppsDoc = get_json(&self.rm, "/ws/v1/cluster/apps", TIMEOUT).await?;
-        let apps = apps.apps.map(|a| a.app).unwrap_or_default();
+        let apps = self.applications().await?;
         let history = match &self.history {
             Some(h) if apps.iter().any(|a| a.state != "RUNNING") => {
                 match get_json::<HistoryJobsDoc>(h, "/ws/v1/history/mapreduce/jobs", TIMEOUT).await
@@ -113,6 +148,53 @@ impl YarnSource {
         let ids: Vec<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
         self.rates.retain(&ids);
         Ok(jobs)
+    }
+
+    /// The applications to show: those not ended, and those that ended lately
+    /// (kept here once seen, the newest `ENDED_KEPT`). Both lists are asked
+    /// filtered (`states`, `finishedTimeBegin`, `limit`), so a poll costs the
+    /// same on an RM that remembers 10 or 100,000 finished applications.
+    async fn applications(&mut self) -> Result<Vec<App>> {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let since = self
+            .ended_since
+            .unwrap_or(now_ms.saturating_sub(ENDED_WINDOW.as_millis() as u64));
+        let active: AppsDoc = get_json(&self.rm, ACTIVE_APPS, TIMEOUT).await?;
+        let ended: AppsDoc = get_json(
+            &self.rm,
+            &format!("{ENDED_APPS}&finishedTimeBegin={since}&limit={ENDED_KEPT}"),
+            TIMEOUT,
+        )
+        .await?;
+        // Clocks differ: the next poll looks back a little before this one.
+        self.ended_since = Some(now_ms.saturating_sub(CLOCK_SLACK.as_millis() as u64));
+        let mut apps: Vec<App> = active.apps.map(|a| a.app).unwrap_or_default();
+        // A server that ignores the filter still gives the right split.
+        apps.retain(|a| !is_ended(&a.state));
+        for app in ended.apps.map(|a| a.app).unwrap_or_default() {
+            if is_ended(&app.state) {
+                self.ended.insert(app.id.clone(), app);
+            }
+        }
+        if self.ended.len() > ENDED_KEPT {
+            let mut by_end: Vec<(u64, String)> = self
+                .ended
+                .values()
+                .map(|a| (a.finished_time, a.id.clone()))
+                .collect();
+            by_end.sort();
+            for (_, id) in by_end.iter().take(self.ended.len() - ENDED_KEPT) {
+                self.ended.remove(id);
+            }
+        }
+        apps.retain(|a| !self.ended.contains_key(&a.id));
+        let mut ended: Vec<App> = self.ended.values().cloned().collect();
+        ended.sort_by(|a, b| a.id.cmp(&b.id));
+        apps.extend(ended);
+        Ok(apps)
     }
 
     /// The MapReduce jobs of a running application, from its AM via the RM proxy.

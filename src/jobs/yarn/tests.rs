@@ -5,6 +5,8 @@ use super::*;
 use crate::jobs::testserver::{Route, TestServer};
 use crate::model::WorkloadKind;
 use serde_json::json;
+use std::collections::HashMap;
+use std::sync::Arc;
 
 const TS: u64 = 1476912658570;
 
@@ -251,9 +253,9 @@ async fn timeouts_and_malformed_json_give_a_clear_status_and_keep_the_last_jobs(
     let r = src.poll().await;
     assert!(!r.status.ok);
     assert!(
-        r.status
-            .message
-            .contains("/ws/v1/cluster/apps: malformed JSON"),
+        r.status.message.contains(
+            "/ws/v1/cluster/apps?states=NEW,NEW_SAVING,SUBMITTED,ACCEPTED,RUNNING: malformed JSON"
+        ),
         "{}",
         r.status.message
     );
@@ -268,7 +270,7 @@ async fn timeouts_and_malformed_json_give_a_clear_status_and_keep_the_last_jobs(
     );
     assert!(!r.status.ok);
     assert!(
-        r.status.message.contains("no answer within"),
+        r.status.message.contains("timeout after 3 s"),
         "{}",
         r.status.message
     );
@@ -311,6 +313,136 @@ async fn timeouts_and_malformed_json_give_a_clear_status_and_keep_the_last_jobs(
         closed.status.message
     );
     assert!(YarnSource::from_arg("http://rm:8088,bogus=1").is_err());
+}
+
+/// A test CA and a certificate for "localhost" it signed: (CA PEM, chain PEM, key PEM).
+fn test_ca() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().unwrap();
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["localhost".into()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    (ca.pem(), cert.pem(), key.serialize_pem())
+}
+
+/// An HTTPS-only RM with its own CA: trusted with `ca=FILE`, refused
+/// without it (the reason names the certificate).
+#[tokio::test]
+async fn an_https_rm_with_its_own_ca_is_polled_with_ca_file() {
+    let (ca, chain, key) = test_ca();
+    let s = TestServer::start_tls(&chain, &key).await;
+    serve_cluster(&s, TS, 20.0, 0, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca).unwrap();
+
+    let mut trusted = YarnSource::from_arg(&format!("{},ca={}", s.url, ca_file.display())).unwrap();
+    let r = trusted.poll().await;
+    assert!(r.status.ok, "{}", r.status.message);
+    assert_eq!(r.jobs.len(), 2);
+
+    let mut untrusted = YarnSource::from_arg(&s.url).unwrap();
+    let r = untrusted.poll().await;
+    assert!(!r.status.ok);
+    assert!(
+        r.status.message.to_lowercase().contains("certificate"),
+        "{}",
+        r.status.message
+    );
+}
+
+/// RM HA: a standby answers every REST call with a redirect to the active
+/// RM, which is followed; given as two URLs, a dead first one is skipped
+/// and the one that answered is asked first from then on.
+#[tokio::test]
+async fn a_standby_rm_is_followed_to_the_active_one() {
+    let active = TestServer::start().await;
+    serve_cluster(&active, TS, 20.0, 0, 0);
+    let standby = TestServer::start().await;
+    standby.fallback(Route::Redirect(active.url.clone()));
+    let mut through_redirect = YarnSource::from_arg(&standby.url).unwrap();
+    let r = through_redirect.poll().await;
+    assert!(r.status.ok, "{}", r.status.message);
+    assert_eq!(r.jobs.len(), 2);
+    assert!(active.served() > 0 && standby.served() == 0);
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dead = format!("http://127.0.0.1:{port}");
+    let mut two_urls = YarnSource::from_arg(&format!("{dead},standby={}", active.url)).unwrap();
+    let r = two_urls.poll().await;
+    assert!(r.status.ok, "{}", r.status.message);
+    assert_eq!(r.jobs.len(), 2);
+    assert_eq!(two_urls.rm.display(), active.url, "the answering RM first");
+}
+
+/// An RM that remembers 100,000 finished applications costs a poll what one
+/// with 10 does: both lists are asked filtered (`states`,
+/// `finishedTimeBegin`, `limit`). The unfiltered list would be ~30 MB.
+#[tokio::test]
+async fn a_poll_costs_the_same_with_10_or_100000_finished_applications() {
+    let mut per_poll = Vec::new();
+    for finished in [10usize, 100_000] {
+        let s = TestServer::start().await;
+        serve_cluster(&s, TS, 20.0, 0, 0);
+        s.set(
+            "/ws/v1/cluster/apps",
+            Route::Compute(Arc::new(move |target: &str| rm_app_list(target, finished))),
+        );
+        let mut src = source(&s).await;
+        let started = Instant::now();
+        let r = src.poll().await;
+        let took = started.elapsed();
+        assert!(r.status.ok, "{}", r.status.message);
+        assert_eq!(r.jobs.len(), 1, "the running application only");
+        let unfiltered = rm_app_list("/ws/v1/cluster/apps", finished).len();
+        eprintln!(
+            "{finished} finished applications: a poll read {} bytes in {:.1} ms (the unfiltered list: {unfiltered} bytes)",
+            s.served(),
+            took.as_secs_f64() * 1e3
+        );
+        per_poll.push(s.served());
+    }
+    assert_eq!(per_poll[0], per_poll[1], "bytes read per poll");
+}
+
+/// What an RM answers to `/ws/v1/cluster/apps[?states=..&finishedTimeBegin=..&limit=..]`
+/// with one running TeraSort and `finished` applications that ended long ago.
+fn rm_app_list(target: &str, finished: usize) -> String {
+    let query: HashMap<&str, &str> = target
+        .split_once('?')
+        .map(|(_, q)| q.split('&').filter_map(|kv| kv.split_once('=')).collect())
+        .unwrap_or_default();
+    let states: Option<Vec<&str>> = query.get("states").map(|s| s.split(',').collect());
+    let since: u64 = query
+        .get("finishedTimeBegin")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let limit: usize = query
+        .get("limit")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(usize::MAX);
+    let mut apps = vec![app(TS, 1, "TeraSort", "RUNNING", "UNDEFINED", "")];
+    for i in 0..finished {
+        let mut a = app(TS, 10 + i as u32, "old job", "FINISHED", "SUCCEEDED", "");
+        a["finishedTime"] = json!(1_000 + i as u64);
+        apps.push(a);
+    }
+    apps.retain(|a| {
+        let state = a["state"].as_str().unwrap_or("");
+        states.as_ref().is_none_or(|s| s.contains(&state))
+            && (state == "RUNNING" || a["finishedTime"].as_u64().unwrap_or(0) >= since)
+    });
+    apps.truncate(limit);
+    json!({"apps": {"app": apps}}).to_string()
 }
 
 #[tokio::test]

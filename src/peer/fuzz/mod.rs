@@ -202,6 +202,19 @@ fn check_answer(
                 prop_assert!(!Path::new(copy).exists(), "{copy} left behind");
             }
         }
+        (ControlRequest::VmFigures { vms, .. }, ControlResponse::VmFigures { vms: answer, .. }) => {
+            // Every member observes: figures of the VMs asked for, no others.
+            for vm in &answer {
+                prop_assert!(vms.iter().any(|n| n == vm.name.as_str()), "{vm:?}");
+            }
+        }
+        (ControlRequest::VmAction { .. }, answer) if role < Role::Control => {
+            prop_assert!(
+                matches!(&answer, ControlResponse::Refused { reason } if reason.contains("lacks the control role") && fit_to_show(reason)),
+                "a {role} member got {answer:?}"
+            );
+        }
+        (ControlRequest::VmAction { .. }, ControlResponse::Acted { .. }) => {}
         (_, ControlResponse::Refused { reason }) => {
             prop_assert!(fit_to_show(&reason), "{reason:?}");
         }

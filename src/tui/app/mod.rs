@@ -19,7 +19,7 @@ use super::keymap::Keymap;
 use super::panes::Selection;
 use super::rows::{self, VmRow, VmSort};
 use super::theme::Theme;
-use crate::api::{Request, Update};
+use crate::api::{RemoteVmKey, Request, Update};
 use crate::model::{JobView, OperationView, Status, VmView};
 
 /// How long a status-line message stays up.
@@ -382,10 +382,57 @@ impl App {
         status.jobs.iter().find(|j| job_key(j) == key)
     }
 
+    /// The VM selected in the VM table with its figures: this peer's, or
+    /// another's once its host gave them.
     pub fn selected_vm(&self) -> Option<&VmView> {
+        self.selected_vm_row()?.view
+    }
+
+    /// The selected row of the VM table (here or, with the overlay toggle, on
+    /// another peer).
+    pub fn selected_vm_row(&self) -> Option<VmRow<'_>> {
         let status = self.status.as_ref()?;
         let key = self.vms.selection.key()?;
-        status.vms.iter().find(|v| v.name == key)
+        rows::vm_rows(status, self.vms_all, VmSort::Name, "")
+            .into_iter()
+            .find(|r| r.key() == key)
+    }
+
+    /// Other peers' VMs whose figures the console needs: the rows of the VM
+    /// table on screen at the last frame and the selected one (the
+    /// Throughput pane); all of them when sorted by a figure.
+    pub fn watched_remote_vms(&self) -> Vec<RemoteVmKey> {
+        let Some(status) = &self.status else {
+            return Vec::new();
+        };
+        if !self.vms_all {
+            return Vec::new();
+        }
+        let rows = self.vm_rows(status);
+        let shown = self
+            .hits
+            .borrow()
+            .rows
+            .iter()
+            .find(|(p, _, _)| *p == Pane::Vms)
+            .map(|(_, rect, offset)| *offset..*offset + rect.height as usize);
+        let selected = self.vms.selection.key();
+        let mut keys: Vec<RemoteVmKey> = rows
+            .iter()
+            .enumerate()
+            .filter(|(i, r)| {
+                !r.local
+                    && (self.vm_sort.by_figures()
+                        || shown.as_ref().is_some_and(|s| s.contains(i))
+                        || selected == Some(r.key().as_str()))
+            })
+            .map(|(_, r)| RemoteVmKey {
+                host_id: r.host_id.to_string(),
+                vm: r.name.into(),
+            })
+            .collect();
+        keys.sort();
+        keys
     }
 
     /// The selected VM row's key (`name` or `name@host`).
@@ -422,7 +469,8 @@ impl App {
     /// message if nothing is left to pick or the VM is gone.
     fn refresh_dialog(&mut self) {
         let Some(status) = &self.status else { return };
-        let vm_present = |vm: &str| status.vms.iter().any(|v| v.name == vm);
+        let all = rows::vm_rows(status, true, VmSort::Name, "");
+        let vm_present = |vm: &str| all.iter().any(|r| r.name == vm);
         match std::mem::replace(&mut self.mode, Mode::Normal) {
             Mode::PickPeer {
                 vm,
@@ -433,7 +481,12 @@ impl App {
                 if !vm_present(&vm) {
                     return self.say_error(format!("{vm} is no longer on this peer"));
                 }
-                let new = candidates(status);
+                let host_id = all
+                    .iter()
+                    .find(|r| r.name == vm)
+                    .map(|r| r.host_id.to_string())
+                    .unwrap_or_default();
+                let new = candidates(status, &host_id);
                 if new.is_empty() {
                     return self.say_error("No other connected peer to migrate to".into());
                 }
@@ -453,7 +506,7 @@ impl App {
                 if let Some(vm) = command.vm()
                     && !vm_present(vm)
                 {
-                    return self.say_error(format!("{vm} is no longer on this peer"));
+                    return self.say_error(format!("{vm} is gone"));
                 }
                 self.mode = Mode::Confirm { question, command };
             }
@@ -478,11 +531,12 @@ impl App {
     }
 }
 
-/// Connected peers other than this one, in table order.
-fn candidates(status: &Status) -> Vec<Candidate> {
+/// Where a VM on `host_id` may go: every connected peer but its host (this
+/// one included when the VM is elsewhere), in table order.
+fn candidates(status: &Status, host_id: &str) -> Vec<Candidate> {
     rows::peer_rows(status)
         .into_iter()
-        .filter(|r| !r.is_local && r.connected)
+        .filter(|r| r.peer_id != host_id && r.connected)
         .map(|r| Candidate {
             peer_id: r.peer_id,
             name: r.name,

@@ -143,19 +143,87 @@ fn s_p_d_make_lifecycle_commands_for_the_selected_vm() {
     assert_eq!(press(&mut app, &[key('y')]), vec![Request::remove("web-1")]);
 }
 
+/// With the overlay toggle, another peer's VM is listed; once its host's
+/// figures arrive it shows them and can be acted on here (its host decides),
+/// its migration picker offering every connected peer but its host, this one
+/// included; before they arrive the console says it waits. Only what is on
+/// screen (and the selection) is watched.
 #[test]
-fn overlay_toggle_lists_other_peers_vms_which_cannot_be_operated_here() {
+fn overlay_toggle_shows_other_peers_vms_with_their_figures_and_acts_on_them() {
+    use crate::api::RemoteVmKey;
+    use crate::model::{RemoteVmView, VmStats};
+    let peer_b = "12D3KooWPeerBbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
     let mut app = app_with(Some(sample_status()));
     press(&mut app, &[key('a')]);
     assert!(app.vms_all);
     press(&mut app, &[key('k')]);
     assert_eq!(app.selected_vm_key(), Some("cache-3@peer-b"));
+    let cache_3 = RemoteVmKey {
+        host_id: peer_b.into(),
+        vm: "cache-3".into(),
+    };
+    assert_eq!(app.watched_remote_vms(), vec![cache_3.clone()]);
     assert!(press(&mut app, &[key('s')]).is_empty());
     assert!(
-        message(&app).contains("runs on another peer"),
+        message(&app).contains("no state from its host yet"),
         "{}",
         message(&app)
     );
+
+    let mut status = sample_status();
+    status.remote_vms = vec![RemoteVmView {
+        host_id: peer_b.into(),
+        vm: VmView {
+            name: "cache-3".into(),
+            state: VmState::Running,
+            stats: Some(VmStats {
+                cpu_pct_guest: Some(42.0),
+                ..VmStats::default()
+            }),
+            ..VmView::default()
+        },
+        age_s: 0,
+    }];
+    app.set_status(Some(status));
+    let shown = app.selected_vm().expect("figures from peer-b");
+    assert_eq!(shown.stats.as_ref().unwrap().cpu_pct_guest, Some(42.0));
+    assert_eq!(press(&mut app, &[key('s')]), vec![Request::stop("cache-3")]);
+    assert_eq!(
+        press(&mut app, &[key('p')]),
+        vec![Request::pause("cache-3")]
+    );
+    press(&mut app, &[key('m')]);
+    let Mode::PickPeer { candidates, .. } = &app.mode else {
+        panic!("picker expected, got {:?}", app.mode)
+    };
+    let names: Vec<&str> = candidates.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["node-a", "peer-c"],
+        "all connected peers but its host"
+    );
+    press(&mut app, &[code(KeyCode::Down), code(KeyCode::Enter)]);
+    let sent = press(&mut app, &[key('y')]);
+    assert_eq!(
+        sent,
+        vec![Request::migrate(
+            "cache-3",
+            "12D3KooWPeerCccccccccccccccccccccccccccccccccccccc"
+        )]
+    );
+    assert!(
+        press(&mut app, &[key('d')]).is_empty(),
+        "deletion stays local"
+    );
+    assert!(
+        message(&app).contains("delete it there"),
+        "{}",
+        message(&app)
+    );
+
+    // Back to this peer's VMs: nothing of other peers is watched.
+    press(&mut app, &[key('a')]);
+    assert!(app.watched_remote_vms().is_empty());
     press(
         &mut app,
         &[key('o'), key('o'), key('o'), key('o'), key('o'), key('o')],
@@ -357,7 +425,7 @@ fn a_delta_from_the_node_moves_the_state_and_the_selection() {
         ..Delta::default()
     })));
     assert!(matches!(app.mode, Mode::Normal));
-    assert!(message(&app).contains("web-1 is no longer on this peer"));
+    assert!(message(&app).contains("web-1 is gone"), "{}", message(&app));
     assert_eq!(app.selected_vm().map(|v| v.name.as_str()), Some("db-1"));
     // db-1 kept its figures through the list change.
     assert_eq!(

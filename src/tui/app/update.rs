@@ -117,6 +117,19 @@ impl App {
         }
     }
 
+    /// A connected peer (this one included) by nickname or id, as its id; the
+    /// name as typed when no peer has it (the node explains).
+    fn peer_id_named(&self, peer: &str) -> String {
+        self.status
+            .as_ref()
+            .and_then(|s| {
+                candidates(s, "")
+                    .into_iter()
+                    .find(|c| c.name == peer || c.peer_id == peer)
+            })
+            .map_or(peer.to_string(), |c| c.peer_id)
+    }
+
     fn run_command_line(&mut self, line: &str) -> Option<Request> {
         if line.is_empty() {
             return None;
@@ -136,28 +149,12 @@ impl App {
         };
         match parsed {
             Parsed::Migrate { vm, peer } => {
-                let to = self
-                    .status
-                    .as_ref()
-                    .and_then(|s| {
-                        candidates(s)
-                            .into_iter()
-                            .find(|c| c.name == peer || c.peer_id == peer)
-                    })
-                    .map_or(peer.clone(), |c| c.peer_id);
+                let to = self.peer_id_named(&peer);
                 self.say(format!("Migration of {vm} to {peer} requested"));
                 Some(Request::migrate(vm, to))
             }
             Parsed::Replicate { vm, peer } => {
-                let to = self
-                    .status
-                    .as_ref()
-                    .and_then(|s| {
-                        candidates(s)
-                            .into_iter()
-                            .find(|c| c.name == peer || c.peer_id == peer)
-                    })
-                    .map_or(peer.clone(), |c| c.peer_id);
+                let to = self.peer_id_named(&peer);
                 self.say(format!("Replication of {vm} to {peer} requested"));
                 Some(Request::replicate(vm, to))
             }
@@ -381,14 +378,14 @@ impl App {
                 None => self.say_error("No service selected (Services pane)".into()),
             },
             Action::StartStop => {
-                let vm = self.local_vm_for_action()?;
+                let vm = self.vm_for_action()?;
                 return Some(match vm.state {
                     VmState::Running | VmState::Paused => Request::stop(vm.name.clone()),
                     _ => Request::start(vm.name.clone()),
                 });
             }
             Action::PauseResume => {
-                let vm = self.local_vm_for_action()?;
+                let vm = self.vm_for_action()?;
                 let name = vm.name.clone();
                 return match vm.state {
                     VmState::Running => Some(Request::pause(name)),
@@ -403,7 +400,12 @@ impl App {
             }
             Action::Delete if self.focus == Pane::Operations => self.confirm_abort(),
             Action::Delete => {
-                let name = self.local_vm_for_action()?.name.to_string();
+                if self.selected_vm_row().is_some_and(|r| !r.local) {
+                    let key = self.selected_vm_key().unwrap_or_default().to_string();
+                    self.say_error(format!("{key} runs on another peer: delete it there"));
+                    return None;
+                }
+                let name = self.vm_for_action()?.name.to_string();
                 self.confirm_delete(name);
             }
             Action::Sort => {
@@ -479,15 +481,17 @@ impl App {
         };
     }
 
-    /// The selected VM if it is on this peer, else a message saying why not.
-    pub(super) fn local_vm_for_action(&mut self) -> Option<&VmView> {
+    /// The selected VM with its figures (here, or on another peer once its
+    /// host gave them; its host decides whether this peer may act on it),
+    /// else a message saying why not.
+    pub(super) fn vm_for_action(&mut self) -> Option<&VmView> {
         if self.status.is_none() {
             self.say_error("Not connected to the node yet".into());
             return None;
         }
         if self.selected_vm().is_none() {
             let text = match self.selected_vm_key() {
-                Some(key) => format!("{key} runs on another peer: act on it from there"),
+                Some(key) => format!("{key}: no state from its host yet (try again in a moment)"),
                 None => "No VM selected".into(),
             };
             self.say_error(text);
@@ -498,7 +502,7 @@ impl App {
 
     /// Opens the peer picker for migrating (or replicating) the selected VM.
     pub(super) fn start_pick_peer(&mut self, replicate: bool) {
-        let Some(vm) = self.local_vm_for_action() else {
+        let Some(vm) = self.vm_for_action() else {
             return;
         };
         if !replicate && vm.state != VmState::Running {
@@ -510,7 +514,15 @@ impl App {
             return self.say_error(text);
         }
         let name = vm.name.to_string();
-        let candidates = self.status.as_ref().map(candidates).unwrap_or_default();
+        let host_id = self
+            .selected_vm_row()
+            .map(|r| r.host_id.to_string())
+            .unwrap_or_default();
+        let candidates = self
+            .status
+            .as_ref()
+            .map(|s| candidates(s, &host_id))
+            .unwrap_or_default();
         if candidates.is_empty() {
             let what = if replicate { "replicate" } else { "migrate" };
             return self.say_error(format!("No other connected peer to {what} to"));

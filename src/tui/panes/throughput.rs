@@ -46,7 +46,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
         .filter(|h| !h.cpu_pct_guest.is_empty());
     let Some(history) = history else {
         let text = if vm.is_none() {
-            "runs on another peer: figures are kept by its host"
+            "runs on another peer: waiting for its host's figures"
         } else {
             "no data yet (figures appear after two samples)"
         };

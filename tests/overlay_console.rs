@@ -1,0 +1,234 @@
+//! One console for the whole overlay: peer A sees the live figures of a VM on
+//! peer C (as C itself reports them) and moves it from C to B, once C grants
+//! A the control role; before that, C's refusal names C and the role. Real
+//! node processes, private libvirt daemons, a real guest (TCG).
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use common::guests::{Rig, boot};
+use common::{TestNode, eventually, stderr, stdout, virsh};
+use serde_json::Value;
+
+fn domains(node: &TestNode, all: bool) -> Vec<String> {
+    let mut args = vec!["list", "--name"];
+    if all {
+        args.push("--all");
+    }
+    virsh(&node.hypervisor_uri(), &args)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// A sample of a VM's history: (cpu, disk r, disk w, net rx, net tx).
+type Sample = [f64; 5];
+
+fn samples(vm: &Value) -> Vec<Sample> {
+    let h = &vm["history"];
+    let ring = |k: &str| -> Vec<f64> {
+        h[k].as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_f64)
+            .collect()
+    };
+    let series = [
+        ring("cpu_pct_guest"),
+        ring("disk_read_bps"),
+        ring("disk_write_bps"),
+        ring("net_rx_bps"),
+        ring("net_tx_bps"),
+    ];
+    (0..series[0].len())
+        .map(|i| std::array::from_fn(|k| series[k].get(i).copied().unwrap_or(f64::NAN)))
+        .collect()
+}
+
+/// web-1 as A's one-shot status shows it (figures asked of its host).
+fn remote_vm(a: &TestNode, host_id: &str, name: &str) -> Option<Value> {
+    a.status()["remote_vms"]
+        .as_array()?
+        .iter()
+        .find(|r| r["host_id"] == host_id && r["vm"]["name"] == name)
+        .map(|r| r["vm"].clone())
+}
+
+/// C's own `vm stats NAME --json`.
+fn own_stats(c: &TestNode, name: &str) -> Value {
+    let out = c.cli(&["vm", "stats", name, "--json"]);
+    assert!(out.status.success(), "vm stats: {}", stderr(&out));
+    serde_json::from_slice(&out.stdout).expect("vm stats --json")
+}
+
+/// A's figures of a VM agree with its host's within one sample: A's latest
+/// sample is the host's latest or the one before (the host may have sampled
+/// once between the two reads), and A's history is the host's up to there.
+fn agree_within_one_sample(theirs: &[Sample], own: &[Sample]) -> bool {
+    let Some(last) = theirs.last() else {
+        return false;
+    };
+    let n = own.len();
+    let at = (n.saturating_sub(2)..n).rev().find(|&i| own[i] == *last);
+    at.is_some_and(|i| {
+        let k = theirs.len().min(i + 1);
+        theirs[theirs.len() - k..] == own[i + 1 - k..=i]
+    })
+}
+
+/// Lines of A's pushed updates (what an attached console reads) after a
+/// watch of `web-1` on `host_id`, until one carries its figures.
+fn figures_pushed_to_a_console(a: &TestNode, host_id: &str, within: Duration) -> Option<Value> {
+    let socket = a.data_dir().join("control.sock");
+    let watch = serde_json::json!({
+        "request": "watch",
+        "vms": [{ "host_id": host_id, "vm": "web-1" }],
+    });
+    let mut conn = UnixStream::connect(&socket).expect("control socket");
+    writeln!(conn, "{watch}").unwrap();
+    let mut line = String::new();
+    BufReader::new(&conn).read_line(&mut line).unwrap();
+    assert!(line.contains("\"ok\""), "watch answered {line}");
+
+    let mut conn = UnixStream::connect(&socket).expect("control socket");
+    writeln!(conn, "{}", serde_json::json!({ "request": "subscribe" })).unwrap();
+    conn.set_read_timeout(Some(within)).unwrap();
+    let deadline = Instant::now() + within;
+    let mut reader = BufReader::new(conn);
+    while Instant::now() < deadline {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return None;
+        }
+        let update: Value = serde_json::from_str(&line).ok()?;
+        let found = update["ok"]["remote_vms"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["host_id"] == host_id && r["vm"]["name"] == "web-1")
+            .filter(|r| !r["vm"]["stats"].is_null());
+        if let Some(r) = found {
+            return Some(r["vm"].clone());
+        }
+    }
+    None
+}
+
+#[test]
+fn vm_on_a_third_peer_is_watched_and_moved_from_any_console() {
+    let rig = Rig::new("ovc");
+    let a = rig.node("peer-a", None, &[]);
+    let b = rig.node("peer-b", Some(&a), &[]);
+    let c = rig.node("peer-c", Some(&a), &[]);
+    for (node, others) in [(&a, ["peer-b", "peer-c"]), (&c, ["peer-a", "peer-b"])] {
+        assert!(
+            eventually(Duration::from_secs(60), || {
+                let peers = node.connected_peers();
+                others.iter().all(|o| peers.iter().any(|p| p == o))
+            }),
+            "{} did not meet {others:?}:\n{}",
+            node.nick,
+            node.log()
+        );
+    }
+    b.allow_control(&c);
+    let c_id = c.peer_id();
+
+    boot(&c, &rig.netns, "web-1", &[]);
+    assert!(
+        eventually(Duration::from_secs(30), || a.peer("peer-c")["vms"]
+            .as_array()
+            .is_some_and(|v| v.iter().any(|n| n == "web-1"))),
+        "A never heard of web-1 on peer-c"
+    );
+
+    // A's figures of web-1 are C's own, within one sample.
+    let mut last = (Vec::new(), Vec::new());
+    let agreed = eventually(Duration::from_secs(60), || {
+        let Some(theirs) = remote_vm(&a, &c_id, "web-1") else {
+            return false;
+        };
+        let own = own_stats(&c, "web-1");
+        assert_eq!(theirs["state"], "running");
+        assert_eq!(theirs["state"], own["state"]);
+        last = (samples(&theirs), samples(&own));
+        last.0.len() >= 2 && agree_within_one_sample(&last.0, &last.1)
+    });
+    assert!(
+        agreed,
+        "A's figures of web-1 never matched C's:\nA: {:?}\nC: {:?}",
+        last.0, last.1
+    );
+
+    // What an attached console gets: the watched VM's figures, pushed.
+    let pushed = figures_pushed_to_a_console(&a, &c_id, Duration::from_secs(30))
+        .expect("no pushed figures of web-1 on A's updates");
+    assert_eq!(pushed["state"], "running");
+    assert!(!samples(&pushed).is_empty(), "history pushed: {pushed}");
+
+    // Without the control role on C, C refuses and says who and why.
+    let out = a.cli(&["migrate", "web-1", "--to", "peer-b"]);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "migrate without the role: {err}");
+    assert!(
+        err.contains("peer-c refuses") && err.contains("control role"),
+        "{err}"
+    );
+    let out = a.cli(&["vm", "pause", "web-1"]);
+    assert!(
+        stderr(&out).contains("peer-c refuses") && stderr(&out).contains("control role"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(domains(&c, false), ["web-1"], "web-1 still runs on C");
+
+    // With it, A moves web-1 from C to B: it runs on B only.
+    c.allow_control(&a);
+    let out = a.cli(&["migrate", "web-1", "--to", "peer-b", "--json"]);
+    assert!(
+        out.status.success(),
+        "migrate from A: {}\n{}",
+        stderr(&out),
+        c.log()
+    );
+    let started: Value = serde_json::from_slice(&out.stdout).expect("migrate --json");
+    assert_eq!(started["vm"], "web-1", "{}", stdout(&out));
+    assert!(
+        eventually(Duration::from_secs(120), || domains(&b, false) == ["web-1"]
+            && domains(&c, true).is_empty()),
+        "web-1 did not move to B only: B {:?}, C {:?}\n{}",
+        domains(&b, true),
+        domains(&c, true),
+        c.log()
+    );
+    assert!(domains(&a, true).is_empty(), "nothing on A");
+    // A acts on it where it now runs: B grants A nothing, so B refuses.
+    let out = a.cli(&["vm", "pause", "web-1"]);
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            let out = a.cli(&["vm", "pause", "web-1"]);
+            stderr(&out).contains("peer-b refuses")
+        }),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn figures_agree_within_one_sample_means_what_it_says() {
+    let own = [[1.0; 5], [2.0; 5], [3.0; 5]];
+    assert!(agree_within_one_sample(&own[..], &own[..]));
+    assert!(agree_within_one_sample(&own[..2], &own[..]), "one behind");
+    assert!(!agree_within_one_sample(&own[..1], &own[..]), "two behind");
+    assert!(!agree_within_one_sample(&[[9.0; 5]], &own[..]));
+    let skewed = [[1.0; 5], [3.0; 5]];
+    assert!(
+        !agree_within_one_sample(&skewed[..], &own[..]),
+        "history differs"
+    );
+}
