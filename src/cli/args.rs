@@ -80,8 +80,17 @@ impl Cli {
             .get_arguments()
             .map(|a| a.get_id().as_str())
             .chain(["attach", "embed"]);
+        // A command with an option of the same name (`bench --image-dir`) has it
+        // for itself: clap passes a global option's value up to here too.
+        let command = <Cli as clap::CommandFactory>::command();
+        let own = |id: &str| {
+            command
+                .find_subcommand(name)
+                .is_some_and(|c| c.get_arguments().any(|a| a.get_id() == id))
+        };
         for id in ids {
-            if matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine) {
+            if !own(id) && matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine)
+            {
                 return Err(format!(
                     "--{} is an option of the console, not of `peervisor {name}`{}",
                     id.replace('_', "-"),
@@ -900,5 +909,43 @@ mod tests {
                 .unwrap();
         let text = format!("{cli:?}");
         assert!(text.contains("bridge: Some(\"br0\")"), "{text}");
+    }
+
+    /// A console option before another command is refused, but a command's own
+    /// option of the same name (`bench --image-dir`) is its own.
+    #[test]
+    fn console_options_are_refused_only_where_they_do_not_belong() {
+        let check = |words: &[&str]| {
+            let matches = super::Cli::command().try_get_matches_from(words).unwrap();
+            let cli = <super::Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap();
+            cli.check_console_options(&matches)
+        };
+        let refused = check(&[
+            "peervisor",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/1",
+            "vm",
+            "list",
+        ]);
+        assert_eq!(
+            refused.unwrap_err(),
+            "--listen is an option of the console, not of `peervisor vm`"
+        );
+        check(&[
+            "peervisor",
+            "bench",
+            "penalty",
+            "--image-dir",
+            "/tmp/images",
+        ])
+        .unwrap();
+        check(&[
+            "peervisor",
+            "bench",
+            "--image-dir",
+            "/tmp/images",
+            "penalty",
+        ])
+        .unwrap();
     }
 }

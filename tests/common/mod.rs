@@ -292,13 +292,22 @@ impl TestNode {
 
     /// Nicknames of the peers this node is connected to.
     /// The peer named `nick` in this node's status (`Null` if it is not listed).
+    /// The peer named `nick` in this node's status; a connected one first: a
+    /// node restarted under the same nick has a new id, and the old one's entry
+    /// stays (not connected) until the overlay has seen it go.
     pub fn peer(&self, nick: &str) -> Value {
-        self.status()["peers"]
+        let status = self.status();
+        let named: Vec<&Value> = status["peers"]
             .as_array()
             .into_iter()
             .flatten()
-            .find(|p| p["nick"] == nick)
-            .cloned()
+            .filter(|p| p["nick"] == nick)
+            .collect();
+        named
+            .iter()
+            .find(|p| p["connected"] == true)
+            .or(named.first())
+            .map(|p| (*p).clone())
             .unwrap_or(Value::Null)
     }
 
