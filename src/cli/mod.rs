@@ -17,6 +17,7 @@ mod generate;
 mod image;
 mod join;
 mod migrate;
+mod node_args;
 mod peers;
 mod services;
 mod status;

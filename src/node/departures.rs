@@ -198,7 +198,7 @@ impl EventLoop {
             }
             // Our check found it alive: the other end closed the connection
             // (it trims its own). Kept only if we are short of connections.
-            Some(_) if self.swarm.connected_peers().count() > super::TARGET_CONNECTIONS => {
+            Some(_) if self.swarm.connected_peers().count() > super::upkeep::TARGET_CONNECTIONS => {
                 self.departures.closing_on_purpose(id);
                 self.swarm.close_connection(id);
             }

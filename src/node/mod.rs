@@ -18,6 +18,8 @@ mod relay;
 mod retire;
 mod streams;
 mod transport;
+mod upkeep;
+mod why;
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -43,6 +45,8 @@ pub use guard::ConnectionCaps;
 pub use relay::RelayConfig;
 pub use streams::{Stream, StreamControl};
 pub use transport::{MAX_STREAMS_PER_CONNECTION, Pipe, Wire};
+pub use why::error_chain;
+use why::{explain_dial_error, remote_ip};
 
 /// How a node joins the overlay.
 pub struct NodeConfig {
@@ -348,14 +352,6 @@ struct EventLoop {
 }
 
 const MAX_DIAL_ERRORS: usize = 8;
-/// Direct connections a node keeps when the DHT knows enough peers.
-const TARGET_CONNECTIONS: usize = 8;
-/// Above this many peers connected, the node closes idle connections down to it
-/// (after [`TRIM_AFTER`]): without a bound, the overlay's seed peer keeps a
-/// connection (and its pings and gossip) to every peer that ever joined.
-const MAX_CONNECTED: usize = 2 * TARGET_CONNECTIONS;
-/// A connection younger than this is never trimmed: its peer is still joining.
-const TRIM_AFTER: Duration = Duration::from_secs(60);
 /// How long a DHT provider record lives without being republished (every
 /// third of it). The DHT is the slow path for what gossip missed, and `find`
 /// asks every provider it returns, so a stale record costs one failed request;
@@ -404,90 +400,6 @@ impl EventLoop {
                 }
                 _ = retire_tick.tick() => self.review_retiring(),
                 _ = digest_tick.tick() => self.compare_digests(),
-            }
-        }
-    }
-
-    fn redial_bootstrap(&mut self, uptime: Duration) {
-        let connected = self.swarm.connected_peers().count();
-        // Back off once the node has company, so a dead bootstrap peer costs little.
-        if connected > 0 && uptime > Duration::from_secs(30) {
-            return;
-        }
-        for addr in self.bootstrap.clone() {
-            let known = self
-                .peers
-                .values()
-                .any(|p| p.connections > 0 && p.addrs.contains(&addr));
-            if !known && let Err(e) = self.swarm.dial(addr.clone()) {
-                tracing::debug!("dial {addr}: {e}");
-            }
-        }
-        if connected > 0 {
-            let _ = self.swarm.behaviour_mut().kad.bootstrap();
-        }
-    }
-
-    /// Keeps a handful of direct connections to peers the DHT knows, so gossip
-    /// meshes form and an announcement reaches everyone in a few hops, not via
-    /// one bootstrap peer's lazy gossip.
-    fn top_up_connections(&mut self) {
-        let connected: std::collections::HashSet<PeerId> =
-            self.swarm.connected_peers().copied().collect();
-        if connected.len() > MAX_CONNECTED {
-            self.trim_connections(connected.len() - MAX_CONNECTED);
-            return;
-        }
-        if connected.is_empty() || connected.len() >= TARGET_CONNECTIONS {
-            return;
-        }
-        let mut candidates: Vec<PeerId> = Vec::new();
-        for bucket in self.swarm.behaviour_mut().kad.kbuckets() {
-            for entry in bucket.iter() {
-                let peer = *entry.node.key.preimage();
-                if !connected.contains(&peer) {
-                    candidates.push(peer);
-                }
-            }
-        }
-        use rand::seq::SliceRandom;
-        candidates.shuffle(&mut rand::thread_rng());
-        for peer in candidates
-            .into_iter()
-            .take(TARGET_CONNECTIONS - connected.len())
-        {
-            if let Err(e) = self.swarm.dial(peer) {
-                tracing::debug!("dial {peer}: {e}");
-            }
-        }
-    }
-
-    /// Closes up to `excess` peers' connections: direct ones, older than
-    /// [`TRIM_AFTER`], carrying no stream of ours and no relay slot, and only
-    /// on a node that relays for no one (a circuit rides its connections).
-    fn trim_connections(&mut self, excess: usize) {
-        if self.relay_config.serve {
-            return;
-        }
-        let now = std::time::Instant::now();
-        let mut idle: Vec<PeerId> = self
-            .links
-            .older_than(TRIM_AFTER)
-            .into_iter()
-            .filter(|p| {
-                self.links.is_direct(p)
-                    && !self.reservations.on(p)
-                    && self.ledger.open_before(p, now, Some(now)) == 0
-            })
-            .collect();
-        use rand::seq::SliceRandom;
-        idle.shuffle(&mut rand::thread_rng());
-        for peer in idle.into_iter().take(excess) {
-            tracing::debug!("trimming the connection to {}", self.display_name(&peer));
-            self.departures.trimming(peer);
-            for id in self.links.connections_to(&peer) {
-                self.departures.closing_on_purpose(id);
-                self.swarm.close_connection(id);
             }
         }
     }
@@ -784,41 +696,6 @@ impl EventLoop {
             _ => {}
         }
     }
-}
-
-/// The handshake names a wrong network key itself (membership.rs); nothing
-/// else is a sign of one, so nothing else hints at it.
-fn explain_dial_error(who: &str, error: &str) -> String {
-    if error.contains("network key mismatch") {
-        // The nested libp2p wrappers add nothing to that.
-        return format!("cannot connect to {who}: network key mismatch");
-    }
-    format!("cannot connect to {who}: {error}")
-}
-
-/// An error with its causes: libp2p's outer errors ("Failed to negotiate
-/// transport protocol(s)") hide the handshake's own reason one level down.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let line = cause.to_string();
-        if !text.contains(&line) {
-            text.push_str(": ");
-            text.push_str(&line);
-        }
-        source = cause.source();
-    }
-    text
-}
-
-/// The IP address a multiaddr starts with (the key of per-address limits).
-fn remote_ip(addr: &Multiaddr) -> Option<std::net::IpAddr> {
-    addr.iter().find_map(|p| match p {
-        libp2p::multiaddr::Protocol::Ip4(ip) => Some(ip.into()),
-        libp2p::multiaddr::Protocol::Ip6(ip) => Some(ip.into()),
-        _ => None,
-    })
 }
 
 #[cfg(test)]
