@@ -604,6 +604,10 @@ impl EventLoop {
                 ..
             } => {
                 self.dial_backs.remove(&connection_id);
+                if num_established == 0 {
+                    // A probe cut short by the peer's going has no answer to wait for.
+                    self.probing.remove(&peer_id);
+                }
                 self.links.closed(peer_id, connection_id);
                 self.on_closed_for_retiring(peer_id, connection_id);
                 self.departure_on_closed(peer_id, connection_id, num_established);
