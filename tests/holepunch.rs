@@ -116,7 +116,12 @@ fn link_column(node: &TestNode, nick: &str) -> String {
         .lines()
         .find(|l| l.starts_with(nick))
         .unwrap_or_default();
-    line.split_whitespace().nth(4).unwrap_or("").to_string()
+    // The LINK column's word: the LATENCY before it is "-" or "0.52 ms", one
+    // token or two (a link up for less than a ping has none yet).
+    line.split_whitespace()
+        .find(|w| ["direct", "relay", "down"].contains(w))
+        .unwrap_or("")
+        .to_string()
 }
 
 fn logs(nodes: &[&TestNode]) -> String {
