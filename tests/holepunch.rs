@@ -112,16 +112,20 @@ fn reachability(node: &TestNode) -> String {
 /// The LINK column of `peervisor status` for `nick`.
 fn link_column(node: &TestNode, nick: &str) -> String {
     let text = common::stdout(&node.cli(&["status"]));
-    let line = text
-        .lines()
-        .find(|l| l.starts_with(nick))
-        .unwrap_or_default();
     // The LINK column's word: the LATENCY before it is "-" or "0.52 ms", one
-    // token or two (a link up for less than a ping has none yet).
-    line.split_whitespace()
-        .find(|w| ["direct", "relay", "down"].contains(w))
-        .unwrap_or("")
-        .to_string()
+    // token or two (a link up for less than a ping has none yet). An earlier
+    // round's node of the same nick stays listed "down" until the overlay has
+    // seen it go: the live one is wanted, as in `TestNode::peer`.
+    let links: Vec<&str> = text
+        .lines()
+        .filter(|l| l.split_whitespace().next() == Some(nick))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .find(|w| ["direct", "relay", "down"].contains(w))
+        })
+        .collect();
+    let live = links.iter().find(|w| **w != "down");
+    live.or(links.first()).unwrap_or(&"").to_string()
 }
 
 fn logs(nodes: &[&TestNode]) -> String {
