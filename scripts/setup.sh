@@ -5,7 +5,8 @@
 # (disk images), nftables (the NAT tests), openssl (bench migrate --direct tls),
 # debootstrap and cargo-deb (the package test), Rust (rustup's stable toolchain when
 # cargo is missing or older than Cargo.toml's rust-version), and the interop test's
-# js-libp2p node (npm from apt if missing, then `npm ci` in tests/interop).
+# js-libp2p node (npm from apt if missing, then `npm ci` in tests/interop), and the
+# real Spark test's pyspark (pinned, in a venv under ~/.cache/peervisor) and JRE.
 # Safe to run again: it only does what is missing. SETUP_PLAN_ONLY=1 prints what it would do.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +26,8 @@ PACKAGES=(
   syslinux syslinux-common mtools dosfstools
   # The package test (tests/package.rs).
   debootstrap
+  # The real Spark test (tests/spark_real.rs): a venv for pyspark (below).
+  python3 python3-venv
 )
 
 missing=()
@@ -122,10 +125,38 @@ interop_plan() {
   if [ -n "$want" ] && [ "$(cat "$INTEROP_STAMP" 2>/dev/null)" = "$want" ]; then echo ok; else echo npm-ci; fi
 }
 
+# tests/spark_real.rs runs a real Spark job: pyspark, pinned, in a venv of its
+# own under ~/.cache/peervisor (the version is also in the test), and a Java 17+
+# runtime for its JVM (Debian 12 and Ubuntu 24.04 have 17, Debian 13 has 21).
+PYSPARK_VERSION=4.0.1
+PYSPARK_VENV="$HOME/.cache/peervisor/pyspark-$PYSPARK_VERSION"
+JRE_PACKAGES=(openjdk-17-jre-headless openjdk-21-jre-headless)
+
+java_ok() {
+  command -v java >/dev/null 2>&1 || return 1
+  local major
+  major=$(java -version 2>&1 | awk -F'"' '/version/ {split($2, v, "."); print v[1]; exit}')
+  [ -n "$major" ] && [ "$major" -ge 17 ]
+}
+
+pyspark_ok() {
+  [ -x "$PYSPARK_VENV/bin/python" ] \
+    && "$PYSPARK_VENV/bin/python" -c "import pyspark, sys; sys.exit(pyspark.__version__ != '$PYSPARK_VERSION')" 2>/dev/null
+}
+
+# What the Spark test lacks, as words: jre, pyspark; or ok.
+spark_plan() {
+  local need=()
+  java_ok || need+=(jre)
+  pyspark_ok || need+=(pyspark)
+  echo "${need[*]:-ok}"
+}
+
 plan=$(rust_plan)
 if [ -n "${SETUP_PLAN_ONLY:-}" ]; then
   echo "rust: $plan (need $RUST_MIN)"
   echo "interop: $(interop_plan)"
+  echo "spark: $(spark_plan)"
   exit 0
 fi
 case "$plan" in
@@ -176,4 +207,24 @@ case "$(interop_plan)" in
     lock_hash > "$INTEROP_STAMP"
     ;;
 esac
+case " $(spark_plan) " in
+  *" jre "*)
+    $SUDO apt-get update -qq
+    jre=""
+    for p in "${JRE_PACKAGES[@]}"; do
+      if apt-cache show "$p" >/dev/null 2>&1; then jre=$p; break; fi
+    done
+    if [ -z "$jre" ]; then
+      echo "setup: error: no Java 17+ runtime package (${JRE_PACKAGES[*]}) for the Spark test" >&2
+      exit 1
+    fi
+    echo "setup: installing $jre (the Spark test's JVM)"
+    $SUDO apt-get install -y -qq --no-install-recommends "$jre"
+    ;;
+esac
+if ! pyspark_ok; then
+  echo "setup: installing pyspark $PYSPARK_VERSION into $PYSPARK_VENV (the Spark test)"
+  python3 -m venv "$PYSPARK_VENV"
+  "$PYSPARK_VENV/bin/pip" install -q --disable-pip-version-check "pyspark==$PYSPARK_VERSION"
+fi
 echo "setup: ok"

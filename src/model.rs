@@ -495,6 +495,10 @@ pub enum WorkloadKind {
 /// Seconds between polls of the job sources (one `JobView::history_bps` sample each).
 pub const JOB_POLL_EVERY_S: u64 = 2;
 
+/// `JobView::state` of a row whose application its UI no longer serves, when
+/// no history server told how it ended (`JobView::note` says since when).
+pub const JOB_ENDED: &str = "ENDED";
+
 /// A Hadoop MapReduce job or Spark job seen through its REST API.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct JobView {
@@ -534,6 +538,21 @@ pub struct JobView {
     pub history_bps: Vec<f64>,
     /// Diagnostics of a failed job.
     pub error: Option<String>,
+    /// The id of the row this one belongs to (a Spark job group's application);
+    /// None for a top-level row. A parent is listed before its children.
+    #[serde(default)]
+    pub parent: Option<String>,
+    /// Spark jobs done and known so far (`n of m jobs`): the total grows as an
+    /// application submits more, which is why `progress_pct` is kept from
+    /// going backwards. Both 0 for sources without such jobs (MapReduce).
+    #[serde(default)]
+    pub jobs_completed: u64,
+    #[serde(default)]
+    pub jobs_total: u64,
+    /// How the state is known when it is not the source's live answer, e.g.
+    /// "UI gone, last seen 2026-12-07T13:02:11Z" or "from the history server".
+    #[serde(default)]
+    pub note: Option<String>,
 }
 
 /// A configured job source and how it answered.

@@ -188,3 +188,18 @@ fn npm_comes_from_apt_only_where_it_is_missing() {
         "{out}"
     );
 }
+
+#[test]
+fn the_spark_test_gets_a_jre_and_the_pinned_pyspark_where_missing() {
+    // A fresh machine: no java, no pyspark venv in its (empty) home.
+    let out = plan(&Machine {
+        cargo: Some("1.95.0"),
+        rustup_package: false,
+        home_cargo: None,
+        installed: &[],
+        npm: true,
+    });
+    assert!(out.contains("spark: jre pyspark"), "{out}");
+    let apt = out.lines().find(|l| l.starts_with("apt: ")).unwrap();
+    assert!(apt.contains("python3-venv"), "{apt}");
+}

@@ -10,7 +10,7 @@ use crate::control::client::ControlClient;
 use crate::control::{Reply, Request};
 use crate::model::{Status, short_peer_id};
 use crate::tui::panes::fmt_rate;
-use crate::tui::panes::jobs::{bench_label, source_errors};
+use crate::tui::panes::jobs::{bench_label, jobs_label, name_label, source_errors};
 
 /// `peervisor status`.
 pub async fn run(control: &ControlClient, json: bool) -> Result<()> {
@@ -181,18 +181,19 @@ fn jobs_text(status: &Status) -> String {
         let _ = writeln!(out);
         let _ = writeln!(
             out,
-            "{:<24} {:<16} {:<10} {:>5} {:>9} {:>9} {:>9} {:>9}  VMS",
-            "JOB", "BENCHMARK", "STATE", "DONE", "MAPS", "REDUCES", "READ/S", "WRITE/S"
+            "{:<24} {:<16} {:<10} {:>5} {:>8} {:>9} {:>9} {:>9} {:>9}  VMS",
+            "JOB", "BENCHMARK", "STATE", "DONE", "JOBS", "MAPS", "REDUCES", "READ/S", "WRITE/S"
         );
         let rate = |b: Option<f64>| b.map(fmt_rate).unwrap_or_else(|| "-".into());
         for j in &status.jobs {
             let _ = writeln!(
                 out,
-                "{:<24} {:<16} {:<10} {:>4.0}% {:>9} {:>9} {:>9} {:>9}  {}",
-                j.name,
+                "{:<24} {:<16} {:<10} {:>4.0}% {:>8} {:>9} {:>9} {:>9} {:>9}  {}{}",
+                name_label(j),
                 bench_label(j),
                 j.state,
                 j.progress_pct,
+                jobs_label(j),
                 format!("{}/{}", j.maps_completed, j.maps_total),
                 format!("{}/{}", j.reduces_completed, j.reduces_total),
                 rate(j.read_bps),
@@ -201,7 +202,11 @@ fn jobs_text(status: &Status) -> String {
                     "-".to_string()
                 } else {
                     j.vms.join(",")
-                }
+                },
+                j.note
+                    .as_ref()
+                    .map(|n| format!("  ({n})"))
+                    .unwrap_or_default()
             );
         }
     }

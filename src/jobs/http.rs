@@ -136,6 +136,7 @@ pub struct Response {
 pub async fn get(url: &BaseUrl, path: &str, timeout: Duration) -> Result<Response> {
     let first = url.active.load(Ordering::Relaxed);
     let mut errors = Vec::new();
+    let mut unreachable = true;
     for k in 0..url.urls.len() {
         let i = (first + k) % url.urls.len();
         let full = format!("{}{path}", url.urls[i]);
@@ -144,14 +145,42 @@ pub async fn get(url: &BaseUrl, path: &str, timeout: Duration) -> Result<Respons
                 url.active.store(i, Ordering::Relaxed);
                 return Ok(response);
             }
-            Ok(Err(e)) => errors.push(format!("GET {full}: {e:#}")),
-            Err(_) => errors.push(format!(
-                "GET {full}: timeout after {} s",
-                timeout.as_secs_f64()
-            )),
+            Ok(Err(e)) => {
+                unreachable &= e.is::<Unreachable>();
+                errors.push(format!("GET {full}: {e:#}"));
+            }
+            Err(_) => {
+                unreachable = false;
+                errors.push(format!(
+                    "GET {full}: timeout after {} s",
+                    timeout.as_secs_f64()
+                ));
+            }
         }
     }
-    Err(anyhow!(errors.join("; ")))
+    let message = errors.join("; ");
+    if unreachable {
+        return Err(Unreachable(message).into());
+    }
+    Err(anyhow!(message))
+}
+
+/// No server answered at any of a service's URLs (connection refused, no
+/// route): the service is gone, not slow or broken. `is_unreachable` tells.
+#[derive(Debug)]
+struct Unreachable(String);
+
+impl std::fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Unreachable {}
+
+/// True when `e` (from `get` or `get_json`) says no server answered at all.
+pub fn is_unreachable(e: &anyhow::Error) -> bool {
+    e.is::<Unreachable>()
 }
 
 async fn exchange(client: &reqwest::Client, url: &str) -> Result<Response> {
@@ -160,7 +189,14 @@ async fn exchange(client: &reqwest::Client, url: &str) -> Result<Response> {
         .header(reqwest::header::ACCEPT, "application/json")
         .send()
         .await
-        .map_err(|e| anyhow!("{}", error_chain(&e)))?;
+        .map_err(|e| {
+            let message = error_chain(&e);
+            if e.is_connect() {
+                anyhow::Error::from(Unreachable(message))
+            } else {
+                anyhow!(message)
+            }
+        })?;
     let status = response.status().as_u16();
     if response
         .content_length()

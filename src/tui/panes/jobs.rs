@@ -9,7 +9,9 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Paragraph, Row, Table};
 
 use super::{draw_list, fmt_rate, pane_block, placeholder, spark};
-use crate::model::{JOB_POLL_EVERY_S, JobView, PenaltyView, Status, WorkloadKind, spread_pct};
+use crate::model::{
+    JOB_ENDED, JOB_POLL_EVERY_S, JobView, PenaltyView, Status, WorkloadKind, spread_pct,
+};
 use crate::tui::app::{App, Pane};
 
 /// Width of a progress gauge's bar, in cells.
@@ -89,7 +91,24 @@ pub fn bench_label(job: &JobView) -> String {
     };
     match &job.benchmark {
         Some(b) => format!("{b}{kind}"),
-        None => "-".into(),
+        None if kind.is_empty() => "-".into(),
+        None => kind.trim_start().into(),
+    }
+}
+
+/// `2 of 3` Spark jobs done, or `-` for a row without such jobs.
+pub fn jobs_label(job: &JobView) -> String {
+    if job.jobs_total == 0 {
+        return "-".into();
+    }
+    format!("{} of {}", job.jobs_completed, job.jobs_total)
+}
+
+/// The row's name, a child (a Spark job group) indented under its parent.
+pub fn name_label(job: &JobView) -> String {
+    match job.parent {
+        Some(_) => format!(" └ {}", job.name),
+        None => job.name.clone(),
     }
 }
 
@@ -128,6 +147,7 @@ fn draw_jobs(frame: &mut Frame, area: Rect, app: &App, jobs: &[JobView]) {
         "BENCHMARK",
         "STATE",
         "PROGRESS",
+        "JOBS",
         "MAPS",
         reduces,
         "READ",
@@ -138,6 +158,7 @@ fn draw_jobs(frame: &mut Frame, area: Rect, app: &App, jobs: &[JobView]) {
         Constraint::Length(12),
         Constraint::Length(9),
         Constraint::Length(cells as u16 + 5),
+        Constraint::Length(8),
         Constraint::Length(maps_w),
         Constraint::Length(reduces_w),
         Constraint::Length(7),
@@ -157,13 +178,15 @@ fn draw_jobs(frame: &mut Frame, area: Rect, app: &App, jobs: &[JobView]) {
             let state_style = match j.state.as_str() {
                 "FAILED" | "KILLED" => theme.op_failed,
                 "RUNNING" => theme.op_active,
+                JOB_ENDED => theme.dim,
                 _ => theme.op_done,
             };
             Row::new(vec![
-                Span::raw(j.name.clone()),
+                Span::raw(name_label(j)),
                 Span::raw(bench_label(j)),
                 Span::styled(j.state.clone(), state_style),
                 Span::styled(gauge(j.progress_pct, cells), theme.gauge),
+                Span::raw(jobs_label(j)),
                 Span::raw(format!("{}/{}", j.maps_completed, j.maps_total)),
                 Span::raw(format!("{}/{}", j.reduces_completed, j.reduces_total)),
                 Span::styled(rate(j.read_bps), theme.chart_disk_read),
@@ -195,10 +218,15 @@ fn draw_job_throughput(frame: &mut Frame, area: Rect, app: &App, job: &JobView) 
     } else {
         format!("  on {}", job.vms.join(","))
     };
+    let note = job
+        .note
+        .as_ref()
+        .map(|n| format!("  ({n})"))
+        .unwrap_or_default();
     frame.render_widget(
         Paragraph::new(Line::from(vec![
             Span::styled(format!(" {} ", job.name), theme.title),
-            Span::styled(format!("read+write {now}{cpu}{vms}"), theme.dim),
+            Span::styled(format!("read+write {now}{cpu}{vms}{note}"), theme.dim),
         ])),
         title_a,
     );
@@ -303,5 +331,25 @@ mod tests {
         job.benchmark = Some("TestDFSIO".into());
         job.kind = Some(WorkloadKind::Io);
         assert_eq!(bench_label(&job), "TestDFSIO io");
+        job.benchmark = None;
+        assert_eq!(bench_label(&job), "io", "classified by its counters alone");
+    }
+
+    #[test]
+    fn a_job_group_is_indented_under_its_application_with_its_jobs_counted() {
+        let mut job = JobView {
+            name: "CPU phase".into(),
+            ..JobView::default()
+        };
+        assert_eq!(
+            (name_label(&job), jobs_label(&job)),
+            ("CPU phase".into(), "-".into())
+        );
+        job.parent = Some("app-1".into());
+        (job.jobs_completed, job.jobs_total) = (1, 2);
+        assert_eq!(
+            (name_label(&job), jobs_label(&job)),
+            (" └ CPU phase".into(), "1 of 2".into())
+        );
     }
 }
