@@ -167,7 +167,7 @@ impl SparkSource {
             let seen = humantime::format_rfc3339_seconds(app.last_seen);
             let mut note = format!("UI gone, last seen {seen}");
             if let Some(history) = self.history.clone() {
-                match self.from_history(&history, &app.id).await {
+                match self.history_rows(&history, &app.id).await {
                     Ok(rows) => {
                         app.rows = rows;
                         note = FROM_HISTORY.into();
@@ -187,7 +187,7 @@ impl SparkSource {
         self.ended.truncate(MAX_APPS);
     }
 
-    async fn from_history(&mut self, history: &BaseUrl, id: &str) -> Result<Vec<JobView>> {
+    async fn history_rows(&mut self, history: &BaseUrl, id: &str) -> Result<Vec<JobView>> {
         let app: Application =
             get_json(history, &format!("/api/v1/applications/{id}"), TIMEOUT).await?;
         let docs = fetch(history, &app).await?;

@@ -239,7 +239,8 @@ async fn job_groups_are_rows_under_their_application_classified_by_their_own_cou
     let mut src = SparkSource::from_arg(&s.url).unwrap();
     let r = src.poll().await;
     assert!(r.status.ok, "{}", r.status.message);
-    let rows: Vec<(&str, Option<&str>, &str, Option<WorkloadKind>, f64)> = r
+    type Row<'a> = (&'a str, Option<&'a str>, &'a str, Option<WorkloadKind>, f64);
+    let rows: Vec<Row> = r
         .jobs
         .iter()
         .map(|j| {
