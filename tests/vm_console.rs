@@ -1,7 +1,8 @@
 //! `peervisor vm console`: typing into a real guest's serial console and
 //! reading its answer, on the VM's own host and from another peer over the
 //! overlay (with the control role; without it the host refuses, naming
-//! itself and the role). The boot log still reaches its file.
+//! itself and the role), counted in the host's per-peer stream limit while
+//! attached. The boot log still reaches its file.
 
 mod common;
 
@@ -88,7 +89,8 @@ impl Session {
 fn vm_console_answers_typed_commands_here_and_from_another_peer() {
     let rig = Rig::new("vcon");
     let a = rig.node("peer-a", None, &[]);
-    let b = rig.node("peer-b", Some(&a), &[]);
+    // One open stream per peer on B: a console is counted in it.
+    let b = rig.node("peer-b", Some(&a), &["--peer-max-streams", "1"]);
     assert!(
         eventually(Duration::from_secs(30), || a.connected_peers()
             == ["peer-b"]),
@@ -130,7 +132,29 @@ fn vm_console_answers_typed_commands_here_and_from_another_peer() {
         remote.output(),
         a.log()
     );
+    // A second console from A while this one is attached: over A's limit on B.
+    let out = a.cli(&["vm", "console", "web-1"]);
+    let err = stderr(&out);
+    assert!(
+        !out.status.success(),
+        "a second console over the limit: {err}"
+    );
+    assert!(
+        err.contains(
+            "peer-b refuses the console of web-1: too many open streams from you (at most 1)"
+        ),
+        "{err}"
+    );
     assert!(remote.detach(), "Ctrl-] did not detach");
+    // Detached, the stream no longer counts.
+    let mut again = Session::open(&a, "web-1");
+    assert!(
+        again.ask("echo pv-$((8*9))", "pv-72"),
+        "no console after the first detached: {:?}\n{}",
+        again.output(),
+        b.log()
+    );
+    assert!(again.detach(), "Ctrl-] did not detach");
 
     // The boot log still goes to its file.
     let log = std::fs::read_to_string("/var/lib/peervisor/console/web-1.log").unwrap_or_default();

@@ -7,7 +7,10 @@ use std::sync::Arc;
 use anyhow::Result;
 use futures::StreamExt;
 
+use libp2p::PeerId;
+
 use super::{Peer, announcing};
+use crate::admission::limits::{self, OpenGuard};
 use crate::api::Role;
 use crate::control::server::BytePipe;
 use crate::names::VmName;
@@ -44,6 +47,9 @@ impl Peer {
             tokio::spawn(async move {
                 use tokio_util::compat::FuturesAsyncReadCompatExt;
                 let mut stream = stream.compat();
+                // Counted in the peer's stream limits while attached, as service
+                // and replication streams are.
+                let admitted = this.admit_stream(peer);
                 let vm = match console::read_request(&mut stream).await {
                     Ok(vm) => vm,
                     Err(e) => {
@@ -52,7 +58,15 @@ impl Peer {
                     }
                 };
                 let who = this.node.peer_label(peer).await;
-                let pipe = if !this.access.allows(&peer, Role::Control) {
+                let pipe = if let Err(reason) = &admitted {
+                    if this.limits.log_refusal(&peer) {
+                        tracing::warn!("refused the console of {vm} to {who}: {reason}");
+                    }
+                    Err(format!(
+                        "{} refuses the console of {vm}: {reason}",
+                        this.nick
+                    ))
+                } else if !this.access.allows(&peer, Role::Control) {
                     tracing::warn!("refused the console of {vm} to {who}: no control role");
                     Err(format!(
                         "{host} refuses the console of {vm} to {who}: {who} lacks the control role on {host} (its operator can run `peervisor peers allow {peer} --role control`)",
@@ -68,7 +82,22 @@ impl Peer {
                         .map_err(|e| format!("{}: {e:#}", this.nick))
                 };
                 console::answer(stream, pipe).await;
+                drop(admitted);
             });
         }
+    }
+
+    /// Whether `peer` may open another stream now (its open streams and its
+    /// rate of new ones); the guard counts the stream while it is held.
+    fn admit_stream(&self, peer: PeerId) -> Result<OpenGuard<'_, PeerId>, String> {
+        let max = self.limits.config.streams_per_peer;
+        let Some(open) = self.limits.open_streams.try_open(&peer, max) else {
+            return Err(format!("too many open streams from you (at most {max})"));
+        };
+        if let Err(retry) = self.limits.streams.check(&peer) {
+            let per_s = self.limits.streams.per_s();
+            return Err(limits::rate_limited("streams", per_s, retry));
+        }
+        Ok(open)
     }
 }
