@@ -290,6 +290,13 @@ mod tests {
             assert!(tera.contains(part), "TeraSort line lacks {part:?}: {tera}");
         }
         assert!(line("QuasiMonteCarlo").contains("pi cpu"));
+        let group = line("CPU phase");
+        for part in [" └ CPU phase", "cpu", "RUNNING", "100%", "1 of 2", "4/6"] {
+            assert!(
+                group.contains(part),
+                "Spark group line lacks {part:?}: {group}"
+            );
+        }
         assert!(
             line("warning: job source")
                 .contains("spark http://10.42.0.12:18080: connection refused")

@@ -473,6 +473,12 @@ fn jobs_view_shows_jobs_penalty_and_failing_sources() {
         for part in ["pi cpu", "SUCCEEDED", "100%", "8/8", "1/1"] {
             assert!(pi.contains(part), "pi row lacks {part:?}: {pi}");
         }
+        // A Spark job group under its application, its own kind, its gauge
+        // kept as its total of jobs grew.
+        let group = line_with(&lines, "└ CPU phase");
+        for part in ["cpu", "RUNNING", "100%", "4/6"] {
+            assert!(group.contains(part), "group row lacks {part:?}: {group}");
+        }
         // The selected job's throughput: latest sample, CPU and the VM it ran on.
         let chart = line_with(&lines, "read+write 45.0M/s");
         assert!(
@@ -505,13 +511,19 @@ fn jobs_view_shows_jobs_penalty_and_failing_sources() {
     }
     // At 200x60 (zoomed) the selected job's history is a chart with a time axis.
     app.zoom = true;
-    let s = screen(&render(&app, 200, 60));
+    let lines = render(&app, 200, 60);
+    let s = screen(&lines);
     assert!(s.contains("-38s") && s.contains("59.4M/s"), "{s}");
+    // A pane this wide says `n of m` jobs in a column.
+    let group = line_with(&lines, "└ CPU phase");
+    assert!(group.contains("1 of 2"), "{group}");
     app.zoom = false;
     // Down selects the next job; its chart follows.
     app.handle_key(key('j'));
     let lines = render(&app, 80, 24);
     assert!(line_with(&lines, "▸QuasiMonteCarlo").contains("SUCCEEDED"));
+    // (At 80x24 the job list leaves its chart no room.)
+    let lines = render(&app, 200, 60);
     assert!(
         screen(&lines).contains("no throughput yet"),
         "{}",

@@ -206,6 +206,48 @@ pub fn sample_jobs() -> Vec<JobView> {
             elapsed_s: 61.0,
             ..JobView::default()
         },
+        // A Spark application with an I/O and a CPU job group under it; the
+        // CPU group's total of jobs grew, its gauge did not go back.
+        JobView {
+            source: "spark".into(),
+            id: "app-1".into(),
+            name: "phases".into(),
+            state: "RUNNING".into(),
+            progress_pct: 100.0,
+            maps_completed: 12,
+            maps_total: 14,
+            jobs_completed: 3,
+            jobs_total: 4,
+            ..JobView::default()
+        },
+        JobView {
+            source: "spark".into(),
+            id: "app-1/io".into(),
+            name: "I/O phase".into(),
+            state: "SUCCEEDED".into(),
+            kind: Some(WorkloadKind::Io),
+            progress_pct: 100.0,
+            maps_completed: 8,
+            maps_total: 8,
+            jobs_completed: 2,
+            jobs_total: 2,
+            parent: Some("app-1".into()),
+            ..JobView::default()
+        },
+        JobView {
+            source: "spark".into(),
+            id: "app-1/cpu".into(),
+            name: "CPU phase".into(),
+            state: "RUNNING".into(),
+            kind: Some(WorkloadKind::Cpu),
+            progress_pct: 100.0,
+            maps_completed: 4,
+            maps_total: 6,
+            jobs_completed: 1,
+            jobs_total: 2,
+            parent: Some("app-1".into()),
+            ..JobView::default()
+        },
     ]
 }
 

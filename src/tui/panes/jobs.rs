@@ -142,28 +142,27 @@ fn draw_jobs(frame: &mut Frame, area: Rect, app: &App, jobs: &[JobView]) {
     } else {
         (5, 3, "RED")
     };
-    let header = Row::new([
-        "JOB",
-        "BENCHMARK",
-        "STATE",
-        "PROGRESS",
-        "JOBS",
-        "MAPS",
-        reduces,
-        "READ",
-        "WRITE",
-    ]);
-    let widths = [
+    // The JOBS column (`n of m` Spark jobs) only where it leaves the names
+    // room; narrow, the selected row's chart title says it.
+    let mut header = vec!["JOB", "BENCHMARK", "STATE", "PROGRESS"];
+    let mut widths = vec![
         Constraint::Min(8),
         Constraint::Length(12),
         Constraint::Length(9),
         Constraint::Length(cells as u16 + 5),
-        Constraint::Length(8),
+    ];
+    if wide {
+        header.push("JOBS");
+        widths.push(Constraint::Length(8));
+    }
+    header.extend(["MAPS", reduces, "READ", "WRITE"]);
+    widths.extend([
         Constraint::Length(maps_w),
         Constraint::Length(reduces_w),
         Constraint::Length(7),
         Constraint::Length(7),
-    ];
+    ]);
+    let header = Row::new(header);
     draw_list(
         frame,
         area,
@@ -181,17 +180,22 @@ fn draw_jobs(frame: &mut Frame, area: Rect, app: &App, jobs: &[JobView]) {
                 JOB_ENDED => theme.dim,
                 _ => theme.op_done,
             };
-            Row::new(vec![
+            let mut cells = vec![
                 Span::raw(name_label(j)),
                 Span::raw(bench_label(j)),
                 Span::styled(j.state.clone(), state_style),
                 Span::styled(gauge(j.progress_pct, cells), theme.gauge),
-                Span::raw(jobs_label(j)),
+            ];
+            if wide {
+                cells.push(Span::raw(jobs_label(j)));
+            }
+            cells.extend([
                 Span::raw(format!("{}/{}", j.maps_completed, j.maps_total)),
                 Span::raw(format!("{}/{}", j.reduces_completed, j.reduces_total)),
                 Span::styled(rate(j.read_bps), theme.chart_disk_read),
                 Span::styled(rate(j.write_bps), theme.chart_disk_write),
-            ])
+            ]);
+            Row::new(cells)
         },
     );
 }
@@ -218,6 +222,11 @@ fn draw_job_throughput(frame: &mut Frame, area: Rect, app: &App, job: &JobView) 
     } else {
         format!("  on {}", job.vms.join(","))
     };
+    let jobs = if job.jobs_total > 0 {
+        format!("  jobs {}", jobs_label(job))
+    } else {
+        String::new()
+    };
     let note = job
         .note
         .as_ref()
@@ -226,7 +235,7 @@ fn draw_job_throughput(frame: &mut Frame, area: Rect, app: &App, job: &JobView) 
     frame.render_widget(
         Paragraph::new(Line::from(vec![
             Span::styled(format!(" {} ", job.name), theme.title),
-            Span::styled(format!("read+write {now}{cpu}{vms}{note}"), theme.dim),
+            Span::styled(format!("read+write {now}{cpu}{jobs}{vms}{note}"), theme.dim),
         ])),
         title_a,
     );
