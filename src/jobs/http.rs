@@ -53,6 +53,45 @@ impl EndpointOptions {
     }
 }
 
+/// A source's `--FLAG URL[,history=URL][,standby=URL][,ca=FILE][,auth=...]`
+/// argument taken apart: its URL, endpoint options and history server.
+pub struct SourceArg {
+    pub base: BaseUrl,
+    /// The history server, with the same CA and no standby.
+    pub history: Option<BaseUrl>,
+}
+
+impl SourceArg {
+    /// `expected` lists the options the flag takes, for the error on others.
+    pub fn parse(flag: &str, arg: &str, expected: &str) -> Result<SourceArg> {
+        let mut parts = arg.split(',');
+        let url = parts.next().unwrap_or("");
+        let mut options = EndpointOptions::default();
+        let mut history = None;
+        for p in parts {
+            let (key, value) = p.split_once('=').unwrap_or((p, ""));
+            if key == "history" {
+                history = Some(value.to_string());
+            } else if !options
+                .take(key, value)
+                .with_context(|| format!("{flag} {arg:?}"))?
+            {
+                bail!("{flag} {arg:?}: unknown option {p:?} (expected {expected})");
+            }
+        }
+        let base = BaseUrl::with_options(url, &options)?;
+        let history_options = EndpointOptions {
+            alternatives: Vec::new(),
+            ..options
+        };
+        let history = history
+            .map(|h| BaseUrl::with_options(&h, &history_options))
+            .transpose()
+            .with_context(|| format!("{flag} {arg:?}: history"))?;
+        Ok(SourceArg { base, history })
+    }
+}
+
 /// A service's base URL(s) (`http(s)://host[:port][/base]`), with the client
 /// that asks them.
 #[derive(Debug, Clone)]

@@ -16,10 +16,10 @@ mod tests;
 
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use futures::future::BoxFuture;
 
-use super::http::{BaseUrl, EndpointOptions, get_json, is_unreachable};
+use super::http::{BaseUrl, SourceArg, get_json, is_unreachable};
 use super::source::{JobSource, RateTracker, SourceReport, classify, host_of};
 use crate::model::{JOB_ENDED, JobView};
 use docs::{Application, Executor, SparkJob, Stage};
@@ -63,39 +63,8 @@ struct AppDocs {
 impl SparkSource {
     /// `URL[,history=URL][,ca=FILE][,auth=...]`.
     pub fn from_arg(arg: &str) -> Result<SparkSource> {
-        let mut parts = arg.split(',');
-        let url = parts.next().unwrap_or("");
-        let mut options = EndpointOptions::default();
-        let mut history = None;
-        for p in parts {
-            let (key, value) = p.split_once('=').unwrap_or((p, ""));
-            if key == "history" {
-                history = Some(value.to_string());
-                continue;
-            }
-            if !options
-                .take(key, value)
-                .with_context(|| format!("--spark {arg:?}"))?
-            {
-                anyhow::bail!(
-                    "--spark {arg:?}: unknown option {p:?} (expected history=URL or ca=FILE)"
-                );
-            }
-        }
-        let base = BaseUrl::with_options(url, &options)?;
-        let history = match history {
-            Some(h) => Some(
-                BaseUrl::with_options(
-                    &h,
-                    &EndpointOptions {
-                        alternatives: Vec::new(),
-                        ..options
-                    },
-                )
-                .with_context(|| format!("--spark {arg:?}: history"))?,
-            ),
-            None => None,
-        };
+        let SourceArg { base, history } =
+            SourceArg::parse("--spark", arg, "history=URL or ca=FILE")?;
         Ok(SparkSource {
             url: base.display(),
             base,

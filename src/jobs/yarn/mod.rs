@@ -9,10 +9,10 @@ mod docs;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use futures::future::BoxFuture;
 
-use super::http::{BaseUrl, EndpointOptions, get_json};
+use super::http::{BaseUrl, SourceArg, get_json};
 use super::source::{Counters, JobSource, RateTracker, SourceReport, classify, host_of};
 use crate::model::JobView;
 use docs::{
@@ -56,31 +56,8 @@ impl YarnSource {
     /// standby's URL too, or the active one found through the standby's
     /// redirect), a JobHistory server, the CA of their certificates.
     pub fn from_arg(arg: &str) -> Result<YarnSource> {
-        let mut parts = arg.split(',');
-        let url = parts.next().unwrap_or("");
-        let mut options = EndpointOptions::default();
-        let mut history_url = None;
-        for p in parts {
-            let (key, value) = p.split_once('=').unwrap_or((p, ""));
-            if key == "history" {
-                history_url = Some(value.to_string());
-            } else if !options
-                .take(key, value)
-                .with_context(|| format!("--yarn {arg:?}"))?
-            {
-                anyhow::bail!(
-                    "--yarn {arg:?}: unknown option {p:?} (expected history=URL, standby=URL or ca=FILE)"
-                );
-            }
-        }
-        let rm = BaseUrl::with_options(url, &options)?;
-        let history_options = EndpointOptions {
-            alternatives: Vec::new(),
-            ..options
-        };
-        let history = history_url
-            .map(|h| BaseUrl::with_options(&h, &history_options))
-            .transpose()?;
+        let SourceArg { base: rm, history } =
+            SourceArg::parse("--yarn", arg, "history=URL, standby=URL or ca=FILE")?;
         Ok(YarnSource {
             url: rm.display(),
             rm,
