@@ -146,12 +146,17 @@ fn vm_disk_image_with_a_cloud_init_seed_serves_its_service_through_the_overlay()
         a.log()
     );
     let xml = stdout(&one.virsh(&["dumpxml", "web-ci"]));
+    // The seed, as the VM's metadata records it for removal.
     let seed = xml
         .lines()
-        .filter_map(|l| l.trim().strip_prefix("<source file='"))
-        .find_map(|l| l.strip_suffix("'/>").filter(|p| p.ends_with("-cidata.img")))
+        .filter_map(|l| l.trim().strip_prefix("<pv:disk>"))
+        .find_map(|l| {
+            l.strip_suffix("</pv:disk>")
+                .filter(|p| p.ends_with("-cidata.img"))
+        })
         .unwrap_or_else(|| panic!("no seed disk: {xml}"))
         .to_string();
+    assert!(xml.contains(&format!("<source file='{seed}'")), "{xml}");
     assert!(
         xml.contains("<target dev='vdb' bus='virtio'/>") && xml.contains("<readonly/>"),
         "{xml}"

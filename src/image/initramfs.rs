@@ -36,7 +36,15 @@ pub const DISK_MODULES: &[&str] = &[
 
 /// A cloud-init seed volume (FAT, or ISO 9660 as cloud-localds makes it);
 /// optional: without them a seed is not read.
-pub const SEED_MODULES: &[&str] = &["fat", "vfat", "nls_cp437", "nls_ascii", "nls_utf8", "isofs"];
+pub const SEED_MODULES: &[&str] = &[
+    "fat",
+    "vfat",
+    "nls_cp437",
+    "nls_ascii",
+    "nls_utf8",
+    "cdrom",
+    "isofs",
+];
 
 /// The ACPI power button as an input device, so the guest hears a graceful
 /// shutdown request; optional (without them, stopping means powering off).
