@@ -149,27 +149,27 @@ mod tests {
 
     #[test]
     fn the_address_comes_from_leases_then_arp_then_the_guest_agent() {
-        let mut asked = Vec::new();
-        let mut from = |answers: [Option<Vec<&str>>; 3]| {
-            asked.clear();
-            first_address(|source| {
+        let from = |answers: [Option<Vec<&str>>; 3]| {
+            let mut asked = Vec::new();
+            let got = first_address(|source| {
                 asked.push(source);
                 let i = ADDRESS_SOURCES.iter().position(|s| *s == source).unwrap();
                 answers[i]
                     .clone()
                     .map(|v| v.into_iter().map(String::from).collect())
-            })
+            });
+            (got, asked)
         };
         // A lease wins; ARP and the agent are not asked.
-        let got = from([Some(vec!["192.168.122.7"]), Some(vec!["10.0.0.9"]), None]);
+        let (got, asked) = from([Some(vec!["192.168.122.7"]), Some(vec!["10.0.0.9"]), None]);
         assert_eq!(got, Some((AddressSource::Lease, "192.168.122.7".into())));
         assert_eq!(asked, [AddressSource::Lease]);
         // No lease (a bridge): the ARP table.
-        let got = from([Some(vec![]), Some(vec!["10.0.0.9"]), None]);
+        let (got, _) = from([Some(vec![]), Some(vec!["10.0.0.9"]), None]);
         assert_eq!(got, Some((AddressSource::Arp, "10.0.0.9".into())));
         // Neither knows it: the agent, whose loopback and link-local addresses
         // are passed over.
-        let got = from([
+        let (got, asked) = from([
             None,
             Some(vec![]),
             Some(vec!["127.0.0.1", "169.254.3.4", "192.168.1.20"]),
@@ -184,8 +184,8 @@ mod tests {
             ]
         );
         // No agent (the call fails) and nothing else: no address yet.
-        assert_eq!(from([None, None, None]), None);
-        assert_eq!(from([None, None, Some(vec!["127.0.0.1"])]), None);
+        assert_eq!(from([None, None, None]).0, None);
+        assert_eq!(from([None, None, Some(vec!["127.0.0.1"])]).0, None);
     }
 
     #[test]
