@@ -36,38 +36,15 @@ port = 8080
 "#;
 
 fn http_on(host: &LabHost, port: u16, path: &str) -> Option<String> {
-    let out = host.exec(&[
-        "curl",
-        "-sf",
-        "--max-time",
-        "5",
-        &format!("http://127.0.0.1:{port}{path}"),
-    ]);
-    out.status.success().then(|| stdout(&out))
+    host.http_get(port, path)
 }
 
 #[test]
 fn vm_disk_image_with_a_cloud_init_seed_serves_its_service_through_the_overlay() {
-    let shared = common::image_dir();
-    let built = std::process::Command::new(common::BIN)
-        .args(["image", "build", "--disk", "--image-dir"])
-        .arg(&shared)
-        .output()
-        .unwrap();
-    assert!(
-        built.status.success(),
-        "image build --disk: {}",
-        stderr(&built)
-    );
     let lab = Lab::new("ci", 2);
     let (one, two) = (&lab.hosts[0], &lab.hosts[1]);
-    let images = one.root().join("images");
-    std::fs::create_dir_all(&images).unwrap();
-    std::os::unix::fs::symlink(
-        shared.join("peervisor-guest"),
-        images.join("peervisor-guest"),
-    )
-    .unwrap();
+    let images = one.image_dir_with_disk();
+    let shared = common::image_dir();
     let image_dir = images.to_str().unwrap();
     let key = fresh_key();
     let a = one.node("host-a", &key, &[], &["--image-dir", image_dir]);
