@@ -11,17 +11,8 @@ use std::time::Duration;
 use common::lab::{Lab, LabHost};
 use common::{TestNode, eventually, fresh_key, stderr, stdout};
 
-/// Polls the guest's HTTP service through the overlay from `host`: the
-/// consumer's listener is on that host's loopback.
 fn http_on(host: &LabHost, port: u16, path: &str) -> Option<String> {
-    let out = host.exec(&[
-        "curl",
-        "-sf",
-        "--max-time",
-        "5",
-        &format!("http://127.0.0.1:{port}{path}"),
-    ]);
-    out.status.success().then(|| stdout(&out))
+    host.http_get(port, path)
 }
 
 /// host-a on `one` (with `extra` flags) and host-b on `two`, joined.
@@ -55,28 +46,12 @@ fn create(node: &TestNode, host: &LabHost, args: &[&str]) -> String {
 
 #[test]
 fn vm_on_the_hosts_libvirt_network_serves_another_host_through_the_overlay() {
-    let shared = common::image_dir();
-    // The guest image as a bootable qcow2 disk, to import as a base image.
-    let built = std::process::Command::new(common::BIN)
-        .args(["image", "build", "--disk", "--image-dir"])
-        .arg(&shared)
-        .output()
-        .unwrap();
-    assert!(
-        built.status.success(),
-        "image build --disk: {}",
-        stderr(&built)
-    );
     let lab = Lab::new("rh", 2);
     let (one, two) = (&lab.hosts[0], &lab.hosts[1]);
-    // Host-a's image dir of its own (imports land there), with the kernel image.
-    let images = one.root().join("images");
-    std::fs::create_dir_all(&images).unwrap();
-    std::os::unix::fs::symlink(
-        shared.join("peervisor-guest"),
-        images.join("peervisor-guest"),
-    )
-    .unwrap();
+    // Host-a's image dir of its own (imports land there), with the kernel image
+    // and its bootable qcow2 disk.
+    let images = one.image_dir_with_disk();
+    let shared = common::image_dir();
     let image_dir = images.to_str().unwrap();
     let (a, b) = pair(one, two, &["--image-dir", image_dir]);
 

@@ -43,6 +43,10 @@ pub enum Request {
         /// With `disk`: the image itself, no copy-on-write overlay.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         no_overlay: bool,
+        /// With `disk`: cloud-init user-data (the file's text, read by the
+        /// CLI) for a NoCloud seed attached to the VM.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user_data: Option<String>,
     },
     /// Writes our metadata with these services into a VM defined outside
     /// peervisor: its services are published, it can be migrated.

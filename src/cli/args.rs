@@ -621,6 +621,10 @@ pub struct CreateFlags {
     /// With --disk: run on the image itself (its changes stay in it).
     #[arg(long, requires = "disk")]
     pub no_overlay: bool,
+    /// With a disk image: cloud-init user-data (#cloud-config or a #! script)
+    /// for a NoCloud seed attached to the VM (checked before anything is made).
+    #[arg(long = "cloud-init", value_name = "FILE")]
+    pub cloud_init: Option<PathBuf>,
 }
 
 #[cfg(test)]

@@ -147,6 +147,7 @@ impl Demo {
                 nic: None,
                 disk: None,
                 no_overlay: false,
+                user_data: None,
             })
             .await?;
         Ok(())

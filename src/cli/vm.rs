@@ -114,6 +114,7 @@ fn create_request(
         bridge,
         disk,
         no_overlay,
+        cloud_init,
     } = flags;
     use crate::hypervisor::manifest::VmManifest;
     let base = match &manifest {
@@ -145,6 +146,7 @@ fn create_request(
         // A path is the operator's, relative to where they typed it.
         disk: disk.map(absolute_disk).or(base.disk.clone()),
         overlay: base.overlay && !no_overlay,
+        cloud_init: cloud_init.or(base.cloud_init.clone()),
         services: base.services.clone(),
     };
     m.validate().map_err(|e| match &manifest {
@@ -152,6 +154,12 @@ fn create_request(
         None => e,
     })?;
     let nic = m.nic()?;
+    // Read here, where the operator's file is; the node may run elsewhere.
+    let user_data = m
+        .cloud_init
+        .as_deref()
+        .map(crate::image::cloud_init::load_user_data)
+        .transpose()?;
     Ok(Request::VmCreate {
         services: m.service_specs(),
         name: m.name.into(),
@@ -164,6 +172,7 @@ fn create_request(
         nic,
         disk: m.disk,
         no_overlay: !m.overlay,
+        user_data,
     })
 }
 

@@ -34,6 +34,7 @@ fn requests() -> Vec<Request> {
             nic: None,
             disk: None,
             no_overlay: false,
+            user_data: None,
         },
         Request::Replicate {
             vm: "web-1".into(),

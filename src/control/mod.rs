@@ -117,6 +117,7 @@ pub(crate) mod tests {
                 nic: None,
                 disk: None,
                 no_overlay: false,
+                user_data: None,
             },
             Request::VmStart {
                 name: "a".into(),

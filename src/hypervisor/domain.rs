@@ -47,6 +47,8 @@ pub struct BootDisk {
     /// An overlay peervisor made for the VM (removed with it); false: the
     /// operator's image itself (`--no-overlay`), never deleted.
     pub owned: bool,
+    /// A cloud-init NoCloud seed made for the VM (raw, read-only, removed with it).
+    pub seed: Option<PathBuf>,
 }
 
 /// QEMU's minimal firmware for direct kernel boot (Debian: qemu-system-data).
@@ -141,7 +143,8 @@ impl DomainSpec {
         let _ = write!(x, "<{p}:image>{}</{p}:image>", xml_escape(&self.image));
         services_xml(&mut x, &self.services, &format!("{p}:"));
         let owned_boot = self.boot_disk.iter().filter(|b| b.owned).map(|b| &b.path);
-        for disk in self.data_disk.iter().chain(owned_boot) {
+        let seed = self.boot_disk.iter().filter_map(|b| b.seed.as_ref());
+        for disk in self.data_disk.iter().chain(owned_boot).chain(seed) {
             let _ = write!(x, "<{p}:disk>{}</{p}:disk>", esc_path(disk));
         }
         let _ = write!(x, "</{p}:vm>");
@@ -205,6 +208,14 @@ impl DomainSpec {
             let _ = writeln!(x, "      <source file='{}'/>", esc_path(&boot.path));
             let _ = writeln!(x, "      <target dev='vda' bus='virtio'/>");
             let _ = writeln!(x, "    </disk>");
+            if let Some(seed) = &boot.seed {
+                let _ = writeln!(x, "    <disk type='file' device='disk'>");
+                let _ = writeln!(x, "      <driver name='qemu' type='raw'/>");
+                let _ = writeln!(x, "      <source file='{}'/>", esc_path(seed));
+                let _ = writeln!(x, "      <target dev='vdb' bus='virtio'/>");
+                let _ = writeln!(x, "      <readonly/>");
+                let _ = writeln!(x, "    </disk>");
+            }
         }
         if let Some(disk) = &self.data_disk {
             // cache='none': libvirt allows live migration of a disk both hosts see.
@@ -606,6 +617,7 @@ mod tests {
                 path: "/disks/web-1-abcd.qcow2".into(),
                 format: "qcow2".into(),
                 owned: true,
+                seed: None,
             }),
             ..spec()
         };
@@ -627,6 +639,24 @@ mod tests {
         let mut own = s.clone();
         own.boot_disk.as_mut().unwrap().owned = false;
         assert!(metadata_in(&own.to_xml()).disks.is_empty());
+
+        // A cloud-init seed: a second, read-only raw disk, removed with the VM.
+        let mut seeded = s.clone();
+        seeded.boot_disk.as_mut().unwrap().seed = Some("/disks/web-1-abcd-cidata.img".into());
+        let xml = seeded.to_xml();
+        assert!(
+            xml.contains(
+                "<driver name='qemu' type='raw'/>\n      <source file='/disks/web-1-abcd-cidata.img'/>\n      <target dev='vdb' bus='virtio'/>\n      <readonly/>"
+            ),
+            "{xml}"
+        );
+        assert_eq!(
+            metadata_in(&xml).disks,
+            vec![
+                "/disks/web-1-abcd.qcow2".to_string(),
+                "/disks/web-1-abcd-cidata.img".to_string()
+            ]
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! (so it travels with the VM) and handed to the guest on its kernel command line.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Result, anyhow, bail};
 use serde::Deserialize;
@@ -41,6 +41,10 @@ pub struct VmManifest {
     /// the image itself (false).
     #[serde(default = "default_overlay")]
     pub overlay: bool,
+    /// With `disk`: cloud-init user-data for a NoCloud seed (relative to the
+    /// manifest's directory); the CLI reads it and sends its text.
+    #[serde(default)]
+    pub cloud_init: Option<PathBuf>,
     #[serde(default)]
     pub services: Vec<ManifestService>,
 }
@@ -79,7 +83,13 @@ impl VmManifest {
     pub fn load(path: &Path) -> Result<VmManifest> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow!("cannot read manifest {}: {e}", path.display()))?;
-        VmManifest::parse(&text).map_err(|e| anyhow!("{}: {e}", path.display()))
+        let mut manifest =
+            VmManifest::parse(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        // Relative to the manifest, as an operator reading it would take it.
+        if let (Some(file), Some(dir)) = (&manifest.cloud_init, path.parent()) {
+            manifest.cloud_init = Some(dir.join(file));
+        }
+        Ok(manifest)
     }
 
     pub fn parse(text: &str) -> Result<VmManifest> {
@@ -123,6 +133,10 @@ impl VmManifest {
             if self.data_disk_mib.is_some() {
                 bail!("data_disk_mib: not with a boot disk (give one or the other)");
             }
+        } else if self.cloud_init.is_some() {
+            bail!(
+                "cloud_init: needs a disk image (disk = ...); the kernel image takes its services from the manifest"
+            );
         }
         let mut names = HashSet::new();
         let mut ports = HashSet::new();

@@ -1,7 +1,7 @@
 //! The networks of an existing libvirt host that a VM's NIC can join: libvirt
 //! networks (e.g. `default`) and host bridges (e.g. `br0`), checked before a VM
 //! is defined; and the address a guest on one of them was given, learned from
-//! libvirt's DHCP leases or the host's ARP table.
+//! libvirt's DHCP leases, the host's ARP table or the guest's agent.
 
 use anyhow::{Result, anyhow, bail};
 use virt::domain::Domain;
@@ -84,27 +84,109 @@ fn check_bridge(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// The guest's first IPv4 address as the host knows it: libvirt's DHCP leases
-/// (a libvirt network), else the host's ARP table (a bridge, or a static
-/// address). None when neither knows one yet.
+/// Where a guest's address is learned from, in the order they are asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AddressSource {
+    /// libvirt's DHCP leases (a libvirt network).
+    Lease,
+    /// The host's ARP table (a bridge, or a static address).
+    Arp,
+    /// The guest's own qemu-guest-agent, when the domain has its channel and it
+    /// answers (libvirt waits for it at most its agent timeout, 5 s).
+    Agent,
+}
+
+const ADDRESS_SOURCES: [AddressSource; 3] = [
+    AddressSource::Lease,
+    AddressSource::Arp,
+    AddressSource::Agent,
+];
+
+/// The guest's first IPv4 address as the host knows it: leases, then ARP, then
+/// the guest agent. None when none knows one yet.
 pub(super) fn learned_address(domain: &Domain) -> Option<String> {
-    let sources = [
-        sys::VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE,
-        sys::VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_ARP,
-    ];
-    sources.into_iter().find_map(|source| {
-        let interfaces = domain.interface_addresses(source, 0).ok()?;
-        interfaces
-            .iter()
-            .flat_map(|i| &i.addrs)
-            .find(|a| a.typed == i64::from(sys::VIR_IP_ADDR_TYPE_IPV4))
-            .map(|a| a.addr.clone())
+    first_address(|source| {
+        let flag = match source {
+            AddressSource::Lease => sys::VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE,
+            AddressSource::Arp => sys::VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_ARP,
+            AddressSource::Agent => sys::VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT,
+        };
+        let interfaces = domain.interface_addresses(flag, 0).ok()?;
+        Some(
+            interfaces
+                .iter()
+                .flat_map(|i| &i.addrs)
+                .filter(|a| a.typed == i64::from(sys::VIR_IP_ADDR_TYPE_IPV4))
+                .map(|a| a.addr.clone())
+                .collect(),
+        )
+    })
+    .map(|(_, addr)| addr)
+}
+
+/// The first usable IPv4 address from the sources in order; `ask` gives a
+/// source's IPv4 addresses (None: it failed or is absent). The agent reports
+/// every interface of the guest: loopback and link-local ones are no service
+/// address.
+fn first_address(
+    mut ask: impl FnMut(AddressSource) -> Option<Vec<String>>,
+) -> Option<(AddressSource, String)> {
+    ADDRESS_SOURCES.into_iter().find_map(|source| {
+        ask(source)?
+            .into_iter()
+            .find(|addr| {
+                addr.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| {
+                    !ip.is_loopback() && !ip.is_link_local() && !ip.is_unspecified()
+                })
+            })
+            .map(|addr| (source, addr))
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_address_comes_from_leases_then_arp_then_the_guest_agent() {
+        let from = |answers: [Option<Vec<&str>>; 3]| {
+            let mut asked = Vec::new();
+            let got = first_address(|source| {
+                asked.push(source);
+                let i = ADDRESS_SOURCES.iter().position(|s| *s == source).unwrap();
+                answers[i]
+                    .clone()
+                    .map(|v| v.into_iter().map(String::from).collect())
+            });
+            (got, asked)
+        };
+        // A lease wins; ARP and the agent are not asked.
+        let (got, asked) = from([Some(vec!["192.168.122.7"]), Some(vec!["10.0.0.9"]), None]);
+        assert_eq!(got, Some((AddressSource::Lease, "192.168.122.7".into())));
+        assert_eq!(asked, [AddressSource::Lease]);
+        // No lease (a bridge): the ARP table.
+        let (got, _) = from([Some(vec![]), Some(vec!["10.0.0.9"]), None]);
+        assert_eq!(got, Some((AddressSource::Arp, "10.0.0.9".into())));
+        // Neither knows it: the agent, whose loopback and link-local addresses
+        // are passed over.
+        let (got, asked) = from([
+            None,
+            Some(vec![]),
+            Some(vec!["127.0.0.1", "169.254.3.4", "192.168.1.20"]),
+        ]);
+        assert_eq!(got, Some((AddressSource::Agent, "192.168.1.20".into())));
+        assert_eq!(
+            asked,
+            [
+                AddressSource::Lease,
+                AddressSource::Arp,
+                AddressSource::Agent
+            ]
+        );
+        // No agent (the call fails) and nothing else: no address yet.
+        assert_eq!(from([None, None, None]).0, None);
+        assert_eq!(from([None, None, Some(vec!["127.0.0.1"])]).0, None);
+    }
 
     #[test]
     fn a_network_must_exist_and_be_active() {

@@ -34,6 +34,18 @@ pub const DISK_MODULES: &[&str] = &[
     "virtio_blk",
 ];
 
+/// A cloud-init seed volume (FAT, or ISO 9660 as cloud-localds makes it);
+/// optional: without them a seed is not read.
+pub const SEED_MODULES: &[&str] = &[
+    "fat",
+    "vfat",
+    "nls_cp437",
+    "nls_ascii",
+    "nls_utf8",
+    "cdrom",
+    "isofs",
+];
+
 /// The ACPI power button as an input device, so the guest hears a graceful
 /// shutdown request; optional (without them, stopping means powering off).
 pub const ACPI_MODULES: &[&str] = &["button", "evdev"];
@@ -128,7 +140,8 @@ fn copy_modules(kernel: &Extracted, busybox: &Path, dest: &Path) -> Result<Vec<S
         .iter()
         .map(|m| (m, true))
         .chain(DISK_MODULES.iter().map(|m| (m, false)))
-        .chain(ACPI_MODULES.iter().map(|m| (m, false)));
+        .chain(ACPI_MODULES.iter().map(|m| (m, false)))
+        .chain(SEED_MODULES.iter().map(|m| (m, false)));
     for (&name, required) in wanted {
         match index.get(name) {
             Some(src) => {

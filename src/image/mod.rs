@@ -6,6 +6,7 @@
 //! `vmlinux` (the uncompressed kernel, for PVH direct boot) is booted when present.
 //! `<image_dir>/.lock` serialises builds across processes.
 
+pub mod cloud_init;
 pub mod disk;
 pub mod initramfs;
 mod kernel;
@@ -257,10 +258,11 @@ fn input_hash(pkg: &kernel::Package, busybox: &Path) -> Result<String> {
         pkg.name, pkg.version
     ));
     h.update(format!(
-        "modules={} {} {}\n",
+        "modules={} {} {} {}\n",
         initramfs::NET_MODULES.join(","),
         initramfs::DISK_MODULES.join(","),
-        initramfs::ACPI_MODULES.join(",")
+        initramfs::ACPI_MODULES.join(","),
+        initramfs::SEED_MODULES.join(",")
     ));
     h.update(Sha256::digest(&bb));
     h.update(GUEST_INIT.as_bytes());

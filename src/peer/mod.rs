@@ -197,6 +197,7 @@ impl Peer {
                 nic,
                 disk,
                 no_overlay,
+                user_data,
             } => {
                 let (network, bridge) = match nic {
                     Some(NicSource::Network(n)) => (Some(n), None),
@@ -213,9 +214,10 @@ impl Peer {
                     bridge,
                     disk,
                     overlay: !no_overlay,
+                    cloud_init: None,
                     services: services.iter().map(Into::into).collect(),
                 };
-                self.vms.create(&manifest).await.map(done)
+                self.vms.create(&manifest, user_data).await.map(done)
             }
             Request::VmAdopt { name, services } => self.vms.adopt(&name, services).await.map(done),
             Request::VmRelease { name } => self.vms.release(&name).await.map(done),

@@ -26,6 +26,7 @@ impl Vms {
             bridge: None,
             disk: None,
             overlay: true,
+            cloud_init: None,
             services: services.iter().map(ManifestService::from).collect(),
         }
         .validate()?;

@@ -124,8 +124,10 @@ impl Vms {
         vms
     }
 
-    pub async fn create(&self, manifest: &VmManifest) -> Result<String> {
-        self.create_with(manifest, new_uuid(), None).await?;
+    /// `user_data`: cloud-init user-data (the file's text) for a seed.
+    pub async fn create(&self, manifest: &VmManifest, user_data: Option<String>) -> Result<String> {
+        self.create_seeded(manifest, new_uuid(), None, user_data)
+            .await?;
         Ok(format!("VM '{}' created and started", manifest.name))
     }
 
@@ -138,9 +140,30 @@ impl Vms {
         uuid: String,
         ready_disk: Option<PathBuf>,
     ) -> Result<Option<Ipv4Addr>> {
+        self.create_seeded(manifest, uuid, ready_disk, None).await
+    }
+
+    /// `create_with`, plus a cloud-init NoCloud seed made from `user_data`
+    /// (a disk image's guest only), checked before anything is made.
+    async fn create_seeded(
+        &self,
+        manifest: &VmManifest,
+        uuid: String,
+        ready_disk: Option<PathBuf>,
+        user_data: Option<String>,
+    ) -> Result<Option<Ipv4Addr>> {
         let name = manifest.name.as_str();
         VmName::from(name).validate()?;
         manifest.validate()?;
+        if let Some(text) = &user_data {
+            if manifest.disk.is_none() {
+                bail!(
+                    "cloud-init: needs a disk image (--disk); the kernel image takes its services from the manifest"
+                );
+            }
+            crate::image::cloud_init::check_user_data(text)
+                .map_err(|e| anyhow::anyhow!("cloud-init user-data: {e}"))?;
+        }
         let image_dir = self.image_dir.clone();
         // What it boots, checked before anything is made: a disk image (and its
         // checksum), else the kernel+initramfs image.
@@ -197,7 +220,7 @@ impl Vms {
             (None, Some(mib)) => Some(create_data_disk(name, &uuid, mib).await?),
             (None, None) => None,
         };
-        let boot_disk = match boot_base {
+        let mut boot_disk = match boot_base {
             Some((base, info)) if manifest.overlay => {
                 let overlay = disk_dir().join(format!("{name}-{}.qcow2", &uuid[..8]));
                 tokio::task::spawn_blocking(move || {
@@ -207,6 +230,7 @@ impl Vms {
                         path: overlay,
                         format: "qcow2".into(),
                         owned: true,
+                        seed: None,
                     })
                 })
                 .await??
@@ -216,9 +240,27 @@ impl Vms {
                 path: base,
                 format: info.format,
                 owned: false,
+                seed: None,
             }),
             None => None,
         };
+        if let (Some(boot), Some(text)) = (boot_disk.as_mut(), user_data) {
+            let seed = disk_dir().join(format!("{name}-{}-cidata.img", &uuid[..8]));
+            let meta = crate::image::cloud_init::meta_data(&format!("iid-{uuid}"), name);
+            let path = seed.clone();
+            let made = tokio::task::spawn_blocking(move || {
+                std::fs::create_dir_all(disk_dir())?;
+                crate::image::cloud_init::write_seed(&path, &text, &meta)
+            })
+            .await?;
+            if let Err(e) = made {
+                if boot.owned {
+                    let _ = std::fs::remove_file(&boot.path);
+                }
+                return Err(e);
+            }
+            boot.seed = Some(seed);
+        }
         let image_label = match (&image, &manifest.disk) {
             (Some(image), _) => image.name.clone(),
             (None, disk) => disk.clone().unwrap_or_default(),
@@ -245,8 +287,13 @@ impl Vms {
             if made_disk && let Some(disk) = data_disk {
                 let _ = std::fs::remove_file(disk);
             }
-            if let Some(boot) = boot_disk.filter(|b| b.owned) {
-                let _ = std::fs::remove_file(boot.path);
+            if let Some(boot) = boot_disk {
+                if let Some(seed) = boot.seed {
+                    let _ = std::fs::remove_file(seed);
+                }
+                if boot.owned {
+                    let _ = std::fs::remove_file(boot.path);
+                }
             }
             return Err(e);
         }

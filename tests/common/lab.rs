@@ -201,6 +201,40 @@ impl LabHost {
             .expect("nsenter")
     }
 
+    /// GET `path` from a local port of this host (a consumer's listener is on
+    /// its loopback); None until it answers.
+    pub fn http_get(&self, port: u16, path: &str) -> Option<String> {
+        let url = format!("http://127.0.0.1:{port}{path}");
+        let out = self.exec(&["curl", "-sf", "--max-time", "5", &url]);
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// An image dir of this host's own (imports land there) holding the shared
+    /// guest image, built with its bootable disk (`image build --disk`).
+    pub fn image_dir_with_disk(&self) -> PathBuf {
+        let shared = super::image_dir();
+        let built = Command::new(super::BIN)
+            .args(["image", "build", "--disk", "--image-dir"])
+            .arg(&shared)
+            .output()
+            .unwrap();
+        assert!(
+            built.status.success(),
+            "image build --disk: {}",
+            stderr(&built)
+        );
+        let images = self.root.join("images");
+        std::fs::create_dir_all(&images).unwrap();
+        std::os::unix::fs::symlink(
+            shared.join("peervisor-guest"),
+            images.join("peervisor-guest"),
+        )
+        .unwrap();
+        images
+    }
+
     /// `virsh -c qemu:///system ARGS` on this host.
     pub fn virsh(&self, args: &[&str]) -> Output {
         let mut all = vec!["virsh", "-c", "qemu:///system"];

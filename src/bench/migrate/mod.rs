@@ -218,6 +218,7 @@ async fn measure(nodes: &mut Nodes, opts: &Options) -> Result<Results> {
             nic: None,
             disk: None,
             no_overlay: false,
+            user_data: None,
         })
         .await?;
     let Reply::Vms { vms } = clients[0]

@@ -203,6 +203,7 @@ fn offer_manifest(offer: &Offer) -> Result<VmManifest, String> {
         bridge: None,
         disk: None,
         overlay: true,
+        cloud_init: None,
         // Its limits travel with it (each replica counts its own).
         services: offer.services.iter().map(Into::into).collect(),
     };

@@ -57,6 +57,7 @@ fn structured_requests() -> impl Strategy<Value = Vec<u8>> {
                 data_disk_mib,
                 nic: None,
                 no_overlay: disk.is_some(),
+                user_data: None,
                 disk,
             },
         );
