@@ -107,8 +107,12 @@ impl Row {
     }
 }
 
-/// p50 and p95 of a set of times.
+/// p50 and p95 of a set of times; None for none (no lookup found its
+/// provider: printed "-", not "0/0").
 pub fn p50_p95(times: &mut [Duration]) -> Option<(Duration, Duration)> {
+    if times.is_empty() {
+        return None;
+    }
     Some((percentile(times, 0.5), percentile(times, 0.95)))
 }
 
