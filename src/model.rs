@@ -230,6 +230,20 @@ pub struct PeerView {
     pub relayed_via: Option<String>,
 }
 
+/// Leaves out the rows of peers replaced by a restart: a node restarted under
+/// the same nickname comes back with a new peer id, and its old entry stays in
+/// the overlay's view (down) until every peer has seen it go. Once a peer of
+/// that nickname is connected, its disconnected namesakes are not listed.
+pub fn without_replaced(mut peers: Vec<PeerView>) -> Vec<PeerView> {
+    let up: std::collections::HashSet<String> = peers
+        .iter()
+        .filter(|p| p.connected && !p.nick.is_empty())
+        .map(|p| p.nick.clone())
+        .collect();
+    peers.retain(|p| p.connected || p.nick.is_empty() || !up.contains(&p.nick));
+    peers
+}
+
 /// What a peer announces about its load.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct PeerLoad {
@@ -643,6 +657,41 @@ pub fn spread_pct(samples: &[f64]) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_peer_restarted_under_its_nickname_replaces_its_old_row_once_up() {
+        let peer = |id: &str, nick: &str, connected: bool| PeerView {
+            peer_id: id.into(),
+            nick: nick.into(),
+            connected,
+            ..PeerView::default()
+        };
+        let ids = |peers: Vec<PeerView>| -> Vec<String> {
+            without_replaced(peers)
+                .into_iter()
+                .map(|p| p.peer_id)
+                .collect()
+        };
+        // The new id of "b" is up: the old one's row goes.
+        assert_eq!(
+            ids(vec![
+                peer("old-b", "b", false),
+                peer("new-b", "b", true),
+                peer("c", "c", false)
+            ]),
+            ["new-b", "c"]
+        );
+        // Not up yet: both rows stay (the old one may be the live one).
+        assert_eq!(
+            ids(vec![peer("old-b", "b", false), peer("new-b", "b", false)]),
+            ["old-b", "new-b"]
+        );
+        // Peers without a nickname yet are never merged.
+        assert_eq!(
+            ids(vec![peer("x", "", false), peer("y", "", true)]),
+            ["x", "y"]
+        );
+    }
 
     #[test]
     fn penalty_figures_stay_finite_at_the_edge_of_f64() {

@@ -39,8 +39,9 @@ pub(super) struct Departures {
     lost: HashMap<PeerId, Lost>,
     /// Connections this node closed on purpose (spare, trimmed, retired).
     closing: HashSet<ConnectionId>,
-    /// Connections this node closed because the peer stopped answering.
-    silent: HashSet<ConnectionId>,
+    /// Connections this node closed because the peer stopped answering, and
+    /// when it last answered.
+    silent: HashMap<ConnectionId, Instant>,
     /// Peers whose connections we trimmed, and when: their answer (a dial that
     /// finds us here, then closed again) is no departure.
     trimmed: HashMap<PeerId, Instant>,
@@ -53,6 +54,8 @@ pub(super) struct Departures {
     back: HashSet<PeerId>,
     /// Our last announcement reached no one (no peer had subscribed yet).
     pub(super) unheard: bool,
+    /// When we last announced.
+    pub(super) announced_at: Option<Instant>,
     /// Asked a neighbour for its view; None once answered.
     pub(super) snapshot: Snapshot,
     /// The digest we asked a neighbour for (node/digest.rs).
@@ -62,10 +65,10 @@ pub(super) struct Departures {
 struct Lost {
     since: Instant,
     reported: bool,
-    /// It stopped answering (not: it closed the connection): when it answers
-    /// again, the path between us was cut, and each side may have missed the
-    /// other's announcements meanwhile.
-    silent: bool,
+    /// It stopped answering (not: it closed the connection) after this: when
+    /// it answers again, the path between us was cut, and it may have missed
+    /// what we announced since.
+    silent_since: Option<Instant>,
 }
 
 #[derive(Default, PartialEq)]
@@ -82,9 +85,24 @@ impl Departures {
         self.closing.insert(id);
     }
 
-    /// This node closes `id` because its peer stopped answering.
-    pub(super) fn closing_silent(&mut self, id: ConnectionId) {
-        self.silent.insert(id);
+    /// This node closes `id` because its peer stopped answering after `since`.
+    pub(super) fn closing_silent(&mut self, id: ConnectionId, since: Instant) {
+        self.silent.insert(id, since);
+    }
+
+    /// Whether a peer that was lost, and answers again, makes us announce again:
+    /// when it (or we) had been reported gone, so the far side refutes or hears
+    /// of us; or when it went silent before our latest announcement, which it
+    /// may have missed. Not for every silence: on a busy host many links fall
+    /// silent for a while without any partition, and an announcement for each
+    /// of them (gossiped to the whole overlay) was what kept 100 simulated
+    /// peers from ever settling (3,842 in a minute).
+    fn announce_on_return(&self, lost: &Lost, believed_gone: bool) -> bool {
+        let missed = lost
+            .silent_since
+            .zip(self.announced_at)
+            .is_some_and(|(silent, announced)| announced >= silent);
+        lost.reported || believed_gone || missed
     }
 
     /// This node trims its connections to `peer`.
@@ -113,7 +131,7 @@ impl EventLoop {
     /// A connection closed; `remaining` to that peer are still open.
     pub(super) fn departure_on_closed(&mut self, peer: PeerId, id: ConnectionId, remaining: u32) {
         let on_purpose = self.departures.closing.remove(&id);
-        let silent = self.departures.silent.remove(&id);
+        let silent_since = self.departures.silent.remove(&id);
         let trimmed = self.departures.trimmed.contains_key(&peer);
         if remaining > 0 || on_purpose || trimmed {
             return;
@@ -124,7 +142,7 @@ impl EventLoop {
             Lost {
                 since: Instant::now(),
                 reported: false,
-                silent,
+                silent_since,
             },
         );
         // Gone, or only this path? One dial tells.
@@ -191,7 +209,7 @@ impl EventLoop {
             .get(&peer)
             .is_some_and(|e| e.departed_seq.is_some());
         match self.departures.lost.remove(&peer) {
-            Some(lost) if lost.reported || lost.silent || believed_gone => {
+            Some(lost) if self.departures.announce_on_return(&lost, believed_gone) => {
                 // The other side of a partition dropped us as we dropped them.
                 tracing::info!("peer {} is back", self.display_name(&peer));
                 self.departures.back.insert(peer);
@@ -462,6 +480,41 @@ mod tests {
             }
         }
         None
+    }
+
+    /// Issue 20: a peer that answers again after a silence makes us announce
+    /// again only if it may have missed our announcement (made after it fell
+    /// silent), or if one side took the other for gone (the refutation).
+    #[test]
+    fn a_returning_peer_gets_our_announcement_again_only_if_it_may_have_missed_it() {
+        let t0 = std::time::Instant::now();
+        let lost = |silent_since: Option<std::time::Instant>, reported: bool| Lost {
+            since: t0 + Duration::from_secs(10),
+            reported,
+            silent_since,
+        };
+        let mut departures = Departures {
+            announced_at: Some(t0),
+            ..Departures::default()
+        };
+        let silent_after_ours = lost(Some(t0 + Duration::from_secs(1)), false);
+        assert!(!departures.announce_on_return(&silent_after_ours, false));
+        assert!(
+            departures.announce_on_return(&silent_after_ours, true),
+            "held for gone"
+        );
+        assert!(
+            departures.announce_on_return(&lost(None, true), false),
+            "reported gone"
+        );
+        assert!(
+            !departures.announce_on_return(&lost(None, false), false),
+            "it closed"
+        );
+
+        // We announced while it was silent (a service published at a heal).
+        departures.announced_at = Some(t0 + Duration::from_secs(5));
+        assert!(departures.announce_on_return(&silent_after_ours, false));
     }
 
     /// Issue 20: A joins an overlay whose only other member announced once, long

@@ -7,6 +7,7 @@ mod departures;
 mod digest;
 mod events;
 mod guard;
+mod health;
 mod hide;
 pub mod identity;
 mod keyed_tls;
@@ -182,6 +183,7 @@ pub fn start(mut config: NodeConfig) -> Result<(Client, mpsc::Receiver<Event>)> 
         dial_refusals: guard::RefusalLog::default(),
         graylist: guard::Graylist::default(),
         departures: departures::Departures::default(),
+        health: Default::default(),
         dial_backs: Default::default(),
         probing: Default::default(),
     };
@@ -243,6 +245,11 @@ fn build_swarm(config: &mut NodeConfig) -> Result<Swarm<Behaviour>> {
                     // heartbeats, 1 s at ours), so a busy event loop still forwards it.
                     .validate_messages()
                     .history_length(25)
+                    // A forward may wait 5 s for its connection (default 1 s, then
+                    // dropped): on a busy host the drops left a publication to
+                    // anti-entropy's 10 s rounds (discovery p95 27 s at 100
+                    // simulated peers).
+                    .forward_queue_duration(Duration::from_secs(5))
                     .build()?,
             )?;
             let topic = gossipsub::IdentTopic::new(ANNOUNCE_TOPIC);
@@ -343,6 +350,9 @@ struct EventLoop {
     dial_refusals: guard::RefusalLog<String>,
     graylist: guard::Graylist,
     departures: departures::Departures,
+    /// Whether this node is itself behind (health.rs): its peers' silence
+    /// is then tolerated longer.
+    health: health::LocalHealth,
     /// AutoNAT dial-backs this node made, closed once the peer identified
     /// itself on them (reachability.rs says why).
     dial_backs: std::collections::HashSet<libp2p::swarm::ConnectionId>,
@@ -362,6 +372,8 @@ pub const PROVIDER_TTL: Duration = Duration::from_secs(15 * 60);
 /// published once more when its routing table has filled, instead of waiting
 /// for the first republication; and a second neighbour's snapshot is pulled.
 const REPROVIDE_AFTER: Duration = Duration::from_secs(60);
+/// Connection upkeep (redials, top-up, trim, silent connections) runs this often.
+const UPKEEP_EVERY: Duration = Duration::from_secs(3);
 
 struct Lookup {
     found: Vec<PeerId>,
@@ -371,7 +383,9 @@ struct Lookup {
 impl EventLoop {
     async fn run(mut self) {
         // Bootstrap peers may start after us: keep dialing the ones we are not connected to.
-        let mut redial_tick = interval(Duration::from_secs(3));
+        let mut redial_tick = interval(UPKEEP_EVERY);
+        // A late tick is measured (health.rs), not made up for in a burst.
+        redial_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut retire_tick = interval(Duration::from_secs(1));
         let mut digest_tick = interval(digest::DIGEST_EVERY);
         let started = Instant::now();
@@ -387,6 +401,7 @@ impl EventLoop {
                     None => return, // every Client is gone: shut down
                 },
                 _ = redial_tick.tick() => {
+                    self.health.tick(std::time::Instant::now(), UPKEEP_EVERY);
                     self.redial_bootstrap(started.elapsed());
                     if !reprovided && started.elapsed() > REPROVIDE_AFTER {
                         reprovided = true;
@@ -421,6 +436,9 @@ impl EventLoop {
     fn publish_announcement(&mut self) {
         self.departures.announce_at = None;
         let departed = self.departures.take_report();
+        if self.announcement.is_some() {
+            self.departures.announced_at = Some(std::time::Instant::now());
+        }
         let Some(announcement) = &mut self.announcement else {
             return;
         };
@@ -546,7 +564,7 @@ impl EventLoop {
             .collect();
         peers.sort_by_key(|p| p.display_name());
         NetworkStatus {
-            peers,
+            peers: crate::model::without_replaced(peers),
             listen_addrs: self.swarm.listeners().map(|a| a.to_string()).collect(),
             dial_errors: self.dial_errors.iter().cloned().collect(),
             reachability: reachability::from_nat_status(

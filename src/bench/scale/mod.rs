@@ -107,8 +107,12 @@ impl Row {
     }
 }
 
-/// p50 and p95 of a set of times.
+/// p50 and p95 of a set of times; None for none (no lookup found its
+/// provider: printed "-", not "0/0").
 pub fn p50_p95(times: &mut [Duration]) -> Option<(Duration, Duration)> {
+    if times.is_empty() {
+        return None;
+    }
     Some((percentile(times, 0.5), percentile(times, 0.95)))
 }
 
@@ -238,5 +242,105 @@ pub async fn command(sizes: &[usize], options: Options) -> Result<()> {
         eprint!("{}", table(&rows, &options));
     }
     print!("{}", table(&rows, &options));
-    Ok(())
+    let (lines, targets) = judge(&rows, options.mode);
+    for line in lines {
+        println!("{line}");
+    }
+    targets.finish()
+}
+
+/// Issue 20's targets, at the largest size run: discovery p95 (2 s simulated,
+/// 1 s real), a silent leave dropped everywhere within 30 s and a 10% partition
+/// healed within 10 s (simulated), and, when 100 peers ran too, the per-peer
+/// idle CPU and traffic at most twice their value at 100.
+pub fn judge(rows: &[Row], mode: Mode) -> (Vec<String>, super::Targets) {
+    let mut targets = super::Targets::default();
+    let mut lines = Vec::new();
+    let Some(last) = rows.iter().max_by_key(|r| r.peers) else {
+        return (lines, targets);
+    };
+    let n = last.peers;
+    let bound = match mode {
+        Mode::Sim => Duration::from_secs(2),
+        Mode::Real => Duration::from_secs(1),
+    };
+    let what = format!("{n} peers: discovery p95 < {} s", bound.as_secs());
+    lines.push(match last.discovery {
+        Some((_, p95)) => targets.check(&what, &pair(last.discovery), p95 < bound),
+        None => targets.not_measured(&what, "no publication measured"),
+    });
+    if mode == Mode::Sim {
+        for (what, figure, bound) in [
+            ("silent leave dropped everywhere", last.leave, 30),
+            ("10% partition healed", last.heal, 10),
+        ] {
+            let what = format!("{n} peers: {what} < {bound} s");
+            lines.push(match figure {
+                Some(t) => targets.check(
+                    &what,
+                    &format!("{} s", secs(figure)),
+                    t < Duration::from_secs(bound),
+                ),
+                None => targets.not_measured(&what, "not reached within the harness's bound"),
+            });
+        }
+    }
+    if let Some(base) = rows.iter().find(|r| r.peers == 100)
+        && n > 100
+    {
+        for (what, at_n, at_100) in [
+            ("idle CPU per peer", last.cpu_per_peer, base.cpu_per_peer),
+            ("idle bytes sent per peer", last.sent_bps, base.sent_bps),
+            ("idle bytes received per peer", last.recv_bps, base.recv_bps),
+        ] {
+            let ratio = at_n / at_100;
+            let what = format!("{what} at {n} <= 2x at 100");
+            lines.push(targets.check(&what, &format!("{ratio:.2}x"), ratio <= 2.0));
+        }
+    }
+    (lines, targets)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(peers: usize, p95_ms: u64, leave: u64, heal: u64, cpu: f64) -> Row {
+        let ms = Duration::from_millis;
+        Row {
+            discovery: Some((ms(p95_ms / 2), ms(p95_ms))),
+            leave: Some(Duration::from_secs(leave)),
+            heal: Some(Duration::from_secs(heal)),
+            cpu_per_peer: cpu,
+            sent_bps: 1000.0,
+            recv_bps: 1000.0,
+            ..Row::new(peers)
+        }
+    }
+
+    #[test]
+    fn the_largest_size_is_judged_against_the_issues_targets() {
+        let ok = [row(100, 300, 12, 3, 0.004), row(1000, 1500, 20, 8, 0.007)];
+        let (lines, targets) = judge(&ok, Mode::Sim);
+        assert!(targets.finish().is_ok(), "{lines:?}");
+        assert_eq!(lines.len(), 6, "{lines:?}");
+
+        // Slow discovery, a leave not seen, CPU per peer 3x the 100-peer figure.
+        let mut bad = [row(100, 300, 12, 3, 0.004), row(1000, 2500, 20, 8, 0.012)];
+        bad[1].leave = None;
+        let (lines, targets) = judge(&bad, Mode::Sim);
+        let missed = targets.finish().unwrap_err().to_string();
+        assert!(missed.contains("discovery p95 < 2 s"), "{missed}");
+        assert!(missed.contains("silent leave"), "{missed}");
+        assert!(missed.contains("idle CPU per peer"), "{missed}");
+        assert!(!missed.contains("partition"), "{missed}");
+        assert!(
+            lines.iter().any(|l| l.contains("NOT MEASURED")),
+            "{lines:?}"
+        );
+
+        // Real processes: 1 s, and no leave/heal targets.
+        let (_, targets) = judge(&[row(50, 1200, 0, 0, 0.01)], Mode::Real);
+        assert!(targets.finish().is_err());
+    }
 }
