@@ -18,39 +18,37 @@ const VM: &str = "sysvm";
 /// inside its own connection).
 const DISKLESS: &str = "sysk";
 
-/// A disk-less domain booting the guest image's kernel (`image`: its directory,
-/// the same path on both hosts).
-fn kernel_domain_xml(name: &str, image: &Path) -> String {
-    format!(
-        "<domain type='qemu'>
-  <name>{name}</name>
-  <memory unit='MiB'>128</memory>
-  <vcpu>1</vcpu>
-  <os>
-    <type arch='x86_64' machine='pc'>hvm</type>
-    <kernel>{kernel}</kernel>
-    <initrd>{initrd}</initrd>
-    <cmdline>console=ttyS0 quiet panic=-1 pv.name={name} pv.ip=dhcp</cmdline>
-  </os>
-  <features><acpi/></features>
-  <cpu mode='custom' match='exact'><model fallback='allow'>qemu64</model></cpu>
-  <devices>
-    <interface type='network'>
-      <source network='default'/>
-      <model type='virtio'/>
-    </interface>
-    <serial type='pty'/>
-    <memballoon model='none'/>
-  </devices>
-</domain>",
-        kernel = image.join("vmlinuz").display(),
-        initrd = image.join("initrd.img").display(),
-    )
+/// How a domain boots: its `<os>` lines and its disk devices.
+enum Boot<'a> {
+    /// From a qcow2 disk (an overlay on an imported base image).
+    Disk(&'a Path),
+    /// The guest image's kernel from its directory (the same path on both
+    /// hosts), no disk.
+    Kernel(&'a Path),
 }
 
-/// A domain as an operator defines one with virsh: booted from a qcow2 overlay
-/// on an imported base image, a NIC on the `default` network.
-fn domain_xml(name: &str, disk: &Path) -> String {
+/// A domain as an operator defines one with virsh: 128 MiB, a NIC on the
+/// `default` network.
+fn domain_xml(name: &str, boot: Boot) -> String {
+    let (os, disks) = match boot {
+        Boot::Disk(disk) => (
+            "<boot dev='hd'/>".to_string(),
+            format!(
+                "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>\
+                 <source file='{}'/><target dev='vda' bus='virtio'/></disk>",
+                disk.display()
+            ),
+        ),
+        Boot::Kernel(image) => (
+            format!(
+                "<kernel>{}</kernel><initrd>{}</initrd>\
+                 <cmdline>console=ttyS0 quiet panic=-1 pv.name={name} pv.ip=dhcp</cmdline>",
+                image.join("vmlinuz").display(),
+                image.join("initrd.img").display()
+            ),
+            String::new(),
+        ),
+    };
     format!(
         "<domain type='qemu'>
   <name>{name}</name>
@@ -58,16 +56,12 @@ fn domain_xml(name: &str, disk: &Path) -> String {
   <vcpu>1</vcpu>
   <os>
     <type arch='x86_64' machine='pc'>hvm</type>
-    <boot dev='hd'/>
+    {os}
   </os>
   <features><acpi/></features>
   <cpu mode='custom' match='exact'><model fallback='allow'>qemu64</model></cpu>
   <devices>
-    <disk type='file' device='disk'>
-      <driver name='qemu' type='qcow2'/>
-      <source file='{disk}'/>
-      <target dev='vda' bus='virtio'/>
-    </disk>
+    {disks}
     <interface type='network'>
       <source network='default'/>
       <model type='virtio'/>
@@ -75,8 +69,7 @@ fn domain_xml(name: &str, disk: &Path) -> String {
     <serial type='pty'/>
     <memballoon model='none'/>
   </devices>
-</domain>",
-        disk = disk.display(),
+</domain>"
     )
 }
 
@@ -150,6 +143,25 @@ fn learned_ip(node: &TestNode, vm: &str) -> bool {
     node.vm(vm)
         .and_then(|v| v["ip"].as_str().map(|ip| ip.starts_with("192.168.122.")))
         .unwrap_or(false)
+}
+
+/// `vm adopt VM ARGS` on `node` once it lists the VM; waits until it learned
+/// the VM's address.
+fn adopt(node: &TestNode, vm: &str, args: &[&str]) {
+    assert!(
+        eventually(Duration::from_secs(60), || node.vm(vm).is_some()),
+        "{vm} not listed:\n{}",
+        node.log()
+    );
+    let mut all = vec!["vm", "adopt", vm];
+    all.extend_from_slice(args);
+    let out = node.cli(&all);
+    assert!(out.status.success(), "adopt {vm}: {}", stderr(&out));
+    assert!(
+        eventually(Duration::from_secs(300), || learned_ip(node, vm)),
+        "no address learned for {vm}:\n{}",
+        node.log()
+    );
 }
 
 /// A libvirt hook on `host` that refuses incoming migrations while
@@ -251,7 +263,7 @@ fn vm_on_a_hosts_libvirt_live_migrates_to_another_hosts_daemon_over_the_overlay(
         .unwrap();
     assert!(made.status.success(), "{}", stderr(&made));
     let xml_file = one.root().join("sysvm.xml");
-    std::fs::write(&xml_file, domain_xml(VM, &overlay)).unwrap();
+    std::fs::write(&xml_file, domain_xml(VM, Boot::Disk(&overlay))).unwrap();
     for args in [
         vec!["define", xml_file.to_str().unwrap()],
         vec!["start", VM],
@@ -265,18 +277,7 @@ fn vm_on_a_hosts_libvirt_live_migrates_to_another_hosts_daemon_over_the_overlay(
         "name = \"sysvm\"\n[[services]]\nname = \"sysvm-web\"\ntype = \"http\"\nport = 80\n",
     )
     .unwrap();
-    assert!(
-        eventually(Duration::from_secs(60), || a.vm(VM).is_some()),
-        "host-a does not list {VM}:\n{}",
-        a.log()
-    );
-    let out = a.cli(&["vm", "adopt", VM, "-f", manifest.to_str().unwrap()]);
-    assert!(out.status.success(), "adopt: {}", stderr(&out));
-    assert!(
-        eventually(Duration::from_secs(300), || learned_ip(&a, VM)),
-        "no address learned for {VM} on host-a:\n{}",
-        a.log()
-    );
+    adopt(&a, VM, &["-f", manifest.to_str().unwrap()]);
 
     // Its service, consumed on host-b through the overlay: the boot to compare.
     assert!(
@@ -411,7 +412,10 @@ fn vm_on_a_hosts_libvirt_live_migrates_to_another_hosts_daemon_over_the_overlay(
     let xml_file = two.root().join("sysk.xml");
     std::fs::write(
         &xml_file,
-        kernel_domain_xml(DISKLESS, Path::new("/var/lib/libvirt/images/pvguest")),
+        domain_xml(
+            DISKLESS,
+            Boot::Kernel(Path::new("/var/lib/libvirt/images/pvguest")),
+        ),
     )
     .unwrap();
     for args in [
@@ -421,17 +425,7 @@ fn vm_on_a_hosts_libvirt_live_migrates_to_another_hosts_daemon_over_the_overlay(
         let out = two.virsh(&args);
         assert!(out.status.success(), "virsh {args:?}: {}", stderr(&out));
     }
-    assert!(
-        eventually(Duration::from_secs(60), || b.vm(DISKLESS).is_some()),
-        "host-b does not list {DISKLESS}"
-    );
-    let out = b.cli(&["vm", "adopt", DISKLESS]);
-    assert!(out.status.success(), "adopt: {}", stderr(&out));
-    assert!(
-        eventually(Duration::from_secs(300), || learned_ip(&b, DISKLESS)),
-        "no address learned for {DISKLESS} on host-b:\n{}",
-        b.log()
-    );
+    adopt(&b, DISKLESS, &[]);
     assert!(
         eventually(Duration::from_secs(60), || !a
             .providers(DISKLESS)
