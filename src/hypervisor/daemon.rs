@@ -267,11 +267,15 @@ fn write_config(dir: &Path, cfg: &DaemonConfig) -> Result<()> {
         bail!("invalid migration port range {port_min}-{port_max}");
     }
     // root/no security driver/no namespaces: no libvirt-qemu user, no labels;
-    // stdio to files: no virtlogd.
+    // stdio to files: no virtlogd. No dynamic ownership: QEMU as root needs
+    // no chown, and a shared image another daemon (the host's own, running
+    // QEMU as libvirt-qemu) has relabelled must not make our start fail with
+    // "Setting different DAC user or group ... already in use".
     let qemu_conf = format!(
         "# Written by peervisor at each start; edits are lost.\n\
          user = \"root\"\n\
          group = \"root\"\n\
+         dynamic_ownership = 0\n\
          stdio_handler = \"file\"\n\
          security_driver = \"none\"\n\
          namespaces = [ ]\n\
