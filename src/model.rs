@@ -496,6 +496,9 @@ pub struct OperationView {
     /// migrations).
     #[serde(default)]
     pub probe_downtime_ms: Option<u64>,
+    /// How a sent migration carries its data (`direct` or `tunnelled`), and why.
+    #[serde(default)]
+    pub transport: Option<String>,
 }
 
 /// Whether a workload is limited by the CPU or by I/O (disk, network).

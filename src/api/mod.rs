@@ -421,6 +421,10 @@ pub struct MigrationReport {
     /// the migration (None: the VM has no service on the guest network).
     #[serde(default)]
     pub probe_downtime_ms: Option<u64>,
+    /// `direct` (our channels) or `tunnelled` (inside libvirt's connection),
+    /// with why (migrate/transport.rs).
+    #[serde(default)]
+    pub transport: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

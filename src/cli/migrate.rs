@@ -85,6 +85,9 @@ fn describe_migration(report: &crate::control::MigrationReport) -> String {
         "VM '{}' migrated from {} to {} in {:.2} s",
         report.vm, report.from, report.to, report.seconds
     );
+    if let Some(transport) = &report.transport {
+        line.push_str(&format!(", {transport}"));
+    }
     if let Some(ms) = report.probe_downtime_ms {
         line.push_str(&format!(", service gap {ms} ms"));
     }

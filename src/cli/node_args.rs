@@ -71,6 +71,11 @@ pub struct NodeArgs {
     /// Refuse VMs migrated in by other peers.
     #[arg(long)]
     pub no_accept_migrations: bool,
+    /// How live migrations sent from here carry their data: our direct channels
+    /// when the VM's QEMU can reach this node's sockets, else libvirt's
+    /// tunnelled migration (auto); or always one of them.
+    #[arg(long, value_name = "WAY", value_enum, default_value_t)]
+    pub migration_transport: crate::migrate::transport::TransportChoice,
     /// vCPUs this host lends to VMs other peers push in (all VMs here count
     /// against it). Default: lend_vcpus in DATA_DIR/capacity.toml, else 4 per host CPU.
     #[arg(long, value_name = "N")]
@@ -187,6 +192,7 @@ impl NodeArgs {
                 .clone()
                 .unwrap_or_else(crate::image::default_image_dir),
             accept_migrations: !self.no_accept_migrations,
+            migration_transport: self.migration_transport,
             provision: crate::peer::ProvisionPolicy {
                 enabled: self.provision,
                 high_pct: self.provision_high,

@@ -203,6 +203,7 @@ pub(crate) mod tests {
                 transferred_bytes: None,
                 disk_bytes: None,
                 probe_downtime_ms: Some(120),
+                transport: Some("direct (forced by --migration-transport)".into()),
             })),
             Outcome::Ok(Reply::Grants {
                 grants: vec![("12D3Koo".into(), "control".into())],

@@ -1,6 +1,6 @@
 //! The libvirt side of a live migration: the peer-to-peer call (over the
-//! overlay's channels, or tunnelled for the benchmark), the domain XML sent
-//! with it, and the job's progress, outcome and abort.
+//! overlay's channels, or tunnelled inside libvirt's connection), the domain
+//! XML sent with it, and the job's progress, outcome and abort.
 
 use anyhow::{Result, anyhow};
 use virt::domain::Domain;
@@ -44,6 +44,18 @@ impl Host {
         done
     }
 
+    /// The daemon's capabilities XML (`virsh capabilities`): its security
+    /// drivers and the user its QEMUs run as.
+    pub async fn capabilities(&self) -> Result<String> {
+        let link = self.link.clone();
+        blocking(move || {
+            link.conn()?
+                .capabilities()
+                .map_err(|e| anyhow!("libvirt capabilities: {}", e.message()))
+        })
+        .await
+    }
+
     /// The definition a destination would get (`dumpxml --migratable`).
     pub async fn migratable_xml(&self, name: &str) -> Result<String> {
         self.with_domain(name, |d, name| {
@@ -53,14 +65,14 @@ impl Host {
         .await
     }
 
-    /// Live-migrates a running VM peer-to-peer, not tunnelled: `uris.libvirt`
-    /// reaches the destination's libvirt; QEMU sends memory to `uris.memory` and,
-    /// when `uris.disks` is set, mirrors the disks over NBD to it (both unix
-    /// sockets the caller bridges to the destination; None: TCP, libvirt's
-    /// default). Not tunnelled because QEMU's stream then skips libvirt's RPC
-    /// layer (faster), and because libvirt 9.0 with QEMU 7.2 refuses to copy
-    /// disks in a tunnelled migration. `dest_xml` names the destination's disk
-    /// files. On failure libvirt resumes the VM here.
+    /// Live-migrates a running VM peer-to-peer: `uris.libvirt` reaches the
+    /// destination's libvirt; QEMU sends memory to `uris.memory` and, when
+    /// `uris.disks` is set, mirrors the disks over NBD to it (both unix sockets
+    /// the caller bridges to the destination; None: TCP, libvirt's default).
+    /// With `uris.tunnelled` the memory goes inside libvirt's own connection
+    /// instead (for a QEMU that may not reach the caller's sockets; slower: the
+    /// stream passes through both libvirtds). `dest_xml` names the
+    /// destination's disk files. On failure libvirt resumes the VM here.
     pub async fn migrate_p2p(
         &self,
         name: &str,
@@ -79,7 +91,12 @@ impl Host {
                 if uris.qemu_tls {
                     flags |= sys::VIR_MIGRATE_TLS;
                 }
-                if uris.copy_disks {
+                if uris.tunnelled {
+                    flags |= sys::VIR_MIGRATE_TUNNELLED;
+                }
+                if uris.copy_disks && uris.incremental {
+                    flags |= sys::VIR_MIGRATE_NON_SHARED_INC;
+                } else if uris.copy_disks {
                     flags |= sys::VIR_MIGRATE_NON_SHARED_DISK;
                 } else if read_metadata(d).is_some_and(|m| !m.disks.is_empty()) {
                     // Not copied: the disks sit in the machine-wide disk dir
@@ -145,7 +162,7 @@ impl Host {
 pub struct MigrationUris {
     /// The destination's libvirt (RPC), e.g. `qemu+unix:///system?socket=…`.
     pub libvirt: String,
-    /// QEMU's memory stream, e.g. `unix:///run/libvirt/qemu/pv-mig-….sock`
+    /// QEMU's memory stream, e.g. `unix:///run/libvirt/qemu/pv-…/mig.sock`
     /// (None: TCP to the destination's migration address, libvirt's default).
     pub memory: Option<String>,
     /// The NBD server the destination QEMU runs for the disk copy (None: TCP).
@@ -153,6 +170,13 @@ pub struct MigrationUris {
     /// Whether the disks are copied (`NON_SHARED_DISK`) or the destination
     /// opens the very files.
     pub copy_disks: bool,
+    /// Only the top layer of each disk is copied (`NON_SHARED_INC`): the
+    /// destination made overlays on base images of its own.
+    pub incremental: bool,
+    /// The memory stream goes inside libvirt's own connection
+    /// (`VIR_MIGRATE_TUNNELLED`; `memory` and `disks` are then None): for a
+    /// QEMU that may not connect to our sockets (migrate/transport.rs).
+    pub tunnelled: bool,
     /// QEMU encrypts its own streams with TLS (`VIR_MIGRATE_TLS`; both daemons
     /// need certificates, see `daemon::TLS_DIR`). Peervisor's streams are
     /// encrypted by the overlay: only the migration benchmark's `--direct tls`.

@@ -111,17 +111,31 @@ pub(super) fn learned_address(domain: &Domain) -> Option<String> {
             AddressSource::Arp => sys::VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_ARP,
             AddressSource::Agent => sys::VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT,
         };
-        let interfaces = domain.interface_addresses(flag, 0).ok()?;
-        Some(
+        let asked = domain.interface_addresses(flag, 0).ok().map(|interfaces| {
             interfaces
                 .iter()
                 .flat_map(|i| &i.addrs)
                 .filter(|a| a.typed == i64::from(sys::VIR_IP_ADDR_TYPE_IPV4))
                 .map(|a| a.addr.clone())
-                .collect(),
-        )
+                .collect::<Vec<_>>()
+        });
+        match asked {
+            Some(addrs) if !addrs.is_empty() => Some(addrs),
+            // libvirt 9.0's ARP source fails on some kernels ("wrong nlmsg
+            // len"): the same table, read from /proc (this process shares the
+            // host's network namespace with an existing libvirt).
+            _ if source == AddressSource::Arp => proc_arp_address(domain).map(|a| vec![a]),
+            other => other,
+        }
     })
     .map(|(_, addr)| addr)
+}
+
+/// The guest's address in the host's /proc/net/arp, matched on its NICs' MACs.
+fn proc_arp_address(domain: &Domain) -> Option<String> {
+    let xml = domain.xml_desc(0).ok()?;
+    let arp = std::fs::read_to_string("/proc/net/arp").ok()?;
+    arp_address(&arp, &macs_of(&xml))
 }
 
 /// The first usable IPv4 address from the sources in order; `ask` gives a
@@ -140,6 +154,28 @@ fn first_address(
                 })
             })
             .map(|addr| (source, addr))
+    })
+}
+
+/// The MAC addresses of a domain's NICs (`<mac address='…'/>`), lower case.
+fn macs_of(xml: &str) -> Vec<String> {
+    xml.split("<mac address=")
+        .skip(1)
+        .filter_map(|rest| {
+            let quote = rest.chars().next()?;
+            let mac = rest.get(1..)?.split(quote).next()?;
+            Some(mac.to_ascii_lowercase())
+        })
+        .collect()
+}
+
+/// The first complete entry of /proc/net/arp for one of `macs`.
+fn arp_address(arp: &str, macs: &[String]) -> Option<String> {
+    arp.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (ip, flags, mac) = (fields.first()?, fields.get(2)?, fields.get(3)?);
+        let complete = u32::from_str_radix(flags.trim_start_matches("0x"), 16).ok()? & 0x2 != 0;
+        (complete && macs.iter().any(|m| m.eq_ignore_ascii_case(mac))).then(|| ip.to_string())
     })
 }
 
@@ -205,6 +241,21 @@ mod tests {
         );
         let e = network_verdict("lan", &[], &[]).unwrap_err();
         assert!(e.to_string().contains("defines none"), "{e}");
+    }
+
+    #[test]
+    fn the_arp_table_gives_the_address_of_the_domains_mac() {
+        let xml = "<domain><devices><interface type='network'>\
+                   <mac address='52:54:00:FA:69:F5'/></interface></devices></domain>";
+        let macs = macs_of(xml);
+        assert_eq!(macs, ["52:54:00:fa:69:f5"]);
+        let arp = "IP address       HW type     Flags       HW address            Mask     Device\n\
+                   192.168.122.9    0x1         0x0         52:54:00:fa:69:f5     *        virbr0\n\
+                   10.98.0.11       0x1         0x2         be:1f:75:c9:6a:33     *        eth0\n\
+                   192.168.122.112  0x1         0x2         52:54:00:fa:69:f5     *        virbr0\n";
+        // The incomplete entry (flags 0x0) is skipped.
+        assert_eq!(arp_address(arp, &macs).as_deref(), Some("192.168.122.112"));
+        assert_eq!(arp_address(arp, &["52:54:00:00:00:01".into()]), None);
     }
 
     #[test]

@@ -171,6 +171,39 @@ pub fn resolve(image_dir: &Path, image: &str) -> Result<(PathBuf, DiskInfo)> {
     Ok((path, info))
 }
 
+/// The SHA-256 of the base image `overlay` sits on (None: no base, or not
+/// readable here): the checksum recorded beside an imported image
+/// (`NAME.sha256`), else computed.
+pub fn base_checksum(overlay: &Path) -> Option<String> {
+    // -U: the overlay is open in the running VM's QEMU, which holds its lock.
+    let out = qemu_img(&["info", "-U", "--output=json", &overlay.to_string_lossy()]).ok()?;
+    let info: serde_json::Value = serde_json::from_str(&out).ok()?;
+    let base = info["full-backing-filename"]
+        .as_str()
+        .or_else(|| info["backing-filename"].as_str())?;
+    let base = Path::new(base);
+    let recorded = fs::read_to_string(base.with_extension("sha256"))
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| s.len() == 64);
+    recorded.or_else(|| sha256_file(base).ok())
+}
+
+/// The imported base image with checksum `sha256` under `image_dir`, and its
+/// format (as recorded at import; the file is not hashed again).
+pub fn find_by_checksum(image_dir: &Path, sha256: &str) -> Option<(PathBuf, String)> {
+    imported_names(image_dir).into_iter().find_map(|name| {
+        let recorded = fs::read_to_string(image_dir.join(DISKS).join(format!("{name}.sha256")))
+            .unwrap_or_default();
+        if recorded.trim() != sha256 {
+            return None;
+        }
+        let path = base_path(image_dir, &name)?;
+        let format = path.extension()?.to_string_lossy().into_owned();
+        Some((path, format))
+    })
+}
+
 fn short(hash: &str) -> &str {
     hash.get(..12).unwrap_or(hash)
 }

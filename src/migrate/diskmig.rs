@@ -48,6 +48,7 @@ impl Migrations {
                     path: path.to_string_lossy().into_owned(),
                     virtual_bytes: crate::hypervisor::footprint::virtual_bytes(path).unwrap_or(0),
                     file_id: meta.map(|m| (m.dev(), m.ino())),
+                    base_sha256: crate::image::disk::base_checksum(path),
                 }
             })
             .collect())
@@ -263,16 +264,36 @@ fn is_shared_here(offer: &DiskOffer, dir: &Path) -> bool {
     path.parent() == Some(dir) && std::fs::metadata(path).is_ok_and(|m| (m.dev(), m.ino()) == id)
 }
 
-/// Destination side: makes the empty qcow2 files of a copy; on failure removes
-/// what it made.
-pub async fn make_disks(files: &[(PathBuf, u64)]) -> Result<(), String> {
+/// Destination side: the base images under `image_dir` the offered overlays
+/// can sit on here (matched by checksum), one per offer (None: a disk with no
+/// base); None when some overlay's base is not here (then every disk is copied
+/// whole).
+pub fn local_bases(
+    image_dir: &Path,
+    offers: &[DiskOffer],
+) -> Option<Vec<Option<(PathBuf, String)>>> {
+    offers
+        .iter()
+        .map(|offer| match &offer.base_sha256 {
+            None => Some(None),
+            Some(sha) => crate::image::disk::find_by_checksum(image_dir, sha).map(Some),
+        })
+        .collect()
+}
+
+/// Destination side: makes the qcow2 files of a copy: empty ones, or overlays on
+/// the local base images (`bases`, one per file); on failure removes what it made.
+pub async fn make_disks(
+    files: &[(PathBuf, u64)],
+    bases: Option<&[Option<(PathBuf, String)>]>,
+) -> Result<(), String> {
     for (i, (path, bytes)) in files.iter().enumerate() {
-        let out = tokio::process::Command::new("qemu-img")
-            .args(["create", "-q", "-f", "qcow2"])
-            .arg(path)
-            .arg(bytes.to_string())
-            .output()
-            .await;
+        let mut cmd = tokio::process::Command::new("qemu-img");
+        cmd.args(["create", "-q", "-f", "qcow2"]);
+        if let Some((base, format)) = bases.and_then(|b| b.get(i)).and_then(Option::as_ref) {
+            cmd.arg("-b").arg(base).args(["-F", format]);
+        }
+        let out = cmd.arg(path).arg(bytes.to_string()).output().await;
         let failed = match out {
             Ok(o) if o.status.success() => None,
             Ok(o) => Some(String::from_utf8_lossy(&o.stderr).trim().to_string()),
@@ -341,6 +362,7 @@ mod tests {
             path: path.to_string_lossy().into_owned(),
             virtual_bytes,
             file_id: None,
+            base_sha256: None,
         }
     }
 
@@ -393,6 +415,7 @@ mod tests {
             path: path.to_string_lossy().into_owned(),
             virtual_bytes: 1 << 20,
             file_id: Some((meta.dev(), meta.ino())),
+            base_sha256: None,
         };
         assert!(is_shared_here(&offer, dir.path()));
         let elsewhere = tempfile::tempdir().unwrap();

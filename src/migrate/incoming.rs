@@ -47,6 +47,11 @@ struct Grant {
     opened: bool,
     /// Disk files made here for the VM (diskmig.rs): deleted unless it arrives.
     made_disks: Vec<PathBuf>,
+    /// Where this daemon's QEMU binds the data channel sockets (removed with
+    /// the grant).
+    _channels: Option<super::tunnel::ChannelDir>,
+    /// The VM's address on the source's network (`nudge_neighbour`).
+    address: Option<std::net::Ipv4Addr>,
 }
 
 /// Tunnel authorizations this peer (as a destination) has handed out.
@@ -136,6 +141,7 @@ impl Migrations {
         from: PeerId,
         vm: VmRequirements,
         disks: Vec<crate::node::protocol::DiskOffer>,
+        address: Option<String>,
     ) -> ControlResponse {
         let from_name = self.node.peer_label(from).await;
         let refuse = |reason: String| {
@@ -187,10 +193,17 @@ impl Migrations {
                 return refuse(format!("VM '{}' is being migrated here already", vm.name));
             }
         };
+        let mut incremental = false;
         let made_disks = match disk_plan {
             super::diskmig::DiskPlan::Shared => Vec::new(),
             super::diskmig::DiskPlan::Copy(files) => {
-                if let Err(reason) = super::diskmig::make_disks(&files).await {
+                // Base images here with the same checksum are not copied.
+                let bases = super::diskmig::local_bases(&self.image_dir, &disks);
+                incremental = bases
+                    .as_ref()
+                    .is_some_and(|b| b.iter().any(Option::is_some));
+                let bases = bases.filter(|_| incremental);
+                if let Err(reason) = super::diskmig::make_disks(&files, bases.as_deref()).await {
                     self.operations.finish(operation, Some(reason.clone()));
                     return refuse(reason);
                 }
@@ -200,6 +213,7 @@ impl Migrations {
         self.operations
             .set_phase(operation, OperationPhase::Transferring);
         let token: u64 = rand::random();
+        let (channels, direct_refused) = self.channel_dir_for_qemu(token).await;
         self.grants.insert(
             token,
             Grant {
@@ -211,6 +225,8 @@ impl Migrations {
                 streams: 0,
                 opened: false,
                 made_disks: made_disks.clone(),
+                _channels: channels,
+                address: address.and_then(|a| a.parse().ok()),
             },
         );
         self.note_made_disks(&vm.name, &made_disks);
@@ -223,6 +239,32 @@ impl Migrations {
                 .iter()
                 .map(|p| p.to_string_lossy().into_owned())
                 .collect(),
+            incremental,
+            direct_refused,
+        }
+    }
+
+    /// Destination side: the directory this daemon's QEMU binds data channel
+    /// sockets in, given to the user it runs as; or why its QEMU cannot use
+    /// direct channels (its libvirt confines QEMU: the source tunnels).
+    async fn channel_dir_for_qemu(
+        &self,
+        token: u64,
+    ) -> (Option<super::tunnel::ChannelDir>, Option<String>) {
+        let security = match self.host.capabilities().await {
+            Ok(xml) => super::transport::daemon_security(&xml),
+            Err(e) => {
+                tracing::warn!("{e:#}: assuming QEMU runs as this node's user, unconfined");
+                Default::default()
+            }
+        };
+        if let Some(model) = security.confining_model {
+            let why = format!("{}'s libvirt confines QEMU ({model})", self.nick);
+            return (None, Some(why));
+        }
+        match super::tunnel::ChannelDir::make(&self.daemon.run_dir, token, security.qemu_uid) {
+            Ok(dir) => (Some(dir), None),
+            Err(e) => (None, Some(format!("{}: {e:#}", self.nick))),
         }
     }
 
@@ -303,6 +345,9 @@ impl Migrations {
         self.operations.set_progress(grant.operation, &completed);
         self.operations.finish(grant.operation, None);
         self.forget_made_disks(&grant.vm);
+        if let Some(address) = grant.address {
+            nudge_neighbour(address);
+        }
         tracing::info!(
             "VM '{}' arrived from {from} (libvirt: job {:?} ms, downtime {:?} ms, {:?} bytes)",
             grant.vm,
@@ -357,6 +402,21 @@ impl Migrations {
     }
 }
 
+/// Makes this host resolve the arrived VM's address (one empty datagram to the
+/// discard port: the kernel asks the guest's MAC with ARP), so that libvirt's
+/// ARP source finds it at the next listing. A guest keeps its DHCP lease from
+/// the source's network and stays silent otherwise; the leases here do not
+/// know it. Only private addresses: a peer cannot aim this elsewhere.
+fn nudge_neighbour(address: std::net::Ipv4Addr) {
+    if !address.is_private() {
+        return;
+    }
+    let sent = std::net::UdpSocket::bind("0.0.0.0:0").and_then(|s| s.send_to(&[], (address, 9)));
+    if let Err(e) = sent {
+        tracing::debug!("asking for {address}'s neighbour entry: {e}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -377,6 +437,8 @@ mod tests {
                 streams: 0,
                 opened: false,
                 made_disks: Vec::new(),
+                _channels: None,
+                address: None,
             },
         );
         assert!(grants.allows(7, a));
@@ -396,6 +458,8 @@ mod tests {
                 streams: 0,
                 opened: false,
                 made_disks: Vec::new(),
+                _channels: None,
+                address: None,
             },
         );
         assert!(!grants.allows(9, a), "expired");
@@ -414,6 +478,8 @@ mod tests {
                 streams: 0,
                 opened: false,
                 made_disks: Vec::new(),
+                _channels: None,
+                address: None,
             },
         );
         assert!(!grants.stream_opened(10, b), "bound to its peer");
@@ -433,6 +499,8 @@ mod tests {
                 streams: 0,
                 opened: false,
                 made_disks: Vec::new(),
+                _channels: None,
+                address: None,
             },
         );
         assert!(grants.take_unused(11).is_some());

@@ -15,6 +15,7 @@ pub mod paused_source;
 pub mod provision;
 pub mod replica;
 pub mod replicate;
+pub mod transport;
 pub mod tunnel;
 
 use std::path::PathBuf;
@@ -39,6 +40,16 @@ pub struct DaemonPaths {
     pub run_dir: PathBuf,
 }
 
+/// How this peer takes part in migrations: whether it accepts VMs, the way it
+/// sends their data, where its base images are (an incoming overlay on one of
+/// them is copied without its base).
+#[derive(Debug, Clone)]
+pub struct MigrationSettings {
+    pub accept: bool,
+    pub transport: transport::TransportChoice,
+    pub image_dir: PathBuf,
+}
+
 /// Live migration, both ends: what it holds to send a VM (node, hypervisor,
 /// this node's run dir, the services whose consumers it hands over) and to take
 /// one in (who may push VMs here, whether this peer accepts them, what it lends,
@@ -56,6 +67,10 @@ pub struct Migrations {
     daemon: DaemonPaths,
     /// Whether other peers may live-migrate VMs into this host.
     accept: bool,
+    /// `--migration-transport` (transport.rs).
+    transport: transport::TransportChoice,
+    /// Where imported base images are (`image import`).
+    image_dir: PathBuf,
     access: Arc<AccessList>,
     limits: Arc<PeerLimits>,
     capacity: Arc<Capacity>,
@@ -73,7 +88,7 @@ impl Migrations {
         nick: String,
         data_dir: &DataDir,
         daemon: DaemonPaths,
-        accept: bool,
+        settings: MigrationSettings,
         access: Arc<AccessList>,
         limits: Arc<PeerLimits>,
         capacity: Arc<Capacity>,
@@ -88,7 +103,9 @@ impl Migrations {
             run_dir: data_dir.run_dir(),
             ledger_dir: data_dir.root().join(diskmig::LEDGER),
             daemon,
-            accept,
+            accept: settings.accept,
+            transport: settings.transport,
+            image_dir: settings.image_dir,
             access,
             limits,
             capacity,

@@ -101,6 +101,20 @@ impl Operations {
         });
     }
 
+    pub fn transport_of(&self, id: u64) -> Option<String> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner
+            .ops
+            .iter()
+            .find(|e| e.view.id == id)
+            .and_then(|e| e.view.transport.clone())
+    }
+
+    /// The way a sent migration carries its data, and why (transport.rs).
+    pub fn set_transport(&self, id: u64, transport: &str) {
+        self.update(id, |e| e.view.transport = Some(transport.to_string()));
+    }
+
     pub fn finish(&self, id: u64, error: Option<String>) {
         self.update(id, |e| {
             e.view.phase = if error.is_some() {

@@ -4,8 +4,9 @@
 //! The destination authorizes the request and hands out a token (`incoming.rs`);
 //! the source binds one-shot unix sockets bridged to libp2p streams that start
 //! with that token (one for libvirt's RPC, one for QEMU's memory stream, one for
-//! a disk copy: `tunnel.rs`, `diskmig.rs`), and asks its own libvirt to migrate
-//! peer-to-peer to them. The destination connects each authorized stream to its
+//! a disk copy: `tunnel.rs`, `diskmig.rs`; only the first when the VM's QEMU
+//! cannot reach our sockets and the migration is tunnelled: `transport.rs`),
+//! and asks its own libvirt to migrate peer-to-peer to them. The destination connects each authorized stream to its
 //! local libvirt socket or QEMU's. No libvirt or QEMU port is opened between
 //! hosts: every stream rides the encrypted overlay.
 
@@ -19,6 +20,7 @@ use super::Migrations;
 use super::capacity::VmRequirements;
 use super::diskmig::with_disks_renamed;
 use super::operations::Busy;
+use super::transport::Transport;
 use super::tunnel::{DISKS_CHANNEL, MEMORY_CHANNEL, TunnelBridge, channel_file};
 use crate::api::{MigrationReport, Reply};
 use crate::hypervisor::MigrationUris;
@@ -130,6 +132,7 @@ impl Migrations {
         let result = self
             .migrate_to(
                 &requirements,
+                local.ip.clone(),
                 dest_id,
                 &dest_name,
                 op,
@@ -179,6 +182,7 @@ impl Migrations {
             transferred_bytes: arrival.transferred_bytes,
             disk_bytes: arrival.disk_bytes,
             probe_downtime_ms: arrival.probe_downtime_ms,
+            transport: self.operations.transport_of(op),
         })
     }
 
@@ -198,6 +202,7 @@ impl Migrations {
     async fn migrate_to(
         self: &Arc<Self>,
         vm: &VmRequirements,
+        address: Option<String>,
         dest: PeerId,
         dest_name: &str,
         op: u64,
@@ -218,17 +223,27 @@ impl Migrations {
                 .map(|f| f.to_string_lossy().into_owned())
                 .collect(),
             disks: offers.clone(),
+            address,
         };
-        let (token, copies) = match self.node.request(dest, request).await? {
-            ControlResponse::MigrationAccepted { token, disk_copies } => {
-                (token, super::diskmig::pair_copies(&offers, disk_copies)?)
-            }
-            ControlResponse::Refused { reason } => {
-                let reason = crate::node::protocol::peer_text(&reason);
-                bail!("{dest_name} refuses {}: {reason}", vm.name)
-            }
-            other => bail!("{dest_name} answered unexpectedly: {other:?}"),
-        };
+        let (token, copies, incremental, direct_refused) =
+            match self.node.request(dest, request).await? {
+                ControlResponse::MigrationAccepted {
+                    token,
+                    disk_copies,
+                    incremental,
+                    direct_refused,
+                } => (
+                    token,
+                    super::diskmig::pair_copies(&offers, disk_copies)?,
+                    incremental,
+                    direct_refused,
+                ),
+                ControlResponse::Refused { reason } => {
+                    let reason = crate::node::protocol::peer_text(&reason);
+                    bail!("{dest_name} refuses {}: {reason}", vm.name)
+                }
+                other => bail!("{dest_name} answered unexpectedly: {other:?}"),
+            };
         phases.mark("accepted");
         self.operations.set_phase(op, OperationPhase::Transferring);
         if let Some((tx, to, operation)) = accepted {
@@ -246,9 +261,14 @@ impl Migrations {
         let dest_uri = format!("qemu+unix:///system?socket={}", bridge.path.display());
         let watcher = tokio::spawn(watch_progress(self.clone(), vm.name.clone(), op));
         let probe = self.probe_migrating_service(&vm.name, dest).await;
+        let plan = DataPlan {
+            copies: &copies,
+            incremental,
+            ..self.transport_for(&vm.name, dest_name, op, direct_refused.as_deref())
+        };
         phases.mark("libvirt called");
         let moved = self
-            .migrate_over_channels(&vm.name, dest_uri, (dest, token), &copies, limits, phases)
+            .migrate_over_channels(&vm.name, dest_uri, (dest, token), &plan, limits, phases)
             .await;
         let (outcome, channel_error, disk_bytes) = (moved.outcome, moved.broken, moved.disk_bytes);
         let switched = Instant::now();
@@ -342,19 +362,46 @@ impl Migrations {
         anyhow!("VM '{vm}' did not move: {cause}; {here}")
     }
 
-    /// Source side: the transfer of a VM over the overlay's data channels
-    /// (`copies`: source file → destination file, empty when nothing is copied).
-    /// Binds the memory listener, and the NBD listener when disks are copied,
-    /// bridges them to the destination, and asks libvirt.
+    /// Source side: how the VM's data goes (transport.rs), said in the
+    /// operation and the log; `dest_refused`: why the destination's QEMU cannot
+    /// use direct channels.
+    fn transport_for(
+        &self,
+        vm: &str,
+        dest_name: &str,
+        op: u64,
+        dest_refused: Option<&str>,
+    ) -> DataPlan<'static> {
+        let pid_file = self.daemon.run_dir.join("qemu").join(format!("{vm}.pid"));
+        let reach = super::transport::qemu_reach(&pid_file);
+        let (transport, why) = super::transport::decide(self.transport, &reach, dest_refused);
+        let said = format!("{} ({why})", transport.as_str());
+        tracing::info!("migration of VM '{vm}' to {dest_name}: {said}");
+        self.operations.set_transport(op, &said);
+        // A socket of ours is handed to QEMU's user when that is another one.
+        let hand_to = reach.qemu_uid.filter(|uid| *uid != reach.node_uid);
+        DataPlan {
+            copies: &[],
+            incremental: false,
+            transport,
+            hand_to,
+        }
+    }
+
+    /// Source side: the transfer of a VM: direct, over the overlay's data
+    /// channels (binds the memory listener, and the NBD listener when disks are
+    /// copied, bridges them to the destination), or tunnelled inside libvirt's
+    /// connection; then asks libvirt.
     async fn migrate_over_channels(
         self: &Arc<Self>,
         vm: &str,
         libvirt_uri: String,
         (dest, token): (PeerId, u64),
-        copies: &[(String, String)],
+        plan: &DataPlan<'_>,
         limits: Limits,
         phases: &Phases,
     ) -> ChannelOutcome {
+        let copies = plan.copies;
         let failed = |e| ChannelOutcome {
             outcome: Err(e),
             ..ChannelOutcome::default()
@@ -368,12 +415,34 @@ impl Migrations {
             Err(e) => return failed(e),
         };
         let copy_disks = !copies.is_empty();
-        let tags: &[u8] = if copy_disks {
+        let tunnelled = plan.transport == Transport::Tunnelled;
+        if tunnelled && copy_disks {
+            // libvirt (9.0) starts the destination's NBD server for the disk
+            // copy on a network address even when tunnelled ("argument key
+            // 'host' must not have null value"): QEMU's disk copy has no way
+            // inside libvirt's connection.
+            return failed(anyhow!(
+                "a tunnelled migration cannot copy disks ({} to copy): libvirt sends QEMU's disk copy outside its own connection",
+                copies.len()
+            ));
+        }
+        let tags: &[u8] = if tunnelled {
+            &[]
+        } else if copy_disks {
             &[MEMORY_CHANNEL, DISKS_CHANNEL]
         } else {
             &[MEMORY_CHANNEL]
         };
         let run = &self.daemon.run_dir;
+        // Dropped (removed) once libvirt is done with the sockets in it.
+        let _channels = if tunnelled {
+            None
+        } else {
+            match super::tunnel::ChannelDir::make(run, token, plan.hand_to) {
+                Ok(dir) => Some(dir),
+                Err(e) => return failed(e),
+            }
+        };
         let mut bridges = Vec::new();
         let mut uris = Vec::new();
         for &tag in tags {
@@ -391,7 +460,7 @@ impl Migrations {
                 header,
                 phases.clone(),
             );
-            match bound {
+            match bound.and_then(|bridge| hand_over(bridge, plan.hand_to)) {
                 Ok(bridge) => bridges.push(bridge),
                 Err(e) => return failed(e),
             }
@@ -403,6 +472,8 @@ impl Migrations {
             memory: uris.first().cloned(),
             disks: uris.get(1).cloned(),
             copy_disks,
+            incremental: plan.incremental,
+            tunnelled,
             qemu_tls: false,
         };
         let outcome = self
@@ -494,6 +565,37 @@ fn outgoing_busy(vm: &str, busy: &Busy, limit: u32) -> anyhow::Error {
             "this peer is already sending {running} migration(s), its limit of {limit} (--max-migrations): try again when one ends"
         ),
     }
+}
+
+/// How one migration's data goes (`Migrations::data_plan`).
+struct DataPlan<'a> {
+    /// Source file → destination file, empty when nothing is copied.
+    copies: &'a [(String, String)],
+    /// Only the overlays are copied, the destination has their base images.
+    incremental: bool,
+    transport: Transport,
+    /// QEMU's user, when it is not this node's: our sockets are handed to it.
+    hand_to: Option<u32>,
+}
+
+/// Gives a data channel's socket to QEMU's user (`uid`), so that a QEMU running
+/// as another user than this node (the system daemon's libvirt-qemu) may
+/// connect to it; only that user and this node can.
+fn hand_over(bridge: TunnelBridge, uid: Option<u32>) -> Result<TunnelBridge> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(uid) = uid {
+        std::os::unix::fs::chown(&bridge.path, Some(uid), None)
+            .and_then(|()| {
+                std::fs::set_permissions(&bridge.path, std::fs::Permissions::from_mode(0o600))
+            })
+            .map_err(|e| {
+                anyhow!(
+                    "handing {} to QEMU's user (uid {uid}): {e}",
+                    bridge.path.display()
+                )
+            })?;
+    }
+    Ok(bridge)
 }
 
 /// How a transfer over the data channels ended, at the source.

@@ -1,25 +1,27 @@
 //! The byte paths of a live migration, both ends: the libvirt RPC tunnel and
 //! QEMU's data channels, each a unix socket bridged to a libp2p stream.
 //!
-//! A VM migrates peer-to-peer *not* tunnelled, over up to three channels that
-//! all ride the overlay (libp2p streams: noise-encrypted, authenticated): QEMU's
-//! memory stream then skips libvirt's RPC layer (measured faster than tunnelling
-//! it, docs/migration.md), and libvirt 9.0 with QEMU 7.2 cannot copy disks inside
-//! a tunnelled migration anyway. The NBD channel exists only when the
-//! destination does not share the VM's data disks:
+//! A VM migrates peer-to-peer, by default *not* tunnelled, over up to three
+//! channels that all ride the overlay (libp2p streams: noise-encrypted,
+//! authenticated): QEMU's memory stream then skips libvirt's RPC layer (measured
+//! faster than tunnelling it, docs/migration.md). The NBD channel exists only
+//! when the destination does not share the VM's disks:
 //!
 //! ```text
 //! source daemon                         source node ══ overlay ══ destination node      destination daemon
 //! libvirt RPC  → <run>/…/migrate-T.sock  → /peervisor/libvirt-tunnel/1     → libvirt socket
-//! QEMU memory  → /run/libvirt/qemu/pv-mig-T.sock → migration-channel (T, 1) → same path → QEMU -incoming
-//! QEMU NBD     → /run/libvirt/qemu/pv-nbd-T.sock → migration-channel (T, 2) → same path → QEMU NBD server
+//! QEMU memory  → /run/libvirt/qemu/pv-T/mig.sock → migration-channel (T, 1) → same path → QEMU -incoming
+//! QEMU NBD     → /run/libvirt/qemu/pv-T/nbd.sock → migration-channel (T, 2) → same path → QEMU NBD server
 //! ```
+//!
+//! `pv-T` belongs to the user QEMU runs as on each side (`ChannelDir`). A
+//! tunnelled migration (transport.rs) uses the libvirt RPC stream alone.
 //!
 //! Each private libvirtd has its own /run/libvirt (a private mount namespace), so
 //! one path names the source node's listener in the source daemon's view and the
 //! destination QEMU's socket in the destination daemon's.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -49,6 +51,11 @@ const TUNNEL_BUFFER: usize = 256 * 1024;
 /// A tunnel stream must present its token this fast.
 const TOKEN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The directory of a migration's channel sockets inside a daemon's /run/libvirt.
+fn channel_dir(token: u64) -> String {
+    format!("qemu/pv-{token:016x}")
+}
+
 /// Where a channel's socket lives inside a daemon's /run/libvirt.
 pub(super) fn channel_file(token: u64, tag: u8) -> Option<String> {
     let kind = match tag {
@@ -56,7 +63,36 @@ pub(super) fn channel_file(token: u64, tag: u8) -> Option<String> {
         DISKS_CHANNEL => "nbd",
         _ => return None,
     };
-    Some(format!("qemu/pv-{kind}-{token:016x}.sock"))
+    Some(format!("{}/{kind}.sock", channel_dir(token)))
+}
+
+/// A migration's directory for the data channel sockets, owned by the user
+/// QEMU runs as (libvirt-qemu with a host's system daemon, mode 0700): the
+/// destination's QEMU may bind its listening sockets there (it may not in the
+/// root-owned /run/libvirt/qemu), the source's QEMU may reach the ones this node
+/// binds; other users can do neither. Removed when dropped.
+pub(super) struct ChannelDir {
+    path: PathBuf,
+}
+
+impl ChannelDir {
+    pub(super) fn make(run_dir: &Path, token: u64, owner: Option<u32>) -> Result<ChannelDir> {
+        use std::os::unix::fs::PermissionsExt;
+        let path = run_dir.join(channel_dir(token));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir(&path).with_context(|| format!("making {}", path.display()))?;
+        let dir = ChannelDir { path };
+        std::fs::set_permissions(&dir.path, std::fs::Permissions::from_mode(0o700))
+            .and_then(|()| std::os::unix::fs::chown(&dir.path, owner, None))
+            .with_context(|| format!("handing {} to uid {owner:?}", dir.path.display()))?;
+        Ok(dir)
+    }
+}
+
+impl Drop for ChannelDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
 }
 
 impl Migrations {
@@ -331,11 +367,11 @@ mod tests {
     fn channels_have_fixed_socket_names() {
         assert_eq!(
             channel_file(0xab, MEMORY_CHANNEL).unwrap(),
-            "qemu/pv-mig-00000000000000ab.sock"
+            "qemu/pv-00000000000000ab/mig.sock"
         );
         assert_eq!(
             channel_file(0xab, DISKS_CHANNEL).unwrap(),
-            "qemu/pv-nbd-00000000000000ab.sock"
+            "qemu/pv-00000000000000ab/nbd.sock"
         );
         assert!(channel_file(1, 9).is_none());
     }

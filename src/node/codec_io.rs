@@ -58,7 +58,9 @@ pub(crate) fn sample_requests() -> Vec<Vec<u8>> {
                 path: "/var/lib/peervisor/disks/web-1-6f1c0d1e.qcow2".into(),
                 virtual_bytes: 64 << 20,
                 file_id: Some((2049, 1234)),
+                base_sha256: None,
             }],
+            address: None,
         },
         ControlRequest::MigrationEnded {
             token: 42,
@@ -88,6 +90,8 @@ pub(crate) fn sample_responses() -> Vec<Vec<u8>> {
         ControlResponse::MigrationAccepted {
             token: 7,
             disk_copies: vec!["/srv/disks/web-1-6f1c0d1e.qcow2".into()],
+            incremental: true,
+            direct_refused: None,
         },
         ControlResponse::Refused {
             reason: "no".into(),

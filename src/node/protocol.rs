@@ -42,6 +42,11 @@ pub enum ControlRequest {
         /// whether they are shared with it or must be copied.
         #[serde(default)]
         disks: Vec<DiskOffer>,
+        /// The VM's address on the source's network (learned there): a
+        /// destination that learns addresses from its ARP table asks for it
+        /// once the VM arrived, so the VM is found there before it speaks.
+        #[serde(default)]
+        address: Option<String>,
     },
     /// The source reports how the migration ended, so the destination can drop the
     /// tunnel authorization and record the outcome.
@@ -99,6 +104,14 @@ pub enum ControlResponse {
         /// `PrepareMigration::disks`; empty when the disks are shared (or none).
         #[serde(default)]
         disk_copies: Vec<String>,
+        /// The copies are overlays on base images the destination has (the
+        /// same checksum): only the top layer is copied (`NON_SHARED_INC`).
+        #[serde(default)]
+        incremental: bool,
+        /// Why this destination's QEMU cannot use direct data channels (its
+        /// libvirt confines QEMU): the source then tunnels.
+        #[serde(default)]
+        direct_refused: Option<String>,
     },
     Refused {
         reason: String,
@@ -166,6 +179,11 @@ pub struct DiskOffer {
     /// same file at the same path shares the storage (peers of one machine).
     #[serde(default)]
     pub file_id: Option<(u64, u64)>,
+    /// SHA-256 of the base image the disk is a copy-on-write overlay on: a
+    /// destination with an imported image of that checksum makes an overlay on
+    /// it, and only the overlay is copied.
+    #[serde(default)]
+    pub base_sha256: Option<String>,
 }
 
 /// What every peer periodically tells the overlay about itself (gossipsub).

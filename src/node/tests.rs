@@ -54,6 +54,7 @@ fn oversized_control_request_is_refused() {
         disk_mib: 0,
         boot_files: Vec::new(),
         disks: Vec::new(),
+        address: None,
     };
     let bytes = encode_request(big);
     assert!(bytes.len() as u64 > MAX_CONTROL_REQUEST);

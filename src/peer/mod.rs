@@ -67,6 +67,8 @@ pub struct PeerConfig {
     pub image_dir: PathBuf,
     /// Whether other peers may live-migrate VMs into this host.
     pub accept_migrations: bool,
+    /// `--migration-transport`: how migrations' data goes (migrate/transport.rs).
+    pub migration_transport: crate::migrate::transport::TransportChoice,
     /// On-demand provision (`--provision`), off by default.
     pub provision: ProvisionPolicy,
     /// Stats sampling interval and history length.
@@ -108,6 +110,7 @@ impl PeerConfig {
             guest_netns: "unused".into(),
             image_dir,
             accept_migrations: false,
+            migration_transport: Default::default(),
             provision: Default::default(),
             sampling: Default::default(),
             yarn: Vec::new(),
@@ -434,6 +437,7 @@ impl Peer {
                 disk_mib,
                 boot_files,
                 disks,
+                address,
             } => {
                 let requirements = VmRequirements {
                     name: vm.into(),
@@ -444,7 +448,7 @@ impl Peer {
                     boot_files: boot_files.into_iter().map(PathBuf::from).collect(),
                 };
                 self.migrations
-                    .prepare_incoming(peer, requirements, disks)
+                    .prepare_incoming(peer, requirements, disks, address)
                     .await
             }
             ControlRequest::MigrationEnded { token, ok, error } => {

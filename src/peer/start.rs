@@ -23,7 +23,7 @@ use crate::migrate::capacity::{Capacity, CapacityConfig, Lending, fmt_mib};
 use crate::migrate::operations::Operations;
 use crate::migrate::provision::Provision;
 use crate::migrate::replicate::Replications;
-use crate::migrate::{DaemonPaths, Migrations};
+use crate::migrate::{DaemonPaths, MigrationSettings, Migrations};
 use crate::model::NicSource;
 use crate::node::{self, NodeConfig};
 use crate::paths::{DataDir, disk_dir};
@@ -196,7 +196,11 @@ impl Peer {
             config.nick.clone(),
             &config.data_dir,
             daemon,
-            config.accept_migrations,
+            MigrationSettings {
+                accept: config.accept_migrations,
+                transport: config.migration_transport,
+                image_dir: config.image_dir.clone(),
+            },
             access.clone(),
             limits.clone(),
             capacity.clone(),

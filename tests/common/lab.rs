@@ -29,6 +29,9 @@ for d in etc lib cache log; do mkdir -p "$R/$d"; done
 cp -a /etc/libvirt/. "$R/etc/"
 cp -a /var/lib/libvirt/. "$R/lib/"
 cp -a /var/cache/libvirt/. "$R/cache/"
+# A host UUID of its own, as every real host has (libvirt refuses to migrate a
+# VM to a daemon reporting its own UUID: "the same host").
+echo "host_uuid = \"$(cat /proc/sys/kernel/random/uuid)\"" >>"$R/etc/libvirtd.conf"
 mount --bind "$R/etc" /etc/libvirt
 mount --bind "$R/lib" /var/lib/libvirt
 mount --bind "$R/cache" /var/cache/libvirt

@@ -498,7 +498,7 @@ async fn direct_native(
             files.push((dest, bytes));
         }
     }
-    crate::migrate::diskmig::make_disks(&files)
+    crate::migrate::diskmig::make_disks(&files, None)
         .await
         .map_err(|e| anyhow!(e))?;
     let xml =
@@ -508,6 +508,8 @@ async fn direct_native(
         memory: None,
         disks: None,
         copy_disks: !copies.is_empty(),
+        incremental: false,
+        tunnelled: false,
         qemu_tls: tls,
     };
     if let Err(e) = from.migrate_p2p(VM, uris, xml, None, None).await {

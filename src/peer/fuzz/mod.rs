@@ -170,7 +170,9 @@ fn check_answer(
         }
         (
             ControlRequest::PrepareMigration { disks, .. },
-            ControlResponse::MigrationAccepted { token, disk_copies },
+            ControlResponse::MigrationAccepted {
+                token, disk_copies, ..
+            },
         ) => {
             prop_assert!(
                 disk_copies.is_empty() || disk_copies.len() == disks.len(),
@@ -250,6 +252,7 @@ fn requests_near_the_limit() -> impl Strategy<Value = Vec<u8>> {
                     disk_mib: 0,
                     boot_files: vec![long],
                     disks: Vec::new(),
+                    address: None,
                 },
                 _ => ControlRequest::PrepareMigration {
                     vm: "web-1".into(),
@@ -262,7 +265,9 @@ fn requests_near_the_limit() -> impl Strategy<Value = Vec<u8>> {
                         path: long,
                         virtual_bytes: 1 << 20,
                         file_id: None,
+                        base_sha256: None,
                     }],
+                    address: None,
                 },
             })
         };
@@ -281,11 +286,13 @@ fn acceptable_requests() -> Vec<Vec<u8>> {
         disk_mib: 1,
         boot_files: Vec::new(),
         disks,
+        address: None,
     };
     let offer = |path: &str| DiskOffer {
         path: path.into(),
         virtual_bytes: 1 << 20,
         file_id: None,
+        base_sha256: None,
     };
     let mut all = sample_requests();
     all.extend(
@@ -351,6 +358,7 @@ fn offers() -> impl Strategy<Value = DiskOffer> {
         path,
         virtual_bytes,
         file_id,
+        base_sha256: None,
     })
 }
 
@@ -379,6 +387,7 @@ fn structured_requests() -> impl Strategy<Value = Vec<u8>> {
                     disk_mib,
                     boot_files,
                     disks,
+                    address: None,
                 }
             },
         );
@@ -458,6 +467,7 @@ proptest! {
                     path: "/srv/disks/web-1-6f1c0d1e.qcow2".into(),
                     virtual_bytes: 64 << 20,
                     file_id: None,
+                    base_sha256: None,
                 }];
                 // Either no copies (shared disks) or one per disk, in order.
                 if let Ok(pairs) = crate::migrate::diskmig::pair_copies(&offers, disk_copies.clone()) {

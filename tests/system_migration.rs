@@ -1,0 +1,498 @@
+//! Live migration between two hosts' own (system) libvirt daemons over the
+//! overlay (issue 16), in the lab of stock libvirt hosts (tests/common/lab.rs):
+//! QEMU runs as libvirt-qemu there, so the source hands its channel sockets to
+//! that user (direct), or the data goes inside libvirt's own connection
+//! (tunnelled, forced here since AppArmor is absent on this machine).
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::lab::{Lab, LabHost};
+use common::{TestNode, eventually, fresh_key, stderr, stdout};
+use serde_json::Value;
+
+const VM: &str = "sysvm";
+/// A guest without a disk, for the tunnelled path (libvirt copies no disk
+/// inside its own connection).
+const DISKLESS: &str = "sysk";
+
+/// How a domain boots: its `<os>` lines and its disk devices.
+enum Boot<'a> {
+    /// From a qcow2 disk (an overlay on an imported base image).
+    Disk(&'a Path),
+    /// The guest image's kernel from its directory (the same path on both
+    /// hosts), no disk.
+    Kernel(&'a Path),
+}
+
+/// A domain as an operator defines one with virsh: 128 MiB, a NIC on the
+/// `default` network.
+fn domain_xml(name: &str, boot: Boot) -> String {
+    let (os, disks) = match boot {
+        Boot::Disk(disk) => (
+            "<boot dev='hd'/>".to_string(),
+            format!(
+                "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>\
+                 <source file='{}'/><target dev='vda' bus='virtio'/></disk>",
+                disk.display()
+            ),
+        ),
+        Boot::Kernel(image) => (
+            format!(
+                "<kernel>{}</kernel><initrd>{}</initrd>\
+                 <cmdline>console=ttyS0 quiet panic=-1 pv.name={name} pv.ip=dhcp</cmdline>",
+                image.join("vmlinuz").display(),
+                image.join("initrd.img").display()
+            ),
+            String::new(),
+        ),
+    };
+    format!(
+        "<domain type='qemu'>
+  <name>{name}</name>
+  <memory unit='MiB'>128</memory>
+  <vcpu>1</vcpu>
+  <os>
+    <type arch='x86_64' machine='pc'>hvm</type>
+    {os}
+  </os>
+  <features><acpi/></features>
+  <cpu mode='custom' match='exact'><model fallback='allow'>qemu64</model></cpu>
+  <devices>
+    {disks}
+    <interface type='network'>
+      <source network='default'/>
+      <model type='virtio'/>
+    </interface>
+    <serial type='pty'/>
+    <memballoon model='none'/>
+  </devices>
+</domain>"
+    )
+}
+
+/// The guest's state page (name, boot_id, ...) through a consumer on `host`.
+fn state_on(host: &LabHost, port: u16) -> Option<String> {
+    let out = host.exec(&[
+        "curl",
+        "-sf",
+        "--max-time",
+        "5",
+        &format!("http://127.0.0.1:{port}/cgi-bin/state"),
+    ]);
+    out.status.success().then(|| stdout(&out))
+}
+
+/// The guest's boot id, once its state page answers through the consumer on
+/// `host` (`node`'s log shown if it never does).
+fn boot_id_on(host: &LabHost, port: u16, node: &TestNode, what: &str) -> String {
+    let mut page = None;
+    let answered = eventually(Duration::from_secs(180), || {
+        page = state_on(host, port);
+        page.is_some()
+    });
+    assert!(answered, "{what}:\n{}", node.log());
+    let boot = page
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("boot_id="))
+        .unwrap_or_default()
+        .to_string();
+    assert!(!boot.is_empty(), "{what}: no boot id");
+    boot
+}
+
+/// `virsh domstate VM` on `host`, or "" when the VM is not defined there.
+fn domstate(host: &LabHost, vm: &str) -> String {
+    let out = host.virsh(&["domstate", vm]);
+    if out.status.success() {
+        stdout(&out).trim().to_string()
+    } else {
+        String::new()
+    }
+}
+
+/// The base image imported into a host's own image dir.
+fn import_base(node: &TestNode, images: &Path, disk: &Path) {
+    let out = node.cli(&[
+        "image",
+        "import",
+        disk.to_str().unwrap(),
+        "--name",
+        "pvdisk",
+        "--image-dir",
+        images.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "import: {}", stderr(&out));
+}
+
+/// `migrate VM --to TO --wait --json` on `from`: the report, or the error.
+fn migrate(from: &TestNode, vm: &str, to: &str) -> Result<Value, String> {
+    let out = from.cli(&["migrate", vm, "--to", to, "--wait", "--json"]);
+    if out.status.success() {
+        Ok(serde_json::from_slice(&out.stdout).expect("migration report"))
+    } else {
+        Err(stderr(&out))
+    }
+}
+
+/// The VM's learned address on `node`, once it has one on the `default` network.
+fn learned_ip(node: &TestNode, vm: &str) -> bool {
+    node.vm(vm)
+        .and_then(|v| v["ip"].as_str().map(|ip| ip.starts_with("192.168.122.")))
+        .unwrap_or(false)
+}
+
+/// `vm adopt VM ARGS` on `node` once it lists the VM; waits until it learned
+/// the VM's address.
+fn adopt(node: &TestNode, vm: &str, args: &[&str]) {
+    assert!(
+        eventually(Duration::from_secs(60), || node.vm(vm).is_some()),
+        "{vm} not listed:\n{}",
+        node.log()
+    );
+    let mut all = vec!["vm", "adopt", vm];
+    all.extend_from_slice(args);
+    let out = node.cli(&all);
+    assert!(out.status.success(), "adopt {vm}: {}", stderr(&out));
+    assert!(
+        eventually(Duration::from_secs(300), || learned_ip(node, vm)),
+        "no address learned for {vm}:\n{}",
+        node.log()
+    );
+}
+
+/// A libvirt hook on `host` that refuses incoming migrations while
+/// /etc/libvirt/refuse-migrations exists (an operator's policy); libvirtd reads
+/// hooks when it starts, so it is restarted.
+fn install_refusing_hook(host: &LabHost) {
+    let hooks = host.root().join("etc").join("hooks");
+    std::fs::create_dir_all(&hooks).unwrap();
+    let hook = hooks.join("qemu");
+    std::fs::write(
+        &hook,
+        "#!/bin/sh\ncat >/dev/null\nif [ \"$2\" = migrate ] && [ -e /etc/libvirt/refuse-migrations ]; then\n  echo 'incoming migrations refused by this host' >&2\n  exit 1\nfi\nexit 0\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = host.exec(&["/etc/init.d/libvirtd", "restart"]);
+    assert!(out.status.success(), "libvirtd restart: {}", stderr(&out));
+    assert!(
+        eventually(Duration::from_secs(60), || host
+            .virsh(&["version"])
+            .status
+            .success()),
+        "libvirtd did not come back:\n{}",
+        host.log()
+    );
+}
+
+#[test]
+fn vm_on_a_hosts_libvirt_live_migrates_to_another_hosts_daemon_over_the_overlay() {
+    let shared = common::image_dir();
+    let built = std::process::Command::new(common::BIN)
+        .args(["image", "build", "--disk", "--image-dir"])
+        .arg(&shared)
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "image build --disk: {}",
+        stderr(&built)
+    );
+    let base_disk = shared.join("peervisor-guest").join("disk.qcow2");
+    let lab = Lab::new("sm", 2);
+    let (one, two) = (&lab.hosts[0], &lab.hosts[1]);
+    install_refusing_hook(two);
+
+    // Each host: its image dir and its disk dir. Host-b sends tunnelled.
+    let dirs = |host: &LabHost| {
+        let images = host.root().join("images");
+        let disks = host.root().join("disks");
+        std::fs::create_dir_all(&images).unwrap();
+        std::fs::create_dir_all(&disks).unwrap();
+        (images, disks)
+    };
+    let ((images_a, disks_a), (images_b, disks_b)) = (dirs(one), dirs(two));
+    let key = fresh_key();
+    let flags = |images: &Path, disks: &Path| {
+        vec![
+            "--image-dir".to_string(),
+            images.to_str().unwrap().to_string(),
+            "--disk-dir".to_string(),
+            disks.to_str().unwrap().to_string(),
+        ]
+    };
+    let fa = flags(&images_a, &disks_a);
+    let a = one.node(
+        "host-a",
+        &key,
+        &[],
+        &fa.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let mut fb = flags(&images_b, &disks_b);
+    fb.extend(["--migration-transport".into(), "tunnelled".into()]);
+    let b = two.node(
+        "host-b",
+        &key,
+        &[(one, &a)],
+        &fb.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    assert!(
+        eventually(Duration::from_secs(60), || a.connected_peers()
+            == ["host-b"]),
+        "overlay did not form:\n{}",
+        a.log()
+    );
+    b.allow_control(&a);
+    a.allow_control(&b);
+    import_base(&a, &images_a, &base_disk);
+    import_base(&b, &images_b, &base_disk);
+
+    // The operator's VM on host-a: an overlay on host-a's base image.
+    let overlay = one.root().join("sysvm.qcow2");
+    let base_a = images_a.join("disks").join("pvdisk.qcow2");
+    let made = std::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
+        .arg(&base_a)
+        .arg(&overlay)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", stderr(&made));
+    let xml_file = one.root().join("sysvm.xml");
+    std::fs::write(&xml_file, domain_xml(VM, Boot::Disk(&overlay))).unwrap();
+    for args in [
+        vec!["define", xml_file.to_str().unwrap()],
+        vec!["start", VM],
+    ] {
+        let out = one.virsh(&args);
+        assert!(out.status.success(), "virsh {args:?}: {}", stderr(&out));
+    }
+    let manifest = a.data_dir().join("sysvm.toml");
+    std::fs::write(
+        &manifest,
+        "name = \"sysvm\"\n[[services]]\nname = \"sysvm-web\"\ntype = \"http\"\nport = 80\n",
+    )
+    .unwrap();
+    adopt(&a, VM, &["-f", manifest.to_str().unwrap()]);
+
+    // Its service, consumed on host-b through the overlay: the boot to compare.
+    assert!(
+        eventually(Duration::from_secs(60), || !b
+            .providers("sysvm-web")
+            .is_empty()),
+        "host-b never saw sysvm-web:\n{}",
+        a.log()
+    );
+    let port_b = b.consume("sysvm-web", &[]);
+    let before = boot_id_on(two, port_b, &b, "no answer through the overlay");
+    let boot = before;
+
+    // Host-b's libvirt refuses mid-way (after host-b's node accepted): the VM
+    // keeps running on host-a only, nothing of it is left on host-b.
+    std::fs::write(two.root().join("etc").join("refuse-migrations"), "").unwrap();
+    let err = migrate(&a, VM, "host-b").expect_err("host-b's hook let the migration through");
+    assert!(
+        err.contains("did not move") && err.contains("it keeps running on this peer"),
+        "{err}"
+    );
+    assert_eq!(domstate(one, VM), "running");
+    assert_eq!(domstate(two, VM), "", "a half-received VM left on host-b");
+    assert!(
+        eventually(Duration::from_secs(30), || std::fs::read_dir(&disks_b)
+            .unwrap()
+            .next()
+            .is_none()),
+        "disk files made for the failed migration left in {}",
+        disks_b.display()
+    );
+    std::fs::remove_file(two.root().join("etc").join("refuse-migrations")).unwrap();
+
+    // Direct: host-a's QEMU (libvirt-qemu, unconfined) reaches the sockets host-a
+    // hands it; the overlay copy goes, the base image stays.
+    let report = migrate(&a, VM, "host-b").unwrap_or_else(|e| panic!("{e}\n{}", a.log()));
+    let transport = report["transport"].as_str().unwrap_or_default();
+    assert!(
+        transport.starts_with("direct (QEMU runs as uid"),
+        "{report}"
+    );
+    let direct_s = report["seconds"].as_f64().unwrap();
+    let copied = report["disk_bytes"].as_u64().expect("disk bytes reported");
+    let base_bytes = std::fs::metadata(&base_a).unwrap().len();
+    assert!(
+        copied < base_bytes,
+        "{copied} bytes copied, the base image alone is {base_bytes}: the base was copied"
+    );
+    assert_eq!(domstate(one, VM), "", "virsh on host-a still has {VM}");
+    assert_eq!(domstate(two, VM), "running");
+    // Host-b's copy is an overlay on host-b's own base image.
+    let copy = std::fs::read_dir(&disks_b)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .next()
+        .expect("host-b's copy of the disk");
+    let info = std::process::Command::new("qemu-img")
+        .args(["info", "-U", "--output=json"])
+        .arg(&copy)
+        .output()
+        .unwrap();
+    let info: Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert_eq!(
+        info["backing-filename"].as_str().map(Path::new),
+        Some(images_b.join("disks").join("pvdisk.qcow2").as_path()),
+        "{info}"
+    );
+    let ops = a.status()["operations"].clone();
+    assert!(
+        ops.as_array()
+            .is_some_and(|ops| ops.iter().any(|o| o["transport"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("direct")))),
+        "status shows no transport: {ops}"
+    );
+    // The same guest, re-learned by host-b and serving from there.
+    assert!(
+        eventually(Duration::from_secs(300), || learned_ip(&b, VM)),
+        "host-b learned no address for {VM}:\n{}",
+        b.log()
+    );
+    let after = boot_id_on(two, port_b, &b, "no answer after the migration");
+    assert_eq!(after, boot, "same guest, not a reboot");
+    assert!(
+        eventually(Duration::from_secs(60), || b
+            .providers("sysvm-web")
+            .iter()
+            .any(|p| p["peer_nick"] == "host-b")),
+        "sysvm-web not published by host-b: {:?}",
+        b.providers("sysvm-web")
+    );
+    assert!(
+        eventually(Duration::from_secs(60), || a
+            .providers("sysvm-web")
+            .iter()
+            .any(|p| p["peer_nick"] == "host-b")),
+        "host-a never saw sysvm-web on host-b: {:?}",
+        a.providers("sysvm-web")
+    );
+    let port_a = a.consume("sysvm-web", &[]);
+    let from_a = boot_id_on(
+        one,
+        port_a,
+        &a,
+        "host-a's consumer got no answer from host-b",
+    );
+    assert_eq!(from_a, boot);
+
+    // Tunnelled (forced on host-b): libvirt cannot copy a disk inside its own
+    // connection, so the overlay-booted VM does not move and runs on host-b only.
+    let err = migrate(&b, VM, "host-a").expect_err("a tunnelled disk copy went through");
+    assert!(
+        err.contains("a tunnelled migration cannot copy disks")
+            && err.contains("it keeps running on this peer"),
+        "{err}"
+    );
+    assert_eq!(domstate(two, VM), "running");
+    assert_eq!(domstate(one, VM), "", "a half-received {VM} left on host-a");
+
+    // A disk-less guest, defined with virsh on host-b and adopted: tunnelled
+    // to host-a, then direct back. Its kernel and initramfs are at the same
+    // path on both hosts, each host's own copy (one file used by two daemons
+    // would carry two hosts' DAC ownership records).
+    for host in [one, two] {
+        let dir = host.root().join("lib").join("images").join("pvguest");
+        std::fs::create_dir_all(&dir).unwrap();
+        for file in ["vmlinuz", "initrd.img"] {
+            std::fs::copy(shared.join("peervisor-guest").join(file), dir.join(file)).unwrap();
+        }
+    }
+    let xml_file = two.root().join("sysk.xml");
+    std::fs::write(
+        &xml_file,
+        domain_xml(
+            DISKLESS,
+            Boot::Kernel(Path::new("/var/lib/libvirt/images/pvguest")),
+        ),
+    )
+    .unwrap();
+    for args in [
+        vec!["define", xml_file.to_str().unwrap()],
+        vec!["start", DISKLESS],
+    ] {
+        let out = two.virsh(&args);
+        assert!(out.status.success(), "virsh {args:?}: {}", stderr(&out));
+    }
+    adopt(&b, DISKLESS, &[]);
+    assert!(
+        eventually(Duration::from_secs(60), || !a
+            .providers(DISKLESS)
+            .is_empty()),
+        "host-a never saw {DISKLESS}'s service"
+    );
+    let port_k = a.consume(DISKLESS, &[]);
+    let first = boot_id_on(
+        one,
+        port_k,
+        &a,
+        "{DISKLESS} did not answer through the overlay",
+    );
+    let boot_k = first;
+    let report = migrate(&b, DISKLESS, "host-a").unwrap_or_else(|e| panic!("{e}\n{}", b.log()));
+    assert_eq!(
+        report["transport"], "tunnelled (forced by --migration-transport)",
+        "{report}"
+    );
+    let mut tunnelled = vec![report["seconds"].as_f64().unwrap()];
+    assert_eq!(domstate(two, DISKLESS), "", "virsh on host-b still has it");
+    assert_eq!(domstate(one, DISKLESS), "running");
+    assert!(
+        eventually(Duration::from_secs(300), || learned_ip(&a, DISKLESS)),
+        "host-a learned no address for {DISKLESS}:\n{}",
+        a.log()
+    );
+    let back = boot_id_on(one, port_k, &a, "no answer after the tunnelled migration");
+    assert_eq!(back, boot_k, "same guest, not a reboot");
+    let report = migrate(&a, DISKLESS, "host-b").unwrap_or_else(|e| panic!("{e}\n{}", a.log()));
+    assert!(
+        report["transport"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("direct")),
+        "{report}"
+    );
+    let mut direct = vec![report["seconds"].as_f64().unwrap()];
+    assert_eq!(domstate(one, DISKLESS), "");
+    assert_eq!(domstate(two, DISKLESS), "running");
+
+    // Figures (docs/hosting.md): PEERVISOR_SYSMIG_ROUNDS more round trips of
+    // the same guest, tunnelled out of host-b and direct back, each timed by
+    // its source.
+    let rounds: usize = std::env::var("PEERVISOR_SYSMIG_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0);
+    for _ in 0..rounds {
+        for (from, to, times) in [(&b, "host-a", &mut tunnelled), (&a, "host-b", &mut direct)] {
+            let report = migrate(from, DISKLESS, to).unwrap_or_else(|e| panic!("{e}"));
+            times.push(report["seconds"].as_f64().unwrap());
+        }
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    eprintln!(
+        "system daemons over the overlay, {DISKLESS} (128 MiB, no disk): \
+         direct {direct:.2?} s, median {:.2} s; tunnelled {tunnelled:.2?} s, median {:.2} s; \
+         {VM}'s direct move copied {copied} disk bytes in {direct_s:.2} s; load {}",
+        median(direct.clone()),
+        median(tunnelled.clone()),
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+}
