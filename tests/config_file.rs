@@ -68,6 +68,7 @@ lend-vcpus = 3
 lend-memory = "3GiB"
 lend-disk = "7GiB"
 max-migrations = 5
+migration-transport = "tunnelled"
 stats-interval = 0.5
 stats-history = 30
 destroy-vms-on-exit = true
