@@ -192,17 +192,7 @@ fn install_refusing_hook(host: &LabHost) {
 
 #[test]
 fn vm_on_a_hosts_libvirt_live_migrates_to_another_hosts_daemon_over_the_overlay() {
-    let shared = common::image_dir();
-    let built = std::process::Command::new(common::BIN)
-        .args(["image", "build", "--disk", "--image-dir"])
-        .arg(&shared)
-        .output()
-        .unwrap();
-    assert!(
-        built.status.success(),
-        "image build --disk: {}",
-        stderr(&built)
-    );
+    let shared = common::lab::guest_image_with_disk();
     let base_disk = shared.join("peervisor-guest").join("disk.qcow2");
     let lab = Lab::new("sm", 2);
     let (one, two) = (&lab.hosts[0], &lab.hosts[1]);

@@ -60,6 +60,23 @@ pub struct LabHost {
     holder_pid: u32,
 }
 
+/// The shared guest image dir, its image built with the bootable disk
+/// (`image build --disk`).
+pub fn guest_image_with_disk() -> PathBuf {
+    let shared = super::image_dir();
+    let built = Command::new(super::BIN)
+        .args(["image", "build", "--disk", "--image-dir"])
+        .arg(&shared)
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "image build --disk: {}",
+        stderr(&built)
+    );
+    shared
+}
+
 fn run(args: &[&str]) -> Output {
     Command::new(args[0])
         .args(&args[1..])
@@ -217,17 +234,7 @@ impl LabHost {
     /// An image dir of this host's own (imports land there) holding the shared
     /// guest image, built with its bootable disk (`image build --disk`).
     pub fn image_dir_with_disk(&self) -> PathBuf {
-        let shared = super::image_dir();
-        let built = Command::new(super::BIN)
-            .args(["image", "build", "--disk", "--image-dir"])
-            .arg(&shared)
-            .output()
-            .unwrap();
-        assert!(
-            built.status.success(),
-            "image build --disk: {}",
-            stderr(&built)
-        );
+        let shared = guest_image_with_disk();
         let images = self.root.join("images");
         std::fs::create_dir_all(&images).unwrap();
         std::os::unix::fs::symlink(
