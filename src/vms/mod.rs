@@ -6,6 +6,7 @@ mod adopt;
 pub mod console;
 mod health;
 pub mod remote;
+mod remote_ops;
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;

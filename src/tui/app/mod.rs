@@ -319,7 +319,7 @@ impl App {
                 .collect(),
             Pane::Operations => rows::operation_rows(status, &self.operations.filter)
                 .iter()
-                .map(|o| o.id.to_string())
+                .map(|o| o.key())
                 .collect(),
             Pane::Log => vec![],
         }
@@ -452,7 +452,7 @@ impl App {
     pub fn selected_operation(&self) -> Option<&OperationView> {
         let status = self.status.as_ref()?;
         let key = self.operations.selection.key()?;
-        status.operations.iter().find(|o| o.id.to_string() == key)
+        status.operations.iter().find(|o| o.key() == key)
     }
 
     /// A result from the node (command outcome) for the status line.
