@@ -134,7 +134,8 @@ fn remote_operation(a: &TestNode, host: &str) -> Option<Value> {
 
 /// `peervisor migrate web-1 --to TO --wait ARGS` from A's data dir, run
 /// while `meanwhile` watches A's operations (it gets the phases seen of the
-/// operation `host` runs, and may act once it transfers).
+/// operation `host` runs, and may act once it transfers). A wait that does
+/// not end within `WAIT_ENDS` fails the test.
 fn migrate_waiting(
     a: &TestNode,
     to: &str,
@@ -142,17 +143,17 @@ fn migrate_waiting(
     args: &[&str],
     meanwhile: impl FnOnce(&dyn Fn() -> Vec<String>),
 ) -> (std::process::Output, Vec<String>) {
-    let dir = a.data_dir().to_path_buf();
-    std::thread::scope(|scope| {
-        let cli = scope.spawn(|| {
-            std::process::Command::new(common::BIN)
-                .arg("--data-dir")
-                .arg(&dir)
-                .args(["migrate", "web-1", "--to", to, "--wait"])
-                .args(args)
-                .output()
-                .expect("run peervisor")
-        });
+    use std::process::{Command, Stdio};
+    let mut cli = Command::new(common::BIN)
+        .arg("--data-dir")
+        .arg(a.data_dir())
+        .args(["migrate", "web-1", "--to", to, "--wait"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run peervisor");
+    {
         let seen = std::cell::RefCell::new(Vec::<String>::new());
         let phases = || {
             if let Some(op) = remote_operation(a, host) {
@@ -165,14 +166,29 @@ fn migrate_waiting(
             seen.borrow().clone()
         };
         meanwhile(&phases);
-        while !cli.is_finished() {
+        let deadline = Instant::now() + common::scaled(WAIT_ENDS);
+        while cli.try_wait().expect("wait for the CLI").is_none() {
+            if Instant::now() > deadline {
+                let _ = cli.kill();
+                let out = cli.wait_with_output().expect("CLI output");
+                panic!(
+                    "migrate --wait did not end within {WAIT_ENDS:?}: {}\nA's operations: {}",
+                    stderr(&out),
+                    a.status()["operations"]
+                );
+            }
             phases();
             std::thread::sleep(Duration::from_millis(100));
         }
-        let out = cli.join().unwrap();
+        let out = cli.wait_with_output().expect("CLI output");
         (out, seen.into_inner())
-    })
+    }
 }
+
+/// How long a `migrate --wait` may last here: a capped transfer, or a host
+/// that went away (silent for 30 s before the wait gives up) on a loaded
+/// machine.
+const WAIT_ENDS: Duration = Duration::from_secs(180);
 
 /// Waits until A sees the operation on `host` transferring.
 fn until_transferring(phases: &dyn Fn() -> Vec<String>, a: &TestNode) {
