@@ -57,7 +57,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
     let mut header = vec!["vm", "peer", "progress", "phase", "time"];
     let mut widths = vec![
         Constraint::Max(16),
-        Constraint::Max(24),
+        Constraint::Max(16),
         Constraint::Length(BAR as u16),
         Constraint::Length(12),
         Constraint::Length(6),
