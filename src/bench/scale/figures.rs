@@ -116,8 +116,8 @@ pub async fn measure(
     let mut tasks = Vec::new();
     let mut watchers = Vec::new();
     let mut watched = 0;
-    for console in 0..consoles.min(clients.len()) {
-        let remote = Arc::new(RemoteVms::new(clients[console].clone()));
+    for (console, client) in clients.iter().enumerate().take(consoles) {
+        let remote = Arc::new(RemoteVms::new(client.clone()));
         let keys: Vec<RemoteVmKey> = (0..ids.len())
             .filter(|&host| host != console)
             .take(SCREEN_ROWS)
