@@ -221,6 +221,19 @@ impl RemoteVms {
         }
     }
 
+    /// The end of a VM's boot log, asked of its host (observe role).
+    pub async fn boot_log(&self, host: PeerId, vm: &VmName) -> Result<crate::api::BootLog> {
+        let request = ControlRequest::VmBootLog { vm: vm.to_string() };
+        let answer = tokio::time::timeout(ANSWER_WITHIN, self.node.request(host, request)).await;
+        match answer {
+            Err(_) => bail!("no answer within {} s", ANSWER_WITHIN.as_secs()),
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(ControlResponse::BootLog { log })) => Ok(log),
+            Ok(Ok(ControlResponse::Refused { reason })) => bail!("{reason}"),
+            Ok(Ok(other)) => bail!("unexpected answer {other:?}"),
+        }
+    }
+
     /// Every VM the other peers announce, with figures asked of each host now
     /// (the one-shot `status`); hosts that do not answer are left out.
     pub async fn fetch_all(&self, peers: &[PeerView]) -> Vec<RemoteVmView> {

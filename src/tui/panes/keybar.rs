@@ -65,6 +65,16 @@ fn current_hints(app: &App) -> Vec<Span<'static>> {
         Mode::Command(_) => text("Enter run  Tab complete  ↑↓ history  C-w word  Esc cancel"),
         Mode::Filter(_) => text("type to filter  Enter keep  Esc clear"),
         Mode::Detail { .. } => hint_spans(keymap, theme, &[(&[Cancel], "close")]),
+        Mode::BootLog(_) => hint_spans(
+            keymap,
+            theme,
+            &[
+                (&[Up, Down], "scroll"),
+                (&[PageUp, PageDown], "page"),
+                (&[Top, Bottom], "start/end"),
+                (&[Cancel, Quit], "close"),
+            ],
+        ),
         Mode::PickPeer { .. } => hint_spans(
             keymap,
             theme,
@@ -85,8 +95,10 @@ fn current_hints(app: &App) -> Vec<Span<'static>> {
                 Pane::Throughput if app.show_jobs => &[(&[ToggleJobs], "vm charts")],
                 Pane::Vms | Pane::Throughput => &[
                     (&[Migrate], "migrate"),
+                    (&[SerialConsole], "console"),
                     (&[StartStop], "start/stop"),
                     (&[PauseResume], "pause"),
+                    (&[BootLog], "boot log"),
                     (&[Delete], "delete"),
                     (&[Sort], "sort"),
                     (&[ToggleOverlay], "all"),
