@@ -156,9 +156,26 @@ impl Screen {
             "{screen}"
         );
         self.tmux.keys(&["Escape"]);
-        self.wait_for("the boot log closed", |s| !s.contains("Boot log of"));
+        let title = format!("Boot log of {vm} on {host}");
+        self.wait_for("the boot log closed", |s| !s.contains(&title));
         screen
     }
+}
+
+/// The status line: what is between the panes' last border and the key bar
+/// (wrapped lines joined again).
+fn status_line(screen: &str) -> String {
+    let lines: Vec<&str> = screen.lines().collect();
+    let bottom = lines.iter().rposition(|l| l.starts_with('╰')).unwrap_or(0);
+    let keys = lines
+        .iter()
+        .rposition(|l| !l.trim().is_empty())
+        .unwrap_or(0);
+    lines[bottom + 1..keys.max(bottom + 1)]
+        .iter()
+        .map(|l| l.trim())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[test]
@@ -192,7 +209,9 @@ fn vm_console_answers_typed_commands_here_and_from_another_peer() {
             .any(|l| l.contains("web-1") && l.contains("running"))
     });
     on_b.console_answers("web-1", "echo pv-$((9*9))", "pv-81");
-    on_b.boot_log_shows("web-1", "peer-b", "peervisor-guest: ready");
+    // The guest boots with `quiet`: its init's lines, no kernel chatter.
+    let log = on_b.boot_log_shows("web-1", "peer-b", "peervisor-guest: ready");
+    assert!(log.contains("peervisor-guest: name=web-1"), "{log}");
     on_b.tmux.quit();
 
     // From peer-a, which peer-b does not let control it: refused.
@@ -222,10 +241,13 @@ fn vm_console_answers_typed_commands_here_and_from_another_peer() {
                 .any(|l| l.contains("web-1") && l.contains("peer-b"))
     });
     on_a.tmux.keys(&["S"]);
-    let screen = on_a.wait_for("the refusal", |s| s.contains("Console of web-1 failed"));
+    let screen = on_a.wait_for("the refusal on the status line", |s| {
+        status_line(s).contains("Console of web-1 failed")
+    });
+    let status = status_line(&screen);
     assert!(
-        screen.contains("peer-b refuses the console of web-1") && screen.contains("control role"),
-        "{screen}"
+        status.contains("peer-b refuses the console of web-1") && status.contains("control role"),
+        "{status}"
     );
     assert!(
         screen.contains("VMs (overlay") && screen.contains("Topology"),

@@ -207,7 +207,7 @@ fn boot_log_overlay_shows_the_end_of_the_log_and_where_it_comes_from() {
     assert!(s.contains("of 500 lines"), "{s}");
     let keys = lines.last().unwrap();
     assert!(
-        keys.contains("↑↓ scroll") && keys.contains("close"),
+        keys.contains("↑↓ scroll") && keys.contains("PgDn page") && keys.contains("Esc close"),
         "{keys}"
     );
 }

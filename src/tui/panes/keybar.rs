@@ -70,9 +70,10 @@ fn current_hints(app: &App) -> Vec<Span<'static>> {
             theme,
             &[
                 (&[Up, Down], "scroll"),
-                (&[PageUp, PageDown], "page"),
-                (&[Top, Bottom], "start/end"),
-                (&[Cancel, Quit], "close"),
+                (&[PageDown], "page"),
+                (&[Top], "start"),
+                (&[Bottom], "end"),
+                (&[Cancel], "close"),
             ],
         ),
         Mode::PickPeer { .. } => hint_spans(
