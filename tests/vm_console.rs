@@ -289,6 +289,20 @@ fn vm_console_answers_typed_commands_here_and_from_another_peer() {
     assert!(again.detach(), "Ctrl-] did not detach");
     // And from A's full-screen console.
     on_a.console_answers("web-1", "echo pv-$((9*11))", "pv-99");
+    // Attached when the VM stops: the console comes back by itself and says so.
+    on_a.tmux.keys(&["S"]);
+    on_a.wait_for("the escape banner", |s| {
+        s.contains("Connected to the console of web-1 (detach: Ctrl-]")
+    });
+    let out = b.cli(&["vm", "stop", "web-1", "--hard"]);
+    assert!(out.status.success(), "vm stop: {}", stderr(&out));
+    let screen = on_a.wait_for("the console back after the VM stopped", |s| {
+        status_line(s).contains("console of web-1") && s.contains("Topology")
+    });
+    assert!(
+        status_line(&screen).contains("The console of web-1 closed"),
+        "{screen}"
+    );
     on_a.tmux.quit();
 
     // The boot log still goes to its file.
