@@ -221,10 +221,15 @@ async fn event_loop(
             takeover = takeovers.recv(), if takeovers_open => {
                 dirty = true;
                 match takeover {
-                    Some(t) => match guard.hand_over(input, t).await {
-                        Ok(text) => app.say(text),
-                        Err(e) => app.say_error(format!("{e:#}")),
-                    },
+                    Some(t) => {
+                        match guard.hand_over(input, t).await {
+                            Ok(text) => app.say(text),
+                            Err(e) => app.say_error(format!("{e:#}")),
+                        }
+                        // A console asked for again meanwhile (S pressed twice) is
+                        // not run on the way back: dropping it closes its stream.
+                        while takeovers.try_recv().is_ok() {}
+                    }
                     None => takeovers_open = false,
                 }
             }
