@@ -231,6 +231,46 @@ impl LabHost {
             .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// GET `path` through the consumer listening on `port` of this host, waiting
+    /// (under `bound`, scaled) until it answers; `node`'s log in the panic.
+    pub fn page(&self, port: u16, path: &str, bound: Duration, node: &TestNode) -> String {
+        let mut page = None;
+        let answered = eventually(bound, || {
+            page = self.http_get(port, path);
+            page.is_some()
+        });
+        assert!(
+            answered,
+            "{path} never answered through {}'s consumer on port {port}:\n{}",
+            self.name,
+            node.log()
+        );
+        page.unwrap_or_default()
+    }
+
+    /// What a user on this host does to reach a published service: wait until
+    /// `node` (this host's) knows a provider of `service`, consume it, read
+    /// `path` through the local port. Returns the port and the page.
+    pub fn consume_page(
+        &self,
+        node: &TestNode,
+        service: &str,
+        path: &str,
+        bound: Duration,
+    ) -> (u16, String) {
+        assert!(
+            eventually(Duration::from_secs(60), || !node
+                .providers(service)
+                .is_empty()),
+            "{} never saw a provider of {service}:\n{}",
+            self.name,
+            node.log()
+        );
+        let port = node.consume(service, &[]);
+        let page = self.page(port, path, bound, node);
+        (port, page)
+    }
+
     /// An image dir of this host's own (imports land there) holding the shared
     /// guest image, built with its bootable disk (`image build --disk`).
     pub fn image_dir_with_disk(&self) -> PathBuf {
