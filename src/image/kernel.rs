@@ -98,6 +98,14 @@ pub struct Extracted {
 
 /// Which kernel package apt would give us now.
 pub fn resolve(progress: &mut dyn FnMut(&str)) -> Result<Package> {
+    let distro = Distro::detect()?;
+    let meta = distro.meta_package();
+    let resolve_once = || {
+        resolve_with(meta, &mut |name| {
+            run(Command::new("apt-cache").args(["show", "--no-all-versions", name]))
+        })
+        .with_context(|| format!("{distro:?}'s kernel through {meta}"))
+    };
     match resolve_once() {
         Ok(p) => Ok(p),
         Err(first) => {
@@ -107,13 +115,6 @@ pub fn resolve(progress: &mut dyn FnMut(&str)) -> Result<Package> {
             resolve_once()
         }
     }
-}
-
-fn resolve_once() -> Result<Package> {
-    let meta = Distro::detect()?.meta_package();
-    resolve_with(meta, &mut |name| {
-        run(Command::new("apt-cache").args(["show", "--no-all-versions", name]))
-    })
 }
 
 /// The kernel behind `meta`, `show` being `apt-cache show --no-all-versions`:
