@@ -101,6 +101,19 @@ fn consume_boot_id(host: &LabHost, node: &TestNode, service: &str) -> (u16, Stri
     (port, boot_id(&page))
 }
 
+/// Waits until `node` lists `peer` among the providers of `service`.
+fn provided_by(node: &TestNode, service: &str, peer: &str) {
+    assert!(
+        eventually(Duration::from_secs(60), || node
+            .providers(service)
+            .iter()
+            .any(|p| p["peer_nick"] == peer)),
+        "{} never saw {service} provided by {peer}: {:?}",
+        node.nick,
+        node.providers(service)
+    );
+}
+
 /// `virsh domstate VM` on `host`, or "" when the VM is not defined there.
 fn domstate(host: &LabHost, vm: &str) -> String {
     let out = host.virsh(&["domstate", vm]);
@@ -194,6 +207,9 @@ fn vm_on_a_hosts_libvirt_live_migrates_to_another_hosts_daemon_over_the_overlay(
     // Two hosts that run the VM in turn, and a third that only consumes it.
     let lab = Lab::new("sm", 3);
     let (one, two, three) = (&lab.hosts[0], &lab.hosts[1], &lab.hosts[2]);
+    // Short leases, so the guest renews on the destination within a minute.
+    one.dhcp_lease_minutes(2);
+    two.dhcp_lease_minutes(2);
     install_refusing_hook(two);
 
     // Each host: its image dir and its disk dir. Host-b sends tunnelled.
@@ -351,14 +367,7 @@ fn vm_on_a_hosts_libvirt_live_migrates_to_another_hosts_daemon_over_the_overlay(
     // The third host's consumer: the same local port, untouched by its user,
     // answers from the new host (each connection picks its provider anew, so
     // nothing is reconnected by hand).
-    assert!(
-        eventually(Duration::from_secs(60), || c
-            .providers("sysvm-web")
-            .iter()
-            .any(|p| p["peer_nick"] == "host-b")),
-        "host-c never saw sysvm-web on host-b: {:?}",
-        c.providers("sysvm-web")
-    );
+    provided_by(&c, "sysvm-web", "host-b");
     let mut last_provider = Value::Null;
     let from_b = eventually(PAGE_BOUND, || {
         let page = three.http_get(port_c, STATE);
@@ -370,24 +379,63 @@ fn vm_on_a_hosts_libvirt_live_migrates_to_another_hosts_daemon_over_the_overlay(
         "host-c's consumer on port {port_c} was not answered from host-b (last provider {last_provider}):\n{}",
         c.log()
     );
-    assert!(
-        eventually(Duration::from_secs(60), || b
-            .providers("sysvm-web")
-            .iter()
-            .any(|p| p["peer_nick"] == "host-b")),
-        "sysvm-web not published by host-b: {:?}",
-        b.providers("sysvm-web")
-    );
-    assert!(
-        eventually(Duration::from_secs(60), || a
-            .providers("sysvm-web")
-            .iter()
-            .any(|p| p["peer_nick"] == "host-b")),
-        "host-a never saw sysvm-web on host-b: {:?}",
-        a.providers("sysvm-web")
-    );
+    provided_by(&b, "sysvm-web", "host-b");
+    provided_by(&a, "sysvm-web", "host-b");
     let port_a = a.consume("sysvm-web", &[]);
     assert_eq!(boot_id_on(one, port_a, &a), boot);
+
+    // DHCP on the destination (docs/migration.md). The guest came with host-a's
+    // lease; its next renewal reaches host-b's dnsmasq, which never leased it
+    // and takes it over (libvirt's networks are dhcp-authoritative): the same
+    // address, now leased by host-b.
+    let mac = two.mac_of(VM);
+    let old_ip = b
+        .vm(VM)
+        .and_then(|v| v["ip"].as_str().map(String::from))
+        .unwrap();
+    let leases = |host: &LabHost| stdout(&host.virsh(&["net-dhcp-leases", "default"]));
+    assert!(
+        eventually(Duration::from_secs(240), || two
+            .leased_ips(&mac)
+            .contains(&old_ip)),
+        "host-b's DHCP never took over {VM}'s lease of {old_ip} ({mac}):\n{}",
+        leases(two)
+    );
+    // The address taken on host-b (reserved for another machine here, as
+    // another guest's lease would be): the next renewal is refused, the guest
+    // asks anew and gets another address, and what host-b serves follows it.
+    let out = two.virsh(&[
+        "net-update",
+        "default",
+        "add",
+        "ip-dhcp-host",
+        &format!("<host mac='52:54:00:fe:00:01' ip='{old_ip}'/>"),
+        "--live",
+        "--config",
+    ]);
+    assert!(out.status.success(), "net-update: {}", stderr(&out));
+    let mut new_ip = None;
+    assert!(
+        eventually(Duration::from_secs(240), || {
+            new_ip = two.leased_ips(&mac).into_iter().find(|ip| *ip != old_ip);
+            new_ip.is_some()
+        }),
+        "{VM} kept {old_ip} after host-b refused it:\n{}",
+        leases(two)
+    );
+    let new_ip = new_ip.unwrap();
+    assert!(
+        eventually(Duration::from_secs(60), || b
+            .vm(VM)
+            .is_some_and(|v| v["ip"] == new_ip.as_str())),
+        "host-b still has {:?} for {VM}, its lease says {new_ip}",
+        b.vm(VM).map(|v| v["ip"].clone())
+    );
+    assert_eq!(
+        boot_id_on(three, port_c, &c),
+        boot,
+        "host-c's consumer, after the guest's new address {new_ip}"
+    );
 
     // Tunnelled (forced on host-b): libvirt cannot copy a disk inside its own
     // connection, so the overlay-booted VM does not move and runs on host-b only.
