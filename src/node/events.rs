@@ -87,6 +87,17 @@ impl EventLoop {
                     }
                 }
             }
+            BehaviourEvent::Gossipsub(gossipsub::Event::SlowPeer {
+                peer_id,
+                failed_messages,
+            }) => {
+                // Not held against the peer (guard.rs: no slow-peer score).
+                tracing::debug!(
+                    "gossip to {} dropped or expired: {} message(s) in the last heartbeat",
+                    self.display_name(&peer_id),
+                    failed_messages.priority + failed_messages.non_priority
+                );
+            }
             BehaviourEvent::Gossipsub(gossipsub::Event::Subscribed { peer_id, .. }) => {
                 self.departure_on_subscribed(peer_id);
             }
