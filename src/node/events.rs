@@ -171,7 +171,19 @@ impl EventLoop {
         if let Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) = result {
             lookup.found.extend(providers);
         }
-        if last && let Some(lookup) = self.pending_lookups.remove(&id) {
+        // The caller asks each provider in turn: the first ones found are
+        // enough, and the rest of the walk (up to the query timeout on a busy
+        // overlay) would only keep it waiting.
+        let enough = !lookup.found.is_empty();
+        if enough
+            && !last
+            && let Some(mut query) = self.swarm.behaviour_mut().kad.query_mut(&id)
+        {
+            query.finish();
+        }
+        if (last || enough)
+            && let Some(lookup) = self.pending_lookups.remove(&id)
+        {
             let mut found = lookup.found;
             found.sort();
             found.dedup();
