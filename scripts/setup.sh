@@ -35,11 +35,30 @@ for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 
+# Names this distribution's archive does not have (Debian and Ubuntu mostly
+# agree; a package one of them does not build is said and skipped so the rest
+# installs, and what needs it says so when used, e.g. the lab's init scripts).
+unknown_to_apt() {
+  local p
+  for p in "$@"; do apt-cache show "$p" >/dev/null 2>&1 || echo "$p"; done
+}
+
 if [ -n "${SETUP_PLAN_ONLY:-}" ]; then
   echo "apt: ${missing[*]:-nothing missing}"
+  mapfile -t lacking < <(unknown_to_apt "${missing[@]}")
+  [ "${#lacking[@]}" -eq 0 ] || echo "apt-skip: ${lacking[*]}"
 elif [ "${#missing[@]}" -gt 0 ]; then
-  echo "setup: installing ${missing[*]}"
   $SUDO apt-get update -qq
+  mapfile -t lacking < <(unknown_to_apt "${missing[@]}")
+  if [ "${#lacking[@]}" -gt 0 ]; then
+    echo "setup: not in this distribution's archive, skipped: ${lacking[*]}"
+    kept=()
+    for p in "${missing[@]}"; do
+      [[ " ${lacking[*]} " == *" $p "* ]] || kept+=("$p")
+    done
+    missing=("${kept[@]}")
+  fi
+  echo "setup: installing ${missing[*]}"
   # A newer qemu-utils (e.g. from backports) Breaks the distribution's qemu-system-common.
   # Move it to the version the distribution's qemu-system-x86 wants, so the install resolves.
   want=$(apt-cache policy qemu-system-x86 | awk '/Candidate:/ {print $2}')

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::lab::{Lab, LabHost};
+use common::lab::Lab;
 use common::{eventually, fresh_key, stderr, stdout};
 
 const USER_DATA: &str = r#"#cloud-config
@@ -34,10 +34,6 @@ name = "hello"
 type = "http"
 port = 8080
 "#;
-
-fn http_on(host: &LabHost, port: u16, path: &str) -> Option<String> {
-    host.http_get(port, path)
-}
 
 #[test]
 fn vm_disk_image_with_a_cloud_init_seed_serves_its_service_through_the_overlay() {
@@ -142,25 +138,14 @@ fn vm_disk_image_with_a_cloud_init_seed_serves_its_service_through_the_overlay()
     assert_eq!(stdout(&label).trim(), "CIDATA", "{}", stderr(&label));
 
     // The service the seed's runcmd started, consumed on host-b.
-    assert!(
-        eventually(Duration::from_secs(60), || !b.providers("hello").is_empty()),
-        "host-b never saw the service:\n{}",
-        a.log()
-    );
-    let port = b.consume("hello", &[]);
-    let mut page = None;
-    let answered = eventually(Duration::from_secs(300), || {
-        page = http_on(two, port, "/index.html");
-        page.is_some()
-    });
-    assert!(answered, "no answer through the overlay:\n{}", b.log());
-    assert_eq!(page.unwrap(), "hello from cloud-init\n");
+    let (port, page) = two.consume_page(&b, "hello", "/index.html", Duration::from_secs(300));
+    assert_eq!(page, "hello from cloud-init\n");
     // user-data's hostname wins over meta-data's local-hostname, as in cloud-init.
     assert_eq!(
-        http_on(two, port, "/hostname.txt").as_deref(),
+        two.http_get(port, "/hostname.txt").as_deref(),
         Some("seeded-web\n")
     );
-    let meta = http_on(two, port, "/meta.txt").unwrap_or_default();
+    let meta = two.http_get(port, "/meta.txt").unwrap_or_default();
     assert!(
         meta.starts_with("instance-id: iid-") && meta.contains("local-hostname: web-ci"),
         "{meta}"

@@ -209,3 +209,52 @@ fn console_with_a_broken_keymap_and_theme_starts_with_defaults_and_says_why() {
     });
     assert!(screen.contains("CONSOLE-EXITED 0"), "{screen}");
 }
+
+/// The console hands the terminal to a session (as `S` does with a VM's
+/// serial console) and takes it back even when that session panics: the
+/// screen is redrawn, the status line says what happened, and the keys work.
+#[test]
+fn console_takes_the_screen_back_when_a_handed_over_session_panics() {
+    let home = tempfile::tempdir().unwrap();
+    let run = |ok: &str| {
+        let tmux = Tmux::start(
+            "takeover",
+            WIDTH,
+            HEIGHT,
+            &format!(
+                "env XDG_CONFIG_HOME={h} TERM=xterm-256color {BIN} --data-dir {h}/data \
+                 dev console-takeover {ok} 2>{h}/err; echo CONSOLE-EXITED $?; sleep 30",
+                h = home.path().display(),
+            ),
+        );
+        tmux.wait_for(
+            "the session on the plain screen",
+            Duration::from_secs(30),
+            |s| {
+                s.contains("dev takeover: the console steps aside")
+                    && s.contains("dev takeover: running")
+            },
+        );
+        tmux
+    };
+    let tmux = run("");
+    let screen = tmux.wait_for("the console back", Duration::from_secs(30), |s| {
+        s.contains("Topology") && s.contains("the console session failed")
+    });
+    assert!(screen.contains("panic"), "{screen}");
+    assert!(!screen.contains("dev takeover: running"), "{screen}");
+    tmux.keys(&["?"]);
+    tmux.wait_for("help", Duration::from_secs(10), |s| s.contains(" Help "));
+    tmux.keys(&["Escape", "q"]);
+    let screen = tmux.wait_for("exit", Duration::from_secs(20), |s| {
+        s.contains("CONSOLE-EXITED")
+    });
+    assert!(screen.contains("CONSOLE-EXITED 0"), "{screen}");
+    drop(tmux);
+    // A session that ends well: its outcome on the status line.
+    let tmux = run("--ok");
+    tmux.wait_for("the console back", Duration::from_secs(30), |s| {
+        s.contains("Topology") && s.contains("dev takeover: ended")
+    });
+    tmux.quit();
+}

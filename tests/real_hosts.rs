@@ -11,10 +11,6 @@ use std::time::Duration;
 use common::lab::{Lab, LabHost};
 use common::{TestNode, eventually, fresh_key, stderr, stdout};
 
-fn http_on(host: &LabHost, port: u16, path: &str) -> Option<String> {
-    host.http_get(port, path)
-}
-
 /// host-a on `one` (with `extra` flags) and host-b on `two`, joined.
 fn pair(one: &LabHost, two: &LabHost, extra: &[&str]) -> (TestNode, TestNode) {
     let key = fresh_key();
@@ -162,20 +158,9 @@ fn vm_on_the_hosts_libvirt_network_serves_another_host_through_the_overlay() {
     assert!(leases.contains(&ip), "{ip} not in the leases:\n{leases}");
 
     // Its service, published by host-a, consumed on host-b through the overlay.
+    let (_, page) = two.consume_page(&b, "web-1", "/", Duration::from_secs(120));
     assert!(
-        eventually(Duration::from_secs(60), || !b.providers("web-1").is_empty()),
-        "host-b never saw web-1's service:\n{}",
-        a.log()
-    );
-    let port = b.consume("web-1", &[]);
-    let mut page = None;
-    let answered = eventually(Duration::from_secs(120), || {
-        page = http_on(two, port, "/");
-        page.is_some()
-    });
-    assert!(answered, "no answer through the overlay:\n{}", b.log());
-    assert!(
-        page.unwrap().contains("peervisor guest web-1"),
+        page.contains("peervisor guest web-1"),
         "the page is web-1's"
     );
 
@@ -188,19 +173,8 @@ fn vm_on_the_hosts_libvirt_network_serves_another_host_through_the_overlay() {
         "no address learned for disk-1:\n{}",
         a.log()
     );
-    assert!(
-        eventually(Duration::from_secs(60), || !b
-            .providers("disk-1")
-            .is_empty()),
-        "host-b never saw disk-1's service"
-    );
-    let port = b.consume("disk-1", &[]);
-    assert!(
-        eventually(Duration::from_secs(120), || http_on(two, port, "/")
-            .is_some_and(|p| p.contains("peervisor guest"))),
-        "disk-1 did not answer through the overlay:\n{}",
-        b.log()
-    );
+    let (_, page) = two.consume_page(&b, "disk-1", "/", Duration::from_secs(120));
+    assert!(page.contains("peervisor guest"), "{page}");
 }
 
 /// A domain as an operator defines one with virsh: the guest image's kernel
@@ -316,24 +290,8 @@ fn vm_defined_with_virsh_is_foreign_until_adopted_and_released() {
         "{}",
         stderr(&again)
     );
-    assert!(
-        eventually(Duration::from_secs(60), || !b
-            .providers("fvm-web")
-            .is_empty()),
-        "host-b never saw fvm-web:\n{}",
-        a.log()
-    );
-    let port = b.consume("fvm-web", &[]);
-    let mut page = None;
-    assert!(
-        eventually(Duration::from_secs(120), || {
-            page = http_on(two, port, "/");
-            page.is_some()
-        }),
-        "no answer through the overlay:\n{}",
-        b.log()
-    );
-    assert!(page.unwrap().contains("peervisor guest fvm"));
+    let (_, page) = two.consume_page(&b, "fvm-web", "/", Duration::from_secs(120));
+    assert!(page.contains("peervisor guest fvm"), "{page}");
 
     // Released: foreign again, its metadata gone, its service withdrawn.
     let out = a.cli(&["vm", "release", "fvm"]);

@@ -18,6 +18,8 @@ struct Machine {
     installed: &'static [&'static str],
     /// Whether npm is on PATH (for the interop test's js-libp2p node).
     npm: bool,
+    /// Packages the distribution's archive does not have (`apt-cache show` fails).
+    lacks: &'static [&'static str],
 }
 
 fn stub(dir: &Path, name: &str, script: &str) {
@@ -54,8 +56,9 @@ fn plan(machine: &Machine) -> String {
         &bin,
         "apt-cache",
         &format!(
-            "[ \"$1 $2\" = 'show rustup' ] && exit {}; exit 1",
-            if machine.rustup_package { 0 } else { 100 }
+            "[ \"$1 $2\" = 'show rustup' ] && exit {}; for p in {}; do [ \"$2\" = \"$p\" ] && exit 100; done; [ \"$1\" = show ] && exit 0; exit 1",
+            if machine.rustup_package { 0 } else { 100 },
+            machine.lacks.join(" ")
         ),
     );
     let installed = machine.installed.join(" ");
@@ -107,6 +110,7 @@ fn debian_12_gets_rustup_init_instead_of_its_old_cargo() {
         home_cargo: None,
         installed: &[],
         npm: true,
+        lacks: &[],
     });
     assert!(out.contains("rust: rustup-init (need 1.88)"), "{out}");
 }
@@ -121,6 +125,7 @@ fn debian_13_and_ubuntu_24_04_use_their_rustup_package() {
             home_cargo: None,
             installed: &[],
             npm: true,
+            lacks: &[],
         });
         assert!(out.contains("rust: apt-rustup"), "{cargo:?}: {out}");
     }
@@ -134,6 +139,7 @@ fn a_recent_enough_cargo_is_kept_wherever_it_is() {
         home_cargo: None,
         installed: &[],
         npm: true,
+        lacks: &[],
     });
     assert!(out.contains("rust: ok"), "{out}");
     // rustup's cargo in ~/.cargo/bin, not on PATH yet (a fresh login shell).
@@ -143,6 +149,7 @@ fn a_recent_enough_cargo_is_kept_wherever_it_is() {
         home_cargo: Some("1.90.0"),
         installed: &[],
         npm: true,
+        lacks: &[],
     });
     assert!(out.contains("rust: path"), "{out}");
 }
@@ -155,6 +162,7 @@ fn only_missing_packages_are_installed() {
         home_cargo: None,
         installed: &["libvirt-daemon", "qemu-system-x86", "busybox-static"],
         npm: true,
+        lacks: &[],
     });
     let apt = out.lines().find(|l| l.starts_with("apt: ")).unwrap();
     assert!(
@@ -176,6 +184,7 @@ fn npm_comes_from_apt_only_where_it_is_missing() {
         home_cargo: None,
         installed: &[],
         npm,
+        lacks: &[],
     };
     let out = plan(&machine(false));
     assert!(out.contains("interop: apt-npm"), "{out}");
@@ -198,8 +207,30 @@ fn the_spark_test_gets_a_jre_and_the_pinned_pyspark_where_missing() {
         home_cargo: None,
         installed: &[],
         npm: true,
+        lacks: &[],
     });
     assert!(out.contains("spark: jre pyspark"), "{out}");
     let apt = out.lines().find(|l| l.starts_with("apt: ")).unwrap();
     assert!(apt.contains("python3-venv"), "{apt}");
+}
+
+#[test]
+fn a_package_the_archive_lacks_is_skipped_not_fatal() {
+    let machine = |lacks| Machine {
+        cargo: Some("1.95.0"),
+        rustup_package: true,
+        home_cargo: None,
+        installed: &[],
+        npm: true,
+        lacks,
+    };
+    // An Ubuntu without Debian's sysv init-script package for libvirt: said,
+    // and the rest still planned.
+    let out = plan(&machine(&["libvirt-daemon-system-sysv"]));
+    assert!(
+        out.lines()
+            .any(|l| l == "apt-skip: libvirt-daemon-system-sysv"),
+        "{out}"
+    );
+    assert!(!plan(&machine(&[])).contains("apt-skip"));
 }

@@ -73,35 +73,45 @@ fn domain_xml(name: &str, boot: Boot) -> String {
     )
 }
 
-/// The guest's state page (name, boot_id, ...) through a consumer on `host`.
-fn state_on(host: &LabHost, port: u16) -> Option<String> {
-    let out = host.exec(&[
-        "curl",
-        "-sf",
-        "--max-time",
-        "5",
-        &format!("http://127.0.0.1:{port}/cgi-bin/state"),
-    ]);
-    out.status.success().then(|| stdout(&out))
-}
+/// How long a guest's state page may take to answer through a consumer.
+const PAGE_BOUND: Duration = Duration::from_secs(180);
+const STATE: &str = "/cgi-bin/state";
 
-/// The guest's boot id, once its state page answers through the consumer on
-/// `host` (`node`'s log shown if it never does).
-fn boot_id_on(host: &LabHost, port: u16, node: &TestNode, what: &str) -> String {
-    let mut page = None;
-    let answered = eventually(Duration::from_secs(180), || {
-        page = state_on(host, port);
-        page.is_some()
-    });
-    assert!(answered, "{what}:\n{}", node.log());
+/// The guest's boot id from its state page (name, boot_id, ...).
+fn boot_id(page: &str) -> String {
     let boot = page
-        .unwrap_or_default()
         .lines()
         .find_map(|l| l.strip_prefix("boot_id="))
         .unwrap_or_default()
         .to_string();
-    assert!(!boot.is_empty(), "{what}: no boot id");
+    assert!(!boot.is_empty(), "no boot id in {page:?}");
     boot
+}
+
+/// The guest's boot id, once its state page answers through the consumer on
+/// `host`'s port (`node`'s log shown if it never does).
+fn boot_id_on(host: &LabHost, port: u16, node: &TestNode) -> String {
+    boot_id(&host.page(port, STATE, PAGE_BOUND, node))
+}
+
+/// Consumes `service` on `host` (through `node`) and returns the local port
+/// and the guest's boot id read through it.
+fn consume_boot_id(host: &LabHost, node: &TestNode, service: &str) -> (u16, String) {
+    let (port, page) = host.consume_page(node, service, STATE, PAGE_BOUND);
+    (port, boot_id(&page))
+}
+
+/// Waits until `node` lists `peer` among the providers of `service`.
+fn provided_by(node: &TestNode, service: &str, peer: &str) {
+    assert!(
+        eventually(Duration::from_secs(60), || node
+            .providers(service)
+            .iter()
+            .any(|p| p["peer_nick"] == peer)),
+        "{} never saw {service} provided by {peer}: {:?}",
+        node.nick,
+        node.providers(service)
+    );
 }
 
 /// `virsh domstate VM` on `host`, or "" when the VM is not defined there.
@@ -194,8 +204,12 @@ fn install_refusing_hook(host: &LabHost) {
 fn vm_on_a_hosts_libvirt_live_migrates_to_another_hosts_daemon_over_the_overlay() {
     let shared = common::lab::guest_image_with_disk();
     let base_disk = shared.join("peervisor-guest").join("disk.qcow2");
-    let lab = Lab::new("sm", 2);
-    let (one, two) = (&lab.hosts[0], &lab.hosts[1]);
+    // Two hosts that run the VM in turn, and a third that only consumes it.
+    let lab = Lab::new("sm", 3);
+    let (one, two, three) = (&lab.hosts[0], &lab.hosts[1], &lab.hosts[2]);
+    // Short leases, so the guest renews on the destination within a minute.
+    one.dhcp_lease_minutes(2);
+    two.dhcp_lease_minutes(2);
     install_refusing_hook(two);
 
     // Each host: its image dir and its disk dir. Host-b sends tunnelled.
@@ -231,9 +245,13 @@ fn vm_on_a_hosts_libvirt_live_migrates_to_another_hosts_daemon_over_the_overlay(
         &[(one, &a)],
         &fb.iter().map(String::as_str).collect::<Vec<_>>(),
     );
+    let c = three.node("host-c", &key, &[(one, &a)], &[]);
     assert!(
-        eventually(Duration::from_secs(60), || a.connected_peers()
-            == ["host-b"]),
+        eventually(Duration::from_secs(60), || {
+            let mut peers = a.connected_peers();
+            peers.sort();
+            peers == ["host-b", "host-c"]
+        }),
         "overlay did not form:\n{}",
         a.log()
     );
@@ -269,17 +287,11 @@ fn vm_on_a_hosts_libvirt_live_migrates_to_another_hosts_daemon_over_the_overlay(
     .unwrap();
     adopt(&a, VM, &["-f", manifest.to_str().unwrap()]);
 
-    // Its service, consumed on host-b through the overlay: the boot to compare.
-    assert!(
-        eventually(Duration::from_secs(60), || !b
-            .providers("sysvm-web")
-            .is_empty()),
-        "host-b never saw sysvm-web:\n{}",
-        a.log()
-    );
-    let port_b = b.consume("sysvm-web", &[]);
-    let before = boot_id_on(two, port_b, &b, "no answer through the overlay");
-    let boot = before;
+    // Its service, consumed on the third host (host-c, which runs no VM) and
+    // on host-b through the overlay: the boot to compare.
+    let (port_c, boot) = consume_boot_id(three, &c, "sysvm-web");
+    let (port_b, on_b) = consume_boot_id(two, &b, "sysvm-web");
+    assert_eq!(on_b, boot, "one guest seen from two hosts");
 
     // Host-b's libvirt refuses mid-way (after host-b's node accepted): the VM
     // keeps running on host-a only, nothing of it is left on host-b.
@@ -350,32 +362,80 @@ fn vm_on_a_hosts_libvirt_live_migrates_to_another_hosts_daemon_over_the_overlay(
         "host-b learned no address for {VM}:\n{}",
         b.log()
     );
-    let after = boot_id_on(two, port_b, &b, "no answer after the migration");
+    let after = boot_id_on(two, port_b, &b);
     assert_eq!(after, boot, "same guest, not a reboot");
+    // The third host's consumer: the same local port, untouched by its user,
+    // answers from the new host (each connection picks its provider anew, so
+    // nothing is reconnected by hand).
+    provided_by(&c, "sysvm-web", "host-b");
+    let mut last_provider = Value::Null;
+    let from_b = eventually(PAGE_BOUND, || {
+        let page = three.http_get(port_c, STATE);
+        last_provider = c.status()["consumptions"][0]["last_provider"].clone();
+        page.is_some_and(|p| boot_id(&p) == boot) && last_provider == "host-b"
+    });
+    assert!(
+        from_b,
+        "host-c's consumer on port {port_c} was not answered from host-b (last provider {last_provider}):\n{}",
+        c.log()
+    );
+    provided_by(&b, "sysvm-web", "host-b");
+    provided_by(&a, "sysvm-web", "host-b");
+    let port_a = a.consume("sysvm-web", &[]);
+    assert_eq!(boot_id_on(one, port_a, &a), boot);
+
+    // DHCP on the destination (docs/migration.md). The guest came with host-a's
+    // lease; its next renewal reaches host-b's dnsmasq, which never leased it
+    // and takes it over (libvirt's networks are dhcp-authoritative): the same
+    // address, now leased by host-b.
+    let mac = two.mac_of(VM);
+    let old_ip = b
+        .vm(VM)
+        .and_then(|v| v["ip"].as_str().map(String::from))
+        .unwrap();
+    let leases = |host: &LabHost| stdout(&host.virsh(&["net-dhcp-leases", "default"]));
+    assert!(
+        eventually(Duration::from_secs(240), || two
+            .leased_ips(&mac)
+            .contains(&old_ip)),
+        "host-b's DHCP never took over {VM}'s lease of {old_ip} ({mac}):\n{}",
+        leases(two)
+    );
+    // The address taken on host-b (reserved for another machine here, as
+    // another guest's lease would be): the next renewal is refused, the guest
+    // asks anew and gets another address, and what host-b serves follows it.
+    let out = two.virsh(&[
+        "net-update",
+        "default",
+        "add",
+        "ip-dhcp-host",
+        &format!("<host mac='52:54:00:fe:00:01' ip='{old_ip}'/>"),
+        "--live",
+        "--config",
+    ]);
+    assert!(out.status.success(), "net-update: {}", stderr(&out));
+    let mut new_ip = None;
+    assert!(
+        eventually(Duration::from_secs(240), || {
+            new_ip = two.leased_ips(&mac).into_iter().find(|ip| *ip != old_ip);
+            new_ip.is_some()
+        }),
+        "{VM} kept {old_ip} after host-b refused it:\n{}",
+        leases(two)
+    );
+    let new_ip = new_ip.unwrap();
     assert!(
         eventually(Duration::from_secs(60), || b
-            .providers("sysvm-web")
-            .iter()
-            .any(|p| p["peer_nick"] == "host-b")),
-        "sysvm-web not published by host-b: {:?}",
-        b.providers("sysvm-web")
+            .vm(VM)
+            .is_some_and(|v| v["ip"] == new_ip.as_str())),
+        "host-b still has {:?} for {VM}, its lease says {new_ip}",
+        b.vm(VM).map(|v| v["ip"].clone())
     );
-    assert!(
-        eventually(Duration::from_secs(60), || a
-            .providers("sysvm-web")
-            .iter()
-            .any(|p| p["peer_nick"] == "host-b")),
-        "host-a never saw sysvm-web on host-b: {:?}",
-        a.providers("sysvm-web")
+    assert_eq!(
+        boot_id_on(three, port_c, &c),
+        boot,
+        "host-c's consumer, after the guest's new address {new_ip}"
     );
-    let port_a = a.consume("sysvm-web", &[]);
-    let from_a = boot_id_on(
-        one,
-        port_a,
-        &a,
-        "host-a's consumer got no answer from host-b",
-    );
-    assert_eq!(from_a, boot);
 
     // Tunnelled (forced on host-b): libvirt cannot copy a disk inside its own
     // connection, so the overlay-booted VM does not move and runs on host-b only.
@@ -416,20 +476,7 @@ fn vm_on_a_hosts_libvirt_live_migrates_to_another_hosts_daemon_over_the_overlay(
         assert!(out.status.success(), "virsh {args:?}: {}", stderr(&out));
     }
     adopt(&b, DISKLESS, &[]);
-    assert!(
-        eventually(Duration::from_secs(60), || !a
-            .providers(DISKLESS)
-            .is_empty()),
-        "host-a never saw {DISKLESS}'s service"
-    );
-    let port_k = a.consume(DISKLESS, &[]);
-    let first = boot_id_on(
-        one,
-        port_k,
-        &a,
-        "{DISKLESS} did not answer through the overlay",
-    );
-    let boot_k = first;
+    let (port_k, boot_k) = consume_boot_id(one, &a, DISKLESS);
     let report = migrate(&b, DISKLESS, "host-a").unwrap_or_else(|e| panic!("{e}\n{}", b.log()));
     assert_eq!(
         report["transport"], "tunnelled (forced by --migration-transport)",
@@ -443,7 +490,7 @@ fn vm_on_a_hosts_libvirt_live_migrates_to_another_hosts_daemon_over_the_overlay(
         "host-a learned no address for {DISKLESS}:\n{}",
         a.log()
     );
-    let back = boot_id_on(one, port_k, &a, "no answer after the tunnelled migration");
+    let back = boot_id_on(one, port_k, &a);
     assert_eq!(back, boot_k, "same guest, not a reboot");
     let report = migrate(&a, DISKLESS, "host-b").unwrap_or_else(|e| panic!("{e}\n{}", a.log()));
     assert!(

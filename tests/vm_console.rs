@@ -1,8 +1,10 @@
-//! `peervisor vm console`: typing into a real guest's serial console and
-//! reading its answer, on the VM's own host and from another peer over the
-//! overlay (with the control role; without it the host refuses, naming
-//! itself and the role), counted in the host's per-peer stream limit while
-//! attached. The boot log still reaches its file.
+//! `peervisor vm console` and the full-screen console's keys for it (`S`,
+//! the serial console; `v`, the boot log): typing into a real guest's serial
+//! console and reading its answer, on the VM's own host and from another peer
+//! over the overlay (with the control role; without it the host refuses,
+//! naming itself and the role, and the full-screen console stays up),
+//! counted in the host's per-peer stream limit while attached. The boot log
+//! still reaches its file, and the console's `v` shows it.
 
 mod common;
 
@@ -12,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::guests::{Rig, boot};
+use common::tmux::Tmux;
 use common::{TestNode, eventually, stderr};
 
 const BIN: &str = env!("CARGO_BIN_EXE_peervisor");
@@ -85,6 +88,96 @@ impl Session {
     }
 }
 
+/// The full-screen console attached to `node`, in a tmux of its own.
+struct Screen {
+    tmux: Tmux,
+    _home: tempfile::TempDir,
+}
+
+impl Screen {
+    fn open(tag: &str, node: &TestNode) -> Screen {
+        // The user's keymap and themes stay out of it.
+        let home = tempfile::tempdir().unwrap();
+        let command = format!(
+            "env XDG_CONFIG_HOME={h} TERM=xterm-256color {BIN} --attach {dir} \
+             2>{h}/console.err; echo CONSOLE-EXITED $?; sleep 30",
+            h = home.path().display(),
+            dir = node.data_dir().display()
+        );
+        let tmux = Tmux::start(tag, 160, 44, &command);
+        Screen { tmux, _home: home }
+    }
+
+    fn wait_for(&self, what: &str, check: impl Fn(&str) -> bool) -> String {
+        self.tmux.wait_for(what, Duration::from_secs(60), check)
+    }
+
+    /// `S` on the selected VM: the console steps aside, the escape is shown,
+    /// a command typed into the guest's shell is answered, Ctrl-] brings the
+    /// console back (redrawn, saying so).
+    fn console_answers(&self, vm: &str, question: &str, answer: &str) {
+        self.tmux.keys(&["S"]);
+        let banner = format!(
+            "Connected to the console of {vm} (detach: Ctrl-], back to the peervisor console)"
+        );
+        self.wait_for("the escape banner", |s| s.contains(&banner));
+        let mut typed_at: Option<Instant> = None;
+        let answered = eventually(Duration::from_secs(60), || {
+            // Again every few seconds: the shell may still be starting.
+            if typed_at.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
+                self.tmux.type_text(question);
+                self.tmux.keys(&["Enter"]);
+                typed_at = Some(Instant::now());
+            }
+            self.tmux.screen().contains(answer)
+        });
+        assert!(answered, "no {answer}:\n{}", self.tmux.screen());
+        self.tmux.keys(&["C-]"]);
+        self.wait_for("the console back", |s| {
+            s.contains(&format!("Detached from the console of {vm}"))
+                && s.contains("VMs (")
+                && s.contains("Topology")
+                && !s.contains(answer)
+        });
+    }
+
+    /// `v` on the selected VM: its boot log over the panes; Esc closes it.
+    fn boot_log_shows(&self, vm: &str, host: &str, line: &str) -> String {
+        self.tmux.keys(&["v"]);
+        let screen = self.wait_for("the boot log", |s| {
+            s.contains(&format!("Boot log of {vm} on {host}")) || s.contains("failed")
+        });
+        assert!(
+            screen.contains(line),
+            "no {line:?} in the boot log:\n{screen}"
+        );
+        assert!(
+            screen.contains(&format!("/var/lib/peervisor/console/{vm}.log")),
+            "{screen}"
+        );
+        self.tmux.keys(&["Escape"]);
+        let title = format!("Boot log of {vm} on {host}");
+        self.wait_for("the boot log closed", |s| !s.contains(&title));
+        screen
+    }
+}
+
+/// The status line: what is between the panes' last border and the key bar
+/// (wrapped lines joined again).
+fn status_line(screen: &str) -> String {
+    let lines: Vec<&str> = screen.lines().collect();
+    let bottom = lines.iter().rposition(|l| l.starts_with('╰')).unwrap_or(0);
+    let keys = lines
+        .iter()
+        .rposition(|l| !l.trim().is_empty())
+        .unwrap_or(0);
+    lines[bottom + 1..keys.max(bottom + 1)]
+        .iter()
+        .map(|l| l.trim())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 #[test]
 fn vm_console_answers_typed_commands_here_and_from_another_peer() {
     let rig = Rig::new("vcon");
@@ -108,6 +201,19 @@ fn vm_console_answers_typed_commands_here_and_from_another_peer() {
     );
     assert!(local.detach(), "Ctrl-] did not detach");
 
+    // The full-screen console on B: S attaches to web-1 (selected: the only
+    // VM), Ctrl-] comes back; v shows its boot log.
+    let on_b = Screen::open("vconb", &b);
+    on_b.wait_for("web-1 running", |s| {
+        s.lines()
+            .any(|l| l.contains("web-1") && l.contains("running"))
+    });
+    on_b.console_answers("web-1", "echo pv-$((9*9))", "pv-81");
+    // The guest boots with `quiet`: its init's lines, no kernel chatter.
+    let log = on_b.boot_log_shows("web-1", "peer-b", "peervisor-guest: ready");
+    assert!(log.contains("peervisor-guest: name=web-1"), "{log}");
+    on_b.tmux.quit();
+
     // From peer-a, which peer-b does not let control it: refused.
     assert!(
         eventually(Duration::from_secs(30), || a.peer("peer-b")["vms"]
@@ -122,6 +228,32 @@ fn vm_console_answers_typed_commands_here_and_from_another_peer() {
         err.contains("peer-b refuses the console of web-1") && err.contains("control role"),
         "{err}"
     );
+
+    // A's full-screen console: the overlay's VMs (a), web-1 on peer-b
+    // selected; S is refused on the status line, the console stays; v shows
+    // the boot log (every member observes).
+    let on_a = Screen::open("vcona", &a);
+    on_a.wait_for("the console", |s| s.contains("VMs (this peer"));
+    on_a.tmux.keys(&["a"]);
+    on_a.wait_for("web-1 on peer-b", |s| {
+        s.contains("VMs (overlay")
+            && s.lines()
+                .any(|l| l.contains("web-1") && l.contains("peer-b"))
+    });
+    on_a.tmux.keys(&["S"]);
+    let screen = on_a.wait_for("the refusal on the status line", |s| {
+        status_line(s).contains("Console of web-1 failed")
+    });
+    let status = status_line(&screen);
+    assert!(
+        status.contains("peer-b refuses the console of web-1") && status.contains("control role"),
+        "{status}"
+    );
+    assert!(
+        screen.contains("VMs (overlay") && screen.contains("Topology"),
+        "{screen}"
+    );
+    on_a.boot_log_shows("web-1", "peer-b", "peervisor-guest: ready");
 
     // With the role, through the overlay.
     b.allow_control(&a);
@@ -155,6 +287,23 @@ fn vm_console_answers_typed_commands_here_and_from_another_peer() {
         b.log()
     );
     assert!(again.detach(), "Ctrl-] did not detach");
+    // And from A's full-screen console.
+    on_a.console_answers("web-1", "echo pv-$((9*11))", "pv-99");
+    // Attached when the VM stops: the console comes back by itself and says so.
+    on_a.tmux.keys(&["S"]);
+    on_a.wait_for("the escape banner", |s| {
+        s.contains("Connected to the console of web-1 (detach: Ctrl-]")
+    });
+    let out = b.cli(&["vm", "stop", "web-1", "--hard"]);
+    assert!(out.status.success(), "vm stop: {}", stderr(&out));
+    let screen = on_a.wait_for("the console back after the VM stopped", |s| {
+        status_line(s).contains("console of web-1") && s.contains("Topology")
+    });
+    assert!(
+        status_line(&screen).contains("The console of web-1 closed"),
+        "{screen}"
+    );
+    on_a.tmux.quit();
 
     // The boot log still goes to its file.
     let log = std::fs::read_to_string("/var/lib/peervisor/console/web-1.log").unwrap_or_default();

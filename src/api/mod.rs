@@ -100,6 +100,12 @@ pub enum Request {
     VmConsole {
         name: VmName,
     },
+    /// The tail of a VM's boot log (the file its serial console is logged
+    /// to on its host; at most `BOOT_LOG_TAIL` bytes): here, or asked of its
+    /// host over the overlay (observe role). Answered `BootLog`.
+    VmBootLog {
+        name: VmName,
+    },
     Migrate {
         vm: VmName,
         to: PeerRef,
@@ -293,6 +299,7 @@ impl Request {
             Request::VmRelease { name } => format!("Release of {name}"),
             Request::VmStats { name } => format!("Stats of {name}"),
             Request::VmConsole { name } => format!("Console of {name}"),
+            Request::VmBootLog { name } => format!("Boot log of {name}"),
             Request::Consume { service, .. } => format!("Consume {service}"),
             Request::Unconsume { service } => format!("Unconsume {service}"),
             Request::Expose { name, .. } => format!("Expose {name}"),
@@ -344,7 +351,8 @@ impl Request {
             | Request::VmAdopt { name, .. }
             | Request::VmRelease { name }
             | Request::VmStats { name }
-            | Request::VmConsole { name } => Some(name.as_str()),
+            | Request::VmConsole { name }
+            | Request::VmBootLog { name } => Some(name.as_str()),
             _ => None,
         }
     }
@@ -387,6 +395,25 @@ pub enum Reply {
     Invitations {
         invitations: Vec<InvitationView>,
     },
+    BootLog(BootLog),
+}
+
+/// The most of a boot log one answer carries: its end, where the latest
+/// boot is (and well within the overlay's 1 MiB answers).
+pub const BOOT_LOG_TAIL: u64 = 64 * 1024;
+
+/// The end of a VM's boot log as its host read it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct BootLog {
+    pub vm: VmName,
+    /// The host's nickname.
+    pub host: String,
+    /// The log file on the host.
+    pub path: String,
+    /// The file's whole size; `text` is its last `BOOT_LOG_TAIL` bytes at most.
+    pub size: u64,
+    /// Lossy UTF-8, as the guest wrote it (control characters included).
+    pub text: String,
 }
 
 /// One invitation as `peervisor invite --list` shows it.

@@ -368,6 +368,13 @@ pub enum DevCommand {
         #[arg(long, value_name = "FILE")]
         network_key: Option<PathBuf>,
     },
+    /// Open the full-screen console on no node and hand the terminal to a
+    /// session that prints a line, then panics (or, with --ok, ends): the
+    /// console must take the screen back either way.
+    ConsoleTakeover {
+        #[arg(long)]
+        ok: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -142,6 +142,7 @@ pub(crate) mod tests {
                 foreign: false,
             },
             Request::VmStats { name: "a".into() },
+            Request::VmBootLog { name: "a".into() },
             Request::Migrate {
                 vm: "web-1".into(),
                 to: "peer-b".into(),
@@ -209,6 +210,13 @@ pub(crate) mod tests {
                 grants: vec![("12D3Koo".into(), "control".into())],
                 default_role: "consume".into(),
             }),
+            Outcome::Ok(Reply::BootLog(crate::api::BootLog {
+                vm: "a".into(),
+                host: "peer-b".into(),
+                path: "/var/lib/peervisor/console/a.log".into(),
+                size: 6,
+                text: "ready\n".into(),
+            })),
             Outcome::Error("no such VM".into()),
         ];
         (requests, outcomes)

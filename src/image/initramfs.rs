@@ -205,7 +205,8 @@ fn install_module(busybox: &Path, src: &Path, dest: &Path) -> Result<()> {
     } else if name.ends_with(".gz") {
         Some("gzip")
     } else if name.ends_with(".zst") {
-        bail!("{name}: zstd-compressed modules are not supported yet");
+        // Ubuntu 24.04's modules; busybox has no zstd, ruzstd decodes in-process.
+        return unzstd(src, dest);
     } else {
         None
     };
@@ -226,6 +227,16 @@ fn install_module(busybox: &Path, src: &Path, dest: &Path) -> Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+fn unzstd(src: &Path, dest: &Path) -> Result<()> {
+    let file = File::open(src).with_context(|| format!("opening {}", src.display()))?;
+    let mut decoder = ruzstd::decoding::StreamingDecoder::new(std::io::BufReader::new(file))
+        .map_err(|e| anyhow!("{}: not a zstd frame: {e}", src.display()))?;
+    let mut out = File::create(dest).with_context(|| format!("creating {}", dest.display()))?;
+    std::io::copy(&mut decoder, &mut out)
+        .with_context(|| format!("decompressing {}", src.display()))?;
     Ok(())
 }
 
@@ -308,6 +319,47 @@ mod tests {
             Some("virtio_net")
         );
         assert_eq!(module_name(Path::new("modules.order")), None);
+    }
+
+    /// Ubuntu's layout: the virtio drivers built in (modules.builtin), the rest
+    /// zstd-compressed (`.ko.zst`, Ubuntu 24.04), copied decompressed.
+    #[test]
+    fn ubuntu_style_modules_builtin_or_zstd_compressed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let modules_dir = tmp.path().join("lib/modules/6.8.0-88-generic");
+        let fat = modules_dir.join("kernel/fs/fat");
+        fs::create_dir_all(&fat).unwrap();
+        let builtin: String = NET_MODULES
+            .iter()
+            .chain(["ext4", "virtio_blk"].iter())
+            .map(|m| format!("kernel/drivers/x/{m}.ko\n"))
+            .collect();
+        fs::write(modules_dir.join("modules.builtin"), builtin).unwrap();
+        let plain = b"\x7fELF a vfat module".repeat(100);
+        let packed = ruzstd::encoding::compress_to_vec(
+            &plain[..],
+            ruzstd::encoding::CompressionLevel::Fastest,
+        );
+        fs::write(fat.join("vfat.ko.zst"), &packed).unwrap();
+        fs::write(fat.join("fat.ko.zst"), b"not zstd at all").unwrap();
+        let kernel = Extracted {
+            vmlinuz: tmp.path().join("vmlinuz"),
+            kernel_version: "6.8.0-88-generic".into(),
+            modules_dir: modules_dir.clone(),
+        };
+        let busybox = busybox_path().unwrap();
+        let dest = tmp.path().join("out");
+        fs::create_dir_all(&dest).unwrap();
+        // A corrupt module is an error naming it, not a panic.
+        let err = copy_modules(&kernel, &busybox, &dest).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("fat.ko.zst: not a zstd frame"),
+            "{err:#}"
+        );
+        fs::remove_file(fat.join("fat.ko.zst")).unwrap();
+        let included = copy_modules(&kernel, &busybox, &dest).unwrap();
+        assert_eq!(included, ["vfat"], "the rest are built in or optional");
+        assert_eq!(fs::read(dest.join("vfat.ko")).unwrap(), plain);
     }
 
     #[test]

@@ -1,14 +1,79 @@
-//! The Debian kernel package: resolved through the linux-image-amd64
-//! metapackage (`apt-cache show`), downloaded with
-//! `apt-get download` and unpacked with `dpkg -x` (never installed).
+//! The distribution's kernel package: resolved through its metapackage
+//! (`apt-cache show`), downloaded with `apt-get download` and unpacked with
+//! `dpkg -x` (never installed). Debian ships the kernel and its modules in one
+//! package (linux-image-amd64 -> linux-image-6.1.0-N-amd64); Ubuntu splits
+//! them (linux-image-virtual -> linux-image-6.8.0-N-generic, which depends on
+//! linux-modules-6.8.0-N-generic holding /lib/modules), so the image
+//! package's `linux-modules-*` dependencies are fetched and unpacked with it.
 
 use anyhow::{Context, Result, anyhow, bail};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The metapackage that always depends on the current kernel.
-const META_PACKAGE: &str = "linux-image-amd64";
+/// Overrides the distribution read from /etc/os-release (`debian`, `ubuntu`).
+pub const DISTRO_ENV: &str = "PEERVISOR_KERNEL_DISTRO";
+
+/// Whose kernel packages the image is built from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Distro {
+    Debian,
+    Ubuntu,
+}
+
+impl Distro {
+    /// The metapackage that always depends on the current kernel. Ubuntu's
+    /// `virtual` is its generic kernel without linux-modules-extra (the
+    /// virtio drivers are built in or in linux-modules).
+    fn meta_package(self) -> &'static str {
+        match self {
+            Distro::Debian => "linux-image-amd64",
+            Distro::Ubuntu => "linux-image-virtual",
+        }
+    }
+
+    fn parse(id: &str) -> Option<Distro> {
+        match id.trim().to_ascii_lowercase().as_str() {
+            "debian" => Some(Distro::Debian),
+            "ubuntu" => Some(Distro::Ubuntu),
+            _ => None,
+        }
+    }
+
+    /// The distribution of this host: `PEERVISOR_KERNEL_DISTRO` if set, else
+    /// /etc/os-release.
+    pub fn detect() -> Result<Distro> {
+        if let Ok(forced) = std::env::var(DISTRO_ENV) {
+            return Distro::parse(&forced).ok_or_else(|| {
+                anyhow!("{DISTRO_ENV}={forced}: unknown distribution (debian or ubuntu)")
+            });
+        }
+        let path = "/etc/os-release";
+        let text = fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+        from_os_release(&text).ok_or_else(|| {
+            anyhow!(
+                "{path}: neither Debian nor Ubuntu nor derived from them (ID, ID_LIKE); \
+                 set {DISTRO_ENV}=debian or ubuntu to pick the kernel packages"
+            )
+        })
+    }
+}
+
+/// ID, then ID_LIKE's words in order (a derivative such as Linux Mint says
+/// `ID_LIKE="ubuntu debian"` and uses Ubuntu's kernels).
+fn from_os_release(text: &str) -> Option<Distro> {
+    let field = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+            .map(|v| v.trim().trim_matches(['"', '\'']).to_string())
+            .unwrap_or_default()
+    };
+    let id = field("ID");
+    let like = field("ID_LIKE");
+    std::iter::once(id.as_str())
+        .chain(like.split_whitespace())
+        .find_map(Distro::parse)
+}
 
 #[derive(Debug, Clone)]
 pub struct Package {
@@ -16,6 +81,9 @@ pub struct Package {
     pub name: String,
     /// e.g. 6.1.192-2
     pub version: String,
+    /// Packages unpacked with it: its `linux-modules-*` dependencies (Ubuntu),
+    /// as `name=version`.
+    pub with: Vec<String>,
 }
 
 /// The unpacked package.
@@ -30,6 +98,14 @@ pub struct Extracted {
 
 /// Which kernel package apt would give us now.
 pub fn resolve(progress: &mut dyn FnMut(&str)) -> Result<Package> {
+    let distro = Distro::detect()?;
+    let meta = distro.meta_package();
+    let resolve_once = || {
+        resolve_with(meta, &mut |name| {
+            run(Command::new("apt-cache").args(["show", "--no-all-versions", name]))
+        })
+        .with_context(|| format!("{distro:?}'s kernel through {meta}"))
+    };
     match resolve_once() {
         Ok(p) => Ok(p),
         Err(first) => {
@@ -41,40 +117,67 @@ pub fn resolve(progress: &mut dyn FnMut(&str)) -> Result<Package> {
     }
 }
 
-fn resolve_once() -> Result<Package> {
-    // One apt-cache call (~0.7 s here): the metapackage pins the exact version.
-    let show = run(Command::new("apt-cache").args(["show", "--no-all-versions", META_PACKAGE]))?;
-    let (name, version) = parse_meta_depends(&show)
-        .ok_or_else(|| anyhow!("apt-cache show {META_PACKAGE}: no linux-image dependency"))?;
-    let version = match version {
+/// The kernel behind `meta`, `show` being `apt-cache show --no-all-versions`:
+/// the metapackage's linux-image dependency, then that package's version and
+/// its linux-modules dependencies (none on Debian).
+fn resolve_with(meta: &str, show: &mut dyn FnMut(&str) -> Result<String>) -> Result<Package> {
+    let meta_show = show(meta)?;
+    let (name, pinned) = dependencies(&meta_show)
+        .into_iter()
+        .find(|(d, _)| d.starts_with("linux-image-"))
+        .ok_or_else(|| anyhow!("apt-cache show {meta}: no linux-image dependency"))?;
+    let image_show = show(&name)?;
+    let version = match pinned {
         Some(v) => v,
-        None => package_version(&name)?,
+        None => field(&image_show, "Version")
+            .ok_or_else(|| anyhow!("apt-cache show {name}: no Version field"))?,
     };
-    Ok(Package { name, version })
+    let mut with = Vec::new();
+    for (module_pkg, pinned) in dependencies(&image_show) {
+        if !module_pkg.starts_with("linux-modules-") {
+            continue;
+        }
+        let version = match pinned {
+            Some(v) => v,
+            None => field(&show(&module_pkg)?, "Version")
+                .ok_or_else(|| anyhow!("apt-cache show {module_pkg}: no Version field"))?,
+        };
+        with.push(format!("{module_pkg}={version}"));
+    }
+    Ok(Package {
+        name,
+        version,
+        with,
+    })
 }
 
-/// `Depends: linux-image-6.1.0-56-amd64 (= 6.1.192-2)` -> (name, version).
-fn parse_meta_depends(show: &str) -> Option<(String, Option<String>)> {
-    let deps = show.lines().find_map(|l| l.strip_prefix("Depends:"))?;
-    let dep = deps
-        .split([',', '|'])
+/// `Depends: a (= 1), b | c` -> [(a, Some(1)), (b, None), (c, None)]; only an
+/// exact `=` pin is kept.
+fn dependencies(show: &str) -> Vec<(String, Option<String>)> {
+    let Some(deps) = field(show, "Depends") else {
+        return Vec::new();
+    };
+    deps.split([',', '|'])
         .map(str::trim)
-        .find(|d| d.starts_with("linux-image-"))?;
-    let (name, rest) = dep.split_once(' ').unwrap_or((dep, ""));
-    let version = rest
-        .trim()
-        .strip_prefix("(=")
-        .and_then(|v| v.strip_suffix(')'))
-        .map(|v| v.trim().to_string());
-    Some((name.to_string(), version))
+        .filter(|d| !d.is_empty())
+        .map(|dep| {
+            let (name, rest) = dep.split_once(' ').unwrap_or((dep, ""));
+            let version = rest
+                .trim()
+                .strip_prefix("(=")
+                .and_then(|v| v.strip_suffix(')'))
+                .map(|v| v.trim().to_string());
+            (name.to_string(), version)
+        })
+        .collect()
 }
 
-fn package_version(name: &str) -> Result<String> {
-    let show = run(Command::new("apt-cache").args(["show", "--no-all-versions", name]))?;
+/// The first stanza's `Key:` value.
+fn field(show: &str, key: &str) -> Option<String> {
     show.lines()
-        .find_map(|l| l.strip_prefix("Version:"))
+        .take_while(|l| !l.trim().is_empty())
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
         .map(|v| v.trim().to_string())
-        .ok_or_else(|| anyhow!("apt-cache show {name}: no Version field"))
 }
 
 /// Downloads the package into `work/deb` and unpacks it into `work/root`.
@@ -85,32 +188,39 @@ pub fn fetch_and_extract(
 ) -> Result<Extracted> {
     let deb_dir = work.join("deb");
     fs::create_dir_all(&deb_dir).with_context(|| format!("creating {}", deb_dir.display()))?;
-    progress(&format!("downloading {} {}", pkg.name, pkg.version));
-    let spec = format!("{}={}", pkg.name, pkg.version);
-    if let Err(first) = run(Command::new("apt-get")
-        .args(["download", &spec])
-        .current_dir(&deb_dir))
-    {
+    let mut specs = vec![format!("{}={}", pkg.name, pkg.version)];
+    specs.extend(pkg.with.iter().cloned());
+    progress(&format!("downloading {}", specs.join(" ")));
+    let download = || {
+        run(Command::new("apt-get")
+            .arg("download")
+            .args(&specs)
+            .current_dir(&deb_dir))
+    };
+    if let Err(first) = download() {
         progress(&format!("{first:#}; running apt-get update"));
         apt_update()?;
-        run(Command::new("apt-get")
-            .args(["download", &spec])
-            .current_dir(&deb_dir))?;
+        download()?;
     }
-    let deb = find_deb(&deb_dir)?;
     let root = work.join("root");
-    progress(&format!("extracting {}", deb.display()));
-    run(Command::new("dpkg").arg("-x").arg(&deb).arg(&root))?;
+    for deb in find_debs(&deb_dir)? {
+        progress(&format!("extracting {}", deb.display()));
+        run(Command::new("dpkg").arg("-x").arg(&deb).arg(&root))?;
+    }
     locate(&root)
 }
 
-fn find_deb(dir: &Path) -> Result<PathBuf> {
+fn find_debs(dir: &Path) -> Result<Vec<PathBuf>> {
     let entries = fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
-    entries
+    let debs: Vec<PathBuf> = entries
         .flatten()
         .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|x| x == "deb"))
-        .ok_or_else(|| anyhow!("apt-get download left no .deb in {}", dir.display()))
+        .filter(|p| p.extension().is_some_and(|x| x == "deb"))
+        .collect();
+    if debs.is_empty() {
+        bail!("apt-get download left no .deb in {}", dir.display());
+    }
+    Ok(debs)
 }
 
 /// Finds boot/vmlinuz-* and the matching modules dir in the unpacked tree.
@@ -167,17 +277,83 @@ pub fn run(cmd: &mut Command) -> Result<String> {
 mod tests {
     use super::*;
 
+    /// `apt-cache show` answers from fixture files named after the package.
+    fn fixtures(prefix: &'static str) -> impl FnMut(&str) -> Result<String> {
+        move |name| {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("src/image/fixtures")
+                .join(format!("{prefix}-{name}.show"));
+            fs::read_to_string(&path).map_err(|_| anyhow!("E: No packages found ({name})"))
+        }
+    }
+
     #[test]
-    fn parses_the_metapackage_dependency() {
-        let show = "Package: linux-image-amd64\nVersion: 6.1.192-2\nDepends: linux-image-6.1.0-56-amd64 (= 6.1.192-2)\n";
-        let (name, version) = parse_meta_depends(show).unwrap();
-        assert_eq!(name, "linux-image-6.1.0-56-amd64");
-        assert_eq!(version.as_deref(), Some("6.1.192-2"));
-        let loose = "Depends: foo, linux-image-6.12.1-amd64-unsigned | linux-image-6.12.1-amd64\n";
+    fn debian_kernel_is_one_package_pinned_by_its_metapackage() {
+        // Captured on this Debian 12 host.
+        let pkg = resolve_with(Distro::Debian.meta_package(), &mut fixtures("debian")).unwrap();
+        assert_eq!(pkg.name, "linux-image-6.1.0-57-amd64");
+        assert_eq!(pkg.version, "6.1.192-3");
+        assert!(pkg.with.is_empty(), "{:?}", pkg.with);
+    }
+
+    #[test]
+    fn ubuntu_kernel_brings_its_modules_package() {
+        // Written after Ubuntu 24.04's package entries (no Ubuntu host here):
+        // the metapackage does not pin a version, the image package depends on
+        // linux-modules-<abi>-generic, where /lib/modules lives.
+        let pkg =
+            resolve_with(Distro::Ubuntu.meta_package(), &mut fixtures("ubuntu-noble")).unwrap();
+        assert_eq!(pkg.name, "linux-image-6.8.0-88-generic");
+        assert_eq!(pkg.version, "6.8.0-88.89");
+        assert_eq!(pkg.with, ["linux-modules-6.8.0-88-generic=6.8.0-88.89"]);
+        // linux-image-generic adds linux-modules-extra (not needed by the guest).
+        let generic = resolve_with("linux-image-generic", &mut fixtures("ubuntu-noble")).unwrap();
+        assert_eq!(generic.name, "linux-image-6.8.0-88-generic");
+        // Debian's metapackage does not exist there: the error names it.
+        let err = resolve_with("linux-image-amd64", &mut fixtures("ubuntu-noble")).unwrap_err();
+        assert!(format!("{err:#}").contains("linux-image-amd64"), "{err:#}");
+    }
+
+    #[test]
+    fn distribution_from_os_release() {
+        let debian =
+            "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\nVERSION_ID=\"12\"\n";
+        let ubuntu = "NAME=\"Ubuntu\"\nVERSION_ID=\"24.04\"\nID=ubuntu\nID_LIKE=debian\n";
+        let mint = "NAME=\"Linux Mint\"\nID=linuxmint\nID_LIKE=\"ubuntu debian\"\n";
+        let raspbian = "ID=raspbian\nID_LIKE=debian\n";
+        let fedora = "ID=fedora\nVERSION_ID=40\n";
+        assert_eq!(from_os_release(debian), Some(Distro::Debian));
+        assert_eq!(from_os_release(ubuntu), Some(Distro::Ubuntu));
+        assert_eq!(from_os_release(mint), Some(Distro::Ubuntu));
+        assert_eq!(from_os_release(raspbian), Some(Distro::Debian));
+        assert_eq!(from_os_release(fedora), None);
+        // ID_LIKE is not read as ID.
         assert_eq!(
-            parse_meta_depends(loose),
-            Some(("linux-image-6.12.1-amd64-unsigned".into(), None))
+            from_os_release("ID_LIKE=ubuntu\nID=debian\n"),
+            Some(Distro::Debian)
         );
-        assert_eq!(parse_meta_depends("Depends: foo\n"), None);
+    }
+
+    #[test]
+    fn dependencies_keep_exact_pins_only() {
+        let show = "Package: x\nDepends: foo, linux-image-6.12.1-amd64-unsigned | linux-image-6.12.1-amd64, linux-base (>= 4.3~)\n";
+        assert_eq!(
+            dependencies(show),
+            [
+                ("foo".to_string(), None),
+                ("linux-image-6.12.1-amd64-unsigned".to_string(), None),
+                ("linux-image-6.12.1-amd64".to_string(), None),
+                ("linux-base".to_string(), None),
+            ]
+        );
+        let pinned = "Depends: linux-image-6.1.0-56-amd64 (= 6.1.192-2)\n";
+        assert_eq!(
+            dependencies(pinned),
+            [(
+                "linux-image-6.1.0-56-amd64".to_string(),
+                Some("6.1.192-2".to_string())
+            )]
+        );
+        assert!(dependencies("Package: y\n").is_empty());
     }
 }

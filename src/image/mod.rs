@@ -115,7 +115,7 @@ pub fn build(
     let _lock = lock(image_dir)?;
     remove_stale_work_dirs(image_dir);
 
-    progress("resolving the Debian kernel package");
+    progress("resolving the distribution's kernel package");
     let pkg = match kernel::resolve(progress) {
         Ok(p) => p,
         Err(e) => {
@@ -257,6 +257,9 @@ fn input_hash(pkg: &kernel::Package, busybox: &Path) -> Result<String> {
         "recipe={RECIPE_VERSION}\nkernel={} {}\n",
         pkg.name, pkg.version
     ));
+    if !pkg.with.is_empty() {
+        h.update(format!("with={}\n", pkg.with.join(" ")));
+    }
     h.update(format!(
         "modules={} {} {} {}\n",
         initramfs::NET_MODULES.join(","),

@@ -83,6 +83,8 @@ pub enum ControlRequest {
     /// An operator elsewhere acts on a VM of this host (control role): start,
     /// stop, pause, resume, migrate (also to a third peer), abort, replicate.
     VmAction { request: crate::api::Request },
+    /// "The end of this VM's boot log" (observe role; `api::BOOT_LOG_TAIL`).
+    VmBootLog { vm: String },
     /// "Here is the secret of your invitation" (`peervisor join`; join/).
     Redeem { secret: String },
     /// From a trust group's authority: every member of its group now (join/).
@@ -160,6 +162,10 @@ pub enum ControlResponse {
     /// The answer to `VmAction`: what the host's own control API answered.
     Acted {
         reply: crate::api::Reply,
+    },
+    /// The answer to `VmBootLog`.
+    BootLog {
+        log: crate::api::BootLog,
     },
     /// An invitation redeemed: the role granted, and (for `control`) the members
     /// of the inviter's trust group, inviter first.

@@ -186,6 +186,7 @@ impl Peer {
             Request::VmStats { name } => Ok(Reply::Vms {
                 vms: vec![self.vm_stats(name).await?],
             }),
+            Request::VmBootLog { name } => self.boot_log(name).await.map(Reply::BootLog),
             Request::Watch { vms } => {
                 self.remote.watch(vms);
                 Ok(done(String::new()))
@@ -347,6 +348,23 @@ impl Peer {
         self.vms.stats(&name).await
     }
 
+    /// The end of a VM's boot log here, or asked of the peer that announces it.
+    async fn boot_log(&self, name: VmName) -> Result<crate::api::BootLog> {
+        if !self.vms.hosts(&name) {
+            let peers = self.node.status().await?.peers;
+            if let Some(host) = announcing(&peers, &name) {
+                let id = crate::names::peer_id_of(host)?;
+                return self
+                    .remote
+                    .boot_log(id, &name)
+                    .await
+                    .with_context(|| format!("boot log of {name} from {}", host.display_name()));
+            }
+            anyhow::bail!("no VM named '{name}' here or on a connected peer");
+        }
+        crate::vms::boot_log::read(&name, &self.nick).await
+    }
+
     /// The host of the VM a request acts on, when that is another peer that
     /// announces it (a VM of this name here is always the one meant).
     async fn remote_host_of(&self, request: &Request) -> Option<(PeerId, String)> {
@@ -429,6 +447,23 @@ impl Peer {
                 ControlResponse::VmFigures { vms, round }
             }
             ControlRequest::VmAction { request } => self.act_for_peer(peer, request).await,
+            ControlRequest::VmBootLog { vm } => {
+                let refuse = |reason| ControlResponse::Refused { reason };
+                if !self.access.allows(&peer, Role::Observe) {
+                    return refuse(format!(
+                        "{} refuses the boot log of {vm}: no observe role",
+                        self.nick
+                    ));
+                }
+                let vm = VmName::from(vm);
+                if !self.vms.hosts(&vm) {
+                    return refuse(format!("{} has no VM '{vm}'", self.nick));
+                }
+                match crate::vms::boot_log::read(&vm, &self.nick).await {
+                    Ok(log) => ControlResponse::BootLog { log },
+                    Err(e) => refuse(format!("{e:#}")),
+                }
+            }
             ControlRequest::PrepareMigration {
                 vm,
                 uuid,

@@ -26,6 +26,8 @@ pub enum Action {
     StartStop,
     PauseResume,
     Delete,
+    SerialConsole,
+    BootLog,
     Sort,
     ToggleOverlay,
     ToggleJobs,
@@ -59,13 +61,15 @@ impl Group {
 
 impl Action {
     /// Every action, in the order help lists them.
-    pub const ALL: [Action; 29] = [
+    pub const ALL: [Action; 31] = [
         Action::Migrate,
         Action::Replicate,
         Action::Consume,
         Action::StartStop,
         Action::PauseResume,
         Action::Delete,
+        Action::SerialConsole,
+        Action::BootLog,
         Action::Up,
         Action::Down,
         Action::Left,
@@ -114,6 +118,8 @@ impl Action {
             Action::StartStop => "start_stop",
             Action::PauseResume => "pause_resume",
             Action::Delete => "delete",
+            Action::SerialConsole => "serial_console",
+            Action::BootLog => "boot_log",
             Action::Sort => "sort",
             Action::ToggleOverlay => "toggle_overlay",
             Action::ToggleJobs => "toggle_jobs",
@@ -149,6 +155,8 @@ impl Action {
             Action::StartStop => "start or stop the selected VM",
             Action::PauseResume => "pause or resume the selected VM",
             Action::Delete => "delete VM, abort migration (asks)",
+            Action::SerialConsole => "serial console of the selected VM",
+            Action::BootLog => "boot log of the selected VM",
             Action::Sort => "VMs: sort by the next column",
             Action::ToggleOverlay => "VMs: this peer or the overlay",
             Action::ToggleJobs => "Throughput: VM charts or jobs",
@@ -164,7 +172,8 @@ impl Action {
     pub fn group(self) -> Group {
         use Action::*;
         match self {
-            Migrate | Replicate | Consume | StartStop | PauseResume | Delete => Group::Operate,
+            Migrate | Replicate | Consume | StartStop | PauseResume | Delete | SerialConsole
+            | BootLog => Group::Operate,
             Up | Down | Left | Right | PageUp | PageDown | Top | Bottom | FocusNext | FocusPrev => {
                 Group::Navigate
             }

@@ -48,6 +48,18 @@ const RENDER_TICK: Duration = Duration::from_millis(500);
 pub struct Notice {
     pub text: String,
     pub error: bool,
+    /// A boot log asked for (shown in its overlay).
+    pub boot_log: Option<crate::api::BootLog>,
+}
+
+/// Something that takes the terminal for a while (a VM's serial console):
+/// the console leaves its screen, shows `banner`, runs it, and takes the
+/// screen back however it ends (its outcome, error or panic then shows on
+/// the status line).
+pub struct Takeover {
+    pub banner: String,
+    /// The status line's text afterwards.
+    pub run: futures::future::BoxFuture<'static, anyhow::Result<String>>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -99,6 +111,7 @@ pub async fn run(
     mut updates: mpsc::Receiver<Update>,
     commands: mpsc::Sender<Request>,
     mut notices: mpsc::Receiver<Notice>,
+    mut takeovers: mpsc::Receiver<Takeover>,
     opts: ConsoleOptions,
 ) -> anyhow::Result<()> {
     let (keymap, theme, errors) = load_look(&opts);
@@ -121,6 +134,7 @@ pub async fn run(
         &mut updates,
         &commands,
         &mut notices,
+        &mut takeovers,
         &mut input,
     )
     .await;
@@ -135,6 +149,7 @@ async fn event_loop(
     updates: &mut mpsc::Receiver<Update>,
     commands: &mpsc::Sender<Request>,
     notices: &mut mpsc::Receiver<Notice>,
+    takeovers: &mut mpsc::Receiver<Takeover>,
     input: &mut terminal::InputThread,
 ) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
@@ -144,6 +159,7 @@ async fn event_loop(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut updates_open = true;
     let mut notices_open = true;
+    let mut takeovers_open = true;
     let mut dirty = true;
     let mut watch = Watch::default();
     while !app.should_quit {
@@ -197,8 +213,24 @@ async fn event_loop(
             notice = notices.recv(), if notices_open => {
                 dirty = true;
                 match notice {
+                    Some(Notice { boot_log: Some(log), .. }) => app.show_boot_log(log),
                     Some(n) => app.notice(n.text, n.error),
                     None => notices_open = false,
+                }
+            }
+            takeover = takeovers.recv(), if takeovers_open => {
+                dirty = true;
+                match takeover {
+                    Some(t) => {
+                        match guard.hand_over(input, t).await {
+                            Ok(text) => app.say(text),
+                            Err(e) => app.say_error(format!("{e:#}")),
+                        }
+                        // A console asked for again meanwhile (S pressed twice) is
+                        // not run on the way back: dropping it closes its stream.
+                        while takeovers.try_recv().is_ok() {}
+                    }
+                    None => takeovers_open = false,
                 }
             }
             _ = tick.tick() => {

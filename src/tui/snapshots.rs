@@ -182,6 +182,36 @@ fn big_terminal_shows_every_pane_with_the_figures() {
     assert!(line_with(&lines, "db-2").contains("destination refuses"));
 }
 
+/// The boot log over the panes at 80x24: its end, where it comes from, how
+/// much of it; the key bar says how to scroll and close it.
+#[test]
+fn boot_log_overlay_shows_the_end_of_the_log_and_where_it_comes_from() {
+    let mut app = app_for("default", Pane::Vms);
+    let text: String = (1..=500).map(|i| format!("[{i:>4}] line {i}\n")).collect();
+    app.show_boot_log(crate::api::BootLog {
+        vm: "web-1".into(),
+        host: "peer-b".into(),
+        path: "/var/lib/peervisor/console/web-1.log".into(),
+        size: 200_000,
+        text,
+    });
+    let lines = render(&app, 80, 24);
+    let s = screen(&lines);
+    assert!(
+        s.contains("Boot log of web-1 on peer-b (last 7892 B of 195.3 KiB)"),
+        "{s}"
+    );
+    assert!(s.contains("/var/lib/peervisor/console/web-1.log"), "{s}");
+    assert!(s.contains("[ 500] line 500"), "{s}");
+    assert!(!s.contains("[   1] line 1 "), "{s}");
+    assert!(s.contains("of 500 lines"), "{s}");
+    let keys = lines.last().unwrap();
+    assert!(
+        keys.contains("↑↓ scroll") && keys.contains("PgDn page") && keys.contains("Esc close"),
+        "{keys}"
+    );
+}
+
 #[test]
 fn small_terminal_shows_tabs_the_focused_pane_and_the_log() {
     let mut app = app_for("default", Pane::Vms);
@@ -195,7 +225,10 @@ fn small_terminal_shows_tabs_the_focused_pane_and_the_log() {
     assert!(web.contains("13.0") && web.contains("12K/3.4M"), "{web}");
     assert!(screen(&lines).contains("Log ≥ info"));
     let keys = lines.last().unwrap();
-    assert!(keys.starts_with("m migrate  s start/stop"), "{keys}");
+    assert!(
+        keys.starts_with("m migrate  S console  s start/stop"),
+        "{keys}"
+    );
     app.handle_key(code(KeyCode::Tab));
     let lines = render(&app, 80, 24);
     assert!(

@@ -56,6 +56,60 @@ impl TerminalGuard {
     }
 }
 
+impl TerminalGuard {
+    /// Gives the terminal to `takeover` (a VM's serial console) and takes it
+    /// back however that ends: the escape, the console closing, an error, a
+    /// panic (run on a task of its own, so it unwinds there), or this future
+    /// being dropped (`Reenter`'s drop). Input is paused first so that no key
+    /// meant for the guest reaches the console.
+    pub async fn hand_over(
+        &mut self,
+        input: &mut InputThread,
+        takeover: super::Takeover,
+    ) -> anyhow::Result<String> {
+        input.pause_and_wait().await;
+        let back = Reenter { guard: self, input };
+        restore();
+        let _ = execute!(io::stdout(), ratatui::crossterm::cursor::Show);
+        println!("\r\n{}\r", takeover.banner);
+        let outcome = tokio::spawn(takeover.run).await;
+        back.now()?;
+        match outcome {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => Err(anyhow::anyhow!("the console session failed: {e}")),
+            Err(e) => Err(anyhow::anyhow!("the console session ended: {e}")),
+        }
+    }
+}
+
+/// Takes the terminal back for the console: raw mode, the alternate screen,
+/// mouse capture, input, a full redraw. On drop if `now` was not reached.
+struct Reenter<'a> {
+    guard: &'a mut TerminalGuard,
+    input: &'a InputThread,
+}
+
+impl Reenter<'_> {
+    fn now(mut self) -> io::Result<()> {
+        let result = self.take_back();
+        std::mem::forget(self);
+        result
+    }
+
+    fn take_back(&mut self) -> io::Result<()> {
+        self.input.pause(false);
+        ratatui::crossterm::terminal::enable_raw_mode()?;
+        execute!(io::stdout(), EnterAlternateScreen, EnableMouseCapture)?;
+        self.guard.terminal.clear()
+    }
+}
+
+impl Drop for Reenter<'_> {
+    fn drop(&mut self) {
+        let _ = self.take_back();
+    }
+}
+
 fn restore() {
     let _ = execute!(io::stdout(), DisableMouseCapture);
     ratatui::restore();
@@ -71,6 +125,8 @@ pub struct InputThread {
     pub events: mpsc::Receiver<io::Result<Event>>,
     stop: Arc<AtomicBool>,
     paused: Arc<AtomicBool>,
+    /// Set by the thread once it saw `paused` and no longer reads.
+    idle: Arc<AtomicBool>,
     handle: Option<JoinHandle<()>>,
 }
 
@@ -79,14 +135,16 @@ impl InputThread {
         let (tx, events) = mpsc::channel(64);
         let stop = Arc::new(AtomicBool::new(false));
         let paused = Arc::new(AtomicBool::new(false));
-        let (flag, pause) = (stop.clone(), paused.clone());
+        let idle = Arc::new(AtomicBool::new(false));
+        let (flag, pause, rests) = (stop.clone(), paused.clone(), idle.clone());
         let handle = std::thread::Builder::new()
             .name("peervisor-console-input".into())
-            .spawn(move || read_events(tx, flag, pause))?;
+            .spawn(move || read_events(tx, flag, pause, rests))?;
         Ok(InputThread {
             events,
             stop,
             paused,
+            idle,
             handle: Some(handle),
         })
     }
@@ -94,6 +152,19 @@ impl InputThread {
     /// While paused (suspended), the thread leaves the terminal alone.
     pub fn pause(&self, paused: bool) {
         self.paused.store(paused, Ordering::Relaxed);
+    }
+
+    /// Pause, and wait until the thread has stopped reading (it finishes the
+    /// poll it is in: at most one poll interval), so that what is typed next
+    /// goes to whoever reads the terminal instead.
+    pub async fn pause_and_wait(&self) {
+        self.pause(true);
+        while !self.idle.load(Ordering::Relaxed) && !self.stop.load(Ordering::Relaxed) {
+            if self.handle.as_ref().is_none_or(|h| h.is_finished()) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Stop reading and wait for the thread (at most one poll interval).
@@ -110,12 +181,15 @@ fn read_events(
     tx: mpsc::Sender<io::Result<Event>>,
     stop: Arc<AtomicBool>,
     paused: Arc<AtomicBool>,
+    idle: Arc<AtomicBool>,
 ) {
     while !stop.load(Ordering::Relaxed) {
         if paused.load(Ordering::Relaxed) {
+            idle.store(true, Ordering::Relaxed);
             std::thread::sleep(INPUT_POLL);
             continue;
         }
+        idle.store(false, Ordering::Relaxed);
         let next = match event::poll(INPUT_POLL) {
             Ok(false) => continue,
             Ok(true) => event::read(),

@@ -11,7 +11,7 @@ use ratatui::widgets::{Block, Paragraph};
 
 use super::app::{App, Hits, Pane};
 use super::panes::{
-    dialog, header, help, keybar, log, operations, services, throughput, topology, vms,
+    boot_log, dialog, header, help, keybar, log, operations, services, throughput, topology, vms,
 };
 
 /// The full layout needs at least this much room.
@@ -49,6 +49,7 @@ pub fn draw(frame: &mut Frame, app: &App) {
     keybar::draw_keys(frame, keys_a, app);
     // Overlays last.
     dialog::draw(frame, area, app);
+    boot_log::draw(frame, body_a, app);
     help::draw(frame, area, app);
 }
 

@@ -3,6 +3,7 @@
 //! files a removed VM leaves; `health.rs` probes their guests' services.
 
 mod adopt;
+pub mod boot_log;
 pub mod console;
 mod health;
 pub mod remote;

@@ -221,6 +221,26 @@ impl RemoteVms {
         }
     }
 
+    /// The end of a VM's boot log, asked of its host (observe role).
+    pub async fn boot_log(&self, host: PeerId, vm: &VmName) -> Result<crate::api::BootLog> {
+        let request = ControlRequest::VmBootLog { vm: vm.to_string() };
+        match self.ask(host, request).await? {
+            ControlResponse::BootLog { log } => Ok(log),
+            other => bail!("unexpected answer {other:?}"),
+        }
+    }
+
+    /// A request to a host, answered within `ANSWER_WITHIN`; its refusal
+    /// (which names the host) as the error.
+    async fn ask(&self, host: PeerId, request: ControlRequest) -> Result<ControlResponse> {
+        match tokio::time::timeout(ANSWER_WITHIN, self.node.request(host, request)).await {
+            Err(_) => bail!("no answer within {} s", ANSWER_WITHIN.as_secs()),
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(ControlResponse::Refused { reason })) => bail!("{reason}"),
+            Ok(Ok(answer)) => Ok(answer),
+        }
+    }
+
     /// Every VM the other peers announce, with figures asked of each host now
     /// (the one-shot `status`); hosts that do not answer are left out.
     pub async fn fetch_all(&self, peers: &[PeerView]) -> Vec<RemoteVmView> {
@@ -260,19 +280,15 @@ impl RemoteVms {
             vms: names.iter().map(|n| n.to_string()).collect(),
             history,
         };
-        let answer = tokio::time::timeout(ANSWER_WITHIN, self.node.request(peer, request)).await;
-        match answer {
-            Err(_) => bail!("no answer within {} s", ANSWER_WITHIN.as_secs()),
-            Ok(Err(e)) => Err(e),
-            Ok(Ok(ControlResponse::VmFigures { vms, round })) => Ok((
+        match self.ask(peer, request).await? {
+            ControlResponse::VmFigures { vms, round } => Ok((
                 round,
                 vms.into_iter()
                     .filter(|vm| names.contains(&vm.name))
                     .take(MAX_FIGURES)
                     .collect(),
             )),
-            Ok(Ok(ControlResponse::Refused { reason })) => bail!("{reason}"),
-            Ok(Ok(other)) => bail!("unexpected answer {other:?}"),
+            other => bail!("unexpected answer {other:?}"),
         }
     }
 }

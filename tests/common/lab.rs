@@ -231,6 +231,93 @@ impl LabHost {
             .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// GET `path` through the consumer listening on `port` of this host, waiting
+    /// (under `bound`, scaled) until it answers; `node`'s log in the panic.
+    pub fn page(&self, port: u16, path: &str, bound: Duration, node: &TestNode) -> String {
+        let mut page = None;
+        let answered = eventually(bound, || {
+            page = self.http_get(port, path);
+            page.is_some()
+        });
+        assert!(
+            answered,
+            "{path} never answered through {}'s consumer on port {port}:\n{}",
+            self.name,
+            node.log()
+        );
+        page.unwrap_or_default()
+    }
+
+    /// What a user on this host does to reach a published service: wait until
+    /// `node` (this host's) knows a provider of `service`, consume it, read
+    /// `path` through the local port. Returns the port and the page.
+    pub fn consume_page(
+        &self,
+        node: &TestNode,
+        service: &str,
+        path: &str,
+        bound: Duration,
+    ) -> (u16, String) {
+        assert!(
+            eventually(Duration::from_secs(60), || !node
+                .providers(service)
+                .is_empty()),
+            "{} never saw a provider of {service}:\n{}",
+            self.name,
+            node.log()
+        );
+        let port = node.consume(service, &[]);
+        let page = self.page(port, path, bound, node);
+        (port, page)
+    }
+
+    /// Restarts this host's `default` network with DHCP leases of `minutes`
+    /// (dnsmasq's minimum is 2), so guests renew every `minutes`/2 as an
+    /// operator's short-lease network makes them. Before any guest starts.
+    pub fn dhcp_lease_minutes(&self, minutes: u32) {
+        let xml = self.virsh(&["net-dumpxml", "--inactive", "default"]);
+        assert!(xml.status.success(), "net-dumpxml: {}", stderr(&xml));
+        let xml = String::from_utf8_lossy(&xml.stdout).into_owned();
+        let range = xml
+            .lines()
+            .find(|l| l.trim_start().starts_with("<range "))
+            .unwrap_or_else(|| panic!("no DHCP range on {}: {xml}", self.name));
+        let leased = range.replace(
+            "/>",
+            &format!("><lease expiry='{minutes}' unit='minutes'/></range>"),
+        );
+        let file = self.root.join("default-net.xml");
+        std::fs::write(&file, xml.replace(range, &leased)).unwrap();
+        for args in [
+            vec!["net-destroy", "default"],
+            vec!["net-define", file.to_str().unwrap()],
+            vec!["net-start", "default"],
+        ] {
+            let out = self.virsh(&args);
+            assert!(out.status.success(), "virsh {args:?}: {}", stderr(&out));
+        }
+    }
+
+    /// The addresses this host's `default` network leased to `mac`.
+    pub fn leased_ips(&self, mac: &str) -> Vec<String> {
+        let out = self.virsh(&["net-dhcp-leases", "default", "--mac", mac]);
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .filter_map(|w| w.split_once('/').filter(|(ip, _)| ip.contains('.')))
+            .map(|(ip, _)| ip.to_string())
+            .collect()
+    }
+
+    /// The MAC address of `vm`'s first NIC (`virsh domiflist`).
+    pub fn mac_of(&self, vm: &str) -> String {
+        let out = self.virsh(&["domiflist", vm]);
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .find(|w| w.len() == 17 && w.matches(':').count() == 5)
+            .unwrap_or_else(|| panic!("no NIC listed for {vm}: {}", stderr(&out)))
+            .to_string()
+    }
+
     /// An image dir of this host's own (imports land there) holding the shared
     /// guest image, built with its bootable disk (`image build --disk`).
     pub fn image_dir_with_disk(&self) -> PathBuf {

@@ -19,7 +19,7 @@ use super::keymap::Keymap;
 use super::panes::Selection;
 use super::rows::{self, VmRow, VmSort};
 use super::theme::Theme;
-use crate::api::{RemoteVmKey, Request, Update};
+use crate::api::{BootLog, RemoteVmKey, Request, Update};
 use crate::model::{JobView, OperationView, Status, VmView};
 
 /// How long a status-line message stays up.
@@ -135,6 +135,93 @@ pub enum Mode {
     Detail {
         peer_id: String,
     },
+    /// A VM's boot log, scrolled.
+    BootLog(BootLogView),
+}
+
+/// The boot log overlay: the log as its host sent it, made printable, and
+/// where it is scrolled to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BootLogView {
+    pub log: BootLog,
+    pub lines: Vec<String>,
+    /// First line shown; `usize::MAX` follows the end (the latest boot).
+    pub top: usize,
+    /// The last frame's (greatest `top`, visible lines), for the keys.
+    pub shown: Cell<(usize, usize)>,
+}
+
+impl BootLogView {
+    pub fn new(log: BootLog) -> BootLogView {
+        let lines = printable_lines(&log.text);
+        BootLogView {
+            log,
+            lines,
+            top: usize::MAX,
+            shown: Cell::new((0, 10)),
+        }
+    }
+
+    /// The first line to show in `height` rows (and remember them for the keys).
+    pub fn window(&self, height: usize) -> usize {
+        let max_top = self.lines.len().saturating_sub(height);
+        self.shown.set((max_top, height.max(1)));
+        self.top.min(max_top)
+    }
+
+    /// Scrolls by `by` lines (negative: up); past the end follows it again.
+    pub fn scroll(&mut self, by: isize) {
+        let (max_top, _) = self.shown.get();
+        let top = self.top.min(max_top) as isize + by;
+        self.top = if top >= max_top as isize {
+            usize::MAX
+        } else {
+            top.max(0) as usize
+        };
+    }
+
+    pub fn page(&self) -> isize {
+        self.shown.get().1 as isize
+    }
+}
+
+/// A serial log as lines fit to draw: terminal escape sequences and other
+/// control characters (the guest's, possibly hostile) dropped, tabs as spaces.
+pub fn printable_lines(text: &str) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\n' => lines.push(std::mem::take(&mut line)),
+            '\t' => line.push_str("    "),
+            '\u{1b}' => match chars.next() {
+                // CSI: parameters, then a final byte in @..~.
+                Some('[') => {
+                    for c in chars.by_ref() {
+                        if ('@'..='~').contains(&c) {
+                            break;
+                        }
+                    }
+                }
+                // OSC and the like: up to BEL or ESC \.
+                Some(']' | 'P' | '_' | '^') => {
+                    while let Some(c) = chars.next() {
+                        if c == '\u{7}' || (c == '\u{1b}' && chars.next_if_eq(&'\\').is_some()) {
+                            break;
+                        }
+                    }
+                }
+                _ => {}
+            },
+            c if c.is_control() => {}
+            c => line.push(c),
+        }
+    }
+    if !line.is_empty() {
+        lines.push(line);
+    }
+    lines
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -453,6 +540,17 @@ impl App {
         let status = self.status.as_ref()?;
         let key = self.operations.selection.key()?;
         status.operations.iter().find(|o| o.id.to_string() == key)
+    }
+
+    /// A boot log the operator asked for: shown over the panes unless a
+    /// dialog opened meanwhile (then only said on the status line).
+    pub fn show_boot_log(&mut self, log: BootLog) {
+        if matches!(self.mode, Mode::Normal | Mode::BootLog(_)) {
+            self.message = None;
+            self.mode = Mode::BootLog(BootLogView::new(log));
+        } else {
+            self.say(format!("Boot log of {} read ({} bytes)", log.vm, log.size));
+        }
     }
 
     /// A result from the node (command outcome) for the status line.

@@ -438,3 +438,116 @@ fn a_delta_from_the_node_moves_the_state_and_the_selection() {
         Some(77.0)
     );
 }
+
+fn shift(c: char) -> KeyEvent {
+    KeyEvent::new(KeyCode::Char(c), KeyModifiers::SHIFT)
+}
+
+/// `S` asks for the selected VM's serial console, here or on another peer
+/// (even before its figures came: its host decides); a stopped VM has none.
+#[test]
+fn shift_s_asks_for_the_selected_vms_serial_console() {
+    let mut app = app_with(Some(sample_status()));
+    on_web_1(&mut app);
+    assert_eq!(
+        press(&mut app, &[shift('S')]),
+        vec![Request::VmConsole {
+            name: "web-1".into()
+        }]
+    );
+    assert_eq!(message(&app), "Opening the console of web-1…");
+    // db-1 is stopped.
+    press(&mut app, &[key('k')]);
+    assert!(press(&mut app, &[shift('S')]).is_empty());
+    assert_eq!(
+        message(&app),
+        "db-1 is stopped: start it first (its boot log: v)"
+    );
+    // Another peer's VM.
+    press(&mut app, &[key('a'), key('k')]);
+    assert_eq!(app.selected_vm_key(), Some("cache-3@peer-b"));
+    assert_eq!(
+        press(&mut app, &[shift('S')]),
+        vec![Request::VmConsole {
+            name: "cache-3".into()
+        }]
+    );
+    // Nothing selected, nothing asked.
+    let mut empty = app_with(Some(Status::default()));
+    assert!(press(&mut empty, &[shift('S')]).is_empty());
+    assert_eq!(message(&empty), "No VM selected");
+}
+
+/// `v` asks for the boot log; its answer opens an overlay that starts at
+/// the end, scrolls, and closes with q or Esc without quitting; Ctrl-C
+/// still quits.
+#[test]
+fn v_shows_the_boot_log_scrolled_to_its_end_and_q_closes_it() {
+    use crate::api::BootLog;
+    let mut app = app_with(Some(sample_status()));
+    on_web_1(&mut app);
+    assert_eq!(
+        press(&mut app, &[key('v')]),
+        vec![Request::VmBootLog {
+            name: "web-1".into()
+        }]
+    );
+    let text: String = (1..=100)
+        .map(|i| format!("[ {i}.0] boot line {i}\r\n"))
+        .collect();
+    app.show_boot_log(BootLog {
+        vm: "web-1".into(),
+        host: "peer-a".into(),
+        path: "/var/lib/peervisor/console/web-1.log".into(),
+        size: text.len() as u64,
+        text: format!("\u{1b}[1;32m{text}\u{1b}[0m"),
+    });
+    let Mode::BootLog(view) = &app.mode else {
+        panic!("boot log expected, got {:?}", app.mode)
+    };
+    assert_eq!(view.lines.len(), 100);
+    assert_eq!(
+        view.lines[0], "[ 1.0] boot line 1",
+        "escapes and \\r dropped"
+    );
+    // A 10-line window starts at the end; up scrolls back, End follows again.
+    assert_eq!(view.window(10), 90);
+    press(&mut app, &[key('k'), code(KeyCode::PageUp)]);
+    let Mode::BootLog(view) = &app.mode else {
+        panic!()
+    };
+    assert_eq!(view.window(10), 79);
+    press(&mut app, &[key('g')]);
+    let Mode::BootLog(view) = &app.mode else {
+        panic!()
+    };
+    assert_eq!(view.window(10), 0);
+    press(&mut app, &[key('G')]);
+    let Mode::BootLog(view) = &app.mode else {
+        panic!()
+    };
+    assert_eq!(view.window(10), 90);
+    // q closes the log, not the console.
+    press(&mut app, &[key('q')]);
+    assert_eq!(app.mode, Mode::Normal);
+    assert!(!app.should_quit);
+    press(&mut app, &[key('v')]);
+    app.show_boot_log(BootLog::default());
+    press(&mut app, &[code(KeyCode::Esc)]);
+    assert_eq!(app.mode, Mode::Normal);
+    app.show_boot_log(BootLog::default());
+    press(
+        &mut app,
+        &[KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL)],
+    );
+    assert!(app.should_quit);
+}
+
+/// What a guest writes may move the cursor or retitle the terminal: none
+/// of it reaches the screen.
+#[test]
+fn boot_log_lines_drop_escape_sequences_and_control_characters() {
+    let lines =
+        printable_lines("a\u{1b}]0;title\u{7}b\u{1b}[2J\u{1b}[Hc\td\u{8}\r\ne\u{1b}P1$r\u{1b}\\f");
+    assert_eq!(lines, ["abc    d", "ef"]);
+}

@@ -29,6 +29,11 @@ impl App {
             return self.handle_text_key(key);
         }
         let action = self.keymap.action_for(key)?;
+        if ctrl && key.code == KeyCode::Char('c') && action == Action::Quit {
+            // Ctrl-C quits even where `quit`'s other keys close an overlay.
+            self.should_quit = true;
+            return None;
+        }
         self.update(action)
     }
 
@@ -204,6 +209,23 @@ impl App {
 
     /// The reducer: apply one action to the state.
     pub fn update(&mut self, action: Action) -> Option<Request> {
+        if let Mode::BootLog(view) = &mut self.mode
+            && !self.show_help
+        {
+            // q and Esc close the log, as a pager does.
+            match action {
+                Action::Quit | Action::Cancel | Action::BootLog => self.mode = Mode::Normal,
+                Action::Up => view.scroll(-1),
+                Action::Down => view.scroll(1),
+                Action::PageUp => view.scroll(-view.page()),
+                Action::PageDown => view.scroll(view.page()),
+                Action::Top => view.top = 0,
+                Action::Bottom => view.top = usize::MAX,
+                Action::Help => self.show_help = true,
+                _ => {}
+            }
+            return None;
+        }
         if action == Action::Quit {
             self.should_quit = true;
             return None;
@@ -285,7 +307,7 @@ impl App {
                 }
                 None
             }
-            mode @ (Mode::Command(_) | Mode::Filter(_)) => {
+            mode @ (Mode::Command(_) | Mode::Filter(_) | Mode::BootLog(_)) => {
                 self.mode = mode;
                 None
             }
@@ -408,6 +430,13 @@ impl App {
                 let name = self.vm_for_action()?.name.to_string();
                 self.confirm_delete(name);
             }
+            Action::SerialConsole => return self.vm_console_request(),
+            Action::BootLog => {
+                let row = self.vm_row_for_console()?;
+                let name = row.name.to_string();
+                self.say(format!("Reading the boot log of {name}…"));
+                return Some(Request::VmBootLog { name: name.into() });
+            }
             Action::Sort => {
                 self.vm_sort = self.vm_sort.next();
                 self.resync();
@@ -450,6 +479,39 @@ impl App {
             Action::Help | Action::Quit => {}
         }
         None
+    }
+
+    /// The selected VM row (here or on another peer: its host decides), else
+    /// a message saying why there is none.
+    fn vm_row_for_console(&mut self) -> Option<rows::VmRow<'_>> {
+        if self.status.is_none() {
+            self.say_error("Not connected to the node yet".into());
+            return None;
+        }
+        if self.selected_vm_row().is_none() {
+            self.say_error("No VM selected".into());
+        }
+        self.selected_vm_row()
+    }
+
+    /// The serial console of the selected VM: the wiring opens it and, once
+    /// its host said yes, the console steps aside for it.
+    fn vm_console_request(&mut self) -> Option<Request> {
+        let row = self.vm_row_for_console()?;
+        let name = row.name.to_string();
+        let key = row.key();
+        if let Some(state) = row.view.map(|v| v.state)
+            && !matches!(state, VmState::Running | VmState::Paused)
+        {
+            let text = format!(
+                "{key} is {}: start it first (its boot log: v)",
+                state.as_str()
+            );
+            self.say_error(text);
+            return None;
+        }
+        self.say(format!("Opening the console of {key}…"));
+        Some(Request::VmConsole { name: name.into() })
     }
 
     /// Delete on the Operations pane: abort the selected outgoing migration.
@@ -545,7 +607,7 @@ impl App {
                 if self.show_help || !matches!(self.mode, Mode::Normal) {
                     // A click outside a dialog closes it, like Esc.
                     self.show_help = false;
-                    if matches!(self.mode, Mode::Detail { .. }) {
+                    if matches!(self.mode, Mode::Detail { .. } | Mode::BootLog(_)) {
                         self.mode = Mode::Normal;
                     }
                     return;

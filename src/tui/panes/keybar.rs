@@ -65,6 +65,17 @@ fn current_hints(app: &App) -> Vec<Span<'static>> {
         Mode::Command(_) => text("Enter run  Tab complete  ↑↓ history  C-w word  Esc cancel"),
         Mode::Filter(_) => text("type to filter  Enter keep  Esc clear"),
         Mode::Detail { .. } => hint_spans(keymap, theme, &[(&[Cancel], "close")]),
+        Mode::BootLog(_) => hint_spans(
+            keymap,
+            theme,
+            &[
+                (&[Up, Down], "scroll"),
+                (&[PageDown], "page"),
+                (&[Top], "start"),
+                (&[Bottom], "end"),
+                (&[Cancel], "close"),
+            ],
+        ),
         Mode::PickPeer { .. } => hint_spans(
             keymap,
             theme,
@@ -85,8 +96,10 @@ fn current_hints(app: &App) -> Vec<Span<'static>> {
                 Pane::Throughput if app.show_jobs => &[(&[ToggleJobs], "vm charts")],
                 Pane::Vms | Pane::Throughput => &[
                     (&[Migrate], "migrate"),
+                    (&[SerialConsole], "console"),
                     (&[StartStop], "start/stop"),
                     (&[PauseResume], "pause"),
+                    (&[BootLog], "boot log"),
                     (&[Delete], "delete"),
                     (&[Sort], "sort"),
                     (&[ToggleOverlay], "all"),

@@ -1,6 +1,7 @@
 //! One module per pane. Each pane owns the state only it needs (a selection,
 //! say) and draws itself from `&App`; the reducer in `app.rs` routes actions.
 
+pub mod boot_log;
 pub mod dialog;
 pub mod header;
 pub mod help;

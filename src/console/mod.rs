@@ -13,10 +13,13 @@ use tokio::sync::mpsc;
 use crate::api::{Reply, Request, Update};
 use crate::control::client::ControlClient;
 use crate::model::short_peer_id;
+use crate::names::VmName;
 use crate::paths::DataDir;
 use crate::peer::{Peer, PeerConfig};
 use crate::tui::keymap;
-use crate::tui::{self, ConsoleOptions, Notice};
+use crate::tui::{self, ConsoleOptions, Notice, Takeover};
+
+pub mod serial;
 
 /// How the console looks: `--theme` and `--keymap`.
 #[derive(Debug, Clone, Default)]
@@ -37,6 +40,17 @@ impl Backend {
         match self {
             Backend::Embedded(peer) => peer.handle(request).await,
             Backend::Attached(client) => client.call(&request).await,
+        }
+    }
+
+    /// A VM's serial console, opened (or refused) before the screen changes.
+    async fn console(&self, name: VmName) -> Result<serial::Session> {
+        match self {
+            Backend::Embedded(peer) => {
+                let (from, to) = tokio::io::split(peer.console(name.clone()).await?);
+                Ok(serial::Session::new(name, from, to))
+            }
+            Backend::Attached(client) => serial::Session::open(client, name).await,
         }
     }
 
@@ -98,12 +112,18 @@ async fn run_console(backend: Backend, attached_to: String, look: &Look) -> Resu
     let (update_tx, update_rx) = mpsc::channel(64);
     let (command_tx, command_rx) = mpsc::channel(16);
     let (notice_tx, notice_rx) = mpsc::channel(64);
+    let (takeover_tx, takeover_rx) = mpsc::channel(1);
     let feed = tokio::spawn(follow_node(backend.clone(), update_tx));
-    let executor = tokio::spawn(execute_requests(backend, command_rx, notice_tx));
+    let executor = tokio::spawn(execute_requests(
+        backend,
+        command_rx,
+        notice_tx,
+        takeover_tx,
+    ));
     let mut options = ConsoleOptions::new("peervisor", attached_to);
     options.theme = look.theme.clone();
     options.keymap = look.keymap.clone();
-    let result = tui::run(update_rx, command_tx, notice_rx, options).await;
+    let result = tui::run(update_rx, command_tx, notice_rx, takeover_rx, options).await;
     feed.abort();
     executor.abort();
     result
@@ -145,10 +165,27 @@ async fn execute_requests(
     backend: Backend,
     mut requests: mpsc::Receiver<Request>,
     notices: mpsc::Sender<Notice>,
+    takeovers: mpsc::Sender<Takeover>,
 ) {
     while let Some(request) = requests.recv().await {
         let backend = backend.clone();
         let notices = notices.clone();
+        if let Request::VmConsole { name } = request {
+            let takeovers = takeovers.clone();
+            tokio::spawn(async move {
+                let notice = match open_console(&backend, name, &takeovers).await {
+                    Ok(()) => return,
+                    Err(text) => text,
+                };
+                tracing::error!("{notice}");
+                let _ = notices.try_send(Notice {
+                    text: notice,
+                    error: true,
+                    boot_log: None,
+                });
+            });
+            continue;
+        }
         if let Request::Watch { .. } = request {
             // Bookkeeping, not an operator's request: no notice, no log.
             tokio::spawn(async move {
@@ -162,20 +199,63 @@ async fn execute_requests(
             let what = request.describe();
             tracing::info!("{what} requested");
             let notice = match backend.call(request).await {
+                Ok(Reply::BootLog(log)) => Notice {
+                    text: format!("{what}: {} bytes", log.size),
+                    error: false,
+                    boot_log: Some(log),
+                },
                 Ok(reply) => {
                     let text = outcome_text(&what, &reply);
                     tracing::info!("{text}");
-                    Notice { text, error: false }
+                    Notice {
+                        text,
+                        error: false,
+                        boot_log: None,
+                    }
                 }
                 Err(e) => {
                     let text = format!("{what} failed: {e:#}");
                     tracing::error!("{text}");
-                    Notice { text, error: true }
+                    Notice {
+                        text,
+                        error: true,
+                        boot_log: None,
+                    }
                 }
             };
             let _ = notices.try_send(notice);
         });
     }
+}
+
+/// Opens a VM's serial console and hands it to the console to run on the
+/// terminal; the refusal (its host's reason) as the status line's text.
+async fn open_console(
+    backend: &Backend,
+    name: VmName,
+    takeovers: &mpsc::Sender<Takeover>,
+) -> Result<(), String> {
+    tracing::info!("console of {name} requested");
+    let session = backend
+        .console(name.clone())
+        .await
+        .map_err(|e| format!("Console of {name} failed: {e:#}"))?;
+    let banner = session.banner("back to the peervisor console");
+    let run = async move {
+        let end = session.run().await?;
+        Ok(match end {
+            serial::End::Detached => format!("Detached from the console of {name}"),
+            serial::End::Closed => format!("The console of {name} closed (its VM stopped?)"),
+            serial::End::Signal => format!("Left the console of {name} on a signal"),
+        })
+    };
+    takeovers
+        .send(Takeover {
+            banner,
+            run: Box::pin(run),
+        })
+        .await
+        .map_err(|_| "the console is closing".to_string())
 }
 
 /// What the status line says of a request (`what`, its description) that succeeded.
