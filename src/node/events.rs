@@ -87,6 +87,17 @@ impl EventLoop {
                     }
                 }
             }
+            BehaviourEvent::Gossipsub(gossipsub::Event::SlowPeer {
+                peer_id,
+                failed_messages,
+            }) => {
+                // Not held against the peer (guard.rs: no slow-peer score).
+                tracing::debug!(
+                    "gossip to {} dropped or expired: {} message(s) in the last heartbeat",
+                    self.display_name(&peer_id),
+                    failed_messages.priority + failed_messages.non_priority
+                );
+            }
             BehaviourEvent::Gossipsub(gossipsub::Event::Subscribed { peer_id, .. }) => {
                 self.departure_on_subscribed(peer_id);
             }
@@ -160,7 +171,19 @@ impl EventLoop {
         if let Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) = result {
             lookup.found.extend(providers);
         }
-        if last && let Some(lookup) = self.pending_lookups.remove(&id) {
+        // The caller asks each provider in turn: the first ones found are
+        // enough, and the rest of the walk (up to the query timeout on a busy
+        // overlay) would only keep it waiting.
+        let enough = !lookup.found.is_empty();
+        if enough
+            && !last
+            && let Some(mut query) = self.swarm.behaviour_mut().kad.query_mut(&id)
+        {
+            query.finish();
+        }
+        if (last || enough)
+            && let Some(lookup) = self.pending_lookups.remove(&id)
+        {
             let mut found = lookup.found;
             found.sort();
             found.dedup();

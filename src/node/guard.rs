@@ -111,12 +111,13 @@ const INVALID_MESSAGE_DECAY: f64 = 0.995;
 const INVALID_MESSAGE_WEIGHT: f64 = -30.0;
 
 /// Peer scoring for the announcement topic. Only invalid messages (P4) count
-/// against a peer. Delivery-rate penalties are off (announcements are few and
-/// irregular); so is the IP colocation penalty (peers on one host, behind one
-/// NAT, or reached through one relay share an address legitimately); and so is
-/// libp2p's behaviour penalty: with it, `bench discovery` (50 peers, a loaded
-/// host) graylisted dozens of honest peers for grafting within the prune
-/// backoff as meshes churned, and publications took 15 s to reach everyone.
+/// against a peer. Slow-peer penalties are off (below); delivery-rate penalties
+/// are off (announcements are few and irregular); so is the IP colocation
+/// penalty (peers on one host, behind one NAT, or reached through one relay
+/// share an address legitimately); and so is libp2p's behaviour penalty: with
+/// it, `bench discovery` (50 peers, a loaded host) graylisted dozens of honest
+/// peers for grafting within the prune backoff as meshes churned, and
+/// publications took 15 s to reach everyone.
 pub fn score_params(topic: &gossipsub::IdentTopic) -> gossipsub::PeerScoreParams {
     let announcements = gossipsub::TopicScoreParams {
         topic_weight: 1.0,
@@ -131,6 +132,13 @@ pub fn score_params(topic: &gossipsub::IdentTopic) -> gossipsub::PeerScoreParams
     let mut params = gossipsub::PeerScoreParams {
         ip_colocation_factor_weight: 0.0,
         behaviour_penalty_weight: 0.0,
+        // Slowness is not misbehaviour: gossipsub counts -0.2 for every message
+        // it could not queue to a peer or that expired in its queue, and a link
+        // stalled for a few seconds (a partition, a busy host) drops hundreds
+        // at once when it resumes. That graylisted honest peers (16 of 100
+        // simulated) just as they came back, so their gossip was ignored while
+        // the overlay healed. A stalled link is the failure detector's business.
+        slow_peer_weight: 0.0,
         ..Default::default()
     };
     params.topics.insert(topic.hash(), announcements);
@@ -265,6 +273,10 @@ mod tests {
         assert_eq!(
             params.ip_colocation_factor_weight, 0.0,
             "peers behind one NAT"
+        );
+        assert_eq!(
+            params.slow_peer_weight, 0.0,
+            "a link that stalls and resumes (partition, busy host) is not misbehaviour"
         );
         // Two invalid messages graylist; one does not.
         let penalty = |n: f64| n * n * INVALID_MESSAGE_WEIGHT;

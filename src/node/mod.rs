@@ -226,7 +226,12 @@ fn build_swarm(config: &mut NodeConfig) -> Result<Swarm<Behaviour>> {
             kad_config
                 .set_provider_record_ttl(Some(PROVIDER_TTL))
                 .set_provider_publication_interval(Some(PROVIDER_TTL / 3))
-                .set_query_timeout(Duration::from_secs(10));
+                // A provider publication first walks to the key's closest peers,
+                // and kad stores nothing if that walk times out: on a busy
+                // overlay (100 simulated peers) it took longer than the 10 s
+                // this was, and no lookup found anything. Lookups return at
+                // the first providers found (events.rs), so they rarely wait this.
+                .set_query_timeout(QUERY_TIMEOUT);
             let mut kad = kad::Behaviour::with_config(
                 peer_id,
                 kad::store::MemoryStore::new(peer_id),
@@ -368,6 +373,8 @@ const MAX_DIAL_ERRORS: usize = 8;
 /// republishing every 30 s (a 90 s TTL, before issue 20) made each peer's
 /// provider queries dial dozens of peers a minute in a big overlay.
 pub const PROVIDER_TTL: Duration = Duration::from_secs(15 * 60);
+/// How long a DHT query may walk (libp2p's default).
+const QUERY_TIMEOUT: Duration = Duration::from_secs(60);
 /// A node's first provider records go to the few peers its DHT knew at start:
 /// published once more when its routing table has filled, instead of waiting
 /// for the first republication; and a second neighbour's snapshot is pulled.

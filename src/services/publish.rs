@@ -19,6 +19,10 @@ use crate::model::{PeerLoad, PeerView, ServiceSpec, ServiceView, VmState, VmView
 use crate::names::{ServiceName, VmName};
 use crate::node::protocol::{Announcement, ServiceRecord};
 
+/// How long a DHT lookup of a service may keep its caller waiting (the old
+/// query timeout; the walk itself may go on).
+const LOOKUP_LIMIT: Duration = Duration::from_secs(10);
+
 impl Services {
     /// Everything this peer provides now: its running VMs' services and its exposures.
     pub async fn local_services(&self) -> Result<Vec<LocalService>> {
@@ -178,7 +182,11 @@ impl Services {
     /// Looks a service up in the DHT and asks each provider found for details, so a
     /// service is found even when gossip has not reached this peer.
     pub async fn find_service(&self, name: &ServiceName) -> Result<ServiceView> {
-        let found = self.node.find_providers(&name_key(name)).await?;
+        // The DHT walk may go on for a minute on a busy overlay (node/mod.rs);
+        // a consumer's next connection or `services find` waits at most this.
+        let found = tokio::time::timeout(LOOKUP_LIMIT, self.node.find_providers(&name_key(name)))
+            .await
+            .unwrap_or(Ok(Vec::new()))?;
         let me = self.node.local_peer_id();
         for peer in found.into_iter().filter(|p| *p != me) {
             match self
