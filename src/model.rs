@@ -19,7 +19,9 @@ pub struct Status {
     /// watches (on screen), or every one for a one-shot `status`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub remote_vms: Vec<RemoteVmView>,
-    /// Running and recent migrations started or received by this peer.
+    /// Running and recent migrations and replications started or received by
+    /// this peer; then those of other peers (`host` set) that this peer
+    /// started there or that move VMs its consoles watch.
     pub operations: Vec<OperationView>,
     /// Recent failures to connect to peers, explained (e.g. "network key mismatch?").
     #[serde(default)]
@@ -499,6 +501,25 @@ pub struct OperationView {
     /// How a sent migration carries its data (`direct` or `tunnelled`), and why.
     #[serde(default)]
     pub transport: Option<String>,
+    /// The peer that runs the operation (display name) when it is not this
+    /// one: an operation this peer started there, or one that moves a VM its
+    /// consoles watch. `id` is that host's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+}
+
+impl OperationView {
+    /// What tells operations apart in a list: ids are per host.
+    pub fn key(&self) -> String {
+        match &self.host {
+            Some(host) => format!("{}@{host}", self.id),
+            None => self.id.to_string(),
+        }
+    }
+
+    pub fn is_final(&self) -> bool {
+        matches!(self.phase, OperationPhase::Done | OperationPhase::Failed)
+    }
 }
 
 /// Whether a workload is limited by the CPU or by I/O (disk, network).

@@ -1,7 +1,10 @@
 //! One console for the whole overlay: peer A sees the live figures of a VM on
 //! peer C (as C itself reports them) and moves it from C to B, once C grants
-//! A the control role; before that, C's refusal names C and the role. Real
-//! node processes, private libvirt daemons, a real guest (TCG).
+//! A the control role; before that, C's refusal names C and the role. A's
+//! `migrate --wait` follows the host's operation to its end (its report, its
+//! failure's reason, or its host going away), and A's operations show it
+//! running, then done. Real node processes, private libvirt daemons, a real
+//! guest (TCG).
 
 mod common;
 
@@ -119,11 +122,91 @@ fn figures_pushed_to_a_console(a: &TestNode, host_id: &str, within: Duration) ->
     None
 }
 
+/// A's view of the operation on web-1 that `host` runs (A's `status`).
+fn remote_operation(a: &TestNode, host: &str) -> Option<Value> {
+    a.status()["operations"]
+        .as_array()?
+        .iter()
+        .rev()
+        .find(|o| o["host"] == host && o["vm"] == "web-1")
+        .cloned()
+}
+
+/// `peervisor migrate web-1 --to TO --wait ARGS` from A's data dir, run
+/// while `meanwhile` watches A's operations (it gets the phases seen of the
+/// operation `host` runs, and may act once it transfers). A wait that does
+/// not end within `WAIT_ENDS` fails the test.
+fn migrate_waiting(
+    a: &TestNode,
+    to: &str,
+    host: &str,
+    args: &[&str],
+    meanwhile: impl FnOnce(&dyn Fn() -> Vec<String>),
+) -> (std::process::Output, Vec<String>) {
+    use std::process::{Command, Stdio};
+    let mut cli = Command::new(common::BIN)
+        .arg("--data-dir")
+        .arg(a.data_dir())
+        .args(["migrate", "web-1", "--to", to, "--wait"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run peervisor");
+    {
+        let seen = std::cell::RefCell::new(Vec::<String>::new());
+        let phases = || {
+            if let Some(op) = remote_operation(a, host) {
+                let phase = op["phase"].as_str().unwrap_or("?").to_string();
+                let mut seen = seen.borrow_mut();
+                if seen.last() != Some(&phase) {
+                    seen.push(phase);
+                }
+            }
+            seen.borrow().clone()
+        };
+        meanwhile(&phases);
+        let deadline = Instant::now() + common::scaled(WAIT_ENDS);
+        while cli.try_wait().expect("wait for the CLI").is_none() {
+            if Instant::now() > deadline {
+                let _ = cli.kill();
+                let out = cli.wait_with_output().expect("CLI output");
+                panic!(
+                    "migrate --wait did not end within {WAIT_ENDS:?}: {}\nA's operations: {}",
+                    stderr(&out),
+                    a.status()["operations"]
+                );
+            }
+            phases();
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let out = cli.wait_with_output().expect("CLI output");
+        (out, seen.into_inner())
+    }
+}
+
+/// How long a `migrate --wait` may last here: a capped transfer, or a host
+/// that went away (silent for 30 s before the wait gives up) on a loaded
+/// machine.
+const WAIT_ENDS: Duration = Duration::from_secs(180);
+
+/// Waits until A sees the operation on `host` transferring.
+fn until_transferring(phases: &dyn Fn() -> Vec<String>, a: &TestNode) {
+    assert!(
+        eventually(Duration::from_secs(60), || phases()
+            .last()
+            .is_some_and(|p| p == "transferring")),
+        "A never saw the migration transferring: {:?}\n{}",
+        phases(),
+        a.log()
+    );
+}
+
 #[test]
 fn vm_on_a_third_peer_is_watched_and_moved_from_any_console() {
     let rig = Rig::new("ovc");
     let a = rig.node("peer-a", None, &[]);
-    let b = rig.node("peer-b", Some(&a), &[]);
+    let mut b = rig.node("peer-b", Some(&a), &[]);
     let c = rig.node("peer-c", Some(&a), &[]);
     for (node, others) in [(&a, ["peer-b", "peer-c"]), (&c, ["peer-a", "peer-b"])] {
         assert!(
@@ -187,25 +270,41 @@ fn vm_on_a_third_peer_is_watched_and_moved_from_any_console() {
     );
     assert_eq!(domains(&c, false), ["web-1"], "web-1 still runs on C");
 
-    // With it, A moves web-1 from C to B: it runs on B only.
+    // With it, A moves web-1 from C to B and waits for the end (capped at
+    // 4 MiB/s so it lasts seconds): C's report, and A's operations show C's
+    // migration running, then done.
     c.allow_control(&a);
-    let out = a.cli(&["migrate", "web-1", "--to", "peer-b", "--json"]);
+    let (out, seen) = migrate_waiting(
+        &a,
+        "peer-b",
+        "peer-c",
+        &["--json", "--bandwidth", "4"],
+        |_| {},
+    );
     assert!(
         out.status.success(),
-        "migrate from A: {}\n{}",
+        "migrate --wait from A: {}\n{}",
         stderr(&out),
         c.log()
     );
-    let started: Value = serde_json::from_slice(&out.stdout).expect("migrate --json");
-    assert_eq!(started["vm"], "web-1", "{}", stdout(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).expect("migrate --json");
+    assert_eq!(report["vm"], "web-1", "{}", stdout(&out));
+    assert_eq!(report["from"], "peer-c", "the host's own report: {report}");
+    assert_eq!(report["to"], "peer-b", "{report}");
+    assert!(report["seconds"].as_f64().is_some(), "{report}");
     assert!(
-        eventually(Duration::from_secs(120), || domains(&b, false) == ["web-1"]
-            && domains(&c, true).is_empty()),
-        "web-1 did not move to B only: B {:?}, C {:?}\n{}",
-        domains(&b, true),
-        domains(&c, true),
-        c.log()
+        seen.first()
+            .is_some_and(|p| p == "requested" || p == "transferring"),
+        "A's operations never showed it running: {seen:?}"
     );
+    assert!(
+        eventually(Duration::from_secs(10), || remote_operation(&a, "peer-c")
+            .is_some_and(|op| op["phase"] == "done" && op["peer"] == "peer-b")),
+        "A's operations do not show it done: {:?}",
+        remote_operation(&a, "peer-c")
+    );
+    assert_eq!(domains(&b, false), ["web-1"], "web-1 runs on B");
+    assert!(domains(&c, true).is_empty(), "and nowhere on C");
     assert!(domains(&a, true).is_empty(), "nothing on A");
     // A acts on it where it now runs: B grants A nothing, so B refuses.
     let out = a.cli(&["vm", "pause", "web-1"]);
@@ -216,6 +315,41 @@ fn vm_on_a_third_peer_is_watched_and_moved_from_any_console() {
         }),
         "{}",
         stderr(&out)
+    );
+
+    // A failure on the host: A's wait ends non-zero with the host's reason.
+    b.allow_control(&a);
+    c.allow_control(&b);
+    let (out, _) = migrate_waiting(&a, "peer-c", "peer-b", &["--bandwidth", "1"], |phases| {
+        until_transferring(phases, &a);
+        let abort = a.cli(&["migrate", "web-1", "--abort"]);
+        assert!(abort.status.success(), "abort from A: {}", stderr(&abort));
+    });
+    let err = stderr(&out);
+    assert!(
+        !out.status.success(),
+        "an aborted migration succeeded: {err}"
+    );
+    assert!(
+        err.contains("on peer-b") && err.contains("VM 'web-1' did not move"),
+        "the host's reason: {err}"
+    );
+    assert_eq!(domains(&b, false), ["web-1"], "web-1 keeps running on B");
+
+    // The host going away mid-way: an error naming it.
+    let (out, _) = migrate_waiting(&a, "peer-c", "peer-b", &["--bandwidth", "1"], |phases| {
+        until_transferring(phases, &a);
+        b.kill_hard();
+    });
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("lost contact with peer-b"), "{err}");
+    // B's libvirtd kept the VM; the restarted node finds it.
+    b.restart();
+    assert!(
+        eventually(Duration::from_secs(60), || domains(&b, false) == ["web-1"]),
+        "web-1 not running on B: {:?}",
+        domains(&b, true)
     );
 }
 

@@ -135,6 +135,10 @@ pub enum Request {
         /// Name of the replica (default: VM-rN).
         #[serde(default)]
         name: Option<VmName>,
+        /// Answer once the copy has begun (`ReplicationStarted`) instead of
+        /// at the end (`Replicated`); the outcome is kept with the operation.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        detach: bool,
     },
     /// Services of the whole overlay.
     Services,
@@ -224,6 +228,7 @@ impl Request {
             vm: vm.into(),
             to: to.into(),
             name: None,
+            detach: false,
         }
     }
 
@@ -378,6 +383,12 @@ pub enum Reply {
         operation: u64,
     },
     Replicated(Box<ReplicationReport>),
+    /// A detached replication has begun (the source's checks passed).
+    ReplicationStarted {
+        vm: VmName,
+        to: String,
+        operation: u64,
+    },
     Services {
         services: Vec<ServiceView>,
     },

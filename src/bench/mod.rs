@@ -73,6 +73,11 @@ pub enum BenchCommand {
         /// Seconds the 10% partition lasts.
         #[arg(long, default_value_t = 20)]
         partition: u64,
+        /// Also measure the overlay traffic of remote VM figures (sim only):
+        /// one console, then every peer's, watching a full screen of other
+        /// peers' VMs for the idle window each.
+        #[arg(long)]
+        remote_figures: bool,
     },
     /// Cost of one stats tick (one bulk libvirt call + rates) against libvirt's
     /// test driver with many domains, against per-domain calls as the baseline.
@@ -242,8 +247,10 @@ pub async fn run(command: BenchCommand, setup: &Setup) -> Result<()> {
             idle,
             quiet,
             partition,
+            remote_figures,
         } => {
             let options = scale::Options {
+                remote_figures,
                 mode,
                 rounds,
                 idle: std::time::Duration::from_secs(idle),

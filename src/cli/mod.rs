@@ -88,7 +88,17 @@ pub async fn run(command: Command, globals: &config::Globals) -> Result<()> {
             migrate::migrate(&control, &request, json).await
         }
         Command::Replicate { vm, to, name, json } => {
-            migrate::replicate(&control, &Request::Replicate { vm, to, name }, json).await
+            migrate::replicate(
+                &control,
+                &Request::Replicate {
+                    vm,
+                    to,
+                    name,
+                    detach: false,
+                },
+                json,
+            )
+            .await
         }
         Command::Services { kind, tag, json } => {
             services::list(&control, kind.as_deref(), &tag, json).await

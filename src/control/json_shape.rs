@@ -40,6 +40,7 @@ fn requests() -> Vec<Request> {
             vm: "web-1".into(),
             to: "12D3KooWPeerB".into(),
             name: Some("web-1-r1".into()),
+            detach: false,
         },
         Request::Expose {
             name: "db".into(),

@@ -156,6 +156,7 @@ pub(crate) mod tests {
                 vm: "web-1".into(),
                 to: "peer-b".into(),
                 name: None,
+                detach: false,
             },
             Request::Services,
             Request::Find { name: "web".into() },

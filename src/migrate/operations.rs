@@ -1,8 +1,10 @@
-//! Running and recent migrations, for the console and `status`.
+//! Running and recent migrations and replications, for the console and
+//! `status`, and for other peers that follow them (`ControlRequest::Operations`).
 
 use std::sync::Mutex;
 use std::time::Instant;
 
+use crate::api::Reply;
 use crate::hypervisor::job::JobSample;
 use crate::model::{OperationKind, OperationPhase, OperationView};
 
@@ -22,6 +24,8 @@ struct Inner {
 struct Entry {
     view: OperationView,
     started: Instant,
+    /// The report of a completed operation, for a peer that follows it.
+    outcome: Option<Reply>,
 }
 
 /// Why an operation could not begin.
@@ -134,6 +138,41 @@ impl Operations {
         }
     }
 
+    /// Ends an operation that completed, with its report (what a peer that
+    /// started it from afar prints), both at once.
+    pub fn succeed(&self, id: u64, outcome: Reply) {
+        self.update(id, |e| e.outcome = Some(outcome));
+        self.finish(id, None);
+    }
+
+    /// The operations with these ids, each with its report once completed.
+    pub fn by_ids(&self, ids: &[u64]) -> Vec<(OperationView, Option<Reply>)> {
+        let outcomes: Vec<(u64, Option<Reply>)> = {
+            let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            inner
+                .ops
+                .iter()
+                .filter(|e| ids.contains(&e.view.id))
+                .map(|e| (e.view.id, e.outcome.clone()))
+                .collect()
+        };
+        self.list()
+            .into_iter()
+            .filter_map(|view| {
+                let (_, outcome) = outcomes.iter().find(|(id, _)| *id == view.id)?;
+                Some((view, outcome.clone()))
+            })
+            .collect()
+    }
+
+    /// The operations moving or copying these VMs (another peer shows them).
+    pub fn concerning(&self, vms: &[String]) -> Vec<OperationView> {
+        self.list()
+            .into_iter()
+            .filter(|v| vms.iter().any(|n| n == v.vm.as_str()))
+            .collect()
+    }
+
     pub fn list(&self) -> Vec<OperationView> {
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         inner
@@ -172,6 +211,7 @@ fn begin_locked(inner: &mut Inner, kind: OperationKind, vm: &str, peer: &str) ->
             ..OperationView::default()
         },
         started: Instant::now(),
+        outcome: None,
     });
     id
 }

@@ -144,34 +144,29 @@ impl Migrations {
         self.services.handovers().end(vm, result.is_ok());
         phases.mark("reported");
         tracing::info!("migration of VM '{vm}' to {dest_name}: {}", phases.line());
-        match &result {
-            Ok(arrival) => {
-                let sample = JobSample {
-                    downtime_ms: arrival.downtime_ms,
-                    processed_bytes: arrival.transferred_bytes,
-                    remaining_bytes: Some(0),
-                    total_bytes: arrival.transferred_bytes,
-                    disk_processed_bytes: arrival.disk_bytes,
-                    ..JobSample::default()
-                };
-                self.operations.set_progress(op, &sample);
-                self.operations
-                    .set_probe_downtime(op, arrival.probe_downtime_ms);
-                self.operations.finish(op, None);
-                tracing::info!(
-                    "VM '{vm}' migrated to {dest_name} in {:.1} s",
-                    started.elapsed().as_secs_f64()
-                );
-            }
+        let arrival = match result {
+            Ok(arrival) => arrival,
             Err(e) => {
                 self.operations.finish(op, Some(format!("{e:#}")));
                 tracing::error!("migration of VM '{vm}' to {dest_name} failed: {e:#}");
+                return Err(e);
             }
-        }
-        result.map(|arrival| MigrationReport {
+        };
+        let sample = JobSample {
+            downtime_ms: arrival.downtime_ms,
+            processed_bytes: arrival.transferred_bytes,
+            remaining_bytes: Some(0),
+            total_bytes: arrival.transferred_bytes,
+            disk_processed_bytes: arrival.disk_bytes,
+            ..JobSample::default()
+        };
+        self.operations.set_progress(op, &sample);
+        self.operations
+            .set_probe_downtime(op, arrival.probe_downtime_ms);
+        let report = MigrationReport {
             vm: vm.clone(),
             from: self.nick.clone(),
-            to: dest_name,
+            to: dest_name.clone(),
             to_peer_id: dest_id.to_string(),
             seconds: arrival
                 .switched
@@ -183,7 +178,13 @@ impl Migrations {
             disk_bytes: arrival.disk_bytes,
             probe_downtime_ms: arrival.probe_downtime_ms,
             transport: self.operations.transport_of(op),
-        })
+        };
+        self.operations.succeed(op, Reply::Migrated(report.clone()));
+        tracing::info!(
+            "VM '{vm}' migrated to {dest_name} in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        Ok(report)
     }
 
     /// Source side: cancels the running outgoing migration of `vm`. libvirt stops

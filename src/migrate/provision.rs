@@ -366,7 +366,11 @@ impl Provision {
 
     async fn replicate(&self, vm: &VmName, to: &PeerRef, reason: &str) {
         tracing::info!(target: "provision", "replicating VM '{vm}': {reason}");
-        match self.replications.replicate_as(vm, to, None, true).await {
+        match self
+            .replications
+            .replicate_as(vm, to, None, true, None)
+            .await
+        {
             Ok(r) => tracing::info!(
                 target: "provision",
                 "VM '{vm}' replicated to {} as '{}'",

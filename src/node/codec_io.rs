@@ -79,6 +79,7 @@ pub(crate) fn sample_requests() -> Vec<Vec<u8>> {
         ControlRequest::VmAction {
             request: crate::api::Request::migrate("web-1", "12D3KooWPeerB"),
         },
+        ControlRequest::Operations { ids: vec![3, 4] },
     ]
     .into_iter()
     .map(encode_request)
@@ -118,6 +119,24 @@ pub(crate) fn sample_responses() -> Vec<Vec<u8>> {
                 ..Default::default()
             }],
             round: 3,
+            operations: vec![crate::model::OperationView {
+                id: 3,
+                vm: "web-1".into(),
+                ..Default::default()
+            }],
+        },
+        ControlResponse::Operations {
+            operations: vec![(
+                crate::model::OperationView {
+                    id: 3,
+                    vm: "web-1".into(),
+                    phase: crate::model::OperationPhase::Done,
+                    ..Default::default()
+                },
+                Some(crate::api::Reply::Done {
+                    message: "moved".into(),
+                }),
+            )],
         },
         ControlResponse::Acted {
             reply: crate::api::Reply::Done {

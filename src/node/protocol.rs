@@ -83,6 +83,10 @@ pub enum ControlRequest {
     /// An operator elsewhere acts on a VM of this host (control role): start,
     /// stop, pause, resume, migrate (also to a third peer), abort, replicate.
     VmAction { request: crate::api::Request },
+    /// "How are these operations of yours going?": the asker started them
+    /// here (a detached migration or replication) and follows them (observe
+    /// role; at most `MAX_FOLLOWED` ids).
+    Operations { ids: Vec<u64> },
     /// "The end of this VM's boot log" (observe role; `api::BOOT_LOG_TAIL`).
     VmBootLog { vm: String },
     /// "Here is the secret of your invitation" (`peervisor join`; join/).
@@ -96,6 +100,8 @@ pub enum ControlRequest {
 /// control protocol's 1 MiB.
 pub const MAX_FIGURES: usize = 128;
 pub const MAX_FIGURES_HISTORY: usize = 120;
+/// Operations one `Operations` request may name.
+pub const MAX_FOLLOWED: usize = 64;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub enum ControlResponse {
@@ -158,6 +164,15 @@ pub enum ControlResponse {
         /// let the asker extend the history it has without asking for it.
         #[serde(default)]
         round: u64,
+        /// The host's running and recent operations on those VMs (migrations
+        /// and replications), so the asker's consoles see them move.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        operations: Vec<crate::model::OperationView>,
+    },
+    /// The answer to `Operations`: those the host still knows, each with
+    /// its report once completed (what the asker's `--wait` prints).
+    Operations {
+        operations: Vec<(crate::model::OperationView, Option<crate::api::Reply>)>,
     },
     /// The answer to `VmAction`: what the host's own control API answered.
     Acted {

@@ -69,7 +69,7 @@ fn oversized_control_request_is_refused() {
 #[test]
 fn vm_action_and_figures_cross_the_codec() {
     use crate::api::{Reply, Request};
-    use crate::model::{VmHistory, VmStats, VmView};
+    use crate::model::{OperationPhase, OperationView, VmHistory, VmStats, VmView};
     let requests = [
         ControlRequest::VmAction {
             request: Request::migrate("web-1", "12D3KooWPeerB"),
@@ -81,6 +81,7 @@ fn vm_action_and_figures_cross_the_codec() {
             vms: vec!["web-1".into()],
             history: true,
         },
+        ControlRequest::Operations { ids: vec![3] },
     ];
     for request in requests {
         assert_eq!(
@@ -111,6 +112,25 @@ fn vm_action_and_figures_cross_the_codec() {
                 ..VmView::default()
             }],
             round: 42,
+            operations: vec![OperationView {
+                id: 3,
+                vm: "web-1".into(),
+                peer: "peer-b".into(),
+                progress: Some(0.5),
+                ..OperationView::default()
+            }],
+        },
+        ControlResponse::Operations {
+            operations: vec![(
+                OperationView {
+                    id: 3,
+                    vm: "web-1".into(),
+                    phase: OperationPhase::Failed,
+                    error: Some("aborted".into()),
+                    ..OperationView::default()
+                },
+                None,
+            )],
         },
     ];
     for response in responses {
@@ -142,9 +162,18 @@ fn the_largest_figures_answer_fits_the_response_limit() {
         }),
         ..VmView::default()
     };
+    // Operations: what a host keeps (20 ended) and runs (its limits), with
+    // long errors.
+    let op = crate::model::OperationView {
+        vm: "a-rather-long-vm-name-0000000001".into(),
+        error: Some("e".repeat(500)),
+        transport: Some("t".repeat(100)),
+        ..Default::default()
+    };
     let bytes = encode_response(ControlResponse::VmFigures {
         vms: vec![vm; MAX_FIGURES],
         round: u64::MAX,
+        operations: vec![op; 40],
     });
     assert!(
         (bytes.len() as u64) < MAX_CONTROL_RESPONSE,

@@ -38,7 +38,9 @@ pub use crate::migrate::provision::ProvisionPolicy;
 use crate::migrate::replicate::Replications;
 use crate::model::{HypervisorOrigin, LocalPeer, NicSource, PeerView, Status, VmView};
 use crate::names::{PeerRef, VmName, peer_id_of};
-use crate::node::protocol::{ControlRequest, ControlResponse, MAX_FIGURES, MAX_FIGURES_HISTORY};
+use crate::node::protocol::{
+    ControlRequest, ControlResponse, MAX_FIGURES, MAX_FIGURES_HISTORY, MAX_FOLLOWED,
+};
 use crate::node::{self, Client, Event};
 use crate::paths::DataDir;
 use crate::services::Services;
@@ -166,13 +168,7 @@ impl Peer {
     /// Answers one control API request: each goes to the feature that does it.
     pub async fn handle(self: &Arc<Self>, request: Request) -> Result<Reply> {
         if let Some((host, host_name)) = self.remote_host_of(&request).await {
-            let what = request.describe();
-            let request = self.for_remote_host(request).await?;
-            return self
-                .remote
-                .act(host, request)
-                .await
-                .with_context(|| format!("{what} on {host_name}"));
+            return self.on_remote_host(host, &host_name, request).await;
         }
         match request {
             Request::Status => Ok(Reply::Status(Box::new(self.status().await?))),
@@ -256,9 +252,16 @@ impl Peer {
                     .await
             }
             Request::MigrateAbort { vm } => self.migrations.abort(&vm).await.map(done),
-            Request::Replicate { vm, to, name } => Ok(Reply::Replicated(Box::new(
-                self.replications.replicate(&vm, &to, name).await?,
-            ))),
+            Request::Replicate {
+                vm,
+                to,
+                name,
+                detach,
+            } => {
+                self.replications
+                    .replicate_request(vm, to, name, detach)
+                    .await
+            }
             Request::Services => {
                 let peers = self.node.status().await?.peers;
                 Ok(Reply::Services {
@@ -334,11 +337,12 @@ impl Peer {
         if !self.vms.hosts(&name) {
             let peers = self.node.status().await?.peers;
             if let Some(host) = announcing(&peers, &name) {
-                let (_, vms) = self
+                let vms = self
                     .remote
                     .fetch_from(&host.peer_id, vec![name.clone()], true)
                     .await
-                    .with_context(|| format!("figures of {name} from {}", host.display_name()))?;
+                    .with_context(|| format!("figures of {name} from {}", host.display_name()))?
+                    .vms;
                 return vms
                     .into_iter()
                     .next()
@@ -377,17 +381,40 @@ impl Peer {
         Some((host.peer_id.parse().ok()?, host.display_name()))
     }
 
+    /// A request on a VM another peer hosts, passed on to it. A migration or
+    /// replication is answered by the host once it began (the overlay's
+    /// request timeout is shorter than either) and followed from here by its
+    /// id (the operations pane shows it); one the operator waits for
+    /// (`migrate --wait`, `replicate`) is answered here at its end.
+    async fn on_remote_host(
+        &self,
+        host: PeerId,
+        host_name: &str,
+        request: Request,
+    ) -> Result<Reply> {
+        let what = request.describe();
+        let context = || format!("{what} on {host_name}");
+        let wait = matches!(
+            request,
+            Request::Migrate { detach: false, .. } | Request::Replicate { detach: false, .. }
+        );
+        let request = self.for_remote_host(request).await?;
+        let reply = self.remote.act(host, request).await.with_context(context)?;
+        match self.remote.follow(host, host_name, &reply) {
+            Some(id) if wait => self.remote.wait_for(host, id).await.with_context(context),
+            _ => Ok(reply),
+        }
+    }
+
     /// A request as the VM's host must read it: the destination as a peer id
     /// (nicknames are this peer's view; this peer itself included), and a
-    /// migration answered once it started (the overlay's request timeout is
-    /// shorter than a migration; the operations pane follows it).
+    /// migration or replication answered once it began.
     async fn for_remote_host(&self, mut request: Request) -> Result<Request> {
         match &mut request {
-            Request::Migrate { to, detach, .. } => {
+            Request::Migrate { to, detach, .. } | Request::Replicate { to, detach, .. } => {
                 *to = self.peer_ref_for_others(to).await?;
                 *detach = true;
             }
-            Request::Replicate { to, .. } => *to = self.peer_ref_for_others(to).await?,
             _ => {}
         }
         Ok(request)
@@ -443,10 +470,27 @@ impl Peer {
                 }
                 vms.truncate(MAX_FIGURES);
                 let keep = history.then_some(MAX_FIGURES_HISTORY);
+                let operations = self.operations.concerning(&vms);
                 let (round, vms) = self.vms.figures(&vms, keep);
-                ControlResponse::VmFigures { vms, round }
+                ControlResponse::VmFigures {
+                    vms,
+                    round,
+                    operations,
+                }
             }
             ControlRequest::VmAction { request } => self.act_for_peer(peer, request).await,
+            ControlRequest::Operations { mut ids } => {
+                // Every member observes; the check stays should a lower role come.
+                if !self.access.allows(&peer, Role::Observe) {
+                    return ControlResponse::Refused {
+                        reason: format!("{} refuses operations: no observe role", self.nick),
+                    };
+                }
+                ids.truncate(MAX_FOLLOWED);
+                ControlResponse::Operations {
+                    operations: self.operations.by_ids(&ids),
+                }
+            }
             ControlRequest::VmBootLog { vm } => {
                 let refuse = |reason| ControlResponse::Refused { reason };
                 if !self.access.allows(&peer, Role::Observe) {
@@ -583,7 +627,12 @@ impl Peer {
             peers: net.peers,
             vms,
             remote_vms: self.remote.views(),
-            operations: self.operations.list(),
+            operations: self
+                .operations
+                .list()
+                .into_iter()
+                .chain(self.remote.operations())
+                .collect(),
             dial_errors: net.dial_errors,
             services,
             consumptions: self.services.consumption_views(),

@@ -283,13 +283,21 @@ pub fn is_active(op: &OperationView) -> bool {
     )
 }
 
-/// Running operations first, then the most recent.
+/// Running operations first, then the most recent (the node lists each
+/// host's in the order they began; ids are per host).
 pub fn operation_rows<'a>(status: &'a Status, filter: &str) -> Vec<&'a OperationView> {
-    let mut v: Vec<&OperationView> = status
+    let mut v: Vec<(usize, &OperationView)> = status
         .operations
         .iter()
-        .filter(|o| matches(filter, &[&o.vm, &o.peer, o.error.as_deref().unwrap_or("")]))
+        .enumerate()
+        .filter(|(_, o)| {
+            let host = o.host.as_deref().unwrap_or("");
+            matches(
+                filter,
+                &[&o.vm, &o.peer, host, o.error.as_deref().unwrap_or("")],
+            )
+        })
         .collect();
-    v.sort_by_key(|o| (!is_active(o), std::cmp::Reverse(o.id)));
-    v
+    v.sort_by_key(|(i, o)| (!is_active(o), std::cmp::Reverse(*i)));
+    v.into_iter().map(|(_, o)| o).collect()
 }

@@ -18,6 +18,7 @@ use super::app::{App, Mode, Pane};
 use super::testutil::{app_with, rich_status, sample_status};
 use super::theme::Theme;
 use super::ui::draw;
+use crate::model::{OperationKind, OperationPhase, OperationView};
 
 fn render_buffer(app: &App, width: u16, height: u16) -> Buffer {
     let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
@@ -180,6 +181,45 @@ fn big_terminal_shows_every_pane_with_the_figures() {
     assert!(s.contains("●peer-b 12ms 41%"), "{s}");
     assert!(line_with(&lines, "web-3").contains("transferring"));
     assert!(line_with(&lines, "db-2").contains("destination refuses"));
+}
+
+/// Another peer's operation (started from here, or moving a VM on screen)
+/// names its host and the other side, beside this peer's own; the same id on
+/// two hosts is two rows.
+#[test]
+fn operations_of_other_peers_show_their_host() {
+    let mut status = rich_status();
+    let id = status.operations[0].id;
+    status.operations.push(OperationView {
+        id,
+        kind: OperationKind::MigrateOut,
+        vm: "web-9".into(),
+        peer: "peer-b".into(),
+        phase: OperationPhase::Transferring,
+        progress: Some(0.5),
+        host: Some("peer-c".into()),
+        ..OperationView::default()
+    });
+    let mut app = app_with(Some(status));
+    app.focus = Pane::Operations;
+    let lines = render(&app, 200, 60);
+    let row = line_with(&lines, "web-9");
+    assert!(
+        row.contains("peer-c → peer-b")
+            && row.contains("transferring")
+            && row.contains("█████░░░░░"),
+        "{row}"
+    );
+    assert!(
+        line_with(&lines, "web-3").contains("→ peer-c")
+            && !line_with(&lines, "web-3").contains("peer-c →"),
+        "this peer's own keeps its arrow"
+    );
+    assert!(
+        line_with(&lines, "Operations:").contains("2 running"),
+        "{}",
+        line_with(&lines, "Operations:")
+    );
 }
 
 /// The boot log over the panes at 80x24: its end, where it comes from, how

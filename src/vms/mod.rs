@@ -7,6 +7,7 @@ pub mod boot_log;
 pub mod console;
 mod health;
 pub mod remote;
+mod remote_ops;
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;

@@ -4,7 +4,9 @@
 //! (`VmFigures`, observe role) for what consoles have on screen: each console
 //! renews its watch (`Request::Watch`), a watch lapses after `WATCH_TTL_S`, and
 //! each host is asked at most once per `PER_HOST_EVERY` with one request naming
-//! all its watched VMs, one request in flight per host.
+//! all its watched VMs, one request in flight per host. Their operations
+//! (`remote_ops.rs`): those moving watched VMs come with the figures; those
+//! this node started on a host are asked for by id, at the same bounded rate.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -13,9 +15,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use libp2p::PeerId;
 
+use super::remote_ops::{Ended, RemoteOps};
 use crate::api::update::push;
 use crate::api::{RemoteVmKey, Reply, Request, WATCH_TTL_S};
-use crate::model::{PeerView, RemoteVmView, VmView};
+use crate::model::{OperationKind, OperationView, PeerView, RemoteVmView, VmView};
 use crate::names::VmName;
 use crate::node::Client;
 use crate::node::protocol::{ControlRequest, ControlResponse, MAX_FIGURES, MAX_FIGURES_HISTORY};
@@ -151,6 +154,15 @@ impl State {
 pub struct RemoteVms {
     node: Client,
     state: Mutex<State>,
+    ops: Mutex<RemoteOps>,
+}
+
+/// One host's answer to `VmFigures`.
+pub struct Figures {
+    pub round: u64,
+    pub vms: Vec<VmView>,
+    /// The host's operations on those VMs.
+    pub operations: Vec<OperationView>,
 }
 
 impl RemoteVms {
@@ -158,11 +170,98 @@ impl RemoteVms {
         RemoteVms {
             node,
             state: Mutex::new(State::default()),
+            ops: Mutex::new(RemoteOps::default()),
         }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn ops(&self) -> std::sync::MutexGuard<'_, RemoteOps> {
+        self.ops.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Other peers' operations to show: started from here, or moving
+    /// watched VMs.
+    pub fn operations(&self) -> Vec<OperationView> {
+        self.ops().views(Instant::now())
+    }
+
+    /// A host's answer that it began an operation (`MigrationStarted`,
+    /// `ReplicationStarted`) asked from here: followed until it ends.
+    pub fn follow(&self, host: PeerId, host_name: &str, started: &Reply) -> Option<u64> {
+        let (kind, vm, to, id) = match started {
+            Reply::MigrationStarted { vm, to, operation } => {
+                (OperationKind::MigrateOut, vm, to, *operation)
+            }
+            Reply::ReplicationStarted { vm, to, operation } => {
+                (OperationKind::ReplicateOut, vm, to, *operation)
+            }
+            _ => return None,
+        };
+        let view = OperationView {
+            id,
+            kind,
+            vm: vm.clone(),
+            peer: to.clone(),
+            host: Some(host_name.to_string()),
+            ..OperationView::default()
+        };
+        self.ops().follow(&host.to_string(), view, Instant::now());
+        Some(id)
+    }
+
+    /// Waits for the end of an operation followed on `host`: its report, or
+    /// the host's reason it failed (or why its outcome is unknown here).
+    pub async fn wait_for(&self, host: PeerId, id: u64) -> Result<Reply> {
+        let host = host.to_string();
+        loop {
+            if let Some(ended) = self.ops().ended(&host, id) {
+                return match ended {
+                    Ended::Done(Some(report)) => Ok(report),
+                    Ended::Done(None) => {
+                        let view = self.ops().view(&host, id).unwrap_or_default();
+                        Ok(Reply::Done {
+                            message: format!(
+                                "{} of VM '{}' to {} done",
+                                match view.kind {
+                                    OperationKind::ReplicateOut => "replication",
+                                    _ => "migration",
+                                },
+                                view.vm,
+                                view.peer
+                            ),
+                        })
+                    }
+                    Ended::Failed(reason) => bail!("{reason}"),
+                };
+            }
+            tokio::time::sleep(PER_HOST_EVERY / 4).await;
+        }
+    }
+
+    /// Asks a host how the operations followed there are going.
+    async fn follow_up(&self, host: &str, ids: Vec<u64>) {
+        let Ok(peer) = host.parse::<PeerId>() else {
+            return;
+        };
+        let name = self.node.peer_label(peer).await;
+        let request = ControlRequest::Operations { ids: ids.clone() };
+        let answer = tokio::time::timeout(ANSWER_WITHIN, self.node.request(peer, request)).await;
+        let now = Instant::now();
+        let error = match answer {
+            Ok(Ok(ControlResponse::Operations { operations })) => {
+                self.ops().answered(host, &name, &ids, operations, now);
+                return;
+            }
+            Err(_) => format!("no answer within {} s", ANSWER_WITHIN.as_secs()),
+            Ok(Err(e)) => format!("{e:#}"),
+            Ok(Ok(ControlResponse::Refused { reason })) => reason,
+            Ok(Ok(other)) => format!("unexpected answer {other:?}"),
+        };
+        tracing::debug!("operations on {name}: {error}");
+        self.ops().unanswered(host, &name, &error, now);
     }
 
     /// A console's watch: these VMs are on its screen now.
@@ -196,15 +295,39 @@ impl RemoteVms {
                     let answer = this
                         .fetch_from(&ask.host, ask.vms.clone(), ask.history)
                         .await;
-                    let mut state = this.state();
-                    state.in_flight.remove(&ask.host);
+                    this.state().in_flight.remove(&ask.host);
                     match answer {
-                        Ok((round, vms)) => state.answered(&ask, round, vms, Instant::now()),
+                        Ok(figures) => this.take_figures(&ask, figures).await,
                         Err(e) => tracing::debug!("figures from {}: {e:#}", ask.host),
                     }
                 });
             }
+            let follow = self.ops().due(PER_HOST_EVERY, Instant::now());
+            for (host, ids) in follow {
+                let this = self.clone();
+                tokio::spawn(async move { this.follow_up(&host, ids).await });
+            }
         }
+    }
+
+    /// A host's figures answer: the figures, and its operations on them.
+    async fn take_figures(&self, ask: &Ask, figures: Figures) {
+        let Figures {
+            round,
+            vms,
+            operations,
+        } = figures;
+        self.state().answered(ask, round, vms, Instant::now());
+        if operations.is_empty() {
+            return;
+        }
+        let Ok(peer) = ask.host.parse::<PeerId>() else {
+            return;
+        };
+        let name = self.node.peer_label(peer).await;
+        let operations = operations.into_iter().map(|op| (op, None)).collect();
+        self.ops()
+            .observed(&ask.host, &name, operations, Instant::now());
     }
 
     /// Passes an operator's request on a VM to its host; its answer, or its
@@ -254,7 +377,7 @@ impl RemoteVms {
         let mut views = Vec::new();
         for (host_id, answer) in futures::future::join_all(asks).await {
             match answer {
-                Ok((_, vms)) => views.extend(vms.into_iter().map(|vm| RemoteVmView {
+                Ok(Figures { vms, .. }) => views.extend(vms.into_iter().map(|vm| RemoteVmView {
                     host_id: host_id.clone(),
                     vm,
                     age_s: 0,
@@ -271,7 +394,7 @@ impl RemoteVms {
         host: &str,
         mut names: Vec<VmName>,
         history: bool,
-    ) -> Result<(u64, Vec<VmView>)> {
+    ) -> Result<Figures> {
         let peer: PeerId = host
             .parse()
             .map_err(|_| anyhow::anyhow!("bad peer id {host:?}"))?;
@@ -281,13 +404,23 @@ impl RemoteVms {
             history,
         };
         match self.ask(peer, request).await? {
-            ControlResponse::VmFigures { vms, round } => Ok((
+            ControlResponse::VmFigures {
+                vms,
                 round,
-                vms.into_iter()
+                operations,
+            } => Ok(Figures {
+                round,
+                vms: vms
+                    .into_iter()
                     .filter(|vm| names.contains(&vm.name))
                     .take(MAX_FIGURES)
                     .collect(),
-            )),
+                operations: operations
+                    .into_iter()
+                    .filter(|op| names.contains(&op.vm))
+                    .take(MAX_FIGURES)
+                    .collect(),
+            }),
             other => bail!("unexpected answer {other:?}"),
         }
     }

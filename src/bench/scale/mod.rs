@@ -6,6 +6,7 @@
 //! runs `peervisor node` processes, each in a network namespace of its own
 //! (real.rs). docs/scale.md holds the model these figures are checked against.
 
+mod figures;
 mod pipes;
 mod real;
 mod sim;
@@ -37,6 +38,8 @@ pub struct Options {
     pub quiet: Duration,
     /// How long the 10% partition lasts before it heals.
     pub partition: Duration,
+    /// Also measure what remote VM figures cost (sim only; figures.rs).
+    pub remote_figures: bool,
 }
 
 /// One size's figures; per peer where it says so.
@@ -62,6 +65,8 @@ pub struct Row {
     pub dht: Option<(Duration, Duration)>,
     /// Lookups that found the provider, of those made.
     pub dht_found: (usize, usize),
+    /// Further figures, one line each, printed after the table.
+    pub notes: Vec<String>,
 }
 
 impl Row {
@@ -83,6 +88,7 @@ impl Row {
             heal: None,
             dht: None,
             dht_found: (0, 0),
+            notes: Vec::new(),
         }
     }
 
@@ -231,6 +237,9 @@ pub async fn command(sizes: &[usize], options: Options) -> Result<()> {
             .with_writer(std::io::stderr)
             .try_init();
     }
+    if options.remote_figures && options.mode != Mode::Sim {
+        anyhow::bail!("--remote-figures is measured with --mode sim only");
+    }
     let mut rows = Vec::new();
     for &peers in sizes {
         let row = match options.mode {
@@ -242,6 +251,11 @@ pub async fn command(sizes: &[usize], options: Options) -> Result<()> {
         eprint!("{}", table(&rows, &options));
     }
     print!("{}", table(&rows, &options));
+    for row in &rows {
+        for note in &row.notes {
+            println!("{} peers: {note}", row.peers);
+        }
+    }
     let (lines, targets) = judge(&rows, options.mode);
     for line in lines {
         println!("{line}");

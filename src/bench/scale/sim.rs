@@ -16,6 +16,7 @@ use libp2p::PeerId;
 use rand::seq::SliceRandom;
 use tokio::sync::{Notify, mpsc};
 
+use super::figures;
 use super::pipes::Net;
 use super::{Options, Row, memory_bytes, p50_p95, until};
 use crate::model::PeerLoad;
@@ -78,6 +79,8 @@ struct Overlay {
     probe: Arc<Probe>,
     /// Nodes cut off for good (vanished).
     gone: HashSet<usize>,
+    /// When the overlay started (the fake hosts' sampler rounds count from it).
+    started: Instant,
 }
 
 fn record(name: &str, vm: &str) -> ServiceRecord {
@@ -103,6 +106,7 @@ impl Overlay {
                 seen: Mutex::new(Vec::new()),
             }),
             gone: HashSet::new(),
+            started: Instant::now(),
         }
     }
 
@@ -136,6 +140,7 @@ impl Overlay {
                 catalogue.clone(),
                 services.clone(),
                 self.probe.clone(),
+                self.started,
             )),
             tokio::spawn(publish(
                 index,
@@ -286,6 +291,7 @@ async fn listen(
     catalogue: Arc<Catalogue>,
     services: Arc<Mutex<Vec<ServiceRecord>>>,
     probe: Arc<Probe>,
+    started: Instant,
 ) {
     while let Some(event) = events.recv().await {
         match event {
@@ -307,6 +313,9 @@ async fn listen(
                         services: lock(&services).clone(),
                         load: PeerLoad::default(),
                     },
+                    ControlRequest::VmFigures { vms, history } => {
+                        figures::answer(index, &vms, history, started)
+                    }
                     _ => ControlResponse::Refused {
                         reason: "a simulated peer hosts no VMs".into(),
                     },
@@ -408,6 +417,27 @@ pub async fn run(peers: usize, options: &Options) -> Result<Row> {
     row.set_idle(cpu, traffic, window);
     row.connections = overlay.connections().await;
     eprintln!("sim {peers}: idle {}", row.idle_summary());
+
+    if options.remote_figures {
+        let idle = (
+            traffic.sent_bytes as f64 / window.as_secs_f64(),
+            traffic.sent_msgs as f64 / window.as_secs_f64(),
+        );
+        let clients: Vec<Client> = overlay.nodes.iter().map(|n| n.client.clone()).collect();
+        for consoles in [1, peers] {
+            let cost = figures::measure(
+                &overlay.net,
+                &clients,
+                &overlay.ids,
+                consoles,
+                options.idle,
+                idle,
+            )
+            .await;
+            eprintln!("sim {peers}: {}", cost.line());
+            row.notes.push(cost.line());
+        }
+    }
 
     // Discovery: a new service on one node, until every other node has heard of it.
     let mut every_peer = Vec::new();

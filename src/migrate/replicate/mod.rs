@@ -29,7 +29,7 @@ use super::operations::{Busy, Operations};
 use super::provision::AutoReplicas;
 use crate::admission::access::AccessList;
 use crate::admission::limits::PeerLimits;
-use crate::api::{DiskTransfer, ReplicationReport};
+use crate::api::{DiskTransfer, ReplicationReport, Reply};
 use crate::hypervisor::Host;
 use crate::hypervisor::job::JobSample;
 use crate::migrate::replica::point_in_time::{DiskImage, ImageReport, Method};
@@ -113,17 +113,50 @@ impl Replications {
         to: &PeerRef,
         name: Option<VmName>,
     ) -> Result<ReplicationReport> {
-        self.replicate_as(vm, to, name, false).await
+        self.replicate_as(vm, to, name, false, None).await
+    }
+
+    /// The control request: with `detach`, answers once the operation has
+    /// begun (the source's checks passed) and lets the copy run on, its
+    /// outcome kept with the operation; otherwise answers at the end.
+    pub async fn replicate_request(
+        self: &Arc<Self>,
+        vm: VmName,
+        to: PeerRef,
+        name: Option<VmName>,
+        detach: bool,
+    ) -> Result<Reply> {
+        if !detach {
+            let report = self.replicate(&vm, &to, name).await?;
+            return Ok(Reply::Replicated(Box::new(report)));
+        }
+        let (began, on_begin) = tokio::sync::oneshot::channel();
+        let this = self.clone();
+        let source = vm.clone();
+        let task = tokio::spawn(async move {
+            this.replicate_as(&source, &to, name, false, Some(began))
+                .await
+        });
+        match on_begin.await {
+            Ok((to, operation)) => Ok(Reply::ReplicationStarted { vm, to, operation }),
+            // Ended before it began: refused, or bad input.
+            Err(_) => match task.await {
+                Ok(result) => result.map(|r| Reply::Replicated(Box::new(r))),
+                Err(e) => Err(anyhow!("replication task failed: {e}")),
+            },
+        }
     }
 
     /// `auto`: asked by the provision policy; the destination remembers it and
-    /// its policy may remove the replica when idle.
+    /// its policy may remove the replica when idle. `began` hears the
+    /// destination's name and the operation's id once it is recorded.
     pub(super) async fn replicate_as(
         self: &Arc<Self>,
         vm: &VmName,
         to: &PeerRef,
         name: Option<VmName>,
         auto: bool,
+        began: Option<tokio::sync::oneshot::Sender<(String, u64)>>,
     ) -> Result<ReplicationReport> {
         let local = self.host.vm(vm).await?;
         let Some(meta) = self.host.metadata(vm).await? else {
@@ -165,6 +198,9 @@ impl Replications {
                 ),
             })?;
         tracing::info!("replicating VM '{vm}' to {dest_name} as '{name}'");
+        if let Some(began) = began {
+            let _ = began.send((dest_name.clone(), op));
+        }
         let started = Instant::now();
         let services = if local.services.is_empty() {
             // The guest's default HTTP service is named after the VM: keep that name.
@@ -195,30 +231,25 @@ impl Replications {
         let result = self
             .replicate_to(offer, local.state, disk, dest_id, &dest_name, op)
             .await;
-        match &result {
-            Ok(_) => {
-                self.operations.finish(op, None);
-                tracing::info!(
-                    "VM '{vm}' replicated to {dest_name} as '{name}' in {:.1} s",
-                    started.elapsed().as_secs_f64()
-                );
-            }
+        let sent = match result {
+            Ok(sent) => sent,
             Err(e) => {
                 self.operations.finish(op, Some(format!("{e:#}")));
                 tracing::error!("replication of VM '{vm}' to {dest_name} failed: {e:#}");
+                return Err(e);
             }
-        }
+        };
         let Sent {
             ip,
             image,
             transfer: disk,
-        } = result?;
+        } = sent;
         let image = image.unwrap_or_default();
-        Ok(ReplicationReport {
+        let report = ReplicationReport {
             vm: vm.clone(),
-            replica: name,
+            replica: name.clone(),
             from: self.nick.clone(),
-            to: dest_name,
+            to: dest_name.clone(),
             to_peer_id: dest_id.to_string(),
             replica_ip: ip,
             seconds: started.elapsed().as_secs_f64(),
@@ -227,7 +258,14 @@ impl Replications {
             overlay_ms: image.overlay_ms,
             commit_ms: image.commit_ms,
             disk,
-        })
+        };
+        self.operations
+            .succeed(op, Reply::Replicated(Box::new(report.clone())));
+        tracing::info!(
+            "VM '{vm}' replicated to {dest_name} as '{name}' in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        Ok(report)
     }
 
     async fn replicate_to(

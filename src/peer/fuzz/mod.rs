@@ -210,6 +210,12 @@ fn check_answer(
                 prop_assert!(vms.iter().any(|n| n == vm.name.as_str()), "{vm:?}");
             }
         }
+        (ControlRequest::Operations { ids }, ControlResponse::Operations { operations }) => {
+            // Every member observes: only operations asked for by id.
+            for (op, _) in &operations {
+                prop_assert!(ids.contains(&op.id), "{op:?}");
+            }
+        }
         (ControlRequest::VmAction { .. }, answer) if role < Role::Control => {
             prop_assert!(
                 matches!(&answer, ControlResponse::Refused { reason } if reason.contains("lacks the control role") && fit_to_show(reason)),

@@ -406,7 +406,7 @@ impl App {
                 .collect(),
             Pane::Operations => rows::operation_rows(status, &self.operations.filter)
                 .iter()
-                .map(|o| o.id.to_string())
+                .map(|o| o.key())
                 .collect(),
             Pane::Log => vec![],
         }
@@ -539,7 +539,7 @@ impl App {
     pub fn selected_operation(&self) -> Option<&OperationView> {
         let status = self.status.as_ref()?;
         let key = self.operations.selection.key()?;
-        status.operations.iter().find(|o| o.id.to_string() == key)
+        status.operations.iter().find(|o| o.key() == key)
     }
 
     /// A boot log the operator asked for: shown over the panes unless a

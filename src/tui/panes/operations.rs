@@ -1,6 +1,7 @@
 //! Operations: running and recent migrations with a progress bar, phase,
 //! elapsed time and errors; totals in the title. `→ peer` is a VM sent to a
-//! peer, `← peer` one received from it.
+//! peer, `← peer` one received from it; `host → peer` an operation another
+//! peer runs (started from here, or moving a VM on screen).
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Rect};
@@ -102,7 +103,11 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
             };
             let mut cells = vec![
                 Cell::from(op.vm.to_string()),
-                Cell::from(format!("{arrow} {}", op.peer)),
+                Cell::from(match &op.host {
+                    // Another peer's operation: its host, then the other side.
+                    Some(host) => format!("{host} {arrow} {}", op.peer),
+                    None => format!("{arrow} {}", op.peer),
+                }),
                 Cell::from(bar(op, app)),
                 Cell::from(Line::styled(phase, style)),
                 Cell::from(Line::from(fmt_elapsed(op.elapsed_s)).right_aligned()),
