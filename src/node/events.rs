@@ -65,11 +65,17 @@ impl EventLoop {
                     self.judge_gossip(&message_id, propagation_source, Reject);
                     return;
                 };
+                // Our own publication coming back (allowed in mod.rs): nothing to
+                // learn, nothing to forward, and the relayer did no wrong.
+                if source == *self.swarm.local_peer_id() {
+                    self.judge_gossip(&message_id, propagation_source, Ignore);
+                    return;
+                }
                 match Announcement::decode(&message.data) {
                     Ok(a) => {
-                        let stale = self.peers.get(&source).is_some_and(|e| {
-                            a.seq < e.announced_seq || e.departed_seq.is_some_and(|d| a.seq <= d)
-                        });
+                        // Already applied (the same publication again) counts as
+                        // stale too: accepting it would forward it once more.
+                        let stale = self.peers.get(&source).is_some_and(|e| e.outdates(a.seq));
                         if stale {
                             tracing::trace!("stale announcement from {source} ignored");
                             self.judge_gossip(&message_id, propagation_source, Ignore);
@@ -128,8 +134,7 @@ impl EventLoop {
         if entry.nick.is_empty() {
             entry.nick = a.nick.clone();
         }
-        let known = entry.announcement.is_some() && a.seq <= entry.announced_seq;
-        if known || entry.departed_seq.is_some_and(|d| a.seq <= d) {
+        if entry.outdates(a.seq) {
             return false;
         }
         entry.announced_seq = a.seq;

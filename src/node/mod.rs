@@ -255,6 +255,13 @@ fn build_swarm(config: &mut NodeConfig) -> Result<Swarm<Behaviour>> {
                     // anti-entropy's 10 s rounds (discovery p95 27 s at 100
                     // simulated peers).
                     .forward_queue_duration(Duration::from_secs(5))
+                    // Our own message relayed back is not the relayer's fault:
+                    // gossipsub forgets ids after a minute, and on a busy overlay a
+                    // publication still circling after that comes back by IHAVE/IWANT
+                    // (we asked for it). Rejected, it counted as an invalid message
+                    // against an honest peer (graylisted at two: docs/scale.md);
+                    // signatures are still checked, and events.rs ignores it.
+                    .allow_self_origin(true)
                     .build()?,
             )?;
             let topic = gossipsub::IdentTopic::new(ANNOUNCE_TOPIC);
@@ -326,6 +333,21 @@ struct PeerEntry {
     announcement: Option<Announcement>,
     /// Reported gone at this announcement: it and older ones are stale.
     departed_seq: Option<u64>,
+}
+
+impl PeerEntry {
+    /// Whether an announcement numbered `seq` brings nothing new: it is the one
+    /// applied already, an older one, or one from before the peer was reported
+    /// gone. Each publication has its own seq (unix millis), so an equal seq is
+    /// the same publication coming round again: gossipsub forgets message ids
+    /// after a minute, and on a busy overlay a publication still circling after
+    /// that was accepted and forwarded anew by every node, until it reached its
+    /// author, which gossipsub rejects as "from self" and charges the honest
+    /// relayer an invalid message (graylisted at two: docs/scale.md).
+    fn outdates(&self, seq: u64) -> bool {
+        (self.announcement.is_some() && seq <= self.announced_seq)
+            || self.departed_seq.is_some_and(|d| seq <= d)
+    }
 }
 
 struct EventLoop {

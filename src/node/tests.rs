@@ -181,3 +181,22 @@ fn the_largest_figures_answer_fits_the_response_limit() {
         bytes.len()
     );
 }
+
+#[test]
+fn an_announcement_already_applied_is_not_news_so_it_is_not_forwarded_again() {
+    let mut entry = PeerEntry::default();
+    // Nothing heard yet: any announcement is news.
+    assert!(!entry.outdates(1_000));
+    entry.announcement = Some(Announcement::default());
+    entry.announced_seq = 1_000;
+    assert!(
+        entry.outdates(1_000),
+        "the same publication again (gossipsub forgot its id after a minute) must be ignored"
+    );
+    assert!(entry.outdates(999), "an older one");
+    assert!(!entry.outdates(1_001), "a newer one is news");
+    // Reported gone at 2,000: that one and older are stale, a later one is back.
+    entry.departed_seq = Some(2_000);
+    assert!(entry.outdates(2_000));
+    assert!(!entry.outdates(2_001));
+}
