@@ -21,13 +21,13 @@ fn providers_of(node: &TestNode, service: &str) -> Vec<String> {
         .collect()
 }
 
-fn round_trip(port: u16, message: &[u8]) -> Vec<u8> {
-    let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    conn.write_all(message).unwrap();
+fn round_trip(port: u16, message: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut conn = TcpStream::connect(("127.0.0.1", port))?;
+    conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+    conn.write_all(message)?;
     let mut got = vec![0u8; message.len()];
-    conn.read_exact(&mut got).unwrap();
-    got
+    conn.read_exact(&mut got)?;
+    Ok(got)
 }
 
 #[test]
@@ -70,12 +70,22 @@ fn legacy_service_exposed_on_one_peer_is_found_and_consumed_from_another() {
     );
     let port: u16 = listen.rsplit(':').next().unwrap().parse().unwrap();
 
+    // A failed round trip shows both ends' logs: the consumer's and the provider's.
+    let through = |message: &[u8]| {
+        round_trip(port, message).unwrap_or_else(|e| {
+            panic!(
+                "round trip through peer-c's port {port}: {e}\n--- peer-c:\n{}\n--- peer-a:\n{}",
+                c.log(),
+                a.log()
+            )
+        })
+    };
     assert_eq!(
-        round_trip(port, b"hello through the overlay\n"),
+        through(b"hello through the overlay\n"),
         b"hello through the overlay\n"
     );
     let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
-    assert_eq!(round_trip(port, &big), big, "large payload intact");
+    assert_eq!(through(&big), big, "large payload intact");
 
     // counters reach status
     assert!(

@@ -38,6 +38,12 @@ pub(super) enum Command {
         key: String,
         provide: bool,
     },
+    /// Make sure the node knows where `peer` is: connected, or with an address
+    /// to dial; else a DHT walk towards its id. True if it now knows.
+    Locate {
+        peer: PeerId,
+        reply: oneshot::Sender<bool>,
+    },
     FindProviders {
         key: String,
         reply: oneshot::Sender<Vec<PeerId>>,
@@ -120,6 +126,17 @@ impl Client {
         })
         .await?;
         rx.await.map_err(|_| node_gone())
+    }
+
+    /// Learns an address for `peer` if the node has none (a provider heard of by
+    /// gossip or found in the DHT, never connected to): a stream to it would
+    /// otherwise fail at once with "no addresses for peer". Bounded by `within`.
+    pub async fn locate(&self, peer: PeerId, within: std::time::Duration) -> bool {
+        let (reply, rx) = oneshot::channel();
+        if self.send(Command::Locate { peer, reply }).await.is_err() {
+            return false;
+        }
+        matches!(tokio::time::timeout(within, rx).await, Ok(Ok(true)))
     }
 
     #[cfg(test)]

@@ -3,7 +3,7 @@
 //! control protocol's requests and responses.
 
 use anyhow::anyhow;
-use libp2p::{PeerId, gossipsub, identify, kad, mdns, ping, request_response};
+use libp2p::{Multiaddr, PeerId, gossipsub, identify, kad, mdns, ping, request_response};
 use tokio::sync::mpsc;
 
 use super::protocol::{Announcement, ControlRequest, ControlResponse, nick_from_agent};
@@ -123,6 +123,12 @@ impl EventLoop {
                 step,
                 ..
             }) => self.on_providers(id, result, step.last),
+            BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                id,
+                result: kad::QueryResult::GetClosestPeers(result),
+                step,
+                ..
+            }) => self.on_closest_peers(id, result, step.last),
             _ => {}
         }
     }
@@ -193,6 +199,42 @@ impl EventLoop {
             found.sort();
             found.dedup();
             let _ = lookup.reply.send(found);
+        }
+    }
+
+    /// A walk towards a peer's id (Command::Locate): its addresses, as the
+    /// peers closest to it know them, become dialable.
+    fn on_closest_peers(
+        &mut self,
+        id: kad::QueryId,
+        result: Result<kad::GetClosestPeersOk, kad::GetClosestPeersError>,
+        last: bool,
+    ) {
+        let Some((target, _)) = self.pending_locates.get(&id) else {
+            return;
+        };
+        let target = *target;
+        let peers = match result {
+            Ok(ok) => ok.peers,
+            Err(kad::GetClosestPeersError::Timeout { peers, .. }) => peers,
+        };
+        let addrs: Vec<Multiaddr> = peers
+            .into_iter()
+            .filter(|p| p.peer_id == target)
+            .flat_map(|p| p.addrs)
+            .take(16)
+            .collect();
+        for addr in &addrs {
+            self.swarm.add_peer_address(target, addr.clone());
+            let entry = self.peers.entry(target).or_default();
+            if !entry.addrs.contains(addr) {
+                entry.addrs.push(addr.clone());
+            }
+        }
+        if (last || !addrs.is_empty())
+            && let Some((_, reply)) = self.pending_locates.remove(&id)
+        {
+            let _ = reply.send(!addrs.is_empty());
         }
     }
 

@@ -171,6 +171,7 @@ pub fn start(mut config: NodeConfig) -> Result<(Client, mpsc::Receiver<Event>)> 
         peers: HashMap::new(),
         pending_requests: HashMap::new(),
         pending_lookups: HashMap::new(),
+        pending_locates: HashMap::new(),
         announcement: None,
         dial_errors: VecDeque::new(),
         links: links::Links::default(),
@@ -361,6 +362,8 @@ struct EventLoop {
     pending_requests:
         HashMap<OutboundRequestId, (PeerId, oneshot::Sender<Result<ControlResponse>>)>,
     pending_lookups: HashMap<kad::QueryId, Lookup>,
+    /// DHT walks towards a peer whose address a stream needs (Command::Locate).
+    pending_locates: HashMap<kad::QueryId, (PeerId, oneshot::Sender<bool>)>,
     announcement: Option<Announcement>,
     dial_errors: VecDeque<String>,
     links: links::Links,
@@ -542,6 +545,16 @@ impl EventLoop {
             Command::PublishRaw { bytes } => {
                 let topic = self.topic.clone();
                 let _ = self.swarm.behaviour_mut().gossipsub.publish(topic, bytes);
+            }
+            Command::Locate { peer, reply } => {
+                let known = self.swarm.is_connected(&peer)
+                    || self.peers.get(&peer).is_some_and(|e| !e.addrs.is_empty());
+                if known {
+                    let _ = reply.send(true);
+                } else {
+                    let id = self.swarm.behaviour_mut().kad.get_closest_peers(peer);
+                    self.pending_locates.insert(id, (peer, reply));
+                }
             }
             Command::FindProviders { key, reply } => {
                 let id = self

@@ -357,6 +357,8 @@ fn account(counters: &Counters, provider: &str, copied: std::io::Result<(u64, u6
 
 /// Times a stream the provider dropped before answering is opened again.
 const OPEN_RETRIES: u32 = 3;
+/// How long a connection waits for the DHT to say where a provider is.
+const LOCATE_LIMIT: Duration = Duration::from_secs(10);
 
 /// Opens a service stream; a stream reset before the provider's answer is opened
 /// again. libp2p-stream drops inbound streams its accept loop is not ready for
@@ -369,6 +371,7 @@ async fn open_with_retry(
 ) -> Result<tokio_util::compat::Compat<crate::node::Stream>> {
     let mut streams = node.streams();
     let mut attempt = 0;
+    let mut located = false;
     loop {
         match proxy::open(&mut streams, peer, service).await {
             Err(e) if attempt < OPEN_RETRIES && e.downcast_ref::<std::io::Error>().is_some() => {
@@ -377,6 +380,16 @@ async fn open_with_retry(
                     "stream to {peer} for '{service}' dropped ({e:#}); retry {attempt}"
                 );
                 tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
+            }
+            // A provider heard of by gossip or found in the DHT may be one this
+            // node never connected to: libp2p has no address to dial. Find where
+            // it is (a DHT walk towards its id), then try once more.
+            Err(e) if !located && format!("{e:#}").contains("no addresses for peer") => {
+                located = true;
+                tracing::debug!("no address for {peer} yet: asking the DHT where it is");
+                if !node.locate(peer, LOCATE_LIMIT).await {
+                    return Err(e);
+                }
             }
             result => return result,
         }
