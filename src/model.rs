@@ -264,11 +264,16 @@ pub struct PeerLoad {
 impl PeerView {
     /// The name an operator sees: the nickname, or a short peer id.
     pub fn display_name(&self) -> String {
-        if self.nick.is_empty() {
-            short_peer_id(&self.peer_id)
-        } else {
-            self.nick.clone()
-        }
+        nick_or_short_id(&self.nick, &self.peer_id)
+    }
+}
+
+/// A peer as an operator names it: its nickname, or a short peer id without one.
+pub fn nick_or_short_id(nick: &str, peer_id: &str) -> String {
+    if nick.is_empty() {
+        short_peer_id(peer_id)
+    } else {
+        nick.to_string()
     }
 }
 

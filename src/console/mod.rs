@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 
 use crate::api::{Reply, Request, Update};
 use crate::control::client::ControlClient;
-use crate::model::short_peer_id;
+use crate::model::nick_or_short_id;
 use crate::names::VmName;
 use crate::paths::DataDir;
 use crate::peer::{Peer, PeerConfig};
@@ -264,21 +264,13 @@ fn outcome_text(what: &str, reply: &Reply) -> String {
         Reply::Migrated(r) => format!(
             "VM '{}' now runs on {} ({:.1} s)",
             r.vm,
-            if r.to.is_empty() {
-                short_peer_id(&r.to_peer_id)
-            } else {
-                r.to.clone()
-            },
+            nick_or_short_id(&r.to, &r.to_peer_id),
             r.seconds
         ),
         Reply::Replicated(r) => format!(
             "VM '{}' replicated to {} as '{}' ({:.1} s)",
             r.vm,
-            if r.to.is_empty() {
-                short_peer_id(&r.to_peer_id)
-            } else {
-                r.to.clone()
-            },
+            nick_or_short_id(&r.to, &r.to_peer_id),
             r.replica,
             r.seconds
         ),

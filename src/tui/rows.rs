@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use crate::model::{
     ConsumptionView, OperationPhase, OperationView, PeerLoad, PeerView, ProviderView, ServiceView,
-    Status, VmView, short_peer_id,
+    Status, VmView, nick_or_short_id,
 };
 
 /// Case-insensitive "contains" for the `/` filter; an empty filter matches all.
@@ -37,11 +37,7 @@ pub fn peer_rows(status: &Status) -> Vec<PeerRow> {
     let local = &status.local;
     let mut rows = vec![PeerRow {
         peer_id: local.peer_id.clone(),
-        name: if local.nick.is_empty() {
-            short_peer_id(&local.peer_id)
-        } else {
-            local.nick.clone()
-        },
+        name: nick_or_short_id(&local.nick, &local.peer_id),
         is_local: true,
         connected: true,
         latency_ms: None,
@@ -162,11 +158,7 @@ impl VmRow<'_> {
 }
 
 pub fn vm_rows<'a>(status: &'a Status, all: bool, sort: VmSort, filter: &str) -> Vec<VmRow<'a>> {
-    let local_name = if status.local.nick.is_empty() {
-        short_peer_id(&status.local.peer_id)
-    } else {
-        status.local.nick.clone()
-    };
+    let local_name = nick_or_short_id(&status.local.nick, &status.local.peer_id);
     let mut rows: Vec<VmRow> = status
         .vms
         .iter()
