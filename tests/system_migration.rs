@@ -252,6 +252,35 @@ fn install_refusing_hook(host: &LabHost) {
     );
 }
 
+/// A migration of the VM from `from` that `to`'s libvirt refuses mid-way (its
+/// hook, after `to`'s node accepted): the VM keeps running on `from` only,
+/// nothing of it is left on `to` (`to_disks` is its disk dir).
+fn refused_by_the_hook(from: (&TestNode, &LabHost), to: (&str, &LabHost), to_disks: &Path) {
+    let ((node, source), (to_name, dest)) = (from, to);
+    let flag = dest.root().join("etc").join("refuse-migrations");
+    std::fs::write(&flag, "").unwrap();
+    let err = migrate(node, VM, to_name).expect_err("the hook let the migration through");
+    assert!(
+        err.contains("did not move") && err.contains("it keeps running on this peer"),
+        "{err}"
+    );
+    assert_eq!(domstate(source, VM), "running");
+    assert_eq!(
+        domstate(dest, VM),
+        "",
+        "a half-received {VM} left on {to_name}"
+    );
+    assert!(
+        eventually(Duration::from_secs(30), || std::fs::read_dir(to_disks)
+            .unwrap()
+            .next()
+            .is_none()),
+        "disk files made for the failed migration left in {}",
+        to_disks.display()
+    );
+    std::fs::remove_file(flag).unwrap();
+}
+
 #[test]
 fn vm_on_a_hosts_libvirt_live_migrates_to_another_hosts_daemon_over_the_overlay() {
     let shared = common::lab::guest_image_with_disk();
@@ -359,23 +388,7 @@ fn vm_on_a_hosts_libvirt_live_migrates_to_another_hosts_daemon_over_the_overlay(
 
     // Host-b's libvirt refuses mid-way (after host-b's node accepted): the VM
     // keeps running on host-a only, nothing of it is left on host-b.
-    std::fs::write(two.root().join("etc").join("refuse-migrations"), "").unwrap();
-    let err = migrate(&a, VM, "host-b").expect_err("host-b's hook let the migration through");
-    assert!(
-        err.contains("did not move") && err.contains("it keeps running on this peer"),
-        "{err}"
-    );
-    assert_eq!(domstate(one, VM), "running");
-    assert_eq!(domstate(two, VM), "", "a half-received VM left on host-b");
-    assert!(
-        eventually(Duration::from_secs(30), || std::fs::read_dir(&disks_b)
-            .unwrap()
-            .next()
-            .is_none()),
-        "disk files made for the failed migration left in {}",
-        disks_b.display()
-    );
-    std::fs::remove_file(two.root().join("etc").join("refuse-migrations")).unwrap();
+    refused_by_the_hook((&a, one), ("host-b", two), &disks_b);
 
     // Direct: host-a's QEMU (libvirt-qemu, unconfined) reaches the sockets host-a
     // hands it; the overlay copy goes, the base image stays.
@@ -500,23 +513,7 @@ fn vm_on_a_hosts_libvirt_live_migrates_to_another_hosts_daemon_over_the_overlay(
     // disk streams to ports on host-b's loopback, over the overlay, to
     // host-a's QEMU on host-a's loopback. First refused by host-a's libvirt:
     // it stays on host-b only, nothing made on host-a.
-    std::fs::write(one.root().join("etc").join("refuse-migrations"), "").unwrap();
-    let err = migrate(&b, VM, "host-a").expect_err("host-a's hook let the migration through");
-    assert!(
-        err.contains("did not move") && err.contains("it keeps running on this peer"),
-        "{err}"
-    );
-    assert_eq!(domstate(two, VM), "running");
-    assert_eq!(domstate(one, VM), "", "a half-received {VM} left on host-a");
-    assert!(
-        eventually(Duration::from_secs(30), || std::fs::read_dir(&disks_a)
-            .unwrap()
-            .next()
-            .is_none()),
-        "disk files made for the failed migration left in {}",
-        disks_a.display()
-    );
-    std::fs::remove_file(one.root().join("etc").join("refuse-migrations")).unwrap();
+    refused_by_the_hook((&b, two), ("host-a", one), &disks_a);
     let report = migrate(&b, VM, "host-a").unwrap_or_else(|e| panic!("{e}\n{}", b.log()));
     let transport = report["transport"].as_str().unwrap_or_default();
     assert!(

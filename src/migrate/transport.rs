@@ -204,9 +204,9 @@ pub fn qemu_reach(pid_file: &Path) -> QemuReach {
 }
 
 /// The transport once the disks are counted: a tunnelled migration with
-/// `copies` disks to copy becomes a loopback one (libvirt 9.0 refuses
-/// "migration of non-shared storage ... with tunnelled migration and this
-/// QEMU"), on the ports the destination offered (`dest_ports`: memory, disks;
+/// `copies` disks to copy becomes a loopback one (libvirt 9.0 fails it:
+/// "argument key 'host' must not have null value", its destination starts the
+/// NBD server on no address; later versions refuse it outright), on the ports the destination offered (`dest_ports`: memory, disks;
 /// None: it did not: an older peer, or its QEMU is in another network
 /// namespace than its node) when the source's QEMU shares this node's
 /// loopback; or why it cannot move. Returns the transport and, when it
