@@ -24,8 +24,9 @@ PACKAGES=(
   libvirt-daemon-system libvirt-daemon-system-sysv dnsmasq-base iptables
   # `image build --disk`: the guest image as a bootable qcow2 disk (syslinux on FAT).
   syslinux syslinux-common mtools dosfstools
-  # The package test (tests/package.rs).
-  debootstrap
+  # The package test (tests/package.rs); with e2fsprogs and fdisk (sfdisk), the
+  # opt-in real cloud image (scripts/build-cloud-image.sh, tests/cloud_image.rs).
+  debootstrap e2fsprogs fdisk
   # The real Spark test (tests/spark_real.rs): a venv for pyspark (below).
   python3 python3-venv
 )
