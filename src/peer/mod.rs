@@ -546,7 +546,10 @@ impl Peer {
                 more: false,
                 departed: Vec::new(),
             },
-            ControlRequest::Digest => ControlResponse::Digest { digest: 0 },
+            ControlRequest::Digest => ControlResponse::Digest {
+                digest: 0,
+                buckets: Vec::new(),
+            },
             ControlRequest::Redeem { secret } => self.invitations.answer_redeem(peer, &secret),
             ControlRequest::GroupMembers { members } => {
                 self.invitations.answer_group_members(peer, &members)

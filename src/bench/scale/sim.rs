@@ -23,7 +23,7 @@ use crate::model::PeerLoad;
 use crate::node::identity::NetworkKey;
 use crate::node::protocol::{Announcement, ControlRequest, ControlResponse, ServiceRecord};
 use crate::node::{self, Client, Event, NodeConfig};
-use crate::services::{Catalogue, announce_every, name_key, type_key};
+use crate::services::{Catalogue, OverlaySize, announce_every, name_key, type_key};
 
 struct SimNode {
     client: Client,
@@ -340,8 +340,10 @@ async fn publish(
     for key in [name_key(&first.name), type_key(&first.kind)] {
         let _ = client.provide(&key, true).await;
     }
+    let mut size = OverlaySize::default();
     loop {
-        let every = announce_every(catalogue.peer_count() + 1);
+        let known = size.update(catalogue.peer_count(), Instant::now());
+        let every = announce_every(known + 1);
         let announcement = Announcement {
             nick: format!("sim-{index}"),
             vms: vec![format!("vm-{index}")],
