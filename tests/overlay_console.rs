@@ -253,6 +253,34 @@ fn vm_on_a_third_peer_is_watched_and_moved_from_any_console() {
         last.0, last.1
     );
 
+    // What they cost, as the operators read it (`status --json`): A sent
+    // VmFigures requests and received answers; C received and answered them.
+    let tally = |node: &TestNode, message: &str| {
+        node.status()["control_traffic"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|t| t["kind"] == "VmFigures" && t["message"] == message)
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    let count = |t: &Value, k: &str| t[k].as_u64().unwrap_or(0);
+    let (a_asked, a_got) = (tally(&a, "request"), tally(&a, "answer"));
+    let (c_asked, c_gave) = (tally(&c, "request"), tally(&c, "answer"));
+    assert!(
+        count(&a_asked, "sent") > 0 && count(&a_got, "received_bytes") > 0,
+        "A's control_traffic: {a_asked} {a_got}"
+    );
+    assert!(
+        count(&c_asked, "received") > 0 && count(&c_gave, "sent_bytes") > 0,
+        "C's control_traffic: {c_asked} {c_gave}"
+    );
+    assert_eq!(
+        count(&a_asked, "received"),
+        0,
+        "A was asked nothing: {a_asked}"
+    );
+
     // What an attached console gets: the watched VM's figures, pushed.
     let pushed = figures_pushed_to_a_console(&a, &c_id, Duration::from_secs(30))
         .expect("no pushed figures of web-1 on A's updates");
