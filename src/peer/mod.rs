@@ -605,6 +605,7 @@ impl Peer {
         status.local.host = self.host.host_stats();
         self.host.annotate(&mut status.vms);
         status.remote_vms = self.remote.fetch_all(&status.peers).await;
+        status.control_traffic = self.node.control_traffic();
         Ok(status)
     }
 
