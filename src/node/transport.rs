@@ -71,30 +71,33 @@ pub fn build(
     wire: Wire,
     relayed: relay::client::Transport,
 ) -> Result<Boxed<(PeerId, StreamMuxerBox)>, SetupError> {
+    let product = SimWire {
+        channel: SimChannel::Product,
+        handshake_timeout: HANDSHAKE_TIMEOUT,
+    };
     let direct = match wire {
         Wire::Tcp => secure(
             tcp::tokio::Transport::new(tcp::Config::default().nodelay(true)),
             keypair,
             key,
-            HANDSHAKE_TIMEOUT,
+            product,
         )?,
-        Wire::Pipes(pipes, sim) => match sim.channel {
-            SimChannel::Product => secure(pipes, keypair, key, sim.handshake_timeout)?,
-            SimChannel::Noise => keyed_noise_only(pipes, keypair, key, sim.handshake_timeout)?,
-        },
+        Wire::Pipes(pipes, sim) => secure(pipes, keypair, key, sim)?,
     };
     Ok(direct
-        .or_transport(secure(relayed, keypair, key, HANDSHAKE_TIMEOUT)?)
+        .or_transport(secure(relayed, keypair, key, product)?)
         .map(|either, _| either.into_inner())
         .boxed())
 }
 
-/// The overlay's upgrade on top of any byte-stream transport.
+/// The overlay's upgrade on top of any byte-stream transport: the product's
+/// channel, or (simulation only) keyed noise alone, libp2p-noise with the same
+/// prologue as the product's noise, so membership still holds.
 fn secure<T>(
     transport: T,
     keypair: &Keypair,
     key: NetworkKey,
-    handshake_timeout: Duration,
+    how: SimWire,
 ) -> Result<Boxed<(PeerId, StreamMuxerBox)>, SetupError>
 where
     T: Transport + Send + Unpin + 'static,
@@ -103,35 +106,19 @@ where
     T::Dial: Send + 'static,
     T::ListenerUpgrade: Send + 'static,
 {
-    Ok(transport
-        .upgrade(Version::V1Lazy)
-        .authenticate(Membership::new(keypair, &key)?)
-        .multiplex(yamux_config())
-        .timeout(handshake_timeout)
-        .boxed())
-}
-
-/// The simulation's cheaper channel ([`SimChannel::Noise`]): libp2p-noise keyed
-/// by the same prologue as the product's noise, so membership still holds.
-fn keyed_noise_only<T>(
-    transport: T,
-    keypair: &Keypair,
-    key: NetworkKey,
-    handshake_timeout: Duration,
-) -> Result<Boxed<(PeerId, StreamMuxerBox)>, SetupError>
-where
-    T: Transport + Send + Unpin + 'static,
-    T::Output: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    T::Error: Send + Sync + 'static,
-    T::Dial: Send + 'static,
-    T::ListenerUpgrade: Send + 'static,
-{
-    Ok(transport
-        .upgrade(Version::V1Lazy)
-        .authenticate(noise::Config::new(keypair)?.with_prologue(noise_prologue(&key)))
-        .multiplex(yamux_config())
-        .timeout(handshake_timeout)
-        .boxed())
+    let upgrading = transport.upgrade(Version::V1Lazy);
+    Ok(match how.channel {
+        SimChannel::Product => upgrading
+            .authenticate(Membership::new(keypair, &key)?)
+            .multiplex(yamux_config())
+            .timeout(how.handshake_timeout)
+            .boxed(),
+        SimChannel::Noise => upgrading
+            .authenticate(noise::Config::new(keypair)?.with_prologue(noise_prologue(&key)))
+            .multiplex(yamux_config())
+            .timeout(how.handshake_timeout)
+            .boxed(),
+    })
 }
 
 /// Streams one connection may carry at once. Every consumer connection is a
