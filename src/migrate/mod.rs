@@ -9,6 +9,7 @@ pub mod capacity;
 pub mod diskmig;
 pub mod downtime;
 pub mod incoming;
+pub mod loopback;
 pub mod operations;
 pub mod outgoing;
 pub mod paused_source;

@@ -20,8 +20,11 @@ use super::Migrations;
 use super::capacity::VmRequirements;
 use super::diskmig::with_disks_renamed;
 use super::operations::Busy;
-use super::transport::Transport;
-use super::tunnel::{DISKS_CHANNEL, MEMORY_CHANNEL, TunnelBridge, channel_file};
+use super::transport::{Transport, with_disks};
+use super::tunnel::{
+    DISKS_CHANNEL, LOOPBACK_DISKS_CHANNEL, LOOPBACK_MEMORY_CHANNEL, MEMORY_CHANNEL, TunnelBridge,
+    channel_file,
+};
 use crate::api::{MigrationReport, Reply};
 use crate::hypervisor::MigrationUris;
 use crate::hypervisor::job::JobSample;
@@ -226,18 +229,20 @@ impl Migrations {
             disks: offers.clone(),
             address,
         };
-        let (token, copies, incremental, direct_refused) =
+        let (token, copies, incremental, direct_refused, loopback_ports) =
             match self.node.request(dest, request).await? {
                 ControlResponse::MigrationAccepted {
                     token,
                     disk_copies,
                     incremental,
                     direct_refused,
+                    loopback_ports,
                 } => (
                     token,
                     super::diskmig::pair_copies(&offers, disk_copies)?,
                     incremental,
                     direct_refused,
+                    loopback_ports,
                 ),
                 ControlResponse::Refused { reason } => {
                     let reason = crate::node::protocol::peer_text(&reason);
@@ -259,17 +264,21 @@ impl Migrations {
             token.to_be_bytes().to_vec(),
             phases.clone(),
         )?;
-        let dest_uri = format!("qemu+unix:///system?socket={}", bridge.path.display());
+        let dest_uri = format!(
+            "qemu+unix:///system?socket={}",
+            socket_of(&bridge).display()
+        );
         let watcher = tokio::spawn(watch_progress(self.clone(), vm.name.clone(), op));
         let probe = self.probe_migrating_service(&vm.name, dest).await;
         let plan = DataPlan {
             copies: &copies,
             incremental,
+            loopback_ports,
             ..self.transport_for(&vm.name, dest_name, op, direct_refused.as_deref())
         };
         phases.mark("libvirt called");
         let moved = self
-            .migrate_over_channels(&vm.name, dest_uri, (dest, token), &plan, limits, phases)
+            .migrate_over_channels(&vm.name, dest_uri, (dest, token, op), &plan, limits, phases)
             .await;
         let (outcome, channel_error, disk_bytes) = (moved.outcome, moved.broken, moved.disk_bytes);
         let switched = Instant::now();
@@ -386,6 +395,9 @@ impl Migrations {
             incremental: false,
             transport,
             hand_to,
+            loopback_ports: None,
+            qemu_on_our_loopback: reach.on_our_loopback,
+            qemu_uid: reach.qemu_uid,
         }
     }
 
@@ -397,7 +409,7 @@ impl Migrations {
         self: &Arc<Self>,
         vm: &str,
         libvirt_uri: String,
-        (dest, token): (PeerId, u64),
+        (dest, token, op): (PeerId, u64, u64),
         plan: &DataPlan<'_>,
         limits: Limits,
         phases: &Phases,
@@ -416,65 +428,95 @@ impl Migrations {
             Err(e) => return failed(e),
         };
         let copy_disks = !copies.is_empty();
-        let tunnelled = plan.transport == Transport::Tunnelled;
-        if tunnelled && copy_disks {
-            // libvirt (9.0) starts the destination's NBD server for the disk
-            // copy on a network address even when tunnelled ("argument key
-            // 'host' must not have null value"): QEMU's disk copy has no way
-            // inside libvirt's connection.
-            return failed(anyhow!(
-                "a tunnelled migration cannot copy disks ({} to copy): libvirt sends QEMU's disk copy outside its own connection",
-                copies.len()
-            ));
-        }
-        let tags: &[u8] = if tunnelled {
-            &[]
-        } else if copy_disks {
-            &[MEMORY_CHANNEL, DISKS_CHANNEL]
-        } else {
-            &[MEMORY_CHANNEL]
-        };
-        let run = &self.daemon.run_dir;
-        // Dropped (removed) once libvirt is done with the sockets in it.
-        let _channels = if tunnelled {
-            None
-        } else {
-            match super::tunnel::ChannelDir::make(run, token, plan.hand_to) {
-                Ok(dir) => Some(dir),
-                Err(e) => return failed(e),
+        let transport = match with_disks(
+            plan.transport,
+            copies.len(),
+            plan.loopback_ports,
+            plan.qemu_on_our_loopback,
+        ) {
+            Ok((transport, None)) => transport,
+            Ok((transport, Some(why))) => {
+                let before = self.operations.transport_of(op).unwrap_or_default();
+                let said = format!("{} (instead of {before}: {why})", transport.as_str());
+                tracing::info!("migration of VM '{vm}': {said}");
+                self.operations.set_transport(op, &said);
+                transport
             }
+            Err(why) => return failed(anyhow!(why)),
         };
         let mut bridges = Vec::new();
         let mut uris = Vec::new();
-        for &tag in tags {
-            let Some(file) = channel_file(token, tag) else {
-                continue;
-            };
-            let mut header = token.to_be_bytes().to_vec();
-            header.push(tag);
-            let path = run.join(&file);
-            let bound = TunnelBridge::bind(
-                &self.node,
-                path,
-                dest,
-                CHANNEL_PROTOCOL,
-                header,
-                phases.clone(),
-            );
-            match bound.and_then(|bridge| hand_over(bridge, plan.hand_to)) {
-                Ok(bridge) => bridges.push(bridge),
-                Err(e) => return failed(e),
+        // Dropped (removed) once libvirt is done with the sockets in it.
+        let mut _channels = None;
+        match (transport, plan.loopback_ports) {
+            (Transport::Tunnelled, _) => {}
+            (Transport::Loopback, Some(ports)) => {
+                let channels = [LOOPBACK_MEMORY_CHANNEL, LOOPBACK_DISKS_CHANNEL];
+                let Some(qemu_uid) = plan.qemu_uid else {
+                    return failed(anyhow!("QEMU's user is unknown: no loopback migration"));
+                };
+                for (port, tag) in ports.into_iter().zip(channels) {
+                    let bound = TunnelBridge::bind_loopback(
+                        &self.node,
+                        (port, qemu_uid),
+                        dest,
+                        (token, tag),
+                        phases.clone(),
+                    )
+                    .await;
+                    match bound {
+                        Ok(bridge) => bridges.push(bridge),
+                        Err(e) => return failed(e),
+                    }
+                    // Both QEMUs read the same URI: the destination's listens
+                    // on it, the source's connects to it, each on its own
+                    // host's loopback.
+                    uris.push(format!("tcp://127.0.0.1:{port}"));
+                }
             }
-            // The source daemon's own view of the same socket.
-            uris.push(format!("unix:///run/libvirt/{file}"));
+            _ => {
+                let run = &self.daemon.run_dir;
+                match super::tunnel::ChannelDir::make(run, token, plan.hand_to) {
+                    Ok(dir) => _channels = Some(dir),
+                    Err(e) => return failed(e),
+                }
+                let tags: &[u8] = if copy_disks {
+                    &[MEMORY_CHANNEL, DISKS_CHANNEL]
+                } else {
+                    &[MEMORY_CHANNEL]
+                };
+                for &tag in tags {
+                    let Some(file) = channel_file(token, tag) else {
+                        continue;
+                    };
+                    let mut header = token.to_be_bytes().to_vec();
+                    header.push(tag);
+                    let bound = TunnelBridge::bind(
+                        &self.node,
+                        run.join(&file),
+                        dest,
+                        CHANNEL_PROTOCOL,
+                        header,
+                        phases.clone(),
+                    );
+                    match bound.and_then(|bridge| hand_over(bridge, plan.hand_to)) {
+                        Ok(bridge) => bridges.push(bridge),
+                        Err(e) => return failed(e),
+                    }
+                    // The source daemon's own view of the same socket.
+                    uris.push(format!("unix:///run/libvirt/{file}"));
+                }
+            }
         }
         let uris = MigrationUris {
             libvirt: libvirt_uri,
             memory: uris.first().cloned(),
-            disks: uris.get(1).cloned(),
+            disks: uris.get(1).cloned().filter(|_| copy_disks),
             copy_disks,
             incremental: plan.incremental,
-            tunnelled,
+            tunnelled: transport == Transport::Tunnelled,
+            // The destination's QEMU listens on its loopback only.
+            listen_address: (transport == Transport::Loopback).then(|| "127.0.0.1".to_string()),
             qemu_tls: false,
         };
         let outcome = self
@@ -490,7 +532,10 @@ impl Migrations {
         ChannelOutcome {
             outcome,
             broken: bridges.iter().find_map(|b| b.first_error()),
-            disk_bytes: bridges.get(1).map(|nbd| nbd.sent()),
+            disk_bytes: bridges
+                .get(1)
+                .filter(|_| copy_disks)
+                .map(TunnelBridge::sent),
         }
     }
 }
@@ -577,6 +622,12 @@ struct DataPlan<'a> {
     transport: Transport,
     /// QEMU's user, when it is not this node's: our sockets are handed to it.
     hand_to: Option<u32>,
+    /// The destination's loopback ports (memory, disks) for a loopback migration.
+    loopback_ports: Option<[u16; 2]>,
+    /// QEMU here shares this node's network namespace.
+    qemu_on_our_loopback: bool,
+    /// The user QEMU runs as here (None: unknown).
+    qemu_uid: Option<u32>,
 }
 
 /// Gives a data channel's socket to QEMU's user (`uid`), so that a QEMU running
@@ -585,18 +636,17 @@ struct DataPlan<'a> {
 fn hand_over(bridge: TunnelBridge, uid: Option<u32>) -> Result<TunnelBridge> {
     use std::os::unix::fs::PermissionsExt;
     if let Some(uid) = uid {
-        std::os::unix::fs::chown(&bridge.path, Some(uid), None)
-            .and_then(|()| {
-                std::fs::set_permissions(&bridge.path, std::fs::Permissions::from_mode(0o600))
-            })
-            .map_err(|e| {
-                anyhow!(
-                    "handing {} to QEMU's user (uid {uid}): {e}",
-                    bridge.path.display()
-                )
-            })?;
+        let path = socket_of(&bridge);
+        std::os::unix::fs::chown(path, Some(uid), None)
+            .and_then(|()| std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)))
+            .map_err(|e| anyhow!("handing {} to QEMU's user (uid {uid}): {e}", path.display()))?;
     }
     Ok(bridge)
+}
+
+/// The socket file of a bridge bound with `TunnelBridge::bind`.
+fn socket_of(bridge: &TunnelBridge) -> &std::path::Path {
+    bridge.path.as_deref().unwrap_or(std::path::Path::new(""))
 }
 
 /// How a transfer over the data channels ended, at the source.

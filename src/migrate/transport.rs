@@ -2,8 +2,10 @@
 //! direct channels (QEMU connects to unix sockets this node owns, each carried
 //! on its own overlay stream) when the VM's QEMU can reach them, else libvirt's
 //! tunnelled migration (the data inside libvirtd's RPC connection, which the
-//! overlay carries as before). Only the source's QEMU connects to one of our
-//! sockets: at the destination this node connects to QEMU's.
+//! overlay carries as before), or, for a VM with disks to copy that would go
+//! tunnelled (libvirt copies no disk that way), loopback TCP ports on both
+//! hosts bridged over the overlay. Only the source's QEMU connects to one of
+//! our sockets: at the destination this node connects to QEMU's.
 //!
 //! A QEMU confined by AppArmor (libvirt's per-VM `libvirt-UUID` profile on
 //! Debian/Ubuntu) may not connect to sockets outside what its profile lists;
@@ -33,6 +35,11 @@ pub enum TransportChoice {
 pub enum Transport {
     Direct,
     Tunnelled,
+    /// For a VM with disks to copy where it would be tunnelled (libvirt
+    /// copies no disk inside its own connection): QEMU's memory and disk
+    /// streams go to loopback TCP ports (which a confined QEMU may use) that
+    /// this node carries over the overlay.
+    Loopback,
 }
 
 impl Transport {
@@ -40,6 +47,7 @@ impl Transport {
         match self {
             Transport::Direct => "direct",
             Transport::Tunnelled => "tunnelled",
+            Transport::Loopback => "loopback",
         }
     }
 }
@@ -54,6 +62,9 @@ pub struct QemuReach {
     pub label: Option<String>,
     /// The user this node runs as: its sockets' owner.
     pub node_uid: u32,
+    /// QEMU runs in this node's network namespace: their loopback is one
+    /// (`with_disks`).
+    pub on_our_loopback: bool,
 }
 
 /// What a daemon's capabilities say of the QEMU it starts: its user (the DAC
@@ -188,7 +199,62 @@ pub fn qemu_reach(pid_file: &Path) -> QemuReach {
         qemu_uid,
         label,
         node_uid,
+        on_our_loopback: shares_our_netns(Some(pid)),
     }
+}
+
+/// The transport once the disks are counted: a tunnelled migration with
+/// `copies` disks to copy becomes a loopback one (libvirt 9.0 fails it:
+/// "argument key 'host' must not have null value", its destination starts the
+/// NBD server on no address; later versions refuse it outright), on the ports the destination offered (`dest_ports`: memory, disks;
+/// None: it did not: an older peer, or its QEMU is in another network
+/// namespace than its node) when the source's QEMU shares this node's
+/// loopback; or why it cannot move. Returns the transport and, when it
+/// changed, why.
+pub fn with_disks(
+    transport: Transport,
+    copies: usize,
+    dest_ports: Option<[u16; 2]>,
+    qemu_on_our_loopback: bool,
+) -> Result<(Transport, Option<String>), String> {
+    if copies == 0 || transport != Transport::Tunnelled {
+        return Ok((transport, None));
+    }
+    let cannot = format!(
+        "it would go tunnelled, and libvirt copies no disk inside its own connection ({copies} to copy)"
+    );
+    match (dest_ports, qemu_on_our_loopback) {
+        (Some(_), true) => Ok((
+            Transport::Loopback,
+            Some(
+                "libvirt copies no disk inside its own connection: QEMU's memory and disk \
+                 streams go to loopback ports this node carries over the overlay"
+                    .into(),
+            ),
+        )),
+        (None, _) => Err(format!(
+            "{cannot}, and the destination offered no loopback ports (an older peervisor, or its QEMU runs in another network namespace than its node)"
+        )),
+        (Some(_), false) => Err(format!(
+            "{cannot}, and this host's QEMU runs in another network namespace than this node: it cannot reach the node's loopback"
+        )),
+    }
+}
+
+/// The network namespace of a process (`/proc/PID/ns/net`'s inode; "self" for
+/// this one), None when unreadable.
+pub fn netns_of(pid: &str) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/{pid}/ns/net"))
+        .ok()
+        .map(|m| m.ino())
+}
+
+/// Whether the process whose pid is in `pid_file` shares this node's network
+/// namespace.
+pub fn shares_our_netns(pid: Option<u32>) -> bool {
+    let theirs = pid.and_then(|p| netns_of(&p.to_string()));
+    theirs.is_some() && theirs == netns_of("self")
 }
 
 #[cfg(test)]
@@ -200,6 +266,7 @@ mod tests {
             qemu_uid,
             label: label.map(String::from),
             node_uid,
+            on_our_loopback: true,
         }
     }
 
@@ -312,6 +379,38 @@ mod tests {
     }
 
     #[test]
+    fn a_tunnelled_vm_with_disks_to_copy_goes_over_the_loopback_when_both_ends_can() {
+        use Transport::{Direct, Loopback, Tunnelled};
+        let ports = Some([40123, 40124]);
+        // Nothing to copy, or direct: unchanged.
+        assert_eq!(with_disks(Tunnelled, 0, None, false), Ok((Tunnelled, None)));
+        assert_eq!(with_disks(Direct, 2, ports, true), Ok((Direct, None)));
+        assert_eq!(with_disks(Direct, 1, None, false), Ok((Direct, None)));
+        // Tunnelled with disks: the loopback ports, and it says why.
+        let (t, why) = with_disks(Tunnelled, 2, ports, true).unwrap();
+        assert_eq!(t, Loopback);
+        assert!(why.unwrap().contains("loopback ports"));
+        // A destination that offered no ports (older peer, QEMU elsewhere).
+        let why = with_disks(Tunnelled, 1, None, true).unwrap_err();
+        assert!(
+            why.contains("no disk inside its own connection (1 to copy)")
+                && why.contains("offered no loopback ports"),
+            "{why}"
+        );
+        // Our QEMU in another network namespace (a private daemon's).
+        let why = with_disks(Tunnelled, 1, ports, false).unwrap_err();
+        assert!(why.contains("another network namespace"), "{why}");
+    }
+
+    #[test]
+    fn network_namespaces_are_told_apart() {
+        assert!(netns_of("self").is_some());
+        assert!(shares_our_netns(Some(std::process::id())));
+        assert!(!shares_our_netns(None));
+        assert!(!shares_our_netns(Some(u32::MAX)), "no such process");
+    }
+
+    #[test]
     fn reach_is_read_from_the_qemu_process() {
         let dir = tempfile::tempdir().unwrap();
         let missing = qemu_reach(&dir.path().join("none.pid"));
@@ -324,5 +423,7 @@ mod tests {
         let uid = unsafe { libc::geteuid() };
         assert_eq!(me.qemu_uid, Some(uid));
         assert_eq!(me.node_uid, uid);
+        assert!(me.on_our_loopback, "this test shares its own netns");
+        assert!(!missing.on_our_loopback);
     }
 }

@@ -15,7 +15,10 @@
 //! ```
 //!
 //! `pv-T` belongs to the user QEMU runs as on each side (`ChannelDir`). A
-//! tunnelled migration (transport.rs) uses the libvirt RPC stream alone.
+//! tunnelled migration (transport.rs) uses the libvirt RPC stream alone; a
+//! loopback one puts memory and NBD on TCP ports of each host's loopback
+//! instead of the unix sockets (tags 3 and 4, the ports the destination
+//! picked), for a QEMU that may not reach our sockets.
 //!
 //! Each private libvirtd has its own /run/libvirt (a private mount namespace), so
 //! one path names the source node's listener in the source daemon's view and the
@@ -31,8 +34,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use futures::StreamExt;
 use libp2p::PeerId;
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{UnixListener, UnixStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio_util::compat::FuturesAsyncReadCompatExt;
 
 use super::Migrations;
@@ -44,6 +47,12 @@ use crate::phases::Phases;
 pub const MEMORY_CHANNEL: u8 = 1;
 
 pub const DISKS_CHANNEL: u8 = 2;
+
+/// A loopback migration's memory stream and disk copy: to QEMU on the
+/// destination's loopback (transport.rs, `Transport::Loopback`).
+pub const LOOPBACK_MEMORY_CHANNEL: u8 = 3;
+
+pub const LOOPBACK_DISKS_CHANNEL: u8 = 4;
 
 /// Read size of the tunnel's copies: large noise/yamux frames.
 const TUNNEL_BUFFER: usize = 256 * 1024;
@@ -103,10 +112,13 @@ impl Migrations {
     }
 }
 
-/// Source side: a unix socket for the local libvirtd whose every connection is
-/// carried to the destination in a libp2p stream. Removed when dropped.
+/// Source side: a local listener (a unix socket for the local libvirtd or
+/// QEMU, or a loopback TCP port for a confined QEMU's disk copy) whose every
+/// connection is carried to the destination in a libp2p stream. A socket file
+/// is removed when dropped.
 pub(super) struct TunnelBridge {
-    pub(super) path: PathBuf,
+    /// The unix socket's path (None for a TCP port).
+    pub(super) path: Option<PathBuf>,
     task: tokio::task::JoinHandle<()>,
     /// The first error a tunnel stream ended with (the overlay broke).
     broken: Arc<Mutex<Option<String>>>,
@@ -114,9 +126,39 @@ pub(super) struct TunnelBridge {
     sent: Arc<std::sync::atomic::AtomicU64>,
 }
 
+/// What a bridge listens on: a unix socket, or a loopback port only
+/// connections of one user are carried from.
+enum Listener {
+    Unix(UnixListener),
+    Tcp(TcpListener, u32),
+}
+
+/// A local connection to carry, either kind.
+trait LocalStream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> LocalStream for T {}
+
+impl Listener {
+    async fn accept(&self) -> std::io::Result<Box<dyn LocalStream>> {
+        Ok(match self {
+            Listener::Unix(l) => Box::new(l.accept().await?.0),
+            Listener::Tcp(l, uid) => loop {
+                let (stream, peer) = l.accept().await?;
+                let to = l.local_addr()?.port();
+                let owner = super::loopback::connection_owner(peer.port(), to);
+                if super::loopback::trusted(owner, *uid) {
+                    break Box::new(stream);
+                }
+                tracing::warn!(
+                    "migration: a connection to 127.0.0.1:{to} from uid {owner:?}, neither QEMU's ({uid}) nor root: dropped"
+                );
+            },
+        })
+    }
+}
+
 impl TunnelBridge {
-    /// Each connection to `path` becomes a `protocol` stream to `dest` that starts
-    /// with `header` (the token; a data channel adds its tag).
+    /// Each connection to the unix socket `path` becomes a `protocol` stream
+    /// to `dest` that starts with `header` (the token; a data channel adds its tag).
     pub(super) fn bind(
         node: &Client,
         path: PathBuf,
@@ -128,13 +170,55 @@ impl TunnelBridge {
         let _ = std::fs::remove_file(&path);
         let listener =
             UnixListener::bind(&path).with_context(|| format!("binding {}", path.display()))?;
+        let mut bridge = Self::serve(
+            node,
+            Listener::Unix(listener),
+            dest,
+            (protocol, header),
+            phases,
+        );
+        bridge.path = Some(path);
+        Ok(bridge)
+    }
+
+    /// The same on `port` of this host's loopback (a confined QEMU may connect
+    /// to a TCP port where it may not reach a unix socket of ours), for the
+    /// data channel `tag`; only connections of `qemu_uid` are carried.
+    pub(super) async fn bind_loopback(
+        node: &Client,
+        (port, qemu_uid): (u16, u32),
+        dest: PeerId,
+        (token, tag): (u64, u8),
+        phases: Phases,
+    ) -> Result<Self> {
+        let mut header = token.to_be_bytes().to_vec();
+        header.push(tag);
+        let listener = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, port))
+            .await
+            .with_context(|| format!("binding 127.0.0.1:{port} for QEMU"))?;
+        Ok(Self::serve(
+            node,
+            Listener::Tcp(listener, qemu_uid),
+            dest,
+            (CHANNEL_PROTOCOL, header),
+            phases,
+        ))
+    }
+
+    fn serve(
+        node: &Client,
+        listener: Listener,
+        dest: PeerId,
+        (protocol, header): (libp2p::StreamProtocol, Vec<u8>),
+        phases: Phases,
+    ) -> Self {
         let streams = node.streams();
         let broken = Arc::new(Mutex::new(None));
         let first_error = broken.clone();
         let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let counter = sent.clone();
         let task = tokio::spawn(async move {
-            while let Ok((local, _)) = listener.accept().await {
+            while let Ok(local) = listener.accept().await {
                 let mut streams = streams.clone();
                 let first_error = first_error.clone();
                 let phases = phases.clone();
@@ -162,12 +246,12 @@ impl TunnelBridge {
                 });
             }
         });
-        Ok(TunnelBridge {
-            path,
+        TunnelBridge {
+            path: None,
             task,
             broken,
             sent,
-        })
+        }
     }
 
     /// Bytes carried towards the destination so far.
@@ -186,7 +270,9 @@ impl TunnelBridge {
 impl Drop for TunnelBridge {
     fn drop(&mut self) {
         self.task.abort();
-        let _ = std::fs::remove_file(&self.path);
+        if let Some(path) = &self.path {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
@@ -195,7 +281,7 @@ impl Drop for TunnelBridge {
 /// under a running transfer (destination gone, overlay cut): returns why.
 async fn carry(
     streams: &mut crate::node::StreamControl,
-    local: UnixStream,
+    local: Box<dyn LocalStream>,
     dest: PeerId,
     (protocol, header): (libp2p::StreamProtocol, &[u8]),
     sent: Arc<std::sync::atomic::AtomicU64>,
@@ -208,7 +294,7 @@ async fn carry(
     phases.mark_once("tunnel open");
     let mut remote = stream.compat();
     remote.write_all(header).await?;
-    let (local_read, mut local_write) = local.into_split();
+    let (local_read, mut local_write) = tokio::io::split(local);
     let (remote_read, remote_write) = tokio::io::split(remote);
     let mut remote_write = Counted {
         inner: remote_write,
@@ -295,24 +381,48 @@ async fn serve_tunnel(
         .await
         .map_err(|_| anyhow!("no token within {TOKEN_TIMEOUT:?}"))??;
     let token = u64::from_be_bytes(token);
-    let target = if channel {
+    let target = if !channel {
+        Target::Unix(migrations.daemon.socket.clone())
+    } else {
         let mut tag = [0u8; 1];
         tokio::time::timeout(TOKEN_TIMEOUT, remote.read_exact(&mut tag))
             .await
             .map_err(|_| anyhow!("no channel tag within {TOKEN_TIMEOUT:?}"))??;
-        migrations.channel_socket(token, tag[0])?
-    } else {
-        migrations.daemon.socket.clone()
+        if let Some(which) = loopback_index(tag[0]) {
+            // The port is the grant's, never one the stream names.
+            let (ports, qemu_uid) = migrations
+                .grants
+                .loopback_ports(token)
+                .ok_or_else(|| anyhow!("no loopback migration for this token"))?;
+            Target::Loopback(ports[which], qemu_uid)
+        } else {
+            Target::Unix(migrations.channel_socket(token, tag[0])?)
+        }
     };
     if !migrations.grants.stream_opened(token, from) {
         bail!("stream with an unknown or expired token: dropped");
     }
     tracing::debug!("migration tunnel stream from {from} opened");
     let carried = async {
-        let mut local = UnixStream::connect(&target)
-            .await
-            .with_context(|| format!("connecting to {}", target.display()))?;
-        let (received, sent) = crate::services::proxy::pipe(&mut remote, &mut local).await?;
+        let (received, sent) = match &target {
+            Target::Unix(path) => {
+                let mut local = UnixStream::connect(path)
+                    .await
+                    .with_context(|| format!("connecting to {}", path.display()))?;
+                crate::services::proxy::pipe(&mut remote, &mut local).await?
+            }
+            Target::Loopback(port, qemu_uid) => {
+                // Anyone may listen on a loopback port: the VM goes only to QEMU.
+                let owner = super::loopback::listener_owner(*port);
+                if !super::loopback::trusted(owner, *qemu_uid) {
+                    bail!("127.0.0.1:{port} is held by uid {owner:?}, neither QEMU's ({qemu_uid}) nor root: not connected");
+                }
+                let mut local = TcpStream::connect((std::net::Ipv4Addr::LOCALHOST, *port))
+                    .await
+                    .with_context(|| format!("connecting to QEMU on 127.0.0.1:{port}"))?;
+                crate::services::proxy::pipe(&mut remote, &mut local).await?
+            }
+        };
         tracing::debug!(
             "migration tunnel stream from {from} closed: {received} bytes received, {sent} sent"
         );
@@ -323,6 +433,22 @@ async fn serve_tunnel(
         tokio::spawn(migrations.clone().settle_after_tunnel(from, token));
     }
     carried
+}
+
+/// Which of a grant's loopback ports a channel tag names.
+fn loopback_index(tag: u8) -> Option<usize> {
+    match tag {
+        LOOPBACK_MEMORY_CHANNEL => Some(0),
+        LOOPBACK_DISKS_CHANNEL => Some(1),
+        _ => None,
+    }
+}
+
+/// Where the destination connects a tunnel stream.
+enum Target {
+    Unix(PathBuf),
+    /// A port and the user QEMU runs as.
+    Loopback(u16, u32),
 }
 
 /// A writer that counts the bytes written through it.

@@ -93,6 +93,7 @@ pub(crate) fn sample_responses() -> Vec<Vec<u8>> {
             disk_copies: vec!["/srv/disks/web-1-6f1c0d1e.qcow2".into()],
             incremental: true,
             direct_refused: None,
+            loopback_ports: Some([40123, 40124]),
         },
         ControlResponse::Refused {
             reason: "no".into(),

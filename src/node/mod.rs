@@ -16,6 +16,7 @@ mod membership;
 pub mod protocol;
 mod reachability;
 mod relay;
+mod repunch;
 mod retire;
 mod streams;
 mod transport;
@@ -178,6 +179,7 @@ pub fn start(mut config: NodeConfig) -> Result<(Client, mpsc::Receiver<Event>)> 
         relay_config: config.relay,
         reservations: relay::Reservations::default(),
         retiring: retire::Retiring::default(),
+        repunches: repunch::RePunches::default(),
         ledger,
         refusals: guard::RefusalLog::default(),
         handshake_refusals: guard::RefusalLog::default(),
@@ -371,6 +373,8 @@ struct EventLoop {
     reservations: relay::Reservations,
     /// Relayed connections replaced by a punched one, closed once idle.
     retiring: retire::Retiring,
+    /// Peers whose hole punch failed, to try again (repunch.rs).
+    repunches: repunch::RePunches,
     /// The streams of ours open now (streams.rs).
     ledger: streams::Ledger,
     refusals: guard::RefusalLog,
@@ -445,7 +449,10 @@ impl EventLoop {
                     self.close_silent_connections();
                     self.review_graylist();
                 }
-                _ = retire_tick.tick() => self.review_retiring(),
+                _ = retire_tick.tick() => {
+                    self.review_retiring();
+                    self.repunch_due();
+                }
                 _ = digest_tick.tick() => self.compare_digests(),
             }
         }
@@ -635,6 +642,7 @@ impl EventLoop {
                 ..
             } => {
                 self.note_connection(peer_id, connection_id, &endpoint);
+                self.on_repunch_circuit(peer_id, connection_id);
                 let entry = self.peers.entry(peer_id).or_default();
                 entry.connections += 1;
                 let addr = endpoint.get_remote_address().clone();
@@ -667,6 +675,7 @@ impl EventLoop {
                 if num_established == 0 {
                     // A probe cut short by the peer's going has no answer to wait for.
                     self.probing.remove(&peer_id);
+                    self.repunches.forget(&peer_id);
                 }
                 self.links.closed(peer_id, connection_id);
                 self.on_closed_for_retiring(peer_id, connection_id);
@@ -689,7 +698,12 @@ impl EventLoop {
                 error: libp2p::swarm::ListenError::Denied { cause },
                 ..
             } => self.on_refused(peer_id, &cause, "from"),
-            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+            SwarmEvent::OutgoingConnectionError {
+                peer_id,
+                error,
+                connection_id,
+            } => {
+                self.on_repunch_dial_failed(connection_id);
                 if let Some(peer) = peer_id {
                     self.departure_on_dial_failed(peer);
                 }

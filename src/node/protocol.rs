@@ -120,6 +120,12 @@ pub enum ControlResponse {
         /// libvirt confines QEMU): the source then tunnels.
         #[serde(default)]
         direct_refused: Option<String>,
+        /// Free ports on the destination's loopback (memory, disks) where its
+        /// QEMU will listen in a loopback migration (transport.rs `Loopback`;
+        /// None: no disk is copied, or its QEMU cannot listen on this node's
+        /// loopback).
+        #[serde(default)]
+        loopback_ports: Option<[u16; 2]>,
     },
     Refused {
         reason: String,

@@ -74,6 +74,14 @@ pub(super) struct Reservations {
 }
 
 impl Reservations {
+    /// The address this node reserved a slot on `relay` at.
+    pub(super) fn address_of(&self, relay: &PeerId) -> Option<Multiaddr> {
+        self.pending_or_active
+            .values()
+            .find(|r| r.relay == *relay)
+            .map(|r| r.at.clone())
+    }
+
     /// Whether this node holds (or asked for) a slot on `relay`.
     pub(super) fn on(&self, relay: &PeerId) -> bool {
         self.pending_or_active.values().any(|r| r.relay == *relay)
@@ -235,14 +243,15 @@ impl EventLoop {
         let who = self.display_name(&peer);
         match event.result {
             Ok(_) => {
+                self.repunches.forget(&peer);
                 let relayed = self.links.relayed_connections(&peer);
                 tracing::info!(
                     "hole punched: direct connection to {who}; {} relayed connection(s) close once their streams end",
                     relayed.len()
                 );
-                self.retire_relayed(peer);
+                self.retire_relayed(peer, super::retire::Cause::Punched, None);
             }
-            Err(e) => tracing::info!("hole punching to {who} failed ({e}): staying relayed"),
+            Err(e) => self.on_punch_failed(peer, &e.to_string()),
         }
     }
 }

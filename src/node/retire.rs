@@ -2,7 +2,9 @@
 //! direct connection at once, and the relayed one is closed once the streams that
 //! may ride it have ended (a migration or a consumption started before the punch
 //! finishes undisturbed), or after [`RETIRE_LIMIT`] whatever still rides it, so a
-//! relayed connection is not pinned for ever.
+//! relayed connection is not pinned for ever. A relayed connection replaced by a
+//! newer circuit to the same peer (a punch tried again, repunch.rs) retires the
+//! same way, without the limit: no direct path exists to take over its streams.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -22,10 +24,28 @@ const ACCEPT_LAG: Duration = Duration::from_secs(2);
 /// A retiring relayed connection is closed after this long in any case.
 pub(super) const RETIRE_LIMIT: Duration = Duration::from_secs(600);
 
-/// Relayed connections replaced by a direct one, not closed yet.
+/// What replaced a retiring relayed connection.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) enum Cause {
+    /// A punched, direct connection.
+    Punched,
+    /// A newer circuit through a relay (to try the punch again).
+    NewCircuit,
+}
+
+impl Cause {
+    fn after(self) -> &'static str {
+        match self {
+            Cause::Punched => "the punch",
+            Cause::NewCircuit => "a new circuit replaced it",
+        }
+    }
+}
+
+/// Relayed connections replaced by a direct one or a newer circuit, not closed yet.
 #[derive(Default)]
 pub(super) struct Retiring {
-    connections: HashMap<ConnectionId, (PeerId, Instant)>,
+    connections: HashMap<ConnectionId, (PeerId, Instant, Cause)>,
     /// Control requests received on a connection and not answered yet.
     inbound_requests: HashMap<ConnectionId, usize>,
 }
@@ -46,19 +66,21 @@ impl Retiring {
 }
 
 /// What to do with a retiring connection held for `held`, with `busy` streams or
-/// requests of ours that may still ride it.
+/// requests of ours that may still ride it. Only a connection a direct one
+/// replaced is closed at the limit: one replaced by a newer circuit carries its
+/// streams to their end (the newer circuit is no better a path).
 #[derive(Debug, PartialEq)]
 pub(super) enum Verdict {
     Keep,
     Close(String),
 }
 
-pub(super) fn verdict(held: Duration, busy: usize) -> Verdict {
+pub(super) fn verdict(held: Duration, busy: usize, cause: Cause) -> Verdict {
     if held < GRACE {
         Verdict::Keep
     } else if busy == 0 {
         Verdict::Close("no stream of ours left on it".into())
-    } else if held >= RETIRE_LIMIT {
+    } else if held >= RETIRE_LIMIT && cause == Cause::Punched {
         Verdict::Close(format!(
             "{busy} stream(s) still open, closed at the {} s limit",
             RETIRE_LIMIT.as_secs()
@@ -69,15 +91,21 @@ pub(super) fn verdict(held: Duration, busy: usize) -> Verdict {
 }
 
 impl EventLoop {
-    /// A punch to `peer` succeeded: its relayed connections stop taking new
-    /// streams and close once their streams end (checked by [`Self::review_retiring`]).
-    pub(super) fn retire_relayed(&mut self, peer: PeerId) {
+    /// A punch to `peer` succeeded (or a newer circuit, `keep`, reached it): its
+    /// other relayed connections stop taking new streams and close once their
+    /// streams end (checked by [`Self::review_retiring`]).
+    pub(super) fn retire_relayed(
+        &mut self,
+        peer: PeerId,
+        cause: Cause,
+        keep: Option<ConnectionId>,
+    ) {
         let now = Instant::now();
         for id in self.links.relayed_connections(&peer) {
-            if self.retiring.connections.contains_key(&id) {
+            if Some(id) == keep || self.retiring.connections.contains_key(&id) {
                 continue;
             }
-            self.retiring.connections.insert(id, (peer, now));
+            self.retiring.connections.insert(id, (peer, now, cause));
             self.swarm.behaviour_mut().streams.hide(id);
         }
     }
@@ -112,15 +140,16 @@ impl EventLoop {
             .retiring
             .connections
             .iter()
-            .map(|(id, (peer, since))| (*id, *peer, *since))
+            .map(|(id, (peer, since, cause))| (*id, *peer, *since, *cause))
             .collect();
-        for (id, peer, since) in retiring {
+        for (id, peer, since, cause) in retiring {
             let held = since.elapsed();
-            if let Verdict::Close(why) = verdict(held, self.busy(&peer, id, since)) {
+            if let Verdict::Close(why) = verdict(held, self.busy(&peer, id, since), cause) {
                 tracing::info!(
-                    "closing the relayed connection to {} {:.1} s after the punch: {why}",
+                    "closing the relayed connection to {} {:.1} s after {}: {why}",
                     self.display_name(&peer),
-                    held.as_secs_f64()
+                    held.as_secs_f64(),
+                    cause.after()
                 );
                 self.retiring.connections.remove(&id);
                 // No request rides it now: none may pick it while it closes.
@@ -144,7 +173,7 @@ impl EventLoop {
             .retiring
             .connections
             .iter()
-            .filter(|(_, (p, _))| *p == peer)
+            .filter(|(_, (p, _, cause))| *p == peer && *cause == Cause::Punched)
             .map(|(id, _)| *id)
             .collect();
         if back.is_empty() {
@@ -168,14 +197,25 @@ mod tests {
     #[test]
     fn a_retiring_connection_closes_when_idle_after_the_grace_or_at_the_limit() {
         // Within the grace the other end may still open streams on it.
-        assert_eq!(verdict(Duration::ZERO, 0), Verdict::Keep);
+        let punched = Cause::Punched;
+        assert_eq!(verdict(Duration::ZERO, 0, punched), Verdict::Keep);
         // Idle afterwards: closed.
-        assert!(matches!(verdict(GRACE, 0), Verdict::Close(why) if why.contains("no stream")));
+        assert!(
+            matches!(verdict(GRACE, 0, punched), Verdict::Close(why) if why.contains("no stream"))
+        );
         // A stream opened before the punch still runs: kept...
-        assert_eq!(verdict(Duration::from_secs(120), 1), Verdict::Keep);
+        assert_eq!(verdict(Duration::from_secs(120), 1, punched), Verdict::Keep);
         // ...but not for ever.
         assert!(
-            matches!(verdict(RETIRE_LIMIT, 2), Verdict::Close(why) if why.contains("2 stream(s) still open"))
+            matches!(verdict(RETIRE_LIMIT, 2, punched), Verdict::Close(why) if why.contains("2 stream(s) still open"))
         );
+    }
+
+    #[test]
+    fn a_connection_a_newer_circuit_replaced_keeps_its_streams_to_their_end() {
+        let replaced = Cause::NewCircuit;
+        assert!(matches!(verdict(GRACE, 0, replaced), Verdict::Close(_)));
+        // No direct path to take a long consumption over: it is never cut.
+        assert_eq!(verdict(RETIRE_LIMIT * 10, 1, replaced), Verdict::Keep);
     }
 }

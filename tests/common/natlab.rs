@@ -28,6 +28,24 @@ pub enum Nat {
     Symmetric,
 }
 
+/// Bytes counted on the public segment's two paths (see `NatLab::path_bytes`).
+#[derive(Clone, Copy, Debug)]
+pub struct PathBytes {
+    /// Forwarded from one router to the other: a direct (punched) connection.
+    pub direct: u64,
+    /// Sent to the public segment's own addresses: the relay's circuits.
+    pub relay: u64,
+}
+
+impl PathBytes {
+    pub fn since(self, before: PathBytes) -> PathBytes {
+        PathBytes {
+            direct: self.direct - before.direct,
+            relay: self.relay - before.relay,
+        }
+    }
+}
+
 pub struct NatLab {
     pub public: TestNetns,
     pub routers: [TestNetns; 2],
@@ -49,6 +67,7 @@ impl NatLab {
             ip(&["-n", &ns.name, "link", "set", "lo", "up"]);
         }
         sysctl(&lab.public, "net.ipv4.ip_forward=1");
+        lab.count_paths();
         for (i, nat) in nat.into_iter().enumerate() {
             let (router, home) = (&lab.routers[i], &lab.homes[i]);
             // public <-> router's wan
@@ -114,6 +133,45 @@ impl NatLab {
             "delete table inet pvhold\n"
         };
         nft(&self.public, rules);
+    }
+
+    /// Counts the bytes the public segment carries on each path: router to
+    /// router (a punched, direct connection) and to or from the public
+    /// segment's own addresses (where the relay listens).
+    fn count_paths(&self) {
+        nft(
+            &self.public,
+            "table inet pvcount {\n\
+               counter direct {}\n\
+               counter relay {}\n\
+               chain forward { type filter hook forward priority -10; policy accept;\n\
+                 iifname { \"wan0\", \"wan1\" } oifname { \"wan0\", \"wan1\" } counter name \"direct\"; }\n\
+               chain input { type filter hook input priority -10; policy accept;\n\
+                 iifname { \"wan0\", \"wan1\" } counter name \"relay\"; }\n\
+             }\n",
+        );
+    }
+
+    /// Bytes the public segment has carried so far on each path, both
+    /// directions: what a consumption's traffic took, whatever the load.
+    pub fn path_bytes(&self) -> PathBytes {
+        let counter = |name: &str| {
+            let out = Command::new("ip")
+                .args(["netns", "exec", &self.public.name, "nft", "list", "counter"])
+                .args(["inet", "pvcount", name])
+                .output()
+                .expect("nft list counter");
+            assert!(out.status.success(), "nft list counter: {}", stderr(&out));
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            text.split_once("bytes ")
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("no byte count in {text}"))
+        };
+        PathBytes {
+            direct: counter("direct"),
+            relay: counter("relay"),
+        }
     }
 
     /// The relay's address facing router `i`.

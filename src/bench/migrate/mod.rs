@@ -510,6 +510,7 @@ async fn direct_native(
         copy_disks: !copies.is_empty(),
         incremental: false,
         tunnelled: false,
+        listen_address: None,
         qemu_tls: tls,
     };
     if let Err(e) = from.migrate_p2p(VM, uris, xml, None, None).await {
