@@ -48,7 +48,7 @@ pub use guard::ConnectionCaps;
 pub use relay::RelayConfig;
 pub use streams::{Stream, StreamControl};
 pub use traffic::ControlTraffic;
-pub use transport::{MAX_STREAMS_PER_CONNECTION, Pipe, Wire};
+pub use transport::{MAX_STREAMS_PER_CONNECTION, Pipe, SimChannel, SimWire, Wire};
 pub use why::error_chain;
 use why::{explain_dial_error, remote_ip};
 
