@@ -41,6 +41,33 @@ pub struct Status {
     /// The running or latest penalty benchmark (`peervisor bench penalty`).
     #[serde(default)]
     pub penalty: Option<PenaltyView>,
+    /// The control protocol's traffic since the node started, per message
+    /// kind: what remote figures, actions and migrations cost the overlay.
+    /// Filled by a one-shot `status` only (not pushed to consoles).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub control_traffic: Vec<ControlTally>,
+}
+
+/// One kind of control message, each way, since the node started: CBOR bytes
+/// as encoded (the stream's negotiation and the transport's framing aside).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ControlTally {
+    /// The message's kind: `VmFigures`, `VmAction`, `Refused`, ...
+    pub kind: String,
+    pub message: MessageRole,
+    pub sent: u64,
+    pub sent_bytes: u64,
+    pub received: u64,
+    pub received_bytes: u64,
+}
+
+/// A control message is a request, or the answer to one.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageRole {
+    #[default]
+    Request,
+    Answer,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

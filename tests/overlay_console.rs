@@ -87,17 +87,8 @@ fn agree_within_one_sample(theirs: &[Sample], own: &[Sample]) -> bool {
 /// Lines of A's pushed updates (what an attached console reads) after a
 /// watch of `web-1` on `host_id`, until one carries its figures.
 fn figures_pushed_to_a_console(a: &TestNode, host_id: &str, within: Duration) -> Option<Value> {
+    watch_web_1(a, host_id);
     let socket = a.data_dir().join("control.sock");
-    let watch = serde_json::json!({
-        "request": "watch",
-        "vms": [{ "host_id": host_id, "vm": "web-1" }],
-    });
-    let mut conn = UnixStream::connect(&socket).expect("control socket");
-    writeln!(conn, "{watch}").unwrap();
-    let mut line = String::new();
-    BufReader::new(&conn).read_line(&mut line).unwrap();
-    assert!(line.contains("\"ok\""), "watch answered {line}");
-
     let mut conn = UnixStream::connect(&socket).expect("control socket");
     writeln!(conn, "{}", serde_json::json!({ "request": "subscribe" })).unwrap();
     conn.set_read_timeout(Some(within)).unwrap();
@@ -120,6 +111,20 @@ fn figures_pushed_to_a_console(a: &TestNode, host_id: &str, within: Duration) ->
         }
     }
     None
+}
+
+/// What a console on A showing web-1 (on `host_id`) tells its node; it
+/// lapses after 15 s unless renewed.
+fn watch_web_1(a: &TestNode, host_id: &str) {
+    let watch = serde_json::json!({
+        "request": "watch",
+        "vms": [{ "host_id": host_id, "vm": "web-1" }],
+    });
+    let mut conn = UnixStream::connect(a.data_dir().join("control.sock")).expect("control socket");
+    writeln!(conn, "{watch}").unwrap();
+    let mut line = String::new();
+    BufReader::new(&conn).read_line(&mut line).unwrap();
+    assert!(line.contains("\"ok\""), "watch answered {line}");
 }
 
 /// A's view of the operation on web-1 that `host` runs (A's `status`).
@@ -248,6 +253,34 @@ fn vm_on_a_third_peer_is_watched_and_moved_from_any_console() {
         last.0, last.1
     );
 
+    // What they cost, as the operators read it (`status --json`): A sent
+    // VmFigures requests and received answers; C received and answered them.
+    let tally = |node: &TestNode, message: &str| {
+        node.status()["control_traffic"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|t| t["kind"] == "VmFigures" && t["message"] == message)
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    let count = |t: &Value, k: &str| t[k].as_u64().unwrap_or(0);
+    let (a_asked, a_got) = (tally(&a, "request"), tally(&a, "answer"));
+    let (c_asked, c_gave) = (tally(&c, "request"), tally(&c, "answer"));
+    assert!(
+        count(&a_asked, "sent") > 0 && count(&a_got, "received_bytes") > 0,
+        "A's control_traffic: {a_asked} {a_got}"
+    );
+    assert!(
+        count(&c_asked, "received") > 0 && count(&c_gave, "sent_bytes") > 0,
+        "C's control_traffic: {c_asked} {c_gave}"
+    );
+    assert_eq!(
+        count(&a_asked, "received"),
+        0,
+        "A was asked nothing: {a_asked}"
+    );
+
     // What an attached console gets: the watched VM's figures, pushed.
     let pushed = figures_pushed_to_a_console(&a, &c_id, Duration::from_secs(30))
         .expect("no pushed figures of web-1 on A's updates");
@@ -351,6 +384,44 @@ fn vm_on_a_third_peer_is_watched_and_moved_from_any_console() {
         "web-1 not running on B: {:?}",
         domains(&b, true)
     );
+
+    // A migration somebody else started (C moves B's web-1 to itself) on a VM
+    // A's console watches: A's operations show it, B's, running then done,
+    // riding the figures' answers (A never asked about it).
+    let b_id = b.peer_id();
+    assert!(
+        eventually(Duration::from_secs(60), || a.peer("peer-b")["vms"]
+            .as_array()
+            .is_some_and(|v| v.iter().any(|n| n == "web-1"))),
+        "A never heard of web-1 on the restarted peer-b"
+    );
+    let watched_done = |a: &TestNode| {
+        a.status()["operations"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|o| o["host"] == "peer-b" && o["vm"] == "web-1" && o["phase"] == "done")
+            .cloned()
+    };
+    assert!(watched_done(&a).is_none(), "{}", a.status()["operations"]);
+    watch_web_1(&a, &b_id);
+    let out = c.cli(&["migrate", "web-1", "--to", "peer-c", "--bandwidth", "8"]);
+    assert!(out.status.success(), "migrate from C: {}", stderr(&out));
+    let mut done = None;
+    let seen = eventually(WAIT_ENDS, || {
+        watch_web_1(&a, &b_id);
+        done = watched_done(&a);
+        done.is_some()
+    });
+    assert!(
+        seen,
+        "A's operations never showed B's migration of web-1 done: {}\n{}",
+        a.status()["operations"],
+        a.log()
+    );
+    let done = done.unwrap();
+    assert_eq!(done["peer"], "peer-c", "{done}");
+    assert_eq!(domains(&c, false), ["web-1"], "web-1 runs on C");
 }
 
 #[test]

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::guests::{Rig, boot};
 use common::tmux::Tmux;
-use common::{TestNode, eventually, stderr};
+use common::{NodeOptions, TestNode, eventually, stderr};
 
 const BIN: &str = env!("CARGO_BIN_EXE_peervisor");
 
@@ -96,13 +96,21 @@ struct Screen {
 
 impl Screen {
     fn open(tag: &str, node: &TestNode) -> Screen {
+        Screen::run(
+            tag,
+            &format!("{BIN} --attach {}", node.data_dir().display()),
+        )
+    }
+
+    /// The console running `command` (`peervisor --attach DIR`, or
+    /// `peervisor --embed ...` with its node inside).
+    fn run(tag: &str, command: &str) -> Screen {
         // The user's keymap and themes stay out of it.
         let home = tempfile::tempdir().unwrap();
         let command = format!(
-            "env XDG_CONFIG_HOME={h} TERM=xterm-256color {BIN} --attach {dir} \
-             2>{h}/console.err; echo CONSOLE-EXITED $?; sleep 30",
+            "env XDG_CONFIG_HOME={h} TERM=xterm-256color PEERVISOR_LOG=info,libp2p=warn \
+             {command} 2>{h}/console.err; echo CONSOLE-EXITED $?; sleep 30",
             h = home.path().display(),
-            dir = node.data_dir().display()
         );
         let tmux = Tmux::start(tag, 160, 44, &command);
         Screen { tmux, _home: home }
@@ -289,6 +297,47 @@ fn vm_console_answers_typed_commands_here_and_from_another_peer() {
     assert!(again.detach(), "Ctrl-] did not detach");
     // And from A's full-screen console.
     on_a.console_answers("web-1", "echo pv-$((9*11))", "pv-99");
+
+    // The console with its node inside (`peervisor` without --attach, how an
+    // operator usually starts it; `Backend::Embedded` opens the stream
+    // itself): peer-c, granted control by peer-b, attaches to web-1 with S.
+    let mut on_c = None;
+    let c = TestNode::embedded(
+        NodeOptions {
+            nick: "peer-c",
+            key: &rig.key,
+            bootstrap: Some(a.port),
+            // It hosts nothing: no libvirt daemon of its own to leave behind.
+            hypervisor: Some("test:///default"),
+            guest_netns: &rig.netns.name,
+            extra: &[],
+        },
+        |command| on_c = Some(Screen::run("vconc", command)),
+    );
+    let on_c = on_c.unwrap();
+    b.allow_control(&c);
+    on_c.wait_for("the embedded console", |s| {
+        s.contains("VMs (this peer") && s.contains("peer peer-c")
+    });
+    on_c.tmux.keys(&["a"]);
+    on_c.wait_for("web-1 on peer-b", |s| {
+        s.contains("VMs (overlay")
+            && s.lines()
+                .any(|l| l.contains("web-1") && l.contains("peer-b"))
+    });
+    // libvirt's test driver lists a VM "test" of its own: web-1 alone.
+    on_c.tmux.keys(&["/"]);
+    on_c.tmux.type_text("web-1");
+    on_c.tmux.keys(&["Enter"]);
+    on_c.wait_for("web-1 alone", |s| {
+        // The VMs pane's selected row (the services pane has a web-1 too).
+        s.lines()
+            .any(|l| l.contains("▸web-1") && l.contains("running") && l.contains("peer-b"))
+    });
+    on_c.console_answers("web-1", "echo pv-$((5*13))", "pv-65");
+    on_c.tmux.quit();
+    let screen = on_c.tmux.screen();
+    assert!(screen.contains("CONSOLE-EXITED 0"), "{screen}");
     // Attached when the VM stops: the console comes back by itself and says so.
     on_a.tmux.keys(&["S"]);
     on_a.wait_for("the escape banner", |s| {

@@ -62,6 +62,20 @@ pub enum BenchCommand {
         /// processes, one network namespace each.
         #[arg(long, value_enum, default_value_t = scale::Mode::Sim)]
         mode: scale::Mode,
+        /// The simulation's secure channel: the product's (TLS 1.3 + ML-KEM
+        /// preferred), or keyed noise alone (cheaper handshakes). Sim only.
+        #[arg(long, value_enum, default_value_t = scale::Channel::Noise)]
+        channel: scale::Channel,
+        /// Seconds a simulated connection's handshake may take before it is
+        /// dropped (a real node's: 10). Sim only.
+        #[arg(long, default_value_t = 10)]
+        handshake_timeout: u64,
+        /// Simulated nodes start in waves of this many... Sim only.
+        #[arg(long, default_value_t = 25)]
+        wave: usize,
+        /// ...this many seconds apart.
+        #[arg(long, default_value_t = 2.0)]
+        wave_pause: f64,
         #[arg(long, default_value_t = 10)]
         rounds: usize,
         /// Seconds of idle overlay measured.
@@ -243,6 +257,10 @@ pub async fn run(command: BenchCommand, setup: &Setup) -> Result<()> {
         BenchCommand::Scale {
             peers,
             mode,
+            channel,
+            handshake_timeout,
+            wave,
+            wave_pause,
             rounds,
             idle,
             quiet,
@@ -252,6 +270,10 @@ pub async fn run(command: BenchCommand, setup: &Setup) -> Result<()> {
             let options = scale::Options {
                 remote_figures,
                 mode,
+                channel,
+                handshake_timeout: std::time::Duration::from_secs(handshake_timeout),
+                wave: wave.max(1),
+                wave_pause: std::time::Duration::from_secs_f64(wave_pause.max(0.0)),
                 rounds,
                 idle: std::time::Duration::from_secs(idle),
                 quiet: std::time::Duration::from_secs(quiet),

@@ -16,6 +16,7 @@ pub struct Client {
     pub(super) sender: mpsc::Sender<Command>,
     pub(super) local_peer_id: PeerId,
     pub(super) streams: StreamControl,
+    pub(super) traffic: std::sync::Arc<super::ControlTraffic>,
 }
 
 pub(super) enum Command {
@@ -56,6 +57,11 @@ pub(super) enum Command {
 }
 
 impl Client {
+    /// The control protocol's traffic since the node started, per kind.
+    pub fn control_traffic(&self) -> Vec<crate::model::ControlTally> {
+        self.traffic.tallies()
+    }
+
     pub fn local_peer_id(&self) -> PeerId {
         self.local_peer_id
     }

@@ -20,6 +20,7 @@ use libp2p::PeerId;
 use libp2p::request_response::{OutboundRequestId, ResponseChannel};
 use libp2p::swarm::ConnectionId;
 
+use super::digest::bucket_of;
 use super::protocol::{Announcement, ControlResponse, Departure};
 use super::{Event, EventLoop};
 
@@ -58,6 +59,8 @@ pub(super) struct Departures {
     pub(super) announced_at: Option<Instant>,
     /// Asked a neighbour for its view; None once answered.
     pub(super) snapshot: Snapshot,
+    /// The digest buckets the snapshot being pulled is limited to (empty: all).
+    snapshot_buckets: Vec<u8>,
     /// The digest we asked a neighbour for (node/digest.rs).
     pub(super) digest_asked: Option<OutboundRequestId>,
 }
@@ -213,6 +216,10 @@ impl EventLoop {
                 // The other side of a partition dropped us as we dropped them.
                 tracing::info!("peer {} is back", self.display_name(&peer));
                 self.departures.back.insert(peer);
+                // And each side may have missed what the other heard meanwhile:
+                // compare digests now (both ends do: push-pull), not at the
+                // next anti-entropy round, up to 10 s away.
+                self.ask_digest(peer);
             }
             // Our check found it alive: the other end closed the connection
             // (it trims its own). Kept only if we are short of connections.
@@ -226,7 +233,7 @@ impl EventLoop {
             _ => {}
         }
         if self.departures.snapshot == Snapshot::NotAsked {
-            self.ask_snapshot(peer, None);
+            self.ask_snapshot(peer, None, Vec::new());
         }
     }
 
@@ -244,12 +251,14 @@ impl EventLoop {
             .choose(&mut rand::thread_rng())
             .copied();
         if let Some(peer) = peer {
-            self.ask_snapshot(peer, None);
+            self.ask_snapshot(peer, None, Vec::new());
         }
     }
 
-    pub(super) fn ask_snapshot(&mut self, peer: PeerId, after: Option<String>) {
-        let request = super::protocol::ControlRequest::Snapshot { after };
+    /// Pulls `peer`'s snapshot, the peers after `after`, in `buckets` (empty: all).
+    pub(super) fn ask_snapshot(&mut self, peer: PeerId, after: Option<String>, buckets: Vec<u8>) {
+        self.departures.snapshot_buckets = buckets.clone();
+        let request = super::protocol::ControlRequest::Snapshot { after, buckets };
         let id = self
             .swarm
             .behaviour_mut()
@@ -322,21 +331,25 @@ impl EventLoop {
     pub(super) fn answer_snapshot(
         &mut self,
         after: Option<&str>,
+        buckets: &[u8],
         channel: ResponseChannel<ControlResponse>,
     ) {
-        let me = self.swarm.local_peer_id().to_string();
+        let wanted = |peer: &PeerId| buckets.is_empty() || buckets.contains(&bucket_of(peer));
+        let me = *self.swarm.local_peer_id();
         let mine = self.announcement.as_ref().map(|a| (me, a));
         let mut all: Vec<(String, &Announcement)> = self
             .peers
             .iter()
-            .filter_map(|(id, e)| Some((id.to_string(), e.announcement.as_ref()?)))
+            .filter_map(|(id, e)| Some((*id, e.announcement.as_ref()?)))
             .chain(mine)
+            .filter(|(id, _)| wanted(id))
+            .map(|(id, a)| (id.to_string(), a))
             .filter(|(id, _)| after.is_none_or(|after| id.as_str() > after))
             .collect();
         all.sort_by(|a, b| a.0.cmp(&b.0));
         let more = all.len() > SNAPSHOT_PAGE;
         let departed = if after.is_none() {
-            self.tombstones()
+            self.tombstones(wanted)
         } else {
             Vec::new()
         };
@@ -390,7 +403,8 @@ impl EventLoop {
         self.departures.snapshot = Snapshot::Done;
         let last = announcements.last().map(|(id, _)| id.clone());
         if more && last.is_some() {
-            self.ask_snapshot(from, last);
+            let buckets = self.departures.snapshot_buckets.clone();
+            self.ask_snapshot(from, last, buckets);
         }
         self.on_departures_heard(&departed);
         let me = *self.swarm.local_peer_id();

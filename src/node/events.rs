@@ -254,13 +254,14 @@ impl EventLoop {
             } => {
                 self.retiring.request_received(connection_id);
                 match &request {
-                    ControlRequest::Snapshot { after } => {
-                        self.answer_snapshot(after.as_deref(), channel);
+                    ControlRequest::Snapshot { after, buckets } => {
+                        self.answer_snapshot(after.as_deref(), buckets, channel);
                         return;
                     }
                     ControlRequest::Digest => {
-                        let digest = self.digest();
-                        self.respond(channel, ControlResponse::Digest { digest });
+                        let buckets = self.digests().to_vec();
+                        let digest = buckets.iter().fold(0, |all, b| all ^ b);
+                        self.respond(channel, ControlResponse::Digest { digest, buckets });
                         return;
                     }
                     _ => {}

@@ -179,7 +179,7 @@ impl Hostile {
             connections,
             ..config("hostile", Vec::new())
         };
-        let mut swarm = build_swarm(&mut { config }).unwrap();
+        let mut swarm = build_swarm(&mut { config }, Default::default()).unwrap();
         let topic = gossipsub::IdentTopic::new(ANNOUNCE_TOPIC);
         swarm.behaviour_mut().gossipsub.subscribe(&topic).unwrap();
         Hostile { swarm, topic }

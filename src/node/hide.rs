@@ -1,8 +1,10 @@
 //! A behaviour wrapper that can hide a connection from the behaviour inside:
 //! the inner behaviour is told the connection closed, so it stops choosing it for
 //! new streams or requests, while the connection itself stays open and its
-//! handler keeps serving what already runs on it. Used for a relayed connection
-//! replaced by a punched one (retire.rs).
+//! handler keeps serving what already runs on it (what it reports to the
+//! behaviour meanwhile is dropped: the behaviour thinks it closed). Used for a
+//! relayed connection replaced by a punched one (retire.rs) and an AutoNAT
+//! dial-back (reachability.rs).
 
 use std::collections::{HashMap, HashSet};
 use std::ops::{Deref, DerefMut};
@@ -194,6 +196,17 @@ impl<B: NetworkBehaviour> NetworkBehaviour for Hideable<B> {
         connection_id: ConnectionId,
         event: THandlerOutEvent<Self>,
     ) {
+        // The inner behaviour was told a hidden connection closed: what its
+        // handler still reports is about a connection it no longer has (an
+        // answer to a request it already failed, a request it can no longer
+        // take). request-response asserts it never hears of one ("Expect
+        // request_id to be pending before response is omitted", seen in debug
+        // builds while an overlay forms); release builds passed them on as
+        // stray failures. Dropped, a request that arrives there goes
+        // unanswered, as it did: its sender sees the stream end.
+        if self.hidden.contains(&connection_id) {
+            return;
+        }
         self.inner
             .on_connection_handler_event(peer_id, connection_id, event);
     }

@@ -19,6 +19,7 @@ mod relay;
 mod repunch;
 mod retire;
 mod streams;
+mod traffic;
 mod transport;
 mod upkeep;
 mod why;
@@ -46,7 +47,8 @@ use client::Command;
 pub use guard::ConnectionCaps;
 pub use relay::RelayConfig;
 pub use streams::{Stream, StreamControl};
-pub use transport::{MAX_STREAMS_PER_CONNECTION, Pipe, Wire};
+pub use traffic::ControlTraffic;
+pub use transport::{MAX_STREAMS_PER_CONNECTION, Pipe, SimChannel, SimWire, Wire};
 pub use why::error_chain;
 use why::{explain_dial_error, remote_ip};
 
@@ -109,7 +111,7 @@ struct Behaviour {
     mdns: Toggle<mdns::tokio::Behaviour>,
     // Both hideable: a retiring relayed connection takes no new streams (hidden
     // at once) and no new requests (hidden once idle, just before it closes).
-    control: hide::Hideable<request_response::cbor::Behaviour<ControlRequest, ControlResponse>>,
+    control: hide::Hideable<request_response::Behaviour<traffic::CountingCodec>>,
     streams: hide::Hideable<streams::Behaviour>,
     relay_server: Toggle<libp2p::relay::Behaviour>,
     relay_client: libp2p::relay::client::Behaviour,
@@ -147,7 +149,8 @@ pub fn start_dialer(
 /// Starts the node on the current tokio runtime.
 pub fn start(mut config: NodeConfig) -> Result<(Client, mpsc::Receiver<Event>)> {
     let local_peer_id = config.keypair.public().to_peer_id();
-    let mut swarm = build_swarm(&mut config)?;
+    let traffic = std::sync::Arc::new(traffic::ControlTraffic::default());
+    let mut swarm = build_swarm(&mut config, traffic.clone())?;
     for addr in &config.listen {
         swarm
             .listen_on(addr.clone())
@@ -196,12 +199,16 @@ pub fn start(mut config: NodeConfig) -> Result<(Client, mpsc::Receiver<Event>)> 
             sender,
             local_peer_id,
             streams,
+            traffic,
         },
         event_rx,
     ))
 }
 
-fn build_swarm(config: &mut NodeConfig) -> Result<Swarm<Behaviour>> {
+fn build_swarm(
+    config: &mut NodeConfig,
+    traffic: std::sync::Arc<traffic::ControlTraffic>,
+) -> Result<Swarm<Behaviour>> {
     let network_key = config.network_key;
     let wire = std::mem::take(&mut config.wire);
     let nick = config.nick.clone();
@@ -278,7 +285,7 @@ fn build_swarm(config: &mut NodeConfig) -> Result<Swarm<Behaviour>> {
                 None
             };
             let control = request_response::Behaviour::with_codec(
-                control_codec(),
+                traffic::CountingCodec::new(control_codec(), traffic.clone()),
                 [(CONTROL_PROTOCOL, ProtocolSupport::Full)],
                 request_response::Config::default().with_request_timeout(Duration::from_secs(30)),
             );

@@ -65,10 +65,13 @@ pub enum ControlRequest {
     /// "What do you know of the overlay?" A new node asks one neighbour for the
     /// latest announcement of every peer, instead of waiting for each peer's
     /// next periodic one (answered by the node itself), a page at a time:
-    /// peers whose id sorts after `after`.
+    /// peers whose id sorts after `after`; only the digest buckets listed in
+    /// `buckets` (node/digest.rs), or all when it is empty.
     Snapshot {
         #[serde(default)]
         after: Option<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        buckets: Vec<u8>,
     },
     /// "What is the digest of what you know?" (anti-entropy, node/digest.rs).
     Digest,
@@ -159,9 +162,12 @@ pub enum ControlResponse {
         #[serde(default)]
         departed: Vec<Departure>,
     },
-    /// The answer to `Digest`.
+    /// The answer to `Digest`: the digest of all, and one per bucket of peer
+    /// ids (empty from an older node), so the asker pulls only what differs.
     Digest {
         digest: u64,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        buckets: Vec<u64>,
     },
     /// The answer to `VmFigures`: the named VMs this host has, with figures.
     VmFigures {

@@ -546,7 +546,10 @@ impl Peer {
                 more: false,
                 departed: Vec::new(),
             },
-            ControlRequest::Digest => ControlResponse::Digest { digest: 0 },
+            ControlRequest::Digest => ControlResponse::Digest {
+                digest: 0,
+                buckets: Vec::new(),
+            },
             ControlRequest::Redeem { secret } => self.invitations.answer_redeem(peer, &secret),
             ControlRequest::GroupMembers { members } => {
                 self.invitations.answer_group_members(peer, &members)
@@ -602,6 +605,7 @@ impl Peer {
         status.local.host = self.host.host_stats();
         self.host.annotate(&mut status.vms);
         status.remote_vms = self.remote.fetch_all(&status.peers).await;
+        status.control_traffic = self.node.control_traffic();
         Ok(status)
     }
 

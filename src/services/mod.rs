@@ -63,6 +63,36 @@ pub fn announce_every(peers: usize) -> Duration {
         .clamp(ANNOUNCE_MIN, ANNOUNCE_MAX)
 }
 
+/// How long the overlay's size, as this peer last saw it at its largest, is
+/// held for the announcement interval while fewer records are fresh.
+const SIZE_HOLD: Duration = Duration::from_secs(600);
+
+/// The overlay's size the announcement interval follows: the most peers
+/// known within [`SIZE_HOLD`], not the records fresh right now. Records expire
+/// when announcements arrive late (a busy host), and an interval that shrank
+/// with them made every peer announce more often, which made announcements
+/// later still: at 100 simulated peers a peer announced every 7 s instead of
+/// every 100 s, and gossip lagged 20-45 s behind (docs/scale.md, session 5).
+#[derive(Default)]
+pub struct OverlaySize {
+    most: usize,
+    at: Option<Instant>,
+}
+
+impl OverlaySize {
+    /// `known` peers are fresh now: the size to announce by.
+    pub fn update(&mut self, known: usize, now: Instant) -> usize {
+        let held = self
+            .at
+            .is_some_and(|at| now.saturating_duration_since(at) < SIZE_HOLD);
+        if known >= self.most || !held {
+            self.most = known;
+            self.at = Some(now);
+        }
+        self.most
+    }
+}
+
 /// How long the records of a peer announcing every `every` stay fresh: three
 /// missed announcements, never less than `RECORD_TTL`, never more than a bound
 /// (`every` comes from the network). A safety net: a vanished peer is dropped
@@ -537,6 +567,30 @@ mod tests {
             Duration::ZERO,
         );
         assert_eq!(cat.fresh().len(), 1);
+    }
+
+    /// Issue 20: records expiring (announcements arriving late on a busy
+    /// host) do not shorten the announcement interval for ten minutes; a
+    /// bigger overlay lengthens it at once.
+    #[test]
+    fn the_announcement_interval_follows_the_largest_overlay_seen_lately() {
+        let t0 = Instant::now();
+        let mut size = OverlaySize::default();
+        assert_eq!(size.update(3, t0), 3);
+        assert_eq!(size.update(99, t0 + Duration::from_secs(5)), 99);
+        let later = t0 + Duration::from_secs(65);
+        assert_eq!(
+            size.update(10, later),
+            99,
+            "expired records shrank the overlay"
+        );
+        assert_eq!(size.update(120, later), 120);
+        let much_later = later + SIZE_HOLD + Duration::from_secs(1);
+        assert_eq!(
+            size.update(10, much_later),
+            10,
+            "a smaller overlay, for good"
+        );
     }
 
     #[test]

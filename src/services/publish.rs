@@ -12,8 +12,8 @@ use anyhow::{Result, anyhow};
 use libp2p::PeerId;
 
 use super::{
-    LocalService, Services, Target, announce_every, lock, name_key, near_matches, overlay_view,
-    services_of_vms, type_key,
+    LocalService, OverlaySize, Services, Target, announce_every, lock, name_key, near_matches,
+    overlay_view, services_of_vms, type_key,
 };
 use crate::model::{PeerLoad, PeerView, ServiceSpec, ServiceView, VmState, VmView, short_peer_id};
 use crate::names::{ServiceName, VmName};
@@ -83,8 +83,10 @@ impl Services {
     /// every few seconds (slower in a big overlay), DHT provider records by service
     /// name and type.
     pub(super) async fn publish_loop(self: Arc<Self>) {
+        let mut size = OverlaySize::default();
         loop {
-            let every = announce_every(self.catalogue.peer_count() + 1);
+            let known = size.update(self.catalogue.peer_count(), std::time::Instant::now());
+            let every = announce_every(known + 1);
             if let Err(e) = self.publish_once(every).await {
                 tracing::debug!("publish: {e:#}");
             }

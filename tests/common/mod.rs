@@ -132,6 +132,61 @@ impl TestNode {
         bootstrap: &[String],
         prepare: impl FnOnce(&Path),
     ) -> TestNode {
+        let (dir, port, args) = TestNode::command(&opts, wrapper, "node", ips, bootstrap, prepare);
+        let mut node = TestNode {
+            nick: opts.nick.to_string(),
+            port,
+            dir,
+            child: None,
+            args,
+        };
+        node.spawn();
+        node.wait_ready(scaled(Duration::from_secs(60)));
+        node
+    }
+
+    /// A node embedded in the operator console (`peervisor --embed`: the
+    /// console with its node inside, as an operator starts it), on the
+    /// loopback. `launch` runs the shell command line it is given (in a tmux,
+    /// say) and owns the process: quit the console to stop the node. The
+    /// handle reaches the node through its control socket.
+    pub fn embedded(opts: NodeOptions, launch: impl FnOnce(&str)) -> TestNode {
+        let bootstrap: Vec<String> = opts
+            .bootstrap
+            .map(|b| format!("/ip4/127.0.0.1/tcp/{b}"))
+            .into_iter()
+            .collect();
+        let (dir, port, args) = TestNode::command(
+            &opts,
+            Vec::new(),
+            "--embed",
+            &["127.0.0.1"],
+            &bootstrap,
+            |_| {},
+        );
+        launch(&args.join(" "));
+        let node = TestNode {
+            nick: opts.nick.to_string(),
+            port,
+            dir,
+            child: None,
+            args,
+        };
+        node.wait_ready(scaled(Duration::from_secs(60)));
+        node
+    }
+
+    /// A fresh data dir (with the network key), a free port, and the command
+    /// line of a node: `wrapper`, the binary, `how` (`node`, `--embed`), its
+    /// options.
+    fn command(
+        opts: &NodeOptions,
+        wrapper: Vec<String>,
+        how: &str,
+        ips: &[&str],
+        bootstrap: &[String],
+        prepare: impl FnOnce(&Path),
+    ) -> (tempfile::TempDir, u16, Vec<String>) {
         let dir = tempfile::Builder::new()
             .prefix(&format!("pv-{}-", opts.nick))
             .tempdir()
@@ -146,7 +201,7 @@ impl TestNode {
         // The program and its arguments, kept for `restart`.
         let mut args = wrapper;
         args.push(BIN.to_string());
-        args.extend(["node".to_string(), "--data-dir".to_string()]);
+        args.extend([how.to_string(), "--data-dir".to_string()]);
         args.push(dir.path().to_str().unwrap().into());
         for a in [
             "--nick",
@@ -170,16 +225,7 @@ impl TestNode {
             args.push("--hypervisor".into());
             args.push(uri.into());
         }
-        let mut node = TestNode {
-            nick: opts.nick.to_string(),
-            port,
-            dir,
-            child: None,
-            args,
-        };
-        node.spawn();
-        node.wait_ready(scaled(Duration::from_secs(60)));
-        node
+        (dir, port, args)
     }
 
     /// Starts the node process (its log appended to `node.log`).

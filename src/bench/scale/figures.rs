@@ -4,8 +4,11 @@
 //! with their latest rates, and their 120-sample history when asked; the
 //! round advancing once a second); consoles are the real `RemoteVms` of
 //! vms/remote.rs on simulated nodes, watching a full screen of other peers'
-//! VMs. The traffic counted at the memory transport while they watch, minus
-//! the idle overlay's in the same run, is what the figures cost.
+//! VMs. What the figures cost is counted where the control messages are
+//! encoded (node/traffic.rs): the `VmFigures` requests the consoles' nodes
+//! send and the answers they receive, per console. The traffic at the memory
+//! transport minus the idle overlay's (same run) is printed beside it, but
+//! the idle overlay's own swings are larger than one console's cost.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,7 +18,7 @@ use libp2p::PeerId;
 
 use super::pipes::{Net, Traffic};
 use crate::api::RemoteVmKey;
-use crate::model::{VmHistory, VmState, VmStats, VmView};
+use crate::model::{ControlTally, MessageRole, VmHistory, VmState, VmStats, VmView};
 use crate::node::Client;
 use crate::node::protocol::{ControlResponse, MAX_FIGURES_HISTORY};
 use crate::vms::remote::RemoteVms;
@@ -76,27 +79,86 @@ pub fn answer(index: usize, asked: &[String], history: bool, since: Instant) -> 
     }
 }
 
-/// What the figures cost in one window, beyond the idle overlay's traffic.
+/// What the figures cost in one window.
 pub struct Cost {
     pub consoles: usize,
     pub watched: usize,
-    /// Whole overlay, per second: bytes and transport writes sent, figures
-    /// answers.
+    /// Counted at the consoles' nodes' codecs, all consoles together, per
+    /// second: `VmFigures` requests sent and answers received.
+    pub figures: Figures,
+    /// Whole overlay, per second, beyond the idle overlay's: bytes and
+    /// transport writes sent (noisy: see the module's comment).
     pub bytes_per_s: f64,
     pub msgs_per_s: f64,
+    /// Answers the simulated hosts gave, per second.
     pub answers_per_s: f64,
+}
+
+/// `VmFigures` traffic counted at the codec (CBOR bytes).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Figures {
+    pub requests: f64,
+    pub request_bytes: f64,
+    pub answers: f64,
+    pub answer_bytes: f64,
+}
+
+impl Figures {
+    /// A console's side of its node's tallies: the figures it asked and got.
+    pub fn of(tallies: &[ControlTally]) -> Self {
+        let mut figures = Self::default();
+        for t in tallies.iter().filter(|t| t.kind == "VmFigures") {
+            match t.message {
+                MessageRole::Request => {
+                    figures.requests += t.sent as f64;
+                    figures.request_bytes += t.sent_bytes as f64;
+                }
+                MessageRole::Answer => {
+                    figures.answers += t.received as f64;
+                    figures.answer_bytes += t.received_bytes as f64;
+                }
+            }
+        }
+        figures
+    }
+
+    fn minus(self, before: Self) -> Self {
+        Self {
+            requests: self.requests - before.requests,
+            request_bytes: self.request_bytes - before.request_bytes,
+            answers: self.answers - before.answers,
+            answer_bytes: self.answer_bytes - before.answer_bytes,
+        }
+    }
+
+    fn scaled(self, by: f64) -> Self {
+        Self {
+            requests: self.requests * by,
+            request_bytes: self.request_bytes * by,
+            answers: self.answers * by,
+            answer_bytes: self.answer_bytes * by,
+        }
+    }
 }
 
 impl Cost {
     pub fn line(&self) -> String {
+        let each = self.figures.scaled(1.0 / self.consoles as f64);
         format!(
-            "remote figures, {} console(s) each watching {} VMs on as many peers: +{:.0} B/s, +{:.0} msg/s over the whole overlay ({:.0} B/s, {:.1} msg/s per console; {:.1} answers/s)",
+            "remote figures, {} console(s) each watching {} VMs on as many peers: \
+             per console {:.0} B/s of VmFigures ({:.0} B/s requests sent + {:.0} B/s answers received), \
+             {:.1} answers/s, {:.0} B per answer, {:.0} B per request (CBOR at the codec); \
+             transport beyond idle, whole overlay: {:+.0} B/s, {:+.0} writes/s; hosts answered {:.1}/s",
             self.consoles,
             self.watched,
+            each.request_bytes + each.answer_bytes,
+            each.request_bytes,
+            each.answer_bytes,
+            each.answers,
+            each.answer_bytes / each.answers.max(1.0),
+            each.request_bytes / each.requests.max(1.0),
             self.bytes_per_s,
             self.msgs_per_s,
-            self.bytes_per_s / self.consoles as f64,
-            self.msgs_per_s / self.consoles as f64,
             self.answers_per_s,
         )
     }
@@ -140,7 +202,16 @@ pub async fn measure(
     // steady state (one round's figures per VM per second).
     tokio::time::sleep(Duration::from_secs(5)).await;
     renew();
+    let console_figures = || {
+        let tallies: Vec<ControlTally> = clients
+            .iter()
+            .take(consoles)
+            .flat_map(Client::control_traffic)
+            .collect();
+        Figures::of(&tallies)
+    };
     let before: Traffic = net.traffic();
+    let figures_before = console_figures();
     let answered = ANSWERED.load(Ordering::Relaxed);
     let start = Instant::now();
     while start.elapsed() < window {
@@ -149,6 +220,7 @@ pub async fn measure(
     }
     let secs = start.elapsed().as_secs_f64();
     let traffic = net.traffic().minus(before);
+    let figures = console_figures().minus(figures_before).scaled(1.0 / secs);
     let answers = ANSWERED.load(Ordering::Relaxed) - answered;
     for task in tasks {
         task.abort();
@@ -160,6 +232,7 @@ pub async fn measure(
     Cost {
         consoles: watchers.len(),
         watched,
+        figures,
         bytes_per_s: traffic.sent_bytes as f64 / secs - idle.0,
         msgs_per_s: traffic.sent_msgs as f64 / secs - idle.1,
         answers_per_s: answers as f64 / secs,

@@ -28,8 +28,34 @@ pub enum Mode {
     Real,
 }
 
+/// The simulated overlay's secure channel (`--channel`; real peers always use
+/// the product's).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Channel {
+    /// The product's: keyed TLS 1.3 preferred, keyed noise offered.
+    Product,
+    /// Keyed noise alone (X25519): a thousand nodes' handshakes fit two cores.
+    Noise,
+}
+
+impl Channel {
+    pub fn for_node(self) -> crate::node::SimChannel {
+        match self {
+            Channel::Product => crate::node::SimChannel::Product,
+            Channel::Noise => crate::node::SimChannel::Noise,
+        }
+    }
+}
+
 pub struct Options {
     pub mode: Mode,
+    /// The simulation's secure channel.
+    pub channel: Channel,
+    /// The simulation's bound on a connection's handshake.
+    pub handshake_timeout: Duration,
+    /// The simulation's nodes start in waves of this many, `wave_pause` apart.
+    pub wave: usize,
+    pub wave_pause: Duration,
     /// Publications measured for discovery (and DHT lookups).
     pub rounds: usize,
     /// The idle window measured.
@@ -161,13 +187,24 @@ fn pair(d: Option<(Duration, Duration)>) -> String {
     })
 }
 
+/// The mode, and for the simulation the channel its figures were taken with.
+fn setting(options: &Options) -> String {
+    match options.mode {
+        Mode::Real => "Real".into(),
+        Mode::Sim => match options.channel {
+            Channel::Product => "Sim, the product's channel".into(),
+            Channel::Noise => "Sim, channel: keyed noise only (X25519), not TLS".into(),
+        },
+    }
+}
+
 /// The table: one line per size.
 pub fn table(rows: &[Row], options: &Options) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "\nbench scale ({:?}), idle window {} s, {} publications per size ({})",
-        options.mode,
+        "\nbench scale ({}), idle window {} s, {} publications per size ({})",
+        setting(options),
         options.idle.as_secs(),
         options.rounds,
         load_line()

@@ -22,8 +22,8 @@ use super::{Options, Row, memory_bytes, p50_p95, until};
 use crate::model::PeerLoad;
 use crate::node::identity::NetworkKey;
 use crate::node::protocol::{Announcement, ControlRequest, ControlResponse, ServiceRecord};
-use crate::node::{self, Client, Event, NodeConfig};
-use crate::services::{Catalogue, announce_every, name_key, type_key};
+use crate::node::{self, Client, Event, NodeConfig, SimWire};
+use crate::services::{Catalogue, OverlaySize, announce_every, name_key, type_key};
 
 struct SimNode {
     client: Client,
@@ -81,6 +81,8 @@ struct Overlay {
     gone: HashSet<usize>,
     /// When the overlay started (the fake hosts' sampler rounds count from it).
     started: Instant,
+    /// How every node's connections are secured.
+    wire: SimWire,
 }
 
 fn record(name: &str, vm: &str) -> ServiceRecord {
@@ -94,8 +96,9 @@ fn record(name: &str, vm: &str) -> ServiceRecord {
 }
 
 impl Overlay {
-    fn new() -> Overlay {
+    fn new(wire: SimWire) -> Overlay {
         Overlay {
+            wire,
             net: Net::new(),
             key: NetworkKey::new(rand::random()),
             nodes: Vec::new(),
@@ -126,7 +129,7 @@ impl Overlay {
             mdns: false,
             relay: Default::default(),
             connections: Default::default(),
-            wire: node::Wire::Pipes(self.net.transport(index)),
+            wire: node::Wire::Pipes(self.net.transport(index), self.wire),
         })?;
         let vm = format!("vm-{index}");
         let services = Arc::new(Mutex::new(vec![record(&format!("svc-{index}"), &vm)]));
@@ -271,12 +274,22 @@ impl Overlay {
 
 /// How many nodes already in a joining node bootstraps from.
 const SEEDS_PER_JOIN: usize = 3;
-/// Nodes start in waves of this many, a pause between waves, so each wave
-/// finds the one before it already in the overlay to bootstrap from, and the
-/// handshakes of a wave (about 8 connections a node) are done before the next:
-/// at 1,000 nodes in 22 s, thousands of handshakes timed out on this host.
-const WAVE: usize = 25;
-const WAVE_PAUSE: Duration = Duration::from_secs(2);
+/// The channel and handshake bound the options ask for.
+fn sim_wire(options: &Options) -> SimWire {
+    SimWire {
+        channel: options.channel.for_node(),
+        handshake_timeout: options.handshake_timeout,
+    }
+}
+
+/// Nodes start in waves (`--wave`, 25 by default), a pause between waves
+/// (`--wave-pause`, 2 s), so each wave finds the one before it already in the
+/// overlay to bootstrap from, and the handshakes of a wave (about 8
+/// connections a node) are done before the next: at 1,000 nodes in 22 s,
+/// thousands of handshakes timed out on this host. Whether node `i` closes a wave.
+fn ends_wave(i: usize, wave: usize) -> bool {
+    i % wave == wave - 1
+}
 
 /// `count` distinct nodes among the `joined` first, at random (all if fewer).
 fn bootstrap_peers(joined: usize, count: usize, rng: &mut impl rand::Rng) -> Vec<usize> {
@@ -340,8 +353,10 @@ async fn publish(
     for key in [name_key(&first.name), type_key(&first.kind)] {
         let _ = client.provide(&key, true).await;
     }
+    let mut size = OverlaySize::default();
     loop {
-        let every = announce_every(catalogue.peer_count() + 1);
+        let known = size.update(catalogue.peer_count(), Instant::now());
+        let every = announce_every(known + 1);
         let announcement = Announcement {
             nick: format!("sim-{index}"),
             vms: vec![format!("vm-{index}")],
@@ -368,12 +383,12 @@ pub async fn run(peers: usize, options: &Options) -> Result<Row> {
         bail!("--peers: at least 3 for the simulation");
     }
     let memory_before = memory_bytes();
-    let mut overlay = Overlay::new();
+    let mut overlay = Overlay::new(sim_wire(options));
     let started = Instant::now();
     for i in 0..peers {
         overlay.add_node()?;
-        if i % WAVE == WAVE - 1 {
-            tokio::time::sleep(WAVE_PAUSE).await;
+        if ends_wave(i, options.wave) {
+            tokio::time::sleep(options.wave_pause).await;
         }
     }
     eprintln!(
@@ -552,6 +567,38 @@ pub async fn run(peers: usize, options: &Options) -> Result<Row> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nodes_start_in_waves_of_the_size_asked() {
+        let closing: Vec<usize> = (0..100).filter(|&i| ends_wave(i, 25)).collect();
+        assert_eq!(closing, vec![24, 49, 74, 99]);
+        // Waves of one: a pause after every node.
+        assert!((0..10).all(|i| ends_wave(i, 1)));
+    }
+
+    #[test]
+    fn the_simulations_wire_takes_the_channel_and_handshake_bound_asked() {
+        let options = Options {
+            mode: super::super::Mode::Sim,
+            channel: super::super::Channel::Noise,
+            handshake_timeout: Duration::from_secs(40),
+            wave: 25,
+            wave_pause: Duration::from_secs(2),
+            rounds: 1,
+            idle: Duration::from_secs(1),
+            quiet: Duration::from_secs(1),
+            partition: Duration::from_secs(1),
+            remote_figures: false,
+        };
+        let wire = sim_wire(&options);
+        assert_eq!(wire.channel, crate::node::SimChannel::Noise);
+        assert_eq!(wire.handshake_timeout, Duration::from_secs(40));
+        let product = Options {
+            channel: super::super::Channel::Product,
+            ..options
+        };
+        assert_eq!(sim_wire(&product).channel, crate::node::SimChannel::Product);
+    }
 
     #[test]
     fn a_joining_node_bootstraps_from_a_few_distinct_nodes_already_in() {
