@@ -19,7 +19,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::lab::Lab;
-use common::{eventually, fresh_key, stderr};
+use common::{eventually, stderr};
 
 const OPT_IN: &str = "PEERVISOR_TEST_REAL_CLOUD_IMAGE";
 
@@ -88,20 +88,7 @@ fn vm_real_debian_cloud_image_serves_its_cloud_init_service_through_the_overlay(
     let lab = Lab::new("dci", 2);
     let (one, two) = (&lab.hosts[0], &lab.hosts[1]);
     let images = one.image_dir_with_disk();
-    let key = fresh_key();
-    let a = one.node(
-        "host-a",
-        &key,
-        &[],
-        &["--image-dir", images.to_str().unwrap()],
-    );
-    let b = two.node("host-b", &key, &[(one, &a)], &[]);
-    assert!(
-        eventually(Duration::from_secs(60), || a.connected_peers()
-            == ["host-b"]),
-        "overlay did not form:\n{}",
-        a.log()
-    );
+    let (a, b) = one.pair(two, &["--image-dir", images.to_str().unwrap()]);
 
     let dir = one.root().join("seeds");
     std::fs::create_dir_all(&dir).unwrap();

@@ -9,21 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::lab::{Lab, LabHost};
-use common::{TestNode, eventually, fresh_key, stderr, stdout};
-
-/// host-a on `one` (with `extra` flags) and host-b on `two`, joined.
-fn pair(one: &LabHost, two: &LabHost, extra: &[&str]) -> (TestNode, TestNode) {
-    let key = fresh_key();
-    let a = one.node("host-a", &key, &[], extra);
-    let b = two.node("host-b", &key, &[(one, &a)], &[]);
-    assert!(
-        eventually(Duration::from_secs(60), || a.connected_peers()
-            == ["host-b"]),
-        "overlay did not form:\n{}",
-        a.log()
-    );
-    (a, b)
-}
+use common::{TestNode, eventually, stderr, stdout};
 
 /// `vm create ARGS` on `node`, which must succeed; the domain XML as virsh on
 /// its host shows it.
@@ -49,7 +35,7 @@ fn vm_on_the_hosts_libvirt_network_serves_another_host_through_the_overlay() {
     let images = one.image_dir_with_disk();
     let shared = common::image_dir();
     let image_dir = images.to_str().unwrap();
-    let (a, b) = pair(one, two, &["--image-dir", image_dir]);
+    let (a, b) = one.pair(two, &["--image-dir", image_dir]);
 
     // Which libvirt, and who chose it, in `status` (JSON and text).
     let status = a.status();
@@ -239,7 +225,7 @@ fn vm_defined_with_virsh_is_foreign_until_adopted_and_released() {
         assert!(out.status.success(), "virsh {args:?}: {}", stderr(&out));
     }
 
-    let (a, b) = pair(one, two, &[]);
+    let (a, b) = one.pair(two, &[]);
 
     // Listed as foreign, with live stats and the address its DHCP lease gave.
     let listed = eventually(Duration::from_secs(240), || {

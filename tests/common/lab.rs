@@ -332,6 +332,21 @@ impl LabHost {
         images
     }
 
+    /// host-a on this host (with `extra` flags) and host-b on `two`, joined
+    /// over the lab LAN.
+    pub fn pair(&self, two: &LabHost, extra: &[&str]) -> (TestNode, TestNode) {
+        let key = super::fresh_key();
+        let a = self.node("host-a", &key, &[], extra);
+        let b = two.node("host-b", &key, &[(self, &a)], &[]);
+        assert!(
+            eventually(Duration::from_secs(60), || a.connected_peers()
+                == ["host-b"]),
+            "overlay did not form:\n{}",
+            a.log()
+        );
+        (a, b)
+    }
+
     /// `virsh -c qemu:///system ARGS` on this host.
     pub fn virsh(&self, args: &[&str]) -> Output {
         let mut all = vec!["virsh", "-c", "qemu:///system"];
