@@ -1,6 +1,6 @@
 //! A real cloud image (issue 16), opt-in: Debian bookworm with the
 //! distribution's kernel and cloud-init 22.4, built by
-//! scripts/build-cloud-image.sh (debootstrap from the Debian mirror, minutes),
+//! scripts/build-cloud-image.sh (debootstrap from the Debian mirror, about 2 minutes),
 //! booted on a lab host (tests/common/lab.rs) with `vm create --disk
 //! IMAGE.qcow2 --cloud-init FILE`; the HTTP service its user-data starts is
 //! consumed through the overlay from a second host. tests/cloud_init.rs covers
