@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::lab::Lab;
-use common::{eventually, fresh_key, stderr, stdout};
+use common::{stderr, stdout};
 
 const USER_DATA: &str = r#"#cloud-config
 hostname: seeded-web
@@ -42,15 +42,7 @@ fn vm_disk_image_with_a_cloud_init_seed_serves_its_service_through_the_overlay()
     let images = one.image_dir_with_disk();
     let shared = common::image_dir();
     let image_dir = images.to_str().unwrap();
-    let key = fresh_key();
-    let a = one.node("host-a", &key, &[], &["--image-dir", image_dir]);
-    let b = two.node("host-b", &key, &[(one, &a)], &[]);
-    assert!(
-        eventually(Duration::from_secs(60), || a.connected_peers()
-            == ["host-b"]),
-        "overlay did not form:\n{}",
-        a.log()
-    );
+    let (a, b) = one.pair(two, &["--image-dir", image_dir]);
     let disk = shared.join("peervisor-guest").join("disk.qcow2");
     let out = a.cli(&[
         "image",
