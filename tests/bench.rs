@@ -129,7 +129,12 @@ fn serve_json(body: &'static str) -> String {
             let _ = s.read(&mut buf);
             let _ = write!(
                 s,
-                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                // One request per connection, said so: without `Connection:
+                // close` the client may reuse the connection for its next
+                // request just as this loop closes it (the application's jobs
+                // then failed and the application went unlisted, once in a
+                // suite run).
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
             );
         }
@@ -188,7 +193,8 @@ fn node_status_shows_jobs_from_its_sources_and_why_a_source_fails() {
         .iter()
         .find(|j| j["id"] == "app-1")
         .cloned();
-    let job = job.expect("the Spark application is listed as a job");
+    let job =
+        job.unwrap_or_else(|| panic!("the Spark application is not listed as a job: {spark}"));
     assert_eq!(
         (job["benchmark"].as_str(), job["kind"].as_str()),
         (Some("TeraSort"), Some("io"))
