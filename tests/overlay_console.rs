@@ -389,12 +389,17 @@ fn vm_on_a_third_peer_is_watched_and_moved_from_any_console() {
     // A's console watches: A's operations show it, B's, running then done,
     // riding the figures' answers (A never asked about it).
     let b_id = b.peer_id();
-    assert!(
-        eventually(Duration::from_secs(60), || a.peer("peer-b")["vms"]
-            .as_array()
-            .is_some_and(|v| v.iter().any(|n| n == "web-1"))),
-        "A never heard of web-1 on the restarted peer-b"
-    );
+    // Both A (which watches) and C (which names web-1 to move it) must have
+    // heard of it on the restarted peer-b: C's command otherwise looks for it
+    // at home ("no VM named 'web-1' on this peer", once in a suite run).
+    for (node, nick) in [(&a, "A"), (&c, "C")] {
+        assert!(
+            eventually(Duration::from_secs(60), || node.peer("peer-b")["vms"]
+                .as_array()
+                .is_some_and(|v| v.iter().any(|n| n == "web-1"))),
+            "{nick} never heard of web-1 on the restarted peer-b"
+        );
+    }
     let watched_done = |a: &TestNode| {
         a.status()["operations"]
             .as_array()
