@@ -92,6 +92,18 @@ pub enum BenchCommand {
         /// peers' VMs for the idle window each.
         #[arg(long)]
         remote_figures: bool,
+        /// Sim: the longest wait, in seconds, for every node to know every
+        /// other before measuring (it ends sooner once the overlay stops
+        /// gaining for a minute). Default: 300, or 1.8 per peer if more.
+        #[arg(long)]
+        settle_cap: Option<u64>,
+        /// Sim: run the node's timers (ping, silence limit, gossip heartbeat,
+        /// anti-entropy, upkeep, handshake bound, announcements) and the
+        /// harness's waits this many times slower, for a host too slow for the
+        /// overlay's size; figures are given in node time, the factor in the
+        /// table's header.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+        time_scale: u32,
     },
     /// Cost of one stats tick (one bulk libvirt call + rates) against libvirt's
     /// test driver with many domains, against per-domain calls as the baseline.
@@ -266,6 +278,8 @@ pub async fn run(command: BenchCommand, setup: &Setup) -> Result<()> {
             quiet,
             partition,
             remote_figures,
+            settle_cap,
+            time_scale,
         } => {
             let options = scale::Options {
                 remote_figures,
@@ -278,6 +292,8 @@ pub async fn run(command: BenchCommand, setup: &Setup) -> Result<()> {
                 idle: std::time::Duration::from_secs(idle),
                 quiet: std::time::Duration::from_secs(quiet),
                 partition: std::time::Duration::from_secs(partition),
+                settle_cap: settle_cap.map(std::time::Duration::from_secs),
+                time_scale,
             };
             scale::command(&peers, options).await
         }

@@ -184,7 +184,7 @@ pub(super) fn relay_of(addr: &Multiaddr) -> Option<PeerId> {
 impl EventLoop {
     /// Closes connections whose peer stopped answering pings.
     pub(super) fn close_silent_connections(&mut self) {
-        let limit = self.health.silence_limit(SILENCE_LIMIT);
+        let limit = self.health.silence_limit(SILENCE_LIMIT * self.time_scale);
         for (peer, id, quiet) in self.links.silent(limit) {
             tracing::info!(
                 "peer {} silent for {:.1} s: closing that connection",
@@ -221,7 +221,7 @@ impl EventLoop {
         );
         // Two pings in a row went unanswered.
         let since = Instant::now()
-            .checked_sub(2 * (PING_INTERVAL + PING_TIMEOUT))
+            .checked_sub(2 * (PING_INTERVAL + PING_TIMEOUT) * self.time_scale)
             .unwrap_or_else(Instant::now);
         self.departures.closing_silent(connection, since);
         self.swarm.close_connection(connection);

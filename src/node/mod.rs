@@ -150,6 +150,7 @@ pub fn start_dialer(
 pub fn start(mut config: NodeConfig) -> Result<(Client, mpsc::Receiver<Event>)> {
     let local_peer_id = config.keypair.public().to_peer_id();
     let traffic = std::sync::Arc::new(traffic::ControlTraffic::default());
+    let time_scale = config.wire.time_scale();
     let mut swarm = build_swarm(&mut config, traffic.clone())?;
     for addr in &config.listen {
         swarm
@@ -192,6 +193,7 @@ pub fn start(mut config: NodeConfig) -> Result<(Client, mpsc::Receiver<Event>)> 
         health: Default::default(),
         dial_backs: Default::default(),
         probing: Default::default(),
+        time_scale,
     };
     tokio::spawn(event_loop.run());
     Ok((
@@ -210,6 +212,8 @@ fn build_swarm(
     traffic: std::sync::Arc<traffic::ControlTraffic>,
 ) -> Result<Swarm<Behaviour>> {
     let network_key = config.network_key;
+    // A simulation's slower clock (1 for real nodes): transport.rs.
+    let slower = config.wire.time_scale();
     let wire = std::mem::take(&mut config.wire);
     let nick = config.nick.clone();
     let mdns_on = config.mdns;
@@ -253,7 +257,7 @@ fn build_swarm(
             let mut gossipsub = gossipsub::Behaviour::new(
                 gossipsub::MessageAuthenticity::Signed(key.clone()),
                 gossipsub::ConfigBuilder::default()
-                    .heartbeat_interval(Duration::from_millis(200))
+                    .heartbeat_interval(Duration::from_millis(200) * slower)
                     .max_transmit_size(64 * 1024)
                     // Forward a message only once we decoded and checked it. It waits
                     // in the cache meanwhile: keep 5 s of heartbeats there (default 5
@@ -294,8 +298,8 @@ fn build_swarm(
                 identify,
                 ping: ping::Behaviour::new(
                     ping::Config::new()
-                        .with_interval(links::PING_INTERVAL)
-                        .with_timeout(links::PING_TIMEOUT),
+                        .with_interval(links::PING_INTERVAL * slower)
+                        .with_timeout(links::PING_TIMEOUT * slower),
                 ),
                 kad,
                 gossipsub,
@@ -400,6 +404,9 @@ struct EventLoop {
     /// Peers asked for an AutoNAT dial-back, until their answer: a connection
     /// they open meanwhile is the dial-back, about to be closed by them.
     probing: std::collections::HashSet<PeerId>,
+    /// How many times slower the overlay's timers run: 1, except in a
+    /// simulation that scales time (transport.rs, `Wire::time_scale`).
+    time_scale: u32,
 }
 
 const MAX_DIAL_ERRORS: usize = 8;
@@ -426,11 +433,12 @@ struct Lookup {
 impl EventLoop {
     async fn run(mut self) {
         // Bootstrap peers may start after us: keep dialing the ones we are not connected to.
-        let mut redial_tick = interval(UPKEEP_EVERY);
+        let upkeep_every = UPKEEP_EVERY * self.time_scale;
+        let mut redial_tick = interval(upkeep_every);
         // A late tick is measured (health.rs), not made up for in a burst.
         redial_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut retire_tick = interval(Duration::from_secs(1));
-        let mut digest_tick = interval(digest::DIGEST_EVERY);
+        let mut digest_tick = interval(digest::DIGEST_EVERY * self.time_scale);
         let started = Instant::now();
         let mut reprovided = false;
         loop {
@@ -444,9 +452,9 @@ impl EventLoop {
                     None => return, // every Client is gone: shut down
                 },
                 _ = redial_tick.tick() => {
-                    self.health.tick(std::time::Instant::now(), UPKEEP_EVERY);
+                    self.health.tick(std::time::Instant::now(), upkeep_every);
                     self.redial_bootstrap(started.elapsed());
-                    if !reprovided && started.elapsed() > REPROVIDE_AFTER {
+                    if !reprovided && started.elapsed() > REPROVIDE_AFTER * self.time_scale {
                         reprovided = true;
                         self.reprovide();
                         self.second_snapshot();

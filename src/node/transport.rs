@@ -43,6 +43,22 @@ pub struct SimWire {
     /// scales it (a thousand nodes on two cores wait seconds for a core, and a
     /// handshake dropped at its bound is redone from the start).
     pub handshake_timeout: Duration,
+    /// Simulation only: the node's timers that pace the overlay (ping and the
+    /// silence limit, the gossip heartbeat, anti-entropy, upkeep) run this many
+    /// times slower, for a host too slow for the overlay's size (`bench scale
+    /// --time-scale`). 1 for every real node.
+    pub time_scale: u32,
+}
+
+impl Wire {
+    /// How many times slower the node's timers run: 1 except in a simulation
+    /// that asks for more.
+    pub fn time_scale(&self) -> u32 {
+        match self {
+            Wire::Tcp => 1,
+            Wire::Pipes(_, sim) => sim.time_scale.max(1),
+        }
+    }
 }
 
 /// The secure channel of a simulated overlay ([`Wire::Pipes`]); real nodes
@@ -74,6 +90,7 @@ pub fn build(
     let product = SimWire {
         channel: SimChannel::Product,
         handshake_timeout: HANDSHAKE_TIMEOUT,
+        time_scale: 1,
     };
     let direct = match wire {
         Wire::Tcp => secure(
@@ -178,6 +195,7 @@ mod tests {
         SimWire {
             channel: SimChannel::Noise,
             handshake_timeout,
+            time_scale: 1,
         }
     }
 

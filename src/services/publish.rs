@@ -21,7 +21,7 @@ use crate::node::protocol::{Announcement, ServiceRecord};
 
 /// How long a DHT lookup of a service may keep its caller waiting (the old
 /// query timeout; the walk itself may go on).
-const LOOKUP_LIMIT: Duration = Duration::from_secs(10);
+pub const LOOKUP_LIMIT: Duration = Duration::from_secs(10);
 
 impl Services {
     /// Everything this peer provides now: its running VMs' services and its exposures.

@@ -9,6 +9,7 @@
 mod figures;
 mod pipes;
 mod real;
+mod settle;
 mod sim;
 
 use std::fmt::Write;
@@ -66,12 +67,32 @@ pub struct Options {
     pub partition: Duration,
     /// Also measure what remote VM figures cost (sim only; figures.rs).
     pub remote_figures: bool,
+    /// The simulation waits for its overlay to complete while it still
+    /// converges, at most this long (wall clock); None: settle::default_cap.
+    pub settle_cap: Option<Duration>,
+    /// Sim only: the node's timers and the harness's waits run this many times
+    /// slower; figures are given in node time (1: not scaled).
+    pub time_scale: u32,
+}
+
+impl Options {
+    /// A span of node time as the harness waits it (wall clock).
+    pub fn node_time(&self, d: Duration) -> Duration {
+        d * self.time_scale.max(1)
+    }
+
+    /// A span the harness measured (wall clock), in node time.
+    pub fn unscaled(&self, d: Duration) -> Duration {
+        d / self.time_scale.max(1)
+    }
 }
 
 /// One size's figures; per peer where it says so.
 pub struct Row {
     pub peers: usize,
     pub settle: Option<Duration>,
+    /// Sim: how the wait for a complete overlay ended, after how long.
+    pub settled: Option<settle::Settled>,
     /// Cores (1.0 = one core) per peer, idle.
     pub cpu_per_peer: f64,
     /// Bytes and frames per second, per peer.
@@ -100,6 +121,7 @@ impl Row {
         Row {
             peers,
             settle: None,
+            settled: None,
             cpu_per_peer: f64::NAN,
             sent_bps: f64::NAN,
             recv_bps: f64::NAN,
@@ -187,15 +209,31 @@ fn pair(d: Option<(Duration, Duration)>) -> String {
     })
 }
 
-/// The mode, and for the simulation the channel its figures were taken with.
+/// The mode, and for the simulation the channel and time scale its figures
+/// were taken with.
 fn setting(options: &Options) -> String {
     match options.mode {
         Mode::Real => "Real".into(),
-        Mode::Sim => match options.channel {
-            Channel::Product => "Sim, the product's channel".into(),
-            Channel::Noise => "Sim, channel: keyed noise only (X25519), not TLS".into(),
-        },
+        Mode::Sim => {
+            let channel = match options.channel {
+                Channel::Product => "Sim, the product's channel",
+                Channel::Noise => "Sim, channel: keyed noise only (X25519), not TLS",
+            };
+            match options.time_scale {
+                0 | 1 => format!("{channel}, time not scaled"),
+                k => format!(
+                    "{channel}, TIME SCALED x{k}: node timers and harness waits {k} times slower, \
+                     figures in node time (wall / {k}, rates x {k})"
+                ),
+            }
+        }
     }
+}
+
+/// How long the overlay took to settle, for the table: wall-clock seconds
+/// from the first node's start, and whether it completed (settle.rs).
+fn settled(row: &Row) -> String {
+    row.settled.map_or("-".into(), |s| s.to_string())
 }
 
 /// The table: one line per size.
@@ -211,7 +249,7 @@ pub fn table(rows: &[Row], options: &Options) -> String {
     );
     let _ = writeln!(
         out,
-        "{:>5} {:>9} {:>8} {:>8} {:>7} {:>7} {:>6} {:>7} {:>11} {:>11} {:>7} {:>7} {:>7} {:>10} {:>6}",
+        "{:>5} {:>9} {:>8} {:>8} {:>7} {:>7} {:>6} {:>7} {:>11} {:>11} {:>7} {:>7} {:>7} {:>10} {:>6} {:>11}",
         "peers",
         "mCPU/peer",
         "tx B/s",
@@ -226,12 +264,13 @@ pub fn table(rows: &[Row], options: &Options) -> String {
         "leave s",
         "heal s",
         "dht ms",
-        "found"
+        "found",
+        "settled s"
     );
     for r in rows {
         let _ = writeln!(
             out,
-            "{:>5} {:>9.2} {:>8.0} {:>8.0} {:>7.1} {:>7.1} {:>6.1} {:>7.2} {:>11} {:>11} {:>7} {:>7} {:>7} {:>10} {:>6}",
+            "{:>5} {:>9.2} {:>8.0} {:>8.0} {:>7.1} {:>7.1} {:>6.1} {:>7.2} {:>11} {:>11} {:>7} {:>7} {:>7} {:>10} {:>6} {:>11}",
             r.peers,
             r.cpu_per_peer * 1000.0,
             r.sent_bps,
@@ -247,6 +286,7 @@ pub fn table(rows: &[Row], options: &Options) -> String {
             secs(r.heal),
             pair(r.dht),
             format!("{}/{}", r.dht_found.0, r.dht_found.1),
+            settled(r),
         );
     }
     let _ = writeln!(
@@ -255,7 +295,9 @@ pub fn table(rows: &[Row], options: &Options) -> String {
          disc = publish -> every other peer (all, p50/p95 over publications) and -> one peer (p50/p95 over every peer and publication); \
          join = until the joiner knows everyone and everyone knows it; leave = a peer cut off silently, until no peer lists it; \
          heal = a 10% partition ({} s) healed, until every peer knows every other and a service published in the cut-off part is known everywhere; \
-         dht = provider lookup p50/p95",
+         dht = provider lookup p50/p95, found within the product's 10 s; \
+         settled = wall-clock s from the first node's start until every node knew every other, the figures taken after it \
+         ('stall': measured anyway, nothing gained for a minute of node time; 'cap': measured anyway at --settle-cap)",
         match options.mode {
             Mode::Sim => "transport writes (about one encrypted frame each)",
             Mode::Real => "IP packets (headers included)",
@@ -276,6 +318,9 @@ pub async fn command(sizes: &[usize], options: Options) -> Result<()> {
     }
     if options.remote_figures && options.mode != Mode::Sim {
         anyhow::bail!("--remote-figures is measured with --mode sim only");
+    }
+    if options.time_scale > 1 && (options.mode != Mode::Sim || options.remote_figures) {
+        anyhow::bail!("--time-scale is for the simulation, without --remote-figures");
     }
     let mut rows = Vec::new();
     for &peers in sizes {

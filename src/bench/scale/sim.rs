@@ -18,11 +18,14 @@ use tokio::sync::{Notify, mpsc};
 
 use super::figures;
 use super::pipes::Net;
+use super::settle::{self, Progress, Settled, Settling, Verdict};
 use super::{Options, Row, memory_bytes, p50_p95, until};
+use crate::bench::proxy::{load_line, process_cpu};
 use crate::model::PeerLoad;
 use crate::node::identity::NetworkKey;
 use crate::node::protocol::{Announcement, ControlRequest, ControlResponse, ServiceRecord};
 use crate::node::{self, Client, Event, NodeConfig, SimWire};
+use crate::services::publish::LOOKUP_LIMIT;
 use crate::services::{Catalogue, OverlaySize, announce_every, name_key, type_key};
 
 struct SimNode {
@@ -151,6 +154,7 @@ impl Overlay {
                 catalogue.clone(),
                 services.clone(),
                 republish.clone(),
+                self.wire.time_scale,
             )),
         ];
         self.ids.push(client.local_peer_id());
@@ -183,34 +187,31 @@ impl Overlay {
             .all(|&n| live.iter().all(|&other| other == n || self.knows(n, other)))
     }
 
-    /// Live nodes that do not yet know every other live node's service.
-    fn incomplete(&self) -> usize {
-        let live: Vec<usize> = self.live().collect();
-        live.iter()
-            .filter(|&&n| {
-                live.iter()
-                    .any(|&other| other != n && !self.knows(n, other))
-            })
-            .count()
-    }
-
-    /// Why the overlay is incomplete: how many nodes each missing node is
-    /// unknown to, so a few peers that never joined tell apart from gossip lost
-    /// here and there. (missing nodes, unknown to how many at most, median).
-    fn missing_summary(&self) -> (usize, usize, usize) {
+    /// What the overlay still misses: nodes that do not know every other, the
+    /// (node, peer) pairs missing, and how many nodes the median missing node is
+    /// unknown to (a few peers that never joined tell apart from gossip lost
+    /// here and there). One pass over n x n entries: taken every few seconds.
+    fn progress(&self) -> Progress {
         let live: Vec<usize> = self.live().collect();
         let mut unknown_to = vec![0usize; self.nodes.len()];
+        let mut incomplete = 0;
         for &n in &live {
+            let mut misses = false;
             for &other in &live {
                 if other != n && !self.knows(n, other) {
                     unknown_to[other] += 1;
+                    misses = true;
                 }
             }
+            incomplete += usize::from(misses);
         }
         let mut counts: Vec<usize> = unknown_to.into_iter().filter(|&c| c > 0).collect();
         counts.sort_unstable();
-        let median = counts.get(counts.len() / 2).copied().unwrap_or(0);
-        (counts.len(), counts.last().copied().unwrap_or(0), median)
+        Progress {
+            incomplete,
+            missing_pairs: counts.iter().sum(),
+            median_unknown: counts.get(counts.len() / 2).copied().unwrap_or(0),
+        }
     }
 
     /// Live nodes that still list `node`'s service.
@@ -278,7 +279,8 @@ const SEEDS_PER_JOIN: usize = 3;
 fn sim_wire(options: &Options) -> SimWire {
     SimWire {
         channel: options.channel.for_node(),
-        handshake_timeout: options.handshake_timeout,
+        handshake_timeout: options.node_time(options.handshake_timeout),
+        time_scale: options.time_scale,
     }
 }
 
@@ -341,13 +343,16 @@ async fn listen(
 }
 
 /// A node's announcements, as `Peer::publish_loop` makes them: at once on change
-/// and every `announce_every` otherwise; DHT provider records by name and type.
+/// and every `announce_every` otherwise (`time_scale` times slower, said in
+/// the announcement, so records live as many times longer); DHT provider
+/// records by name and type.
 async fn publish(
     index: usize,
     client: Client,
     catalogue: Arc<Catalogue>,
     services: Arc<Mutex<Vec<ServiceRecord>>>,
     republish: Arc<Notify>,
+    time_scale: u32,
 ) {
     let first = lock(&services)[0].clone();
     for key in [name_key(&first.name), type_key(&first.kind)] {
@@ -356,7 +361,7 @@ async fn publish(
     let mut size = OverlaySize::default();
     loop {
         let known = size.update(catalogue.peer_count(), Instant::now());
-        let every = announce_every(known + 1);
+        let every = announce_every(known + 1) * time_scale;
         let announcement = Announcement {
             nick: format!("sim-{index}"),
             vms: vec![format!("vm-{index}")],
@@ -377,6 +382,60 @@ async fn publish(
     }
 }
 
+/// The harness's bounds, in node time: discovery (a publication not seen
+/// everywhere by then counts as this), a join, a silent leave, a heal.
+const DISCOVERY_BOUND: Duration = Duration::from_secs(30);
+const JOIN_BOUND: Duration = Duration::from_secs(120);
+const LEAVE_BOUND: Duration = Duration::from_secs(180);
+const HEAL_BOUND: Duration = Duration::from_secs(180);
+
+/// How often the settling wait looks at the whole overlay (n x n entries)
+/// and prints a progress line.
+const LOOK_EVERY: Duration = Duration::from_secs(15);
+
+/// Waits until every node knows every other, while the overlay is still
+/// getting there (settle.rs), up to `--settle-cap`; prints a progress line
+/// with the CPU share the process got at each look.
+async fn settle(overlay: &Overlay, peers: usize, options: &Options, started: Instant) -> Settled {
+    let cap = options
+        .settle_cap
+        .unwrap_or_else(|| settle::default_cap(peers));
+    let mut settling = Settling::new(options.node_time(settle::WINDOW), cap);
+    // The cheap check (stops at the first gap) runs often, so a complete
+    // overlay is seen within seconds; the full count only every LOOK_EVERY.
+    let check_every = Duration::from_secs(1 + peers as u64 / 250);
+    let mut last_look = (Instant::now(), process_cpu());
+    loop {
+        let complete = overlay.complete();
+        if complete || last_look.0.elapsed() >= LOOK_EVERY {
+            let progress = if complete {
+                Progress::default()
+            } else {
+                overlay.progress()
+            };
+            let at = started.elapsed();
+            let verdict = settling.judge(at, progress);
+            let cpu = process_cpu();
+            let share = (cpu - last_look.1).as_secs_f64() / last_look.0.elapsed().as_secs_f64();
+            last_look = (Instant::now(), cpu);
+            eprintln!(
+                "sim {peers}: {:.0} s: {}; the process got {share:.2} of a core ({}): {verdict:?}",
+                at.as_secs_f64(),
+                progress.line(peers),
+                load_line(),
+            );
+            if verdict != Verdict::Converging {
+                return Settled {
+                    verdict,
+                    after: at,
+                    progress,
+                };
+            }
+        }
+        tokio::time::sleep(check_every).await;
+    }
+}
+
 /// Runs the whole sequence for one size and returns its row.
 pub async fn run(peers: usize, options: &Options) -> Result<Row> {
     if peers < 3 {
@@ -388,48 +447,40 @@ pub async fn run(peers: usize, options: &Options) -> Result<Row> {
     for i in 0..peers {
         overlay.add_node()?;
         if ends_wave(i, options.wave) {
-            tokio::time::sleep(options.wave_pause).await;
+            tokio::time::sleep(options.node_time(options.wave_pause)).await;
         }
     }
     eprintln!(
         "sim {peers}: {peers} nodes started in {:.1} s; waiting until every node knows every other…",
         started.elapsed().as_secs_f64()
     );
-    let settle_bound = Duration::from_secs(120) + Duration::from_millis(200 * peers as u64);
-    let deadline = Instant::now() + settle_bound;
-    loop {
-        if overlay.complete() {
-            break;
-        }
-        if Instant::now() > deadline {
-            let missing = overlay.incomplete();
-            let (unknown, most, median) = overlay.missing_summary();
-            eprintln!(
-                "sim {peers}: {missing} node(s) still incomplete after {} s ({unknown} node(s) \
-                 unknown to some: to {most} at most, {median} the median); measuring anyway",
-                settle_bound.as_secs()
-            );
-            break;
-        }
-        // The check walks n x n catalogue entries on the nodes' runtime.
-        tokio::time::sleep(Duration::from_secs(1 + peers as u64 / 250)).await;
-    }
-    let settled = started.elapsed();
+    let settled = settle(&overlay, peers, options, started).await;
     // Let the start-up work (DHT bootstraps, first provider records) pass.
-    tokio::time::sleep(options.quiet).await;
+    tokio::time::sleep(options.node_time(options.quiet)).await;
     let mut row = Row::new(peers);
-    row.settle = Some(settled);
+    row.settle = Some(settled.after);
+    row.settled = Some(settled);
+    if settled.verdict != Verdict::Complete {
+        row.notes.push(format!(
+            "measured after {} s of settling without a complete overlay ({:?}): {}",
+            settled.after.as_secs(),
+            settled.verdict,
+            settled.progress.line(peers)
+        ));
+    }
     row.memory_per_peer = memory_bytes().saturating_sub(memory_before) as f64 / peers as f64;
 
     // Idle: nothing changes; what does each node spend?
     let traffic_before = overlay.net.traffic();
-    let cpu_before = super::super::proxy::process_cpu();
+    let cpu_before = process_cpu();
     let window_start = Instant::now();
-    tokio::time::sleep(options.idle).await;
+    tokio::time::sleep(options.node_time(options.idle)).await;
     let window = window_start.elapsed();
-    let cpu = super::super::proxy::process_cpu() - cpu_before;
+    let cpu = process_cpu() - cpu_before;
     let traffic = overlay.net.traffic().minus(traffic_before);
-    row.set_idle(cpu, traffic, window);
+    // Per second of node time: with time scaled k times, the nodes do in k
+    // wall seconds what they would do in one.
+    row.set_idle(cpu, traffic, options.unscaled(window));
     row.connections = overlay.connections().await;
     eprintln!("sim {peers}: idle {}", row.idle_summary());
 
@@ -463,36 +514,40 @@ pub async fn run(peers: usize, options: &Options) -> Result<Row> {
         overlay.probe.watch(&name);
         overlay.publish_service(publisher, &name).await?;
         match overlay
-            .wait_seen(&name, publisher, Duration::from_secs(30))
+            .wait_seen(&name, publisher, options.node_time(DISCOVERY_BOUND))
             .await
         {
-            Some(all) => every_peer.push(all),
-            None => every_peer.push(Duration::from_secs(30)),
+            Some(all) => every_peer.push(options.unscaled(all)),
+            None => every_peer.push(DISCOVERY_BOUND),
         }
         if let Some(times) = overlay
             .probe
             .times(overlay.live().filter(|&n| n != publisher))
         {
-            each_peer.extend(times);
+            each_peer.extend(times.into_iter().map(|t| options.unscaled(t)));
         }
         overlay.withdraw_service(publisher, &name);
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        tokio::time::sleep(options.node_time(Duration::from_millis(300))).await;
     }
     row.discovery = p50_p95(&mut every_peer);
     row.discovery_each = p50_p95(&mut each_peer);
 
-    // DHT: look up other nodes' services from a few nodes.
+    // DHT: look up other nodes' services from a few nodes, as `services
+    // find` does: the lookup answers at the first providers found, and the
+    // caller waits at most LOOKUP_LIMIT (a lookup still walking then counts
+    // as not found).
     let mut lookups = Vec::new();
     for i in 0..options.rounds {
         let from = (i * 31 + 3) % peers;
         let target = (i * 17 + 5) % peers;
+        let key = name_key(&format!("svc-{target}"));
         let t = Instant::now();
-        let found = overlay.nodes[from]
-            .client
-            .find_providers(&name_key(&format!("svc-{target}")))
-            .await?;
+        let lookup = overlay.nodes[from].client.find_providers(&key);
+        let found = tokio::time::timeout(options.node_time(LOOKUP_LIMIT), lookup)
+            .await
+            .unwrap_or(Ok(Vec::new()))?;
         if found.contains(&overlay.ids[target]) {
-            lookups.push(t.elapsed());
+            lookups.push(options.unscaled(t.elapsed()));
         }
     }
     row.dht_found = (lookups.len(), options.rounds);
@@ -501,10 +556,10 @@ pub async fn run(peers: usize, options: &Options) -> Result<Row> {
     // Join and heal wait for every node to know every other: an overlay that
     // never got there would only spend their whole bounds (5 minutes at 1,000).
     if !overlay.complete() {
-        let (unknown, most, median) = overlay.missing_summary();
+        let progress = overlay.progress();
         eprintln!(
-            "sim {peers}: the overlay is still incomplete ({unknown} node(s) unknown to some: \
-             to {most} at most, {median} the median): join, leave and heal not measured"
+            "sim {peers}: the overlay is still incomplete ({}): join, leave and heal not measured",
+            progress.line(peers)
         );
         overlay.stop();
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -516,12 +571,16 @@ pub async fn run(peers: usize, options: &Options) -> Result<Row> {
     let joiner = overlay.add_node()?;
     let name = format!("svc-{joiner}");
     overlay.probe.watch(&name);
-    row.join = until(Duration::from_secs(120), Duration::from_millis(100), || {
-        let known = overlay.probe.times(overlay.live().filter(|&n| n != joiner));
-        std::future::ready(known.is_some() && overlay.complete())
-    })
+    row.join = until(
+        options.node_time(JOIN_BOUND),
+        Duration::from_millis(100),
+        || {
+            let known = overlay.probe.times(overlay.live().filter(|&n| n != joiner));
+            std::future::ready(known.is_some() && overlay.complete())
+        },
+    )
     .await
-    .map(|_| t.elapsed());
+    .map(|_| options.unscaled(t.elapsed()));
     eprintln!("sim {peers}: join {:?}", row.join);
 
     // A peer vanishes without a word: until no one lists it.
@@ -529,10 +588,13 @@ pub async fn run(peers: usize, options: &Options) -> Result<Row> {
     overlay.net.set_group(&[vanished], u32::MAX);
     overlay.gone.insert(vanished);
     overlay.nodes[vanished].tasks.iter().for_each(|t| t.abort());
-    row.leave = until(Duration::from_secs(180), Duration::from_millis(250), || {
-        std::future::ready(overlay.still_listing(vanished) == 0)
-    })
-    .await;
+    row.leave = until(
+        options.node_time(LEAVE_BOUND),
+        Duration::from_millis(250),
+        || std::future::ready(overlay.still_listing(vanished) == 0),
+    )
+    .await
+    .map(|t| options.unscaled(t));
     eprintln!("sim {peers}: silent leave {:?}", row.leave);
 
     // A tenth of the overlay cut off for a while, then healed: until every node
@@ -542,21 +604,25 @@ pub async fn run(peers: usize, options: &Options) -> Result<Row> {
     live.shuffle(&mut rand::thread_rng());
     let cut: Vec<usize> = live[..peers.div_ceil(10)].to_vec();
     overlay.net.set_group(&cut, 1);
-    tokio::time::sleep(options.partition).await;
+    tokio::time::sleep(options.node_time(options.partition)).await;
     let name = "after-heal".to_string();
     overlay.probe.watch(&name);
     overlay.net.set_group(&cut, 0);
     let t = Instant::now();
     overlay.publish_service(cut[0], &name).await?;
-    row.heal = until(Duration::from_secs(180), Duration::from_millis(100), || {
-        let spread = overlay
-            .probe
-            .times(overlay.live().filter(|&n| n != cut[0]))
-            .is_some();
-        std::future::ready(spread && overlay.complete())
-    })
+    row.heal = until(
+        options.node_time(HEAL_BOUND),
+        Duration::from_millis(100),
+        || {
+            let spread = overlay
+                .probe
+                .times(overlay.live().filter(|&n| n != cut[0]))
+                .is_some();
+            std::future::ready(spread && overlay.complete())
+        },
+    )
     .await
-    .map(|_| t.elapsed());
+    .map(|_| options.unscaled(t.elapsed()));
     eprintln!("sim {peers}: partition healed {:?}", row.heal);
     overlay.stop();
     // Let the nodes' tasks wind down before the next size.
@@ -589,10 +655,25 @@ mod tests {
             quiet: Duration::from_secs(1),
             partition: Duration::from_secs(1),
             remote_figures: false,
+            settle_cap: None,
+            time_scale: 1,
         };
         let wire = sim_wire(&options);
         assert_eq!(wire.channel, crate::node::SimChannel::Noise);
         assert_eq!(wire.handshake_timeout, Duration::from_secs(40));
+        assert_eq!(wire.time_scale, 1);
+        // Time scaled: the node is told, and its handshake bound is in node time.
+        let slower = Options {
+            time_scale: 3,
+            ..options
+        };
+        let wire = sim_wire(&slower);
+        assert_eq!(wire.time_scale, 3);
+        assert_eq!(wire.handshake_timeout, Duration::from_secs(120));
+        assert_eq!(
+            slower.unscaled(Duration::from_secs(30)),
+            Duration::from_secs(10)
+        );
         let product = Options {
             channel: super::super::Channel::Product,
             ..options

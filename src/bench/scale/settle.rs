@@ -1,0 +1,212 @@
+//! How long the simulation waits for its overlay to complete (every node
+//! knowing every other's service) before it measures: as long as the overlay
+//! is still getting there, up to a cap. A fixed bound (320 s at 1,000 peers)
+//! cut off overlays that were converging on a host that gave the process
+//! half a core; waiting while the count of what is missing falls, and no
+//! longer once it has stopped falling for a window, follows the host instead.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::time::Duration;
+
+/// What the overlay still misses at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Nodes that do not yet know every other node's service.
+    pub incomplete: usize,
+    /// (node, peer) pairs where the node does not know the peer's service.
+    pub missing_pairs: usize,
+    /// Of the nodes unknown to some, the median of how many they are unknown to.
+    pub median_unknown: usize,
+}
+
+impl Progress {
+    pub fn complete(&self) -> bool {
+        self.missing_pairs == 0
+    }
+
+    /// For the progress lines: `peers` is the overlay's size.
+    pub fn line(&self, peers: usize) -> String {
+        if self.complete() {
+            return "every node knows every other".into();
+        }
+        format!(
+            "{} node(s) incomplete, {} (node, peer) pairs missing, the median missing node \
+             unknown to {} of {}",
+            self.incomplete,
+            self.missing_pairs,
+            self.median_unknown,
+            peers.saturating_sub(1)
+        )
+    }
+}
+
+/// The overlay is still converging while it gained within this much node
+/// time (the last minute).
+pub const WINDOW: Duration = Duration::from_secs(60);
+
+/// What to do after a look at the overlay.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every node knows every other: measure.
+    Complete,
+    /// Still getting there (or too early to say): wait.
+    Converging,
+    /// Nothing gained within the last window: measure anyway.
+    Stalled,
+    /// The cap is reached: measure anyway.
+    Capped,
+}
+
+/// How the wait for completeness ended, and after how long (from the first
+/// node's start): said in the table beside the figures taken after it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Settled {
+    pub verdict: Verdict,
+    pub after: Duration,
+    pub progress: Progress,
+}
+
+impl fmt::Display for Settled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secs = self.after.as_secs();
+        match self.verdict {
+            Verdict::Complete | Verdict::Converging => write!(f, "{secs}"),
+            Verdict::Stalled => write!(f, "{secs} stall"),
+            Verdict::Capped => write!(f, "{secs} cap"),
+        }
+    }
+}
+
+/// Judges a series of looks at the overlay: converging while the fewest
+/// missing pairs seen within the last `window` is below the fewest seen
+/// before it.
+pub struct Settling {
+    window: Duration,
+    cap: Duration,
+    /// Looks within the last window: (time, missing pairs).
+    recent: VecDeque<(Duration, usize)>,
+    /// The fewest missing pairs of every look older than the window.
+    best_before: Option<usize>,
+}
+
+impl Settling {
+    pub fn new(window: Duration, cap: Duration) -> Settling {
+        Settling {
+            window,
+            cap,
+            recent: VecDeque::new(),
+            best_before: None,
+        }
+    }
+
+    /// A look at the overlay at `at` (from the first node's start).
+    pub fn judge(&mut self, at: Duration, progress: Progress) -> Verdict {
+        if progress.complete() {
+            return Verdict::Complete;
+        }
+        if at >= self.cap {
+            return Verdict::Capped;
+        }
+        self.recent.push_back((at, progress.missing_pairs));
+        while let Some(&(t, missing)) = self.recent.front() {
+            if at.saturating_sub(t) <= self.window {
+                break;
+            }
+            self.best_before = Some(self.best_before.map_or(missing, |b| b.min(missing)));
+            self.recent.pop_front();
+        }
+        // The first window: nothing to compare with yet.
+        let Some(before) = self.best_before else {
+            return Verdict::Converging;
+        };
+        let best_recent = self
+            .recent
+            .iter()
+            .map(|&(_, m)| m)
+            .min()
+            .unwrap_or(usize::MAX);
+        if best_recent < before {
+            Verdict::Converging
+        } else {
+            Verdict::Stalled
+        }
+    }
+}
+
+/// The default cap on the wait, in wall-clock time: 5 minutes, or 1.8 s per
+/// peer (30 minutes at 1,000), whichever is longer.
+pub fn default_cap(peers: usize) -> Duration {
+    Duration::from_secs(300).max(Duration::from_millis(1800 * peers as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn missing(pairs: usize) -> Progress {
+        Progress {
+            incomplete: pairs.min(10),
+            missing_pairs: pairs,
+            median_unknown: pairs / 10,
+        }
+    }
+
+    const MINUTE: Duration = Duration::from_secs(60);
+
+    fn at(secs: u64) -> Duration {
+        Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn a_converging_overlay_is_waited_for_past_any_fixed_bound() {
+        let mut settling = Settling::new(MINUTE, at(1800));
+        // Slow but steady progress: 1,000 pairs fewer every 10 s, for 20 minutes.
+        for (i, secs) in (0..1200).step_by(10).enumerate() {
+            let verdict = settling.judge(at(secs), missing(500_000 - 1000 * i));
+            assert_eq!(verdict, Verdict::Converging, "at {secs} s");
+        }
+        assert_eq!(settling.judge(at(1200), missing(0)), Verdict::Complete);
+    }
+
+    #[test]
+    fn an_overlay_that_stopped_gaining_for_a_window_is_measured_anyway() {
+        let mut settling = Settling::new(MINUTE, at(1800));
+        assert_eq!(settling.judge(at(0), missing(900)), Verdict::Converging);
+        assert_eq!(settling.judge(at(30), missing(400)), Verdict::Converging);
+        // Stuck at 400, wobbling above it: converging until a whole window
+        // has passed without a new low, then stalled.
+        assert_eq!(settling.judge(at(60), missing(420)), Verdict::Converging);
+        assert_eq!(settling.judge(at(80), missing(400)), Verdict::Converging);
+        assert_eq!(settling.judge(at(100), missing(410)), Verdict::Stalled);
+        // A new low: converging again.
+        assert_eq!(settling.judge(at(110), missing(399)), Verdict::Converging);
+    }
+
+    #[test]
+    fn the_cap_ends_the_wait_even_while_converging() {
+        let mut settling = Settling::new(MINUTE, at(600));
+        assert_eq!(settling.judge(at(0), missing(900)), Verdict::Converging);
+        assert_eq!(settling.judge(at(590), missing(20)), Verdict::Converging);
+        assert_eq!(settling.judge(at(600), missing(10)), Verdict::Capped);
+        // Complete wins over the cap.
+        assert_eq!(settling.judge(at(700), missing(0)), Verdict::Complete);
+    }
+
+    #[test]
+    fn the_table_says_how_the_wait_ended() {
+        let settled = |verdict| {
+            Settled {
+                verdict,
+                after: at(1234),
+                progress: missing(5),
+            }
+            .to_string()
+        };
+        assert_eq!(settled(Verdict::Complete), "1234");
+        assert_eq!(settled(Verdict::Stalled), "1234 stall");
+        assert_eq!(settled(Verdict::Capped), "1234 cap");
+        assert_eq!(default_cap(1000), at(1800));
+        assert_eq!(default_cap(100), at(300));
+    }
+}
