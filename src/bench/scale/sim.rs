@@ -681,6 +681,46 @@ mod tests {
         assert_eq!(sim_wire(&product).channel, crate::node::SimChannel::Product);
     }
 
+    /// Transport writes of an idle overlay of `n` nodes over `window`, once
+    /// every node knows every other, with the node's timers `time_scale`
+    /// times slower.
+    async fn idle_writes(n: usize, time_scale: u32, window: Duration) -> u64 {
+        let mut overlay = Overlay::new(SimWire {
+            channel: crate::node::SimChannel::Noise,
+            handshake_timeout: Duration::from_secs(30),
+            time_scale,
+        });
+        for _ in 0..n {
+            overlay.add_node().unwrap();
+        }
+        let complete = until(Duration::from_secs(120), Duration::from_millis(200), || {
+            std::future::ready(overlay.complete())
+        })
+        .await;
+        assert!(complete.is_some(), "{}", overlay.progress().line(n));
+        // Past start-up (snapshots, first announcements, DHT bootstraps).
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let before = overlay.net.traffic();
+        tokio::time::sleep(window).await;
+        let writes = overlay.net.traffic().minus(before).sent_msgs;
+        overlay.stop();
+        writes
+    }
+
+    /// `--time-scale`: the nodes' own timers (pings, gossip heartbeat,
+    /// anti-entropy, announcements) run slower, not only the harness's waits.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_time_scaled_overlay_idles_that_many_times_slower() {
+        let window = Duration::from_secs(12);
+        let normal = idle_writes(4, 1, window).await;
+        let scaled = idle_writes(4, 4, window).await;
+        assert!(normal > 0);
+        assert!(
+            (scaled as f64) < normal as f64 / 2.0,
+            "idle writes in {window:?}: {normal} at their own pace, {scaled} four times slower"
+        );
+    }
+
     #[test]
     fn a_joining_node_bootstraps_from_a_few_distinct_nodes_already_in() {
         let mut rng = rand::thread_rng();
