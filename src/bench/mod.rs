@@ -73,7 +73,7 @@ pub enum BenchCommand {
         /// Simulated nodes start in waves of this many... Sim only.
         #[arg(long, default_value_t = 25)]
         wave: usize,
-        /// ...this many seconds apart.
+        /// ...this many seconds apart (wall clock, not scaled by --time-scale).
         #[arg(long, default_value_t = 2.0)]
         wave_pause: f64,
         #[arg(long, default_value_t = 10)]

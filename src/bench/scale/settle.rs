@@ -78,16 +78,26 @@ impl fmt::Display for Settled {
     }
 }
 
-/// Judges a series of looks at the overlay: converging while the fewest
-/// missing pairs seen within the last `window` is below the fewest seen
-/// before it.
+/// Judges a series of looks at the overlay: converging while one of its
+/// counts (missing pairs, incomplete nodes, the median missing node's
+/// unknown-to) reached a new low within the last `window`. A thousand nodes
+/// on half a core gain slowly and unevenly: the median can fall while the
+/// pairs wobble with records expiring and coming back.
 pub struct Settling {
     window: Duration,
     cap: Duration,
-    /// Looks within the last window: (time, missing pairs).
-    recent: VecDeque<(Duration, usize)>,
-    /// The fewest missing pairs of every look older than the window.
-    best_before: Option<usize>,
+    /// Looks within the last window.
+    recent: VecDeque<(Duration, [usize; 3])>,
+    /// The lowest of each count over every look older than the window.
+    best_before: Option<[usize; 3]>,
+}
+
+fn counts(p: &Progress) -> [usize; 3] {
+    [p.missing_pairs, p.incomplete, p.median_unknown]
+}
+
+fn lowest(a: [usize; 3], b: [usize; 3]) -> [usize; 3] {
+    [a[0].min(b[0]), a[1].min(b[1]), a[2].min(b[2])]
 }
 
 impl Settling {
@@ -108,12 +118,12 @@ impl Settling {
         if at >= self.cap {
             return Verdict::Capped;
         }
-        self.recent.push_back((at, progress.missing_pairs));
-        while let Some(&(t, missing)) = self.recent.front() {
+        self.recent.push_back((at, counts(&progress)));
+        while let Some(&(t, old)) = self.recent.front() {
             if at.saturating_sub(t) <= self.window {
                 break;
             }
-            self.best_before = Some(self.best_before.map_or(missing, |b| b.min(missing)));
+            self.best_before = Some(self.best_before.map_or(old, |b| lowest(b, old)));
             self.recent.pop_front();
         }
         // The first window: nothing to compare with yet.
@@ -123,10 +133,12 @@ impl Settling {
         let best_recent = self
             .recent
             .iter()
-            .map(|&(_, m)| m)
-            .min()
-            .unwrap_or(usize::MAX);
-        if best_recent < before {
+            .fold([usize::MAX; 3], |low, &(_, c)| lowest(low, c));
+        if best_recent
+            .iter()
+            .zip(before)
+            .any(|(&now, then)| now < then)
+        {
             Verdict::Converging
         } else {
             Verdict::Stalled
@@ -146,9 +158,9 @@ mod tests {
 
     fn missing(pairs: usize) -> Progress {
         Progress {
-            incomplete: pairs.min(10),
+            incomplete: 10,
             missing_pairs: pairs,
-            median_unknown: pairs / 10,
+            median_unknown: 10,
         }
     }
 
@@ -181,6 +193,35 @@ mod tests {
         assert_eq!(settling.judge(at(100), missing(410)), Verdict::Stalled);
         // A new low: converging again.
         assert_eq!(settling.judge(at(110), missing(399)), Verdict::Converging);
+    }
+
+    #[test]
+    fn a_new_low_of_any_count_is_progress() {
+        // The pairs wobble (records expiring and heard again) while the
+        // median missing node becomes known to more: still converging.
+        let mut settling = Settling::new(MINUTE, at(1800));
+        let look = |pairs, median| Progress {
+            incomplete: 1000,
+            missing_pairs: pairs,
+            median_unknown: median,
+        };
+        assert_eq!(
+            settling.judge(at(0), look(925_000, 995)),
+            Verdict::Converging
+        );
+        assert_eq!(
+            settling.judge(at(61), look(926_000, 991)),
+            Verdict::Converging
+        );
+        assert_eq!(
+            settling.judge(at(122), look(925_500, 990)),
+            Verdict::Converging
+        );
+        // No count lower than a minute ago: stalled.
+        assert_eq!(
+            settling.judge(at(183), look(925_600, 990)),
+            Verdict::Stalled
+        );
     }
 
     #[test]
