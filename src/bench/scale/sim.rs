@@ -532,6 +532,11 @@ pub async fn run(peers: usize, options: &Options) -> Result<Row> {
     }
     row.discovery = p50_p95(&mut every_peer);
     row.discovery_each = p50_p95(&mut each_peer);
+    // Each phase's figures as it ends: a long run stopped early keeps them.
+    eprintln!(
+        "sim {peers}: discovery -> every peer (p50, p95) {:?}, -> one peer {:?}",
+        row.discovery, row.discovery_each
+    );
 
     // DHT: look up other nodes' services from a few nodes, as `services
     // find` does: the lookup answers at the first providers found, and the
@@ -553,6 +558,12 @@ pub async fn run(peers: usize, options: &Options) -> Result<Row> {
     }
     row.dht_found = (lookups.len(), options.rounds);
     row.dht = p50_p95(&mut lookups);
+    eprintln!(
+        "sim {peers}: DHT lookups found {}/{} (p50, p95 {:?})",
+        lookups.len(),
+        options.rounds,
+        row.dht
+    );
 
     // Join and heal wait for every node to know every other: an overlay that
     // never got there would only spend their whole bounds (5 minutes at 1,000).
