@@ -23,6 +23,7 @@ mod traffic;
 mod transport;
 mod upkeep;
 mod why;
+pub mod wiretap;
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;

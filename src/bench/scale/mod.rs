@@ -8,6 +8,7 @@
 
 mod figures;
 mod pipes;
+mod protocols;
 mod real;
 mod sim;
 

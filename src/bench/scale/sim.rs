@@ -423,6 +423,7 @@ pub async fn run(peers: usize, options: &Options) -> Result<Row> {
 
     // Idle: nothing changes; what does each node spend?
     let traffic_before = overlay.net.traffic();
+    let protocols_before = node::wiretap::snapshot();
     let cpu_before = super::super::proxy::process_cpu();
     let window_start = Instant::now();
     tokio::time::sleep(options.idle).await;
@@ -431,6 +432,11 @@ pub async fn run(peers: usize, options: &Options) -> Result<Row> {
     let traffic = overlay.net.traffic().minus(traffic_before);
     row.set_idle(cpu, traffic, window);
     row.connections = overlay.connections().await;
+    let sent = node::wiretap::since(&protocols_before);
+    eprint!(
+        "{}",
+        super::protocols::table(peers, row.connections, &sent, traffic, window)
+    );
     eprintln!("sim {peers}: idle {}", row.idle_summary());
 
     if options.remote_figures {
