@@ -357,8 +357,10 @@ impl EventLoop {
             .into_iter()
             .take(SNAPSHOT_PAGE)
             .map(|(id, a)| {
+                // Without links (a page's size): the receiver keeps its own.
                 let entry = Announcement {
                     links: Vec::new(),
+                    links_unchanged: true,
                     departed: Vec::new(),
                     ..a.clone()
                 };

@@ -180,6 +180,7 @@ pub fn start(mut config: NodeConfig) -> Result<(Client, mpsc::Receiver<Event>)> 
         announcement: None,
         dial_errors: VecDeque::new(),
         links: links::Links::default(),
+        links_sent: links::LinksSent::default(),
         relay_config: config.relay,
         reservations: relay::Reservations::default(),
         retiring: retire::Retiring::default(),
@@ -359,6 +360,22 @@ impl PeerEntry {
         (self.announcement.is_some() && seq <= self.announced_seq)
             || self.departed_seq.is_some_and(|d| seq <= d)
     }
+
+    /// Takes in a newer announcement; its links only if it carries them.
+    fn apply(&mut self, a: &Announcement) {
+        self.announced_seq = a.seq;
+        self.departed_seq = None;
+        self.vms = Some(a.vms.clone());
+        self.load = Some(a.load.clone());
+        if !a.links_unchanged {
+            self.links = a.links.clone();
+        }
+        // Kept for a joining neighbour's snapshot; departures are news only once.
+        self.announcement = Some(Announcement {
+            departed: Vec::new(),
+            ..a.clone()
+        });
+    }
 }
 
 struct EventLoop {
@@ -377,6 +394,8 @@ struct EventLoop {
     announcement: Option<Announcement>,
     dial_errors: VecDeque<String>,
     links: links::Links,
+    /// Which announcements carry our links.
+    links_sent: links::LinksSent,
     relay_config: RelayConfig,
     reservations: relay::Reservations,
     /// Relayed connections replaced by a punched one, closed once idle.
@@ -496,11 +515,21 @@ impl EventLoop {
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
         announcement.seq = now.max(announcement.seq + 1);
-        announcement.links = self
+        let links = self
             .swarm
             .connected_peers()
             .map(|p| p.to_string())
             .collect();
+        match self.links_sent.next(links) {
+            Some(links) => {
+                announcement.links = links;
+                announcement.links_unchanged = false;
+            }
+            None => {
+                announcement.links = Vec::new();
+                announcement.links_unchanged = true;
+            }
+        }
         let bytes = announcement.encode();
         tracing::debug!(
             seq = announcement.seq,
@@ -518,6 +547,7 @@ impl EventLoop {
             // next periodic announcement, which may be minutes away.
             tracing::trace!("announce: {e}");
             self.departures.unheard = true;
+            self.links_sent.unsent();
         }
     }
 

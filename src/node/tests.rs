@@ -200,3 +200,25 @@ fn an_announcement_already_applied_is_not_news_so_it_is_not_forwarded_again() {
     assert!(entry.outdates(2_000));
     assert!(!entry.outdates(2_001));
 }
+
+#[test]
+fn an_announcement_with_links_unchanged_keeps_the_links_known() {
+    let mut entry = PeerEntry::default();
+    entry.apply(&Announcement {
+        links: vec!["peer-b".into(), "peer-c".into()],
+        seq: 1,
+        ..Default::default()
+    });
+    entry.apply(&Announcement {
+        links_unchanged: true,
+        seq: 2,
+        ..Default::default()
+    });
+    assert_eq!(entry.links, ["peer-b", "peer-c"], "kept");
+    entry.apply(&Announcement {
+        links: vec!["peer-c".into()],
+        seq: 3,
+        ..Default::default()
+    });
+    assert_eq!(entry.links, ["peer-c"], "a change is taken");
+}

@@ -363,6 +363,7 @@ async fn publish(
             services: lock(&services).clone(),
             load: PeerLoad::default(),
             links: Vec::new(),
+            links_unchanged: false,
             seq: 0,
             every_ms: every.as_millis() as u64,
             departed: Vec::new(),
