@@ -226,9 +226,30 @@ fn count_gossip_frames(bytes: &[u8]) -> usize {
         let c = counts(&label);
         c.writes.fetch_add(1, Ordering::Relaxed);
         c.bytes.fetch_add((end - at) as u64, Ordering::Relaxed);
+        count_copies(rpc);
         at = end;
     }
     at
+}
+
+/// Each message copy in an RPC, as `gossipsub:copy ...` (writes = copies):
+/// whether the announcement in it carries its author's links.
+fn count_copies(rpc: &[u8]) {
+    for (_, message) in fields(rpc).into_iter().filter(|(f, _)| *f == 2) {
+        // Message { from = 1, data = 2, ... }: the announcement's JSON.
+        let data = fields(message)
+            .into_iter()
+            .find(|(f, _)| *f == 2)
+            .map_or(&[][..], |(_, d)| d);
+        let unchanged = data.windows(22).any(|w| w == b"\"links_unchanged\":true");
+        let c = counts(if unchanged {
+            "gossipsub:copy, links unchanged"
+        } else {
+            "gossipsub:copy with links"
+        });
+        c.writes.fetch_add(1, Ordering::Relaxed);
+        c.bytes.fetch_add(message.len() as u64, Ordering::Relaxed);
+    }
 }
 
 /// The kinds in one gossipsub RPC: its top-level fields (1 subscriptions,
