@@ -257,6 +257,7 @@ fn build_swarm(
                 gossipsub::ConfigBuilder::default()
                     .heartbeat_interval(Duration::from_millis(200))
                     .max_transmit_size(64 * 1024)
+                    .idontwant_message_size_threshold(IDONTWANT_ABOVE)
                     // Forward a message only once we decoded and checked it. It waits
                     // in the cache meanwhile: keep 5 s of heartbeats there (default 5
                     // heartbeats, 1 s at ours), so a busy event loop still forwards it.
@@ -315,6 +316,14 @@ fn build_swarm(
         .build();
     Ok(swarm)
 }
+
+/// Gossipsub sends an IDONTWANT to every mesh peer for each message received
+/// above this size (libp2p's default, 1,000 bytes, is meant for blocks of
+/// hundreds of kB). Announcements of a few kB crossed it: at 100 simulated
+/// peers IDONTWANTs were 40 of 135 writes/s per peer, 2.5 for every message
+/// copy they might have spared (docs/scale.md). Only an announcement this big
+/// (hundreds of services) is worth one.
+pub const IDONTWANT_ABOVE: usize = 32 * 1024;
 
 /// Control requests are a few hundred bytes; a bigger one is hostile.
 pub const MAX_CONTROL_REQUEST: u64 = 64 * 1024;
