@@ -20,6 +20,7 @@ use libp2p::PeerId;
 use libp2p::request_response::{OutboundRequestId, ResponseChannel};
 use libp2p::swarm::ConnectionId;
 
+use super::churn::{self, Closed, Opened};
 use super::digest::bucket_of;
 use super::protocol::{Announcement, ControlResponse, Departure};
 use super::{Event, EventLoop};
@@ -38,8 +39,10 @@ const SNAPSHOT_PAGE: usize = 500;
 pub(super) struct Departures {
     /// Peers whose last connection closed without our asking, and when.
     lost: HashMap<PeerId, Lost>,
-    /// Connections this node closed on purpose (spare, trimmed, retired).
-    closing: HashSet<ConnectionId>,
+    /// Connections this node closed on purpose (spare, trimmed, retired), and why.
+    closing: HashMap<ConnectionId, Closed>,
+    /// Our dials in progress, and why we made them (churn.rs counts them).
+    dialing: HashMap<ConnectionId, (Opened, Instant)>,
     /// Connections this node closed because the peer stopped answering, and
     /// when it last answered.
     silent: HashMap<ConnectionId, Instant>,
@@ -85,7 +88,12 @@ pub(super) enum Snapshot {
 impl Departures {
     /// This node closes `id` itself: not a departure.
     pub(super) fn closing_on_purpose(&mut self, id: ConnectionId) {
-        self.closing.insert(id);
+        self.closing_for(id, Closed::OursOther);
+    }
+
+    /// This node closes `id` itself, for `why`.
+    pub(super) fn closing_for(&mut self, id: ConnectionId, why: Closed) {
+        self.closing.insert(id, why);
     }
 
     /// This node closes `id` because its peer stopped answering after `since`.
@@ -131,12 +139,45 @@ impl Departures {
 }
 
 impl EventLoop {
+    /// Dials `peer`, remembering why (counted when the connection opens).
+    pub(super) fn dial_for(
+        &mut self,
+        peer: impl Into<libp2p::swarm::dial_opts::DialOpts>,
+        why: Opened,
+    ) -> Result<(), libp2p::swarm::DialError> {
+        let opts = peer.into();
+        let id = opts.connection_id();
+        self.swarm.dial(opts)?;
+        let dialing = &mut self.departures.dialing;
+        // Failed dials leave their entry: forgotten after a minute.
+        if dialing.len() > 256 {
+            dialing.retain(|_, (_, at)| at.elapsed() < Duration::from_secs(60));
+        }
+        dialing.insert(id, (why, Instant::now()));
+        Ok(())
+    }
+
+    /// A connection opened: counted by who opened it.
+    pub(super) fn churn_on_opened(&mut self, id: ConnectionId, dialer: bool) {
+        let ours = self.departures.dialing.remove(&id).map(|(why, _)| why);
+        churn::opened(match ours {
+            Some(why) => why,
+            None if dialer => Opened::Other,
+            None => Opened::Inbound,
+        });
+    }
+
     /// A connection closed; `remaining` to that peer are still open.
     pub(super) fn departure_on_closed(&mut self, peer: PeerId, id: ConnectionId, remaining: u32) {
         let on_purpose = self.departures.closing.remove(&id);
         let silent_since = self.departures.silent.remove(&id);
+        churn::closed(match (on_purpose, silent_since) {
+            (Some(why), _) => why,
+            (None, Some(_)) => Closed::Silent,
+            (None, None) => Closed::Remote,
+        });
         let trimmed = self.departures.trimmed.contains_key(&peer);
-        if remaining > 0 || on_purpose || trimmed {
+        if remaining > 0 || on_purpose.is_some() || trimmed {
             return;
         }
         self.departures.back.remove(&peer);
@@ -149,7 +190,7 @@ impl EventLoop {
             },
         );
         // Gone, or only this path? One dial tells.
-        if let Err(e) = self.swarm.dial(peer) {
+        if let Err(e) = self.dial_for(peer, Opened::Check) {
             tracing::debug!("dial lost peer {peer}: {e}");
             self.report_departure(peer);
         }
@@ -224,7 +265,7 @@ impl EventLoop {
             // Our check found it alive: the other end closed the connection
             // (it trims its own). Kept only if we are short of connections.
             Some(_) if self.swarm.connected_peers().count() > super::upkeep::TARGET_CONNECTIONS => {
-                self.departures.closing_on_purpose(id);
+                self.departures.closing_for(id, Closed::CheckAlive);
                 self.swarm.close_connection(id);
             }
             _ if believed_gone => {
@@ -322,7 +363,7 @@ impl EventLoop {
             .map(|(p, _)| *p)
             .collect();
         for peer in lost {
-            let _ = self.swarm.dial(peer);
+            let _ = self.dial_for(peer, Opened::Redial);
         }
     }
 

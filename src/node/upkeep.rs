@@ -5,6 +5,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use super::churn::{Closed, Opened};
 use super::*;
 
 /// Direct connections a node keeps when the DHT knows enough peers.
@@ -32,7 +33,7 @@ impl EventLoop {
                 .peers
                 .values()
                 .any(|p| p.connections > 0 && p.addrs.contains(&addr));
-            if !known && let Err(e) = self.swarm.dial(addr.clone()) {
+            if !known && let Err(e) = self.dial_for(addr.clone(), Opened::Redial) {
                 tracing::debug!("dial {addr}: {e}");
             }
         }
@@ -69,7 +70,7 @@ impl EventLoop {
             .into_iter()
             .take(TARGET_CONNECTIONS - connected.len())
         {
-            if let Err(e) = self.swarm.dial(peer) {
+            if let Err(e) = self.dial_for(peer, Opened::TopUp) {
                 tracing::debug!("dial {peer}: {e}");
             }
         }
@@ -102,7 +103,7 @@ impl EventLoop {
             tracing::debug!("trimming the connection to {}", self.display_name(&peer));
             self.departures.trimming(peer);
             for id in self.links.connections_to(&peer) {
-                self.departures.closing_on_purpose(id);
+                self.departures.closing_for(id, Closed::Trim);
                 self.swarm.close_connection(id);
             }
         }
@@ -123,6 +124,7 @@ fn to_trim(idle: Vec<PeerId>, mesh: &HashSet<PeerId>, excess: usize) -> Vec<Peer
 
 #[cfg(test)]
 mod tests {
+    use super::churn::{Closed, Opened};
     use super::*;
 
     /// Issue 20: trimming keeps the gossip mesh whole and closes no more than
