@@ -16,7 +16,9 @@ pub enum Opened {
     Check,
     /// Our redial of a lost peer, or of a bootstrap address.
     Redial,
-    /// Any other dial of ours: the DHT's queries, requests, AutoNAT, punches.
+    /// Our AutoNAT dial-back, for a peer that asked.
+    DialBack,
+    /// Any other dial of ours: the DHT's queries, requests, punches.
     Other,
 }
 
@@ -37,7 +39,7 @@ pub enum Closed {
     Remote,
 }
 
-const OPENED: usize = 5;
+const OPENED: usize = 6;
 const CLOSED: usize = 6;
 
 struct Counters {

@@ -17,6 +17,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
+use libp2p::core::ConnectedPoint;
 use libp2p::request_response::{OutboundRequestId, ResponseChannel};
 use libp2p::swarm::ConnectionId;
 
@@ -248,11 +249,12 @@ impl EventLoop {
     }
 
     /// A connection opened: counted by who opened it.
-    pub(super) fn churn_on_opened(&mut self, id: ConnectionId, dialer: bool) {
+    pub(super) fn churn_on_opened(&mut self, id: ConnectionId, endpoint: &ConnectedPoint) {
         let ours = self.departures.dialing.remove(&id).map(|(why, _)| why);
         churn::opened(match ours {
             Some(why) => why,
-            None if dialer => Opened::Other,
+            None if super::reachability::is_dial_back(endpoint) => Opened::DialBack,
+            None if endpoint.is_dialer() => Opened::Other,
             None => Opened::Inbound,
         });
     }

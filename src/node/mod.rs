@@ -651,7 +651,7 @@ impl EventLoop {
                 ..
             } => {
                 self.note_connection(peer_id, connection_id, &endpoint);
-                self.churn_on_opened(connection_id, endpoint.is_dialer());
+                self.churn_on_opened(connection_id, &endpoint);
                 self.on_repunch_circuit(peer_id, connection_id);
                 let entry = self.peers.entry(peer_id).or_default();
                 entry.connections += 1;

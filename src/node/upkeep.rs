@@ -37,7 +37,11 @@ impl EventLoop {
                 tracing::debug!("dial {addr}: {e}");
             }
         }
-        if connected > 0 {
+        // Short of peers: ask the DHT for more. Not every 3 s regardless: a
+        // bootstrap walks every bucket (dozens of peers asked, a connection
+        // each, trimmed again 20 s later), and kad bootstraps by itself while
+        // its table is small and every 5 minutes.
+        if connected > 0 && connected < TARGET_CONNECTIONS {
             let _ = self.swarm.behaviour_mut().kad.bootstrap();
         }
     }

@@ -111,13 +111,14 @@ pub fn rates(delta: &Churn, peers: usize, over: Duration, connections: f64) -> S
     let per = |n: u64| n as f64 / peers as f64 / over.as_secs_f64();
     format!(
         "{connections:.1} conns/peer; per peer per s: opened {:.3} (in {:.3}, top-up {:.3}, \
-         check {:.3}, redial {:.3}, dht/other {:.3}), closed {:.3} (trim {:.3}, told-trimmed {:.3}, \
+         check {:.3}, redial {:.3}, autonat {:.3}, dht/other {:.3}), closed {:.3} (trim {:.3}, told-trimmed {:.3}, \
          check-alive {:.3}, silent {:.3}, other ours {:.3}, remote {:.3})",
         per(delta.opened_total()),
         per(delta.opened_by(Opened::Inbound)),
         per(delta.opened_by(Opened::TopUp)),
         per(delta.opened_by(Opened::Check)),
         per(delta.opened_by(Opened::Redial)),
+        per(delta.opened_by(Opened::DialBack)),
         per(delta.opened_by(Opened::Other)),
         per(delta.closed_total()),
         per(delta.closed_for(Closed::Trim)),
