@@ -37,11 +37,7 @@ impl EventLoop {
                 tracing::debug!("dial {addr}: {e}");
             }
         }
-        // Short of peers: ask the DHT for more. Not every 3 s regardless: a
-        // bootstrap walks every bucket (dozens of peers asked, a connection
-        // each, trimmed again 20 s later), and kad bootstraps by itself while
-        // its table is small and every 5 minutes.
-        if connected > 0 && connected < TARGET_CONNECTIONS {
+        if bootstrap_dht(connected) {
             let _ = self.swarm.behaviour_mut().kad.bootstrap();
         }
     }
@@ -137,6 +133,15 @@ fn to_trim(idle: Vec<PeerId>, mesh: &HashSet<PeerId>, excess: usize) -> Vec<Peer
     idle
 }
 
+/// Whether the early upkeep (its first 30 s, or while alone) asks the DHT for
+/// more peers: only while short of them, and not alone (no one to ask). It
+/// did every 3 s regardless, and a bootstrap walks every bucket (dozens of
+/// peers asked, a connection each, trimmed again 20 s later); kad bootstraps
+/// by itself too, while its table is small and every 5 minutes.
+fn bootstrap_dht(connected: usize) -> bool {
+    connected > 0 && connected < TARGET_CONNECTIONS
+}
+
 /// Which of the `candidates` to dial, `want` at most, at random: peers a trim
 /// parted us from lately only when there are not enough others. Dialing one
 /// back undid the trim (and the trimming peer, still above its bound, trimmed
@@ -175,6 +180,17 @@ mod tests {
             "at most the idle non-mesh ones"
         );
         assert_eq!(to_trim(idle, &mesh, 3).len(), 3);
+    }
+
+    /// Issue 20: the DHT is walked for more peers only while some are there
+    /// to ask and too few are connected.
+    #[test]
+    fn the_dht_is_bootstrapped_only_while_short_of_peers() {
+        assert!(!bootstrap_dht(0), "alone: no one to ask");
+        assert!(bootstrap_dht(1));
+        assert!(bootstrap_dht(TARGET_CONNECTIONS - 1));
+        assert!(!bootstrap_dht(TARGET_CONNECTIONS), "enough peers");
+        assert!(!bootstrap_dht(MAX_CONNECTED + 5));
     }
 
     /// Issue 20: the top-up does not redial a peer a trim parted us from while
