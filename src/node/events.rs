@@ -249,6 +249,10 @@ impl EventLoop {
                         self.answer_snapshot(after.as_deref(), buckets, channel);
                         return;
                     }
+                    ControlRequest::Trimming => {
+                        self.on_trim_notice(peer, channel);
+                        return;
+                    }
                     ControlRequest::Digest => {
                         let buckets = self.digests().to_vec();
                         let digest = buckets.iter().fold(0, |all, b| all ^ b);

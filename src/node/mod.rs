@@ -2,6 +2,7 @@
 //! program talks to it through a cloneable [`Client`] (commands over mpsc, replies
 //! over oneshot), as in rust-libp2p's file-sharing example.
 
+pub mod churn;
 mod client;
 mod departures;
 mod digest;
@@ -43,6 +44,7 @@ use protocol::{
     ANNOUNCE_TOPIC, Announcement, CONTROL_PROTOCOL, ControlRequest, ControlResponse, agent_version,
 };
 
+pub use churn::Churn;
 pub use client::Client;
 use client::Command;
 pub use guard::ConnectionCaps;
@@ -689,6 +691,7 @@ impl EventLoop {
                 ..
             } => {
                 self.note_connection(peer_id, connection_id, &endpoint);
+                self.churn_on_opened(connection_id, &endpoint);
                 self.on_repunch_circuit(peer_id, connection_id);
                 let entry = self.peers.entry(peer_id).or_default();
                 entry.connections += 1;

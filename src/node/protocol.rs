@@ -96,6 +96,11 @@ pub enum ControlRequest {
     Redeem { secret: String },
     /// From a trust group's authority: every member of its group now (join/).
     GroupMembers { members: Vec<String> },
+    /// "I am closing our connections to keep my own count bounded; I am not
+    /// going away": answered `Ack`, then the asker closes. The peer told so
+    /// takes the close for no departure and does not dial back to check
+    /// (node/upkeep.rs). An older peer cannot decode it and checks as before.
+    Trimming,
 }
 
 /// VMs one `VmFigures` request may name (a screenful and then some), and

@@ -16,6 +16,7 @@ use libp2p::PeerId;
 use rand::seq::SliceRandom;
 use tokio::sync::{Notify, mpsc};
 
+use super::churn;
 use super::figures;
 use super::pipes::Net;
 use super::{Options, Row, memory_bytes, p50_p95, until};
@@ -272,6 +273,10 @@ impl Overlay {
     }
 }
 
+/// How long the idle window waits, after the quiet, for the connection bound
+/// to hold (churn.rs): at 100 peers the start-up's DHT connections were all
+/// trimmed about 170 s after the last node started.
+const STEADY_BOUND: Duration = Duration::from_secs(240);
 /// How many nodes already in a joining node bootstraps from.
 const SEEDS_PER_JOIN: usize = 3;
 /// The channel and handshake bound the options ask for.
@@ -385,6 +390,8 @@ pub async fn run(peers: usize, options: &Options) -> Result<Row> {
     }
     let memory_before = memory_bytes();
     let mut overlay = Overlay::new(sim_wire(options));
+    let meter = churn::Meter::start(peers);
+    let _printer = meter.print_every(format!("sim {peers}"), Duration::from_secs(10));
     let started = Instant::now();
     for i in 0..peers {
         overlay.add_node()?;
@@ -392,6 +399,7 @@ pub async fn run(peers: usize, options: &Options) -> Result<Row> {
             tokio::time::sleep(options.wave_pause).await;
         }
     }
+    let last_start = Instant::now();
     eprintln!(
         "sim {peers}: {peers} nodes started in {:.1} s; waiting until every node knows every other…",
         started.elapsed().as_secs_f64()
@@ -418,6 +426,15 @@ pub async fn run(peers: usize, options: &Options) -> Result<Row> {
     let settled = started.elapsed();
     // Let the start-up work (DHT bootstraps, first provider records) pass.
     tokio::time::sleep(options.quiet).await;
+    let (steady, waited) = meter.wait_steady(last_start, STEADY_BOUND).await;
+    let steady_note = format!(
+        "connections {} {:.0} s after the quiet ({:.0} s after the last node started): {:.1} per peer",
+        if steady { "steady" } else { "still not steady" },
+        waited.as_secs_f64(),
+        last_start.elapsed().as_secs_f64(),
+        meter.connections()
+    );
+    eprintln!("sim {peers}: {steady_note}");
     let mut row = Row::new(peers);
     row.settle = Some(settled);
     row.memory_per_peer = memory_bytes().saturating_sub(memory_before) as f64 / peers as f64;
@@ -425,6 +442,7 @@ pub async fn run(peers: usize, options: &Options) -> Result<Row> {
     // Idle: nothing changes; what does each node spend?
     let traffic_before = overlay.net.traffic();
     let protocols_before = node::wiretap::snapshot();
+    let churn_before = meter.reading();
     let cpu_before = super::super::proxy::process_cpu();
     let window_start = Instant::now();
     tokio::time::sleep(options.idle).await;
@@ -432,6 +450,7 @@ pub async fn run(peers: usize, options: &Options) -> Result<Row> {
     let cpu = super::super::proxy::process_cpu() - cpu_before;
     let traffic = overlay.net.traffic().minus(traffic_before);
     row.set_idle(cpu, traffic, window);
+    let idle_churn = format!("idle churn: {}", meter.since(&churn_before, window));
     row.connections = overlay.connections().await;
     let sent = node::wiretap::since(&protocols_before);
     eprint!(
@@ -439,6 +458,9 @@ pub async fn run(peers: usize, options: &Options) -> Result<Row> {
         super::protocols::table(peers, row.connections, &sent, traffic, window)
     );
     eprintln!("sim {peers}: idle {}", row.idle_summary());
+    eprintln!("sim {peers}: {steady_note}; {idle_churn}");
+    row.notes.push(steady_note);
+    row.notes.push(idle_churn);
 
     if options.remote_figures {
         let idle = (
