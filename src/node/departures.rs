@@ -17,13 +17,20 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
+use libp2p::core::ConnectedPoint;
 use libp2p::request_response::{OutboundRequestId, ResponseChannel};
 use libp2p::swarm::ConnectionId;
 
+use super::churn::{self, Closed, Opened};
 use super::digest::bucket_of;
 use super::protocol::{Announcement, ControlResponse, Departure};
 use super::{Event, EventLoop};
 
+/// A trim notice, or our own trim, explains a close for this long: the close
+/// follows the notice's answer at once, an older peer's check dial within seconds.
+const TRIM_NOTICE_VALID: Duration = Duration::from_secs(120);
+/// How long the top-up avoids redialing a peer a trim parted us from.
+const PARTED_FOR: Duration = Duration::from_secs(600);
 /// How long a lost peer is redialed (every 3 s) before we give up on it.
 const REDIAL_LOST_FOR: Duration = Duration::from_secs(600);
 /// Changes within this are announced together (a partition loses many at once).
@@ -38,14 +45,24 @@ const SNAPSHOT_PAGE: usize = 500;
 pub(super) struct Departures {
     /// Peers whose last connection closed without our asking, and when.
     lost: HashMap<PeerId, Lost>,
-    /// Connections this node closed on purpose (spare, trimmed, retired).
-    closing: HashSet<ConnectionId>,
+    /// Connections this node closed on purpose (spare, trimmed, retired), and why.
+    closing: HashMap<ConnectionId, Closed>,
+    /// Our dials in progress, and why we made them (churn.rs counts them).
+    dialing: HashMap<ConnectionId, (Opened, Instant)>,
     /// Connections this node closed because the peer stopped answering, and
     /// when it last answered.
     silent: HashMap<ConnectionId, Instant>,
-    /// Peers whose connections we trimmed, and when: their answer (a dial that
-    /// finds us here, then closed again) is no departure.
+    /// Peers whose connections we trimmed, and when: an older peer's answer (a
+    /// dial that finds us here, then closed again) is no departure.
     trimmed: HashMap<PeerId, Instant>,
+    /// Peers that told us they are trimming their connections to us, and when:
+    /// that close is no departure (taken once, at the close).
+    told_trim: HashMap<PeerId, Instant>,
+    /// Peers between whom and us a trim happened lately (either side): the
+    /// top-up dials others first, so a trim is not undone at the next tick.
+    parted: HashMap<PeerId, Instant>,
+    /// Our trim notices waiting for their answer, and their peer.
+    pub(super) trim_notices: HashMap<OutboundRequestId, PeerId>,
     /// Departures for our next announcement.
     to_report: Vec<Departure>,
     /// When to announce again (batched changes), if at all.
@@ -85,7 +102,12 @@ pub(super) enum Snapshot {
 impl Departures {
     /// This node closes `id` itself: not a departure.
     pub(super) fn closing_on_purpose(&mut self, id: ConnectionId) {
-        self.closing.insert(id);
+        self.closing_for(id, Closed::OursOther);
+    }
+
+    /// This node closes `id` itself, for `why`.
+    pub(super) fn closing_for(&mut self, id: ConnectionId, why: Closed) {
+        self.closing.insert(id, why);
     }
 
     /// This node closes `id` because its peer stopped answering after `since`.
@@ -108,10 +130,46 @@ impl Departures {
         lost.reported || believed_gone || missed
     }
 
-    /// This node trims its connections to `peer`.
+    /// This node trims its connections to `peer` (closing them once told).
     pub(super) fn trimming(&mut self, peer: PeerId) {
-        self.trimmed.retain(|_, at| at.elapsed() < REDIAL_LOST_FOR);
+        self.trimmed
+            .retain(|_, at| at.elapsed() < TRIM_NOTICE_VALID);
         self.trimmed.insert(peer, Instant::now());
+        self.parted_with(peer);
+    }
+
+    /// `peer` is trimming its connections to us.
+    fn told_trimming(&mut self, peer: PeerId) {
+        self.told_trim
+            .retain(|_, at| at.elapsed() < TRIM_NOTICE_VALID);
+        self.told_trim.insert(peer, Instant::now());
+        self.parted_with(peer);
+    }
+
+    fn parted_with(&mut self, peer: PeerId) {
+        self.parted.retain(|_, at| at.elapsed() < PARTED_FOR);
+        self.parted.insert(peer, Instant::now());
+    }
+
+    /// Peers a trim parted us from lately: the top-up prefers others.
+    pub(super) fn parted(&self) -> HashSet<PeerId> {
+        (self.parted.iter())
+            .filter(|(_, at)| at.elapsed() < PARTED_FOR)
+            .map(|(p, _)| *p)
+            .collect()
+    }
+
+    /// Whether a trim notice to `peer` is waiting for its answer.
+    pub(super) fn notice_pending(&self, peer: &PeerId) -> bool {
+        self.trim_notices.values().any(|p| p == peer)
+    }
+
+    /// What the close of the last connection to `peer` means: `silent` if we
+    /// closed it because the peer stopped answering.
+    fn close_means(&mut self, peer: &PeerId, silent: bool) -> CloseMeans {
+        let told = self.told_trim.remove(peer).map(|at| at.elapsed());
+        let trimmed = self.trimmed.get(peer).map(|at| at.elapsed());
+        close_means(silent, told, trimmed)
     }
 
     fn announce_soon(&mut self) {
@@ -130,13 +188,92 @@ impl Departures {
     }
 }
 
+/// What the close of the last connection to a peer, not asked by us, says.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum CloseMeans {
+    /// Nothing to check: an older peer's check dial closed again after we
+    /// trimmed it (a newer one does not dial back), or one of ours.
+    Nothing,
+    /// The peer trimmed it and told us first: it is alive.
+    TrimmedByPeer,
+    /// Gone, or only this path? One dial tells.
+    Check,
+}
+
+/// A close after the peer's trim notice (`told`, that long ago) is no
+/// departure; nor one shortly after we trimmed the peer (`trimmed`): an older
+/// peer's check dial, closed again. A connection we closed because the peer
+/// went silent is checked whatever came before: a notice does not make a
+/// vanished peer alive.
+fn close_means(silent: bool, told: Option<Duration>, trimmed: Option<Duration>) -> CloseMeans {
+    let recent = |t: Option<Duration>| t.is_some_and(|t| t < TRIM_NOTICE_VALID);
+    if silent {
+        CloseMeans::Check
+    } else if recent(told) {
+        CloseMeans::TrimmedByPeer
+    } else if recent(trimmed) {
+        CloseMeans::Nothing
+    } else {
+        CloseMeans::Check
+    }
+}
+
 impl EventLoop {
+    /// A peer tells us it is trimming its connections to us.
+    pub(super) fn on_trim_notice(
+        &mut self,
+        peer: PeerId,
+        channel: ResponseChannel<ControlResponse>,
+    ) {
+        tracing::debug!("{} trims its connection to us", self.display_name(&peer));
+        self.departures.told_trimming(peer);
+        self.respond(channel, ControlResponse::Ack);
+    }
+
+    /// Dials `peer`, remembering why (counted when the connection opens).
+    pub(super) fn dial_for(
+        &mut self,
+        peer: impl Into<libp2p::swarm::dial_opts::DialOpts>,
+        why: Opened,
+    ) -> Result<(), libp2p::swarm::DialError> {
+        let opts = peer.into();
+        let id = opts.connection_id();
+        self.swarm.dial(opts)?;
+        let dialing = &mut self.departures.dialing;
+        // Failed dials leave their entry: forgotten after a minute.
+        if dialing.len() > 256 {
+            dialing.retain(|_, (_, at)| at.elapsed() < Duration::from_secs(60));
+        }
+        dialing.insert(id, (why, Instant::now()));
+        Ok(())
+    }
+
+    /// A connection opened: counted by who opened it.
+    pub(super) fn churn_on_opened(&mut self, id: ConnectionId, endpoint: &ConnectedPoint) {
+        let ours = self.departures.dialing.remove(&id).map(|(why, _)| why);
+        churn::opened(match ours {
+            Some(why) => why,
+            None if super::reachability::is_dial_back(endpoint) => Opened::DialBack,
+            None if endpoint.is_dialer() => Opened::Other,
+            None => Opened::Inbound,
+        });
+    }
+
     /// A connection closed; `remaining` to that peer are still open.
     pub(super) fn departure_on_closed(&mut self, peer: PeerId, id: ConnectionId, remaining: u32) {
         let on_purpose = self.departures.closing.remove(&id);
         let silent_since = self.departures.silent.remove(&id);
-        let trimmed = self.departures.trimmed.contains_key(&peer);
-        if remaining > 0 || on_purpose || trimmed {
+        let means = match on_purpose {
+            Some(_) => CloseMeans::Nothing,
+            None => (self.departures).close_means(&peer, silent_since.is_some()),
+        };
+        churn::closed(match (on_purpose, silent_since, means) {
+            (Some(why), _, _) => why,
+            (None, Some(_), _) => Closed::Silent,
+            (None, None, CloseMeans::TrimmedByPeer) => Closed::TrimmedByPeer,
+            (None, None, _) => Closed::Remote,
+        });
+        if remaining > 0 || means != CloseMeans::Check {
             return;
         }
         self.departures.back.remove(&peer);
@@ -149,7 +286,7 @@ impl EventLoop {
             },
         );
         // Gone, or only this path? One dial tells.
-        if let Err(e) = self.swarm.dial(peer) {
+        if let Err(e) = self.dial_for(peer, Opened::Check) {
             tracing::debug!("dial lost peer {peer}: {e}");
             self.report_departure(peer);
         }
@@ -224,7 +361,7 @@ impl EventLoop {
             // Our check found it alive: the other end closed the connection
             // (it trims its own). Kept only if we are short of connections.
             Some(_) if self.swarm.connected_peers().count() > super::upkeep::TARGET_CONNECTIONS => {
-                self.departures.closing_on_purpose(id);
+                self.departures.closing_for(id, Closed::CheckAlive);
                 self.swarm.close_connection(id);
             }
             _ if believed_gone => {
@@ -322,7 +459,7 @@ impl EventLoop {
             .map(|(p, _)| *p)
             .collect();
         for peer in lost {
-            let _ = self.swarm.dial(peer);
+            let _ = self.dial_for(peer, Opened::Redial);
         }
     }
 
@@ -357,8 +494,10 @@ impl EventLoop {
             .into_iter()
             .take(SNAPSHOT_PAGE)
             .map(|(id, a)| {
+                // Without links (a page's size): the receiver keeps its own.
                 let entry = Announcement {
                     links: Vec::new(),
+                    links_unchanged: true,
                     departed: Vec::new(),
                     ..a.clone()
                 };
@@ -382,6 +521,11 @@ impl EventLoop {
         id: OutboundRequestId,
         response: Option<ControlResponse>,
     ) -> bool {
+        if let Some(peer) = self.departures.trim_notices.remove(&id) {
+            // Told (or an older peer that cannot read the notice): close now.
+            self.close_trimmed(peer);
+            return true;
+        }
         if self.departures.digest_asked == Some(id) {
             self.departures.digest_asked = None;
             self.on_digest(from, response);
@@ -494,6 +638,59 @@ mod tests {
             }
         }
         None
+    }
+
+    /// Issue 20: a peer that told us it trims its connection to us is not
+    /// dialed back to check it is alive when the connection closes; a silent
+    /// one is, notice or not, and so is any unannounced close.
+    #[test]
+    fn a_close_after_a_trim_notice_is_no_departure_but_a_silent_or_unannounced_one_is_checked() {
+        let s = Duration::from_secs;
+        assert_eq!(
+            close_means(false, None, None),
+            CloseMeans::Check,
+            "unannounced"
+        );
+        assert_eq!(
+            close_means(false, Some(s(1)), None),
+            CloseMeans::TrimmedByPeer,
+            "told"
+        );
+        assert_eq!(
+            close_means(true, Some(s(1)), None),
+            CloseMeans::Check,
+            "told, but silent: vanished"
+        );
+        assert_eq!(
+            close_means(false, Some(TRIM_NOTICE_VALID + s(1)), None),
+            CloseMeans::Check,
+            "a notice long ago explains nothing"
+        );
+        assert_eq!(
+            close_means(false, None, Some(s(5))),
+            CloseMeans::Nothing,
+            "an older peer's check dial after our trim"
+        );
+        assert_eq!(
+            close_means(true, None, Some(s(5))),
+            CloseMeans::Check,
+            "a peer we trimmed, reconnected and then silent"
+        );
+        assert_eq!(
+            close_means(false, None, Some(TRIM_NOTICE_VALID + s(1))),
+            CloseMeans::Check
+        );
+
+        // The notice is taken once: a later close of a new connection is checked.
+        let peer = PeerId::random();
+        let mut departures = Departures::default();
+        departures.told_trimming(peer);
+        assert_eq!(
+            departures.close_means(&peer, false),
+            CloseMeans::TrimmedByPeer
+        );
+        assert_eq!(departures.close_means(&peer, false), CloseMeans::Check);
+        assert!(departures.parted().contains(&peer));
     }
 
     /// Issue 20: a peer that answers again after a silence makes us announce

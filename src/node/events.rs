@@ -143,17 +143,8 @@ impl EventLoop {
         if entry.outdates(a.seq) {
             return false;
         }
-        entry.announced_seq = a.seq;
-        entry.departed_seq = None;
         tracing::debug!(seq = a.seq, services = a.services.len(), from = %source, "heard");
-        entry.vms = Some(a.vms.clone());
-        entry.load = Some(a.load.clone());
-        entry.links = a.links.clone();
-        // Kept for a joining neighbour's snapshot; departures are news only once.
-        entry.announcement = Some(Announcement {
-            departed: Vec::new(),
-            ..a.clone()
-        });
+        entry.apply(&a);
         let event = Event::Announcement {
             peer: source,
             announcement: a,
@@ -256,6 +247,10 @@ impl EventLoop {
                 match &request {
                     ControlRequest::Snapshot { after, buckets } => {
                         self.answer_snapshot(after.as_deref(), buckets, channel);
+                        return;
+                    }
+                    ControlRequest::Trimming => {
+                        self.on_trim_notice(peer, channel);
                         return;
                     }
                     ControlRequest::Digest => {

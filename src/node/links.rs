@@ -14,18 +14,56 @@ use libp2p::{Multiaddr, PeerId, ping};
 
 use super::EventLoop;
 
-/// Ping every connection this often...
-pub(super) const PING_INTERVAL: Duration = Duration::from_secs(2);
+/// Ping every connection this often. Pings are most of what an idle
+/// connection sends (a write each way per ping, 57 % of an idle peer's writes
+/// at 2 s: docs/scale.md), so no more often than the silence limit needs: an
+/// answer may come 6 s late and the connection still holds.
+pub(super) const PING_INTERVAL: Duration = Duration::from_secs(4);
 /// ...and count one ping as failed after this long: as long as the silence
 /// tolerated, so a slow answer on a loaded host still counts (with 3 s, every
 /// ping of 100 simulated peers on 2 busy cores failed and no link held).
 pub(super) const PING_TIMEOUT: Duration = SILENCE_LIMIT;
-/// A connection with no answered ping for this long is closed: four ping
-/// intervals, so one slow answer on a loaded host does not drop a peer. libp2p's
-/// own failure report comes later (two failures in a row, the second one waiting
-/// for a 10 s stream negotiation timeout: about 17 s, measured). Checked every
-/// 3 s, so a silent peer is gone after 8 to 11 s.
-pub(super) const SILENCE_LIMIT: Duration = Duration::from_secs(8);
+/// A connection with no answered ping for this long is closed: at least one
+/// interval plus a late answer, so one slow answer on a loaded host does not
+/// drop a peer (2.5 intervals; it was four of 2 s). libp2p's own failure
+/// report comes later (two failures in a row). Checked every 3 s, so a silent
+/// peer is gone after 10 to 13 s.
+pub(super) const SILENCE_LIMIT: Duration = Duration::from_secs(10);
+
+/// How many announcements in a row may say "links unchanged" before one
+/// carries them again anyway, for peers that missed the last one that did (a
+/// joining peer's snapshot has none): a quarter of the announcements at most,
+/// at any overlay size.
+const LINKS_RESENT_EVERY: u32 = 4;
+
+/// Which of this node's announcements carry its links (the peers it is
+/// connected to): those whose links changed, and every
+/// [`LINKS_RESENT_EVERY`]th. Links were most of an announcement's bytes and
+/// pushed it past gossipsub's IDONTWANT threshold (docs/scale.md).
+#[derive(Default)]
+pub(super) struct LinksSent {
+    last: Option<Vec<String>>,
+    unchanged_since: u32,
+}
+
+impl LinksSent {
+    /// The links for the next announcement, or `None` for "unchanged".
+    pub(super) fn next(&mut self, mut current: Vec<String>) -> Option<Vec<String>> {
+        current.sort();
+        if self.last.as_ref() == Some(&current) && self.unchanged_since + 1 < LINKS_RESENT_EVERY {
+            self.unchanged_since += 1;
+            return None;
+        }
+        self.unchanged_since = 0;
+        self.last = Some(current.clone());
+        Some(current)
+    }
+
+    /// The announcement was not sent: the next one carries the links.
+    pub(super) fn unsent(&mut self) {
+        *self = LinksSent::default();
+    }
+}
 
 #[derive(Default)]
 pub(super) struct Links {
@@ -300,6 +338,48 @@ mod tests {
         assert!(!is_circuit_source(
             &"/ip4/10.0.0.2/tcp/51000".parse().unwrap()
         ));
+    }
+
+    /// How late one ping's answer may come on a loaded host without the
+    /// connection being closed (6 s with pings every 2 s and 8 s of silence).
+    const LATE_ANSWER: Duration = Duration::from_secs(6);
+
+    #[test]
+    fn pings_leave_room_for_one_late_answer_and_come_no_oftener_than_that_needs() {
+        // A ping answered LATE_ANSWER late keeps the connection...
+        assert!(PING_INTERVAL + LATE_ANSWER <= SILENCE_LIMIT);
+        // ...a silent peer is closed within 15 s (checked every 3 s), well inside
+        // the 30 s a vanished peer has to be dropped everywhere...
+        assert!(SILENCE_LIMIT + Duration::from_secs(3) <= Duration::from_secs(15));
+        // ...and no oftener than that needs: at most 2.5 pings per silence
+        // window (four at 2 s and 8 s: most of an idle connection's writes).
+        assert!(
+            PING_INTERVAL * 5 >= SILENCE_LIMIT * 2,
+            "pinging every {PING_INTERVAL:?} for a {SILENCE_LIMIT:?} silence limit"
+        );
+    }
+
+    fn peers(ids: &[&str]) -> Vec<String> {
+        ids.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn links_travel_when_they_change_and_every_fourth_announcement() {
+        let mut sent = LinksSent::default();
+        assert_eq!(sent.next(peers(&["b", "a"])), Some(peers(&["a", "b"])));
+        // The same set, in any order: unchanged, three times...
+        assert_eq!(sent.next(peers(&["a", "b"])), None);
+        assert_eq!(sent.next(peers(&["b", "a"])), None);
+        assert_eq!(sent.next(peers(&["a", "b"])), None);
+        // ...then again for whoever missed them.
+        assert_eq!(sent.next(peers(&["a", "b"])), Some(peers(&["a", "b"])));
+        assert_eq!(sent.next(peers(&["a", "b"])), None);
+        // A change travels at once.
+        assert_eq!(sent.next(peers(&["a"])), Some(peers(&["a"])));
+        assert_eq!(sent.next(peers(&["a"])), None);
+        // An announcement that could not be sent: the next one carries them.
+        sent.unsent();
+        assert_eq!(sent.next(peers(&["a"])), Some(peers(&["a"])));
     }
 
     #[test]

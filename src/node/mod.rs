@@ -2,6 +2,7 @@
 //! program talks to it through a cloneable [`Client`] (commands over mpsc, replies
 //! over oneshot), as in rust-libp2p's file-sharing example.
 
+pub mod churn;
 mod client;
 mod departures;
 mod digest;
@@ -23,6 +24,7 @@ mod traffic;
 mod transport;
 mod upkeep;
 mod why;
+pub mod wiretap;
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -42,6 +44,7 @@ use protocol::{
     ANNOUNCE_TOPIC, Announcement, CONTROL_PROTOCOL, ControlRequest, ControlResponse, agent_version,
 };
 
+pub use churn::Churn;
 pub use client::Client;
 use client::Command;
 pub use guard::ConnectionCaps;
@@ -180,6 +183,7 @@ pub fn start(mut config: NodeConfig) -> Result<(Client, mpsc::Receiver<Event>)> 
         announcement: None,
         dial_errors: VecDeque::new(),
         links: links::Links::default(),
+        links_sent: links::LinksSent::default(),
         relay_config: config.relay,
         reservations: relay::Reservations::default(),
         retiring: retire::Retiring::default(),
@@ -259,6 +263,7 @@ fn build_swarm(
                 gossipsub::ConfigBuilder::default()
                     .heartbeat_interval(Duration::from_millis(200) * slower)
                     .max_transmit_size(64 * 1024)
+                    .idontwant_message_size_threshold(IDONTWANT_ABOVE)
                     // Forward a message only once we decoded and checked it. It waits
                     // in the cache meanwhile: keep 5 s of heartbeats there (default 5
                     // heartbeats, 1 s at ours), so a busy event loop still forwards it.
@@ -318,6 +323,14 @@ fn build_swarm(
     Ok(swarm)
 }
 
+/// Gossipsub sends an IDONTWANT to every mesh peer for each message received
+/// above this size (libp2p's default, 1,000 bytes, is meant for blocks of
+/// hundreds of kB). Announcements of a few kB crossed it: at 100 simulated
+/// peers IDONTWANTs were 40 of 135 writes/s per peer, 2.5 for every message
+/// copy they might have spared (docs/scale.md). Only an announcement this big
+/// (hundreds of services) is worth one.
+pub const IDONTWANT_ABOVE: usize = 32 * 1024;
+
 /// Control requests are a few hundred bytes; a bigger one is hostile.
 pub const MAX_CONTROL_REQUEST: u64 = 64 * 1024;
 /// The largest answer: a service list (at most 1024 bounded records).
@@ -362,6 +375,22 @@ impl PeerEntry {
         (self.announcement.is_some() && seq <= self.announced_seq)
             || self.departed_seq.is_some_and(|d| seq <= d)
     }
+
+    /// Takes in a newer announcement; its links only if it carries them.
+    fn apply(&mut self, a: &Announcement) {
+        self.announced_seq = a.seq;
+        self.departed_seq = None;
+        self.vms = Some(a.vms.clone());
+        self.load = Some(a.load.clone());
+        if !a.links_unchanged {
+            self.links = a.links.clone();
+        }
+        // Kept for a joining neighbour's snapshot; departures are news only once.
+        self.announcement = Some(Announcement {
+            departed: Vec::new(),
+            ..a.clone()
+        });
+    }
 }
 
 struct EventLoop {
@@ -380,6 +409,8 @@ struct EventLoop {
     announcement: Option<Announcement>,
     dial_errors: VecDeque<String>,
     links: links::Links,
+    /// Which announcements carry our links.
+    links_sent: links::LinksSent,
     relay_config: RelayConfig,
     reservations: relay::Reservations,
     /// Relayed connections replaced by a punched one, closed once idle.
@@ -503,11 +534,21 @@ impl EventLoop {
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
         announcement.seq = now.max(announcement.seq + 1);
-        announcement.links = self
+        let links = self
             .swarm
             .connected_peers()
             .map(|p| p.to_string())
             .collect();
+        match self.links_sent.next(links) {
+            Some(links) => {
+                announcement.links = links;
+                announcement.links_unchanged = false;
+            }
+            None => {
+                announcement.links = Vec::new();
+                announcement.links_unchanged = true;
+            }
+        }
         let bytes = announcement.encode();
         tracing::debug!(
             seq = announcement.seq,
@@ -525,6 +566,7 @@ impl EventLoop {
             // next periodic announcement, which may be minutes away.
             tracing::trace!("announce: {e}");
             self.departures.unheard = true;
+            self.links_sent.unsent();
         }
     }
 
@@ -657,6 +699,7 @@ impl EventLoop {
                 ..
             } => {
                 self.note_connection(peer_id, connection_id, &endpoint);
+                self.churn_on_opened(connection_id, &endpoint);
                 self.on_repunch_circuit(peer_id, connection_id);
                 let entry = self.peers.entry(peer_id).or_default();
                 entry.connections += 1;

@@ -96,6 +96,11 @@ pub enum ControlRequest {
     Redeem { secret: String },
     /// From a trust group's authority: every member of its group now (join/).
     GroupMembers { members: Vec<String> },
+    /// "I am closing our connections to keep my own count bounded; I am not
+    /// going away": answered `Ack`, then the asker closes. The peer told so
+    /// takes the close for no departure and does not dial back to check
+    /// (node/upkeep.rs). An older peer cannot decode it and checks as before.
+    Trimming,
 }
 
 /// VMs one `VmFigures` request may name (a screenful and then some), and
@@ -230,9 +235,16 @@ pub struct Announcement {
     pub services: Vec<ServiceRecord>,
     #[serde(default)]
     pub load: PeerLoad,
-    /// Peer ids this peer is connected to (filled in by the node).
+    /// Peer ids this peer is connected to (filled in by the node); empty when
+    /// `links_unchanged`.
     #[serde(default)]
     pub links: Vec<String>,
+    /// The links are those this peer sent last (filled in by the node): they
+    /// were most of an announcement's bytes, repeated D times a second for
+    /// nothing (docs/scale.md). A receiver keeps the ones it has; an older
+    /// peer, which knows no such field, shows none until they change.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub links_unchanged: bool,
     /// Grows with every announcement of a peer (filled in by the node): gossip may
     /// deliver an older one after a newer one, which must not undo it.
     #[serde(default)]
@@ -443,6 +455,7 @@ mod tests {
                 connections: 3,
             },
             links: vec!["12D3KooWAbc".into()],
+            links_unchanged: false,
             seq: 1_764_000_000_000,
             every_ms: 3000,
             departed: vec![Departure {

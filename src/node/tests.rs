@@ -200,3 +200,55 @@ fn an_announcement_already_applied_is_not_news_so_it_is_not_forwarded_again() {
     assert!(entry.outdates(2_000));
     assert!(!entry.outdates(2_001));
 }
+
+#[test]
+fn an_announcement_with_links_unchanged_keeps_the_links_known() {
+    let mut entry = PeerEntry::default();
+    entry.apply(&Announcement {
+        links: vec!["peer-b".into(), "peer-c".into()],
+        seq: 1,
+        ..Default::default()
+    });
+    entry.apply(&Announcement {
+        links_unchanged: true,
+        seq: 2,
+        ..Default::default()
+    });
+    assert_eq!(entry.links, ["peer-b", "peer-c"], "kept");
+    entry.apply(&Announcement {
+        links: vec!["peer-c".into()],
+        seq: 3,
+        ..Default::default()
+    });
+    assert_eq!(entry.links, ["peer-c"], "a change is taken");
+}
+
+#[test]
+fn an_announcement_with_many_links_and_services_costs_no_idontwant() {
+    use crate::node::protocol::ServiceRecord;
+    let busy = Announcement {
+        nick: "a-host-with-a-long-name".into(),
+        vms: (0..20).map(|i| format!("vm-{i:03}")).collect(),
+        services: (0..20)
+            .map(|i| ServiceRecord {
+                name: format!("service-{i:03}"),
+                kind: "http".into(),
+                tags: vec![("tier".into(), "front".into())],
+                vm: Some(format!("vm-{i:03}")),
+                version: 1_765_000_000_000,
+            })
+            .collect(),
+        // Every peer of a whole connection bound, and as many again.
+        links: (0..32).map(|_| PeerId::random().to_string()).collect(),
+        seq: 1_765_000_000_000,
+        every_ms: 1_000_000,
+        ..Default::default()
+    };
+    // Gossipsub's envelope (source, sequence number, topic, signature) adds
+    // about 150 bytes.
+    let size = busy.encode().len() + 150;
+    assert!(
+        size < IDONTWANT_ABOVE,
+        "a {size}-byte announcement would cost an IDONTWANT to every mesh peer"
+    );
+}

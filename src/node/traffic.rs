@@ -203,6 +203,7 @@ impl ControlRequest {
             Self::VmBootLog { .. } => "VmBootLog",
             Self::Redeem { .. } => "Redeem",
             Self::GroupMembers { .. } => "GroupMembers",
+            Self::Trimming => "Trimming",
         }
     }
 }

@@ -99,7 +99,10 @@ pub fn build(
             key,
             product,
         )?,
-        Wire::Pipes(pipes, sim) => secure(pipes, keypair, key, sim)?,
+        // The simulation counts what each protocol sends (`bench scale`).
+        Wire::Pipes(pipes, sim) => secure(pipes, keypair, key, sim)?
+            .map(|(peer, muxer), _| (peer, super::wiretap::tap(muxer)))
+            .boxed(),
     };
     Ok(direct
         .or_transport(secure(relayed, keypair, key, product)?)

@@ -5,6 +5,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use super::churn::{Closed, Opened};
 use super::*;
 
 /// Direct connections a node keeps when the DHT knows enough peers.
@@ -32,11 +33,11 @@ impl EventLoop {
                 .peers
                 .values()
                 .any(|p| p.connections > 0 && p.addrs.contains(&addr));
-            if !known && let Err(e) = self.swarm.dial(addr.clone()) {
+            if !known && let Err(e) = self.dial_for(addr.clone(), Opened::Redial) {
                 tracing::debug!("dial {addr}: {e}");
             }
         }
-        if connected > 0 {
+        if bootstrap_dht(connected) {
             let _ = self.swarm.behaviour_mut().kad.bootstrap();
         }
     }
@@ -63,13 +64,10 @@ impl EventLoop {
                 }
             }
         }
-        use rand::seq::SliceRandom;
-        candidates.shuffle(&mut rand::thread_rng());
-        for peer in candidates
-            .into_iter()
-            .take(TARGET_CONNECTIONS - connected.len())
-        {
-            if let Err(e) = self.swarm.dial(peer) {
+        let parted = self.departures.parted();
+        let want = TARGET_CONNECTIONS - connected.len();
+        for peer in to_dial(candidates, &parted, want) {
+            if let Err(e) = self.dial_for(peer, Opened::TopUp) {
                 tracing::debug!("dial {peer}: {e}");
             }
         }
@@ -94,17 +92,31 @@ impl EventLoop {
             .into_iter()
             .filter(|p| {
                 self.links.is_direct(p)
+                    && !self.departures.notice_pending(p)
                     && !self.reservations.on(p)
                     && self.ledger.open_before(p, now, Some(now)) == 0
             })
             .collect();
         for peer in to_trim(idle, &mesh, excess) {
+            // Told first, so it takes the close for no failure (no check dial);
+            // closed at the answer (departures.rs).
             tracing::debug!("trimming the connection to {}", self.display_name(&peer));
             self.departures.trimming(peer);
-            for id in self.links.connections_to(&peer) {
-                self.departures.closing_on_purpose(id);
-                self.swarm.close_connection(id);
-            }
+            let id = (self.swarm.behaviour_mut().control)
+                .send_request(&peer, protocol::ControlRequest::Trimming);
+            self.departures.trim_notices.insert(id, peer);
+        }
+    }
+
+    /// Closes the connections to a peer told it is trimmed, if still idle.
+    pub(super) fn close_trimmed(&mut self, peer: PeerId) {
+        let now = std::time::Instant::now();
+        if self.ledger.open_before(&peer, now, Some(now)) > 0 {
+            return;
+        }
+        for id in self.links.connections_to(&peer) {
+            self.departures.closing_for(id, Closed::Trim);
+            self.swarm.close_connection(id);
         }
     }
 }
@@ -119,6 +131,29 @@ fn to_trim(idle: Vec<PeerId>, mesh: &HashSet<PeerId>, excess: usize) -> Vec<Peer
     idle.shuffle(&mut rand::thread_rng());
     idle.truncate(excess);
     idle
+}
+
+/// Whether the early upkeep (its first 30 s, or while alone) asks the DHT for
+/// more peers: only while short of them, and not alone (no one to ask). It
+/// did every 3 s regardless, and a bootstrap walks every bucket (dozens of
+/// peers asked, a connection each, trimmed again 20 s later); kad bootstraps
+/// by itself too, while its table is small and every 5 minutes.
+fn bootstrap_dht(connected: usize) -> bool {
+    connected > 0 && connected < TARGET_CONNECTIONS
+}
+
+/// Which of the `candidates` to dial, `want` at most, at random: peers a trim
+/// parted us from lately only when there are not enough others. Dialing one
+/// back undid the trim (and the trimming peer, still above its bound, trimmed
+/// again 20 s later: a loop of handshakes).
+fn to_dial(candidates: Vec<PeerId>, parted: &HashSet<PeerId>, want: usize) -> Vec<PeerId> {
+    use rand::seq::SliceRandom;
+    let mut candidates = candidates;
+    candidates.shuffle(&mut rand::thread_rng());
+    // Stable: shuffled within each group, the parted ones last.
+    candidates.sort_by_key(|p| parted.contains(p));
+    candidates.truncate(want);
+    candidates
 }
 
 #[cfg(test)]
@@ -145,5 +180,36 @@ mod tests {
             "at most the idle non-mesh ones"
         );
         assert_eq!(to_trim(idle, &mesh, 3).len(), 3);
+    }
+
+    /// Issue 20: the DHT is walked for more peers only while some are there
+    /// to ask and too few are connected.
+    #[test]
+    fn the_dht_is_bootstrapped_only_while_short_of_peers() {
+        assert!(!bootstrap_dht(0), "alone: no one to ask");
+        assert!(bootstrap_dht(1));
+        assert!(bootstrap_dht(TARGET_CONNECTIONS - 1));
+        assert!(!bootstrap_dht(TARGET_CONNECTIONS), "enough peers");
+        assert!(!bootstrap_dht(MAX_CONNECTED + 5));
+    }
+
+    /// Issue 20: the top-up does not redial a peer a trim parted us from while
+    /// others are there to dial, and does when they are not.
+    #[test]
+    fn the_top_up_dials_peers_parted_by_a_trim_only_when_short_of_others() {
+        let candidates: Vec<PeerId> = (0..12).map(|_| PeerId::random()).collect();
+        let parted: HashSet<PeerId> = candidates[..8].iter().copied().collect();
+        for _ in 0..20 {
+            let dialed = to_dial(candidates.clone(), &parted, 4);
+            assert_eq!(dialed.len(), 4);
+            assert!(
+                dialed.iter().all(|p| !parted.contains(p)),
+                "a peer just trimmed was dialed back"
+            );
+        }
+        let dialed = to_dial(candidates.clone(), &parted, 6);
+        assert_eq!(dialed.len(), 6, "short of others: parted ones fill in");
+        assert_eq!(dialed.iter().filter(|p| !parted.contains(p)).count(), 4);
+        assert_eq!(to_dial(candidates, &HashSet::new(), 20).len(), 12);
     }
 }

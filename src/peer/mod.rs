@@ -550,6 +550,7 @@ impl Peer {
                 digest: 0,
                 buckets: Vec::new(),
             },
+            ControlRequest::Trimming => ControlResponse::Ack,
             ControlRequest::Redeem { secret } => self.invitations.answer_redeem(peer, &secret),
             ControlRequest::GroupMembers { members } => {
                 self.invitations.answer_group_members(peer, &members)

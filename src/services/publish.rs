@@ -116,6 +116,7 @@ impl Services {
             vms: running,
             services: records,
             links: Vec::new(),
+            links_unchanged: false,
             seq: 0,
             every_ms: every.as_millis() as u64,
             departed: Vec::new(),

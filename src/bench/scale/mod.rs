@@ -6,8 +6,10 @@
 //! runs `peervisor node` processes, each in a network namespace of its own
 //! (real.rs). docs/scale.md holds the model these figures are checked against.
 
+mod churn;
 mod figures;
 mod pipes;
+mod protocols;
 mod real;
 mod settle;
 mod sim;

@@ -16,6 +16,7 @@ use libp2p::PeerId;
 use rand::seq::SliceRandom;
 use tokio::sync::{Notify, mpsc};
 
+use super::churn;
 use super::figures;
 use super::pipes::Net;
 use super::settle::{self, Progress, Settled, Settling, Verdict};
@@ -273,6 +274,10 @@ impl Overlay {
     }
 }
 
+/// How long the idle window waits, after the quiet, for the connection bound
+/// to hold (churn.rs): at 100 peers the start-up's DHT connections were all
+/// trimmed about 170 s after the last node started.
+const STEADY_BOUND: Duration = Duration::from_secs(240);
 /// How many nodes already in a joining node bootstraps from.
 const SEEDS_PER_JOIN: usize = 3;
 /// The channel and handshake bound the options ask for.
@@ -368,6 +373,7 @@ async fn publish(
             services: lock(&services).clone(),
             load: PeerLoad::default(),
             links: Vec::new(),
+            links_unchanged: false,
             seq: 0,
             every_ms: every.as_millis() as u64,
             departed: Vec::new(),
@@ -443,6 +449,8 @@ pub async fn run(peers: usize, options: &Options) -> Result<Row> {
     }
     let memory_before = memory_bytes();
     let mut overlay = Overlay::new(sim_wire(options));
+    let meter = churn::Meter::start(peers);
+    let _printer = meter.print_every(format!("sim {peers}"), Duration::from_secs(10));
     let started = Instant::now();
     for i in 0..peers {
         overlay.add_node()?;
@@ -451,6 +459,7 @@ pub async fn run(peers: usize, options: &Options) -> Result<Row> {
             tokio::time::sleep(options.wave_pause).await;
         }
     }
+    let last_start = Instant::now();
     eprintln!(
         "sim {peers}: {peers} nodes started in {:.1} s; waiting until every node knows every other…",
         started.elapsed().as_secs_f64()
@@ -458,6 +467,17 @@ pub async fn run(peers: usize, options: &Options) -> Result<Row> {
     let settled = settle(&overlay, peers, options, started).await;
     // Let the start-up work (DHT bootstraps, first provider records) pass.
     tokio::time::sleep(options.node_time(options.quiet)).await;
+    let (steady, waited) = meter
+        .wait_steady(last_start, options.node_time(STEADY_BOUND))
+        .await;
+    let steady_note = format!(
+        "connections {} {:.0} s after the quiet ({:.0} s after the last node started): {:.1} per peer",
+        if steady { "steady" } else { "still not steady" },
+        waited.as_secs_f64(),
+        last_start.elapsed().as_secs_f64(),
+        meter.connections()
+    );
+    eprintln!("sim {peers}: {steady_note}");
     let mut row = Row::new(peers);
     row.settle = Some(settled.after);
     row.settled = Some(settled);
@@ -473,6 +493,8 @@ pub async fn run(peers: usize, options: &Options) -> Result<Row> {
 
     // Idle: nothing changes; what does each node spend?
     let traffic_before = overlay.net.traffic();
+    let protocols_before = node::wiretap::snapshot();
+    let churn_before = meter.reading();
     let cpu_before = process_cpu();
     let window_start = Instant::now();
     tokio::time::sleep(options.node_time(options.idle)).await;
@@ -482,8 +504,26 @@ pub async fn run(peers: usize, options: &Options) -> Result<Row> {
     // Per second of node time: with time scaled k times, the nodes do in k
     // wall seconds what they would do in one.
     row.set_idle(cpu, traffic, options.unscaled(window));
+    let idle_churn = format!(
+        "idle churn: {}",
+        meter.since(&churn_before, options.unscaled(window))
+    );
     row.connections = overlay.connections().await;
+    let sent = node::wiretap::since(&protocols_before);
+    eprint!(
+        "{}",
+        super::protocols::table(
+            peers,
+            row.connections,
+            &sent,
+            traffic,
+            options.unscaled(window)
+        )
+    );
     eprintln!("sim {peers}: idle {}", row.idle_summary());
+    eprintln!("sim {peers}: {steady_note}; {idle_churn}");
+    row.notes.push(steady_note);
+    row.notes.push(idle_churn);
 
     if options.remote_figures {
         let idle = (
