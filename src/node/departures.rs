@@ -132,23 +132,14 @@ impl Departures {
 
     /// This node trims its connections to `peer` (closing them once told).
     pub(super) fn trimming(&mut self, peer: PeerId) {
-        self.trimmed
-            .retain(|_, at| at.elapsed() < TRIM_NOTICE_VALID);
-        self.trimmed.insert(peer, Instant::now());
-        self.parted_with(peer);
+        stamp(&mut self.trimmed, peer, TRIM_NOTICE_VALID);
+        stamp(&mut self.parted, peer, PARTED_FOR);
     }
 
     /// `peer` is trimming its connections to us.
     fn told_trimming(&mut self, peer: PeerId) {
-        self.told_trim
-            .retain(|_, at| at.elapsed() < TRIM_NOTICE_VALID);
-        self.told_trim.insert(peer, Instant::now());
-        self.parted_with(peer);
-    }
-
-    fn parted_with(&mut self, peer: PeerId) {
-        self.parted.retain(|_, at| at.elapsed() < PARTED_FOR);
-        self.parted.insert(peer, Instant::now());
+        stamp(&mut self.told_trim, peer, TRIM_NOTICE_VALID);
+        stamp(&mut self.parted, peer, PARTED_FOR);
     }
 
     /// Peers a trim parted us from lately: the top-up prefers others.
@@ -186,6 +177,12 @@ impl Departures {
         }
         report
     }
+}
+
+/// Remembers `peer` as of now, forgetting the entries older than `keep`.
+fn stamp(map: &mut HashMap<PeerId, Instant>, peer: PeerId, keep: Duration) {
+    map.retain(|_, at| at.elapsed() < keep);
+    map.insert(peer, Instant::now());
 }
 
 /// What the close of the last connection to a peer, not asked by us, says.
