@@ -15,6 +15,7 @@ mod keyed_tls;
 mod links;
 mod membership;
 pub mod protocol;
+mod provide;
 mod reachability;
 mod relay;
 mod repunch;
@@ -32,7 +33,6 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow};
 use futures::StreamExt;
 use libp2p::identity::Keypair;
-use libp2p::kad::store::RecordStore;
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent, behaviour::toggle::Toggle};
 use libp2p::{Multiaddr, PeerId, Swarm, autonat, dcutr, gossipsub, identify, kad, mdns, ping};
@@ -197,6 +197,7 @@ pub fn start(mut config: NodeConfig) -> Result<(Client, mpsc::Receiver<Event>)> 
         health: Default::default(),
         dial_backs: Default::default(),
         probing: Default::default(),
+        first_publication: Default::default(),
         time_scale,
     };
     tokio::spawn(event_loop.run());
@@ -218,6 +219,8 @@ fn build_swarm(
     let network_key = config.network_key;
     // A simulation's slower clock (1 for real nodes): transport.rs.
     let slower = config.wire.time_scale();
+    // Only TCP addresses can be dialed back (reachability.rs).
+    let dial_backs = matches!(config.wire, transport::Wire::Tcp);
     let wire = std::mem::take(&mut config.wire);
     let nick = config.nick.clone();
     let mdns_on = config.mdns;
@@ -314,7 +317,7 @@ fn build_swarm(
                 relay_server: relay_config.serve.then(|| relay::server(peer_id)).into(),
                 relay_client,
                 dcutr: dcutr::Behaviour::new(peer_id),
-                autonat: reachability::behaviour(peer_id),
+                autonat: reachability::behaviour(peer_id, slower, dial_backs),
             })
         })
         .map_err(|e| anyhow!("building the node: {e}"))?
@@ -435,6 +438,8 @@ struct EventLoop {
     /// Peers asked for an AutoNAT dial-back, until their answer: a connection
     /// they open meanwhile is the dial-back, about to be closed by them.
     probing: std::collections::HashSet<PeerId>,
+    /// Provider records held until the routing table has filled (provide.rs).
+    first_publication: provide::FirstPublication,
     /// How many times slower the overlay's timers run: 1, except in a
     /// simulation that scales time (transport.rs, `Wire::time_scale`).
     time_scale: u32,
@@ -449,9 +454,8 @@ const MAX_DIAL_ERRORS: usize = 8;
 pub const PROVIDER_TTL: Duration = Duration::from_secs(15 * 60);
 /// How long a DHT query may walk (libp2p's default).
 const QUERY_TIMEOUT: Duration = Duration::from_secs(60);
-/// A node's first provider records go to the few peers its DHT knew at start:
-/// published once more when its routing table has filled, instead of waiting
-/// for the first republication; and a second neighbour's snapshot is pulled.
+/// A node's first provider records wait for its routing table to fill (provide.rs),
+/// at most this long; a second neighbour's snapshot is pulled then too.
 const REPROVIDE_AFTER: Duration = Duration::from_secs(60);
 /// Connection upkeep (redials, top-up, trim, silent connections) runs this often.
 const UPKEEP_EVERY: Duration = Duration::from_secs(3);
@@ -471,7 +475,7 @@ impl EventLoop {
         let mut retire_tick = interval(Duration::from_secs(1));
         let mut digest_tick = interval(digest::DIGEST_EVERY * self.time_scale);
         let started = Instant::now();
-        let mut reprovided = false;
+        let mut second_snapshot = false;
         loop {
             let announce_at = self.departures.announce_at.map(Instant::from_std);
             tokio::select! {
@@ -485,9 +489,10 @@ impl EventLoop {
                 _ = redial_tick.tick() => {
                     self.health.tick(std::time::Instant::now(), upkeep_every);
                     self.redial_bootstrap(started.elapsed());
-                    if !reprovided && started.elapsed() > REPROVIDE_AFTER * self.time_scale {
-                        reprovided = true;
-                        self.reprovide();
+                    let first_publication = REPROVIDE_AFTER * self.time_scale;
+                    self.publish_held(started.elapsed(), first_publication);
+                    if !second_snapshot && started.elapsed() > first_publication {
+                        second_snapshot = true;
                         self.second_snapshot();
                     }
                     self.top_up_connections();
@@ -504,16 +509,14 @@ impl EventLoop {
         }
     }
 
-    fn reprovide(&mut self) {
+    /// Publishes the provider records held since start once the routing table
+    /// has filled (provide.rs): one walk per key to its closest peers.
+    fn publish_held(&mut self, uptime: Duration, limit: Duration) {
         let kad = &mut self.swarm.behaviour_mut().kad;
-        let keys: Vec<kad::RecordKey> = kad
-            .store_mut()
-            .provided()
-            .map(|record| record.key.clone())
-            .collect();
-        for key in keys {
+        let table: usize = kad.kbuckets().map(|bucket| bucket.num_entries()).sum();
+        for key in self.first_publication.due(table, uptime, limit) {
             if let Err(e) = kad.start_providing(key) {
-                tracing::debug!("DHT: cannot provide again: {e}");
+                tracing::warn!("DHT: cannot provide: {e}");
             }
         }
     }
@@ -598,10 +601,14 @@ impl EventLoop {
             Command::Provide { key, provide } => {
                 let key = kad::RecordKey::new(&key);
                 if provide {
+                    if !self.first_publication.provide_now(key.clone()) {
+                        return; // published once the routing table has filled
+                    }
                     if let Err(e) = self.swarm.behaviour_mut().kad.start_providing(key) {
                         tracing::warn!("DHT: cannot provide: {e}");
                     }
                 } else {
+                    self.first_publication.withdraw(&key);
                     self.swarm.behaviour_mut().kad.stop_providing(&key);
                 }
             }

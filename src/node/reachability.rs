@@ -21,23 +21,47 @@ use crate::model::Reachability;
 /// Probes come often while the answer is unknown, so a relay server becomes usable
 /// seconds after its first peer connects; once sure (two answers alike), every ten
 /// minutes.
-pub(super) fn behaviour(peer_id: PeerId) -> autonat::Behaviour {
-    autonat::Behaviour::new(
-        peer_id,
-        autonat::Config {
-            boot_delay: Duration::from_secs(1),
-            retry_interval: Duration::from_secs(5),
-            refresh_interval: Duration::from_secs(600),
-            // The same peer may be asked again soon: an overlay may have only one
-            // peer able to dial back (the relay, for peers behind NAT).
-            throttle_server_period: Duration::from_secs(5),
-            confidence_max: 2,
-            // Overlays live on LANs and private address ranges too: a dial-back to
-            // 10.x or 192.168.x proves reachability from that peer as well.
-            only_global_ips: false,
-            ..Default::default()
-        },
-    )
+const BOOT_DELAY: Duration = Duration::from_secs(1);
+const RETRY_INTERVAL: Duration = Duration::from_secs(5);
+const REFRESH_INTERVAL: Duration = Duration::from_secs(600);
+// The same peer may be asked again soon: an overlay may have only one peer able
+// to dial back (the relay, for peers behind NAT).
+const THROTTLE_SERVER_PERIOD: Duration = Duration::from_secs(5);
+
+/// `time_scale`: a simulation's slower clock (transport.rs; 1 for real nodes)
+/// slows AutoNAT's timers like the overlay's others, or its probes weigh ten
+/// times too much in a x10 run's node-time figures.
+///
+/// `dial_backs`: whether a peer can dial this node back at all. A simulated
+/// overlay's `/memory/N` addresses carry no IP, and libp2p's AutoNAT server
+/// dials back only an address with the observed IP: it refuses every request
+/// ("no dialable addresses", DialRefused), which leaves the status unknown,
+/// so a simulated node probed every 5 s for ever (the largest stream count of
+/// an idle 100-peer overlay, session 6). A real node on a LAN settles after
+/// two answers and probes every ten minutes: the simulation models that
+/// settled node by probing at the refresh pace from the start.
+pub(super) fn behaviour(peer_id: PeerId, time_scale: u32, dial_backs: bool) -> autonat::Behaviour {
+    autonat::Behaviour::new(peer_id, config(time_scale, dial_backs))
+}
+
+fn config(time_scale: u32, dial_backs: bool) -> autonat::Config {
+    let slower = time_scale.max(1);
+    let retry = if dial_backs {
+        RETRY_INTERVAL
+    } else {
+        REFRESH_INTERVAL
+    };
+    autonat::Config {
+        boot_delay: BOOT_DELAY * slower,
+        retry_interval: retry * slower,
+        refresh_interval: REFRESH_INTERVAL * slower,
+        throttle_server_period: THROTTLE_SERVER_PERIOD * slower,
+        confidence_max: 2,
+        // Overlays live on LANs and private address ranges too: a dial-back to
+        // 10.x or 192.168.x proves reachability from that peer as well.
+        only_global_ips: false,
+        ..Default::default()
+    }
 }
 
 /// Whether a connection is an AutoNAT dial-back this node made for a peer: the
@@ -107,5 +131,42 @@ impl EventLoop {
                 tracing::debug!("autonat dial-back for a peer: {event:?}")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_real_node_probes_as_before() {
+        let c = config(1, true);
+        assert_eq!(c.boot_delay, Duration::from_secs(1));
+        assert_eq!(c.retry_interval, Duration::from_secs(5));
+        assert_eq!(c.refresh_interval, Duration::from_secs(600));
+        assert_eq!(c.throttle_server_period, Duration::from_secs(5));
+        assert_eq!(c.confidence_max, 2);
+        assert!(!c.only_global_ips);
+    }
+
+    #[test]
+    fn a_slower_simulation_slows_every_probe_timer() {
+        let c = config(10, true);
+        assert_eq!(c.boot_delay, Duration::from_secs(10));
+        assert_eq!(c.retry_interval, Duration::from_secs(50));
+        assert_eq!(c.refresh_interval, Duration::from_secs(6000));
+        assert_eq!(c.throttle_server_period, Duration::from_secs(50));
+        assert_eq!(
+            config(0, true).retry_interval,
+            Duration::from_secs(5),
+            "0 reads as 1"
+        );
+    }
+
+    #[test]
+    fn without_dial_backs_a_node_probes_at_the_settled_pace() {
+        assert_eq!(config(1, false).retry_interval, Duration::from_secs(600));
+        assert_eq!(config(10, false).retry_interval, Duration::from_secs(6000));
+        assert_eq!(config(1, false).boot_delay, Duration::from_secs(1));
     }
 }
