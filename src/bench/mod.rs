@@ -70,7 +70,7 @@ pub enum BenchCommand {
         /// dropped (a real node's: 10). Sim only.
         #[arg(long, default_value_t = 10)]
         handshake_timeout: u64,
-        /// Simulated nodes start in waves of this many... Sim only.
+        /// Nodes (simulated, or `peervisor node` processes) start in waves of this many...
         #[arg(long, default_value_t = 25)]
         wave: usize,
         /// ...this many seconds apart (wall clock, not scaled by --time-scale).
@@ -92,7 +92,7 @@ pub enum BenchCommand {
         /// peers' VMs for the idle window each.
         #[arg(long)]
         remote_figures: bool,
-        /// Sim: the longest wait, in seconds, for every node to know every
+        /// The longest wait, in seconds, for every node to know every
         /// other before measuring (it ends sooner once the overlay stops
         /// gaining for a minute). Default: 300, or 1.8 per peer if more.
         #[arg(long)]

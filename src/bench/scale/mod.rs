@@ -10,6 +10,7 @@ mod churn;
 mod figures;
 mod pipes;
 mod protocols;
+mod reach;
 mod real;
 mod settle;
 mod sim;
@@ -56,7 +57,7 @@ pub struct Options {
     pub channel: Channel,
     /// The simulation's bound on a connection's handshake.
     pub handshake_timeout: Duration,
-    /// The simulation's nodes start in waves of this many, `wave_pause` apart.
+    /// Nodes (simulated or processes) start in waves of this many, `wave_pause` apart.
     pub wave: usize,
     pub wave_pause: Duration,
     /// Publications measured for discovery (and DHT lookups).
@@ -69,7 +70,7 @@ pub struct Options {
     pub partition: Duration,
     /// Also measure what remote VM figures cost (sim only; figures.rs).
     pub remote_figures: bool,
-    /// The simulation waits for its overlay to complete while it still
+    /// The harness waits for the overlay to complete while it still
     /// converges, at most this long (wall clock); None: settle::default_cap.
     pub settle_cap: Option<Duration>,
     /// Sim only: the node's timers and the harness's waits run this many times

@@ -15,12 +15,20 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use rand::seq::SliceRandom;
 
-use super::{Options, Row, p50_p95, until};
+use super::reach::{self, Narrowing};
+use super::settle::{self, Progress, Settled, Settling, Verdict};
+use super::{Options, Row, load_line, p50_p95};
 use crate::control::client::ControlClient;
 use crate::control::{Reply, Request};
 use crate::paths::DataDir;
 
 const PORT: u16 = 7470;
+/// How long a publication may take to reach every peer.
+const DISCOVERY_BOUND: Duration = Duration::from_secs(30);
+/// How often the settling wait asks every peer (n calls of n services).
+const LOOK_EVERY: Duration = Duration::from_secs(2);
+/// How often it prints a progress line while converging.
+const PROGRESS_EVERY: Duration = Duration::from_secs(15);
 
 struct RealPeer {
     ns: String,
@@ -38,6 +46,34 @@ struct Lab {
     key: String,
     exe: PathBuf,
     peers: Vec<RealPeer>,
+    /// The host's ARP table thresholds before the run, restored on drop.
+    arp: Option<[u64; 3]>,
+}
+
+const ARP_THRESHOLDS: [&str; 3] = [
+    "/proc/sys/net/ipv4/neigh/default/gc_thresh1",
+    "/proc/sys/net/ipv4/neigh/default/gc_thresh2",
+    "/proc/sys/net/ipv4/neigh/default/gc_thresh3",
+];
+
+fn read_arp_thresholds() -> Result<[u64; 3]> {
+    let mut values = [0; 3];
+    for (value, path) in values.iter_mut().zip(ARP_THRESHOLDS) {
+        *value = std::fs::read_to_string(path)
+            .with_context(|| format!("reading {path}"))?
+            .trim()
+            .parse()
+            .with_context(|| format!("parsing {path}"))?;
+    }
+    Ok(values)
+}
+
+fn write_arp_thresholds(values: [u64; 3]) -> Result<()> {
+    // Highest first; the kernel takes the three in any order.
+    for (value, path) in values.iter().zip(ARP_THRESHOLDS).rev() {
+        std::fs::write(path, value.to_string()).with_context(|| format!("writing {path}"))?;
+    }
+    Ok(())
 }
 
 fn ip(args: &[&str]) -> Result<()> {
@@ -56,17 +92,30 @@ fn ip(args: &[&str]) -> Result<()> {
 }
 
 impl Lab {
-    fn new() -> Result<Lab> {
+    /// `peers`: how many processes the run starts (the ARP table is raised
+    /// to hold every pair: reach::arp_thresholds).
+    fn new(peers: usize) -> Result<Lab> {
         let tag = format!("pvs{}", std::process::id());
         let hub = format!("{tag}-hub");
-        let lab = Lab {
+        let mut lab = Lab {
             hub: hub.clone(),
             tag,
             dir: tempfile::tempdir()?,
             key: hex::encode(rand::random::<[u8; 32]>()),
             exe: std::env::current_exe()?,
             peers: Vec::new(),
+            arp: None,
         };
+        let before = read_arp_thresholds()?;
+        let wanted = reach::arp_thresholds(peers, before);
+        if wanted != before {
+            write_arp_thresholds(wanted)?;
+            lab.arp = Some(before);
+            eprintln!(
+                "real {peers}: the host's ARP table (one for every namespace) raised from {} to {} entries for the run",
+                before[2], wanted[2]
+            );
+        }
         ip(&["netns", "add", &hub])?;
         ip(&["-n", &hub, "link", "set", "lo", "up"])?;
         for bridge in ["br0", "br1"] {
@@ -80,8 +129,9 @@ impl Lab {
         Ipv4Addr::new(10, 99, (i / 250) as u8, (i % 250 + 1) as u8)
     }
 
-    /// Starts peer `i` in a namespace of its own, bootstrapping from peer 0.
-    fn add_peer(&mut self) -> Result<usize> {
+    /// Starts the next peer in a namespace of its own, bootstrapping from
+    /// `seeds` (peers already up; none for the first).
+    fn add_peer(&mut self, seeds: &[usize]) -> Result<usize> {
         let i = self.peers.len();
         let ns = format!("{}-{i}", self.tag);
         let hub_if = format!("h{i}");
@@ -128,10 +178,10 @@ impl Lab {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
-        if i > 0 {
+        for &seed in seeds {
             command.args([
                 "--bootstrap",
-                &format!("/ip4/{}/tcp/{PORT}", Lab::address(0)),
+                &format!("/ip4/{}/tcp/{PORT}", Lab::address(seed)),
             ]);
         }
         let child = command.spawn().context("starting peervisor node")?;
@@ -179,16 +229,21 @@ impl Lab {
         }
     }
 
-    /// How many of `peers` list every name in `names` (and none of `absent`).
-    async fn knowing(&self, peers: &[usize], names: &[String], absent: &[String]) -> usize {
-        let views = futures::future::join_all(peers.iter().map(|&i| self.services(i))).await;
-        views
-            .into_iter()
-            .flatten()
-            .filter(|known| {
-                names.iter().all(|n| known.contains(n)) && !absent.iter().any(|n| known.contains(n))
-            })
-            .count()
+    /// What each of `peers` lists (None: no answer), asked all at once.
+    async fn views(&self, peers: &[usize]) -> Vec<Option<Vec<String>>> {
+        futures::future::join_all(peers.iter().map(|&i| self.services(i))).await
+    }
+
+    /// Those of `peers` that do not list every name in `names` or still list
+    /// one in `absent`.
+    async fn failing(&self, peers: &[usize], names: &[String], absent: &[String]) -> Vec<usize> {
+        let views = self.views(peers).await;
+        peers
+            .iter()
+            .zip(views)
+            .filter(|(_, view)| !holds(view, names, absent))
+            .map(|(&p, _)| p)
+            .collect()
     }
 
     fn cpu_ticks(&self, i: usize) -> u64 {
@@ -240,7 +295,55 @@ impl Lab {
     }
 
     /// Time until every one of `peers` lists all of `names` and none of
-    /// `absent` (polled every 100 ms), if within `bound`.
+    /// `absent`, if within `bound`, and when each peer first did. Only the
+    /// peers that have not yet are asked (every `every`); once none is left,
+    /// every peer is asked again to confirm (one that lost it is waited for
+    /// again) unless `confirm` is false (a new name is not forgotten).
+    async fn until_each(
+        &self,
+        peers: &[usize],
+        names: &[String],
+        absent: &[String],
+        bound: Duration,
+        every: Duration,
+        confirm: bool,
+    ) -> (Option<Duration>, Vec<Duration>) {
+        let t = Instant::now();
+        let mut wait = Narrowing::new(peers);
+        loop {
+            let pending = wait.pending();
+            if pending.is_empty() {
+                if !confirm {
+                    return (wait.times().into_iter().max(), wait.times());
+                }
+                let failed = self.failing(peers, names, absent).await;
+                if failed.is_empty() {
+                    return (Some(t.elapsed()), wait.times());
+                }
+                for p in failed {
+                    wait.unmet(p);
+                }
+            } else {
+                let views = self.views(&pending).await;
+                let at = t.elapsed();
+                for (&p, view) in pending.iter().zip(&views) {
+                    if holds(view, names, absent) {
+                        wait.met(p, at);
+                    }
+                }
+                if wait.done() {
+                    continue;
+                }
+            }
+            if t.elapsed() > bound {
+                return (None, wait.times());
+            }
+            tokio::time::sleep(every).await;
+        }
+    }
+
+    /// Time until every one of `peers` lists all of `names` and none of
+    /// `absent` (asked every 100 ms), if within `bound`.
     async fn until_all_know(
         &self,
         peers: &[usize],
@@ -248,10 +351,16 @@ impl Lab {
         absent: &[String],
         bound: Duration,
     ) -> Option<Duration> {
-        until(bound, Duration::from_millis(100), || async {
-            self.knowing(peers, names, absent).await == peers.len()
-        })
+        self.until_each(
+            peers,
+            names,
+            absent,
+            bound,
+            Duration::from_millis(100),
+            true,
+        )
         .await
+        .0
     }
 
     /// Moves these peers' veths onto `bridge` in the hub (br1 cuts them off).
@@ -261,6 +370,69 @@ impl Lab {
             ip(&["-n", &self.hub, "link", "set", hub_if, "master", bridge])?;
         }
         Ok(())
+    }
+
+    /// Starts `peers` processes in waves (reach::waves, `--wave`): each
+    /// process of a wave bootstraps from a few peers already up, the wave's
+    /// services are exposed once their control sockets answer, and the next
+    /// wave starts `--wave-pause` later. One at a time from peer 0 alone, 50
+    /// took 61 s and every handshake and DHT bootstrap went to peer 0.
+    async fn start(&mut self, peers: usize, options: &Options) -> Result<()> {
+        let plan = reach::waves(peers, options.wave);
+        let last = plan.len().saturating_sub(1);
+        for (w, wave) in plan.into_iter().enumerate() {
+            for _ in wave.clone() {
+                let seeds = reach::seeds(wave.start, reach::SEEDS, &mut rand::thread_rng());
+                self.add_peer(&seeds)?;
+            }
+            let lab = &*self;
+            let exposed = futures::future::join_all(
+                wave.clone()
+                    .map(|i| async move { lab.expose(i, &format!("svc-{i}")).await }),
+            )
+            .await;
+            exposed.into_iter().collect::<Result<Vec<()>>>()?;
+            if w != last {
+                tokio::time::sleep(options.wave_pause).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until every peer knows every other's service while the overlay
+    /// still gains (settle.rs, as the simulation waits), up to
+    /// `--settle-cap`; a progress line at each full look.
+    async fn settle(&self, all: &[usize], options: &Options, started: Instant) -> Settled {
+        let peers = all.len();
+        let cap = options
+            .settle_cap
+            .unwrap_or_else(|| settle::default_cap(peers));
+        let mut settling = Settling::new(settle::WINDOW, cap);
+        let every = names(all);
+        let mut last_line = Instant::now();
+        loop {
+            let views = self.views(all).await;
+            let progress: Progress = reach::progress(&views, &every);
+            let at = started.elapsed();
+            let verdict = settling.judge(at, progress);
+            if verdict != Verdict::Converging || last_line.elapsed() >= PROGRESS_EVERY {
+                last_line = Instant::now();
+                eprintln!(
+                    "real {peers}: {:.0} s: {} ({}): {verdict:?}",
+                    at.as_secs_f64(),
+                    progress.line(peers),
+                    load_line()
+                );
+            }
+            if verdict != Verdict::Converging {
+                return Settled {
+                    verdict,
+                    after: at,
+                    progress,
+                };
+            }
+            tokio::time::sleep(LOOK_EVERY).await;
+        }
     }
 
     async fn connections(&self, peers: &[usize]) -> f64 {
@@ -283,7 +455,19 @@ impl Drop for Lab {
             let _ = ip(&["netns", "del", &p.ns]);
         }
         let _ = ip(&["netns", "del", &self.hub]);
+        if let Some(before) = self.arp
+            && let Err(e) = write_arp_thresholds(before)
+        {
+            eprintln!("could not restore the ARP table's thresholds {before:?}: {e:#}");
+        }
     }
+}
+
+/// Whether a peer's view lists every name in `names` and none in `absent`.
+fn holds(view: &Option<Vec<String>>, names: &[String], absent: &[String]) -> bool {
+    view.as_ref().is_some_and(|known| {
+        names.iter().all(|n| known.contains(n)) && !absent.iter().any(|n| known.contains(n))
+    })
 }
 
 fn names(peers: &[usize]) -> Vec<String> {
@@ -294,23 +478,23 @@ pub async fn run(peers: usize, options: &Options) -> Result<Row> {
     if peers < 3 {
         bail!("--peers: at least 3");
     }
-    let mut lab = Lab::new()?;
+    let mut lab = Lab::new(peers)?;
     let started = Instant::now();
-    for _ in 0..peers {
-        let i = lab.add_peer()?;
-        lab.expose(i, &format!("svc-{i}")).await?;
-    }
+    lab.start(peers, options).await?;
     eprintln!(
-        "real {peers}: {peers} node processes up in {:.1} s; waiting until every node knows every service…",
-        started.elapsed().as_secs_f64()
+        "real {peers}: {peers} node processes up in {:.1} s (waves of {}, {:.1} s apart, {} seeds each; {}); \
+         waiting until every node knows every service…",
+        started.elapsed().as_secs_f64(),
+        options.wave,
+        options.wave_pause.as_secs_f64(),
+        reach::SEEDS,
+        load_line()
     );
     let all: Vec<usize> = (0..peers).collect();
-    let every = names(&all);
     let mut row = Row::new(peers);
-    let settle_wait = lab
-        .until_all_know(&all, &every, &[], Duration::from_secs(300))
-        .await;
-    row.settle = settle_wait.map(|_| started.elapsed());
+    let settled = lab.settle(&all, options, started).await;
+    row.settle = (settled.verdict == Verdict::Complete).then_some(settled.after);
+    row.settled = Some(settled);
     tokio::time::sleep(options.quiet).await;
 
     // Idle.
@@ -335,23 +519,34 @@ pub async fn run(peers: usize, options: &Options) -> Result<Row> {
 
     // Discovery.
     let mut every_peer = Vec::new();
+    let mut each_peer = Vec::new();
     for round in 0..options.rounds {
         let publisher = (round * 7 + 1) % peers;
         let name = format!("probe-{round}");
         let others: Vec<usize> = all.iter().copied().filter(|&i| i != publisher).collect();
         let wanted = [name.clone()];
         lab.expose(publisher, &name).await?;
-        let took = until(Duration::from_secs(30), Duration::from_millis(20), || {
-            let (others, wanted) = (&others, &wanted);
-            let lab = &lab;
-            async move { lab.knowing(others, wanted, &[]).await == others.len() }
-        })
-        .await;
-        every_peer.push(took.unwrap_or(Duration::from_secs(30)));
+        // Asked every 20 ms, only the peers that have not seen it yet.
+        let (took, each) = lab
+            .until_each(
+                &others,
+                &wanted,
+                &[],
+                DISCOVERY_BOUND,
+                Duration::from_millis(20),
+                false,
+            )
+            .await;
+        every_peer.push(took.unwrap_or(DISCOVERY_BOUND));
+        // A peer that never saw it counts at the bound.
+        let missed = others.len().saturating_sub(each.len());
+        each_peer.extend(each);
+        each_peer.extend(std::iter::repeat_n(DISCOVERY_BOUND, missed));
         lab.unexpose(publisher, &name).await;
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     row.discovery = p50_p95(&mut every_peer);
+    row.discovery_each = p50_p95(&mut each_peer);
 
     // DHT: `find` through the control socket (DHT lookup, then ListServices).
     let mut lookups = Vec::new();
@@ -376,7 +571,8 @@ pub async fn run(peers: usize, options: &Options) -> Result<Row> {
 
     // Join.
     let t = Instant::now();
-    let joiner = lab.add_peer()?;
+    let seeds = reach::seeds(peers, reach::SEEDS, &mut rand::thread_rng());
+    let joiner = lab.add_peer(&seeds)?;
     lab.expose(joiner, &format!("svc-{joiner}")).await?;
     let with_joiner: Vec<usize> = (0..=joiner).collect();
     let every = names(&with_joiner);
