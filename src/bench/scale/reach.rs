@@ -6,7 +6,7 @@
 //! 20 ms (as the discovery wait did) is n x 50 calls a second, each with n
 //! services, on the same 2 cores the nodes need to spread the change.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::settle::Progress;
 
@@ -134,9 +134,40 @@ impl Narrowing {
     }
 }
 
+/// `ask` for each of `items`, all at once, with the time since `t` at which
+/// each answer came (its own, not the slowest's).
+pub async fn each_timed<T, F, Fut>(items: &[usize], t: Instant, ask: F) -> Vec<(usize, T, Duration)>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let timed = |i: usize| {
+        let answer = ask(i);
+        async move { (i, answer.await, t.elapsed()) }
+    };
+    futures::future::join_all(items.iter().map(|&i| timed(i))).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn each_answer_is_timed_when_it_comes_not_with_the_slowest() {
+        let t = Instant::now();
+        let answers = each_timed(&[0, 1], t, |i| async move {
+            tokio::time::sleep(Duration::from_millis(if i == 0 { 0 } else { 400 })).await;
+            i * 10
+        })
+        .await;
+        let (fast, slow) = (&answers[0], &answers[1]);
+        assert_eq!((fast.0, fast.1, slow.0, slow.1), (0, 0, 1, 10));
+        assert!(slow.2 >= Duration::from_millis(400));
+        assert!(
+            fast.2 < slow.2,
+            "the fast answer took the slow one's time: {answers:?}"
+        );
+    }
 
     #[test]
     fn the_arp_table_is_raised_to_hold_every_pair_and_never_lowered() {
