@@ -368,6 +368,25 @@ pub enum DevCommand {
         #[arg(long, value_name = "FILE")]
         network_key: Option<PathBuf>,
     },
+    /// Join the overlay as the member whose identity is in --data-dir (no node
+    /// runs there), announce one legacy service (records kept for hours, so
+    /// only a departure report drops them), tell a peer "I am trimming my
+    /// connection to you" without closing it, print the answer as a JSON line,
+    /// then stay: a test stops the process to make this member fall silent.
+    TrimNotice {
+        /// Peer id of the peer to tell.
+        #[arg(long)]
+        to: libp2p::PeerId,
+        /// The service to announce.
+        #[arg(long)]
+        service: String,
+        /// Address of a member to join through (repeatable).
+        #[arg(long)]
+        bootstrap: Vec<Multiaddr>,
+        /// The overlay's network key file (else PEERVISOR_NETWORK_KEY).
+        #[arg(long, value_name = "FILE")]
+        network_key: Option<PathBuf>,
+    },
     /// Open the full-screen console on no node and hand the terminal to a
     /// session that prints a line, then panics (or, with --ok, ends): the
     /// console must take the screen back either way.

@@ -4,6 +4,7 @@ use anyhow::{Context, Result};
 
 use super::args::{DevCommand, network_key_source};
 use crate::migrate::replica::probe;
+use crate::node::trim_probe;
 use crate::paths::DataDir;
 
 pub async fn run(data_dir: &DataDir, command: DevCommand) -> Result<()> {
@@ -17,6 +18,15 @@ pub async fn run(data_dir: &DataDir, command: DevCommand) -> Result<()> {
             network_key,
         } => (to, body, declare, stall, bootstrap, network_key),
         DevCommand::ConsoleTakeover { ok } => return console_takeover(ok).await,
+        DevCommand::TrimNotice {
+            to,
+            service,
+            bootstrap,
+            network_key,
+        } => {
+            let key = network_key_source(network_key.as_deref());
+            return trim_probe::run(data_dir.root(), key.as_ref(), bootstrap, to, service).await;
+        }
     };
     let frame = probe::Frame {
         body: std::fs::read(&body).with_context(|| format!("reading {}", body.display()))?,

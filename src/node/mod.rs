@@ -23,6 +23,7 @@ mod retire;
 mod streams;
 mod traffic;
 mod transport;
+pub mod trim_probe;
 mod upkeep;
 mod why;
 pub mod wiretap;
