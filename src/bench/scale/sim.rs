@@ -483,7 +483,11 @@ pub async fn run(peers: usize, options: &Options) -> Result<Row> {
     // Let the start-up work (DHT bootstraps, first provider records) pass.
     tokio::time::sleep(options.node_time(options.quiet)).await;
     let (steady, waited) = meter
-        .wait_steady(last_start, options.node_time(STEADY_BOUND))
+        .wait_steady(
+            last_start,
+            options.node_time(STEADY_BOUND),
+            options.time_scale,
+        )
         .await;
     let steady_note = format!(
         "connections {} {:.0} s after the quiet ({:.0} s after the last node started): {:.1} per peer",
