@@ -24,6 +24,7 @@ use libp2p::swarm::ConnectionId;
 use super::churn::{self, Closed, Opened};
 use super::digest::bucket_of;
 use super::protocol::{Announcement, ControlResponse, Departure};
+use super::pulls::{self, Count};
 use super::{Event, EventLoop};
 
 /// A trim notice, or our own trim, explains a close for this long: the close
@@ -285,6 +286,7 @@ impl EventLoop {
         // Gone, or only this path? One dial tells.
         if let Err(e) = self.dial_for(peer, Opened::Check) {
             tracing::debug!("dial lost peer {peer}: {e}");
+            pulls::one(Count::CheckNotStarted);
             self.report_departure(peer);
         }
     }
@@ -295,6 +297,7 @@ impl EventLoop {
             return;
         }
         if self.departures.lost.get(&peer).is_some_and(|l| !l.reported) {
+            pulls::one(Count::CheckFailed);
             self.report_departure(peer);
         }
     }
@@ -316,6 +319,7 @@ impl EventLoop {
         );
         self.drop_departed(peer, seq);
         if !known_gone {
+            pulls::one(Count::DepartureReported);
             self.departures.to_report.push(Departure {
                 peer: peer.to_string(),
                 seq,
@@ -332,6 +336,7 @@ impl EventLoop {
             return;
         }
         entry.departed_seq = Some(seq);
+        pulls::one(Count::DepartureApplied);
         entry.announcement = None;
         entry.vms = None;
         let _ = self.events.try_send(Event::Departed { peer });
@@ -399,6 +404,7 @@ impl EventLoop {
             .control
             .send_request(&peer, request);
         self.departures.snapshot = Snapshot::Asked(id);
+        pulls::one(Count::PullAsked);
     }
 
     /// A peer subscribed to the announcements: if it is one that came back, or
@@ -428,6 +434,7 @@ impl EventLoop {
                 let mine = self.announcement.as_ref().map_or(0, |a| a.seq);
                 if d.seq >= mine {
                     tracing::info!("reported gone, but here: announcing again");
+                    pulls::one(Count::Refuted);
                     self.departures.announce_soon();
                 }
                 continue;
@@ -538,10 +545,13 @@ impl EventLoop {
         }) = response
         else {
             // Failed: ask the next peer that connects.
+            pulls::one(Count::PullFailed);
             self.departures.snapshot = Snapshot::NotAsked;
             return true;
         };
         self.departures.snapshot = Snapshot::Done;
+        pulls::one(Count::PullAnswered);
+        pulls::add(Count::PullEntries, announcements.len() as u64);
         let last = announcements.last().map(|(id, _)| id.clone());
         if more && last.is_some() {
             let buckets = self.departures.snapshot_buckets.clone();
@@ -549,7 +559,7 @@ impl EventLoop {
         }
         self.on_departures_heard(&departed);
         let me = *self.swarm.local_peer_id();
-        let mut heard = 0;
+        let mut heard: u64 = 0;
         for (peer, announcement) in announcements {
             let Ok(peer) = peer.parse::<PeerId>() else {
                 continue;
@@ -565,6 +575,7 @@ impl EventLoop {
                 heard += 1;
             }
         }
+        pulls::add(Count::PullNew, heard);
         tracing::debug!("snapshot: {heard} peers' announcements");
         true
     }

@@ -20,6 +20,7 @@ use sha2::{Digest as _, Sha256};
 use super::EventLoop;
 use super::departures::Snapshot;
 use super::protocol::{ControlRequest, ControlResponse, Departure};
+use super::pulls::{self, Count};
 
 /// How often a node compares its digest with a neighbour's.
 pub(super) const DIGEST_EVERY: Duration = Duration::from_secs(10);
@@ -131,15 +132,22 @@ impl EventLoop {
             .control
             .send_request(&peer, ControlRequest::Digest);
         self.departures.digest_asked = Some(id);
+        pulls::one(Count::DigestAsked);
     }
 
     /// A neighbour's digest: pull the buckets of its snapshot that differ.
     pub(super) fn on_digest(&mut self, from: PeerId, response: Option<ControlResponse>) {
         let Some(ControlResponse::Digest { digest, buckets }) = response else {
+            pulls::one(Count::DigestFailed);
             return;
         };
         let mine = self.digests();
         let all = mine.iter().fold(0, |all, b| all ^ b);
+        pulls::one(if digest == all {
+            Count::DigestSame
+        } else {
+            Count::DigestDiffers
+        });
         if digest != all && self.departures.snapshot == Snapshot::Done {
             // Empty: all buckets (an older node's answer).
             let wanted = differing(&mine, &buckets).unwrap_or_default();

@@ -98,6 +98,11 @@ impl EventLoop {
                 failed_messages,
             }) => {
                 // Not held against the peer (guard.rs: no slow-peer score).
+                super::pulls::one(super::pulls::Count::GossipSlowReports);
+                super::pulls::add(
+                    super::pulls::Count::GossipDropped,
+                    (failed_messages.priority + failed_messages.non_priority) as u64,
+                );
                 tracing::debug!(
                     "gossip to {} dropped or expired: {} message(s) in the last heartbeat",
                     self.display_name(&peer_id),
@@ -295,6 +300,12 @@ impl EventLoop {
                     let name = self.display_name(&peer);
                     let _ = reply.send(Err(anyhow!("request to peer {name} failed: {error}")));
                 } else {
+                    use super::pulls::Count;
+                    super::pulls::one(match &error {
+                        request_response::OutboundFailure::Timeout => Count::RequestTimeout,
+                        request_response::OutboundFailure::ConnectionClosed => Count::RequestClosed,
+                        _ => Count::RequestOther,
+                    });
                     self.on_own_response(peer, request_id, None).await;
                 }
             }

@@ -16,11 +16,13 @@ mod links;
 mod membership;
 pub mod protocol;
 mod provide;
+pub mod pulls;
 mod reachability;
 mod relay;
 mod repunch;
 mod retire;
 mod streams;
+mod timers;
 mod traffic;
 mod transport;
 pub mod trim_probe;
@@ -49,6 +51,7 @@ pub use churn::Churn;
 pub use client::Client;
 use client::Command;
 pub use guard::ConnectionCaps;
+pub use pulls::Pulls;
 pub use relay::RelayConfig;
 pub use streams::{Stream, StreamControl};
 pub use traffic::ControlTraffic;
@@ -220,6 +223,7 @@ fn build_swarm(
     let network_key = config.network_key;
     // A simulation's slower clock (1 for real nodes): transport.rs.
     let slower = config.wire.time_scale();
+    let timers = timers::Timers::new(slower, PROVIDER_TTL);
     // Only TCP addresses can be dialed back (reachability.rs).
     let dial_backs = matches!(config.wire, transport::Wire::Tcp);
     let wire = std::mem::take(&mut config.wire);
@@ -246,14 +250,15 @@ fn build_swarm(
             let mut kad_config = kad::Config::new(libp2p::StreamProtocol::new("/peervisor/kad/1"));
             // Provider records of a vanished peer must expire in minutes, not days.
             kad_config
-                .set_provider_record_ttl(Some(PROVIDER_TTL))
-                .set_provider_publication_interval(Some(PROVIDER_TTL / 3))
+                .set_provider_record_ttl(Some(timers.provider_ttl))
+                .set_provider_publication_interval(Some(timers.provider_ttl / 3))
+                .set_periodic_bootstrap_interval(Some(timers.dht_bootstrap))
                 // A provider publication first walks to the key's closest peers,
                 // and kad stores nothing if that walk times out: on a busy
                 // overlay (100 simulated peers) it took longer than the 10 s
                 // this was, and no lookup found anything. Lookups return at
                 // the first providers found (events.rs), so they rarely wait this.
-                .set_query_timeout(QUERY_TIMEOUT);
+                .set_query_timeout(timers.dht_query);
             let mut kad = kad::Behaviour::with_config(
                 peer_id,
                 kad::store::MemoryStore::new(peer_id),
@@ -273,11 +278,11 @@ fn build_swarm(
                     // heartbeats, 1 s at ours), so a busy event loop still forwards it.
                     .validate_messages()
                     .history_length(25)
-                    // A forward may wait 5 s for its connection (default 1 s, then
-                    // dropped): on a busy host the drops left a publication to
-                    // anti-entropy's 10 s rounds (discovery p95 27 s at 100
-                    // simulated peers).
-                    .forward_queue_duration(Duration::from_secs(5))
+                    // A forward may wait 5 s for its connection (default 1 s):
+                    // timers.rs, scaled with a simulation's clock.
+                    .forward_queue_duration(timers.gossip_forward)
+                    .publish_queue_duration(timers.gossip_publish)
+                    .duplicate_cache_time(timers.gossip_seen)
                     // Our own message relayed back is not the relayer's fault:
                     // gossipsub forgets ids after a minute, and on a busy overlay a
                     // publication still circling after that comes back by IHAVE/IWANT
@@ -300,7 +305,7 @@ fn build_swarm(
             let control = request_response::Behaviour::with_codec(
                 traffic::CountingCodec::new(control_codec(), traffic.clone()),
                 [(CONTROL_PROTOCOL, ProtocolSupport::Full)],
-                request_response::Config::default().with_request_timeout(Duration::from_secs(30)),
+                request_response::Config::default().with_request_timeout(timers.control_request),
             );
             Ok(Behaviour {
                 limits: connection_caps.behaviour(),
@@ -453,8 +458,6 @@ const MAX_DIAL_ERRORS: usize = 8;
 /// republishing every 30 s (a 90 s TTL, before issue 20) made each peer's
 /// provider queries dial dozens of peers a minute in a big overlay.
 pub const PROVIDER_TTL: Duration = Duration::from_secs(15 * 60);
-/// How long a DHT query may walk (libp2p's default).
-const QUERY_TIMEOUT: Duration = Duration::from_secs(60);
 /// A node's first provider records wait for its routing table to fill (provide.rs),
 /// at most this long; a second neighbour's snapshot is pulled then too.
 const REPROVIDE_AFTER: Duration = Duration::from_secs(60);

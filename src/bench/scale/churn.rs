@@ -8,12 +8,25 @@ use std::time::{Duration, Instant};
 use crate::node::Churn;
 use crate::node::churn::{Closed, Opened};
 
-/// Start-up work opens connections until this long after a node started (its
-/// provider records published again after 60 s) and they are trimmed 20 s
-/// later: the steady state comes after.
+/// Start-up work opens connections until this long (node time) after a node
+/// started (its provider records published again after 60 s) and they are
+/// trimmed 20 s later: the steady state comes after.
 const STARTUP_DONE: Duration = Duration::from_secs(85);
-/// Steady: less churn than this, opened plus closed per peer per second.
+/// Steady: less churn than this, opened plus closed per peer per second of
+/// node time.
 const STEADY_CHURN: f64 = 0.05;
+
+/// Whether the connections are steady: `since_start` (wall clock) after the
+/// last node started, with `churn` per peer per wall-clock second, the node's
+/// timers running `slower` times slower. Both in node time: a run scaled x10
+/// is as steady with ten times fewer trims and dials a wall second, and its
+/// start-up work lasts ten times longer. (Session 6's 1,000-peer run judged
+/// both in wall clock: 85 s, passed long before, and 0.2-0.3 per peer per
+/// wall second, which is 2-3 per node second, far from steady either way.)
+fn steady(since_start: Duration, churn: f64, slower: u32) -> bool {
+    let slower = slower.max(1);
+    since_start > STARTUP_DONE * slower && churn * f64::from(slower) < STEADY_CHURN
+}
 
 /// The counters of one overlay: those of earlier overlays in this process
 /// (their nodes dropped without closing) are taken off.
@@ -69,7 +82,13 @@ impl Meter {
     /// (an AutoNAT dial-back, two dials crossing) counts here as one more (30
     /// peers: 17.5 connection ends per peer, 14.4 peers connected, no churn).
     /// Whether it got there, and when.
-    pub async fn wait_steady(&self, last_start: Instant, bound: Duration) -> (bool, Duration) {
+    /// `slower`: the simulation's time scale (1: not scaled).
+    pub async fn wait_steady(
+        &self,
+        last_start: Instant,
+        bound: Duration,
+        slower: u32,
+    ) -> (bool, Duration) {
         let t = Instant::now();
         let every = Duration::from_secs(2);
         loop {
@@ -79,7 +98,7 @@ impl Meter {
             let churn = (delta.opened_total() + delta.closed_total()) as f64
                 / self.peers as f64
                 / every.as_secs_f64();
-            let steady = last_start.elapsed() > STARTUP_DONE && churn < STEADY_CHURN;
+            let steady = steady(last_start.elapsed(), churn, slower);
             if steady || t.elapsed() > bound {
                 return (steady, t.elapsed());
             }
@@ -127,4 +146,25 @@ pub fn rates(delta: &Churn, peers: usize, over: Duration, connections: f64) -> S
         per(delta.closed_for(Closed::OursOther)),
         per(delta.closed_for(Closed::Remote)),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steady_is_judged_in_node_time() {
+        let secs = Duration::from_secs;
+        // Not scaled: 85 s after the last start, under 0.05 a peer a second.
+        assert!(!steady(secs(80), 0.01, 1), "start-up work still under way");
+        assert!(steady(secs(90), 0.04, 1));
+        assert!(!steady(secs(90), 0.06, 1));
+        // x10: the start-up lasts 850 s of wall clock...
+        assert!(!steady(secs(90), 0.001, 10));
+        // ...and 0.025 a wall second is 0.25 a node second: not steady; 0.003
+        // is 0.03: steady.
+        assert!(!steady(secs(900), 0.025, 10));
+        assert!(steady(secs(900), 0.003, 10));
+        assert!(!steady(secs(900), 0.006, 10));
+    }
 }

@@ -61,18 +61,21 @@ pub fn waves(peers: usize, wave: usize) -> Vec<std::ops::Range<usize>> {
 pub fn progress(views: &[Option<Vec<String>>], names: &[String]) -> Progress {
     let mut unknown_to = vec![0usize; names.len()];
     let mut incomplete = 0;
+    let (mut worst_node_missing, mut nodes_missing_tenth) = (0, 0);
     for (k, view) in views.iter().enumerate() {
-        let mut misses = false;
+        let mut misses = 0;
         for (other, name) in names.iter().enumerate() {
             if other == k {
                 continue;
             }
             if !view.as_ref().is_some_and(|known| known.contains(name)) {
                 unknown_to[other] += 1;
-                misses = true;
+                misses += 1;
             }
         }
-        incomplete += usize::from(misses);
+        incomplete += usize::from(misses > 0);
+        worst_node_missing = worst_node_missing.max(misses);
+        nodes_missing_tenth += usize::from(misses * 10 > names.len());
     }
     let mut counts: Vec<usize> = unknown_to.into_iter().filter(|&c| c > 0).collect();
     counts.sort_unstable();
@@ -80,6 +83,8 @@ pub fn progress(views: &[Option<Vec<String>>], names: &[String]) -> Progress {
         incomplete,
         missing_pairs: counts.iter().sum(),
         median_unknown: counts.get(counts.len() / 2).copied().unwrap_or(0),
+        worst_node_missing,
+        nodes_missing_tenth,
     }
 }
 
@@ -234,6 +239,8 @@ mod tests {
         // svc-3 unknown to 1 and 2; svc-0 and svc-1 unknown to 2: [1, 1, 2].
         assert_eq!(p.missing_pairs, 4);
         assert_eq!(p.median_unknown, 1);
+        // Peer 2 misses 3 of its 3 others, peer 1 one: both over a tenth.
+        assert_eq!((p.worst_node_missing, p.nodes_missing_tenth), (3, 2));
     }
 
     #[test]

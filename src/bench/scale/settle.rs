@@ -18,6 +18,11 @@ pub struct Progress {
     pub missing_pairs: usize,
     /// Of the nodes unknown to some, the median of how many they are unknown to.
     pub median_unknown: usize,
+    /// How the gaps spread (not judged, said): the most peers one node
+    /// misses, and the nodes missing more than a tenth of their peers (a few
+    /// nodes cut off, or many missing a few).
+    pub worst_node_missing: usize,
+    pub nodes_missing_tenth: usize,
 }
 
 impl Progress {
@@ -32,11 +37,13 @@ impl Progress {
         }
         format!(
             "{} node(s) incomplete, {} (node, peer) pairs missing, the median missing node \
-             unknown to {} of {}",
+             unknown to {} of {}; one node misses at most {}, {} node(s) miss over a tenth",
             self.incomplete,
             self.missing_pairs,
             self.median_unknown,
-            peers.saturating_sub(1)
+            peers.saturating_sub(1),
+            self.worst_node_missing,
+            self.nodes_missing_tenth,
         )
     }
 }
@@ -161,6 +168,7 @@ mod tests {
             incomplete: 10,
             missing_pairs: pairs,
             median_unknown: 10,
+            ..Progress::default()
         }
     }
 
@@ -204,6 +212,7 @@ mod tests {
             incomplete: 1000,
             missing_pairs: pairs,
             median_unknown: median,
+            ..Progress::default()
         };
         assert_eq!(
             settling.judge(at(0), look(925_000, 995)),

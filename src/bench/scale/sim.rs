@@ -196,15 +196,18 @@ impl Overlay {
         let live: Vec<usize> = self.live().collect();
         let mut unknown_to = vec![0usize; self.nodes.len()];
         let mut incomplete = 0;
+        let (mut worst_node_missing, mut nodes_missing_tenth) = (0, 0);
         for &n in &live {
-            let mut misses = false;
+            let mut misses = 0;
             for &other in &live {
                 if other != n && !self.knows(n, other) {
                     unknown_to[other] += 1;
-                    misses = true;
+                    misses += 1;
                 }
             }
-            incomplete += usize::from(misses);
+            incomplete += usize::from(misses > 0);
+            worst_node_missing = worst_node_missing.max(misses);
+            nodes_missing_tenth += usize::from(misses * 10 > live.len());
         }
         let mut counts: Vec<usize> = unknown_to.into_iter().filter(|&c| c > 0).collect();
         counts.sort_unstable();
@@ -212,6 +215,8 @@ impl Overlay {
             incomplete,
             missing_pairs: counts.iter().sum(),
             median_unknown: counts.get(counts.len() / 2).copied().unwrap_or(0),
+            worst_node_missing,
+            nodes_missing_tenth,
         }
     }
 
@@ -411,6 +416,7 @@ async fn settle(overlay: &Overlay, peers: usize, options: &Options, started: Ins
     // overlay is seen within seconds; the full count only every LOOK_EVERY.
     let check_every = Duration::from_secs(1 + peers as u64 / 250);
     let mut last_look = (Instant::now(), process_cpu());
+    let mut last_pulls = node::Pulls::now();
     loop {
         let complete = overlay.complete();
         if complete || last_look.0.elapsed() >= LOOK_EVERY {
@@ -430,6 +436,15 @@ async fn settle(overlay: &Overlay, peers: usize, options: &Options, started: Ins
                 progress.line(peers),
                 load_line(),
             );
+            // What anti-entropy and departures did since the last look: why
+            // a large overlay converges slowly (pulls failing, bringing
+            // nothing new, or departures taking peers away).
+            let pulls = node::Pulls::now();
+            eprintln!(
+                "sim {peers}: since the last look: {}",
+                pulls.minus(&last_pulls).line()
+            );
+            last_pulls = pulls;
             if verdict != Verdict::Converging {
                 return Settled {
                     verdict,
@@ -468,7 +483,11 @@ pub async fn run(peers: usize, options: &Options) -> Result<Row> {
     // Let the start-up work (DHT bootstraps, first provider records) pass.
     tokio::time::sleep(options.node_time(options.quiet)).await;
     let (steady, waited) = meter
-        .wait_steady(last_start, options.node_time(STEADY_BOUND))
+        .wait_steady(
+            last_start,
+            options.node_time(STEADY_BOUND),
+            options.time_scale,
+        )
         .await;
     let steady_note = format!(
         "connections {} {:.0} s after the quiet ({:.0} s after the last node started): {:.1} per peer",
