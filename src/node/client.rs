@@ -89,6 +89,20 @@ impl Client {
         rx.await.map_err(|_| node_gone())
     }
 
+    /// Waits until this node is connected to `peer` (a member joining through
+    /// a bootstrap peer, as the dev probes do), failing after `within`.
+    pub async fn wait_connected(&self, peer: PeerId, within: std::time::Duration) -> Result<()> {
+        let deadline = std::time::Instant::now() + within;
+        let id = peer.to_string();
+        while !(self.status().await?.peers.iter()).any(|p| p.connected && p.peer_id == id) {
+            if std::time::Instant::now() > deadline {
+                return Err(anyhow!("not connected to {peer} within {within:?}"));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        Ok(())
+    }
+
     /// Sends a control request and waits for the answer (or a transport error).
     pub async fn request(&self, peer: PeerId, request: ControlRequest) -> Result<ControlResponse> {
         let (reply, rx) = oneshot::channel();

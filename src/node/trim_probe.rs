@@ -7,9 +7,9 @@
 //! do nothing such a member could not do with a program of its own.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use libp2p::{Multiaddr, PeerId};
 
 use super::protocol::{Announcement, ControlRequest, ServiceRecord};
@@ -32,19 +32,7 @@ pub async fn run(
     let keypair = identity::load_or_create_identity(dir)?;
     let network_key = identity::load_or_create_network_key(dir, network_key)?;
     let client = start_dialer(keypair, network_key, "trim-probe", bootstrap)?;
-    let deadline = Instant::now() + JOIN_TIMEOUT;
-    while !client
-        .status()
-        .await?
-        .peers
-        .iter()
-        .any(|p| p.connected && p.peer_id == to.to_string())
-    {
-        if Instant::now() > deadline {
-            bail!("not connected to {to} within {JOIN_TIMEOUT:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    client.wait_connected(to, JOIN_TIMEOUT).await?;
     client
         .announce(Announcement {
             nick: "trim-probe".into(),

@@ -59,33 +59,13 @@ pub fn waves(peers: usize, wave: usize) -> Vec<std::ops::Range<usize>> {
 /// (one per peer): as settle.rs judges it. A peer that did not answer misses
 /// every service but its own.
 pub fn progress(views: &[Option<Vec<String>>], names: &[String]) -> Progress {
-    let mut unknown_to = vec![0usize; names.len()];
-    let mut incomplete = 0;
-    let (mut worst_node_missing, mut nodes_missing_tenth) = (0, 0);
-    for (k, view) in views.iter().enumerate() {
-        let mut misses = 0;
-        for (other, name) in names.iter().enumerate() {
-            if other == k {
-                continue;
-            }
-            if !view.as_ref().is_some_and(|known| known.contains(name)) {
-                unknown_to[other] += 1;
-                misses += 1;
-            }
-        }
-        incomplete += usize::from(misses > 0);
-        worst_node_missing = worst_node_missing.max(misses);
-        nodes_missing_tenth += usize::from(misses * 10 > names.len());
-    }
-    let mut counts: Vec<usize> = unknown_to.into_iter().filter(|&c| c > 0).collect();
-    counts.sort_unstable();
-    Progress {
-        incomplete,
-        missing_pairs: counts.iter().sum(),
-        median_unknown: counts.get(counts.len() / 2).copied().unwrap_or(0),
-        worst_node_missing,
-        nodes_missing_tenth,
-    }
+    let live: Vec<usize> = (0..names.len()).collect();
+    Progress::tally(&live, names.len(), |k, other| {
+        (views.get(k)).is_some_and(|view| {
+            view.as_ref()
+                .is_some_and(|known| known.contains(&names[other]))
+        })
+    })
 }
 
 /// The peers a wait still has to ask, and when each one first met its

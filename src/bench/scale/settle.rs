@@ -26,6 +26,36 @@ pub struct Progress {
 }
 
 impl Progress {
+    /// What `live` nodes (indices below `size`) miss of each other, where
+    /// `knows(node, other)` says whether `node` knows `other`'s service. One
+    /// pass over n x n entries: taken every few seconds.
+    pub fn tally(live: &[usize], size: usize, knows: impl Fn(usize, usize) -> bool) -> Progress {
+        let mut unknown_to = vec![0usize; size];
+        let mut incomplete = 0;
+        let (mut worst_node_missing, mut nodes_missing_tenth) = (0, 0);
+        for &n in live {
+            let mut misses = 0;
+            for &other in live {
+                if other != n && !knows(n, other) {
+                    unknown_to[other] += 1;
+                    misses += 1;
+                }
+            }
+            incomplete += usize::from(misses > 0);
+            worst_node_missing = worst_node_missing.max(misses);
+            nodes_missing_tenth += usize::from(misses * 10 > live.len());
+        }
+        let mut counts: Vec<usize> = unknown_to.into_iter().filter(|&c| c > 0).collect();
+        counts.sort_unstable();
+        Progress {
+            incomplete,
+            missing_pairs: counts.iter().sum(),
+            median_unknown: counts.get(counts.len() / 2).copied().unwrap_or(0),
+            worst_node_missing,
+            nodes_missing_tenth,
+        }
+    }
+
     pub fn complete(&self) -> bool {
         self.missing_pairs == 0
     }

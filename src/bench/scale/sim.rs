@@ -191,33 +191,10 @@ impl Overlay {
     /// What the overlay still misses: nodes that do not know every other, the
     /// (node, peer) pairs missing, and how many nodes the median missing node is
     /// unknown to (a few peers that never joined tell apart from gossip lost
-    /// here and there). One pass over n x n entries: taken every few seconds.
+    /// here and there).
     fn progress(&self) -> Progress {
         let live: Vec<usize> = self.live().collect();
-        let mut unknown_to = vec![0usize; self.nodes.len()];
-        let mut incomplete = 0;
-        let (mut worst_node_missing, mut nodes_missing_tenth) = (0, 0);
-        for &n in &live {
-            let mut misses = 0;
-            for &other in &live {
-                if other != n && !self.knows(n, other) {
-                    unknown_to[other] += 1;
-                    misses += 1;
-                }
-            }
-            incomplete += usize::from(misses > 0);
-            worst_node_missing = worst_node_missing.max(misses);
-            nodes_missing_tenth += usize::from(misses * 10 > live.len());
-        }
-        let mut counts: Vec<usize> = unknown_to.into_iter().filter(|&c| c > 0).collect();
-        counts.sort_unstable();
-        Progress {
-            incomplete,
-            missing_pairs: counts.iter().sum(),
-            median_unknown: counts.get(counts.len() / 2).copied().unwrap_or(0),
-            worst_node_missing,
-            nodes_missing_tenth,
-        }
+        Progress::tally(&live, self.nodes.len(), |n, other| self.knows(n, other))
     }
 
     /// Live nodes that still list `node`'s service.

@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow};
 use libp2p::{Multiaddr, PeerId};
 use serde::Serialize;
 use tokio::io::AsyncWriteExt;
@@ -64,18 +64,7 @@ pub async fn send_offer(
     let network_key = identity::load_or_create_network_key(dir, network_key)?;
     let client = node::start_dialer(keypair, network_key, "replica-probe", bootstrap)?;
     let deadline = Instant::now() + PROBE_TIMEOUT;
-    while !client
-        .status()
-        .await?
-        .peers
-        .iter()
-        .any(|p| p.connected && p.peer_id == to.to_string())
-    {
-        if Instant::now() > deadline {
-            bail!("not connected to {to} within {PROBE_TIMEOUT:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    client.wait_connected(to, PROBE_TIMEOUT).await?;
     let stream = client
         .streams()
         .open_stream(to, REPLICA_PROTOCOL)
