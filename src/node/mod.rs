@@ -15,7 +15,6 @@ mod keyed_tls;
 mod links;
 mod membership;
 pub mod protocol;
-mod provide;
 pub mod pulls;
 mod reachability;
 mod relay;
@@ -36,6 +35,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow};
 use futures::StreamExt;
 use libp2p::identity::Keypair;
+use libp2p::kad::store::RecordStore;
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent, behaviour::toggle::Toggle};
 use libp2p::{Multiaddr, PeerId, Swarm, autonat, dcutr, gossipsub, identify, kad, mdns, ping};
@@ -201,7 +201,6 @@ pub fn start(mut config: NodeConfig) -> Result<(Client, mpsc::Receiver<Event>)> 
         health: Default::default(),
         dial_backs: Default::default(),
         probing: Default::default(),
-        first_publication: Default::default(),
         time_scale,
     };
     tokio::spawn(event_loop.run());
@@ -444,8 +443,6 @@ struct EventLoop {
     /// Peers asked for an AutoNAT dial-back, until their answer: a connection
     /// they open meanwhile is the dial-back, about to be closed by them.
     probing: std::collections::HashSet<PeerId>,
-    /// Provider records held until the routing table has filled (provide.rs).
-    first_publication: provide::FirstPublication,
     /// How many times slower the overlay's timers run: 1, except in a
     /// simulation that scales time (transport.rs, `Wire::time_scale`).
     time_scale: u32,
@@ -458,8 +455,9 @@ const MAX_DIAL_ERRORS: usize = 8;
 /// republishing every 30 s (a 90 s TTL, before issue 20) made each peer's
 /// provider queries dial dozens of peers a minute in a big overlay.
 pub const PROVIDER_TTL: Duration = Duration::from_secs(15 * 60);
-/// A node's first provider records wait for its routing table to fill (provide.rs),
-/// at most this long; a second neighbour's snapshot is pulled then too.
+/// A node's first provider records go to the few peers its DHT knew at start:
+/// published once more when its routing table has filled, instead of waiting
+/// for the first republication; and a second neighbour's snapshot is pulled.
 const REPROVIDE_AFTER: Duration = Duration::from_secs(60);
 /// Connection upkeep (redials, top-up, trim, silent connections) runs this often.
 const UPKEEP_EVERY: Duration = Duration::from_secs(3);
@@ -479,7 +477,7 @@ impl EventLoop {
         let mut retire_tick = interval(Duration::from_secs(1));
         let mut digest_tick = interval(digest::DIGEST_EVERY * self.time_scale);
         let started = Instant::now();
-        let mut second_snapshot = false;
+        let mut reprovided = false;
         loop {
             let announce_at = self.departures.announce_at.map(Instant::from_std);
             tokio::select! {
@@ -493,10 +491,9 @@ impl EventLoop {
                 _ = redial_tick.tick() => {
                     self.health.tick(std::time::Instant::now(), upkeep_every);
                     self.redial_bootstrap(started.elapsed());
-                    let first_publication = REPROVIDE_AFTER * self.time_scale;
-                    self.publish_held(started.elapsed(), first_publication);
-                    if !second_snapshot && started.elapsed() > first_publication {
-                        second_snapshot = true;
+                    if !reprovided && started.elapsed() > REPROVIDE_AFTER * self.time_scale {
+                        reprovided = true;
+                        self.reprovide();
                         self.second_snapshot();
                     }
                     self.top_up_connections();
@@ -513,14 +510,16 @@ impl EventLoop {
         }
     }
 
-    /// Publishes the provider records held since start once the routing table
-    /// has filled (provide.rs): one walk per key to its closest peers.
-    fn publish_held(&mut self, uptime: Duration, limit: Duration) {
+    fn reprovide(&mut self) {
         let kad = &mut self.swarm.behaviour_mut().kad;
-        let table: usize = kad.kbuckets().map(|bucket| bucket.num_entries()).sum();
-        for key in self.first_publication.due(table, uptime, limit) {
+        let keys: Vec<kad::RecordKey> = kad
+            .store_mut()
+            .provided()
+            .map(|record| record.key.clone())
+            .collect();
+        for key in keys {
             if let Err(e) = kad.start_providing(key) {
-                tracing::warn!("DHT: cannot provide: {e}");
+                tracing::debug!("DHT: cannot provide again: {e}");
             }
         }
     }
@@ -605,14 +604,10 @@ impl EventLoop {
             Command::Provide { key, provide } => {
                 let key = kad::RecordKey::new(&key);
                 if provide {
-                    if !self.first_publication.provide_now(key.clone()) {
-                        return; // published once the routing table has filled
-                    }
                     if let Err(e) = self.swarm.behaviour_mut().kad.start_providing(key) {
                         tracing::warn!("DHT: cannot provide: {e}");
                     }
                 } else {
-                    self.first_publication.withdraw(&key);
                     self.swarm.behaviour_mut().kad.stop_providing(&key);
                 }
             }
